@@ -1,0 +1,90 @@
+//! Errors as HTTP responses: `{"errcode": "M_...", "error": "..."}` with the spec's status.
+
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use myelin_core::{ErrCode, MatrixError};
+use myelin_service::Error;
+
+/// What every handler returns on failure.
+#[derive(Debug)]
+pub struct ApiError(pub Error);
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl<E: Into<Error>> From<E> for ApiError {
+    fn from(error: E) -> Self {
+        ApiError(error.into())
+    }
+}
+
+/// The default HTTP status of each code, as the spec and Synapse use them.
+pub fn status_of(code: ErrCode) -> StatusCode {
+    use ErrCode::*;
+    match code {
+        Forbidden
+        | UserDeactivated
+        | GuestAccessForbidden
+        | ResourceLimitExceeded
+        | CannotLeaveServerNoticeRoom
+        | ConsentNotGiven
+        | ServerNotTrusted
+        | UserSuspended
+        | ThreepidDenied
+        | WrongRoomKeysVersion => StatusCode::FORBIDDEN,
+        UnknownToken | MissingToken | Unauthorized | CaptchaNeeded | CaptchaInvalid | UserLocked => {
+            StatusCode::UNAUTHORIZED
+        }
+        NotFound | Unrecognized | ThreepidNotFound => StatusCode::NOT_FOUND,
+        LimitExceeded => StatusCode::TOO_MANY_REQUESTS,
+        TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        CannotOverwriteMedia => StatusCode::CONFLICT,
+        NotYetUploaded => StatusCode::GATEWAY_TIMEOUT,
+        BadJson
+        | NotJson
+        | UserInUse
+        | InvalidUsername
+        | RoomInUse
+        | InvalidRoomState
+        | ThreepidInUse
+        | ThreepidAuthFailed
+        | UnsupportedRoomVersion
+        | IncompatibleRoomVersion
+        | BadState
+        | MissingParam
+        | InvalidParam
+        | Exclusive
+        | WeakPassword
+        | BadAlias
+        | DuplicateAnnotation
+        | UnknownPos
+        | Unknown
+        | Custom(_) => StatusCode::BAD_REQUEST,
+    }
+}
+
+/// Renders a Matrix error, adding `Retry-After` to rate-limit errors.
+pub fn matrix_error_response(error: &MatrixError) -> Response {
+    let status =
+        error.status.and_then(|s| StatusCode::from_u16(s).ok()).unwrap_or_else(|| status_of(error.code));
+    let mut response = (status, axum::Json(error.to_json())).into_response();
+    if error.code == ErrCode::LimitExceeded
+        && let Some(ms) = error.extra.get("retry_after_ms").and_then(serde_json::Value::as_u64)
+        && let Ok(value) = HeaderValue::from_str(&ms.div_ceil(1000).to_string())
+    {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self.0 {
+            Error::Matrix(error) => matrix_error_response(&error),
+            Error::Internal(message) => {
+                // Logged once here, inside the request's span; the client sees no detail.
+                tracing::error!(error = %message, "internal error");
+                matrix_error_response(&MatrixError::unknown("Internal server error").with_status(500))
+            }
+        }
+    }
+}

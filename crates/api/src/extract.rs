@@ -1,0 +1,153 @@
+//! Request extractors that fail with Matrix errors: JSON bodies (`M_NOT_JSON` / `M_BAD_JSON` /
+//! `M_TOO_LARGE`), query strings and path parameters (`M_INVALID_PARAM`), and the client address.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use bytes::Bytes;
+use http::request::Parts;
+use myelin_core::MatrixError;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// The largest request body accepted outside media uploads (Synapse's `MAX_REQUEST_SIZE`).
+pub const MAX_JSON_BODY: usize = 200 * 65536;
+
+/// The peer address of the connection, set by the listener (absent for UNIX sockets).
+#[derive(Clone, Copy, Debug)]
+pub struct PeerAddr(pub Option<SocketAddr>);
+
+/// The client's address: the peer, or the first `X-Forwarded-For` entry when the listener
+/// sets `x_forwarded`. Inserted by the request middleware.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientIp(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts.extensions.get::<ClientIp>().copied().unwrap_or(ClientIp(None)))
+    }
+}
+
+/// Reads a whole body, refusing bodies over `limit` with `413 M_TOO_LARGE`.
+pub async fn read_body(request: Request, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large =
+        || ApiError::from(MatrixError::too_large(format!("Request content is too large (>{limit})")));
+    if let Some(length) = request.headers().get(http::header::CONTENT_LENGTH)
+        && let Some(length) = length.to_str().ok().and_then(|v| v.parse::<u64>().ok())
+        && length > limit as u64
+    {
+        return Err(too_large());
+    }
+    match axum::body::to_bytes(request.into_body(), limit).await {
+        Ok(bytes) => Ok(bytes),
+        Err(error) => {
+            let is_limit = std::error::Error::source(&error)
+                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+            if is_limit {
+                Err(too_large())
+            } else {
+                Err(MatrixError::bad_json("Could not read the request body").into())
+            }
+        }
+    }
+}
+
+/// Parses JSON, telling "not JSON at all" (`M_NOT_JSON`) from "JSON of the wrong shape"
+/// (`M_BAD_JSON`, naming the field).
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { bytes };
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|_| MatrixError::not_json("Content not JSON."))?;
+    if !value.is_object() {
+        return Err(MatrixError::not_json("Content must be a JSON object.").into());
+    }
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        let message = if path == "." {
+            format!("Invalid JSON: {inner}")
+        } else {
+            format!("Invalid JSON at `{path}`: {inner}")
+        };
+        MatrixError::bad_json(message).into()
+    })
+}
+
+/// A JSON request body. An empty body reads as `{}`.
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+    async fn from_request(request: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = read_body(request, MAX_JSON_BODY).await?;
+        Ok(JsonBody(parse_json(&bytes)?))
+    }
+}
+
+/// Query-string parameters; malformed ones are `400 M_INVALID_PARAM`.
+pub struct QueryParams<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(QueryParams(value)),
+            Err(rejection) => Err(MatrixError::invalid_param(rejection.body_text()).into()),
+        }
+    }
+}
+
+/// Path parameters; malformed ones are `400 M_INVALID_PARAM`.
+pub struct PathParams<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathParams<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(PathParams(value)),
+            Err(rejection) => Err(MatrixError::invalid_param(rejection.body_text()).into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use myelin_core::ErrCode;
+    use myelin_service::Error;
+
+    #[derive(serde::Deserialize, Debug)]
+    #[allow(dead_code)]
+    struct Body {
+        name: String,
+        count: u32,
+    }
+
+    fn code_of(result: Result<Body, ApiError>) -> ErrCode {
+        match result {
+            Err(ApiError(Error::Matrix(error))) => error.code,
+            other => panic!("expected a Matrix error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn malformed_json_is_not_json() {
+        assert_eq!(code_of(parse_json(b"{not json")), ErrCode::NotJson);
+        assert_eq!(code_of(parse_json(b"[1, 2]")), ErrCode::NotJson);
+    }
+
+    #[test]
+    fn wrong_shape_is_bad_json() {
+        assert_eq!(code_of(parse_json(br#"{"name": 3, "count": 1}"#)), ErrCode::BadJson);
+        assert_eq!(code_of(parse_json(br#"{"name": "x"}"#)), ErrCode::BadJson);
+        assert_eq!(code_of(parse_json(b"")), ErrCode::BadJson);
+    }
+
+    #[test]
+    fn good_json_parses() {
+        let body: Body = parse_json(br#"{"name": "x", "count": 2, "extra": true}"#).unwrap();
+        assert_eq!(body.count, 2);
+    }
+}

@@ -1,0 +1,101 @@
+//! HTTP only: URLs, status codes and JSON wire shapes live here and nowhere else.
+//!
+//! # Layout
+//!
+//! - [`router`] / [`metrics_router`]: one axum router per listener, built from the listener's
+//!   `resources` (client, federation, keys, metrics, health).
+//! - [`middleware`]: request ids, client addresses, CORS, access log, HTTP metrics.
+//! - [`extract`]: extractors that fail with Matrix errors.
+//! - [`error`]: service errors as `{"errcode", "error"}` responses.
+//! - One module per spec area: [`client`], [`federation`], [`wellknown`], [`misc`].
+//!
+//! Handlers are thin: extract, call one service method, convert back. They take no locks and
+//! never touch the store.
+
+pub mod client;
+pub mod error;
+pub mod extract;
+pub mod federation;
+pub mod middleware;
+pub mod misc;
+pub mod wellknown;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use axum::Router;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderName, StatusCode};
+use myelin_config::ListenerConfig;
+use myelin_core::MatrixError;
+use myelin_service::Services;
+
+pub use extract::PeerAddr;
+
+use crate::error::matrix_error_response;
+
+/// The shared state of every handler.
+pub type AppState = Services;
+
+async fn unrecognized() -> Response {
+    matrix_error_response(&MatrixError::unrecognized("Unrecognized request"))
+}
+
+async fn method_not_allowed() -> Response {
+    matrix_error_response(&MatrixError::unrecognized("Unrecognized request method").with_status(405))
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    matrix_error_response(&MatrixError::unknown("Internal server error").with_status(500))
+}
+
+fn finish(
+    routes: Router<AppState>,
+    services: &Services,
+    x_forwarded: bool,
+    request_id_header: Option<HeaderName>,
+) -> Router {
+    let context = Arc::new(middleware::LayerContext {
+        x_forwarded,
+        request_id_header,
+        metrics: services.metrics.clone(),
+        next_request: AtomicU64::new(0),
+    });
+    routes
+        .route_layer(axum::middleware::from_fn(middleware::record_route))
+        .fallback(unrecognized)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
+        .layer(axum::middleware::from_fn_with_state(context, middleware::outer_layer))
+        .with_state(services.clone())
+}
+
+/// The router of an `http` listener, serving the resources it names.
+pub fn router(services: &Services, listener: &ListenerConfig) -> Router {
+    let mut routes = Router::new().merge(misc::health_routes());
+    if listener.has_resource("client") {
+        routes = routes.merge(client::routes()).merge(wellknown::routes());
+    }
+    if listener.has_resource("federation") {
+        routes = routes.merge(federation::routes());
+    }
+    if listener.has_resource("federation") || listener.has_resource("keys") {
+        routes = routes.merge(federation::key_routes());
+    }
+    if listener.has_resource("metrics") && services.config.metrics.enable_metrics {
+        routes = routes.merge(misc::metrics_routes());
+    }
+    let request_id_header = listener.request_id_header.as_deref().and_then(|h| HeaderName::try_from(h).ok());
+    finish(routes, services, listener.x_forwarded, request_id_header)
+}
+
+/// The router of a `metrics` listener.
+pub fn metrics_router(services: &Services) -> Router {
+    finish(misc::metrics_routes().merge(misc::health_routes()), services, false, None)
+}
+
+/// A plain-text response for non-Matrix endpoints.
+pub(crate) fn text(status: StatusCode, body: &'static str) -> Response {
+    (status, body).into_response()
+}

@@ -1,0 +1,19 @@
+//! Synapse-compatible configuration.
+//!
+//! # Layout
+//!
+//! - [`load`] reads one or more `-c` paths (a YAML file, or a directory whose `*.yaml` files are
+//!   read in name order), merges them the way Synapse does (a later file's top-level key replaces
+//!   the same key from an earlier file), and deserializes one typed struct per section.
+//! - Each section lives in its own module and reads Synapse's key names and value shapes.
+//! - Keys Myelin does not read produce one warning each; a key of the wrong type or value is an
+//!   error naming the file and the key.
+
+mod load;
+mod sections;
+mod synapse_keys;
+pub mod units;
+
+pub use load::{ConfigError, LoadedConfig, load, load_from_str};
+pub use sections::*;
+pub use synapse_keys::SYNAPSE_TOP_LEVEL_KEYS;

@@ -1,0 +1,219 @@
+//! Reading, merging and validating configuration files.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use crate::Config;
+use crate::synapse_keys::SYNAPSE_TOP_LEVEL_KEYS;
+
+/// A configuration that could not be used, with where the problem is.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config path {path}: {message}")]
+    Read { path: PathBuf, message: String },
+    #[error("{path}: not valid YAML: {message}")]
+    Yaml { path: PathBuf, message: String },
+    #[error("{path}: the top level must be a mapping of keys to values")]
+    NotAMapping { path: PathBuf },
+    #[error("{file}: `{key}`: {message}")]
+    Invalid { file: String, key: String, message: String },
+    #[error("no config file given and none found")]
+    Empty,
+}
+
+/// The typed configuration plus the warnings found while reading it.
+#[derive(Debug)]
+pub struct LoadedConfig {
+    pub config: Config,
+    pub warnings: Vec<String>,
+}
+
+/// Where each top-level key came from, for error messages.
+#[derive(Default)]
+pub(crate) struct Origins {
+    by_key: BTreeMap<String, String>,
+}
+
+impl Origins {
+    pub(crate) fn file_of(&self, key_path: &str) -> String {
+        let top = key_path.split(['.', '[']).next().unwrap_or(key_path);
+        self.by_key.get(top).cloned().unwrap_or_else(|| "config".to_owned())
+    }
+}
+
+/// Expands the `-c` arguments into the list of files to read, in order.
+fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ConfigError> {
+    let mut files = Vec::new();
+    for path in paths {
+        let metadata = std::fs::metadata(path)
+            .map_err(|e| ConfigError::Read { path: path.clone(), message: e.to_string() })?;
+        if metadata.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+                .map_err(|e| ConfigError::Read { path: path.clone(), message: e.to_string() })?
+                .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+                .filter(|p| p.extension().is_some_and(|ext| ext == "yaml") && p.is_file())
+                .collect();
+            entries.sort();
+            files.extend(entries);
+        } else {
+            files.push(path.clone());
+        }
+    }
+    Ok(files)
+}
+
+fn parse_yaml(path: &Path, text: &str) -> Result<Map<String, Value>, ConfigError> {
+    if text.trim().is_empty() {
+        return Ok(Map::new());
+    }
+    let value: Value = serde_saphyr::from_str(text)
+        .map_err(|e| ConfigError::Yaml { path: path.to_owned(), message: e.to_string() })?;
+    match value {
+        Value::Object(map) => Ok(map),
+        Value::Null => Ok(Map::new()),
+        _ => Err(ConfigError::NotAMapping { path: path.to_owned() }),
+    }
+}
+
+/// Reads and merges the given files or directories, then builds the typed [`Config`].
+pub fn load(paths: &[PathBuf]) -> Result<LoadedConfig, ConfigError> {
+    let files = expand_paths(paths)?;
+    if files.is_empty() {
+        return Err(ConfigError::Empty);
+    }
+    let mut layers = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| ConfigError::Read { path: file.clone(), message: e.to_string() })?;
+        layers.push((file.clone(), parse_yaml(file, &text)?));
+    }
+    let config_dir = files[0].parent().map(Path::to_path_buf).unwrap_or_default();
+    build(layers, config_dir, files)
+}
+
+/// Builds a configuration from YAML text, as if read from `origin` (used by tests and tools).
+pub fn load_from_str(yaml: &str, origin: &Path) -> Result<LoadedConfig, ConfigError> {
+    let layer = parse_yaml(origin, yaml)?;
+    let config_dir = origin.parent().map(Path::to_path_buf).unwrap_or_default();
+    build(vec![(origin.to_owned(), layer)], config_dir, vec![origin.to_owned()])
+}
+
+fn build(
+    layers: Vec<(PathBuf, Map<String, Value>)>,
+    config_dir: PathBuf,
+    files: Vec<PathBuf>,
+) -> Result<LoadedConfig, ConfigError> {
+    let mut merged = Map::new();
+    let mut origins = Origins::default();
+    for (file, layer) in layers {
+        for (key, value) in layer {
+            origins.by_key.insert(key.clone(), file.display().to_string());
+            merged.insert(key, value);
+        }
+    }
+    let root = Value::Object(merged);
+    let mut reader = SectionReader { root: &root, origins: &origins, sections: Vec::new() };
+    let mut config = Config::read(&mut reader, config_dir, files)?;
+    let mut warnings = reader.finish();
+    config.validate(&origins, &mut warnings)?;
+    Ok(LoadedConfig { config, warnings })
+}
+
+/// Deserializes sections from the merged top-level mapping and tracks which keys no section read.
+pub(crate) struct SectionReader<'a> {
+    root: &'a Value,
+    pub(crate) origins: &'a Origins,
+    /// For each section read: the top-level keys it ignored, and its ignored nested paths.
+    sections: Vec<(BTreeSet<String>, BTreeSet<String>)>,
+}
+
+impl SectionReader<'_> {
+    pub(crate) fn section<T: DeserializeOwned>(&mut self) -> Result<T, ConfigError> {
+        let mut ignored = Vec::new();
+        let mut on_ignored = |path: serde_ignored::Path<'_>| ignored.push(path_segments(&path));
+        let deserializer = serde_ignored::Deserializer::new(self.root, &mut on_ignored);
+        let result: Result<T, _> = serde_path_to_error::deserialize(deserializer);
+        let value = result.map_err(|error| {
+            let key = error.path().to_string();
+            ConfigError::Invalid {
+                file: self.origins.file_of(&key),
+                message: error.into_inner().to_string(),
+                key,
+            }
+        })?;
+        let mut top = BTreeSet::new();
+        let mut nested = BTreeSet::new();
+        for segments in ignored {
+            if segments.len() == 1 {
+                top.insert(segments[0].clone());
+            } else {
+                nested.insert(join_path(&segments));
+            }
+        }
+        self.sections.push((top, nested));
+        Ok(value)
+    }
+
+    /// One warning per key that no section read.
+    fn finish(self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let mut unread: Option<BTreeSet<String>> = None;
+        let mut nested_all = BTreeSet::new();
+        for (top, nested) in self.sections {
+            unread = Some(match unread {
+                None => top,
+                Some(previous) => previous.intersection(&top).cloned().collect(),
+            });
+            nested_all.extend(nested);
+        }
+        for key in unread.unwrap_or_default() {
+            let file = self.origins.file_of(&key);
+            if SYNAPSE_TOP_LEVEL_KEYS.contains(&key.as_str()) {
+                warnings.push(format!(
+                    "{file}: `{key}` is a Synapse option that Myelin does not support yet; ignored"
+                ));
+            } else {
+                warnings.push(format!("{file}: `{key}` is not a known option; ignored"));
+            }
+        }
+        for path in nested_all {
+            let file = self.origins.file_of(&path);
+            warnings.push(format!("{file}: `{path}` is not supported by Myelin; ignored"));
+        }
+        warnings
+    }
+}
+
+fn path_segments(path: &serde_ignored::Path<'_>) -> Vec<String> {
+    use serde_ignored::Path as P;
+    match path {
+        P::Root => Vec::new(),
+        P::Seq { parent, index } => {
+            let mut segments = path_segments(parent);
+            segments.push(format!("[{index}]"));
+            segments
+        }
+        P::Map { parent, key } => {
+            let mut segments = path_segments(parent);
+            segments.push(key.clone());
+            segments
+        }
+        P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => {
+            path_segments(parent)
+        }
+    }
+}
+
+fn join_path(segments: &[String]) -> String {
+    let mut out = String::new();
+    for segment in segments {
+        if !segment.starts_with('[') && !out.is_empty() {
+            out.push('.');
+        }
+        out.push_str(segment);
+    }
+    out
+}

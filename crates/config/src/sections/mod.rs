@@ -1,0 +1,107 @@
+//! One typed struct per configuration section, reading Synapse's flat top-level keys.
+
+mod database;
+mod keys;
+mod misc;
+mod password;
+mod server;
+
+use std::path::{Path, PathBuf};
+
+pub use database::{DatabaseConfig, PostgresConfig};
+pub use keys::{KeyConfig, TrustedKeyServer};
+pub use misc::{LoggingConfig, MediaConfig, MetricsConfig};
+pub use password::{PasswordConfig, PasswordPolicy};
+pub use server::{ListenerConfig, ListenerResource, ListenerType, ServerConfig};
+
+use crate::load::{ConfigError, Origins, SectionReader};
+
+/// The whole configuration, one field per section.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub keys: KeyConfig,
+    pub logging: LoggingConfig,
+    pub media: MediaConfig,
+    pub metrics: MetricsConfig,
+    pub password: PasswordConfig,
+    /// The directory of the first config file; default paths are relative to it.
+    pub config_dir: PathBuf,
+    /// The files read, in order.
+    pub files: Vec<PathBuf>,
+}
+
+impl Config {
+    pub(crate) fn read(
+        reader: &mut SectionReader<'_>,
+        config_dir: PathBuf,
+        files: Vec<PathBuf>,
+    ) -> Result<Config, ConfigError> {
+        let server: server::RawServer = reader.section()?;
+        let database: database::RawDatabaseSection = reader.section()?;
+        let keys: keys::RawKeys = reader.section()?;
+        let logging: LoggingConfig = reader.section()?;
+        let media: MediaConfig = reader.section()?;
+        let metrics: MetricsConfig = reader.section()?;
+        let password: password::RawPassword = reader.section()?;
+        let origins = reader.origins;
+        let server = server.into_config(origins)?;
+        let database = database.into_config(origins)?;
+        let keys = keys.into_config(origins, &server.server_name, &config_dir)?;
+        let password = password.into_config(origins)?;
+        Ok(Config { server, database, keys, logging, media, metrics, password, config_dir, files })
+    }
+
+    pub(crate) fn validate(
+        &mut self,
+        origins: &Origins,
+        warnings: &mut Vec<String>,
+    ) -> Result<(), ConfigError> {
+        self.server.validate(origins, warnings)?;
+        if self.server.listeners.iter().any(|l| l.kind == ListenerType::Metrics)
+            && !self.metrics.enable_metrics
+        {
+            warnings.push(format!(
+                "{}: a metrics listener is configured but `enable_metrics` is not true; it will not be started",
+                origins.file_of("listeners")
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Reads a secret given either inline (`key`) or as a file (`key_path`), as Synapse allows.
+pub(crate) fn inline_or_file_secret(
+    origins: &Origins,
+    key: &str,
+    inline: Option<String>,
+    path: Option<PathBuf>,
+) -> Result<Option<String>, ConfigError> {
+    match (inline, path) {
+        (Some(_), Some(_)) => {
+            Err(invalid(origins, key, format!("give either `{key}` or `{key}_path`, not both")))
+        }
+        (Some(secret), None) => Ok(Some(secret)),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                invalid(origins, &format!("{key}_path"), format!("cannot read {}: {e}", path.display()))
+            })?;
+            Ok(Some(text.trim().to_owned()))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+pub(crate) fn invalid(origins: &Origins, key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { file: origins.file_of(key), key: key.to_owned(), message: message.into() }
+}
+
+/// Makes a relative path absolute against the current directory, as Synapse does.
+pub(crate) fn absolute(path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_owned()
+    } else {
+        std::env::current_dir().map(|cwd| cwd.join(path)).unwrap_or_else(|_| path.to_owned())
+    }
+}

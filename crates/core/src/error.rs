@@ -1,0 +1,207 @@
+//! The error vocabulary shared by every layer.
+//!
+//! A [`MatrixError`] is something a client can act on: it carries an [`ErrCode`] (the spec's
+//! `errcode`), a human-readable message and optional extra fields. The HTTP status for each
+//! code is decided by the `api` crate, the only one that knows about HTTP.
+
+use serde_json::{Map, Value};
+
+/// The `errcode` values Myelin emits, named as in the spec (and Synapse's `Codes`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrCode {
+    Forbidden,
+    UnknownToken,
+    MissingToken,
+    BadJson,
+    NotJson,
+    NotFound,
+    LimitExceeded,
+    Unrecognized,
+    Unknown,
+    Unauthorized,
+    UserDeactivated,
+    UserInUse,
+    InvalidUsername,
+    RoomInUse,
+    InvalidRoomState,
+    ThreepidInUse,
+    ThreepidNotFound,
+    ThreepidAuthFailed,
+    ThreepidDenied,
+    ServerNotTrusted,
+    UnsupportedRoomVersion,
+    IncompatibleRoomVersion,
+    BadState,
+    GuestAccessForbidden,
+    CaptchaNeeded,
+    CaptchaInvalid,
+    MissingParam,
+    InvalidParam,
+    TooLarge,
+    Exclusive,
+    ResourceLimitExceeded,
+    CannotLeaveServerNoticeRoom,
+    WeakPassword,
+    UserLocked,
+    UserSuspended,
+    ConsentNotGiven,
+    BadAlias,
+    DuplicateAnnotation,
+    NotYetUploaded,
+    CannotOverwriteMedia,
+    UnknownPos,
+    WrongRoomKeysVersion,
+    /// An unknown `errcode` relayed from elsewhere (kept verbatim).
+    Custom(&'static str),
+}
+
+impl ErrCode {
+    /// The wire form, e.g. `"M_FORBIDDEN"`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ErrCode::Forbidden => "M_FORBIDDEN",
+            ErrCode::UnknownToken => "M_UNKNOWN_TOKEN",
+            ErrCode::MissingToken => "M_MISSING_TOKEN",
+            ErrCode::BadJson => "M_BAD_JSON",
+            ErrCode::NotJson => "M_NOT_JSON",
+            ErrCode::NotFound => "M_NOT_FOUND",
+            ErrCode::LimitExceeded => "M_LIMIT_EXCEEDED",
+            ErrCode::Unrecognized => "M_UNRECOGNIZED",
+            ErrCode::Unknown => "M_UNKNOWN",
+            ErrCode::Unauthorized => "M_UNAUTHORIZED",
+            ErrCode::UserDeactivated => "M_USER_DEACTIVATED",
+            ErrCode::UserInUse => "M_USER_IN_USE",
+            ErrCode::InvalidUsername => "M_INVALID_USERNAME",
+            ErrCode::RoomInUse => "M_ROOM_IN_USE",
+            ErrCode::InvalidRoomState => "M_INVALID_ROOM_STATE",
+            ErrCode::ThreepidInUse => "M_THREEPID_IN_USE",
+            ErrCode::ThreepidNotFound => "M_THREEPID_NOT_FOUND",
+            ErrCode::ThreepidAuthFailed => "M_THREEPID_AUTH_FAILED",
+            ErrCode::ThreepidDenied => "M_THREEPID_DENIED",
+            ErrCode::ServerNotTrusted => "M_SERVER_NOT_TRUSTED",
+            ErrCode::UnsupportedRoomVersion => "M_UNSUPPORTED_ROOM_VERSION",
+            ErrCode::IncompatibleRoomVersion => "M_INCOMPATIBLE_ROOM_VERSION",
+            ErrCode::BadState => "M_BAD_STATE",
+            ErrCode::GuestAccessForbidden => "M_GUEST_ACCESS_FORBIDDEN",
+            ErrCode::CaptchaNeeded => "M_CAPTCHA_NEEDED",
+            ErrCode::CaptchaInvalid => "M_CAPTCHA_INVALID",
+            ErrCode::MissingParam => "M_MISSING_PARAM",
+            ErrCode::InvalidParam => "M_INVALID_PARAM",
+            ErrCode::TooLarge => "M_TOO_LARGE",
+            ErrCode::Exclusive => "M_EXCLUSIVE",
+            ErrCode::ResourceLimitExceeded => "M_RESOURCE_LIMIT_EXCEEDED",
+            ErrCode::CannotLeaveServerNoticeRoom => "M_CANNOT_LEAVE_SERVER_NOTICE_ROOM",
+            ErrCode::WeakPassword => "M_WEAK_PASSWORD",
+            ErrCode::UserLocked => "M_USER_LOCKED",
+            ErrCode::UserSuspended => "M_USER_SUSPENDED",
+            ErrCode::ConsentNotGiven => "M_CONSENT_NOT_GIVEN",
+            ErrCode::BadAlias => "M_BAD_ALIAS",
+            ErrCode::DuplicateAnnotation => "M_DUPLICATE_ANNOTATION",
+            ErrCode::NotYetUploaded => "M_NOT_YET_UPLOADED",
+            ErrCode::CannotOverwriteMedia => "M_CANNOT_OVERWRITE_MEDIA",
+            ErrCode::UnknownPos => "M_UNKNOWN_POS",
+            ErrCode::WrongRoomKeysVersion => "M_WRONG_ROOM_KEYS_VERSION",
+            ErrCode::Custom(code) => code,
+        }
+    }
+}
+
+impl std::fmt::Display for ErrCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An error a Matrix client can understand: `{"errcode": ..., "error": ..., ...extra}`.
+///
+/// `status` overrides the default HTTP status of the code where the spec asks for a
+/// different one (e.g. `M_FORBIDDEN` with 401 during user-interactive auth); it is a plain
+/// number so that this crate stays free of HTTP types.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct MatrixError {
+    pub code: ErrCode,
+    pub message: String,
+    pub extra: Map<String, Value>,
+    pub status: Option<u16>,
+}
+
+impl MatrixError {
+    pub fn new(code: ErrCode, message: impl Into<String>) -> Self {
+        MatrixError { code, message: message.into(), extra: Map::new(), status: None }
+    }
+
+    /// Adds a field beside `errcode` and `error` (e.g. `retry_after_ms`, `soft_logout`).
+    pub fn with_extra(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.extra.insert(key.to_owned(), value.into());
+        self
+    }
+
+    /// Forces the HTTP status of this error.
+    pub fn with_status(mut self, status: u16) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(ErrCode::Forbidden, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrCode::NotFound, message)
+    }
+    pub fn bad_json(message: impl Into<String>) -> Self {
+        Self::new(ErrCode::BadJson, message)
+    }
+    pub fn not_json(message: impl Into<String>) -> Self {
+        Self::new(ErrCode::NotJson, message)
+    }
+    pub fn invalid_param(message: impl Into<String>) -> Self {
+        Self::new(ErrCode::InvalidParam, message)
+    }
+    pub fn missing_param(message: impl Into<String>) -> Self {
+        Self::new(ErrCode::MissingParam, message)
+    }
+    pub fn unrecognized(message: impl Into<String>) -> Self {
+        Self::new(ErrCode::Unrecognized, message)
+    }
+    pub fn unknown_token(message: impl Into<String>) -> Self {
+        Self::new(ErrCode::UnknownToken, message)
+    }
+    pub fn missing_token() -> Self {
+        Self::new(ErrCode::MissingToken, "Missing access token")
+    }
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::new(ErrCode::TooLarge, message)
+    }
+    pub fn limit_exceeded(retry_after_ms: u64) -> Self {
+        Self::new(ErrCode::LimitExceeded, "Too Many Requests").with_extra("retry_after_ms", retry_after_ms)
+    }
+    pub fn unknown(message: impl Into<String>) -> Self {
+        Self::new(ErrCode::Unknown, message)
+    }
+
+    /// The JSON body of this error.
+    pub fn to_json(&self) -> Value {
+        let mut body = Map::new();
+        body.insert("errcode".to_owned(), Value::from(self.code.as_str()));
+        body.insert("error".to_owned(), Value::from(self.message.clone()));
+        for (key, value) in &self.extra {
+            body.insert(key.clone(), value.clone());
+        }
+        Value::Object(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_json_has_code_message_and_extra_fields() {
+        let error = MatrixError::limit_exceeded(1500);
+        assert_eq!(
+            error.to_json(),
+            serde_json::json!({"errcode": "M_LIMIT_EXCEEDED", "error": "Too Many Requests", "retry_after_ms": 1500})
+        );
+    }
+}

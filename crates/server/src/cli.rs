@@ -1,0 +1,229 @@
+//! The command line: `myelin [run] | generate-config | hash-password`.
+
+use std::io::{BufRead as _, IsTerminal as _};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use myelin_service::passwords::PasswordHasher;
+
+use crate::generate::{GenerateOptions, generate};
+
+#[derive(Parser)]
+#[command(
+    name = "myelin",
+    version,
+    about = "Myelin, a Matrix homeserver",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the homeserver (the default).
+    Run(RunArgs),
+    /// Write a commented homeserver.yaml with fresh secrets and a signing key.
+    GenerateConfig(GenerateArgs),
+    /// Hash a password for the users table, like Synapse's hash_password.
+    HashPassword(HashPasswordArgs),
+}
+
+#[derive(Args, Default)]
+struct RunArgs {
+    /// A YAML config file, or a directory of *.yaml files read in name order. Repeatable; a later
+    /// file's top-level key replaces an earlier one.
+    #[arg(short = 'c', long = "config-path", value_name = "PATH")]
+    config: Vec<PathBuf>,
+    /// With no -c: the server name of a configuration generated on first start.
+    #[arg(long)]
+    server_name: Option<String>,
+    /// With no -c: where the generated configuration and the data live.
+    #[arg(long, value_name = "DIR", default_value = "myelin-data")]
+    data_dir: PathBuf,
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    #[arg(long)]
+    server_name: String,
+    /// Where to write homeserver.yaml.
+    #[arg(short = 'c', long = "config-path", value_name = "PATH")]
+    config_path: PathBuf,
+    /// Where the database, media store and pid file go (default: the config file's directory).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Accepted for compatibility with Synapse; Myelin never reports statistics.
+    #[arg(long, value_name = "yes|no", default_value = "no")]
+    report_stats: String,
+    /// The port of the generated HTTP listener.
+    #[arg(long, default_value_t = 8008)]
+    port: u16,
+}
+
+#[derive(Args)]
+struct HashPasswordArgs {
+    /// The password (prompted for, or read from standard input, when omitted).
+    #[arg(short = 'p', long)]
+    password: Option<String>,
+    /// A config file to read bcrypt_rounds and password_config.pepper from.
+    #[arg(short = 'c', long = "config", value_name = "PATH")]
+    config: Vec<PathBuf>,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        None => run(cli.run),
+        Some(Command::Run(args)) => run(args),
+        Some(Command::GenerateConfig(args)) => generate_config(args),
+        Some(Command::HashPassword(args)) => hash_password(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn generate_config(args: GenerateArgs) -> anyhow::Result<()> {
+    let report_stats = match args.report_stats.as_str() {
+        "yes" => true,
+        "no" => false,
+        other => bail!("--report-stats must be yes or no, not {other:?}"),
+    };
+    let generated = generate(&GenerateOptions {
+        server_name: args.server_name,
+        config_path: args.config_path.clone(),
+        data_dir: args.data_dir,
+        report_stats,
+        port: args.port,
+    })?;
+    if generated.wrote_config {
+        println!("A config file has been generated in {:?}.", args.config_path);
+    } else {
+        println!("Config file {:?} already exists; not overwriting it.", args.config_path);
+    }
+    if generated.wrote_signing_key {
+        println!("Generated signing key file {:?}.", generated.signing_key_path);
+    }
+    Ok(())
+}
+
+fn read_password_interactively() -> anyhow::Result<String> {
+    let password = rpassword::prompt_password("Password: ")?;
+    if password.is_empty() {
+        bail!("password cannot be blank");
+    }
+    let confirm = rpassword::prompt_password("Confirm password: ")?;
+    if password != confirm {
+        bail!("passwords do not match");
+    }
+    Ok(password)
+}
+
+fn hash_password(args: HashPasswordArgs) -> anyhow::Result<()> {
+    let password_config = if args.config.is_empty() {
+        myelin_config::load_from_str("server_name: localhost", std::path::Path::new("defaults"))?
+            .config
+            .password
+    } else {
+        myelin_config::load(&args.config)?.config.password
+    };
+    let password = match args.password {
+        Some(password) => password,
+        None if !std::io::stdin().is_terminal() => {
+            let mut line = String::new();
+            std::io::stdin().lock().read_line(&mut line)?;
+            line.trim_end_matches(['\n', '\r']).to_owned()
+        }
+        None => read_password_interactively()?,
+    };
+    if password.is_empty() {
+        bail!("password cannot be blank");
+    }
+    let hash =
+        PasswordHasher::new(&password_config).hash_blocking(&password).map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("{hash}");
+    Ok(())
+}
+
+/// The config paths to run with: the given ones, or a configuration generated on first start.
+fn config_paths(args: &RunArgs) -> anyhow::Result<Vec<PathBuf>> {
+    if !args.config.is_empty() {
+        return Ok(args.config.clone());
+    }
+    let config_path = args.data_dir.join("homeserver.yaml");
+    if !config_path.exists() {
+        let Some(server_name) = &args.server_name else {
+            bail!(
+                "no configuration: give -c homeserver.yaml, or --server-name NAME to generate one in {}",
+                args.data_dir.display()
+            );
+        };
+        generate(&GenerateOptions {
+            server_name: server_name.clone(),
+            config_path: config_path.clone(),
+            data_dir: Some(args.data_dir.clone()),
+            report_stats: false,
+            port: 8008,
+        })?;
+        eprintln!("Generated a configuration in {}", config_path.display());
+    }
+    Ok(vec![config_path])
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let paths = config_paths(&args)?;
+    let loaded = myelin_config::load(&paths)?;
+    if let Some(server_name) = &args.server_name
+        && *server_name != loaded.config.server.server_name
+    {
+        bail!(
+            "--server-name {server_name} does not match server_name {} in the configuration",
+            loaded.config.server.server_name
+        );
+    }
+    crate::logging::init(loaded.config.logging.log_config.as_deref())?;
+    for warning in &loaded.warnings {
+        tracing::warn!("{warning}");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(serve(loaded.config))
+}
+
+async fn serve(config: myelin_config::Config) -> anyhow::Result<()> {
+    let pid_file = config.server.pid_file.clone();
+    let server = crate::start(config).await?;
+    if let Some(path) = &pid_file {
+        std::fs::write(path, format!("{}\n", std::process::id()))
+            .with_context(|| format!("writing pid_file {}", path.display()))?;
+    }
+    tracing::info!(server_name = server.services.server_name(), "Myelin is running");
+    wait_for_signal().await?;
+    tracing::info!("shutting down");
+    server.shutdown(crate::listeners::GRACE).await;
+    if let Some(path) = &pid_file {
+        let _ = std::fs::remove_file(path);
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+    Ok(())
+}

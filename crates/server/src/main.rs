@@ -1,0 +1,5 @@
+//! The `myelin` binary.
+
+fn main() -> std::process::ExitCode {
+    myelin_server::cli::main()
+}

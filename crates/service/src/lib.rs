@@ -1,0 +1,56 @@
+//! Homeserver logic with no HTTP.
+//!
+//! # Layout
+//!
+//! - [`Services`]: every service, built once at start-up from the configuration and the store
+//!   and passed down explicitly (no globals).
+//! - [`error`]: the service error: a Matrix error for the client, or an internal failure.
+//! - [`keys`]: the server's ed25519 signing key (Synapse's key file format) and the signed
+//!   `/_matrix/key/v2/server` document.
+//! - [`metrics`]: the Prometheus registry and the process collector.
+//! - [`passwords`]: Synapse-compatible bcrypt hashing with pepper, off the runtime threads.
+//! - [`util`]: randomness and time.
+
+pub mod error;
+pub mod keys;
+pub mod metrics;
+pub mod passwords;
+pub mod util;
+
+use std::sync::Arc;
+
+use myelin_config::Config;
+use myelin_store::Store;
+use tokio_util::sync::CancellationToken;
+
+pub use error::{Error, Result};
+
+/// Everything the HTTP layer and the workers need. Cheap to clone (all fields are shared).
+#[derive(Clone)]
+pub struct Services {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub keys: Arc<keys::ServerKeys>,
+    pub metrics: Arc<metrics::Metrics>,
+    /// Cancelled when the process begins to shut down; background work watches it.
+    pub shutdown: CancellationToken,
+}
+
+impl Services {
+    /// Opens the store (migrating it), loads or creates the signing key and starts nothing yet.
+    pub async fn build(config: Config) -> Result<Services> {
+        let store = Store::open(&config.database).await?;
+        let keys = keys::ServerKeys::load_or_generate(&config)?;
+        Ok(Services {
+            config: Arc::new(config),
+            store,
+            keys: Arc::new(keys),
+            metrics: Arc::new(metrics::Metrics::new()),
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    pub fn server_name(&self) -> &str {
+        &self.config.server.server_name
+    }
+}

@@ -1,0 +1,197 @@
+//! The engine layer: one API over SQLite and PostgreSQL.
+//!
+//! SQL is written once with PostgreSQL-style `$N` placeholders in the common dialect subset
+//! (`ON CONFLICT`, `RETURNING`, CTEs); placeholders are rewritten for SQLite when prepared.
+//! Where dialects differ, a migration has a `.sqlite.sql` / `.postgres.sql` variant, and a
+//! query picks its text with [`Db::dialect`].
+
+mod migrate;
+mod postgres;
+mod sqlite;
+mod value;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use myelin_config::{DatabaseConfig, PostgresConfig};
+
+pub use value::{Row, Value};
+
+use crate::StoreError;
+
+/// Which SQL dialect a query must be written in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone)]
+enum Engine {
+    Sqlite(Arc<sqlite::SqliteEngine>),
+    Postgres(deadpool_postgres::Pool),
+}
+
+/// A handle to the database. Cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    engine: Engine,
+}
+
+/// An open transaction. Committed by [`Db::transaction`] when the closure returns `Ok`,
+/// rolled back otherwise.
+pub struct Tx<'a> {
+    inner: TxInner<'a>,
+}
+
+enum TxInner<'a> {
+    Sqlite(tokio::sync::MutexGuard<'a, rusqlite::Connection>),
+    Postgres(deadpool_postgres::Transaction<'a>),
+}
+
+impl Db {
+    /// Opens (creating if needed) the configured database and applies pending migrations.
+    pub async fn open(config: &DatabaseConfig) -> Result<Db, StoreError> {
+        let db = match config {
+            DatabaseConfig::Sqlite { path } => Db::open_sqlite(path)?,
+            DatabaseConfig::Postgres(pg) => Db::open_postgres(pg).await?,
+        };
+        migrate::run(&db).await?;
+        Ok(db)
+    }
+
+    fn open_sqlite(path: &Path) -> Result<Db, StoreError> {
+        Ok(Db { engine: Engine::Sqlite(Arc::new(sqlite::SqliteEngine::open(path)?)) })
+    }
+
+    async fn open_postgres(config: &PostgresConfig) -> Result<Db, StoreError> {
+        let pool = postgres::connect(config)?;
+        // Fail at start-up, not on the first request, when the server is unreachable.
+        let client =
+            pool.get().await.map_err(|e| StoreError::Open(format!("cannot connect to PostgreSQL: {e}")))?;
+        drop(client);
+        Ok(Db { engine: Engine::Postgres(pool) })
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        match self.engine {
+            Engine::Sqlite(_) => Dialect::Sqlite,
+            Engine::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
+    /// Runs a read-only statement. On SQLite it runs on a read connection, so it does not wait
+    /// for the writer; it sees everything committed before it started.
+    pub async fn query(&self, sql: &str, params: Vec<Value>) -> Result<Vec<Row>, StoreError> {
+        match &self.engine {
+            Engine::Sqlite(engine) => engine.read(sql, &params),
+            Engine::Postgres(pool) => postgres::query(&pool.get().await?, sql, &params).await,
+        }
+    }
+
+    /// Runs a read-only statement expected to return at most one row.
+    pub async fn query_opt(&self, sql: &str, params: Vec<Value>) -> Result<Option<Row>, StoreError> {
+        Ok(self.query(sql, params).await?.into_iter().next())
+    }
+
+    /// Runs one writing statement in its own transaction; returns the number of rows changed.
+    pub async fn execute(&self, sql: &str, params: Vec<Value>) -> Result<u64, StoreError> {
+        match &self.engine {
+            Engine::Sqlite(engine) => sqlite::execute(&*engine.writer().await, sql, &params),
+            Engine::Postgres(pool) => postgres::execute(&pool.get().await?, sql, &params).await,
+        }
+    }
+
+    /// Runs one writing statement that returns rows (`INSERT ... RETURNING`).
+    pub async fn execute_returning(&self, sql: &str, params: Vec<Value>) -> Result<Vec<Row>, StoreError> {
+        match &self.engine {
+            Engine::Sqlite(engine) => sqlite::query(&*engine.writer().await, sql, &params),
+            Engine::Postgres(pool) => postgres::query(&pool.get().await?, sql, &params).await,
+        }
+    }
+
+    /// Runs `body` inside one transaction: committed if it returns `Ok`, rolled back otherwise.
+    pub async fn transaction<T, F>(&self, body: F) -> Result<T, StoreError>
+    where
+        F: AsyncFnOnce(&mut Tx<'_>) -> Result<T, StoreError>,
+    {
+        match &self.engine {
+            Engine::Sqlite(engine) => {
+                let connection = engine.writer().await;
+                connection.execute_batch("BEGIN IMMEDIATE")?;
+                let mut tx = Tx { inner: TxInner::Sqlite(connection) };
+                let result = body(&mut tx).await;
+                let TxInner::Sqlite(connection) = tx.inner else { unreachable!("engine matches") };
+                match result {
+                    Ok(value) => {
+                        if let Err(error) = connection.execute_batch("COMMIT") {
+                            let _ = connection.execute_batch("ROLLBACK");
+                            return Err(error.into());
+                        }
+                        Ok(value)
+                    }
+                    Err(error) => {
+                        // The transaction may already be gone if SQLite aborted it.
+                        if !connection.is_autocommit() {
+                            connection.execute_batch("ROLLBACK")?;
+                        }
+                        Err(error)
+                    }
+                }
+            }
+            Engine::Postgres(pool) => {
+                let mut client = pool.get().await?;
+                let transaction = client.transaction().await?;
+                let mut tx = Tx { inner: TxInner::Postgres(transaction) };
+                let result = body(&mut tx).await;
+                let TxInner::Postgres(transaction) = tx.inner else { unreachable!("engine matches") };
+                match result {
+                    Ok(value) => {
+                        transaction.commit().await?;
+                        Ok(value)
+                    }
+                    Err(error) => {
+                        transaction.rollback().await?;
+                        Err(error)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs a script of several statements (used by migrations).
+    pub(crate) async fn batch(&self, tx: &mut Tx<'_>, script: &str) -> Result<(), StoreError> {
+        let _ = self;
+        match &mut tx.inner {
+            TxInner::Sqlite(connection) => Ok(connection.execute_batch(script)?),
+            TxInner::Postgres(transaction) => Ok(transaction.batch_execute(script).await?),
+        }
+    }
+}
+
+impl Tx<'_> {
+    pub fn dialect(&self) -> Dialect {
+        match self.inner {
+            TxInner::Sqlite(_) => Dialect::Sqlite,
+            TxInner::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
+    pub async fn query(&mut self, sql: &str, params: Vec<Value>) -> Result<Vec<Row>, StoreError> {
+        match &mut self.inner {
+            TxInner::Sqlite(connection) => sqlite::query(connection, sql, &params),
+            TxInner::Postgres(transaction) => postgres::query(&*transaction, sql, &params).await,
+        }
+    }
+
+    pub async fn query_opt(&mut self, sql: &str, params: Vec<Value>) -> Result<Option<Row>, StoreError> {
+        Ok(self.query(sql, params).await?.into_iter().next())
+    }
+
+    pub async fn execute(&mut self, sql: &str, params: Vec<Value>) -> Result<u64, StoreError> {
+        match &mut self.inner {
+            TxInner::Sqlite(connection) => sqlite::execute(connection, sql, &params),
+            TxInner::Postgres(transaction) => postgres::execute(&*transaction, sql, &params).await,
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! All of Myelin's SQL.
+//!
+//! # Layout
+//!
+//! - [`engine`]: the one API over SQLite (rusqlite) and PostgreSQL (tokio-postgres + deadpool),
+//!   values and rows, and migrations.
+//! - One module per data area (`secrets`, ...), each an `impl Store` block returning domain
+//!   types, never rows.
+//!
+//! This is the only crate that contains SQL.
+
+pub mod engine;
+mod secrets;
+
+pub use engine::{Db, Dialect, Row, Tx, Value};
+
+use myelin_config::DatabaseConfig;
+
+/// Storage failures. None of them is the client's fault.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the database: {0}")]
+    Open(String),
+    #[error("migration: {0}")]
+    Migration(String),
+    #[error("unexpected data in the database: {0}")]
+    Decode(String),
+    #[error("SQLite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("PostgreSQL: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("PostgreSQL pool: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+}
+
+impl StoreError {
+    /// Whether a uniqueness constraint refused the write.
+    pub fn is_unique_violation(&self) -> bool {
+        match self {
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(error, _)) => {
+                error.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                    || error.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+            }
+            StoreError::Postgres(error) => {
+                error.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The one store. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: Db,
+}
+
+impl Store {
+    /// Opens the configured database and brings its schema up to date.
+    pub async fn open(config: &DatabaseConfig) -> Result<Store, StoreError> {
+        Ok(Store { db: Db::open(config).await? })
+    }
+
+    /// The engine underneath, for code in this crate and for store tests.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.db.dialect()
+    }
+}
+
+/// Milliseconds since the UNIX epoch.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
