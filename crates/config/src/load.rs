@@ -35,12 +35,14 @@ pub struct LoadedConfig {
 #[derive(Default)]
 pub(crate) struct Origins {
     by_key: BTreeMap<String, String>,
+    /// The first file read, blamed for keys that are missing altogether.
+    first_file: String,
 }
 
 impl Origins {
     pub(crate) fn file_of(&self, key_path: &str) -> String {
         let top = key_path.split(['.', '[']).next().unwrap_or(key_path);
-        self.by_key.get(top).cloned().unwrap_or_else(|| "config".to_owned())
+        self.by_key.get(top).cloned().unwrap_or_else(|| self.first_file.clone())
     }
 }
 
@@ -107,7 +109,10 @@ fn build(
     files: Vec<PathBuf>,
 ) -> Result<LoadedConfig, ConfigError> {
     let mut merged = Map::new();
-    let mut origins = Origins::default();
+    let mut origins = Origins {
+        first_file: files.first().map(|f| f.display().to_string()).unwrap_or_default(),
+        ..Origins::default()
+    };
     for (file, layer) in layers {
         for (key, value) in layer {
             origins.by_key.insert(key.clone(), file.display().to_string());

@@ -1,1 +1,17 @@
-//! placeholder
+//! Test-only helpers.
+//!
+//! # Layout
+//!
+//! - [`db`]: which engine a test run uses (`MYELIN_TEST_DB=sqlite|postgres`), fresh databases
+//!   (a temporary SQLite file, or a fresh schema in the PostgreSQL server named by
+//!   `TEST_POSTGRES_URL`), and [`store_test!`] to run one store test body on both engines.
+//! - [`server`]: [`TestServer`], the real server on `127.0.0.1:0`.
+//! - [`client`]: [`TestClient`], a small HTTP client speaking JSON.
+
+pub mod client;
+pub mod db;
+pub mod server;
+
+pub use client::{TestClient, TestResponse, http_client};
+pub use db::{Engine, FreshDatabase};
+pub use server::TestServer;

@@ -1,0 +1,169 @@
+//! Loading Synapse-shaped configuration: merging, defaults, warnings and errors.
+
+use std::path::{Path, PathBuf};
+
+use myelin_config::{ConfigError, DatabaseConfig, ListenerType, load, load_from_str};
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).unwrap();
+    }
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn synapse_generated_config_loads_with_warnings_only_for_unsupported_keys() {
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/synapse-1.163.2-homeserver.yaml");
+    let loaded = load(&[fixture]).expect("a config written by Synapse's --generate-config loads");
+    let config = &loaded.config;
+    assert_eq!(config.server.server_name, "example.org");
+    assert_eq!(config.server.listeners.len(), 1);
+    let listener = &config.server.listeners[0];
+    assert_eq!(listener.port, Some(8008));
+    assert_eq!(listener.kind, ListenerType::Http);
+    assert!(listener.x_forwarded && !listener.tls);
+    assert_eq!(listener.addresses(), vec!["::1".to_owned(), "127.0.0.1".to_owned()]);
+    assert!(listener.has_resource("client") && listener.has_resource("federation"));
+    assert!(
+        matches!(&config.database, DatabaseConfig::Sqlite { path } if path == Path::new("/tmp/syngen/homeserver.db"))
+    );
+    assert_eq!(config.keys.signing_key_path, Path::new("/tmp/syngen/example.org.signing.key"));
+    assert!(config.keys.registration_shared_secret.as_deref().is_some_and(|s| s.starts_with(":czY")));
+    assert!(config.keys.form_secret.is_some() && config.keys.macaroon_secret_key.is_some());
+    assert_eq!(config.keys.trusted_key_servers[0].server_name, "matrix.org");
+    assert_eq!(config.logging.log_config.as_deref(), Some(Path::new("/tmp/syngen/example.org.log.config")));
+    assert!(loaded.warnings.is_empty(), "every key Synapse generates is read: {:?}", loaded.warnings);
+}
+
+#[test]
+fn later_files_replace_top_level_keys_and_directories_are_read_in_name_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = write(
+        dir.path(),
+        "homeserver.yaml",
+        "server_name: example.org\nmax_upload_size: 10M\nlisteners:\n  - port: 8008\n    type: http\n    resources: [{names: [client]}]\n",
+    );
+    write(dir.path(), "conf.d/20-second.yaml", "max_upload_size: 30M\n");
+    write(
+        dir.path(),
+        "conf.d/10-first.yaml",
+        "max_upload_size: 20M\nlisteners:\n  - port: 9000\n    type: http\n",
+    );
+    write(dir.path(), "conf.d/ignored.txt", "max_upload_size: 99M\n");
+    let loaded = load(&[main, dir.path().join("conf.d")]).unwrap();
+    assert_eq!(loaded.config.media.max_upload_size.0, 30 * 1024 * 1024);
+    // `listeners` was replaced as a whole, not merged.
+    assert_eq!(loaded.config.server.listeners.len(), 1);
+    assert_eq!(loaded.config.server.listeners[0].port, Some(9000));
+    assert!(loaded.config.server.listeners[0].resources.is_empty());
+}
+
+#[test]
+fn unknown_and_unsupported_keys_warn_once_each() {
+    let loaded = load_from_str(
+        "server_name: example.org\nurl_preview_enabled: true\nfrobnicate: 3\nlisteners:\n  - port: 8008\n    type: http\n    shiny: true\n",
+        Path::new("/etc/myelin/homeserver.yaml"),
+    )
+    .unwrap();
+    let warnings = loaded.warnings.join("\n");
+    assert_eq!(
+        loaded.warnings.iter().filter(|w| w.contains("`url_preview_enabled`")).count(),
+        1,
+        "{warnings}"
+    );
+    assert!(warnings.contains("`url_preview_enabled` is a Synapse option that Myelin does not support yet"));
+    assert!(warnings.contains("`frobnicate` is not a known option"));
+    assert!(warnings.contains("`listeners[0].shiny`"), "{warnings}");
+    assert!(warnings.contains("/etc/myelin/homeserver.yaml"));
+}
+
+#[test]
+fn a_key_of_the_wrong_type_is_an_error_naming_the_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = write(dir.path(), "homeserver.yaml", "server_name: example.org\n");
+    let extra = write(dir.path(), "extra.yaml", "listeners:\n  - port: \"not a port\"\n    type: http\n");
+    let error = load(&[main, extra.clone()]).unwrap_err();
+    let message = error.to_string();
+    assert!(message.contains(&extra.display().to_string()), "{message}");
+    assert!(message.contains("listeners[0].port"), "{message}");
+}
+
+#[test]
+fn semantic_errors_name_the_key() {
+    let origin = Path::new("homeserver.yaml");
+    let cases = [
+        ("listeners: []\n", "server_name"),
+        ("server_name: 'not a server name!'\n", "server_name"),
+        ("server_name: a.org\ndatabase:\n  name: oracle\n", "database.name"),
+        ("server_name: a.org\nmax_upload_size: lots\n", "max_upload_size"),
+        ("server_name: a.org\nlisteners:\n  - type: http\n", "listeners[0]"),
+        (
+            "server_name: a.org\nlisteners:\n  - port: 1\n    type: http\n    tls: true\n",
+            "tls_certificate_path",
+        ),
+        ("server_name: a.org\nbcrypt_rounds: 99\n", "bcrypt_rounds"),
+        (
+            "server_name: a.org\nlisteners:\n  - port: 1\n    type: http\n    resources: [{names: [nonsense]}]\n",
+            "listeners[0].resources",
+        ),
+    ];
+    for (yaml, key) in cases {
+        match load_from_str(yaml, origin) {
+            Err(ConfigError::Invalid { key: found, file, .. }) => {
+                assert_eq!(found, key, "for {yaml:?}");
+                assert_eq!(file, "homeserver.yaml");
+            }
+            other => panic!("expected an error naming {key} for {yaml:?}, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn malformed_yaml_is_an_error_not_a_panic() {
+    for text in ["server_name: [unclosed", "- a list\n- at the top\n", "\t\tserver_name: x\n  :"] {
+        assert!(load_from_str(text, Path::new("h.yaml")).is_err(), "{text:?}");
+    }
+}
+
+#[test]
+fn postgres_database_in_synapse_shape() {
+    let loaded = load_from_str(
+        "server_name: a.org\nlisteners: [{port: 8008, type: http}]\ndatabase:\n  name: psycopg2\n  txn_limit: 10000\n  args:\n    user: synapse_user\n    password: secret\n    database: synapse\n    host: /var/run/postgresql\n    port: 5433\n    cp_min: 5\n    cp_max: 10\n    keepalives_idle: 10\n",
+        Path::new("h.yaml"),
+    )
+    .unwrap();
+    let DatabaseConfig::Postgres(pg) = loaded.config.database else { panic!("expected PostgreSQL") };
+    assert_eq!(pg.user.as_deref(), Some("synapse_user"));
+    assert_eq!(pg.dbname.as_deref(), Some("synapse"));
+    assert_eq!(pg.host.as_deref(), Some("/var/run/postgresql"));
+    assert_eq!(pg.port, Some(5433));
+    assert_eq!((pg.cp_min, pg.cp_max), (5, 10));
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+}
+
+#[test]
+fn secrets_can_come_from_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = write(dir.path(), "secret", "s3cr3t\n");
+    let yaml = format!("server_name: a.org\nregistration_shared_secret_path: {}\n", secret.display());
+    let loaded = load_from_str(&yaml, &dir.path().join("h.yaml")).unwrap();
+    assert_eq!(loaded.config.keys.registration_shared_secret.as_deref(), Some("s3cr3t"));
+    let both = format!("{yaml}registration_shared_secret: inline\n");
+    assert!(load_from_str(&both, &dir.path().join("h.yaml")).is_err());
+}
+
+#[test]
+fn defaults_follow_synapse() {
+    let loaded =
+        load_from_str("server_name: example.org\n", Path::new("/etc/myelin/homeserver.yaml")).unwrap();
+    let config = loaded.config;
+    assert_eq!(config.server.public_baseurl, "https://example.org/");
+    assert!(!config.server.serve_client_wellknown);
+    assert_eq!(config.media.max_upload_size.0, 50 * 1024 * 1024);
+    assert_eq!(config.password.bcrypt_rounds, 12);
+    assert_eq!(config.server.default_room_version, "11");
+    assert_eq!(config.keys.signing_key_path, Path::new("/etc/myelin/example.org.signing.key"));
+}

@@ -1,0 +1,122 @@
+//! The engine layer, run on SQLite and PostgreSQL with the same bodies.
+
+use myelin_store::{Dialect, StoreError, Value, params};
+use myelin_test_support::store_test;
+
+store_test!(migrations_are_recorded_and_idempotent, |store| async move {
+    let rows = store
+        .db()
+        .query("SELECT version, name FROM schema_migrations ORDER BY version", params![])
+        .await
+        .unwrap();
+    assert!(!rows.is_empty());
+    assert_eq!(rows[0].i64(0).unwrap(), 1);
+    assert_eq!(rows[0].string(1).unwrap(), "init");
+});
+
+store_test!(values_round_trip, |store| async move {
+    let db = store.db();
+    db.execute(
+        "CREATE TABLE roundtrip (i BIGINT, t TEXT, b BOOLEAN, n TEXT, bytes BYTEA_OR_BLOB)"
+            .replace("BYTEA_OR_BLOB", if db.dialect() == Dialect::Postgres { "BYTEA" } else { "BLOB" })
+            .as_str(),
+        params![],
+    )
+    .await
+    .unwrap();
+    db.execute(
+        "INSERT INTO roundtrip (i, t, b, n, bytes) VALUES ($1, $2, $3, $4, $5)",
+        params![i64::MAX, "héllo 'quoted' $1", true, None::<String>, vec![0u8, 159, 255]],
+    )
+    .await
+    .unwrap();
+    let row = db.query_opt("SELECT i, t, b, n, bytes FROM roundtrip", params![]).await.unwrap().unwrap();
+    assert_eq!(row.i64(0).unwrap(), i64::MAX);
+    assert_eq!(row.string(1).unwrap(), "héllo 'quoted' $1");
+    assert!(row.bool(2).unwrap());
+    assert_eq!(row.opt_string(3).unwrap(), None);
+    assert_eq!(row.opt_bytes(4).unwrap(), Some(vec![0u8, 159, 255]));
+    // Reading a NULL as a required value is an error, not a panic.
+    assert!(matches!(row.string(3), Err(StoreError::Decode(_))));
+    assert!(matches!(row.i64(9), Err(StoreError::Decode(_))));
+});
+
+store_test!(transactions_commit_or_roll_back_as_a_whole, |store| async move {
+    let db = store.db();
+    db.execute("CREATE TABLE kv (k TEXT PRIMARY KEY, v BIGINT NOT NULL)", params![]).await.unwrap();
+    db.transaction(async |tx| {
+        tx.execute("INSERT INTO kv (k, v) VALUES ($1, $2)", params!["a", 1]).await?;
+        tx.execute("INSERT INTO kv (k, v) VALUES ($1, $2)", params!["b", 2]).await?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let failed: Result<(), StoreError> = db
+        .transaction(async |tx| {
+            tx.execute("INSERT INTO kv (k, v) VALUES ($1, $2)", params!["c", 3]).await?;
+            // A duplicate key fails the whole transaction: "c" must not land either.
+            tx.execute("INSERT INTO kv (k, v) VALUES ($1, $2)", params!["a", 4]).await?;
+            Ok(())
+        })
+        .await;
+    let error = failed.unwrap_err();
+    assert!(error.is_unique_violation(), "{error}");
+    let rows = db.query("SELECT k, v FROM kv ORDER BY k", params![]).await.unwrap();
+    let keys: Vec<String> = rows.iter().map(|r| r.string(0).unwrap()).collect();
+    assert_eq!(keys, ["a", "b"]);
+    // Reads inside a transaction see its own writes.
+    let seen = db
+        .transaction(async |tx| {
+            tx.execute("UPDATE kv SET v = v + 10 WHERE k = $1", params!["a"]).await?;
+            let row = tx.query_opt("SELECT v FROM kv WHERE k = $1", params!["a"]).await?.unwrap();
+            row.i64(0)
+        })
+        .await
+        .unwrap();
+    assert_eq!(seen, 11);
+});
+
+store_test!(concurrent_transactions_do_not_lose_updates, |store| async move {
+    let db = store.db().clone();
+    db.execute("CREATE TABLE counter (id BIGINT PRIMARY KEY, n BIGINT NOT NULL)", params![]).await.unwrap();
+    db.execute("INSERT INTO counter (id, n) VALUES (1, 0)", params![]).await.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let db = db.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..25 {
+                db.execute("UPDATE counter SET n = n + 1 WHERE id = 1", params![]).await.unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let row = db.query_opt("SELECT n FROM counter WHERE id = 1", params![]).await.unwrap().unwrap();
+    assert_eq!(row.i64(0).unwrap(), 200);
+});
+
+store_test!(secrets_are_created_once, |store| async move {
+    let first = store.get_or_create_secret("macaroon", || "first".to_owned()).await.unwrap();
+    let second = store.get_or_create_secret("macaroon", || "second".to_owned()).await.unwrap();
+    assert_eq!(first, "first");
+    assert_eq!(second, "first");
+});
+
+store_test!(bad_sql_is_an_error_not_a_panic, |store| async move {
+    let error = store.db().query("SELECT * FROM no_such_table", params![]).await.unwrap_err();
+    assert!(!error.is_unique_violation());
+    let value = Value::from(Some(3i64));
+    assert_eq!(value, Value::Int(3));
+});
+
+#[tokio::test]
+async fn reopening_a_database_keeps_its_data_and_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = myelin_config::DatabaseConfig::Sqlite { path: dir.path().join("db.sqlite") };
+    let store = myelin_store::Store::open(&config).await.unwrap();
+    store.get_or_create_secret("k", || "v".to_owned()).await.unwrap();
+    drop(store);
+    let store = myelin_store::Store::open(&config).await.unwrap();
+    assert_eq!(store.get_or_create_secret("k", || "other".to_owned()).await.unwrap(), "v");
+}

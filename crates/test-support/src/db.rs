@@ -1,0 +1,142 @@
+//! Fresh databases for tests.
+
+use myelin_config::{DatabaseConfig, PostgresConfig};
+use rand::RngExt;
+use rand::distr::Alphanumeric;
+
+/// A database engine under test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+impl Engine {
+    /// The engine end-to-end tests use: `MYELIN_TEST_DB=postgres`, or SQLite by default.
+    pub fn from_env() -> Engine {
+        match std::env::var("MYELIN_TEST_DB").as_deref() {
+            Ok("postgres") | Ok("postgresql") => Engine::Postgres,
+            _ => Engine::Sqlite,
+        }
+    }
+}
+
+/// A database that exists for one test; dropped with it (the SQLite file with its directory,
+/// the PostgreSQL schema with the throwaway cluster).
+pub struct FreshDatabase {
+    pub config: DatabaseConfig,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// Parses `TEST_POSTGRES_URL`, in libpq key=value form (`host=/tmp/sock port=5432 user=postgres
+/// dbname=myelin_test`).
+fn postgres_base() -> Option<PostgresConfig> {
+    let url = std::env::var("TEST_POSTGRES_URL").ok().filter(|u| !u.is_empty())?;
+    let mut config = PostgresConfig { cp_min: 1, cp_max: 8, ..PostgresConfig::default() };
+    for pair in url.split_whitespace() {
+        let (key, value) = pair.split_once('=')?;
+        match key {
+            "host" => config.host = Some(value.to_owned()),
+            "port" => config.port = value.parse().ok(),
+            "user" => config.user = Some(value.to_owned()),
+            "password" => config.password = Some(value.to_owned()),
+            "dbname" => config.dbname = Some(value.to_owned()),
+            _ => {}
+        }
+    }
+    Some(config)
+}
+
+/// Whether PostgreSQL tests must run (set by `scripts/test.sh`): then a missing
+/// `TEST_POSTGRES_URL` is a failure, not a skip.
+fn postgres_required() -> bool {
+    std::env::var("MYELIN_REQUIRE_POSTGRES").is_ok_and(|v| v == "1")
+}
+
+impl FreshDatabase {
+    /// A fresh database on `engine`, or `None` (with a message) when PostgreSQL is not
+    /// available and not required.
+    pub async fn create(engine: Engine) -> Option<FreshDatabase> {
+        match engine {
+            Engine::Sqlite => {
+                let dir = tempfile::tempdir().expect("temporary directory");
+                let path = dir.path().join("homeserver.db");
+                Some(FreshDatabase { config: DatabaseConfig::Sqlite { path }, _dir: Some(dir) })
+            }
+            Engine::Postgres => {
+                let Some(mut config) = postgres_base() else {
+                    if postgres_required() {
+                        panic!("MYELIN_REQUIRE_POSTGRES=1 but TEST_POSTGRES_URL is not set");
+                    }
+                    eprintln!("SKIPPED: PostgreSQL test without TEST_POSTGRES_URL (run scripts/test.sh)");
+                    return None;
+                };
+                let schema = format!(
+                    "t_{}",
+                    rand::rng()
+                        .sample_iter(&Alphanumeric)
+                        .take(16)
+                        .map(|c| char::from(c).to_ascii_lowercase())
+                        .collect::<String>()
+                );
+                create_schema(&config, &schema).await;
+                config.options = Some(format!("-c search_path={schema}"));
+                Some(FreshDatabase { config: DatabaseConfig::Postgres(config), _dir: None })
+            }
+        }
+    }
+}
+
+async fn create_schema(config: &PostgresConfig, schema: &str) {
+    let mut pg = tokio_postgres::Config::new();
+    pg.host(config.host.as_deref().unwrap_or("localhost"));
+    if let Some(port) = config.port {
+        pg.port(port);
+    }
+    pg.user(config.user.as_deref().unwrap_or("postgres"));
+    if let Some(password) = &config.password {
+        pg.password(password);
+    }
+    pg.dbname(config.dbname.as_deref().unwrap_or("postgres"));
+    let (client, connection) = pg.connect(tokio_postgres::NoTls).await.expect("connect to TEST_POSTGRES_URL");
+    let task = tokio::spawn(connection);
+    client.batch_execute(&format!("CREATE SCHEMA {schema}")).await.expect("create test schema");
+    drop(client);
+    let _ = task.await;
+}
+
+/// Runs one async store test body on SQLite and on PostgreSQL, as two tests.
+///
+/// ```ignore
+/// store_test!(secrets_are_created_once, |store| async move { ... });
+/// ```
+#[macro_export]
+macro_rules! store_test {
+    ($name:ident, |$store:ident| $body:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            async fn run($store: myelin_store::Store) {
+                $body.await
+            }
+
+            async fn on(engine: $crate::Engine) {
+                let Some(database) = $crate::FreshDatabase::create(engine).await else { return };
+                let store = myelin_store::Store::open(&database.config).await.expect("open store");
+                run(store).await;
+                drop(database);
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                on($crate::Engine::Sqlite).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                on($crate::Engine::Postgres).await
+            }
+        }
+    };
+}

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on SQLite and on PostgreSQL.
+#
+#   scripts/test.sh [extra cargo-nextest arguments]
+#
+# Starts a throwaway PostgreSQL cluster (unless TEST_POSTGRES_URL is set) and, when installed, a
+# throwaway redis-server (unless TEST_REDIS_URL is set), and removes them afterwards.
+#   Pass 1: every test; end-to-end tests on SQLite, store tests on both engines.
+#   Pass 2: the end-to-end tests again, on PostgreSQL.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/services.sh
+trap stop_services EXIT
+start_services
+
+export MYELIN_REQUIRE_POSTGRES=1
+export RUST_BACKTRACE=1
+
+echo "== pass 1: all tests (end-to-end on SQLite; store tests on SQLite and PostgreSQL)"
+cargo nextest run --workspace --no-fail-fast "$@"
+
+echo "== pass 2: end-to-end tests on PostgreSQL"
+MYELIN_TEST_DB=postgres cargo nextest run --workspace --no-fail-fast -E 'binary(e2e)' "$@"
+
+echo "== pass 3: spec conformance (schemathesis against a running Myelin)"
+scripts/conformance.sh
