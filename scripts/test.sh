@@ -15,6 +15,9 @@ start_services
 
 export MYELIN_REQUIRE_POSTGRES=1
 export RUST_BACKTRACE=1
+# Third-party tools the compatibility tests run (Synapse's scripts, matrix-nio, schemathesis).
+MYELIN_PYTOOLS=$(scripts/pytools.sh)
+export MYELIN_PYTOOLS MYELIN_REQUIRE_PYTOOLS=1
 
 echo "== pass 1: all tests (end-to-end on SQLite; store tests on SQLite and PostgreSQL)"
 cargo nextest run --workspace --no-fail-fast "$@"

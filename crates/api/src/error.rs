@@ -57,6 +57,8 @@ pub fn status_of(code: ErrCode) -> StatusCode {
         | BadAlias
         | DuplicateAnnotation
         | UnknownPos
+        | ProfileTooLarge
+        | KeyTooLarge
         | Unknown
         | Custom(_) => StatusCode::BAD_REQUEST,
     }
@@ -80,6 +82,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self.0 {
             Error::Matrix(error) => matrix_error_response(&error),
+            Error::Uia(challenge) => {
+                (StatusCode::UNAUTHORIZED, axum::Json(challenge.to_json())).into_response()
+            }
             Error::Internal(message) => {
                 // Logged once here, inside the request's span; the client sees no detail.
                 tracing::error!(error = %message, "internal error");

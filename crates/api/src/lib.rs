@@ -7,11 +7,15 @@
 //! - [`middleware`]: request ids, client addresses, CORS, access log, HTTP metrics.
 //! - [`extract`]: extractors that fail with Matrix errors.
 //! - [`error`]: service errors as `{"errcode", "error"}` responses.
-//! - One module per spec area: [`client`], [`federation`], [`wellknown`], [`misc`].
+//! - [`auth`]: the authenticated-request extractors (access token, guest, optional, admin).
+//! - One module per spec area: [`client`], [`admin`] (Synapse's admin API), [`federation`],
+//!   [`wellknown`], [`misc`].
 //!
 //! Handlers are thin: extract, call one service method, convert back. They take no locks and
 //! never touch the store.
 
+pub mod admin;
+pub mod auth;
 pub mod client;
 pub mod error;
 pub mod extract;
@@ -75,7 +79,7 @@ fn finish(
 pub fn router(services: &Services, listener: &ListenerConfig) -> Router {
     let mut routes = Router::new().merge(misc::health_routes());
     if listener.has_resource("client") {
-        routes = routes.merge(client::routes()).merge(wellknown::routes());
+        routes = routes.merge(client::routes()).merge(wellknown::routes()).merge(admin::routes());
     }
     if listener.has_resource("federation") {
         routes = routes.merge(federation::routes());

@@ -51,6 +51,8 @@ pub enum ErrCode {
     CannotOverwriteMedia,
     UnknownPos,
     WrongRoomKeysVersion,
+    ProfileTooLarge,
+    KeyTooLarge,
     /// An unknown `errcode` relayed from elsewhere (kept verbatim).
     Custom(&'static str),
 }
@@ -101,6 +103,8 @@ impl ErrCode {
             ErrCode::CannotOverwriteMedia => "M_CANNOT_OVERWRITE_MEDIA",
             ErrCode::UnknownPos => "M_UNKNOWN_POS",
             ErrCode::WrongRoomKeysVersion => "M_WRONG_ROOM_KEYS_VERSION",
+            ErrCode::ProfileTooLarge => "M_PROFILE_TOO_LARGE",
+            ErrCode::KeyTooLarge => "M_KEY_TOO_LARGE",
             ErrCode::Custom(code) => code,
         }
     }

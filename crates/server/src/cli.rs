@@ -1,4 +1,4 @@
-//! The command line: `myelin [run] | generate-config | hash-password`.
+//! The command line: `myelin [run] | generate-config | hash-password | register-user`.
 
 use std::io::{BufRead as _, IsTerminal as _};
 use std::path::PathBuf;
@@ -32,6 +32,38 @@ enum Command {
     GenerateConfig(GenerateArgs),
     /// Hash a password for the users table, like Synapse's hash_password.
     HashPassword(HashPasswordArgs),
+    /// Register a user with the shared secret, like Synapse's register_new_matrix_user.
+    RegisterUser(RegisterUserCli),
+}
+
+#[derive(Args)]
+struct RegisterUserCli {
+    /// Local part of the new user (prompted for when omitted).
+    #[arg(short = 'u', long = "user")]
+    user: Option<String>,
+    /// New password (prompted for when omitted).
+    #[arg(short = 'p', long)]
+    password: Option<String>,
+    /// User type, e.g. bot or support.
+    #[arg(short = 't', long = "user_type", alias = "user-type")]
+    user_type: Option<String>,
+    /// Make the new user a server admin.
+    #[arg(short = 'a', long, conflicts_with = "no_admin")]
+    admin: bool,
+    /// Make the new user a regular user.
+    #[arg(long)]
+    no_admin: bool,
+    /// Succeed when the user exists already.
+    #[arg(long)]
+    exists_ok: bool,
+    /// Config file(s) to read the shared secret and the client listener from.
+    #[arg(short = 'c', long = "config", value_name = "PATH")]
+    config: Vec<PathBuf>,
+    /// The shared secret, instead of reading it from the config.
+    #[arg(short = 'k', long = "shared-secret")]
+    shared_secret: Option<String>,
+    /// The server URL (default: the config's first plain-HTTP client listener).
+    server_url: Option<String>,
 }
 
 #[derive(Args, Default)]
@@ -83,6 +115,24 @@ pub fn main() -> ExitCode {
         Some(Command::Run(args)) => run(args),
         Some(Command::GenerateConfig(args)) => generate_config(args),
         Some(Command::HashPassword(args)) => hash_password(args),
+        Some(Command::RegisterUser(args)) => {
+            crate::register_user::run(crate::register_user::RegisterUserArgs {
+                config: args.config,
+                user: args.user,
+                password: args.password,
+                admin: if args.admin {
+                    Some(true)
+                } else if args.no_admin {
+                    Some(false)
+                } else {
+                    None
+                },
+                user_type: args.user_type,
+                shared_secret: args.shared_secret,
+                exists_ok: args.exists_ok,
+                server_url: args.server_url,
+            })
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

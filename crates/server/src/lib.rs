@@ -2,7 +2,8 @@
 //!
 //! # Layout
 //!
-//! - [`cli`]: `myelin run | generate-config | hash-password`.
+//! - [`cli`]: `myelin run | generate-config | hash-password | register-user`.
+//! - [`register_user`]: shared-secret registration, as Synapse's `register_new_matrix_user`.
 //! - [`generate`]: writing a commented `homeserver.yaml`, secrets and a signing key.
 //! - [`listeners`]: binding TCP / TLS / UNIX-socket listeners and serving connections with
 //!   graceful shutdown.
@@ -13,6 +14,7 @@ pub mod cli;
 pub mod generate;
 pub mod listeners;
 pub mod logging;
+pub mod register_user;
 
 use std::time::Duration;
 

@@ -8,6 +8,9 @@ use myelin_store::StoreError;
 pub enum Error {
     #[error(transparent)]
     Matrix(#[from] MatrixError),
+    /// User-interactive authentication is incomplete: the client gets the flows (HTTP 401).
+    #[error("user-interactive authentication required")]
+    Uia(Box<crate::uia::UiaChallenge>),
     #[error("internal error: {0}")]
     Internal(String),
 }

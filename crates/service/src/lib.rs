@@ -4,6 +4,11 @@
 //!
 //! - [`Services`]: every service, built once at start-up from the configuration and the store
 //!   and passed down explicitly (no globals).
+//! - [`auth`]: access tokens (minted from a CSPRNG, stored hashed) and the [`auth::Requester`].
+//! - [`accounts`]: registration (open, token, guest, shared secret), password changes,
+//!   deactivation. [`sessions`]: login, refresh, logout, login tokens. [`devices`], [`profile`].
+//! - [`uia`]: user-interactive authentication sessions and stages.
+//! - [`ratelimit`]: Synapse-style leaky buckets with per-user overrides.
 //! - [`error`]: the service error: a Matrix error for the client, or an internal failure.
 //! - [`keys`]: the server's ed25519 signing key (Synapse's key file format) and the signed
 //!   `/_matrix/key/v2/server` document.
@@ -11,10 +16,18 @@
 //! - [`passwords`]: Synapse-compatible bcrypt hashing with pepper, off the runtime threads.
 //! - [`util`]: randomness and time.
 
+pub mod accounts;
+pub mod auth;
+pub mod devices;
 pub mod error;
 pub mod keys;
 pub mod metrics;
 pub mod passwords;
+pub mod profile;
+pub mod ratelimit;
+pub mod registration_tokens;
+pub mod sessions;
+pub mod uia;
 pub mod util;
 
 use std::sync::Arc;
@@ -32,6 +45,9 @@ pub struct Services {
     pub store: Store,
     pub keys: Arc<keys::ServerKeys>,
     pub metrics: Arc<metrics::Metrics>,
+    pub passwords: passwords::PasswordHasher,
+    pub auth_cache: Arc<auth::AuthCache>,
+    pub ratelimiter: Arc<ratelimit::RateLimiter>,
     /// Cancelled when the process begins to shut down; background work watches it.
     pub shutdown: CancellationToken,
 }
@@ -41,7 +57,11 @@ impl Services {
     pub async fn build(config: Config) -> Result<Services> {
         let store = Store::open(&config.database).await?;
         let keys = keys::ServerKeys::load_or_generate(&config)?;
+        let passwords = passwords::PasswordHasher::new(&config.password);
         Ok(Services {
+            passwords,
+            auth_cache: Arc::default(),
+            ratelimiter: Arc::default(),
             config: Arc::new(config),
             store,
             keys: Arc::new(keys),

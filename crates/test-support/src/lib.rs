@@ -14,4 +14,6 @@ pub mod server;
 
 pub use client::{TestClient, TestResponse, http_client};
 pub use db::{Engine, FreshDatabase};
-pub use server::TestServer;
+pub use server::{
+    REGISTRATION_SHARED_SECRET, TestServer, TestUser, pytools_bin, shared_secret_body, shared_secret_mac,
+};

@@ -21,6 +21,11 @@ pub struct TestServer {
     _database: FreshDatabase,
 }
 
+/// A rate limit high enough never to trigger (tests of rate limiting override it).
+fn unlimited() -> Value {
+    json!({"per_second": 1_000_000, "burst_count": 10_000_000})
+}
+
 /// The shared secret of every test server.
 pub const REGISTRATION_SHARED_SECRET: &str = "test-shared-secret";
 
@@ -72,6 +77,20 @@ impl TestServer {
             "report_stats": false,
             "enable_metrics": true,
             "bcrypt_rounds": 4,
+            "enable_registration": true,
+            "enable_registration_without_verification": true,
+            "rc_message": unlimited(),
+            "rc_registration": unlimited(),
+            "rc_registration_token_validity": unlimited(),
+            "rc_login": {"address": unlimited(), "account": unlimited(), "failed_attempts": unlimited()},
+            "rc_joins": {"local": unlimited(), "remote": unlimited()},
+            "rc_joins_per_room": unlimited(),
+            "rc_invites": {"per_room": unlimited(), "per_user": unlimited(), "per_issuer": unlimited()},
+            "rc_room_creation": unlimited(),
+            "rc_admin_redaction": unlimited(),
+            "rc_reports": unlimited(),
+            "rc_presence": {"per_user": unlimited()},
+            "rc_user_directory": unlimited(),
         })
         .as_object()
         .cloned()
@@ -123,6 +142,118 @@ impl TestServer {
     pub async fn stop(mut self) {
         if let Some(running) = self.running.take() {
             running.shutdown(Duration::from_secs(2)).await;
+        }
+    }
+}
+
+/// A registered user with a logged-in client.
+#[derive(Clone)]
+pub struct TestUser {
+    pub user_id: String,
+    pub device_id: String,
+    pub access_token: String,
+    pub password: String,
+    pub client: TestClient,
+}
+
+impl TestServer {
+    /// Registers `localpart` through `/register` (dummy auth) and returns the logged-in user.
+    pub async fn register(&self, localpart: &str) -> TestUser {
+        let password = format!("{localpart}-password-1A!");
+        let response = self
+            .client()
+            .post(
+                "/_matrix/client/v3/register",
+                &json!({"username": localpart, "password": password, "auth": {"type": "m.login.dummy"}}),
+            )
+            .await;
+        let body = response.expect(200).clone();
+        let access_token = body["access_token"].as_str().expect("access_token").to_owned();
+        TestUser {
+            user_id: body["user_id"].as_str().expect("user_id").to_owned(),
+            device_id: body["device_id"].as_str().expect("device_id").to_owned(),
+            client: self.client().with_token(&access_token),
+            access_token,
+            password,
+        }
+    }
+
+    /// Registers a server admin through the shared-secret admin API.
+    pub async fn register_admin(&self, localpart: &str) -> TestUser {
+        let password = format!("{localpart}-password-1A!");
+        let body = shared_secret_body(self, localpart, &password, true, None).await;
+        let response = self.client().post("/_synapse/admin/v1/register", &body).await;
+        let body = response.expect(200).clone();
+        let access_token = body["access_token"].as_str().expect("access_token").to_owned();
+        TestUser {
+            user_id: body["user_id"].as_str().expect("user_id").to_owned(),
+            device_id: body["device_id"].as_str().expect("device_id").to_owned(),
+            client: self.client().with_token(&access_token),
+            access_token,
+            password,
+        }
+    }
+}
+
+/// The body of a shared-secret registration with a fresh nonce and a correct MAC, computed
+/// independently of the server (HMAC-SHA1 as `register_new_matrix_user` does).
+pub async fn shared_secret_body(
+    server: &TestServer,
+    username: &str,
+    password: &str,
+    admin: bool,
+    user_type: Option<&str>,
+) -> Value {
+    let nonce = server.client().get("/_synapse/admin/v1/register").await.expect(200)["nonce"]
+        .as_str()
+        .expect("nonce")
+        .to_owned();
+    let mac = shared_secret_mac(REGISTRATION_SHARED_SECRET, &nonce, username, password, admin, user_type);
+    json!({"nonce": nonce, "username": username, "password": password, "admin": admin, "user_type": user_type, "mac": mac})
+}
+
+/// `register_new_matrix_user`'s MAC.
+pub fn shared_secret_mac(
+    secret: &str,
+    nonce: &str,
+    username: &str,
+    password: &str,
+    admin: bool,
+    user_type: Option<&str>,
+) -> String {
+    use hmac::{KeyInit, Mac};
+    let mut mac =
+        <hmac::Hmac<sha1::Sha1> as KeyInit>::new_from_slice(secret.as_bytes()).expect("any key length");
+    mac.update(nonce.as_bytes());
+    mac.update(b"\0");
+    mac.update(username.as_bytes());
+    mac.update(b"\0");
+    mac.update(password.as_bytes());
+    mac.update(b"\0");
+    mac.update(if admin { b"admin" } else { b"notadmin" });
+    if let Some(user_type) = user_type {
+        mac.update(b"\0");
+        mac.update(user_type.as_bytes());
+    }
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// The bin directory of the Python tools venv (`scripts/pytools.sh`), or `None` to skip a test
+/// that needs them. With `MYELIN_REQUIRE_PYTOOLS=1` (set by `scripts/test.sh`) a missing venv
+/// fails the test instead.
+pub fn pytools_bin() -> Option<PathBuf> {
+    let dir = std::env::var_os("MYELIN_PYTOOLS").map(PathBuf::from).or_else(|| {
+        let candidate = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/pytools/bin");
+        candidate.join("python").exists().then_some(candidate)
+    });
+    match dir {
+        Some(dir) if dir.join("python").exists() => Some(dir),
+        _ if std::env::var("MYELIN_REQUIRE_PYTOOLS").is_ok_and(|v| v == "1") => {
+            panic!("MYELIN_REQUIRE_PYTOOLS=1 but the Python tools are missing (run scripts/pytools.sh)")
+        }
+        _ => {
+            eprintln!("SKIPPED: the Python tools are not installed (run scripts/pytools.sh)");
+            None
         }
     }
 }

@@ -1,11 +1,44 @@
 //! The client-server API (`/_matrix/client`), one module per spec area.
 
+mod account;
+mod capabilities;
+mod devices;
+mod profile;
+mod session;
 mod versions;
 
 use axum::Router;
+use axum::routing::MethodRouter;
 
 use crate::AppState;
 
+pub(crate) use session::session_json;
+
+/// Registers client routes under their versioned prefixes.
+pub(crate) trait ClientRoutes {
+    /// `/_matrix/client/v3{path}` and the legacy `/_matrix/client/r0{path}`.
+    fn v3(self, path: &str, method_router: MethodRouter<AppState>) -> Self;
+    /// `/_matrix/client/v1{path}`.
+    fn v1(self, path: &str, method_router: MethodRouter<AppState>) -> Self;
+}
+
+impl ClientRoutes for Router<AppState> {
+    fn v3(self, path: &str, method_router: MethodRouter<AppState>) -> Self {
+        self.route(&format!("/_matrix/client/v3{path}"), method_router.clone())
+            .route(&format!("/_matrix/client/r0{path}"), method_router)
+    }
+
+    fn v1(self, path: &str, method_router: MethodRouter<AppState>) -> Self {
+        self.route(&format!("/_matrix/client/v1{path}"), method_router)
+    }
+}
+
 pub fn routes() -> Router<AppState> {
-    Router::new().merge(versions::routes())
+    Router::new()
+        .merge(versions::routes())
+        .merge(account::routes())
+        .merge(session::routes())
+        .merge(devices::routes())
+        .merge(profile::routes())
+        .merge(capabilities::routes())
 }

@@ -4,6 +4,8 @@ mod database;
 mod keys;
 mod misc;
 mod password;
+mod ratelimit;
+mod registration;
 mod server;
 
 use std::path::{Path, PathBuf};
@@ -12,6 +14,8 @@ pub use database::{DatabaseConfig, PostgresConfig};
 pub use keys::{KeyConfig, TrustedKeyServer};
 pub use misc::{LoggingConfig, MediaConfig, MetricsConfig};
 pub use password::{PasswordConfig, PasswordPolicy};
+pub use ratelimit::{RateLimit, RateLimitConfig};
+pub use registration::{LooseBool, ProfileConfig, RegistrationConfig};
 pub use server::{ListenerConfig, ListenerResource, ListenerType, ServerConfig};
 
 use crate::load::{ConfigError, Origins, SectionReader};
@@ -26,6 +30,9 @@ pub struct Config {
     pub media: MediaConfig,
     pub metrics: MetricsConfig,
     pub password: PasswordConfig,
+    pub registration: RegistrationConfig,
+    pub profile: ProfileConfig,
+    pub ratelimit: RateLimitConfig,
     /// The directory of the first config file; default paths are relative to it.
     pub config_dir: PathBuf,
     /// The files read, in order.
@@ -45,12 +52,29 @@ impl Config {
         let media: MediaConfig = reader.section()?;
         let metrics: MetricsConfig = reader.section()?;
         let password: password::RawPassword = reader.section()?;
+        let registration: registration::RawRegistration = reader.section()?;
+        let ratelimit: ratelimit::RawRateLimits = reader.section()?;
         let origins = reader.origins;
         let server = server.into_config(origins)?;
         let database = database.into_config(origins)?;
         let keys = keys.into_config(origins, &server.server_name, &config_dir)?;
         let password = password.into_config(origins)?;
-        Ok(Config { server, database, keys, logging, media, metrics, password, config_dir, files })
+        let (registration, profile) = registration.into_config(origins)?;
+        let ratelimit = ratelimit.into_config(origins)?;
+        Ok(Config {
+            server,
+            database,
+            keys,
+            logging,
+            media,
+            metrics,
+            password,
+            registration,
+            profile,
+            ratelimit,
+            config_dir,
+            files,
+        })
     }
 
     pub(crate) fn validate(

@@ -1,0 +1,14 @@
+//! The Synapse admin API (`/_synapse/admin`) that tools such as synapse-admin,
+//! `register_new_matrix_user` and provisioning scripts call.
+
+mod register;
+mod registration_tokens;
+mod users;
+
+use axum::Router;
+
+use crate::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().merge(register::routes()).merge(registration_tokens::routes()).merge(users::routes())
+}

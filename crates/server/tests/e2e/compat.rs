@@ -1,0 +1,254 @@
+//! Compatibility with third-party tools: Synapse's `register_new_matrix_user` and
+//! `hash_password`, matrix-nio, and our own `myelin register-user`.
+
+use std::path::Path;
+use std::process::Command;
+
+use myelin_test_support::{TestServer, pytools_bin};
+use serde_json::{Value, json};
+
+const MYELIN: &str = env!("CARGO_BIN_EXE_myelin");
+
+/// Runs a command off the test's runtime thread (the server under test shares that runtime).
+async fn run_command(mut command: Command) -> std::process::Output {
+    tokio::task::spawn_blocking(move || command.output().expect("the command runs")).await.unwrap()
+}
+
+fn command(program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Command {
+    let mut command = Command::new(program);
+    command.args(args);
+    command
+}
+
+async fn is_admin(server: &TestServer, user: &str, password: &str) -> bool {
+    let login = server
+        .client()
+        .post(
+            "/_matrix/client/v3/login",
+            &json!({"type": "m.login.password", "user": user, "password": password}),
+        )
+        .await;
+    let token = login.expect(200)["access_token"].as_str().unwrap().to_owned();
+    server.client().with_token(&token).get("/_synapse/admin/v1/registration_tokens").await.status == 200
+}
+
+#[tokio::test]
+async fn synapse_register_new_matrix_user_registers_an_admin() {
+    let Some(bin) = pytools_bin() else { return };
+    let server = TestServer::start().await;
+    let output = run_command(command(
+        bin.join("register_new_matrix_user"),
+        &[
+            "-c",
+            server.config_path.to_str().unwrap(),
+            "-u",
+            "provbot",
+            "-p",
+            "bot-secret",
+            "-a",
+            &server.base_url,
+        ],
+    ))
+    .await;
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("Success!"));
+    assert!(is_admin(&server, "provbot", "bot-secret").await);
+
+    // --no-admin, and --exists-ok on a second run.
+    let output = run_command(command(
+        bin.join("register_new_matrix_user"),
+        &[
+            "-k",
+            myelin_test_support::REGISTRATION_SHARED_SECRET,
+            "-u",
+            "plain",
+            "-p",
+            "pw",
+            "--no-admin",
+            &server.base_url,
+        ],
+    ))
+    .await;
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(!is_admin(&server, "plain", "pw").await);
+    let output = run_command(command(
+        bin.join("register_new_matrix_user"),
+        &[
+            "-c",
+            server.config_path.to_str().unwrap(),
+            "-u",
+            "plain",
+            "-p",
+            "pw",
+            "--no-admin",
+            "--exists-ok",
+            &server.base_url,
+        ],
+    ))
+    .await;
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).contains("User already exists"));
+
+    // A wrong secret is refused.
+    let output = run_command(command(
+        bin.join("register_new_matrix_user"),
+        &["-k", "wrong-secret", "-u", "mallory", "-p", "pw", "-a", &server.base_url],
+    ))
+    .await;
+    assert!(!output.status.success());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn synapse_hash_password_output_logs_in() {
+    let Some(bin) = pytools_bin() else { return };
+    for pepper in [None, Some("sea-salt")] {
+        let config = match pepper {
+            Some(pepper) => json!({"password_config": {"pepper": pepper}}),
+            None => json!({}),
+        };
+        let server = TestServer::start_with(config).await;
+        let output = run_command(command(
+            bin.join("hash_password"),
+            &["-c", server.config_path.to_str().unwrap(), "-p", "hunter2"],
+        ))
+        .await;
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let hash = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+        assert!(hash.starts_with("$2b$04$"), "{hash}");
+        let user = server.register("imported").await;
+        server.services().store.set_password_hash(&user.user_id, Some(&hash)).await.unwrap();
+        let login = server
+            .client()
+            .post(
+                "/_matrix/client/v3/login",
+                &json!({"type": "m.login.password", "user": "imported", "password": "hunter2"}),
+            )
+            .await;
+        login.expect(200);
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn matrix_nio_logs_in_and_out() {
+    let Some(bin) = pytools_bin() else { return };
+    let server = TestServer::start().await;
+    let user = server.register("nio").await;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/nio_login.py");
+    let server_url = server.base_url.clone();
+    let user_id = user.user_id.clone();
+    let password = user.password.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(bin.join("python"))
+            .arg(script)
+            .args([&server_url, &user_id, &password])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["user_id"], user.user_id.as_str());
+    assert_eq!(report["whoami"], user.user_id.as_str());
+    // nio's logout ended its session on the server.
+    server
+        .client()
+        .with_token(report["access_token"].as_str().unwrap())
+        .get("/_matrix/client/v3/account/whoami")
+        .await
+        .expect_error(401, "M_UNKNOWN_TOKEN");
+    let devices = user.client.get("/_matrix/client/v3/devices").await.expect(200).clone();
+    assert!(devices["devices"].as_array().unwrap().iter().all(|d| d["device_id"] != report["device_id"]));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn myelin_register_user_behaves_like_register_new_matrix_user() {
+    let server = TestServer::start().await;
+    let run = async |args: Vec<String>| {
+        let mut command = Command::new(MYELIN);
+        command.arg("register-user").args(args);
+        let output = run_command(command).await;
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr),
+        )
+    };
+    let config = server.config_path.to_str().unwrap().to_owned();
+    let (ok, out) = run(vec![
+        "-c".into(),
+        config.clone(),
+        "-u".into(),
+        "root".into(),
+        "-p".into(),
+        "pw-1".into(),
+        "-a".into(),
+        server.base_url.clone(),
+    ])
+    .await;
+    assert!(ok, "{out}");
+    assert!(out.contains("Success!"));
+    assert!(is_admin(&server, "root", "pw-1").await);
+    let (ok, out) = run(vec![
+        "-c".into(),
+        config.clone(),
+        "-u".into(),
+        "root".into(),
+        "-p".into(),
+        "pw-1".into(),
+        "--no-admin".into(),
+        server.base_url.clone(),
+    ])
+    .await;
+    assert!(!ok && out.contains("already taken"), "{out}");
+    let (ok, _) = run(vec![
+        "-k".into(),
+        "wrong".into(),
+        "-u".into(),
+        "x".into(),
+        "-p".into(),
+        "y".into(),
+        "--no-admin".into(),
+        server.base_url.clone(),
+    ])
+    .await;
+    assert!(!ok);
+
+    // Without a URL it finds the client listener in the config, and reads the secret from it.
+    let port = server.base_url.rsplit(':').next().unwrap().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = dir.path().join("homeserver.yaml");
+    std::fs::write(
+        &yaml,
+        format!(
+            "server_name: test.local\nregistration_shared_secret: {}\nlisteners:\n  - port: 9\n    type: metrics\n  - port: {port}\n    type: http\n    resources: [{{names: [client]}}]\n",
+            myelin_test_support::REGISTRATION_SHARED_SECRET
+        ),
+    )
+    .unwrap();
+    let (ok, out) = run(vec![
+        "-c".into(),
+        yaml.to_str().unwrap().into(),
+        "-u".into(),
+        "viaconfig".into(),
+        "-p".into(),
+        "pw".into(),
+        "--no-admin".into(),
+    ])
+    .await;
+    assert!(ok, "{out}");
+    assert!(!is_admin(&server, "viaconfig", "pw").await);
+    server.stop().await;
+}

@@ -1,0 +1,145 @@
+//! Devices of local users.
+
+use crate::{Row, Store, StoreError, now_ms, params};
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeviceRecord {
+    pub user_id: String,
+    pub device_id: String,
+    pub display_name: Option<String>,
+    pub created_ts: i64,
+    pub last_seen_ts: Option<i64>,
+    pub last_seen_ip: Option<String>,
+    pub last_seen_user_agent: Option<String>,
+}
+
+const DEVICE_COLUMNS: &str =
+    "user_id, device_id, display_name, created_ts, last_seen_ts, last_seen_ip, last_seen_user_agent";
+
+fn device_from_row(row: &Row) -> Result<DeviceRecord, StoreError> {
+    Ok(DeviceRecord {
+        user_id: row.string(0)?,
+        device_id: row.string(1)?,
+        display_name: row.opt_string(2)?,
+        created_ts: row.i64(3)?,
+        last_seen_ts: row.opt_i64(4)?,
+        last_seen_ip: row.opt_string(5)?,
+        last_seen_user_agent: row.opt_string(6)?,
+    })
+}
+
+impl Store {
+    /// Creates the device, or keeps an existing one (setting its display name if it has none).
+    /// Returns whether it was created.
+    pub async fn upsert_device(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        display_name: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let inserted = self
+            .db
+            .execute(
+                "INSERT INTO devices (user_id, device_id, display_name, created_ts) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (user_id, device_id) DO NOTHING",
+                params![user_id, device_id, display_name, now_ms()],
+            )
+            .await?;
+        if inserted == 0 && display_name.is_some() {
+            self.db
+                .execute(
+                    "UPDATE devices SET display_name = $3 WHERE user_id = $1 AND device_id = $2 AND display_name IS NULL",
+                    params![user_id, device_id, display_name],
+                )
+                .await?;
+        }
+        Ok(inserted > 0)
+    }
+
+    pub async fn get_device(
+        &self,
+        user_id: &str,
+        device_id: &str,
+    ) -> Result<Option<DeviceRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices WHERE user_id = $1 AND device_id = $2 AND NOT hidden"
+        );
+        self.db.query_opt(&sql, params![user_id, device_id]).await?.as_ref().map(device_from_row).transpose()
+    }
+
+    pub async fn list_devices(&self, user_id: &str) -> Result<Vec<DeviceRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices WHERE user_id = $1 AND NOT hidden ORDER BY device_id"
+        );
+        self.db.query(&sql, params![user_id]).await?.iter().map(device_from_row).collect()
+    }
+
+    /// Returns `false` when there is no such device.
+    pub async fn set_device_display_name(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        display_name: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let changed = self
+            .db
+            .execute(
+                "UPDATE devices SET display_name = $3 WHERE user_id = $1 AND device_id = $2 AND NOT hidden",
+                params![user_id, device_id, display_name],
+            )
+            .await?;
+        Ok(changed > 0)
+    }
+
+    /// Deletes devices with their access and refresh tokens.
+    pub async fn delete_devices(&self, user_id: &str, device_ids: &[String]) -> Result<(), StoreError> {
+        self.db
+            .transaction(async |tx| {
+                for device_id in device_ids {
+                    for table in ["access_tokens", "refresh_tokens", "devices"] {
+                        tx.execute(
+                            &format!("DELETE FROM {table} WHERE user_id = $1 AND device_id = $2"),
+                            params![user_id, device_id.as_str()],
+                        )
+                        .await?;
+                    }
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    pub async fn touch_device(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        ip: Option<&str>,
+        user_agent: Option<&str>,
+        ts: i64,
+    ) -> Result<(), StoreError> {
+        self.db
+            .execute(
+                "UPDATE devices SET last_seen_ts = $3, last_seen_ip = COALESCE($4, last_seen_ip),
+                 last_seen_user_agent = COALESCE($5, last_seen_user_agent) WHERE user_id = $1 AND device_id = $2",
+                params![user_id, device_id, ts, ip, user_agent],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Devices last seen (or, never seen, created) before `before_ts`, excluding hidden ones.
+    pub async fn stale_devices(
+        &self,
+        before_ts: i64,
+        limit: i64,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = self
+            .db
+            .query(
+                "SELECT user_id, device_id FROM devices WHERE NOT hidden AND COALESCE(last_seen_ts, created_ts) < $1 LIMIT $2",
+                params![before_ts, limit],
+            )
+            .await?;
+        rows.iter().map(|r| Ok((r.string(0)?, r.string(1)?))).collect()
+    }
+}
