@@ -66,5 +66,6 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         bound.push((index, listener.addr.clone()));
         tasks.spawn(listeners::serve(listener, services.shutdown.clone(), listeners::GRACE));
     }
+    tasks.spawn(services.clone().run_workers());
     Ok(RunningServer { services, bound, tasks })
 }

@@ -15,6 +15,7 @@
 //! - [`metrics`]: the Prometheus registry and the process collector.
 //! - [`passwords`]: Synapse-compatible bcrypt hashing with pepper, off the runtime threads.
 //! - [`util`]: randomness and time.
+//! - [`workers`]: background loops (housekeeping) that stop on the shutdown token.
 
 pub mod accounts;
 pub mod auth;
@@ -29,6 +30,7 @@ pub mod registration_tokens;
 pub mod sessions;
 pub mod uia;
 pub mod util;
+pub mod workers;
 
 use std::sync::Arc;
 

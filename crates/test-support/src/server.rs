@@ -134,6 +134,11 @@ impl TestServer {
         &self.running.as_ref().expect("server is running").services
     }
 
+    /// The first TCP address listener `index` bound.
+    pub fn tcp_addr(&self, index: usize) -> Option<std::net::SocketAddr> {
+        self.running.as_ref()?.tcp_addr(index)
+    }
+
     /// A client without an access token.
     pub fn client(&self) -> TestClient {
         TestClient::new(&self.base_url)

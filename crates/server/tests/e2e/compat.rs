@@ -252,3 +252,51 @@ async fn myelin_register_user_behaves_like_register_new_matrix_user() {
     assert!(!is_admin(&server, "viaconfig", "pw").await);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_config_fresh_from_synapse_generate_config_starts_myelin() {
+    let Some(bin) = pytools_bin() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("homeserver.yaml");
+    let mut generate = Command::new(bin.join("python"));
+    generate
+        .args(["-m", "synapse.app.homeserver", "--server-name", "synapse.test", "--config-path"])
+        .arg(&config)
+        .args(["--generate-config", "--report-stats=no"])
+        .current_dir(dir.path());
+    let output = run_command(generate).await;
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    // Move the listener to a free port (8008 may be taken) and keep it on IPv4 loopback.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let yaml = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("port: 8008", &format!("port: {port}"))
+        .replace("    - ::1\n", "");
+    std::fs::write(&config, yaml).unwrap();
+    let log = dir.path().join("stdout.log");
+    let mut child = Command::new(MYELIN)
+        .args(["-c", config.to_str().unwrap()])
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let client = myelin_test_support::http_client();
+    let mut ok = false;
+    for _ in 0..300 {
+        if let Ok(response) =
+            client.get(format!("http://127.0.0.1:{port}/_matrix/client/versions")).send().await
+            && response.status() == 200
+        {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    let logged = std::fs::read_to_string(dir.path().join("homeserver.log")).unwrap_or_default()
+        + &std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
+    assert!(ok, "Myelin did not serve with Synapse's config: {logged}");
+    assert!(status.success(), "{logged}");
+    assert!(!logged.contains("ERROR"), "{logged}");
+}

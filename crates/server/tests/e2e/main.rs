@@ -3,6 +3,7 @@
 
 mod compat;
 mod foundation;
+mod listeners;
 mod process;
 mod profile;
 mod registration;

@@ -501,3 +501,46 @@ async fn ratelimit_overrides_are_managed_by_admins() {
         .expect_error(404, "M_NOT_FOUND");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn stale_devices_are_deleted() {
+    let mut server = TestServer::start_with(json!({"delete_stale_devices_after": "1d"})).await;
+    let user = server.register("olga").await;
+    let old = login(&server, password_login("olga", &user.password)).await.expect(200).clone();
+    let old_device = old["device_id"].as_str().unwrap().to_owned();
+    server
+        .services()
+        .store
+        .db()
+        .execute(
+            "UPDATE devices SET last_seen_ts = 0, created_ts = 0 WHERE device_id = $1",
+            vec![old_device.as_str().into()],
+        )
+        .await
+        .unwrap();
+    // Housekeeping runs at start-up.
+    server.restart().await;
+    let user_client = server.client().with_token(&user.access_token);
+    let mut ids = Vec::new();
+    for _ in 0..100 {
+        let devices = user_client.get("/_matrix/client/v3/devices").await.expect(200).clone();
+        ids = devices["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["device_id"].as_str().unwrap().to_owned())
+            .collect();
+        if !ids.contains(&old_device) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(ids, vec![user.device_id.clone()]);
+    server
+        .client()
+        .with_token(old["access_token"].as_str().unwrap())
+        .get("/_matrix/client/v3/account/whoami")
+        .await
+        .expect_error(401, "M_UNKNOWN_TOKEN");
+    server.stop().await;
+}
