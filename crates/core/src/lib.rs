@@ -3,9 +3,15 @@
 //! # Layout
 //!
 //! - [`error`]: the one error vocabulary (`ErrCode`, `MatrixError`).
+//! - [`room_version`]: the supported room versions and their rules.
+//! - [`pdu`]: building, signing and parsing PDUs in each room version's format.
+//! - [`auth`]: auth-event selection and the authorization rules, as one verdict.
 //!
 //! Nothing in this crate performs IO, is async, or knows about SQL or HTTP.
 
+pub mod auth;
 pub mod error;
+pub mod pdu;
+pub mod room_version;
 
 pub use error::{ErrCode, MatrixError};
