@@ -273,9 +273,12 @@ impl Services {
         Ok(Registered { user_id, session: Some(session) })
     }
 
-    /// Work that follows every new account (auto-joined rooms arrive with the rooms area).
+    /// Work that follows every new account: `auto_join_rooms`.
     async fn after_registration(&self, user_id: &str, is_guest: bool) {
-        let _ = (user_id, is_guest);
+        let Ok(user_id) = UserId::parse(user_id) else { return };
+        if let Err(error) = self.auto_join_rooms(&user_id, is_guest).await {
+            tracing::warn!(%user_id, %error, "auto-joining rooms failed");
+        }
     }
 
     /// `GET /_synapse/admin/v1/register`: a fresh single-use nonce.
@@ -420,6 +423,8 @@ impl Services {
 
     /// Deactivates an account: no more logins, tokens, devices or profile.
     pub async fn deactivate_user(&self, user_id: &UserId, erase: bool) -> Result<()> {
+        // Leave rooms first, while the profile still names the member events.
+        self.leave_all_rooms(user_id).await?;
         self.store.deactivate_user(user_id.as_str(), erase).await?;
         self.auth_cache.evict_user(user_id);
         tracing::info!(%user_id, erase, "deactivated a user");

@@ -150,6 +150,11 @@ impl ServerKeys {
         })
     }
 
+    /// The signing key pair.
+    pub fn key_pair(&self) -> &Ed25519KeyPair {
+        &self.key_pair
+    }
+
     /// `ed25519:<version>`.
     pub fn key_id(&self) -> &str {
         &self.key_id

@@ -7,6 +7,7 @@
 //! - [`auth`]: access tokens (minted from a CSPRNG, stored hashed) and the [`auth::Requester`].
 //! - [`accounts`]: registration (open, token, guest, shared secret), password changes,
 //!   deactivation. [`sessions`]: login, refresh, logout, login tokens. [`devices`], [`profile`].
+//! - [`rooms`]: rooms and the event graph (the write path, reads, membership, directory).
 //! - [`uia`]: user-interactive authentication sessions and stages.
 //! - [`ratelimit`]: Synapse-style leaky buckets with per-user overrides.
 //! - [`error`]: the service error: a Matrix error for the client, or an internal failure.
@@ -21,12 +22,14 @@ pub mod accounts;
 pub mod auth;
 pub mod devices;
 pub mod error;
+pub mod filter;
 pub mod keys;
 pub mod metrics;
 pub mod passwords;
 pub mod profile;
 pub mod ratelimit;
 pub mod registration_tokens;
+pub mod rooms;
 pub mod sessions;
 pub mod uia;
 pub mod util;
@@ -50,6 +53,7 @@ pub struct Services {
     pub passwords: passwords::PasswordHasher,
     pub auth_cache: Arc<auth::AuthCache>,
     pub ratelimiter: Arc<ratelimit::RateLimiter>,
+    pub rooms: Arc<rooms::Rooms>,
     /// Cancelled when the process begins to shut down; background work watches it.
     pub shutdown: CancellationToken,
 }
@@ -60,7 +64,9 @@ impl Services {
         let store = Store::open(&config.database).await?;
         let keys = keys::ServerKeys::load_or_generate(&config)?;
         let passwords = passwords::PasswordHasher::new(&config.password);
+        let rooms = rooms::Rooms::new(store.max_stream_ordering().await?);
         Ok(Services {
+            rooms: Arc::new(rooms),
             passwords,
             auth_cache: Arc::default(),
             ratelimiter: Arc::default(),

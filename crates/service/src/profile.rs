@@ -32,7 +32,7 @@ pub fn valid_profile_key(key: &str) -> bool {
 }
 
 impl Services {
-    fn check_profile_lookup(&self, requester: Option<&Requester>, target: &UserId) -> Result<()> {
+    async fn check_profile_lookup(&self, requester: Option<&Requester>, target: &UserId) -> Result<()> {
         let config = &self.config.profile;
         if config.require_auth_for_profile_requests && requester.is_none() {
             return Err(MatrixError::missing_token().into());
@@ -41,8 +41,8 @@ impl Services {
             && let Some(requester) = requester
             && requester.user_id != target
             && !requester.is_admin
+            && !self.store.share_a_room(requester.user_id.as_str(), target.as_str()).await?
         {
-            // Shared rooms are checked here once rooms exist; until then no one shares one.
             return Err(MatrixError::forbidden("You do not share a room with this user").into());
         }
         if target.server_name().as_str() != self.server_name() {
@@ -59,7 +59,7 @@ impl Services {
         requester: Option<&Requester>,
         target: &UserId,
     ) -> Result<Map<String, Value>> {
-        self.check_profile_lookup(requester, target)?;
+        self.check_profile_lookup(requester, target).await?;
         let user = self.store.get_user(target.as_str()).await?;
         if user.is_none() {
             return Err(MatrixError::not_found("Profile was not found").into());
@@ -147,6 +147,9 @@ impl Services {
             return Err(MatrixError::new(ErrCode::ProfileTooLarge, "The profile would exceed 64 KiB").into());
         }
         self.store.set_profile_field(target.as_str(), key, Some(&value)).await?;
+        if key == "displayname" || key == "avatar_url" {
+            self.propagate_profile(target).await?;
+        }
         Ok(())
     }
 
@@ -159,6 +162,9 @@ impl Services {
     ) -> Result<()> {
         self.check_profile_change(requester, target, key)?;
         self.store.set_profile_field(target.as_str(), key, None).await?;
+        if key == "displayname" || key == "avatar_url" {
+            self.propagate_profile(target).await?;
+        }
         Ok(())
     }
 }

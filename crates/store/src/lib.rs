@@ -5,23 +5,29 @@
 //! - [`engine`]: the one API over SQLite (rusqlite) and PostgreSQL (tokio-postgres + deadpool),
 //!   values and rows, and migrations.
 //! - One module per data area (`users`, `devices`, `tokens`, `uia`, `profiles`,
-//!   `registration`, `secrets`), each an `impl Store` block returning domain
+//!   `registration`, `secrets`, `events`, `state`, `rooms`), each an `impl Store` block returning domain
 //!   types, never rows.
 //!
 //! This is the only crate that contains SQL.
 
 pub mod devices;
 pub mod engine;
+pub mod events;
 pub mod profiles;
 pub mod registration;
+pub mod rooms;
 mod secrets;
+pub mod state;
 pub mod tokens;
 pub mod uia;
 pub mod users;
 
 pub use devices::DeviceRecord;
 pub use engine::{Db, Dialect, Row, Tx, Value};
+pub use events::{EventFilterSql, NewEvent, NewRelation, StoredEvent};
 pub use registration::RegistrationTokenRecord;
+pub use rooms::{MembershipChange, NewReport, RoomRecord};
+pub use state::StateDelta;
 pub use tokens::{AccessTokenRecord, NewAccessToken, RefreshTokenRecord};
 pub use uia::UiaSessionRecord;
 pub use users::{NewUser, RateLimitOverride, UserRecord};

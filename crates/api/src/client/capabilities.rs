@@ -28,6 +28,13 @@ async fn capabilities(State(services): State<AppState>, GuestAuth(_requester): G
             "m.3pid_changes": { "enabled": false },
             "m.get_login_token": { "enabled": config.registration.login_via_existing_session_enabled },
             "m.profile_fields": { "enabled": true, "disallowed": disallowed },
+            "m.room_versions": {
+                "default": config.server.default_room_version,
+                "available": myelin_core::room_version::SUPPORTED_ROOM_VERSIONS
+                    .iter()
+                    .map(|v| (v.to_string(), json!("stable")))
+                    .collect::<serde_json::Map<_, _>>(),
+            },
         }
     }))
 }

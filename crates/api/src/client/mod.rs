@@ -3,7 +3,9 @@
 mod account;
 mod capabilities;
 mod devices;
+mod membership;
 mod profile;
+mod rooms;
 mod session;
 mod versions;
 
@@ -41,4 +43,6 @@ pub fn routes() -> Router<AppState> {
         .merge(devices::routes())
         .merge(profile::routes())
         .merge(capabilities::routes())
+        .merge(rooms::routes())
+        .merge(membership::routes())
 }

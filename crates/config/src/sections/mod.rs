@@ -6,6 +6,7 @@ mod misc;
 mod password;
 mod ratelimit;
 mod registration;
+mod room;
 mod server;
 
 use std::path::{Path, PathBuf};
@@ -16,6 +17,7 @@ pub use misc::{LoggingConfig, MediaConfig, MetricsConfig};
 pub use password::{PasswordConfig, PasswordPolicy};
 pub use ratelimit::{RateLimit, RateLimitConfig};
 pub use registration::{LooseBool, ProfileConfig, RegistrationConfig};
+pub use room::{DirectoryRule, EncryptionByDefault, RoomConfig, glob_matches};
 pub use server::{ListenerConfig, ListenerResource, ListenerType, ServerConfig};
 
 use crate::load::{ConfigError, Origins, SectionReader};
@@ -33,6 +35,7 @@ pub struct Config {
     pub registration: RegistrationConfig,
     pub profile: ProfileConfig,
     pub ratelimit: RateLimitConfig,
+    pub room: RoomConfig,
     /// The directory of the first config file; default paths are relative to it.
     pub config_dir: PathBuf,
     /// The files read, in order.
@@ -54,6 +57,7 @@ impl Config {
         let password: password::RawPassword = reader.section()?;
         let registration: registration::RawRegistration = reader.section()?;
         let ratelimit: ratelimit::RawRateLimits = reader.section()?;
+        let room: room::RawRoom = reader.section()?;
         let origins = reader.origins;
         let server = server.into_config(origins)?;
         let database = database.into_config(origins)?;
@@ -61,6 +65,7 @@ impl Config {
         let password = password.into_config(origins)?;
         let (registration, profile) = registration.into_config(origins)?;
         let ratelimit = ratelimit.into_config(origins)?;
+        let room = room.into_config(origins)?;
         Ok(Config {
             server,
             database,
@@ -72,6 +77,7 @@ impl Config {
             registration,
             profile,
             ratelimit,
+            room,
             config_dir,
             files,
         })

@@ -7,4 +7,5 @@ mod listeners;
 mod process;
 mod profile;
 mod registration;
+mod rooms;
 mod sessions;

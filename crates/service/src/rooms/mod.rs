@@ -1,0 +1,815 @@
+//! Rooms and the event graph.
+//!
+//! # Layout
+//!
+//! - this module: [`Rooms`], the in-memory parts (per-room write locks, room heads, the event
+//!   cache, stream positions, the new-event notifier) and the one write path,
+//!   [`Services::send_event`], that every local event takes: build the PDU in the room
+//!   version's format, check it against the authorization rules and the server's own rules,
+//!   persist it once with everything that follows from it, then publish it.
+//! - [`create`]: `createRoom`. [`membership`]: join, leave, invite, kick, ban, knock, forget.
+//! - [`read`]: events, context, messages, state, members, with history visibility applied.
+//! - [`relations`]: relations, threads, bundled aggregations.
+//! - [`directory`]: aliases, the public room directory. [`spaces`]: hierarchy and summaries.
+//! - [`upgrade`], [`reports`].
+//!
+//! Sends to one room are serialised by that room's lock, so this server never forks its own
+//! rooms' DAG; sends to different rooms run in parallel.
+
+pub mod create;
+pub mod directory;
+pub mod membership;
+pub mod read;
+pub mod relations;
+pub mod reports;
+pub mod spaces;
+pub mod upgrade;
+pub mod visibility;
+
+use std::collections::{BTreeSet, HashMap};
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+
+use myelin_core::pdu::{Pdu, PduContext, PduTemplate, StateMap};
+use myelin_core::{ErrCode, MatrixError};
+use myelin_store::{NewEvent, NewRelation, StoredEvent};
+use ruma::room_version_rules::RoomVersionRules;
+use ruma::{EventId, OwnedEventId, OwnedRoomId, RoomId, RoomVersionId, UserId};
+use serde_json::Value;
+use tokio::sync::broadcast;
+
+use crate::util::{now_ms, random_string};
+use crate::{Error, Result, Services};
+
+/// The head of a room's event graph: what the next local event builds on.
+#[derive(Clone, Debug)]
+pub struct RoomHead {
+    pub room_id: OwnedRoomId,
+    pub version: RoomVersionId,
+    pub rules: RoomVersionRules,
+    /// The current state.
+    pub state: StateMap,
+    /// The state group of the current state.
+    pub state_group: Option<i64>,
+    pub extremities: Vec<OwnedEventId>,
+    pub depth: u64,
+}
+
+impl RoomHead {
+    pub fn state_event_id(&self, kind: &str, state_key: &str) -> Option<&OwnedEventId> {
+        self.state.get(&(kind.to_owned(), state_key.to_owned()))
+    }
+}
+
+/// A newly persisted event, as announced to the rest of the server.
+#[derive(Clone, Debug)]
+pub struct NewEventNotice {
+    pub room_id: OwnedRoomId,
+    pub event_id: OwnedEventId,
+    pub stream_ordering: i64,
+    pub sender: String,
+    pub kind: String,
+    pub state_key: Option<String>,
+}
+
+/// Stream positions: allocated before persisting, published once every lower position has
+/// been persisted too, so a reader never skips an event that commits late.
+pub struct StreamPositions {
+    inner: Mutex<StreamInner>,
+    current: tokio::sync::watch::Sender<i64>,
+}
+
+struct StreamInner {
+    next: i64,
+    in_flight: BTreeSet<i64>,
+}
+
+impl StreamPositions {
+    fn new(max_persisted: i64) -> StreamPositions {
+        StreamPositions {
+            inner: Mutex::new(StreamInner { next: max_persisted + 1, in_flight: BTreeSet::new() }),
+            current: tokio::sync::watch::channel(max_persisted).0,
+        }
+    }
+
+    fn allocate(&self) -> i64 {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let position = inner.next;
+        inner.next += 1;
+        inner.in_flight.insert(position);
+        position
+    }
+
+    /// Marks a position done (persisted, or abandoned after a failure).
+    fn finish(&self, position: i64) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.in_flight.remove(&position);
+        let current = match inner.in_flight.first() {
+            Some(lowest) => lowest - 1,
+            None => inner.next - 1,
+        };
+        self.current.send_if_modified(|value| {
+            if current > *value {
+                *value = current;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// The highest position below which everything is persisted.
+    pub fn current(&self) -> i64 {
+        *self.current.borrow()
+    }
+
+    /// Watches the current position.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.current.subscribe()
+    }
+}
+
+/// The in-memory parts of the rooms service.
+pub struct Rooms {
+    locks: Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<Option<RoomHead>>>>>,
+    events: Mutex<lru::LruCache<OwnedEventId, Arc<Pdu>>>,
+    pub stream: StreamPositions,
+    pub notifier: broadcast::Sender<NewEventNotice>,
+}
+
+impl Rooms {
+    pub fn new(max_stream_ordering: i64) -> Rooms {
+        Rooms {
+            locks: Mutex::default(),
+            events: Mutex::new(lru::LruCache::new(NonZeroUsize::new(50_000).expect("non-zero"))),
+            stream: StreamPositions::new(max_stream_ordering),
+            notifier: broadcast::channel(4096).0,
+        }
+    }
+
+    fn lock_of(&self, room_id: &RoomId) -> Arc<tokio::sync::Mutex<Option<RoomHead>>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        locks.entry(room_id.to_owned()).or_default().clone()
+    }
+
+    fn cached_event(&self, event_id: &EventId) -> Option<Arc<Pdu>> {
+        self.events.lock().unwrap_or_else(|e| e.into_inner()).get(event_id).cloned()
+    }
+
+    fn cache_event(&self, pdu: Arc<Pdu>) {
+        self.events.lock().unwrap_or_else(|e| e.into_inner()).put(pdu.event_id.clone(), pdu);
+    }
+
+    fn forget_event(&self, event_id: &EventId) {
+        self.events.lock().unwrap_or_else(|e| e.into_inner()).pop(event_id);
+    }
+}
+
+/// What a local event is made from.
+#[derive(Clone, Debug)]
+pub struct EventDraft {
+    pub kind: String,
+    pub state_key: Option<String>,
+    pub content: Value,
+    pub redacts: Option<OwnedEventId>,
+}
+
+impl EventDraft {
+    pub fn state(kind: &str, state_key: &str, content: Value) -> EventDraft {
+        EventDraft { kind: kind.to_owned(), state_key: Some(state_key.to_owned()), content, redacts: None }
+    }
+
+    pub fn message(kind: &str, content: Value) -> EventDraft {
+        EventDraft { kind: kind.to_owned(), state_key: None, content, redacts: None }
+    }
+}
+
+/// An event built and authorised, not yet persisted.
+pub(crate) struct PreparedEvent {
+    pub pdu: Arc<Pdu>,
+    pub event: NewEvent,
+    pub redacted: Option<OwnedEventId>,
+}
+
+/// Identifies a client transaction for idempotent sends.
+#[derive(Clone, Debug)]
+pub struct TxnKey {
+    pub device: String,
+    pub txn_id: String,
+}
+
+/// A parsed, stored event with its stream position.
+#[derive(Clone, Debug)]
+pub struct RoomEvent {
+    pub pdu: Arc<Pdu>,
+    pub stream_ordering: i64,
+    pub redacted_by: Option<String>,
+    pub replaces_state: Option<String>,
+    pub state_before: Option<i64>,
+    pub state_after: Option<i64>,
+}
+
+fn forbidden(message: impl Into<String>) -> Error {
+    MatrixError::forbidden(message).into()
+}
+
+/// The relation an event declares in `m.relates_to`, if any.
+fn relation_of(content: &Value) -> Option<NewRelation> {
+    let relates_to = content.get("m.relates_to")?;
+    let rel_type = relates_to.get("rel_type")?.as_str()?;
+    let target = relates_to.get("event_id")?.as_str()?;
+    EventId::parse(target).ok()?;
+    Some(NewRelation {
+        relates_to_id: target.to_owned(),
+        rel_type: rel_type.to_owned(),
+        aggregation_key: relates_to.get("key").and_then(Value::as_str).map(str::to_owned),
+    })
+}
+
+impl Services {
+    /// Parses a stored event.
+    pub(crate) fn parse_stored(&self, stored: &StoredEvent, rules: &RoomVersionRules) -> Result<RoomEvent> {
+        let event_id = EventId::parse(&stored.event_id).map_err(Error::internal)?;
+        let pdu = match self.rooms.cached_event(&event_id) {
+            Some(pdu) => pdu,
+            None => {
+                let json = serde_json::from_str(&stored.json).map_err(Error::internal)?;
+                let pdu = Arc::new(Pdu::from_json(json, event_id, rules).map_err(Error::internal)?);
+                self.rooms.cache_event(pdu.clone());
+                pdu
+            }
+        };
+        Ok(RoomEvent {
+            pdu,
+            stream_ordering: stored.stream_ordering,
+            redacted_by: stored.redacted_by.clone(),
+            replaces_state: stored.replaces_state.clone(),
+            state_before: stored.state_before,
+            state_after: stored.state_after,
+        })
+    }
+
+    /// The version rules of a known room.
+    pub async fn room_rules(&self, room_id: &RoomId) -> Result<Option<(RoomVersionId, RoomVersionRules)>> {
+        let Some(room) = self.store.get_room(room_id.as_str()).await? else { return Ok(None) };
+        myelin_core::room_version::room_version(&room.room_version).map(Some).ok_or_else(|| {
+            Error::internal(format!("room {room_id} has unsupported version {}", room.room_version))
+        })
+    }
+
+    /// One event by ID (any room), parsed.
+    pub async fn get_room_event(&self, event_id: &EventId) -> Result<Option<RoomEvent>> {
+        let Some(stored) = self.store.get_event(event_id.as_str()).await? else { return Ok(None) };
+        let room_id = RoomId::parse(&stored.room_id).map_err(Error::internal)?;
+        let Some((_, rules)) = self.room_rules(&room_id).await? else { return Ok(None) };
+        Ok(Some(self.parse_stored(&stored, &rules)?))
+    }
+
+    /// PDUs by ID, from the cache or the store.
+    pub(crate) async fn get_pdus(
+        &self,
+        event_ids: &[OwnedEventId],
+        rules: &RoomVersionRules,
+    ) -> Result<HashMap<OwnedEventId, Arc<Pdu>>> {
+        let mut found = HashMap::new();
+        let mut missing = Vec::new();
+        for id in event_ids {
+            match self.rooms.cached_event(id) {
+                Some(pdu) => {
+                    found.insert(id.clone(), pdu);
+                }
+                None => missing.push(id.to_string()),
+            }
+        }
+        if !missing.is_empty() {
+            for stored in self.store.get_events(&missing).await? {
+                let event = self.parse_stored(&stored, rules)?;
+                found.insert(event.pdu.event_id.clone(), event.pdu);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Loads a room's head from the store.
+    async fn load_head(&self, room_id: &RoomId) -> Result<Option<RoomHead>> {
+        let Some((version, rules)) = self.room_rules(room_id).await? else { return Ok(None) };
+        let state = self
+            .store
+            .current_state(room_id.as_str())
+            .await?
+            .into_iter()
+            .map(|(key, id)| Ok((key, EventId::parse(&id).map_err(Error::internal)?)))
+            .collect::<Result<StateMap>>()?;
+        let extremities: Vec<OwnedEventId> = self
+            .store
+            .forward_extremities(room_id.as_str())
+            .await?
+            .iter()
+            .map(|id| EventId::parse(id).map_err(Error::internal))
+            .collect::<Result<_>>()?;
+        let latest = self.store.latest_event(room_id.as_str()).await?;
+        let (state_group, depth) = match &latest {
+            Some(latest) => {
+                let event = self.parse_stored(latest, &rules)?;
+                (latest.state_after, event.pdu.depth)
+            }
+            None => (None, 0),
+        };
+        let extremity_pdus = self.get_pdus(&extremities, &rules).await?;
+        let depth = extremity_pdus.values().map(|p| p.depth).max().unwrap_or(depth);
+        Ok(Some(RoomHead {
+            room_id: room_id.to_owned(),
+            version,
+            rules,
+            state,
+            state_group,
+            extremities,
+            depth,
+        }))
+    }
+
+    /// A snapshot of a room's head (current state), or `None` for an unknown room.
+    pub async fn room_head(&self, room_id: &RoomId) -> Result<Option<RoomHead>> {
+        let lock = self.rooms.lock_of(room_id);
+        let mut guard = lock.lock().await;
+        if guard.is_none() {
+            *guard = self.load_head(room_id).await?;
+        }
+        Ok(guard.clone())
+    }
+
+    /// The current state event of a room for a key, parsed.
+    pub async fn current_state_pdu(
+        &self,
+        head: &RoomHead,
+        kind: &str,
+        state_key: &str,
+    ) -> Result<Option<Arc<Pdu>>> {
+        let Some(id) = head.state_event_id(kind, state_key) else { return Ok(None) };
+        Ok(self.get_pdus(std::slice::from_ref(id), &head.rules).await?.remove(id))
+    }
+
+    /// Sends one local event into a room: the single write path.
+    pub async fn send_event(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        draft: EventDraft,
+        txn: Option<TxnKey>,
+    ) -> Result<Arc<Pdu>> {
+        let lock = self.rooms.lock_of(room_id);
+        let mut guard = lock.lock().await;
+        if guard.is_none() {
+            *guard = self.load_head(room_id).await?;
+        }
+        let Some(head) = guard.as_mut() else {
+            return Err(MatrixError::not_found("Unknown room").into());
+        };
+        if let Some(txn) = &txn
+            && let Some(existing) =
+                self.store.event_for_txn(sender.as_str(), &txn.device, &txn.txn_id).await?
+        {
+            let existing = EventId::parse(&existing).map_err(Error::internal)?;
+            if let Some(pdu) =
+                self.get_pdus(std::slice::from_ref(&existing), &head.rules).await?.remove(&existing)
+            {
+                return Ok(pdu);
+            }
+        }
+        let prepared = self.prepare_event(head, sender, draft, txn, None).await?;
+        let mut pdus = self.commit_events(head, vec![prepared]).await?;
+        pdus.pop().ok_or_else(|| Error::internal("no event persisted"))
+    }
+
+    /// Builds and authorises an event on top of `head`, without changing `head` or the store.
+    pub(crate) async fn prepare_event(
+        &self,
+        head: &RoomHead,
+        sender: &UserId,
+        draft: EventDraft,
+        txn: Option<TxnKey>,
+        new_room: Option<(String, String)>,
+    ) -> Result<PreparedEvent> {
+        let rules = head.rules.clone();
+        let auth_types = myelin_core::auth::auth_types(
+            &rules,
+            &draft.kind,
+            sender,
+            draft.state_key.as_deref(),
+            &draft.content,
+        )
+        .map_err(|e| MatrixError::bad_json(format!("Invalid event content: {e}")))?;
+        let auth_ids: Vec<OwnedEventId> = auth_types
+            .iter()
+            .filter_map(|(kind, key)| head.state_event_id(&kind.to_string(), key).cloned())
+            .collect();
+        let mut needed = auth_ids.clone();
+        needed.extend(head.extremities.iter().cloned());
+        if let Some(redacts) = &draft.redacts {
+            needed.push(redacts.clone());
+        }
+        let pdus = self.get_pdus(&needed, &rules).await?;
+        let auth_pdus: Vec<&Pdu> =
+            auth_ids.iter().filter_map(|id| pdus.get(id).map(|p| p.as_ref())).collect();
+        let prev_pdus: Vec<&Pdu> =
+            head.extremities.iter().filter_map(|id| pdus.get(id).map(|p| p.as_ref())).collect();
+        let depth = head.depth + 1;
+        let mut content = draft.content.clone();
+        if let Some(redacts) = &draft.redacts
+            && rules.redaction.content_field_redacts
+            && let Some(object) = content.as_object_mut()
+        {
+            object.insert("redacts".to_owned(), Value::from(redacts.as_str()));
+        }
+        let derives_room_id = draft.kind == "m.room.create"
+            && head.state.is_empty()
+            && rules.room_id_format == ruma::room_version_rules::RoomIdFormatVersion::V2;
+        let template = PduTemplate {
+            room_id: if derives_room_id { None } else { Some(head.room_id.clone()) },
+            sender: sender.to_owned(),
+            kind: draft.kind.clone(),
+            state_key: draft.state_key.clone(),
+            content,
+            redacts: draft.redacts.clone(),
+        };
+        let local_id = random_string(18);
+        let pdu = template
+            .build(&PduContext {
+                rules: &rules,
+                prev_events: &prev_pdus,
+                auth_events: &auth_pdus,
+                depth,
+                origin_server_ts: now_ms(),
+                origin: self.server_name(),
+                key: self.keys.key_pair(),
+                local_id: &local_id,
+            })
+            .map_err(|e| MatrixError::bad_json(format!("Cannot build the event: {e}")))?;
+        let json = pdu.json_string();
+        if json.len() > 65_536 {
+            return Err(MatrixError::too_large("Event too large").into());
+        }
+        // The authorization rules, against the current state.
+        let by_key: HashMap<(String, String), Arc<Pdu>> = auth_types
+            .iter()
+            .filter_map(|(kind, key)| {
+                let id = head.state_event_id(&kind.to_string(), key)?;
+                Some(((kind.to_string(), key.clone()), pdus.get(id)?.clone()))
+            })
+            .collect();
+        let fetch_event = |id: &EventId| pdus.get(id).map(|p| p.as_ref().clone());
+        let fetch_state = |kind: &ruma::events::StateEventType, key: &str| {
+            by_key.get(&(kind.to_string(), key.to_owned())).map(|p| p.as_ref().clone())
+        };
+        if let Err(reason) = myelin_core::auth::check_auth(&rules, &pdu, fetch_event, fetch_state) {
+            tracing::debug!(%reason, event_type = %draft.kind, "event refused by the authorization rules");
+            return Err(MatrixError::forbidden(format!("The event is not allowed: {reason}")).into());
+        }
+        // Rules the server enforces beyond the authorization rules.
+        let redaction = match &draft.redacts {
+            Some(target_id) => self.check_redaction(head, sender, target_id, &pdus).await?,
+            None => None,
+        };
+        let membership = if draft.kind == "m.room.member" {
+            draft.content.get("membership").and_then(Value::as_str).map(str::to_owned)
+        } else {
+            None
+        };
+        let replaces_state = draft
+            .state_key
+            .as_ref()
+            .and_then(|key| head.state_event_id(&draft.kind, key))
+            .map(|id| id.to_string());
+        let contains_url = draft.content.get("url").is_some_and(Value::is_string);
+        let event = NewEvent {
+            event_id: pdu.event_id.to_string(),
+            room_id: pdu.room_id.to_string(),
+            stream_ordering: 0,
+            depth: depth as i64,
+            sender: sender.to_string(),
+            kind: draft.kind.clone(),
+            state_key: draft.state_key.clone(),
+            origin_server_ts: u64::from(pdu.origin_server_ts.0) as i64,
+            json,
+            prev_events: head.extremities.iter().map(|id| id.to_string()).collect(),
+            state_before: head.state_group,
+            replaces_state,
+            membership,
+            relation: relation_of(&draft.content),
+            contains_url,
+            txn: txn.map(|t| (sender.to_string(), t.device, t.txn_id)),
+            redaction: redaction.as_ref().map(|(id, pruned)| (id.to_string(), pruned.clone())),
+            new_room,
+        };
+        Ok(PreparedEvent { pdu: Arc::new(pdu), event, redacted: redaction.map(|(id, _)| id) })
+    }
+
+    /// Moves `head` past a prepared event (its state group is set by [`Self::commit_events`]),
+    /// so that the next event of a batch builds on it.
+    pub(crate) fn apply_to_head(&self, head: &mut RoomHead, prepared: &PreparedEvent) {
+        let pdu = &prepared.pdu;
+        self.rooms.cache_event(pdu.clone());
+        if head.state.is_empty() {
+            head.room_id = pdu.room_id.clone();
+        }
+        if let Some(state_key) = &pdu.state_key {
+            head.state.insert((pdu.kind.to_string(), state_key.clone()), pdu.event_id.clone());
+        }
+        head.extremities = vec![pdu.event_id.clone()];
+        head.depth = pdu.depth;
+    }
+
+    /// Persists prepared events in one transaction, then moves `head` past them (those it does
+    /// not include yet) and announces them.
+    pub(crate) async fn commit_events(
+        &self,
+        head: &mut RoomHead,
+        mut prepared: Vec<PreparedEvent>,
+    ) -> Result<Vec<Arc<Pdu>>> {
+        let positions: Vec<i64> = prepared.iter().map(|_| self.rooms.stream.allocate()).collect();
+        for (event, position) in prepared.iter_mut().zip(&positions) {
+            event.event.stream_ordering = *position;
+        }
+        let events: Vec<NewEvent> = prepared.iter().map(|p| p.event.clone()).collect();
+        let persisted = self.store.persist_events(&events).await;
+        for position in &positions {
+            self.rooms.stream.finish(*position);
+        }
+        let state_afters = persisted?;
+        let mut out = Vec::with_capacity(prepared.len());
+        for (prepared, state_after) in prepared.into_iter().zip(state_afters) {
+            if let Some(target) = &prepared.redacted {
+                self.rooms.forget_event(target);
+            }
+            if !head.extremities.contains(&prepared.pdu.event_id) && head.depth < prepared.pdu.depth {
+                self.apply_to_head(head, &prepared);
+            }
+            head.state_group = state_after;
+            self.rooms.cache_event(prepared.pdu.clone());
+            let _ = self.rooms.notifier.send(NewEventNotice {
+                room_id: prepared.pdu.room_id.clone(),
+                event_id: prepared.pdu.event_id.clone(),
+                stream_ordering: prepared.event.stream_ordering,
+                sender: prepared.event.sender.clone(),
+                kind: prepared.event.kind.clone(),
+                state_key: prepared.event.state_key.clone(),
+            });
+            out.push(prepared.pdu);
+        }
+        Ok(out)
+    }
+
+    /// A redaction is allowed for one's own events, or with the `redact` power level; returns
+    /// the target and its pruned JSON.
+    async fn check_redaction(
+        &self,
+        head: &RoomHead,
+        sender: &UserId,
+        target_id: &OwnedEventId,
+        pdus: &HashMap<OwnedEventId, Arc<Pdu>>,
+    ) -> Result<Option<(OwnedEventId, String)>> {
+        let Some(target) = pdus.get(target_id) else {
+            // Redacting an unknown event is allowed by the spec; nothing is pruned.
+            return Ok(None);
+        };
+        if target.room_id != head.room_id {
+            return Err(MatrixError::not_found("Event not found in this room").into());
+        }
+        if target.sender != sender {
+            let levels = self.power_levels(head).await?;
+            if levels.user_level(sender) < levels.action_level("redact") {
+                return Err(forbidden("You don't have permission to redact events sent by others"));
+            }
+        }
+        let pruned = target.redacted(&head.rules).map_err(Error::internal)?;
+        Ok(Some((target_id.clone(), pruned.json_string())))
+    }
+
+    /// The room's power levels (with the spec's defaults, and v12 creators).
+    pub async fn power_levels(&self, head: &RoomHead) -> Result<PowerLevels> {
+        let create = self.current_state_pdu(head, "m.room.create", "").await?;
+        let levels = self.current_state_pdu(head, "m.room.power_levels", "").await?;
+        Ok(PowerLevels::new(&head.rules, create.as_deref(), levels.as_deref()))
+    }
+}
+
+/// Power levels as the authorization rules read them.
+#[derive(Clone, Debug)]
+pub struct PowerLevels {
+    content: Value,
+    /// Users with unlimited power (v12 creators), or the v1-v10 creator's default.
+    creators: Vec<String>,
+    privileged_creators: bool,
+    has_event: bool,
+}
+
+fn as_level(value: Option<&Value>) -> Option<i64> {
+    match value? {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+impl PowerLevels {
+    pub fn new(rules: &RoomVersionRules, create: Option<&Pdu>, levels: Option<&Pdu>) -> PowerLevels {
+        let mut creators = Vec::new();
+        if let Some(create) = create {
+            if rules.authorization.use_room_create_sender {
+                creators.push(create.sender.to_string());
+            } else if let Some(creator) = create.content_value().get("creator").and_then(Value::as_str) {
+                creators.push(creator.to_owned());
+            }
+            if rules.authorization.additional_room_creators
+                && let Some(extra) =
+                    create.content_value().get("additional_creators").and_then(Value::as_array)
+            {
+                creators.extend(extra.iter().filter_map(Value::as_str).map(str::to_owned));
+            }
+        }
+        PowerLevels {
+            content: levels.map(Pdu::content_value).unwrap_or(Value::Null),
+            creators,
+            privileged_creators: rules.authorization.explicitly_privilege_room_creators,
+            has_event: levels.is_some(),
+        }
+    }
+
+    /// A user's level; `i64::MAX` for v12 creators.
+    pub fn user_level(&self, user_id: &UserId) -> i64 {
+        if self.privileged_creators && self.creators.iter().any(|c| c == user_id.as_str()) {
+            return i64::MAX;
+        }
+        if !self.has_event {
+            return if self.creators.iter().any(|c| c == user_id.as_str()) { 100 } else { 0 };
+        }
+        as_level(self.content.get("users").and_then(|u| u.get(user_id.as_str())))
+            .or_else(|| as_level(self.content.get("users_default")))
+            .unwrap_or(0)
+    }
+
+    /// The level for `ban`, `kick`, `redact`, `invite` (with the spec's defaults).
+    pub fn action_level(&self, action: &str) -> i64 {
+        let default = if action == "invite" { 0 } else { 50 };
+        if !self.has_event {
+            return default;
+        }
+        as_level(self.content.get(action)).unwrap_or(default)
+    }
+
+    /// The level needed to send an event of this type.
+    pub fn event_level(&self, kind: &str, is_state: bool) -> i64 {
+        if !self.has_event {
+            return if is_state { 50 } else { 0 };
+        }
+        as_level(self.content.get("events").and_then(|e| e.get(kind))).unwrap_or_else(|| {
+            if is_state {
+                as_level(self.content.get("state_default")).unwrap_or(50)
+            } else {
+                as_level(self.content.get("events_default")).unwrap_or(0)
+            }
+        })
+    }
+
+    /// The level for `notifications.<key>` (e.g. `room`).
+    pub fn notification_level(&self, key: &str) -> i64 {
+        as_level(self.content.get("notifications").and_then(|n| n.get(key))).unwrap_or(50)
+    }
+
+    pub fn content(&self) -> &Value {
+        &self.content
+    }
+}
+
+/// Whether a string is a valid room version this server supports.
+pub fn check_room_version(version: &str) -> Result<(RoomVersionId, RoomVersionRules)> {
+    myelin_core::room_version::room_version(version).ok_or_else(|| {
+        MatrixError::new(
+            ErrCode::UnsupportedRoomVersion,
+            format!("Room version {version:?} is not supported"),
+        )
+        .into()
+    })
+}
+
+/// Client-originated sends, with the checks that apply to them (rate limits, canonical alias
+/// validation, transaction IDs).
+impl Services {
+    fn txn_key(requester: &crate::auth::Requester, txn_id: &str) -> TxnKey {
+        TxnKey {
+            device: requester.device_id.clone().unwrap_or_else(|| format!("token:{}", requester.token_hash)),
+            txn_id: txn_id.to_owned(),
+        }
+    }
+
+    /// `PUT /rooms/{roomId}/send/{eventType}/{txnId}`.
+    pub async fn send_message(
+        &self,
+        requester: &crate::auth::Requester,
+        room_id: &RoomId,
+        kind: &str,
+        content: Value,
+        txn_id: &str,
+    ) -> Result<OwnedEventId> {
+        if kind == "m.room.redaction" {
+            return Err(MatrixError::bad_json("Use /redact to redact events").into());
+        }
+        self.ratelimit_user(crate::ratelimit::Limiter::Message, &requester.user_id).await?;
+        let txn = Self::txn_key(requester, txn_id);
+        let pdu = self
+            .send_event(room_id, &requester.user_id, EventDraft::message(kind, content), Some(txn))
+            .await?;
+        Ok(pdu.event_id.clone())
+    }
+
+    /// `PUT /rooms/{roomId}/state/{eventType}/{stateKey}`.
+    pub async fn send_state(
+        &self,
+        requester: &crate::auth::Requester,
+        room_id: &RoomId,
+        kind: &str,
+        state_key: &str,
+        content: Value,
+    ) -> Result<OwnedEventId> {
+        if kind == "m.room.canonical_alias" {
+            self.check_canonical_alias(room_id, &content).await?;
+        }
+        self.ratelimit_user(crate::ratelimit::Limiter::Message, &requester.user_id).await?;
+        let pdu = self
+            .send_event(room_id, &requester.user_id, EventDraft::state(kind, state_key, content), None)
+            .await?;
+        Ok(pdu.event_id.clone())
+    }
+
+    /// `PUT /rooms/{roomId}/redact/{eventId}/{txnId}`.
+    pub async fn redact(
+        &self,
+        requester: &crate::auth::Requester,
+        room_id: &RoomId,
+        event_id: &EventId,
+        reason: Option<&str>,
+        txn_id: &str,
+    ) -> Result<OwnedEventId> {
+        let limiter = if requester.is_admin && self.config.ratelimit.admin_redaction.is_some() {
+            crate::ratelimit::Limiter::AdminRedaction
+        } else {
+            crate::ratelimit::Limiter::Message
+        };
+        self.ratelimit_user(limiter, &requester.user_id).await?;
+        let mut content = serde_json::json!({});
+        if let Some(reason) = reason {
+            content["reason"] = Value::from(reason);
+        }
+        let draft = EventDraft {
+            kind: "m.room.redaction".to_owned(),
+            state_key: None,
+            content,
+            redacts: Some(event_id.to_owned()),
+        };
+        let txn = Self::txn_key(requester, txn_id);
+        let pdu = self.send_event(room_id, &requester.user_id, draft, Some(txn)).await?;
+        Ok(pdu.event_id.clone())
+    }
+
+    /// Every alias in an `m.room.canonical_alias` event must exist and point to the room.
+    async fn check_canonical_alias(&self, room_id: &RoomId, content: &Value) -> Result<()> {
+        let mut aliases = Vec::new();
+        match content.get("alias") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(alias)) => aliases.push(alias.clone()),
+            Some(_) => return Err(MatrixError::bad_json("alias must be a string").into()),
+        }
+        match content.get("alt_aliases") {
+            None => {}
+            Some(Value::Array(list)) => {
+                for alias in list {
+                    aliases.push(
+                        alias
+                            .as_str()
+                            .ok_or_else(|| MatrixError::bad_json("alt_aliases must be strings"))?
+                            .to_owned(),
+                    );
+                }
+            }
+            Some(_) => return Err(MatrixError::bad_json("alt_aliases must be a list").into()),
+        }
+        for alias in aliases {
+            let parsed = ruma::RoomAliasId::parse(alias.as_str())
+                .map_err(|_| MatrixError::invalid_param(format!("Invalid alias {alias:?}")))?;
+            if parsed.server_name().as_str() != self.server_name() {
+                // Remote aliases cannot be checked without federation.
+                continue;
+            }
+            let points_here =
+                self.store.get_alias(&alias).await?.is_some_and(|(target, _)| target == room_id.as_str());
+            if !points_here {
+                return Err(MatrixError::new(
+                    ErrCode::BadAlias,
+                    format!("Room alias {alias} does not point to the room"),
+                )
+                .into());
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,492 @@
+//! Reading rooms: single events, state, members, the timeline (`/messages`, `/context`), and
+//! `timestamp_to_event`, with history visibility applied on every path.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use myelin_core::MatrixError;
+use myelin_core::pdu::Pdu;
+use ruma::{EventId, OwnedRoomId, RoomId, UserId};
+use serde_json::{Map, Value, json};
+
+use super::{RoomEvent, RoomHead};
+use crate::auth::Requester;
+use crate::filter::RoomEventFilter;
+use crate::util::now_ms;
+use crate::{Error, Result, Services};
+
+/// A pagination token: the gap just after stream position `N`, written `s<N>`.
+pub fn parse_token(token: &str) -> Result<i64> {
+    // Sync tokens carry the event position first: `s<N>_...`.
+    let digits = token.strip_prefix('s').unwrap_or(token);
+    let digits = digits.split(['_', '-', '.']).next().unwrap_or_default();
+    digits
+        .parse::<i64>()
+        .map_err(|_| MatrixError::invalid_param(format!("Invalid pagination token {token:?}")).into())
+}
+
+pub fn make_token(position: i64) -> String {
+    format!("s{position}")
+}
+
+/// What the requester may read of a room.
+#[derive(Clone, Debug)]
+pub enum ReadAccess {
+    /// Joined now: everything current.
+    Member,
+    /// Left, kicked or banned: up to (and including) the stream position of leaving.
+    FormerMember { until: i64, state_group: Option<i64> },
+    /// Not a member, but the room is world-readable.
+    Peeking,
+}
+
+/// A page of events.
+pub struct EventPage {
+    pub events: Vec<RoomEvent>,
+    pub start: String,
+    pub end: Option<String>,
+    /// Member events for lazy loading.
+    pub state: Vec<RoomEvent>,
+}
+
+/// A `/messages` request.
+#[derive(Clone, Debug, Default)]
+pub struct MessagesRequest {
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub backward: bool,
+    pub limit: u64,
+    pub filter: RoomEventFilter,
+}
+
+/// `/context`'s answer.
+pub struct EventContext {
+    pub event: RoomEvent,
+    pub before: Vec<RoomEvent>,
+    pub after: Vec<RoomEvent>,
+    pub start: String,
+    pub end: String,
+    pub state: Vec<RoomEvent>,
+}
+
+impl Services {
+    /// Establishes what `user_id` may read in a room; `M_FORBIDDEN` otherwise.
+    pub async fn read_access(&self, user_id: &UserId, head: &RoomHead) -> Result<ReadAccess> {
+        let membership = self.store.membership(head.room_id.as_str(), user_id.as_str()).await?;
+        match membership.as_deref() {
+            Some("join") => return Ok(ReadAccess::Member),
+            Some("leave") | Some("ban") => {
+                if let Some(event_id) = head.state_event_id("m.room.member", user_id.as_str())
+                    && let Some(stored) = self.store.get_event(event_id.as_str()).await?
+                {
+                    // Only a user who was joined before has history to read.
+                    let was_joined = self
+                        .store
+                        .membership_at(head.room_id.as_str(), user_id.as_str(), stored.stream_ordering - 1)
+                        .await?
+                        .is_some_and(|m| m.membership == "join");
+                    if was_joined {
+                        return Ok(ReadAccess::FormerMember {
+                            until: stored.stream_ordering,
+                            state_group: stored.state_after,
+                        });
+                    }
+                }
+            }
+            _ => {}
+        }
+        if self.world_readable(head).await? {
+            return Ok(ReadAccess::Peeking);
+        }
+        Err(MatrixError::forbidden(format!("User {user_id} not in room {}", head.room_id)).into())
+    }
+
+    /// A room the requester may read, with their access.
+    pub async fn readable_room(&self, user_id: &UserId, room_id: &RoomId) -> Result<(RoomHead, ReadAccess)> {
+        let head = self
+            .room_head(room_id)
+            .await?
+            .ok_or_else(|| MatrixError::forbidden(format!("User {user_id} not in room {room_id}")))?;
+        let access = self.read_access(user_id, &head).await?;
+        Ok((head, access))
+    }
+
+    /// Parsed events for stored rows of one room.
+    async fn parse_events(
+        &self,
+        head: &RoomHead,
+        stored: Vec<myelin_store::StoredEvent>,
+    ) -> Result<Vec<RoomEvent>> {
+        stored.iter().map(|s| self.parse_stored(s, &head.rules)).collect()
+    }
+
+    /// The client format of an event, with `unsigned` (age, transaction ID for its sender's
+    /// device, `prev_content`, `redacted_because`, bundled aggregations).
+    pub async fn client_event(&self, event: &RoomEvent, requester: Option<&Requester>) -> Result<Value> {
+        let mut json = event.pdu.to_client_json();
+        let mut unsigned = Map::new();
+        let now = now_ms();
+        unsigned.insert("age".to_owned(), json!(now.saturating_sub(u64::from(event.pdu.origin_server_ts.0))));
+        if let Some(requester) = requester
+            && requester.user_id == event.pdu.sender
+            && let Some((_, device, txn_id)) = self.store.txn_for_event(event.pdu.event_id.as_str()).await?
+            && requester.device_id.as_deref() == Some(device.as_str())
+        {
+            unsigned.insert("transaction_id".to_owned(), json!(txn_id));
+        }
+        if let Some(replaced) = &event.replaces_state
+            && let Some(previous) = self.store.get_event(replaced).await?
+        {
+            let previous: Value = serde_json::from_str(&previous.json).unwrap_or(Value::Null);
+            if let Some(content) = previous.get("content") {
+                unsigned.insert("prev_content".to_owned(), content.clone());
+            }
+            unsigned.insert("replaces_state".to_owned(), json!(replaced));
+            if let Some(sender) = previous.get("sender") {
+                unsigned.insert("prev_sender".to_owned(), sender.clone());
+            }
+        }
+        if let Some(redacted_by) = &event.redacted_by
+            && let Ok(redaction_id) = EventId::parse(redacted_by)
+            && let Some(redaction) = self.get_room_event(&redaction_id).await?
+        {
+            let mut because = redaction.pdu.to_client_json();
+            because.insert("unsigned".to_owned(), json!({}));
+            unsigned.insert("redacted_because".to_owned(), Value::Object(because));
+        } else if let Some(relations) = self.bundled_aggregations(event, requester).await? {
+            unsigned.insert("m.relations".to_owned(), relations);
+        }
+        json.insert("unsigned".to_owned(), Value::Object(unsigned));
+        Ok(Value::Object(json))
+    }
+
+    /// `GET /rooms/{roomId}/event/{eventId}`.
+    pub async fn get_event_for_user(
+        &self,
+        requester: &Requester,
+        room_id: &RoomId,
+        event_id: &EventId,
+    ) -> Result<RoomEvent> {
+        let not_found = || Error::from(MatrixError::not_found("Event not found"));
+        let (head, access) =
+            self.readable_room(&requester.user_id, room_id).await.map_err(|_| not_found())?;
+        let event = self
+            .get_room_event(event_id)
+            .await?
+            .filter(|e| e.pdu.room_id == head.room_id)
+            .ok_or_else(not_found)?;
+        if let ReadAccess::FormerMember { until, .. } = access
+            && event.stream_ordering > until
+        {
+            return Err(not_found());
+        }
+        self.filter_visible(&requester.user_id, vec![event]).await?.pop().ok_or_else(not_found)
+    }
+
+    /// The state the requester may see: current, or as of when they left.
+    async fn visible_state(
+        &self,
+        head: &RoomHead,
+        access: &ReadAccess,
+    ) -> Result<BTreeMap<(String, String), String>> {
+        match access {
+            ReadAccess::FormerMember { state_group: Some(group), .. } => {
+                Ok(self.store.state_of_group(*group).await?)
+            }
+            _ => Ok(head.state.iter().map(|(k, v)| (k.clone(), v.to_string())).collect()),
+        }
+    }
+
+    async fn events_by_ids(&self, head: &RoomHead, ids: Vec<String>) -> Result<Vec<RoomEvent>> {
+        let stored = self.store.get_events(&ids).await?;
+        self.parse_events(head, stored).await
+    }
+
+    /// `GET /rooms/{roomId}/state`.
+    pub async fn room_state(&self, requester: &Requester, room_id: &RoomId) -> Result<Vec<RoomEvent>> {
+        let (head, access) = self.readable_room(&requester.user_id, room_id).await?;
+        let state = self.visible_state(&head, &access).await?;
+        let mut events = self.events_by_ids(&head, state.into_values().collect()).await?;
+        events.sort_by_key(|e| e.stream_ordering);
+        Ok(events)
+    }
+
+    /// `GET /rooms/{roomId}/state/{eventType}/{stateKey}`.
+    pub async fn room_state_event(
+        &self,
+        requester: &Requester,
+        room_id: &RoomId,
+        kind: &str,
+        state_key: &str,
+    ) -> Result<RoomEvent> {
+        let (head, access) = self.readable_room(&requester.user_id, room_id).await?;
+        let state = self.visible_state(&head, &access).await?;
+        let id = state
+            .get(&(kind.to_owned(), state_key.to_owned()))
+            .ok_or_else(|| MatrixError::not_found("Event not found."))?;
+        self.events_by_ids(&head, vec![id.clone()])
+            .await?
+            .pop()
+            .ok_or_else(|| MatrixError::not_found("Event not found.").into())
+    }
+
+    /// `GET /rooms/{roomId}/members`.
+    pub async fn room_members(
+        &self,
+        requester: &Requester,
+        room_id: &RoomId,
+        at: Option<&str>,
+        membership: Option<&str>,
+        not_membership: Option<&str>,
+    ) -> Result<Vec<RoomEvent>> {
+        let (head, access) = self.readable_room(&requester.user_id, room_id).await?;
+        let members: BTreeMap<String, String> = match at {
+            Some(token) => {
+                let mut position = parse_token(token)?;
+                if let ReadAccess::FormerMember { until, .. } = access {
+                    position = position.min(until);
+                }
+                // The state after the last event at or before the position.
+                let filter = RoomEventFilter::default().to_sql();
+                let last =
+                    self.store.room_events(room_id.as_str(), position + 1, None, false, 1, &filter).await?;
+                match last.first().and_then(|e| e.state_after) {
+                    Some(group) => self.store.state_of_group_for_type(group, "m.room.member", None).await?,
+                    None => BTreeMap::new(),
+                }
+            }
+            None => self
+                .visible_state(&head, &access)
+                .await?
+                .into_iter()
+                .filter(|((kind, _), _)| kind == "m.room.member")
+                .map(|((_, key), id)| (key, id))
+                .collect(),
+        };
+        let events = self.events_by_ids(&head, members.into_values().collect()).await?;
+        let membership_of = |e: &RoomEvent| {
+            e.pdu.content_value().get("membership").and_then(Value::as_str).map(str::to_owned)
+        };
+        let mut events: Vec<RoomEvent> = events
+            .into_iter()
+            .filter(|e| membership.is_none_or(|m| membership_of(e).as_deref() == Some(m)))
+            .filter(|e| not_membership.is_none_or(|m| membership_of(e).as_deref() != Some(m)))
+            .collect();
+        events.sort_by(|a, b| a.pdu.state_key.cmp(&b.pdu.state_key));
+        Ok(events)
+    }
+
+    /// `GET /rooms/{roomId}/joined_members`: user ID to `(display name, avatar URL)`.
+    pub async fn joined_members(
+        &self,
+        requester: &Requester,
+        room_id: &RoomId,
+    ) -> Result<BTreeMap<String, (Option<String>, Option<String>)>> {
+        let members = self.room_members(requester, room_id, None, Some("join"), None).await?;
+        Ok(members
+            .iter()
+            .filter_map(|e| {
+                let content = e.pdu.content_value();
+                let name = content.get("displayname").and_then(Value::as_str).map(str::to_owned);
+                let avatar = content.get("avatar_url").and_then(Value::as_str).map(str::to_owned);
+                Some((e.pdu.state_key.clone()?, (name, avatar)))
+            })
+            .collect())
+    }
+
+    /// `GET /joined_rooms`.
+    pub async fn joined_rooms(&self, user_id: &UserId) -> Result<Vec<OwnedRoomId>> {
+        self.store
+            .rooms_for_user(user_id.as_str(), "join")
+            .await?
+            .iter()
+            .map(|r| RoomId::parse(r).map_err(Error::internal))
+            .collect()
+    }
+
+    /// Member events of the given senders as of each event (for `lazy_load_members`).
+    async fn lazy_members(
+        &self,
+        head: &RoomHead,
+        events: &[RoomEvent],
+        exclude: Option<&UserId>,
+    ) -> Result<Vec<RoomEvent>> {
+        // `exclude`: the requester's own member event, which clients already have.
+        let mut wanted: BTreeMap<String, String> = BTreeMap::new();
+        for event in events {
+            let sender = event.pdu.sender.to_string();
+            if wanted.contains_key(&sender) || exclude.is_some_and(|u| u.as_str() == sender) {
+                continue;
+            }
+            let group = event.state_after.or(event.state_before);
+            if let Some(group) = group {
+                let found = self.store.state_of_group_for_type(group, "m.room.member", Some(&sender)).await?;
+                if let Some(id) = found.get(&sender) {
+                    wanted.insert(sender, id.clone());
+                }
+            }
+        }
+        self.events_by_ids(head, wanted.into_values().collect()).await
+    }
+
+    /// `GET /rooms/{roomId}/messages`.
+    pub async fn room_messages(
+        &self,
+        requester: &Requester,
+        room_id: &RoomId,
+        request: &MessagesRequest,
+    ) -> Result<EventPage> {
+        let MessagesRequest { from, to, backward, limit, filter } = request;
+        let (from, to, backward, limit) = (from.as_deref(), to.as_deref(), *backward, *limit);
+        let (head, access) = self.readable_room(&requester.user_id, room_id).await?;
+        let limit = limit.clamp(1, 1000) as i64;
+        let mut position = match from {
+            Some(token) => parse_token(token)?,
+            None if backward => self.rooms.stream.current(),
+            None => 0,
+        };
+        let ceiling = match access {
+            ReadAccess::FormerMember { until, .. } => until,
+            _ => i64::MAX,
+        };
+        if backward {
+            position = position.min(ceiling);
+        }
+        let start = make_token(position);
+        let to_position = to.map(parse_token).transpose()?;
+        let sql_filter = filter.to_sql();
+        let mut collected = Vec::new();
+        let mut exhausted = false;
+        // Invisible events are skipped; fetch more until the page is full or history ends.
+        for _ in 0..10 {
+            let batch = if backward {
+                self.store
+                    .room_events(
+                        room_id.as_str(),
+                        position + 1,
+                        to_position.map(|t| t + 1),
+                        false,
+                        limit,
+                        &sql_filter,
+                    )
+                    .await?
+            } else {
+                let upper = Some(to_position.unwrap_or(i64::MAX).min(ceiling));
+                self.store.room_events(room_id.as_str(), position, upper, true, limit, &sql_filter).await?
+            };
+            let count = batch.len() as i64;
+            if let Some(last) = batch.last() {
+                position = if backward { last.stream_ordering - 1 } else { last.stream_ordering };
+            }
+            let parsed = self.parse_events(&head, batch).await?;
+            collected.extend(self.filter_visible(&requester.user_id, parsed).await?);
+            if count < limit {
+                exhausted = true;
+                break;
+            }
+            if collected.len() as i64 >= limit {
+                break;
+            }
+        }
+        collected.truncate(limit as usize);
+        let end = if exhausted && collected.is_empty() {
+            None
+        } else if exhausted {
+            // No more events; the spec says to omit `end` at the end of history.
+            if backward { None } else { Some(make_token(position)) }
+        } else {
+            Some(make_token(match collected.last() {
+                Some(last) if backward => last.stream_ordering - 1,
+                Some(last) => last.stream_ordering,
+                None => position,
+            }))
+        };
+        let state = if filter.lazy_load_members {
+            self.lazy_members(&head, &collected, None).await?
+        } else {
+            Vec::new()
+        };
+        Ok(EventPage { events: collected, start, end, state })
+    }
+
+    /// `GET /rooms/{roomId}/context/{eventId}`.
+    pub async fn event_context(
+        &self,
+        requester: &Requester,
+        room_id: &RoomId,
+        event_id: &EventId,
+        limit: u64,
+        filter: &RoomEventFilter,
+    ) -> Result<EventContext> {
+        let event = self.get_event_for_user(requester, room_id, event_id).await?;
+        let (head, access) = self.readable_room(&requester.user_id, room_id).await?;
+        let limit = limit.min(1000) as i64;
+        let before_count = limit / 2;
+        let after_count = limit - before_count;
+        let sql_filter = filter.to_sql();
+        let before = self
+            .store
+            .room_events(room_id.as_str(), event.stream_ordering, None, false, before_count, &sql_filter)
+            .await?;
+        let ceiling = match access {
+            ReadAccess::FormerMember { until, .. } => Some(until),
+            _ => None,
+        };
+        let after = self
+            .store
+            .room_events(room_id.as_str(), event.stream_ordering, ceiling, true, after_count, &sql_filter)
+            .await?;
+        let before = self.filter_visible(&requester.user_id, self.parse_events(&head, before).await?).await?;
+        let after = self.filter_visible(&requester.user_id, self.parse_events(&head, after).await?).await?;
+        let start =
+            make_token(before.last().map(|e| e.stream_ordering - 1).unwrap_or(event.stream_ordering - 1));
+        let end = make_token(after.last().map(|e| e.stream_ordering).unwrap_or(event.stream_ordering));
+        let last = after.last().unwrap_or(&event);
+        let state = if filter.lazy_load_members {
+            let mut all: Vec<RoomEvent> =
+                before.iter().chain(std::iter::once(&event)).chain(after.iter()).cloned().collect();
+            all.sort_by_key(|e| e.stream_ordering);
+            self.lazy_members(&head, &all, None).await?
+        } else {
+            match last.state_after {
+                Some(group) => {
+                    let state = self.store.state_of_group(group).await?;
+                    self.events_by_ids(&head, state.into_values().collect()).await?
+                }
+                None => Vec::new(),
+            }
+        };
+        Ok(EventContext { event, before, after, start, end, state })
+    }
+
+    /// `GET /rooms/{roomId}/timestamp_to_event`.
+    pub async fn timestamp_to_event(
+        &self,
+        requester: &Requester,
+        room_id: &RoomId,
+        ts: u64,
+        forward: bool,
+    ) -> Result<Arc<Pdu>> {
+        let (head, _) = self.readable_room(&requester.user_id, room_id).await?;
+        let mut ts = ts as i64;
+        for _ in 0..20 {
+            let Some(stored) = self.store.event_near_timestamp(room_id.as_str(), ts, forward).await? else {
+                break;
+            };
+            let next_ts = {
+                let event = self.parse_stored(&stored, &head.rules)?;
+                let ts_of = u64::from(event.pdu.origin_server_ts.0) as i64;
+                if let Some(visible) = self.filter_visible(&requester.user_id, vec![event]).await?.pop() {
+                    return Ok(visible.pdu);
+                }
+                ts_of
+            };
+            ts = if forward { next_ts + 1 } else { next_ts - 1 };
+        }
+        Err(MatrixError::not_found(format!(
+            "Unable to find event {} {ts} in direction",
+            if forward { "after" } else { "before" }
+        ))
+        .into())
+    }
+}

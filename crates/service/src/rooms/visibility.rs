@@ -1,0 +1,106 @@
+//! History visibility (`world_readable`, `shared`, `invited`, `joined`) applied to events a
+//! user asks to read, using the room state at each event.
+
+use std::collections::HashMap;
+
+use ruma::UserId;
+use serde_json::Value;
+
+use super::RoomEvent;
+use crate::{Result, Services};
+
+/// How permissive each visibility is (more is more visible).
+fn rank(visibility: &str) -> u8 {
+    match visibility {
+        "world_readable" => 3,
+        "shared" => 2,
+        "invited" => 1,
+        _ => 0,
+    }
+}
+
+impl Services {
+    /// The `content` field of a state key in a state group (cached per call by the caller).
+    async fn state_field_at(
+        &self,
+        group: Option<i64>,
+        kind: &str,
+        state_key: &str,
+        field: &str,
+    ) -> Result<Option<String>> {
+        let Some(group) = group else { return Ok(None) };
+        let found = self.store.state_of_group_for_type(group, kind, Some(state_key)).await?;
+        let Some(event_id) = found.get(state_key) else { return Ok(None) };
+        let Some(stored) = self.store.get_event(event_id).await? else { return Ok(None) };
+        let json: Value = serde_json::from_str(&stored.json).unwrap_or(Value::Null);
+        Ok(json.get("content").and_then(|c| c.get(field)).and_then(Value::as_str).map(str::to_owned))
+    }
+
+    /// The events `user_id` may see, in the given order.
+    pub async fn filter_visible(&self, user_id: &UserId, events: Vec<RoomEvent>) -> Result<Vec<RoomEvent>> {
+        let Some(first) = events.first() else { return Ok(events) };
+        let room_id = first.pdu.room_id.clone();
+        let currently_joined =
+            self.store.membership(room_id.as_str(), user_id.as_str()).await?.as_deref() == Some("join");
+        let mut visibility_at: HashMap<Option<i64>, String> = HashMap::new();
+        let mut membership_at: HashMap<Option<i64>, Option<String>> = HashMap::new();
+        let mut out = Vec::with_capacity(events.len());
+        for event in events {
+            let group = event.state_before;
+            let mut visibility = match visibility_at.get(&group) {
+                Some(value) => value.clone(),
+                None => {
+                    let value = self
+                        .state_field_at(group, "m.room.history_visibility", "", "history_visibility")
+                        .await?
+                        .unwrap_or_else(|| "shared".to_owned());
+                    visibility_at.insert(group, value.clone());
+                    value
+                }
+            };
+            if event.pdu.kind.to_string() == "m.room.history_visibility" {
+                // A change of visibility is seen by whoever could see either side of it.
+                if let Some(after) =
+                    event.pdu.content_value().get("history_visibility").and_then(Value::as_str)
+                    && rank(after) > rank(&visibility)
+                {
+                    visibility = after.to_owned();
+                }
+            }
+            let own_member_event = event.pdu.kind.to_string() == "m.room.member"
+                && event.pdu.state_key.as_deref() == Some(user_id.as_str());
+            let membership = if own_member_event {
+                event.pdu.content_value().get("membership").and_then(Value::as_str).map(str::to_owned)
+            } else {
+                match membership_at.get(&group) {
+                    Some(value) => value.clone(),
+                    None => {
+                        let value = self
+                            .state_field_at(group, "m.room.member", user_id.as_str(), "membership")
+                            .await?;
+                        membership_at.insert(group, value.clone());
+                        value
+                    }
+                }
+            };
+            let visible = match (visibility.as_str(), membership.as_deref()) {
+                ("world_readable", _) => true,
+                (_, Some("join")) => true,
+                ("invited", Some("invite")) => true,
+                ("shared", _) => currently_joined,
+                _ => false,
+            };
+            if visible {
+                out.push(event);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether the room's current history visibility is `world_readable`.
+    pub async fn world_readable(&self, head: &super::RoomHead) -> Result<bool> {
+        Ok(self.current_state_pdu(head, "m.room.history_visibility", "").await?.is_some_and(|p| {
+            p.content_value().get("history_visibility").and_then(Value::as_str) == Some("world_readable")
+        }))
+    }
+}
