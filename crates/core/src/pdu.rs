@@ -295,7 +295,8 @@ impl ruma::state_res::Event for Pdu {
     }
 
     fn room_id(&self) -> Option<&RoomId> {
-        Some(&self.room_id)
+        // A v12 create event has no `room_id`: the room ID derives from it.
+        self.json.contains_key("room_id").then_some(&*self.room_id)
     }
 
     fn sender(&self) -> &UserId {

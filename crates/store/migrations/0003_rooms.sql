@@ -74,15 +74,18 @@ CREATE TABLE forgotten_rooms (
     PRIMARY KEY (user_id, room_id)
 );
 
--- Idempotent sends: (user, device, transaction ID) -> event.
+-- Idempotent sends: (user, device, scope, transaction ID) -> event, where the scope names the
+-- endpoint (room, and event type or redacted event) as the request path does.
 CREATE TABLE event_txns (
     user_id TEXT NOT NULL,
     device_id TEXT NOT NULL,
+    scope TEXT NOT NULL,
     txn_id TEXT NOT NULL,
     event_id TEXT NOT NULL,
     created_ts BIGINT NOT NULL,
-    PRIMARY KEY (user_id, device_id, txn_id)
+    PRIMARY KEY (user_id, device_id, scope, txn_id)
 );
+CREATE INDEX event_txns_event ON event_txns (event_id);
 
 CREATE TABLE event_relations (
     event_id TEXT PRIMARY KEY,

@@ -35,6 +35,16 @@ fn event_from_row(row: &Row) -> Result<StoredEvent, StoreError> {
     })
 }
 
+/// A client transaction: the same `(user, device, scope, txn_id)` always means the same event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TxnRecord {
+    pub user_id: String,
+    pub device_id: String,
+    /// The endpoint the transaction belongs to, e.g. `!room:server/send/m.room.message`.
+    pub scope: String,
+    pub txn_id: String,
+}
+
 /// A relation an event declares (`m.relates_to`).
 #[derive(Clone, Debug)]
 pub struct NewRelation {
@@ -64,8 +74,8 @@ pub struct NewEvent {
     pub membership: Option<String>,
     pub relation: Option<NewRelation>,
     pub contains_url: bool,
-    /// `(user, device, transaction ID)` of the send, for idempotency.
-    pub txn: Option<(String, String, String)>,
+    /// The send's transaction, for idempotency.
+    pub txn: Option<TxnRecord>,
     /// For a redaction: the redacted event and its pruned JSON.
     pub redaction: Option<(String, String)>,
     /// For a new room: its version and creator.
@@ -115,36 +125,36 @@ impl Store {
         Ok(out)
     }
 
-    /// The event a transaction ID was used for.
-    pub async fn event_for_txn(
-        &self,
-        user_id: &str,
-        device_id: &str,
-        txn_id: &str,
-    ) -> Result<Option<String>, StoreError> {
+    /// The event a transaction was used for.
+    pub async fn event_for_txn(&self, txn: &TxnRecord) -> Result<Option<String>, StoreError> {
         let row = self
             .db
             .query_opt(
-                "SELECT event_id FROM event_txns WHERE user_id = $1 AND device_id = $2 AND txn_id = $3",
-                params![user_id, device_id, txn_id],
+                "SELECT event_id FROM event_txns WHERE user_id = $1 AND device_id = $2 AND scope = $3 AND txn_id = $4",
+                params![txn.user_id.as_str(), txn.device_id.as_str(), txn.scope.as_str(), txn.txn_id.as_str()],
             )
             .await?;
         row.map(|r| r.string(0)).transpose()
     }
 
-    /// The transaction ID the sender used, for `unsigned.transaction_id`.
-    pub async fn txn_for_event(
-        &self,
-        event_id: &str,
-    ) -> Result<Option<(String, String, String)>, StoreError> {
+    /// The transaction the sender used for an event, for `unsigned.transaction_id`.
+    pub async fn txn_for_event(&self, event_id: &str) -> Result<Option<TxnRecord>, StoreError> {
         let row = self
             .db
             .query_opt(
-                "SELECT user_id, device_id, txn_id FROM event_txns WHERE event_id = $1",
+                "SELECT user_id, device_id, scope, txn_id FROM event_txns WHERE event_id = $1",
                 params![event_id],
             )
             .await?;
-        row.map(|r| Ok((r.string(0)?, r.string(1)?, r.string(2)?))).transpose()
+        row.map(|r| {
+            Ok(TxnRecord {
+                user_id: r.string(0)?,
+                device_id: r.string(1)?,
+                scope: r.string(2)?,
+                txn_id: r.string(3)?,
+            })
+        })
+        .transpose()
     }
 
     /// The highest stream position persisted.
@@ -460,10 +470,17 @@ async fn persist_one(
         )
         .await?;
     }
-    if let Some((user_id, device_id, txn_id)) = &event.txn {
+    if let Some(txn) = &event.txn {
         tx.execute(
-            "INSERT INTO event_txns (user_id, device_id, txn_id, event_id, created_ts) VALUES ($1, $2, $3, $4, $5)",
-            params![user_id.as_str(), device_id.as_str(), txn_id.as_str(), event.event_id.as_str(), crate::now_ms()],
+            "INSERT INTO event_txns (user_id, device_id, scope, txn_id, event_id, created_ts) VALUES ($1, $2, $3, $4, $5, $6)",
+            params![
+                txn.user_id.as_str(),
+                txn.device_id.as_str(),
+                txn.scope.as_str(),
+                txn.txn_id.as_str(),
+                event.event_id.as_str(),
+                crate::now_ms()
+            ],
         )
         .await?;
     }

@@ -24,7 +24,7 @@ pub mod users;
 
 pub use devices::DeviceRecord;
 pub use engine::{Db, Dialect, Row, Tx, Value};
-pub use events::{EventFilterSql, NewEvent, NewRelation, StoredEvent};
+pub use events::{EventFilterSql, NewEvent, NewRelation, StoredEvent, TxnRecord};
 pub use registration::RegistrationTokenRecord;
 pub use rooms::{MembershipChange, NewReport, RoomRecord};
 pub use state::StateDelta;

@@ -191,10 +191,12 @@ pub(crate) struct PreparedEvent {
     pub redacted: Option<OwnedEventId>,
 }
 
-/// Identifies a client transaction for idempotent sends.
+/// Identifies a client transaction for idempotent sends: the device, the endpoint (scope)
+/// and the client's transaction ID.
 #[derive(Clone, Debug)]
 pub struct TxnKey {
     pub device: String,
+    pub scope: String,
     pub txn_id: String,
 }
 
@@ -207,6 +209,15 @@ pub struct RoomEvent {
     pub replaces_state: Option<String>,
     pub state_before: Option<i64>,
     pub state_after: Option<i64>,
+}
+
+fn txn_record(sender: &UserId, txn: &TxnKey) -> myelin_store::TxnRecord {
+    myelin_store::TxnRecord {
+        user_id: sender.to_string(),
+        device_id: txn.device.clone(),
+        scope: txn.scope.clone(),
+        txn_id: txn.txn_id.clone(),
+    }
 }
 
 fn forbidden(message: impl Into<String>) -> Error {
@@ -366,8 +377,7 @@ impl Services {
             return Err(MatrixError::not_found("Unknown room").into());
         };
         if let Some(txn) = &txn
-            && let Some(existing) =
-                self.store.event_for_txn(sender.as_str(), &txn.device, &txn.txn_id).await?
+            && let Some(existing) = self.store.event_for_txn(&txn_record(sender, txn)).await?
         {
             let existing = EventId::parse(&existing).map_err(Error::internal)?;
             if let Some(pdu) =
@@ -404,6 +414,9 @@ impl Services {
             .filter_map(|(kind, key)| head.state_event_id(&kind.to_string(), key).cloned())
             .collect();
         let mut needed = auth_ids.clone();
+        // The create event is consulted by the rules even where it is not an auth event (v12).
+        let create_id = head.state_event_id("m.room.create", "").cloned();
+        needed.extend(create_id.iter().cloned());
         needed.extend(head.extremities.iter().cloned());
         if let Some(redacts) = &draft.redacts {
             needed.push(redacts.clone());
@@ -414,13 +427,7 @@ impl Services {
         let prev_pdus: Vec<&Pdu> =
             head.extremities.iter().filter_map(|id| pdus.get(id).map(|p| p.as_ref())).collect();
         let depth = head.depth + 1;
-        let mut content = draft.content.clone();
-        if let Some(redacts) = &draft.redacts
-            && rules.redaction.content_field_redacts
-            && let Some(object) = content.as_object_mut()
-        {
-            object.insert("redacts".to_owned(), Value::from(redacts.as_str()));
-        }
+        let content = draft.content.clone();
         let derives_room_id = draft.kind == "m.room.create"
             && head.state.is_empty()
             && rules.room_id_format == ruma::room_version_rules::RoomIdFormatVersion::V2;
@@ -450,13 +457,16 @@ impl Services {
             return Err(MatrixError::too_large("Event too large").into());
         }
         // The authorization rules, against the current state.
-        let by_key: HashMap<(String, String), Arc<Pdu>> = auth_types
+        let mut by_key: HashMap<(String, String), Arc<Pdu>> = auth_types
             .iter()
             .filter_map(|(kind, key)| {
                 let id = head.state_event_id(&kind.to_string(), key)?;
                 Some(((kind.to_string(), key.clone()), pdus.get(id)?.clone()))
             })
             .collect();
+        if let Some(create) = create_id.as_ref().and_then(|id| pdus.get(id)) {
+            by_key.insert(("m.room.create".to_owned(), String::new()), create.clone());
+        }
         let fetch_event = |id: &EventId| pdus.get(id).map(|p| p.as_ref().clone());
         let fetch_state = |kind: &ruma::events::StateEventType, key: &str| {
             by_key.get(&(kind.to_string(), key.to_owned())).map(|p| p.as_ref().clone())
@@ -497,7 +507,7 @@ impl Services {
             membership,
             relation: relation_of(&draft.content),
             contains_url,
-            txn: txn.map(|t| (sender.to_string(), t.device, t.txn_id)),
+            txn: txn.as_ref().map(|t| txn_record(sender, t)),
             redaction: redaction.as_ref().map(|(id, pruned)| (id.to_string(), pruned.clone())),
             new_room,
         };
@@ -695,9 +705,10 @@ pub fn check_room_version(version: &str) -> Result<(RoomVersionId, RoomVersionRu
 /// Client-originated sends, with the checks that apply to them (rate limits, canonical alias
 /// validation, transaction IDs).
 impl Services {
-    fn txn_key(requester: &crate::auth::Requester, txn_id: &str) -> TxnKey {
+    fn txn_key(requester: &crate::auth::Requester, scope: String, txn_id: &str) -> TxnKey {
         TxnKey {
             device: requester.device_id.clone().unwrap_or_else(|| format!("token:{}", requester.token_hash)),
+            scope,
             txn_id: txn_id.to_owned(),
         }
     }
@@ -715,7 +726,7 @@ impl Services {
             return Err(MatrixError::bad_json("Use /redact to redact events").into());
         }
         self.ratelimit_user(crate::ratelimit::Limiter::Message, &requester.user_id).await?;
-        let txn = Self::txn_key(requester, txn_id);
+        let txn = Self::txn_key(requester, format!("{room_id}/send/{kind}"), txn_id);
         let pdu = self
             .send_event(room_id, &requester.user_id, EventDraft::message(kind, content), Some(txn))
             .await?;
@@ -766,7 +777,7 @@ impl Services {
             content,
             redacts: Some(event_id.to_owned()),
         };
-        let txn = Self::txn_key(requester, txn_id);
+        let txn = Self::txn_key(requester, format!("{room_id}/redact/{event_id}"), txn_id);
         let pdu = self.send_event(room_id, &requester.user_id, draft, Some(txn)).await?;
         Ok(pdu.event_id.clone())
     }

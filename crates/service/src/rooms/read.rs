@@ -129,10 +129,10 @@ impl Services {
         unsigned.insert("age".to_owned(), json!(now.saturating_sub(u64::from(event.pdu.origin_server_ts.0))));
         if let Some(requester) = requester
             && requester.user_id == event.pdu.sender
-            && let Some((_, device, txn_id)) = self.store.txn_for_event(event.pdu.event_id.as_str()).await?
-            && requester.device_id.as_deref() == Some(device.as_str())
+            && let Some(txn) = self.store.txn_for_event(event.pdu.event_id.as_str()).await?
+            && requester.device_id.as_deref() == Some(txn.device_id.as_str())
         {
-            unsigned.insert("transaction_id".to_owned(), json!(txn_id));
+            unsigned.insert("transaction_id".to_owned(), json!(txn.txn_id));
         }
         if let Some(replaced) = &event.replaces_state
             && let Some(previous) = self.store.get_event(replaced).await?
