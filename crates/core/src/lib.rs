@@ -6,6 +6,7 @@
 //! - [`room_version`]: the supported room versions and their rules.
 //! - [`pdu`]: building, signing and parsing PDUs in each room version's format.
 //! - [`auth`]: auth-event selection and the authorization rules, as one verdict.
+//! - [`state_res`]: state resolution, room version 1's algorithm and ruma's v2/v2.1.
 //!
 //! Nothing in this crate performs IO, is async, or knows about SQL or HTTP.
 
@@ -13,5 +14,6 @@ pub mod auth;
 pub mod error;
 pub mod pdu;
 pub mod room_version;
+pub mod state_res;
 
 pub use error::{ErrCode, MatrixError};
