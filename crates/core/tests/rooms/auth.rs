@@ -42,13 +42,9 @@ fn v12_creators_have_unlimited_power() {
     check("auth_v12_creators");
 }
 
-/// `check_auth` on a v12 create event as `PduTemplate::build` makes it. Ignored: `Pdu`'s
-/// `ruma::state_res::Event::room_id()` returns the room ID derived from the event (v12 create
-/// events have none on the wire) and ruma refuses a create event with a room ID, so a valid
-/// v12 create event fails `check_auth`. The fixtures work around it; run this once `pdu.rs`
-/// returns `None` there.
+/// `check_auth` on a v12 create event as `PduTemplate::build` makes it: the event has no
+/// `room_id` on the wire, so `Pdu`'s `Event::room_id()` must report none.
 #[test]
-#[ignore = "pdu.rs: Event::room_id() of a v12 create event must be None"]
 fn v12_create_event_passes_check_auth() {
     let fixture = crate::fixture::load("auth_v12_creators");
     let room = crate::fixture::Room::build(&fixture, "12");
