@@ -1,11 +1,15 @@
 //! End-to-end tests: a real Myelin on 127.0.0.1:0 (in this process, or the `myelin` binary as a
 //! child process), spoken to over HTTP. The database engine is chosen by `MYELIN_TEST_DB`.
 
+mod account_rooms;
 mod compat;
+mod concurrency;
 mod foundation;
 mod listeners;
+mod membership;
 mod process;
 mod profile;
+mod provisioning;
 mod registration;
 mod rooms;
 mod sessions;
