@@ -64,3 +64,115 @@ impl RoomEventFilter {
             && self.senders.as_ref().is_none_or(|senders| senders.iter().any(|s| s == sender))
     }
 }
+
+/// An `EventFilter` (presence, account data).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct EventFilter {
+    pub limit: Option<u64>,
+    pub types: Option<Vec<String>>,
+    pub not_types: Vec<String>,
+    pub senders: Option<Vec<String>>,
+    pub not_senders: Vec<String>,
+}
+
+impl EventFilter {
+    pub fn allows(&self, kind: &str, sender: Option<&str>) -> bool {
+        let as_room = RoomEventFilter {
+            types: self.types.clone(),
+            not_types: self.not_types.clone(),
+            senders: self.senders.clone(),
+            not_senders: self.not_senders.clone(),
+            ..RoomEventFilter::default()
+        };
+        as_room.allows_type(kind) && sender.is_none_or(|s| as_room.allows_sender(s))
+    }
+}
+
+/// The `room` part of a filter.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RoomFilter {
+    pub rooms: Option<Vec<String>>,
+    pub not_rooms: Vec<String>,
+    pub include_leave: bool,
+    pub ephemeral: RoomEventFilter,
+    pub state: RoomEventFilter,
+    pub timeline: RoomEventFilter,
+    pub account_data: RoomEventFilter,
+}
+
+impl RoomFilter {
+    pub fn allows_room(&self, room_id: &str) -> bool {
+        !self.not_rooms.iter().any(|r| r == room_id)
+            && self.rooms.as_ref().is_none_or(|rooms| rooms.iter().any(|r| r == room_id))
+    }
+}
+
+/// A whole filter (`POST /user/{userId}/filter`, `/sync?filter=`).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct FilterDefinition {
+    pub event_fields: Option<Vec<String>>,
+    pub event_format: Option<String>,
+    pub presence: EventFilter,
+    pub account_data: EventFilter,
+    pub room: RoomFilter,
+}
+
+impl FilterDefinition {
+    /// Parses and checks a filter.
+    pub fn from_value(value: Value) -> Result<FilterDefinition, MatrixError> {
+        if !value.is_object() {
+            return Err(MatrixError::bad_json("A filter must be a JSON object"));
+        }
+        let filter: FilterDefinition = serde_json::from_value(value)
+            .map_err(|e| MatrixError::bad_json(format!("Invalid filter: {e}")))?;
+        if let Some(format) = &filter.event_format
+            && format != "client"
+            && format != "federation"
+        {
+            return Err(MatrixError::bad_json("event_format must be client or federation"));
+        }
+        for limit in [filter.room.timeline.limit, filter.presence.limit, filter.account_data.limit]
+            .into_iter()
+            .flatten()
+        {
+            if limit == 0 {
+                return Err(MatrixError::bad_json("limit must be positive"));
+            }
+        }
+        Ok(filter)
+    }
+}
+
+impl crate::Services {
+    /// `POST /user/{userId}/filter`.
+    pub async fn create_filter(
+        &self,
+        requester: &crate::auth::Requester,
+        user_id: &ruma::UserId,
+        filter: Value,
+    ) -> crate::Result<String> {
+        if requester.user_id != user_id {
+            return Err(MatrixError::forbidden("Cannot create filters for other users").into());
+        }
+        FilterDefinition::from_value(filter.clone())?;
+        Ok(self.store.create_filter(user_id.as_str(), &filter.to_string()).await?.to_string())
+    }
+
+    /// `GET /user/{userId}/filter/{filterId}`: the filter as stored.
+    pub async fn get_filter(
+        &self,
+        requester: &crate::auth::Requester,
+        user_id: &ruma::UserId,
+        filter_id: &str,
+    ) -> crate::Result<String> {
+        if requester.user_id != user_id {
+            return Err(MatrixError::forbidden("Cannot get filters for other users").into());
+        }
+        let not_found = || crate::Error::from(MatrixError::not_found("No such filter"));
+        let id: i64 = filter_id.parse().map_err(|_| not_found())?;
+        self.store.get_filter(user_id.as_str(), id).await?.ok_or_else(not_found)
+    }
+}

@@ -8,6 +8,8 @@
 //! - [`accounts`]: registration (open, token, guest, shared secret), password changes,
 //!   deactivation. [`sessions`]: login, refresh, logout, login tokens. [`devices`], [`profile`].
 //! - [`rooms`]: rooms and the event graph (the write path, reads, membership, directory).
+//! - [`sync`]: `/sync`. [`account_data`] (and tags), [`receipts`], [`typing`], [`presence`].
+//! - [`streams`]: stream positions (published in order) and the notifier that wakes syncs.
 //! - [`uia`]: user-interactive authentication sessions and stages.
 //! - [`ratelimit`]: Synapse-style leaky buckets with per-user overrides.
 //! - [`error`]: the service error: a Matrix error for the client, or an internal failure.
@@ -18,6 +20,7 @@
 //! - [`util`]: randomness and time.
 //! - [`workers`]: background loops (housekeeping) that stop on the shutdown token.
 
+pub mod account_data;
 pub mod accounts;
 pub mod auth;
 pub mod devices;
@@ -26,11 +29,16 @@ pub mod filter;
 pub mod keys;
 pub mod metrics;
 pub mod passwords;
+pub mod presence;
 pub mod profile;
 pub mod ratelimit;
+pub mod receipts;
 pub mod registration_tokens;
 pub mod rooms;
 pub mod sessions;
+pub mod streams;
+pub mod sync;
+pub mod typing;
 pub mod uia;
 pub mod util;
 pub mod workers;
@@ -54,6 +62,11 @@ pub struct Services {
     pub auth_cache: Arc<auth::AuthCache>,
     pub ratelimiter: Arc<ratelimit::RateLimiter>,
     pub rooms: Arc<rooms::Rooms>,
+    pub notifier: Arc<streams::Notifier>,
+    pub streams: Arc<streams::UserStreams>,
+    pub typing: Arc<typing::Typing>,
+    pub typing_expiry_wakeup: Arc<tokio::sync::Notify>,
+    pub active_syncs: Arc<presence::ActiveSyncs>,
     /// Cancelled when the process begins to shut down; background work watches it.
     pub shutdown: CancellationToken,
 }
@@ -65,8 +78,14 @@ impl Services {
         let keys = keys::ServerKeys::load_or_generate(&config)?;
         let passwords = passwords::PasswordHasher::new(&config.password);
         let rooms = rooms::Rooms::new(store.max_stream_ordering().await?);
+        let (account_data, receipts, presence) = store.max_stream_ids().await?;
         Ok(Services {
             rooms: Arc::new(rooms),
+            notifier: Arc::default(),
+            streams: Arc::new(streams::UserStreams::new(account_data, receipts, presence)),
+            typing: Arc::default(),
+            typing_expiry_wakeup: Arc::default(),
+            active_syncs: Arc::default(),
             passwords,
             auth_cache: Arc::default(),
             ratelimiter: Arc::default(),

@@ -11,8 +11,11 @@ const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(3600);
 impl Services {
     /// Runs every background worker until shutdown.
     pub async fn run_workers(self) {
-        let housekeeping = self.clone().housekeeping();
-        housekeeping.await;
+        tokio::join!(
+            self.clone().housekeeping(),
+            self.clone().run_typing_expiry(),
+            self.clone().run_presence_timeouts()
+        );
     }
 
     /// Deletes stale devices (`delete_stale_devices_after`) and expired UIA sessions.

@@ -322,4 +322,17 @@ impl Store {
             })
             .collect()
     }
+
+    /// A user's current memberships: `(room ID, membership, member event ID)`.
+    pub async fn user_memberships(&self, user_id: &str) -> Result<Vec<(String, String, String)>, StoreError> {
+        let rows = self
+            .db
+            .query(
+                "SELECT room_id, membership, event_id FROM current_state
+                 WHERE state_key = $1 AND type = 'm.room.member' AND membership IS NOT NULL ORDER BY room_id",
+                params![user_id],
+            )
+            .await?;
+        rows.iter().map(|r| Ok((r.string(0)?, r.string(1)?, r.string(2)?))).collect()
+    }
 }

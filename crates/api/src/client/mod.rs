@@ -7,6 +7,8 @@ mod membership;
 mod profile;
 mod rooms;
 mod session;
+mod sync;
+mod user_data;
 mod versions;
 
 use axum::Router;
@@ -45,4 +47,6 @@ pub fn routes() -> Router<AppState> {
         .merge(capabilities::routes())
         .merge(rooms::routes())
         .merge(membership::routes())
+        .merge(sync::routes())
+        .merge(user_data::routes())
 }

@@ -41,3 +41,23 @@ pub struct MetricsConfig {
     #[serde(rename = "report_stats_endpoint")]
     pub report_stats_endpoint: Option<String>,
 }
+
+/// `presence`: `enabled`, `include_offline_users_on_sync`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+pub struct PresenceConfig {
+    pub enabled: bool,
+    pub include_offline_users_on_sync: bool,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        PresenceConfig { enabled: true, include_offline_users_on_sync: false }
+    }
+}
+
+#[derive(Default, Deserialize)]
+pub(crate) struct RawPresence {
+    #[serde(default)]
+    pub(crate) presence: PresenceConfig,
+}

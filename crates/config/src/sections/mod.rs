@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 pub use database::{DatabaseConfig, PostgresConfig};
 pub use keys::{KeyConfig, TrustedKeyServer};
-pub use misc::{LoggingConfig, MediaConfig, MetricsConfig};
+pub use misc::{LoggingConfig, MediaConfig, MetricsConfig, PresenceConfig};
 pub use password::{PasswordConfig, PasswordPolicy};
 pub use ratelimit::{RateLimit, RateLimitConfig};
 pub use registration::{LooseBool, ProfileConfig, RegistrationConfig};
@@ -36,6 +36,7 @@ pub struct Config {
     pub profile: ProfileConfig,
     pub ratelimit: RateLimitConfig,
     pub room: RoomConfig,
+    pub presence: PresenceConfig,
     /// The directory of the first config file; default paths are relative to it.
     pub config_dir: PathBuf,
     /// The files read, in order.
@@ -58,6 +59,7 @@ impl Config {
         let registration: registration::RawRegistration = reader.section()?;
         let ratelimit: ratelimit::RawRateLimits = reader.section()?;
         let room: room::RawRoom = reader.section()?;
+        let presence: misc::RawPresence = reader.section()?;
         let origins = reader.origins;
         let server = server.into_config(origins)?;
         let database = database.into_config(origins)?;
@@ -78,6 +80,7 @@ impl Config {
             profile,
             ratelimit,
             room,
+            presence: presence.presence,
             config_dir,
             files,
         })

@@ -13,3 +13,4 @@ mod provisioning;
 mod registration;
 mod rooms;
 mod sessions;
+mod sync;

@@ -26,7 +26,7 @@ pub mod spaces;
 pub mod upgrade;
 pub mod visibility;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
@@ -38,6 +38,7 @@ use ruma::{EventId, OwnedEventId, OwnedRoomId, RoomId, RoomVersionId, UserId};
 use serde_json::Value;
 use tokio::sync::broadcast;
 
+use crate::streams::Stream;
 use crate::util::{now_ms, random_string};
 use crate::{Error, Result, Services};
 
@@ -72,69 +73,15 @@ pub struct NewEventNotice {
     pub state_key: Option<String>,
 }
 
-/// Stream positions: allocated before persisting, published once every lower position has
-/// been persisted too, so a reader never skips an event that commits late.
-pub struct StreamPositions {
-    inner: Mutex<StreamInner>,
-    current: tokio::sync::watch::Sender<i64>,
-}
-
-struct StreamInner {
-    next: i64,
-    in_flight: BTreeSet<i64>,
-}
-
-impl StreamPositions {
-    fn new(max_persisted: i64) -> StreamPositions {
-        StreamPositions {
-            inner: Mutex::new(StreamInner { next: max_persisted + 1, in_flight: BTreeSet::new() }),
-            current: tokio::sync::watch::channel(max_persisted).0,
-        }
-    }
-
-    fn allocate(&self) -> i64 {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let position = inner.next;
-        inner.next += 1;
-        inner.in_flight.insert(position);
-        position
-    }
-
-    /// Marks a position done (persisted, or abandoned after a failure).
-    fn finish(&self, position: i64) {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        inner.in_flight.remove(&position);
-        let current = match inner.in_flight.first() {
-            Some(lowest) => lowest - 1,
-            None => inner.next - 1,
-        };
-        self.current.send_if_modified(|value| {
-            if current > *value {
-                *value = current;
-                true
-            } else {
-                false
-            }
-        });
-    }
-
-    /// The highest position below which everything is persisted.
-    pub fn current(&self) -> i64 {
-        *self.current.borrow()
-    }
-
-    /// Watches the current position.
-    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<i64> {
-        self.current.subscribe()
-    }
-}
-
 /// The in-memory parts of the rooms service.
 pub struct Rooms {
     locks: Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<Option<RoomHead>>>>>,
     events: Mutex<lru::LruCache<OwnedEventId, Arc<Pdu>>>,
-    pub stream: StreamPositions,
-    pub notifier: broadcast::Sender<NewEventNotice>,
+    pub stream: Stream,
+    /// Notices of persisted events waiting for their position to be published.
+    pending: Mutex<BTreeMap<i64, NewEventNotice>>,
+    /// Every published new event, for whoever listens (push, federation, ...).
+    pub new_events: broadcast::Sender<NewEventNotice>,
 }
 
 impl Rooms {
@@ -142,8 +89,9 @@ impl Rooms {
         Rooms {
             locks: Mutex::default(),
             events: Mutex::new(lru::LruCache::new(NonZeroUsize::new(50_000).expect("non-zero"))),
-            stream: StreamPositions::new(max_stream_ordering),
-            notifier: broadcast::channel(4096).0,
+            stream: Stream::new(max_stream_ordering),
+            pending: Mutex::default(),
+            new_events: broadcast::channel(4096).0,
         }
     }
 
@@ -542,9 +490,27 @@ impl Services {
         }
         let events: Vec<NewEvent> = prepared.iter().map(|p| p.event.clone()).collect();
         let persisted = self.store.persist_events(&events).await;
-        for position in &positions {
-            self.rooms.stream.finish(*position);
+        if persisted.is_ok() {
+            let mut pending = self.rooms.pending.lock().unwrap_or_else(|e| e.into_inner());
+            for prepared in &prepared {
+                pending.insert(
+                    prepared.event.stream_ordering,
+                    NewEventNotice {
+                        room_id: prepared.pdu.room_id.clone(),
+                        event_id: prepared.pdu.event_id.clone(),
+                        stream_ordering: prepared.event.stream_ordering,
+                        sender: prepared.event.sender.clone(),
+                        kind: prepared.event.kind.clone(),
+                        state_key: prepared.event.state_key.clone(),
+                    },
+                );
+            }
         }
+        let mut current = 0;
+        for position in &positions {
+            current = self.rooms.stream.finish(*position);
+        }
+        self.publish_events_up_to(current).await;
         let state_afters = persisted?;
         let mut out = Vec::with_capacity(prepared.len());
         for (prepared, state_after) in prepared.into_iter().zip(state_afters) {
@@ -556,17 +522,52 @@ impl Services {
             }
             head.state_group = state_after;
             self.rooms.cache_event(prepared.pdu.clone());
-            let _ = self.rooms.notifier.send(NewEventNotice {
-                room_id: prepared.pdu.room_id.clone(),
-                event_id: prepared.pdu.event_id.clone(),
-                stream_ordering: prepared.event.stream_ordering,
-                sender: prepared.event.sender.clone(),
-                kind: prepared.event.kind.clone(),
-                state_key: prepared.event.state_key.clone(),
-            });
             out.push(prepared.pdu);
         }
         Ok(out)
+    }
+
+    /// Announces every persisted event whose position is now published: wakes the syncs of
+    /// the room's local members (and of an invited or knocking user) and tells listeners.
+    async fn publish_events_up_to(&self, current: i64) {
+        let ready: Vec<NewEventNotice> = {
+            let mut pending = self.rooms.pending.lock().unwrap_or_else(|e| e.into_inner());
+            let later = pending.split_off(&(current + 1));
+            std::mem::replace(&mut *pending, later).into_values().collect()
+        };
+        for notice in ready {
+            if notice.kind == "m.room.member" {
+                self.notifier.forget_members(&notice.room_id);
+            }
+            match self.local_room_members(&notice.room_id).await {
+                Ok(members) => self.notifier.notify_users(members.iter().map(|u| u.as_ref())),
+                Err(error) => tracing::warn!(%error, "could not load room members to notify"),
+            }
+            if notice.kind == "m.room.member"
+                && let Some(target) = notice.state_key.as_deref().and_then(|k| UserId::parse(k).ok())
+            {
+                self.notifier.notify_user(&target);
+            }
+            let _ = self.rooms.new_events.send(notice);
+        }
+    }
+
+    /// Local users joined to, invited to or knocking on a room (cached).
+    pub async fn local_room_members(&self, room_id: &RoomId) -> Result<Arc<Vec<ruma::OwnedUserId>>> {
+        if let Some(members) = self.notifier.cached_members(room_id) {
+            return Ok(members);
+        }
+        let mut members = Vec::new();
+        for membership in ["join", "invite", "knock"] {
+            for user in self.store.room_members(room_id.as_str(), membership).await? {
+                if let Ok(user) = UserId::parse(&user)
+                    && user.server_name().as_str() == self.server_name()
+                {
+                    members.push(user);
+                }
+            }
+        }
+        Ok(self.notifier.cache_members(room_id, members))
     }
 
     /// A redaction is allowed for one's own events, or with the `redact` power level; returns

@@ -83,13 +83,16 @@ impl Services {
                     }
                 }
             };
-            let visible = match (visibility.as_str(), membership.as_deref()) {
-                ("world_readable", _) => true,
-                (_, Some("join")) => true,
-                ("invited", Some("invite")) => true,
-                ("shared", _) => currently_joined,
-                _ => false,
-            };
+            // Users always see their own membership changes (or a kicked user would never
+            // see the room go).
+            let visible = own_member_event
+                || match (visibility.as_str(), membership.as_deref()) {
+                    ("world_readable", _) => true,
+                    (_, Some("join")) => true,
+                    ("invited", Some("invite")) => true,
+                    ("shared", _) => currently_joined,
+                    _ => false,
+                };
             if visible {
                 out.push(event);
             }

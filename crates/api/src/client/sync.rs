@@ -1,0 +1,244 @@
+//! `GET /sync` and filters: `POST /user/{userId}/filter`, `GET /user/{userId}/filter/{filterId}`.
+
+use axum::extract::State;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use myelin_core::MatrixError;
+use myelin_service::Services;
+use myelin_service::auth::Requester;
+use myelin_service::filter::FilterDefinition;
+use myelin_service::rooms::RoomEvent;
+use myelin_service::sync::{SyncRequest, SyncResponse, SyncToken, SyncedRoom};
+use ruma::UserId;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::ClientRoutes;
+use crate::AppState;
+use crate::auth::GuestAuth;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{JsonBody, PathParams, QueryParams};
+
+#[derive(Deserialize)]
+struct SyncQuery {
+    since: Option<String>,
+    timeout: Option<u64>,
+    full_state: Option<String>,
+    set_presence: Option<String>,
+    filter: Option<String>,
+}
+
+async fn load_filter(
+    services: &Services,
+    requester: &Requester,
+    filter: Option<&str>,
+) -> Result<FilterDefinition, ApiError> {
+    let Some(filter) = filter else { return Ok(FilterDefinition::default()) };
+    let text = if filter.trim_start().starts_with('{') {
+        filter.to_owned()
+    } else {
+        services.get_filter(requester, &requester.user_id, filter).await?
+    };
+    let value: Value =
+        serde_json::from_str(&text).map_err(|_| MatrixError::not_json("filter is not JSON"))?;
+    Ok(FilterDefinition::from_value(value)?)
+}
+
+/// Keeps only the given dotted paths of an event (`event_fields`).
+fn select_fields(event: &Value, fields: &[String]) -> Value {
+    let mut out = Map::new();
+    for field in fields {
+        let parts: Vec<&str> = field.split('.').collect();
+        let mut source = event;
+        let mut found = true;
+        for part in &parts {
+            match source.get(part) {
+                Some(next) => source = next,
+                None => {
+                    found = false;
+                    break;
+                }
+            }
+        }
+        if !found {
+            continue;
+        }
+        let mut target = &mut out;
+        for part in &parts[..parts.len() - 1] {
+            target =
+                target.entry(part.to_string()).or_insert_with(|| json!({})).as_object_mut().expect("object");
+        }
+        target.insert(parts[parts.len() - 1].to_owned(), source.clone());
+    }
+    Value::Object(out)
+}
+
+async fn sync_events(
+    services: &Services,
+    events: &[RoomEvent],
+    requester: &Requester,
+    filter: &FilterDefinition,
+) -> Result<Vec<Value>, ApiError> {
+    let mut out = Vec::with_capacity(events.len());
+    for event in events {
+        let mut json = if filter.event_format.as_deref() == Some("federation") {
+            serde_json::to_value(&event.pdu.json).unwrap_or(Value::Null)
+        } else {
+            let mut json = services.client_event(event, Some(requester)).await?;
+            if let Some(object) = json.as_object_mut() {
+                object.remove("room_id");
+            }
+            json
+        };
+        if let Some(fields) = &filter.event_fields {
+            json = select_fields(&json, fields);
+        }
+        out.push(json);
+    }
+    Ok(out)
+}
+
+async fn room_json(
+    services: &Services,
+    room: &SyncedRoom,
+    requester: &Requester,
+    filter: &FilterDefinition,
+    joined: bool,
+) -> Result<Value, ApiError> {
+    let mut body = json!({
+        "timeline": {
+            "events": sync_events(services, &room.timeline.events, requester, filter).await?,
+            "limited": room.timeline.limited,
+            "prev_batch": room.timeline.prev_batch,
+        },
+        "state": { "events": sync_events(services, &room.state, requester, filter).await? },
+        "account_data": { "events": room.account_data },
+    });
+    if joined {
+        body["ephemeral"] = json!({ "events": room.ephemeral });
+        body["unread_notifications"] = json!({
+            "notification_count": room.notification_count,
+            "highlight_count": room.highlight_count,
+        });
+        if filter.room.timeline.unread_thread_notifications {
+            let threads: Map<String, Value> = room
+                .thread_counts
+                .iter()
+                .map(|(root, (n, h))| (root.clone(), json!({"notification_count": n, "highlight_count": h})))
+                .collect();
+            body["unread_thread_notifications"] = Value::Object(threads);
+        }
+        if let Some((heroes, joined_count, invited_count)) = &room.summary {
+            body["summary"] = json!({
+                "m.heroes": heroes,
+                "m.joined_member_count": joined_count,
+                "m.invited_member_count": invited_count,
+            });
+        }
+    }
+    Ok(body)
+}
+
+async fn response_json(
+    services: &Services,
+    response: &SyncResponse,
+    requester: &Requester,
+    filter: &FilterDefinition,
+) -> Result<Value, ApiError> {
+    let mut join = Map::new();
+    for (room_id, room) in &response.join {
+        join.insert(room_id.to_string(), room_json(services, room, requester, filter, true).await?);
+    }
+    let mut leave = Map::new();
+    for (room_id, room) in &response.leave {
+        leave.insert(room_id.to_string(), room_json(services, room, requester, filter, false).await?);
+    }
+    let invite: Map<String, Value> = response
+        .invite
+        .iter()
+        .map(|(room, state)| (room.to_string(), json!({"invite_state": {"events": state}})))
+        .collect();
+    let knock: Map<String, Value> = response
+        .knock
+        .iter()
+        .map(|(room, state)| (room.to_string(), json!({"knock_state": {"events": state}})))
+        .collect();
+    Ok(json!({
+        "next_batch": response.next_batch.to_string(),
+        "rooms": { "join": join, "invite": invite, "knock": knock, "leave": leave },
+        "account_data": { "events": response.account_data },
+        "presence": { "events": response.presence },
+        "to_device": { "events": response.to_device },
+        "device_lists": { "changed": [], "left": [] },
+        "device_one_time_keys_count": {},
+        "device_unused_fallback_key_types": [],
+    }))
+}
+
+/// `GET /_matrix/client/v3/sync`
+async fn sync(
+    State(services): State<AppState>,
+    GuestAuth(requester): GuestAuth,
+    QueryParams(query): QueryParams<SyncQuery>,
+) -> ApiResult<Json<Value>> {
+    let since = query.since.as_deref().map(SyncToken::parse).transpose()?;
+    let full_state = match query.full_state.as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(MatrixError::invalid_param(format!(
+                "full_state must be true or false, not {other:?}"
+            ))
+            .into());
+        }
+    };
+    if let Some(presence) = &query.set_presence
+        && !matches!(presence.as_str(), "online" | "offline" | "unavailable")
+    {
+        return Err(MatrixError::invalid_param(format!("Invalid set_presence {presence:?}")).into());
+    }
+    let filter = load_filter(&services, &requester, query.filter.as_deref()).await?;
+    let request = SyncRequest {
+        since,
+        timeout_ms: query.timeout.unwrap_or(0),
+        full_state,
+        set_presence: query.set_presence,
+        filter: filter.clone(),
+    };
+    let response = services.sync(&requester, request).await?;
+    Ok(Json(response_json(&services, &response, &requester, &filter).await?))
+}
+
+fn parse_user(user_id: &str) -> Result<ruma::OwnedUserId, MatrixError> {
+    UserId::parse(user_id).map_err(|_| MatrixError::invalid_param(format!("Invalid user ID {user_id:?}")))
+}
+
+/// `POST /_matrix/client/v3/user/{userId}/filter`
+async fn create_filter(
+    State(services): State<AppState>,
+    GuestAuth(requester): GuestAuth,
+    PathParams(user_id): PathParams<String>,
+    JsonBody(body): JsonBody<Value>,
+) -> ApiResult<Json<Value>> {
+    let user_id = parse_user(&user_id)?;
+    let filter_id = services.create_filter(&requester, &user_id, body).await?;
+    Ok(Json(json!({ "filter_id": filter_id })))
+}
+
+/// `GET /_matrix/client/v3/user/{userId}/filter/{filterId}`
+async fn get_filter(
+    State(services): State<AppState>,
+    GuestAuth(requester): GuestAuth,
+    PathParams((user_id, filter_id)): PathParams<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let user_id = parse_user(&user_id)?;
+    let text = services.get_filter(&requester, &user_id, &filter_id).await?;
+    Ok(Json(serde_json::from_str(&text).map_err(myelin_service::Error::internal)?))
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .v3("/sync", get(sync))
+        .v3("/user/{user_id}/filter", post(create_filter))
+        .v3("/user/{user_id}/filter/{filter_id}", get(get_filter))
+}

@@ -1,0 +1,220 @@
+//! Presence: set explicitly or by syncing, idling to `unavailable` and going `offline` on
+//! their own, visible to users who share a room.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use myelin_core::MatrixError;
+use myelin_store::PresenceRecord;
+use ruma::{OwnedUserId, UserId};
+use serde_json::{Value, json};
+
+use crate::auth::Requester;
+use crate::util::now_ms;
+use crate::{Result, Services};
+
+/// Without activity for this long, an online user becomes unavailable.
+pub const IDLE_AFTER_MS: i64 = 5 * 60 * 1000;
+/// Without syncing for this long, a user goes offline.
+pub const OFFLINE_AFTER_MS: i64 = 30 * 1000;
+
+/// Syncs in progress per user (a long-polling sync counts as being online).
+#[derive(Default)]
+pub struct ActiveSyncs {
+    counts: Mutex<HashMap<OwnedUserId, usize>>,
+}
+
+impl ActiveSyncs {
+    pub fn start(&self, user_id: &UserId) {
+        *self.counts.lock().unwrap_or_else(|e| e.into_inner()).entry(user_id.to_owned()).or_default() += 1;
+    }
+
+    pub fn end(&self, user_id: &UserId) {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = counts.get_mut(user_id) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(user_id);
+            }
+        }
+    }
+
+    fn syncing(&self, user_id: &str) -> bool {
+        self.counts.lock().unwrap_or_else(|e| e.into_inner()).keys().any(|u| u.as_str() == user_id)
+    }
+}
+
+/// A presence event for sync.
+pub fn presence_event(record: &PresenceRecord, now: i64) -> Value {
+    let mut content = json!({
+        "presence": record.state,
+        "last_active_ago": (now - record.last_active_ts).max(0),
+        "currently_active": record.currently_active && record.state == "online",
+    });
+    if let Some(status) = &record.status_msg {
+        content["status_msg"] = json!(status);
+    }
+    json!({"type": "m.presence", "sender": record.user_id, "content": content})
+}
+
+impl Services {
+    /// Writes a presence change and wakes the users who can see it.
+    async fn store_presence(&self, mut record: PresenceRecord) -> Result<()> {
+        let stream_id = self.streams.presence.allocate();
+        record.stream_id = stream_id;
+        let result = self.store.set_presence(&record).await;
+        self.streams.presence.finish(stream_id);
+        result?;
+        let watchers = self.store.users_sharing_rooms(&record.user_id).await?;
+        let mut watchers: Vec<OwnedUserId> = watchers.iter().filter_map(|u| UserId::parse(u).ok()).collect();
+        if let Ok(user) = UserId::parse(&record.user_id) {
+            watchers.push(user);
+        }
+        self.notifier.notify_users(watchers.iter().map(|u| u.as_ref()));
+        Ok(())
+    }
+
+    /// `PUT /presence/{userId}/status`.
+    pub async fn set_presence(
+        &self,
+        requester: &Requester,
+        user_id: &UserId,
+        state: &str,
+        status_msg: Option<String>,
+    ) -> Result<()> {
+        if requester.user_id != user_id {
+            return Err(MatrixError::forbidden("Can only set your own presence state").into());
+        }
+        if !matches!(state, "online" | "offline" | "unavailable") {
+            return Err(MatrixError::invalid_param(format!("Invalid presence state {state:?}")).into());
+        }
+        if !self.config.presence.enabled {
+            return Ok(());
+        }
+        let now = now_ms() as i64;
+        let previous = self.store.get_presence(user_id.as_str()).await?;
+        let record = PresenceRecord {
+            user_id: user_id.to_string(),
+            state: state.to_owned(),
+            status_msg,
+            last_active_ts: if state == "online" {
+                now
+            } else {
+                previous.as_ref().map_or(now, |p| p.last_active_ts)
+            },
+            last_user_sync_ts: previous.as_ref().map_or(now, |p| p.last_user_sync_ts),
+            currently_active: state == "online",
+            stream_id: 0,
+        };
+        self.store_presence(record).await
+    }
+
+    /// `GET /presence/{userId}/status`.
+    pub async fn get_presence(&self, requester: &Requester, user_id: &UserId) -> Result<PresenceRecord> {
+        if requester.user_id != user_id
+            && !self.store.share_a_room(requester.user_id.as_str(), user_id.as_str()).await?
+        {
+            return Err(MatrixError::forbidden("You are not allowed to see their presence").into());
+        }
+        if self.store.get_user(user_id.as_str()).await?.is_none()
+            && user_id.server_name().as_str() == self.server_name()
+        {
+            return Err(MatrixError::not_found("Unknown user").into());
+        }
+        let offline = || PresenceRecord {
+            user_id: user_id.to_string(),
+            state: "offline".to_owned(),
+            status_msg: None,
+            last_active_ts: 0,
+            last_user_sync_ts: 0,
+            currently_active: false,
+            stream_id: 0,
+        };
+        if !self.config.presence.enabled {
+            return Ok(offline());
+        }
+        Ok(self.store.get_presence(user_id.as_str()).await?.unwrap_or_else(offline))
+    }
+
+    /// A sync with `set_presence` (default `online`).
+    pub async fn presence_from_sync(&self, user_id: &UserId, set_presence: &str) -> Result<()> {
+        if !self.config.presence.enabled {
+            return Ok(());
+        }
+        let now = now_ms() as i64;
+        let previous = self.store.get_presence(user_id.as_str()).await?;
+        let state = match set_presence {
+            "offline" => return Ok(()),
+            "unavailable" => "unavailable",
+            _ => match &previous {
+                // An explicit unavailable stays while syncing; offline comes back online.
+                Some(p) if p.state == "unavailable" && !p.currently_active => "unavailable",
+                _ => "online",
+            },
+        };
+        match previous {
+            Some(p) if p.state == state && now - p.last_user_sync_ts < 10_000 => Ok(()),
+            Some(p) if p.state == state => {
+                // Only the sync time moved: no stream position, nobody to wake.
+                let record = PresenceRecord { last_user_sync_ts: now, ..p };
+                Ok(self.store.set_presence(&record).await?)
+            }
+            previous => {
+                let record = PresenceRecord {
+                    user_id: user_id.to_string(),
+                    state: state.to_owned(),
+                    status_msg: previous.as_ref().and_then(|p| p.status_msg.clone()),
+                    last_active_ts: if state == "online" {
+                        now
+                    } else {
+                        previous.as_ref().map_or(now, |p| p.last_active_ts)
+                    },
+                    last_user_sync_ts: now,
+                    currently_active: state == "online",
+                    stream_id: 0,
+                };
+                self.store_presence(record).await
+            }
+        }
+    }
+
+    /// Moves idle users to unavailable and gone users to offline (a background worker).
+    pub(crate) async fn run_presence_timeouts(self) {
+        if !self.config.presence.enabled {
+            return;
+        }
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            }
+            let now = now_ms() as i64;
+            let stale = match self.store.stale_presence(now - OFFLINE_AFTER_MS.min(IDLE_AFTER_MS)).await {
+                Ok(stale) => stale,
+                Err(error) => {
+                    tracing::warn!(%error, "could not read presence");
+                    continue;
+                }
+            };
+            for record in stale {
+                let syncing = self.active_syncs.syncing(&record.user_id);
+                let new_state = if !syncing && now - record.last_user_sync_ts > OFFLINE_AFTER_MS {
+                    "offline"
+                } else if record.state == "online" && now - record.last_active_ts > IDLE_AFTER_MS {
+                    "unavailable"
+                } else {
+                    continue;
+                };
+                if new_state == record.state {
+                    continue;
+                }
+                let record =
+                    PresenceRecord { state: new_state.to_owned(), currently_active: false, ..record };
+                if let Err(error) = self.store_presence(record).await {
+                    tracing::warn!(%error, "could not update presence");
+                }
+            }
+        }
+    }
+}
