@@ -300,3 +300,58 @@ async fn a_config_fresh_from_synapse_generate_config_starts_myelin() {
     assert!(status.success(), "{logged}");
     assert!(!logged.contains("ERROR"), "{logged}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn matrix_nio_receives_messages_typing_and_receipts_in_real_time() {
+    use std::io::{BufRead as _, BufReader};
+    use std::process::Stdio;
+    let Some(bin) = pytools_bin() else { return };
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let room_id = crate::rooms::create_room(&alice, json!({"preset": "public_chat"})).await;
+    bob.client.post(&format!("/_matrix/client/v3/join/{room_id}"), &json!({})).await.expect(200);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/nio_sync.py");
+    let mut child = Command::new(bin.join("python"))
+        .arg(script)
+        .args([&server.base_url, &alice.user_id, &alice.password, &room_id])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let reader = std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let mut ready_tx = Some(ready_tx);
+        let mut last = String::new();
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            if line == "READY" {
+                if let Some(tx) = ready_tx.take() {
+                    let _ = tx.send(());
+                }
+            } else {
+                last = line;
+            }
+        }
+        last
+    });
+    tokio::time::timeout(std::time::Duration::from_secs(60), ready_rx).await.expect("nio's initial sync").unwrap();
+    // Bob acts while nio long-polls.
+    let event_id = crate::rooms::send_text(&bob, &room_id, "live", "hello nio").await;
+    bob.client
+        .put(&format!("/_matrix/client/v3/rooms/{room_id}/typing/{}", bob.user_id), &json!({"typing": true, "timeout": 10000}))
+        .await
+        .expect(200);
+    bob.client.post(&format!("/_matrix/client/v3/rooms/{room_id}/receipt/m.read/{event_id}"), &json!({})).await.expect(200);
+    let report = tokio::task::spawn_blocking(move || reader.join().unwrap()).await.unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    let report: Value = serde_json::from_str(&report).unwrap_or_else(|_| panic!("nio report: {report}"));
+    assert_eq!(report["messages"][0]["body"], "hello nio");
+    assert_eq!(report["messages"][0]["sender"], bob.user_id.as_str());
+    assert!(report["typing"].as_array().unwrap().iter().any(|users| users.as_array().unwrap().contains(&json!(bob.user_id))));
+    assert!(report["receipts"].as_array().unwrap().iter().any(|r| r["user_id"] == bob.user_id.as_str() && r["event_id"] == event_id.as_str()));
+    server.stop().await;
+}
