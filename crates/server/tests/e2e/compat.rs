@@ -337,21 +337,42 @@ async fn matrix_nio_receives_messages_typing_and_receipts_in_real_time() {
         }
         last
     });
-    tokio::time::timeout(std::time::Duration::from_secs(60), ready_rx).await.expect("nio's initial sync").unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(60), ready_rx)
+        .await
+        .expect("nio's initial sync")
+        .unwrap();
     // Bob acts while nio long-polls.
     let event_id = crate::rooms::send_text(&bob, &room_id, "live", "hello nio").await;
     bob.client
-        .put(&format!("/_matrix/client/v3/rooms/{room_id}/typing/{}", bob.user_id), &json!({"typing": true, "timeout": 10000}))
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room_id}/typing/{}", bob.user_id),
+            &json!({"typing": true, "timeout": 10000}),
+        )
         .await
         .expect(200);
-    bob.client.post(&format!("/_matrix/client/v3/rooms/{room_id}/receipt/m.read/{event_id}"), &json!({})).await.expect(200);
+    bob.client
+        .post(&format!("/_matrix/client/v3/rooms/{room_id}/receipt/m.read/{event_id}"), &json!({}))
+        .await
+        .expect(200);
     let report = tokio::task::spawn_blocking(move || reader.join().unwrap()).await.unwrap();
     let status = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
     assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
     let report: Value = serde_json::from_str(&report).unwrap_or_else(|_| panic!("nio report: {report}"));
     assert_eq!(report["messages"][0]["body"], "hello nio");
     assert_eq!(report["messages"][0]["sender"], bob.user_id.as_str());
-    assert!(report["typing"].as_array().unwrap().iter().any(|users| users.as_array().unwrap().contains(&json!(bob.user_id))));
-    assert!(report["receipts"].as_array().unwrap().iter().any(|r| r["user_id"] == bob.user_id.as_str() && r["event_id"] == event_id.as_str()));
+    assert!(
+        report["typing"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|users| users.as_array().unwrap().contains(&json!(bob.user_id)))
+    );
+    assert!(
+        report["receipts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["user_id"] == bob.user_id.as_str() && r["event_id"] == event_id.as_str())
+    );
     server.stop().await;
 }
