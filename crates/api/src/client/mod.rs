@@ -3,10 +3,12 @@
 mod account;
 mod capabilities;
 mod devices;
+mod directory;
 mod membership;
 mod profile;
 mod rooms;
 mod session;
+mod spaces;
 mod versions;
 
 use axum::Router;
@@ -45,4 +47,6 @@ pub fn routes() -> Router<AppState> {
         .merge(capabilities::routes())
         .merge(rooms::routes())
         .merge(membership::routes())
+        .merge(directory::routes())
+        .merge(spaces::routes())
 }

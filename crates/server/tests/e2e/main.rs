@@ -2,6 +2,7 @@
 //! child process), spoken to over HTTP. The database engine is chosen by `MYELIN_TEST_DB`.
 
 mod compat;
+mod directory;
 mod foundation;
 mod listeners;
 mod process;
@@ -9,3 +10,4 @@ mod profile;
 mod registration;
 mod rooms;
 mod sessions;
+mod spaces;
