@@ -3,10 +3,12 @@
 mod account;
 mod capabilities;
 mod devices;
+mod directory;
 mod membership;
 mod profile;
 mod rooms;
 mod session;
+mod spaces;
 mod sync;
 mod user_data;
 mod versions;
@@ -49,4 +51,6 @@ pub fn routes() -> Router<AppState> {
         .merge(membership::routes())
         .merge(sync::routes())
         .merge(user_data::routes())
+        .merge(directory::routes())
+        .merge(spaces::routes())
 }

@@ -4,6 +4,7 @@
 mod account_rooms;
 mod compat;
 mod concurrency;
+mod directory;
 mod foundation;
 mod listeners;
 mod membership;
@@ -13,4 +14,5 @@ mod provisioning;
 mod registration;
 mod rooms;
 mod sessions;
+mod spaces;
 mod sync;

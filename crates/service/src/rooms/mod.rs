@@ -100,6 +100,15 @@ impl Rooms {
         locks.entry(room_id.to_owned()).or_default().clone()
     }
 
+    /// Drops the lock entry of a room that turned out not to exist (unless someone else holds
+    /// it meanwhile).
+    fn forget_lock(&self, room_id: &RoomId, lock: &Arc<tokio::sync::Mutex<Option<RoomHead>>>) {
+        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        if locks.get(room_id).is_some_and(|l| Arc::ptr_eq(l, lock) && Arc::strong_count(l) <= 2) {
+            locks.remove(room_id);
+        }
+    }
+
     fn cached_event(&self, event_id: &EventId) -> Option<Arc<Pdu>> {
         self.events.lock().unwrap_or_else(|e| e.into_inner()).get(event_id).cloned()
     }
@@ -293,6 +302,12 @@ impl Services {
         let mut guard = lock.lock().await;
         if guard.is_none() {
             *guard = self.load_head(room_id).await?;
+            if guard.is_none() {
+                // Don't keep a lock for every room ID anyone asked about.
+                drop(guard);
+                self.rooms.forget_lock(room_id, &lock);
+                return Ok(None);
+            }
         }
         Ok(guard.clone())
     }
@@ -321,9 +336,12 @@ impl Services {
         if guard.is_none() {
             *guard = self.load_head(room_id).await?;
         }
-        let Some(head) = guard.as_mut() else {
+        if guard.is_none() {
+            drop(guard);
+            self.rooms.forget_lock(room_id, &lock);
             return Err(MatrixError::not_found("Unknown room").into());
-        };
+        }
+        let Some(head) = guard.as_mut() else { unreachable!("checked above") };
         if let Some(txn) = &txn
             && let Some(existing) = self.store.event_for_txn(&txn_record(sender, txn)).await?
         {
