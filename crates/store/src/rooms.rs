@@ -336,3 +336,117 @@ impl Store {
         rows.iter().map(|r| Ok((r.string(0)?, r.string(1)?, r.string(2)?))).collect()
     }
 }
+
+/// A report of an event, with the reported event's sender and JSON (when still stored).
+#[derive(Clone, Debug)]
+pub struct EventReportRecord {
+    pub id: i64,
+    pub received_ts: i64,
+    pub room_id: String,
+    pub event_id: String,
+    /// The reporter.
+    pub user_id: String,
+    pub reason: Option<String>,
+    pub score: Option<i64>,
+    pub sender: Option<String>,
+    pub event_json: Option<String>,
+}
+
+/// A page of event reports: `from` rows skipped, at most `limit`, oldest first if `forward`;
+/// `user_id` and `room_id` match substrings of the reporter and room (as Synapse's admin API),
+/// `event_sender` the reported event's sender exactly.
+#[derive(Clone, Debug, Default)]
+pub struct EventReportsQuery {
+    pub from: i64,
+    pub limit: i64,
+    pub forward: bool,
+    pub user_id: Option<String>,
+    pub room_id: Option<String>,
+    pub event_sender: Option<String>,
+}
+
+fn event_report_from_row(row: &crate::Row) -> Result<EventReportRecord, StoreError> {
+    Ok(EventReportRecord {
+        id: row.i64(0)?,
+        received_ts: row.i64(1)?,
+        room_id: row.string(2)?,
+        event_id: row.string(3)?,
+        user_id: row.string(4)?,
+        reason: row.opt_string(5)?,
+        score: row.opt_i64(6)?,
+        sender: row.opt_string(7)?,
+        event_json: row.opt_string(8)?,
+    })
+}
+
+const EVENT_REPORT_COLUMNS: &str =
+    "er.id, er.received_ts, er.room_id, er.event_id, er.user_id, er.reason, er.score, e.sender, e.json";
+
+/// `%text%` for LIKE, with the pattern characters of `text` escaped.
+fn contains_pattern(text: &str) -> String {
+    let escaped = text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+    format!("%{escaped}%")
+}
+
+impl Store {
+    /// Points every local alias of `old_room` at `new_room` (a room upgrade); returns how many.
+    pub async fn move_aliases(&self, old_room: &str, new_room: &str) -> Result<u64, StoreError> {
+        self.db
+            .execute("UPDATE room_aliases SET room_id = $2 WHERE room_id = $1", params![old_room, new_room])
+            .await
+    }
+
+    /// Event reports (not room or user reports) and how many match the filters in all.
+    pub async fn event_reports(
+        &self,
+        query: &EventReportsQuery,
+    ) -> Result<(Vec<EventReportRecord>, i64), StoreError> {
+        let mut conditions = String::from("er.event_id IS NOT NULL");
+        let mut params: Vec<crate::Value> = Vec::new();
+        if let Some(user_id) = &query.user_id {
+            params.push(contains_pattern(user_id).into());
+            conditions.push_str(&format!(" AND er.user_id LIKE ${} ESCAPE '\\'", params.len()));
+        }
+        if let Some(room_id) = &query.room_id {
+            params.push(contains_pattern(room_id).into());
+            conditions.push_str(&format!(" AND er.room_id LIKE ${} ESCAPE '\\'", params.len()));
+        }
+        if let Some(sender) = &query.event_sender {
+            params.push(sender.as_str().into());
+            conditions.push_str(&format!(" AND e.sender = ${}", params.len()));
+        }
+        let total = self
+            .db
+            .query_opt(
+                &format!(
+                    "SELECT COUNT(*) FROM event_reports er LEFT JOIN events e ON e.event_id = er.event_id WHERE {conditions}"
+                ),
+                params.clone(),
+            )
+            .await?
+            .map(|r| r.i64(0))
+            .transpose()?
+            .unwrap_or(0);
+        let order = if query.forward { "ASC" } else { "DESC" };
+        params.push(query.limit.into());
+        params.push(query.from.into());
+        let sql = format!(
+            "SELECT {EVENT_REPORT_COLUMNS} FROM event_reports er LEFT JOIN events e ON e.event_id = er.event_id
+             WHERE {conditions} ORDER BY er.received_ts {order}, er.id {order} LIMIT ${} OFFSET ${}",
+            params.len() - 1,
+            params.len()
+        );
+        let reports =
+            self.db.query(&sql, params).await?.iter().map(event_report_from_row).collect::<Result<_, _>>()?;
+        Ok((reports, total))
+    }
+
+    /// One event report by ID.
+    pub async fn event_report(&self, id: i64) -> Result<Option<EventReportRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {EVENT_REPORT_COLUMNS} FROM event_reports er LEFT JOIN events e ON e.event_id = er.event_id
+             WHERE er.id = $1 AND er.event_id IS NOT NULL"
+        );
+        self.db.query_opt(&sql, params![id]).await?.as_ref().map(event_report_from_row).transpose()
+    }
+}

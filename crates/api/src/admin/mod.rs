@@ -3,6 +3,7 @@
 
 mod register;
 mod registration_tokens;
+mod reports;
 mod users;
 
 use axum::Router;
@@ -10,5 +11,9 @@ use axum::Router;
 use crate::AppState;
 
 pub fn routes() -> Router<AppState> {
-    Router::new().merge(register::routes()).merge(registration_tokens::routes()).merge(users::routes())
+    Router::new()
+        .merge(register::routes())
+        .merge(registration_tokens::routes())
+        .merge(users::routes())
+        .merge(reports::routes())
 }

@@ -6,10 +6,13 @@ mod devices;
 mod directory;
 mod membership;
 mod profile;
+mod relations;
+mod reports;
 mod rooms;
 mod session;
 mod spaces;
 mod sync;
+mod upgrade;
 mod user_data;
 mod versions;
 
@@ -53,4 +56,7 @@ pub fn routes() -> Router<AppState> {
         .merge(user_data::routes())
         .merge(directory::routes())
         .merge(spaces::routes())
+        .merge(relations::routes())
+        .merge(upgrade::routes())
+        .merge(reports::routes())
 }

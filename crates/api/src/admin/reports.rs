@@ -1,0 +1,109 @@
+//! Event reports: `/_synapse/admin/v1/event_reports[/{reportId}]`.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+use myelin_core::MatrixError;
+use myelin_service::rooms::reports::EventReport;
+use myelin_store::rooms::EventReportsQuery;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::auth::AdminAuth;
+use crate::error::ApiResult;
+use crate::extract::{PathParams, QueryParams};
+
+/// A report with the fields Synapse lists.
+fn report_json(report: &EventReport) -> Value {
+    let record = &report.report;
+    json!({
+        "id": record.id,
+        "received_ts": record.received_ts,
+        "room_id": record.room_id,
+        "name": report.room_name,
+        "event_id": record.event_id,
+        "user_id": record.user_id,
+        "reason": record.reason,
+        "score": record.score,
+        "sender": record.sender,
+        "canonical_alias": report.canonical_alias,
+    })
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    from: Option<i64>,
+    limit: Option<i64>,
+    dir: Option<String>,
+    user_id: Option<String>,
+    room_id: Option<String>,
+    event_sender_user_id: Option<String>,
+}
+
+/// `GET /_synapse/admin/v1/event_reports`
+async fn list(
+    State(services): State<AppState>,
+    AdminAuth(_admin): AdminAuth,
+    QueryParams(query): QueryParams<ListQuery>,
+) -> ApiResult<Json<Value>> {
+    let from = query.from.unwrap_or(0);
+    let limit = query.limit.unwrap_or(100);
+    if from < 0 {
+        return Err(MatrixError::invalid_param("The start parameter must be a positive integer.").into());
+    }
+    if limit < 0 {
+        return Err(MatrixError::invalid_param("The limit parameter must be a positive integer.").into());
+    }
+    let forward = match query.dir.as_deref() {
+        None | Some("b") => false,
+        Some("f") => true,
+        Some(other) => return Err(MatrixError::invalid_param(format!("Unknown direction {other:?}")).into()),
+    };
+    let store_query = EventReportsQuery {
+        from,
+        limit,
+        forward,
+        user_id: query.user_id.filter(|u| !u.is_empty()),
+        room_id: query.room_id.filter(|r| !r.is_empty()),
+        event_sender: query.event_sender_user_id.filter(|s| !s.is_empty()),
+    };
+    let (reports, total) = services.event_reports(&store_query).await?;
+    let mut body = json!({
+        "event_reports": reports.iter().map(report_json).collect::<Vec<_>>(),
+        "total": total,
+    });
+    if from + limit < total {
+        body["next_token"] = json!(from + reports.len() as i64);
+    }
+    Ok(Json(body))
+}
+
+/// `GET /_synapse/admin/v1/event_reports/{reportId}`
+async fn get_one(
+    State(services): State<AppState>,
+    AdminAuth(_admin): AdminAuth,
+    PathParams(report_id): PathParams<String>,
+) -> ApiResult<Json<Value>> {
+    let id = report_id.parse::<i64>().ok().filter(|id| *id >= 0).ok_or_else(|| {
+        MatrixError::invalid_param(
+            "The report_id parameter must be a string representing a positive integer.",
+        )
+    })?;
+    let report = services.event_report(id).await?;
+    let mut body = report_json(&report);
+    body["event_json"] = report
+        .report
+        .event_json
+        .as_deref()
+        .and_then(|json| serde_json::from_str(json).ok())
+        .unwrap_or(Value::Null);
+    Ok(Json(body))
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/_synapse/admin/v1/event_reports", get(list))
+        .route("/_synapse/admin/v1/event_reports/{report_id}", get(get_one))
+}
