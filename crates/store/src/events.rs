@@ -684,3 +684,24 @@ impl Store {
             .transpose()
     }
 }
+
+impl Store {
+    /// Whether `sender` already annotated `target` with `key` using an event of `kind`.
+    pub async fn has_annotation(
+        &self,
+        target: &str,
+        sender: &str,
+        kind: &str,
+        key: &str,
+    ) -> Result<bool, StoreError> {
+        let row = self
+            .db
+            .query_opt(
+                "SELECT 1 FROM event_relations WHERE relates_to_id = $1 AND rel_type = 'm.annotation'
+                 AND sender = $2 AND type = $3 AND aggregation_key = $4 LIMIT 1",
+                params![target, sender, kind, key],
+            )
+            .await?;
+        Ok(row.is_some())
+    }
+}

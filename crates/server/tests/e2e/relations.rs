@@ -346,3 +346,34 @@ async fn threads_list_by_latest_activity() {
         .expect_error(403, "M_FORBIDDEN");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn relations_are_checked_when_sent() {
+    let server = myelin_test_support::TestServer::start().await;
+    let alice = server.register("alice").await;
+    let room = crate::rooms::create_room(&alice, serde_json::json!({})).await;
+    let other = crate::rooms::create_room(&alice, serde_json::json!({})).await;
+    let target = crate::rooms::send_text(&alice, &room, "t", "react to me").await;
+    let send = |room: String, txn: &'static str, content: serde_json::Value, kind: &'static str| {
+        let client = alice.client.clone();
+        async move { client.put(&format!("/_matrix/client/v3/rooms/{room}/send/{kind}/{txn}"), &content).await }
+    };
+    let reaction =
+        serde_json::json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": target, "key": "👍"}});
+    send(room.clone(), "r1", reaction.clone(), "m.reaction").await.expect(200);
+    send(room.clone(), "r2", reaction.clone(), "m.reaction")
+        .await
+        .expect_error(400, "M_DUPLICATE_ANNOTATION");
+    // Retrying the same transaction is not a duplicate.
+    send(room.clone(), "r1", reaction, "m.reaction").await.expect(200);
+    let elsewhere = serde_json::json!({"body": "x", "msgtype": "m.text", "m.relates_to": {"rel_type": "m.thread", "event_id": target}});
+    send(other, "x1", elsewhere, "m.room.message").await.expect_error(400, "M_UNKNOWN");
+    let reply = serde_json::json!({"body": "in thread", "msgtype": "m.text", "m.relates_to": {"rel_type": "m.thread", "event_id": target}});
+    let reply_id = send(room.clone(), "x2", reply, "m.room.message").await.expect(200)["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let nested = serde_json::json!({"body": "thread off a reply", "msgtype": "m.text", "m.relates_to": {"rel_type": "m.thread", "event_id": reply_id}});
+    send(room, "x3", nested, "m.room.message").await.expect_error(400, "M_UNKNOWN");
+    server.stop().await;
+}

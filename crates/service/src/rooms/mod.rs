@@ -746,6 +746,9 @@ impl Services {
         }
         self.ratelimit_user(crate::ratelimit::Limiter::Message, &requester.user_id).await?;
         let txn = Self::txn_key(requester, format!("{room_id}/send/{kind}"), txn_id);
+        if self.store.event_for_txn(&txn_record(&requester.user_id, &txn)).await?.is_none() {
+            self.check_relation(room_id, &requester.user_id, kind, &content).await?;
+        }
         let pdu = self
             .send_event(room_id, &requester.user_id, EventDraft::message(kind, content), Some(txn))
             .await?;
@@ -799,6 +802,44 @@ impl Services {
         let txn = Self::txn_key(requester, format!("{room_id}/redact/{event_id}"), txn_id);
         let pdu = self.send_event(room_id, &requester.user_id, draft, Some(txn)).await?;
         Ok(pdu.event_id.clone())
+    }
+
+    /// A relation (`m.relates_to`) must point into the same room; an annotation may not be
+    /// repeated by its sender; a thread cannot start from an event that itself relates to
+    /// another (as Synapse checks).
+    async fn check_relation(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        kind: &str,
+        content: &Value,
+    ) -> Result<()> {
+        let Some(relation) = relation_of(content) else { return Ok(()) };
+        let target = self.store.get_event(&relation.relates_to_id).await?;
+        let Some(target) = target else { return Ok(()) };
+        if target.room_id != room_id.as_str() {
+            return Err(MatrixError::unknown("Relations must be in the same room").into());
+        }
+        if relation.rel_type == "m.annotation"
+            && let Some(key) = &relation.aggregation_key
+            && self.store.has_annotation(&relation.relates_to_id, sender.as_str(), kind, key).await?
+        {
+            return Err(
+                MatrixError::new(ErrCode::DuplicateAnnotation, "Can't send same reaction twice").into()
+            );
+        }
+        if relation.rel_type == "m.thread" {
+            let json: Value = serde_json::from_str(&target.json).unwrap_or(Value::Null);
+            if json
+                .get("content")
+                .and_then(|c| c.get("m.relates_to"))
+                .and_then(|r| r.get("rel_type"))
+                .is_some()
+            {
+                return Err(MatrixError::unknown("Cannot start threads from an event with a relation").into());
+            }
+        }
+        Ok(())
     }
 
     /// Every alias in an `m.room.canonical_alias` event must exist and point to the room.

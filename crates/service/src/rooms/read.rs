@@ -153,8 +153,17 @@ impl Services {
             let mut because = redaction.pdu.to_client_json();
             because.insert("unsigned".to_owned(), json!({}));
             unsigned.insert("redacted_because".to_owned(), Value::Object(because));
-        } else if let Some(relations) = self.bundled_aggregations(event, requester).await? {
-            unsigned.insert("m.relations".to_owned(), relations);
+        }
+        if let Some(mut relations) = self.bundled_aggregations(event, requester).await? {
+            // A redacted event keeps its threads and references, not its edits.
+            if event.redacted_by.is_some()
+                && let Some(object) = relations.as_object_mut()
+            {
+                object.remove("m.replace");
+            }
+            if relations.as_object().is_some_and(|o| !o.is_empty()) {
+                unsigned.insert("m.relations".to_owned(), relations);
+            }
         }
         json.insert("unsigned".to_owned(), Value::Object(unsigned));
         Ok(Value::Object(json))

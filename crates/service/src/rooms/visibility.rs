@@ -38,10 +38,8 @@ impl Services {
 
     /// The events `user_id` may see, in the given order.
     pub async fn filter_visible(&self, user_id: &UserId, events: Vec<RoomEvent>) -> Result<Vec<RoomEvent>> {
-        let Some(first) = events.first() else { return Ok(events) };
-        let room_id = first.pdu.room_id.clone();
-        let currently_joined =
-            self.store.membership(room_id.as_str(), user_id.as_str()).await?.as_deref() == Some("join");
+        // Events may come from several rooms (search, notifications): membership is per room.
+        let mut joined_now: HashMap<ruma::OwnedRoomId, bool> = HashMap::new();
         let mut visibility_at: HashMap<Option<i64>, String> = HashMap::new();
         let mut membership_at: HashMap<Option<i64>, Option<String>> = HashMap::new();
         let mut out = Vec::with_capacity(events.len());
@@ -90,7 +88,19 @@ impl Services {
                     ("world_readable", _) => true,
                     (_, Some("join")) => true,
                     ("invited", Some("invite")) => true,
-                    ("shared", _) => currently_joined,
+                    ("shared", _) => match joined_now.get(&event.pdu.room_id) {
+                        Some(joined) => *joined,
+                        None => {
+                            let joined = self
+                                .store
+                                .membership(event.pdu.room_id.as_str(), user_id.as_str())
+                                .await?
+                                .as_deref()
+                                == Some("join");
+                            joined_now.insert(event.pdu.room_id.clone(), joined);
+                            joined
+                        }
+                    },
                     _ => false,
                 };
             if visible {
