@@ -1,0 +1,151 @@
+"""Writes BENCHMARKS.md (to stdout) from a bench/run.sh output directory.
+
+Usage: python report.py OUT_DIR
+"""
+import glob
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SHARED = os.environ.get("MYELIN_SHARED_DIR", os.path.join(HERE, "..", "..", "shared"))
+
+# (label, headline key, loadgen path, better: "higher"|"lower", target ratio)
+TARGETS = [
+    ("message send, one room, 10 senders (events/s)", "send_one_room_events_per_s", ("send_one_room", "events_per_s"), "higher", 50),
+    ("message send, 100 rooms (events/s)", "send_many_rooms_events_per_s", ("send_many_rooms", "events_per_s"), "higher", 50),
+    ("delivery send -> other user's /sync, p99 (ms)", "delivery_p99_ms", ("delivery", "latency_ms", "p99"), "lower", 20),
+    ("initial /sync, 20 rooms x 50 msgs, median (ms)", "initial_sync_median_ms", None, "lower", 10),
+    ("199 users joining one room (joins/s)", "joins_per_s", ("joins", "per_s"), "higher", 20),
+    ("server RSS after the run (MiB)", "server_rss_mib_after", None, "lower", 5),
+]
+
+
+def load(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def dig(d, path):
+    for p in path:
+        if not isinstance(d, dict) or p not in d:
+            return None
+        d = d[p]
+    return d
+
+
+def fmt(v):
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.1f}" if abs(v) < 1000 else f"{v:.0f}"
+    return str(v)
+
+
+def cpu_model():
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def main():
+    out = sys.argv[1]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
+    print("# Benchmarks: Myelin beside Synapse\n")
+    print(f"Run on {time.strftime('%Y-%m-%d')} ({os.path.basename(out)}), {os.cpu_count()} cores ({cpu_model()}),")
+    print(f"{platform.system()} {platform.release()}, Myelin at commit {commit}.\n")
+    print("Reproduce with `bench/run.sh` (`--db both` adds PostgreSQL, `--quick` is a smoke run).")
+    print("Both servers run on loopback with equivalent settings: open registration, rate limits off,")
+    print("presence on, bcrypt cost 12 for both (registration and login compare at equal hash cost:")
+    print("they measure bcrypt, not the server), logs at warning level, the client API only.")
+    print("Figures from `mxbench` (the shared Python client) are marked *mx*; figures from")
+    print("`bench/loadgen` (a Rust client running the same throughput phases, which stays well below")
+    print("one core where the Python client saturates one) are marked *lg*. Ratios use the better")
+    print("Myelin figure; absolute numbers on a shared 2-core machine move between runs.\n")
+    dbs = sorted({os.path.basename(p).split("-", 1)[1][:-5] for p in glob.glob(os.path.join(out, "synapse-*.json"))})
+    for db in dbs:
+        syn = load(os.path.join(out, f"synapse-{db}.json")) or {}
+        my = load(os.path.join(out, f"myelin-{db}.json")) or {}
+        lg = load(os.path.join(out, f"loadgen-myelin-{db}.json")) or {}
+        sh, mh = syn.get("headline", {}), my.get("headline", {})
+        version = (syn.get("server") or {}).get("server_header") or "Synapse"
+        print(f"## Targets, {db} ({version})\n")
+        print("| measure | Synapse *mx* | Myelin *mx* | Myelin *lg* | ratio | target | met |")
+        print("|---|---|---|---|---|---|---|")
+        for label, key, lg_path, better, target in TARGETS:
+            s, m = sh.get(key), mh.get(key)
+            l = dig(lg, lg_path) if lg_path else None
+            candidates = [v for v in (m, l) if isinstance(v, (int, float)) and v > 0]
+            best = (max(candidates) if better == "higher" else min(candidates)) if candidates else None
+            ratio = None
+            if isinstance(s, (int, float)) and s > 0 and best:
+                ratio = best / s if better == "higher" else s / best
+            met = "yes" if ratio is not None and ratio >= target else ("no" if ratio is not None else "?")
+            rtxt = f"{ratio:.1f}x" if ratio is not None else "-"
+            ttxt = f">= {target}x" if better == "higher" else f"<= 1/{target}"
+            print(f"| {label} | {fmt(s)} | {fmt(m)} | {fmt(l)} | {rtxt} | {ttxt} | {met} |")
+        print()
+        # Contention: the Python client near a full core means it set the figure.
+        notes = []
+        for name, d in (("Synapse", syn), ("Myelin", my)):
+            for phase, body in (d.get("results") or {}).items():
+                if not isinstance(body, dict):
+                    continue
+                for sub in [body] + [v for v in body.values() if isinstance(v, dict)]:
+                    c = sub.get("client_cpu_cores")
+                    o = sub.get("host_other_cpu_cores")
+                    if isinstance(c, (int, float)) and c >= 0.85:
+                        notes.append(f"{name} {phase}: the Python client used {c} cores")
+                    if isinstance(o, (int, float)) and o > 0.25:
+                        notes.append(f"{name} {phase}: other processes used {o} cores (contended)")
+        if notes:
+            print("Contention notes: " + "; ".join(sorted(set(notes))) + ".\n")
+    files = sorted(glob.glob(os.path.join(out, "synapse-*.json")) + glob.glob(os.path.join(out, "myelin-*.json")))
+    if files:
+        print("## All mxbench figures\n")
+        table = subprocess.run([sys.executable, os.path.join(SHARED, "bench", "table.py"), *files], capture_output=True, text=True)
+        print(table.stdout)
+    lgs = sorted(glob.glob(os.path.join(out, "loadgen-*.json")))
+    if lgs:
+        print("## bench/loadgen figures (Myelin)\n")
+        print("| phase | " + " | ".join(os.path.basename(f)[8:-5] for f in lgs) + " |")
+        print("|---|" + "---|" * len(lgs))
+        data = [load(f) or {} for f in lgs]
+        for label, path in [
+            ("register (users/s, bcrypt 12)", ("register", "per_s")),
+            ("send, 1 room, 10 senders (events/s)", ("send_one_room", "events_per_s")),
+            ("  p50 / p99 (ms)", None),
+            ("  server / client CPU (cores)", None),
+            ("send, 100 rooms (events/s)", ("send_many_rooms", "events_per_s")),
+            ("joins (joins/s)", ("joins", "per_s")),
+            ("delivery p50 / p99 (ms)", None),
+        ]:
+            cells = []
+            for d in data:
+                if path:
+                    cells.append(fmt(dig(d, path)))
+                elif label.startswith("  p50"):
+                    cells.append(f"{fmt(dig(d, ('send_one_room', 'latency_ms', 'p50')))} / {fmt(dig(d, ('send_one_room', 'latency_ms', 'p99')))}")
+                elif label.startswith("  server"):
+                    cells.append(f"{fmt(dig(d, ('send_one_room', 'server_cpu_cores')))} / {fmt(dig(d, ('send_one_room', 'client_cpu_cores')))}")
+                else:
+                    cells.append(f"{fmt(dig(d, ('delivery', 'latency_ms', 'p50')))} / {fmt(dig(d, ('delivery', 'latency_ms', 'p99')))}")
+            print(f"| {label} | " + " | ".join(cells) + " |")
+        print()
+    notes = os.path.join(HERE, "NOTES.md")
+    if os.path.exists(notes):
+        print(open(notes).read())
+
+
+if __name__ == "__main__":
+    main()

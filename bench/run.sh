@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark of Myelin and Synapse with ../shared/bench/mxbench.py.
+#
+#   bench/run.sh [--db sqlite|postgres|both] [--quick] [--out DIR]
+#
+# Builds Myelin in release mode, installs Synapse from PyPI into the tools venv
+# (scripts/pytools.sh), starts each server in turn on loopback with equivalent settings
+# (open registration, rate limits off, presence on, bcrypt cost 12, logs at warning level),
+# runs mxbench against it with the same parameters, then runs bench/loadgen (a Rust client
+# that can outpace the server, for the throughput phases) against Myelin, and writes
+# BENCHMARKS.md from the results. --quick runs small sizes (a smoke test, not a figure).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+shared="${MYELIN_SHARED_DIR:-$root/../shared}"
+dbs="sqlite"
+quick=0
+out=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --db) dbs="$2"; shift 2 ;;
+        --quick) quick=1; shift ;;
+        --out) out="$2"; shift 2 ;;
+        *) echo "unknown argument $1" >&2; exit 2 ;;
+    esac
+done
+[ "$dbs" = both ] && dbs="sqlite postgres"
+out="${out:-$root/bench/out/$(date +%Y%m%d-%H%M%S)}"
+mkdir -p "$out"
+bin=$(scripts/pytools.sh)
+echo "== building Myelin (release)"
+cargo build --release --quiet --bin myelin
+echo "== building the load generator (release)"
+cargo build --release --quiet --manifest-path bench/loadgen/Cargo.toml --target-dir target/loadgen
+
+if [ "$quick" = 1 ]; then
+    sizes=(-n 40 --logins 20 --rooms 20 -m 300 --sync-rooms 5 --sync-messages 10 --sync-reps 2
+           --incremental 10 --delivery 20 --join-users 39 --join-room-events 100 --newcomers 1)
+    loadgen_sizes=(--messages 2000 --joiners 39)
+else
+    sizes=()
+    loadgen_sizes=(--messages 20000 --joiners 199)
+fi
+
+free_port() { "$bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_up() {
+    for _ in $(seq 1 600); do
+        curl -fsS "http://127.0.0.1:$1/_matrix/client/versions" >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    echo "server on port $1 did not come up" >&2; return 1
+}
+
+source scripts/services.sh
+cleanup() { stop_services; }
+trap cleanup EXIT
+_svc_dir=$(mktemp -d /tmp/myelin-bench-svc.XXXXXX); chmod 755 "$_svc_dir"
+
+pg_args=()
+pg_pid_args=()
+for db in $dbs; do
+    if [ "$db" = postgres ]; then
+        if [ -z "${TEST_POSTGRES_URL:-}" ]; then start_postgres; fi
+        pg_host=$(echo "$TEST_POSTGRES_URL" | sed -E 's/.*host=([^ ]+).*/\1/')
+        pg_port=$(echo "$TEST_POSTGRES_URL" | sed -E 's/.*port=([^ ]+).*/\1/')
+        for name in synapse myelin; do
+            _as_pg_user "$_svc_pg_started/createdb" -h "$pg_host" -p "$pg_port" -U postgres \
+                --encoding=UTF8 --locale=C --template=template0 "bench_$name" 2>/dev/null || true
+        done
+        pg_pid=$(head -1 "$_svc_dir/pg/postmaster.pid")
+        pg_pid_args=(--pid "$pg_pid")
+    fi
+
+    # --- Synapse -------------------------------------------------------------
+    sdir="$out/synapse-$db"; mkdir -p "$sdir"
+    port=$(free_port)
+    (cd "$sdir" && "$bin/python" -m synapse.app.homeserver --server-name bench.local \
+        --config-path homeserver.yaml --generate-config --report-stats=no >/dev/null)
+    mk_args=("$sdir" --port "$port")
+    if [ "$db" = postgres ]; then
+        mk_args+=(--db postgres --pg-host "$pg_host" --pg-port "$pg_port" --pg-db bench_synapse --pg-user postgres)
+    fi
+    "$bin/python" "$shared/bench/mkconfig.py" "${mk_args[@]}" >/dev/null
+    (cd "$sdir" && exec "$bin/python" -m synapse.app.homeserver -c homeserver.yaml >synapse.out 2>&1) &
+    spid=$!
+    wait_up "$port"
+    version=$("$bin/python" -c 'import synapse; print(synapse.__version__)')
+    echo "== mxbench against Synapse $version ($db)"
+    "$bin/python" "$shared/bench/mxbench.py" --url "http://127.0.0.1:$port" --pid "$spid" "${pg_pid_args[@]}" \
+        --label "synapse-$db" --out "$out/synapse-$db.json" "${sizes[@]}" >/dev/null 2>"$out/synapse-$db.log" || true
+    kill -TERM "$spid"; wait "$spid" 2>/dev/null || true
+
+    # --- Myelin --------------------------------------------------------------
+    mdir="$out/myelin-$db"; mkdir -p "$mdir"
+    port=$(free_port)
+    target/release/myelin generate-config --server-name bench.local --config-path "$mdir/homeserver.yaml" --port "$port" >/dev/null
+    conf_args=("$mdir/homeserver.yaml")
+    if [ "$db" = postgres ]; then
+        conf_args+=(--db postgres --pg-host "$pg_host" --pg-port "$pg_port" --pg-db bench_myelin --pg-user postgres)
+    fi
+    "$bin/python" bench/myelin_config.py "${conf_args[@]}"
+    RUST_LOG=warn target/release/myelin -c "$mdir/homeserver.yaml" >"$mdir/myelin.out" 2>&1 &
+    mpid=$!
+    wait_up "$port"
+    echo "== mxbench against Myelin ($db)"
+    "$bin/python" "$shared/bench/mxbench.py" --url "http://127.0.0.1:$port" --pid "$mpid" "${pg_pid_args[@]}" \
+        --label "myelin-$db" --out "$out/myelin-$db.json" "${sizes[@]}" >/dev/null 2>"$out/myelin-$db.log" || true
+    echo "== loadgen against Myelin ($db)"
+    target/loadgen/release/myelin-loadgen --url "http://127.0.0.1:$port" --pid "$mpid" "${loadgen_sizes[@]}" \
+        --out "$out/loadgen-myelin-$db.json" 2>"$out/loadgen-myelin-$db.log" || true
+    kill -TERM "$mpid"; wait "$mpid" 2>/dev/null || true
+done
+
+"$bin/python" bench/report.py "$out" > BENCHMARKS.md
+echo "== wrote BENCHMARKS.md (raw results in $out)"
