@@ -292,6 +292,7 @@ impl Services {
                         )
                         .await?;
                     synced.account_data = room_account_data.remove(room).unwrap_or_default();
+                    self.unread_counts(user_id, &room_id, filter, &mut synced).await?;
                     if initial
                         || newly_joined
                         || synced.timeline.events.iter().any(|e| e.pdu.kind.to_string() == "m.room.member")

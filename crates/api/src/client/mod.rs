@@ -5,6 +5,7 @@ mod capabilities;
 mod devices;
 mod membership;
 mod profile;
+mod push;
 mod rooms;
 mod session;
 mod sync;
@@ -49,4 +50,5 @@ pub fn routes() -> Router<AppState> {
         .merge(membership::routes())
         .merge(sync::routes())
         .merge(user_data::routes())
+        .merge(push::routes())
 }

@@ -10,6 +10,7 @@ mod membership;
 mod process;
 mod profile;
 mod provisioning;
+mod push;
 mod registration;
 mod rooms;
 mod sessions;
