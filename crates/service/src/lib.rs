@@ -8,6 +8,7 @@
 //! - [`accounts`]: registration (open, token, guest, shared secret), password changes,
 //!   deactivation. [`sessions`]: login, refresh, logout, login tokens. [`devices`], [`profile`].
 //! - [`rooms`]: rooms and the event graph (the write path, reads, membership, directory).
+//! - [`push`]: push rules, push actions and unread counts, pushers, delivery to gateways.
 //! - [`sync`]: `/sync`. [`account_data`] (and tags), [`receipts`], [`typing`], [`presence`].
 //! - [`streams`]: stream positions (published in order) and the notifier that wakes syncs.
 //! - [`uia`]: user-interactive authentication sessions and stages.
@@ -31,6 +32,7 @@ pub mod metrics;
 pub mod passwords;
 pub mod presence;
 pub mod profile;
+pub mod push;
 pub mod ratelimit;
 pub mod receipts;
 pub mod registration_tokens;
@@ -69,6 +71,8 @@ pub struct Services {
     pub active_syncs: Arc<presence::ActiveSyncs>,
     /// Cancelled when the process begins to shut down; background work watches it.
     pub shutdown: CancellationToken,
+    /// Push rule and room context caches, and the push delivery worker's wake-up.
+    pub push: Arc<push::Push>,
 }
 
 impl Services {
@@ -94,6 +98,7 @@ impl Services {
             keys: Arc::new(keys),
             metrics: Arc::new(metrics::Metrics::new()),
             shutdown: CancellationToken::new(),
+            push: Arc::default(),
         })
     }
 

@@ -262,6 +262,17 @@ impl Services {
             }
         }
 
+        // Push rules are account data too; users on the defaults have none stored.
+        if initial
+            && filter.account_data.allows("m.push_rules", None)
+            && !response.account_data.iter().any(|e| e["type"] == "m.push_rules")
+        {
+            let rules = self.push_rules(user_id).await?;
+            response.account_data.push(json!({
+                "type": "m.push_rules",
+                "content": {"global": crate::push::ruleset_json(&rules)},
+            }));
+        }
         for (room, membership, _) in &memberships {
             if !filter.room.allows_room(room) {
                 continue;
@@ -292,6 +303,7 @@ impl Services {
                         )
                         .await?;
                     synced.account_data = room_account_data.remove(room).unwrap_or_default();
+                    self.unread_counts(user_id, &room_id, filter, &mut synced).await?;
                     if initial
                         || newly_joined
                         || synced.timeline.events.iter().any(|e| e.pdu.kind.to_string() == "m.room.member")

@@ -14,7 +14,8 @@ impl Services {
         tokio::join!(
             self.clone().housekeeping(),
             self.clone().run_typing_expiry(),
-            self.clone().run_presence_timeouts()
+            self.clone().run_presence_timeouts(),
+            self.clone().run_push_delivery()
         );
     }
 

@@ -96,7 +96,8 @@ impl Store {
         self.db
             .transaction(async |tx| {
                 for device_id in device_ids {
-                    for table in ["access_tokens", "refresh_tokens", "devices"] {
+                    // A device's pushers go with it (the spec: logging out removes them).
+                    for table in ["access_tokens", "refresh_tokens", "pushers", "devices"] {
                         tx.execute(
                             &format!("DELETE FROM {table} WHERE user_id = $1 AND device_id = $2"),
                             params![user_id, device_id.as_str()],

@@ -14,6 +14,7 @@ pub mod devices;
 pub mod engine;
 pub mod events;
 pub mod profiles;
+pub mod push;
 pub mod registration;
 pub mod rooms;
 mod secrets;

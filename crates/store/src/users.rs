@@ -151,7 +151,7 @@ impl Store {
                     params![user_id, erase],
                 )
                 .await?;
-                for table in ["access_tokens", "refresh_tokens", "login_tokens", "devices", "profile_fields"] {
+                for table in ["access_tokens", "refresh_tokens", "login_tokens", "pushers", "devices", "profile_fields"] {
                     tx.execute(&format!("DELETE FROM {table} WHERE user_id = $1"), params![user_id]).await?;
                 }
                 Ok(())

@@ -8,6 +8,7 @@ mod membership;
 mod profile;
 mod relations;
 mod reports;
+mod push;
 mod rooms;
 mod session;
 mod spaces;
@@ -59,4 +60,5 @@ pub fn routes() -> Router<AppState> {
         .merge(relations::routes())
         .merge(upgrade::routes())
         .merge(reports::routes())
+        .merge(push::routes())
 }

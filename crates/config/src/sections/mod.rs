@@ -3,6 +3,7 @@
 mod database;
 mod keys;
 mod misc;
+mod outbound;
 mod password;
 mod ratelimit;
 mod registration;
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 pub use database::{DatabaseConfig, PostgresConfig};
 pub use keys::{KeyConfig, TrustedKeyServer};
 pub use misc::{LoggingConfig, MediaConfig, MetricsConfig, PresenceConfig};
+pub use outbound::{IpRange, OutboundConfig};
 pub use password::{PasswordConfig, PasswordPolicy};
 pub use ratelimit::{RateLimit, RateLimitConfig};
 pub use registration::{LooseBool, ProfileConfig, RegistrationConfig};
@@ -37,6 +39,7 @@ pub struct Config {
     pub ratelimit: RateLimitConfig,
     pub room: RoomConfig,
     pub presence: PresenceConfig,
+    pub outbound: OutboundConfig,
     /// The directory of the first config file; default paths are relative to it.
     pub config_dir: PathBuf,
     /// The files read, in order.
@@ -60,6 +63,7 @@ impl Config {
         let ratelimit: ratelimit::RawRateLimits = reader.section()?;
         let room: room::RawRoom = reader.section()?;
         let presence: misc::RawPresence = reader.section()?;
+        let outbound: outbound::RawOutbound = reader.section()?;
         let origins = reader.origins;
         let server = server.into_config(origins)?;
         let database = database.into_config(origins)?;
@@ -68,6 +72,7 @@ impl Config {
         let (registration, profile) = registration.into_config(origins)?;
         let ratelimit = ratelimit.into_config(origins)?;
         let room = room.into_config(origins)?;
+        let outbound = outbound.into_config(origins)?;
         Ok(Config {
             server,
             database,
@@ -81,6 +86,7 @@ impl Config {
             ratelimit,
             room,
             presence: presence.presence,
+            outbound,
             config_dir,
             files,
         })

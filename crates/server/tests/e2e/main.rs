@@ -11,6 +11,7 @@ mod membership;
 mod process;
 mod profile;
 mod provisioning;
+mod push;
 mod registration;
 mod relations;
 mod reports;

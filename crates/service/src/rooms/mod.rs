@@ -542,6 +542,7 @@ impl Services {
             self.rooms.cache_event(prepared.pdu.clone());
             out.push(prepared.pdu);
         }
+        self.record_push_actions(&out).await;
         Ok(out)
     }
 
