@@ -16,6 +16,7 @@ pub mod events;
 pub mod profiles;
 pub mod registration;
 pub mod rooms;
+pub mod search;
 mod secrets;
 pub mod state;
 pub mod sync;

@@ -6,6 +6,7 @@ mod devices;
 mod membership;
 mod profile;
 mod rooms;
+mod search;
 mod session;
 mod sync;
 mod user_data;
@@ -49,4 +50,5 @@ pub fn routes() -> Router<AppState> {
         .merge(membership::routes())
         .merge(sync::routes())
         .merge(user_data::routes())
+        .merge(search::routes())
 }

@@ -8,6 +8,7 @@ mod ratelimit;
 mod registration;
 mod room;
 mod server;
+mod user_directory;
 
 use std::path::{Path, PathBuf};
 
@@ -19,6 +20,7 @@ pub use ratelimit::{RateLimit, RateLimitConfig};
 pub use registration::{LooseBool, ProfileConfig, RegistrationConfig};
 pub use room::{DirectoryRule, EncryptionByDefault, RoomConfig, glob_matches};
 pub use server::{ListenerConfig, ListenerResource, ListenerType, ServerConfig};
+pub use user_directory::UserDirectoryConfig;
 
 use crate::load::{ConfigError, Origins, SectionReader};
 
@@ -37,6 +39,7 @@ pub struct Config {
     pub ratelimit: RateLimitConfig,
     pub room: RoomConfig,
     pub presence: PresenceConfig,
+    pub user_directory: UserDirectoryConfig,
     /// The directory of the first config file; default paths are relative to it.
     pub config_dir: PathBuf,
     /// The files read, in order.
@@ -60,6 +63,7 @@ impl Config {
         let ratelimit: ratelimit::RawRateLimits = reader.section()?;
         let room: room::RawRoom = reader.section()?;
         let presence: misc::RawPresence = reader.section()?;
+        let user_directory: user_directory::RawUserDirectory = reader.section()?;
         let origins = reader.origins;
         let server = server.into_config(origins)?;
         let database = database.into_config(origins)?;
@@ -81,6 +85,7 @@ impl Config {
             ratelimit,
             room,
             presence: presence.presence,
+            user_directory: user_directory.into_config(),
             config_dir,
             files,
         })

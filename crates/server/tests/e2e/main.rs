@@ -12,5 +12,7 @@ mod profile;
 mod provisioning;
 mod registration;
 mod rooms;
+mod search;
 mod sessions;
 mod sync;
+mod user_directory;
