@@ -37,11 +37,13 @@ pub mod ratelimit;
 pub mod receipts;
 pub mod registration_tokens;
 pub mod rooms;
+pub mod search;
 pub mod sessions;
 pub mod streams;
 pub mod sync;
 pub mod typing;
 pub mod uia;
+pub mod user_directory;
 pub mod util;
 pub mod workers;
 

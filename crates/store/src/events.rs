@@ -492,7 +492,9 @@ async fn persist_one(
         .await?;
         // A redacted event no longer relates to anything.
         tx.execute("DELETE FROM event_relations WHERE event_id = $1", params![target.as_str()]).await?;
+        crate::search::unindex_event(tx, target).await?;
     }
+    crate::search::index_event(tx, event).await?;
     Ok(state_after)
 }
 

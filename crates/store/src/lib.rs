@@ -17,6 +17,7 @@ pub mod profiles;
 pub mod push;
 pub mod registration;
 pub mod rooms;
+pub mod search;
 mod secrets;
 pub mod state;
 pub mod sync;

@@ -6,10 +6,11 @@ mod devices;
 mod directory;
 mod membership;
 mod profile;
+mod push;
 mod relations;
 mod reports;
-mod push;
 mod rooms;
+mod search;
 mod session;
 mod spaces;
 mod sync;
@@ -61,4 +62,5 @@ pub fn routes() -> Router<AppState> {
         .merge(upgrade::routes())
         .merge(reports::routes())
         .merge(push::routes())
+        .merge(search::routes())
 }

@@ -9,6 +9,7 @@ mod ratelimit;
 mod registration;
 mod room;
 mod server;
+mod user_directory;
 
 use std::path::{Path, PathBuf};
 
@@ -21,6 +22,7 @@ pub use ratelimit::{RateLimit, RateLimitConfig};
 pub use registration::{LooseBool, ProfileConfig, RegistrationConfig};
 pub use room::{DirectoryRule, EncryptionByDefault, RoomConfig, glob_matches};
 pub use server::{ListenerConfig, ListenerResource, ListenerType, ServerConfig};
+pub use user_directory::UserDirectoryConfig;
 
 use crate::load::{ConfigError, Origins, SectionReader};
 
@@ -40,6 +42,7 @@ pub struct Config {
     pub room: RoomConfig,
     pub presence: PresenceConfig,
     pub outbound: OutboundConfig,
+    pub user_directory: UserDirectoryConfig,
     /// The directory of the first config file; default paths are relative to it.
     pub config_dir: PathBuf,
     /// The files read, in order.
@@ -64,6 +67,7 @@ impl Config {
         let room: room::RawRoom = reader.section()?;
         let presence: misc::RawPresence = reader.section()?;
         let outbound: outbound::RawOutbound = reader.section()?;
+        let user_directory: user_directory::RawUserDirectory = reader.section()?;
         let origins = reader.origins;
         let server = server.into_config(origins)?;
         let database = database.into_config(origins)?;
@@ -87,6 +91,7 @@ impl Config {
             room,
             presence: presence.presence,
             outbound,
+            user_directory: user_directory.into_config(),
             config_dir,
             files,
         })

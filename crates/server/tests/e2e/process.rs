@@ -119,7 +119,7 @@ async fn generated_config_serves_and_sigterm_stops_cleanly_and_restarts_on_the_s
         .unwrap();
     assert_eq!(again["verify_keys"], keys["verify_keys"]);
     let (status, _) = terminate(&mut child);
-    assert!(status.success());
+    assert!(status.success(), "{status}: {}", std::fs::read_to_string(&log).unwrap_or_default());
 
     // generate-config never overwrites.
     let before = std::fs::read(&config).unwrap();
@@ -165,7 +165,7 @@ async fn a_synapse_generated_config_starts_with_warnings_only() {
         .unwrap();
     assert!(keys["verify_keys"]["ed25519:a_jxFJ"].is_object(), "Synapse's signing key is used: {keys}");
     let (status, _) = terminate(&mut child);
-    assert!(status.success());
+    assert!(status.success(), "{status}: {}", std::fs::read_to_string(&log).unwrap_or_default());
 
     // Synapse's log config sends logs to homeserver.log in the data directory.
     let logged = std::fs::read_to_string(dir.path().join("homeserver.log")).unwrap();
@@ -198,7 +198,7 @@ async fn one_line_start_generates_a_config_on_first_run() {
     let mut child = spawn(&["run", "--server-name", "localhost", "--data-dir", data.to_str().unwrap()], &log);
     wait_healthy(port, &mut child, &log).await;
     let (status, _) = terminate(&mut child);
-    assert!(status.success());
+    assert!(status.success(), "{status}: {}", std::fs::read_to_string(&log).unwrap_or_default());
 }
 
 #[test]

@@ -736,15 +736,23 @@ async fn gateways_on_blocked_ranges_are_refused() {
 
 #[tokio::test]
 async fn pushers_go_with_their_device() {
-    let server = myelin_test_support::TestServer::start_with(serde_json::json!({"ip_range_whitelist": ["127.0.0.1"]})).await;
+    let server =
+        myelin_test_support::TestServer::start_with(serde_json::json!({"ip_range_whitelist": ["127.0.0.1"]}))
+            .await;
     let alice = server.register("alice").await;
     let pusher = serde_json::json!({
         "kind": "http", "app_id": "org.example.app", "pushkey": "key1", "app_display_name": "App",
         "device_display_name": "Phone", "lang": "en", "data": {"url": "http://127.0.0.1:9/_matrix/push/v1/notify"},
     });
     alice.client.post("/_matrix/client/v3/pushers/set", &pusher).await.expect(200);
-    assert_eq!(alice.client.get("/_matrix/client/v3/pushers").await.expect(200)["pushers"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        alice.client.get("/_matrix/client/v3/pushers").await.expect(200)["pushers"].as_array().unwrap().len(),
+        1
+    );
     alice.client.post("/_matrix/client/v3/logout", &serde_json::json!({})).await.expect(200);
-    assert!(server.services().store.pushers_of(&alice.user_id).await.unwrap().is_empty(), "logging out removes the device's pushers");
+    assert!(
+        server.services().store.pushers_of(&alice.user_id).await.unwrap().is_empty(),
+        "logging out removes the device's pushers"
+    );
     server.stop().await;
 }

@@ -19,6 +19,8 @@ pub(crate) const MIGRATION_FILES: &[(&str, &str)] = &[
     ("0004_serial_tables.postgres.sql", include_str!("../../migrations/0004_serial_tables.postgres.sql")),
     ("0004_serial_tables.sqlite.sql", include_str!("../../migrations/0004_serial_tables.sqlite.sql")),
     ("0005_sync.sql", include_str!("../../migrations/0005_sync.sql")),
+    ("0006_search.postgres.sql", include_str!("../../migrations/0006_search.postgres.sql")),
+    ("0006_search.sqlite.sql", include_str!("../../migrations/0006_search.sqlite.sql")),
     ("0007_push.sql", include_str!("../../migrations/0007_push.sql")),
 ];
 
