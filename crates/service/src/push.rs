@@ -470,19 +470,35 @@ impl Services {
             .filter(|e| !e.outlier)
             .map(|e| (e.event_id, e.stream_ordering))
             .collect();
+        let positioned: Vec<(Arc<Pdu>, i64)> = pdus
+            .iter()
+            .filter_map(|pdu| Some((pdu.clone(), *positions.get(pdu.event_id.as_str())?)))
+            .collect();
+        let actions = self.push_actions_for(&positioned).await?;
+        let queued = self.store.insert_push_actions(&actions).await?;
+        self.push_queued(queued);
+        Ok(())
+    }
+
+    /// The push actions of events about to be persisted at the given stream positions. The
+    /// room context comes from the current state, so events of the batch must not change it
+    /// (callers evaluate state events after they are persisted).
+    pub(crate) async fn push_actions_for(&self, events: &[(Arc<Pdu>, i64)]) -> Result<Vec<NewPushAction>> {
         let mut actions = Vec::new();
-        for pdu in pdus {
+        for (pdu, position) in events {
             if pdu.rejected {
                 continue;
             }
-            let Some(&position) = positions.get(pdu.event_id.as_str()) else { continue };
-            self.evaluate_event(pdu, position, &mut actions).await?;
+            self.evaluate_event(pdu, *position, &mut actions).await?;
         }
-        let queued = self.store.insert_push_actions(&actions).await?;
+        Ok(actions)
+    }
+
+    /// Wakes the delivery worker when deliveries were queued.
+    pub(crate) fn push_queued(&self, queued: u64) {
         if queued > 0 {
             self.push.wakeup.notify_one();
         }
-        Ok(())
     }
 
     /// The room context of push evaluation (cached until the room's state changes).

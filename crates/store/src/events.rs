@@ -87,8 +87,74 @@ impl Store {
     /// room chain: each event's state before is the previous event's state after. Returns the
     /// state group after each event.
     pub async fn persist_events(&self, events: &[NewEvent]) -> Result<Vec<Option<i64>>, StoreError> {
-        self.db
-            .transaction(async |tx| {
+        Ok(self.persist_events_with_push(events, &[]).await?.0)
+    }
+
+    /// [`Self::persist_events`], writing the events' push actions (and queueing their
+    /// deliveries) in the same transaction, so that an event and its notifications become
+    /// visible together. Also returns the number of deliveries queued.
+    pub async fn persist_events_with_push(
+        &self,
+        events: &[NewEvent],
+        push_actions: &[crate::push::NewPushAction],
+    ) -> Result<(Vec<Option<i64>>, u64), StoreError> {
+        let (state_afters, queued, durability) =
+            self.persist_events_batched(events, push_actions, false).await?;
+        durability.wait().await?;
+        Ok((state_afters, queued))
+    }
+
+    /// [`Self::persist_events_with_push`] in a transaction that may share its commit with
+    /// others (see [`crate::Db::transaction_batched`]): the events are not durable, nor visible
+    /// to readers, until the returned [`crate::Durability`] says so. Every previous event they
+    /// name must be stored already (or written earlier in the same batch): an event built on
+    /// one whose commit failed is refused.
+    pub async fn persist_events_batched(
+        &self,
+        events: &[NewEvent],
+        push_actions: &[crate::push::NewPushAction],
+        more_coming: bool,
+    ) -> Result<(Vec<Option<i64>>, u64, crate::Durability), StoreError> {
+        let ((state_afters, queued), durability) = self
+            .db
+            .transaction_batched(more_coming, async |tx| {
+                let written: std::collections::HashSet<&str> =
+                    events.iter().map(|e| e.event_id.as_str()).collect();
+                let mut prevs: Vec<&str> = events
+                    .iter()
+                    .flat_map(|e| e.prev_events.iter().map(String::as_str))
+                    .filter(|id| !written.contains(id))
+                    .collect();
+                prevs.sort_unstable();
+                prevs.dedup();
+                if !prevs.is_empty() {
+                    let placeholders: Vec<String> = (1..=prevs.len()).map(|i| format!("${i}")).collect();
+                    let sql = format!(
+                        "SELECT COUNT(*) FROM events WHERE event_id IN ({})",
+                        placeholders.join(", ")
+                    );
+                    let found =
+                        tx.query_opt(&sql, prevs.iter().map(|id| crate::Value::from(*id)).collect()).await?;
+                    if found.map(|row| row.i64(0)).transpose()?.unwrap_or(0) != prevs.len() as i64 {
+                        return Err(StoreError::Commit(
+                            "a previous event of the new event is not stored".to_owned(),
+                        ));
+                    }
+                }
+                self.persist_in(tx, events, push_actions).await
+            })
+            .await?;
+        Ok((state_afters, queued, durability))
+    }
+
+    async fn persist_in(
+        &self,
+        tx: &mut crate::Tx<'_>,
+        events: &[NewEvent],
+        push_actions: &[crate::push::NewPushAction],
+    ) -> Result<(Vec<Option<i64>>, u64), StoreError> {
+        {
+            {
                 let mut out = Vec::with_capacity(events.len());
                 let mut previous: Option<(&str, Option<i64>)> = None;
                 for event in events {
@@ -100,9 +166,20 @@ impl Store {
                     previous = Some((event.room_id.as_str(), after));
                     out.push(after);
                 }
-                Ok(out)
-            })
-            .await
+                let queued = crate::push::insert_push_actions_tx(tx, push_actions).await?;
+                // The full-text index last: SQLite's FTS5 flushes its pending terms before
+                // every later statement of the transaction.
+                for event in events {
+                    crate::search::index_event(tx, event).await?;
+                }
+                for event in events {
+                    if let Some((target, _)) = &event.redaction {
+                        crate::search::unindex_event(tx, target).await?;
+                    }
+                }
+                Ok((out, queued))
+            }
+        }
     }
 
     pub async fn get_event(&self, event_id: &str) -> Result<Option<StoredEvent>, StoreError> {
@@ -492,9 +569,7 @@ async fn persist_one(
         .await?;
         // A redacted event no longer relates to anything.
         tx.execute("DELETE FROM event_relations WHERE event_id = $1", params![target.as_str()]).await?;
-        crate::search::unindex_event(tx, target).await?;
     }
-    crate::search::index_event(tx, event).await?;
     Ok(state_after)
 }
 

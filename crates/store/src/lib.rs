@@ -26,7 +26,7 @@ pub mod uia;
 pub mod users;
 
 pub use devices::DeviceRecord;
-pub use engine::{Db, Dialect, Row, Tx, Value};
+pub use engine::{Db, Dialect, Durability, Row, Tx, Value};
 pub use events::{EventFilterSql, NewEvent, NewRelation, StoredEvent, TxnRecord};
 pub use registration::RegistrationTokenRecord;
 pub use rooms::{MembershipChange, NewReport, RoomRecord};
@@ -53,6 +53,9 @@ pub enum StoreError {
     Postgres(#[from] tokio_postgres::Error),
     #[error("PostgreSQL pool: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
+    /// A batch of transactions could not be committed (every member fails with it).
+    #[error("commit failed: {0}")]
+    Commit(String),
 }
 
 impl StoreError {

@@ -1,7 +1,7 @@
 //! Push notifications: per-user rule sets, push actions and the unread counts read from them,
 //! pushers, and the durable queue of notifications waiting for a push gateway.
 
-use crate::{Row, Store, StoreError, Value, now_ms, params};
+use crate::{Row, Store, StoreError, Tx, Value, now_ms, params};
 
 /// A push action to record: `user_id` is to be notified of `event_id`.
 #[derive(Clone, Debug, PartialEq)]
@@ -155,50 +155,7 @@ impl Store {
         if actions.is_empty() {
             return Ok(0);
         }
-        let now = now_ms();
-        self.db
-            .transaction(async |tx| {
-                for chunk in actions.chunks(INSERT_CHUNK) {
-                    let sql = format!(
-                        "INSERT INTO push_actions (user_id, event_id, room_id, stream_ordering, thread_id, actions, highlight, ts)
-                         VALUES {} ON CONFLICT (user_id, event_id) DO NOTHING",
-                        values_placeholders(chunk.len(), 8)
-                    );
-                    let mut params = Vec::with_capacity(chunk.len() * 8);
-                    for action in chunk {
-                        params.extend(params![
-                            action.user_id.as_str(),
-                            action.event_id.as_str(),
-                            action.room_id.as_str(),
-                            action.stream_ordering,
-                            action.thread_id.as_str(),
-                            action.actions.as_str(),
-                            action.highlight,
-                            now
-                        ]);
-                    }
-                    tx.execute(&sql, params).await?;
-                }
-                let mut event_ids: Vec<&str> = actions.iter().map(|a| a.event_id.as_str()).collect();
-                event_ids.sort_unstable();
-                event_ids.dedup();
-                let mut queued = 0;
-                for event_id in event_ids {
-                    queued += tx
-                        .execute(
-                            "INSERT INTO push_queue (user_id, app_id, pushkey, event_id, room_id, stream_ordering, actions,
-                                attempts, next_attempt_ts, created_ts)
-                             SELECT p.user_id, p.app_id, p.pushkey, a.event_id, a.room_id, a.stream_ordering, a.actions, 0, $2, $2
-                             FROM push_actions a JOIN pushers p ON p.user_id = a.user_id
-                             WHERE a.event_id = $1 AND p.kind = 'http'
-                             ON CONFLICT (user_id, app_id, pushkey, event_id) DO NOTHING",
-                            params![event_id, now],
-                        )
-                        .await?;
-                }
-                Ok(queued)
-            })
-            .await
+        self.db.transaction(async |tx| insert_push_actions_tx(tx, actions).await).await
     }
 
     /// Per thread (`main` included), the user's notifying push actions in a room that no read
@@ -501,6 +458,78 @@ impl Store {
     pub async fn make_queued_pushes_due(&self) -> Result<u64, StoreError> {
         self.db.execute("UPDATE push_queue SET next_attempt_ts = 0, attempts = 0", params![]).await
     }
+}
+
+/// Inserts push actions and queues a delivery to each HTTP pusher of each notified user, inside
+/// the caller's transaction (the event persist path writes them with their events). Returns
+/// the number of deliveries queued.
+pub(crate) async fn insert_push_actions_tx(
+    tx: &mut Tx<'_>,
+    actions: &[NewPushAction],
+) -> Result<u64, StoreError> {
+    if actions.is_empty() {
+        return Ok(0);
+    }
+    let now = now_ms();
+    for chunk in actions.chunks(INSERT_CHUNK) {
+        let sql = format!(
+            "INSERT INTO push_actions (user_id, event_id, room_id, stream_ordering, thread_id, actions, highlight, ts)
+             VALUES {} ON CONFLICT (user_id, room_id, stream_ordering) DO NOTHING",
+            values_placeholders(chunk.len(), 8)
+        );
+        let mut params = Vec::with_capacity(chunk.len() * 8);
+        for action in chunk {
+            params.extend(params![
+                action.user_id.as_str(),
+                action.event_id.as_str(),
+                action.room_id.as_str(),
+                action.stream_ordering,
+                action.thread_id.as_str(),
+                action.actions.as_str(),
+                action.highlight,
+                now
+            ]);
+        }
+        tx.execute(&sql, params).await?;
+    }
+    // Most users have no pusher: find those who do with one indexed lookup, then queue per
+    // notified user (pushers are keyed by user).
+    let mut users: Vec<&str> = actions.iter().map(|a| a.user_id.as_str()).collect();
+    users.sort_unstable();
+    users.dedup();
+    let mut with_pushers = std::collections::HashSet::new();
+    for chunk in users.chunks(INSERT_CHUNK) {
+        let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT DISTINCT user_id FROM pushers WHERE kind = 'http' AND user_id IN ({})",
+            placeholders.join(", ")
+        );
+        let params = chunk.iter().map(|u| Value::from(*u)).collect();
+        for row in tx.query(&sql, params).await? {
+            with_pushers.insert(row.string(0)?);
+        }
+    }
+    let mut queued = 0;
+    for action in actions.iter().filter(|a| with_pushers.contains(&a.user_id)) {
+        queued += tx
+            .execute(
+                "INSERT INTO push_queue (user_id, app_id, pushkey, event_id, room_id, stream_ordering, actions,
+                    attempts, next_attempt_ts, created_ts)
+                 SELECT p.user_id, p.app_id, p.pushkey, $2, $3, $4, $5, 0, $6, $6
+                 FROM pushers p WHERE p.user_id = $1 AND p.kind = 'http'
+                 ON CONFLICT (user_id, app_id, pushkey, event_id) DO NOTHING",
+                params![
+                    action.user_id.as_str(),
+                    action.event_id.as_str(),
+                    action.room_id.as_str(),
+                    action.stream_ordering,
+                    action.actions.as_str(),
+                    now
+                ],
+            )
+            .await?;
+    }
+    Ok(queued)
 }
 
 #[cfg(test)]

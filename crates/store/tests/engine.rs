@@ -120,3 +120,76 @@ async fn reopening_a_database_keeps_its_data_and_schema() {
     let store = myelin_store::Store::open(&config).await.unwrap();
     assert_eq!(store.get_or_create_secret("k", || "other".to_owned()).await.unwrap(), "v");
 }
+
+store_test!(concurrent_transactions_share_commits_and_fail_alone, |store| async move {
+    let db = store.db();
+    db.execute("CREATE TABLE gc (k BIGINT PRIMARY KEY, v BIGINT NOT NULL)", params![]).await.unwrap();
+    // Many writers at once: on SQLite they are grouped into shared commits. Every successful
+    // one is visible to readers once it returns; the ones that fail (duplicate keys) leave no
+    // trace and do not take the others down with them.
+    let mut tasks = Vec::new();
+    for i in 0..200i64 {
+        let db = db.clone();
+        tasks.push(tokio::spawn(async move {
+            db.transaction(async |tx| {
+                tx.execute("INSERT INTO gc (k, v) VALUES ($1, $2)", params![i, i]).await?;
+                if i % 10 == 3 {
+                    // Fails the transaction after it wrote something.
+                    tx.execute("INSERT INTO gc (k, v) VALUES ($1, $2)", params![i, i]).await?;
+                }
+                Ok(())
+            })
+            .await?;
+            let seen = db.query_opt("SELECT v FROM gc WHERE k = $1", params![i]).await?;
+            assert!(seen.is_some(), "a committed transaction is visible once acknowledged");
+            Ok::<_, StoreError>(())
+        }));
+    }
+    let mut failed = 0;
+    for task in tasks {
+        if task.await.unwrap().is_err() {
+            failed += 1;
+        }
+    }
+    assert_eq!(failed, 20);
+    let count = db.query_opt("SELECT COUNT(*) FROM gc", params![]).await.unwrap().unwrap().i64(0).unwrap();
+    assert_eq!(count, 180);
+    let stray = db.query("SELECT k FROM gc WHERE k % 10 = 3", params![]).await.unwrap();
+    assert!(stray.is_empty());
+});
+
+store_test!(batched_transactions_wait_for_their_commit, |store| async move {
+    let db = store.db();
+    db.execute("CREATE TABLE gcb (k BIGINT PRIMARY KEY)", params![]).await.unwrap();
+    // `more_coming` keeps the batch open for a follower; the follower's plain transaction
+    // commits both.
+    let (_, first) = db
+        .transaction_batched(true, async |tx| tx.execute("INSERT INTO gcb (k) VALUES (1)", params![]).await)
+        .await
+        .unwrap();
+    db.transaction(async |tx| tx.execute("INSERT INTO gcb (k) VALUES (2)", params![]).await).await.unwrap();
+    first.wait().await.unwrap();
+    // Nobody follows: the member commits the batch itself after a short wait.
+    let (_, lone) = db
+        .transaction_batched(true, async |tx| tx.execute("INSERT INTO gcb (k) VALUES (3)", params![]).await)
+        .await
+        .unwrap();
+    lone.wait().await.unwrap();
+    let count = db.query_opt("SELECT COUNT(*) FROM gcb", params![]).await.unwrap().unwrap().i64(0).unwrap();
+    assert_eq!(count, 3);
+});
+
+store_test!(a_cancelled_transaction_leaves_the_writer_usable, |store| async move {
+    let db = store.db();
+    db.execute("CREATE TABLE gcc (k BIGINT PRIMARY KEY)", params![]).await.unwrap();
+    // The task is dropped in the middle of its transaction (a client that went away).
+    let cancelled = db.transaction(async |tx| {
+        tx.execute("INSERT INTO gcc (k) VALUES (1)", params![]).await?;
+        tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+        Ok(())
+    });
+    assert!(tokio::time::timeout(std::time::Duration::from_millis(50), cancelled).await.is_err());
+    db.transaction(async |tx| tx.execute("INSERT INTO gcc (k) VALUES (2)", params![]).await).await.unwrap();
+    let keys = db.query("SELECT k FROM gcc ORDER BY k", params![]).await.unwrap();
+    assert_eq!(keys.iter().map(|r| r.i64(0).unwrap()).collect::<Vec<_>>(), vec![2]);
+});

@@ -61,3 +61,17 @@ pub(crate) struct RawPresence {
     #[serde(default)]
     pub(crate) presence: PresenceConfig,
 }
+
+/// `event_cache_size`: how many parsed events stay in memory (Synapse's size syntax, so
+/// `"10K"` is 10240; the default). The cache is the bulk of an idle server's memory.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+pub struct CacheConfig {
+    pub event_cache_size: ByteSize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig { event_cache_size: ByteSize(10 * 1024) }
+    }
+}

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 pub use database::{DatabaseConfig, PostgresConfig};
 pub use keys::{KeyConfig, TrustedKeyServer};
-pub use misc::{LoggingConfig, MediaConfig, MetricsConfig, PresenceConfig};
+pub use misc::{CacheConfig, LoggingConfig, MediaConfig, MetricsConfig, PresenceConfig};
 pub use outbound::{IpRange, OutboundConfig};
 pub use password::{PasswordConfig, PasswordPolicy};
 pub use ratelimit::{RateLimit, RateLimitConfig};
@@ -43,6 +43,7 @@ pub struct Config {
     pub presence: PresenceConfig,
     pub outbound: OutboundConfig,
     pub user_directory: UserDirectoryConfig,
+    pub caches: CacheConfig,
     /// The directory of the first config file; default paths are relative to it.
     pub config_dir: PathBuf,
     /// The files read, in order.
@@ -68,6 +69,7 @@ impl Config {
         let presence: misc::RawPresence = reader.section()?;
         let outbound: outbound::RawOutbound = reader.section()?;
         let user_directory: user_directory::RawUserDirectory = reader.section()?;
+        let caches: CacheConfig = reader.section()?;
         let origins = reader.origins;
         let server = server.into_config(origins)?;
         let database = database.into_config(origins)?;
@@ -92,6 +94,7 @@ impl Config {
             presence: presence.presence,
             outbound,
             user_directory: user_directory.into_config(),
+            caches,
             config_dir,
             files,
         })

@@ -82,17 +82,69 @@ pub struct Rooms {
     pending: Mutex<BTreeMap<i64, NewEventNotice>>,
     /// Every published new event, for whoever listens (push, federation, ...).
     pub new_events: broadcast::Sender<NewEventNotice>,
+    /// Local sends in progress per room (queued on its lock or sending).
+    senders: Mutex<HashMap<OwnedRoomId, usize>>,
+}
+
+/// One send in progress into a room (see [`Rooms::sending`]).
+struct Sending<'a> {
+    rooms: &'a Rooms,
+    room_id: OwnedRoomId,
+}
+
+impl Sending<'_> {
+    /// Whether other sends into the room are in progress.
+    fn others(&self) -> bool {
+        self.rooms
+            .senders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&self.room_id)
+            .is_some_and(|n| *n > 1)
+    }
+}
+
+impl Drop for Sending<'_> {
+    fn drop(&mut self) {
+        let mut senders = self.rooms.senders.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = senders.get_mut(&self.room_id) {
+            *count -= 1;
+            if *count == 0 {
+                senders.remove(&self.room_id);
+            }
+        }
+    }
+}
+
+/// Events written but not yet announced (see [`Services::stage_events`]).
+pub(crate) struct StagedEvents {
+    room_id: OwnedRoomId,
+    prepared: Vec<PreparedEvent>,
+    positions: Vec<i64>,
+    durability: myelin_store::Durability,
+    queued: u64,
+    with_state: bool,
 }
 
 impl Rooms {
-    pub fn new(max_stream_ordering: i64) -> Rooms {
+    /// `event_cache_size`: how many parsed events to keep in memory.
+    pub fn new(max_stream_ordering: i64, event_cache_size: usize) -> Rooms {
         Rooms {
             locks: Mutex::default(),
-            events: Mutex::new(lru::LruCache::new(NonZeroUsize::new(50_000).expect("non-zero"))),
+            events: Mutex::new(lru::LruCache::new(
+                NonZeroUsize::new(event_cache_size.max(1)).expect("non-zero"),
+            )),
             stream: Stream::new(max_stream_ordering),
             pending: Mutex::default(),
             new_events: broadcast::channel(4096).0,
+            senders: Mutex::default(),
         }
+    }
+
+    /// Counts the caller among the local senders into a room until the guard is dropped.
+    fn sending(&self, room_id: &RoomId) -> Sending<'_> {
+        *self.senders.lock().unwrap_or_else(|e| e.into_inner()).entry(room_id.to_owned()).or_default() += 1;
+        Sending { rooms: self, room_id: room_id.to_owned() }
     }
 
     fn lock_of(&self, room_id: &RoomId) -> Arc<tokio::sync::Mutex<Option<RoomHead>>> {
@@ -331,6 +383,7 @@ impl Services {
         draft: EventDraft,
         txn: Option<TxnKey>,
     ) -> Result<Arc<Pdu>> {
+        let sending = self.rooms.sending(room_id);
         let lock = self.rooms.lock_of(room_id);
         let mut guard = lock.lock().await;
         if guard.is_none() {
@@ -353,7 +406,14 @@ impl Services {
             }
         }
         let prepared = self.prepare_event(head, sender, draft, txn, None).await?;
-        let mut pdus = self.commit_events(head, vec![prepared]).await?;
+        // Others queued on this room: let their events share this one's commit. The room is
+        // released as soon as the event is written (the head has moved past it), and the
+        // event is announced once its commit is on disk.
+        let more_coming = sending.others();
+        let staged = self.stage_events(head, vec![prepared], more_coming).await?;
+        drop(sending);
+        drop(guard);
+        let mut pdus = self.finish_staged(staged, None).await?;
         pdus.pop().ok_or_else(|| Error::internal("no event persisted"))
     }
 
@@ -500,15 +560,93 @@ impl Services {
     pub(crate) async fn commit_events(
         &self,
         head: &mut RoomHead,
-        mut prepared: Vec<PreparedEvent>,
+        prepared: Vec<PreparedEvent>,
     ) -> Result<Vec<Arc<Pdu>>> {
+        let staged = self.stage_events(head, prepared, false).await?;
+        self.finish_staged(staged, Some(head)).await
+    }
+
+    /// Writes prepared events (in a transaction that may share its commit with others, see
+    /// `Db::transaction_batched`) and moves `head` past them. Nothing is announced yet: the
+    /// caller may release the room, then must call [`Self::finish_staged`].
+    pub(crate) async fn stage_events(
+        &self,
+        head: &mut RoomHead,
+        mut prepared: Vec<PreparedEvent>,
+        more_coming: bool,
+    ) -> Result<StagedEvents> {
         let positions: Vec<i64> = prepared.iter().map(|_| self.rooms.stream.allocate()).collect();
         for (event, position) in prepared.iter_mut().zip(&positions) {
             event.event.stream_ordering = *position;
         }
         let events: Vec<NewEvent> = prepared.iter().map(|p| p.event.clone()).collect();
-        let persisted = self.store.persist_events(&events).await;
-        if persisted.is_ok() {
+        // Messages carry their push actions into the persisting transaction (one commit, and a
+        // woken /sync sees the event and its notification counts together). A batch with state
+        // events changes the context rules run in, so it is evaluated once persisted.
+        let with_state = prepared.iter().any(|p| p.pdu.state_key.is_some());
+        let push_actions = if with_state {
+            Vec::new()
+        } else {
+            let positioned: Vec<(Arc<Pdu>, i64)> =
+                prepared.iter().map(|p| (p.pdu.clone(), p.event.stream_ordering)).collect();
+            self.push_actions_for(&positioned).await.unwrap_or_else(|error| {
+                tracing::warn!(%error, "could not evaluate push rules");
+                Vec::new()
+            })
+        };
+        let (state_afters, queued, durability) =
+            match self.store.persist_events_batched(&events, &push_actions, more_coming).await {
+                Ok(persisted) => persisted,
+                Err(error) => {
+                    self.abandon_positions(&positions).await;
+                    return Err(error.into());
+                }
+            };
+        for (prepared, state_after) in prepared.iter().zip(state_afters) {
+            if let Some(target) = &prepared.redacted {
+                self.rooms.forget_event(target);
+            }
+            if !head.extremities.contains(&prepared.pdu.event_id) && head.depth < prepared.pdu.depth {
+                self.apply_to_head(head, prepared);
+            }
+            head.state_group = state_after;
+            self.rooms.cache_event(prepared.pdu.clone());
+        }
+        Ok(StagedEvents {
+            room_id: head.room_id.clone(),
+            prepared,
+            positions,
+            durability,
+            queued,
+            with_state,
+        })
+    }
+
+    /// Waits for staged events to be committed, then announces them. If their commit failed,
+    /// the room's head goes back to what the database holds: reloaded into `head` when the
+    /// caller still holds the room, otherwise dropped from the cache.
+    pub(crate) async fn finish_staged(
+        &self,
+        staged: StagedEvents,
+        head: Option<&mut RoomHead>,
+    ) -> Result<Vec<Arc<Pdu>>> {
+        let StagedEvents { room_id, prepared, positions, durability, queued, with_state } = staged;
+        if let Err(error) = durability.wait().await {
+            self.abandon_positions(&positions).await;
+            for prepared in &prepared {
+                self.rooms.forget_event(&prepared.pdu.event_id);
+            }
+            match head {
+                Some(head) => {
+                    if let Some(fresh) = self.load_head(&room_id).await? {
+                        *head = fresh;
+                    }
+                }
+                None => *self.rooms.lock_of(&room_id).lock().await = None,
+            }
+            return Err(error.into());
+        }
+        {
             let mut pending = self.rooms.pending.lock().unwrap_or_else(|e| e.into_inner());
             for prepared in &prepared {
                 pending.insert(
@@ -529,21 +667,21 @@ impl Services {
             current = self.rooms.stream.finish(*position);
         }
         self.publish_events_up_to(current).await;
-        let state_afters = persisted?;
-        let mut out = Vec::with_capacity(prepared.len());
-        for (prepared, state_after) in prepared.into_iter().zip(state_afters) {
-            if let Some(target) = &prepared.redacted {
-                self.rooms.forget_event(target);
-            }
-            if !head.extremities.contains(&prepared.pdu.event_id) && head.depth < prepared.pdu.depth {
-                self.apply_to_head(head, &prepared);
-            }
-            head.state_group = state_after;
-            self.rooms.cache_event(prepared.pdu.clone());
-            out.push(prepared.pdu);
+        self.push_queued(queued);
+        let out: Vec<Arc<Pdu>> = prepared.into_iter().map(|p| p.pdu).collect();
+        if with_state {
+            self.record_push_actions(&out).await;
         }
-        self.record_push_actions(&out).await;
         Ok(out)
+    }
+
+    /// Releases stream positions whose events were not persisted.
+    async fn abandon_positions(&self, positions: &[i64]) {
+        let mut current = 0;
+        for position in positions {
+            current = self.rooms.stream.finish(*position);
+        }
+        self.publish_events_up_to(current).await;
     }
 
     /// Announces every persisted event whose position is now published: wakes the syncs of
@@ -747,7 +885,11 @@ impl Services {
         }
         self.ratelimit_user(crate::ratelimit::Limiter::Message, &requester.user_id).await?;
         let txn = Self::txn_key(requester, format!("{room_id}/send/{kind}"), txn_id);
-        if self.store.event_for_txn(&txn_record(&requester.user_id, &txn)).await?.is_none() {
+        // A retried transaction returns its event without new checks (the event already
+        // passed them); only relations need checking before the send itself.
+        if relation_of(&content).is_some()
+            && self.store.event_for_txn(&txn_record(&requester.user_id, &txn)).await?.is_none()
+        {
             self.check_relation(room_id, &requester.user_id, kind, &content).await?;
         }
         let pdu = self

@@ -22,6 +22,11 @@ pub(crate) const MIGRATION_FILES: &[(&str, &str)] = &[
     ("0006_search.postgres.sql", include_str!("../../migrations/0006_search.postgres.sql")),
     ("0006_search.sqlite.sql", include_str!("../../migrations/0006_search.sqlite.sql")),
     ("0007_push.sql", include_str!("../../migrations/0007_push.sql")),
+    (
+        "0008_push_actions_keys.postgres.sql",
+        include_str!("../../migrations/0008_push_actions_keys.postgres.sql"),
+    ),
+    ("0008_push_actions_keys.sqlite.sql", include_str!("../../migrations/0008_push_actions_keys.sqlite.sql")),
 ];
 
 /// Arbitrary constant identifying Myelin's migration lock.

@@ -45,7 +45,7 @@ pub struct Tx<'a> {
 }
 
 enum TxInner<'a> {
-    Sqlite(tokio::sync::MutexGuard<'a, rusqlite::Connection>),
+    Sqlite(sqlite::WriterGuard<'a>),
     Postgres(deadpool_postgres::Transaction<'a>),
 }
 
@@ -97,7 +97,7 @@ impl Db {
     /// Runs one writing statement in its own transaction; returns the number of rows changed.
     pub async fn execute(&self, sql: &str, params: Vec<Value>) -> Result<u64, StoreError> {
         match &self.engine {
-            Engine::Sqlite(engine) => sqlite::execute(&*engine.writer().await, sql, &params),
+            Engine::Sqlite(_) => self.transaction(async |tx| tx.execute(sql, params).await).await,
             Engine::Postgres(pool) => postgres::execute(&pool.get().await?, sql, &params).await,
         }
     }
@@ -105,36 +105,51 @@ impl Db {
     /// Runs one writing statement that returns rows (`INSERT ... RETURNING`).
     pub async fn execute_returning(&self, sql: &str, params: Vec<Value>) -> Result<Vec<Row>, StoreError> {
         match &self.engine {
-            Engine::Sqlite(engine) => sqlite::query(&*engine.writer().await, sql, &params),
+            Engine::Sqlite(_) => self.transaction(async |tx| tx.query(sql, params).await).await,
             Engine::Postgres(pool) => postgres::query(&pool.get().await?, sql, &params).await,
         }
     }
 
     /// Runs `body` inside one transaction: committed if it returns `Ok`, rolled back otherwise.
+    /// Returns once the transaction is durable.
     pub async fn transaction<T, F>(&self, body: F) -> Result<T, StoreError>
+    where
+        F: AsyncFnOnce(&mut Tx<'_>) -> Result<T, StoreError>,
+    {
+        let (value, durability) = self.transaction_batched(false, body).await?;
+        durability.wait().await?;
+        Ok(value)
+    }
+
+    /// Runs `body` inside one transaction and returns as soon as its writes are in place, with
+    /// a [`Durability`] to wait on before acknowledging them. On SQLite the transaction may
+    /// share one commit with others (group commit): it is kept open for later transactions
+    /// when writers are queued or when `more_coming` says the caller expects another one
+    /// right behind it (e.g. a queue of senders on a room). What it wrote is visible to later
+    /// transactions at once, and to readers once committed. A failed group commit fails its
+    /// every member. PostgreSQL commits at once (it shares WAL flushes between concurrent
+    /// commits by itself).
+    pub async fn transaction_batched<T, F>(
+        &self,
+        more_coming: bool,
+        body: F,
+    ) -> Result<(T, Durability), StoreError>
     where
         F: AsyncFnOnce(&mut Tx<'_>) -> Result<T, StoreError>,
     {
         match &self.engine {
             Engine::Sqlite(engine) => {
-                let connection = engine.writer().await;
-                connection.execute_batch("BEGIN IMMEDIATE")?;
-                let mut tx = Tx { inner: TxInner::Sqlite(connection) };
+                let writer = engine.begin().await?;
+                let mut tx = Tx { inner: TxInner::Sqlite(writer) };
                 let result = body(&mut tx).await;
-                let TxInner::Sqlite(connection) = tx.inner else { unreachable!("engine matches") };
+                let TxInner::Sqlite(writer) = tx.inner else { unreachable!("engine matches") };
                 match result {
                     Ok(value) => {
-                        if let Err(error) = connection.execute_batch("COMMIT") {
-                            let _ = connection.execute_batch("ROLLBACK");
-                            return Err(error.into());
-                        }
-                        Ok(value)
+                        let pending = engine.end(writer, true, more_coming)?;
+                        Ok((value, Durability { pending: pending.map(|p| (engine.clone(), p)) }))
                     }
                     Err(error) => {
-                        // The transaction may already be gone if SQLite aborted it.
-                        if !connection.is_autocommit() {
-                            connection.execute_batch("ROLLBACK")?;
-                        }
+                        let _ = engine.end(writer, false, more_coming);
                         Err(error)
                     }
                 }
@@ -148,7 +163,7 @@ impl Db {
                 match result {
                     Ok(value) => {
                         transaction.commit().await?;
-                        Ok(value)
+                        Ok((value, Durability { pending: None }))
                     }
                     Err(error) => {
                         transaction.rollback().await?;
@@ -165,6 +180,22 @@ impl Db {
         match &mut tx.inner {
             TxInner::Sqlite(connection) => Ok(connection.execute_batch(script)?),
             TxInner::Postgres(transaction) => Ok(transaction.batch_execute(script).await?),
+        }
+    }
+}
+
+/// Whether a transaction from [`Db::transaction_batched`] is committed yet.
+#[must_use = "a transaction is not durable until its commit is waited for"]
+pub struct Durability {
+    pending: Option<(Arc<sqlite::SqliteEngine>, sqlite::PendingCommit)>,
+}
+
+impl Durability {
+    /// Waits until the transaction is on disk; fails if its batch could not be committed.
+    pub async fn wait(self) -> Result<(), StoreError> {
+        match self.pending {
+            None => Ok(()),
+            Some((engine, pending)) => pending.wait(&engine).await,
         }
     }
 }
