@@ -441,7 +441,7 @@ impl Services {
                     .and_then(|e| e.state_after),
             };
             match group {
-                Some(group) => self.store.state_of_group(group).await?.into_values().collect(),
+                Some(group) => self.state_of_group_cached(group).await?.values().cloned().collect(),
                 None => Vec::new(),
             }
         } else if limited {

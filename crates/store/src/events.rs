@@ -2,6 +2,8 @@
 //! state group, current state, membership history, relations, transaction ID, redaction), and
 //! reading events back.
 
+use std::collections::HashMap;
+
 use crate::state::{StateDelta, create_state_group};
 use crate::{Row, Store, StoreError, Tx, params};
 
@@ -721,6 +723,57 @@ impl Store {
 
     /// For the relation types that are bundled with an event (`m.thread`, `m.replace`,
     /// `m.reference`): how many events of the same room relate to `target` that way.
+    /// [`Self::bundled_relation_counts`] of several events at once (events with none are left
+    /// out).
+    pub async fn bundled_relation_counts_of(
+        &self,
+        targets: &[&str],
+    ) -> Result<HashMap<String, Vec<(String, i64)>>, StoreError> {
+        let mut out: HashMap<String, Vec<(String, i64)>> = HashMap::new();
+        for chunk in targets.chunks(200) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT relates_to_id, rel_type, COUNT(*) FROM event_relations
+                 WHERE relates_to_id IN ({}) AND rel_type IN ('m.thread', 'm.replace', 'm.reference')
+                 GROUP BY relates_to_id, rel_type",
+                placeholders.join(", ")
+            );
+            let params = chunk.iter().map(|id| crate::Value::from(*id)).collect();
+            for row in self.db.query(&sql, params).await? {
+                out.entry(row.string(0)?).or_default().push((row.string(1)?, row.i64(2)?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The transactions several events were sent with (events without one are left out).
+    pub async fn txns_for_events(
+        &self,
+        event_ids: &[&str],
+    ) -> Result<HashMap<String, TxnRecord>, StoreError> {
+        let mut out = HashMap::new();
+        for chunk in event_ids.chunks(200) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT event_id, user_id, device_id, scope, txn_id FROM event_txns WHERE event_id IN ({})",
+                placeholders.join(", ")
+            );
+            let params = chunk.iter().map(|id| crate::Value::from(*id)).collect();
+            for r in self.db.query(&sql, params).await? {
+                out.insert(
+                    r.string(0)?,
+                    TxnRecord {
+                        user_id: r.string(1)?,
+                        device_id: r.string(2)?,
+                        scope: r.string(3)?,
+                        txn_id: r.string(4)?,
+                    },
+                );
+            }
+        }
+        Ok(out)
+    }
+
     pub async fn bundled_relation_counts(
         &self,
         room_id: &str,

@@ -35,11 +35,7 @@ pub(crate) async fn events_json(
     events: &[RoomEvent],
     requester: &Requester,
 ) -> Result<Vec<Value>, ApiError> {
-    let mut out = Vec::with_capacity(events.len());
-    for event in events {
-        out.push(services.client_event(event, Some(requester)).await?);
-    }
-    Ok(out)
+    Ok(services.client_events(events, Some(requester)).await?)
 }
 
 #[derive(Deserialize)]

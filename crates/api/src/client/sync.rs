@@ -79,12 +79,16 @@ async fn sync_events(
     requester: &Requester,
     filter: &FilterDefinition,
 ) -> Result<Vec<Value>, ApiError> {
+    let federation = filter.event_format.as_deref() == Some("federation");
+    let formatted =
+        if federation { Vec::new() } else { services.client_events(events, Some(requester)).await? };
+    let mut formatted = formatted.into_iter();
     let mut out = Vec::with_capacity(events.len());
     for event in events {
-        let mut json = if filter.event_format.as_deref() == Some("federation") {
+        let mut json = if federation {
             serde_json::to_value(&event.pdu.json).unwrap_or(Value::Null)
         } else {
-            let mut json = services.client_event(event, Some(requester)).await?;
+            let mut json = formatted.next().unwrap_or(Value::Null);
             if let Some(object) = json.as_object_mut() {
                 object.remove("room_id");
             }

@@ -84,7 +84,20 @@ pub struct Rooms {
     pub new_events: broadcast::Sender<NewEventNotice>,
     /// Local sends in progress per room (queued on its lock or sending).
     senders: Mutex<HashMap<OwnedRoomId, usize>>,
+    /// State groups never change: values read from them (history visibility, a membership)
+    /// by `(group, type, state_key, content field)`, and whole small groups.
+    state_fields: Mutex<lru::LruCache<StateFieldKey, Option<String>>>,
+    state_groups: Mutex<lru::LruCache<i64, Arc<GroupState>>>,
 }
+
+/// `(state group, event type, state key, content field)`.
+pub(crate) type StateFieldKey = (i64, String, String, String);
+
+/// A state group's entries: `(type, state key)` to event ID.
+pub type GroupState = BTreeMap<(String, String), String>;
+
+/// Groups with more entries than this are not kept whole in memory.
+const CACHED_GROUP_MAX_ENTRIES: usize = 500;
 
 /// One send in progress into a room (see [`Rooms::sending`]).
 struct Sending<'a> {
@@ -138,6 +151,8 @@ impl Rooms {
             pending: Mutex::default(),
             new_events: broadcast::channel(4096).0,
             senders: Mutex::default(),
+            state_fields: Mutex::new(lru::LruCache::new(NonZeroUsize::new(20_000).expect("non-zero"))),
+            state_groups: Mutex::new(lru::LruCache::new(NonZeroUsize::new(128).expect("non-zero"))),
         }
     }
 
@@ -346,6 +361,27 @@ impl Services {
             extremities,
             depth,
         }))
+    }
+
+    /// The whole state of a state group (small groups are cached: groups never change).
+    pub async fn state_of_group_cached(&self, group: i64) -> Result<Arc<GroupState>> {
+        if let Some(state) = self.rooms.state_groups.lock().unwrap_or_else(|e| e.into_inner()).get(&group) {
+            return Ok(state.clone());
+        }
+        let state = Arc::new(self.store.state_of_group(group).await?);
+        if state.len() <= CACHED_GROUP_MAX_ENTRIES {
+            self.rooms.state_groups.lock().unwrap_or_else(|e| e.into_inner()).put(group, state.clone());
+        }
+        Ok(state)
+    }
+
+    /// A cached value read from a state group (see [`Rooms`]'s `state_fields`).
+    pub(crate) fn cached_state_field(&self, key: &StateFieldKey) -> Option<Option<String>> {
+        self.rooms.state_fields.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned()
+    }
+
+    pub(crate) fn cache_state_field(&self, key: StateFieldKey, value: Option<String>) {
+        self.rooms.state_fields.lock().unwrap_or_else(|e| e.into_inner()).put(key, value);
     }
 
     /// A snapshot of a room's head (current state), or `None` for an unknown room.

@@ -1,7 +1,7 @@
 //! Reading rooms: single events, state, members, the timeline (`/messages`, `/context`), and
 //! `timestamp_to_event`, with history visibility applied on every path.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use myelin_core::MatrixError;
@@ -123,21 +123,72 @@ impl Services {
     /// The client format of an event, with `unsigned` (age, transaction ID for its sender's
     /// device, `prev_content`, `redacted_because`, bundled aggregations).
     pub async fn client_event(&self, event: &RoomEvent, requester: Option<&Requester>) -> Result<Value> {
+        Ok(self.client_events(std::slice::from_ref(event), requester).await?.pop().unwrap_or(Value::Null))
+    }
+
+    /// [`Self::client_event`] of several events, with what they need from the store fetched in
+    /// a few queries for all of them (timelines and state in /sync, /messages).
+    pub async fn client_events(
+        &self,
+        events: &[RoomEvent],
+        requester: Option<&Requester>,
+    ) -> Result<Vec<Value>> {
+        let own: Vec<&str> = match requester {
+            Some(requester) => events
+                .iter()
+                // Only messages are sent with a transaction ID (state and membership are not).
+                .filter(|e| e.pdu.sender == requester.user_id && e.pdu.state_key.is_none())
+                .map(|e| e.pdu.event_id.as_str())
+                .collect(),
+            None => Vec::new(),
+        };
+        let txns = if own.is_empty() { HashMap::new() } else { self.store.txns_for_events(&own).await? };
+        let replaced: Vec<String> = events.iter().filter_map(|e| e.replaces_state.clone()).collect();
+        let previous: HashMap<String, String> = if replaced.is_empty() {
+            HashMap::new()
+        } else {
+            self.store.get_events(&replaced).await?.into_iter().map(|e| (e.event_id, e.json)).collect()
+        };
+        let targets: Vec<&str> =
+            events.iter().filter(|e| e.pdu.state_key.is_none()).map(|e| e.pdu.event_id.as_str()).collect();
+        let mut counts = if targets.is_empty() {
+            HashMap::new()
+        } else {
+            self.store.bundled_relation_counts_of(&targets).await?
+        };
+        let mut out = Vec::with_capacity(events.len());
+        for event in events {
+            let txn = txns.get(event.pdu.event_id.as_str());
+            let previous = event.replaces_state.as_ref().and_then(|id| previous.get(id));
+            let counts = counts.remove(event.pdu.event_id.as_str()).unwrap_or_default();
+            out.push(self.client_event_given(event, requester, txn, previous, counts).await?);
+        }
+        Ok(out)
+    }
+
+    async fn client_event_given(
+        &self,
+        event: &RoomEvent,
+        requester: Option<&Requester>,
+        txn: Option<&myelin_store::TxnRecord>,
+        previous: Option<&String>,
+        relation_counts: Vec<(String, i64)>,
+    ) -> Result<Value> {
         let mut json = event.pdu.to_client_json();
         let mut unsigned = Map::new();
         let now = now_ms();
         unsigned.insert("age".to_owned(), json!(now.saturating_sub(u64::from(event.pdu.origin_server_ts.0))));
         if let Some(requester) = requester
             && requester.user_id == event.pdu.sender
-            && let Some(txn) = self.store.txn_for_event(event.pdu.event_id.as_str()).await?
+            && let Some(txn) = txn
             && requester.device_id.as_deref() == Some(txn.device_id.as_str())
         {
             unsigned.insert("transaction_id".to_owned(), json!(txn.txn_id));
         }
         if let Some(replaced) = &event.replaces_state
-            && let Some(previous) = self.store.get_event(replaced).await?
+            && let Some(previous) = previous
         {
-            let previous: Value = serde_json::from_str(&previous.json).unwrap_or(Value::Null);
+            let previous: Value = serde_json::from_str(previous).unwrap_or(Value::Null);
             if let Some(content) = previous.get("content") {
                 unsigned.insert("prev_content".to_owned(), content.clone());
             }
@@ -154,7 +205,9 @@ impl Services {
             because.insert("unsigned".to_owned(), json!({}));
             unsigned.insert("redacted_because".to_owned(), Value::Object(because));
         }
-        if let Some(mut relations) = self.bundled_aggregations(event, requester).await? {
+        if let Some(mut relations) =
+            self.bundled_aggregations_given(event, requester, relation_counts).await?
+        {
             // A redacted event keeps its threads and references, not its edits.
             if event.redacted_by.is_some()
                 && let Some(object) = relations.as_object_mut()

@@ -190,9 +190,28 @@ impl Services {
         if matches!(own_relation.as_deref(), Some("m.replace" | "m.annotation")) {
             return Ok(None);
         }
+        let counts = self.store.bundled_relation_counts(pdu.room_id.as_str(), pdu.event_id.as_str()).await?;
+        self.bundled_aggregations_given(event, requester, counts).await
+    }
+
+    /// [`Self::bundled_aggregations`] with the event's relation counts already fetched (see
+    /// `Store::bundled_relation_counts_of`).
+    pub(crate) async fn bundled_aggregations_given(
+        &self,
+        event: &RoomEvent,
+        requester: Option<&Requester>,
+        counts: Vec<(String, i64)>,
+    ) -> Result<Option<Value>> {
+        let pdu = &event.pdu;
+        if pdu.state_key.is_some() {
+            return Ok(None);
+        }
+        let own_relation = own_rel_type(&pdu.content_value());
+        if matches!(own_relation.as_deref(), Some("m.replace" | "m.annotation")) {
+            return Ok(None);
+        }
         let room_id = pdu.room_id.as_str();
         let event_id = pdu.event_id.as_str();
-        let counts = self.store.bundled_relation_counts(room_id, event_id).await?;
         if counts.is_empty() {
             return Ok(None);
         }

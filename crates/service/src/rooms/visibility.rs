@@ -29,11 +29,24 @@ impl Services {
         field: &str,
     ) -> Result<Option<String>> {
         let Some(group) = group else { return Ok(None) };
+        let key = (group, kind.to_owned(), state_key.to_owned(), field.to_owned());
+        if let Some(value) = self.cached_state_field(&key) {
+            return Ok(value);
+        }
         let found = self.store.state_of_group_for_type(group, kind, Some(state_key)).await?;
-        let Some(event_id) = found.get(state_key) else { return Ok(None) };
-        let Some(stored) = self.store.get_event(event_id).await? else { return Ok(None) };
-        let json: Value = serde_json::from_str(&stored.json).unwrap_or(Value::Null);
-        Ok(json.get("content").and_then(|c| c.get(field)).and_then(Value::as_str).map(str::to_owned))
+        let value = match found.get(state_key) {
+            None => None,
+            Some(event_id) => match self.store.get_event(event_id).await? {
+                // Not stored (yet): don't remember the answer.
+                None => return Ok(None),
+                Some(stored) => {
+                    let json: Value = serde_json::from_str(&stored.json).unwrap_or(Value::Null);
+                    json.get("content").and_then(|c| c.get(field)).and_then(Value::as_str).map(str::to_owned)
+                }
+            },
+        };
+        self.cache_state_field(key, value.clone());
+        Ok(value)
     }
 
     /// The events `user_id` may see, in the given order.
