@@ -28,6 +28,11 @@ done
 out="${out:-$root/bench/out/$(date +%Y%m%d-%H%M%S)}"
 mkdir -p "$out"
 bin=$(scripts/pytools.sh)
+case " $dbs " in
+    *" postgres "*)  # Synapse's PostgreSQL driver is an optional extra.
+        "$bin/python" -c 'import psycopg2' 2>/dev/null \
+            || "$bin/pip" install --quiet --disable-pip-version-check psycopg2-binary >&2 ;;
+esac
 echo "== building Myelin (release)"
 cargo build --release --quiet --bin myelin
 echo "== building the load generator (release)"
