@@ -411,8 +411,24 @@ impl Services {
         Ok(self.get_pdus(std::slice::from_ref(id), &head.rules).await?.remove(id))
     }
 
-    /// Sends one local event into a room: the single write path.
+    /// Sends one local event into a room: the single write path. Runs on a task of its own:
+    /// a request abandoned by its client must not stop a send half-way (its stream position
+    /// would never be published and every sync would wait for it).
     pub async fn send_event(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        draft: EventDraft,
+        txn: Option<TxnKey>,
+    ) -> Result<Arc<Pdu>> {
+        let services = self.clone();
+        let (room_id, sender) = (room_id.to_owned(), sender.to_owned());
+        tokio::spawn(async move { services.send_event_to_completion(&room_id, &sender, draft, txn).await })
+            .await
+            .map_err(Error::internal)?
+    }
+
+    async fn send_event_to_completion(
         &self,
         room_id: &RoomId,
         sender: &UserId,
