@@ -23,7 +23,8 @@ pub struct StoredEvent {
 
 const EVENT_COLUMNS: &str = "event_id, room_id, stream_ordering, json, state_before, state_after, replaces_state, redacted_by, outlier";
 
-fn event_from_row(row: &Row) -> Result<StoredEvent, StoreError> {
+/// Decodes a row of [`EVENT_COLUMNS`] (in that order, with or without a table alias).
+pub(crate) fn event_from_row(row: &Row) -> Result<StoredEvent, StoreError> {
     Ok(StoredEvent {
         event_id: row.string(0)?,
         room_id: row.string(1)?,
@@ -130,11 +131,8 @@ impl Store {
                 prevs.sort_unstable();
                 prevs.dedup();
                 if !prevs.is_empty() {
-                    let placeholders: Vec<String> = (1..=prevs.len()).map(|i| format!("${i}")).collect();
-                    let sql = format!(
-                        "SELECT COUNT(*) FROM events WHERE event_id IN ({})",
-                        placeholders.join(", ")
-                    );
+                    let placeholders = crate::placeholder_list(prevs.len());
+                    let sql = format!("SELECT COUNT(*) FROM events WHERE event_id IN ({})", placeholders);
                     let found =
                         tx.query_opt(&sql, prevs.iter().map(|id| crate::Value::from(*id)).collect()).await?;
                     if found.map(|row| row.i64(0)).transpose()?.unwrap_or(0) != prevs.len() as i64 {
@@ -193,9 +191,8 @@ impl Store {
     pub async fn get_events(&self, event_ids: &[String]) -> Result<Vec<StoredEvent>, StoreError> {
         let mut out = Vec::with_capacity(event_ids.len());
         for chunk in event_ids.chunks(200) {
-            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-            let sql =
-                format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id IN ({})", placeholders.join(", "));
+            let placeholders = crate::placeholder_list(chunk.len());
+            let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id IN ({})", placeholders);
             let params = chunk.iter().map(|id| crate::Value::from(id.as_str())).collect();
             for row in self.db.query(&sql, params).await? {
                 out.push(event_from_row(&row)?);
@@ -731,12 +728,12 @@ impl Store {
     ) -> Result<HashMap<String, Vec<(String, i64)>>, StoreError> {
         let mut out: HashMap<String, Vec<(String, i64)>> = HashMap::new();
         for chunk in targets.chunks(200) {
-            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let placeholders = crate::placeholder_list(chunk.len());
             let sql = format!(
                 "SELECT relates_to_id, rel_type, COUNT(*) FROM event_relations
                  WHERE relates_to_id IN ({}) AND rel_type IN ('m.thread', 'm.replace', 'm.reference')
                  GROUP BY relates_to_id, rel_type",
-                placeholders.join(", ")
+                placeholders
             );
             let params = chunk.iter().map(|id| crate::Value::from(*id)).collect();
             for row in self.db.query(&sql, params).await? {
@@ -753,10 +750,10 @@ impl Store {
     ) -> Result<HashMap<String, TxnRecord>, StoreError> {
         let mut out = HashMap::new();
         for chunk in event_ids.chunks(200) {
-            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let placeholders = crate::placeholder_list(chunk.len());
             let sql = format!(
                 "SELECT event_id, user_id, device_id, scope, txn_id FROM event_txns WHERE event_id IN ({})",
-                placeholders.join(", ")
+                placeholders
             );
             let params = chunk.iter().map(|id| crate::Value::from(*id)).collect();
             for r in self.db.query(&sql, params).await? {

@@ -97,6 +97,11 @@ impl Store {
 }
 
 /// Milliseconds since the UNIX epoch.
+/// `$1, $2, ..., $n`: the placeholders of an `IN (...)` list.
+pub(crate) fn placeholder_list(n: usize) -> String {
+    (1..=n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -125,11 +125,8 @@ impl Store {
     pub async fn push_rules_of(&self, user_ids: &[String]) -> Result<Vec<(String, String)>, StoreError> {
         let mut out = Vec::new();
         for chunk in user_ids.chunks(200) {
-            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-            let sql = format!(
-                "SELECT user_id, ruleset FROM push_rules WHERE user_id IN ({})",
-                placeholders.join(", ")
-            );
+            let placeholders = crate::placeholder_list(chunk.len());
+            let sql = format!("SELECT user_id, ruleset FROM push_rules WHERE user_id IN ({})", placeholders);
             let params = chunk.iter().map(|u| Value::from(u.as_str())).collect();
             for row in self.db.query(&sql, params).await? {
                 out.push((row.string(0)?, row.string(1)?));
@@ -499,10 +496,10 @@ pub(crate) async fn insert_push_actions_tx(
     users.dedup();
     let mut with_pushers = std::collections::HashSet::new();
     for chunk in users.chunks(INSERT_CHUNK) {
-        let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let placeholders = crate::placeholder_list(chunk.len());
         let sql = format!(
             "SELECT DISTINCT user_id FROM pushers WHERE kind = 'http' AND user_id IN ({})",
-            placeholders.join(", ")
+            placeholders
         );
         let params = chunk.iter().map(|u| Value::from(*u)).collect();
         for row in tx.query(&sql, params).await? {

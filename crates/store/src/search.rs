@@ -19,7 +19,7 @@
 use serde_json::Value as Json;
 
 use crate::events::{EventFilterSql, NewEvent, StoredEvent};
-use crate::{Dialect, Row, Store, StoreError, Tx, Value, params};
+use crate::{Dialect, Store, StoreError, Tx, Value, params};
 
 /// Marks placed around matched words in highlighted text. They never occur in indexed text.
 const MARK_START: char = '\u{1}';
@@ -458,20 +458,6 @@ fn match_source(
 
 const EVENT_COLUMNS: &str = "e.event_id, e.room_id, e.stream_ordering, e.json, e.state_before, e.state_after, e.replaces_state, e.redacted_by, e.outlier";
 
-fn stored_event(row: &Row) -> Result<StoredEvent, StoreError> {
-    Ok(StoredEvent {
-        event_id: row.string(0)?,
-        room_id: row.string(1)?,
-        stream_ordering: row.i64(2)?,
-        json: row.string(3)?,
-        state_before: row.opt_i64(4)?,
-        state_after: row.opt_i64(5)?,
-        replaces_state: row.opt_string(6)?,
-        redacted_by: row.opt_string(7)?,
-        outlier: row.bool(8)?,
-    })
-}
-
 /// The profile field `field` of a member event or profile value.
 fn json_string_field(json: Option<&Json>, field: &str) -> Option<String> {
     json?.get(field)?.as_str().map(str::to_owned)
@@ -512,7 +498,7 @@ impl Store {
         rows.iter()
             .map(|row| {
                 Ok(SearchMatch {
-                    event: stored_event(row)?,
+                    event: crate::events::event_from_row(row)?,
                     rank: row.opt_f64(9)?.unwrap_or(0.0),
                     highlights: marked_words(&row.opt_string(10)?.unwrap_or_default()),
                 })
