@@ -4,6 +4,7 @@ API only, SQLite or PostgreSQL, open registration, rate limits off, presence on,
 federation, bcrypt cost 12 (Synapse's default).
 
 Usage: python myelin_config.py HOMESERVER_YAML [--db postgres --pg-host H --pg-port P --pg-db D --pg-user U]
+                               [--bcrypt-rounds N]
 """
 import argparse
 
@@ -39,6 +40,7 @@ def main() -> None:
     ap.add_argument("--pg-port", type=int)
     ap.add_argument("--pg-db")
     ap.add_argument("--pg-user")
+    ap.add_argument("--bcrypt-rounds", type=int, default=12)
     a = ap.parse_args()
     with open(a.path) as f:
         cfg = yaml.safe_load(f)
@@ -53,7 +55,7 @@ def main() -> None:
             "cp_min": 5, "cp_max": 10}}
     cfg["enable_registration"] = True
     cfg["enable_registration_without_verification"] = True
-    cfg["bcrypt_rounds"] = 12
+    cfg["bcrypt_rounds"] = a.bcrypt_rounds
     cfg["presence"] = {"enabled": True}
     cfg["trusted_key_servers"] = []
     cfg["suppress_key_server_warning"] = True

@@ -58,6 +58,10 @@ def cpu_model():
     return platform.processor() or "unknown"
 
 
+SCALE_BEGIN = "<!-- scale:begin -->"
+SCALE_END = "<!-- scale:end -->"
+
+
 def main():
     out = sys.argv[1]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
@@ -145,6 +149,13 @@ def main():
     notes = os.path.join(HERE, "NOTES.md")
     if os.path.exists(notes):
         print(open(notes).read())
+    # The scale section (bench/scale.sh) is kept from the previous BENCHMARKS.md.
+    previous = os.path.join(HERE, "..", "BENCHMARKS.md")
+    if os.path.exists(previous):
+        text = open(previous).read()
+        begin, end = text.find(SCALE_BEGIN), text.find(SCALE_END)
+        if begin >= 0 and end > begin:
+            print(text[begin:end + len(SCALE_END)])
 
 
 if __name__ == "__main__":

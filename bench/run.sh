@@ -116,5 +116,6 @@ for db in $dbs; do
     kill -TERM "$mpid"; wait "$mpid" 2>/dev/null || true
 done
 
-"$bin/python" bench/report.py "$out" > BENCHMARKS.md
+"$bin/python" bench/report.py "$out" > "$out/BENCHMARKS.md"
+cp "$out/BENCHMARKS.md" BENCHMARKS.md
 echo "== wrote BENCHMARKS.md (raw results in $out)"

@@ -73,8 +73,14 @@ impl Stream {
 #[derive(Default)]
 pub struct Notifier {
     users: Mutex<HashMap<OwnedUserId, Arc<Notify>>>,
-    room_members: Mutex<HashMap<OwnedRoomId, Arc<Vec<OwnedUserId>>>>,
+    room_members: Mutex<HashMap<OwnedRoomId, MemberSet>>,
+    /// Counts membership changes, so that a member list loaded from the store while one
+    /// was being published is not cached (it may predate the change).
+    member_changes: std::sync::atomic::AtomicU64,
 }
+
+/// A room's local members (joined, invited, knocking), with O(1) clones.
+pub type MemberSet = imbl::OrdSet<OwnedUserId>;
 
 impl Notifier {
     /// The handle a user's sync waits on.
@@ -93,6 +99,25 @@ impl Notifier {
         }
     }
 
+    /// Wakes the syncs of a room's members: walks whichever is smaller, the members or the
+    /// users with a sync open.
+    pub fn notify_members(&self, members: &MemberSet) {
+        let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        if users.len() < members.len() {
+            for (user_id, notify) in users.iter() {
+                if members.contains(user_id) {
+                    notify.notify_waiters();
+                }
+            }
+        } else {
+            for user_id in members {
+                if let Some(notify) = users.get(user_id) {
+                    notify.notify_waiters();
+                }
+            }
+        }
+    }
+
     pub fn notify_users<'a>(&self, user_ids: impl IntoIterator<Item = &'a UserId>) {
         let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
         for user_id in user_ids {
@@ -103,13 +128,22 @@ impl Notifier {
     }
 
     /// Cached local members (joined, invited, knocking) of a room, if known.
-    pub fn cached_members(&self, room_id: &RoomId) -> Option<Arc<Vec<OwnedUserId>>> {
+    pub fn cached_members(&self, room_id: &RoomId) -> Option<MemberSet> {
         self.room_members.lock().unwrap_or_else(|e| e.into_inner()).get(room_id).cloned()
     }
 
-    pub fn cache_members(&self, room_id: &RoomId, members: Vec<OwnedUserId>) -> Arc<Vec<OwnedUserId>> {
-        let members = Arc::new(members);
+    /// The count of membership changes so far (see [`Self::cache_members`]).
+    pub fn member_changes(&self) -> u64 {
+        self.member_changes.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Caches a room's members as loaded from the store, unless a membership change was
+    /// published since `changes_before` was read.
+    pub fn cache_members(&self, room_id: &RoomId, members: MemberSet, changes_before: u64) -> MemberSet {
         let mut cache = self.room_members.lock().unwrap_or_else(|e| e.into_inner());
+        if self.member_changes() != changes_before {
+            return members;
+        }
         if cache.len() > 50_000 {
             cache.clear();
         }
@@ -117,9 +151,18 @@ impl Notifier {
         members
     }
 
-    /// Forgets a room's cached members (its membership changed).
-    pub fn forget_members(&self, room_id: &RoomId) {
-        self.room_members.lock().unwrap_or_else(|e| e.into_inner()).remove(room_id);
+    /// Applies a published membership change of a local user to the cached members (called
+    /// in stream order).
+    pub fn apply_membership(&self, room_id: &RoomId, user_id: &UserId, membership: &str) {
+        let mut cache = self.room_members.lock().unwrap_or_else(|e| e.into_inner());
+        self.member_changes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if let Some(members) = cache.get_mut(room_id) {
+            if matches!(membership, "join" | "invite" | "knock") {
+                members.insert(user_id.to_owned());
+            } else {
+                members.remove(user_id);
+            }
+        }
     }
 }
 

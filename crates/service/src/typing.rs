@@ -90,7 +90,7 @@ impl Services {
     /// Wakes the syncs of a room's local members.
     pub async fn notify_room(&self, room_id: &RoomId) {
         match self.local_room_members(room_id).await {
-            Ok(members) => self.notifier.notify_users(members.iter().map(|u| u.as_ref())),
+            Ok(members) => self.notifier.notify_members(&members),
             Err(error) => tracing::warn!(%error, "could not load room members to notify"),
         }
     }
