@@ -32,7 +32,11 @@ pub struct Pdu {
     pub depth: u64,
     pub redacts: Option<OwnedEventId>,
     pub rejected: bool,
-    pub json: CanonicalJsonObject,
+    /// Whether the event carries `room_id` (a v12 create event does not).
+    has_room_id: bool,
+    /// The canonical JSON text (kept as text: a parsed tree costs several times its size in
+    /// every cached event).
+    json: Box<str>,
 }
 
 /// What a local event starts as.
@@ -71,7 +75,7 @@ fn string_field<'a>(json: &'a CanonicalJsonObject, key: &str) -> Result<&'a str,
 
 /// The `sha256` reference hash of an event, as v1/v2 `prev_events` entries carry it.
 fn reference_entry(pdu: &Pdu, rules: &RoomVersionRules) -> Result<CanonicalJsonValue, String> {
-    let hash = ruma::signatures::reference_hash(&pdu.json, rules).map_err(|e| e.to_string())?;
+    let hash = ruma::signatures::reference_hash(&pdu.json(), rules).map_err(|e| e.to_string())?;
     let mut hashes = CanonicalJsonObject::new();
     hashes.insert("sha256".to_owned(), CanonicalJsonValue::String(hash));
     Ok(CanonicalJsonValue::Array(vec![
@@ -228,6 +232,8 @@ impl Pdu {
             Some(CanonicalJsonValue::String(id)) => EventId::parse(id).ok(),
             _ => None,
         };
+        let has_room_id = json.contains_key("room_id");
+        let json = serde_json::to_string(&json).map_err(|e| e.to_string())?.into_boxed_str();
         Ok(Pdu {
             event_id,
             room_id,
@@ -241,6 +247,7 @@ impl Pdu {
             depth,
             redacts,
             rejected: false,
+            has_room_id,
             json,
         })
     }
@@ -272,9 +279,19 @@ impl Pdu {
         event
     }
 
+    /// The event as a canonical JSON object (parsed from its text).
+    pub fn json(&self) -> CanonicalJsonObject {
+        serde_json::from_str(&self.json).unwrap_or_default()
+    }
+
+    /// The canonical JSON text of the PDU, as stored.
+    pub fn json_str(&self) -> &str {
+        &self.json
+    }
+
     /// This event with the room version's redaction algorithm applied.
     pub fn redacted(&self, rules: &RoomVersionRules) -> Result<Pdu, String> {
-        let mut json = self.json.clone();
+        let mut json = self.json();
         redact_in_place(&mut json, &rules.redaction, None).map_err(|e| e.to_string())?;
         let mut pdu = Pdu::from_json(json, self.event_id.clone(), rules)?;
         pdu.rejected = self.rejected;
@@ -283,7 +300,7 @@ impl Pdu {
 
     /// The canonical JSON text of the PDU, as stored.
     pub fn json_string(&self) -> String {
-        serde_json::to_string(&self.json).unwrap_or_default()
+        self.json.to_string()
     }
 }
 
@@ -296,7 +313,7 @@ impl ruma::state_res::Event for Pdu {
 
     fn room_id(&self) -> Option<&RoomId> {
         // A v12 create event has no `room_id`: the room ID derives from it.
-        self.json.contains_key("room_id").then_some(&*self.room_id)
+        self.has_room_id.then_some(&*self.room_id)
     }
 
     fn sender(&self) -> &UserId {
@@ -388,10 +405,10 @@ mod tests {
         assert_eq!(v1.event_id.as_str(), "$createevent:example.org");
         let v4 = create("4", &key);
         assert!(!v4.event_id.as_str().contains(':') && !v4.event_id.as_str().contains('/'));
-        assert!(!v4.json.contains_key("event_id"));
+        assert!(!v4.json().contains_key("event_id"));
         let v12 = create("12", &key);
         assert_eq!(v12.room_id.as_str(), format!("!{}", &v12.event_id.as_str()[1..]));
-        assert!(!v12.json.contains_key("room_id"));
+        assert!(!v12.json().contains_key("room_id"));
     }
 
     #[test]
@@ -400,15 +417,15 @@ mod tests {
         for version in ["1", "6", "10", "11", "12"] {
             let pdu = create(version, &key);
             let (_, rules) = room_version(version).unwrap();
-            assert!(pdu.json.contains_key("hashes"));
+            assert!(pdu.json().contains_key("hashes"));
             let mut keys = BTreeMap::new();
             keys.insert("ed25519:a_test".to_owned(), ruma::serde::Base64::new(key.public_key().to_vec()));
             let mut map = BTreeMap::new();
             map.insert("example.org".to_owned(), keys);
-            let verified = ruma::signatures::verify_event(&map, &pdu.json, &rules).unwrap();
+            let verified = ruma::signatures::verify_event(&map, &pdu.json(), &rules).unwrap();
             assert_eq!(verified, ruma::signatures::Verified::All, "version {version}");
             // A reparsed PDU keeps its fields.
-            let again = Pdu::from_json(pdu.json.clone(), pdu.event_id.clone(), &rules).unwrap();
+            let again = Pdu::from_json(pdu.json(), pdu.event_id.clone(), &rules).unwrap();
             assert_eq!(again.room_id, pdu.room_id);
             assert_eq!(again.depth, 1);
         }

@@ -86,7 +86,7 @@ async fn sync_events(
     let mut out = Vec::with_capacity(events.len());
     for event in events {
         let mut json = if federation {
-            serde_json::to_value(&event.pdu.json).unwrap_or(Value::Null)
+            serde_json::from_str(event.pdu.json_str()).unwrap_or(Value::Null)
         } else {
             let mut json = formatted.next().unwrap_or(Value::Null);
             if let Some(object) = json.as_object_mut() {
