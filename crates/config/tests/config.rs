@@ -167,3 +167,18 @@ fn defaults_follow_synapse() {
     assert_eq!(config.server.default_room_version, "11");
     assert_eq!(config.keys.signing_key_path, Path::new("/etc/myelin/example.org.signing.key"));
 }
+
+#[test]
+fn event_cache_limits_follow_synapse_keys() {
+    let origin = std::path::Path::new("test.yaml");
+    let limits = |yaml: &str| load_from_str(yaml, origin).unwrap().config.caches.event_cache_limits();
+    // Default: 10K events within 8 MiB.
+    assert_eq!(limits("server_name: example.org"), (10240, 8 * 1024 * 1024));
+    // An explicit count alone is Synapse's meaning: that many events, whatever their size.
+    assert_eq!(limits("server_name: example.org\nevent_cache_size: 50K"), (51200, u64::MAX));
+    // A memory ceiling bounds it.
+    let yaml = "server_name: example.org\ncaches:\n  cache_autotuning:\n    max_cache_memory_usage: 64M";
+    assert_eq!(limits(yaml), (10240, 64 * 1024 * 1024));
+    let loaded = load_from_str("server_name: example.org\ncaches:\n  global_factor: 2.0", origin).unwrap();
+    assert!(loaded.warnings.iter().any(|w| w.contains("global_factor")), "{:?}", loaded.warnings);
+}

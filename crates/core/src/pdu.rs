@@ -284,6 +284,26 @@ impl Pdu {
         serde_json::from_str(&self.json).unwrap_or_default()
     }
 
+    /// An estimate of the memory the event holds (its allocations and their overhead), for
+    /// caches bounded by size.
+    pub fn heap_size(&self) -> usize {
+        const ALLOCATION: usize = 16;
+        let id = |id: &EventId| id.as_str().len() + ALLOCATION;
+        let ids =
+            |ids: &[OwnedEventId]| ids.iter().map(|i| id(i)).sum::<usize>() + ids.len() * 16 + ALLOCATION;
+        std::mem::size_of::<Pdu>()
+            + ALLOCATION
+            + self.json.len()
+            + self.content.get().len()
+            + id(&self.event_id)
+            + self.room_id.as_str().len()
+            + self.sender.as_str().len()
+            + self.state_key.as_ref().map_or(0, |k| k.len() + ALLOCATION)
+            + ids(&self.prev_events)
+            + ids(&self.auth_events)
+            + 4 * ALLOCATION
+    }
+
     /// The canonical JSON text of the PDU, as stored.
     pub fn json_str(&self) -> &str {
         &self.json

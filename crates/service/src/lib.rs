@@ -83,8 +83,7 @@ impl Services {
         let store = Store::open(&config.database).await?;
         let keys = keys::ServerKeys::load_or_generate(&config)?;
         let passwords = passwords::PasswordHasher::new(&config.password);
-        let rooms =
-            rooms::Rooms::new(store.max_stream_ordering().await?, config.caches.event_cache_size.0 as usize);
+        let rooms = rooms::Rooms::new(store.max_stream_ordering().await?, config.caches.event_cache_limits());
         let (account_data, receipts, presence) = store.max_stream_ids().await?;
         Ok(Services {
             rooms: Arc::new(rooms),

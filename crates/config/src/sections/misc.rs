@@ -62,16 +62,49 @@ pub(crate) struct RawPresence {
     pub(crate) presence: PresenceConfig,
 }
 
-/// `event_cache_size`: how many parsed events stay in memory (Synapse's size syntax, so
-/// `"10K"` is 10240; the default). The cache is the bulk of an idle server's memory.
+/// The event cache: `event_cache_size` (how many parsed events stay in memory, Synapse's
+/// size syntax, so `"10K"` is 10240) and `caches.cache_autotuning.max_cache_memory_usage` (a
+/// ceiling on the memory they use). By default the cache holds up to 10K events within
+/// 8 MiB; an explicit `event_cache_size` alone asks for that many events whatever their size
+/// (Synapse's meaning of it).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default)]
 pub struct CacheConfig {
-    pub event_cache_size: ByteSize,
+    pub event_cache_size: Option<ByteSize>,
+    pub caches: CachesSection,
+}
+
+/// Synapse's `caches` section (only its memory ceiling is read).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct CachesSection {
+    pub cache_autotuning: Option<CacheAutotuning>,
+}
+
+/// `caches.cache_autotuning`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct CacheAutotuning {
+    pub max_cache_memory_usage: ByteSize,
+}
+
+impl CacheConfig {
+    /// The default memory ceiling of the event cache when none is configured.
+    pub const DEFAULT_EVENT_CACHE_MEMORY: u64 = 8 * 1024 * 1024;
+
+    /// The event cache's limits: (events, bytes).
+    pub fn event_cache_limits(&self) -> (usize, u64) {
+        let events = self.event_cache_size.map_or(10 * 1024, |size| size.0 as usize);
+        let bytes = match (&self.caches.cache_autotuning, self.event_cache_size) {
+            (Some(tuning), _) => tuning.max_cache_memory_usage.0,
+            (None, Some(_)) => u64::MAX,
+            (None, None) => Self::DEFAULT_EVENT_CACHE_MEMORY,
+        };
+        (events, bytes)
+    }
 }
 
 impl Default for CacheConfig {
     fn default() -> Self {
-        CacheConfig { event_cache_size: ByteSize(10 * 1024) }
+        CacheConfig { event_cache_size: None, caches: CachesSection::default() }
     }
 }

@@ -82,7 +82,7 @@ pub struct NewEventNotice {
 /// The in-memory parts of the rooms service.
 pub struct Rooms {
     locks: Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<Option<RoomHead>>>>>,
-    events: Mutex<lru::LruCache<OwnedEventId, Arc<Pdu>>>,
+    events: Mutex<EventCache>,
     pub stream: Stream,
     /// Notices of persisted events waiting for their position to be published.
     pending: Mutex<BTreeMap<i64, NewEventNotice>>,
@@ -146,13 +146,15 @@ pub(crate) struct StagedEvents {
 }
 
 impl Rooms {
-    /// `event_cache_size`: how many parsed events to keep in memory.
-    pub fn new(max_stream_ordering: i64, event_cache_size: usize) -> Rooms {
+    /// `event_cache`: how many parsed events to keep in memory, and within how many bytes.
+    pub fn new(max_stream_ordering: i64, (events, bytes): (usize, u64)) -> Rooms {
         Rooms {
             locks: Mutex::default(),
-            events: Mutex::new(lru::LruCache::new(
-                NonZeroUsize::new(event_cache_size.max(1)).expect("non-zero"),
-            )),
+            events: Mutex::new(EventCache {
+                events: lru::LruCache::new(NonZeroUsize::new(events.max(1)).expect("non-zero")),
+                bytes: 0,
+                max_bytes: bytes,
+            }),
             stream: Stream::new(max_stream_ordering),
             pending: Mutex::default(),
             new_events: broadcast::channel(4096).0,
@@ -183,15 +185,40 @@ impl Rooms {
     }
 
     fn cached_event(&self, event_id: &EventId) -> Option<Arc<Pdu>> {
-        self.events.lock().unwrap_or_else(|e| e.into_inner()).get(event_id).cloned()
+        self.events.lock().unwrap_or_else(|e| e.into_inner()).events.get(event_id).cloned()
     }
 
     fn cache_event(&self, pdu: Arc<Pdu>) {
-        self.events.lock().unwrap_or_else(|e| e.into_inner()).put(pdu.event_id.clone(), pdu);
+        let mut cache = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        cache.bytes += EventCache::entry_size(&pdu);
+        if let Some((_, out)) = cache.events.push(pdu.event_id.clone(), pdu) {
+            cache.bytes -= EventCache::entry_size(&out);
+        }
+        while cache.bytes > cache.max_bytes && cache.events.len() > 1 {
+            let Some((_, out)) = cache.events.pop_lru() else { break };
+            cache.bytes -= EventCache::entry_size(&out);
+        }
     }
 
     fn forget_event(&self, event_id: &EventId) {
-        self.events.lock().unwrap_or_else(|e| e.into_inner()).pop(event_id);
+        let mut cache = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(out) = cache.events.pop(event_id) {
+            cache.bytes -= EventCache::entry_size(&out);
+        }
+    }
+}
+
+/// Parsed events by ID, bounded by count and by (estimated) memory.
+struct EventCache {
+    events: lru::LruCache<OwnedEventId, Arc<Pdu>>,
+    bytes: u64,
+    max_bytes: u64,
+}
+
+impl EventCache {
+    /// The memory an entry holds: the event, its key and the list node.
+    fn entry_size(pdu: &Pdu) -> u64 {
+        (pdu.heap_size() + pdu.event_id.as_str().len() + 16 + 64) as u64
     }
 }
 
