@@ -9,6 +9,10 @@ use crate::{Store, StoreError, Tx, params};
 pub type StateDelta = BTreeMap<(String, String), Option<String>>;
 
 /// The recursive walk from a group along its skip pointers, newest first (`n` = distance).
+/// The groups a state is read from, nearest first. Readers join it to `state_group_entries`
+/// with `CROSS JOIN`, which makes SQLite walk the chain and look each group up by key: left
+/// to itself, SQLite 3.54 scanned every entry of every room instead (seconds per read on a
+/// large server).
 const CHAIN: &str = "WITH RECURSIVE chain(id, base_id, n) AS (
         SELECT id, base_id, 0 FROM state_groups WHERE id = $1
         UNION ALL
@@ -96,7 +100,7 @@ impl Store {
             "{CHAIN} SELECT type, state_key, event_id FROM (
                 SELECT e.type, e.state_key, e.event_id,
                        ROW_NUMBER() OVER (PARTITION BY e.type, e.state_key ORDER BY c.n) AS rn
-                FROM chain c JOIN state_group_entries e ON e.group_id = c.id
+                FROM chain c CROSS JOIN state_group_entries e WHERE e.group_id = c.id
             ) AS latest WHERE rn = 1 AND event_id IS NOT NULL"
         );
         let rows = self.db.query(&sql, params![group]).await?;
@@ -122,8 +126,8 @@ impl Store {
             "{CHAIN} SELECT state_key, event_id FROM (
                 SELECT e.state_key, e.event_id,
                        ROW_NUMBER() OVER (PARTITION BY e.state_key ORDER BY c.n) AS rn
-                FROM chain c JOIN state_group_entries e ON e.group_id = c.id
-                WHERE e.type = $2 {filter}
+                FROM chain c CROSS JOIN state_group_entries e
+                WHERE e.group_id = c.id AND e.type = $2 {filter}
             ) AS latest WHERE rn = 1 AND event_id IS NOT NULL"
         );
         let rows = self.db.query(&sql, params).await?;
