@@ -64,7 +64,11 @@ SCALE_END = "<!-- scale:end -->"
 
 def main():
     out = sys.argv[1]
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
+    commit_file = os.path.join(out, "commit")
+    if os.path.exists(commit_file):
+        commit = open(commit_file).read().strip()
+    else:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
     print("# Benchmarks: Myelin beside Synapse\n")
     print(f"Run on {time.strftime('%Y-%m-%d')} ({os.path.basename(out)}), {os.cpu_count()} cores ({cpu_model()}),")
     print(f"{platform.system()} {platform.release()}, Myelin at commit {commit}.\n")

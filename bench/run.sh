@@ -27,6 +27,7 @@ done
 [ "$dbs" = both ] && dbs="sqlite postgres"
 out="${out:-$root/bench/out/$(date +%Y%m%d-%H%M%S)}"
 mkdir -p "$out"
+git rev-parse --short HEAD >"$out/commit"
 bin=$(scripts/pytools.sh)
 case " $dbs " in
     *" postgres "*)  # Synapse's PostgreSQL driver is an optional extra.

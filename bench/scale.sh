@@ -26,6 +26,7 @@ while [ $# -gt 0 ]; do
 done
 out="${out:-$root/bench/out/scale-$(date +%Y%m%d-%H%M%S)}"
 mkdir -p "$out"
+git rev-parse --short HEAD >"$out/commit"
 bin=$(scripts/pytools.sh)
 echo "== building Myelin, the seeder and the load generator (release)"
 cargo build --release --quiet --bin myelin --example seed_room

@@ -39,11 +39,17 @@ def main():
     setup, seed, big = load(out, "setup.json"), load(out, "seed.json"), load(out, "big-room.json")
     many, members, changes = load(out, "many-rooms.json"), load(out, "big-members.json"), load(out, "state-changes.json")
     db_events, db_state = load(out, "db-events.json"), load(out, "db-state.json")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit_file = os.path.join(out, "commit")
+    if os.path.exists(commit_file):
+        commit = open(commit_file).read().strip()
+    else:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    setup_file = os.path.join(out, "setup.json")
+    ran = datetime.fromtimestamp(os.path.getmtime(setup_file) if os.path.exists(setup_file) else 0, timezone.utc)
     cpus = os.cpu_count()
     lines = [BEGIN, "## Scale (Myelin alone, SQLite)", ""]
     lines.append(
-        f"Run {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, Myelin {commit}, {platform.machine()} with {cpus} cores, "
+        f"Run {ran:%Y-%m-%d %H:%M} UTC, Myelin {commit}, {platform.machine()} with {cpus} cores, "
         "by `bench/scale.sh`. Latencies are client-side over HTTP on loopback, p50 / p99 in ms, one request at a time "
         "unless said. The big room is filled through the service layer's bulk write path with the server stopped "
         f"({seed.get('events_per_s', 'n/a')} events/s); everything below it is measured over HTTP.\n"

@@ -459,7 +459,10 @@ impl Services {
         // The room context holds the members, their names and the power levels.
         for pdu in pdus {
             if pdu.is_state()
-                && matches!(pdu.kind.to_string().as_str(), "m.room.member" | "m.room.power_levels" | "m.room.create")
+                && matches!(
+                    pdu.kind.to_string().as_str(),
+                    "m.room.member" | "m.room.power_levels" | "m.room.create"
+                )
             {
                 self.push.forget_room(&pdu.room_id);
             }

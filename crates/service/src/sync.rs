@@ -441,7 +441,24 @@ impl Services {
                     .and_then(|e| e.state_after),
             };
             match group {
-                Some(group) => self.state_of_group_cached(group).await?.values().cloned().collect(),
+                // With lazily loaded members, only the timeline's senders' (and the user's
+                // own) member events are wanted: leave the others unread (a room of 10,000
+                // members would otherwise fetch and parse every member event).
+                Some(group) => {
+                    let senders: HashSet<&str> = events.iter().map(|e| e.pdu.sender.as_str()).collect();
+                    let lazy = filter.state.lazy_load_members;
+                    self.state_of_group_cached(group)
+                        .await?
+                        .iter()
+                        .filter(|((kind, key), _)| {
+                            !lazy
+                                || kind != "m.room.member"
+                                || senders.contains(key.as_str())
+                                || key == requester.user_id.as_str()
+                        })
+                        .map(|(_, id)| id.clone())
+                        .collect()
+                }
                 None => Vec::new(),
             }
         } else if limited {

@@ -67,7 +67,7 @@ pub(crate) struct RawPresence {
 /// ceiling on the memory they use). By default the cache holds up to 10K events within
 /// 8 MiB; an explicit `event_cache_size` alone asks for that many events whatever their size
 /// (Synapse's meaning of it).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct CacheConfig {
     pub event_cache_size: Option<ByteSize>,
@@ -100,11 +100,5 @@ impl CacheConfig {
             (None, None) => Self::DEFAULT_EVENT_CACHE_MEMORY,
         };
         (events, bytes)
-    }
-}
-
-impl Default for CacheConfig {
-    fn default() -> Self {
-        CacheConfig { event_cache_size: None, caches: CachesSection::default() }
     }
 }
