@@ -1,6 +1,8 @@
 //! The HTTP client and measuring helpers shared by the load generator (`myelin-loadgen`, the
 //! throughput phases run beside mxbench) and the scale benchmark (`myelin-scale`).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -197,4 +199,58 @@ pub fn latencies(mut values: Vec<f64>) -> Value {
         values[((p / 100.0 * values.len() as f64).ceil() as usize).clamp(1, values.len()) - 1] * 1000.0
     };
     json!({"count": values.len(), "p50": round(pct(50.0)), "p90": round(pct(90.0)), "p99": round(pct(99.0)), "max": round(pct(100.0))})
+}
+
+/// Runs `job(i)` for every `i` below `count`, `in_flight` at a time; the results in index order.
+pub async fn run_indexed<T, F, Fut>(count: usize, in_flight: usize, job: F) -> Vec<T>
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = T> + Send,
+    T: Send + 'static,
+{
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..in_flight {
+        let (job, next) = (job.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut done = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= count {
+                    break done;
+                }
+                done.push((i, job(i).await));
+            }
+        }));
+    }
+    let mut results = Vec::new();
+    for task in tasks {
+        results.extend(task.await.unwrap());
+    }
+    results.sort_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, r)| r).collect()
+}
+
+/// Registers `count` users named `{prefix}{i}`, `in_flight` at a time.
+pub async fn register_many(client: &Arc<Client>, prefix: &str, count: usize, in_flight: usize) -> Vec<User> {
+    let (client, prefix) = (client.clone(), prefix.to_owned());
+    run_indexed(count, in_flight, move |i| {
+        let (client, name) = (client.clone(), format!("{prefix}{i}"));
+        async move { client.register(&name).await }
+    })
+    .await
+}
+
+/// Joins each user to `room`, `in_flight` at a time; each join's latency in seconds.
+pub async fn join_all(client: &Arc<Client>, users: Vec<User>, room: &str, in_flight: usize) -> Vec<f64> {
+    let (client, users, room) = (client.clone(), Arc::new(users), room.to_owned());
+    run_indexed(users.len(), in_flight, move |i| {
+        let (client, users, room) = (client.clone(), users.clone(), room.clone());
+        async move {
+            let t0 = Instant::now();
+            client.join(&users[i], &room).await;
+            t0.elapsed().as_secs_f64()
+        }
+    })
+    .await
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use myelin_loadgen::{Client, Meter, User, latencies, round};
+use myelin_loadgen::{Client, Meter, User, join_all, latencies, register_many, round};
 use serde_json::{Value, json};
 
 #[derive(Parser, Clone)]
@@ -79,27 +79,7 @@ async fn main() {
     // Users (registration is bcrypt-bound: it measures the hash cost, not the server).
     let needed = args.senders.max(args.joiners + 1).max(args.rooms.min(args.senders)) + 2;
     let meter = Meter::start(args.pid);
-    let next = Arc::new(AtomicUsize::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..args.concurrency {
-        let (client, next, run) = (client.clone(), next.clone(), run.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut users = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= needed {
-                    break users;
-                }
-                users.push((i, client.register(&format!("lg{run}u{i}")).await));
-            }
-        }));
-    }
-    let mut users: Vec<(usize, User)> = Vec::new();
-    for task in tasks {
-        users.extend(task.await.unwrap());
-    }
-    users.sort_by_key(|(i, _)| *i);
-    let users: Vec<User> = users.into_iter().map(|(_, u)| u).collect();
+    let users = register_many(&client, &format!("lg{run}u"), needed, args.concurrency).await;
     report["register"] = meter.stop(json!({"users": needed, "per_s": 0}));
     report["register"]["per_s"] =
         json!(round(needed as f64 / report["register"]["wall_s"].as_f64().unwrap()));
@@ -133,30 +113,9 @@ async fn main() {
 
     // Joins: J users join one public room, `concurrency` in flight.
     let room = client.create_room(&owner, "public_chat").await;
-    let joiners: Arc<Vec<User>> = Arc::new(users[1..=args.joiners].to_vec());
-    let next = Arc::new(AtomicUsize::new(0));
     let meter = Meter::start(args.pid);
     let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..args.concurrency {
-        let (client, joiners, next, room) = (client.clone(), joiners.clone(), next.clone(), room.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut lats = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= joiners.len() {
-                    break lats;
-                }
-                let t0 = Instant::now();
-                client.join(&joiners[i], &room).await;
-                lats.push(t0.elapsed().as_secs_f64());
-            }
-        }));
-    }
-    let mut lats = Vec::new();
-    for task in tasks {
-        lats.extend(task.await.unwrap());
-    }
+    let lats = join_all(&client, users[1..=args.joiners].to_vec(), &room, args.concurrency).await;
     let rate = args.joiners as f64 / started.elapsed().as_secs_f64();
     report["joins"] =
         meter.stop(json!({"joiners": args.joiners, "per_s": round(rate), "latency_ms": latencies(lats)}));

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
-use myelin_loadgen::{Client, Meter, User, latencies, q, round, rss_mib};
+use myelin_loadgen::{Client, Meter, User, join_all, latencies, q, register_many, round, rss_mib};
 use serde_json::{Value, json};
 
 #[derive(Parser)]
@@ -84,30 +84,6 @@ async fn timed<F: Future<Output = Value>>(f: F) -> (f64, Value) {
     let t0 = Instant::now();
     let value = f.await;
     (t0.elapsed().as_secs_f64(), value)
-}
-
-async fn register_many(client: &Arc<Client>, prefix: &str, count: usize) -> Vec<User> {
-    let next = Arc::new(AtomicUsize::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..CONCURRENCY {
-        let (client, next, prefix) = (client.clone(), next.clone(), prefix.to_owned());
-        tasks.push(tokio::spawn(async move {
-            let mut users = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= count {
-                    break users;
-                }
-                users.push((i, client.register(&format!("{prefix}{i}")).await));
-            }
-        }));
-    }
-    let mut users = Vec::new();
-    for task in tasks {
-        users.extend(task.await.unwrap());
-    }
-    users.sort_by_key(|(i, _)| *i);
-    users.into_iter().map(|(_, u)| u).collect()
 }
 
 fn run_id() -> String {
@@ -271,34 +247,14 @@ async fn big_members(
     let run = run_id();
     let owner = client.register(&format!("owner{run}")).await;
     let meter = Meter::start(pid);
-    let users = register_many(client, &format!("m{run}u"), members - 1).await;
+    let users = register_many(client, &format!("m{run}u"), members - 1, CONCURRENCY).await;
     report["register"] = meter.stop(json!({"users": members - 1}));
     let room = client.create_room(&owner, "public_chat").await;
 
     // Joins, timed per tenth of the room's growth.
-    let users = Arc::new(users);
-    let next = Arc::new(AtomicUsize::new(0));
     let meter = Meter::start(pid);
-    let mut tasks = Vec::new();
-    for _ in 0..CONCURRENCY {
-        let (client, users, next, room) = (client.clone(), users.clone(), next.clone(), room.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut lats = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= users.len() {
-                    break lats;
-                }
-                let t0 = Instant::now();
-                client.join(&users[i], &room).await;
-                lats.push((i, t0.elapsed().as_secs_f64()));
-            }
-        }));
-    }
-    let mut lats = Vec::new();
-    for task in tasks {
-        lats.extend(task.await.unwrap());
-    }
+    let lats: Vec<(usize, f64)> =
+        join_all(client, users.clone(), &room, CONCURRENCY).await.into_iter().enumerate().collect();
     let wall = meter.started_secs();
     let tenth = (users.len() / 10).max(1);
     let first: Vec<f64> = lats.iter().filter(|(i, _)| *i < tenth).map(|(_, t)| *t).collect();
