@@ -5,6 +5,7 @@
 //! - [`router`] / [`metrics_router`]: one axum router per listener, built from the listener's
 //!   `resources` (client, federation, keys, metrics, health).
 //! - [`middleware`]: request ids, client addresses, CORS, access log, HTTP metrics.
+//! - [`completion`]: requests that may write run to completion on their own task.
 //! - [`extract`]: extractors that fail with Matrix errors.
 //! - [`error`]: service errors as `{"errcode", "error"}` responses.
 //! - [`auth`]: the authenticated-request extractors (access token, guest, optional, admin).
@@ -17,6 +18,7 @@
 pub mod admin;
 pub mod auth;
 pub mod client;
+pub mod completion;
 pub mod error;
 pub mod extract;
 pub mod federation;
@@ -67,6 +69,7 @@ fn finish(
         next_request: AtomicU64::new(0),
     });
     routes
+        .route_layer(axum::middleware::from_fn(completion::run_writes_to_completion))
         .route_layer(axum::middleware::from_fn(middleware::record_route))
         .fallback(unrecognized)
         .method_not_allowed_fallback(method_not_allowed)

@@ -26,7 +26,8 @@ impl Services {
         kind: &str,
         content: &Value,
     ) -> Result<()> {
-        let stream_id = self.streams.account_data.allocate();
+        let position = self.streams.account_data.allocate();
+        let stream_id = position.value();
         let result = self
             .store
             .set_account_data(
@@ -37,8 +38,8 @@ impl Services {
                 stream_id,
             )
             .await;
-        self.streams.account_data.finish(stream_id);
         result?;
+        position.finish();
         self.notifier.notify_user(user_id);
         Ok(())
     }

@@ -2,7 +2,7 @@
 //! their own, visible to users who share a room.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use myelin_core::MatrixError;
@@ -25,12 +25,31 @@ pub struct ActiveSyncs {
     counts: Mutex<HashMap<OwnedUserId, usize>>,
 }
 
+/// A sync in progress: counted from [`ActiveSyncs::start`] until dropped, however the sync
+/// ends (returned, failed, or abandoned by its client at an `.await`).
+pub struct ActiveSync {
+    syncs: Arc<ActiveSyncs>,
+    user_id: OwnedUserId,
+}
+
+impl Drop for ActiveSync {
+    fn drop(&mut self) {
+        self.syncs.end(&self.user_id);
+    }
+}
+
 impl ActiveSyncs {
-    pub fn start(&self, user_id: &UserId) {
+    pub fn start(self: &Arc<Self>, user_id: &UserId) -> ActiveSync {
         *self.counts.lock().unwrap_or_else(|e| e.into_inner()).entry(user_id.to_owned()).or_default() += 1;
+        ActiveSync { syncs: self.clone(), user_id: user_id.to_owned() }
     }
 
-    pub fn end(&self, user_id: &UserId) {
+    /// Whether any sync of the user is in progress.
+    pub fn is_syncing(&self, user_id: &UserId) -> bool {
+        self.counts.lock().unwrap_or_else(|e| e.into_inner()).contains_key(user_id)
+    }
+
+    fn end(&self, user_id: &UserId) {
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(count) = counts.get_mut(user_id) {
             *count -= 1;
@@ -41,7 +60,7 @@ impl ActiveSyncs {
     }
 
     fn syncing(&self, user_id: &str) -> bool {
-        self.counts.lock().unwrap_or_else(|e| e.into_inner()).keys().any(|u| u.as_str() == user_id)
+        UserId::parse(user_id).is_ok_and(|user_id| self.is_syncing(&user_id))
     }
 }
 
@@ -61,11 +80,10 @@ pub fn presence_event(record: &PresenceRecord, now: i64) -> Value {
 impl Services {
     /// Writes a presence change and wakes the users who can see it.
     async fn store_presence(&self, mut record: PresenceRecord) -> Result<()> {
-        let stream_id = self.streams.presence.allocate();
-        record.stream_id = stream_id;
-        let result = self.store.set_presence(&record).await;
-        self.streams.presence.finish(stream_id);
-        result?;
+        let position = self.streams.presence.allocate();
+        record.stream_id = position.value();
+        self.store.set_presence(&record).await?;
+        position.finish();
         let watchers = self.store.users_sharing_rooms(&record.user_id).await?;
         let mut watchers: Vec<OwnedUserId> = watchers.iter().filter_map(|u| UserId::parse(u).ok()).collect();
         if let Ok(user) = UserId::parse(&record.user_id) {

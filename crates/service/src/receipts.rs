@@ -47,7 +47,8 @@ impl Services {
             // Receipts only move forward.
             return Ok(());
         }
-        let stream_id = self.streams.receipts.allocate();
+        let position = self.streams.receipts.allocate();
+        let stream_id = position.value();
         let result = self
             .store
             .upsert_receipt(&ReceiptRecord {
@@ -61,8 +62,8 @@ impl Services {
                 stream_id,
             })
             .await;
-        self.streams.receipts.finish(stream_id);
         result?;
+        position.finish();
         if receipt_type == "m.read" {
             self.notify_room(room_id).await;
         } else {

@@ -14,8 +14,20 @@ use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 use tokio::sync::Notify;
 
 /// Positions of one stream.
+///
+/// A position handed out by [`Stream::allocate`] is a [`Position`] guard: it is published by
+/// [`Position::finish`] once its write is persisted, and released by its `Drop` otherwise (a
+/// failed write, or a request future dropped at an `.await`). Either way `current()` moves on:
+/// no abandoned position can hold back everything after it. Releases are announced through
+/// [`Stream::abandoned`], so that whatever was waiting on the positions above it is told.
 pub struct Stream {
+    shared: Arc<StreamShared>,
+}
+
+struct StreamShared {
     inner: Mutex<StreamInner>,
+    /// Signalled (one stored permit) when a position is released without being finished.
+    abandoned: Notify,
 }
 
 struct StreamInner {
@@ -24,28 +36,9 @@ struct StreamInner {
     current: i64,
 }
 
-impl Stream {
-    pub fn new(max_persisted: i64) -> Stream {
-        Stream {
-            inner: Mutex::new(StreamInner {
-                next: max_persisted + 1,
-                in_flight: BTreeSet::new(),
-                current: max_persisted,
-            }),
-        }
-    }
-
-    pub fn allocate(&self) -> i64 {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let position = inner.next;
-        inner.next += 1;
-        inner.in_flight.insert(position);
-        position
-    }
-
-    /// Marks a position done (persisted, or abandoned after a failure); returns the new
-    /// current position.
-    pub fn finish(&self, position: i64) -> i64 {
+impl StreamShared {
+    /// Marks a position done; returns the new current position.
+    fn done(&self, position: i64) -> i64 {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         inner.in_flight.remove(&position);
         let current = match inner.in_flight.first() {
@@ -55,17 +48,88 @@ impl Stream {
         inner.current = inner.current.max(current);
         inner.current
     }
+}
+
+/// A stream position in flight. Dropping it unfinished releases it.
+#[must_use = "a position is published by finish() or released when dropped"]
+pub struct Position {
+    value: i64,
+    stream: Arc<StreamShared>,
+    done: bool,
+}
+
+impl Position {
+    pub fn value(&self) -> i64 {
+        self.value
+    }
+
+    /// Marks the position persisted; returns the stream's new current position.
+    pub fn finish(mut self) -> i64 {
+        self.done = true;
+        self.stream.done(self.value)
+    }
+}
+
+impl Drop for Position {
+    fn drop(&mut self) {
+        if !self.done {
+            self.stream.done(self.value);
+            self.stream.abandoned.notify_one();
+        }
+    }
+}
+
+impl std::fmt::Debug for Position {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Position").field(&self.value).finish()
+    }
+}
+
+impl Stream {
+    pub fn new(max_persisted: i64) -> Stream {
+        Stream {
+            shared: Arc::new(StreamShared {
+                inner: Mutex::new(StreamInner {
+                    next: max_persisted + 1,
+                    in_flight: BTreeSet::new(),
+                    current: max_persisted,
+                }),
+                abandoned: Notify::new(),
+            }),
+        }
+    }
+
+    /// Hands out the next position.
+    pub fn allocate(&self) -> Position {
+        let mut inner = self.shared.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let value = inner.next;
+        inner.next = inner.next.checked_add(1).unwrap_or(i64::MAX);
+        inner.in_flight.insert(value);
+        Position { value, stream: self.shared.clone(), done: false }
+    }
 
     /// Allocates and immediately publishes a position (for in-memory streams).
     pub fn bump(&self) -> i64 {
         let position = self.allocate();
-        self.finish(position);
-        position
+        let value = position.value();
+        position.finish();
+        value
     }
 
     /// The highest position below which everything is persisted.
     pub fn current(&self) -> i64 {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).current
+        self.shared.inner.lock().unwrap_or_else(|e| e.into_inner()).current
+    }
+
+    /// Positions handed out and neither finished nor released yet.
+    pub fn in_flight(&self) -> usize {
+        self.shared.inner.lock().unwrap_or_else(|e| e.into_inner()).in_flight.len()
+    }
+
+    /// Resolves once a position has been released unfinished since the last call (a permit
+    /// is stored, so a release that happens while nobody waits is not missed).
+    pub async fn abandoned(&self) {
+        self.shared.abandoned.notified().await
     }
 }
 
@@ -125,6 +189,22 @@ impl Notifier {
                 notify.notify_waiters();
             }
         }
+    }
+
+    /// Wakes every waiting sync (after a stream position was released: whatever was
+    /// published behind it may concern anyone).
+    pub fn notify_everyone(&self) {
+        for notify in self.users.lock().unwrap_or_else(|e| e.into_inner()).values() {
+            notify.notify_waiters();
+        }
+    }
+
+    /// Drops every cached member list (they are reloaded from the store on next use), for
+    /// when a membership change may have been persisted without being published here.
+    pub fn forget_members(&self) {
+        let mut cache = self.room_members.lock().unwrap_or_else(|e| e.into_inner());
+        self.member_changes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        cache.clear();
     }
 
     /// Cached local members (joined, invited, knocking) of a room, if known.
@@ -200,10 +280,46 @@ mod tests {
         let stream = Stream::new(10);
         let a = stream.allocate();
         let b = stream.allocate();
-        assert_eq!((a, b), (11, 12));
-        assert_eq!(stream.finish(b), 10, "12 waits for 11");
-        assert_eq!(stream.finish(a), 12);
+        assert_eq!((a.value(), b.value()), (11, 12));
+        assert_eq!(b.finish(), 10, "12 waits for 11");
+        assert_eq!(a.finish(), 12);
         assert_eq!(stream.bump(), 13);
         assert_eq!(stream.current(), 13);
+    }
+
+    #[test]
+    fn a_dropped_position_is_released_and_announced() {
+        let stream = Stream::new(0);
+        let a = stream.allocate();
+        let b = stream.allocate();
+        assert_eq!(b.finish(), 0, "2 waits for 1");
+        drop(a);
+        assert_eq!(stream.current(), 2, "releasing 1 publishes 2");
+        assert_eq!(stream.in_flight(), 0);
+        // The release left a permit: a waiter started afterwards still hears of it.
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        runtime.block_on(async {
+            tokio::time::timeout(std::time::Duration::from_secs(5), stream.abandoned())
+                .await
+                .expect("the release was announced");
+        });
+    }
+
+    #[test]
+    fn a_position_dropped_inside_a_cancelled_future_is_released() {
+        let stream = Stream::new(0);
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        runtime.block_on(async {
+            let write = async {
+                let position = stream.allocate();
+                std::future::pending::<()>().await;
+                position.finish();
+            };
+            // The write never completes: the timeout drops it at its await point.
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(1), write).await;
+        });
+        assert_eq!(stream.in_flight(), 0);
+        assert_eq!(stream.current(), 1);
+        assert_eq!(stream.bump(), 2);
     }
 }

@@ -167,11 +167,8 @@ impl Services {
 
     /// `GET /sync`.
     pub async fn sync(&self, requester: &Requester, request: SyncRequest) -> Result<SyncResponse> {
-        let user_id = requester.user_id.clone();
-        self.active_syncs.start(&user_id);
-        let result = self.sync_inner(requester, request).await;
-        self.active_syncs.end(&user_id);
-        result
+        let _active = self.active_syncs.start(&requester.user_id);
+        self.sync_inner(requester, request).await
     }
 
     async fn sync_inner(&self, requester: &Requester, request: SyncRequest) -> Result<SyncResponse> {

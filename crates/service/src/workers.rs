@@ -15,8 +15,35 @@ impl Services {
             self.clone().housekeeping(),
             self.clone().run_typing_expiry(),
             self.clone().run_presence_timeouts(),
-            self.clone().run_push_delivery()
+            self.clone().run_push_delivery(),
+            self.clone().run_released_positions()
         );
+    }
+
+    /// Publishes what a released stream position held back. A write whose position is
+    /// released unfinished (it failed, or its future was dropped at an `.await`) may have
+    /// persisted nothing, or persisted without announcing: positions above it become visible
+    /// now, so every waiting sync is woken, room events held back are announced, cached member
+    /// lists are reloaded and the push queue is looked at.
+    async fn run_released_positions(self) {
+        loop {
+            let released = tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = self.rooms.stream.abandoned() => "events",
+                _ = self.streams.account_data.abandoned() => "account_data",
+                _ = self.streams.receipts.abandoned() => "receipts",
+                _ = self.streams.presence.abandoned() => "presence",
+                _ = self.streams.to_device.abandoned() => "to_device",
+                _ = self.streams.device_lists.abandoned() => "device_lists",
+            };
+            tracing::debug!(stream = released, "a stream position was released unfinished");
+            if released == "events" {
+                self.notifier.forget_members();
+                self.publish_events_up_to(self.rooms.stream.current()).await;
+                self.push.wakeup.notify_one();
+            }
+            self.notifier.notify_everyone();
+        }
     }
 
     /// Deletes stale devices (`delete_stale_devices_after`) and expired UIA sessions.

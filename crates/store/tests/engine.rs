@@ -193,3 +193,25 @@ store_test!(a_cancelled_transaction_leaves_the_writer_usable, |store| async move
     let keys = db.query("SELECT k FROM gcc ORDER BY k", params![]).await.unwrap();
     assert_eq!(keys.iter().map(|r| r.i64(0).unwrap()).collect::<Vec<_>>(), vec![2]);
 });
+
+store_test!(an_abandoned_batched_transaction_is_still_committed, |store| async move {
+    let db = store.db();
+    db.execute("CREATE TABLE gcd (k BIGINT PRIMARY KEY)", params![]).await.unwrap();
+    // `more_coming` keeps the batch open for a follower that never comes, and the member's
+    // waiter is dropped (its task was cancelled): the batch must not stay open for ever.
+    let (_, abandoned) = db
+        .transaction_batched(true, async |tx| tx.execute("INSERT INTO gcd (k) VALUES (1)", params![]).await)
+        .await
+        .unwrap();
+    drop(abandoned);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let count =
+            db.query_opt("SELECT COUNT(*) FROM gcd", params![]).await.unwrap().unwrap().i64(0).unwrap();
+        if count == 1 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the abandoned batch was never committed");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+});

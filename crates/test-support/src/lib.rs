@@ -7,7 +7,10 @@
 //!   `TEST_POSTGRES_URL`), and [`store_test!`] to run one store test body on both engines.
 //! - [`server`]: [`TestServer`], the real server on `127.0.0.1:0`.
 //! - [`client`]: [`TestClient`], a small HTTP client speaking JSON.
+//! - [`cancel`]: requests and service calls abandoned at every point, and the check that every
+//!   stream still advances afterwards (used by the tests of every write endpoint).
 
+pub mod cancel;
 pub mod client;
 pub mod db;
 pub mod server;

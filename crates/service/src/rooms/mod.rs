@@ -139,7 +139,7 @@ impl Drop for Sending<'_> {
 pub(crate) struct StagedEvents {
     room_id: OwnedRoomId,
     prepared: Vec<PreparedEvent>,
-    positions: Vec<i64>,
+    positions: Vec<crate::streams::Position>,
     durability: myelin_store::Durability,
     queued: u64,
     with_state: bool,
@@ -690,9 +690,11 @@ impl Services {
         mut prepared: Vec<PreparedEvent>,
         more_coming: bool,
     ) -> Result<StagedEvents> {
-        let positions: Vec<i64> = prepared.iter().map(|_| self.rooms.stream.allocate()).collect();
+        // Guards: a position is released if this future is dropped before it is published.
+        let positions: Vec<crate::streams::Position> =
+            prepared.iter().map(|_| self.rooms.stream.allocate()).collect();
         for (event, position) in prepared.iter_mut().zip(&positions) {
-            event.event.stream_ordering = *position;
+            event.event.stream_ordering = position.value();
         }
         let events: Vec<NewEvent> = prepared.iter().map(|p| p.event.clone()).collect();
         // Messages carry their push actions into the persisting transaction (one commit, and a
@@ -713,7 +715,7 @@ impl Services {
             match self.store.persist_events_batched(&events, &push_actions, more_coming).await {
                 Ok(persisted) => persisted,
                 Err(error) => {
-                    self.abandon_positions(&positions).await;
+                    self.abandon_positions(positions).await;
                     return Err(error.into());
                 }
             };
@@ -740,24 +742,39 @@ impl Services {
     /// Waits for staged events to be committed, then announces them. If their commit failed,
     /// the room's head goes back to what the database holds: reloaded into `head` when the
     /// caller still holds the room, otherwise dropped from the cache.
+    ///
+    /// The wait and the announcement run on a task of their own: if the caller is dropped
+    /// meanwhile, the events' positions are still published once their commit is known (or
+    /// released if it failed), never before.
     pub(crate) async fn finish_staged(
         &self,
         staged: StagedEvents,
         head: Option<&mut RoomHead>,
     ) -> Result<Vec<Arc<Pdu>>> {
+        let room_id = staged.room_id.clone();
+        let services = self.clone();
+        let caller_holds_room = head.is_some();
+        let outcome = tokio::spawn(async move { services.publish_staged(staged, caller_holds_room).await })
+            .await
+            .map_err(Error::internal)?;
+        if outcome.is_err()
+            && let Some(head) = head
+            && let Some(fresh) = self.load_head(&room_id).await?
+        {
+            *head = fresh;
+        }
+        outcome
+    }
+
+    async fn publish_staged(&self, staged: StagedEvents, caller_holds_room: bool) -> Result<Vec<Arc<Pdu>>> {
         let StagedEvents { room_id, prepared, positions, durability, queued, with_state } = staged;
         if let Err(error) = durability.wait().await {
-            self.abandon_positions(&positions).await;
+            self.abandon_positions(positions).await;
             for prepared in &prepared {
                 self.rooms.forget_event(&prepared.pdu.event_id);
             }
-            match head {
-                Some(head) => {
-                    if let Some(fresh) = self.load_head(&room_id).await? {
-                        *head = fresh;
-                    }
-                }
-                None => *self.rooms.lock_of(&room_id).lock().await = None,
+            if !caller_holds_room {
+                *self.rooms.lock_of(&room_id).lock().await = None;
             }
             return Err(error.into());
         }
@@ -779,8 +796,8 @@ impl Services {
             }
         }
         let mut current = 0;
-        for position in &positions {
-            current = self.rooms.stream.finish(*position);
+        for position in positions {
+            current = position.finish();
         }
         self.publish_events_up_to(current).await;
         self.push_queued(queued);
@@ -792,17 +809,14 @@ impl Services {
     }
 
     /// Releases stream positions whose events were not persisted.
-    async fn abandon_positions(&self, positions: &[i64]) {
-        let mut current = 0;
-        for position in positions {
-            current = self.rooms.stream.finish(*position);
-        }
-        self.publish_events_up_to(current).await;
+    async fn abandon_positions(&self, positions: Vec<crate::streams::Position>) {
+        drop(positions);
+        self.publish_events_up_to(self.rooms.stream.current()).await;
     }
 
     /// Announces every persisted event whose position is now published: wakes the syncs of
     /// the room's local members (and of an invited or knocking user) and tells listeners.
-    async fn publish_events_up_to(&self, current: i64) {
+    pub(crate) async fn publish_events_up_to(&self, current: i64) {
         let ready: Vec<NewEventNotice> = {
             let mut pending = self.rooms.pending.lock().unwrap_or_else(|e| e.into_inner());
             let later = pending.split_off(&(current + 1));

@@ -185,6 +185,9 @@ impl Db {
 }
 
 /// Whether a transaction from [`Db::transaction_batched`] is committed yet.
+///
+/// Dropped without [`Durability::wait`] (its waiter was cancelled), it still sees the batch
+/// committed, on a task of its own: an open batch must never wait for a writer that is gone.
 #[must_use = "a transaction is not durable until its commit is waited for"]
 pub struct Durability {
     pending: Option<(Arc<sqlite::SqliteEngine>, sqlite::PendingCommit)>,
@@ -192,10 +195,24 @@ pub struct Durability {
 
 impl Durability {
     /// Waits until the transaction is on disk; fails if its batch could not be committed.
-    pub async fn wait(self) -> Result<(), StoreError> {
-        match self.pending {
+    pub async fn wait(mut self) -> Result<(), StoreError> {
+        match self.pending.take() {
             None => Ok(()),
             Some((engine, pending)) => pending.wait(&engine).await,
+        }
+    }
+}
+
+impl Drop for Durability {
+    fn drop(&mut self) {
+        if let Some((engine, pending)) = self.pending.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                if let Err(error) = pending.wait(&engine).await {
+                    tracing::warn!(%error, "an abandoned transaction's batch failed to commit");
+                }
+            });
         }
     }
 }
