@@ -103,7 +103,7 @@ impl Stream {
     pub fn allocate(&self) -> Position {
         let mut inner = self.shared.inner.lock().unwrap_or_else(|e| e.into_inner());
         let value = inner.next;
-        inner.next = inner.next.checked_add(1).unwrap_or(i64::MAX);
+        inner.next = inner.next.saturating_add(1);
         inner.in_flight.insert(value);
         Position { value, stream: self.shared.clone(), done: false }
     }

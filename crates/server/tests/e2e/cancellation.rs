@@ -84,7 +84,7 @@ async fn hung_up_writes_do_not_freeze_delivery() {
         let user_id = alice.user_id.clone();
         tasks.push(tokio::spawn(async move {
             let after = Duration::from_millis(i % 11);
-            if i % 2 == 0 {
+            if i.is_multiple_of(2) {
                 hang_up_after(addr, "POST", "/_matrix/client/v3/createRoom", Some(&token), b"{}", after)
                     .await;
             } else {
@@ -159,7 +159,7 @@ async fn random_aborts_on_every_write_endpoint() {
             write(
                 "PUT",
                 format!("{client}/presence/{a}/status"),
-                json!({"presence": if n % 2 == 0 { "online" } else { "unavailable" }}),
+                json!({"presence": if n.is_multiple_of(2) { "online" } else { "unavailable" }}),
             ),
             write(
                 "PUT",
@@ -177,7 +177,7 @@ async fn random_aborts_on_every_write_endpoint() {
             write(
                 "PUT",
                 format!("{client}/directory/list/room/{r}"),
-                json!({"visibility": if n % 2 == 0 { "public" } else { "private" }}),
+                json!({"visibility": if n.is_multiple_of(2) { "public" } else { "private" }}),
             ),
             write(
                 "POST",
