@@ -131,11 +131,27 @@ impl Services {
     /// A limit keyed by something other than a user (an IP address, a room, a user ID being
     /// logged into).
     pub fn ratelimit_key(&self, limiter: Limiter, key: &str, update: bool) -> Result<()> {
-        self.ratelimiter.check(limiter, key, self.limit_of(limiter), 1.0, update).map_err(limit_exceeded)
+        self.ratelimit_key_actions(limiter, key, 1.0, update)
+    }
+
+    /// [`Self::ratelimit_key`] for `n` actions at once.
+    pub fn ratelimit_key_actions(&self, limiter: Limiter, key: &str, n: f64, update: bool) -> Result<()> {
+        self.ratelimiter.check(limiter, key, self.limit_of(limiter), n, update).map_err(limit_exceeded)
     }
 
     /// A limit on what a user does, honouring their override.
     pub async fn ratelimit_user(&self, limiter: Limiter, user_id: &UserId) -> Result<()> {
+        self.ratelimit_user_actions(limiter, user_id, 1.0, true).await
+    }
+
+    /// [`Self::ratelimit_user`] for `n` actions at once; without `update`, only checks.
+    pub async fn ratelimit_user_actions(
+        &self,
+        limiter: Limiter,
+        user_id: &UserId,
+        n: f64,
+        update: bool,
+    ) -> Result<()> {
         let cached = self
             .ratelimiter
             .overrides
@@ -162,7 +178,7 @@ impl Services {
             }
             None => self.limit_of(limiter),
         };
-        self.ratelimiter.check(limiter, user_id.as_str(), limit, 1.0, true).map_err(limit_exceeded)
+        self.ratelimiter.check(limiter, user_id.as_str(), limit, n, update).map_err(limit_exceeded)
     }
 }
 

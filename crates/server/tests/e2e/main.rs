@@ -9,6 +9,7 @@ mod directory;
 mod foundation;
 mod listeners;
 mod membership;
+mod membership_paths;
 mod process;
 mod profile;
 mod provisioning;

@@ -6,6 +6,7 @@ use ruma::room_version_rules::RoomIdFormatVersion;
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde_json::{Map, Value, json};
 
+use super::membership::{MemberEvent, MembershipAction, MembershipChange};
 use super::{EventDraft, RoomHead, check_room_version};
 use crate::auth::Requester;
 use crate::ratelimit::Limiter;
@@ -114,12 +115,6 @@ impl Services {
         for invitee in &request.invite {
             let user_id = UserId::parse(invitee.as_str())
                 .map_err(|_| MatrixError::invalid_param(format!("Invalid user ID in invite: {invitee:?}")))?;
-            if user_id.server_name().as_str() != self.server_name() {
-                return Err(MatrixError::invalid_param(
-                    "Inviting users of other servers needs federation, which is not available yet",
-                )
-                .into());
-            }
             if &user_id != creator && !invitees.contains(&user_id) {
                 invitees.push(user_id);
             }
@@ -315,14 +310,8 @@ impl Services {
         let mut guard = lock.lock().await;
 
         // 2. The creator joins.
-        let profile = self.store.get_profile(creator.as_str()).await?;
-        let mut member = json!({"membership": "join"});
-        for key in ["displayname", "avatar_url"] {
-            if let Some(value) = profile.get(key) {
-                member[key] = value.clone();
-            }
-        }
-        let mut drafts = vec![EventDraft::state("m.room.member", creator.as_str(), member)];
+        let mut drafts =
+            vec![EventDraft::state("m.room.member", creator.as_str(), json!({"membership": "join"}))];
         // 3. Power levels.
         drafts.push(EventDraft::state("m.room.power_levels", "", power_levels));
         let initial: Vec<&(String, String, Value)> = request
@@ -373,35 +362,39 @@ impl Services {
                 json!({"topic": topic, "m.topic": {"m.text": [{"body": topic}]}}),
             ));
         }
-        for draft in drafts {
-            let event = self.prepare_event(&head, creator, draft, None, None).await.map_err(invalid_state)?;
-            self.apply_to_head(&mut head, &event);
-            prepared.push(event);
-        }
-        // 8. Invites.
-        for invitee in &invitees {
+        // Member events (the creator's join, any in `initial_state`) and the invites (8.) pass
+        // the membership rules like every other membership change; the invites are rate
+        // limited as one batch before anything is committed.
+        let mut invited: Vec<OwnedUserId> = Vec::new();
+        let invites = invitees.iter().map(|invitee| {
             let mut content = json!({"membership": "invite"});
             if request.is_direct {
                 content["is_direct"] = json!(true);
             }
-            let profile = self.store.get_profile(invitee.as_str()).await?;
-            for key in ["displayname", "avatar_url"] {
-                if let Some(value) = profile.get(key) {
-                    content[key] = value.clone();
+            EventDraft::state("m.room.member", invitee.as_str(), content)
+        });
+        for draft in drafts.into_iter().chain(invites) {
+            let draft = match draft.kind.as_str() {
+                "m.room.member" => {
+                    let state_key = draft.state_key.as_deref().unwrap_or_default();
+                    let mut change = MembershipChange::from_member_event(state_key, draft.content)?;
+                    change.ratelimit = false;
+                    if change.action == MembershipAction::Invite && !invited.contains(&change.target) {
+                        invited.push(change.target.clone());
+                    }
+                    match self.membership_event(requester, &head, &change).await? {
+                        MemberEvent::New(draft) => draft,
+                        MemberEvent::Unchanged(_) => continue,
+                    }
                 }
-            }
-            let event = self
-                .prepare_event(
-                    &head,
-                    creator,
-                    EventDraft::state("m.room.member", invitee.as_str(), content),
-                    None,
-                    None,
-                )
-                .await
-                .map_err(invalid_state)?;
+                _ => draft,
+            };
+            let event = self.prepare_event(&head, creator, draft, None, None).await.map_err(invalid_state)?;
             self.apply_to_head(&mut head, &event);
             prepared.push(event);
+        }
+        if !invited.is_empty() {
+            self.ratelimit_invites(requester, &room_id, &invited).await?;
         }
         // Everything lands in one transaction: a refused event leaves no half-made room.
         self.commit_events(&mut head, prepared).await?;

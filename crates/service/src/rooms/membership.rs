@@ -1,21 +1,133 @@
 //! Membership: join (by ID or alias, restricted joins), leave, invite, kick, ban, unban,
 //! knock, forget; auto-joined rooms at registration; profile changes and deactivation as
 //! membership events.
+//!
+//! Every membership change goes through [`Services::membership_event`] (the rules) and, for
+//! an existing room, [`Services::update_membership`] (the rules, then the send): the
+//! membership endpoints, a state `PUT` of `m.room.member`, `createRoom`'s creator and invite
+//! list, the upgraded room's creator, auto-join, deactivation and profile propagation.
 
 use myelin_core::{ErrCode, MatrixError};
-use ruma::{OwnedRoomId, OwnedUserId, RoomAliasId, RoomId, UserId};
-use serde_json::{Value, json};
+use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomAliasId, RoomId, UserId};
+use serde_json::{Map, Value, json};
 
 use super::{EventDraft, RoomHead};
 use crate::auth::Requester;
+use crate::profile::{MAX_AVATAR_URL_LEN, MAX_DISPLAYNAME_LEN};
 use crate::ratelimit::Limiter;
 use crate::{Error, Result, Services};
+
+/// The member event field naming who authorised a restricted join.
+const AUTHORISING_USER: &str = "join_authorised_via_users_server";
+
+/// A membership change, as the endpoints name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MembershipAction {
+    Join,
+    /// Leaving oneself; for someone else, a kick (or an unban of a banned user).
+    Leave,
+    Invite,
+    Kick,
+    Ban,
+    Unban,
+    Knock,
+}
+
+impl MembershipAction {
+    /// The action a member event's `membership` asks for.
+    pub fn from_membership(membership: &str) -> Option<MembershipAction> {
+        Some(match membership {
+            "join" => MembershipAction::Join,
+            "leave" => MembershipAction::Leave,
+            "invite" => MembershipAction::Invite,
+            "ban" => MembershipAction::Ban,
+            "knock" => MembershipAction::Knock,
+            _ => return None,
+        })
+    }
+
+    /// The `membership` of the resulting event.
+    pub fn membership(self) -> &'static str {
+        match self {
+            MembershipAction::Join => "join",
+            MembershipAction::Leave | MembershipAction::Kick | MembershipAction::Unban => "leave",
+            MembershipAction::Invite => "invite",
+            MembershipAction::Ban => "ban",
+            MembershipAction::Knock => "knock",
+        }
+    }
+}
+
+/// One membership change asked of the server.
+#[derive(Clone, Debug)]
+pub struct MembershipChange {
+    /// Whose membership changes.
+    pub target: OwnedUserId,
+    pub action: MembershipAction,
+    /// The content the client asked for (`reason`, `is_direct`, a per-room profile, ...);
+    /// `membership` and `join_authorised_via_users_server` are the server's to set.
+    pub content: Map<String, Value>,
+    /// Whether the join, knock and invite rate limits apply (off for changes the server
+    /// makes on a user's behalf, and for `createRoom`, which limits its invites as a batch).
+    pub ratelimit: bool,
+}
+
+impl MembershipChange {
+    /// A rate-limited change with only a `reason` (the membership endpoints).
+    pub fn new(target: &UserId, action: MembershipAction, reason: Option<&str>) -> MembershipChange {
+        let mut content = Map::new();
+        if let Some(reason) = reason {
+            content.insert("reason".to_owned(), json!(reason));
+        }
+        MembershipChange { target: target.to_owned(), action, content, ratelimit: true }
+    }
+}
+
+impl MembershipChange {
+    /// The change a client's `m.room.member` event (state key and content) asks for.
+    pub fn from_member_event(state_key: &str, content: Value) -> Result<MembershipChange> {
+        let target = UserId::parse(state_key).map_err(|_| {
+            MatrixError::invalid_param(format!(
+                "The state key of a member event must be a user ID, not {state_key:?}"
+            ))
+        })?;
+        let Value::Object(content) = content else {
+            return Err(MatrixError::bad_json("Content must be an object").into());
+        };
+        let action = match content.get("membership") {
+            Some(Value::String(membership)) => MembershipAction::from_membership(membership)
+                .ok_or_else(|| MatrixError::bad_json(format!("Unknown membership {membership:?}")))?,
+            _ => return Err(MatrixError::bad_json("membership must be a string").into()),
+        };
+        Ok(MembershipChange { target, action, content, ratelimit: true })
+    }
+}
+
+/// What a membership change comes to.
+pub(crate) enum MemberEvent {
+    /// The member event to send.
+    New(EventDraft),
+    /// The current member event already says it all (same sender and content).
+    Unchanged(OwnedEventId),
+}
 
 fn not_found_room() -> Error {
     MatrixError::not_found(
         "No known servers: this server does not know the room (federation is not available yet)",
     )
     .into()
+}
+
+/// The requester for changes the server makes on a user's behalf.
+fn on_behalf_of(user_id: &UserId, is_guest: bool) -> Requester {
+    Requester {
+        user_id: user_id.to_owned(),
+        device_id: None,
+        is_guest,
+        is_admin: false,
+        shadow_banned: false,
+        token_hash: String::new(),
+    }
 }
 
 impl Services {
@@ -44,27 +156,6 @@ impl Services {
         self.room_head(room_id).await?.ok_or_else(not_found_room)
     }
 
-    async fn member_content(
-        &self,
-        user_id: &UserId,
-        membership: &str,
-        reason: Option<&str>,
-    ) -> Result<Value> {
-        let mut content = json!({"membership": membership});
-        if membership == "join" || membership == "invite" || membership == "knock" {
-            let profile = self.store.get_profile(user_id.as_str()).await?;
-            for key in ["displayname", "avatar_url"] {
-                if let Some(value) = profile.get(key).filter(|v| v.is_string()) {
-                    content[key] = value.clone();
-                }
-            }
-        }
-        if let Some(reason) = reason {
-            content["reason"] = json!(reason);
-        }
-        Ok(content)
-    }
-
     async fn current_membership(&self, head: &RoomHead, user_id: &UserId) -> Result<Option<String>> {
         let Some(pdu) = self.current_state_pdu(head, "m.room.member", user_id.as_str()).await? else {
             return Ok(None);
@@ -72,12 +163,16 @@ impl Services {
         Ok(pdu.content_value().get("membership").and_then(Value::as_str).map(str::to_owned))
     }
 
-    /// For a restricted room: a local member who may invite, vouching for a user who is in one
-    /// of the rooms the join rule allows.
+    /// For a restricted room: the local member who vouches for `user_id`'s join. The user
+    /// must be joined to one of the rooms the join rule allows; the authoriser must be a
+    /// local member of this room who may invite. A `claimed` authoriser (from the client) is
+    /// checked like one the server picks, never taken as it is. `None` when the join rule is
+    /// not restricted.
     async fn restricted_join_authoriser(
         &self,
         head: &RoomHead,
         user_id: &UserId,
+        claimed: Option<&Value>,
     ) -> Result<Option<OwnedUserId>> {
         let Some(join_rules) = self.current_state_pdu(head, "m.room.join_rules", "").await? else {
             return Ok(None);
@@ -110,6 +205,22 @@ impl Services {
         }
         let levels = self.power_levels(head).await?;
         let invite_level = levels.action_level("invite");
+        if let Some(claimed) = claimed {
+            let authoriser = claimed
+                .as_str()
+                .and_then(|user| UserId::parse(user).ok())
+                .filter(|user| user.server_name().as_str() == self.server_name());
+            if let Some(authoriser) = authoriser
+                && self.current_membership(head, &authoriser).await?.as_deref() == Some("join")
+                && levels.user_level(&authoriser) >= invite_level
+            {
+                return Ok(Some(authoriser));
+            }
+            return Err(MatrixError::forbidden(format!(
+                "{AUTHORISING_USER} must be a member of this server in the room who may invite"
+            ))
+            .into());
+        }
         for member in self.store.room_members(head.room_id.as_str(), "join").await? {
             let Ok(member) = UserId::parse(&member) else { continue };
             if member.server_name().as_str() == self.server_name()
@@ -122,24 +233,135 @@ impl Services {
             .into())
     }
 
-    /// `POST /join/{roomIdOrAlias}` and `/rooms/{roomId}/join`.
-    pub async fn join_room(
+    /// Every membership change a local user makes, whichever endpoint it comes from (the
+    /// membership endpoints, a state `PUT` of `m.room.member`, auto-join, deactivation,
+    /// profile changes): checks it with [`Self::membership_event`] and sends it. Returns the
+    /// member event (the current one when nothing changes).
+    pub async fn update_membership(
         &self,
         requester: &Requester,
-        id_or_alias: &str,
-        reason: Option<&str>,
-    ) -> Result<OwnedRoomId> {
-        let room_id = self.resolve_room_or_alias(id_or_alias).await?;
-        let user_id = &requester.user_id;
-        let head = self.known_room(&room_id).await?;
-        let current = self.current_membership(&head, user_id).await?;
-        match current.as_deref() {
-            Some("join") => return Ok(room_id),
-            Some("ban") => return Err(MatrixError::forbidden("You are banned from this room").into()),
+        room_id: &RoomId,
+        change: MembershipChange,
+    ) -> Result<OwnedEventId> {
+        let head = self.known_room(room_id).await?;
+        let event_id = match self.membership_event(requester, &head, &change).await? {
+            MemberEvent::Unchanged(event_id) => event_id,
+            MemberEvent::New(draft) => {
+                self.send_event(room_id, &requester.user_id, draft, None).await?.event_id.clone()
+            }
+        };
+        if change.action == MembershipAction::Leave
+            && change.target == requester.user_id
+            && self.config.room.forget_rooms_on_leave
+        {
+            self.store.forget_room(requester.user_id.as_str(), room_id.as_str()).await?;
+        }
+        Ok(event_id)
+    }
+
+    /// The membership rules, in one place, for a change on top of `head` (the room's current
+    /// head, or the private head of a room being created or upgraded): who may change whose
+    /// membership from what to what, bans, guest access, restricted join rules (the
+    /// authorising user is chosen or checked by the server), `block_non_admin_invites`, that
+    /// local invitees exist, profile filling, and the join, knock and invite rate limits
+    /// (unless `change.ratelimit` is off). The authorization rules are checked when the event
+    /// is prepared.
+    pub(crate) async fn membership_event(
+        &self,
+        requester: &Requester,
+        head: &RoomHead,
+        change: &MembershipChange,
+    ) -> Result<MemberEvent> {
+        let sender = &requester.user_id;
+        let target = &change.target;
+        let mut content = change.content.clone();
+        let claimed_authoriser = content.remove(AUTHORISING_USER);
+        for key in ["displayname", "avatar_url"] {
+            match content.get(key) {
+                None | Some(Value::Null) => {}
+                Some(Value::String(value)) => {
+                    let too_long = match key {
+                        "displayname" => value.chars().count() > MAX_DISPLAYNAME_LEN,
+                        _ => value.len() > MAX_AVATAR_URL_LEN,
+                    };
+                    if too_long {
+                        return Err(MatrixError::bad_json(format!("{key} is too long")).into());
+                    }
+                }
+                Some(_) => return Err(MatrixError::bad_json(format!("{key} must be a string")).into()),
+            }
+        }
+        let current_event = self.current_state_pdu(head, "m.room.member", target.as_str()).await?;
+        let current = current_event
+            .as_ref()
+            .and_then(|pdu| pdu.content_value().get("membership").and_then(Value::as_str).map(str::to_owned));
+        // Leaving on someone else's behalf is a kick, or an unban if they are banned.
+        let action = match change.action {
+            MembershipAction::Leave if target != sender && current.as_deref() == Some("ban") => {
+                MembershipAction::Unban
+            }
+            MembershipAction::Leave if target != sender => MembershipAction::Kick,
+            action => action,
+        };
+        let is_local = target.server_name().as_str() == self.server_name();
+        match action {
+            MembershipAction::Join | MembershipAction::Knock if target != sender => {
+                return Err(MatrixError::forbidden("Users can only join or knock for themselves").into());
+            }
+            MembershipAction::Invite if !requester.is_admin && self.config.room.block_non_admin_invites => {
+                return Err(MatrixError::forbidden("Invites have been disabled on this server").into());
+            }
+            MembershipAction::Invite if !is_local => {
+                return Err(MatrixError::forbidden(
+                    "Inviting users of other servers needs federation, which is not available yet",
+                )
+                .into());
+            }
             _ => {}
         }
-        if requester.is_guest {
-            let guest_access = self.current_state_pdu(&head, "m.room.guest_access", "").await?;
+        // Invitees of this server must exist. Bans need not (a ban may come before the user,
+        // as Synapse allows); a kick needs the target in the room, checked below.
+        if action == MembershipAction::Invite
+            && is_local
+            && self.store.get_user(target.as_str()).await?.is_none()
+        {
+            return Err(MatrixError::not_found(format!("User {target} not found")).into());
+        }
+        let yourself = target == sender;
+        match (action, current.as_deref()) {
+            (MembershipAction::Join | MembershipAction::Knock | MembershipAction::Leave, Some("ban"))
+                if yourself =>
+            {
+                return Err(MatrixError::forbidden("You are banned from this room").into());
+            }
+            (MembershipAction::Invite, Some("ban")) => {
+                return Err(MatrixError::forbidden(format!("{target} is banned from the room")).into());
+            }
+            (MembershipAction::Invite, Some("join")) => {
+                return Err(MatrixError::forbidden(format!("{target} is already in the room")).into());
+            }
+            (MembershipAction::Leave, None | Some("leave")) => {
+                return Err(MatrixError::forbidden("You are not a member of this room").into());
+            }
+            (MembershipAction::Kick, current) if !matches!(current, Some("join" | "invite" | "knock")) => {
+                return Err(MatrixError::forbidden(format!("{target} is not in the room")).into());
+            }
+            (MembershipAction::Unban, current) if current != Some("ban") => {
+                return Err(MatrixError::forbidden(format!("{target} is not banned")).into());
+            }
+            (MembershipAction::Knock, Some("join")) => {
+                return Err(MatrixError::forbidden("You are already in the room").into());
+            }
+            (MembershipAction::Knock, Some("invite")) => {
+                return Err(MatrixError::forbidden("You are already invited to the room").into());
+            }
+            _ => {}
+        }
+        let membership = action.membership();
+        content.insert("membership".to_owned(), json!(membership));
+        let newly_joined = action == MembershipAction::Join && current.as_deref() != Some("join");
+        if newly_joined && requester.is_guest {
+            let guest_access = self.current_state_pdu(head, "m.room.guest_access", "").await?;
             let can_join = guest_access.is_some_and(|p| {
                 p.content_value().get("guest_access").and_then(Value::as_str) == Some("can_join")
             });
@@ -151,22 +373,90 @@ impl Services {
                 .into());
             }
         }
-        self.ratelimit_user(Limiter::JoinsLocal, user_id).await?;
-        self.ratelimit_key(Limiter::JoinsPerRoom, room_id.as_str(), true)?;
-        let mut content = self.member_content(user_id, "join", reason).await?;
-        if current.as_deref() != Some("invite")
+        // The authorising user of a restricted join is the server's to choose or check; it is
+        // dropped from every other member event (it would not be checked there).
+        if newly_joined
+            && current.as_deref() != Some("invite")
             && head.rules.authorization.restricted_join_rule
-            && let Some(authoriser) = self.restricted_join_authoriser(&head, user_id).await?
+            && let Some(authoriser) =
+                self.restricted_join_authoriser(head, target, claimed_authoriser.as_ref()).await?
         {
-            content["join_authorised_via_users_server"] = json!(authoriser);
+            content.insert(AUTHORISING_USER.to_owned(), json!(authoriser));
         }
-        self.send_event(
-            &room_id,
-            user_id,
-            EventDraft::state("m.room.member", user_id.as_str(), content),
-            None,
-        )
-        .await?;
+        if matches!(membership, "join" | "invite" | "knock") {
+            let profile = self.store.get_profile(target.as_str()).await?;
+            for key in ["displayname", "avatar_url"] {
+                if !content.contains_key(key)
+                    && let Some(value) = profile.get(key).filter(|v| v.is_string())
+                {
+                    content.insert(key.to_owned(), value.clone());
+                }
+            }
+        }
+        // The same member event again (its authorising user aside) changes nothing.
+        if let Some(current_event) = &current_event
+            && current_event.sender == *sender
+            && let Value::Object(mut current_content) = current_event.content_value()
+        {
+            if !content.contains_key(AUTHORISING_USER) {
+                current_content.remove(AUTHORISING_USER);
+            }
+            if current_content == content {
+                return Ok(MemberEvent::Unchanged(current_event.event_id.clone()));
+            }
+        }
+        if change.ratelimit {
+            match action {
+                MembershipAction::Join if newly_joined => {
+                    self.ratelimit_user(Limiter::JoinsLocal, sender).await?;
+                    self.ratelimit_key(Limiter::JoinsPerRoom, head.room_id.as_str(), true)?;
+                }
+                MembershipAction::Knock => self.ratelimit_user(Limiter::JoinsLocal, sender).await?,
+                MembershipAction::Invite => {
+                    self.ratelimit_invites(requester, &head.room_id, std::slice::from_ref(target)).await?;
+                }
+                _ => {}
+            }
+        }
+        Ok(MemberEvent::New(EventDraft::state("m.room.member", target.as_str(), Value::Object(content))))
+    }
+
+    /// `rc_invites` for invites from `requester` to `targets` in a room: per room, per
+    /// invitee and per issuer. Every limit is checked before any is counted, so a refused
+    /// batch (a `createRoom` invite list) counts nothing.
+    pub(crate) async fn ratelimit_invites(
+        &self,
+        requester: &Requester,
+        room_id: &RoomId,
+        targets: &[OwnedUserId],
+    ) -> Result<()> {
+        let n_invites = targets.len() as f64;
+        for update in [false, true] {
+            self.ratelimit_key_actions(Limiter::InvitesPerRoom, room_id.as_str(), n_invites, update)?;
+            for target in targets {
+                self.ratelimit_key_actions(Limiter::InvitesPerUser, target.as_str(), 1.0, update)?;
+            }
+            self.ratelimit_user_actions(Limiter::InvitesPerIssuer, &requester.user_id, n_invites, update)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// `POST /join/{roomIdOrAlias}` and `/rooms/{roomId}/join`. Joining a room one is in
+    /// changes nothing.
+    pub async fn join_room(
+        &self,
+        requester: &Requester,
+        id_or_alias: &str,
+        reason: Option<&str>,
+    ) -> Result<OwnedRoomId> {
+        let room_id = self.resolve_room_or_alias(id_or_alias).await?;
+        let head = self.known_room(&room_id).await?;
+        if self.current_membership(&head, &requester.user_id).await?.as_deref() == Some("join") {
+            return Ok(room_id);
+        }
+        let change = MembershipChange::new(&requester.user_id, MembershipAction::Join, reason);
+        self.update_membership(requester, &room_id, change).await?;
         Ok(room_id)
     }
 
@@ -177,26 +467,8 @@ impl Services {
         room_id: &RoomId,
         reason: Option<&str>,
     ) -> Result<()> {
-        let user_id = &requester.user_id;
-        let head = self.known_room(room_id).await?;
-        match self.current_membership(&head, user_id).await?.as_deref() {
-            None | Some("leave") => {
-                return Err(MatrixError::forbidden("You are not a member of this room").into());
-            }
-            Some("ban") => return Err(MatrixError::forbidden("You are banned from this room").into()),
-            _ => {}
-        }
-        let content = self.member_content(user_id, "leave", reason).await?;
-        self.send_event(
-            room_id,
-            user_id,
-            EventDraft::state("m.room.member", user_id.as_str(), content),
-            None,
-        )
-        .await?;
-        if self.config.room.forget_rooms_on_leave {
-            self.store.forget_room(user_id.as_str(), room_id.as_str()).await?;
-        }
+        let change = MembershipChange::new(&requester.user_id, MembershipAction::Leave, reason);
+        self.update_membership(requester, room_id, change).await?;
         Ok(())
     }
 
@@ -215,42 +487,11 @@ impl Services {
         is_direct: bool,
     ) -> Result<()> {
         let target = self.parse_target(target)?;
-        if self.config.room.block_non_admin_invites && !requester.is_admin {
-            return Err(MatrixError::forbidden("Invites have been disabled on this server").into());
-        }
-        if target.server_name().as_str() != self.server_name() {
-            return Err(MatrixError::forbidden(
-                "Inviting users of other servers needs federation, which is not available yet",
-            )
-            .into());
-        }
-        if self.store.get_user(target.as_str()).await?.is_none() {
-            return Err(MatrixError::not_found(format!("User {target} not found")).into());
-        }
-        let head = self.known_room(room_id).await?;
-        match self.current_membership(&head, &target).await?.as_deref() {
-            Some("join") => {
-                return Err(MatrixError::forbidden(format!("{target} is already in the room")).into());
-            }
-            Some("ban") => {
-                return Err(MatrixError::forbidden(format!("{target} is banned from the room")).into());
-            }
-            _ => {}
-        }
-        self.ratelimit_key(Limiter::InvitesPerRoom, room_id.as_str(), true)?;
-        self.ratelimit_key(Limiter::InvitesPerUser, target.as_str(), true)?;
-        self.ratelimit_user(Limiter::InvitesPerIssuer, &requester.user_id).await?;
-        let mut content = self.member_content(&target, "invite", reason).await?;
+        let mut change = MembershipChange::new(&target, MembershipAction::Invite, reason);
         if is_direct {
-            content["is_direct"] = json!(true);
+            change.content.insert("is_direct".to_owned(), json!(true));
         }
-        self.send_event(
-            room_id,
-            &requester.user_id,
-            EventDraft::state("m.room.member", target.as_str(), content),
-            None,
-        )
-        .await?;
+        self.update_membership(requester, room_id, change).await?;
         Ok(())
     }
 
@@ -263,19 +504,8 @@ impl Services {
         reason: Option<&str>,
     ) -> Result<()> {
         let target = self.parse_target(target)?;
-        let head = self.known_room(room_id).await?;
-        match self.current_membership(&head, &target).await?.as_deref() {
-            Some("join") | Some("invite") | Some("knock") => {}
-            _ => return Err(MatrixError::forbidden(format!("{target} is not in the room")).into()),
-        }
-        let content = self.member_content(&target, "leave", reason).await?;
-        self.send_event(
-            room_id,
-            &requester.user_id,
-            EventDraft::state("m.room.member", target.as_str(), content),
-            None,
-        )
-        .await?;
+        let change = MembershipChange::new(&target, MembershipAction::Kick, reason);
+        self.update_membership(requester, room_id, change).await?;
         Ok(())
     }
 
@@ -288,15 +518,8 @@ impl Services {
         reason: Option<&str>,
     ) -> Result<()> {
         let target = self.parse_target(target)?;
-        self.known_room(room_id).await?;
-        let content = self.member_content(&target, "ban", reason).await?;
-        self.send_event(
-            room_id,
-            &requester.user_id,
-            EventDraft::state("m.room.member", target.as_str(), content),
-            None,
-        )
-        .await?;
+        let change = MembershipChange::new(&target, MembershipAction::Ban, reason);
+        self.update_membership(requester, room_id, change).await?;
         Ok(())
     }
 
@@ -309,18 +532,8 @@ impl Services {
         reason: Option<&str>,
     ) -> Result<()> {
         let target = self.parse_target(target)?;
-        let head = self.known_room(room_id).await?;
-        if self.current_membership(&head, &target).await?.as_deref() != Some("ban") {
-            return Err(MatrixError::forbidden(format!("{target} is not banned")).into());
-        }
-        let content = self.member_content(&target, "leave", reason).await?;
-        self.send_event(
-            room_id,
-            &requester.user_id,
-            EventDraft::state("m.room.member", target.as_str(), content),
-            None,
-        )
-        .await?;
+        let change = MembershipChange::new(&target, MembershipAction::Unban, reason);
+        self.update_membership(requester, room_id, change).await?;
         Ok(())
     }
 
@@ -332,25 +545,22 @@ impl Services {
         reason: Option<&str>,
     ) -> Result<OwnedRoomId> {
         let room_id = self.resolve_room_or_alias(id_or_alias).await?;
-        let head = self.known_room(&room_id).await?;
-        match self.current_membership(&head, &requester.user_id).await?.as_deref() {
-            Some("join") => return Err(MatrixError::forbidden("You are already in the room").into()),
-            Some("ban") => return Err(MatrixError::forbidden("You are banned from this room").into()),
-            Some("invite") => {
-                return Err(MatrixError::forbidden("You are already invited to the room").into());
-            }
-            _ => {}
-        }
-        self.ratelimit_user(Limiter::JoinsLocal, &requester.user_id).await?;
-        let content = self.member_content(&requester.user_id, "knock", reason).await?;
-        self.send_event(
-            &room_id,
-            &requester.user_id,
-            EventDraft::state("m.room.member", requester.user_id.as_str(), content),
-            None,
-        )
-        .await?;
+        let change = MembershipChange::new(&requester.user_id, MembershipAction::Knock, reason);
+        self.update_membership(requester, &room_id, change).await?;
         Ok(room_id)
+    }
+
+    /// `PUT /rooms/{roomId}/state/m.room.member/{userId}`: the membership change the content
+    /// names, under the same rules as the membership endpoints (as Synapse does).
+    pub(crate) async fn send_member_state(
+        &self,
+        requester: &Requester,
+        room_id: &RoomId,
+        state_key: &str,
+        content: Value,
+    ) -> Result<OwnedEventId> {
+        let change = MembershipChange::from_member_event(state_key, content)?;
+        self.update_membership(requester, room_id, change).await
     }
 
     /// `POST /rooms/{roomId}/forget`.
@@ -390,15 +600,16 @@ impl Services {
                     }
                 }
             }
+            let Value::Object(content) = content else { continue };
+            let change = MembershipChange {
+                target: user_id.to_owned(),
+                action: MembershipAction::Join,
+                content,
+                ratelimit: false,
+            };
             if changed
-                && let Err(error) = self
-                    .send_event(
-                        &room_id,
-                        user_id,
-                        EventDraft::state("m.room.member", user_id.as_str(), content),
-                        None,
-                    )
-                    .await
+                && let Err(error) =
+                    self.update_membership(&on_behalf_of(user_id, false), &room_id, change).await
             {
                 tracing::warn!(%room_id, %error, "could not update the member event after a profile change");
             }
@@ -411,9 +622,11 @@ impl Services {
         for membership in ["join", "invite", "knock"] {
             for room in self.store.rooms_for_user(user_id.as_str(), membership).await? {
                 let Ok(room_id) = RoomId::parse(&room) else { continue };
-                let draft =
-                    EventDraft::state("m.room.member", user_id.as_str(), json!({"membership": "leave"}));
-                if let Err(error) = self.send_event(&room_id, user_id, draft, None).await {
+                let mut change = MembershipChange::new(user_id, MembershipAction::Leave, None);
+                change.ratelimit = false;
+                if let Err(error) =
+                    self.update_membership(&on_behalf_of(user_id, false), &room_id, change).await
+                {
                     tracing::warn!(%room_id, %error, "could not leave a room of a deactivated user");
                 }
             }
@@ -428,14 +641,7 @@ impl Services {
         if registration.auto_join_rooms.is_empty() || (is_guest && !registration.auto_join_rooms_for_guests) {
             return Ok(());
         }
-        let requester = Requester {
-            user_id: user_id.to_owned(),
-            device_id: None,
-            is_guest,
-            is_admin: false,
-            shadow_banned: false,
-            token_hash: String::new(),
-        };
+        let requester = on_behalf_of(user_id, is_guest);
         for room in &registration.auto_join_rooms {
             let result = match self.resolve_room_or_alias(room).await {
                 Ok(_) => self.join_room(&requester, room, None).await.map(|_| ()),

@@ -1051,6 +1051,9 @@ impl Services {
             self.check_canonical_alias(room_id, &content).await?;
         }
         self.ratelimit_user(crate::ratelimit::Limiter::Message, &requester.user_id).await?;
+        if kind == "m.room.member" {
+            return self.send_member_state(requester, room_id, state_key, content).await;
+        }
         let pdu = self
             .send_event(room_id, &requester.user_id, EventDraft::state(kind, state_key, content), None)
             .await?;

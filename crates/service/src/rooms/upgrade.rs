@@ -24,6 +24,7 @@ use ruma::room_version_rules::RoomIdFormatVersion;
 use ruma::{OwnedEventId, OwnedRoomId, RoomId, UserId};
 use serde_json::{Map, Value, json};
 
+use super::membership::{MemberEvent, MembershipAction, MembershipChange};
 use super::{EventDraft, PreparedEvent, RoomHead, check_room_version};
 use crate::auth::Requester;
 use crate::ratelimit::Limiter;
@@ -341,17 +342,13 @@ impl Services {
             &creators,
         );
 
-        let mut member = json!({"membership": "join"});
-        let profile = self.store.get_profile(sender.as_str()).await?;
-        for key in ["displayname", "avatar_url"] {
-            if let Some(value) = profile.get(key).filter(|v| v.is_string()) {
-                member[key] = value.clone();
-            }
-        }
-        let required = vec![
-            EventDraft::state("m.room.member", sender.as_str(), member),
-            EventDraft::state("m.room.power_levels", "", Value::Object(initial_levels.clone())),
-        ];
+        let mut join = MembershipChange::new(sender, MembershipAction::Join, None);
+        join.ratelimit = false;
+        let MemberEvent::New(member) = self.membership_event(requester, &new_head, &join).await? else {
+            return Err(Error::internal("the creator of an upgraded room is already in it"));
+        };
+        let required =
+            vec![member, EventDraft::state("m.room.power_levels", "", Value::Object(initial_levels.clone()))];
         let mut optional = Vec::new();
         for kind in COPIED_STATE {
             if let Some(content) = old_content(kind, "") {
