@@ -186,7 +186,8 @@ fn event_cache_limits_follow_synapse_keys() {
 #[test]
 fn listener_connection_limits_have_defaults_and_are_validated() {
     let origin = Path::new("homeserver.yaml");
-    let loaded = load_from_str("server_name: a.org\nlisteners:\n  - port: 8008\n    type: http\n", origin).unwrap();
+    let loaded =
+        load_from_str("server_name: a.org\nlisteners:\n  - port: 8008\n    type: http\n", origin).unwrap();
     let listener = &loaded.config.server.listeners[0];
     assert_eq!(listener.header_read_timeout.0, 60_000);
     assert_eq!(listener.body_read_timeout.0, 60_000);

@@ -14,7 +14,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 /// The methods HTTP defines, used as they are in the `method` label.
-pub const KNOWN_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE", "CONNECT"];
+pub const KNOWN_METHODS: &[&str] =
+    &["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE", "CONNECT"];
 
 /// The `method` label of a request method: the method itself if HTTP defines it, else `other`.
 pub fn method_label(method: &str) -> &'static str {

@@ -50,7 +50,8 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 /// Splits a raw response into its status and JSON body (empty when it has none).
 fn parse_response(raw: &[u8]) -> (u16, Value) {
     let text = String::from_utf8_lossy(raw);
-    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("a response: {text:?}"));
+    let status =
+        text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("a response: {text:?}"));
     let body = find(raw, b"\r\n\r\n").map(|end| &raw[end + 4..]).unwrap_or_default();
     (status, serde_json::from_slice(body).unwrap_or(Value::Null))
 }
@@ -75,7 +76,11 @@ async fn read_response(stream: &mut TcpStream) -> (u16, Value) {
             .await
             .expect("a response in time")
             .expect("the connection stays open");
-        assert!(n > 0, "the server closed the connection mid-response: {:?}", String::from_utf8_lossy(&received));
+        assert!(
+            n > 0,
+            "the server closed the connection mid-response: {:?}",
+            String::from_utf8_lossy(&received)
+        );
         received.extend_from_slice(&chunk[..n]);
     }
 }
@@ -190,9 +195,10 @@ async fn a_connection_that_stalls_in_its_headers_is_closed() {
 
 #[tokio::test]
 async fn a_stalled_request_body_is_answered_408_and_the_connection_closed() {
-    let server =
-        server_with_listener(json!({"body_read_timeout": 300, "header_read_timeout": "1h", "idle_timeout": "1h"}))
-            .await;
+    let server = server_with_listener(
+        json!({"body_read_timeout": 300, "header_read_timeout": "1h", "idle_timeout": "1h"}),
+    )
+    .await;
     let addr = server.tcp_addr(0).unwrap();
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream
@@ -237,8 +243,10 @@ async fn idle_connections_are_closed() {
 
 #[tokio::test]
 async fn connections_over_the_limit_wait_until_one_closes() {
-    let server = server_with_listener(json!({"max_connections": 2, "idle_timeout": "1h", "header_read_timeout": "1h"}))
-        .await;
+    let server = server_with_listener(
+        json!({"max_connections": 2, "idle_timeout": "1h", "header_read_timeout": "1h"}),
+    )
+    .await;
     let addr = server.tcp_addr(0).unwrap();
     let mut first = TcpStream::connect(addr).await.unwrap();
     let mut second = TcpStream::connect(addr).await.unwrap();
