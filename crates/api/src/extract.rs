@@ -30,7 +30,10 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     }
 }
 
-/// Reads a whole body, refusing bodies over `limit` with `413 M_TOO_LARGE`.
+/// Reads a whole body, refusing bodies over `limit` with `413 M_TOO_LARGE` as soon as they are
+/// known to exceed it (from `Content-Length`, or once more than `limit` bytes have arrived), so
+/// no more than `limit` bytes are ever buffered. A body that stalls past the listener's
+/// `body_read_timeout` is `408 M_UNKNOWN`.
 pub async fn read_body(request: Request, limit: usize) -> Result<Bytes, ApiError> {
     let too_large =
         || ApiError::from(MatrixError::too_large(format!("Request content is too large (>{limit})")));
@@ -42,16 +45,25 @@ pub async fn read_body(request: Request, limit: usize) -> Result<Bytes, ApiError
     }
     match axum::body::to_bytes(request.into_body(), limit).await {
         Ok(bytes) => Ok(bytes),
-        Err(error) => {
-            let is_limit = std::error::Error::source(&error)
-                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
-            if is_limit {
-                Err(too_large())
-            } else {
-                Err(MatrixError::bad_json("Could not read the request body").into())
-            }
+        Err(error) if caused_by::<http_body_util::LengthLimitError>(&error) => Err(too_large()),
+        // The listener's `body_read_timeout`: the client stopped sending its body.
+        Err(error) if caused_by::<tower_http::timeout::TimeoutError>(&error) => {
+            Err(MatrixError::unknown("Timed out reading the request body").with_status(408).into())
         }
+        Err(_) => Err(MatrixError::bad_json("Could not read the request body").into()),
     }
+}
+
+/// Whether `error` or any error in its source chain is an `E`.
+fn caused_by<E: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if error.is::<E>() {
+            return true;
+        }
+        current = error.source();
+    }
+    false
 }
 
 /// Parses JSON, telling "not JSON at all" (`M_NOT_JSON`) from "JSON of the wrong shape"

@@ -10,7 +10,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderName, HeaderValue, Method, StatusCode, header};
-use myelin_service::metrics::{Metrics, RequestLabels, RouteLabels};
+use myelin_service::metrics::{Metrics, RequestLabels, RouteLabels, method_label};
 use tracing::Instrument;
 
 use crate::extract::{ClientIp, PeerAddr};
@@ -91,6 +91,8 @@ pub async fn outer_layer(
 
     let status = response.status();
     let elapsed = started.elapsed();
+    // Labels from bounded sets only (see `myelin_service::metrics`): never the raw method or path.
+    let method_label = method_label(method.as_str());
     let route = response
         .extensions()
         .get::<RouteLabel>()
@@ -99,16 +101,12 @@ pub async fn outer_layer(
     context
         .metrics
         .http_requests
-        .get_or_create(&RequestLabels {
-            method: method.to_string(),
-            route: route.clone(),
-            code: status.as_u16(),
-        })
+        .get_or_create(&RequestLabels { method: method_label, route: route.clone(), code: status.as_u16() })
         .inc();
     context
         .metrics
         .http_request_duration
-        .get_or_create(&RouteLabels { method: method.to_string(), route })
+        .get_or_create(&RouteLabels { method: method_label, route })
         .observe(elapsed.as_secs_f64());
     span.in_scope(|| {
         let client = ip.map(|ip| ip.to_string()).unwrap_or_else(|| "-".to_owned());

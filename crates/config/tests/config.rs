@@ -182,3 +182,39 @@ fn event_cache_limits_follow_synapse_keys() {
     let loaded = load_from_str("server_name: example.org\ncaches:\n  global_factor: 2.0", origin).unwrap();
     assert!(loaded.warnings.iter().any(|w| w.contains("global_factor")), "{:?}", loaded.warnings);
 }
+
+#[test]
+fn listener_connection_limits_have_defaults_and_are_validated() {
+    let origin = Path::new("homeserver.yaml");
+    let loaded =
+        load_from_str("server_name: a.org\nlisteners:\n  - port: 8008\n    type: http\n", origin).unwrap();
+    let listener = &loaded.config.server.listeners[0];
+    assert_eq!(listener.header_read_timeout.0, 60_000);
+    assert_eq!(listener.body_read_timeout.0, 60_000);
+    assert_eq!(listener.idle_timeout.0, 60_000);
+    assert_eq!(listener.max_connections, 4096);
+
+    let loaded = load_from_str(
+        "server_name: a.org\nlisteners:\n  - port: 8008\n    type: http\n    header_read_timeout: 10s\n    body_read_timeout: 2500\n    idle_timeout: 2m\n    max_connections: 8\n",
+        origin,
+    )
+    .unwrap();
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let listener = &loaded.config.server.listeners[0];
+    assert_eq!(listener.header_read_timeout.0, 10_000);
+    assert_eq!(listener.body_read_timeout.0, 2_500);
+    assert_eq!(listener.idle_timeout.0, 120_000);
+    assert_eq!(listener.max_connections, 8);
+
+    for (line, key) in [
+        ("header_read_timeout: 0", "listeners[0].header_read_timeout"),
+        ("idle_timeout: 0s", "listeners[0].idle_timeout"),
+        ("max_connections: 0", "listeners[0].max_connections"),
+    ] {
+        let yaml = format!("server_name: a.org\nlisteners:\n  - port: 8008\n    type: http\n    {line}\n");
+        match load_from_str(&yaml, origin) {
+            Err(ConfigError::Invalid { key: found, .. }) => assert_eq!(found, key),
+            other => panic!("{line}: expected an error naming {key}, got {:?}", other.map(|_| ())),
+        }
+    }
+}

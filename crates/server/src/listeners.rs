@@ -1,28 +1,69 @@
 //! Listeners: TCP (optionally TLS) and UNIX sockets, served with hyper and shut down gracefully.
+//!
+//! Each listener bounds what a client can hold: at most `max_connections` connections are
+//! served at once (the rest wait in the listen backlog), an HTTP/1 request head must arrive
+//! within `header_read_timeout`, a request body that stalls for `body_read_timeout` is refused,
+//! and a connection with nothing in flight for `idle_timeout` is closed. Request bodies are
+//! read by the extractors in `myelin_api::extract`, which refuse them past their size limit
+//! before buffering more.
 
+use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use axum::Router;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use myelin_api::PeerAddr;
 use myelin_config::{ListenerConfig, ListenerType};
 use myelin_service::Services;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
+use tower_http::timeout::TimeoutBody;
 
-/// How long requests in flight may run on after shutdown begins.
+/// How long requests in flight may run on after shutdown begins (or after an idle connection
+/// is asked to close).
 pub const GRACE: Duration = Duration::from_secs(5);
+
+/// How long a TLS client has to complete its handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A listener's timeouts and connection limit (see [`ListenerConfig`]).
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionLimits {
+    /// The HTTP/1 request head must arrive within this; the timer also runs while a keep-alive
+    /// connection waits for its next request.
+    pub header_read_timeout: Duration,
+    /// A request body may send nothing for this long before it is refused with 408.
+    pub body_read_timeout: Duration,
+    /// A connection with no request in flight for this long is closed.
+    pub idle_timeout: Duration,
+    /// Connections served at once; the rest wait in the listen backlog.
+    pub max_connections: usize,
+}
+
+impl ConnectionLimits {
+    pub fn of(listener: &ListenerConfig) -> ConnectionLimits {
+        ConnectionLimits {
+            header_read_timeout: listener.header_read_timeout.as_duration(),
+            body_read_timeout: listener.body_read_timeout.as_duration(),
+            idle_timeout: listener.idle_timeout.as_duration(),
+            max_connections: listener.max_connections,
+        }
+    }
+}
 
 /// What a listener is bound to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,6 +92,7 @@ pub struct BoundListener {
     socket: Socket,
     tls: Option<TlsAcceptor>,
     router: Router,
+    limits: ConnectionLimits,
 }
 
 fn tls_acceptor(services: &Services) -> anyhow::Result<TlsAcceptor> {
@@ -94,7 +136,16 @@ pub async fn bind_all(services: &Services) -> anyhow::Result<Vec<(usize, BoundLi
                 Socket::Unix(_) => ListenAddr::Unix(listener.path.clone().unwrap_or_default()),
             };
             tracing::info!(%addr, kind = ?listener.kind, tls = listener.tls, "listening");
-            bound.push((index, BoundListener { addr, socket, tls: tls.clone(), router: router.clone() }));
+            bound.push((
+                index,
+                BoundListener {
+                    addr,
+                    socket,
+                    tls: tls.clone(),
+                    router: router.clone(),
+                    limits: ConnectionLimits::of(listener),
+                },
+            ));
         }
     }
     Ok(bound)
@@ -135,31 +186,144 @@ async fn bind_listener(listener: &ListenerConfig) -> anyhow::Result<Vec<Socket>>
     Ok(sockets)
 }
 
-async fn run_connection<I>(io: I, peer: Option<SocketAddr>, router: Router, watcher: Watcher)
-where
+/// What a connection is doing, for its idle timeout.
+#[derive(Clone, Copy, Default)]
+struct Activity {
+    /// Requests between their arrival and the end of their response body.
+    in_flight: usize,
+    /// Requests started on this connection so far.
+    started: u64,
+}
+
+/// One request in flight; dropped when its response body has been written or abandoned.
+struct InFlight(Arc<watch::Sender<Activity>>);
+
+impl InFlight {
+    fn begin(activity: &Arc<watch::Sender<Activity>>) -> InFlight {
+        activity.send_modify(|activity| {
+            activity.in_flight += 1;
+            activity.started += 1;
+        });
+        InFlight(activity.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.send_modify(|activity| activity.in_flight -= 1);
+    }
+}
+
+/// A response body that keeps its request in flight until it is written or dropped.
+struct InFlightBody {
+    body: axum::body::Body,
+    _in_flight: InFlight,
+}
+
+impl hyper::body::Body for InFlightBody {
+    type Data = hyper::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Resolves once the connection has spent `idle_timeout` with no request in flight.
+async fn idle(mut activity: watch::Receiver<Activity>, idle_timeout: Duration) {
+    loop {
+        let Ok(started) = activity.wait_for(|a| a.in_flight == 0).await.map(|a| a.started) else {
+            // The service (the sender) is gone, so is the connection.
+            return std::future::pending().await;
+        };
+        let busy = tokio::time::timeout(
+            idle_timeout,
+            activity.wait_for(|a| a.in_flight > 0 || a.started != started),
+        )
+        .await;
+        if busy.is_err() {
+            return;
+        }
+    }
+}
+
+/// Serves one connection until the client closes it, it idles for `idle_timeout`, or the
+/// server shuts down; after either of the last two, requests in flight get `grace` to finish.
+async fn run_connection<I>(
+    io: I,
+    peer: Option<SocketAddr>,
+    router: Router,
+    limits: ConnectionLimits,
+    shutdown: CancellationToken,
+    grace: Duration,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = router.map_request(move |mut request: http::Request<Incoming>| {
+    let (activity, activity_rx) = watch::channel(Activity::default());
+    let activity = Arc::new(activity);
+    let service = tower::service_fn(move |mut request: http::Request<Incoming>| {
+        let in_flight = InFlight::begin(&activity);
         request.extensions_mut().insert(PeerAddr(peer));
-        request
+        // A body that sends nothing for `body_read_timeout` fails its reader, which answers 408.
+        let request = request.map(|body| TimeoutBody::new(limits.body_read_timeout, body));
+        let router = router.clone();
+        async move {
+            let response = router.oneshot(request).await?;
+            // The request stays in flight (not idle) until its response body is written.
+            Ok::<_, Infallible>(response.map(|body| InFlightBody { body, _in_flight: in_flight }))
+        }
     });
-    let builder = Builder::new(TokioExecutor::new());
+    let mut builder = Builder::new(TokioExecutor::new());
+    // HTTP/1 starts the header timer whenever the connection waits for a request, so it also
+    // bounds an idle keep-alive connection.
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+    builder.http2().timer(TokioTimer::new());
     let connection =
         builder.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service));
-    if let Err(error) = watcher.watch(connection.into_owned()).await {
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => return log_connection_end(result),
+        _ = shutdown.cancelled() => {}
+        _ = idle(activity_rx, limits.idle_timeout) => tracing::debug!("closing an idle connection"),
+    }
+    connection.as_mut().graceful_shutdown();
+    match tokio::time::timeout(grace, connection).await {
+        Ok(result) => log_connection_end(result),
+        Err(_) => tracing::debug!("closing a connection still busy after the grace period"),
+    }
+}
+
+fn log_connection_end(result: Result<(), Box<dyn std::error::Error + Send + Sync>>) {
+    if let Err(error) = result {
         tracing::debug!(%error, "connection ended with an error");
     }
 }
 
 /// Accepts connections until `shutdown` is cancelled, then waits up to `grace` for them.
+///
+/// At most `max_connections` are served at once: the next connection is accepted only when
+/// one of them has closed, so connections over the limit wait in the kernel's listen backlog.
 pub async fn serve(listener: BoundListener, shutdown: CancellationToken, grace: Duration) {
-    let graceful = GracefulShutdown::new();
+    let limits = listener.limits;
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let connections = TaskTracker::new();
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
-            accepted = accept(&listener.socket) => accepted,
+            accepted = accept_with_slot(&listener.socket, &slots) => accepted,
         };
-        let (stream, peer) = match accepted {
+        let (stream, peer, slot) = match accepted {
             Ok(accepted) => accepted,
             Err(error) => {
                 tracing::warn!(%error, addr = %listener.addr, "accept failed");
@@ -168,25 +332,32 @@ pub async fn serve(listener: BoundListener, shutdown: CancellationToken, grace: 
             }
         };
         let router = listener.router.clone();
-        let watcher = graceful.watcher();
+        let shutdown = shutdown.clone();
         match (stream, &listener.tls) {
             (Stream::Tcp(stream), None) => {
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(run_connection(stream, peer, router, watcher));
+                connections.spawn(async move {
+                    run_connection(stream, peer, router, limits, shutdown, grace).await;
+                    drop(slot);
+                });
             }
             (Stream::Tcp(stream), Some(acceptor)) => {
                 let _ = stream.set_nodelay(true);
                 let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => run_connection(tls, peer, router, watcher).await,
+                connections.spawn(async move {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => run_connection(tls, peer, router, limits, shutdown, grace).await,
                         Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
                         Err(_) => tracing::debug!("TLS handshake timed out"),
                     }
+                    drop(slot);
                 });
             }
             (Stream::Unix(stream), _) => {
-                tokio::spawn(run_connection(stream, None, router, watcher));
+                connections.spawn(async move {
+                    run_connection(stream, None, router, limits, shutdown, grace).await;
+                    drop(slot);
+                });
             }
         }
     }
@@ -194,9 +365,25 @@ pub async fn serve(listener: BoundListener, shutdown: CancellationToken, grace: 
     if let ListenAddr::Unix(path) = &listener.addr {
         let _ = std::fs::remove_file(path);
     }
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
-        tracing::info!(addr = %listener.addr, "closing connections still open after the grace period");
+    connections.close();
+    // Each connection gives its requests `grace` once shutdown begins; a TLS handshake under
+    // way may take up to its own timeout first.
+    if tokio::time::timeout(grace + TLS_HANDSHAKE_TIMEOUT, connections.wait()).await.is_err() {
+        tracing::info!(addr = %listener.addr, "connections still open after the grace period");
     }
+}
+
+/// Waits for a free connection slot, then accepts a connection into it.
+async fn accept_with_slot(
+    socket: &Socket,
+    slots: &Arc<Semaphore>,
+) -> std::io::Result<(Stream, Option<SocketAddr>, OwnedSemaphorePermit)> {
+    let Ok(slot) = slots.clone().acquire_owned().await else {
+        // The semaphore is never closed.
+        return std::future::pending().await;
+    };
+    let (stream, peer) = accept(socket).await?;
+    Ok((stream, peer, slot))
 }
 
 enum Stream {

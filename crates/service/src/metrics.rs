@@ -1,5 +1,10 @@
 //! Prometheus metrics: HTTP request counts and latencies by route, and the process's memory and
 //! CPU use (read from `/proc` when scraped).
+//!
+//! Every label value comes from a bounded set, never from the request as sent: the method is
+//! one of [`KNOWN_METHODS`] or `other`, the route is the template of a route the server defines
+//! (or `unmatched`), the code is a status the server produced. A client sending made-up methods
+//! or paths therefore cannot grow the families.
 
 use prometheus_client::encoding::{EncodeLabelSet, text::encode};
 use prometheus_client::metrics::counter::Counter;
@@ -8,16 +13,29 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+/// The methods HTTP defines, used as they are in the `method` label.
+pub const KNOWN_METHODS: &[&str] =
+    &["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE", "CONNECT"];
+
+/// The `method` label of a request method: the method itself if HTTP defines it, else `other`.
+pub fn method_label(method: &str) -> &'static str {
+    KNOWN_METHODS.iter().copied().find(|known| *known == method).unwrap_or("other")
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    pub method: String,
+    /// From [`method_label`].
+    pub method: &'static str,
+    /// A route template (`/_matrix/client/v3/rooms/{room_id}/send/...`) or `unmatched`.
     pub route: String,
     pub code: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
-    pub method: String,
+    /// From [`method_label`].
+    pub method: &'static str,
+    /// A route template or `unmatched`.
     pub route: String,
 }
 
@@ -122,5 +140,20 @@ impl Metrics {
         if let Ok(entries) = std::fs::read_dir("/proc/self/fd") {
             self.open_fds.set(i64::try_from(entries.count()).unwrap_or(0));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_labels_are_the_known_methods_or_other() {
+        for method in KNOWN_METHODS {
+            assert_eq!(method_label(method), *method);
+        }
+        assert_eq!(method_label("get"), "other");
+        assert_eq!(method_label("PROPFIND"), "other");
+        assert_eq!(method_label(&"X".repeat(200_000)), "other");
     }
 }

@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 
 use super::invalid;
 use crate::load::{ConfigError, Origins};
+use crate::units::DurationMs;
 
 #[derive(Deserialize)]
 pub(crate) struct RawServer {
@@ -67,6 +68,35 @@ pub struct ListenerConfig {
     pub request_id_header: Option<String>,
     #[serde(default)]
     pub resources: Vec<ListenerResource>,
+    /// Myelin-specific (Synapse's listeners have no such key): how long a client has to send a
+    /// request's head (request line and headers) over HTTP/1. The timer starts as soon as the
+    /// connection waits for a request, so it also closes an idle keep-alive HTTP/1 connection.
+    /// A client that misses it is disconnected without a response. Default `60s` (Twisted, under
+    /// Synapse, drops a connection after 60 s without data).
+    #[serde(default = "default_connection_timeout")]
+    pub header_read_timeout: DurationMs,
+    /// Myelin-specific: how long a request body may go without sending any data. A stalled body
+    /// is answered `408 M_UNKNOWN` and the connection is closed. Default `60s`.
+    #[serde(default = "default_connection_timeout")]
+    pub body_read_timeout: DurationMs,
+    /// Myelin-specific: how long a connection may stay open with no request in flight and no
+    /// response being written (an idle keep-alive or HTTP/2 connection, or one that never sends
+    /// a request) before it is closed. Default `60s`.
+    #[serde(default = "default_connection_timeout")]
+    pub idle_timeout: DurationMs,
+    /// Myelin-specific: how many connections this listener serves at once. Further connections
+    /// are not accepted: they wait in the kernel's listen backlog (or are refused by the kernel
+    /// when that is full) until a served connection closes. Default 4096.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_connection_timeout() -> DurationMs {
+    DurationMs(60_000)
+}
+
+fn default_max_connections() -> usize {
+    4096
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -187,6 +217,18 @@ impl ServerConfig {
                     &format!("{key}.mode"),
                     "must be an octal mode such as \"666\"",
                 ));
+            }
+            for (name, timeout) in [
+                ("header_read_timeout", listener.header_read_timeout),
+                ("body_read_timeout", listener.body_read_timeout),
+                ("idle_timeout", listener.idle_timeout),
+            ] {
+                if timeout.0 == 0 {
+                    return Err(invalid(origins, &format!("{key}.{name}"), "must be a positive duration"));
+                }
+            }
+            if listener.max_connections == 0 {
+                return Err(invalid(origins, &format!("{key}.max_connections"), "must be at least 1"));
             }
             match listener.kind {
                 ListenerType::Http | ListenerType::Metrics => {}

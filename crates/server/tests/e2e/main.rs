@@ -7,6 +7,7 @@ mod compat;
 mod concurrency;
 mod directory;
 mod foundation;
+mod http_limits;
 mod listeners;
 mod membership;
 mod membership_paths;
