@@ -75,11 +75,18 @@ pub async fn outer_layer(
         .and_then(|name| request.headers().get(name))
         .and_then(|v| v.to_str().ok())
         .map(|v| v.chars().take(64).collect::<String>())
-        .unwrap_or_else(|| format!("{method}-{}", context.next_request.fetch_add(1, Ordering::Relaxed)));
+        .unwrap_or_else(|| {
+            format!(
+                "{}-{}",
+                method_label(method.as_str()),
+                context.next_request.fetch_add(1, Ordering::Relaxed)
+            )
+        });
     let ip = client_ip(&request, context.x_forwarded);
     request.extensions_mut().insert(ClientIp(ip));
-    // Never log query strings: they may carry access tokens.
-    let path = request.uri().path().to_owned();
+    // Never log query strings: they may carry access tokens. A hostile path or method is cut
+    // short: one request must not write a log line of hundreds of kilobytes.
+    let path = bounded_for_log(request.uri().path());
     let span = tracing::info_span!("request", id = %request_id);
 
     let mut response = if method == Method::OPTIONS {
@@ -110,6 +117,7 @@ pub async fn outer_layer(
         .observe(elapsed.as_secs_f64());
     span.in_scope(|| {
         let client = ip.map(|ip| ip.to_string()).unwrap_or_else(|| "-".to_owned());
+        let method = bounded_for_log(method.as_str());
         tracing::info!(
             "{client} - {method} {path} {} {:.3}ms",
             status.as_u16(),
@@ -117,4 +125,29 @@ pub async fn outer_layer(
         );
     });
     response
+}
+
+/// At most [`LOGGED_CHARS`] characters of a client-chosen string, marked when cut.
+fn bounded_for_log(value: &str) -> String {
+    match value.char_indices().nth(LOGGED_CHARS) {
+        Some((end, _)) => format!("{}...", &value[..end]),
+        None => value.to_owned(),
+    }
+}
+
+/// How much of a request's method or path the access log keeps.
+const LOGGED_CHARS: usize = 256;
+
+#[cfg(test)]
+mod tests {
+    use super::bounded_for_log;
+
+    #[test]
+    fn hostile_methods_and_paths_are_cut_short_in_the_log() {
+        let long = "é".repeat(200_000);
+        let logged = bounded_for_log(&long);
+        assert!(logged.ends_with("..."));
+        assert_eq!(logged.chars().count(), super::LOGGED_CHARS + 3);
+        assert_eq!(bounded_for_log("/_matrix/client/versions"), "/_matrix/client/versions");
+    }
 }
