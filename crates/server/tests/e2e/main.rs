@@ -5,6 +5,7 @@ mod account_rooms;
 mod compat;
 mod concurrency;
 mod directory;
+mod exhaustion;
 mod foundation;
 mod listeners;
 mod membership;
