@@ -15,6 +15,9 @@
 //!   engine-specific; SQLite's `bm25` also depends on the whole index, so rank-ordered pages
 //!   read while messages arrive may repeat or skip a result (newest-first pages never do).
 //! - [`Store::user_directory_candidates`]: the users a requester may find, with their profiles.
+//!
+//! Searches may read much of an index, so they run through `Db::query_slow` (on SQLite, on a
+//! blocking thread, not on the async workers).
 
 use serde_json::Value as Json;
 
@@ -619,7 +622,8 @@ impl Store {
              WHERE {conditions}
              ORDER BY c.user_id LIMIT {limit}"
         );
-        let rows = self.db.query(&sql, params).await?;
+        // Every candidate is examined: as long a read as a full-text search.
+        let rows = self.db.query_slow(&sql, params).await?;
         rows.iter()
             .map(|row| {
                 let local = row.bool(1)?;

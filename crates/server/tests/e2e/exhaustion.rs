@@ -21,17 +21,26 @@ async fn search_terms_with_thousands_of_words_are_refused() {
     send_text(&alice, &room, "2", "martians and word7 are here").await;
 
     // 20,000 excluded words: refused before any query is built.
-    let hostile: String =
-        std::iter::once("martians".to_owned()).chain((0..20_000).map(|i| format!("-word{i}"))).collect::<Vec<_>>().join(" ");
+    let hostile: String = std::iter::once("martians".to_owned())
+        .chain((0..20_000).map(|i| format!("-word{i}")))
+        .collect::<Vec<_>>()
+        .join(" ");
     let response = search(&alice, &hostile).await;
     response.expect_error(400, "M_INVALID_PARAM");
     assert!(response.json["error"].as_str().unwrap().contains("too many words"), "{}", response.json);
 
     // Up to the bound, excluded words work (one `NOT` over all of them).
-    let allowed: String =
-        std::iter::once("martians".to_owned()).chain((0..99).map(|i| format!("-word{i}"))).collect::<Vec<_>>().join(" ");
+    let allowed: String = std::iter::once("martians".to_owned())
+        .chain((0..99).map(|i| format!("-word{i}")))
+        .collect::<Vec<_>>()
+        .join(" ");
     let found = search(&alice, &allowed).await.expect(200)["search_categories"]["room_events"].clone();
-    let ids: Vec<&str> = found["results"].as_array().unwrap().iter().map(|r| r["result"]["event_id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = found["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["result"]["event_id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, vec![wanted.as_str()]);
     server.stop().await;
 }
@@ -42,10 +51,19 @@ async fn nonces_live_in_memory_and_are_single_use() {
     let client = server.client();
     let mut nonces = Vec::new();
     for _ in 0..20 {
-        nonces.push(client.get("/_synapse/admin/v1/register").await.expect(200)["nonce"].as_str().unwrap().to_owned());
+        nonces.push(
+            client.get("/_synapse/admin/v1/register").await.expect(200)["nonce"].as_str().unwrap().to_owned(),
+        );
     }
     let body = |nonce: &str, username: &str| {
-        let mac = shared_secret_mac(myelin_test_support::REGISTRATION_SHARED_SECRET, nonce, username, "pw", false, None);
+        let mac = shared_secret_mac(
+            myelin_test_support::REGISTRATION_SHARED_SECRET,
+            nonce,
+            username,
+            "pw",
+            false,
+            None,
+        );
         json!({"nonce": nonce, "username": username, "password": "pw", "admin": false, "mac": mac})
     };
     // A nonce works once.
@@ -107,11 +125,14 @@ async fn filters_with_too_many_entries_are_refused() {
     invalid(alice.client.get(&messages).await);
 
     // 1,000 entries are fine, even as type patterns (which SQL combines with `OR`).
-    let types: Vec<String> = (0..999).map(|i| format!("t{i}.*")).chain(["m.room.message".to_owned()]).collect();
+    let types: Vec<String> =
+        (0..999).map(|i| format!("t{i}.*")).chain(["m.room.message".to_owned()]).collect();
     let filter = json!({"types": types, "senders": many_senders(999).into_iter().chain([alice.user_id.clone()]).collect::<Vec<_>>()});
-    let messages = format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&filter={}", urlencode(&filter.to_string()));
+    let messages =
+        format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&filter={}", urlencode(&filter.to_string()));
     let page = alice.client.get(&messages).await.expect(200).clone();
-    let bodies: Vec<&str> = page["chunk"].as_array().unwrap().iter().filter_map(|e| e["content"]["body"].as_str()).collect();
+    let bodies: Vec<&str> =
+        page["chunk"].as_array().unwrap().iter().filter_map(|e| e["content"]["body"].as_str()).collect();
     assert_eq!(bodies, vec!["martians are coming"]);
     alice.client.post(&upload, &json!({"room": {"timeline": filter}})).await.expect(200);
     server.stop().await;
@@ -140,7 +161,10 @@ async fn password_guessing_through_uia_is_limited_like_login() {
         assert!(response.json["retry_after_ms"].as_u64().unwrap() > 0);
     }
     let change = json!({"new_password": "new-pw-123", "auth": {"type": "m.login.password", "password": user.password, "identifier": {"type": "m.id.user", "user": "frank"}}});
-    user.client.post("/_matrix/client/v3/account/password", &change).await.expect_error(429, "M_LIMIT_EXCEEDED");
+    user.client
+        .post("/_matrix/client/v3/account/password", &change)
+        .await
+        .expect_error(429, "M_LIMIT_EXCEEDED");
     let login = json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "frank"}, "password": user.password});
     server.client().post("/_matrix/client/v3/login", &login).await.expect_error(429, "M_LIMIT_EXCEEDED");
     // Another account is not limited.
