@@ -11,13 +11,10 @@ use crate::auth::Requester;
 use crate::ratelimit::Limiter;
 use crate::sessions::LoginSession;
 use crate::uia::{DUMMY, PASSWORD, REGISTRATION_TOKEN, UiaRequest};
-use crate::util::now_ms;
 use crate::{Error, Result, Services};
 
 /// The longest user ID allowed (the spec's limit).
 pub const MAX_USER_ID_LEN: usize = 255;
-/// How long a shared-secret registration nonce is accepted (as in Synapse).
-pub const NONCE_TIMEOUT_MS: u64 = 60_000;
 
 /// A `/register` request.
 #[derive(Clone, Debug, Default)]
@@ -55,6 +52,11 @@ pub struct SharedSecretRegistration {
 
 /// User types Synapse knows; `user_type` must be one of these.
 pub const USER_TYPES: &[&str] = &["support", "bot"];
+
+/// Synapse's answer when no `registration_shared_secret` is configured.
+fn shared_secret_disabled() -> Error {
+    MatrixError::unknown("Shared secret registration is not enabled").into()
+}
 
 fn invalid_username(message: &str) -> Error {
     MatrixError::new(ErrCode::InvalidUsername, message).into()
@@ -281,10 +283,15 @@ impl Services {
         }
     }
 
-    /// `GET /_synapse/admin/v1/register`: a fresh single-use nonce.
+    /// `GET /_synapse/admin/v1/register`: a fresh single-use nonce, kept in memory (see
+    /// [`crate::registration_nonces`]). Synapse hands out nonces even when shared-secret
+    /// registration is off and refuses them at `POST`; we refuse at once, the same way.
     pub async fn shared_secret_nonce(&self) -> Result<String> {
+        if self.config.keys.registration_shared_secret.is_none() {
+            return Err(shared_secret_disabled());
+        }
         let nonce = hex::encode(crate::util::random_bytes::<64>());
-        self.store.insert_registration_nonce(&nonce, now_ms() as i64).await?;
+        self.registration_nonces.insert(nonce.clone(), std::time::Instant::now());
         Ok(nonce)
     }
 
@@ -294,10 +301,9 @@ impl Services {
         request: SharedSecretRegistration,
     ) -> Result<LoginSession> {
         let Some(secret) = self.config.keys.registration_shared_secret.as_deref() else {
-            return Err(MatrixError::unknown("Shared secret registration is not enabled").into());
+            return Err(shared_secret_disabled());
         };
-        let not_before = now_ms().saturating_sub(NONCE_TIMEOUT_MS) as i64;
-        if !self.store.consume_registration_nonce(&request.nonce, not_before).await? {
+        if !self.registration_nonces.consume(&request.nonce, std::time::Instant::now()) {
             return Err(MatrixError::unknown("unrecognised nonce").into());
         }
         if request.username.len() > 512 || request.username.contains('\0') {

@@ -1,10 +1,30 @@
 //! Event filters (the spec's `Filter` / `RoomEventFilter`), parsed leniently from JSON and
 //! applied in SQL where possible.
+//!
+//! Every list of a filter (`types`, `not_types`, `senders`, `not_senders`, `rooms`,
+//! `not_rooms`) holds at most [`MAX_FILTER_LIST`] entries: a longer one is refused with
+//! `M_INVALID_PARAM` when a filter is uploaded and when one is given inline (`/sync`,
+//! `/messages`, `/context`, `/search`). Synapse sets no such limit; the lists become SQL
+//! parameters, and a query may only have so many.
 
 use myelin_core::MatrixError;
 use myelin_store::EventFilterSql;
 use serde::Deserialize;
 use serde_json::Value;
+
+/// The most entries a list of a filter may have.
+pub const MAX_FILTER_LIST: usize = 1_000;
+
+/// Refuses a list of a filter longer than [`MAX_FILTER_LIST`].
+fn check_list(name: &str, list: Option<&[String]>) -> Result<(), MatrixError> {
+    match list {
+        Some(list) if list.len() > MAX_FILTER_LIST => Err(MatrixError::invalid_param(format!(
+            "Filter field {name} has {} entries (at most {MAX_FILTER_LIST})",
+            list.len()
+        ))),
+        _ => Ok(()),
+    }
+}
 
 /// A `RoomEventFilter`.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -28,7 +48,20 @@ impl RoomEventFilter {
     pub fn parse_json(text: &str) -> Result<RoomEventFilter, MatrixError> {
         let value: Value =
             serde_json::from_str(text).map_err(|_| MatrixError::not_json("filter is not JSON"))?;
-        serde_json::from_value(value).map_err(|e| MatrixError::bad_json(format!("Invalid filter: {e}")))
+        let filter: RoomEventFilter = serde_json::from_value(value)
+            .map_err(|e| MatrixError::bad_json(format!("Invalid filter: {e}")))?;
+        filter.check()?;
+        Ok(filter)
+    }
+
+    /// Refuses lists longer than [`MAX_FILTER_LIST`].
+    pub fn check(&self) -> Result<(), MatrixError> {
+        check_list("types", self.types.as_deref())?;
+        check_list("not_types", Some(&self.not_types))?;
+        check_list("senders", self.senders.as_deref())?;
+        check_list("not_senders", Some(&self.not_senders))?;
+        check_list("rooms", self.rooms.as_deref())?;
+        check_list("not_rooms", Some(&self.not_rooms))
     }
 
     /// The conditions the store applies.
@@ -77,6 +110,14 @@ pub struct EventFilter {
 }
 
 impl EventFilter {
+    /// Refuses lists longer than [`MAX_FILTER_LIST`].
+    pub fn check(&self) -> Result<(), MatrixError> {
+        check_list("types", self.types.as_deref())?;
+        check_list("not_types", Some(&self.not_types))?;
+        check_list("senders", self.senders.as_deref())?;
+        check_list("not_senders", Some(&self.not_senders))
+    }
+
     pub fn allows(&self, kind: &str, sender: Option<&str>) -> bool {
         let as_room = RoomEventFilter {
             types: self.types.clone(),
@@ -103,6 +144,16 @@ pub struct RoomFilter {
 }
 
 impl RoomFilter {
+    /// Refuses lists longer than [`MAX_FILTER_LIST`], here and in the event filters.
+    pub fn check(&self) -> Result<(), MatrixError> {
+        check_list("rooms", self.rooms.as_deref())?;
+        check_list("not_rooms", Some(&self.not_rooms))?;
+        for filter in [&self.ephemeral, &self.state, &self.timeline, &self.account_data] {
+            filter.check()?;
+        }
+        Ok(())
+    }
+
     pub fn allows_room(&self, room_id: &str) -> bool {
         !self.not_rooms.iter().any(|r| r == room_id)
             && self.rooms.as_ref().is_none_or(|rooms| rooms.iter().any(|r| r == room_id))
@@ -133,6 +184,12 @@ impl FilterDefinition {
             && format != "federation"
         {
             return Err(MatrixError::bad_json("event_format must be client or federation"));
+        }
+        filter.presence.check()?;
+        filter.account_data.check()?;
+        filter.room.check()?;
+        if let Some(fields) = &filter.event_fields {
+            check_list("event_fields", Some(fields))?;
         }
         for limit in [filter.room.timeline.limit, filter.presence.limit, filter.account_data.limit]
             .into_iter()

@@ -35,6 +35,7 @@ pub mod profile;
 pub mod push;
 pub mod ratelimit;
 pub mod receipts;
+pub mod registration_nonces;
 pub mod registration_tokens;
 pub mod rooms;
 pub mod search;
@@ -75,6 +76,8 @@ pub struct Services {
     pub shutdown: CancellationToken,
     /// Push rule and room context caches, and the push delivery worker's wake-up.
     pub push: Arc<push::Push>,
+    /// Shared-secret registration nonces handed out and not spent yet.
+    pub registration_nonces: Arc<registration_nonces::RegistrationNonces>,
 }
 
 impl Services {
@@ -101,6 +104,7 @@ impl Services {
             metrics: Arc::new(metrics::Metrics::new()),
             shutdown: CancellationToken::new(),
             push: Arc::default(),
+            registration_nonces: Arc::default(),
         })
     }
 

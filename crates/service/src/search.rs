@@ -37,6 +37,18 @@ const MAX_CONTEXT: u64 = 100;
 const MAX_BATCHES: usize = 5;
 /// How many predecessors of an upgraded room are followed.
 const MAX_PREDECESSORS: usize = 50;
+/// The most words a search term may hold (words of phrases and excluded words count too).
+/// Synapse sets no limit; each word becomes a term of the full-text query, and no real search
+/// needs more.
+pub const MAX_SEARCH_TERM_WORDS: usize = 100;
+
+/// The words of a search term as the store's query parser splits it: runs of letters,
+/// digits, `_` and `-`, not counting `-` alone.
+fn term_words(term: &str) -> usize {
+    term.split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '-'))
+        .filter(|word| !word.trim_matches('-').is_empty())
+        .count()
+}
 
 /// What results may be grouped by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -229,6 +241,13 @@ impl Services {
         request: SearchRequest,
     ) -> Result<SearchResults> {
         let user_id = &requester.user_id;
+        if term_words(&request.search_term) > MAX_SEARCH_TERM_WORDS {
+            return Err(MatrixError::invalid_param(format!(
+                "search_term has too many words (at most {MAX_SEARCH_TERM_WORDS})"
+            ))
+            .into());
+        }
+        request.filter.check()?;
         let batch = request.next_batch.as_deref().map(|t| Batch::decode(t, request.order_by)).transpose()?;
         let mut filter = request.filter.clone();
         let mut rooms = self.searchable_rooms(user_id, &filter).await?;
@@ -543,6 +562,13 @@ impl Services {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn term_words_count_every_word() {
+        assert_eq!(term_words("mars"), 1);
+        assert_eq!(term_words(r#""red planet" -venus or foo-bar -- - it's"#), 7);
+        assert_eq!(term_words("  "), 0);
+    }
 
     #[test]
     fn batch_tokens_round_trip_and_reject_garbage() {

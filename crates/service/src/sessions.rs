@@ -136,6 +136,19 @@ impl Services {
         })
     }
 
+    /// Refuses a password attempt on an account while too many attempts on it failed recently
+    /// (`rc_login.failed_attempts`, keyed by the lowercased user ID). Every password check
+    /// goes through it: `/login` and user-interactive auth's `m.login.password`.
+    pub(crate) fn check_failed_password_attempts(&self, user_id: &str) -> Result<()> {
+        self.ratelimit_key(Limiter::LoginFailedAttempts, &user_id.to_lowercase(), false)
+    }
+
+    /// Counts a failed password attempt on an account; refuses it (429) when it is one too
+    /// many.
+    pub(crate) fn record_failed_password_attempt(&self, user_id: &str) -> Result<()> {
+        self.ratelimit_key(Limiter::LoginFailedAttempts, &user_id.to_lowercase(), true)
+    }
+
     /// `POST /login`.
     pub async fn login(&self, request: LoginRequest) -> Result<LoginSession> {
         let address = request.client_ip.clone().unwrap_or_default();
@@ -151,14 +164,14 @@ impl Services {
                 }
                 let qualified = self.qualify_user_id(user);
                 self.ratelimit_key(Limiter::LoginAccount, &qualified.to_lowercase(), true)?;
-                self.ratelimit_key(Limiter::LoginFailedAttempts, &qualified.to_lowercase(), false)?;
+                self.check_failed_password_attempts(&qualified)?;
                 let account = self.resolve_login_user(user).await?;
                 let valid = match account.as_ref().and_then(|a| a.password_hash.as_deref()) {
                     Some(hash) => self.passwords.verify(password, hash).await,
                     None => false,
                 };
                 let Some(account) = account.filter(|_| valid) else {
-                    self.ratelimit_key(Limiter::LoginFailedAttempts, &qualified.to_lowercase(), true)?;
+                    self.record_failed_password_attempt(&qualified)?;
                     return Err(MatrixError::forbidden("Invalid username or password").into());
                 };
                 if account.deactivated {

@@ -141,7 +141,10 @@ impl Services {
             }
             if let Err(error) = self.check_stage(kind, auth, request.requester, &mut session).await {
                 return Err(match error {
-                    Error::Matrix(error) => challenge(&session, Some(error)),
+                    // Too many failed attempts is no failed stage: it is answered with 429.
+                    Error::Matrix(error) if error.code != ErrCode::LimitExceeded => {
+                        challenge(&session, Some(error))
+                    }
                     other => other,
                 });
             }
@@ -192,6 +195,8 @@ impl Services {
                     .password
                     .as_deref()
                     .ok_or_else(|| MatrixError::missing_param("Missing `password`"))?;
+                // As `/login`: failed attempts on the account are limited.
+                self.check_failed_password_attempts(requester.user_id.as_str())?;
                 let named = match (&auth.identifier, &auth.user) {
                     (Some(identifier), _) => {
                         identifier.get("user").and_then(Value::as_str).map(|u| self.qualify_user_id(u))
@@ -202,6 +207,7 @@ impl Services {
                 if let Some(named) = named
                     && !named.eq_ignore_ascii_case(requester.user_id.as_str())
                 {
+                    self.record_failed_password_attempt(requester.user_id.as_str())?;
                     return Err(MatrixError::forbidden("Invalid username or password").into());
                 }
                 let user = self.store.get_user(requester.user_id.as_str()).await?;
@@ -210,7 +216,11 @@ impl Services {
                     Some(hash) => self.passwords.verify(password, &hash).await,
                     None => false,
                 };
-                if valid { Ok(()) } else { Err(MatrixError::forbidden("Invalid password").into()) }
+                if !valid {
+                    self.record_failed_password_attempt(requester.user_id.as_str())?;
+                    return Err(MatrixError::forbidden("Invalid password").into());
+                }
+                Ok(())
             }
             other => {
                 Err(MatrixError::new(ErrCode::Unrecognized, format!("Unrecognised login type {other}"))

@@ -573,7 +573,11 @@ async fn persist_one(
 }
 
 /// A room event filter compiled to SQL conditions (`types`, `not_types`, `senders`,
-/// `not_senders`, `contains_url`). Type patterns may end in `*`.
+/// `not_senders`, `contains_url`). Type patterns may end in `*`. Each entry of a list is one
+/// statement parameter: callers bound the lists (the service's filters hold at most 1,000
+/// entries per list), well within the engines' limits (32,766 parameters for SQLite, 65,535
+/// for PostgreSQL). Type patterns are combined as a balanced tree, within SQLite's
+/// expression depth however many there are.
 #[derive(Clone, Debug, Default)]
 pub struct EventFilterSql {
     pub types: Option<Vec<String>>,
@@ -597,9 +601,9 @@ impl EventFilterSql {
                 parts.push(format!("type LIKE ${} ESCAPE '\\'", params.len()));
             }
             if negate {
-                format!(" AND NOT ({})", parts.join(" OR "))
+                format!(" AND NOT ({})", crate::any_of(&parts))
             } else {
-                format!(" AND ({})", parts.join(" OR "))
+                format!(" AND ({})", crate::any_of(&parts))
             }
         };
         if let Some(types) = &self.types {

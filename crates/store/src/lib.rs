@@ -56,6 +56,9 @@ pub enum StoreError {
     /// A batch of transactions could not be committed (every member fails with it).
     #[error("commit failed: {0}")]
     Commit(String),
+    /// A statement run on a blocking thread did not finish (the thread panicked).
+    #[error("blocking read: {0}")]
+    Blocking(String),
 }
 
 impl StoreError {
@@ -96,12 +99,26 @@ impl Store {
     }
 }
 
-/// Milliseconds since the UNIX epoch.
 /// `$1, $2, ..., $n`: the placeholders of an `IN (...)` list.
 pub(crate) fn placeholder_list(n: usize) -> String {
     (1..=n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
 
+/// `(a OR b OR ...)` nested as a balanced tree, so that a long list of conditions stays
+/// within SQLite's expression depth (1,000 by default; a plain chain of `OR`s is as deep as
+/// it is long). `FALSE` for no condition.
+pub(crate) fn any_of(conditions: &[String]) -> String {
+    match conditions {
+        [] => "FALSE".to_owned(),
+        [one] => one.clone(),
+        _ => {
+            let (left, right) = conditions.split_at(conditions.len() / 2);
+            format!("({} OR {})", any_of(left), any_of(right))
+        }
+    }
+}
+
+/// Milliseconds since the UNIX epoch.
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -1,4 +1,4 @@
-//! Registration tokens and shared-secret registration nonces.
+//! Registration tokens.
 
 use crate::{Row, Store, StoreError, params};
 
@@ -136,31 +136,5 @@ impl Store {
             )
             .await?;
         Ok(())
-    }
-
-    pub async fn insert_registration_nonce(&self, nonce: &str, now: i64) -> Result<(), StoreError> {
-        self.db
-            .execute(
-                "INSERT INTO registration_nonces (nonce, created_ts) VALUES ($1, $2)",
-                params![nonce, now],
-            )
-            .await?;
-        Ok(())
-    }
-
-    /// Consumes a nonce created after `not_before`; `false` if unknown, used or expired.
-    pub async fn consume_registration_nonce(&self, nonce: &str, not_before: i64) -> Result<bool, StoreError> {
-        let rows = self
-            .db
-            .execute_returning(
-                "DELETE FROM registration_nonces WHERE nonce = $1 RETURNING created_ts",
-                params![nonce],
-            )
-            .await?;
-        self.db.execute("DELETE FROM registration_nonces WHERE created_ts < $1", params![not_before]).await?;
-        match rows.first() {
-            Some(row) => Ok(row.i64(0)? >= not_before),
-            None => Ok(false),
-        }
     }
 }

@@ -15,6 +15,9 @@
 //!   engine-specific; SQLite's `bm25` also depends on the whole index, so rank-ordered pages
 //!   read while messages arrive may repeat or skip a result (newest-first pages never do).
 //! - [`Store::user_directory_candidates`]: the users a requester may find, with their profiles.
+//!
+//! Searches may read much of an index, so they run through `Db::query_slow` (on SQLite, on a
+//! blocking thread, not on the async workers).
 
 use serde_json::Value as Json;
 
@@ -304,15 +307,19 @@ fn fts5_query(term: &str) -> Option<String> {
         }
         negate = false;
     }
+    // The excluded words of an alternative form one `OR` after a single `NOT`: FTS5 flattens
+    // `AND` and `OR` into one node each, where a `NOT` per word would nest one level deeper
+    // per word (FTS5 refuses expressions deeper than 256).
     let rendered: Vec<String> = alternatives
         .into_iter()
         .filter(|c| !c.include.is_empty())
         .map(|c| {
-            let mut expression = format!("({})", c.include.join(" AND "));
-            for excluded in c.exclude {
-                expression = format!("({expression} NOT {excluded})");
+            let include = c.include.join(" AND ");
+            if c.exclude.is_empty() {
+                format!("({include})")
+            } else {
+                format!("(({include}) NOT ({}))", c.exclude.join(" OR "))
             }
-            expression
         })
         .collect();
     (!rendered.is_empty()).then(|| rendered.join(" OR "))
@@ -356,7 +363,7 @@ fn filter_conditions(filter: &EventFilterSql, params: &mut Vec<Value>) -> String
                 format!("e.type LIKE {} ESCAPE '\\'", push_param(params, escaped.replace('*', "%")))
             })
             .collect();
-        parts.join(" OR ")
+        crate::any_of(&parts)
     };
     let sender_list = |senders: &[String], params: &mut Vec<Value>| -> String {
         senders.iter().map(|s| push_param(params, s.as_str())).collect::<Vec<_>>().join(", ")
@@ -400,7 +407,7 @@ fn room_conditions(rooms: &[SearchRoom], params: &mut Vec<Value>) -> String {
             parts.push(format!("(e.room_id = {room_id} AND e.stream_ordering <= {until})"));
         }
     }
-    if parts.is_empty() { " AND FALSE".to_owned() } else { format!(" AND ({})", parts.join(" OR ")) }
+    format!(" AND ({})", crate::any_of(&parts))
 }
 
 /// The matches of a query as a subquery `s` (`stream_ordering`, `key`, `rank`, and with
@@ -463,9 +470,39 @@ fn json_string_field(json: Option<&Json>, field: &str) -> Option<String> {
     json?.get(field)?.as_str().map(str::to_owned)
 }
 
+/// Rooms one statement searches: each is one or two parameters, and a user may be in any
+/// number of rooms, more than a statement may have parameters.
+const ROOMS_PER_STATEMENT: usize = 500;
+
 impl Store {
-    /// Up to `limit` matches strictly after `after` in the query's order.
+    /// Up to `limit` matches strictly after `after` in the query's order. Rooms are searched
+    /// [`ROOMS_PER_STATEMENT`] at a time, and the matches merged.
     pub async fn search_events(
+        &self,
+        query: &SearchQuery<'_>,
+        after: Option<SearchCursor>,
+        limit: i64,
+    ) -> Result<Vec<SearchMatch>, StoreError> {
+        let mut matches = Vec::new();
+        for rooms in query.rooms.chunks(ROOMS_PER_STATEMENT) {
+            let part = SearchQuery { rooms, ..query.clone() };
+            matches.extend(self.search_events_in(&part, after, limit).await?);
+        }
+        if query.rooms.len() > ROOMS_PER_STATEMENT {
+            matches.sort_by(|a, b| {
+                let newer = b.event.stream_ordering.cmp(&a.event.stream_ordering);
+                match query.order {
+                    SearchOrder::Rank => b.rank.total_cmp(&a.rank).then(newer),
+                    SearchOrder::Recent => newer,
+                }
+            });
+            matches.truncate(usize::try_from(limit).unwrap_or(0));
+        }
+        Ok(matches)
+    }
+
+    /// [`Store::search_events`] in one statement.
+    async fn search_events_in(
         &self,
         query: &SearchQuery<'_>,
         after: Option<SearchCursor>,
@@ -494,7 +531,7 @@ impl Store {
         let limit = push_param(&mut params, limit);
         let sql =
             format!("SELECT {EVENT_COLUMNS}, {source} WHERE {conditions} ORDER BY {order} LIMIT {limit}");
-        let rows = self.db.query(&sql, params).await?;
+        let rows = self.db.query_slow(&sql, params).await?;
         rows.iter()
             .map(|row| {
                 Ok(SearchMatch {
@@ -508,12 +545,21 @@ impl Store {
 
     /// How many events match the query (whatever the requester may see of them).
     pub async fn count_search_matches(&self, query: &SearchQuery<'_>) -> Result<i64, StoreError> {
+        let mut count = 0;
+        for rooms in query.rooms.chunks(ROOMS_PER_STATEMENT) {
+            count += self.count_search_matches_in(&SearchQuery { rooms, ..query.clone() }).await?;
+        }
+        Ok(count)
+    }
+
+    /// [`Store::count_search_matches`] in one statement.
+    async fn count_search_matches_in(&self, query: &SearchQuery<'_>) -> Result<i64, StoreError> {
         let mut params = Vec::new();
         let Some((source, conditions)) = match_source(self.dialect(), query, false, &mut params) else {
             return Ok(0);
         };
         let sql = format!("SELECT COUNT(*) FROM (SELECT {source} WHERE {conditions}) AS matches");
-        let row = self.db.query_opt(&sql, params).await?;
+        let row = self.db.query_slow(&sql, params).await?.into_iter().next();
         Ok(row.map(|r| r.i64(0)).transpose()?.unwrap_or(0))
     }
 
@@ -576,7 +622,8 @@ impl Store {
              WHERE {conditions}
              ORDER BY c.user_id LIMIT {limit}"
         );
-        let rows = self.db.query(&sql, params).await?;
+        // Every candidate is examined: as long a read as a full-text search.
+        let rows = self.db.query_slow(&sql, params).await?;
         rows.iter()
             .map(|row| {
                 let local = row.bool(1)?;
@@ -612,8 +659,10 @@ mod tests {
         check("Martians and MEN", Some(r#"("martians" AND "men")"#));
         check(r#""red planet" mars"#, Some(r#"("red planet" AND "mars")"#));
         check("mars or venus", Some(r#"("mars") OR ("venus")"#));
-        check("mars -venus", Some(r#"(("mars") NOT "venus")"#));
-        check("-venus mars", Some(r#"(("mars") NOT "venus")"#));
+        check("mars -venus", Some(r#"(("mars") NOT ("venus"))"#));
+        check("-venus mars", Some(r#"(("mars") NOT ("venus"))"#));
+        check("mars -venus -jupiter", Some(r#"(("mars") NOT ("venus" OR "jupiter"))"#));
+        check("mars -venus or -pluto moon", Some(r#"(("mars") NOT ("venus")) OR (("moon") NOT ("pluto"))"#));
         check("foo-bar", Some(r#"("foo-bar")"#));
         check(r#"it's "quoted"#, Some(r#"("it" AND "s" AND "quoted")"#));
         check("-venus", None);

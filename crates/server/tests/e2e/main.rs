@@ -6,6 +6,7 @@ mod cancellation;
 mod compat;
 mod concurrency;
 mod directory;
+mod exhaustion;
 mod foundation;
 mod http_limits;
 mod listeners;

@@ -27,6 +27,7 @@ pub(crate) const MIGRATION_FILES: &[(&str, &str)] = &[
         include_str!("../../migrations/0008_push_actions_keys.postgres.sql"),
     ),
     ("0008_push_actions_keys.sqlite.sql", include_str!("../../migrations/0008_push_actions_keys.sqlite.sql")),
+    ("0009_drop_registration_nonces.sql", include_str!("../../migrations/0009_drop_registration_nonces.sql")),
 ];
 
 /// Arbitrary constant identifying Myelin's migration lock.

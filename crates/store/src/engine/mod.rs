@@ -89,6 +89,23 @@ impl Db {
         }
     }
 
+    /// Runs a read-only statement that may take long (a full-text search over a whole index).
+    /// On SQLite it runs on a blocking thread, so that it never holds up the async workers
+    /// (statements otherwise run inline, see [`sqlite`]); PostgreSQL runs it as [`Db::query`]
+    /// does, on the server.
+    pub async fn query_slow(&self, sql: &str, params: Vec<Value>) -> Result<Vec<Row>, StoreError> {
+        match &self.engine {
+            Engine::Sqlite(engine) => {
+                let engine = engine.clone();
+                let sql = sql.to_owned();
+                tokio::task::spawn_blocking(move || engine.read(&sql, &params))
+                    .await
+                    .map_err(|e| StoreError::Blocking(e.to_string()))?
+            }
+            Engine::Postgres(pool) => postgres::query(&pool.get().await?, sql, &params).await,
+        }
+    }
+
     /// Runs a read-only statement expected to return at most one row.
     pub async fn query_opt(&self, sql: &str, params: Vec<Value>) -> Result<Option<Row>, StoreError> {
         Ok(self.query(sql, params).await?.into_iter().next())

@@ -1,6 +1,8 @@
 //! SQLite: one writer connection (behind an async mutex, so a transaction may span awaits) and
 //! a growing set of read-only connections. Statements run inline on the calling task: SQLite
-//! work is microseconds, far cheaper than a hop to another thread.
+//! work is microseconds, far cheaper than a hop to another thread. Reads that may take long
+//! (full-text search, whose cost grows with the index) are the exception: `Db::query_slow`
+//! runs them on a blocking thread with a reader connection of their own.
 //!
 //! Group commit: a transaction runs as a savepoint inside the writer's open batch (one SQLite
 //! transaction). When more writers are queued (or the caller says more work is on its way),
