@@ -68,8 +68,10 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         return Err(MatrixError::not_json("Content must be a JSON object.").into());
     }
     if let Some(path) = nul_path(&value) {
-        return Err(MatrixError::bad_json(format!("Invalid JSON at `{path}`: NUL characters are not allowed"))
-            .into());
+        return Err(MatrixError::bad_json(format!(
+            "Invalid JSON at `{path}`: NUL characters are not allowed"
+        ))
+        .into());
     }
     serde_path_to_error::deserialize(value).map_err(|error| {
         let path = error.path().to_string();
@@ -92,9 +94,10 @@ pub fn parse_json_or_empty<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiEr
 fn nul_path(value: &serde_json::Value) -> Option<String> {
     match value {
         serde_json::Value::String(text) => text.contains('\0').then(|| ".".to_owned()),
-        serde_json::Value::Array(items) => items.iter().enumerate().find_map(|(index, item)| {
-            nul_path(item).map(|rest| join_path(&format!("[{index}]"), &rest))
-        }),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(index, item)| nul_path(item).map(|rest| join_path(&format!("[{index}]"), &rest))),
         serde_json::Value::Object(map) => map.iter().find_map(|(key, item)| {
             if key.contains('\0') {
                 return Some(key.escape_debug().to_string());
@@ -231,8 +234,7 @@ mod tests {
         ] {
             assert_eq!(code_of(parse_json(body.as_bytes())), ErrCode::BadJson, "{body}");
         }
-        let value: serde_json::Value =
-            serde_json::from_str(r#"{"a": {"b": [0, {"c": "\u0000"}]}}"#).unwrap();
+        let value: serde_json::Value = serde_json::from_str(r#"{"a": {"b": [0, {"c": "\u0000"}]}}"#).unwrap();
         assert_eq!(nul_path(&value).as_deref(), Some("a.b[1].c"));
     }
 

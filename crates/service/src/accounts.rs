@@ -232,17 +232,14 @@ impl Services {
             }
         };
         let record = minted.as_ref().map(|m| m.record());
-        let created = match self
-            .store
-            .register_user(&new_user, registration_token.as_deref(), record.as_ref())
-            .await
-        {
-            Ok(created) => created,
-            Err(error) => {
-                release_token().await;
-                return Err(error.into());
-            }
-        };
+        let created =
+            match self.store.register_user(&new_user, registration_token.as_deref(), record.as_ref()).await {
+                Ok(created) => created,
+                Err(error) => {
+                    release_token().await;
+                    return Err(error.into());
+                }
+            };
         if !created {
             release_token().await;
             return Err(MatrixError::new(ErrCode::UserInUse, "User ID already taken.").into());

@@ -42,7 +42,16 @@ mod tests {
         assert_eq!(parse_position("0"), Some(0));
         assert_eq!(parse_position("42"), Some(42));
         assert_eq!(parse_position(&(i64::MAX - 1).to_string()), Some(i64::MAX - 1));
-        for bad in ["", "-1", "+1", " 1", "1.5", "9223372036854775807", "9223372036854775808", "99999999999999999999"] {
+        for bad in [
+            "",
+            "-1",
+            "+1",
+            " 1",
+            "1.5",
+            "9223372036854775807",
+            "9223372036854775808",
+            "99999999999999999999",
+        ] {
             assert_eq!(parse_position(bad), None, "{bad:?}");
         }
     }

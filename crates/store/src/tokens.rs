@@ -55,7 +55,10 @@ const INSERT_REFRESH_TOKEN: &str = "INSERT INTO refresh_tokens (token_hash, user
      VALUES ($1, $2, $3, $4, $5, $6)";
 
 /// Stores a login session's device and tokens inside `tx`.
-pub(crate) async fn insert_login_session(tx: &mut Tx<'_>, session: &NewLoginSession<'_>) -> Result<(), StoreError> {
+pub(crate) async fn insert_login_session(
+    tx: &mut Tx<'_>,
+    session: &NewLoginSession<'_>,
+) -> Result<(), StoreError> {
     let access = &session.access_token;
     let inserted = tx
         .execute(
@@ -244,7 +247,14 @@ impl Store {
         self.db
             .execute(
                 INSERT_REFRESH_TOKEN,
-                params![token_hash, user_id, device_id, crate::now_ms(), expiry_ts, ultimate_session_expiry_ts],
+                params![
+                    token_hash,
+                    user_id,
+                    device_id,
+                    crate::now_ms(),
+                    expiry_ts,
+                    ultimate_session_expiry_ts
+                ],
             )
             .await?;
         Ok(())

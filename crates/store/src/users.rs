@@ -62,7 +62,8 @@ pub struct RateLimitOverride {
 
 async fn insert_user(tx: &mut Tx<'_>, user: &NewUser) -> Result<bool, StoreError> {
     let lower = user.user_id.to_lowercase();
-    if tx.query_opt("SELECT 1 FROM users WHERE user_id_lower = $1", params![lower.as_str()]).await?.is_some() {
+    if tx.query_opt("SELECT 1 FROM users WHERE user_id_lower = $1", params![lower.as_str()]).await?.is_some()
+    {
         return Ok(false);
     }
     let inserted = tx

@@ -2,7 +2,7 @@
 //! edge of `i64`, identifiers over 255 bytes, and empty bodies. Run on both engines: NUL
 //! failures are PostgreSQL-only when they reach the store.
 
-use myelin_test_support::{TestServer, TestUser};
+use myelin_test_support::{TestResponse, TestServer, TestUser};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -47,7 +47,11 @@ async fn nul_characters_in_bodies_are_bad_json() {
         ),
         (Method::PUT, format!("{CLIENT}/rooms/{room}/state/m.room.topic"), json!({"topic": ["\u{0}"]})),
         (Method::PUT, format!("{CLIENT}/user/{user}/account_data/org.example"), json!({"a": {"b": "\u{0}"}})),
-        (Method::PUT, format!("{CLIENT}/user/{user}/rooms/{room}/tags/u.work"), json!({"order": 0.5, "n": "\u{0}"})),
+        (
+            Method::PUT,
+            format!("{CLIENT}/user/{user}/rooms/{room}/tags/u.work"),
+            json!({"order": 0.5, "n": "\u{0}"}),
+        ),
         (
             Method::POST,
             format!("{CLIENT}/user/{user}/filter"),
@@ -132,7 +136,11 @@ async fn nul_characters_in_paths_and_queries_are_invalid_params() {
     let messages = alice.client.get(&format!("{CLIENT}/rooms/{room}/messages?dir=b&filter={filter}")).await;
     messages.expect_error(400, "M_BAD_JSON");
     let filter = enc(&json!({"room": {"timeline": {"not_senders": ["@\u{0}:x"]}}}).to_string());
-    alice.client.get(&format!("{CLIENT}/sync?timeout=0&filter={filter}")).await.expect_error(400, "M_BAD_JSON");
+    alice
+        .client
+        .get(&format!("{CLIENT}/sync?timeout=0&filter={filter}"))
+        .await
+        .expect_error(400, "M_BAD_JSON");
 
     let state = alice.client.get(&format!("{CLIENT}/rooms/{room}/state")).await;
     let state = state.expect(200).as_array().unwrap().clone();
@@ -147,34 +155,50 @@ async fn token_uses(admin: &TestUser, token: &str) -> (i64, i64) {
     (record["completed"].as_i64().unwrap(), record["pending"].as_i64().unwrap())
 }
 
-#[tokio::test]
-async fn a_failed_registration_leaves_no_user_and_keeps_the_token() {
+/// A server whose registrations need a token, with an admin and the single-use token `once`.
+async fn token_gated_server() -> (TestServer, TestUser) {
     let server = TestServer::start_with(json!({"registration_requires_token": true})).await;
     let admin = server.register_admin("admin").await;
-    let client = server.client();
     admin
         .client
         .post("/_synapse/admin/v1/registration_tokens/new", &json!({"token": "once", "uses_allowed": 1}))
         .await
         .expect(200);
-    let register = |username: &str, device_id: Option<String>| {
-        let mut body = json!({
-            "username": username, "password": "pw-123456",
-            "auth": {"type": "m.login.registration_token", "token": "once"},
-        });
-        if let Some(device_id) = device_id {
-            body["device_id"] = json!(device_id);
-        }
-        let client = client.clone();
-        async move { client.post(&format!("{CLIENT}/register"), &body).await }
-    };
+    (server, admin)
+}
 
-    // A NUL in the username is refused before anything happens.
-    register("car\u{0}ol", None).await.expect_error(400, "M_BAD_JSON");
+/// Registers `username` with the token `once`.
+async fn register_with_token(server: &TestServer, username: &str, device_id: Option<&str>) -> TestResponse {
+    let mut body = json!({
+        "username": username, "password": "pw-123456",
+        "auth": {"type": "m.login.registration_token", "token": "once"},
+    });
+    if let Some(device_id) = device_id {
+        body["device_id"] = json!(device_id);
+    }
+    server.client().post(&format!("{CLIENT}/register"), &body).await
+}
+
+#[tokio::test]
+async fn a_nul_in_a_registration_is_refused_before_the_token_is_used() {
+    let (server, admin) = token_gated_server().await;
+    register_with_token(&server, "car\u{0}ol", None).await.expect_error(400, "M_BAD_JSON");
+    let mut body = json!({"username": "carol", "password": "pw-123456", "auth": {"type": "m.login.registration_token", "token": "once"}});
+    body["initial_device_display_name"] = json!("pho\u{0}ne");
+    server.client().post(&format!("{CLIENT}/register"), &body).await.expect_error(400, "M_BAD_JSON");
     assert_eq!(token_uses(&admin, "once").await, (0, 0));
+    let available = server.client().get(&format!("{CLIENT}/register/available?username=carol")).await;
+    assert_eq!(available.expect(200)["available"], true);
+    server.stop().await;
+}
 
+#[tokio::test]
+async fn a_failed_registration_leaves_no_user_and_keeps_the_token() {
+    let (server, admin) = token_gated_server().await;
+    let client = server.client();
     // A device ID refused after the token stage: no account, and the token's use is given back.
-    register("carol", Some("d".repeat(600))).await.expect_error(400, "M_INVALID_PARAM");
+    let too_long = "d".repeat(600);
+    register_with_token(&server, "carol", Some(&too_long)).await.expect_error(400, "M_INVALID_PARAM");
     assert_eq!(token_uses(&admin, "once").await, (0, 0));
     let available = client.get(&format!("{CLIENT}/register/available?username=carol")).await;
     assert_eq!(available.expect(200)["available"], true);
@@ -187,12 +211,15 @@ async fn a_failed_registration_leaves_no_user_and_keeps_the_token() {
         .expect_error(403, "M_FORBIDDEN");
 
     // The single use still registers the account, with its device.
-    let done = register("carol", Some("PHONE".to_owned())).await;
+    let done = register_with_token(&server, "carol", Some("PHONE")).await;
     let body = done.expect(200).clone();
     assert_eq!(body["user_id"], "@carol:test.local");
     assert_eq!(body["device_id"], "PHONE");
     assert_eq!(token_uses(&admin, "once").await, (1, 0));
-    let whoami = client.with_token(body["access_token"].as_str().unwrap()).get(&format!("{CLIENT}/account/whoami")).await;
+    let whoami = client
+        .with_token(body["access_token"].as_str().unwrap())
+        .get(&format!("{CLIENT}/account/whoami"))
+        .await;
     assert_eq!(whoami.expect(200)["device_id"], "PHONE");
     server.stop().await;
 }
@@ -205,7 +232,10 @@ async fn stream_tokens_at_the_edge_of_i64_are_invalid_params() {
     let room_path = enc(&room);
     let sent = alice
         .client
-        .put(&format!("{CLIENT}/rooms/{room_path}/send/m.room.message/t1"), &json!({"msgtype": "m.text", "body": "hi"}))
+        .put(
+            &format!("{CLIENT}/rooms/{room_path}/send/m.room.message/t1"),
+            &json!({"msgtype": "m.text", "body": "hi"}),
+        )
         .await;
     let event_id = enc(sent.expect(200)["event_id"].as_str().unwrap());
     let paths = [
@@ -326,7 +356,8 @@ async fn empty_bodies_are_not_json_except_where_synapse_allows_them() {
     alice.client.post(&format!("{CLIENT}/rooms/{room}/invite"), &invite).await.expect(200);
     let join = bob.client.request_raw(Method::POST, &format!("{CLIENT}/join/{room}"), None, &[]).await;
     assert_eq!(join.expect(200)["room_id"], room_id);
-    let leave = bob.client.request_raw(Method::POST, &format!("{CLIENT}/rooms/{room}/leave"), None, &[]).await;
+    let leave =
+        bob.client.request_raw(Method::POST, &format!("{CLIENT}/rooms/{room}/leave"), None, &[]).await;
     leave.expect(200);
     let delete = alice
         .client
