@@ -201,41 +201,55 @@ impl Services {
                 (localpart, user_id)
             }
         };
-        let created = self
-            .store
-            .create_user(&NewUser {
-                user_id: user_id.clone(),
-                password_hash: Some(password_hash),
-                displayname: Some(localpart.clone()),
-                ..NewUser::default()
-            })
-            .await?;
-        if !created {
-            if let Some(token) = &registration_token {
-                self.store.release_registration_token(token).await?;
+        let new_user = NewUser {
+            user_id: user_id.clone(),
+            password_hash: Some(password_hash),
+            displayname: Some(localpart.clone()),
+            ..NewUser::default()
+        };
+        // The account, the token's use and the first login are written in one transaction:
+        // a registration refused or failing midway leaves nothing behind and gives the
+        // token's reserved use back.
+        let release_token = async || {
+            if let Some(token) = &registration_token
+                && let Err(error) = self.store.release_registration_token(token).await
+            {
+                tracing::warn!(%error, "could not release a registration token's reserved use");
             }
+        };
+        let minted = if request.inhibit_login {
+            None
+        } else {
+            match self.mint_login_session(
+                &user_id,
+                request.device_id,
+                request.initial_device_display_name.as_deref(),
+                request.refresh_token,
+            ) {
+                Ok(minted) => Some(minted),
+                Err(error) => {
+                    release_token().await;
+                    return Err(error);
+                }
+            }
+        };
+        let record = minted.as_ref().map(|m| m.record());
+        let created =
+            match self.store.register_user(&new_user, registration_token.as_deref(), record.as_ref()).await {
+                Ok(created) => created,
+                Err(error) => {
+                    release_token().await;
+                    return Err(error.into());
+                }
+            };
+        if !created {
+            release_token().await;
             return Err(MatrixError::new(ErrCode::UserInUse, "User ID already taken.").into());
-        }
-        if let Some(token) = &registration_token {
-            self.store.complete_registration_token(token).await?;
         }
         self.ratelimit_key(Limiter::Registration, &address, true)?;
         tracing::info!(%user_id, "registered a new user");
         self.after_registration(&user_id, false).await;
-        let session = if request.inhibit_login {
-            None
-        } else {
-            Some(
-                self.create_login_session(
-                    &user_id,
-                    request.device_id,
-                    request.initial_device_display_name.as_deref(),
-                    request.refresh_token,
-                )
-                .await?,
-            )
-        };
-        Ok(Registered { user_id, session })
+        Ok(Registered { user_id, session: minted.map(|m| m.session) })
     }
 
     async fn generated_localpart(&self) -> Result<String> {
@@ -254,25 +268,20 @@ impl Services {
         }
         let localpart = self.generated_localpart().await?;
         let user_id = format!("@{localpart}:{}", self.server_name());
-        if !self
-            .store
-            .create_user(&NewUser { user_id: user_id.clone(), is_guest: true, ..NewUser::default() })
-            .await?
-        {
+        let minted = self.mint_login_session(
+            &user_id,
+            request.device_id,
+            request.initial_device_display_name.as_deref(),
+            false,
+        )?;
+        let new_user = NewUser { user_id: user_id.clone(), is_guest: true, ..NewUser::default() };
+        if !self.store.register_user(&new_user, None, Some(&minted.record())).await? {
             return Err(MatrixError::new(ErrCode::UserInUse, "User ID already taken.").into());
         }
         let address = request.client_ip.clone().unwrap_or_default();
         self.ratelimit_key(Limiter::Registration, &address, true)?;
         self.after_registration(&user_id, true).await;
-        let session = self
-            .create_login_session(
-                &user_id,
-                request.device_id,
-                request.initial_device_display_name.as_deref(),
-                false,
-            )
-            .await?;
-        Ok(Registered { user_id, session: Some(session) })
+        Ok(Registered { user_id, session: Some(minted.session) })
     }
 
     /// Work that follows every new account: `auto_join_rooms`.

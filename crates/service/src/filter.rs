@@ -43,11 +43,29 @@ pub struct RoomEventFilter {
     pub unread_thread_notifications: bool,
 }
 
+/// Filters given inline (a query parameter) reach the store too: no NUL characters in them,
+/// as in request bodies.
+fn refuse_nul(value: &Value) -> Result<(), MatrixError> {
+    fn has_nul(value: &Value) -> bool {
+        match value {
+            Value::String(text) => text.contains('\0'),
+            Value::Array(items) => items.iter().any(has_nul),
+            Value::Object(map) => map.iter().any(|(key, item)| key.contains('\0') || has_nul(item)),
+            _ => false,
+        }
+    }
+    if has_nul(value) {
+        return Err(MatrixError::bad_json("Invalid filter: NUL characters are not allowed"));
+    }
+    Ok(())
+}
+
 impl RoomEventFilter {
     /// Parses a filter given as a JSON string (the `filter` query parameter).
     pub fn parse_json(text: &str) -> Result<RoomEventFilter, MatrixError> {
         let value: Value =
             serde_json::from_str(text).map_err(|_| MatrixError::not_json("filter is not JSON"))?;
+        refuse_nul(&value)?;
         let filter: RoomEventFilter = serde_json::from_value(value)
             .map_err(|e| MatrixError::bad_json(format!("Invalid filter: {e}")))?;
         filter.check()?;
@@ -177,6 +195,7 @@ impl FilterDefinition {
         if !value.is_object() {
             return Err(MatrixError::bad_json("A filter must be a JSON object"));
         }
+        refuse_nul(&value)?;
         let filter: FilterDefinition = serde_json::from_value(value)
             .map_err(|e| MatrixError::bad_json(format!("Invalid filter: {e}")))?;
         if let Some(format) = &filter.event_format

@@ -712,9 +712,8 @@ impl Services {
     ) -> Result<NotificationsPage> {
         let before = from
             .map(|token| {
-                token
-                    .parse::<i64>()
-                    .map_err(|_| MatrixError::invalid_param(format!("Invalid from token {token:?}")))
+                crate::util::parse_position(token)
+                    .ok_or_else(|| MatrixError::invalid_param(format!("Invalid from token {token:?}")))
             })
             .transpose()?;
         let limit = limit.unwrap_or(50).clamp(1, 1000) as i64;

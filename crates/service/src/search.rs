@@ -184,8 +184,12 @@ impl Batch {
         };
         Ok(Batch {
             group,
-            cursor: SearchCursor { rank, stream_ordering: stream.parse().map_err(|_| invalid())? },
-            seen: seen.parse().map_err(|_| invalid())?,
+            cursor: SearchCursor {
+                rank,
+                stream_ordering: crate::util::parse_position(stream).ok_or_else(invalid)?,
+            },
+            // A count of results, so far below `i64::MAX`; the next page adds to it.
+            seen: crate::util::parse_position(seen).ok_or_else(invalid)?.unsigned_abs(),
         })
     }
 }
@@ -278,11 +282,11 @@ impl Services {
         let page =
             self.collect_hits(user_id, &query, batch.as_ref().map(|b| b.cursor), limit, &mut rules).await?;
         let hits = page.hits;
-        let seen = seen_before + hits.len() as u64;
+        let seen = seen_before.saturating_add(hits.len() as u64);
         let count = if page.exhausted {
             seen
         } else {
-            (self.store.count_search_matches(&query).await?.max(0) as u64).max(seen + 1)
+            (self.store.count_search_matches(&query).await?.max(0) as u64).max(seen.saturating_add(1))
         };
         // Tokens continue after the last match examined, within a group or not.
         let next_batch_for = |group: Option<(GroupKey, String)>, seen: u64| -> Option<String> {

@@ -2,7 +2,7 @@
 //! refresh, logout, and short-lived login tokens.
 
 use myelin_core::{ErrCode, MatrixError};
-use myelin_store::NewAccessToken;
+use myelin_store::{NewAccessToken, NewLoginSession, NewRefreshToken};
 use ruma::UserId;
 
 use crate::auth::{hash_token, mint_token, new_device_id};
@@ -18,6 +18,40 @@ pub struct LoginSession {
     pub device_id: String,
     pub refresh_token: Option<String>,
     pub expires_in_ms: Option<u64>,
+}
+
+/// A login session minted but not stored yet.
+pub(crate) struct MintedSession {
+    pub(crate) session: LoginSession,
+    access_token_hash: String,
+    valid_until_ms: Option<i64>,
+    /// The refresh token's hash, expiry and the session's ultimate expiry.
+    refresh: Option<(String, Option<i64>, Option<i64>)>,
+    device_display_name: Option<String>,
+}
+
+impl MintedSession {
+    /// What the store writes for it.
+    pub(crate) fn record(&self) -> NewLoginSession<'_> {
+        let session = &self.session;
+        NewLoginSession {
+            device_id: &session.device_id,
+            device_display_name: self.device_display_name.as_deref(),
+            access_token: NewAccessToken {
+                token_hash: &self.access_token_hash,
+                user_id: &session.user_id,
+                device_id: Some(&session.device_id),
+                valid_until_ms: self.valid_until_ms,
+                refresh_token_hash: self.refresh.as_ref().map(|(hash, _, _)| hash.as_str()),
+                puppets_user_id: None,
+            },
+            refresh_token: self.refresh.as_ref().map(|(hash, expiry, ultimate)| NewRefreshToken {
+                token_hash: hash,
+                expiry_ts: *expiry,
+                ultimate_session_expiry_ts: *ultimate,
+            }),
+        }
+    }
 }
 
 /// How a client proves who it is at `/login`.
@@ -59,6 +93,20 @@ impl Services {
         display_name: Option<&str>,
         want_refresh: bool,
     ) -> Result<LoginSession> {
+        let minted = self.mint_login_session(user_id, device_id, display_name, want_refresh)?;
+        self.store.store_login_session(&minted.record()).await?;
+        Ok(minted.session)
+    }
+
+    /// A new login session's device and tokens, checked and minted but not stored yet: the
+    /// caller stores [`MintedSession::record`], alone or with other writes (registration).
+    pub(crate) fn mint_login_session(
+        &self,
+        user_id: &str,
+        device_id: Option<String>,
+        display_name: Option<&str>,
+        want_refresh: bool,
+    ) -> Result<MintedSession> {
         let device_id = match device_id {
             Some(id) if id.is_empty() || id.len() > MAX_DEVICE_ID_LEN => {
                 return Err(MatrixError::invalid_param("Invalid device_id").into());
@@ -66,8 +114,10 @@ impl Services {
             Some(id) => id,
             None => new_device_id(),
         };
-        self.store.upsert_device(user_id, &device_id, display_name).await?;
-        self.issue_tokens(user_id, &device_id, want_refresh && self.refresh_tokens_enabled(), None).await
+        let mut minted =
+            self.mint_tokens(user_id, &device_id, want_refresh && self.refresh_tokens_enabled(), None);
+        minted.device_display_name = display_name.map(str::to_owned);
+        Ok(minted)
     }
 
     /// Issues an access token (and optionally a refresh token) for an existing device.
@@ -78,6 +128,19 @@ impl Services {
         with_refresh: bool,
         ultimate_expiry: Option<i64>,
     ) -> Result<LoginSession> {
+        let minted = self.mint_tokens(user_id, device_id, with_refresh, ultimate_expiry);
+        self.store.store_login_session(&minted.record()).await?;
+        Ok(minted.session)
+    }
+
+    /// Mints an access token (and optionally a refresh token) for a device.
+    fn mint_tokens(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        with_refresh: bool,
+        ultimate_expiry: Option<i64>,
+    ) -> MintedSession {
         let registration = &self.config.registration;
         let now = now_ms() as i64;
         let ultimate_expiry =
@@ -94,33 +157,26 @@ impl Services {
             valid_until = Some(valid_until.map_or(ultimate, |v| v.min(ultimate)));
         }
         let refresh_token = if with_refresh { Some(mint_token("myr", localpart)) } else { None };
-        let refresh_hash = refresh_token.as_deref().map(hash_token);
-        if let Some(refresh_hash) = &refresh_hash {
-            let mut refresh_expiry = registration.refresh_token_lifetime.map(|d| now + d.0 as i64);
+        let refresh = refresh_token.as_deref().map(|token| {
+            let mut expiry = registration.refresh_token_lifetime.map(|d| now + d.0 as i64);
             if let Some(ultimate) = ultimate_expiry {
-                refresh_expiry = Some(refresh_expiry.map_or(ultimate, |v| v.min(ultimate)));
+                expiry = Some(expiry.map_or(ultimate, |v| v.min(ultimate)));
             }
-            self.store
-                .insert_refresh_token(refresh_hash, user_id, device_id, refresh_expiry, ultimate_expiry)
-                .await?;
+            (hash_token(token), expiry, ultimate_expiry)
+        });
+        MintedSession {
+            access_token_hash: hash_token(&access_token),
+            valid_until_ms: valid_until,
+            refresh,
+            device_display_name: None,
+            session: LoginSession {
+                user_id: user_id.to_owned(),
+                access_token,
+                device_id: device_id.to_owned(),
+                refresh_token,
+                expires_in_ms: valid_until.map(|until| (until - now).max(0) as u64),
+            },
         }
-        self.store
-            .insert_access_token(&NewAccessToken {
-                token_hash: &hash_token(&access_token),
-                user_id,
-                device_id: Some(device_id),
-                valid_until_ms: valid_until,
-                refresh_token_hash: refresh_hash.as_deref(),
-                puppets_user_id: None,
-            })
-            .await?;
-        Ok(LoginSession {
-            user_id: user_id.to_owned(),
-            access_token,
-            device_id: device_id.to_owned(),
-            refresh_token,
-            expires_in_ms: valid_until.map(|until| (until - now).max(0) as u64),
-        })
     }
 
     /// Finds the account a login names: a full user ID or a localpart, matched

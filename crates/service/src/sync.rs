@@ -52,8 +52,8 @@ impl SyncToken {
         let invalid = || Error::from(MatrixError::invalid_param(format!("Invalid sync token {token:?}")));
         let body = token.strip_prefix('s').ok_or_else(invalid)?;
         let parts: Vec<i64> =
-            body.split('_').map(|p| p.parse::<i64>()).collect::<Result<_, _>>().map_err(|_| invalid())?;
-        if parts.is_empty() || parts.len() > 7 || parts.iter().any(|p| *p < 0) {
+            body.split('_').map(crate::util::parse_position).collect::<Option<_>>().ok_or_else(invalid)?;
+        if parts.is_empty() || parts.len() > 7 {
             return Err(invalid());
         }
         let at = |i: usize| parts.get(i).copied().unwrap_or(0);
@@ -402,7 +402,7 @@ impl Services {
         until: Option<i64>,
     ) -> Result<SyncedRoom> {
         let filter = &request.filter.room;
-        let mut limit = filter.timeline.limit.unwrap_or(10).max(1) as i64;
+        let mut limit = i64::try_from(filter.timeline.limit.unwrap_or(10).max(1)).unwrap_or(i64::MAX);
         let cap = self.config.room.filter_timeline_limit;
         if cap > 0 {
             limit = limit.min(cap);
@@ -411,11 +411,18 @@ impl Services {
         let sql_filter = filter.timeline.to_sql();
         let fetched = self
             .store
-            .room_events(head.room_id.as_str(), upto + 1, from.map(|f| f + 1), false, limit + 1, &sql_filter)
+            .room_events(
+                head.room_id.as_str(),
+                upto + 1,
+                from.map(|f| f + 1),
+                false,
+                limit.saturating_add(1),
+                &sql_filter,
+            )
             .await?;
         let limited = fetched.len() as i64 > limit;
         let mut stored = fetched;
-        stored.truncate(limit as usize);
+        stored.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
         stored.reverse();
         let mut events = Vec::with_capacity(stored.len());
         for event in &stored {

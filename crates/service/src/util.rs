@@ -22,3 +22,37 @@ pub fn now_ms() -> u64 {
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
 }
+
+/// A stream position read from a client's token: a decimal integer in `0..i64::MAX`, so that
+/// the position after it (`n + 1`, the bound of the next page) still fits in an `i64`. `None`
+/// for anything else: signs, overflow, or a position no stream will ever reach.
+pub fn parse_position(text: &str) -> Option<i64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse::<i64>().ok().filter(|n| n.checked_add(1).is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_position;
+
+    #[test]
+    fn positions_leave_room_for_their_successor() {
+        assert_eq!(parse_position("0"), Some(0));
+        assert_eq!(parse_position("42"), Some(42));
+        assert_eq!(parse_position(&(i64::MAX - 1).to_string()), Some(i64::MAX - 1));
+        for bad in [
+            "",
+            "-1",
+            "+1",
+            " 1",
+            "1.5",
+            "9223372036854775807",
+            "9223372036854775808",
+            "99999999999999999999",
+        ] {
+            assert_eq!(parse_position(bad), None, "{bad:?}");
+        }
+    }
+}

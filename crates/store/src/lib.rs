@@ -32,7 +32,7 @@ pub use registration::RegistrationTokenRecord;
 pub use rooms::{MembershipChange, NewReport, RoomRecord};
 pub use state::StateDelta;
 pub use sync::{AccountDataRecord, PresenceRecord, ReceiptRecord};
-pub use tokens::{AccessTokenRecord, NewAccessToken, RefreshTokenRecord};
+pub use tokens::{AccessTokenRecord, NewAccessToken, NewLoginSession, NewRefreshToken, RefreshTokenRecord};
 pub use uia::UiaSessionRecord;
 pub use users::{NewUser, RateLimitOverride, UserRecord};
 

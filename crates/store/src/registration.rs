@@ -29,6 +29,11 @@ fn token_from_row(row: &Row) -> Result<RegistrationTokenRecord, StoreError> {
     })
 }
 
+/// Turns a reserved use of token `$1` into a completed one.
+pub(crate) const COMPLETE_REGISTRATION_TOKEN: &str =
+    "UPDATE registration_tokens SET pending = CASE WHEN pending > 0 THEN pending - 1 ELSE 0 END,
+     completed = completed + 1 WHERE token = $1";
+
 impl Store {
     /// Returns `false` if the token exists already.
     pub async fn create_registration_token(
@@ -117,13 +122,7 @@ impl Store {
 
     /// Turns a reserved use into a completed one.
     pub async fn complete_registration_token(&self, token: &str) -> Result<(), StoreError> {
-        self.db
-            .execute(
-                "UPDATE registration_tokens SET pending = CASE WHEN pending > 0 THEN pending - 1 ELSE 0 END,
-                 completed = completed + 1 WHERE token = $1",
-                params![token],
-            )
-            .await?;
+        self.db.execute(COMPLETE_REGISTRATION_TOKEN, params![token]).await?;
         Ok(())
     }
 

@@ -1,6 +1,6 @@
 //! Access, refresh and login tokens, stored as SHA-256 hashes.
 
-use crate::{Store, StoreError, params};
+use crate::{Store, StoreError, Tx, params};
 
 /// What an access token grants.
 #[derive(Clone, Debug, PartialEq)]
@@ -33,12 +33,88 @@ pub struct NewAccessToken<'a> {
     pub puppets_user_id: Option<&'a str>,
 }
 
+/// A new refresh token to store.
+pub struct NewRefreshToken<'a> {
+    pub token_hash: &'a str,
+    pub expiry_ts: Option<i64>,
+    pub ultimate_session_expiry_ts: Option<i64>,
+}
+
+/// A login session to store at once: its device (created if missing) and its tokens.
+pub struct NewLoginSession<'a> {
+    pub device_id: &'a str,
+    pub device_display_name: Option<&'a str>,
+    pub access_token: NewAccessToken<'a>,
+    pub refresh_token: Option<NewRefreshToken<'a>>,
+}
+
+const INSERT_ACCESS_TOKEN: &str = "INSERT INTO access_tokens (token_hash, user_id, device_id, created_ts, valid_until_ms, refresh_token_hash, puppets_user_id)
+     VALUES ($1, $2, $3, $4, $5, $6, $7)";
+
+const INSERT_REFRESH_TOKEN: &str = "INSERT INTO refresh_tokens (token_hash, user_id, device_id, created_ts, expiry_ts, ultimate_session_expiry_ts)
+     VALUES ($1, $2, $3, $4, $5, $6)";
+
+/// Stores a login session's device and tokens inside `tx`.
+pub(crate) async fn insert_login_session(
+    tx: &mut Tx<'_>,
+    session: &NewLoginSession<'_>,
+) -> Result<(), StoreError> {
+    let access = &session.access_token;
+    let inserted = tx
+        .execute(
+            "INSERT INTO devices (user_id, device_id, display_name, created_ts) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (user_id, device_id) DO NOTHING",
+            params![access.user_id, session.device_id, session.device_display_name, crate::now_ms()],
+        )
+        .await?;
+    if inserted == 0 && session.device_display_name.is_some() {
+        tx.execute(
+            "UPDATE devices SET display_name = $3 WHERE user_id = $1 AND device_id = $2 AND display_name IS NULL",
+            params![access.user_id, session.device_id, session.device_display_name],
+        )
+        .await?;
+    }
+    if let Some(refresh) = &session.refresh_token {
+        tx.execute(
+            INSERT_REFRESH_TOKEN,
+            params![
+                refresh.token_hash,
+                access.user_id,
+                session.device_id,
+                crate::now_ms(),
+                refresh.expiry_ts,
+                refresh.ultimate_session_expiry_ts
+            ],
+        )
+        .await?;
+    }
+    tx.execute(
+        INSERT_ACCESS_TOKEN,
+        params![
+            access.token_hash,
+            access.user_id,
+            access.device_id,
+            crate::now_ms(),
+            access.valid_until_ms,
+            access.refresh_token_hash,
+            access.puppets_user_id
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
 impl Store {
+    /// Stores a login session (its device, created if missing, and its tokens) in one
+    /// transaction.
+    pub async fn store_login_session(&self, session: &NewLoginSession<'_>) -> Result<(), StoreError> {
+        self.db.transaction(async |tx| insert_login_session(tx, session).await).await
+    }
+
     pub async fn insert_access_token(&self, token: &NewAccessToken<'_>) -> Result<(), StoreError> {
         self.db
             .execute(
-                "INSERT INTO access_tokens (token_hash, user_id, device_id, created_ts, valid_until_ms, refresh_token_hash, puppets_user_id)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                INSERT_ACCESS_TOKEN,
                 params![
                     token.token_hash,
                     token.user_id,
@@ -170,9 +246,15 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.db
             .execute(
-                "INSERT INTO refresh_tokens (token_hash, user_id, device_id, created_ts, expiry_ts, ultimate_session_expiry_ts)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-                params![token_hash, user_id, device_id, crate::now_ms(), expiry_ts, ultimate_session_expiry_ts],
+                INSERT_REFRESH_TOKEN,
+                params![
+                    token_hash,
+                    user_id,
+                    device_id,
+                    crate::now_ms(),
+                    expiry_ts,
+                    ultimate_session_expiry_ts
+                ],
             )
             .await?;
         Ok(())

@@ -1,6 +1,8 @@
 //! Local accounts, numeric localpart allocation and rate-limit overrides.
 
-use crate::{Row, Store, StoreError, now_ms, params};
+use crate::registration::COMPLETE_REGISTRATION_TOKEN;
+use crate::tokens::{NewLoginSession, insert_login_session};
+use crate::{Row, Store, StoreError, Tx, now_ms, params};
 
 /// A local account.
 #[derive(Clone, Debug, PartialEq)]
@@ -58,41 +60,68 @@ pub struct RateLimitOverride {
     pub burst_count: i64,
 }
 
+async fn insert_user(tx: &mut Tx<'_>, user: &NewUser) -> Result<bool, StoreError> {
+    let lower = user.user_id.to_lowercase();
+    if tx.query_opt("SELECT 1 FROM users WHERE user_id_lower = $1", params![lower.as_str()]).await?.is_some()
+    {
+        return Ok(false);
+    }
+    let inserted = tx
+        .execute(
+            "INSERT INTO users (user_id, user_id_lower, password_hash, created_ts, is_guest, admin, user_type, appservice_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (user_id) DO NOTHING",
+            params![
+                user.user_id.as_str(),
+                lower.as_str(),
+                user.password_hash.clone(),
+                now_ms(),
+                user.is_guest,
+                user.admin,
+                user.user_type.clone(),
+                user.appservice_id.clone()
+            ],
+        )
+        .await?;
+    if inserted == 0 {
+        return Ok(false);
+    }
+    if let Some(displayname) = &user.displayname {
+        tx.execute(
+            "INSERT INTO profile_fields (user_id, field, value) VALUES ($1, 'displayname', $2)",
+            params![user.user_id.as_str(), serde_json::Value::from(displayname.as_str()).to_string()],
+        )
+        .await?;
+    }
+    Ok(true)
+}
+
 impl Store {
     /// Creates an account (and its display name). Returns `false` when the user ID, compared
     /// case-insensitively, is taken.
     pub async fn create_user(&self, user: &NewUser) -> Result<bool, StoreError> {
-        let lower = user.user_id.to_lowercase();
+        self.db.transaction(async |tx| insert_user(tx, user).await).await
+    }
+
+    /// Registers an account in one transaction: the account and its display name, one
+    /// completed use of the registration token that allowed it (its reserved use becomes a
+    /// completed one), and the device and tokens of its first login. Returns `false`, having
+    /// written nothing, when the user ID is taken; a failure midway also leaves nothing behind.
+    pub async fn register_user(
+        &self,
+        user: &NewUser,
+        registration_token: Option<&str>,
+        session: Option<&NewLoginSession<'_>>,
+    ) -> Result<bool, StoreError> {
         self.db
             .transaction(async |tx| {
-                if tx.query_opt("SELECT 1 FROM users WHERE user_id_lower = $1", params![lower.as_str()]).await?.is_some() {
+                if !insert_user(tx, user).await? {
                     return Ok(false);
                 }
-                let inserted = tx
-                    .execute(
-                        "INSERT INTO users (user_id, user_id_lower, password_hash, created_ts, is_guest, admin, user_type, appservice_id)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (user_id) DO NOTHING",
-                        params![
-                            user.user_id.as_str(),
-                            lower.as_str(),
-                            user.password_hash.clone(),
-                            now_ms(),
-                            user.is_guest,
-                            user.admin,
-                            user.user_type.clone(),
-                            user.appservice_id.clone()
-                        ],
-                    )
-                    .await?;
-                if inserted == 0 {
-                    return Ok(false);
+                if let Some(token) = registration_token {
+                    tx.execute(COMPLETE_REGISTRATION_TOKEN, params![token]).await?;
                 }
-                if let Some(displayname) = &user.displayname {
-                    tx.execute(
-                        "INSERT INTO profile_fields (user_id, field, value) VALUES ($1, 'displayname', $2)",
-                        params![user.user_id.as_str(), serde_json::Value::from(displayname.as_str()).to_string()],
-                    )
-                    .await?;
+                if let Some(session) = session {
+                    insert_login_session(tx, session).await?;
                 }
                 Ok(true)
             })

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::AppState;
 use crate::auth::AdminAuth;
 use crate::error::ApiResult;
-use crate::extract::{JsonBody, PathParams};
+use crate::extract::{JsonBodyOrEmpty, PathParams};
 
 fn parse_local_user(services: &AppState, user_id: &str) -> Result<ruma::OwnedUserId, MatrixError> {
     let user_id = ruma::UserId::parse(user_id)
@@ -46,7 +46,7 @@ async fn set_override(
     State(services): State<AppState>,
     AdminAuth(_admin): AdminAuth,
     PathParams(user_id): PathParams<String>,
-    JsonBody(body): JsonBody<OverrideBody>,
+    JsonBodyOrEmpty(body): JsonBodyOrEmpty<OverrideBody>,
 ) -> ApiResult<Json<Value>> {
     let user_id = parse_local_user(&services, &user_id)?;
     let value = RateLimitOverride {

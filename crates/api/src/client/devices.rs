@@ -11,7 +11,7 @@ use super::ClientRoutes;
 use crate::AppState;
 use crate::auth::Auth;
 use crate::error::ApiResult;
-use crate::extract::{JsonBody, PathParams};
+use crate::extract::{JsonBody, JsonBodyOrEmpty, PathParams};
 
 fn device_json(device: &DeviceRecord) -> Value {
     let mut body = json!({ "device_id": device.device_id });
@@ -68,7 +68,7 @@ async fn delete_one(
     State(services): State<AppState>,
     Auth(requester): Auth,
     PathParams(device_id): PathParams<String>,
-    JsonBody(body): JsonBody<DeleteBody>,
+    JsonBodyOrEmpty(body): JsonBodyOrEmpty<DeleteBody>,
 ) -> ApiResult<Json<Value>> {
     services.get_device(&requester.user_id, &device_id).await?;
     services.reauthenticate(&requester, "delete_devices", body.auth.as_ref()).await?;
@@ -86,7 +86,7 @@ struct DeleteManyBody {
 async fn delete_many(
     State(services): State<AppState>,
     Auth(requester): Auth,
-    JsonBody(body): JsonBody<DeleteManyBody>,
+    JsonBodyOrEmpty(body): JsonBodyOrEmpty<DeleteManyBody>,
 ) -> ApiResult<Json<Value>> {
     services.reauthenticate(&requester, "delete_devices", body.auth.as_ref()).await?;
     services.delete_devices(&requester.user_id, &body.devices).await?;

@@ -11,7 +11,7 @@ use super::rooms::parse_room_id;
 use crate::AppState;
 use crate::auth::{Auth, GuestAuth};
 use crate::error::ApiResult;
-use crate::extract::{JsonBody, PathParams};
+use crate::extract::{JsonBody, JsonBodyOrEmpty, PathParams};
 
 #[derive(Deserialize)]
 struct ReasonBody {
@@ -38,7 +38,7 @@ async fn join(
     State(services): State<AppState>,
     GuestAuth(requester): GuestAuth,
     PathParams(room): PathParams<String>,
-    JsonBody(body): JsonBody<ReasonBody>,
+    JsonBodyOrEmpty(body): JsonBodyOrEmpty<ReasonBody>,
 ) -> ApiResult<Json<Value>> {
     let room_id = services.join_room(&requester, &room, body.reason.as_deref()).await?;
     Ok(Json(json!({ "room_id": room_id })))
@@ -49,7 +49,7 @@ async fn join_by_id(
     State(services): State<AppState>,
     GuestAuth(requester): GuestAuth,
     PathParams(room_id): PathParams<String>,
-    JsonBody(body): JsonBody<ReasonBody>,
+    JsonBodyOrEmpty(body): JsonBodyOrEmpty<ReasonBody>,
 ) -> ApiResult<Json<Value>> {
     let room_id = parse_room_id(&room_id)?;
     let room_id = services.join_room(&requester, room_id.as_str(), body.reason.as_deref()).await?;
@@ -61,7 +61,7 @@ async fn leave(
     State(services): State<AppState>,
     GuestAuth(requester): GuestAuth,
     PathParams(room_id): PathParams<String>,
-    JsonBody(body): JsonBody<ReasonBody>,
+    JsonBodyOrEmpty(body): JsonBodyOrEmpty<ReasonBody>,
 ) -> ApiResult<Json<Value>> {
     let room_id = parse_room_id(&room_id)?;
     services.leave_room(&requester, &room_id, body.reason.as_deref()).await?;
@@ -84,7 +84,7 @@ async fn invite(
     State(services): State<AppState>,
     Auth(requester): Auth,
     PathParams(room_id): PathParams<String>,
-    JsonBody(body): JsonBody<InviteBody>,
+    JsonBodyOrEmpty(body): JsonBodyOrEmpty<InviteBody>,
 ) -> ApiResult<Json<Value>> {
     let room_id = parse_room_id(&room_id)?;
     let Some(user_id) = body.user_id else {
@@ -104,7 +104,7 @@ async fn kick(
     State(services): State<AppState>,
     Auth(requester): Auth,
     PathParams(room_id): PathParams<String>,
-    JsonBody(body): JsonBody<TargetBody>,
+    JsonBodyOrEmpty(body): JsonBodyOrEmpty<TargetBody>,
 ) -> ApiResult<Json<Value>> {
     let room_id = parse_room_id(&room_id)?;
     services.kick_user(&requester, &room_id, &body.user_id, body.reason.as_deref()).await?;
@@ -116,7 +116,7 @@ async fn ban(
     State(services): State<AppState>,
     Auth(requester): Auth,
     PathParams(room_id): PathParams<String>,
-    JsonBody(body): JsonBody<TargetBody>,
+    JsonBodyOrEmpty(body): JsonBodyOrEmpty<TargetBody>,
 ) -> ApiResult<Json<Value>> {
     let room_id = parse_room_id(&room_id)?;
     services.ban_user(&requester, &room_id, &body.user_id, body.reason.as_deref()).await?;
@@ -128,7 +128,7 @@ async fn unban(
     State(services): State<AppState>,
     Auth(requester): Auth,
     PathParams(room_id): PathParams<String>,
-    JsonBody(body): JsonBody<TargetBody>,
+    JsonBodyOrEmpty(body): JsonBodyOrEmpty<TargetBody>,
 ) -> ApiResult<Json<Value>> {
     let room_id = parse_room_id(&room_id)?;
     services.unban_user(&requester, &room_id, &body.user_id, body.reason.as_deref()).await?;

@@ -26,6 +26,10 @@ pub(crate) fn parse_room_id(room_id: &str) -> Result<OwnedRoomId, MatrixError> {
 }
 
 pub(crate) fn parse_event_id(event_id: &str) -> Result<OwnedEventId, MatrixError> {
+    // ruma leaves the length of `$`-only event IDs (room versions 3+) unchecked.
+    if event_id.len() > 255 {
+        return Err(MatrixError::invalid_param("Event ID is longer than 255 bytes"));
+    }
     EventId::parse(event_id).map_err(|_| MatrixError::invalid_param(format!("Invalid event ID {event_id:?}")))
 }
 

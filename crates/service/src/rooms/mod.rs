@@ -294,6 +294,28 @@ fn relation_of(content: &Value) -> Option<NewRelation> {
     })
 }
 
+/// The most bytes an event's `sender`, `room_id`, `state_key`, `type` and `event_id` may
+/// have (the spec's limit, enforced as Synapse's `_check_size_limits` does).
+pub const MAX_EVENT_FIELD_BYTES: usize = 255;
+
+/// `413 M_TOO_LARGE` when one of an event's identifying fields is over 255 bytes.
+fn check_field_sizes(pdu: &Pdu) -> Result<()> {
+    let kind = pdu.kind.to_string();
+    let fields = [
+        ("sender", Some(pdu.sender.as_str())),
+        ("room_id", Some(pdu.room_id.as_str())),
+        ("state_key", pdu.state_key.as_deref()),
+        ("type", Some(kind.as_str())),
+        ("event_id", Some(pdu.event_id.as_str())),
+    ];
+    for (name, value) in fields {
+        if value.is_some_and(|value| value.len() > MAX_EVENT_FIELD_BYTES) {
+            return Err(MatrixError::too_large(format!("'{name}' too large")).into());
+        }
+    }
+    Ok(())
+}
+
 impl Services {
     /// Parses a stored event.
     pub(crate) fn parse_stored(&self, stored: &StoredEvent, rules: &RoomVersionRules) -> Result<RoomEvent> {
@@ -597,6 +619,7 @@ impl Services {
         if json.len() > 65_536 {
             return Err(MatrixError::too_large("Event too large").into());
         }
+        check_field_sizes(&pdu)?;
         // The authorization rules, against the current state.
         let mut by_key: HashMap<(String, String), Arc<Pdu>> = auth_types
             .iter()

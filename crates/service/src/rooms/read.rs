@@ -15,14 +15,14 @@ use crate::filter::RoomEventFilter;
 use crate::util::now_ms;
 use crate::{Error, Result, Services};
 
-/// A pagination token: the gap just after stream position `N`, written `s<N>`.
+/// A pagination token: the gap just after stream position `N`, written `s<N>`, with `N` in
+/// `0..i64::MAX` (see [`crate::util::parse_position`]).
 pub fn parse_token(token: &str) -> Result<i64> {
     // Sync tokens carry the event position first: `s<N>_...`.
     let digits = token.strip_prefix('s').unwrap_or(token);
     let digits = digits.split(['_', '-', '.']).next().unwrap_or_default();
-    digits
-        .parse::<i64>()
-        .map_err(|_| MatrixError::invalid_param(format!("Invalid pagination token {token:?}")).into())
+    crate::util::parse_position(digits)
+        .ok_or_else(|| MatrixError::invalid_param(format!("Invalid pagination token {token:?}")).into())
 }
 
 pub fn make_token(position: i64) -> String {
@@ -530,7 +530,7 @@ impl Services {
         forward: bool,
     ) -> Result<Arc<Pdu>> {
         let (head, _) = self.readable_room(&requester.user_id, room_id).await?;
-        let mut ts = ts as i64;
+        let mut ts = i64::try_from(ts).map_err(|_| MatrixError::invalid_param("ts is out of range"))?;
         for _ in 0..20 {
             let Some(stored) = self.store.event_near_timestamp(room_id.as_str(), ts, forward).await? else {
                 break;
@@ -543,7 +543,7 @@ impl Services {
                 }
                 ts_of
             };
-            ts = if forward { next_ts + 1 } else { next_ts - 1 };
+            ts = if forward { next_ts.saturating_add(1) } else { next_ts.saturating_sub(1) };
         }
         Err(MatrixError::not_found(format!(
             "Unable to find event {} {ts} in direction",

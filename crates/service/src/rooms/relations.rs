@@ -67,7 +67,7 @@ pub struct ThreadsPage {
 fn parse_threads_token(token: &str) -> Result<i64> {
     token
         .strip_prefix('t')
-        .and_then(|n| n.parse::<i64>().ok())
+        .and_then(crate::util::parse_position)
         .ok_or_else(|| MatrixError::invalid_param(format!("Unknown pagination token {token:?}")).into())
 }
 
