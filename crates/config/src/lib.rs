@@ -10,10 +10,11 @@
 //!   error naming the file and the key.
 
 mod load;
+mod pyyaml;
 mod sections;
 mod synapse_keys;
 pub mod units;
 
-pub use load::{ConfigError, LoadedConfig, load, load_from_str};
+pub use load::{ConfigError, LoadedConfig, load, load_from_str, load_password_config, parse_yaml_value};
 pub use sections::*;
 pub use synapse_keys::SYNAPSE_TOP_LEVEL_KEYS;
