@@ -228,6 +228,9 @@ impl Services {
         requester: &Requester,
         request: SearchRequest,
     ) -> Result<SearchResults> {
+        if !self.config.room.enable_search {
+            return Err(MatrixError::unknown("Search is disabled on this homeserver").into());
+        }
         let user_id = &requester.user_id;
         let batch = request.next_batch.as_deref().map(|t| Batch::decode(t, request.order_by)).transpose()?;
         let mut filter = request.filter.clone();
