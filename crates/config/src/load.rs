@@ -85,7 +85,11 @@ pub fn parse_yaml_value(text: &str) -> Result<Value, String> {
         Ok(value) => Ok(value),
         Err(error) => crate::pyyaml::indent_quoted_continuations(text)
             .and_then(|fixed| serde_saphyr::from_str::<Value>(&fixed).ok())
-            .ok_or_else(|| error.to_string()),
+            // serde-saphyr starts its messages with "error: "; ours get one prefix only.
+            .ok_or_else(|| {
+                let message = error.to_string();
+                message.strip_prefix("error: ").map(str::to_owned).unwrap_or(message)
+            }),
     }
 }
 

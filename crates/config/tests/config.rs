@@ -128,6 +128,10 @@ fn malformed_yaml_is_an_error_not_a_panic() {
     for text in ["server_name: [unclosed", "- a list\n- at the top\n", "\t\tserver_name: x\n  :"] {
         assert!(load_from_str(text, Path::new("h.yaml")).is_err(), "{text:?}");
     }
+    // One prefix per message: the CLI adds "error: ", the parser's own is dropped.
+    let message = load_from_str("server_name: [unclosed", Path::new("h.yaml")).unwrap_err().to_string();
+    assert!(message.starts_with("h.yaml: not valid YAML: line "), "{message}");
+    assert!(!message.contains("error:"), "{message}");
 }
 
 #[test]
