@@ -79,7 +79,7 @@ fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ConfigError> {
 
 /// Parses YAML as Synapse's PyYAML does: a text serde-saphyr refuses only because a quoted
 /// scalar continues on an under-indented line is read with those lines indented (which does not
-/// change any value; see [`crate::pyyaml`]). Errors are the original text's.
+/// change any value; see the `pyyaml` module). Errors are the original text's.
 pub fn parse_yaml_value(text: &str) -> Result<Value, String> {
     match serde_saphyr::from_str::<Value>(text) {
         Ok(value) => Ok(value),
