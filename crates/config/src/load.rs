@@ -22,6 +22,11 @@ pub enum ConfigError {
     Invalid { file: String, key: String, message: String },
     #[error("no config file given and none found")]
     Empty,
+    #[error(
+        "{file}: this is a Synapse worker configuration; Myelin does not run workers yet \
+         (`worker_app: {worker_app}`): start Myelin with the main process's configuration only"
+    )]
+    WorkerConfig { file: String, worker_app: String },
 }
 
 /// The typed configuration plus the warnings found while reading it.
@@ -40,6 +45,11 @@ pub(crate) struct Origins {
 }
 
 impl Origins {
+    /// Whether the top-level key was given in any file.
+    pub(crate) fn has(&self, key: &str) -> bool {
+        self.by_key.contains_key(key)
+    }
+
     pub(crate) fn file_of(&self, key_path: &str) -> String {
         let top = key_path.split(['.', '[']).next().unwrap_or(key_path);
         self.by_key.get(top).cloned().unwrap_or_else(|| self.first_file.clone())
@@ -67,12 +77,28 @@ fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ConfigError> {
     Ok(files)
 }
 
+/// Parses YAML as Synapse's PyYAML does: a text serde-saphyr refuses only because a quoted
+/// scalar continues on an under-indented line is read with those lines indented (which does not
+/// change any value; see the `pyyaml` module). Errors are the original text's.
+pub fn parse_yaml_value(text: &str) -> Result<Value, String> {
+    match serde_saphyr::from_str::<Value>(text) {
+        Ok(value) => Ok(value),
+        Err(error) => crate::pyyaml::indent_quoted_continuations(text)
+            .and_then(|fixed| serde_saphyr::from_str::<Value>(&fixed).ok())
+            // serde-saphyr starts its messages with "error: "; ours get one prefix only.
+            .ok_or_else(|| {
+                let message = error.to_string();
+                message.strip_prefix("error: ").map(str::to_owned).unwrap_or(message)
+            }),
+    }
+}
+
 fn parse_yaml(path: &Path, text: &str) -> Result<Map<String, Value>, ConfigError> {
     if text.trim().is_empty() {
         return Ok(Map::new());
     }
-    let value: Value = serde_saphyr::from_str(text)
-        .map_err(|e| ConfigError::Yaml { path: path.to_owned(), message: e.to_string() })?;
+    let value =
+        parse_yaml_value(text).map_err(|message| ConfigError::Yaml { path: path.to_owned(), message })?;
     match value {
         Value::Object(map) => Ok(map),
         Value::Null => Ok(Map::new()),
@@ -119,12 +145,51 @@ fn build(
             merged.insert(key, value);
         }
     }
+    refuse_worker_config(&merged, &origins)?;
     let root = Value::Object(merged);
-    let mut reader = SectionReader { root: &root, origins: &origins, sections: Vec::new() };
+    let mut reader =
+        SectionReader { root: &root, origins: &origins, sections: Vec::new(), warnings: Vec::new() };
     let mut config = Config::read(&mut reader, config_dir, files)?;
     let mut warnings = reader.finish();
     config.validate(&origins, &mut warnings)?;
     Ok(LoadedConfig { config, warnings })
+}
+
+/// A Synapse worker's configuration (`worker_app` other than the main process's own
+/// `synapse.app.homeserver`, which Synapse reads as no worker at all) would otherwise be taken
+/// for a main process and bind the main process's listeners.
+fn refuse_worker_config(merged: &Map<String, Value>, origins: &Origins) -> Result<(), ConfigError> {
+    match merged.get("worker_app") {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::String(app)) if app == "synapse.app.homeserver" => Ok(()),
+        Some(app) => Err(ConfigError::WorkerConfig {
+            file: origins.file_of("worker_app"),
+            worker_app: app.as_str().map_or_else(|| app.to_string(), str::to_owned),
+        }),
+    }
+}
+
+/// Reads only what hashing a password needs (`bcrypt_rounds` and `password_config`), from files
+/// that may hold nothing else, as Synapse's `hash_password -c` does.
+pub fn load_password_config(paths: &[PathBuf]) -> Result<crate::PasswordConfig, ConfigError> {
+    let files = expand_paths(paths)?;
+    if files.is_empty() {
+        return Err(ConfigError::Empty);
+    }
+    let mut merged = Map::new();
+    let mut origins = Origins { first_file: files[0].display().to_string(), ..Origins::default() };
+    for file in &files {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| ConfigError::Read { path: file.clone(), message: e.to_string() })?;
+        for (key, value) in parse_yaml(file, &text)? {
+            origins.by_key.insert(key.clone(), file.display().to_string());
+            merged.insert(key, value);
+        }
+    }
+    let root = Value::Object(merged);
+    let mut reader =
+        SectionReader { root: &root, origins: &origins, sections: Vec::new(), warnings: Vec::new() };
+    crate::sections::read_password_section(&mut reader)
 }
 
 /// Deserializes sections from the merged top-level mapping and tracks which keys no section read.
@@ -133,6 +198,8 @@ pub(crate) struct SectionReader<'a> {
     pub(crate) origins: &'a Origins,
     /// For each section read: the top-level keys it ignored, and its ignored nested paths.
     sections: Vec<(BTreeSet<String>, BTreeSet<String>)>,
+    /// Warnings about values read (a Synapse shape read leniently, an option that does nothing).
+    pub(crate) warnings: Vec<String>,
 }
 
 impl SectionReader<'_> {
@@ -162,9 +229,9 @@ impl SectionReader<'_> {
         Ok(value)
     }
 
-    /// One warning per key that no section read.
+    /// The warnings about values, then one warning per key that no section read.
     fn finish(self) -> Vec<String> {
-        let mut warnings = Vec::new();
+        let mut warnings = self.warnings;
         let mut unread: Option<BTreeSet<String>> = None;
         let mut nested_all = BTreeSet::new();
         for (top, nested) in self.sections {
@@ -180,8 +247,14 @@ impl SectionReader<'_> {
                 warnings.push(format!(
                     "{file}: `{key}` is a Synapse option that Myelin does not support yet; ignored"
                 ));
+            } else if let Some(closest) = closest_known_key(&key) {
+                warnings.push(format!(
+                    "{file}: `{key}` is not a known option (misspelt? the closest Synapse option is `{closest}`); ignored"
+                ));
             } else {
-                warnings.push(format!("{file}: `{key}` is not a known option; ignored"));
+                warnings.push(format!(
+                    "{file}: `{key}` is not a known option (neither Synapse's nor Myelin's); ignored"
+                ));
             }
         }
         for path in nested_all {
@@ -190,6 +263,17 @@ impl SectionReader<'_> {
         }
         warnings
     }
+}
+
+/// The Synapse option a misspelt key most likely meant: the nearest by edit distance
+/// (transpositions count once), if it is near enough to be a typo rather than another word.
+fn closest_known_key(key: &str) -> Option<&'static str> {
+    let (distance, closest) =
+        SYNAPSE_TOP_LEVEL_KEYS.iter().map(|known| (strsim::damerau_levenshtein(key, known), *known)).min()?;
+    // One edit in four characters at most (`enable_regstration`, `listners`), and never more
+    // than three: short unrelated words are not typos of each other.
+    let allowed = (key.chars().count() / 4).clamp(1, 3);
+    (distance <= allowed).then_some(closest)
 }
 
 fn path_segments(path: &serde_ignored::Path<'_>) -> Vec<String> {

@@ -1,7 +1,13 @@
-//! The names of Synapse's top-level configuration keys (its documented configuration schema),
-//! so that a key Myelin does not act on can be told apart from a typo.
+//! The names of Synapse's top-level configuration keys, so that a key Myelin does not act on can
+//! be told apart from a typo.
+//!
+//! The list is Synapse's configuration schema (`schema/synapse-config.schema.yaml`, from which
+//! its configuration documentation is generated), followed by the top-level keys Synapse's
+//! `synapse/config/*.py` still reads without documenting them (`experimental_features`,
+//! `password_providers`, `federation_ip_range_blacklist`, ...) and options of older releases
+//! that published configurations still carry.
 
-/// Every top-level key Synapse documents.
+/// Every top-level key Synapse reads or documents.
 pub const SYNAPSE_TOP_LEVEL_KEYS: &[&str] = &[
     "modules",
     "server_name",
@@ -229,4 +235,61 @@ pub const SYNAPSE_TOP_LEVEL_KEYS: &[&str] = &[
     "worker_log_config",
     "background_updates",
     "auto_accept_invites",
+    // Read by synapse/config/*.py but not in the schema.
+    "account_validity",
+    "allow_underscore_prefixed_localpart",
+    "backup_media_store_path",
+    "bind_host",
+    "bind_port",
+    "cleanup_extremities_with_dummy_events",
+    "database_path",
+    "disable_registration",
+    "dont_notify_new_devices_for",
+    "enable_ephemeral_messages",
+    "enable_registration_token_3pid_bypass",
+    "experimental_features",
+    "federation_ip_range_blacklist",
+    "federation_rc_concurrent",
+    "federation_rc_reject_limit",
+    "federation_rc_sleep_delay",
+    "federation_rc_sleep_limit",
+    "federation_rc_window_size",
+    "gzip_responses",
+    "invite_3pid_guest",
+    "ldap_config",
+    "log_file",
+    "metrics_bind_host",
+    "metrics_port",
+    "no_redirect_stdio",
+    "no_tls",
+    "oidc_config",
+    "password_providers",
+    "perspectives",
+    "rc_message_burst_count",
+    "rc_messages_per_second",
+    "replication_torture_level",
+    "restrict_public_rooms_to_local_users",
+    "room_invite_state_types",
+    "signing_key",
+    "spam_checker",
+    "synchronous_backup_media_store",
+    "third_party_event_rules",
+    "trust_identity_server_for_password_resets",
+    "unsecure_port",
+    "use_account_validity_in_account_status",
+    "use_insecure_ssl_client_just_for_testing_do_not_use",
+    "use_presence",
+    "worker_main_http_uri",
+    "worker_replication_host",
+    "worker_replication_http_port",
+    "worker_replication_http_tls",
+    // Options of older Synapse releases.
+    "acme",
+    "tls_fingerprints",
+    "tls_dh_params_path",
+    "enable_group_creation",
+    "group_creation_prefix",
+    "web_client",
+    "trusted_third_party_id_servers",
+    "mau_limits_reserved_threepids",
 ];

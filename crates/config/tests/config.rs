@@ -35,7 +35,9 @@ fn synapse_generated_config_loads_with_warnings_only_for_unsupported_keys() {
     assert!(config.keys.form_secret.is_some() && config.keys.macaroon_secret_key.is_some());
     assert_eq!(config.keys.trusted_key_servers[0].server_name, "matrix.org");
     assert_eq!(config.logging.log_config.as_deref(), Some(Path::new("/tmp/syngen/example.org.log.config")));
-    assert!(loaded.warnings.is_empty(), "every key Synapse generates is read: {:?}", loaded.warnings);
+    // Every key Synapse generates is read; the only warning says media is not available yet.
+    assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
+    assert!(loaded.warnings[0].contains("`media_store_path` is accepted but has no effect"));
 }
 
 #[test]
@@ -126,6 +128,10 @@ fn malformed_yaml_is_an_error_not_a_panic() {
     for text in ["server_name: [unclosed", "- a list\n- at the top\n", "\t\tserver_name: x\n  :"] {
         assert!(load_from_str(text, Path::new("h.yaml")).is_err(), "{text:?}");
     }
+    // One prefix per message: the CLI adds "error: ", the parser's own is dropped.
+    let message = load_from_str("server_name: [unclosed", Path::new("h.yaml")).unwrap_err().to_string();
+    assert!(message.starts_with("h.yaml: not valid YAML: line "), "{message}");
+    assert!(!message.contains("error:"), "{message}");
 }
 
 #[test]
@@ -217,4 +223,97 @@ fn listener_connection_limits_have_defaults_and_are_validated() {
             other => panic!("{line}: expected an error naming {key}, got {:?}", other.map(|_| ())),
         }
     }
+}
+
+#[test]
+fn misspelt_options_name_the_closest_synapse_option() {
+    let loaded = load_from_str(
+        "server_name: example.org\nenable_regstration: false\nmax_uplaod_size: 10M\nfrobnicate: 3\npassword_providers: []\n",
+        Path::new("homeserver.yaml"),
+    )
+    .unwrap();
+    let warnings = loaded.warnings.join("\n");
+    assert!(
+        warnings.contains("`enable_regstration` is not a known option (misspelt? the closest Synapse option is `enable_registration`)"),
+        "{warnings}"
+    );
+    assert!(warnings.contains("the closest Synapse option is `max_upload_size`"), "{warnings}");
+    assert!(
+        warnings.contains("`frobnicate` is not a known option (neither Synapse's nor Myelin's)"),
+        "{warnings}"
+    );
+    assert!(
+        warnings.contains("`password_providers` is a Synapse option that Myelin does not support yet"),
+        "{warnings}"
+    );
+}
+
+#[test]
+fn registrations_require_3pid_closes_registration_instead_of_stopping_the_server() {
+    for value in ["[email]", "email", "\"email,msisdn\""] {
+        let yaml =
+            format!("server_name: a.org\nenable_registration: true\nregistrations_require_3pid: {value}\n");
+        let loaded = load_from_str(&yaml, Path::new("h.yaml")).unwrap_or_else(|e| panic!("{value}: {e}"));
+        assert!(!loaded.config.registration.enable_registration, "{value}");
+        assert!(
+            loaded.warnings.iter().any(|w| w.contains("REGISTRATION IS CLOSED")),
+            "{value}: {:?}",
+            loaded.warnings
+        );
+    }
+    let empty =
+        load_from_str("server_name: a.org\nregistrations_require_3pid: []\n", Path::new("h.yaml")).unwrap();
+    assert!(!empty.warnings.iter().any(|w| w.contains("registrations_require_3pid")), "{:?}", empty.warnings);
+    assert!(
+        load_from_str("server_name: a.org\nregistrations_require_3pid: 3\n", Path::new("h.yaml")).is_err()
+    );
+}
+
+#[test]
+fn password_switches_are_read_for_truth_as_synapse_reads_them() {
+    let read =
+        |yaml: &str| load_from_str(&format!("server_name: a.org\n{yaml}"), Path::new("h.yaml")).unwrap();
+    let policy = read("password_config:\n  policy:\n    enabled: only_for_reauth\n");
+    assert!(policy.config.password.policy.enabled && policy.config.password.enabled);
+    assert!(!policy.config.password.only_for_reauth);
+    let reauth = read("password_config:\n  enabled: only_for_reauth\n");
+    let about_passwords = |loaded: &myelin_config::LoadedConfig| {
+        loaded.warnings.iter().filter(|w| w.contains("password_config")).count()
+    };
+    assert!(reauth.config.password.only_for_reauth && about_passwords(&reauth) == 0);
+    let off =
+        read("password_config:\n  enabled: false\n  policy:\n    enabled: true\n    minimum_length: 8\n");
+    assert!(!off.config.password.enabled && off.config.password.policy.enabled);
+    assert_eq!(off.config.password.policy.minimum_length, 8);
+    assert_eq!(about_passwords(&off), 0, "{:?}", off.warnings);
+}
+
+#[test]
+fn a_quoted_scalar_continued_at_column_0_loads_as_pyyaml_reads_it() {
+    let loaded = load_from_str(
+        "server_name: a.org\nadmin_contact: \"mailto:admin@a.org\n\"\nemail:\n  notif_from: \"Your %(app)s homeserver\n<noreply@a.org>\"\n  app_name: 'It''s\nours'\n",
+        Path::new("h.yaml"),
+    )
+    .unwrap();
+    assert_eq!(loaded.config.server.server_name, "a.org");
+    let value = myelin_config::parse_yaml_value(
+        "email:\n  notif_from: \"Your %(app)s homeserver\n<noreply@a.org>\"\n  app_name: 'It''s\nours'\n",
+    )
+    .unwrap();
+    assert_eq!(value["email"]["notif_from"], "Your %(app)s homeserver <noreply@a.org>");
+    assert_eq!(value["email"]["app_name"], "It's ours");
+}
+
+#[test]
+fn hash_password_reads_a_file_with_only_password_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let partial = write(dir.path(), "password.yaml", "bcrypt_rounds: 5\npassword_config:\n  pepper: spicy\n");
+    let password = myelin_config::load_password_config(&[partial]).unwrap();
+    assert_eq!(password.bcrypt_rounds, 5);
+    assert_eq!(password.pepper, "spicy");
+    let bad = write(dir.path(), "bad.yaml", "bcrypt_rounds: 99\n");
+    assert!(matches!(
+        myelin_config::load_password_config(&[bad]),
+        Err(ConfigError::Invalid { key, .. }) if key == "bcrypt_rounds"
+    ));
 }

@@ -62,6 +62,9 @@ struct RegisterUserCli {
     /// The shared secret, instead of reading it from the config.
     #[arg(short = 'k', long = "shared-secret")]
     shared_secret: Option<String>,
+    /// With no -c and no -k: the data directory whose homeserver.yaml to read, as `run` uses it.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
     /// The server URL (default: the config's first plain-HTTP client listener).
     server_url: Option<String>,
 }
@@ -72,12 +75,28 @@ struct RunArgs {
     /// file's top-level key replaces an earlier one.
     #[arg(short = 'c', long = "config-path", value_name = "PATH")]
     config: Vec<PathBuf>,
-    /// With no -c: the server name of a configuration generated on first start.
-    #[arg(long)]
+    /// The server name of a configuration generated on first start (with no -c) or by
+    /// --generate-config.
+    #[arg(short = 'H', long)]
     server_name: Option<String>,
-    /// With no -c: where the generated configuration and the data live.
-    #[arg(long, value_name = "DIR", default_value = "myelin-data")]
-    data_dir: PathBuf,
+    /// Where data lives: with no -c, the generated configuration too [default: myelin-data];
+    /// with --generate-config, the database and pid file [default: the config's directory].
+    #[arg(long, value_name = "DIR", alias = "data-directory")]
+    data_dir: Option<PathBuf>,
+    /// The port of the listener written when the configuration is generated [default: 8008].
+    #[arg(long)]
+    port: Option<u16>,
+    /// An address for the listener written when the configuration is generated (repeatable)
+    /// [default: 127.0.0.1].
+    #[arg(long, value_name = "ADDRESS")]
+    bind: Vec<std::net::IpAddr>,
+    /// Synapse's `--generate-config`: write a configuration at the -c path (never overwriting
+    /// one), then exit.
+    #[arg(long, requires = "config")]
+    generate_config: bool,
+    /// With --generate-config, as in Synapse; Myelin never reports statistics.
+    #[arg(long, value_name = "yes|no")]
+    report_stats: Option<String>,
 }
 
 #[derive(Args)]
@@ -96,6 +115,9 @@ struct GenerateArgs {
     /// The port of the generated HTTP listener.
     #[arg(long, default_value_t = 8008)]
     port: u16,
+    /// An address for the generated HTTP listener (repeatable) [default: 127.0.0.1].
+    #[arg(long, value_name = "ADDRESS")]
+    bind: Vec<std::net::IpAddr>,
 }
 
 #[derive(Args)]
@@ -116,8 +138,17 @@ pub fn main() -> ExitCode {
         Some(Command::GenerateConfig(args)) => generate_config(args),
         Some(Command::HashPassword(args)) => hash_password(args),
         Some(Command::RegisterUser(args)) => {
+            // Without -c or -k, the configuration `run` would use (Synapse's script requires
+            // -c; Myelin's one-line start has a default place for it).
+            let default_config = args.data_dir.join("homeserver.yaml");
+            let config = if args.config.is_empty() && args.shared_secret.is_none() && default_config.exists()
+            {
+                vec![default_config]
+            } else {
+                args.config
+            };
             crate::register_user::run(crate::register_user::RegisterUserArgs {
-                config: args.config,
+                config,
                 user: args.user,
                 password: args.password,
                 admin: if args.admin {
@@ -144,22 +175,31 @@ pub fn main() -> ExitCode {
 }
 
 fn generate_config(args: GenerateArgs) -> anyhow::Result<()> {
-    let report_stats = match args.report_stats.as_str() {
-        "yes" => true,
-        "no" => false,
-        other => bail!("--report-stats must be yes or no, not {other:?}"),
-    };
-    let generated = generate(&GenerateOptions {
+    let report_stats = parse_report_stats(&args.report_stats)?;
+    write_config(&GenerateOptions {
         server_name: args.server_name,
-        config_path: args.config_path.clone(),
+        config_path: args.config_path,
         data_dir: args.data_dir,
         report_stats,
         port: args.port,
-    })?;
+        bind_addresses: args.bind.iter().map(ToString::to_string).collect(),
+    })
+}
+
+fn parse_report_stats(value: &str) -> anyhow::Result<bool> {
+    match value {
+        "yes" => Ok(true),
+        "no" => Ok(false),
+        other => bail!("--report-stats must be yes or no, not {other:?}"),
+    }
+}
+
+fn write_config(options: &GenerateOptions) -> anyhow::Result<()> {
+    let generated = generate(options)?;
     if generated.wrote_config {
-        println!("A config file has been generated in {:?}.", args.config_path);
+        println!("A config file has been generated in {:?}.", options.config_path);
     } else {
-        println!("Config file {:?} already exists; not overwriting it.", args.config_path);
+        println!("Config file {:?} already exists; not overwriting it.", options.config_path);
     }
     if generated.wrote_signing_key {
         println!("Generated signing key file {:?}.", generated.signing_key_path);
@@ -180,12 +220,14 @@ fn read_password_interactively() -> anyhow::Result<String> {
 }
 
 fn hash_password(args: HashPasswordArgs) -> anyhow::Result<()> {
+    // Like Synapse's hash_password, only bcrypt_rounds and password_config are read, so a file
+    // holding nothing else will do.
     let password_config = if args.config.is_empty() {
         myelin_config::load_from_str("server_name: localhost", std::path::Path::new("defaults"))?
             .config
             .password
     } else {
-        myelin_config::load(&args.config)?.config.password
+        myelin_config::load_password_config(&args.config)?
     };
     let password = match args.password {
         Some(password) => password,
@@ -206,32 +248,79 @@ fn hash_password(args: HashPasswordArgs) -> anyhow::Result<()> {
 }
 
 /// The config paths to run with: the given ones, or a configuration generated on first start.
-fn config_paths(args: &RunArgs) -> anyhow::Result<Vec<PathBuf>> {
+/// Also says whether the configuration was generated just now.
+fn config_paths(args: &RunArgs) -> anyhow::Result<(Vec<PathBuf>, bool)> {
     if !args.config.is_empty() {
-        return Ok(args.config.clone());
+        return Ok((args.config.clone(), false));
     }
-    let config_path = args.data_dir.join("homeserver.yaml");
-    if !config_path.exists() {
-        let Some(server_name) = &args.server_name else {
+    let data_dir = args.data_dir.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    let config_path = data_dir.join("homeserver.yaml");
+    if config_path.exists() {
+        return Ok((vec![config_path], false));
+    }
+    let Some(server_name) = &args.server_name else {
+        bail!(
+            "no configuration: give -c homeserver.yaml, or --server-name NAME to generate one in {}",
+            data_dir.display()
+        );
+    };
+    generate(&GenerateOptions {
+        server_name: server_name.clone(),
+        config_path: config_path.clone(),
+        data_dir: Some(data_dir),
+        report_stats: false,
+        port: args.port.unwrap_or(8008),
+        bind_addresses: args.bind.iter().map(ToString::to_string).collect(),
+    })?;
+    eprintln!("Generated a configuration in {}", config_path.display());
+    Ok((vec![config_path], true))
+}
+
+/// The directory `run` and `register-user` use when no -c is given.
+pub const DEFAULT_DATA_DIR: &str = "myelin-data";
+
+/// `--port` and `--bind` describe the listener of a configuration generated now; with an
+/// existing one they must agree with it rather than be silently ignored.
+fn check_listener_flags(args: &RunArgs, config: &myelin_config::Config) -> anyhow::Result<()> {
+    let listeners = &config.server.listeners;
+    if let Some(port) = args.port
+        && !listeners.iter().any(|l| l.port == Some(port))
+    {
+        bail!(
+            "--port {port} only applies when the configuration is generated; no listener of the \
+             existing configuration ({}) is on port {port}: edit its `listeners` instead",
+            config.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ")
+        );
+    }
+    for address in args.bind.iter().map(ToString::to_string) {
+        if !listeners.iter().any(|l| l.addresses().contains(&address)) {
             bail!(
-                "no configuration: give -c homeserver.yaml, or --server-name NAME to generate one in {}",
-                args.data_dir.display()
+                "--bind {address} only applies when the configuration is generated; no listener \
+                 of the existing configuration binds {address}: edit its `listeners` instead"
             );
-        };
-        generate(&GenerateOptions {
-            server_name: server_name.clone(),
-            config_path: config_path.clone(),
-            data_dir: Some(args.data_dir.clone()),
-            report_stats: false,
-            port: 8008,
-        })?;
-        eprintln!("Generated a configuration in {}", config_path.display());
+        }
     }
-    Ok(vec![config_path])
+    Ok(())
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
-    let paths = config_paths(&args)?;
+    if args.generate_config {
+        let Some(server_name) = args.server_name.clone() else {
+            bail!("--generate-config needs --server-name NAME");
+        };
+        return write_config(&GenerateOptions {
+            server_name,
+            config_path: args.config[0].clone(),
+            data_dir: args.data_dir.clone(),
+            report_stats: parse_report_stats(args.report_stats.as_deref().unwrap_or("no"))?,
+            port: args.port.unwrap_or(8008),
+            bind_addresses: args.bind.iter().map(ToString::to_string).collect(),
+        });
+    }
+    if args.report_stats.is_some() {
+        bail!("--report-stats only applies with --generate-config");
+    }
+    let (paths, generated) = config_paths(&args)?;
     let loaded = myelin_config::load(&paths)?;
     if let Some(server_name) = &args.server_name
         && *server_name != loaded.config.server.server_name
@@ -240,6 +329,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             "--server-name {server_name} does not match server_name {} in the configuration",
             loaded.config.server.server_name
         );
+    }
+    if !generated {
+        check_listener_flags(&args, &loaded.config)?;
     }
     crate::logging::init(loaded.config.logging.log_config.as_deref())?;
     for warning in &loaded.warnings {

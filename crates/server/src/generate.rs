@@ -15,6 +15,8 @@ pub struct GenerateOptions {
     pub data_dir: Option<PathBuf>,
     pub report_stats: bool,
     pub port: u16,
+    /// The listener's addresses (default: 127.0.0.1 only).
+    pub bind_addresses: Vec<String>,
 }
 
 /// What was written.
@@ -32,6 +34,16 @@ fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
 /// Quotes a string for YAML (double-quoted scalar).
 fn yaml_string(value: &str) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| "\"\"".to_owned())
+}
+
+/// The listener's `bind_addresses` as a YAML flow sequence of single-quoted strings.
+fn bind_addresses(addresses: &[String]) -> String {
+    let addresses: Vec<String> = if addresses.is_empty() {
+        vec!["'127.0.0.1'".to_owned()]
+    } else {
+        addresses.iter().map(|a| format!("'{}'", a.replace('\'', "''"))).collect()
+    };
+    format!("[{}]", addresses.join(", "))
 }
 
 pub fn homeserver_yaml(options: &GenerateOptions, config_dir: &Path, data_dir: &Path) -> String {
@@ -65,7 +77,7 @@ listeners:
     tls: false
     type: http
     x_forwarded: true
-    bind_addresses: ['127.0.0.1']
+    bind_addresses: {bind_addresses}
     resources:
       - names: [client, federation]
         compress: false
@@ -88,8 +100,10 @@ database:
 # Logs go to standard error unless a Synapse-style log config is given:
 #log_config: "/etc/myelin/log.config"
 
-media_store_path: {media}
-max_upload_size: 50M
+# Media (uploads, downloads, thumbnails) is not available in Myelin yet; when it is, it will be
+# stored here:
+#media_store_path: {media}
+#max_upload_size: 50M
 
 # Shared secret for `myelin register-user` and Synapse's `register_new_matrix_user`.
 registration_shared_secret: {registration_shared_secret}
@@ -107,6 +121,7 @@ trusted_key_servers:
         server_name_quoted = yaml_string(server_name),
         pid_file = data("homeserver.pid"),
         port = options.port,
+        bind_addresses = bind_addresses(&options.bind_addresses),
         database = data("homeserver.db"),
         media = data("media_store"),
         registration_shared_secret = yaml_string(&random_string(50)),
@@ -165,6 +180,7 @@ mod tests {
             data_dir: Some(dir.join("data")),
             report_stats: false,
             port: 8008,
+            bind_addresses: Vec::new(),
         }
     }
 

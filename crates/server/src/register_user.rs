@@ -37,7 +37,7 @@ fn read_raw_config(paths: &[PathBuf]) -> anyhow::Result<Map<String, Value>> {
         for file in files {
             let text =
                 std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
-            match serde_saphyr::from_str::<Value>(&text) {
+            match myelin_config::parse_yaml_value(&text) {
                 Ok(Value::Object(map)) => merged.extend(map),
                 _ => eprintln!(
                     "File {} is empty or doesn't parse into a key-value map. IGNORING.",
@@ -124,7 +124,10 @@ pub fn run(args: RegisterUserArgs) -> anyhow::Result<()> {
                 ),
             }
         }
-        (None, None) => bail!("give -c homeserver.yaml or -k SHARED_SECRET"),
+        (None, None) => bail!(
+            "no configuration found: give -c homeserver.yaml or -k SHARED_SECRET (or --data-dir DIR, \
+             the directory `myelin run` generated its homeserver.yaml in)"
+        ),
     };
     let server_url = match (&args.server_url, &config) {
         (Some(url), _) => url.clone(),
@@ -199,7 +202,7 @@ async fn request_registration(
     if !response.status().is_success() {
         let status = response.status();
         let body: Value = response.json().await.unwrap_or_default();
-        bail!("ERROR! Received {status}: {}", body["error"].as_str().unwrap_or(""));
+        bail!("the server answered {status}: {}", body["error"].as_str().unwrap_or("(no error message)"));
     }
     let nonce: Value = response.json().await?;
     let nonce = nonce["nonce"].as_str().context("the server sent no nonce")?.to_owned();
@@ -217,7 +220,10 @@ async fn request_registration(
             println!("User already exists. Skipping.");
             return Ok(());
         }
-        bail!("ERROR! Received {status}: {}", body["error"].as_str().unwrap_or(""));
+        bail!(
+            "registration failed: the server answered {status}: {}",
+            body["error"].as_str().unwrap_or("(no error message)")
+        );
     }
     println!("Success!");
     Ok(())

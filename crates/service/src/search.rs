@@ -244,6 +244,9 @@ impl Services {
         requester: &Requester,
         request: SearchRequest,
     ) -> Result<SearchResults> {
+        if !self.config.room.enable_search {
+            return Err(MatrixError::unknown("Search is disabled on this homeserver").into());
+        }
         let user_id = &requester.user_id;
         if term_words(&request.search_term) > MAX_SEARCH_TERM_WORDS {
             return Err(MatrixError::invalid_param(format!(

@@ -74,8 +74,8 @@ impl Config {
         let server = server.into_config(origins)?;
         let database = database.into_config(origins)?;
         let keys = keys.into_config(origins, &server.server_name, &config_dir)?;
-        let password = password.into_config(origins)?;
-        let (registration, profile) = registration.into_config(origins)?;
+        let password = password.into_config(origins, &mut reader.warnings)?;
+        let (registration, profile) = registration.into_config(origins, &mut reader.warnings)?;
         let ratelimit = ratelimit.into_config(origins)?;
         let room = room.into_config(origins)?;
         let outbound = outbound.into_config(origins)?;
@@ -106,6 +106,7 @@ impl Config {
         warnings: &mut Vec<String>,
     ) -> Result<(), ConfigError> {
         self.server.validate(origins, warnings)?;
+        warn_about_options_without_effect(origins, warnings);
         if self.server.listeners.iter().any(|l| l.kind == ListenerType::Metrics)
             && !self.metrics.enable_metrics
         {
@@ -116,6 +117,35 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Options Myelin reads but cannot act on yet, although an admin may rely on them: each given one
+/// gets a warning of its own.
+fn warn_about_options_without_effect(origins: &Origins, warnings: &mut Vec<String>) {
+    for key in ["max_avatar_size", "allowed_avatar_mimetypes"] {
+        if origins.has(key) {
+            warnings.push(format!(
+                "{}: `{key}` is NOT ENFORCED: Myelin has no media repository yet, so it cannot \
+                 check the avatars users set",
+                origins.file_of(key)
+            ));
+        }
+    }
+    for key in ["media_store_path", "max_upload_size"] {
+        if origins.has(key) {
+            warnings.push(format!(
+                "{}: `{key}` is accepted but has no effect: media (upload, download, thumbnails) is \
+                 not available in Myelin yet",
+                origins.file_of(key)
+            ));
+        }
+    }
+}
+
+/// `bcrypt_rounds` and `password_config` alone (for `hash-password`).
+pub(crate) fn read_password_section(reader: &mut SectionReader<'_>) -> Result<PasswordConfig, ConfigError> {
+    let password: password::RawPassword = reader.section()?;
+    password.into_config(reader.origins, &mut reader.warnings)
 }
 
 /// Reads a secret given either inline (`key`) or as a file (`key_path`), as Synapse allows.

@@ -39,7 +39,7 @@ pub(crate) struct RawRegistration {
     #[serde(default)]
     registration_requires_token: bool,
     #[serde(default)]
-    registrations_require_3pid: Vec<String>,
+    registrations_require_3pid: Option<Value>,
     #[serde(default)]
     allow_guest_access: bool,
     #[serde(default)]
@@ -134,17 +134,61 @@ pub struct ProfileConfig {
     pub allowed_avatar_mimetypes: Option<Vec<String>>,
 }
 
+/// The media `registrations_require_3pid` asks for, read as Synapse reads it: Synapse asks
+/// `"email" in value`, so a list names media and a string is searched for their names
+/// (`registrations_require_3pid: email` requires an email address).
+fn required_3pid_media(
+    origins: &Origins,
+    value: Option<Value>,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<&'static str>, ConfigError> {
+    const MEDIA: [&str; 2] = ["email", "msisdn"];
+    let key = "registrations_require_3pid";
+    let media = match value {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => {
+            let mut media = Vec::new();
+            for (index, item) in items.iter().enumerate() {
+                let Some(name) = item.as_str() else {
+                    return Err(invalid(origins, &format!("{key}[{index}]"), "must be a string"));
+                };
+                match MEDIA.iter().find(|medium| **medium == name) {
+                    Some(medium) => media.push(*medium),
+                    None => warnings.push(format!(
+                        "{}: `{key}` lists {name:?}, which is neither email nor msisdn; ignored",
+                        origins.file_of(key)
+                    )),
+                }
+            }
+            media
+        }
+        Some(Value::String(text)) => {
+            let media: Vec<&str> = MEDIA.into_iter().filter(|medium| text.contains(medium)).collect();
+            warnings.push(format!(
+                "{}: `{key}` is the string {text:?}, not a list; read as Synapse reads it: [{}]",
+                origins.file_of(key),
+                media.join(", ")
+            ));
+            media
+        }
+        Some(_) => return Err(invalid(origins, key, "must be a list such as [email]")),
+    };
+    Ok(media)
+}
+
 impl RawRegistration {
     pub(crate) fn into_config(
         self,
         origins: &Origins,
+        warnings: &mut Vec<String>,
     ) -> Result<(RegistrationConfig, ProfileConfig), ConfigError> {
-        let enable_registration = self.enable_registration.0;
+        let mut enable_registration = self.enable_registration.0;
+        let required_3pid = required_3pid_media(origins, self.registrations_require_3pid, warnings)?;
         let without_verification = self.enable_registration_without_verification.0;
         if enable_registration
             && !without_verification
             && !self.registration_requires_token
-            && self.registrations_require_3pid.is_empty()
+            && required_3pid.is_empty()
         {
             return Err(invalid(
                 origins,
@@ -154,12 +198,24 @@ impl RawRegistration {
                  `enable_registration_without_verification: true`",
             ));
         }
-        if !self.registrations_require_3pid.is_empty() {
-            return Err(invalid(
-                origins,
-                "registrations_require_3pid",
-                "email and phone verification are not supported by Myelin yet",
-            ));
+        if !required_3pid.is_empty() {
+            // Every registration would need a verified address, which Myelin cannot check yet:
+            // nobody can complete one, so registration is closed rather than left unverified.
+            let file = origins.file_of("registrations_require_3pid");
+            let media = required_3pid.join(" and ");
+            if enable_registration {
+                enable_registration = false;
+                warnings.push(format!(
+                    "{file}: `registrations_require_3pid` requires {media} verification, which \
+                     Myelin does not support yet: REGISTRATION IS CLOSED (`myelin register-user` \
+                     and the admin API still create accounts)"
+                ));
+            } else {
+                warnings.push(format!(
+                    "{file}: `registrations_require_3pid` ({media}) is not supported by Myelin yet; \
+                     registration is disabled anyway"
+                ));
+            }
         }
         let refreshable = match self.refreshable_access_token_lifetime {
             None => Some(DurationMs(5 * 60 * 1000)),

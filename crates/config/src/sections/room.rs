@@ -1,12 +1,13 @@
 //! Room defaults and directory rules: `default_room_version`,
 //! `encryption_enabled_by_default_for_room_type`, `default_power_level_content_override`,
 //! `room_list_publication_rules`, `alias_creation_rules`, `block_non_admin_invites`,
-//! `require_membership_for_aliases`, `forget_rooms_on_leave`, `filter_timeline_limit`.
+//! `require_membership_for_aliases`, `forget_rooms_on_leave`, `filter_timeline_limit`,
+//! `enable_search`.
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::invalid;
+use super::{LooseBool, invalid};
 use crate::load::{ConfigError, Origins};
 
 /// One rule of `room_list_publication_rules` or `alias_creation_rules`; patterns are globs.
@@ -40,6 +41,7 @@ pub(crate) struct RawRoom {
     filter_timeline_limit: Option<i64>,
     enable_room_list_search: Option<bool>,
     allow_public_rooms_without_auth: Option<bool>,
+    enable_search: Option<LooseBool>,
 }
 
 /// Which presets get `m.room.encryption` by default.
@@ -65,6 +67,8 @@ pub struct RoomConfig {
     pub filter_timeline_limit: i64,
     pub enable_room_list_search: bool,
     pub allow_public_rooms_without_auth: bool,
+    /// `enable_search: false` refuses `/search` (the user directory stays), as in Synapse.
+    pub enable_search: bool,
 }
 
 fn check_rules(origins: &Origins, key: &str, rules: &[DirectoryRule]) -> Result<(), ConfigError> {
@@ -109,6 +113,7 @@ impl RawRoom {
             filter_timeline_limit: self.filter_timeline_limit.unwrap_or(100),
             enable_room_list_search: self.enable_room_list_search.unwrap_or(true),
             allow_public_rooms_without_auth: self.allow_public_rooms_without_auth.unwrap_or(false),
+            enable_search: self.enable_search.is_none_or(|enabled| enabled.0),
         })
     }
 }

@@ -2,6 +2,7 @@
 //! child process), spoken to over HTTP. The database engine is chosen by `MYELIN_TEST_DB`.
 
 mod account_rooms;
+mod admin_cli;
 mod bad_input;
 mod cancellation;
 mod compat;

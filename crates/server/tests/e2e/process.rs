@@ -6,13 +6,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const MYELIN: &str = env!("CARGO_BIN_EXE_myelin");
+pub(crate) const MYELIN: &str = env!("CARGO_BIN_EXE_myelin");
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn spawn(args: &[&str], log: &Path) -> Child {
+pub(crate) fn spawn(args: &[&str], log: &Path) -> Child {
     let log = std::fs::File::create(log).unwrap();
     Command::new(MYELIN)
         .args(args)
@@ -22,7 +22,7 @@ fn spawn(args: &[&str], log: &Path) -> Child {
         .expect("myelin starts")
 }
 
-async fn wait_healthy(port: u16, child: &mut Child, log: &Path) {
+pub(crate) async fn wait_healthy(port: u16, child: &mut Child, log: &Path) {
     let deadline = Instant::now() + Duration::from_secs(30);
     let url = format!("http://127.0.0.1:{port}/health");
     while Instant::now() < deadline {
@@ -40,7 +40,7 @@ async fn wait_healthy(port: u16, child: &mut Child, log: &Path) {
 }
 
 /// Sends SIGTERM and returns the exit status and how long the exit took.
-fn terminate(child: &mut Child) -> (std::process::ExitStatus, Duration) {
+pub(crate) fn terminate(child: &mut Child) -> (std::process::ExitStatus, Duration) {
     let started = Instant::now();
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
@@ -170,8 +170,9 @@ async fn a_synapse_generated_config_starts_with_warnings_only() {
     // Synapse's log config sends logs to homeserver.log in the data directory.
     let logged = std::fs::read_to_string(dir.path().join("homeserver.log")).unwrap();
     let warnings: Vec<&str> = logged.lines().filter(|l| l.contains("WARN")).collect();
-    assert_eq!(warnings.len(), 1, "exactly one warning, for url_preview_enabled: {warnings:?}");
-    assert!(warnings[0].contains("url_preview_enabled"));
+    assert_eq!(warnings.len(), 2, "one warning for media, one for url_preview_enabled: {warnings:?}");
+    assert!(warnings.iter().any(|w| w.contains("`media_store_path` is accepted but has no effect")));
+    assert!(warnings.iter().any(|w| w.contains("url_preview_enabled")));
     assert!(!logged.contains("ERROR"), "{logged}");
 }
 

@@ -645,3 +645,26 @@ async fn events_from_before_the_search_migration_are_indexed() {
     assert_eq!(result_ids(&found)[0], fresh);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn enable_search_false_refuses_search_but_keeps_the_user_directory() {
+    let server =
+        TestServer::start_with(json!({"enable_search": false, "user_directory": {"search_all_users": true}}))
+            .await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let room = create_room(&alice, json!({"name": "Lunar base"})).await;
+    send_text(&alice, &room, "1", "Martians are coming").await;
+    let response = alice
+        .client
+        .post(
+            "/_matrix/client/v3/search",
+            &json!({"search_categories": {"room_events": {"search_term": "martians"}}}),
+        )
+        .await;
+    response.expect_error(400, "M_UNKNOWN");
+    assert_eq!(response.expect(400)["error"], "Search is disabled on this homeserver");
+    let found =
+        alice.client.post("/_matrix/client/v3/user_directory/search", &json!({"search_term": "bob"})).await;
+    assert_eq!(found.expect(200)["results"][0]["user_id"], bob.user_id.as_str());
+}
