@@ -21,13 +21,7 @@ use crate::auth::{Auth, GuestAuth};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, PathParams, QueryParams};
 
-pub(crate) fn parse_room_id(room_id: &str) -> Result<OwnedRoomId, MatrixError> {
-    RoomId::parse(room_id).map_err(|_| MatrixError::invalid_param(format!("Invalid room ID {room_id:?}")))
-}
-
-pub(crate) fn parse_event_id(event_id: &str) -> Result<OwnedEventId, MatrixError> {
-    EventId::parse(event_id).map_err(|_| MatrixError::invalid_param(format!("Invalid event ID {event_id:?}")))
-}
+pub(crate) use crate::extract::{parse_event_id, parse_room_id};
 
 /// Events in the client format.
 pub(crate) async fn events_json(
