@@ -342,13 +342,15 @@ mod prop_tests {
             query in query_string(),
             expected in (any::<Option<String>>(), any::<Option<u64>>(), any::<Option<bool>>(), any::<Option<i64>>()),
         ) {
+            // `None` for a query no HTTP request can carry (hyper refuses those).
             let parse = |query: &str| {
-                let uri = format!("/q?{query}");
-                let (mut parts, _) = http::Request::builder().uri(uri).body(()).unwrap().into_parts();
-                block_on(QueryParams::<Query>::from_request_parts(&mut parts, &())).map(|QueryParams(query)| query)
+                let request = http::Request::builder().uri(format!("/q?{query}")).body(()).ok()?;
+                let (mut parts, _) = request.into_parts();
+                Some(block_on(QueryParams::<Query>::from_request_parts(&mut parts, &())).map(|QueryParams(query)| query))
             };
-            let parsed = parse(&query);
-            prop_assert!(matches!(code_of(&parsed), None | Some(ErrCode::InvalidParam)), "{query}: {parsed:?}");
+            if let Some(parsed) = parse(&query) {
+                prop_assert!(matches!(code_of(&parsed), None | Some(ErrCode::InvalidParam)), "{query}: {parsed:?}");
+            }
 
             let (from, limit, full_state, timeout) = expected;
             let expected = Query { from, limit, full_state, timeout };
@@ -364,7 +366,7 @@ mod prop_tests {
                     .flatten(),
                 )
                 .finish();
-            prop_assert_eq!(parse(&encoded).unwrap(), expected);
+            prop_assert_eq!(parse(&encoded).unwrap().unwrap(), expected);
         }
 
         /// Any path segment is a value or `400 M_INVALID_PARAM`; encoded segments read back,
@@ -390,7 +392,7 @@ mod prop_tests {
                 prop_assert_eq!(&body["text"], &Value::from(text));
                 prop_assert_eq!(&body["number"], &Value::from(number));
             } else {
-                prop_assert_eq!(status, http::StatusCode::BAD_REQUEST, "{uri}: {body}");
+                prop_assert_eq!(status, http::StatusCode::BAD_REQUEST, "{}: {}", uri, body);
                 prop_assert_eq!(&body["errcode"], "M_INVALID_PARAM");
                 prop_assert!(body["error"].is_string());
             }
@@ -432,11 +434,11 @@ mod prop_tests {
             host in "[a-z0-9]([a-z0-9.-]{0,18}[a-z0-9])?(:[1-9][0-9]{0,3})?",
         ) {
             let user_id = format!("@{localpart}:{host}");
-            prop_assert_eq!(parse_user_id(&user_id).unwrap().as_str(), user_id.as_str());
+            prop_assert_eq!(parse_user_id(&user_id).unwrap().to_string(), user_id);
             let room_id = format!("!{opaque}:{host}");
-            prop_assert_eq!(parse_room_id(&room_id).unwrap().as_str(), room_id.as_str());
+            prop_assert_eq!(parse_room_id(&room_id).unwrap().to_string(), room_id);
             let event_id = format!("${opaque}");
-            prop_assert_eq!(parse_event_id(&event_id).unwrap().as_str(), event_id.as_str());
+            prop_assert_eq!(parse_event_id(&event_id).unwrap().to_string(), event_id);
         }
     }
 }

@@ -72,7 +72,7 @@ pub fn read_log_config(path: &Path) -> anyhow::Result<LogSettings> {
         .and_then(Value::as_object)
         .into_iter()
         .flatten()
-        .filter(|(name, _)| is_target(name))
+        .filter(|(name, _)| is_target(name.as_str()))
         .filter_map(|(name, logger)| {
             let level = logger.get("level").and_then(Value::as_str)?;
             Some((name.clone(), python_level(level).to_owned()))

@@ -4,7 +4,6 @@ use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use myelin_core::MatrixError;
-use ruma::OwnedUserId;
 use serde_json::{Map, Value, json};
 
 use super::ClientRoutes;

@@ -11,7 +11,6 @@ use myelin_service::filter::RoomEventFilter;
 use myelin_service::rooms::RoomEvent;
 use myelin_service::rooms::create::CreateRoomRequest;
 use myelin_service::rooms::read::MessagesRequest;
-use ruma::{EventId, OwnedEventId, OwnedRoomId, RoomId};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 

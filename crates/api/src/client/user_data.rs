@@ -4,7 +4,6 @@ use axum::extract::State;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use myelin_core::MatrixError;
-use ruma::{OwnedUserId, UserId};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 

@@ -598,7 +598,7 @@ mod prop_tests {
         /// Positions beyond `i64::MAX` are refused, not wrapped.
         #[test]
         fn prop_pagination_token_out_of_range_is_refused(n in (i64::MAX as u128 + 1)..=u128::MAX) {
-            prop_assert!(is_invalid_param(&parse_token(&format!("s{n}"))));
+            prop_assert!(is_invalid_param(&parse_token(&format!("s{n}"))), "s{}", n);
             prop_assert!(is_invalid_param(&parse_token(&n.to_string())));
         }
     }
