@@ -257,7 +257,9 @@ mod prop_tests {
                 bytes[at % len] = byte;
                 bytes
             }),
-            (1usize..300).prop_map(|depth| format!("{{\"a\":{}{}}}", "[".repeat(depth), "]".repeat(depth)).into_bytes()),
+            (1usize..300).prop_map(
+                |depth| format!("{{\"a\":{}{}}}", "[".repeat(depth), "]".repeat(depth)).into_bytes()
+            ),
         ]
     }
 
@@ -265,7 +267,9 @@ mod prop_tests {
         bytes
             .iter()
             .map(|byte| match byte {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (*byte as char).to_string(),
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                    (*byte as char).to_string()
+                }
                 _ => format!("%{byte:02X}"),
             })
             .collect()
@@ -282,7 +286,8 @@ mod prop_tests {
 
     fn query_string() -> impl Strategy<Value = String> {
         let key = prop_oneof![
-            prop::sample::select(vec!["from", "limit", "full_state", "timeout", "other"]).prop_map(str::to_owned),
+            prop::sample::select(vec!["from", "limit", "full_state", "timeout", "other"])
+                .prop_map(str::to_owned),
             "[ -~]{0,6}",
         ];
         let value = prop_oneof![
@@ -292,7 +297,11 @@ mod prop_tests {
             "[!-~]{0,12}".prop_map(|s| s.replace(['#', '&', '='], "")),
         ];
         prop::collection::vec((key, value), 0..6).prop_map(|pairs| {
-            pairs.iter().map(|(key, value)| format!("{}={value}", percent_encode(key.as_bytes()))).collect::<Vec<_>>().join("&")
+            pairs
+                .iter()
+                .map(|(key, value)| format!("{}={value}", percent_encode(key.as_bytes())))
+                .collect::<Vec<_>>()
+                .join("&")
         })
     }
 

@@ -116,8 +116,10 @@ fn reference_encoding(value: &Value) -> String {
             let mut keys: Vec<&String> = map.keys().collect();
             // Rust's `str` order is byte order, which for UTF-8 is code point order.
             keys.sort();
-            let entries: Vec<String> =
-                keys.iter().map(|key| format!("{}:{}", reference_string(key), reference_encoding(&map[*key]))).collect();
+            let entries: Vec<String> = keys
+                .iter()
+                .map(|key| format!("{}:{}", reference_string(key), reference_encoding(&map[*key])))
+                .collect();
             format!("{{{}}}", entries.join(","))
         }
     }
@@ -378,8 +380,22 @@ fn auth_content() -> impl Strategy<Value = Value> {
     let user = user_id().prop_map(Value::from);
     let leaf = prop_oneof![
         prop::sample::select(vec![
-            "join", "invite", "leave", "ban", "knock", "public", "restricted", "knock_restricted",
-            "private", "m.room_membership", "1", "11", "12", "50", "-1", "",
+            "join",
+            "invite",
+            "leave",
+            "ban",
+            "knock",
+            "public",
+            "restricted",
+            "knock_restricted",
+            "private",
+            "m.room_membership",
+            "1",
+            "11",
+            "12",
+            "50",
+            "-1",
+            "",
         ])
         .prop_map(Value::from),
         (-200i64..200).prop_map(Value::from),
@@ -391,7 +407,21 @@ fn auth_content() -> impl Strategy<Value = Value> {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
             prop::collection::btree_map(
-                prop_oneof![user_id(), prop::sample::select(vec!["m.room.member", "m.room.power_levels", "type", "room_id", "mxid", "token", "signed", "signatures"]).prop_map(str::to_owned), any::<String>()],
+                prop_oneof![
+                    user_id(),
+                    prop::sample::select(vec![
+                        "m.room.member",
+                        "m.room.power_levels",
+                        "type",
+                        "room_id",
+                        "mxid",
+                        "token",
+                        "signed",
+                        "signatures"
+                    ])
+                    .prop_map(str::to_owned),
+                    any::<String>()
+                ],
                 inner,
                 0..4,
             )
@@ -401,11 +431,31 @@ fn auth_content() -> impl Strategy<Value = Value> {
     prop::collection::btree_map(
         prop_oneof![
             prop::sample::select(vec![
-                "membership", "join_authorised_via_users_server", "third_party_invite", "users",
-                "users_default", "events", "events_default", "state_default", "ban", "kick",
-                "invite", "redact", "notifications", "join_rule", "allow", "creator",
-                "room_version", "additional_creators", "m.federate", "predecessor", "redacts",
-                "display_name", "key_validity_url", "public_key", "public_keys",
+                "membership",
+                "join_authorised_via_users_server",
+                "third_party_invite",
+                "users",
+                "users_default",
+                "events",
+                "events_default",
+                "state_default",
+                "ban",
+                "kick",
+                "invite",
+                "redact",
+                "notifications",
+                "join_rule",
+                "allow",
+                "creator",
+                "room_version",
+                "additional_creators",
+                "m.federate",
+                "predecessor",
+                "redacts",
+                "display_name",
+                "key_validity_url",
+                "public_key",
+                "public_keys",
             ])
             .prop_map(str::to_owned),
             any::<String>(),
@@ -534,7 +584,8 @@ impl GarbledRoom {
         let mut state = StateMap::new();
         for (n, pick) in picks.iter().enumerate() {
             let pdu = state_events[pick % state_events.len()];
-            let label = if mislabel && n % 2 == 1 { state_events[(pick + 1) % state_events.len()] } else { pdu };
+            let label =
+                if mislabel && n % 2 == 1 { state_events[(pick + 1) % state_events.len()] } else { pdu };
             let key = (label.kind.to_string(), label.state_key.clone().unwrap_or_default());
             state.insert(key, pdu.event_id.clone());
         }

@@ -65,8 +65,10 @@ pub fn read_log_config(path: &Path) -> anyhow::Result<LogSettings> {
         }
     }
     // Python logger names with dots (`synapse.storage.SQL`) name nothing in Myelin.
-    let is_target =
-        |name: &str| name.split("::").all(|part| !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+    let is_target = |name: &str| {
+        name.split("::")
+            .all(|part| !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+    };
     let loggers = value
         .get("loggers")
         .and_then(Value::as_object)
@@ -110,7 +112,8 @@ pub fn init(log_config: Option<&Path>) -> anyhow::Result<()> {
         Some(path) => read_log_config(path)?,
         None => LogSettings::default(),
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_directives(&settings)));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_directives(&settings)));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(true);
     match settings.file {
         Some(path) => {
@@ -173,7 +176,10 @@ mod tests {
         let settings = read_log_config(&path).unwrap();
         assert_eq!(
             settings.loggers,
-            [("myelin_service::rooms".to_owned(), "warn".to_owned()), ("ruma_state_res".to_owned(), "debug".to_owned())]
+            [
+                ("myelin_service::rooms".to_owned(), "warn".to_owned()),
+                ("ruma_state_res".to_owned(), "debug".to_owned())
+            ]
         );
         let named = default_directives(&settings);
         assert!(!named.contains("ruma_state_res=warn"), "{named}");

@@ -238,7 +238,8 @@ async fn register_with_shared_secret(config: &Path, port: u16, localpart: &str) 
         .map(|value| serde_json::from_str::<String>(value).expect("a quoted secret"))
         .expect("the generated config has a registration shared secret");
     let client = myelin_test_support::TestClient::new(&format!("http://127.0.0.1:{port}"));
-    let nonce = client.get("/_synapse/admin/v1/register").await.expect(200)["nonce"].as_str().unwrap().to_owned();
+    let nonce =
+        client.get("/_synapse/admin/v1/register").await.expect(200)["nonce"].as_str().unwrap().to_owned();
     let mac = myelin_test_support::shared_secret_mac(&secret, &nonce, localpart, "a password", false, None);
     let body = serde_json::json!({"nonce": nonce, "username": localpart, "password": "a password", "admin": false, "mac": mac});
     let registered = client.post("/_synapse/admin/v1/register", &body).await;
@@ -253,7 +254,9 @@ async fn create_room_and_send_events(port: u16, token: &str) {
     let room_id = created.expect(200)["room_id"].as_str().unwrap().to_owned();
     for n in 0..3 {
         let path = format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/txn{n}");
-        let sent = client.put(&path, &serde_json::json!({"msgtype": "m.text", "body": format!("message {n}")})).await;
+        let sent = client
+            .put(&path, &serde_json::json!({"msgtype": "m.text", "body": format!("message {n}")}))
+            .await;
         assert!(sent.expect(200)["event_id"].is_string());
     }
     let path = format!("/_matrix/client/v3/rooms/{room_id}/state/m.room.topic/");
@@ -302,7 +305,10 @@ async fn state_resolution_detail_stays_out_of_the_default_log_unless_a_logger_na
     )
     .unwrap();
     let mut yaml = std::fs::read_to_string(&config).unwrap();
-    yaml.push_str(&format!("\nlog_config: {}\n", serde_json::to_string(log_config.to_str().unwrap()).unwrap()));
+    yaml.push_str(&format!(
+        "\nlog_config: {}\n",
+        serde_json::to_string(log_config.to_str().unwrap()).unwrap()
+    ));
     std::fs::write(&config, yaml).unwrap();
     let mut child = run(&log);
     wait_healthy(port, &mut child, &log).await;
