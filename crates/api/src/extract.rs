@@ -1,5 +1,6 @@
 //! Request extractors that fail with Matrix errors: JSON bodies (`M_NOT_JSON` / `M_BAD_JSON` /
-//! `M_TOO_LARGE`), query strings and path parameters (`M_INVALID_PARAM`), and the client address.
+//! `M_TOO_LARGE`), query strings and path parameters (`M_INVALID_PARAM`), the identifiers in
+//! them (`M_INVALID_PARAM`), and the client address.
 //!
 //! NUL characters are refused here, in every string of a JSON body (keys and values, at any
 //! depth), in path segments and in query values: PostgreSQL's text columns cannot hold them, so
@@ -11,6 +12,7 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use bytes::Bytes;
 use http::request::Parts;
 use myelin_core::MatrixError;
+use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
@@ -196,6 +198,25 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathPar
     }
 }
 
+/// A room ID from a path or query parameter.
+pub fn parse_room_id(room_id: &str) -> Result<OwnedRoomId, MatrixError> {
+    RoomId::parse(room_id).map_err(|_| MatrixError::invalid_param(format!("Invalid room ID {room_id:?}")))
+}
+
+/// An event ID from a path or query parameter.
+pub fn parse_event_id(event_id: &str) -> Result<OwnedEventId, MatrixError> {
+    // ruma leaves the length of `$`-only event IDs (room versions 3+) unchecked.
+    if event_id.len() > 255 {
+        return Err(MatrixError::invalid_param("Event ID is longer than 255 bytes"));
+    }
+    EventId::parse(event_id).map_err(|_| MatrixError::invalid_param(format!("Invalid event ID {event_id:?}")))
+}
+
+/// A user ID from a path or query parameter.
+pub fn parse_user_id(user_id: &str) -> Result<OwnedUserId, MatrixError> {
+    UserId::parse(user_id).map_err(|_| MatrixError::invalid_param(format!("Invalid user ID {user_id:?}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,5 +275,288 @@ mod tests {
     fn good_json_parses() {
         let body: Body = parse_json(br#"{"name": "x", "count": 2, "extra": true}"#).unwrap();
         assert_eq!(body.count, 2);
+    }
+}
+
+/// Properties of the request parsers on arbitrary input (`PROPTEST_CASES` cases, 256 by
+/// default): a value or a Matrix error, never a panic or an internal error.
+#[cfg(test)]
+mod prop_tests {
+    use axum::Router;
+    use axum::body::Body as HttpBody;
+    use axum::routing::get;
+    use myelin_core::ErrCode;
+    use myelin_service::Error;
+    use proptest::prelude::*;
+    use proptest::test_runner::Config;
+    use serde::{Deserialize, Serialize};
+    use serde_json::{Map, Value};
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    fn config() -> Config {
+        Config { failure_persistence: None, ..Config::default() }
+    }
+
+    fn block_on<F: std::future::Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(future)
+    }
+
+    /// `None` for a value, the errcode for a Matrix error; anything else fails the test.
+    fn code_of<T: std::fmt::Debug>(result: &Result<T, ApiError>) -> Option<ErrCode> {
+        match result {
+            Ok(_) => None,
+            Err(ApiError(Error::Matrix(error))) => Some(error.code),
+            Err(other) => panic!("not a Matrix error: {other:?}"),
+        }
+    }
+
+    /// A body of the kind handlers take: required, optional and nested fields.
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Body {
+        name: String,
+        count: u32,
+        tags: Option<Vec<String>>,
+        nested: Option<Nested>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Nested {
+        flag: bool,
+        level: i64,
+    }
+
+    /// JSON without floats (whose text form need not read back bit for bit).
+    fn json_value() -> impl Strategy<Value = Value> {
+        let scalar = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<String>().prop_map(Value::from),
+        ];
+        scalar.prop_recursive(4, 32, 5, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                prop::collection::btree_map(
+                    prop_oneof![
+                        prop::sample::select(vec!["name", "count", "tags", "nested", "flag", "level"])
+                            .prop_map(str::to_owned),
+                        any::<String>(),
+                    ],
+                    inner,
+                    0..5,
+                )
+                .prop_map(|map| Value::Object(map.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Request bodies: any bytes, JSON text of any value, or JSON text with a byte changed.
+    fn body_bytes() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            any::<Vec<u8>>(),
+            json_value().prop_map(|value| value.to_string().into_bytes()),
+            (json_value(), any::<usize>(), any::<u8>()).prop_map(|(value, at, byte)| {
+                let mut bytes = value.to_string().into_bytes();
+                let len = bytes.len();
+                bytes[at % len] = byte;
+                bytes
+            }),
+            (1usize..300).prop_map(
+                |depth| format!("{{\"a\":{}{}}}", "[".repeat(depth), "]".repeat(depth)).into_bytes()
+            ),
+        ]
+    }
+
+    fn percent_encode(bytes: &[u8]) -> String {
+        bytes
+            .iter()
+            .map(|byte| match byte {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                    (*byte as char).to_string()
+                }
+                _ => format!("%{byte:02X}"),
+            })
+            .collect()
+    }
+
+    /// Query parameters of the kind handlers take.
+    #[derive(Debug, Deserialize, Serialize, PartialEq)]
+    struct Query {
+        from: Option<String>,
+        limit: Option<u64>,
+        full_state: Option<bool>,
+        timeout: Option<i64>,
+    }
+
+    fn query_string() -> impl Strategy<Value = String> {
+        let key = prop_oneof![
+            prop::sample::select(vec!["from", "limit", "full_state", "timeout", "other"])
+                .prop_map(str::to_owned),
+            "[ -~]{0,6}",
+        ];
+        let value = prop_oneof![
+            any::<Vec<u8>>().prop_map(|bytes| percent_encode(&bytes)),
+            any::<i128>().prop_map(|n| n.to_string()),
+            "(true|false|True|1|0|)",
+            "[!-~]{0,12}".prop_map(|s| s.replace(['#', '&', '='], "")),
+        ];
+        prop::collection::vec((key, value), 0..6).prop_map(|pairs| {
+            pairs
+                .iter()
+                .map(|(key, value)| format!("{}={value}", percent_encode(key.as_bytes())))
+                .collect::<Vec<_>>()
+                .join("&")
+        })
+    }
+
+    async fn path_response(uri: &str) -> (http::StatusCode, Value) {
+        async fn echo(PathParams((text, number)): PathParams<(String, u64)>) -> axum::Json<Value> {
+            axum::Json(serde_json::json!({"text": text, "number": number}))
+        }
+        let router: Router = Router::new().route("/p/{text}/{number}", get(echo));
+        let request = http::Request::builder().uri(uri).body(HttpBody::empty()).unwrap();
+        let response = router.oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        /// Any body is a value, `M_NOT_JSON` (not a JSON object) or `M_BAD_JSON` (an object
+        /// of the wrong shape), exactly as serde_json reads it.
+        #[test]
+        fn prop_json_body_parse_never_panics(bytes in body_bytes()) {
+            let typed = parse_json::<Body>(&bytes);
+            let untyped = parse_json::<Map<String, Value>>(&bytes);
+            let blank = bytes.iter().all(u8::is_ascii_whitespace);
+            let object = blank || serde_json::from_slice::<Value>(&bytes).is_ok_and(|value| value.is_object());
+            if object {
+                prop_assert!(matches!(code_of(&typed), None | Some(ErrCode::BadJson)), "{typed:?}");
+                prop_assert!(untyped.is_ok(), "{untyped:?}");
+            } else {
+                prop_assert_eq!(code_of(&typed), Some(ErrCode::NotJson));
+                prop_assert_eq!(code_of(&untyped), Some(ErrCode::NotJson));
+            }
+        }
+
+        /// A JSON object reads back as itself.
+        #[test]
+        fn prop_json_body_objects_round_trip(map in prop::collection::btree_map(any::<String>(), json_value(), 0..6)) {
+            let map: Map<String, Value> = map.into_iter().collect();
+            let parsed = parse_json::<Map<String, Value>>(&serde_json::to_vec(&map).unwrap()).unwrap();
+            prop_assert_eq!(parsed, map);
+        }
+
+        /// Any query string is a value or `400 M_INVALID_PARAM`; encoded parameters read back.
+        #[test]
+        fn prop_query_params_never_panic(
+            query in query_string(),
+            expected in (any::<Option<String>>(), any::<Option<u64>>(), any::<Option<bool>>(), any::<Option<i64>>()),
+        ) {
+            // `None` for a query no HTTP request can carry (hyper refuses those).
+            let parse = |query: &str| {
+                let request = http::Request::builder().uri(format!("/q?{query}")).body(()).ok()?;
+                let (mut parts, _) = request.into_parts();
+                Some(block_on(QueryParams::<Query>::from_request_parts(&mut parts, &())).map(|QueryParams(query)| query))
+            };
+            if let Some(parsed) = parse(&query) {
+                prop_assert!(matches!(code_of(&parsed), None | Some(ErrCode::InvalidParam)), "{query}: {parsed:?}");
+            }
+
+            let (from, limit, full_state, timeout) = expected;
+            let expected = Query { from, limit, full_state, timeout };
+            let encoded = url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(
+                    [
+                        expected.from.clone().map(|v| ("from", v)),
+                        expected.limit.map(|v| ("limit", v.to_string())),
+                        expected.full_state.map(|v| ("full_state", v.to_string())),
+                        expected.timeout.map(|v| ("timeout", v.to_string())),
+                    ]
+                    .into_iter()
+                    .flatten(),
+                )
+                .finish();
+            prop_assert_eq!(parse(&encoded).unwrap().unwrap(), expected);
+        }
+
+        /// Any path segment is a value or `400 M_INVALID_PARAM`; encoded segments read back,
+        /// and a number out of range is refused, not wrapped.
+        #[test]
+        fn prop_path_params_never_panic(
+            text in any::<Vec<u8>>(),
+            number in prop_oneof![
+                any::<u64>().prop_map(|n| n.to_string().into_bytes()),
+                any::<i128>().prop_map(|n| n.to_string().into_bytes()),
+                any::<Vec<u8>>(),
+            ],
+        ) {
+            let uri = format!("/p/{}/{}", percent_encode(&text), percent_encode(&number));
+            let (status, body) = block_on(path_response(&uri));
+            if text.is_empty() || number.is_empty() {
+                // An empty segment matches no route (the router's fallback answers those).
+                return Ok(());
+            }
+            let number = std::str::from_utf8(&number).ok().and_then(|n| n.parse::<u64>().ok());
+            if let (Ok(text), Some(number)) = (std::str::from_utf8(&text), number) {
+                prop_assert_eq!(status, http::StatusCode::OK);
+                prop_assert_eq!(&body["text"], &Value::from(text));
+                prop_assert_eq!(&body["number"], &Value::from(number));
+            } else {
+                prop_assert_eq!(status, http::StatusCode::BAD_REQUEST, "{}: {}", uri, body);
+                prop_assert_eq!(&body["errcode"], "M_INVALID_PARAM");
+                prop_assert!(body["error"].is_string());
+            }
+        }
+
+        /// The identifier parsers take exactly what ruma takes, unchanged, and refuse the rest
+        /// with `M_INVALID_PARAM`.
+        #[test]
+        fn prop_id_parsers_never_panic(
+            text in prop_oneof![
+                any::<String>(),
+                "[!$@#][ -~]{0,20}(:[a-z0-9.:\\[\\]-]{0,20})?",
+                "@[a-z0-9._=/-]{1,20}:[a-z0-9.-]{1,20}(:[0-9]{1,6})?",
+            ],
+        ) {
+            let check = |result: Result<String, MatrixError>, valid: bool| -> Result<(), TestCaseError> {
+                match result {
+                    Ok(parsed) => {
+                        prop_assert!(valid);
+                        prop_assert_eq!(parsed, text.clone());
+                    }
+                    Err(error) => {
+                        prop_assert!(!valid);
+                        prop_assert_eq!(error.code, ErrCode::InvalidParam);
+                    }
+                }
+                Ok(())
+            };
+            check(parse_room_id(&text).map(|id| id.to_string()), RoomId::parse(&text).is_ok())?;
+            check(parse_event_id(&text).map(|id| id.to_string()), EventId::parse(&text).is_ok())?;
+            check(parse_user_id(&text).map(|id| id.to_string()), UserId::parse(&text).is_ok())?;
+        }
+
+        /// Identifiers of the spec's grammar are accepted as they are.
+        #[test]
+        fn prop_id_parsers_accept_the_grammar(
+            localpart in "[a-z0-9._=/-]{1,20}",
+            opaque in "[A-Za-z0-9._~-]{1,20}",
+            host in "[a-z0-9]([a-z0-9.-]{0,18}[a-z0-9])?(:[1-9][0-9]{0,3})?",
+        ) {
+            let user_id = format!("@{localpart}:{host}");
+            prop_assert_eq!(parse_user_id(&user_id).unwrap().to_string(), user_id);
+            let room_id = format!("!{opaque}:{host}");
+            prop_assert_eq!(parse_room_id(&room_id).unwrap().to_string(), room_id);
+            let event_id = format!("${opaque}");
+            prop_assert_eq!(parse_event_id(&event_id).unwrap().to_string(), event_id);
+        }
     }
 }

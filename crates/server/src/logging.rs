@@ -1,7 +1,13 @@
 //! Logging set-up. `log_config` points at a Python-logging YAML file in Synapse's format; Myelin
 //! reads the root logger's level and where its handlers write: a file (directly or through a
 //! buffering handler's `target`), the console (a `StreamHandler`: standard error, or standard
-//! output with `stream: ext://sys.stdout`), or both. `RUST_LOG` overrides the level.
+//! output with `stream: ext://sys.stdout`), or both; and the levels of `loggers:` named like
+//! tracing targets (`ruma_state_res`, `myelin_service::rooms`). `RUST_LOG` overrides all the
+//! levels.
+//!
+//! Targets in [`QUIET_TARGETS`] log at `warn` unless `RUST_LOG` or a `loggers:` entry names them:
+//! ruma's state resolution logs every authorization check at INFO, which floods a busy server's
+//! log (per-event detail belongs at DEBUG).
 
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
@@ -25,11 +31,16 @@ pub struct LogSettings {
     pub level: String,
     pub file: Option<PathBuf>,
     pub console: Option<ConsoleStream>,
+    /// `(target, level)` for each `loggers:` entry named like a tracing target.
+    pub loggers: Vec<(String, String)>,
 }
+
+/// Targets too detailed for the default level, and the level they log at unless named.
+pub const QUIET_TARGETS: &[(&str, &str)] = &[("ruma_state_res", "warn")];
 
 impl Default for LogSettings {
     fn default() -> Self {
-        LogSettings { level: "info".to_owned(), file: None, console: Some(ConsoleStream::Stderr) }
+        LogSettings { level: "info".to_owned(), file: None, console: Some(ConsoleStream::Stderr), loggers: Vec::new() }
     }
 }
 
@@ -102,7 +113,37 @@ pub fn read_log_config(path: &Path) -> anyhow::Result<LogSettings> {
         // No handler Myelin can follow: keep the logs visible rather than drop them.
         console = Some(ConsoleStream::Stderr);
     }
-    Ok(LogSettings { level, file, console })
+    // Python logger names with dots (`synapse.storage.SQL`) name nothing in Myelin.
+    let is_target = |name: &str| {
+        name.split("::")
+            .all(|part| !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+    };
+    let loggers = value
+        .get("loggers")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter(|(name, _)| is_target(name.as_str()))
+        .filter_map(|(name, logger)| {
+            let level = logger.get("level").and_then(Value::as_str)?;
+            Some((name.clone(), python_level(level).to_owned()))
+        })
+        .collect();
+    Ok(LogSettings { level, file, console, loggers })
+}
+
+/// The filter directives used when `RUST_LOG` is not set.
+pub fn default_directives(settings: &LogSettings) -> String {
+    let mut directives = format!("{},hyper=warn,h2=warn,rustls=warn,tokio_postgres=warn", settings.level);
+    for (target, level) in QUIET_TARGETS {
+        if !settings.loggers.iter().any(|(name, _)| name == target) {
+            directives.push_str(&format!(",{target}={level}"));
+        }
+    }
+    for (target, level) in &settings.loggers {
+        directives.push_str(&format!(",{target}={level}"));
+    }
+    directives
 }
 
 fn python_level(level: &str) -> &'static str {
@@ -120,9 +161,8 @@ pub fn init(log_config: Option<&Path>) -> anyhow::Result<()> {
         Some(path) => read_log_config(path)?,
         None => LogSettings::default(),
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new(format!("{},hyper=warn,h2=warn,rustls=warn,tokio_postgres=warn", settings.level))
-    });
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_directives(&settings)));
     let file_layer = match &settings.file {
         Some(path) => {
             let file = std::fs::OpenOptions::new()
@@ -179,7 +219,8 @@ mod tests {
             LogSettings {
                 level: "warn".to_owned(),
                 file: Some("/var/log/synapse/homeserver.log".into()),
-                console: None
+                console: None,
+                loggers: Vec::new(),
             }
         );
     }
@@ -191,7 +232,12 @@ mod tests {
         std::fs::write(&path, "version: 1\nhandlers:\n  console:\n    class: logging.StreamHandler\nroot:\n  level: DEBUG\n  handlers: [console]\n").unwrap();
         assert_eq!(
             read_log_config(&path).unwrap(),
-            LogSettings { level: "debug".to_owned(), file: None, console: Some(ConsoleStream::Stderr) }
+            LogSettings {
+                level: "debug".to_owned(),
+                file: None,
+                console: Some(ConsoleStream::Stderr),
+                loggers: Vec::new()
+            }
         );
     }
 
@@ -209,8 +255,37 @@ mod tests {
             LogSettings {
                 level: "info".to_owned(),
                 file: Some("/var/log/matrix-synapse/homeserver.log".into()),
-                console: Some(ConsoleStream::Stdout)
+                console: Some(ConsoleStream::Stdout),
+                loggers: Vec::new(),
             }
         );
+    }
+
+    #[test]
+    fn state_resolution_is_quiet_unless_a_logger_names_it() {
+        let quiet = default_directives(&LogSettings::default());
+        assert!(quiet.starts_with("info,"), "{quiet}");
+        assert!(quiet.contains(",ruma_state_res=warn"), "{quiet}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.config");
+        std::fs::write(&path, "version: 1\nloggers:\n  myelin_service::rooms:\n    level: WARNING\n  ruma_state_res:\n    level: DEBUG\n  synapse.storage.SQL:\n    level: INFO\nroot:\n  level: INFO\n").unwrap();
+        let settings = read_log_config(&path).unwrap();
+        assert_eq!(
+            settings.loggers,
+            [
+                ("myelin_service::rooms".to_owned(), "warn".to_owned()),
+                ("ruma_state_res".to_owned(), "debug".to_owned())
+            ]
+        );
+        let named = default_directives(&settings);
+        assert!(!named.contains("ruma_state_res=warn"), "{named}");
+        assert!(named.ends_with(",myelin_service::rooms=warn,ruma_state_res=debug"), "{named}");
+        // Every directive is one EnvFilter accepts.
+        for directives in [quiet, named] {
+            for directive in directives.split(',') {
+                assert!(directive.parse::<tracing_subscriber::filter::Directive>().is_ok(), "{directive}");
+            }
+        }
     }
 }

@@ -598,3 +598,77 @@ mod tests {
         assert!(Batch::decode(&URL_SAFE_NO_PAD.encode("all\n\nNaN,1,1"), SearchOrder::Rank).is_err());
     }
 }
+
+/// Properties of `/search` batch tokens on arbitrary input (`PROPTEST_CASES` cases, 256 by
+/// default).
+#[cfg(test)]
+mod prop_tests {
+    use myelin_core::ErrCode;
+    use proptest::prelude::*;
+    use proptest::test_runner::Config;
+
+    use super::*;
+
+    fn config() -> Config {
+        Config { failure_persistence: None, ..Config::default() }
+    }
+
+    fn order() -> impl Strategy<Value = SearchOrder> {
+        prop_oneof![Just(SearchOrder::Rank), Just(SearchOrder::Recent)]
+    }
+
+    /// Batches as the search writes them: grouped by a room or user ID or not at all.
+    fn batch(order: SearchOrder) -> impl Strategy<Value = Batch> {
+        let group = prop_oneof![
+            Just(None),
+            "![A-Za-z0-9._=-]{1,18}:[a-z0-9.-]{1,12}".prop_map(|id| Some((GroupKey::RoomId, id))),
+            "@[a-z0-9._=/-]{1,18}:[a-z0-9.-]{1,12}".prop_map(|id| Some((GroupKey::Sender, id))),
+        ];
+        let rank = match order {
+            SearchOrder::Rank => any::<f64>().prop_filter("finite", |r| r.is_finite()).boxed(),
+            SearchOrder::Recent => Just(0.0).boxed(),
+        };
+        (group, rank, any::<i64>(), any::<u64>()).prop_map(|(group, rank, stream_ordering, seen)| Batch {
+            group,
+            cursor: SearchCursor { rank, stream_ordering },
+            seen,
+        })
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        /// Any string decodes or is `M_INVALID_PARAM`; the base64 of arbitrary text too.
+        #[test]
+        fn prop_search_batch_decode_never_panics(
+            text in any::<String>(),
+            inner in prop_oneof![any::<String>(), "(all|room_id|sender|x)\n[^\n]{0,10}\n[-+0-9.,eEinfNa]{0,40}"],
+            order in order(),
+        ) {
+            for token in [text, URL_SAFE_NO_PAD.encode(inner)] {
+                match Batch::decode(&token, order) {
+                    Ok(batch) => prop_assert!(batch.cursor.rank.is_finite()),
+                    Err(Error::Matrix(error)) => prop_assert_eq!(error.code, ErrCode::InvalidParam),
+                    Err(other) => prop_assert!(false, "{token:?}: {other:?}"),
+                }
+            }
+        }
+
+        /// Encoding then decoding gives the same batch, in both orders.
+        #[test]
+        fn prop_search_batch_round_trips(
+            (order, batch) in order().prop_flat_map(|order| (Just(order), batch(order))),
+        ) {
+            prop_assert_eq!(Batch::decode(&batch.encode(order), order).unwrap(), batch);
+        }
+
+        /// Numbers beyond their type's range are refused, not wrapped.
+        #[test]
+        fn prop_search_batch_out_of_range_numbers_are_refused(over in (i64::MAX as u128 + 1)..=u128::MAX) {
+            for position in [format!("{over},1"), format!("1,{over}0"), "1,-1".to_owned()] {
+                let token = URL_SAFE_NO_PAD.encode(format!("all\n\n{position}"));
+                prop_assert!(Batch::decode(&token, SearchOrder::Recent).is_err(), "{position}");
+            }
+        }
+    }
+}

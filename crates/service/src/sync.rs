@@ -641,3 +641,93 @@ mod tests {
         }
     }
 }
+
+/// Properties of sync tokens on arbitrary input (`PROPTEST_CASES` cases, 256 by default).
+#[cfg(test)]
+mod prop_tests {
+    use myelin_core::ErrCode;
+    use proptest::prelude::*;
+    use proptest::test_runner::Config;
+
+    use super::SyncToken;
+    use crate::Error;
+
+    fn config() -> Config {
+        Config { failure_persistence: None, ..Config::default() }
+    }
+
+    fn is_invalid_param(result: &crate::Result<SyncToken>) -> bool {
+        matches!(result, Err(Error::Matrix(error)) if error.code == ErrCode::InvalidParam)
+    }
+
+    /// Strings shaped like sync tokens: signs, huge numbers, empty and extra positions.
+    fn near_token() -> impl Strategy<Value = String> {
+        prop::collection::vec(
+            prop_oneof![
+                "[0-9]{1,25}",
+                "[-+][0-9]{1,20}",
+                Just(String::new()),
+                any::<i64>().prop_map(|n| n.to_string()),
+                "[ 0-9a-z.~]{0,4}",
+            ],
+            0..10,
+        )
+        .prop_map(|parts| format!("s{}", parts.join("_")))
+    }
+
+    fn token() -> impl Strategy<Value = SyncToken> {
+        prop::array::uniform7(0..=i64::MAX).prop_map(|p| SyncToken {
+            events: p[0],
+            account_data: p[1],
+            receipts: p[2],
+            typing: p[3],
+            presence: p[4],
+            to_device: p[5],
+            device_lists: p[6],
+        })
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        /// Any string parses or is `M_INVALID_PARAM`; what parses has no negative position and
+        /// formats back to a token that parses to the same positions.
+        #[test]
+        fn prop_sync_token_parse_never_panics(text in prop_oneof![any::<String>(), near_token()]) {
+            let parsed = SyncToken::parse(&text);
+            prop_assert!(parsed.is_ok() || is_invalid_param(&parsed), "{text:?}: {parsed:?}");
+            if let Ok(token) = parsed {
+                let positions = [
+                    token.events, token.account_data, token.receipts, token.typing,
+                    token.presence, token.to_device, token.device_lists,
+                ];
+                prop_assert!(positions.iter().all(|p| *p >= 0), "{text:?}: {token:?}");
+                prop_assert_eq!(SyncToken::parse(&token.to_string()).unwrap(), token);
+            }
+        }
+
+        /// Formatting then parsing gives the same token, for every position up to `i64::MAX`.
+        #[test]
+        fn prop_sync_token_round_trips(token in token()) {
+            prop_assert_eq!(SyncToken::parse(&token.to_string()).unwrap(), token);
+        }
+
+        /// A position beyond `i64::MAX` or below zero, anywhere in the token, is refused rather
+        /// than wrapped or clamped.
+        #[test]
+        fn prop_sync_token_out_of_range_positions_are_refused(
+            token in token(),
+            index in 0usize..7,
+            bad in prop_oneof![
+                ((i64::MAX as u128 + 1)..=u128::MAX).prop_map(|n| n.to_string()),
+                (i64::MIN..0).prop_map(|n| n.to_string()),
+            ],
+        ) {
+            let mut parts: Vec<String> = token.to_string()[1..].split('_').map(str::to_owned).collect();
+            parts[index] = bad;
+            let text = format!("s{}", parts.join("_"));
+            let parsed = SyncToken::parse(&text);
+            prop_assert!(is_invalid_param(&parsed), "{text}: {parsed:?}");
+        }
+    }
+}

@@ -4,19 +4,13 @@ use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use myelin_core::MatrixError;
-use ruma::OwnedUserId;
 use serde_json::{Map, Value, json};
 
 use super::ClientRoutes;
 use crate::AppState;
 use crate::auth::{GuestAuth, OptionalAuth};
 use crate::error::ApiResult;
-use crate::extract::{JsonBody, PathParams};
-
-fn parse_user_id(user_id: &str) -> Result<OwnedUserId, MatrixError> {
-    ruma::UserId::parse(user_id)
-        .map_err(|_| MatrixError::invalid_param(format!("Invalid user ID {user_id:?}")))
-}
+use crate::extract::{JsonBody, PathParams, parse_user_id};
 
 /// `GET /_matrix/client/v3/profile/{userId}`
 async fn get_profile(

@@ -11,7 +11,6 @@ use myelin_service::filter::RoomEventFilter;
 use myelin_service::rooms::RoomEvent;
 use myelin_service::rooms::create::CreateRoomRequest;
 use myelin_service::rooms::read::MessagesRequest;
-use ruma::{EventId, OwnedEventId, OwnedRoomId, RoomId};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -21,17 +20,7 @@ use crate::auth::{Auth, GuestAuth};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, PathParams, QueryParams};
 
-pub(crate) fn parse_room_id(room_id: &str) -> Result<OwnedRoomId, MatrixError> {
-    RoomId::parse(room_id).map_err(|_| MatrixError::invalid_param(format!("Invalid room ID {room_id:?}")))
-}
-
-pub(crate) fn parse_event_id(event_id: &str) -> Result<OwnedEventId, MatrixError> {
-    // ruma leaves the length of `$`-only event IDs (room versions 3+) unchecked.
-    if event_id.len() > 255 {
-        return Err(MatrixError::invalid_param("Event ID is longer than 255 bytes"));
-    }
-    EventId::parse(event_id).map_err(|_| MatrixError::invalid_param(format!("Invalid event ID {event_id:?}")))
-}
+pub(crate) use crate::extract::{parse_event_id, parse_room_id};
 
 /// Events in the client format.
 pub(crate) async fn events_json(

@@ -9,7 +9,6 @@ use myelin_service::auth::Requester;
 use myelin_service::filter::FilterDefinition;
 use myelin_service::rooms::RoomEvent;
 use myelin_service::sync::{SyncRequest, SyncResponse, SyncToken, SyncedRoom};
-use ruma::UserId;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -17,7 +16,7 @@ use super::ClientRoutes;
 use crate::AppState;
 use crate::auth::GuestAuth;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{JsonBody, PathParams, QueryParams};
+use crate::extract::{JsonBody, PathParams, QueryParams, parse_user_id as parse_user};
 
 #[derive(Deserialize)]
 struct SyncQuery {
@@ -211,10 +210,6 @@ async fn sync(
     };
     let response = services.sync(&requester, request).await?;
     Ok(Json(response_json(&services, &response, &requester, &filter).await?))
-}
-
-fn parse_user(user_id: &str) -> Result<ruma::OwnedUserId, MatrixError> {
-    UserId::parse(user_id).map_err(|_| MatrixError::invalid_param(format!("Invalid user ID {user_id:?}")))
 }
 
 /// `POST /_matrix/client/v3/user/{userId}/filter`

@@ -4,7 +4,6 @@ use axum::extract::State;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use myelin_core::MatrixError;
-use ruma::{OwnedUserId, UserId};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -13,11 +12,7 @@ use super::rooms::{parse_event_id, parse_room_id};
 use crate::AppState;
 use crate::auth::{Auth, GuestAuth};
 use crate::error::ApiResult;
-use crate::extract::{JsonBody, PathParams};
-
-fn parse_user(user_id: &str) -> Result<OwnedUserId, MatrixError> {
-    UserId::parse(user_id).map_err(|_| MatrixError::invalid_param(format!("Invalid user ID {user_id:?}")))
-}
+use crate::extract::{JsonBody, PathParams, parse_user_id as parse_user};
 
 /// `GET /_matrix/client/v3/user/{userId}/account_data/{type}`
 async fn get_global(

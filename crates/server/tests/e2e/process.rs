@@ -228,3 +228,94 @@ fn hash_password_reads_stdin_and_honours_rounds_and_pepper() {
     let output = Command::new(MYELIN).args(["hash-password", "-p", ""]).output().unwrap();
     assert!(!output.status.success());
 }
+
+/// Registers `localpart` with the shared secret of the generated config and returns its access
+/// token.
+async fn register_with_shared_secret(config: &Path, port: u16, localpart: &str) -> String {
+    let text = std::fs::read_to_string(config).unwrap();
+    let secret = text
+        .lines()
+        .find_map(|line| line.strip_prefix("registration_shared_secret: "))
+        .map(|value| serde_json::from_str::<String>(value).expect("a quoted secret"))
+        .expect("the generated config has a registration shared secret");
+    let client = myelin_test_support::TestClient::new(&format!("http://127.0.0.1:{port}"));
+    let nonce =
+        client.get("/_synapse/admin/v1/register").await.expect(200)["nonce"].as_str().unwrap().to_owned();
+    let mac = myelin_test_support::shared_secret_mac(&secret, &nonce, localpart, "a password", false, None);
+    let body = serde_json::json!({"nonce": nonce, "username": localpart, "password": "a password", "admin": false, "mac": mac});
+    let registered = client.post("/_synapse/admin/v1/register", &body).await;
+    registered.expect(200)["access_token"].as_str().unwrap().to_owned()
+}
+
+/// Creates a room and sends messages and state to it: every event goes through the
+/// authorization rules.
+async fn create_room_and_send_events(port: u16, token: &str) {
+    let client = myelin_test_support::TestClient::new(&format!("http://127.0.0.1:{port}")).with_token(token);
+    let created = client.post("/_matrix/client/v3/createRoom", &serde_json::json!({"name": "logs"})).await;
+    let room_id = created.expect(200)["room_id"].as_str().unwrap().to_owned();
+    for n in 0..3 {
+        let path = format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/txn{n}");
+        let sent = client
+            .put(&path, &serde_json::json!({"msgtype": "m.text", "body": format!("message {n}")}))
+            .await;
+        assert!(sent.expect(200)["event_id"].is_string());
+    }
+    let path = format!("/_matrix/client/v3/rooms/{room_id}/state/m.room.topic/");
+    client.put(&path, &serde_json::json!({"topic": "quiet logs"})).await.expect(200);
+}
+
+/// The log lines at INFO from ruma's state resolution and authorization checks.
+fn state_res_info_lines(log: &str) -> Vec<&str> {
+    log.lines().filter(|line| line.contains(" INFO ") && line.contains("ruma_state_res")).collect()
+}
+
+#[tokio::test]
+async fn state_resolution_detail_stays_out_of_the_default_log_unless_a_logger_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = generate(dir.path(), port);
+    let log = dir.path().join("run.log");
+    let run = |log: &Path| {
+        let log = std::fs::File::create(log).unwrap();
+        Command::new(MYELIN)
+            .args(["run", "-c", config.to_str().unwrap()])
+            .env_remove("RUST_LOG")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("myelin starts")
+    };
+
+    // The generated config logs at INFO: requests are logged, the auth checks are not.
+    let mut child = run(&log);
+    wait_healthy(port, &mut child, &log).await;
+    let token = register_with_shared_secret(&config, port, "alice").await;
+    create_room_and_send_events(port, &token).await;
+    let (status, _) = terminate(&mut child);
+    let output = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "{status}: {output}");
+    assert!(output.lines().any(|line| line.contains(" INFO ") && line.contains("/createRoom")), "{output}");
+    let noisy = state_res_info_lines(&output);
+    assert!(noisy.is_empty(), "{} INFO lines from state-res, e.g. {:?}", noisy.len(), noisy.first());
+
+    // A log config whose `loggers:` names ruma's target gets its detail.
+    let log_config = dir.path().join("log.config");
+    std::fs::write(
+        &log_config,
+        "version: 1\nhandlers:\n  console:\n    class: logging.StreamHandler\nloggers:\n  ruma_state_res:\n    level: INFO\nroot:\n  level: INFO\n  handlers: [console]\n",
+    )
+    .unwrap();
+    let mut yaml = std::fs::read_to_string(&config).unwrap();
+    yaml.push_str(&format!(
+        "\nlog_config: {}\n",
+        serde_json::to_string(log_config.to_str().unwrap()).unwrap()
+    ));
+    std::fs::write(&config, yaml).unwrap();
+    let mut child = run(&log);
+    wait_healthy(port, &mut child, &log).await;
+    create_room_and_send_events(port, &token).await;
+    let (status, _) = terminate(&mut child);
+    let output = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "{status}: {output}");
+    assert!(!state_res_info_lines(&output).is_empty(), "{output}");
+}

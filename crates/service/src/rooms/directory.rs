@@ -494,3 +494,53 @@ mod tests {
         assert!(!matches_search(&plain, "space"));
     }
 }
+
+/// Properties of `/publicRooms` tokens on arbitrary input (`PROPTEST_CASES` cases, 256 by
+/// default).
+#[cfg(test)]
+mod prop_tests {
+    use proptest::prelude::*;
+    use proptest::test_runner::Config;
+
+    use super::*;
+
+    fn config() -> Config {
+        Config { failure_persistence: None, ..Config::default() }
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        /// Any string, or the base64 of any bytes, decodes or is `M_INVALID_PARAM`.
+        #[test]
+        fn prop_public_rooms_token_decode_never_panics(text in any::<String>(), bytes in any::<Vec<u8>>()) {
+            let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+            for token in [text.as_str(), encoded.as_str()] {
+                match PublicRoomsToken::decode(token) {
+                    Ok(_) => {}
+                    Err(Error::Matrix(error)) => prop_assert_eq!(error.code, ErrCode::InvalidParam),
+                    Err(other) => prop_assert!(false, "{token:?}: {other:?}"),
+                }
+            }
+        }
+
+        /// Encoding then decoding gives the same token; a member count beyond `u64` is refused.
+        #[test]
+        fn prop_public_rooms_token_round_trips(
+            joined_members in any::<u64>(),
+            room_id in any::<String>(),
+            forwards in any::<bool>(),
+            over in (u64::MAX as u128 + 1)..=u128::MAX,
+        ) {
+            let token = PublicRoomsToken { joined_members, room_id: room_id.clone(), forwards };
+            let decoded = PublicRoomsToken::decode(&token.encode()).unwrap();
+            prop_assert_eq!(
+                (decoded.joined_members, decoded.room_id, decoded.forwards),
+                (joined_members, room_id, forwards)
+            );
+            let json = format!(r#"{{"m":{over},"r":"!a:x","f":true}}"#);
+            let too_big = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json);
+            prop_assert!(PublicRoomsToken::decode(&too_big).is_err());
+        }
+    }
+}

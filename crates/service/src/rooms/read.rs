@@ -552,3 +552,54 @@ impl Services {
         .into())
     }
 }
+
+/// Properties of pagination tokens on arbitrary input (`PROPTEST_CASES` cases, 256 by default).
+#[cfg(test)]
+mod prop_tests {
+    use myelin_core::ErrCode;
+    use proptest::prelude::*;
+    use proptest::test_runner::Config;
+
+    use super::{make_token, parse_token};
+    use crate::Error;
+
+    fn config() -> Config {
+        Config { failure_persistence: None, ..Config::default() }
+    }
+
+    fn is_invalid_param(result: &crate::Result<i64>) -> bool {
+        matches!(result, Err(Error::Matrix(error)) if error.code == ErrCode::InvalidParam)
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        /// Any string is a position or `M_INVALID_PARAM`, and a position is never negative.
+        #[test]
+        fn prop_pagination_token_parse_never_panics(
+            text in prop_oneof![any::<String>(), "[st]?[-+]?[0-9]{0,25}([_.-][0-9a-z]{0,5}){0,3}"],
+        ) {
+            let parsed = parse_token(&text);
+            prop_assert!(parsed.is_ok() || is_invalid_param(&parsed), "{text:?}: {parsed:?}");
+            if let Ok(position) = parsed {
+                prop_assert!(position >= 0, "{text:?} -> {position}");
+                prop_assert_eq!(parse_token(&make_token(position)).unwrap(), position);
+            }
+        }
+
+        /// `s<N>` and sync tokens (`s<N>_...`) give back `N`.
+        #[test]
+        fn prop_pagination_token_round_trips(position in 0..=i64::MAX, rest in prop::collection::vec(0..=i64::MAX, 0..7)) {
+            prop_assert_eq!(parse_token(&make_token(position)).unwrap(), position);
+            let sync_token: String = rest.iter().map(|p| format!("_{p}")).collect();
+            prop_assert_eq!(parse_token(&format!("s{position}{sync_token}")).unwrap(), position);
+        }
+
+        /// Positions beyond `i64::MAX` are refused, not wrapped.
+        #[test]
+        fn prop_pagination_token_out_of_range_is_refused(n in (i64::MAX as u128 + 1)..=u128::MAX) {
+            prop_assert!(is_invalid_param(&parse_token(&format!("s{n}"))), "s{}", n);
+            prop_assert!(is_invalid_param(&parse_token(&n.to_string())));
+        }
+    }
+}

@@ -490,3 +490,48 @@ mod tests {
         assert!(HierarchyToken::decode("not a token").is_none());
     }
 }
+
+/// Properties of `/hierarchy` tokens on arbitrary input (`PROPTEST_CASES` cases, 256 by
+/// default).
+#[cfg(test)]
+mod prop_tests {
+    use proptest::prelude::*;
+    use proptest::test_runner::Config;
+
+    use super::*;
+
+    fn config() -> Config {
+        Config { failure_persistence: None, ..Config::default() }
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        /// Any string, or the base64 of any bytes, decodes or is refused, without panicking.
+        #[test]
+        fn prop_hierarchy_token_decode_never_panics(text in any::<String>(), bytes in any::<Vec<u8>>()) {
+            let _ = HierarchyToken::decode(&text);
+            let _ = HierarchyToken::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes));
+        }
+
+        /// Encoding then decoding gives the same token; a count beyond `u64` is refused.
+        #[test]
+        fn prop_hierarchy_token_round_trips(
+            root in any::<String>(),
+            suggested_only in any::<bool>(),
+            max_depth in any::<Option<u64>>(),
+            returned in any::<u64>(),
+            over in (u64::MAX as u128 + 1)..=u128::MAX,
+        ) {
+            let token = HierarchyToken { root: root.clone(), suggested_only, max_depth, returned };
+            let decoded = HierarchyToken::decode(&token.encode()).unwrap();
+            prop_assert_eq!(
+                (decoded.root, decoded.suggested_only, decoded.max_depth, decoded.returned),
+                (root, suggested_only, max_depth, returned)
+            );
+            let json = format!(r#"{{"r":"!a:x","s":false,"d":null,"n":{over}}}"#);
+            let too_big = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json);
+            prop_assert!(HierarchyToken::decode(&too_big).is_none());
+        }
+    }
+}
