@@ -40,7 +40,12 @@ pub const QUIET_TARGETS: &[(&str, &str)] = &[("ruma_state_res", "warn")];
 
 impl Default for LogSettings {
     fn default() -> Self {
-        LogSettings { level: "info".to_owned(), file: None, console: Some(ConsoleStream::Stderr), loggers: Vec::new() }
+        LogSettings {
+            level: "info".to_owned(),
+            file: None,
+            console: Some(ConsoleStream::Stderr),
+            loggers: Vec::new(),
+        }
     }
 }
 

@@ -346,11 +346,7 @@ mod prop_tests {
         }
 
         /// A negative position is no position `/threads` ever wrote: refused.
-        ///
-        /// Ignored: `parse_threads_token` accepts `t-2` (found by this property; no panic, the
-        /// page is just empty). Left to the developer fixing the token arithmetic.
         #[test]
-        #[ignore = "parse_threads_token accepts negative positions; see the token arithmetic fix"]
         fn prop_threads_token_negative_positions_are_refused(position in i64::MIN..0) {
             prop_assert!(is_invalid_param(&parse_threads_token(&format!("t{position}"))), "t{}", position);
         }
