@@ -429,29 +429,39 @@ mod prop_tests {
     proptest! {
         #![proptest_config(config())]
 
-        /// Any body is a value, `M_NOT_JSON` (not a JSON object) or `M_BAD_JSON` (an object
-        /// of the wrong shape), exactly as serde_json reads it.
+        /// Any body is a value, `M_NOT_JSON` (not a JSON object, an empty body included) or
+        /// `M_BAD_JSON` (an object of the wrong shape, or with a NUL character), exactly as
+        /// serde_json reads it.
         #[test]
         fn prop_json_body_parse_never_panics(bytes in body_bytes()) {
             let typed = parse_json::<Body>(&bytes);
             let untyped = parse_json::<Map<String, Value>>(&bytes);
-            let blank = bytes.iter().all(u8::is_ascii_whitespace);
-            let object = blank || serde_json::from_slice::<Value>(&bytes).is_ok_and(|value| value.is_object());
-            if object {
-                prop_assert!(matches!(code_of(&typed), None | Some(ErrCode::BadJson)), "{typed:?}");
-                prop_assert!(untyped.is_ok(), "{untyped:?}");
-            } else {
-                prop_assert_eq!(code_of(&typed), Some(ErrCode::NotJson));
-                prop_assert_eq!(code_of(&untyped), Some(ErrCode::NotJson));
+            match serde_json::from_slice::<Value>(&bytes).ok().filter(Value::is_object) {
+                Some(value) => {
+                    prop_assert!(matches!(code_of(&typed), None | Some(ErrCode::BadJson)), "{typed:?}");
+                    if nul_path(&value).is_some() {
+                        prop_assert_eq!(code_of(&untyped), Some(ErrCode::BadJson));
+                    } else {
+                        prop_assert!(untyped.is_ok(), "{untyped:?}");
+                    }
+                }
+                None => {
+                    prop_assert_eq!(code_of(&typed), Some(ErrCode::NotJson));
+                    prop_assert_eq!(code_of(&untyped), Some(ErrCode::NotJson));
+                }
             }
         }
 
-        /// A JSON object reads back as itself.
+        /// A JSON object reads back as itself (or is `M_BAD_JSON` if it holds a NUL character).
         #[test]
         fn prop_json_body_objects_round_trip(map in prop::collection::btree_map(any::<String>(), json_value(), 0..6)) {
             let map: Map<String, Value> = map.into_iter().collect();
-            let parsed = parse_json::<Map<String, Value>>(&serde_json::to_vec(&map).unwrap()).unwrap();
-            prop_assert_eq!(parsed, map);
+            let parsed = parse_json::<Map<String, Value>>(&serde_json::to_vec(&map).unwrap());
+            if nul_path(&Value::Object(map.clone())).is_some() {
+                prop_assert_eq!(code_of(&parsed), Some(ErrCode::BadJson));
+            } else {
+                prop_assert_eq!(parsed.unwrap(), map);
+            }
         }
 
         /// Any query string is a value or `400 M_INVALID_PARAM`; encoded parameters read back.
@@ -484,11 +494,17 @@ mod prop_tests {
                     .flatten(),
                 )
                 .finish();
-            prop_assert_eq!(parse(&encoded).unwrap().unwrap(), expected);
+            let parsed = parse(&encoded).unwrap();
+            if expected.from.as_deref().is_some_and(|from| from.contains('\0')) {
+                // NUL characters are refused in query values (see the module doc).
+                prop_assert_eq!(code_of(&parsed), Some(ErrCode::InvalidParam));
+            } else {
+                prop_assert_eq!(parsed.unwrap(), expected);
+            }
         }
 
-        /// Any path segment is a value or `400 M_INVALID_PARAM`; encoded segments read back,
-        /// and a number out of range is refused, not wrapped.
+        /// Any path segment is a value or `400 M_INVALID_PARAM`; encoded segments read back
+        /// (unless they hold a NUL character), and a number out of range is refused, not wrapped.
         #[test]
         fn prop_path_params_never_panic(
             text in any::<Vec<u8>>(),
@@ -505,7 +521,9 @@ mod prop_tests {
                 return Ok(());
             }
             let number = std::str::from_utf8(&number).ok().and_then(|n| n.parse::<u64>().ok());
-            if let (Ok(text), Some(number)) = (std::str::from_utf8(&text), number) {
+            // NUL characters are refused in paths (see the module doc).
+            let text = std::str::from_utf8(&text).ok().filter(|text| !text.contains('\0'));
+            if let (Some(text), Some(number)) = (text, number) {
                 prop_assert_eq!(status, http::StatusCode::OK);
                 prop_assert_eq!(&body["text"], &Value::from(text));
                 prop_assert_eq!(&body["number"], &Value::from(number));

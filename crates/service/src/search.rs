@@ -628,10 +628,9 @@ mod prop_tests {
             SearchOrder::Rank => any::<f64>().prop_filter("finite", |r| r.is_finite()).boxed(),
             SearchOrder::Recent => Just(0.0).boxed(),
         };
-        (group, rank, any::<i64>(), any::<u64>()).prop_map(|(group, rank, stream_ordering, seen)| Batch {
-            group,
-            cursor: SearchCursor { rank, stream_ordering },
-            seen,
+        // Positions and counts are what `parse_position` accepts: 0 up to (not including) i64::MAX.
+        (group, rank, 0..i64::MAX, 0..i64::MAX as u64).prop_map(|(group, rank, stream_ordering, seen)| {
+            Batch { group, cursor: SearchCursor { rank, stream_ordering }, seen }
         })
     }
 
