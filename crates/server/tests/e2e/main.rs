@@ -24,3 +24,4 @@ mod spaces;
 mod sync;
 mod upgrade;
 mod user_directory;
+mod write_rules;
