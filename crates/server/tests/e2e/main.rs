@@ -28,3 +28,4 @@ mod spaces;
 mod sync;
 mod upgrade;
 mod user_directory;
+mod write_rules;

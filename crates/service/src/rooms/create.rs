@@ -285,14 +285,6 @@ impl Services {
             extremities: Vec::new(),
             depth: 0,
         };
-        let invalid_state = |error: Error| -> Error {
-            match error {
-                Error::Matrix(error) if error.code == ErrCode::Forbidden => {
-                    MatrixError::new(ErrCode::InvalidRoomState, error.message).into()
-                }
-                other => other,
-            }
-        };
         let create = self
             .prepare_event(
                 &head,
@@ -304,10 +296,70 @@ impl Services {
             .await?;
         self.apply_to_head(&mut head, &create);
         let room_id = create.pdu.room_id.clone();
-        let mut prepared = vec![create];
+        let prepared = vec![create];
         // From here on, the room's lock is held until every event is persisted.
         let lock = self.rooms.lock_of(&room_id);
         let mut guard = lock.lock().await;
+        // The alias is claimed before the events are prepared, so that the canonical alias
+        // event (checked like every other) finds it, and so that of two concurrent requests
+        // for one alias exactly one gets it; it is released if the room is not made.
+        if let Some(alias) = &alias
+            && !self.store.create_alias(alias, room_id.as_str(), creator.as_str()).await?
+        {
+            return Err(MatrixError::new(ErrCode::RoomInUse, "Room alias already taken").into());
+        }
+        let made = self
+            .prepare_and_commit_room(
+                requester,
+                &request,
+                &preset,
+                &invitees,
+                alias.as_deref(),
+                power_levels,
+                &mut head,
+                prepared,
+            )
+            .await;
+        if let Err(error) = made {
+            if let Some(alias) = &alias
+                && let Err(release) = self.store.delete_alias(alias).await
+            {
+                tracing::warn!(%alias, error = %release, "could not release the alias of a room not created");
+            }
+            return Err(error);
+        }
+        if public {
+            self.store.set_room_public(room_id.as_str(), true).await?;
+        }
+        *guard = Some(head);
+        tracing::info!(%room_id, version = version.as_str(), creator = %creator, "created a room");
+        Ok(room_id)
+    }
+
+    /// The events of `createRoom` after the create event, prepared on `head` and committed
+    /// with `prepared` in one transaction.
+    #[allow(clippy::too_many_arguments)]
+    async fn prepare_and_commit_room(
+        &self,
+        requester: &Requester,
+        request: &CreateRoomRequest,
+        preset: &Preset,
+        invitees: &[OwnedUserId],
+        alias: Option<&str>,
+        power_levels: Value,
+        head: &mut RoomHead,
+        mut prepared: Vec<super::PreparedEvent>,
+    ) -> Result<()> {
+        let creator = &requester.user_id;
+        let room_id = head.room_id.clone();
+        let invalid_state = |error: Error| -> Error {
+            match error {
+                Error::Matrix(error) if error.code == ErrCode::Forbidden => {
+                    MatrixError::new(ErrCode::InvalidRoomState, error.message).into()
+                }
+                other => other,
+            }
+        };
 
         // 2. The creator joins.
         let mut drafts =
@@ -321,7 +373,7 @@ impl Services {
             .collect();
         let in_initial = |kind: &str| initial.iter().any(|(k, key, _)| k == kind && key.is_empty());
         // 4. Canonical alias.
-        if let Some(alias) = &alias
+        if let Some(alias) = alias
             && !in_initial("m.room.canonical_alias")
         {
             drafts.push(EventDraft::state("m.room.canonical_alias", "", json!({"alias": alias})));
@@ -382,32 +434,22 @@ impl Services {
                     if change.action == MembershipAction::Invite && !invited.contains(&change.target) {
                         invited.push(change.target.clone());
                     }
-                    match self.membership_event(requester, &head, &change).await? {
+                    match self.membership_event(requester, head, &change).await? {
                         MemberEvent::New(draft) => draft,
                         MemberEvent::Unchanged(_) => continue,
                     }
                 }
                 _ => draft,
             };
-            let event = self.prepare_event(&head, creator, draft, None, None).await.map_err(invalid_state)?;
-            self.apply_to_head(&mut head, &event);
+            let event = self.prepare_event(head, creator, draft, None, None).await.map_err(invalid_state)?;
+            self.apply_to_head(head, &event);
             prepared.push(event);
         }
         if !invited.is_empty() {
             self.ratelimit_invites(requester, &room_id, &invited).await?;
         }
         // Everything lands in one transaction: a refused event leaves no half-made room.
-        self.commit_events(&mut head, prepared).await?;
-        if let Some(alias) = &alias
-            && !self.store.create_alias(alias, room_id.as_str(), creator.as_str()).await?
-        {
-            tracing::warn!(%alias, "the alias was taken while the room was created");
-        }
-        if public {
-            self.store.set_room_public(room_id.as_str(), true).await?;
-        }
-        *guard = Some(head);
-        tracing::info!(%room_id, version = version.as_str(), creator = %creator, "created a room");
-        Ok(room_id)
+        self.commit_events(head, prepared).await?;
+        Ok(())
     }
 }

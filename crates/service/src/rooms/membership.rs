@@ -417,6 +417,9 @@ impl Services {
                 }
                 _ => {}
             }
+            // Like every client event, a membership change also counts against `rc_message`
+            // (Synapse applies its request limiter to each client event it persists).
+            self.ratelimit_user(Limiter::Message, sender).await?;
         }
         Ok(MemberEvent::New(EventDraft::state("m.room.member", target.as_str(), Value::Object(content))))
     }

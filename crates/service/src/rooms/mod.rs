@@ -639,7 +639,13 @@ impl Services {
             tracing::debug!(%reason, event_type = %draft.kind, "event refused by the authorization rules");
             return Err(MatrixError::forbidden(format!("The event is not allowed: {reason}")).into());
         }
-        // Rules the server enforces beyond the authorization rules.
+        // Rules the server enforces beyond the authorization rules, for every local event.
+        if draft.kind == "m.room.canonical_alias" && draft.state_key.as_deref() == Some("") {
+            self.check_canonical_alias(head, &draft.content).await?;
+        }
+        if relation_of(&draft.content).is_some() {
+            self.check_relation(&head.room_id, sender, &draft.kind, &draft.content).await?;
+        }
         let redaction = match &draft.redacts {
             Some(target_id) => self.check_redaction(head, sender, target_id, &pdus).await?,
             None => None,
@@ -1048,13 +1054,6 @@ impl Services {
         }
         self.ratelimit_user(crate::ratelimit::Limiter::Message, &requester.user_id).await?;
         let txn = Self::txn_key(requester, format!("{room_id}/send/{kind}"), txn_id);
-        // A retried transaction returns its event without new checks (the event already
-        // passed them); only relations need checking before the send itself.
-        if relation_of(&content).is_some()
-            && self.store.event_for_txn(&txn_record(&requester.user_id, &txn)).await?.is_none()
-        {
-            self.check_relation(room_id, &requester.user_id, kind, &content).await?;
-        }
         let pdu = self
             .send_event(room_id, &requester.user_id, EventDraft::message(kind, content), Some(txn))
             .await?;
@@ -1070,13 +1069,11 @@ impl Services {
         state_key: &str,
         content: Value,
     ) -> Result<OwnedEventId> {
-        if kind == "m.room.canonical_alias" {
-            self.check_canonical_alias(room_id, &content).await?;
-        }
-        self.ratelimit_user(crate::ratelimit::Limiter::Message, &requester.user_id).await?;
         if kind == "m.room.member" {
+            // The membership rules apply `rc_message` with the membership limits.
             return self.send_member_state(requester, room_id, state_key, content).await;
         }
+        self.ratelimit_user(crate::ratelimit::Limiter::Message, &requester.user_id).await?;
         let pdu = self
             .send_event(room_id, &requester.user_id, EventDraft::state(kind, state_key, content), None)
             .await?;
@@ -1151,8 +1148,21 @@ impl Services {
         Ok(())
     }
 
-    /// Every alias in an `m.room.canonical_alias` event must exist and point to the room.
-    async fn check_canonical_alias(&self, room_id: &RoomId, content: &Value) -> Result<()> {
+    /// Every alias an `m.room.canonical_alias` event adds (to those the room's current one
+    /// names, as Synapse checks) must exist and point to the room.
+    async fn check_canonical_alias(&self, head: &RoomHead, content: &Value) -> Result<()> {
+        let room_id = &head.room_id;
+        let current = self.current_state_pdu(head, "m.room.canonical_alias", "").await?;
+        let current = current.as_ref().map(|pdu| pdu.content_value());
+        let named_now = |alias: &str| {
+            current.as_ref().is_some_and(|content| {
+                content.get("alias").and_then(Value::as_str) == Some(alias)
+                    || content
+                        .get("alt_aliases")
+                        .and_then(Value::as_array)
+                        .is_some_and(|list| list.iter().any(|a| a.as_str() == Some(alias)))
+            })
+        };
         let mut aliases = Vec::new();
         match content.get("alias") {
             None | Some(Value::Null) => {}
@@ -1174,6 +1184,9 @@ impl Services {
             Some(_) => return Err(MatrixError::bad_json("alt_aliases must be a list").into()),
         }
         for alias in aliases {
+            if named_now(&alias) {
+                continue;
+            }
             let parsed = ruma::RoomAliasId::parse(alias.as_str())
                 .map_err(|_| MatrixError::invalid_param(format!("Invalid alias {alias:?}")))?;
             if parsed.server_name().as_str() != self.server_name() {

@@ -373,9 +373,6 @@ impl Services {
             }
             None => (None, None),
         };
-        if let Some(content) = new_alias_content {
-            optional.push(EventDraft::state("m.room.canonical_alias", "", content));
-        }
         let mut bans: Vec<(&String, &Value)> = old_state
             .iter()
             .filter(|((kind, _), content)| kind == "m.room.member" && content["membership"] == "ban")
@@ -440,6 +437,20 @@ impl Services {
         drop(guard);
 
         self.store.move_aliases(old_room_id.as_str(), new_room_id.as_str()).await?;
+        // The canonical alias follows once its aliases point to the new room (its targets are
+        // checked like every canonical alias event's, as Synapse orders it).
+        if let Some(content) = new_alias_content
+            && let Err(error) = self
+                .send_event(
+                    &new_room_id,
+                    sender,
+                    EventDraft::state("m.room.canonical_alias", "", content),
+                    None,
+                )
+                .await
+        {
+            tracing::warn!(%new_room_id, %error, "the canonical alias was not copied to the upgraded room");
+        }
         if old_record.is_public {
             self.store.set_room_public(new_room_id.as_str(), true).await?;
             self.store.set_room_public(old_room_id.as_str(), false).await?;
