@@ -603,15 +603,11 @@ mod tests {
 /// default).
 #[cfg(test)]
 mod prop_tests {
+    use crate::util::prop_support::config;
     use myelin_core::ErrCode;
     use proptest::prelude::*;
-    use proptest::test_runner::Config;
 
     use super::*;
-
-    fn config() -> Config {
-        Config { failure_persistence: None, ..Config::default() }
-    }
 
     fn order() -> impl Strategy<Value = SearchOrder> {
         prop_oneof![Just(SearchOrder::Rank), Just(SearchOrder::Recent)]

@@ -645,20 +645,10 @@ mod tests {
 /// Properties of sync tokens on arbitrary input (`PROPTEST_CASES` cases, 256 by default).
 #[cfg(test)]
 mod prop_tests {
-    use myelin_core::ErrCode;
+    use crate::util::prop_support::{config, is_invalid_param};
     use proptest::prelude::*;
-    use proptest::test_runner::Config;
 
     use super::SyncToken;
-    use crate::Error;
-
-    fn config() -> Config {
-        Config { failure_persistence: None, ..Config::default() }
-    }
-
-    fn is_invalid_param(result: &crate::Result<SyncToken>) -> bool {
-        matches!(result, Err(Error::Matrix(error)) if error.code == ErrCode::InvalidParam)
-    }
 
     /// Strings shaped like sync tokens: signs, huge numbers, empty and extra positions.
     fn near_token() -> impl Strategy<Value = String> {

@@ -56,3 +56,24 @@ mod tests {
         }
     }
 }
+
+/// Helpers of the property tests beside each token parser.
+#[cfg(test)]
+pub(crate) mod prop_support {
+    use myelin_core::ErrCode;
+
+    use crate::Error;
+
+    /// `PROPTEST_CASES` cases (256 by default); failing inputs are printed, never persisted.
+    pub(crate) fn config() -> proptest::test_runner::Config {
+        proptest::test_runner::Config {
+            failure_persistence: None,
+            ..proptest::test_runner::Config::default()
+        }
+    }
+
+    /// Whether a parse failed with `M_INVALID_PARAM`.
+    pub(crate) fn is_invalid_param<T>(result: &crate::Result<T>) -> bool {
+        matches!(result, Err(Error::Matrix(error)) if error.code == ErrCode::InvalidParam)
+    }
+}

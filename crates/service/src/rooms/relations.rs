@@ -312,20 +312,10 @@ impl Services {
 /// Properties of `/threads` tokens on arbitrary input (`PROPTEST_CASES` cases, 256 by default).
 #[cfg(test)]
 mod prop_tests {
-    use myelin_core::ErrCode;
+    use crate::util::prop_support::{config, is_invalid_param};
     use proptest::prelude::*;
-    use proptest::test_runner::Config;
 
     use super::parse_threads_token;
-    use crate::Error;
-
-    fn config() -> Config {
-        Config { failure_persistence: None, ..Config::default() }
-    }
-
-    fn is_invalid_param(result: &crate::Result<i64>) -> bool {
-        matches!(result, Err(Error::Matrix(error)) if error.code == ErrCode::InvalidParam)
-    }
 
     proptest! {
         #![proptest_config(config())]

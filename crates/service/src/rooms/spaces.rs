@@ -495,14 +495,10 @@ mod tests {
 /// default).
 #[cfg(test)]
 mod prop_tests {
+    use crate::util::prop_support::config;
     use proptest::prelude::*;
-    use proptest::test_runner::Config;
 
     use super::*;
-
-    fn config() -> Config {
-        Config { failure_persistence: None, ..Config::default() }
-    }
 
     proptest! {
         #![proptest_config(config())]
