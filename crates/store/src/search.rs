@@ -299,7 +299,8 @@ fn fts5_query(term: &str) -> Option<String> {
             Token::Word(word) => fts5_string(&word),
             Token::Phrase(words) => fts5_string(&words.join(" ")),
         };
-        let current = alternatives.last_mut().expect("never empty");
+        // `alternatives` starts with one conjunction and only grows.
+        let Some(current) = alternatives.last_mut() else { break };
         if negate {
             current.exclude.push(literal);
         } else {
