@@ -26,9 +26,6 @@ pub mod middleware;
 pub mod misc;
 pub mod wellknown;
 
-use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
-
 use axum::Router;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderName, StatusCode};
@@ -62,20 +59,15 @@ fn finish(
     x_forwarded: bool,
     request_id_header: Option<HeaderName>,
 ) -> Router {
-    let context = Arc::new(middleware::LayerContext {
-        x_forwarded,
-        request_id_header,
-        metrics: services.metrics.clone(),
-        next_request: AtomicU64::new(0),
-    });
-    routes
+    let routes = routes
         .route_layer(axum::middleware::from_fn(completion::run_writes_to_completion))
         .route_layer(axum::middleware::from_fn(middleware::record_route))
         .fallback(unrecognized)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
-        .layer(axum::middleware::from_fn_with_state(context, middleware::outer_layer))
-        .with_state(services.clone())
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response));
+    let context =
+        middleware::LayerContext { x_forwarded, request_id_header, metrics: services.metrics.clone() };
+    middleware::wrap(routes, context).with_state(services.clone())
 }
 
 /// The router of an `http` listener, serving the resources it names.

@@ -195,9 +195,11 @@ async fn request_registration(
     user_type: Option<&str>,
     exists_ok: bool,
 ) -> anyhow::Result<()> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let url = format!("{}/_synapse/admin/v1/register", server_url.trim_end_matches('/'));
-    let http = reqwest::Client::new();
+    let http = myelin_service::tls::http_client_builder()
+        .context("configuring TLS")?
+        .build()
+        .context("building the HTTP client")?;
     let response = http.get(&url).send().await.with_context(|| format!("connecting to {url}"))?;
     if !response.status().is_success() {
         let status = response.status();

@@ -18,6 +18,7 @@
 //!   `/_matrix/key/v2/server` document.
 //! - [`metrics`]: the Prometheus registry and the process collector.
 //! - [`passwords`]: Synapse-compatible bcrypt hashing with pepper, off the runtime threads.
+//! - [`tls`]: rustls client configuration (ring provider, platform roots) for outgoing HTTP.
 //! - [`util`]: randomness and time.
 //! - [`workers`]: background loops (housekeeping) that stop on the shutdown token.
 
@@ -42,6 +43,7 @@ pub mod search;
 pub mod sessions;
 pub mod streams;
 pub mod sync;
+pub mod tls;
 pub mod typing;
 pub mod uia;
 pub mod user_directory;

@@ -1,11 +1,12 @@
-//! Prometheus metrics: HTTP request counts and latencies by route, and the process's memory and
-//! CPU use (read from `/proc` when scraped).
+//! Prometheus metrics: HTTP request counts and latencies by route, and the process's memory,
+//! CPU use, open files and start time (read from `/proc` through `procfs` when scraped).
 //!
 //! Every label value comes from a bounded set, never from the request as sent: the method is
 //! one of [`KNOWN_METHODS`] or `other`, the route is the template of a route the server defines
 //! (or `unmatched`), the code is a status the server produced. A client sending made-up methods
 //! or paths therefore cannot grow the families.
 
+use procfs::WithCurrentSystemInfo as _;
 use prometheus_client::encoding::{EncodeLabelSet, text::encode};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -48,7 +49,7 @@ pub struct Metrics {
     virtual_memory: Gauge,
     cpu_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     open_fds: Gauge,
-    start_time: Gauge,
+    start_time: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -96,13 +97,12 @@ impl Metrics {
         );
         let open_fds = Gauge::default();
         registry.register("process_open_fds", "Number of open file descriptors", open_fds.clone());
-        let start_time = Gauge::default();
+        let start_time = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         registry.register(
             "process_start_time_seconds",
-            "Start time of the process since the UNIX epoch",
+            "Start time of the process since the UNIX epoch in seconds",
             start_time.clone(),
         );
-        start_time.set(i64::try_from(crate::util::now_ms() / 1000).unwrap_or(0));
         Metrics {
             registry,
             http_requests,
@@ -125,20 +125,20 @@ impl Metrics {
     }
 
     fn refresh_process(&self) {
-        let _ = &self.start_time;
-        let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return };
-        // Fields after the parenthesised command name; see proc(5).
-        let Some(rest) = stat.rsplit_once(')').map(|(_, rest)| rest) else { return };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        // rest[0] is field 3 (state); utime is field 14, stime 15, vsize 23, rss 24.
-        let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        let ticks_per_second = 100.0;
-        self.cpu_seconds.set((field(14) + field(15)) as f64 / ticks_per_second);
-        self.virtual_memory.set(i64::try_from(field(23)).unwrap_or(i64::MAX));
-        let page_size = 4096u64;
-        self.resident_memory.set(i64::try_from(field(24) * page_size).unwrap_or(i64::MAX));
-        if let Ok(entries) = std::fs::read_dir("/proc/self/fd") {
-            self.open_fds.set(i64::try_from(entries.count()).unwrap_or(0));
+        // `procfs` reads the clock rate and page size from the system (sysconf), not assumed.
+        let Ok(process) = procfs::process::Process::myself() else { return };
+        if let Ok(stat) = process.stat() {
+            let ticks_per_second = procfs::ticks_per_second() as f64;
+            self.cpu_seconds.set((stat.utime + stat.stime) as f64 / ticks_per_second);
+            self.virtual_memory.set(i64::try_from(stat.vsize).unwrap_or(i64::MAX));
+            self.resident_memory.set(i64::try_from(stat.rss_bytes().get()).unwrap_or(i64::MAX));
+            if let Ok(boot_time) = procfs::boot_time_secs() {
+                let started = boot_time as f64 + stat.starttime as f64 / ticks_per_second;
+                self.start_time.set(started);
+            }
+        }
+        if let Ok(count) = process.fd_count() {
+            self.open_fds.set(i64::try_from(count).unwrap_or(i64::MAX));
         }
     }
 }
@@ -155,5 +155,32 @@ mod tests {
         assert_eq!(method_label("get"), "other");
         assert_eq!(method_label("PROPFIND"), "other");
         assert_eq!(method_label(&"X".repeat(200_000)), "other");
+    }
+
+    /// The value of an unlabelled sample in the text exposition format.
+    fn sample(text: &str, name: &str) -> f64 {
+        let line = text
+            .lines()
+            .find(|line| line.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no {name} in:\n{text}"));
+        line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{line}"))
+    }
+
+    #[test]
+    fn process_figures_are_plausible() {
+        // Touch 16 MiB so the resident size has something to count.
+        let ballast = vec![1u8; 16 << 20];
+        let text = Metrics::new().render();
+        let rss = sample(&text, "process_resident_memory_bytes");
+        let virt = sample(&text, "process_virtual_memory_bytes");
+        assert!(rss >= 16.0 * 1024.0 * 1024.0, "RSS counts the touched ballast: {rss}");
+        assert!(rss < 64.0 * 1024.0 * 1024.0 * 1024.0, "RSS is bytes, not something larger: {rss}");
+        assert!(virt >= rss, "virtual {virt} >= resident {rss}");
+        assert!(sample(&text, "process_open_fds") >= 3.0, "at least the standard streams");
+        assert!(sample(&text, "process_cpu_seconds_total") >= 0.0);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+        let started = sample(&text, "process_start_time_seconds");
+        assert!(started > now - 86_400.0 * 365.0 && started <= now + 1.0, "start {started}, now {now}");
+        assert_eq!(ballast.iter().map(|b| *b as usize).sum::<usize>(), 16 << 20);
     }
 }

@@ -40,10 +40,20 @@ impl TestResponse {
     }
 }
 
-/// A plain HTTP client (with rustls' ring provider installed, as reqwest needs one).
+/// A plain HTTP client (TLS on rustls' ring provider, given explicitly: see `myelin_service::tls`).
 pub fn http_client() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::new()
+    myelin_service::tls::http_client_builder().expect("TLS configuration").build().expect("HTTP client")
+}
+
+/// An HTTP client that also trusts the CA certificates in `ca_pem` (for servers with test
+/// certificates).
+pub fn http_client_trusting(ca_pem: &[u8]) -> reqwest::Client {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let roots =
+        CertificateDer::pem_slice_iter(ca_pem).collect::<Result<Vec<_>, _>>().expect("PEM certificates");
+    let tls = myelin_service::tls::client_config(roots).expect("TLS configuration");
+    reqwest::Client::builder().tls_backend_preconfigured(tls).build().expect("HTTP client")
 }
 
 impl TestClient {

@@ -118,20 +118,10 @@ impl RawRoom {
     }
 }
 
-/// Whether `value` matches a glob pattern with `*` and `?`.
+/// Whether `value` matches a glob pattern with `*` (any run of characters) and `?` (one
+/// character), ignoring case as Synapse's `glob_to_regex` does for these rules.
 pub fn glob_matches(pattern: &str, value: &str) -> bool {
-    fn matches(p: &[char], v: &[char]) -> bool {
-        match (p.first(), v.first()) {
-            (None, None) => true,
-            (Some('*'), _) => matches(&p[1..], v) || (!v.is_empty() && matches(p, &v[1..])),
-            (Some('?'), Some(_)) => matches(&p[1..], &v[1..]),
-            (Some(a), Some(b)) if a == b => matches(&p[1..], &v[1..]),
-            _ => false,
-        }
-    }
-    let p: Vec<char> = pattern.chars().collect();
-    let v: Vec<char> = value.chars().collect();
-    matches(&p, &v)
+    wildmatch::WildMatch::new_case_insensitive(pattern).matches(value)
 }
 
 impl DirectoryRule {
@@ -157,5 +147,20 @@ mod tests {
         assert!(!glob_matches("@admin*:example.org", "@bob:example.org"));
         assert!(glob_matches("#?-room:*", "#a-room:x"));
         assert!(!glob_matches("#?-room:*", "#ab-room:x"));
+        // Case-insensitive, as in Synapse.
+        assert!(glob_matches("@Admin*:Example.org", "@admin_1:EXAMPLE.ORG"));
+        // Nothing else is special: no character classes, no escapes.
+        assert!(glob_matches("[ab]", "[ab]"));
+        assert!(!glob_matches("[ab]", "a"));
+    }
+
+    #[test]
+    fn many_stars_do_not_backtrack_exponentially() {
+        // A backtracking matcher tries every way to split the `a`s among the stars before
+        // failing on the missing `b`: with 8 stars over 5000 characters it never finishes.
+        let pattern = "*a*a*a*a*a*a*a*b";
+        let value = "a".repeat(5000);
+        assert!(!glob_matches(pattern, &value));
+        assert!(glob_matches(pattern, &(value + "b")));
     }
 }

@@ -1,6 +1,7 @@
 //! End-to-end tests: a real Myelin on 127.0.0.1:0 (in this process, or the `myelin` binary as a
 //! child process), spoken to over HTTP. The database engine is chosen by `MYELIN_TEST_DB`.
 
+mod access_log;
 mod account_rooms;
 mod admin_cli;
 mod bad_input;

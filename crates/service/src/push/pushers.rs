@@ -200,8 +200,8 @@ impl reqwest::dns::Resolve for GuardedResolver {
 
 /// The HTTP client for push gateways: timeouts, no redirects, no proxies, guarded DNS.
 fn gateway_client(outbound: &OutboundConfig) -> Result<reqwest::Client> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
+    crate::tls::http_client_builder()
+        .map_err(Error::internal)?
         .connect_timeout(Duration::from_secs(10))
         .timeout(Duration::from_secs(30))
         .redirect(reqwest::redirect::Policy::none())
