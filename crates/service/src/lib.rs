@@ -58,6 +58,14 @@ use tokio_util::sync::CancellationToken;
 
 pub use error::{Error, Result};
 
+/// The store's plain records and queries that service methods take and return unchanged: part
+/// of the service's vocabulary, so that `api` never depends on `store` itself.
+pub mod records {
+    pub use myelin_store::push::PusherRecord;
+    pub use myelin_store::rooms::EventReportsQuery;
+    pub use myelin_store::{DeviceRecord, RateLimitOverride, RegistrationTokenRecord};
+}
+
 /// Everything the HTTP layer and the workers need. Cheap to clone (all fields are shared).
 #[derive(Clone)]
 pub struct Services {

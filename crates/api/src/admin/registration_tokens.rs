@@ -5,7 +5,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use myelin_core::MatrixError;
 use myelin_service::registration_tokens::{NewRegistrationToken, TokenUpdate};
-use myelin_store::RegistrationTokenRecord;
+use myelin_service::records::RegistrationTokenRecord;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 

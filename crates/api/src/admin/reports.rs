@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::routing::get;
 use myelin_core::MatrixError;
 use myelin_service::rooms::reports::EventReport;
-use myelin_store::rooms::EventReportsQuery;
+use myelin_service::records::EventReportsQuery;
 use serde::Deserialize;
 use serde_json::{Value, json};
 

@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use myelin_core::MatrixError;
-use myelin_store::RateLimitOverride;
+use myelin_service::records::RateLimitOverride;
 use serde::Deserialize;
 use serde_json::{Value, json};
 

@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use myelin_store::DeviceRecord;
+use myelin_service::records::DeviceRecord;
 use serde::Deserialize;
 use serde_json::{Value, json};
 

@@ -6,7 +6,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use myelin_core::MatrixError;
 use myelin_service::push::{PusherRequest, parse_rule_kind, rule_json, ruleset_json};
-use myelin_store::push::PusherRecord;
+use myelin_service::records::PusherRecord;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
