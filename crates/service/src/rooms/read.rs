@@ -123,7 +123,10 @@ impl Services {
     /// The client format of an event, with `unsigned` (age, transaction ID for its sender's
     /// device, `prev_content`, `redacted_because`, bundled aggregations).
     pub async fn client_event(&self, event: &RoomEvent, requester: Option<&Requester>) -> Result<Value> {
-        Ok(self.client_events(std::slice::from_ref(event), requester).await?.pop().unwrap_or(Value::Null))
+        self.client_events(std::slice::from_ref(event), requester)
+            .await?
+            .pop()
+            .ok_or_else(|| Error::internal("no client event for an event"))
     }
 
     /// [`Self::client_event`] of several events, with what they need from the store fetched in
@@ -188,7 +191,8 @@ impl Services {
         if let Some(replaced) = &event.replaces_state
             && let Some(previous) = previous
         {
-            let previous: Value = serde_json::from_str(previous).unwrap_or(Value::Null);
+            // The replaced state event's stored JSON: corrupt if it does not parse.
+            let previous: Value = serde_json::from_str(previous).map_err(Error::internal)?;
             if let Some(content) = previous.get("content") {
                 unsigned.insert("prev_content".to_owned(), content.clone());
             }
