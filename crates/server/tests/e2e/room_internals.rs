@@ -1,10 +1,12 @@
 //! The rooms service's internals seen from outside: reads never wait for a room's send lock,
 //! corrupt stored events fail closed, and a deactivation that cannot leave a room says so.
 
+use std::future::{Future, poll_fn};
+use std::pin::pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use myelin_test_support::TestServer;
-use myelin_test_support::cancel::poll_at_most;
 use serde_json::{Value, json};
 
 use crate::rooms::{create_room, send_text};
@@ -25,11 +27,11 @@ async fn reads_of_the_room_head_do_not_wait_for_the_send_lock() {
     let guard = services.lock_room_for_write(&room).await.unwrap();
     assert!(guard.is_some(), "the room's head is loaded under the lock");
     // The snapshot is taken without waiting: it completes on its first poll.
-    let head = poll_at_most(services.room_head_snapshot(&room), 1)
-        .await
-        .expect("the snapshot waited for the send lock")
-        .unwrap()
-        .expect("the room is known");
+    let mut read = pin!(services.room_head_snapshot(&room));
+    let Poll::Ready(head) = poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await else {
+        panic!("the snapshot waited for the send lock");
+    };
+    let head = head.unwrap().expect("the room is known");
     assert_eq!(head.room_id, room);
     assert_eq!(head.extremities.iter().map(|id| id.as_str()).collect::<Vec<_>>(), [first.as_str()]);
     // So do the client's reads over HTTP.
