@@ -166,7 +166,8 @@ impl Services {
         Ok(guard.clone())
     }
 
-    /// The same as [`Self::room_head_snapshot`] (the name callers outside `rooms` know).
+    /// The same as [`Self::room_head_snapshot`], under the name the callers outside `rooms`
+    /// (sync, search) still use; to be renamed there once their owners' changes are merged.
     pub async fn room_head(&self, room_id: &RoomId) -> Result<Option<RoomHead>> {
         self.room_head_snapshot(room_id).await
     }

@@ -153,7 +153,7 @@ impl Services {
 
     /// The head of a room the server knows, or `M_NOT_FOUND`.
     pub async fn known_room(&self, room_id: &RoomId) -> Result<RoomHead> {
-        self.room_head(room_id).await?.ok_or_else(not_found_room)
+        self.room_head_snapshot(room_id).await?.ok_or_else(not_found_room)
     }
 
     async fn current_membership(&self, head: &RoomHead, user_id: &UserId) -> Result<Option<String>> {
@@ -578,7 +578,7 @@ impl Services {
     pub async fn propagate_profile(&self, user_id: &UserId) -> Result<()> {
         for room in self.store.rooms_for_user(user_id.as_str(), "join").await? {
             let Ok(room_id) = RoomId::parse(&room) else { continue };
-            let Some(head) = self.room_head(&room_id).await? else { continue };
+            let Some(head) = self.room_head_snapshot(&room_id).await? else { continue };
             let Some(current) = self.current_state_pdu(&head, "m.room.member", user_id.as_str()).await?
             else {
                 continue;

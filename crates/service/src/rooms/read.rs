@@ -104,7 +104,7 @@ impl Services {
     /// A room the requester may read, with their access.
     pub async fn readable_room(&self, user_id: &UserId, room_id: &RoomId) -> Result<(RoomHead, ReadAccess)> {
         let head = self
-            .room_head(room_id)
+            .room_head_snapshot(room_id)
             .await?
             .ok_or_else(|| MatrixError::forbidden(format!("User {user_id} not in room {room_id}")))?;
         let access = self.read_access(user_id, &head).await?;
