@@ -74,16 +74,7 @@ async fn an_unreadable_history_visibility_event_hides_history_instead_of_sharing
     let room_id = create_room(&alice, json!({"preset": "public_chat", "initial_state": initial_state})).await;
     let secret = send_text(&alice, &room_id, "t1", "before bob").await;
     let visibility = state_event_id(&alice, &room_id, "m.room.history_visibility").await;
-    // The stored event no longer parses (a damaged row).
-    let db = server.services().store.db().clone();
-    let changed = db
-        .execute(
-            "UPDATE events SET json = $1 WHERE event_id = $2",
-            vec!["{not json".into(), visibility.into()],
-        )
-        .await
-        .unwrap();
-    assert_eq!(changed, 1);
+    corrupt_event(&server, &visibility).await;
     bob.client.post(&format!("/_matrix/client/v3/join/{room_id}"), &json!({})).await.expect(200);
 
     // Bob was not in the room when the event was sent: read as "joined", he does not see it
@@ -127,5 +118,47 @@ async fn deactivation_fails_when_a_room_cannot_be_left_after_leaving_the_others(
     assert_eq!(store.membership(&broken, &alice.user_id).await.unwrap().as_deref(), Some("join"));
     // Not deactivated: the account still works.
     client.get("/_matrix/client/v3/account/whoami").await.expect(200);
+    server.stop().await;
+}
+
+/// Overwrites an event's stored JSON with text that does not parse (a damaged row).
+async fn corrupt_event(server: &TestServer, event_id: &str) {
+    let db = server.services().store.db().clone();
+    let changed = db
+        .execute("UPDATE events SET json = $1 WHERE event_id = $2", vec!["{not json".into(), event_id.into()])
+        .await
+        .unwrap();
+    assert_eq!(changed, 1);
+}
+
+#[tokio::test]
+async fn an_unreadable_replaced_state_event_leaves_prev_content_out() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let room_id = create_room(&alice, json!({"preset": "private_chat"})).await;
+    let topic = format!("/_matrix/client/v3/rooms/{room_id}/state/m.room.topic");
+    let first = alice.client.put(&topic, &json!({"topic": "one"})).await.expect(200)["event_id"].clone();
+    let second = alice.client.put(&topic, &json!({"topic": "two"})).await.expect(200)["event_id"].clone();
+    corrupt_event(&server, first.as_str().unwrap()).await;
+    let event = alice
+        .client
+        .get(&format!("/_matrix/client/v3/rooms/{room_id}/event/{}", second.as_str().unwrap()))
+        .await;
+    let unsigned = &event.expect(200)["unsigned"];
+    assert_eq!(unsigned["replaces_state"], first);
+    assert!(unsigned.get("prev_content").is_none() && unsigned.get("prev_sender").is_none(), "{unsigned}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_thread_on_an_unreadable_event_is_refused_not_guessed() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let room_id = create_room(&alice, json!({"preset": "private_chat"})).await;
+    let root = send_text(&alice, &room_id, "t1", "root").await;
+    corrupt_event(&server, &root).await;
+    let reply = json!({"msgtype": "m.text", "body": "reply", "m.relates_to": {"rel_type": "m.thread", "event_id": root}});
+    let path = format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/t2");
+    alice.client.put(&path, &reply).await.expect_error(500, "M_UNKNOWN");
     server.stop().await;
 }

@@ -191,14 +191,23 @@ impl Services {
         if let Some(replaced) = &event.replaces_state
             && let Some(previous) = previous
         {
-            // The replaced state event's stored JSON: corrupt if it does not parse.
-            let previous: Value = serde_json::from_str(previous).map_err(Error::internal)?;
-            if let Some(content) = previous.get("content") {
-                unsigned.insert("prev_content".to_owned(), content.clone());
-            }
             unsigned.insert("replaces_state".to_owned(), json!(replaced));
-            if let Some(sender) = previous.get("sender") {
-                unsigned.insert("prev_sender".to_owned(), sender.clone());
+            // The replaced event's stored JSON does not parse only if its row is corrupt. Its
+            // content is then left out (logged), which shows less rather than something made
+            // up; failing instead would fail every /sync and /messages that includes this
+            // event, for everyone in the room.
+            match serde_json::from_str::<Value>(previous) {
+                Ok(previous) => {
+                    if let Some(content) = previous.get("content") {
+                        unsigned.insert("prev_content".to_owned(), content.clone());
+                    }
+                    if let Some(sender) = previous.get("sender") {
+                        unsigned.insert("prev_sender".to_owned(), sender.clone());
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(%replaced, %error, "stored event JSON does not parse; prev_content left out");
+                }
             }
         }
         if let Some(redacted_by) = &event.redacted_by
