@@ -540,7 +540,7 @@ impl Services {
         let wanted: Vec<_> = ids.iter().flatten().cloned().collect();
         let pdus = self.get_pdus(&wanted, rules).await?;
         let get = |index: usize| ids[index].as_ref().and_then(|id| pdus.get(id)).map(|p| p.as_ref());
-        Ok(PowerLevels::new(rules, get(0), get(1)))
+        PowerLevels::new(rules, get(0), get(1))
     }
 
     /// The thread an event belongs to.

@@ -22,6 +22,7 @@ mod push;
 mod registration;
 mod relations;
 mod reports;
+mod room_internals;
 mod rooms;
 mod search;
 mod sessions;

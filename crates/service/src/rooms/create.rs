@@ -298,8 +298,7 @@ impl Services {
         let room_id = create.pdu.room_id.clone();
         let prepared = vec![create];
         // From here on, the room's lock is held until every event is persisted.
-        let lock = self.rooms.lock_of(&room_id);
-        let mut guard = lock.lock().await;
+        let mut guard = self.rooms.lock_for_write(&room_id).await;
         // The alias is claimed before the events are prepared, so that the canonical alias
         // event (checked like every other) finds it, and so that of two concurrent requests
         // for one alias exactly one gets it; it is released if the room is not made.

@@ -407,7 +407,7 @@ impl Services {
         let mut rooms = Vec::new();
         for room_id in self.store.public_rooms().await? {
             let Ok(room_id) = RoomId::parse(&room_id) else { continue };
-            let Some(head) = self.room_head(&room_id).await? else { continue };
+            let Some(head) = self.room_head_snapshot(&room_id).await? else { continue };
             let summary = self.summarize_room(&head).await?;
             if listable(&summary) && matches_room_types(&summary, room_types) {
                 rooms.push(summary);

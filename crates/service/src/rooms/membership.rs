@@ -153,7 +153,7 @@ impl Services {
 
     /// The head of a room the server knows, or `M_NOT_FOUND`.
     pub async fn known_room(&self, room_id: &RoomId) -> Result<RoomHead> {
-        self.room_head(room_id).await?.ok_or_else(not_found_room)
+        self.room_head_snapshot(room_id).await?.ok_or_else(not_found_room)
     }
 
     async fn current_membership(&self, head: &RoomHead, user_id: &UserId) -> Result<Option<String>> {
@@ -204,7 +204,6 @@ impl Services {
             .into());
         }
         let levels = self.power_levels(head).await?;
-        let invite_level = levels.action_level("invite");
         if let Some(claimed) = claimed {
             let authoriser = claimed
                 .as_str()
@@ -212,7 +211,7 @@ impl Services {
                 .filter(|user| user.server_name().as_str() == self.server_name());
             if let Some(authoriser) = authoriser
                 && self.current_membership(head, &authoriser).await?.as_deref() == Some("join")
-                && levels.user_level(&authoriser) >= invite_level
+                && levels.can_invite(&authoriser)
             {
                 return Ok(Some(authoriser));
             }
@@ -223,9 +222,7 @@ impl Services {
         }
         for member in self.store.room_members(head.room_id.as_str(), "join").await? {
             let Ok(member) = UserId::parse(&member) else { continue };
-            if member.server_name().as_str() == self.server_name()
-                && levels.user_level(&member) >= invite_level
-            {
+            if member.server_name().as_str() == self.server_name() && levels.can_invite(&member) {
                 return Ok(Some(member));
             }
         }
@@ -581,7 +578,7 @@ impl Services {
     pub async fn propagate_profile(&self, user_id: &UserId) -> Result<()> {
         for room in self.store.rooms_for_user(user_id.as_str(), "join").await? {
             let Ok(room_id) = RoomId::parse(&room) else { continue };
-            let Some(head) = self.room_head(&room_id).await? else { continue };
+            let Some(head) = self.room_head_snapshot(&room_id).await? else { continue };
             let Some(current) = self.current_state_pdu(&head, "m.room.member", user_id.as_str()).await?
             else {
                 continue;
@@ -620,21 +617,41 @@ impl Services {
         Ok(())
     }
 
-    /// Leaves every room (joined, invited or knocked) — for deactivated accounts.
+    /// Leaves every room (joined, invited or knocked) — for deactivated accounts. Tries every
+    /// room, then fails with the first error if any leave failed (the caller must not go on as
+    /// if the user had left; a retry leaves the rooms still left to leave).
     pub async fn leave_all_rooms(&self, user_id: &UserId) -> Result<()> {
+        let mut first_error = None;
+        let mut failed = 0usize;
         for membership in ["join", "invite", "knock"] {
             for room in self.store.rooms_for_user(user_id.as_str(), membership).await? {
-                let Ok(room_id) = RoomId::parse(&room) else { continue };
+                let room_id = match RoomId::parse(&room) {
+                    Ok(room_id) => room_id,
+                    Err(error) => {
+                        failed += 1;
+                        first_error
+                            .get_or_insert(Error::internal(format!("stored room ID {room:?}: {error}")));
+                        continue;
+                    }
+                };
                 let mut change = MembershipChange::new(user_id, MembershipAction::Leave, None);
                 change.ratelimit = false;
                 if let Err(error) =
                     self.update_membership(&on_behalf_of(user_id, false), &room_id, change).await
                 {
                     tracing::warn!(%room_id, %error, "could not leave a room of a deactivated user");
+                    failed += 1;
+                    first_error.get_or_insert(error);
                 }
             }
         }
-        Ok(())
+        match first_error {
+            None => Ok(()),
+            Some(error) => {
+                tracing::error!(%user_id, failed, "could not leave every room of a deactivated user");
+                Err(error)
+            }
+        }
     }
 
     /// Joins a new user to `auto_join_rooms`, creating missing local alias rooms when

@@ -104,7 +104,7 @@ impl Services {
     /// A room the requester may read, with their access.
     pub async fn readable_room(&self, user_id: &UserId, room_id: &RoomId) -> Result<(RoomHead, ReadAccess)> {
         let head = self
-            .room_head(room_id)
+            .room_head_snapshot(room_id)
             .await?
             .ok_or_else(|| MatrixError::forbidden(format!("User {user_id} not in room {room_id}")))?;
         let access = self.read_access(user_id, &head).await?;
@@ -123,7 +123,10 @@ impl Services {
     /// The client format of an event, with `unsigned` (age, transaction ID for its sender's
     /// device, `prev_content`, `redacted_because`, bundled aggregations).
     pub async fn client_event(&self, event: &RoomEvent, requester: Option<&Requester>) -> Result<Value> {
-        Ok(self.client_events(std::slice::from_ref(event), requester).await?.pop().unwrap_or(Value::Null))
+        self.client_events(std::slice::from_ref(event), requester)
+            .await?
+            .pop()
+            .ok_or_else(|| Error::internal("no client event for an event"))
     }
 
     /// [`Self::client_event`] of several events, with what they need from the store fetched in
@@ -188,13 +191,23 @@ impl Services {
         if let Some(replaced) = &event.replaces_state
             && let Some(previous) = previous
         {
-            let previous: Value = serde_json::from_str(previous).unwrap_or(Value::Null);
-            if let Some(content) = previous.get("content") {
-                unsigned.insert("prev_content".to_owned(), content.clone());
-            }
             unsigned.insert("replaces_state".to_owned(), json!(replaced));
-            if let Some(sender) = previous.get("sender") {
-                unsigned.insert("prev_sender".to_owned(), sender.clone());
+            // The replaced event's stored JSON does not parse only if its row is corrupt. Its
+            // content is then left out (logged), which shows less rather than something made
+            // up; failing instead would fail every /sync and /messages that includes this
+            // event, for everyone in the room.
+            match serde_json::from_str::<Value>(previous) {
+                Ok(previous) => {
+                    if let Some(content) = previous.get("content") {
+                        unsigned.insert("prev_content".to_owned(), content.clone());
+                    }
+                    if let Some(sender) = previous.get("sender") {
+                        unsigned.insert("prev_sender".to_owned(), sender.clone());
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(%replaced, %error, "stored event JSON does not parse; prev_content left out");
+                }
             }
         }
         if let Some(redacted_by) = &event.redacted_by

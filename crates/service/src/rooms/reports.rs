@@ -152,7 +152,8 @@ impl Services {
                 return Ok(None);
             };
             let Some(stored) = self.store.get_event(&event_id).await? else { return Ok(None) };
-            let json: Value = serde_json::from_str(&stored.json).unwrap_or(Value::Null);
+            // Stored event JSON that does not parse is corrupt: an internal error, not a blank.
+            let json: Value = serde_json::from_str(&stored.json).map_err(Error::internal)?;
             Ok(json["content"][field].as_str().map(str::to_owned))
         };
         Ok((field("m.room.name", "name").await?, field("m.room.canonical_alias", "alias").await?))

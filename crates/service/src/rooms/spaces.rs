@@ -178,7 +178,7 @@ impl Services {
         if self.store.get_room(room_id.as_str()).await?.is_none() {
             return Ok(None);
         }
-        self.room_head(room_id).await
+        self.room_head_snapshot(room_id).await
     }
 
     async fn state_content(&self, head: &RoomHead, kind: &str) -> Result<Option<Value>> {

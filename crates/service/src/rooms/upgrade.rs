@@ -214,11 +214,7 @@ impl Services {
         // Checked before taking a lock, so that unknown rooms leave no lock behind.
         let old_record = self.store.get_room(old_room_id.as_str()).await?.ok_or_else(unknown_room)?;
 
-        let lock = self.rooms.lock_of(old_room_id);
-        let mut guard = lock.lock().await;
-        if guard.is_none() {
-            *guard = self.load_head(old_room_id).await?;
-        }
+        let mut guard = self.lock_room_for_write(old_room_id).await?;
         let mut old_head = guard.clone().ok_or_else(unknown_room)?;
 
         if let Some(tombstone) = self.current_state_pdu(&old_head, "m.room.tombstone", "").await?
@@ -331,8 +327,7 @@ impl Services {
         };
         self.apply_to_head(&mut new_head, &create);
         let new_room_id = create.pdu.room_id.clone();
-        let new_lock = self.rooms.lock_of(&new_room_id);
-        let mut new_guard = new_lock.lock().await;
+        let mut new_guard = self.rooms.lock_for_write(&new_room_id).await;
 
         let mut creators = vec![sender.to_string()];
         creators.extend(additional_creators.iter().cloned());
@@ -439,17 +434,17 @@ impl Services {
         self.store.move_aliases(old_room_id.as_str(), new_room_id.as_str()).await?;
         // The canonical alias follows once its aliases point to the new room (its targets are
         // checked like every canonical alias event's, as Synapse orders it).
-        if let Some(content) = new_alias_content
-            && let Err(error) = self
-                .send_event(
-                    &new_room_id,
-                    sender,
-                    EventDraft::state("m.room.canonical_alias", "", content),
-                    None,
-                )
-                .await
-        {
-            tracing::warn!(%new_room_id, %error, "the canonical alias was not copied to the upgraded room");
+        // As in Synapse, a refusal is logged and the upgraded room returned (the upgrade is
+        // done); an internal error fails the request like any other.
+        if let Some(content) = new_alias_content {
+            let draft = EventDraft::state("m.room.canonical_alias", "", content);
+            match self.send_event(&new_room_id, sender, draft, None).await {
+                Ok(_) => {}
+                Err(Error::Matrix(error)) => {
+                    tracing::warn!(%new_room_id, %error, "the canonical alias was not copied to the upgraded room");
+                }
+                Err(error) => return Err(error),
+            }
         }
         if old_record.is_public {
             self.store.set_room_public(new_room_id.as_str(), true).await?;

@@ -19,6 +19,22 @@ fn rank(visibility: &str) -> u8 {
     }
 }
 
+/// A content field of a state event, read from a state group.
+enum StateField {
+    /// The group has no such event, or its content has no such string field.
+    Unset,
+    Set(String),
+    /// The stored event does not parse (a corrupt row): never cached, and read by the caller
+    /// as the answer that shows the least.
+    Unreadable,
+}
+
+impl StateField {
+    fn from_cached(value: Option<String>) -> StateField {
+        value.map_or(StateField::Unset, StateField::Set)
+    }
+}
+
 impl Services {
     /// The `content` field of a state key in a state group (cached per call by the caller).
     async fn state_field_at(
@@ -27,26 +43,33 @@ impl Services {
         kind: &str,
         state_key: &str,
         field: &str,
-    ) -> Result<Option<String>> {
-        let Some(group) = group else { return Ok(None) };
+    ) -> Result<StateField> {
+        let Some(group) = group else { return Ok(StateField::Unset) };
         let key = (group, kind.to_owned(), state_key.to_owned(), field.to_owned());
         if let Some(value) = self.cached_state_field(&key) {
-            return Ok(value);
+            return Ok(StateField::from_cached(value));
         }
         let found = self.store.state_of_group_for_type(group, kind, Some(state_key)).await?;
         let value = match found.get(state_key) {
             None => None,
             Some(event_id) => match self.store.get_event(event_id).await? {
                 // Not stored (yet): don't remember the answer.
-                None => return Ok(None),
-                Some(stored) => {
-                    let json: Value = serde_json::from_str(&stored.json).unwrap_or(Value::Null);
-                    json.get("content").and_then(|c| c.get(field)).and_then(Value::as_str).map(str::to_owned)
-                }
+                None => return Ok(StateField::Unset),
+                Some(stored) => match serde_json::from_str::<Value>(&stored.json) {
+                    Ok(json) => json
+                        .get("content")
+                        .and_then(|c| c.get(field))
+                        .and_then(Value::as_str)
+                        .map(str::to_owned),
+                    Err(error) => {
+                        tracing::error!(%event_id, %error, "stored event JSON does not parse");
+                        return Ok(StateField::Unreadable);
+                    }
+                },
             },
         };
         self.cache_state_field(key, value.clone());
-        Ok(value)
+        Ok(StateField::from_cached(value))
     }
 
     /// The events `user_id` may see, in the given order.
@@ -61,10 +84,16 @@ impl Services {
             let mut visibility = match visibility_at.get(&group) {
                 Some(value) => value.clone(),
                 None => {
-                    let value = self
+                    let value = match self
                         .state_field_at(group, "m.room.history_visibility", "", "history_visibility")
                         .await?
-                        .unwrap_or_else(|| "shared".to_owned());
+                    {
+                        StateField::Set(value) => value,
+                        // The spec's default.
+                        StateField::Unset => "shared".to_owned(),
+                        // Unreadable: the most restrictive visibility (members only).
+                        StateField::Unreadable => "joined".to_owned(),
+                    };
                     visibility_at.insert(group, value.clone());
                     value
                 }
@@ -86,9 +115,14 @@ impl Services {
                 match membership_at.get(&group) {
                     Some(value) => value.clone(),
                     None => {
-                        let value = self
+                        let value = match self
                             .state_field_at(group, "m.room.member", user_id.as_str(), "membership")
-                            .await?;
+                            .await?
+                        {
+                            StateField::Set(value) => Some(value),
+                            // Unreadable: no membership, which shows the least.
+                            StateField::Unset | StateField::Unreadable => None,
+                        };
                         membership_at.insert(group, value.clone());
                         value
                     }

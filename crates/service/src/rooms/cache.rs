@@ -1,0 +1,262 @@
+//! The in-memory parts of the rooms service: per-room send locks and published heads, the
+//! parsed-event cache, cached state-group reads, and the cached local member lists.
+
+use std::collections::{BTreeMap, HashMap};
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+
+use myelin_core::pdu::Pdu;
+use ruma::{EventId, OwnedEventId, OwnedRoomId, RoomId, UserId};
+use tokio::sync::broadcast;
+
+use super::{NewEventNotice, RoomHead};
+use crate::streams::Stream;
+use crate::{Result, Services};
+
+/// The in-memory parts of the rooms service.
+pub struct Rooms {
+    /// Per room: its send lock with the head the write path builds on, and the head readers
+    /// see (see [`RoomSlot`]).
+    slots: Mutex<HashMap<OwnedRoomId, Arc<RoomSlot>>>,
+    events: Mutex<EventCache>,
+    pub stream: Stream,
+    /// Notices of persisted events waiting for their position to be published.
+    pub(super) pending: Mutex<BTreeMap<i64, NewEventNotice>>,
+    /// Every published new event, for whoever listens (push, federation, ...).
+    pub new_events: broadcast::Sender<NewEventNotice>,
+    /// Local sends in progress per room (queued on its lock or sending).
+    senders: Mutex<HashMap<OwnedRoomId, usize>>,
+    /// State groups never change: values read from them (history visibility, a membership)
+    /// by `(group, type, state_key, content field)`, and whole small groups.
+    state_fields: Mutex<lru::LruCache<StateFieldKey, Option<String>>>,
+    state_groups: Mutex<lru::LruCache<i64, Arc<GroupState>>>,
+}
+
+/// `(state group, event type, state key, content field)`.
+pub(crate) type StateFieldKey = (i64, String, String, String);
+
+/// A state group's entries: `(type, state key)` to event ID.
+pub type GroupState = BTreeMap<(String, String), String>;
+
+/// Groups with more entries than this are not kept whole in memory.
+const CACHED_GROUP_MAX_ENTRIES: usize = 500;
+
+/// A room's head, as the write path owns it and as readers see it.
+///
+/// The write path takes `head`, the room's send lock (sends to one room are serialised by it),
+/// and moves the head under it. Readers never take it: they clone `published`, the head as
+/// of the last release of the send lock (a clone is cheap: the state is a persistent map).
+/// [`RoomWriteGuard`] publishes the head when it releases the lock, so a reader sees every
+/// send whose lock was released before the read began, as it did when reads took the lock.
+#[derive(Default)]
+struct RoomSlot {
+    /// `None` until loaded (or after a failed commit, until reloaded).
+    head: Arc<tokio::sync::Mutex<Option<RoomHead>>>,
+    published: std::sync::RwLock<Option<RoomHead>>,
+}
+
+/// The send lock of one room, with its head (`None` when not loaded, or for a room that does
+/// not exist (yet)). Dropping it publishes the head to readers, and forgets the room's slot if
+/// it holds no head and nobody else is waiting for it (so that asking about unknown room IDs
+/// leaves nothing behind).
+pub struct RoomWriteGuard<'a> {
+    rooms: &'a Rooms,
+    room_id: OwnedRoomId,
+    slot: Arc<RoomSlot>,
+    head: tokio::sync::OwnedMutexGuard<Option<RoomHead>>,
+}
+
+impl std::ops::Deref for RoomWriteGuard<'_> {
+    type Target = Option<RoomHead>;
+
+    fn deref(&self) -> &Option<RoomHead> {
+        &self.head
+    }
+}
+
+impl std::ops::DerefMut for RoomWriteGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Option<RoomHead> {
+        &mut self.head
+    }
+}
+
+impl Drop for RoomWriteGuard<'_> {
+    fn drop(&mut self) {
+        // Published while the lock is still held: the next writer publishes after this one.
+        *self.slot.published.write().unwrap_or_else(|e| e.into_inner()) = self.head.clone();
+        if self.head.is_none() {
+            let mut slots = self.rooms.slots.lock().unwrap_or_else(|e| e.into_inner());
+            // The map's reference and this guard's: nobody else holds or awaits the lock, and
+            // nobody can start to without the map.
+            if slots
+                .get(&self.room_id)
+                .is_some_and(|slot| Arc::ptr_eq(slot, &self.slot) && Arc::strong_count(slot) <= 2)
+            {
+                slots.remove(&self.room_id);
+            }
+        }
+    }
+}
+
+/// One send in progress into a room (see [`Rooms::sending`]).
+pub(super) struct Sending<'a> {
+    rooms: &'a Rooms,
+    room_id: OwnedRoomId,
+}
+
+impl Sending<'_> {
+    /// Whether other sends into the room are in progress.
+    pub(super) fn others(&self) -> bool {
+        self.rooms
+            .senders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&self.room_id)
+            .is_some_and(|n| *n > 1)
+    }
+}
+
+impl Drop for Sending<'_> {
+    fn drop(&mut self) {
+        let mut senders = self.rooms.senders.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = senders.get_mut(&self.room_id) {
+            *count -= 1;
+            if *count == 0 {
+                senders.remove(&self.room_id);
+            }
+        }
+    }
+}
+
+impl Rooms {
+    /// `event_cache`: how many parsed events to keep in memory, and within how many bytes.
+    pub fn new(max_stream_ordering: i64, (events, bytes): (usize, u64)) -> Rooms {
+        Rooms {
+            slots: Mutex::default(),
+            events: Mutex::new(EventCache {
+                events: lru::LruCache::new(NonZeroUsize::new(events).unwrap_or(NonZeroUsize::MIN)),
+                bytes: 0,
+                max_bytes: bytes,
+            }),
+            stream: Stream::new(max_stream_ordering),
+            pending: Mutex::default(),
+            new_events: broadcast::channel(4096).0,
+            senders: Mutex::default(),
+            state_fields: Mutex::new(lru::LruCache::new(
+                NonZeroUsize::new(20_000).unwrap_or(NonZeroUsize::MIN),
+            )),
+            state_groups: Mutex::new(lru::LruCache::new(NonZeroUsize::new(128).unwrap_or(NonZeroUsize::MIN))),
+        }
+    }
+
+    /// Counts the caller among the local senders into a room until the guard is dropped.
+    pub(super) fn sending(&self, room_id: &RoomId) -> Sending<'_> {
+        *self.senders.lock().unwrap_or_else(|e| e.into_inner()).entry(room_id.to_owned()).or_default() += 1;
+        Sending { rooms: self, room_id: room_id.to_owned() }
+    }
+
+    fn slot(&self, room_id: &RoomId) -> Arc<RoomSlot> {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots.entry(room_id.to_owned()).or_default().clone()
+    }
+
+    /// Takes a room's send lock, waiting for the sends in progress; the head in it is not
+    /// loaded (see [`Services::lock_room_for_write`] for that).
+    pub(crate) async fn lock_for_write(&self, room_id: &RoomId) -> RoomWriteGuard<'_> {
+        let slot = self.slot(room_id);
+        let head = slot.head.clone().lock_owned().await;
+        RoomWriteGuard { rooms: self, room_id: room_id.to_owned(), slot, head }
+    }
+
+    /// Takes a room's send lock if no send holds it.
+    pub(crate) fn try_lock_for_write(&self, room_id: &RoomId) -> Option<RoomWriteGuard<'_>> {
+        let slot = self.slot(room_id);
+        let head = slot.head.clone().try_lock_owned().ok();
+        head.map(|head| RoomWriteGuard { rooms: self, room_id: room_id.to_owned(), slot, head })
+    }
+
+    /// The head of a room as of the last release of its send lock, if loaded. Never waits.
+    pub(crate) fn published_head(&self, room_id: &RoomId) -> Option<RoomHead> {
+        let slot = self.slots.lock().unwrap_or_else(|e| e.into_inner()).get(room_id).cloned()?;
+        slot.published.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub(super) fn cached_event(&self, event_id: &EventId) -> Option<Arc<Pdu>> {
+        self.events.lock().unwrap_or_else(|e| e.into_inner()).events.get(event_id).cloned()
+    }
+
+    pub(super) fn cache_event(&self, pdu: Arc<Pdu>) {
+        let mut cache = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        cache.bytes += EventCache::entry_size(&pdu);
+        if let Some((_, out)) = cache.events.push(pdu.event_id.clone(), pdu) {
+            cache.bytes -= EventCache::entry_size(&out);
+        }
+        while cache.bytes > cache.max_bytes && cache.events.len() > 1 {
+            let Some((_, out)) = cache.events.pop_lru() else { break };
+            cache.bytes -= EventCache::entry_size(&out);
+        }
+    }
+
+    pub(super) fn forget_event(&self, event_id: &EventId) {
+        let mut cache = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(out) = cache.events.pop(event_id) {
+            cache.bytes -= EventCache::entry_size(&out);
+        }
+    }
+}
+
+/// Parsed events by ID, bounded by count and by (estimated) memory.
+struct EventCache {
+    events: lru::LruCache<OwnedEventId, Arc<Pdu>>,
+    bytes: u64,
+    max_bytes: u64,
+}
+
+impl EventCache {
+    /// The memory an entry holds: the event, its key and the list node.
+    fn entry_size(pdu: &Pdu) -> u64 {
+        (pdu.heap_size() + pdu.event_id.as_str().len() + 16 + 64) as u64
+    }
+}
+
+impl Services {
+    /// The whole state of a state group (small groups are cached: groups never change).
+    pub async fn state_of_group_cached(&self, group: i64) -> Result<Arc<GroupState>> {
+        if let Some(state) = self.rooms.state_groups.lock().unwrap_or_else(|e| e.into_inner()).get(&group) {
+            return Ok(state.clone());
+        }
+        let state = Arc::new(self.store.state_of_group(group).await?);
+        if state.len() <= CACHED_GROUP_MAX_ENTRIES {
+            self.rooms.state_groups.lock().unwrap_or_else(|e| e.into_inner()).put(group, state.clone());
+        }
+        Ok(state)
+    }
+
+    /// A cached value read from a state group (see [`Rooms`]'s `state_fields`).
+    pub(crate) fn cached_state_field(&self, key: &StateFieldKey) -> Option<Option<String>> {
+        self.rooms.state_fields.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned()
+    }
+
+    pub(crate) fn cache_state_field(&self, key: StateFieldKey, value: Option<String>) {
+        self.rooms.state_fields.lock().unwrap_or_else(|e| e.into_inner()).put(key, value);
+    }
+
+    /// Local users joined to, invited to or knocking on a room (cached).
+    pub async fn local_room_members(&self, room_id: &RoomId) -> Result<crate::streams::MemberSet> {
+        if let Some(members) = self.notifier.cached_members(room_id) {
+            return Ok(members);
+        }
+        let changes_before = self.notifier.member_changes();
+        let mut members = crate::streams::MemberSet::new();
+        for membership in ["join", "invite", "knock"] {
+            for user in self.store.room_members(room_id.as_str(), membership).await? {
+                if let Ok(user) = UserId::parse(&user)
+                    && user.server_name().as_str() == self.server_name()
+                {
+                    members.insert(user);
+                }
+            }
+        }
+        Ok(self.notifier.cache_members(room_id, members, changes_before))
+    }
+}
