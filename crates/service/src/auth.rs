@@ -3,9 +3,9 @@
 //! Tokens are random (from a CSPRNG) and stored only as SHA-256 hashes. Recently used tokens are
 //! cached in memory for a few seconds; logout, device deletion and deactivation evict them.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -75,7 +75,7 @@ pub struct AuthCache {
 impl AuthCache {
     /// Forgets cached tokens (after logout, device deletion, deactivation).
     pub fn evict(&self, token_hashes: &[String]) {
-        let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        let mut tokens = self.tokens.lock();
         for hash in token_hashes {
             tokens.remove(hash);
         }
@@ -83,17 +83,17 @@ impl AuthCache {
 
     /// Forgets every cached token of a user.
     pub fn evict_user(&self, user_id: &UserId) {
-        let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        let mut tokens = self.tokens.lock();
         tokens.retain(|_, cached| cached.requester.user_id != user_id);
     }
 
     fn get(&self, hash: &str) -> Option<CachedRequester> {
-        let tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        let tokens = self.tokens.lock();
         tokens.get(hash).filter(|c| c.cached_at.elapsed() < CACHE_TTL).cloned()
     }
 
     fn put(&self, hash: String, cached: CachedRequester) {
-        let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        let mut tokens = self.tokens.lock();
         if tokens.len() >= CACHE_MAX {
             tokens.clear();
         }
@@ -102,7 +102,7 @@ impl AuthCache {
 
     /// Whether the device's last-seen record is due an update.
     fn should_touch(&self, user_id: &str, device_id: &str, ip: Option<IpAddr>, now: u64) -> bool {
-        let mut last_seen = self.last_seen.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last_seen = self.last_seen.lock();
         let key = (user_id.to_owned(), device_id.to_owned());
         match last_seen.get(&key) {
             Some((ts, last_ip)) if now.saturating_sub(*ts) < LAST_SEEN_GRANULARITY_MS && *last_ip == ip => {

@@ -2,7 +2,9 @@
 //! their own, visible to users who share a room.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use myelin_core::MatrixError;
@@ -40,17 +42,17 @@ impl Drop for ActiveSync {
 
 impl ActiveSyncs {
     pub fn start(self: &Arc<Self>, user_id: &UserId) -> ActiveSync {
-        *self.counts.lock().unwrap_or_else(|e| e.into_inner()).entry(user_id.to_owned()).or_default() += 1;
+        *self.counts.lock().entry(user_id.to_owned()).or_default() += 1;
         ActiveSync { syncs: self.clone(), user_id: user_id.to_owned() }
     }
 
     /// Whether any sync of the user is in progress.
     pub fn is_syncing(&self, user_id: &UserId) -> bool {
-        self.counts.lock().unwrap_or_else(|e| e.into_inner()).contains_key(user_id)
+        self.counts.lock().contains_key(user_id)
     }
 
     fn end(&self, user_id: &UserId) {
-        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let mut counts = self.counts.lock();
         if let Some(count) = counts.get_mut(user_id) {
             *count -= 1;
             if *count == 0 {

@@ -2,8 +2,8 @@
 //! `burst_count` actions and draining at `per_second`. Requester-based limits honour the
 //! per-user overrides in `ratelimit_override` (0 messages per second: unlimited).
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Instant;
 
 use myelin_config::RateLimit;
@@ -68,7 +68,7 @@ impl RateLimiter {
         update: bool,
     ) -> Result<(), u64> {
         let now = Instant::now();
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut buckets = self.buckets.lock();
         if buckets.len() > 100_000 {
             // Drop buckets that have drained completely.
             buckets.retain(|_, b| b.count > 0.0 && now.duration_since(b.start).as_secs() < 3600);
@@ -94,7 +94,7 @@ impl RateLimiter {
 
     /// Forgets a cached override after the admin API changed it.
     pub fn forget_override(&self, user_id: &str) {
-        self.overrides.lock().unwrap_or_else(|e| e.into_inner()).remove(user_id);
+        self.overrides.lock().remove(user_id);
     }
 }
 
@@ -152,18 +152,12 @@ impl Services {
         n: f64,
         update: bool,
     ) -> Result<()> {
-        let cached = self
-            .ratelimiter
-            .overrides
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(user_id.as_str())
-            .copied();
+        let cached = self.ratelimiter.overrides.lock().get(user_id.as_str()).copied();
         let user_override = match cached {
             Some(value) => value,
             None => {
                 let value = self.store.get_ratelimit_override(user_id.as_str()).await?;
-                let mut overrides = self.ratelimiter.overrides.lock().unwrap_or_else(|e| e.into_inner());
+                let mut overrides = self.ratelimiter.overrides.lock();
                 if overrides.len() > 100_000 {
                     overrides.clear();
                 }

@@ -4,8 +4,8 @@
 //! forgotten first, so that unauthenticated requests cannot grow the set without bound. A
 //! restart forgets them all (a client asks for a new one).
 
+use parking_lot::Mutex;
 use std::num::NonZeroUsize;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use lru::LruCache;
@@ -36,7 +36,7 @@ impl RegistrationNonces {
 
     /// Remembers a nonce handed out at `now`, forgetting the oldest when full.
     pub fn insert(&self, nonce: String, now: Instant) {
-        let mut nonces = self.nonces.lock().unwrap_or_else(|e| e.into_inner());
+        let mut nonces = self.nonces.lock();
         // Expired nonces go first (the oldest are at the back), so they never push out a
         // valid one.
         while let Some((_, created)) = nonces.peek_lru() {
@@ -50,13 +50,13 @@ impl RegistrationNonces {
 
     /// Spends a nonce: `true` when it was handed out, not spent yet and not expired at `now`.
     pub fn consume(&self, nonce: &str, now: Instant) -> bool {
-        let created = self.nonces.lock().unwrap_or_else(|e| e.into_inner()).pop(nonce);
+        let created = self.nonces.lock().pop(nonce);
         created.is_some_and(|created| now.saturating_duration_since(created) <= self.timeout)
     }
 
     /// How many nonces are kept.
     pub fn len(&self) -> usize {
-        self.nonces.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.nonces.lock().len()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -8,7 +8,9 @@
 //! members (cached, refreshed when membership changes).
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 use tokio::sync::Notify;
@@ -39,7 +41,7 @@ struct StreamInner {
 impl StreamShared {
     /// Marks a position done; returns the new current position.
     fn done(&self, position: i64) -> i64 {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut inner = self.inner.lock();
         inner.in_flight.remove(&position);
         let current = match inner.in_flight.first() {
             Some(lowest) => lowest - 1,
@@ -101,7 +103,7 @@ impl Stream {
 
     /// Hands out the next position.
     pub fn allocate(&self) -> Position {
-        let mut inner = self.shared.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut inner = self.shared.inner.lock();
         let value = inner.next;
         inner.next = inner.next.saturating_add(1);
         inner.in_flight.insert(value);
@@ -118,12 +120,12 @@ impl Stream {
 
     /// The highest position below which everything is persisted.
     pub fn current(&self) -> i64 {
-        self.shared.inner.lock().unwrap_or_else(|e| e.into_inner()).current
+        self.shared.inner.lock().current
     }
 
     /// Positions handed out and neither finished nor released yet.
     pub fn in_flight(&self) -> usize {
-        self.shared.inner.lock().unwrap_or_else(|e| e.into_inner()).in_flight.len()
+        self.shared.inner.lock().in_flight.len()
     }
 
     /// Resolves once a position has been released unfinished since the last call (a permit
@@ -149,7 +151,7 @@ pub type MemberSet = imbl::OrdSet<OwnedUserId>;
 impl Notifier {
     /// The handle a user's sync waits on.
     pub fn listener(&self, user_id: &UserId) -> Arc<Notify> {
-        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        let mut users = self.users.lock();
         if users.len() > 100_000 {
             users.retain(|_, notify| Arc::strong_count(notify) > 1);
         }
@@ -157,7 +159,7 @@ impl Notifier {
     }
 
     pub fn notify_user(&self, user_id: &UserId) {
-        let notify = self.users.lock().unwrap_or_else(|e| e.into_inner()).get(user_id).cloned();
+        let notify = self.users.lock().get(user_id).cloned();
         if let Some(notify) = notify {
             notify.notify_waiters();
         }
@@ -166,7 +168,7 @@ impl Notifier {
     /// Wakes the syncs of a room's members: walks whichever is smaller, the members or the
     /// users with a sync open.
     pub fn notify_members(&self, members: &MemberSet) {
-        let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        let users = self.users.lock();
         if users.len() < members.len() {
             for (user_id, notify) in users.iter() {
                 if members.contains(user_id) {
@@ -183,7 +185,7 @@ impl Notifier {
     }
 
     pub fn notify_users<'a>(&self, user_ids: impl IntoIterator<Item = &'a UserId>) {
-        let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        let users = self.users.lock();
         for user_id in user_ids {
             if let Some(notify) = users.get(user_id) {
                 notify.notify_waiters();
@@ -194,7 +196,7 @@ impl Notifier {
     /// Wakes every waiting sync (after a stream position was released: whatever was
     /// published behind it may concern anyone).
     pub fn notify_everyone(&self) {
-        for notify in self.users.lock().unwrap_or_else(|e| e.into_inner()).values() {
+        for notify in self.users.lock().values() {
             notify.notify_waiters();
         }
     }
@@ -202,14 +204,14 @@ impl Notifier {
     /// Drops every cached member list (they are reloaded from the store on next use), for
     /// when a membership change may have been persisted without being published here.
     pub fn forget_members(&self) {
-        let mut cache = self.room_members.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cache = self.room_members.lock();
         self.member_changes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         cache.clear();
     }
 
     /// Cached local members (joined, invited, knocking) of a room, if known.
     pub fn cached_members(&self, room_id: &RoomId) -> Option<MemberSet> {
-        self.room_members.lock().unwrap_or_else(|e| e.into_inner()).get(room_id).cloned()
+        self.room_members.lock().get(room_id).cloned()
     }
 
     /// The count of membership changes so far (see [`Self::cache_members`]).
@@ -220,7 +222,7 @@ impl Notifier {
     /// Caches a room's members as loaded from the store, unless a membership change was
     /// published since `changes_before` was read.
     pub fn cache_members(&self, room_id: &RoomId, members: MemberSet, changes_before: u64) -> MemberSet {
-        let mut cache = self.room_members.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cache = self.room_members.lock();
         if self.member_changes() != changes_before {
             return members;
         }
@@ -234,7 +236,7 @@ impl Notifier {
     /// Applies a published membership change of a local user to the cached members (called
     /// in stream order).
     pub fn apply_membership(&self, room_id: &RoomId, user_id: &UserId, membership: &str) {
-        let mut cache = self.room_members.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cache = self.room_members.lock();
         self.member_changes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if let Some(members) = cache.get_mut(room_id) {
             if matches!(membership, "join" | "invite" | "knock") {

@@ -1,7 +1,7 @@
 //! Typing notifications: in memory, expiring on their own.
 
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use myelin_core::MatrixError;
@@ -28,7 +28,7 @@ struct RoomTyping {
 impl Typing {
     /// Users typing in a room now, and the position of the last change.
     pub fn typing_in(&self, room_id: &RoomId) -> (Vec<OwnedUserId>, i64) {
-        let rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+        let rooms = self.rooms.lock();
         match rooms.get(room_id) {
             Some(room) => {
                 let now = Instant::now();
@@ -43,7 +43,7 @@ impl Typing {
 
     /// The earliest expiry of any typing notification.
     fn next_expiry(&self) -> Option<Instant> {
-        let rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+        let rooms = self.rooms.lock();
         rooms.values().flat_map(|r| r.users.values()).min().copied()
     }
 }
@@ -66,7 +66,7 @@ impl Services {
         }
         let timeout = Duration::from_millis(timeout_ms.unwrap_or(30_000)).min(MAX_TIMEOUT);
         let changed = {
-            let mut rooms = self.typing.rooms.lock().unwrap_or_else(|e| e.into_inner());
+            let mut rooms = self.typing.rooms.lock();
             let room = rooms.entry(room_id.to_owned()).or_default();
             let was = room.users.get(user_id).is_some_and(|until| *until > Instant::now());
             if typing {
@@ -106,7 +106,7 @@ impl Services {
             }
             let expired: Vec<OwnedRoomId> = {
                 let now = Instant::now();
-                let mut rooms = self.typing.rooms.lock().unwrap_or_else(|e| e.into_inner());
+                let mut rooms = self.typing.rooms.lock();
                 let mut expired = Vec::new();
                 for (room_id, room) in rooms.iter_mut() {
                     let before = room.users.len();

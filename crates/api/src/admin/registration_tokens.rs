@@ -4,8 +4,8 @@ use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use myelin_core::MatrixError;
-use myelin_service::registration_tokens::{NewRegistrationToken, TokenUpdate};
 use myelin_service::records::RegistrationTokenRecord;
+use myelin_service::registration_tokens::{NewRegistrationToken, TokenUpdate};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 

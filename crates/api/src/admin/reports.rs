@@ -5,8 +5,8 @@ use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
 use myelin_core::MatrixError;
-use myelin_service::rooms::reports::EventReport;
 use myelin_service::records::EventReportsQuery;
+use myelin_service::rooms::reports::EventReport;
 use serde::Deserialize;
 use serde_json::{Value, json};
 

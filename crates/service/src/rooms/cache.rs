@@ -3,7 +3,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use myelin_core::pdu::Pdu;
 use ruma::{EventId, OwnedEventId, OwnedRoomId, RoomId, UserId};
@@ -52,7 +54,7 @@ const CACHED_GROUP_MAX_ENTRIES: usize = 500;
 struct RoomSlot {
     /// `None` until loaded (or after a failed commit, until reloaded).
     head: Arc<tokio::sync::Mutex<Option<RoomHead>>>,
-    published: std::sync::RwLock<Option<RoomHead>>,
+    published: parking_lot::RwLock<Option<RoomHead>>,
 }
 
 /// The send lock of one room, with its head (`None` when not loaded, or for a room that does
@@ -83,9 +85,9 @@ impl std::ops::DerefMut for RoomWriteGuard<'_> {
 impl Drop for RoomWriteGuard<'_> {
     fn drop(&mut self) {
         // Published while the lock is still held: the next writer publishes after this one.
-        *self.slot.published.write().unwrap_or_else(|e| e.into_inner()) = self.head.clone();
+        *self.slot.published.write() = self.head.clone();
         if self.head.is_none() {
-            let mut slots = self.rooms.slots.lock().unwrap_or_else(|e| e.into_inner());
+            let mut slots = self.rooms.slots.lock();
             // The map's reference and this guard's: nobody else holds or awaits the lock, and
             // nobody can start to without the map.
             if slots
@@ -107,18 +109,13 @@ pub(super) struct Sending<'a> {
 impl Sending<'_> {
     /// Whether other sends into the room are in progress.
     pub(super) fn others(&self) -> bool {
-        self.rooms
-            .senders
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&self.room_id)
-            .is_some_and(|n| *n > 1)
+        self.rooms.senders.lock().get(&self.room_id).is_some_and(|n| *n > 1)
     }
 }
 
 impl Drop for Sending<'_> {
     fn drop(&mut self) {
-        let mut senders = self.rooms.senders.lock().unwrap_or_else(|e| e.into_inner());
+        let mut senders = self.rooms.senders.lock();
         if let Some(count) = senders.get_mut(&self.room_id) {
             *count -= 1;
             if *count == 0 {
@@ -151,12 +148,12 @@ impl Rooms {
 
     /// Counts the caller among the local senders into a room until the guard is dropped.
     pub(super) fn sending(&self, room_id: &RoomId) -> Sending<'_> {
-        *self.senders.lock().unwrap_or_else(|e| e.into_inner()).entry(room_id.to_owned()).or_default() += 1;
+        *self.senders.lock().entry(room_id.to_owned()).or_default() += 1;
         Sending { rooms: self, room_id: room_id.to_owned() }
     }
 
     fn slot(&self, room_id: &RoomId) -> Arc<RoomSlot> {
-        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slots = self.slots.lock();
         slots.entry(room_id.to_owned()).or_default().clone()
     }
 
@@ -177,16 +174,16 @@ impl Rooms {
 
     /// The head of a room as of the last release of its send lock, if loaded. Never waits.
     pub(crate) fn published_head(&self, room_id: &RoomId) -> Option<RoomHead> {
-        let slot = self.slots.lock().unwrap_or_else(|e| e.into_inner()).get(room_id).cloned()?;
-        slot.published.read().unwrap_or_else(|e| e.into_inner()).clone()
+        let slot = self.slots.lock().get(room_id).cloned()?;
+        slot.published.read().clone()
     }
 
     pub(super) fn cached_event(&self, event_id: &EventId) -> Option<Arc<Pdu>> {
-        self.events.lock().unwrap_or_else(|e| e.into_inner()).events.get(event_id).cloned()
+        self.events.lock().events.get(event_id).cloned()
     }
 
     pub(super) fn cache_event(&self, pdu: Arc<Pdu>) {
-        let mut cache = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cache = self.events.lock();
         cache.bytes += EventCache::entry_size(&pdu);
         if let Some((_, out)) = cache.events.push(pdu.event_id.clone(), pdu) {
             cache.bytes -= EventCache::entry_size(&out);
@@ -198,7 +195,7 @@ impl Rooms {
     }
 
     pub(super) fn forget_event(&self, event_id: &EventId) {
-        let mut cache = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cache = self.events.lock();
         if let Some(out) = cache.events.pop(event_id) {
             cache.bytes -= EventCache::entry_size(&out);
         }
@@ -222,23 +219,23 @@ impl EventCache {
 impl Services {
     /// The whole state of a state group (small groups are cached: groups never change).
     pub async fn state_of_group_cached(&self, group: i64) -> Result<Arc<GroupState>> {
-        if let Some(state) = self.rooms.state_groups.lock().unwrap_or_else(|e| e.into_inner()).get(&group) {
+        if let Some(state) = self.rooms.state_groups.lock().get(&group) {
             return Ok(state.clone());
         }
         let state = Arc::new(self.store.state_of_group(group).await?);
         if state.len() <= CACHED_GROUP_MAX_ENTRIES {
-            self.rooms.state_groups.lock().unwrap_or_else(|e| e.into_inner()).put(group, state.clone());
+            self.rooms.state_groups.lock().put(group, state.clone());
         }
         Ok(state)
     }
 
     /// A cached value read from a state group (see [`Rooms`]'s `state_fields`).
     pub(crate) fn cached_state_field(&self, key: &StateFieldKey) -> Option<Option<String>> {
-        self.rooms.state_fields.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned()
+        self.rooms.state_fields.lock().get(key).cloned()
     }
 
     pub(crate) fn cache_state_field(&self, key: StateFieldKey, value: Option<String>) {
-        self.rooms.state_fields.lock().unwrap_or_else(|e| e.into_inner()).put(key, value);
+        self.rooms.state_fields.lock().put(key, value);
     }
 
     /// Local users joined to, invited to or knocking on a room (cached).

@@ -444,7 +444,7 @@ impl Services {
             return Err(error.into());
         }
         {
-            let mut pending = self.rooms.pending.lock().unwrap_or_else(|e| e.into_inner());
+            let mut pending = self.rooms.pending.lock();
             for prepared in &prepared {
                 pending.insert(
                     prepared.event.stream_ordering,
@@ -483,7 +483,7 @@ impl Services {
     /// the room's local members (and of an invited or knocking user) and tells listeners.
     pub(crate) async fn publish_events_up_to(&self, current: i64) {
         let ready: Vec<NewEventNotice> = {
-            let mut pending = self.rooms.pending.lock().unwrap_or_else(|e| e.into_inner());
+            let mut pending = self.rooms.pending.lock();
             let later = pending.split_off(&(current + 1));
             let ready: Vec<NewEventNotice> = std::mem::replace(&mut *pending, later).into_values().collect();
             // Membership changes reach the cached member lists in stream order (under the

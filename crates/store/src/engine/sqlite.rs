@@ -15,8 +15,10 @@
 //! is on disk; a failed commit fails every member.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use rusqlite::types::{ToSqlOutput, ValueRef};
@@ -319,7 +321,7 @@ impl SqliteEngine {
     }
 
     fn take_reader(&self) -> Result<Connection, StoreError> {
-        if let Some(connection) = self.readers.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+        if let Some(connection) = self.readers.lock().pop() {
             return Ok(connection);
         }
         let connection = Connection::open_with_flags(
@@ -331,7 +333,7 @@ impl SqliteEngine {
     }
 
     fn put_reader(&self, connection: Connection) {
-        let mut readers = self.readers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut readers = self.readers.lock();
         if readers.len() < 16 {
             readers.push(connection);
         }
