@@ -16,7 +16,11 @@ use myelin_service::Services;
 use tokio::io::AsyncWriteExt;
 
 /// Polls `future` at most `polls` times, then drops it (as hyper drops a request's future when
-/// its client goes away). Returns the output if it completed within those polls.
+/// its client goes away). Returns the output if it completed within those polls. A poll that
+/// returns `Pending` waits for the future's own wake-up (that is what makes the count "awaits
+/// reached"), so a future that is never woken, e.g. one queued on a lock the test holds, never
+/// returns: to check that something does *not* wait, poll it once with
+/// `futures::poll!`-style `std::future::poll_fn` instead.
 pub async fn poll_at_most<F: Future>(future: F, polls: usize) -> Option<F::Output> {
     let mut future = pin!(future);
     let mut left = polls;
