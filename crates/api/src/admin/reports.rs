@@ -91,14 +91,9 @@ async fn get_one(
             "The report_id parameter must be a string representing a positive integer.",
         )
     })?;
-    let report = services.event_report(id).await?;
-    let mut body = report_json(&report);
-    body["event_json"] = report
-        .report
-        .event_json
-        .as_deref()
-        .and_then(|json| serde_json::from_str(json).ok())
-        .unwrap_or(Value::Null);
+    let detail = services.event_report(id).await?;
+    let mut body = report_json(&detail.summary);
+    body["event_json"] = detail.event.unwrap_or(Value::Null);
     Ok(Json(body))
 }
 

@@ -26,6 +26,13 @@ pub struct EventReport {
     pub canonical_alias: Option<String>,
 }
 
+/// One event report in full (the admin API's single-report view): with the reported event as
+/// stored, when the server still has it.
+pub struct EventReportDetail {
+    pub summary: EventReport,
+    pub event: Option<Value>,
+}
+
 impl Services {
     /// `POST /rooms/{roomId}/report/{eventId}`: the reporter must be joined to the room and
     /// able to see the event; `M_NOT_FOUND` otherwise. `score` runs from -100 (most offensive)
@@ -135,14 +142,17 @@ impl Services {
     }
 
     /// `GET /_synapse/admin/v1/event_reports/{reportId}`.
-    pub async fn event_report(&self, id: i64) -> Result<EventReport> {
+    pub async fn event_report(&self, id: i64) -> Result<EventReportDetail> {
         let report = self
             .store
             .event_report(id)
             .await?
             .ok_or_else(|| MatrixError::not_found("Event report not found"))?;
+        // Stored event JSON that does not parse is corrupt: an internal error, not a null.
+        let event =
+            report.event_json.as_deref().map(serde_json::from_str).transpose().map_err(Error::internal)?;
         let (room_name, canonical_alias) = self.room_name_and_alias(&report.room_id).await?;
-        Ok(EventReport { report, room_name, canonical_alias })
+        Ok(EventReportDetail { summary: EventReport { report, room_name, canonical_alias }, event })
     }
 
     /// A room's current `m.room.name` name and `m.room.canonical_alias` alias.
