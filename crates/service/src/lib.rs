@@ -70,7 +70,7 @@ pub mod records {
 #[derive(Clone)]
 pub struct Services {
     pub config: Arc<Config>,
-    pub store: Store,
+    pub(crate) store: Store,
     pub keys: Arc<keys::ServerKeys>,
     pub metrics: Arc<metrics::Metrics>,
     pub passwords: passwords::PasswordHasher,
@@ -120,5 +120,15 @@ impl Services {
 
     pub fn server_name(&self) -> &str {
         &self.config.server.server_name
+    }
+}
+
+/// Test hooks: reaching under the service layer to set up or corrupt what the API cannot
+/// (only with the `test-hooks` feature, which `myelin-test-support` turns on).
+#[cfg(feature = "test-hooks")]
+impl Services {
+    /// The store, for tests that plant or inspect rows directly.
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 }

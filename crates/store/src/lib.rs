@@ -89,7 +89,9 @@ impl Store {
         Ok(Store { db: Db::open(config).await? })
     }
 
-    /// The engine underneath, for code in this crate and for store tests.
+    /// The engine underneath, for tests only (the `test-hooks` feature, which
+    /// `myelin-test-support` turns on): everything else reaches data through `Store` methods.
+    #[cfg(feature = "test-hooks")]
     pub fn db(&self) -> &Db {
         &self.db
     }

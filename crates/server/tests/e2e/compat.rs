@@ -122,7 +122,7 @@ async fn synapse_hash_password_output_logs_in() {
         let hash = String::from_utf8(output.stdout).unwrap().trim().to_owned();
         assert!(hash.starts_with("$2b$04$"), "{hash}");
         let user = server.register("imported").await;
-        server.services().store.set_password_hash(&user.user_id, Some(&hash)).await.unwrap();
+        server.services().store().set_password_hash(&user.user_id, Some(&hash)).await.unwrap();
         let login = server
             .client()
             .post(

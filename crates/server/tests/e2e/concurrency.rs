@@ -42,7 +42,7 @@ async fn ten_senders_two_hundred_messages_each_make_one_linear_dag() {
 
     // Read the room back from the store: each message once, and each event's only prev event
     // is the event before it (a single chain, no forks).
-    let store = &server.services().store;
+    let store = server.services().store();
     let rows = store
         .db()
         .query(

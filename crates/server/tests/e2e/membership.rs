@@ -106,7 +106,7 @@ async fn kick_ban_unban_and_leave() {
     // Forgetting needs having left; then the room is forgotten.
     alice.client.post(&path(&room_id, "forget"), &json!({})).await.expect_error(400, "M_UNKNOWN");
     bob.client.post(&path(&room_id, "forget"), &json!({})).await.expect(200);
-    assert!(server.services().store.is_forgotten(&bob.user_id, &room_id).await.unwrap());
+    assert!(server.services().store().is_forgotten(&bob.user_id, &room_id).await.unwrap());
     // Kicking someone not in the room.
     let carol = server.register("carol").await;
     alice

@@ -751,7 +751,7 @@ async fn pushers_go_with_their_device() {
     );
     alice.client.post("/_matrix/client/v3/logout", &serde_json::json!({})).await.expect(200);
     assert!(
-        server.services().store.pushers_of(&alice.user_id).await.unwrap().is_empty(),
+        server.services().store().pushers_of(&alice.user_id).await.unwrap().is_empty(),
         "logging out removes the device's pushers"
     );
     server.stop().await;

@@ -374,7 +374,7 @@ async fn uia_sessions_expire_and_are_bound_to_their_operation() {
 
     // An expired session is unknown.
     let services = server.services();
-    services.store.set_uia_session_created(&session, 0).await.unwrap();
+    services.store().set_uia_session_created(&session, 0).await.unwrap();
     server
         .client()
         .post("/_matrix/client/v3/register", &json!({"username": "gina", "password": "pw-123456", "auth": {"type": "m.login.dummy", "session": session}}))

@@ -199,7 +199,7 @@ async fn room_and_user_reports() {
     server.client().post(&room_report, &json!({"reason": "x"})).await.expect_error(401, "M_MISSING_TOKEN");
 
     // What was kept: (room, event, target user, reporter, reason).
-    let stored = server.services().store.list_reports().await.unwrap();
+    let stored = server.services().store().list_reports().await.unwrap();
     type Kept = (String, Option<String>, Option<String>, String, Option<String>);
     let mut kept: Vec<Kept> = stored.into_iter().map(|r| (r.2, r.3, r.4, r.5, r.6)).collect();
     kept.sort();

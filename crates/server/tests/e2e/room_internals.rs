@@ -24,7 +24,7 @@ async fn reads_of_the_room_head_do_not_wait_for_the_send_lock() {
     let services = server.services().clone();
     let room = ruma::RoomId::parse(&room_id).unwrap();
 
-    let guard = services.lock_room_for_write(&room).await.unwrap();
+    let guard = services.hold_room_send_lock(&room).await.unwrap();
     assert!(guard.is_some(), "the room's head is loaded under the lock");
     // The snapshot is taken without waiting: it completes on its first poll.
     let mut read = pin!(services.room_head_snapshot(&room));
@@ -101,7 +101,7 @@ async fn deactivation_fails_when_a_room_cannot_be_left_after_leaving_the_others(
     let fine = create_room(&alice, json!({"preset": "private_chat"})).await;
     let broken = create_room(&alice, json!({"preset": "private_chat"})).await;
     // A room whose version this server cannot read (loaded after the restart).
-    let db = server.services().store.db().clone();
+    let db = server.services().store().db().clone();
     db.execute("UPDATE rooms SET room_version = 'bogus' WHERE room_id = $1", vec![broken.as_str().into()])
         .await
         .unwrap();
@@ -113,7 +113,7 @@ async fn deactivation_fails_when_a_room_cannot_be_left_after_leaving_the_others(
         .post("/_matrix/client/v3/account/deactivate", &json!({"auth": auth}))
         .await
         .expect_error(500, "M_UNKNOWN");
-    let store = &server.services().store;
+    let store = server.services().store();
     assert_eq!(store.membership(&fine, &alice.user_id).await.unwrap().as_deref(), Some("leave"));
     assert_eq!(store.membership(&broken, &alice.user_id).await.unwrap().as_deref(), Some("join"));
     // Not deactivated: the account still works.
@@ -123,7 +123,7 @@ async fn deactivation_fails_when_a_room_cannot_be_left_after_leaving_the_others(
 
 /// Overwrites an event's stored JSON with text that does not parse (a damaged row).
 async fn corrupt_event(server: &TestServer, event_id: &str) {
-    let db = server.services().store.db().clone();
+    let db = server.services().store().db().clone();
     let changed = db
         .execute("UPDATE events SET json = $1 WHERE event_id = $2", vec!["{not json".into(), event_id.into()])
         .await

@@ -620,7 +620,7 @@ async fn events_from_before_the_search_migration_are_indexed() {
     redact(&alice, &room, &gone, "r").await;
     create_room(&carol, json!({"preset": "public_chat"})).await;
     // Back to before migration 6, as a database created by an older Myelin.
-    let db = server.services().store.db().clone();
+    let db = server.services().store().db().clone();
     for sql in [
         "DROP TABLE event_search",
         "DROP TABLE user_directory_rooms",

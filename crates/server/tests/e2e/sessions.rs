@@ -413,7 +413,7 @@ async fn deactivated_users_are_told_so_at_login() {
     // reach the deactivated check.
     server
         .services()
-        .store
+        .store()
         .db()
         .execute("UPDATE users SET deactivated = TRUE WHERE user_id = $1", vec![user.user_id.as_str().into()])
         .await
@@ -430,7 +430,7 @@ async fn synapse_password_hashes_log_in() {
     for (config, hash) in [(json!({}), PLAIN), (json!({"password_config": {"pepper": "p3pp3r"}}), PEPPERED)] {
         let server = TestServer::start_with(config).await;
         let user = server.register("imported").await;
-        server.services().store.set_password_hash(&user.user_id, Some(hash)).await.unwrap();
+        server.services().store().set_password_hash(&user.user_id, Some(hash)).await.unwrap();
         login(&server, password_login("imported", "hunter2")).await.expect(200);
         login(&server, password_login("imported", "hunter3")).await.expect_error(403, "M_FORBIDDEN");
         server.stop().await;
@@ -510,7 +510,7 @@ async fn stale_devices_are_deleted() {
     let old_device = old["device_id"].as_str().unwrap().to_owned();
     server
         .services()
-        .store
+        .store()
         .db()
         .execute(
             "UPDATE devices SET last_seen_ts = 0, created_ts = 0 WHERE device_id = $1",

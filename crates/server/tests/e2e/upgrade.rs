@@ -144,7 +144,7 @@ async fn upgrade_from_v10_to_v11_copies_state_and_retires_the_old_room() {
     // The alias and the directory listing moved.
     let joined = carol.client.post("/_matrix/client/v3/join/%23upgrademe:test.local", &json!({})).await;
     assert_eq!(joined.expect(200)["room_id"], new_room.as_str());
-    let store = &server.services().store;
+    let store = server.services().store();
     assert!(store.get_room(&new_room).await.unwrap().unwrap().is_public);
     assert!(!store.get_room(&room_id).await.unwrap().unwrap().is_public);
 

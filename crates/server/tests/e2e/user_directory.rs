@@ -122,7 +122,7 @@ async fn search_all_users_finds_everyone_but_deactivated_and_locked_users() {
     assert_eq!(found(&alice, "locky").await, vec![locked.user_id.clone()]);
     server
         .services()
-        .store
+        .store()
         .db()
         .execute("UPDATE users SET locked = TRUE WHERE user_id = $1", vec![locked.user_id.as_str().into()])
         .await
@@ -142,7 +142,7 @@ async fn search_all_users_finds_everyone_but_deactivated_and_locked_users() {
     join(&bob, &room).await;
     server
         .services()
-        .store
+        .store()
         .db()
         .execute("UPDATE users SET locked = TRUE WHERE user_id = $1", vec![locked.user_id.as_str().into()])
         .await

@@ -175,7 +175,7 @@ impl Services {
     /// Takes a room's send lock, waiting for every send in progress, with its head loaded
     /// (`None` in the guard for an unknown room). Only the write path takes it: whoever holds
     /// it owns the head, and readers see the head it leaves when the guard is dropped.
-    pub async fn lock_room_for_write(&self, room_id: &RoomId) -> Result<RoomWriteGuard<'_>> {
+    pub(crate) async fn lock_room_for_write(&self, room_id: &RoomId) -> Result<RoomWriteGuard<'_>> {
         let mut guard = self.rooms.lock_for_write(room_id).await;
         if guard.is_none() {
             *guard = self.load_head(room_id).await?;
@@ -204,4 +204,12 @@ pub fn check_room_version(version: &str) -> Result<(RoomVersionId, RoomVersionRu
         )
         .into()
     })
+}
+
+/// Test hooks (the `test-hooks` feature): hold a room's send lock as a send would.
+#[cfg(feature = "test-hooks")]
+impl Services {
+    pub async fn hold_room_send_lock(&self, room_id: &RoomId) -> Result<RoomWriteGuard<'_>> {
+        self.lock_room_for_write(room_id).await
+    }
 }
