@@ -2,8 +2,9 @@
 
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
-use myelin_core::{ErrCode, MatrixError};
+use myelin_core::{ErrCode, ErrorKind, MatrixError};
 use myelin_service::Error;
+use myelin_service::error::Chain;
 
 /// What every handler returns on failure.
 #[derive(Debug)]
@@ -64,10 +65,20 @@ pub fn status_of(code: ErrCode) -> StatusCode {
     }
 }
 
+/// The status of an error: its situation's, where the spec gives one, else its code's.
+pub fn status_of_error(error: &MatrixError) -> StatusCode {
+    match error.kind {
+        Some(ErrorKind::Conflict) => StatusCode::CONFLICT,
+        Some(ErrorKind::MethodNotAllowed) => StatusCode::METHOD_NOT_ALLOWED,
+        Some(ErrorKind::Timeout) => StatusCode::REQUEST_TIMEOUT,
+        Some(ErrorKind::Internal) => StatusCode::INTERNAL_SERVER_ERROR,
+        None => status_of(error.code),
+    }
+}
+
 /// Renders a Matrix error, adding `Retry-After` to rate-limit errors.
 pub fn matrix_error_response(error: &MatrixError) -> Response {
-    let status =
-        error.status.and_then(|s| StatusCode::from_u16(s).ok()).unwrap_or_else(|| status_of(error.code));
+    let status = status_of_error(error);
     let mut response = (status, axum::Json(error.to_json())).into_response();
     if error.code == ErrCode::LimitExceeded
         && let Some(ms) = error.extra.get("retry_after_ms").and_then(serde_json::Value::as_u64)
@@ -85,10 +96,11 @@ impl IntoResponse for ApiError {
             Error::Uia(challenge) => {
                 (StatusCode::UNAUTHORIZED, axum::Json(challenge.to_json())).into_response()
             }
-            Error::Internal(message) => {
-                // Logged once here, inside the request's span; the client sees no detail.
-                tracing::error!(error = %message, "internal error");
-                matrix_error_response(&MatrixError::unknown("Internal server error").with_status(500))
+            Error::Internal(source) => {
+                // Logged once here, inside the request's span, with every cause; the client
+                // sees no detail.
+                tracing::error!(error = %Chain(&*source), "internal error");
+                matrix_error_response(&MatrixError::unknown("Internal server error").with_kind(ErrorKind::Internal))
             }
         }
     }

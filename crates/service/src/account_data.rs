@@ -1,6 +1,6 @@
 //! Account data, global and per room, and room tags (stored as `m.tag` room account data).
 
-use myelin_core::MatrixError;
+use myelin_core::{ErrorKind, MatrixError};
 use ruma::{RoomId, UserId};
 use serde_json::{Map, Value, json};
 
@@ -56,7 +56,7 @@ impl Services {
         self.check_own(requester, user_id, "add account data")?;
         if SERVER_MANAGED.contains(&kind) {
             return Err(MatrixError::bad_json(format!("Cannot set {kind} through this API."))
-                .with_status(405)
+                .with_kind(ErrorKind::MethodNotAllowed)
                 .into());
         }
         if kind.is_empty() || kind.len() > 255 {

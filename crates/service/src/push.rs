@@ -259,7 +259,7 @@ fn insert_error(error: InsertPushRuleError) -> Error {
             MatrixError::invalid_param("Rules cannot be placed relative to server-default rules").into()
         }
         InsertPushRuleError::UnknownRuleId => {
-            MatrixError::unknown("before/after rule not found").with_status(400).into()
+            MatrixError::unknown("before/after rule not found").into()
         }
         InsertPushRuleError::BeforeHigherThanAfter => {
             MatrixError::invalid_param("`before` has a higher priority than `after`").into()

@@ -182,9 +182,7 @@ impl Services {
                     return Ok(());
                 }
                 if !self.store.reserve_registration_token(token, now_ms() as i64).await? {
-                    return Err(MatrixError::new(ErrCode::Unauthorized, "Invalid registration token")
-                        .with_status(401)
-                        .into());
+                    return Err(MatrixError::new(ErrCode::Unauthorized, "Invalid registration token").into());
                 }
                 session.data["registration_token"] = json!(token);
                 Ok(())
