@@ -100,7 +100,9 @@ impl IntoResponse for ApiError {
                 // Logged once here, inside the request's span, with every cause; the client
                 // sees no detail.
                 tracing::error!(error = %Chain(&*source), "internal error");
-                matrix_error_response(&MatrixError::unknown("Internal server error").with_kind(ErrorKind::Internal))
+                matrix_error_response(
+                    &MatrixError::unknown("Internal server error").with_kind(ErrorKind::Internal),
+                )
             }
         }
     }

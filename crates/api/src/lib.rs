@@ -48,7 +48,9 @@ async fn unrecognized() -> Response {
 }
 
 async fn method_not_allowed() -> Response {
-    matrix_error_response(&MatrixError::unrecognized("Unrecognized request method").with_kind(ErrorKind::MethodNotAllowed))
+    matrix_error_response(
+        &MatrixError::unrecognized("Unrecognized request method").with_kind(ErrorKind::MethodNotAllowed),
+    )
 }
 
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
