@@ -488,8 +488,6 @@ impl Services {
     }
 
     /// The timeline and state of one room between `from` (exclusive; `None`: the latest
-
-    /// The timeline and state of one room between `from` (exclusive; `None`: the latest
     /// events) and `now` (or `until`, for a room the user left).
     async fn sync_room(
         &self,
