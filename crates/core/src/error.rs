@@ -198,29 +198,4 @@ impl MatrixError {
     pub fn unknown(message: impl Into<String>) -> Self {
         Self::new(ErrCode::Unknown, message)
     }
-
-    /// The JSON body of this error.
-    pub fn to_json(&self) -> Value {
-        let mut body = Map::new();
-        body.insert("errcode".to_owned(), Value::from(self.code.as_str()));
-        body.insert("error".to_owned(), Value::from(self.message.clone()));
-        for (key, value) in &self.extra {
-            body.insert(key.clone(), value.clone());
-        }
-        Value::Object(body)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn error_json_has_code_message_and_extra_fields() {
-        let error = MatrixError::limit_exceeded(1500);
-        assert_eq!(
-            error.to_json(),
-            serde_json::json!({"errcode": "M_LIMIT_EXCEEDED", "error": "Too Many Requests", "retry_after_ms": 1500})
-        );
-    }
 }

@@ -31,23 +31,6 @@ pub struct UiaChallenge {
     pub error: Option<MatrixError>,
 }
 
-impl UiaChallenge {
-    /// The 401 body.
-    pub fn to_json(&self) -> Value {
-        let mut body = json!({
-            "flows": self.flows.iter().map(|stages| json!({"stages": stages})).collect::<Vec<_>>(),
-            "params": self.params,
-            "session": self.session,
-            "completed": self.completed,
-        });
-        if let Some(error) = &self.error {
-            body["errcode"] = json!(error.code.as_str());
-            body["error"] = json!(error.message);
-        }
-        body
-    }
-}
-
 /// An operation protected by UIA.
 pub struct UiaRequest<'a> {
     /// Names the operation; a session started for one operation cannot finish another.
