@@ -38,6 +38,11 @@ pub use rules::{parse_rule_kind, push_rules_content};
 
 use evaluation::RoomPushContext;
 
+/// How many users' rule sets are cached.
+const RULES_CACHE_SIZE: NonZeroUsize = NonZeroUsize::MIN.saturating_add(50_000 - 1);
+/// How many rooms' evaluation contexts are cached.
+const ROOMS_CACHE_SIZE: NonZeroUsize = NonZeroUsize::MIN.saturating_add(2_000 - 1);
+
 /// The thread ID of events outside threads.
 const MAIN_THREAD: &str = "main";
 
@@ -62,11 +67,8 @@ struct RulesCache {
 impl Default for Push {
     fn default() -> Self {
         Push {
-            rules: Mutex::new(RulesCache {
-                entries: lru::LruCache::new(NonZeroUsize::new(50_000).expect("non-zero")),
-                generation: 0,
-            }),
-            rooms: Mutex::new(lru::LruCache::new(NonZeroUsize::new(2_000).expect("non-zero"))),
+            rules: Mutex::new(RulesCache { entries: lru::LruCache::new(RULES_CACHE_SIZE), generation: 0 }),
+            rooms: Mutex::new(lru::LruCache::new(ROOMS_CACHE_SIZE)),
             rules_write: tokio::sync::Mutex::new(()),
             wakeup: tokio::sync::Notify::new(),
         }

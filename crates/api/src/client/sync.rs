@@ -50,26 +50,18 @@ fn select_fields(event: &Value, fields: &[String]) -> Value {
     let mut out = Map::new();
     for field in fields {
         let parts: Vec<&str> = field.split('.').collect();
-        let mut source = event;
-        let mut found = true;
-        for part in &parts {
-            match source.get(part) {
-                Some(next) => source = next,
-                None => {
-                    found = false;
-                    break;
-                }
-            }
-        }
-        if !found {
-            continue;
-        }
-        let mut target = &mut out;
-        for part in &parts[..parts.len() - 1] {
+        let Some(value) = parts.iter().try_fold(event, |source, part| source.get(part)) else { continue };
+        let Some((last, parents)) = parts.split_last() else { continue };
+        let mut target = Some(&mut out);
+        for part in parents {
             target =
-                target.entry(part.to_string()).or_insert_with(|| json!({})).as_object_mut().expect("object");
+                target.and_then(|t| t.entry(part.to_string()).or_insert_with(|| json!({})).as_object_mut());
         }
-        target.insert(parts[parts.len() - 1].to_owned(), source.clone());
+        // (A parent can only be missing as an object if the event had a non-object there,
+        // and then the field itself was not found.)
+        if let Some(target) = target {
+            target.insert((*last).to_owned(), value.clone());
+        }
     }
     Value::Object(out)
 }
@@ -306,4 +298,24 @@ pub fn routes() -> Router<AppState> {
         .v3("/sync", get(sync))
         .v3("/user/{user_id}/filter", post(create_filter))
         .v3("/user/{user_id}/filter/{filter_id}", get(get_filter))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_fields_keep_only_the_named_paths() {
+        let event = json!({"type": "m.room.message", "content": {"body": "hi", "msgtype": "m.text"}, "sender": "@a:x"});
+        let fields = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            select_fields(&event, &fields(&["type", "content.body", "missing.path", "type.nested"])),
+            json!({"type": "m.room.message", "content": {"body": "hi"}})
+        );
+        assert_eq!(
+            select_fields(&event, &fields(&["content", "content.body"])),
+            json!({"content": {"body": "hi", "msgtype": "m.text"}})
+        );
+        assert_eq!(select_fields(&event, &fields(&[""])), json!({}));
+    }
 }
