@@ -11,7 +11,10 @@
 //!   For each event it builds the room context once (joined member count, local members'
 //!   display names, the sender's power level, cached per room until a state event arrives) and
 //!   runs each local member's rules with ruma's evaluator. Actions that `notify` are stored per
-//!   (user, event, thread) in one transaction, which also queues a delivery per pusher.
+//!   (user, event, thread) in one transaction, which also queues a delivery per pusher. An
+//!   event whose evaluation fails is stored without push actions (Synapse instead fails the
+//!   persist: its evaluator raises before the write); the failure is logged at warn with the
+//!   room and event and counted in `myelin_push_evaluation_failures`.
 //! - [`counts`]: unread counts: push actions after the read receipt that covers them (an unthreaded
 //!   receipt covers every thread, a threaded one its own thread), per room and per thread, for
 //!   `/sync`; and `/notifications`.

@@ -41,8 +41,8 @@ impl Services {
     /// Evaluates the push rules of the local users concerned by each newly persisted event and
     /// records the actions that notify (and queues their pushes). Called at the end of
     /// `commit_events`, while the room's send lock is still held, so a sync woken by the event
-    /// waits for the counts; failures are logged and counted (as Synapse does, the events stay
-    /// stored without push actions), not propagated.
+    /// waits for the counts; failures are logged and counted (the events are already stored,
+    /// and stay without push actions), not propagated.
     pub async fn record_push_actions(&self, pdus: &[Arc<Pdu>]) {
         if let Err(error) = self.record_push_actions_inner(pdus).await {
             for pdu in pdus {
