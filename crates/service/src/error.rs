@@ -1,5 +1,5 @@
 //! The service error: either something the client can act on, or an internal failure that the
-//! HTTP layer turns into `500 M_UNKNOWN` (logged once with its whole chain of causes, never shown
+//! HTTP layer answers with `M_UNKNOWN` (logged once with its whole chain of causes, never shown
 //! to the client).
 
 use std::fmt;
@@ -14,7 +14,8 @@ pub type BoxedError = Box<dyn std::error::Error + Send + Sync>;
 pub enum Error {
     #[error(transparent)]
     Matrix(#[from] MatrixError),
-    /// User-interactive authentication is incomplete: the client gets the flows (HTTP 401).
+    /// User-interactive authentication is incomplete: the client gets the flows (the api's
+    /// challenge).
     #[error("user-interactive authentication required")]
     Uia(Box<crate::uia::UiaChallenge>),
     /// Displays the whole chain of causes.

@@ -124,7 +124,7 @@ impl Services {
             }
             if let Err(error) = self.check_stage(kind, auth, request.requester, &mut session).await {
                 return Err(match error {
-                    // Too many failed attempts is no failed stage: it is answered with 429.
+                    // Too many failed attempts is no failed stage: it is answered as rate limited.
                     Error::Matrix(error) if error.code != ErrCode::LimitExceeded => {
                         challenge(&session, Some(error))
                     }
