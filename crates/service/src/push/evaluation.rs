@@ -186,8 +186,8 @@ impl Services {
         let rulesets = self.push_rules_of(&user_ids).await?;
         let thread_id = self.thread_of(&content).await?;
 
-        let raw =
-            serde_json::value::to_raw_value(&Value::Object(pdu.to_client_json())).map_err(Error::internal)?;
+        let raw = serde_json::value::to_raw_value(&Value::Object(pdu.to_client_json()))
+            .map_err(|e| Error::internal_with("flattening an event for push rules", e))?;
         let event = FlattenedJson::from_raw(&ruma::serde::Raw::<Value>::from_json(raw));
         let mut notifications = ruma::power_levels::NotificationPowerLevels::new();
         notifications.room = int(room.power_levels.notification_level("room"));
@@ -267,7 +267,8 @@ async fn first_match(
                 return Ok(None);
             }
             return Ok(Some(Outcome {
-                actions: serde_json::to_string(actions).map_err(Error::internal)?,
+                actions: serde_json::to_string(actions)
+                    .map_err(|e| Error::internal_with("writing push actions", e))?,
                 highlight: actions.iter().any(Action::is_highlight),
             }));
         }

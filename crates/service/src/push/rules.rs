@@ -195,7 +195,8 @@ impl Services {
         let stored = self.store.push_rules(user_id.as_str()).await?;
         let mut ruleset = ruleset_from_stored(user_id, stored.as_deref());
         let out = change(&mut ruleset)?;
-        let json = serde_json::to_string(&ruleset).map_err(Error::internal)?;
+        let json =
+            serde_json::to_string(&ruleset).map_err(|e| Error::internal_with("writing push rules", e))?;
         self.store.set_push_rules(user_id.as_str(), &json).await?;
         let content = push_rules_content(&ruleset);
         self.push.cache_written_rules(user_id, Arc::new(ruleset));
