@@ -24,7 +24,8 @@ pub async fn run_writes_to_completion(request: Request, next: Next) -> Response 
         Err(error) => {
             tracing::error!(%error, "a request task was cancelled");
             crate::error::matrix_error_response(
-                &myelin_core::MatrixError::unknown("Internal server error").with_status(500),
+                &myelin_core::MatrixError::unknown("Internal server error")
+                    .with_kind(myelin_core::ErrorKind::Internal),
             )
         }
     }

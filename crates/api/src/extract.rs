@@ -54,7 +54,9 @@ pub async fn read_body(request: Request, limit: usize) -> Result<Bytes, ApiError
         Err(error) if caused_by::<http_body_util::LengthLimitError>(&error) => Err(too_large()),
         // The listener's `body_read_timeout`: the client stopped sending its body.
         Err(error) if caused_by::<tower_http::timeout::TimeoutError>(&error) => {
-            Err(MatrixError::unknown("Timed out reading the request body").with_status(408).into())
+            Err(MatrixError::unknown("Timed out reading the request body")
+                .with_kind(myelin_core::ErrorKind::Timeout)
+                .into())
         }
         Err(_) => Err(MatrixError::bad_json("Could not read the request body").into()),
     }

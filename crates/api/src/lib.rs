@@ -30,7 +30,7 @@ use axum::Router;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderName, StatusCode};
 use myelin_config::ListenerConfig;
-use myelin_core::MatrixError;
+use myelin_core::{ErrorKind, MatrixError};
 use myelin_service::Services;
 
 pub use extract::PeerAddr;
@@ -45,12 +45,14 @@ async fn unrecognized() -> Response {
 }
 
 async fn method_not_allowed() -> Response {
-    matrix_error_response(&MatrixError::unrecognized("Unrecognized request method").with_status(405))
+    matrix_error_response(
+        &MatrixError::unrecognized("Unrecognized request method").with_kind(ErrorKind::MethodNotAllowed),
+    )
 }
 
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("a request handler panicked");
-    matrix_error_response(&MatrixError::unknown("Internal server error").with_status(500))
+    matrix_error_response(&MatrixError::unknown("Internal server error").with_kind(ErrorKind::Internal))
 }
 
 fn finish(

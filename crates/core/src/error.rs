@@ -116,23 +116,38 @@ impl std::fmt::Display for ErrCode {
     }
 }
 
+/// The situations in which the spec (or Synapse) answers an error with another status than
+/// its code's usual one. The `api` crate maps each to its HTTP status; this crate names the
+/// situation only, so that it stays free of HTTP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The request would create something that already exists (e.g. a taken room alias).
+    Conflict,
+    /// The endpoint exists but refuses this method or this target (e.g. account data the server
+    /// manages itself).
+    MethodNotAllowed,
+    /// The client did not send its request in time.
+    Timeout,
+    /// The server failed; the client is told nothing more.
+    Internal,
+}
+
 /// An error a Matrix client can understand: `{"errcode": ..., "error": ..., ...extra}`.
 ///
-/// `status` overrides the default HTTP status of the code where the spec asks for a
-/// different one (e.g. `M_FORBIDDEN` with 401 during user-interactive auth); it is a plain
-/// number so that this crate stays free of HTTP types.
+/// `kind`, when set, names a situation in which the spec asks for another status than the
+/// code's usual one (see [`ErrorKind`]).
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct MatrixError {
     pub code: ErrCode,
     pub message: String,
     pub extra: Map<String, Value>,
-    pub status: Option<u16>,
+    pub kind: Option<ErrorKind>,
 }
 
 impl MatrixError {
     pub fn new(code: ErrCode, message: impl Into<String>) -> Self {
-        MatrixError { code, message: message.into(), extra: Map::new(), status: None }
+        MatrixError { code, message: message.into(), extra: Map::new(), kind: None }
     }
 
     /// Adds a field beside `errcode` and `error` (e.g. `retry_after_ms`, `soft_logout`).
@@ -141,9 +156,9 @@ impl MatrixError {
         self
     }
 
-    /// Forces the HTTP status of this error.
-    pub fn with_status(mut self, status: u16) -> Self {
-        self.status = Some(status);
+    /// Marks the situation that gives this error another status than its code's usual one.
+    pub fn with_kind(mut self, kind: ErrorKind) -> Self {
+        self.kind = Some(kind);
         self
     }
 
@@ -182,30 +197,5 @@ impl MatrixError {
     }
     pub fn unknown(message: impl Into<String>) -> Self {
         Self::new(ErrCode::Unknown, message)
-    }
-
-    /// The JSON body of this error.
-    pub fn to_json(&self) -> Value {
-        let mut body = Map::new();
-        body.insert("errcode".to_owned(), Value::from(self.code.as_str()));
-        body.insert("error".to_owned(), Value::from(self.message.clone()));
-        for (key, value) in &self.extra {
-            body.insert(key.clone(), value.clone());
-        }
-        Value::Object(body)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn error_json_has_code_message_and_extra_fields() {
-        let error = MatrixError::limit_exceeded(1500);
-        assert_eq!(
-            error.to_json(),
-            serde_json::json!({"errcode": "M_LIMIT_EXCEEDED", "error": "Too Many Requests", "retry_after_ms": 1500})
-        );
     }
 }

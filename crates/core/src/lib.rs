@@ -16,4 +16,4 @@ pub mod pdu;
 pub mod room_version;
 pub mod state_res;
 
-pub use error::{ErrCode, MatrixError};
+pub use error::{ErrCode, ErrorKind, MatrixError};

@@ -1,6 +1,6 @@
 //! Account data, global and per room, and room tags (stored as `m.tag` room account data).
 
-use myelin_core::MatrixError;
+use myelin_core::{ErrorKind, MatrixError};
 use ruma::{RoomId, UserId};
 use serde_json::{Map, Value, json};
 
@@ -56,7 +56,7 @@ impl Services {
         self.check_own(requester, user_id, "add account data")?;
         if SERVER_MANAGED.contains(&kind) {
             return Err(MatrixError::bad_json(format!("Cannot set {kind} through this API."))
-                .with_status(405)
+                .with_kind(ErrorKind::MethodNotAllowed)
                 .into());
         }
         if kind.is_empty() || kind.len() > 255 {
@@ -82,7 +82,8 @@ impl Services {
             .get_account_data(user_id.as_str(), room_id.map(|r| r.as_str()).unwrap_or(""), kind)
             .await?
             .ok_or_else(|| MatrixError::not_found("Account data not found"))?;
-        let value: Value = serde_json::from_str(&content).map_err(Error::internal)?;
+        let value: Value = serde_json::from_str(&content)
+            .map_err(|e| Error::internal_with("reading stored account data", e))?;
         // A deleted entry (an empty object stored) reads as absent for tags; others as stored.
         Ok(value)
     }
@@ -93,7 +94,7 @@ impl Services {
         let value: Value = content
             .map(|c| serde_json::from_str(&c))
             .transpose()
-            .map_err(Error::internal)?
+            .map_err(|e| Error::internal_with("reading stored tags", e))?
             .unwrap_or(json!({}));
         Ok(value.get("tags").and_then(Value::as_object).cloned().unwrap_or_default())
     }

@@ -45,6 +45,8 @@ pub struct Metrics {
     registry: Registry,
     pub http_requests: Family<RequestLabels, Counter>,
     pub http_request_duration: Family<RouteLabels, Histogram>,
+    /// Events stored without push actions because evaluating push rules for them failed.
+    pub push_evaluation_failures: Counter,
     resident_memory: Gauge,
     virtual_memory: Gauge,
     cpu_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
@@ -77,6 +79,12 @@ impl Metrics {
             "Time to produce the response, by route",
             http_request_duration.clone(),
         );
+        let push_evaluation_failures = Counter::default();
+        registry.register(
+            "myelin_push_evaluation_failures",
+            "Events stored without push actions because push rule evaluation failed",
+            push_evaluation_failures.clone(),
+        );
         let resident_memory = Gauge::default();
         registry.register(
             "process_resident_memory_bytes",
@@ -107,6 +115,7 @@ impl Metrics {
             registry,
             http_requests,
             http_request_duration,
+            push_evaluation_failures,
             resident_memory,
             virtual_memory,
             cpu_seconds,

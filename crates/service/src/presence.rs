@@ -10,7 +10,6 @@ use std::time::Duration;
 use myelin_core::MatrixError;
 use myelin_store::PresenceRecord;
 use ruma::{OwnedUserId, UserId};
-use serde_json::{Value, json};
 
 use crate::auth::Requester;
 use crate::util::now_ms;
@@ -64,19 +63,6 @@ impl ActiveSyncs {
     fn syncing(&self, user_id: &str) -> bool {
         UserId::parse(user_id).is_ok_and(|user_id| self.is_syncing(&user_id))
     }
-}
-
-/// A presence event for sync.
-pub fn presence_event(record: &PresenceRecord, now: i64) -> Value {
-    let mut content = json!({
-        "presence": record.state,
-        "last_active_ago": (now - record.last_active_ts).max(0),
-        "currently_active": record.currently_active && record.state == "online",
-    });
-    if let Some(status) = &record.status_msg {
-        content["status_msg"] = json!(status);
-    }
-    json!({"type": "m.presence", "sender": record.user_id, "content": content})
 }
 
 impl Services {

@@ -5,15 +5,18 @@
 //! restarts; in-memory ones (typing) restart at zero, and a token from before a restart is
 //! read as "from the beginning" for them.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use myelin_core::MatrixError;
-use ruma::{OwnedRoomId, RoomId, UserId};
-use serde_json::{Value, json};
+use myelin_store::{PresenceRecord, ReceiptRecord};
+use ruma::events::room::member::MembershipState;
+use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
+use serde_json::Value;
 
 use crate::auth::Requester;
-use crate::filter::{FilterDefinition, RoomEventFilter};
+use crate::filter::FilterDefinition;
+use crate::push::UnreadCounts;
 use crate::rooms::read::make_token;
 use crate::rooms::{RoomEvent, RoomHead};
 use crate::util::now_ms;
@@ -87,19 +90,46 @@ pub struct Timeline {
     pub prev_batch: String,
 }
 
+/// A room's member counts and heroes, when they may have changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MemberSummary {
+    /// Up to five members other than the user, when the room has no name or alias.
+    pub heroes: Vec<String>,
+    pub joined_member_count: u64,
+    pub invited_member_count: u64,
+}
+
+/// A joined room's ephemeral events, as typed data.
+#[derive(Clone, Debug, Default)]
+pub struct Ephemeral {
+    /// Who is typing, when it changed (or, in an initial sync, when someone is).
+    pub typing: Option<Vec<OwnedUserId>>,
+    /// The receipts the user may see (others' private receipts left out).
+    pub receipts: Vec<ReceiptRecord>,
+}
+
+impl Ephemeral {
+    pub fn is_empty(&self) -> bool {
+        self.typing.is_none() && self.receipts.is_empty()
+    }
+}
+
+/// An account data event: its type and content.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AccountDataEvent {
+    pub kind: String,
+    pub content: Value,
+}
+
 /// A joined (or left) room in a sync.
 #[derive(Clone, Debug, Default)]
 pub struct SyncedRoom {
     pub timeline: Timeline,
     pub state: Vec<RoomEvent>,
-    pub ephemeral: Vec<Value>,
-    pub account_data: Vec<Value>,
-    pub notification_count: u64,
-    pub highlight_count: u64,
-    /// Per thread root: (notifications, highlights).
-    pub thread_counts: BTreeMap<String, (u64, u64)>,
-    /// `(heroes, joined, invited)`, when it may have changed.
-    pub summary: Option<(Vec<String>, u64, u64)>,
+    pub ephemeral: Ephemeral,
+    pub account_data: Vec<AccountDataEvent>,
+    pub unread: UnreadCounts,
+    pub summary: Option<MemberSummary>,
 }
 
 /// The answer to a sync.
@@ -108,11 +138,14 @@ pub struct SyncResponse {
     pub next_batch: SyncToken,
     pub join: BTreeMap<OwnedRoomId, SyncedRoom>,
     pub leave: BTreeMap<OwnedRoomId, SyncedRoom>,
-    /// Stripped state.
-    pub invite: BTreeMap<OwnedRoomId, Vec<Value>>,
-    pub knock: BTreeMap<OwnedRoomId, Vec<Value>>,
-    pub account_data: Vec<Value>,
-    pub presence: Vec<Value>,
+    /// The state shared with the invitee (sent stripped).
+    pub invite: BTreeMap<OwnedRoomId, Vec<RoomEvent>>,
+    /// The state shared with the knocker (sent stripped).
+    pub knock: BTreeMap<OwnedRoomId, Vec<RoomEvent>>,
+    pub account_data: Vec<AccountDataEvent>,
+    /// Presence of the user and of those sharing a room, as of `presence_at` (ms).
+    pub presence: Vec<PresenceRecord>,
+    pub presence_at: i64,
     pub to_device: Vec<Value>,
 }
 
@@ -142,13 +175,32 @@ const STRIPPED_STATE_TYPES: &[&str] = &[
 /// The longest a sync may long-poll.
 const MAX_TIMEOUT_MS: u64 = 5 * 60 * 1000;
 
-fn stripped(event: &RoomEvent) -> Value {
-    json!({
-        "type": event.pdu.kind.to_string(),
-        "state_key": event.pdu.state_key,
-        "content": event.pdu.content_value(),
-        "sender": event.pdu.sender,
-    })
+/// What every section of one sync computation shares.
+#[derive(Clone, Copy)]
+struct Pass<'a> {
+    requester: &'a Requester,
+    request: &'a SyncRequest,
+    /// An initial sync (no token, or `full_state`).
+    initial: bool,
+    /// The token's positions (zero without a token; kept with `full_state`, where account data
+    /// is still read from it).
+    since_token: SyncToken,
+    now: SyncToken,
+}
+
+impl Pass<'_> {
+    fn user_id(&self) -> &UserId {
+        &self.requester.user_id
+    }
+
+    fn filter(&self) -> &FilterDefinition {
+        &self.request.filter
+    }
+
+    /// The token, in an incremental sync.
+    fn since(&self) -> Option<SyncToken> {
+        (!self.initial).then_some(self.since_token)
+    }
 }
 
 impl Services {
@@ -221,154 +273,199 @@ impl Services {
         request: &SyncRequest,
     ) -> Result<SyncResponse> {
         let user_id = &requester.user_id;
-        let filter = &request.filter;
         let initial = since.is_none() || request.full_state;
-        let since_token = since.unwrap_or_default();
+        let pass = Pass { requester, request, initial, since_token: since.unwrap_or_default(), now };
         let mut response = SyncResponse { next_batch: now, ..SyncResponse::default() };
 
-        // Membership changes since the token, per room (the latest wins).
-        let mut changed: BTreeMap<String, String> = BTreeMap::new();
+        // Rooms whose membership changed since the token.
+        let mut changed: HashSet<String> = HashSet::new();
         if let Some(since) = since {
             for change in self.store.membership_changes_since(user_id.as_str(), since.events).await? {
                 if change.stream_ordering <= now.events {
-                    changed.insert(change.room_id, change.membership);
+                    changed.insert(change.room_id);
                 }
             }
         }
-        let memberships = self.store.user_memberships(user_id.as_str()).await?;
         let mut rooms_with_events: HashSet<String> = HashSet::new();
-        if !initial {
+        if !pass.initial {
             rooms_with_events.extend(
-                self.store.rooms_with_events_since(user_id.as_str(), since_token.events, now.events).await?,
+                self.store
+                    .rooms_with_events_since(user_id.as_str(), pass.since_token.events, now.events)
+                    .await?,
             );
         }
-        let account_data = self
-            .store
-            .account_data_since(user_id.as_str(), since_token.account_data, now.account_data)
-            .await?;
-        let mut room_account_data: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-        for entry in &account_data {
-            let content: Value = serde_json::from_str(&entry.content).unwrap_or(Value::Null);
-            let event = json!({"type": entry.kind, "content": content});
-            if entry.room_id.is_empty() {
-                if filter.account_data.allows(&entry.kind, None) {
-                    response.account_data.push(event);
-                }
-            } else if filter.room.account_data.allows_type(&entry.kind) {
-                room_account_data.entry(entry.room_id.clone()).or_default().push(event);
-            }
-        }
+        let mut room_account_data;
+        (response.account_data, room_account_data) = self.sync_account_data(pass).await?;
 
-        // Push rules are account data too; users on the defaults have none stored.
-        if initial
-            && filter.account_data.allows("m.push_rules", None)
-            && !response.account_data.iter().any(|e| e["type"] == "m.push_rules")
-        {
-            let rules = self.push_rules(user_id).await?;
-            response.account_data.push(json!({
-                "type": "m.push_rules",
-                "content": {"global": crate::push::ruleset_json(&rules)},
-            }));
-        }
-        for (room, membership, _) in &memberships {
-            if !filter.room.allows_room(room) {
+        for (room, membership, _) in self.store.user_memberships(user_id.as_str()).await? {
+            if !pass.filter().room.allows_room(&room) {
                 continue;
             }
-            let Ok(room_id) = RoomId::parse(room) else { continue };
-            let changed_here = changed.contains_key(room);
-            match membership.as_str() {
-                "join" => {
-                    let newly_joined = changed_here && !initial;
-                    let interesting = initial
-                        || newly_joined
-                        || rooms_with_events.contains(room)
-                        || room_account_data.contains_key(room)
-                        || self.receipts_or_typing_changed(&room_id, since_token, now).await?;
-                    if !interesting {
-                        continue;
-                    }
-                    let Some(head) = self.room_head(&room_id).await? else { continue };
-                    let from = if initial || newly_joined { None } else { Some(since_token.events) };
-                    let mut synced = self.sync_room(requester, &head, from, now, request, None).await?;
-                    synced.ephemeral = self
-                        .room_ephemeral(
-                            user_id,
-                            &room_id,
-                            if initial { None } else { Some(since_token) },
-                            now,
-                            filter,
-                        )
-                        .await?;
-                    synced.account_data = room_account_data.remove(room).unwrap_or_default();
-                    self.unread_counts(user_id, &room_id, filter, &mut synced).await?;
-                    if initial
-                        || newly_joined
-                        || synced.timeline.events.iter().any(|e| e.pdu.kind.to_string() == "m.room.member")
+            let Ok(room_id) = RoomId::parse(&room) else { continue };
+            let changed_here = changed.contains(&room);
+            let account_data = room_account_data.remove(&room).unwrap_or_default();
+            match MembershipState::from(membership.as_str()) {
+                MembershipState::Join => {
+                    let has_events = rooms_with_events.contains(&room);
+                    if let Some(synced) =
+                        self.sync_joined(pass, &room_id, changed_here, has_events, account_data).await?
                     {
-                        synced.summary = Some(self.room_summary_counts(&head, user_id).await?);
-                    }
-                    let unchanged = !initial
-                        && !newly_joined
-                        && synced.timeline.events.is_empty()
-                        && synced.state.is_empty()
-                        && synced.ephemeral.is_empty()
-                        && synced.account_data.is_empty();
-                    if !unchanged {
                         response.join.insert(room_id, synced);
                     }
                 }
-                "invite" | "knock" => {
-                    if !initial && !changed_here {
-                        continue;
-                    }
-                    let Some(head) = self.room_head(&room_id).await? else { continue };
-                    let state = self.stripped_state(&head, user_id).await?;
-                    if membership == "invite" {
+                MembershipState::Invite => {
+                    if let Some(state) = self.sync_invited_or_knocked(pass, &room_id, changed_here).await? {
                         response.invite.insert(room_id, state);
-                    } else {
+                    }
+                }
+                MembershipState::Knock => {
+                    if let Some(state) = self.sync_invited_or_knocked(pass, &room_id, changed_here).await? {
                         response.knock.insert(room_id, state);
                     }
                 }
-                "leave" | "ban" => {
-                    if self.store.is_forgotten(user_id.as_str(), room).await? {
-                        continue;
+                MembershipState::Leave | MembershipState::Ban => {
+                    if let Some(synced) = self.sync_left(pass, &room_id, changed_here, account_data).await? {
+                        response.leave.insert(room_id, synced);
                     }
-                    let include = if initial { filter.room.include_leave } else { changed_here };
-                    if !include {
-                        continue;
-                    }
-                    let Some(head) = self.room_head(&room_id).await? else { continue };
-                    // The room as it was up to (and including) leaving.
-                    let left_at = match head.state_event_id("m.room.member", user_id.as_str()) {
-                        Some(id) => self
-                            .store
-                            .get_event(id.as_str())
-                            .await?
-                            .map(|e| e.stream_ordering)
-                            .unwrap_or(now.events),
-                        None => now.events,
-                    };
-                    let from = if initial { None } else { Some(since_token.events) };
-                    let mut synced =
-                        self.sync_room(requester, &head, from, now, request, Some(left_at)).await?;
-                    synced.account_data = room_account_data.remove(room).unwrap_or_default();
-                    response.leave.insert(room_id, synced);
                 }
                 _ => {}
             }
         }
 
         if self.config.presence.enabled {
-            response.presence = self
-                .presence_for_sync(
-                    user_id,
-                    if initial { None } else { Some(since_token.presence) },
-                    now,
-                    filter,
-                )
-                .await?;
+            (response.presence, response.presence_at) = self.sync_presence(pass).await?;
         }
+        // To-device messages and device lists are not implemented yet: always empty.
         Ok(response)
+    }
+
+    /// Global account data (with the push rules of a user on the defaults, who has none
+    /// stored, in an initial sync) and room account data by room, both filtered.
+    async fn sync_account_data(
+        &self,
+        pass: Pass<'_>,
+    ) -> Result<(Vec<AccountDataEvent>, BTreeMap<String, Vec<AccountDataEvent>>)> {
+        let user_id = pass.user_id();
+        let filter = pass.filter();
+        let entries = self
+            .store
+            .account_data_since(user_id.as_str(), pass.since_token.account_data, pass.now.account_data)
+            .await?;
+        let mut global = Vec::new();
+        let mut by_room: BTreeMap<String, Vec<AccountDataEvent>> = BTreeMap::new();
+        for entry in entries {
+            let content: Value = serde_json::from_str(&entry.content).unwrap_or(Value::Null);
+            let event = AccountDataEvent { kind: entry.kind, content };
+            if entry.room_id.is_empty() {
+                if filter.account_data.allows(&event.kind, None) {
+                    global.push(event);
+                }
+            } else if filter.room.account_data.allows_type(&event.kind) {
+                by_room.entry(entry.room_id).or_default().push(event);
+            }
+        }
+        // Push rules are account data too; users on the defaults have none stored.
+        if pass.initial
+            && filter.account_data.allows("m.push_rules", None)
+            && !global.iter().any(|e| e.kind == "m.push_rules")
+        {
+            let rules = self.push_rules(user_id).await?;
+            global.push(AccountDataEvent {
+                kind: "m.push_rules".to_owned(),
+                content: crate::push::push_rules_content(&rules),
+            });
+        }
+        Ok((global, by_room))
+    }
+
+    /// A joined room, when anything in it changed (always in an initial sync or just after
+    /// joining).
+    async fn sync_joined(
+        &self,
+        pass: Pass<'_>,
+        room_id: &RoomId,
+        changed_here: bool,
+        has_events: bool,
+        account_data: Vec<AccountDataEvent>,
+    ) -> Result<Option<SyncedRoom>> {
+        let user_id = pass.user_id();
+        let initial = pass.initial;
+        let newly_joined = changed_here && !initial;
+        let interesting = initial
+            || newly_joined
+            || has_events
+            || !account_data.is_empty()
+            || self.receipts_or_typing_changed(room_id, pass.since_token, pass.now).await?;
+        if !interesting {
+            return Ok(None);
+        }
+        let Some(head) = self.room_head(room_id).await? else { return Ok(None) };
+        let from = if initial || newly_joined { None } else { Some(pass.since_token.events) };
+        let mut synced = self.sync_room(pass.requester, &head, from, pass.now, pass.request, None).await?;
+        synced.ephemeral =
+            self.room_ephemeral(user_id, room_id, pass.since(), pass.now, pass.filter()).await?;
+        synced.account_data = account_data;
+        synced.unread = self.unread_counts(user_id, room_id, pass.filter()).await?;
+        if initial
+            || newly_joined
+            || synced.timeline.events.iter().any(|e| e.pdu.kind.to_string() == "m.room.member")
+        {
+            synced.summary = Some(self.member_summary(&head, user_id).await?);
+        }
+        let unchanged = !initial
+            && !newly_joined
+            && synced.timeline.events.is_empty()
+            && synced.state.is_empty()
+            && synced.ephemeral.is_empty()
+            && synced.account_data.is_empty();
+        Ok((!unchanged).then_some(synced))
+    }
+
+    /// The state shared with an invitee or a knocker, in an initial sync or when the
+    /// membership changed.
+    async fn sync_invited_or_knocked(
+        &self,
+        pass: Pass<'_>,
+        room_id: &RoomId,
+        changed_here: bool,
+    ) -> Result<Option<Vec<RoomEvent>>> {
+        if !pass.initial && !changed_here {
+            return Ok(None);
+        }
+        let Some(head) = self.room_head(room_id).await? else { return Ok(None) };
+        Ok(Some(self.stripped_state(&head, pass.user_id()).await?))
+    }
+
+    /// A room the user left (or was banned from), as it was up to leaving: in an initial sync
+    /// with `include_leave`, or when the membership changed; never once forgotten.
+    async fn sync_left(
+        &self,
+        pass: Pass<'_>,
+        room_id: &RoomId,
+        changed_here: bool,
+        account_data: Vec<AccountDataEvent>,
+    ) -> Result<Option<SyncedRoom>> {
+        let user_id = pass.user_id();
+        if self.store.is_forgotten(user_id.as_str(), room_id.as_str()).await? {
+            return Ok(None);
+        }
+        let include = if pass.initial { pass.filter().room.include_leave } else { changed_here };
+        if !include {
+            return Ok(None);
+        }
+        let Some(head) = self.room_head(room_id).await? else { return Ok(None) };
+        let now = pass.now;
+        let left_at = match head.state_event_id("m.room.member", user_id.as_str()) {
+            Some(id) => {
+                self.store.get_event(id.as_str()).await?.map(|e| e.stream_ordering).unwrap_or(now.events)
+            }
+            None => now.events,
+        };
+        let from = if pass.initial { None } else { Some(pass.since_token.events) };
+        let mut synced =
+            self.sync_room(pass.requester, &head, from, now, pass.request, Some(left_at)).await?;
+        synced.account_data = account_data;
+        Ok(Some(synced))
     }
 
     async fn receipts_or_typing_changed(
@@ -402,14 +499,10 @@ impl Services {
         until: Option<i64>,
     ) -> Result<SyncedRoom> {
         let filter = &request.filter.room;
-        let mut limit = i64::try_from(filter.timeline.limit.unwrap_or(10).max(1)).unwrap_or(i64::MAX);
-        let cap = self.config.room.filter_timeline_limit;
-        if cap > 0 {
-            limit = limit.min(cap);
-        }
+        let limit = timeline_limit(filter.timeline.limit, self.config.room.filter_timeline_limit);
         let upto = until.unwrap_or(now.events).min(now.events);
         let sql_filter = filter.timeline.to_sql();
-        let fetched = self
+        let mut stored = self
             .store
             .room_events(
                 head.room_id.as_str(),
@@ -420,9 +513,9 @@ impl Services {
                 &sql_filter,
             )
             .await?;
-        let limited = fetched.len() as i64 > limit;
-        let mut stored = fetched;
-        stored.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        let kept = usize::try_from(limit).unwrap_or(usize::MAX);
+        let limited = stored.len() > kept;
+        stored.truncate(kept);
         stored.reverse();
         let mut events = Vec::with_capacity(stored.len());
         for event in &stored {
@@ -431,6 +524,7 @@ impl Services {
         let events = self.filter_visible(&requester.user_id, events).await?;
         let first_position = stored.first().map(|e| e.stream_ordering).unwrap_or(upto + 1);
         let prev_batch = make_token(first_position - 1);
+        let members = LazyMembers::new(filter.state.lazy_load_members, &events, &requester.user_id);
 
         // The state before the timeline.
         let full = from.is_none() || request.full_state;
@@ -445,24 +539,15 @@ impl Services {
                     .and_then(|e| e.state_after),
             };
             match group {
-                // With lazily loaded members, only the timeline's senders' (and the user's
-                // own) member events are wanted: leave the others unread (a room of 10,000
-                // members would otherwise fetch and parse every member event).
-                Some(group) => {
-                    let senders: HashSet<&str> = events.iter().map(|e| e.pdu.sender.as_str()).collect();
-                    let lazy = filter.state.lazy_load_members;
-                    self.state_of_group_cached(group)
-                        .await?
-                        .iter()
-                        .filter(|((kind, key), _)| {
-                            !lazy
-                                || kind != "m.room.member"
-                                || senders.contains(key.as_str())
-                                || key == requester.user_id.as_str()
-                        })
-                        .map(|(_, id)| id.clone())
-                        .collect()
-                }
+                // Lazily loaded members are left out before reading (a room of 10,000 members
+                // would otherwise fetch and parse every member event).
+                Some(group) => self
+                    .state_of_group_cached(group)
+                    .await?
+                    .iter()
+                    .filter(|((kind, key), _)| members.wants(kind, key))
+                    .map(|(_, id)| id.clone())
+                    .collect(),
                 None => Vec::new(),
             }
         } else if limited {
@@ -475,38 +560,24 @@ impl Services {
         let stored_state = self.store.get_events(&state_ids).await?;
         let mut state = Vec::with_capacity(stored_state.len());
         for event in &stored_state {
-            state.push(self.parse_stored(event, &head.rules)?);
+            let event = self.parse_stored(event, &head.rules)?;
+            // The full state was already narrowed to the wanted members by key.
+            let wanted = full
+                || members
+                    .wants(&event.pdu.kind.to_string(), event.pdu.state_key.as_deref().unwrap_or_default());
+            if wanted
+                && filter.state.allows_type(&event.pdu.kind.to_string())
+                && filter.state.allows_sender(event.pdu.sender.as_str())
+            {
+                state.push(event);
+            }
         }
-        state = self.filter_state(state, &events, &filter.state, &requester.user_id);
         state.sort_by_key(|e| e.stream_ordering);
         Ok(SyncedRoom { timeline: Timeline { events, limited, prev_batch }, state, ..SyncedRoom::default() })
     }
 
-    /// Applies the state filter, including `lazy_load_members`: member events only of the
-    /// timeline's senders (and the user's own).
-    fn filter_state(
-        &self,
-        state: Vec<RoomEvent>,
-        timeline: &[RoomEvent],
-        filter: &RoomEventFilter,
-        user_id: &UserId,
-    ) -> Vec<RoomEvent> {
-        let senders: BTreeSet<String> = timeline.iter().map(|e| e.pdu.sender.to_string()).collect();
-        state
-            .into_iter()
-            .filter(|e| {
-                filter.allows_type(&e.pdu.kind.to_string()) && filter.allows_sender(e.pdu.sender.as_str())
-            })
-            .filter(|e| {
-                if !filter.lazy_load_members || e.pdu.kind.to_string() != "m.room.member" {
-                    return true;
-                }
-                let key = e.pdu.state_key.as_deref().unwrap_or_default();
-                senders.contains(key) || key == user_id.as_str()
-            })
-            .collect()
-    }
-
+    /// Typing (when it changed, or in an initial sync when someone types) and the receipts
+    /// since the token that the user may see.
     async fn room_ephemeral(
         &self,
         user_id: &UserId,
@@ -514,49 +585,29 @@ impl Services {
         since: Option<SyncToken>,
         now: SyncToken,
         filter: &FilterDefinition,
-    ) -> Result<Vec<Value>> {
-        let mut ephemeral = Vec::new();
+    ) -> Result<Ephemeral> {
+        let mut ephemeral = Ephemeral::default();
         let (typing, changed_at) = self.typing.typing_in(room_id);
         if since.is_none_or(|s| changed_at > s.typing)
             && (since.is_some() || !typing.is_empty())
             && filter.room.ephemeral.allows_type("m.typing")
         {
-            ephemeral.push(json!({"type": "m.typing", "content": {"user_ids": typing}}));
+            ephemeral.typing = Some(typing);
         }
         if filter.room.ephemeral.allows_type("m.receipt") {
-            let receipts = self
+            ephemeral.receipts = self
                 .store
                 .receipts_since(room_id.as_str(), since.map_or(0, |s| s.receipts), now.receipts)
-                .await?;
-            let mut content: BTreeMap<String, BTreeMap<String, BTreeMap<String, Value>>> = BTreeMap::new();
-            for receipt in receipts {
-                if receipt.receipt_type == "m.read.private" && receipt.user_id != user_id.as_str() {
-                    continue;
-                }
-                let mut body = json!({"ts": receipt.ts});
-                if !receipt.thread_id.is_empty() {
-                    body["thread_id"] = json!(receipt.thread_id);
-                }
-                content
-                    .entry(receipt.event_id)
-                    .or_default()
-                    .entry(receipt.receipt_type)
-                    .or_default()
-                    .insert(receipt.user_id, body);
-            }
-            if !content.is_empty() {
-                ephemeral.push(json!({"type": "m.receipt", "content": content}));
-            }
+                .await?
+                .into_iter()
+                .filter(|r| r.receipt_type != "m.read.private" || r.user_id == user_id.as_str())
+                .collect();
         }
         Ok(ephemeral)
     }
 
-    /// `(heroes, joined count, invited count)`.
-    async fn room_summary_counts(
-        &self,
-        head: &RoomHead,
-        user_id: &UserId,
-    ) -> Result<(Vec<String>, u64, u64)> {
+    /// Heroes (when the room has neither name nor alias) and member counts.
+    async fn member_summary(&self, head: &RoomHead, user_id: &UserId) -> Result<MemberSummary> {
         let joined = self.store.room_members(head.room_id.as_str(), "join").await?;
         let invited = self.store.room_members(head.room_id.as_str(), "invite").await?;
         let has_name = head.state_event_id("m.room.name", "").is_some()
@@ -572,10 +623,16 @@ impl Services {
                 .cloned()
                 .collect()
         };
-        Ok((heroes, joined.len() as u64, invited.len() as u64))
+        Ok(MemberSummary {
+            heroes,
+            joined_member_count: joined.len() as u64,
+            invited_member_count: invited.len() as u64,
+        })
     }
 
-    async fn stripped_state(&self, head: &RoomHead, user_id: &UserId) -> Result<Vec<Value>> {
+    /// The state an invitee or knocker sees (sent stripped): the room's description, their
+    /// own member event and that of whoever invited them.
+    async fn stripped_state(&self, head: &RoomHead, user_id: &UserId) -> Result<Vec<RoomEvent>> {
         let mut ids: Vec<String> = STRIPPED_STATE_TYPES
             .iter()
             .filter_map(|kind| head.state_event_id(kind, "").map(|id| id.to_string()))
@@ -594,34 +651,76 @@ impl Services {
             events.push(self.parse_stored(&stored, &head.rules)?);
         }
         events.sort_by_key(|e| e.stream_ordering);
-        Ok(events.iter().map(stripped).collect())
+        Ok(events)
     }
 
-    async fn presence_for_sync(
-        &self,
-        user_id: &UserId,
-        since: Option<i64>,
-        now: SyncToken,
-        filter: &FilterDefinition,
-    ) -> Result<Vec<Value>> {
+    /// The presence of the user and of those sharing a room with them (offline users only in
+    /// incremental syncs unless configured), and the time it is seen at.
+    async fn sync_presence(&self, pass: Pass<'_>) -> Result<(Vec<PresenceRecord>, i64)> {
+        let user_id = pass.user_id();
+        let since = pass.since().map(|s| s.presence);
         let visible: HashSet<String> =
             self.store.users_sharing_rooms(user_id.as_str()).await?.into_iter().collect();
-        let records = self.store.presence_since(since.unwrap_or(0), now.presence).await?;
-        let now_ts = now_ms() as i64;
+        let records = self.store.presence_since(since.unwrap_or(0), pass.now.presence).await?;
         let include_offline = since.is_some() || self.config.presence.include_offline_users_on_sync;
-        Ok(records
-            .iter()
+        let records = records
+            .into_iter()
             .filter(|r| r.user_id == user_id.as_str() || visible.contains(&r.user_id))
             .filter(|r| include_offline || r.state != "offline")
-            .filter(|r| filter.presence.allows("m.presence", Some(&r.user_id)))
-            .map(|r| crate::presence::presence_event(r, now_ts))
-            .collect())
+            .filter(|r| pass.filter().presence.allows("m.presence", Some(&r.user_id)))
+            .collect();
+        Ok((records, now_ms() as i64))
+    }
+}
+
+/// How many timeline events a room gets: the filter's `limit` (10 by default, at least 1), at
+/// most `filter_timeline_limit` when that is positive. A client's `u64` never wraps.
+fn timeline_limit(requested: Option<u64>, cap: i64) -> i64 {
+    let limit = i64::try_from(requested.unwrap_or(10).max(1)).unwrap_or(i64::MAX);
+    if cap > 0 { limit.min(cap) } else { limit }
+}
+
+/// Which member events a room's state includes: with `lazy_load_members`, only those of the
+/// timeline's senders and the user's own; otherwise all.
+struct LazyMembers {
+    /// `None`: members are not lazily loaded.
+    wanted: Option<HashSet<String>>,
+}
+
+impl LazyMembers {
+    fn new(lazy: bool, timeline: &[RoomEvent], user_id: &UserId) -> LazyMembers {
+        let wanted = lazy.then(|| {
+            timeline
+                .iter()
+                .map(|e| e.pdu.sender.to_string())
+                .chain(std::iter::once(user_id.to_string()))
+                .collect()
+        });
+        LazyMembers { wanted }
+    }
+
+    fn wants(&self, kind: &str, state_key: &str) -> bool {
+        match &self.wanted {
+            Some(wanted) if kind == "m.room.member" => wanted.contains(state_key),
+            _ => true,
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::SyncToken;
+    use super::{SyncToken, timeline_limit};
+
+    #[test]
+    fn timeline_limits_never_wrap() {
+        assert_eq!(timeline_limit(None, 100), 10);
+        assert_eq!(timeline_limit(Some(0), 100), 1);
+        assert_eq!(timeline_limit(Some(20), 100), 20);
+        assert_eq!(timeline_limit(Some(u64::MAX), 100), 100);
+        assert_eq!(timeline_limit(Some(u64::MAX), 0), i64::MAX);
+        assert_eq!(timeline_limit(Some(u64::MAX), -1), i64::MAX);
+        assert_eq!(timeline_limit(Some(i64::MAX as u64 + 1), 0), i64::MAX);
+    }
 
     #[test]
     fn tokens_round_trip_and_bad_ones_are_refused() {

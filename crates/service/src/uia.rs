@@ -31,23 +31,6 @@ pub struct UiaChallenge {
     pub error: Option<MatrixError>,
 }
 
-impl UiaChallenge {
-    /// The 401 body.
-    pub fn to_json(&self) -> Value {
-        let mut body = json!({
-            "flows": self.flows.iter().map(|stages| json!({"stages": stages})).collect::<Vec<_>>(),
-            "params": self.params,
-            "session": self.session,
-            "completed": self.completed,
-        });
-        if let Some(error) = &self.error {
-            body["errcode"] = json!(error.code.as_str());
-            body["error"] = json!(error.message);
-        }
-        body
-    }
-}
-
 /// An operation protected by UIA.
 pub struct UiaRequest<'a> {
     /// Names the operation; a session started for one operation cannot finish another.
@@ -141,7 +124,7 @@ impl Services {
             }
             if let Err(error) = self.check_stage(kind, auth, request.requester, &mut session).await {
                 return Err(match error {
-                    // Too many failed attempts is no failed stage: it is answered with 429.
+                    // Too many failed attempts is no failed stage: it is answered as rate limited.
                     Error::Matrix(error) if error.code != ErrCode::LimitExceeded => {
                         challenge(&session, Some(error))
                     }
@@ -182,9 +165,7 @@ impl Services {
                     return Ok(());
                 }
                 if !self.store.reserve_registration_token(token, now_ms() as i64).await? {
-                    return Err(MatrixError::new(ErrCode::Unauthorized, "Invalid registration token")
-                        .with_status(401)
-                        .into());
+                    return Err(MatrixError::new(ErrCode::Unauthorized, "Invalid registration token").into());
                 }
                 session.data["registration_token"] = json!(token);
                 Ok(())

@@ -5,7 +5,7 @@
 //! - [`engine`]: the one API over SQLite (rusqlite) and PostgreSQL (tokio-postgres + deadpool),
 //!   values and rows, and migrations.
 //! - One module per data area (`users`, `devices`, `tokens`, `uia`, `profiles`,
-//!   `registration`, `secrets`, `events`, `state`, `rooms`), each an `impl Store` block returning domain
+//!   `registration`, `secrets`, `events`, `relations`, `state`, `rooms`), each an `impl Store` block returning domain
 //!   types, never rows.
 //!
 //! This is the only crate that contains SQL.
@@ -16,6 +16,7 @@ pub mod events;
 pub mod profiles;
 pub mod push;
 pub mod registration;
+pub mod relations;
 pub mod rooms;
 pub mod search;
 mod secrets;

@@ -293,13 +293,8 @@ impl Store {
         rows.first().ok_or_else(|| StoreError::Decode("no report id".to_owned()))?.i64(0)
     }
 
-    /// Reports, newest first: `(id, received_ts, room, event, target user, reporter, reason, score)`.
-    pub async fn list_reports(
-        &self,
-    ) -> Result<
-        Vec<(i64, i64, String, Option<String>, Option<String>, String, Option<String>, Option<i64>)>,
-        StoreError,
-    > {
+    /// Every report (of an event, a room or a user), newest first.
+    pub async fn list_reports(&self) -> Result<Vec<ReportRecord>, StoreError> {
         let rows = self
             .db
             .query(
@@ -309,16 +304,16 @@ impl Store {
             .await?;
         rows.iter()
             .map(|r| {
-                Ok((
-                    r.i64(0)?,
-                    r.i64(1)?,
-                    r.string(2)?,
-                    r.opt_string(3)?,
-                    r.opt_string(4)?,
-                    r.string(5)?,
-                    r.opt_string(6)?,
-                    r.opt_i64(7)?,
-                ))
+                Ok(ReportRecord {
+                    id: r.i64(0)?,
+                    received_ts: r.i64(1)?,
+                    room_id: r.string(2)?,
+                    event_id: r.opt_string(3)?,
+                    target_user_id: r.opt_string(4)?,
+                    user_id: r.string(5)?,
+                    reason: r.opt_string(6)?,
+                    score: r.opt_i64(7)?,
+                })
             })
             .collect()
     }
@@ -335,6 +330,21 @@ impl Store {
             .await?;
         rows.iter().map(|r| Ok((r.string(0)?, r.string(1)?, r.string(2)?))).collect()
     }
+}
+
+/// A report as stored: of an event (`event_id`), a user (`target_user_id`, no room) or a room.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReportRecord {
+    pub id: i64,
+    pub received_ts: i64,
+    /// Empty for a user report.
+    pub room_id: String,
+    pub event_id: Option<String>,
+    pub target_user_id: Option<String>,
+    /// The reporter.
+    pub user_id: String,
+    pub reason: Option<String>,
+    pub score: Option<i64>,
 }
 
 /// A report of an event, with the reported event's sender and JSON (when still stored).

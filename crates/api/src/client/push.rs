@@ -5,8 +5,9 @@ use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use myelin_core::MatrixError;
-use myelin_service::push::{PusherRequest, parse_rule_kind, rule_json, ruleset_json};
+use myelin_service::push::{PusherRequest, parse_rule_kind, push_rules_content};
 use myelin_service::records::PusherRecord;
+use ruma::push::AnyPushRule;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -15,17 +16,36 @@ use crate::AppState;
 use crate::auth::Auth;
 use crate::error::ApiResult;
 use crate::extract::{JsonBody, PathParams, QueryParams};
+use myelin_service::auth::Requester;
+
+/// One rule as JSON.
+fn rule_json(rule: &AnyPushRule) -> Value {
+    let value = match rule {
+        AnyPushRule::Override(rule) | AnyPushRule::Underride(rule) => serde_json::to_value(rule),
+        AnyPushRule::Content(rule) => serde_json::to_value(rule),
+        AnyPushRule::Room(rule) => serde_json::to_value(rule),
+        AnyPushRule::Sender(rule) => serde_json::to_value(rule),
+        _ => Ok(json!({})),
+    };
+    value.unwrap_or_else(|_| json!({}))
+}
+
+/// The user's rule set as `GET /pushrules/` shows it: the same shape as the content of their
+/// `m.push_rules` account data.
+async fn global_rules(services: &AppState, requester: &Requester) -> ApiResult<Value> {
+    let rules = services.push_rules(&requester.user_id).await?;
+    let mut content = push_rules_content(&rules);
+    Ok(content["global"].take())
+}
 
 /// `GET /_matrix/client/v3/pushrules/`
 async fn get_all_rules(State(services): State<AppState>, Auth(requester): Auth) -> ApiResult<Json<Value>> {
-    let rules = services.push_rules(&requester.user_id).await?;
-    Ok(Json(json!({ "global": ruleset_json(&rules) })))
+    Ok(Json(json!({ "global": global_rules(&services, &requester).await? })))
 }
 
 /// `GET /_matrix/client/v3/pushrules/global/`
 async fn get_global_rules(State(services): State<AppState>, Auth(requester): Auth) -> ApiResult<Json<Value>> {
-    let rules = services.push_rules(&requester.user_id).await?;
-    Ok(Json(ruleset_json(&rules)))
+    Ok(Json(global_rules(&services, &requester).await?))
 }
 
 /// `GET /_matrix/client/v3/pushrules/global/{kind}/`
@@ -35,8 +55,7 @@ async fn get_kind_rules(
     PathParams(kind): PathParams<String>,
 ) -> ApiResult<Json<Value>> {
     parse_rule_kind(&kind)?;
-    let rules = services.push_rules(&requester.user_id).await?;
-    Ok(Json(ruleset_json(&rules).get(&kind).cloned().unwrap_or_else(|| json!([]))))
+    Ok(Json(global_rules(&services, &requester).await?.get(&kind).cloned().unwrap_or_else(|| json!([]))))
 }
 
 /// `GET /_matrix/client/v3/pushrules/global/{kind}/{ruleId}`

@@ -7,10 +7,12 @@ use myelin_core::MatrixError;
 use myelin_service::Services;
 use myelin_service::auth::Requester;
 use myelin_service::filter::FilterDefinition;
+use myelin_service::records::PresenceRecord;
 use myelin_service::rooms::RoomEvent;
-use myelin_service::sync::{SyncRequest, SyncResponse, SyncToken, SyncedRoom};
+use myelin_service::sync::{AccountDataEvent, Ephemeral, SyncRequest, SyncResponse, SyncToken, SyncedRoom};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
 
 use super::ClientRoutes;
 use crate::AppState;
@@ -48,26 +50,18 @@ fn select_fields(event: &Value, fields: &[String]) -> Value {
     let mut out = Map::new();
     for field in fields {
         let parts: Vec<&str> = field.split('.').collect();
-        let mut source = event;
-        let mut found = true;
-        for part in &parts {
-            match source.get(part) {
-                Some(next) => source = next,
-                None => {
-                    found = false;
-                    break;
-                }
-            }
-        }
-        if !found {
-            continue;
-        }
-        let mut target = &mut out;
-        for part in &parts[..parts.len() - 1] {
+        let Some(value) = parts.iter().try_fold(event, |source, part| source.get(part)) else { continue };
+        let Some((last, parents)) = parts.split_last() else { continue };
+        let mut target = Some(&mut out);
+        for part in parents {
             target =
-                target.entry(part.to_string()).or_insert_with(|| json!({})).as_object_mut().expect("object");
+                target.and_then(|t| t.entry(part.to_string()).or_insert_with(|| json!({})).as_object_mut());
         }
-        target.insert(parts[parts.len() - 1].to_owned(), source.clone());
+        // (A parent can only be missing as an object if the event had a non-object there,
+        // and then the field itself was not found.)
+        if let Some(target) = target {
+            target.insert((*last).to_owned(), value.clone());
+        }
     }
     Value::Object(out)
 }
@@ -101,6 +95,67 @@ async fn sync_events(
     Ok(out)
 }
 
+/// Account data events: `{"type", "content"}`.
+fn account_data_json(events: &[AccountDataEvent]) -> Value {
+    let events: Vec<Value> = events.iter().map(|e| json!({"type": e.kind, "content": e.content})).collect();
+    json!({ "events": events })
+}
+
+/// A joined room's `m.typing` and `m.receipt` events (receipts grouped by event, type and
+/// user).
+fn ephemeral_json(ephemeral: &Ephemeral) -> Value {
+    let mut events = Vec::new();
+    if let Some(typing) = &ephemeral.typing {
+        events.push(json!({"type": "m.typing", "content": {"user_ids": typing}}));
+    }
+    let mut content: BTreeMap<&str, BTreeMap<&str, BTreeMap<&str, Value>>> = BTreeMap::new();
+    for receipt in &ephemeral.receipts {
+        let mut body = json!({"ts": receipt.ts});
+        if !receipt.thread_id.is_empty() {
+            body["thread_id"] = json!(receipt.thread_id);
+        }
+        content
+            .entry(&receipt.event_id)
+            .or_default()
+            .entry(&receipt.receipt_type)
+            .or_default()
+            .insert(&receipt.user_id, body);
+    }
+    if !content.is_empty() {
+        events.push(json!({"type": "m.receipt", "content": content}));
+    }
+    json!({ "events": events })
+}
+
+/// An `m.presence` event as of `now` (ms).
+fn presence_json(record: &PresenceRecord, now: i64) -> Value {
+    let mut content = json!({
+        "presence": record.state,
+        "last_active_ago": (now - record.last_active_ts).max(0),
+        "currently_active": record.currently_active && record.state == "online",
+    });
+    if let Some(status) = &record.status_msg {
+        content["status_msg"] = json!(status);
+    }
+    json!({"type": "m.presence", "sender": record.user_id, "content": content})
+}
+
+/// Stripped state (for invitees and knockers): type, state key, content and sender only.
+fn stripped_json(events: &[RoomEvent]) -> Value {
+    let events: Vec<Value> = events
+        .iter()
+        .map(|event| {
+            json!({
+                "type": event.pdu.kind.to_string(),
+                "state_key": event.pdu.state_key,
+                "content": event.pdu.content_value(),
+                "sender": event.pdu.sender,
+            })
+        })
+        .collect();
+    json!({ "events": events })
+}
+
 async fn room_json(
     services: &Services,
     room: &SyncedRoom,
@@ -115,27 +170,28 @@ async fn room_json(
             "prev_batch": room.timeline.prev_batch,
         },
         "state": { "events": sync_events(services, &room.state, requester, filter).await? },
-        "account_data": { "events": room.account_data },
+        "account_data": account_data_json(&room.account_data),
     });
     if joined {
-        body["ephemeral"] = json!({ "events": room.ephemeral });
+        body["ephemeral"] = ephemeral_json(&room.ephemeral);
         body["unread_notifications"] = json!({
-            "notification_count": room.notification_count,
-            "highlight_count": room.highlight_count,
+            "notification_count": room.unread.notifications,
+            "highlight_count": room.unread.highlights,
         });
         if filter.room.timeline.unread_thread_notifications {
             let threads: Map<String, Value> = room
-                .thread_counts
+                .unread
+                .threads
                 .iter()
                 .map(|(root, (n, h))| (root.clone(), json!({"notification_count": n, "highlight_count": h})))
                 .collect();
             body["unread_thread_notifications"] = Value::Object(threads);
         }
-        if let Some((heroes, joined_count, invited_count)) = &room.summary {
+        if let Some(summary) = &room.summary {
             body["summary"] = json!({
-                "m.heroes": heroes,
-                "m.joined_member_count": joined_count,
-                "m.invited_member_count": invited_count,
+                "m.heroes": summary.heroes,
+                "m.joined_member_count": summary.joined_member_count,
+                "m.invited_member_count": summary.invited_member_count,
             });
         }
     }
@@ -156,21 +212,23 @@ async fn response_json(
     for (room_id, room) in &response.leave {
         leave.insert(room_id.to_string(), room_json(services, room, requester, filter, false).await?);
     }
+    let presence: Vec<Value> =
+        response.presence.iter().map(|r| presence_json(r, response.presence_at)).collect();
     let invite: Map<String, Value> = response
         .invite
         .iter()
-        .map(|(room, state)| (room.to_string(), json!({"invite_state": {"events": state}})))
+        .map(|(room, state)| (room.to_string(), json!({"invite_state": stripped_json(state)})))
         .collect();
     let knock: Map<String, Value> = response
         .knock
         .iter()
-        .map(|(room, state)| (room.to_string(), json!({"knock_state": {"events": state}})))
+        .map(|(room, state)| (room.to_string(), json!({"knock_state": stripped_json(state)})))
         .collect();
     Ok(json!({
         "next_batch": response.next_batch.to_string(),
         "rooms": { "join": join, "invite": invite, "knock": knock, "leave": leave },
-        "account_data": { "events": response.account_data },
-        "presence": { "events": response.presence },
+        "account_data": account_data_json(&response.account_data),
+        "presence": { "events": presence },
         "to_device": { "events": response.to_device },
         "device_lists": { "changed": [], "left": [] },
         "device_one_time_keys_count": {},
@@ -240,4 +298,24 @@ pub fn routes() -> Router<AppState> {
         .v3("/sync", get(sync))
         .v3("/user/{user_id}/filter", post(create_filter))
         .v3("/user/{user_id}/filter/{filter_id}", get(get_filter))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_fields_keep_only_the_named_paths() {
+        let event = json!({"type": "m.room.message", "content": {"body": "hi", "msgtype": "m.text"}, "sender": "@a:x"});
+        let fields = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            select_fields(&event, &fields(&["type", "content.body", "missing.path", "type.nested"])),
+            json!({"type": "m.room.message", "content": {"body": "hi"}})
+        );
+        assert_eq!(
+            select_fields(&event, &fields(&["content", "content.body"])),
+            json!({"content": {"body": "hi", "msgtype": "m.text"}})
+        );
+        assert_eq!(select_fields(&event, &fields(&[""])), json!({}));
+    }
 }

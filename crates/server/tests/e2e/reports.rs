@@ -201,7 +201,8 @@ async fn room_and_user_reports() {
     // What was kept: (room, event, target user, reporter, reason).
     let stored = server.services().store().list_reports().await.unwrap();
     type Kept = (String, Option<String>, Option<String>, String, Option<String>);
-    let mut kept: Vec<Kept> = stored.into_iter().map(|r| (r.2, r.3, r.4, r.5, r.6)).collect();
+    let mut kept: Vec<Kept> =
+        stored.into_iter().map(|r| (r.room_id, r.event_id, r.target_user_id, r.user_id, r.reason)).collect();
     kept.sort();
     assert_eq!(
         kept,

@@ -555,3 +555,21 @@ async fn sync_tokens_survive_a_restart() {
     assert_eq!(timeline_ids(&response, &room), vec![before, after]);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn huge_timeline_limits_neither_overflow_nor_fail_without_a_cap() {
+    // No `filter_timeline_limit`: the client's `u64` limit reaches the timeline query as it is.
+    let server = TestServer::start_with(json!({"filter_timeline_limit": -1})).await;
+    let alice = server.register("alice").await;
+    let room = create_room(&alice, json!({})).await;
+    send_text(&alice, &room, "t1", "hi").await;
+    for limit in [json!(u64::MAX), json!(i64::MAX), json!(i64::MAX as u64 + 1)] {
+        let filter = json!({"room": {"timeline": {"limit": limit}}}).to_string();
+        let body = sync(&alice, None, &format!("&filter={}", urlencode(&filter))).await;
+        let timeline = &body["rooms"]["join"][&room]["timeline"];
+        assert_eq!(timeline["limited"], false, "{limit}: {timeline}");
+        let events = timeline["events"].as_array().expect("timeline events");
+        assert!(events.iter().any(|e| e["content"]["body"] == "hi"), "{limit}: {timeline}");
+    }
+    server.stop().await;
+}

@@ -212,7 +212,7 @@ impl Services {
         if !self.store.create_alias(alias.as_str(), room_id.as_str(), user_id).await? {
             // 409 with M_UNKNOWN, as the spec's example and Synapse have it.
             return Err(MatrixError::new(ErrCode::Unknown, format!("Room alias {alias} already exists"))
-                .with_status(409)
+                .with_kind(myelin_core::ErrorKind::Conflict)
                 .into());
         }
         tracing::info!(%alias, %room_id, %user_id, "created a room alias");

@@ -371,10 +371,7 @@ impl Services {
         } else {
             let positioned: Vec<(Arc<Pdu>, i64)> =
                 prepared.iter().map(|p| (p.pdu.clone(), p.event.stream_ordering)).collect();
-            self.push_actions_for(&positioned).await.unwrap_or_else(|error| {
-                tracing::warn!(%error, "could not evaluate push rules");
-                Vec::new()
-            })
+            self.push_actions_for(&positioned).await
         };
         let (state_afters, queued, durability) =
             match self.store.persist_events_batched(&events, &push_actions, more_coming).await {

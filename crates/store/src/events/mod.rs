@@ -1,0 +1,107 @@
+//! Events: persisting a new event with everything that follows from it, reading events back,
+//! and the SQL of room event filters.
+//!
+//! # Layout
+//!
+//! - this module: the event records ([`StoredEvent`], [`NewEvent`] and what it carries) and
+//!   the columns every event read selects;
+//! - [`persist`]: one transaction per batch of new events (edges, extremities, state group,
+//!   current state, membership history, relations, transaction ID, redaction, push actions,
+//!   full-text index);
+//! - [`read`]: events by ID, by transaction, in stream order, near a timestamp;
+//! - [`filter`]: room event filters as SQL conditions.
+//!
+//! Relations between events are read in `crate::relations`.
+
+use crate::{Row, StoreError};
+
+mod filter;
+mod persist;
+mod read;
+
+pub use filter::EventFilterSql;
+// Named here by `service::rooms::relations` until its import follows the move.
+pub use crate::relations::RelatedEventsQuery;
+
+/// A stored event with the metadata kept beside its JSON.
+#[derive(Clone, Debug)]
+pub struct StoredEvent {
+    pub event_id: String,
+    pub room_id: String,
+    pub stream_ordering: i64,
+    pub json: String,
+    pub state_before: Option<i64>,
+    pub state_after: Option<i64>,
+    pub replaces_state: Option<String>,
+    pub redacted_by: Option<String>,
+    pub outlier: bool,
+}
+
+pub(crate) const EVENT_COLUMNS: &str = "event_id, room_id, stream_ordering, json, state_before, state_after, replaces_state, redacted_by, outlier";
+
+/// Decodes a row of [`EVENT_COLUMNS`] (in that order, with or without a table alias).
+pub(crate) fn event_from_row(row: &Row) -> Result<StoredEvent, StoreError> {
+    Ok(StoredEvent {
+        event_id: row.string(0)?,
+        room_id: row.string(1)?,
+        stream_ordering: row.i64(2)?,
+        json: row.string(3)?,
+        state_before: row.opt_i64(4)?,
+        state_after: row.opt_i64(5)?,
+        replaces_state: row.opt_string(6)?,
+        redacted_by: row.opt_string(7)?,
+        outlier: row.bool(8)?,
+    })
+}
+
+/// A client transaction: the same `(user, device, scope, txn_id)` always means the same event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TxnRecord {
+    pub user_id: String,
+    pub device_id: String,
+    /// The endpoint the transaction belongs to, e.g. `!room:server/send/m.room.message`.
+    pub scope: String,
+    pub txn_id: String,
+}
+
+/// A relation an event declares (`m.relates_to`).
+#[derive(Clone, Debug)]
+pub struct NewRelation {
+    pub relates_to_id: String,
+    pub rel_type: String,
+    pub aggregation_key: Option<String>,
+}
+
+/// Everything persisted with a new event.
+#[derive(Clone, Debug)]
+pub struct NewEvent {
+    pub event_id: String,
+    pub room_id: String,
+    pub stream_ordering: i64,
+    pub depth: i64,
+    pub sender: String,
+    pub kind: String,
+    pub state_key: Option<String>,
+    pub origin_server_ts: i64,
+    pub json: String,
+    pub prev_events: Vec<String>,
+    /// The state group before the event.
+    pub state_before: Option<i64>,
+    /// For a state event: the state it replaces (and so the new group's change).
+    pub replaces_state: Option<String>,
+    /// For `m.room.member`: the new membership.
+    pub membership: Option<String>,
+    pub relation: Option<NewRelation>,
+    pub contains_url: bool,
+    /// The send's transaction, for idempotency.
+    pub txn: Option<TxnRecord>,
+    /// For a redaction: the redacted event and its pruned JSON.
+    pub redaction: Option<(String, String)>,
+    /// For a new room: its version and creator.
+    pub new_room: Option<(String, String)>,
+}
+
+/// [`EVENT_COLUMNS`] of the table aliased `e`, for joins.
+pub(crate) fn event_columns_of_e() -> String {
+    EVENT_COLUMNS.split(", ").map(|c| format!("e.{c}")).collect::<Vec<_>>().join(", ")
+}
