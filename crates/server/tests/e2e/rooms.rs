@@ -493,6 +493,8 @@ async fn context_and_timestamp_lookup() {
     let mut sent = Vec::new();
     for i in 0..6 {
         sent.push(send_text(&alice, &room_id, &format!("c{i}"), &format!("m{i}")).await);
+        // Not synchronisation: the clock must move so that each event gets its own
+        // origin_server_ts, which the timestamp lookup below tells apart.
         tokio::time::sleep(std::time::Duration::from_millis(3)).await;
     }
     let context =
