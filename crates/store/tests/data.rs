@@ -184,12 +184,15 @@ store_test!(events_are_persisted_and_read_back, |store| async move {
     assert_eq!(store.forward_extremities(room).await.unwrap(), vec![redaction.event_id.clone()]);
 });
 
+/// A whole state: `(type, state_key)` to event ID.
+type State = BTreeMap<(String, String), String>;
+
 store_test!(state_groups_store_deltas_and_load_whole_states, |store| async move {
     let room = "!state:test.local";
     // 40 groups in a chain: keys set, overwritten and removed; the expected state of each
     // group is tracked beside it.
-    let mut model: BTreeMap<(String, String), String> = BTreeMap::new();
-    let mut groups: Vec<(i64, BTreeMap<(String, String), String>)> = Vec::new();
+    let mut model: State = BTreeMap::new();
+    let mut groups: Vec<(i64, State)> = Vec::new();
     let mut parent = None;
     for i in 0..40i64 {
         let mut changes = StateDelta::new();

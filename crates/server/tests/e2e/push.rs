@@ -706,7 +706,8 @@ async fn pending_pushes_survive_a_restart_and_reach_a_gateway_that_comes_up() {
     bob.client.post("/_matrix/client/v3/pushers/set", &body).await.expect(200);
     let event = send_text(&alice, &room, "r1", "sent while the gateway is down").await;
     // Delivery failed once (the gateway answered 500), so the push is pending.
-    assert_eq!(gateway.wait_for_attempts(&event, 1).await[0], false);
+    let first = gateway.wait_for_attempts(&event, 1).await;
+    assert!(!first[0], "the first attempt failed: {first:?}");
     server.restart().await;
     gateway.failing.store(false, Ordering::SeqCst);
     let bodies = gateway.wait_for(&event, 1, Duration::from_secs(30)).await;
