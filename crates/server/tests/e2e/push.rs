@@ -194,11 +194,17 @@ async fn push_rules_start_from_the_defaults_and_are_editable() {
     assert_eq!(slash.status, 400);
     let bad_room =
         alice.client.put(&format!("{RULES}/global/room/not-a-room"), &json!({"actions": []})).await;
-    assert_eq!(bad_room.status, 400);
+    bad_room.expect_error(400, "M_INVALID_PARAM");
     let bad_enabled = alice.client.put(&enabled, &json!({"enabled": "yes"})).await;
     bad_enabled.expect_error(400, "M_BAD_JSON");
-    assert!(alice.client.delete(&format!("{RULES}/global/override/.m.rule.master")).await.status >= 400);
-    assert!(alice.client.get(&format!("{RULES}/")).await.status == 200);
+    // A server-default rule cannot be deleted (and is still there).
+    alice
+        .client
+        .delete(&format!("{RULES}/global/override/.m.rule.master"))
+        .await
+        .expect_error(400, "M_INVALID_PARAM");
+    let rules = alice.client.get(&format!("{RULES}/")).await.expect(200).clone();
+    assert_eq!(rule_ids(&rules["global"]["override"])[0], ".m.rule.master");
 
     // Deleting a user rule.
     alice.client.delete(&format!("{RULES}/global/override/a")).await.expect(200);
