@@ -17,6 +17,7 @@ bin=$(scripts/pytools.sh)
 
 cargo build --quiet --bin myelin
 work=$(mktemp -d /tmp/myelin-conformance.XXXXXX)
+schema=""
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 target/debug/myelin generate-config --server-name localhost --config-path "$work/homeserver.yaml" --port "$port" >/dev/null
 cat >>"$work/homeserver.yaml" <<YAML
@@ -48,7 +49,14 @@ fi
 echo "== conformance on ${MYELIN_CONFORMANCE_DB:-sqlite}"
 target/debug/myelin -c "$work/homeserver.yaml" >"$work/myelin.log" 2>&1 &
 pid=$!
-cleanup() { kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$work"; }
+cleanup() {
+    kill -TERM "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    rm -rf "$work"
+    if [ -n "$schema" ]; then
+        psql "$TEST_POSTGRES_URL" -qX -c "DROP SCHEMA $schema CASCADE" >/dev/null 2>&1 || true
+    fi
+}
 trap cleanup EXIT
 for _ in $(seq 1 100); do
     curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
