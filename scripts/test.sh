@@ -9,8 +9,8 @@
 #   Pass 1: every test; end-to-end tests on SQLite, store tests on both engines.
 #   Pass 2: the end-to-end tests again, on PostgreSQL.
 #   Pass 3: spec conformance on SQLite, then on PostgreSQL (the same cluster) with half the
-#           examples per operation (every file and operation still runs; ~7 minutes instead
-#           of ~14 on 2 cores).
+#           examples per operation (every file and operation still runs; measured ~9 minutes
+#           instead of ~14 on a busy 2-core machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/services.sh
