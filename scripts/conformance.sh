@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Spec conformance: runs schemathesis with the checks not_a_server_error and
 # response_schema_conformance, for every OpenAPI file in scripts/conformance.list, against a
-# freshly generated Myelin on SQLite.
+# freshly generated Myelin.
 #
 #   scripts/conformance.sh [--max-examples N]
+#
+# The database is SQLite by default; with MYELIN_CONFORMANCE_DB=postgres it is a fresh schema in
+# the PostgreSQL server named by TEST_POSTGRES_URL (URL or key=value form, as exported by
+# scripts/services.sh), which must be set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -13,6 +17,7 @@ bin=$(scripts/pytools.sh)
 
 cargo build --quiet --bin myelin
 work=$(mktemp -d /tmp/myelin-conformance.XXXXXX)
+schema=""
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 target/debug/myelin generate-config --server-name localhost --config-path "$work/homeserver.yaml" --port "$port" >/dev/null
 cat >>"$work/homeserver.yaml" <<YAML
@@ -32,9 +37,26 @@ rc_login:
   account: {per_second: 100000, burst_count: 100000}
   failed_attempts: {per_second: 100000, burst_count: 100000}
 YAML
+if [ "${MYELIN_CONFORMANCE_DB:-sqlite}" = "postgres" ]; then
+    if [ -z "${TEST_POSTGRES_URL:-}" ]; then
+        echo "conformance.sh: MYELIN_CONFORMANCE_DB=postgres needs TEST_POSTGRES_URL (source scripts/services.sh && start_services)" >&2
+        exit 1
+    fi
+    schema="conformance_$$"
+    psql "$TEST_POSTGRES_URL" -qX -v ON_ERROR_STOP=1 -c "CREATE SCHEMA $schema" >/dev/null
+    python3 scripts/postgres_yaml.py "$work/homeserver.yaml" "$TEST_POSTGRES_URL" "$schema"
+fi
+echo "== conformance on ${MYELIN_CONFORMANCE_DB:-sqlite}"
 target/debug/myelin -c "$work/homeserver.yaml" >"$work/myelin.log" 2>&1 &
 pid=$!
-cleanup() { kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$work"; }
+cleanup() {
+    kill -TERM "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    rm -rf "$work"
+    if [ -n "$schema" ]; then
+        psql "$TEST_POSTGRES_URL" -qX -c "DROP SCHEMA $schema CASCADE" >/dev/null 2>&1 || true
+    fi
+}
 trap cleanup EXIT
 for _ in $(seq 1 100); do
     curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break

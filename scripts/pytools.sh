@@ -6,6 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="${MYELIN_PYTOOLS:-$PWD/target/pytools}"
+# The tests take MYELIN_PYTOOLS as the venv's bin directory (scripts/test.sh exports it so):
+# the venv is its parent, not a new venv inside it.
+case "$venv" in */bin) venv="${venv%/bin}" ;; esac
 stamp="$venv/.installed-v1"
 if [ ! -f "$stamp" ]; then
     python3 -m venv "$venv" >&2

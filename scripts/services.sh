@@ -2,9 +2,10 @@
 # Throwaway PostgreSQL and Redis for tests, sourced by scripts/test.sh (and usable by hand:
 # `source scripts/services.sh && start_services`, then `stop_services`).
 #
-# start_services exports TEST_POSTGRES_URL (unless already set) and TEST_REDIS_URL (unless
-# already set, and when redis-server is installed). Both live in one temporary directory that
-# stop_services removes.
+# start_services exports TEST_POSTGRES_URL (unless already set). No test uses Redis yet, so
+# start_services does not start one; a test suite that needs it calls start_redis after
+# start_services (it exports TEST_REDIS_URL when redis-server is installed). Everything lives in
+# one temporary directory that stop_services removes.
 
 _svc_dir=""
 _svc_pg_started=""
@@ -46,6 +47,9 @@ start_postgres() {
 }
 
 start_redis() {
+    if [ -n "${TEST_REDIS_URL:-}" ]; then
+        return 0
+    fi
     if ! command -v redis-server >/dev/null; then
         echo "services.sh: redis-server not installed; Redis tests will be skipped" >&2
         return 0
@@ -66,9 +70,6 @@ start_services() {
     chmod 755 "$_svc_dir"
     if [ -z "${TEST_POSTGRES_URL:-}" ]; then
         start_postgres || return 1
-    fi
-    if [ -z "${TEST_REDIS_URL:-}" ]; then
-        start_redis
     fi
 }
 

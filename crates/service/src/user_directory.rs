@@ -205,9 +205,22 @@ mod tests {
         let exact = score(&candidate("@al:x.org", None), &words("al"), false).unwrap();
         let prefix = score(&candidate("@alice:x.org", None), &words("al"), false).unwrap();
         assert!(exact > prefix);
-        let by_localpart = score(&candidate("@sam:x.org", None), &words("sam"), false).unwrap();
+        // Both have a display name (the same bonus on both sides): only the field differs.
+        let by_localpart = score(&candidate("@sam:x.org", Some("Zed")), &words("sam"), false).unwrap();
         let by_name = score(&candidate("@zz:x.org", Some("Sam")), &words("sam"), false).unwrap();
-        assert!(by_localpart * 1.2 > by_name, "the localpart weighs more than the display name");
+        assert!(by_localpart > by_name, "the localpart weighs more than the display name");
+        // The same match, with and without a display name / avatar: only the bonus differs.
+        let unnamed = score(&candidate("@sam:x.org", None), &words("sam"), false).unwrap();
+        assert!(by_localpart > unnamed, "users with a display name rank higher");
+        let mut pictured = candidate("@sam:x.org", None);
+        pictured.avatar_url = Some("mxc://x.org/a".to_owned());
+        assert!(
+            score(&pictured, &words("sam"), false).unwrap() > unnamed,
+            "users with an avatar rank higher"
+        );
+        // The bonus outweighs the field: a named user matched by name beats an unnamed one
+        // matched by localpart.
+        assert!(by_name > unnamed);
         let mut remote = candidate("@sam:y.org", None);
         remote.local = false;
         let local = candidate("@sam:x.org", None);

@@ -75,6 +75,7 @@ pub async fn hang_up_after(
     stream.write_all(head.as_bytes()).await.expect("write the request head");
     stream.write_all(body).await.expect("write the request body");
     if !after.is_zero() {
+        // Not synchronisation: when the client hangs up is the thing the tests vary.
         tokio::time::sleep(after).await;
     }
     // Dropping the socket closes it: the server sees its client gone.

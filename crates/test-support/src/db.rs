@@ -1,5 +1,7 @@
 //! Fresh databases for tests.
 
+use std::str::FromStr;
+
 use myelin_config::{DatabaseConfig, PostgresConfig};
 use rand::RngExt;
 use rand::distr::Alphanumeric;
@@ -28,23 +30,31 @@ pub struct FreshDatabase {
     _dir: Option<tempfile::TempDir>,
 }
 
-/// Parses `TEST_POSTGRES_URL`, in libpq key=value form (`host=/tmp/sock port=5432 user=postgres
-/// dbname=myelin_test`).
+/// Parses `TEST_POSTGRES_URL`: a `postgres://` / `postgresql://` URL or the libpq key=value
+/// form (`host=/tmp/sock port=5432 user=postgres dbname=myelin_test`). Unset or empty: `None`.
+/// A value that does not parse is a failure, never a silent skip.
 fn postgres_base() -> Option<PostgresConfig> {
     let url = std::env::var("TEST_POSTGRES_URL").ok().filter(|u| !u.is_empty())?;
-    let mut config = PostgresConfig { cp_min: 1, cp_max: 8, ..PostgresConfig::default() };
-    for pair in url.split_whitespace() {
-        let (key, value) = pair.split_once('=')?;
-        match key {
-            "host" => config.host = Some(value.to_owned()),
-            "port" => config.port = value.parse().ok(),
-            "user" => config.user = Some(value.to_owned()),
-            "password" => config.password = Some(value.to_owned()),
-            "dbname" => config.dbname = Some(value.to_owned()),
-            _ => {}
-        }
-    }
-    Some(config)
+    Some(parse_postgres_url(&url).unwrap_or_else(|error| panic!("TEST_POSTGRES_URL does not parse: {error}")))
+}
+
+/// A connection string (URL or key=value) as a pool configuration for the test database.
+fn parse_postgres_url(url: &str) -> Result<PostgresConfig, tokio_postgres::Error> {
+    let parsed = tokio_postgres::Config::from_str(url)?;
+    let host = parsed.get_hosts().first().map(|host| match host {
+        tokio_postgres::config::Host::Tcp(name) => name.clone(),
+        tokio_postgres::config::Host::Unix(path) => path.to_string_lossy().into_owned(),
+    });
+    Ok(PostgresConfig {
+        host,
+        port: parsed.get_ports().first().copied(),
+        user: parsed.get_user().map(str::to_owned),
+        password: parsed.get_password().map(|p| String::from_utf8_lossy(p).into_owned()),
+        dbname: parsed.get_dbname().map(str::to_owned),
+        cp_min: 1,
+        cp_max: 8,
+        ..PostgresConfig::default()
+    })
 }
 
 /// Whether PostgreSQL tests must run (set by `scripts/test.sh`): then a missing
@@ -139,4 +149,38 @@ macro_rules! store_test {
             }
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_postgres_url;
+
+    #[test]
+    fn test_postgres_url_parses_in_both_forms() {
+        let url = parse_postgres_url("postgres://alice:s3cret@db.example:5433/myelin_test").unwrap();
+        assert_eq!(url.host.as_deref(), Some("db.example"));
+        assert_eq!(url.port, Some(5433));
+        assert_eq!(url.user.as_deref(), Some("alice"));
+        assert_eq!(url.password.as_deref(), Some("s3cret"));
+        assert_eq!(url.dbname.as_deref(), Some("myelin_test"));
+
+        let socket = parse_postgres_url("postgresql://postgres@%2Ftmp%2Fsock:6000/t").unwrap();
+        assert_eq!(socket.host.as_deref(), Some("/tmp/sock"));
+        assert_eq!(socket.port, Some(6000));
+
+        let pairs =
+            parse_postgres_url("host=/tmp/myelin-svc/sock port=25432 user=postgres dbname=myelin_test")
+                .unwrap();
+        assert_eq!(pairs.host.as_deref(), Some("/tmp/myelin-svc/sock"));
+        assert_eq!(pairs.port, Some(25432));
+        assert_eq!(pairs.user.as_deref(), Some("postgres"));
+        assert_eq!(pairs.password, None);
+        assert_eq!(pairs.dbname.as_deref(), Some("myelin_test"));
+    }
+
+    #[test]
+    fn a_malformed_test_postgres_url_is_an_error() {
+        assert!(parse_postgres_url("postgres://host:notaport/db").is_err());
+        assert!(parse_postgres_url("host=/tmp port=").is_err());
+    }
 }

@@ -51,11 +51,14 @@ impl TestServer {
     /// A server whose configuration has `overrides`' top-level keys replaced.
     pub async fn start_with(overrides: Value) -> TestServer {
         let engine = Engine::from_env();
-        let database = match FreshDatabase::create(engine).await {
-            Some(database) => database,
-            // Without PostgreSQL at hand an end-to-end test still runs, on SQLite.
-            None => FreshDatabase::create(Engine::Sqlite).await.expect("SQLite database"),
-        };
+        // `MYELIN_TEST_DB=postgres` without a database is a failure: falling back to SQLite
+        // would pass the PostgreSQL run without testing PostgreSQL.
+        let database = FreshDatabase::create(engine).await.unwrap_or_else(|| {
+            panic!(
+                "MYELIN_TEST_DB=postgres but TEST_POSTGRES_URL is not set: start one \
+                 (source scripts/services.sh && start_services) or unset MYELIN_TEST_DB"
+            )
+        });
         let dir = tempfile::tempdir().expect("temporary directory");
         let server_name =
             overrides.get("server_name").and_then(Value::as_str).unwrap_or("test.local").to_owned();
@@ -132,6 +135,20 @@ impl TestServer {
     /// The services of the running server, for test set-up and inspection.
     pub fn services(&self) -> &Services {
         &self.running.as_ref().expect("server is running").services
+    }
+
+    /// Waits (up to 30 s) until a `/sync` of `user_id` is in progress on the server: a
+    /// long-poll started in the background has reached the server and is waiting.
+    pub async fn wait_for_sync_of(&self, user_id: &str) {
+        let user_id = ruma::UserId::parse(user_id).expect("a valid user ID");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !self.services().active_syncs.is_syncing(&user_id) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no sync of {user_id} reached the server in 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// The first TCP address listener `index` bound.

@@ -237,7 +237,9 @@ async fn random_aborts_on_every_write_endpoint() {
         .collect();
     assert!(acknowledged_data.is_subset(&kinds), "acknowledged account data is kept: {kinds:?}");
     for event_id in &acknowledged_events {
-        bob.client.get(&format!("{client}/rooms/{room_id}/event/{event_id}")).await.expect(200);
+        let event =
+            bob.client.get(&format!("{client}/rooms/{room_id}/event/{event_id}")).await.expect(200).clone();
+        assert_eq!(event["event_id"], event_id.as_str(), "{event}");
     }
     assert_delivery_works(&server, &bob, "random").await;
     server.stop().await;

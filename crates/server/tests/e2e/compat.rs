@@ -20,7 +20,19 @@ fn command(program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Command {
     command
 }
 
-async fn is_admin(server: &TestServer, user: &str, password: &str) -> bool {
+/// Logs `user` in and asks an admin-only endpoint: a server admin gets 200 and the token list.
+async fn assert_admin(server: &TestServer, user: &str, password: &str) {
+    let response = admin_api_as(server, user, password).await;
+    assert!(response.expect(200)["registration_tokens"].is_array(), "{}", response.json);
+}
+
+/// Logs `user` in and asks an admin-only endpoint: anyone else gets 403 M_FORBIDDEN (not any
+/// other failure, which would say nothing about admin rights).
+async fn assert_not_admin(server: &TestServer, user: &str, password: &str) {
+    admin_api_as(server, user, password).await.expect_error(403, "M_FORBIDDEN");
+}
+
+async fn admin_api_as(server: &TestServer, user: &str, password: &str) -> myelin_test_support::TestResponse {
     let login = server
         .client()
         .post(
@@ -29,7 +41,7 @@ async fn is_admin(server: &TestServer, user: &str, password: &str) -> bool {
         )
         .await;
     let token = login.expect(200)["access_token"].as_str().unwrap().to_owned();
-    server.client().with_token(&token).get("/_synapse/admin/v1/registration_tokens").await.status == 200
+    server.client().with_token(&token).get("/_synapse/admin/v1/registration_tokens").await
 }
 
 #[tokio::test]
@@ -57,7 +69,7 @@ async fn synapse_register_new_matrix_user_registers_an_admin() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(String::from_utf8_lossy(&output.stdout).contains("Success!"));
-    assert!(is_admin(&server, "provbot", "bot-secret").await);
+    assert_admin(&server, "provbot", "bot-secret").await;
 
     // --no-admin, and --exists-ok on a second run.
     let output = run_command(command(
@@ -75,7 +87,7 @@ async fn synapse_register_new_matrix_user_registers_an_admin() {
     ))
     .await;
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    assert!(!is_admin(&server, "plain", "pw").await);
+    assert_not_admin(&server, "plain", "pw").await;
     let output = run_command(command(
         bin.join("register_new_matrix_user"),
         &[
@@ -100,7 +112,15 @@ async fn synapse_register_new_matrix_user_registers_an_admin() {
         &["-k", "wrong-secret", "-u", "mallory", "-p", "pw", "-a", &server.base_url],
     ))
     .await;
-    assert!(!output.status.success());
+    let printed =
+        String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{printed}");
+    // The tool prints the status and the server's `error`.
+    assert!(printed.contains("ERROR! Received 403 Forbidden"), "{printed}");
+    assert!(printed.contains("HMAC incorrect"), "{printed}");
+    // Nothing was registered.
+    let login = json!({"type": "m.login.password", "user": "mallory", "password": "pw"});
+    server.client().post("/_matrix/client/v3/login", &login).await.expect_error(403, "M_FORBIDDEN");
     server.stop().await;
 }
 
@@ -200,7 +220,7 @@ async fn myelin_register_user_behaves_like_register_new_matrix_user() {
     .await;
     assert!(ok, "{out}");
     assert!(out.contains("Success!"));
-    assert!(is_admin(&server, "root", "pw-1").await);
+    assert_admin(&server, "root", "pw-1").await;
     let (ok, out) = run(vec![
         "-c".into(),
         config.clone(),
@@ -213,7 +233,7 @@ async fn myelin_register_user_behaves_like_register_new_matrix_user() {
     ])
     .await;
     assert!(!ok && out.contains("already taken"), "{out}");
-    let (ok, _) = run(vec![
+    let (ok, out) = run(vec![
         "-k".into(),
         "wrong".into(),
         "-u".into(),
@@ -224,7 +244,8 @@ async fn myelin_register_user_behaves_like_register_new_matrix_user() {
         server.base_url.clone(),
     ])
     .await;
-    assert!(!ok);
+    assert!(!ok, "{out}");
+    assert!(out.contains("registration failed: the server answered 403 Forbidden: HMAC incorrect"), "{out}");
 
     // Without a URL it finds the client listener in the config, and reads the secret from it.
     let port = server.base_url.rsplit(':').next().unwrap().to_owned();
@@ -249,7 +270,7 @@ async fn myelin_register_user_behaves_like_register_new_matrix_user() {
     ])
     .await;
     assert!(ok, "{out}");
-    assert!(!is_admin(&server, "viaconfig", "pw").await);
+    assert_not_admin(&server, "viaconfig", "pw").await;
     server.stop().await;
 }
 
@@ -294,11 +315,19 @@ async fn a_config_fresh_from_synapse_generate_config_starts_myelin() {
     }
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
-    let logged = std::fs::read_to_string(dir.path().join("homeserver.log")).unwrap_or_default()
-        + &std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
-    assert!(ok, "Myelin did not serve with Synapse's config: {logged}");
-    assert!(status.success(), "{logged}");
-    assert!(!logged.contains("ERROR"), "{logged}");
+    let stderr = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
+    assert!(ok, "Myelin did not serve with Synapse's config: {stderr}");
+    assert!(status.success(), "{stderr}");
+    // Synapse's log config sends the log to homeserver.log beside the config: it must be there
+    // and hold the start-up line, or "no ERROR in it" proves nothing.
+    let log_path = dir.path().join("homeserver.log");
+    let logged = std::fs::read_to_string(&log_path)
+        .unwrap_or_else(|error| panic!("no log at {}: {error}; stderr: {stderr}", log_path.display()));
+    assert!(
+        logged.contains("Myelin is running"),
+        "the log holds the start-up line: {logged}\nstderr: {stderr}"
+    );
+    assert!(!logged.contains("ERROR") && !stderr.contains("ERROR"), "{logged}\nstderr: {stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

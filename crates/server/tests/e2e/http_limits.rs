@@ -29,7 +29,7 @@ async fn server_with_listener(limits: Value) -> TestServer {
 
 /// Reads until the server closes the connection (a reset counts as closed), returning what it
 /// sent first.
-async fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
+pub(crate) async fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
     let mut received = Vec::new();
     let mut chunk = [0u8; 8192];
     loop {
@@ -48,7 +48,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// Splits a raw response into its status and JSON body (empty when it has none).
-fn parse_response(raw: &[u8]) -> (u16, Value) {
+pub(crate) fn parse_response(raw: &[u8]) -> (u16, Value) {
     let text = String::from_utf8_lossy(raw);
     let status =
         text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("a response: {text:?}"));
@@ -57,7 +57,7 @@ fn parse_response(raw: &[u8]) -> (u16, Value) {
 }
 
 /// Reads one response with a `Content-Length` body from a connection that stays open.
-async fn read_response(stream: &mut TcpStream) -> (u16, Value) {
+pub(crate) async fn read_response(stream: &mut TcpStream) -> (u16, Value) {
     let mut received = Vec::new();
     let mut chunk = [0u8; 8192];
     loop {

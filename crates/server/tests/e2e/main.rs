@@ -11,6 +11,7 @@ mod concurrency;
 mod directory;
 mod exhaustion;
 mod foundation;
+mod harness;
 mod http_limits;
 mod listeners;
 mod membership;

@@ -4,7 +4,7 @@
 use myelin_test_support::{TestServer, TestUser};
 use serde_json::{Value, json};
 
-use crate::rooms::{create_room, send_text, urlencode};
+use crate::rooms::{assert_reads_text, create_room, send_text, urlencode};
 
 fn path(room_id: &str, rest: &str) -> String {
     format!("/_matrix/client/v3/rooms/{room_id}/{rest}")
@@ -216,14 +216,14 @@ async fn history_visibility_applies_to_every_read_path() {
     assert!(!ids.contains(&before.as_str()), "joined visibility hides what came before the join");
     // single event and context
     bob.client.get(&path(&room_id, &format!("event/{before}"))).await.expect_error(404, "M_NOT_FOUND");
-    bob.client.get(&path(&room_id, &format!("event/{during}"))).await.expect(200);
+    assert_reads_text(&bob, &room_id, &during, &alice.user_id, "while bob is here").await;
     bob.client.get(&path(&room_id, &format!("context/{before}"))).await.expect_error(404, "M_NOT_FOUND");
     let context = bob.client.get(&path(&room_id, &format!("context/{during}"))).await.expect(200).clone();
     assert!(context["events_before"].as_array().unwrap().iter().all(|e| e["event_id"] != before.as_str()));
     // After leaving, later events are invisible but earlier ones remain.
     bob.client.post(&path(&room_id, "leave"), &json!({})).await.expect(200);
     let after = send_text(&alice, &room_id, "a1", "after bob left").await;
-    bob.client.get(&path(&room_id, &format!("event/{during}"))).await.expect(200);
+    assert_reads_text(&bob, &room_id, &during, &alice.user_id, "while bob is here").await;
     bob.client.get(&path(&room_id, &format!("event/{after}"))).await.expect_error(404, "M_NOT_FOUND");
     let messages = bob.client.get(&path(&room_id, "messages?dir=b&limit=50")).await.expect(200).clone();
     let ids: Vec<&str> =
@@ -248,7 +248,7 @@ async fn shared_invited_and_world_readable_visibility() {
     let shared = create_room(&alice, json!({"preset": "public_chat"})).await;
     let early = send_text(&alice, &shared, "s1", "early").await;
     join(&bob, &shared).await.expect(200);
-    bob.client.get(&path(&shared, &format!("event/{early}"))).await.expect(200);
+    assert_reads_text(&bob, &shared, &early, &alice.user_id, "early").await;
     // invited: visible from the invite on.
     let invited = create_room(
         &alice,
@@ -260,7 +260,7 @@ async fn shared_invited_and_world_readable_visibility() {
     let seen = send_text(&alice, &invited, "i2", "after invite").await;
     join(&bob, &invited).await.expect(200);
     bob.client.get(&path(&invited, &format!("event/{hidden}"))).await.expect_error(404, "M_NOT_FOUND");
-    bob.client.get(&path(&invited, &format!("event/{seen}"))).await.expect(200);
+    assert_reads_text(&bob, &invited, &seen, &alice.user_id, "after invite").await;
     // world_readable: anyone may read without joining.
     let open = create_room(
         &alice,
@@ -269,7 +269,7 @@ async fn shared_invited_and_world_readable_visibility() {
     .await;
     let public_event = send_text(&alice, &open, "w1", "for everyone").await;
     let carol = server.register("carol").await;
-    carol.client.get(&path(&open, &format!("event/{public_event}"))).await.expect(200);
+    assert_reads_text(&carol, &open, &public_event, &alice.user_id, "for everyone").await;
     let messages = carol.client.get(&path(&open, "messages?dir=b")).await.expect(200).clone();
     assert!(messages["chunk"].as_array().unwrap().iter().any(|e| e["event_id"] == public_event.as_str()));
     carol.client.get(&path(&open, "state")).await.expect(200);

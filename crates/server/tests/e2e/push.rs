@@ -2,6 +2,7 @@
 //! delivery to a push gateway (a small HTTP server started by the test).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -193,11 +194,17 @@ async fn push_rules_start_from_the_defaults_and_are_editable() {
     assert_eq!(slash.status, 400);
     let bad_room =
         alice.client.put(&format!("{RULES}/global/room/not-a-room"), &json!({"actions": []})).await;
-    assert_eq!(bad_room.status, 400);
+    bad_room.expect_error(400, "M_INVALID_PARAM");
     let bad_enabled = alice.client.put(&enabled, &json!({"enabled": "yes"})).await;
     bad_enabled.expect_error(400, "M_BAD_JSON");
-    assert!(alice.client.delete(&format!("{RULES}/global/override/.m.rule.master")).await.status >= 400);
-    assert!(alice.client.get(&format!("{RULES}/")).await.status == 200);
+    // A server-default rule cannot be deleted (and is still there).
+    alice
+        .client
+        .delete(&format!("{RULES}/global/override/.m.rule.master"))
+        .await
+        .expect_error(400, "M_INVALID_PARAM");
+    let rules = alice.client.get(&format!("{RULES}/")).await.expect(200).clone();
+    assert_eq!(rule_ids(&rules["global"]["override"])[0], ".m.rule.master");
 
     // Deleting a user rule.
     alice.client.delete(&format!("{RULES}/global/override/a")).await.expect(200);
@@ -312,7 +319,8 @@ async fn mentions_highlight_and_read_receipts_clear_the_counts() {
     let poll = tokio::spawn(async move {
         client.get(&format!("/_matrix/client/v3/sync?timeout=20000&since={token}")).await
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.wait_for_sync_of(&alice.user_id).await;
+    assert!(!poll.is_finished(), "the sync waits for something to report");
     alice.client.post(&room_path(&room, &format!("receipt/m.read/{plain}")), &json!({})).await.expect(200);
     let woken = poll.await.unwrap().expect(200).clone();
     assert!(started.elapsed() < Duration::from_secs(15), "the receipt woke the sync");
@@ -477,25 +485,58 @@ async fn thread_notifications_are_counted_per_thread() {
 }
 
 /// A push gateway on loopback that records every `/notify` body and rejects chosen pushkeys.
+/// While `failing` is set it answers 500 (and records the attempt as failed).
 #[derive(Clone, Default)]
 struct Gateway {
     received: Arc<Mutex<Vec<Value>>>,
     reject: Arc<Mutex<Vec<String>>>,
+    failing: Arc<AtomicBool>,
+    /// Every attempt in order: the event ID and whether the gateway accepted it.
+    attempts: Arc<Mutex<Vec<(String, bool)>>>,
 }
 
 impl Gateway {
     /// Serves on `addr` (port 0 for any) until the test ends; returns the bound address.
     async fn serve(&self, addr: SocketAddr) -> SocketAddr {
-        async fn notify(State(gateway): State<Gateway>, Json(body): Json<Value>) -> Json<Value> {
+        async fn notify(
+            State(gateway): State<Gateway>,
+            Json(body): Json<Value>,
+        ) -> Result<Json<Value>, axum::http::StatusCode> {
+            let event_id = body["notification"]["event_id"].as_str().unwrap_or_default().to_owned();
+            if gateway.failing.load(Ordering::SeqCst) {
+                gateway.attempts.lock().unwrap().push((event_id, false));
+                return Err(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+            }
+            gateway.attempts.lock().unwrap().push((event_id, true));
             gateway.received.lock().unwrap().push(body);
             let rejected = gateway.reject.lock().unwrap().clone();
-            Json(json!({ "rejected": rejected }))
+            Ok(Json(json!({ "rejected": rejected })))
         }
         let app = Router::new().route("/_matrix/push/v1/notify", post(notify)).with_state(self.clone());
         let listener = tokio::net::TcpListener::bind(addr).await.expect("gateway binds");
         let bound = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await });
         bound
+    }
+
+    /// The attempts made for an event so far, waiting up to 30 s until there are `n`.
+    async fn wait_for_attempts(&self, event_id: &str, n: usize) -> Vec<bool> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let attempts: Vec<bool> = self
+                .attempts
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(e, _)| e == event_id)
+                .map(|(_, ok)| *ok)
+                .collect();
+            if attempts.len() >= n {
+                return attempts;
+            }
+            assert!(Instant::now() < deadline, "{n} attempts for {event_id} within 30 s; got {attempts:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     fn url(addr: SocketAddr) -> String {
@@ -660,29 +701,36 @@ async fn pushers_receive_notifications_at_their_gateway() {
 #[tokio::test]
 async fn pending_pushes_survive_a_restart_and_reach_a_gateway_that_comes_up() {
     let mut server = server_pushing_to_loopback().await;
-    // A port with nothing listening: the gateway is down.
-    let addr = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap()
-    };
+    // The gateway fails every request until told otherwise.
+    let gateway = Gateway::default();
+    gateway.failing.store(true, Ordering::SeqCst);
+    let addr = gateway.serve("127.0.0.1:0".parse().unwrap()).await;
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
     let room = direct_chat(&alice, &bob).await;
     let body = pusher(&Gateway::url(addr), "org.example.app", "key-1", json!({}));
     bob.client.post("/_matrix/client/v3/pushers/set", &body).await.expect(200);
     let event = send_text(&alice, &room, "r1", "sent while the gateway is down").await;
-    // Let delivery fail at least once.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Delivery failed once (the gateway answered 500), so the push is pending.
+    let first = gateway.wait_for_attempts(&event, 1).await;
+    assert!(!first[0], "the first attempt failed: {first:?}");
     server.restart().await;
-    let gateway = Gateway::default();
-    gateway.serve(addr).await;
-    let bodies = gateway.wait_for(&event, 1, Duration::from_secs(20)).await;
+    gateway.failing.store(false, Ordering::SeqCst);
+    let bodies = gateway.wait_for(&event, 1, Duration::from_secs(30)).await;
     assert!(!bodies.is_empty(), "the pending push was delivered after the restart");
     assert_eq!(bodies[0]["notification"]["room_id"], room.as_str());
     assert_eq!(bodies[0]["notification"]["devices"][0]["pushkey"], "key-1");
-    // Delivered once: nothing more arrives for it.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(gateway.wait_for(&event, 1, Duration::ZERO).await.len(), 1);
+    // Delivered once: the queue is empty (nothing is left to retry) and the gateway accepted
+    // the push exactly once, after at least one failure.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.services().store().next_push_due().await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "the delivered push is still queued");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let attempts = gateway.wait_for_attempts(&event, 1).await;
+    assert_eq!(attempts.iter().filter(|ok| **ok).count(), 1, "{attempts:?}");
+    assert_eq!(attempts.last(), Some(&true), "{attempts:?}");
+    assert!(attempts.len() >= 2 && !attempts[0], "a failure came first: {attempts:?}");
     server.stop().await;
 }
 

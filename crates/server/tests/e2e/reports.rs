@@ -56,7 +56,17 @@ async fn event_reports_are_checked_stored_and_listed_for_admins() {
         .await
         .expect_error(404, "M_NOT_FOUND");
     // Dave saw the event while he was joined, but the spec wants reporters joined now.
-    dave.client.get(&format!("/_matrix/client/v3/rooms/{room_id}/event/{offending}")).await.expect(200);
+    let seen = dave
+        .client
+        .get(&format!("/_matrix/client/v3/rooms/{room_id}/event/{offending}"))
+        .await
+        .expect(200)
+        .clone();
+    assert_eq!(
+        (seen["event_id"].as_str(), seen["room_id"].as_str()),
+        (Some(offending.as_str()), Some(room_id.as_str())),
+        "{seen}"
+    );
     dave.client
         .post(&report_path(&offending), &json!({"reason": "x"}))
         .await

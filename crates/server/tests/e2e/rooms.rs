@@ -14,6 +14,20 @@ pub async fn send_text(user: &TestUser, room_id: &str, txn: &str, body: &str) ->
     response.expect(200)["event_id"].as_str().expect("event_id").to_owned()
 }
 
+/// Reads `event_id` through `GET /rooms/{roomId}/event/{eventId}` as `user` and checks that it
+/// is that text message from `sender`, unpruned: its ID, room, type, sender and whole content.
+pub async fn assert_reads_text(user: &TestUser, room_id: &str, event_id: &str, sender: &str, body: &str) {
+    let path = format!("/_matrix/client/v3/rooms/{room_id}/event/{}", urlencode(event_id));
+    let event = user.client.get(&path).await.expect(200).clone();
+    assert_eq!(event["event_id"], event_id, "{event}");
+    assert_eq!(event["room_id"], room_id, "{event}");
+    assert_eq!(event["type"], "m.room.message", "{event}");
+    assert_eq!(event["sender"], sender, "{event}");
+    assert_eq!(event["content"], json!({"msgtype": "m.text", "body": body}), "unpruned: {event}");
+    assert!(event["unsigned"].get("redacted_because").is_none(), "not redacted: {event}");
+    assert!(event["origin_server_ts"].is_u64(), "{event}");
+}
+
 #[tokio::test]
 async fn create_send_and_read_back() {
     let server = TestServer::start().await;
@@ -58,13 +72,8 @@ async fn create_send_and_read_back() {
     assert_eq!(chunk[0]["unsigned"]["transaction_id"], "t1");
     assert!(chunk[0]["unsigned"]["age"].is_u64());
 
-    let event = alice
-        .client
-        .get(&format!("/_matrix/client/v3/rooms/{room_id}/event/{event_id}"))
-        .await
-        .expect(200)
-        .clone();
-    assert_eq!(event["sender"], alice.user_id.as_str());
+    // The first send's content, not the retried one's.
+    assert_reads_text(&alice, &room_id, &event_id, &alice.user_id, "hello").await;
     server.stop().await;
 }
 
@@ -484,6 +493,8 @@ async fn context_and_timestamp_lookup() {
     let mut sent = Vec::new();
     for i in 0..6 {
         sent.push(send_text(&alice, &room_id, &format!("c{i}"), &format!("m{i}")).await);
+        // Not synchronisation: the clock must move so that each event gets its own
+        // origin_server_ts, which the timestamp lookup below tells apart.
         tokio::time::sleep(std::time::Duration::from_millis(3)).await;
     }
     let context =

@@ -116,6 +116,8 @@ async fn build_tree(alice: &TestUser) -> Tree {
     .await;
     // Children without `order` go by the time of their link: e2 first.
     put_state(alice, &space, "m.space.child", &e2, json!({"via": ["test.local"]})).await;
+    // Not synchronisation: the clock must move so that the two links get different
+    // origin_server_ts, the order under test.
     tokio::time::sleep(Duration::from_millis(5)).await;
     put_state(alice, &space, "m.space.child", &e1, json!({"via": ["test.local"]})).await;
     put_state(alice, &sub, "m.space.parent", &space, json!({"via": ["test.local"]})).await;

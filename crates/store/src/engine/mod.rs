@@ -80,6 +80,15 @@ impl Db {
         }
     }
 
+    /// How many COMMITs the SQLite writer has made (transactions in one batch share one);
+    /// `None` on PostgreSQL, which commits each transaction by itself. For tests.
+    pub fn sqlite_commits(&self) -> Option<u64> {
+        match &self.engine {
+            Engine::Sqlite(engine) => Some(engine.commits()),
+            Engine::Postgres(_) => None,
+        }
+    }
+
     /// Runs a read-only statement. On SQLite it runs on a read connection, so it does not wait
     /// for the writer; it sees everything committed before it started.
     pub async fn query(&self, sql: &str, params: Vec<Value>) -> Result<Vec<Row>, StoreError> {

@@ -339,6 +339,11 @@ impl SqliteEngine {
         }
     }
 
+    /// Commits made so far.
+    pub(crate) fn commits(&self) -> u64 {
+        self.commits.load(Ordering::SeqCst)
+    }
+
     /// Runs a read-only statement on a reader connection.
     pub(crate) fn read(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>, StoreError> {
         let connection = self.take_reader()?;
