@@ -416,7 +416,7 @@ impl Services {
                         continue;
                     }
                     let Ok(parsed) = RoomId::parse(&room_id) else { continue };
-                    let Some(head) = self.room_head(&parsed).await? else { continue };
+                    let Some(head) = self.room_head_snapshot(&parsed).await? else { continue };
                     match self.read_access(user_id, &head).await {
                         Ok(ReadAccess::FormerMember { until, .. }) => {
                             out.push(SearchRoom { room_id, until: Some(until) })

@@ -399,7 +399,7 @@ impl Services {
         if !interesting {
             return Ok(None);
         }
-        let Some(head) = self.room_head(room_id).await? else { return Ok(None) };
+        let Some(head) = self.room_head_snapshot(room_id).await? else { return Ok(None) };
         let from = if initial || newly_joined { None } else { Some(pass.since_token.events) };
         let mut synced = self.sync_room(pass.requester, &head, from, pass.now, pass.request, None).await?;
         synced.ephemeral =
@@ -432,7 +432,7 @@ impl Services {
         if !pass.initial && !changed_here {
             return Ok(None);
         }
-        let Some(head) = self.room_head(room_id).await? else { return Ok(None) };
+        let Some(head) = self.room_head_snapshot(room_id).await? else { return Ok(None) };
         Ok(Some(self.stripped_state(&head, pass.user_id()).await?))
     }
 
@@ -453,7 +453,7 @@ impl Services {
         if !include {
             return Ok(None);
         }
-        let Some(head) = self.room_head(room_id).await? else { return Ok(None) };
+        let Some(head) = self.room_head_snapshot(room_id).await? else { return Ok(None) };
         let now = pass.now;
         let left_at = match head.state_event_id("m.room.member", user_id.as_str()) {
             Some(id) => {

@@ -234,6 +234,8 @@ fn is_stop_word(word: &str) -> bool {
 /// and words (letters, digits, `_` and `-`) otherwise.
 fn tokenize(term: &str) -> Vec<Token> {
     let mut tokens = Vec::new();
+    // A `-` right before an opening quote excludes the phrase: `-"brown fox"`.
+    let mut negate_phrase = false;
     for (index, part) in term.split('"').enumerate() {
         let words: Vec<&str> = part
             .split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '-'))
@@ -243,10 +245,14 @@ fn tokenize(term: &str) -> Vec<Token> {
             let phrase: Vec<String> =
                 words.iter().map(|w| w.to_lowercase()).filter(|w| !is_stop_word(w)).collect();
             if !phrase.is_empty() {
+                if negate_phrase {
+                    tokens.push(Token::Not);
+                }
                 tokens.push(Token::Phrase(phrase));
             }
             continue;
         }
+        negate_phrase = part.ends_with('-');
         for word in words {
             let stripped = word.trim_start_matches('-');
             let negated = stripped.len() != word.len();
@@ -665,6 +671,8 @@ mod tests {
         check("mars -venus -jupiter", Some(r#"(("mars") NOT ("venus" OR "jupiter"))"#));
         check("mars -venus or -pluto moon", Some(r#"(("mars") NOT ("venus")) OR (("moon") NOT ("pluto"))"#));
         check("foo-bar", Some(r#"("foo-bar")"#));
+        check(r#"quick -"brown fox""#, Some(r#"(("quick") NOT ("brown fox"))"#));
+        check(r#"quick - "brown fox""#, Some(r#"("quick" AND "brown fox")"#));
         check(r#"it's "quoted"#, Some(r#"("it" AND "s" AND "quoted")"#));
         check("-venus", None);
         check("the a", None);

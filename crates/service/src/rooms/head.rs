@@ -166,12 +166,6 @@ impl Services {
         Ok(guard.clone())
     }
 
-    /// The same as [`Self::room_head_snapshot`], under the name the callers outside `rooms`
-    /// (sync, search) still use; to be renamed there once their owners' changes are merged.
-    pub async fn room_head(&self, room_id: &RoomId) -> Result<Option<RoomHead>> {
-        self.room_head_snapshot(room_id).await
-    }
-
     /// Takes a room's send lock, waiting for every send in progress, with its head loaded
     /// (`None` in the guard for an unknown room). Only the write path takes it: whoever holds
     /// it owns the head, and readers see the head it leaves when the guard is dropped.
