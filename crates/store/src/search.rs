@@ -21,7 +21,7 @@
 
 use serde_json::Value as Json;
 
-use crate::events::{EventFilterSql, NewEvent, StoredEvent};
+use crate::events::{EventFilterSql, NewEvent, StoredEvent, event_columns_of_e};
 use crate::{Dialect, Store, StoreError, Tx, Value, params};
 
 /// Marks placed around matched words in highlighted text. They never occur in indexed text.
@@ -470,8 +470,6 @@ fn match_source(
     Some((format!("{columns} FROM {from}"), conditions))
 }
 
-const EVENT_COLUMNS: &str = "e.event_id, e.room_id, e.stream_ordering, e.json, e.state_before, e.state_after, e.replaces_state, e.redacted_by, e.outlier";
-
 /// The profile field `field` of a member event or profile value.
 fn json_string_field(json: Option<&Json>, field: &str) -> Option<String> {
     json?.get(field)?.as_str().map(str::to_owned)
@@ -536,8 +534,8 @@ impl Store {
             SearchOrder::Recent => "s.stream_ordering DESC",
         };
         let limit = push_param(&mut params, limit);
-        let sql =
-            format!("SELECT {EVENT_COLUMNS}, {source} WHERE {conditions} ORDER BY {order} LIMIT {limit}");
+        let columns = event_columns_of_e();
+        let sql = format!("SELECT {columns}, {source} WHERE {conditions} ORDER BY {order} LIMIT {limit}");
         let rows = self.db.query_slow(&sql, params).await?;
         rows.iter()
             .map(|row| {
