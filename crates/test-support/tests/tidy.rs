@@ -463,11 +463,14 @@ fn the_store_is_not_exposed() {
     assert_clean("store exposed", findings(&[Rule::StoreExposed], &[]));
 }
 
+/// A crate's `Cargo.toml`.
+fn manifest(dir: &Path) -> toml::Table {
+    std::fs::read_to_string(dir.join("Cargo.toml")).expect("Cargo.toml").parse().expect("valid Cargo.toml")
+}
+
 /// The `[dependencies]` (not dev-dependencies) of a crate's manifest.
 fn dependencies(dir: &Path) -> BTreeSet<String> {
-    let text = std::fs::read_to_string(dir.join("Cargo.toml")).expect("Cargo.toml");
-    let manifest: toml::Table = text.parse().expect("valid Cargo.toml");
-    manifest
+    manifest(dir)
         .get("dependencies")
         .and_then(|d| d.as_table())
         .map(|d| d.keys().cloned().collect())
@@ -523,10 +526,7 @@ fn uses_crate(text: &str, name: &str) -> bool {
 fn every_declared_dependency_is_used() {
     let mut problems = Vec::new();
     for (name, dir) in crates() {
-        let manifest: toml::Table = std::fs::read_to_string(dir.join("Cargo.toml"))
-            .expect("Cargo.toml")
-            .parse()
-            .expect("valid Cargo.toml");
+        let manifest = manifest(&dir);
         let text: String = walkdir::WalkDir::new(&dir)
             .into_iter()
             .filter_entry(|e| e.file_name() != "target")
@@ -554,10 +554,7 @@ fn every_crate_is_on_the_architecture_map_and_uses_the_workspace_lints() {
     let map = std::fs::read_to_string(workspace().join("ARCHITECTURE.md")).expect("ARCHITECTURE.md");
     let mut problems = Vec::new();
     for (name, dir) in crates() {
-        let manifest: toml::Table = std::fs::read_to_string(dir.join("Cargo.toml"))
-            .expect("Cargo.toml")
-            .parse()
-            .expect("valid Cargo.toml");
+        let manifest = manifest(&dir);
         let package = manifest["package"]["name"].as_str().expect("package name").to_owned();
         if !map.contains(&format!("`crates/{name}`")) || !map.contains(&format!("`{package}`")) {
             problems
