@@ -354,7 +354,15 @@ impl Services {
         let mut global = Vec::new();
         let mut by_room: BTreeMap<String, Vec<AccountDataEvent>> = BTreeMap::new();
         for entry in entries {
-            let content: Value = serde_json::from_str(&entry.content).unwrap_or(Value::Null);
+            // Unreadable stored content is left out (and logged), never sent as `null`: one
+            // corrupt entry must not fail every sync of its owner.
+            let content: Value = match serde_json::from_str(&entry.content) {
+                Ok(content) => content,
+                Err(error) => {
+                    tracing::error!(%error, %user_id, kind = %entry.kind, "unreadable stored account data; left out of sync");
+                    continue;
+                }
+            };
             let event = AccountDataEvent { kind: entry.kind, content };
             if entry.room_id.is_empty() {
                 if filter.account_data.allows(&event.kind, None) {

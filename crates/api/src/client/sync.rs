@@ -79,9 +79,12 @@ async fn sync_events(
     let mut out = Vec::with_capacity(events.len());
     for event in events {
         let mut json = if federation {
-            serde_json::from_str(event.pdu.json_str()).unwrap_or(Value::Null)
+            serde_json::from_str(event.pdu.json_str())
+                .map_err(|e| myelin_service::Error::internal_with("an event's JSON does not parse", e))?
         } else {
-            let mut json = formatted.next().unwrap_or(Value::Null);
+            let mut json = formatted
+                .next()
+                .ok_or_else(|| myelin_service::Error::internal("fewer client events than events"))?;
             if let Some(object) = json.as_object_mut() {
                 object.remove("room_id");
             }

@@ -576,3 +576,36 @@ async fn huge_timeline_limits_neither_overflow_nor_fail_without_a_cap() {
     }
     server.stop().await;
 }
+
+/// Stored account data that no longer parses is left out of sync (and logged), never sent as
+/// `null` content, and the user's other account data still arrives.
+#[tokio::test]
+async fn unreadable_account_data_is_left_out_of_sync() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let user = &alice.user_id;
+    for (kind, content) in [("org.example.broken", json!({"a": 1})), ("org.example.fine", json!({"b": 2}))] {
+        alice
+            .client
+            .put(&format!("/_matrix/client/v3/user/{user}/account_data/{kind}"), &content)
+            .await
+            .expect(200);
+    }
+    let changed = server
+        .services()
+        .store()
+        .db()
+        .execute(
+            "UPDATE account_data SET content = $1 WHERE user_id = $2 AND type = $3",
+            vec!["{not json".into(), user.as_str().into(), "org.example.broken".into()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(changed, 1);
+    let response = sync(&alice, None, "").await;
+    let global = response["account_data"]["events"].as_array().unwrap();
+    let types: Vec<&str> = global.iter().filter_map(|e| e["type"].as_str()).collect();
+    assert!(types.contains(&"org.example.fine"), "{global:?}");
+    assert!(!types.contains(&"org.example.broken"), "{global:?}");
+    assert!(global.iter().all(|e| e["content"].is_object()), "{global:?}");
+}
