@@ -96,8 +96,17 @@ impl Store {
         self.db
             .transaction(async |tx| {
                 for device_id in device_ids {
-                    // A device's pushers go with it (the spec: logging out removes them).
-                    for table in ["access_tokens", "refresh_tokens", "pushers", "devices"] {
+                    // A device's pushers go with it (the spec: logging out removes them), and so
+                    // do its end-to-end encryption keys.
+                    for table in [
+                        "access_tokens",
+                        "refresh_tokens",
+                        "pushers",
+                        "e2e_device_keys",
+                        "e2e_one_time_keys",
+                        "e2e_fallback_keys",
+                        "devices",
+                    ] {
                         tx.execute(
                             &format!("DELETE FROM {table} WHERE user_id = $1 AND device_id = $2"),
                             params![user_id, device_id.as_str()],

@@ -5,12 +5,13 @@
 //! - [`engine`]: the one API over SQLite (rusqlite) and PostgreSQL (tokio-postgres + deadpool),
 //!   values and rows, and migrations.
 //! - One module per data area (`users`, `devices`, `tokens`, `uia`, `profiles`,
-//!   `registration`, `secrets`, `events`, `relations`, `state`, `rooms`), each an `impl Store` block returning domain
+//!   `registration`, `secrets`, `e2e_keys`, `events`, `relations`, `state`, `rooms`), each an `impl Store` block returning domain
 //!   types, never rows.
 //!
 //! This is the only crate that contains SQL.
 
 pub mod devices;
+pub mod e2e_keys;
 pub mod engine;
 pub mod events;
 pub mod profiles;
@@ -27,6 +28,7 @@ pub mod uia;
 pub mod users;
 
 pub use devices::DeviceRecord;
+pub use e2e_keys::{DeviceKeysRecord, OneTimeKeyRecord};
 pub use engine::{Db, Dialect, Durability, Row, Tx, Value};
 pub use events::{EventFilterSql, NewEvent, NewRelation, StoredEvent, TxnRecord};
 pub use registration::RegistrationTokenRecord;

@@ -4,6 +4,7 @@ mod account;
 mod capabilities;
 mod devices;
 mod directory;
+mod keys;
 mod membership;
 mod profile;
 mod push;
@@ -50,6 +51,7 @@ pub fn routes() -> Router<AppState> {
         .merge(account::routes())
         .merge(session::routes())
         .merge(devices::routes())
+        .merge(keys::routes())
         .merge(profile::routes())
         .merge(capabilities::routes())
         .merge(rooms::routes())

@@ -9,6 +9,7 @@ mod cancellation;
 mod compat;
 mod concurrency;
 mod directory;
+mod e2e_keys;
 mod exhaustion;
 mod foundation;
 mod harness;

@@ -1,0 +1,110 @@
+//! End-to-end encryption keys: `/keys/upload`, `/keys/query`, `/keys/claim`.
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use axum::routing::post;
+use axum::{Json, Router};
+use myelin_service::e2e_keys::{KeysUpload, QueriedDeviceKeys};
+use ruma::OwnedUserId;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::ClientRoutes;
+use crate::AppState;
+use crate::auth::Auth;
+use crate::error::ApiResult;
+use crate::extract::JsonBody;
+
+#[derive(Deserialize)]
+struct UploadBody {
+    device_keys: Option<Map<String, Value>>,
+    #[serde(default)]
+    one_time_keys: Option<BTreeMap<String, Value>>,
+    #[serde(default)]
+    fallback_keys: Option<BTreeMap<String, Value>>,
+    /// The name before MSC2732 was merged, still sent by older clients.
+    #[serde(default, rename = "org.matrix.msc2732.fallback_keys")]
+    unstable_fallback_keys: Option<BTreeMap<String, Value>>,
+}
+
+/// `POST /_matrix/client/v3/keys/upload`
+async fn upload(
+    State(services): State<AppState>,
+    Auth(requester): Auth,
+    JsonBody(body): JsonBody<UploadBody>,
+) -> ApiResult<Json<Value>> {
+    let upload = KeysUpload {
+        device_keys: body.device_keys,
+        one_time_keys: body.one_time_keys.unwrap_or_default(),
+        fallback_keys: body.fallback_keys.or(body.unstable_fallback_keys).unwrap_or_default(),
+    };
+    let counts = services.upload_keys(&requester, upload).await?;
+    Ok(Json(json!({ "one_time_key_counts": counts })))
+}
+
+/// `timeout` only matters for remote servers, which are not asked yet.
+#[derive(Deserialize)]
+struct QueryBody {
+    device_keys: BTreeMap<OwnedUserId, Vec<String>>,
+}
+
+fn device_keys_json(device: QueriedDeviceKeys) -> Value {
+    let mut keys = device.keys;
+    let mut unsigned = Map::new();
+    if let Some(name) = device.display_name {
+        unsigned.insert("device_display_name".to_owned(), json!(name));
+    }
+    keys.insert("unsigned".to_owned(), Value::Object(unsigned));
+    Value::Object(keys)
+}
+
+/// A remote server that could not be asked (federation does not exist yet).
+fn failure_json() -> Value {
+    json!({ "status": 503, "message": "Federation is not available on this server" })
+}
+
+/// `POST /_matrix/client/v3/keys/query`
+async fn query(
+    State(services): State<AppState>,
+    Auth(_requester): Auth,
+    JsonBody(body): JsonBody<QueryBody>,
+) -> ApiResult<Json<Value>> {
+    let result = services.query_keys(&body.device_keys).await?;
+    let device_keys: Map<String, Value> = result
+        .device_keys
+        .into_iter()
+        .map(|(user_id, devices)| {
+            let devices: Map<String, Value> =
+                devices.into_iter().map(|(device_id, keys)| (device_id, device_keys_json(keys))).collect();
+            (user_id.to_string(), Value::Object(devices))
+        })
+        .collect();
+    let failures: Map<String, Value> =
+        result.failures.into_iter().map(|server| (server, failure_json())).collect();
+    Ok(Json(json!({ "device_keys": device_keys, "failures": failures })))
+}
+
+#[derive(Deserialize)]
+struct ClaimBody {
+    one_time_keys: BTreeMap<OwnedUserId, BTreeMap<String, String>>,
+}
+
+/// `POST /_matrix/client/v3/keys/claim`
+async fn claim(
+    State(services): State<AppState>,
+    Auth(_requester): Auth,
+    JsonBody(body): JsonBody<ClaimBody>,
+) -> ApiResult<Json<Value>> {
+    let result = services.claim_keys(&body.one_time_keys).await?;
+    let failures: Map<String, Value> =
+        result.failures.into_iter().map(|server| (server, failure_json())).collect();
+    Ok(Json(json!({ "one_time_keys": result.one_time_keys, "failures": failures })))
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .v3("/keys/upload", post(upload))
+        .v3("/keys/query", post(query))
+        .v3("/keys/claim", post(claim))
+}

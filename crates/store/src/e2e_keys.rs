@@ -1,0 +1,254 @@
+//! End-to-end encryption keys of local devices: identity keys, one-time keys, fallback keys.
+//! Keys are stored as the JSON text the client uploaded; the service parses and checks them.
+
+use std::collections::BTreeMap;
+
+use crate::{Dialect, Row, Store, StoreError, Value, now_ms, params};
+
+/// A device's uploaded identity keys, with the device's display name.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeviceKeysRecord {
+    pub device_id: String,
+    pub key_json: String,
+    pub display_name: Option<String>,
+}
+
+/// One one-time or fallback key: `algorithm:key_id` and its JSON.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OneTimeKeyRecord {
+    pub algorithm: String,
+    pub key_id: String,
+    pub key_json: String,
+}
+
+/// `$first, ..., $(first + n - 1)`: the placeholders of an `IN (...)` list after other parameters.
+fn placeholders_from(first: usize, n: usize) -> String {
+    (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
+fn one_time_key_from_row(row: &Row) -> Result<OneTimeKeyRecord, StoreError> {
+    Ok(OneTimeKeyRecord { algorithm: row.string(0)?, key_id: row.string(1)?, key_json: row.string(2)? })
+}
+
+impl Store {
+    /// Stores (or replaces) a device's identity keys.
+    pub async fn set_device_keys(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        key_json: &str,
+    ) -> Result<(), StoreError> {
+        self.db
+            .execute(
+                "INSERT INTO e2e_device_keys (user_id, device_id, key_json, ts) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (user_id, device_id) DO UPDATE SET key_json = excluded.key_json, ts = excluded.ts",
+                params![user_id, device_id, key_json, now_ms()],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The identity keys a device uploaded, if any.
+    pub async fn device_keys(&self, user_id: &str, device_id: &str) -> Result<Option<String>, StoreError> {
+        self.db
+            .query_opt(
+                "SELECT key_json FROM e2e_device_keys WHERE user_id = $1 AND device_id = $2",
+                params![user_id, device_id],
+            )
+            .await?
+            .map(|row| row.string(0))
+            .transpose()
+    }
+
+    /// The identity keys of a user's (visible) devices: all of them, or those listed.
+    pub async fn device_keys_of_user(
+        &self,
+        user_id: &str,
+        device_ids: Option<&[String]>,
+    ) -> Result<Vec<DeviceKeysRecord>, StoreError> {
+        let mut params = params![user_id];
+        let mut sql = "SELECT k.device_id, k.key_json, d.display_name FROM e2e_device_keys k
+             JOIN devices d ON d.user_id = k.user_id AND d.device_id = k.device_id
+             WHERE k.user_id = $1 AND NOT d.hidden"
+            .to_owned();
+        if let Some(device_ids) = device_ids {
+            if device_ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            sql.push_str(&format!(" AND k.device_id IN ({})", placeholders_from(2, device_ids.len())));
+            params.extend(device_ids.iter().map(|id| Value::from(id.as_str())));
+        }
+        sql.push_str(" ORDER BY k.device_id");
+        self.db
+            .query(&sql, params)
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(DeviceKeysRecord {
+                    device_id: row.string(0)?,
+                    key_json: row.string(1)?,
+                    display_name: row.opt_string(2)?,
+                })
+            })
+            .collect()
+    }
+
+    /// The device's one-time keys among `key_ids` (any algorithm).
+    pub async fn one_time_keys_by_id(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        key_ids: &[String],
+    ) -> Result<Vec<OneTimeKeyRecord>, StoreError> {
+        if key_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut params = params![user_id, device_id];
+        params.extend(key_ids.iter().map(|id| Value::from(id.as_str())));
+        let list = placeholders_from(3, key_ids.len());
+        let sql = format!(
+            "SELECT algorithm, key_id, key_json FROM e2e_one_time_keys
+             WHERE user_id = $1 AND device_id = $2 AND key_id IN ({list})"
+        );
+        self.db.query(&sql, params).await?.iter().map(one_time_key_from_row).collect()
+    }
+
+    /// Adds one-time keys; a key whose `algorithm:key_id` is already stored is left as it is.
+    pub async fn add_one_time_keys(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        keys: &[OneTimeKeyRecord],
+    ) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let ts = now_ms();
+        self.db
+            .transaction(async |tx| {
+                for key in keys {
+                    tx.execute(
+                        "INSERT INTO e2e_one_time_keys (user_id, device_id, algorithm, key_id, key_json, ts)
+                         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                        params![
+                            user_id,
+                            device_id,
+                            key.algorithm.as_str(),
+                            key.key_id.as_str(),
+                            key.key_json.as_str(),
+                            ts
+                        ],
+                    )
+                    .await?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    /// How many one-time keys the device has left, by algorithm.
+    pub async fn count_one_time_keys(
+        &self,
+        user_id: &str,
+        device_id: &str,
+    ) -> Result<BTreeMap<String, i64>, StoreError> {
+        self.db
+            .query(
+                "SELECT algorithm, COUNT(*) FROM e2e_one_time_keys WHERE user_id = $1 AND device_id = $2
+                 GROUP BY algorithm",
+                params![user_id, device_id],
+            )
+            .await?
+            .iter()
+            .map(|row| Ok((row.string(0)?, row.i64(1)?)))
+            .collect()
+    }
+
+    /// Takes the device's oldest one-time key of `algorithm`: deleted and returned in one
+    /// statement, so that concurrent claims never get the same key. On PostgreSQL a key another
+    /// claim is taking is skipped (`SKIP LOCKED`) rather than waited for; SQLite has one writer.
+    pub async fn claim_one_time_key(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        algorithm: &str,
+    ) -> Result<Option<OneTimeKeyRecord>, StoreError> {
+        let lock = match self.dialect() {
+            Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+            Dialect::Sqlite => "",
+        };
+        let sql = format!(
+            "DELETE FROM e2e_one_time_keys
+             WHERE user_id = $1 AND device_id = $2 AND algorithm = $3 AND key_id = (
+                 SELECT key_id FROM e2e_one_time_keys WHERE user_id = $1 AND device_id = $2 AND algorithm = $3
+                 ORDER BY ts, key_id LIMIT 1{lock})
+             RETURNING algorithm, key_id, key_json"
+        );
+        let rows = self.db.execute_returning(&sql, params![user_id, device_id, algorithm]).await?;
+        rows.first().map(one_time_key_from_row).transpose()
+    }
+
+    /// Sets the device's fallback key of an algorithm, replacing the previous one (then unused).
+    /// Uploading the same key again keeps whether it was used.
+    pub async fn set_fallback_key(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        key: &OneTimeKeyRecord,
+    ) -> Result<(), StoreError> {
+        self.db
+            .execute(
+                "INSERT INTO e2e_fallback_keys (user_id, device_id, algorithm, key_id, key_json, used)
+                 VALUES ($1, $2, $3, $4, $5, FALSE)
+                 ON CONFLICT (user_id, device_id, algorithm) DO UPDATE
+                 SET key_id = excluded.key_id, key_json = excluded.key_json, used = FALSE
+                 WHERE e2e_fallback_keys.key_id <> excluded.key_id
+                    OR e2e_fallback_keys.key_json <> excluded.key_json",
+                params![
+                    user_id,
+                    device_id,
+                    key.algorithm.as_str(),
+                    key.key_id.as_str(),
+                    key.key_json.as_str()
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Hands out the device's fallback key of `algorithm`, marking it used.
+    pub async fn claim_fallback_key(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        algorithm: &str,
+    ) -> Result<Option<OneTimeKeyRecord>, StoreError> {
+        let rows = self
+            .db
+            .execute_returning(
+                "UPDATE e2e_fallback_keys SET used = TRUE WHERE user_id = $1 AND device_id = $2 AND algorithm = $3
+                 RETURNING algorithm, key_id, key_json",
+                params![user_id, device_id, algorithm],
+            )
+            .await?;
+        rows.first().map(one_time_key_from_row).transpose()
+    }
+
+    /// The algorithms of the device's fallback keys not handed out yet.
+    pub async fn unused_fallback_key_algorithms(
+        &self,
+        user_id: &str,
+        device_id: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        self.db
+            .query(
+                "SELECT algorithm FROM e2e_fallback_keys WHERE user_id = $1 AND device_id = $2 AND NOT used
+                 ORDER BY algorithm",
+                params![user_id, device_id],
+            )
+            .await?
+            .iter()
+            .map(|row| row.string(0))
+            .collect()
+    }
+}
