@@ -1,0 +1,122 @@
+//! End-to-end encryption keys on SQLite and PostgreSQL: one-time keys handed out once (also
+//! under concurrent claims), fallback keys replaced and marked used, keys gone with their device.
+
+use std::collections::BTreeSet;
+
+use myelin_store::{OneTimeKeyRecord, Store};
+use myelin_test_support::store_test;
+
+const ALICE: &str = "@alice:test.local";
+
+fn key(algorithm: &str, key_id: &str, json: &str) -> OneTimeKeyRecord {
+    OneTimeKeyRecord { algorithm: algorithm.to_owned(), key_id: key_id.to_owned(), key_json: json.to_owned() }
+}
+
+store_test!(one_time_keys_are_claimed_once_oldest_first, |store| async move {
+    store.upsert_device(ALICE, "DEV", None).await.unwrap();
+    store.add_one_time_keys(ALICE, "DEV", &[key("signed_curve25519", "B", r#"{"key":"b"}"#)]).await.unwrap();
+    store
+        .add_one_time_keys(
+            ALICE,
+            "DEV",
+            &[key("signed_curve25519", "A", r#"{"key":"a"}"#), key("curve25519", "C", r#""c""#)],
+        )
+        .await
+        .unwrap();
+    // An ID already present keeps its first key.
+    store
+        .add_one_time_keys(ALICE, "DEV", &[key("signed_curve25519", "B", r#"{"key":"other"}"#)])
+        .await
+        .unwrap();
+    let counts = store.count_one_time_keys(ALICE, "DEV").await.unwrap();
+    assert_eq!(
+        counts.into_iter().collect::<Vec<_>>(),
+        [("curve25519".to_owned(), 1), ("signed_curve25519".to_owned(), 2)]
+    );
+    let by_id = store.one_time_keys_by_id(ALICE, "DEV", &["B".to_owned(), "Z".to_owned()]).await.unwrap();
+    assert_eq!(by_id, [key("signed_curve25519", "B", r#"{"key":"b"}"#)]);
+
+    // B was uploaded first (in an earlier millisecond or, within one, before A by ID order).
+    let first = store.claim_one_time_key(ALICE, "DEV", "signed_curve25519").await.unwrap().unwrap();
+    let second = store.claim_one_time_key(ALICE, "DEV", "signed_curve25519").await.unwrap().unwrap();
+    assert_ne!(first.key_id, second.key_id);
+    assert_eq!(store.claim_one_time_key(ALICE, "DEV", "signed_curve25519").await.unwrap(), None);
+    assert_eq!(store.claim_one_time_key(ALICE, "OTHER", "curve25519").await.unwrap(), None);
+
+    // Fallback keys: replaced per algorithm, used once handed out, reset by a new key only.
+    assert_eq!(store.claim_fallback_key(ALICE, "DEV", "signed_curve25519").await.unwrap(), None);
+    let fallback = key("signed_curve25519", "F1", r#"{"key":"f1"}"#);
+    store.set_fallback_key(ALICE, "DEV", &fallback).await.unwrap();
+    assert_eq!(store.unused_fallback_key_algorithms(ALICE, "DEV").await.unwrap(), ["signed_curve25519"]);
+    assert_eq!(
+        store.claim_fallback_key(ALICE, "DEV", "signed_curve25519").await.unwrap(),
+        Some(fallback.clone())
+    );
+    assert!(store.unused_fallback_key_algorithms(ALICE, "DEV").await.unwrap().is_empty());
+    store.set_fallback_key(ALICE, "DEV", &fallback).await.unwrap();
+    assert!(
+        store.unused_fallback_key_algorithms(ALICE, "DEV").await.unwrap().is_empty(),
+        "same key: still used"
+    );
+    let replacement = key("signed_curve25519", "F2", r#"{"key":"f2"}"#);
+    store.set_fallback_key(ALICE, "DEV", &replacement).await.unwrap();
+    assert_eq!(store.unused_fallback_key_algorithms(ALICE, "DEV").await.unwrap(), ["signed_curve25519"]);
+    assert_eq!(store.claim_fallback_key(ALICE, "DEV", "signed_curve25519").await.unwrap(), Some(replacement));
+});
+
+store_test!(concurrent_claims_never_share_a_one_time_key, |store| async move {
+    store.upsert_device(ALICE, "DEV", None).await.unwrap();
+    let keys: Vec<_> = (0..20)
+        .map(|i| key("signed_curve25519", &format!("K{i:02}"), &format!(r#"{{"key":"{i}"}}"#)))
+        .collect();
+    store.add_one_time_keys(ALICE, "DEV", &keys).await.unwrap();
+    let mut claims = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let store: Store = store.clone();
+        claims
+            .spawn(async move { store.claim_one_time_key(ALICE, "DEV", "signed_curve25519").await.unwrap() });
+    }
+    let mut claimed = BTreeSet::new();
+    while let Some(result) = claims.join_next().await {
+        if let Some(key) = result.unwrap() {
+            assert!(claimed.insert(key.key_id.clone()), "{} handed out twice", key.key_id);
+        }
+    }
+    let left =
+        store.count_one_time_keys(ALICE, "DEV").await.unwrap().get("signed_curve25519").copied().unwrap_or(0);
+    assert_eq!(claimed.len() as i64 + left, 20, "every key is handed out or left");
+    // Whatever a claim skipped is still there for the next one.
+    while store.claim_one_time_key(ALICE, "DEV", "signed_curve25519").await.unwrap().is_some() {}
+    assert!(store.count_one_time_keys(ALICE, "DEV").await.unwrap().is_empty());
+});
+
+store_test!(device_keys_go_with_their_device, |store| async move {
+    store.upsert_device(ALICE, "DEV", Some("Laptop")).await.unwrap();
+    store.upsert_device(ALICE, "KEEP", None).await.unwrap();
+    for device in ["DEV", "KEEP"] {
+        store.set_device_keys(ALICE, device, &format!(r#"{{"device_id":"{device}"}}"#)).await.unwrap();
+        store.add_one_time_keys(ALICE, device, &[key("signed_curve25519", "A", "{}")]).await.unwrap();
+        store.set_fallback_key(ALICE, device, &key("signed_curve25519", "F", "{}")).await.unwrap();
+    }
+    store.set_device_keys(ALICE, "DEV", r#"{"device_id":"DEV","v":2}"#).await.unwrap();
+    let all = store.device_keys_of_user(ALICE, None).await.unwrap();
+    assert_eq!(all.iter().map(|d| d.device_id.as_str()).collect::<Vec<_>>(), ["DEV", "KEEP"]);
+    assert_eq!(
+        (all[0].key_json.as_str(), all[0].display_name.as_deref()),
+        (r#"{"device_id":"DEV","v":2}"#, Some("Laptop"))
+    );
+    let listed =
+        store.device_keys_of_user(ALICE, Some(&["KEEP".to_owned(), "NONE".to_owned()])).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(store.device_keys_of_user(ALICE, Some(&[])).await.unwrap().is_empty());
+
+    store.delete_devices(ALICE, &["DEV".to_owned()]).await.unwrap();
+    assert_eq!(store.device_keys(ALICE, "DEV").await.unwrap(), None);
+    assert!(store.count_one_time_keys(ALICE, "DEV").await.unwrap().is_empty());
+    assert_eq!(store.claim_fallback_key(ALICE, "DEV", "signed_curve25519").await.unwrap(), None);
+    assert!(store.device_keys(ALICE, "KEEP").await.unwrap().is_some(), "other devices keep theirs");
+    assert_eq!(store.count_one_time_keys(ALICE, "KEEP").await.unwrap().len(), 1);
+    // A device added again under the same ID starts without keys.
+    store.upsert_device(ALICE, "DEV", None).await.unwrap();
+    assert_eq!(store.device_keys_of_user(ALICE, None).await.unwrap().len(), 1);
+});
