@@ -135,12 +135,13 @@ impl Services {
             }
             None => None,
         };
-        if ed25519_key.is_none() && !(upload.one_time_keys.is_empty() && upload.fallback_keys.is_empty()) {
-            if let Some(stored) = self.store.device_keys(user_id, device_id).await? {
-                if let Value::Object(stored) = parse_stored(&stored)? {
-                    ed25519_key = identity_keys(&stored, device_id).0;
-                }
-            }
+        let has_keys = !(upload.one_time_keys.is_empty() && upload.fallback_keys.is_empty());
+        if ed25519_key.is_none()
+            && has_keys
+            && let Some(stored) = self.store.device_keys(user_id, device_id).await?
+            && let Value::Object(stored) = parse_stored(&stored)?
+        {
+            ed25519_key = identity_keys(&stored, device_id).0;
         }
         let check_key = |full_id: &str, key: &Value| -> Result<OneTimeKeyRecord> {
             let (algorithm, key_id) = split_key_id(full_id)?;
