@@ -14,6 +14,7 @@ mod search;
 mod session;
 mod spaces;
 mod sync;
+mod to_device;
 mod upgrade;
 mod user_data;
 mod versions;
@@ -63,4 +64,5 @@ pub fn routes() -> Router<AppState> {
         .merge(reports::routes())
         .merge(push::routes())
         .merge(search::routes())
+        .merge(to_device::routes())
 }

@@ -29,6 +29,7 @@ mod search;
 mod sessions;
 mod spaces;
 mod sync;
+mod to_device;
 mod upgrade;
 mod user_directory;
 mod write_rules;
