@@ -56,15 +56,19 @@ store_test!(to_device_inboxes_queue_ack_and_drop, |store| async move {
     assert_eq!(store.max_to_device_position().await.unwrap(), 0);
 
     // `*` reaches both devices; a named device gets its own content; unknown ones nothing.
-    let reached = add(&store, "t1", 1, &[(BOB, "*", "{\"n\":1}"), (BOB, "PHONE", "{\"n\":2}"), (BOB, "NOPE", "{}")])
-        .await;
+    let reached =
+        add(&store, "t1", 1, &[(BOB, "*", "{\"n\":1}"), (BOB, "PHONE", "{\"n\":2}"), (BOB, "NOPE", "{}")])
+            .await;
     assert_eq!(reached, Some(BTreeSet::from([BOB.to_owned()])));
     let reached = add(&store, "t2", 2, &[("@nobody:test.local", "*", "{}")]).await;
     assert_eq!(reached, Some(BTreeSet::new()), "an unknown user is ignored");
     assert_eq!(add(&store, "t1", 3, &[(BOB, "*", "{\"n\":9}")]).await, None, "a used transaction ID");
     add(&store, "t4", 4, &[(BOB, "PHONE", "{\"n\":4}")]).await.unwrap();
 
-    assert_eq!(contents(&store, "PHONE", 0, 100).await, vec![(1, "{\"n\":2}".into()), (4, "{\"n\":4}".into())]);
+    assert_eq!(
+        contents(&store, "PHONE", 0, 100).await,
+        vec![(1, "{\"n\":2}".into()), (4, "{\"n\":4}".into())]
+    );
     assert_eq!(contents(&store, "LAPTOP", 0, 100).await, vec![(1, "{\"n\":1}".into())]);
     assert_eq!(contents(&store, "PHONE", 0, 1).await, vec![(1, "{\"n\":2}".into())], "the limit");
     assert_eq!(contents(&store, "PHONE", 1, 100).await, vec![(4, "{\"n\":4}".into())]);
