@@ -39,12 +39,13 @@ impl Services {
         Ok(())
     }
 
-    /// Deletes devices and every token they hold; unknown device IDs are ignored, as the spec
-    /// allows.
+    /// Deletes devices with every token they hold and their to-device inboxes; unknown device
+    /// IDs are ignored, as the spec allows.
     pub async fn delete_devices(&self, user_id: &UserId, device_ids: &[String]) -> Result<()> {
         let hashes = self.store.access_tokens_of_devices(user_id.as_str(), device_ids).await?;
         self.store.delete_devices(user_id.as_str(), device_ids).await?;
         self.auth_cache.evict(&hashes);
+        self.store.delete_to_device_queues(user_id.as_str(), device_ids).await?;
         Ok(())
     }
 

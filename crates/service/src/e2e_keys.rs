@@ -209,10 +209,30 @@ impl Services {
         for key in &fallback_keys {
             self.store.set_fallback_key(user_id, device_id, key).await?;
         }
+        self.one_time_key_counts(user_id, device_id).await
+    }
+
+    /// The device's one-time keys left, by algorithm (`/keys/upload`'s `one_time_key_counts`
+    /// and sync's `device_one_time_keys_count`). `signed_curve25519` is always present, as
+    /// Synapse does: clients read a missing count as "unknown" and upload nothing.
+    pub(crate) async fn one_time_key_counts(
+        &self,
+        user_id: &str,
+        device_id: &str,
+    ) -> Result<BTreeMap<String, i64>> {
         let mut counts = self.store.count_one_time_keys(user_id, device_id).await?;
-        // Always present, as Synapse does: clients read a missing count as "unknown".
         counts.entry("signed_curve25519".to_owned()).or_insert(0);
         Ok(counts)
+    }
+
+    /// The algorithms of the device's fallback keys not handed out yet (sync's
+    /// `device_unused_fallback_key_types`).
+    pub(crate) async fn unused_fallback_key_types(
+        &self,
+        user_id: &str,
+        device_id: &str,
+    ) -> Result<Vec<String>> {
+        Ok(self.store.unused_fallback_key_algorithms(user_id, device_id).await?)
     }
 
     /// Checks and stores a device's identity keys; returns its ed25519 key.

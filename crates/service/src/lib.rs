@@ -45,6 +45,7 @@ pub mod sessions;
 pub mod streams;
 pub mod sync;
 pub mod tls;
+pub mod to_device;
 pub mod typing;
 pub mod uia;
 pub mod user_directory;
@@ -99,10 +100,11 @@ impl Services {
         let passwords = passwords::PasswordHasher::new(&config.password);
         let rooms = rooms::Rooms::new(store.max_stream_ordering().await?, config.caches.event_cache_limits());
         let (account_data, receipts, presence) = store.max_stream_ids().await?;
+        let to_device = store.max_to_device_position().await?;
         Ok(Services {
             rooms: Arc::new(rooms),
             notifier: Arc::default(),
-            streams: Arc::new(streams::UserStreams::new(account_data, receipts, presence)),
+            streams: Arc::new(streams::UserStreams::new(account_data, receipts, presence, to_device)),
             typing: Arc::default(),
             typing_expiry_wakeup: Arc::default(),
             active_syncs: Arc::default(),

@@ -255,19 +255,20 @@ pub struct UserStreams {
     pub presence: Stream,
     /// In memory: typing notifications are not persisted.
     pub typing: Stream,
-    /// Reserved for to-device messages and device lists (end-to-end encryption).
+    /// To-device messages (persisted in each device's inbox).
     pub to_device: Stream,
+    /// Reserved for device lists (end-to-end encryption).
     pub device_lists: Stream,
 }
 
 impl UserStreams {
-    pub fn new(account_data: i64, receipts: i64, presence: i64) -> UserStreams {
+    pub fn new(account_data: i64, receipts: i64, presence: i64, to_device: i64) -> UserStreams {
         UserStreams {
             account_data: Stream::new(account_data),
             receipts: Stream::new(receipts),
             presence: Stream::new(presence),
             typing: Stream::new(0),
-            to_device: Stream::new(0),
+            to_device: Stream::new(to_device),
             device_lists: Stream::new(0),
         }
     }

@@ -19,6 +19,7 @@ use crate::filter::FilterDefinition;
 use crate::push::UnreadCounts;
 use crate::rooms::read::make_token;
 use crate::rooms::{RoomEvent, RoomHead};
+use crate::to_device::ToDeviceEvent;
 use crate::util::now_ms;
 use crate::{Error, Result, Services};
 
@@ -146,7 +147,12 @@ pub struct SyncResponse {
     /// Presence of the user and of those sharing a room, as of `presence_at` (ms).
     pub presence: Vec<PresenceRecord>,
     pub presence_at: i64,
-    pub to_device: Vec<Value>,
+    /// The device's to-device messages, oldest first.
+    pub to_device: Vec<ToDeviceEvent>,
+    /// The device's unclaimed one-time keys by algorithm.
+    pub device_one_time_keys_count: BTreeMap<String, i64>,
+    /// The algorithms of the device's fallback keys not handed out yet.
+    pub device_unused_fallback_key_types: Vec<String>,
 }
 
 impl SyncResponse {
@@ -232,7 +238,8 @@ impl Services {
         }
         let mut since = request.since;
         if let Some(since) = since.as_mut() {
-            // In-memory streams restart at zero.
+            // In-memory streams restart at zero; a to-device position from the future (a
+            // token of another database) reads as zero too.
             let current = self.current_sync_token();
             for (position, now) in [
                 (&mut since.typing, current.typing),
@@ -244,6 +251,8 @@ impl Services {
                 }
             }
         }
+        // The device got what a sync up to this token carried: drop it from its inbox.
+        self.ack_to_device(requester, since.map(|since| since.to_device).unwrap_or(0)).await?;
         let listener = self.notifier.listener(user_id);
         let deadline =
             tokio::time::Instant::now() + Duration::from_millis(request.timeout_ms.min(MAX_TIMEOUT_MS));
@@ -335,7 +344,16 @@ impl Services {
         if self.config.presence.enabled {
             (response.presence, response.presence_at) = self.sync_presence(pass).await?;
         }
-        // To-device messages and device lists are not implemented yet: always empty.
+        (response.to_device, response.next_batch.to_device) = self
+            .to_device_for_sync(requester, since.map(|since| since.to_device).unwrap_or(0), now.to_device)
+            .await?;
+        if let Some(device_id) = &requester.device_id {
+            response.device_one_time_keys_count =
+                self.one_time_key_counts(user_id.as_str(), device_id).await?;
+            response.device_unused_fallback_key_types =
+                self.unused_fallback_key_types(user_id.as_str(), device_id).await?;
+        }
+        // Device lists are not implemented yet: always empty.
         Ok(response)
     }
 

@@ -5,7 +5,7 @@
 //! - [`engine`]: the one API over SQLite (rusqlite) and PostgreSQL (tokio-postgres + deadpool),
 //!   values and rows, and migrations.
 //! - One module per data area (`users`, `devices`, `tokens`, `uia`, `profiles`,
-//!   `registration`, `secrets`, `e2e_keys`, `events`, `relations`, `state`, `rooms`), each an `impl Store` block returning domain
+//!   `registration`, `secrets`, `e2e_keys`, `events`, `relations`, `state`, `rooms`, `to_device`), each an `impl Store` block returning domain
 //!   types, never rows.
 //!
 //! This is the only crate that contains SQL.
@@ -23,6 +23,7 @@ pub mod search;
 mod secrets;
 pub mod state;
 pub mod sync;
+pub mod to_device;
 pub mod tokens;
 pub mod uia;
 pub mod users;
@@ -35,6 +36,7 @@ pub use registration::RegistrationTokenRecord;
 pub use rooms::{MembershipChange, NewReport, RoomRecord};
 pub use state::StateDelta;
 pub use sync::{AccountDataRecord, PresenceRecord, ReceiptRecord};
+pub use to_device::{NewToDeviceMessages, ToDeviceRecord};
 pub use tokens::{AccessTokenRecord, NewAccessToken, NewLoginSession, NewRefreshToken, RefreshTokenRecord};
 pub use uia::UiaSessionRecord;
 pub use users::{NewUser, RateLimitOverride, UserRecord};

@@ -15,6 +15,7 @@ mod search;
 mod session;
 mod spaces;
 mod sync;
+mod to_device;
 mod upgrade;
 mod user_data;
 mod versions;
@@ -65,4 +66,5 @@ pub fn routes() -> Router<AppState> {
         .merge(reports::routes())
         .merge(push::routes())
         .merge(search::routes())
+        .merge(to_device::routes())
 }

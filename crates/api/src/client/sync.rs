@@ -227,15 +227,20 @@ async fn response_json(
         .iter()
         .map(|(room, state)| (room.to_string(), json!({"knock_state": stripped_json(state)})))
         .collect();
+    let to_device: Vec<Value> = response
+        .to_device
+        .iter()
+        .map(|event| json!({"sender": event.sender, "type": event.kind, "content": event.content}))
+        .collect();
     Ok(json!({
         "next_batch": response.next_batch.to_string(),
         "rooms": { "join": join, "invite": invite, "knock": knock, "leave": leave },
         "account_data": account_data_json(&response.account_data),
         "presence": { "events": presence },
-        "to_device": { "events": response.to_device },
+        "to_device": { "events": to_device },
         "device_lists": { "changed": [], "left": [] },
-        "device_one_time_keys_count": {},
-        "device_unused_fallback_key_types": [],
+        "device_one_time_keys_count": response.device_one_time_keys_count,
+        "device_unused_fallback_key_types": response.device_unused_fallback_key_types,
     }))
 }
 

@@ -354,3 +354,40 @@ async fn keys_survive_a_restart_and_go_with_their_device() {
     assert_eq!(claim_one(&bob_client, &alice).await, None, "neither one-time nor fallback keys are left");
     server.stop().await;
 }
+
+/// Every sync tells the device how many one-time keys it has left and which fallback keys are
+/// unused, so that the client uploads more before they run out.
+#[tokio::test]
+async fn sync_reports_key_counts_and_unused_fallback_keys() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let claimer = server.register("claimer").await;
+    let device = DeviceKey::of(&alice);
+    let sync = |user: &TestUser| {
+        let client = user.client.clone();
+        async move { client.get("/_matrix/client/v3/sync?timeout=0").await.expect(200).clone() }
+    };
+    let before = sync(&alice).await;
+    assert_eq!(before["device_one_time_keys_count"], json!({"signed_curve25519": 0}));
+    assert_eq!(before["device_unused_fallback_key_types"], json!([]));
+
+    let body = json!({
+        "device_keys": device.device_keys(),
+        "one_time_keys": {
+            "signed_curve25519:AAAA": device.one_time_key("one+time+key+aaaa"),
+            "signed_curve25519:AAAB": device.one_time_key("one+time+key+aaab"),
+        },
+        "fallback_keys": { "signed_curve25519:FFFF": device.sign(json!({"key": "fallback+key", "fallback": true})) },
+    });
+    counts(&alice.client, &body).await;
+    let after = sync(&alice).await;
+    assert_eq!(after["device_one_time_keys_count"], json!({"signed_curve25519": 2}));
+    assert_eq!(after["device_unused_fallback_key_types"], json!(["signed_curve25519"]));
+
+    for _ in 0..3 {
+        claim_one(&claimer.client, &alice).await.expect("a key or the fallback");
+    }
+    let drained = sync(&alice).await;
+    assert_eq!(drained["device_one_time_keys_count"], json!({"signed_curve25519": 0}));
+    assert_eq!(drained["device_unused_fallback_key_types"], json!([]), "the fallback key was handed out");
+}

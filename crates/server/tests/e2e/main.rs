@@ -30,6 +30,7 @@ mod search;
 mod sessions;
 mod spaces;
 mod sync;
+mod to_device;
 mod upgrade;
 mod user_directory;
 mod write_rules;
