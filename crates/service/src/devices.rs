@@ -45,7 +45,6 @@ impl Services {
         let hashes = self.store.access_tokens_of_devices(user_id.as_str(), device_ids).await?;
         self.store.delete_devices(user_id.as_str(), device_ids).await?;
         self.auth_cache.evict(&hashes);
-        self.store.delete_to_device_queues(user_id.as_str(), device_ids).await?;
         Ok(())
     }
 

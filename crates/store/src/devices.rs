@@ -91,13 +91,14 @@ impl Store {
         Ok(changed > 0)
     }
 
-    /// Deletes devices with their access and refresh tokens.
+    /// Deletes devices with their access and refresh tokens, pushers, end-to-end encryption
+    /// keys and to-device inboxes, in one transaction.
     pub async fn delete_devices(&self, user_id: &str, device_ids: &[String]) -> Result<(), StoreError> {
         self.db
             .transaction(async |tx| {
                 for device_id in device_ids {
                     // A device's pushers go with it (the spec: logging out removes them), and so
-                    // do its end-to-end encryption keys.
+                    // do its end-to-end encryption keys and its to-device inbox.
                     for table in [
                         "access_tokens",
                         "refresh_tokens",
@@ -105,6 +106,8 @@ impl Store {
                         "e2e_device_keys",
                         "e2e_one_time_keys",
                         "e2e_fallback_keys",
+                        "to_device_inbox",
+                        "to_device_txns",
                         "devices",
                     ] {
                         tx.execute(

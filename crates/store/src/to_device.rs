@@ -168,26 +168,4 @@ impl Store {
             )
             .await
     }
-
-    /// Drops the inboxes and the sent transaction IDs of deleted devices.
-    pub async fn delete_to_device_queues(
-        &self,
-        user_id: &str,
-        device_ids: &[String],
-    ) -> Result<(), StoreError> {
-        self.db
-            .transaction(async |tx| {
-                for device_id in device_ids {
-                    for table in ["to_device_inbox", "to_device_txns"] {
-                        tx.execute(
-                            &format!("DELETE FROM {table} WHERE user_id = $1 AND device_id = $2"),
-                            params![user_id, device_id.as_str()],
-                        )
-                        .await?;
-                    }
-                }
-                Ok(())
-            })
-            .await
-    }
 }
