@@ -129,11 +129,14 @@ impl Services {
         })?;
         let user_id = requester.user_id.as_str();
 
-        let mut ed25519_key = match &upload.device_keys {
+        // Everything is checked before anything is written: a refused upload stores nothing.
+        let (mut ed25519_key, device_keys_to_store) = match &upload.device_keys {
             Some(device_keys) => {
-                Some(self.upload_device_keys(&requester.user_id, device_id, device_keys).await?)
+                let (ed25519, to_store) =
+                    self.check_device_keys(&requester.user_id, device_id, device_keys).await?;
+                (Some(ed25519), to_store)
             }
-            None => None,
+            None => (None, None),
         };
         let has_keys = !(upload.one_time_keys.is_empty() && upload.fallback_keys.is_empty());
         if ed25519_key.is_none()
@@ -205,6 +208,9 @@ impl Services {
                 }
             }
         }
+        if let Some(device_keys) = device_keys_to_store {
+            self.store.set_device_keys(user_id, device_id, &device_keys).await?;
+        }
         self.store.add_one_time_keys(user_id, device_id, &new_keys).await?;
         for key in &fallback_keys {
             self.store.set_fallback_key(user_id, device_id, key).await?;
@@ -235,13 +241,14 @@ impl Services {
         Ok(self.store.unused_fallback_key_algorithms(user_id, device_id).await?)
     }
 
-    /// Checks and stores a device's identity keys; returns its ed25519 key.
-    async fn upload_device_keys(
+    /// Checks a device's uploaded identity keys; returns its ed25519 key and, unless the same
+    /// keys are already stored, the JSON to store.
+    async fn check_device_keys(
         &self,
         user_id: &UserId,
         device_id: &str,
         device_keys: &Map<String, Value>,
-    ) -> Result<String> {
+    ) -> Result<(String, Option<String>)> {
         let parsed: ruma::encryption::DeviceKeys = serde_json::from_value(Value::Object(device_keys.clone()))
             .map_err(|error| MatrixError::bad_json(format!("Invalid device_keys: {error}")))?;
         if parsed.user_id != user_id {
@@ -270,7 +277,7 @@ impl Services {
                 return Err(Error::internal("stored device keys are not an object"));
             };
             if stored == to_store {
-                return Ok(ed25519);
+                return Ok((ed25519, None));
             }
             // A device's identity keys never change: new keys need a new device.
             if identity_keys(&stored, device_id) != (Some(ed25519.clone()), curve25519) {
@@ -280,8 +287,7 @@ impl Services {
                 .into());
             }
         }
-        self.store.set_device_keys(user_id.as_str(), device_id, &Value::Object(to_store).to_string()).await?;
-        Ok(ed25519)
+        Ok((ed25519, Some(Value::Object(to_store).to_string())))
     }
 
     /// `/keys/query`: the identity keys of the users' devices (all of them for an empty list).
