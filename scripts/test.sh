@@ -11,6 +11,8 @@
 #   Pass 3: spec conformance on SQLite, then on PostgreSQL (the same cluster) with half the
 #           examples per operation (every file and operation still runs; measured ~9 minutes
 #           instead of ~14 on a busy 2-core machine).
+#   Pass 4: end-to-end encryption with a real client library (matrix-sdk, scripts/sdk_e2ee.sh)
+#           against a Myelin on SQLite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/services.sh
@@ -33,4 +35,9 @@ echo "== pass 3: spec conformance (schemathesis against a running Myelin), SQLit
 status=0
 MYELIN_CONFORMANCE_DB=sqlite scripts/conformance.sh || status=1
 MYELIN_CONFORMANCE_DB=postgres scripts/conformance.sh --max-examples 5 || status=1
+
+echo "== pass 4: end-to-end encryption with matrix-sdk clients (scripts/sdk_e2ee.sh)"
+pass_started=$SECONDS
+scripts/sdk_e2ee.sh || status=1
+echo "== pass 4 took $((SECONDS - pass_started)) s"
 exit $status

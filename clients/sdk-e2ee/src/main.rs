@@ -1,0 +1,476 @@
+//! End-to-end encryption against a running homeserver with a real client library: matrix-sdk
+//! clients, each with its own (in-memory) crypto store, register through the client API and
+//! prove three things, each reported as its own stage:
+//!
+//! * a: alice and bob share an encrypted room; each sends a message the other decrypts.
+//! * b: both bootstrap cross-signing, each signs the other's identity through the sdk's
+//!   verification API, and each then sees the other's identity (fetched afresh from the server)
+//!   as verified, and the other's device as cross-signed.
+//! * c: alice enables recovery (secret storage and key backup) and waits for her room keys to
+//!   be backed up; a new device of alice logs in, recovers with the recovery key, downloads the
+//!   room's keys from the backup and decrypts bob's message from stage a.
+//!
+//! Usage: myelin-sdk-e2ee HOMESERVER_URL [--require a,b,c]
+//!
+//! Every stage runs and prints `stage X ...: PASS` or `FAIL: reason`; the last line counts them.
+//! The exit status is non-zero when a required stage (all by default) failed.
+
+use std::future::Future;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, Result, anyhow, bail, ensure};
+use matrix_sdk::config::{RequestConfig, SyncSettings};
+use matrix_sdk::deserialized_responses::TimelineEvent;
+use matrix_sdk::ruma::api::client::account::register;
+use matrix_sdk::ruma::api::client::room::create_room;
+use matrix_sdk::ruma::api::client::uiaa;
+use matrix_sdk::ruma::events::room::encryption::RoomEncryptionEventContent;
+use matrix_sdk::ruma::events::room::message::RoomMessageEventContent;
+use matrix_sdk::ruma::events::{
+    AnySyncMessageLikeEvent, AnySyncTimelineEvent, InitialStateEvent, SyncMessageLikeEvent,
+};
+use matrix_sdk::ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, UserId};
+use matrix_sdk::{Client, Room};
+
+/// How long one stage may take before it is reported as failed.
+const STAGE_TIMEOUT: Duration = Duration::from_secs(180);
+/// How long a client keeps syncing while it waits for a key or an event to arrive.
+const ARRIVAL_TIMEOUT: Duration = Duration::from_secs(60);
+
+const PASSWORD: &str = "sdk-e2ee correct horse";
+
+/// A logged-in client and the names it was created with.
+struct User {
+    client: Client,
+    localpart: String,
+}
+
+impl User {
+    fn user_id(&self) -> &UserId {
+        self.client.user_id().expect("a logged-in client has a user id")
+    }
+}
+
+/// What stage a leaves for the stages after it.
+struct Exchange {
+    room_id: OwnedRoomId,
+    /// Bob's message, sent encrypted to alice.
+    bob_id: OwnedUserId,
+    bob_event: OwnedEventId,
+    bob_text: String,
+}
+
+#[tokio::main]
+async fn main() {
+    let (url, required) = match parse_args() {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("{e:#}\nusage: myelin-sdk-e2ee HOMESERVER_URL [--require a,b,c]");
+            std::process::exit(2);
+        }
+    };
+    let mut results: Vec<(char, bool)> = Vec::new();
+
+    // Set-up failures fail every stage: nothing can be proved without the two users.
+    let setup = run_step("set-up (register and log in alice and bob, upload device keys)", async {
+        let suffix = unique_suffix();
+        let alice = register(&url, &format!("alice{suffix}"), "alice's first device").await?;
+        let bob = register(&url, &format!("bob{suffix}"), "bob's device").await?;
+        Ok((alice, bob))
+    })
+    .await;
+    let Some((alice, bob)) = setup else {
+        for stage in ['a', 'b', 'c'] {
+            println!("stage {stage}: FAIL: set-up failed");
+            results.push((stage, false));
+        }
+        finish(&results, &required);
+    };
+
+    let exchange = run_step(
+        "stage a (encrypted room: alice and bob each decrypt the other's message)",
+        stage_a(&alice, &bob),
+    )
+    .await;
+    results.push(('a', exchange.is_some()));
+
+    let verified = run_step(
+        "stage b (cross-signing: alice and bob verify each other's identity)",
+        stage_b(&alice, &bob),
+    )
+    .await;
+    results.push(('b', verified.is_some()));
+
+    let restored = match &exchange {
+        Some(exchange) => {
+            run_step(
+                "stage c (key backup: a new device of alice restores the room key and decrypts)",
+                stage_c(&url, &alice, exchange),
+            )
+            .await
+        }
+        None => {
+            println!("stage c (key backup): FAIL: stage a left no encrypted message to restore");
+            None
+        }
+    };
+    results.push(('c', restored.is_some()));
+
+    finish(&results, &required);
+}
+
+fn parse_args() -> Result<(String, Vec<char>)> {
+    let mut args = std::env::args().skip(1);
+    let url = args.next().context("missing HOMESERVER_URL")?;
+    let mut required = vec!['a', 'b', 'c'];
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--require" => {
+                let list = args.next().context("--require needs a list such as a,b,c")?;
+                required = Vec::new();
+                for stage in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                    match stage {
+                        "a" | "b" | "c" => required.push(stage.chars().next().unwrap_or('a')),
+                        other => bail!("unknown stage {other:?} (stages are a, b and c)"),
+                    }
+                }
+            }
+            other => bail!("unknown argument {other:?}"),
+        }
+    }
+    Ok((url, required))
+}
+
+/// Prints the tally and exits: non-zero when a required stage failed.
+fn finish(results: &[(char, bool)], required: &[char]) -> ! {
+    let passed = results.iter().filter(|(_, ok)| *ok).count();
+    let failed = results.len() - passed;
+    let required_failed: Vec<String> =
+        results.iter().filter(|(stage, ok)| !ok && required.contains(stage)).map(|(s, _)| s.to_string()).collect();
+    let optional_failed: Vec<String> =
+        results.iter().filter(|(stage, ok)| !ok && !required.contains(stage)).map(|(s, _)| s.to_string()).collect();
+    if !optional_failed.is_empty() {
+        println!("not required, so not counted against the exit status: stage {}", optional_failed.join(", "));
+    }
+    println!("sdk-e2ee: {passed} passed, {failed} failed");
+    if required_failed.is_empty() {
+        std::process::exit(0);
+    }
+    println!("required stages failed: {}", required_failed.join(", "));
+    std::process::exit(1);
+}
+
+/// Runs one reported step with a deadline; prints PASS, or FAIL with the reason.
+async fn run_step<T>(name: &str, step: impl Future<Output = Result<T>>) -> Option<T> {
+    println!("{name}: running");
+    let started = std::time::Instant::now();
+    let outcome = match tokio::time::timeout(STAGE_TIMEOUT, step).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(anyhow!("did not finish within {} s", STAGE_TIMEOUT.as_secs())),
+    };
+    let took = started.elapsed().as_secs_f32();
+    match outcome {
+        Ok(value) => {
+            println!("{name}: PASS ({took:.1} s)");
+            Some(value)
+        }
+        Err(e) => {
+            println!("{name}: FAIL ({took:.1} s): {e:#}");
+            None
+        }
+    }
+}
+
+fn unique_suffix() -> String {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    format!("{}_{}", std::process::id(), nanos % 1_000_000_000)
+}
+
+/// A client with its own in-memory state and crypto stores (the default without a store
+/// feature), talking to `url`.
+async fn new_client(url: &str) -> Result<Client> {
+    Client::builder()
+        .homeserver_url(url)
+        .request_config(RequestConfig::new().timeout(Duration::from_secs(30)))
+        .build()
+        .await
+        .with_context(|| format!("building a client for {url}"))
+}
+
+/// Registers `localpart` through the client API (answering the user-interactive auth with
+/// m.login.dummy, as a client does on a server with open registration), which logs the client
+/// in; then syncs once, which uploads the device's keys.
+async fn register(url: &str, localpart: &str, device_name: &str) -> Result<User> {
+    let client = new_client(url).await?;
+    let request = |auth: Option<uiaa::AuthData>| {
+        let mut request = register::v3::Request::new();
+        request.username = Some(localpart.to_owned());
+        request.password = Some(PASSWORD.to_owned());
+        request.initial_device_display_name = Some(device_name.to_owned());
+        request.auth = auth;
+        request
+    };
+    match client.matrix_auth().register(request(None)).await {
+        Ok(_) => {}
+        Err(e) => {
+            let info = e.as_uiaa_response().ok_or(e).context("registering without auth")?;
+            let mut dummy = uiaa::Dummy::new();
+            dummy.session = info.session.clone();
+            client
+                .matrix_auth()
+                .register(request(Some(uiaa::AuthData::Dummy(dummy))))
+                .await
+                .with_context(|| format!("registering {localpart} with m.login.dummy"))?;
+        }
+    }
+    ensure!(client.user_id().is_some(), "registering {localpart} did not log the client in");
+    finish_login(&client).await?;
+    Ok(User { client, localpart: localpart.to_owned() })
+}
+
+/// A new device of an existing user.
+async fn login(url: &str, localpart: &str, device_name: &str) -> Result<User> {
+    let client = new_client(url).await?;
+    client
+        .matrix_auth()
+        .login_username(localpart, PASSWORD)
+        .initial_device_display_name(device_name)
+        .send()
+        .await
+        .with_context(|| format!("logging {localpart} in"))?;
+    finish_login(&client).await?;
+    Ok(User { client, localpart: localpart.to_owned() })
+}
+
+async fn finish_login(client: &Client) -> Result<()> {
+    client.encryption().wait_for_e2ee_initialization_tasks().await;
+    sync(client).await.context("the first sync (which uploads the device keys)")?;
+    let device = client.encryption().get_own_device().await.context("reading the own device")?;
+    ensure!(device.is_some(), "the client has no own device after logging in");
+    Ok(())
+}
+
+async fn sync(client: &Client) -> Result<()> {
+    client
+        .sync_once(SyncSettings::default().timeout(Duration::from_secs(1)))
+        .await
+        .context("/sync")?;
+    Ok(())
+}
+
+/// The plaintext body of a decrypted m.room.message, or why there is none.
+fn decrypted_body(event: &TimelineEvent) -> Result<(String, String)> {
+    ensure!(event.encryption_info().is_some(), "the event is not decrypted (kind: {:?})", kind_name(event));
+    let parsed = event.raw().deserialize().context("parsing the decrypted event")?;
+    match parsed {
+        AnySyncTimelineEvent::MessageLike(AnySyncMessageLikeEvent::RoomMessage(SyncMessageLikeEvent::Original(
+            message,
+        ))) => Ok((message.sender.to_string(), message.content.body().to_owned())),
+        other => bail!("the decrypted event is a {}, not a text message", other.event_type()),
+    }
+}
+
+fn kind_name(event: &TimelineEvent) -> &'static str {
+    use matrix_sdk::deserialized_responses::TimelineEventKind;
+    match &event.kind {
+        TimelineEventKind::Decrypted(_) => "decrypted",
+        TimelineEventKind::UnableToDecrypt { .. } => "unable to decrypt",
+        TimelineEventKind::PlainText { .. } => "plain text (was not encrypted)",
+    }
+}
+
+/// Syncs `user` until it can decrypt `event_id` in `room_id` (its room key arrives by
+/// to-device message, or from the backup), then checks sender and plaintext.
+async fn expect_decrypts(
+    user: &User,
+    room_id: &OwnedRoomId,
+    event_id: &OwnedEventId,
+    sender: &UserId,
+    text: &str,
+) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + ARRIVAL_TIMEOUT;
+    let mut last_error;
+    loop {
+        sync(&user.client).await?;
+        let room = known_room(&user.client, room_id)?;
+        match room.event(event_id, None).await {
+            Ok(event) => match decrypted_body(&event) {
+                Ok((event_sender, body)) => {
+                    ensure!(event_sender == sender.as_str(), "the event's sender is {event_sender}, not {sender}");
+                    ensure!(body == text, "decrypted {body:?}, expected {text:?}");
+                    return Ok(());
+                }
+                Err(e) => last_error = e,
+            },
+            Err(e) => last_error = anyhow!(e).context("fetching the event"),
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(last_error.context(format!(
+                "{} could not decrypt {event_id} within {} s",
+                user.localpart,
+                ARRIVAL_TIMEOUT.as_secs()
+            )));
+        }
+    }
+}
+
+fn known_room(client: &Client, room_id: &OwnedRoomId) -> Result<Room> {
+    client.get_room(room_id).with_context(|| format!("the client does not know room {room_id}"))
+}
+
+async fn send_text(room: &Room, text: &str) -> Result<OwnedEventId> {
+    let sent = room.send(RoomMessageEventContent::text_plain(text)).await.context("sending a message")?;
+    ensure!(sent.encryption_info.is_some(), "the sdk sent the message unencrypted");
+    Ok(sent.response.event_id)
+}
+
+async fn stage_a(alice: &User, bob: &User) -> Result<Exchange> {
+    let mut request = create_room::v3::Request::new();
+    request.name = Some("sdk-e2ee".to_owned());
+    request.invite = vec![bob.user_id().to_owned()];
+    request.initial_state =
+        vec![InitialStateEvent::with_empty_state_key(RoomEncryptionEventContent::with_recommended_defaults()).to_raw_any()];
+    let room = alice.client.create_room(request).await.context("alice creating the encrypted room")?;
+    let room_id = room.room_id().to_owned();
+
+    // Bob sees the invite and joins; alice sees him join.
+    sync(&bob.client).await?;
+    bob.client.join_room_by_id(&room_id).await.context("bob joining")?;
+    sync(&bob.client).await?;
+    sync(&alice.client).await?;
+    let alice_room = known_room(&alice.client, &room_id)?;
+    ensure!(
+        alice_room.latest_encryption_state().await.context("alice reading the encryption state")?.is_encrypted(),
+        "alice's client does not see the room as encrypted"
+    );
+    let bob_room = known_room(&bob.client, &room_id)?;
+    ensure!(
+        bob_room.latest_encryption_state().await.context("bob reading the encryption state")?.is_encrypted(),
+        "bob's client does not see the room as encrypted"
+    );
+
+    let alice_text = format!("hello bob, this is {} (encrypted)", alice.localpart);
+    let alice_event = send_text(&alice_room, &alice_text).await.context("alice")?;
+    let bob_text = format!("hello alice, this is {} (encrypted)", bob.localpart);
+    let bob_event = send_text(&bob_room, &bob_text).await.context("bob")?;
+
+    expect_decrypts(bob, &room_id, &alice_event, alice.user_id(), &alice_text).await?;
+    expect_decrypts(alice, &room_id, &bob_event, bob.user_id(), &bob_text).await?;
+    Ok(Exchange { room_id, bob_id: bob.user_id().to_owned(), bob_event, bob_text })
+}
+
+/// Uploads cross-signing keys, answering the user-interactive auth with the password.
+async fn bootstrap_cross_signing(user: &User) -> Result<()> {
+    let encryption = user.client.encryption();
+    if let Err(e) = encryption.bootstrap_cross_signing(None).await {
+        let info = e.as_uiaa_response().ok_or(e).context("uploading cross-signing keys without auth")?;
+        let mut password = uiaa::Password::new(
+            uiaa::UserIdentifier::Matrix(uiaa::MatrixUserIdentifier::new(user.localpart.clone())),
+            PASSWORD.to_owned(),
+        );
+        password.session = info.session.clone();
+        encryption
+            .bootstrap_cross_signing(Some(uiaa::AuthData::Password(password)))
+            .await
+            .context("uploading cross-signing keys with password auth")?;
+    }
+    let status = encryption.cross_signing_status().await.context("no cross-signing status")?;
+    ensure!(status.is_complete(), "cross-signing is not complete after bootstrapping: {status:?}");
+    let own = encryption
+        .request_user_identity(user.user_id())
+        .await
+        .context("querying the own identity")?
+        .context("the server returns no cross-signing identity for the user who just uploaded one")?;
+    ensure!(own.is_verified(), "{}'s own identity is not verified after bootstrapping", user.localpart);
+    Ok(())
+}
+
+/// `user` signs `other`'s identity (the sdk uploads the signature), then fetches it afresh from
+/// the server: it must now be verified, and so must `other`'s (self-signed) device.
+async fn verify_other(user: &User, other: &User) -> Result<()> {
+    let encryption = user.client.encryption();
+    let identity = encryption
+        .request_user_identity(other.user_id())
+        .await
+        .with_context(|| format!("{} querying {}'s identity", user.localpart, other.localpart))?
+        .with_context(|| format!("the server returns no cross-signing identity for {}", other.localpart))?;
+    ensure!(
+        !identity.is_verified(),
+        "{} sees {}'s identity as verified before signing it",
+        user.localpart,
+        other.localpart
+    );
+    identity
+        .verify()
+        .await
+        .with_context(|| format!("{} signing {}'s identity", user.localpart, other.localpart))?;
+    let fresh = encryption
+        .request_user_identity(other.user_id())
+        .await
+        .with_context(|| format!("{} querying {}'s identity again", user.localpart, other.localpart))?
+        .with_context(|| format!("{}'s identity vanished", other.localpart))?;
+    ensure!(
+        fresh.is_verified(),
+        "{} does not see {}'s identity as verified after uploading the signature (the server did not return it)",
+        user.localpart,
+        other.localpart
+    );
+    let other_device_id = other.client.device_id().context("the other client has no device id")?;
+    let device = encryption
+        .get_device(other.user_id(), other_device_id)
+        .await
+        .context("reading the other's device")?
+        .with_context(|| format!("{} does not know {}'s device", user.localpart, other.localpart))?;
+    ensure!(
+        device.is_verified_with_cross_signing(),
+        "{} does not see {}'s device as cross-signed",
+        user.localpart,
+        other.localpart
+    );
+    Ok(())
+}
+
+async fn stage_b(alice: &User, bob: &User) -> Result<()> {
+    bootstrap_cross_signing(alice).await.context("alice")?;
+    bootstrap_cross_signing(bob).await.context("bob")?;
+    verify_other(alice, bob).await?;
+    verify_other(bob, alice).await?;
+    Ok(())
+}
+
+async fn stage_c(url: &str, alice: &User, exchange: &Exchange) -> Result<()> {
+    let recovery_key = alice
+        .client
+        .encryption()
+        .recovery()
+        .enable()
+        .wait_for_backups_to_upload()
+        .await
+        .context("alice enabling recovery and key backup")?;
+    ensure!(
+        alice.client.encryption().backups().are_enabled().await,
+        "the backup is not enabled after enabling recovery"
+    );
+
+    let restored = login(url, &alice.localpart, "alice's restoring device").await?;
+    let room = known_room(&restored.client, &exchange.room_id)?;
+    // Before the backup is used, the new device has no key for the earlier message.
+    let before = room.event(&exchange.bob_event, None).await.context("fetching bob's message")?;
+    ensure!(
+        before.encryption_info().is_none(),
+        "the new device decrypted bob's message before restoring the backup, so the backup proves nothing"
+    );
+    let encryption = restored.client.encryption();
+    encryption.recovery().recover(&recovery_key).await.context("recovering with the recovery key")?;
+    ensure!(encryption.backups().are_enabled().await, "the backup is not enabled on the new device after recovering");
+    encryption
+        .backups()
+        .download_room_keys_for_room(&exchange.room_id)
+        .await
+        .context("downloading the room's keys from the backup")?;
+    let event = room.event(&exchange.bob_event, None).await.context("fetching bob's message")?;
+    let (sender, body) = decrypted_body(&event).context("after restoring the backup")?;
+    ensure!(sender == exchange.bob_id.as_str(), "the message's sender is {sender}, not {}", exchange.bob_id);
+    ensure!(body == exchange.bob_text, "decrypted {body:?}, expected {:?}", exchange.bob_text);
+    Ok(())
+}
