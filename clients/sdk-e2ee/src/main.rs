@@ -54,8 +54,8 @@ impl User {
 /// What stage a leaves for the stages after it.
 struct Exchange {
     room_id: OwnedRoomId,
-    /// Bob's message, sent encrypted to alice.
     bob_id: OwnedUserId,
+    /// Bob's message, sent encrypted to alice, and its plaintext.
     bob_event: OwnedEventId,
     bob_text: String,
 }
@@ -129,10 +129,12 @@ fn parse_args() -> Result<(String, Vec<char>)> {
                 let list = args.next().context("--require needs a list such as a,b,c")?;
                 required = Vec::new();
                 for stage in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                    match stage {
-                        "a" | "b" | "c" => required.push(stage.chars().next().unwrap_or('a')),
+                    required.push(match stage {
+                        "a" => 'a',
+                        "b" => 'b',
+                        "c" => 'c',
                         other => bail!("unknown stage {other:?} (stages are a, b and c)"),
-                    }
+                    });
                 }
             }
             other => bail!("unknown argument {other:?}"),
@@ -141,23 +143,24 @@ fn parse_args() -> Result<(String, Vec<char>)> {
     Ok((url, required))
 }
 
-/// Prints the tally and exits: non-zero when a required stage failed.
+/// Prints the stages' outcomes and the tally of the required ones, and exits: non-zero when a
+/// required stage failed. (A stage that is not required is reported but not counted, so the
+/// closing "N passed, N failed" line speaks for the exit status.)
 fn finish(results: &[(char, bool)], required: &[char]) -> ! {
-    let passed = results.iter().filter(|(_, ok)| *ok).count();
-    let failed = results.len() - passed;
-    let required_failed: Vec<String> =
-        results.iter().filter(|(stage, ok)| !ok && required.contains(stage)).map(|(s, _)| s.to_string()).collect();
-    let optional_failed: Vec<String> =
-        results.iter().filter(|(stage, ok)| !ok && !required.contains(stage)).map(|(s, _)| s.to_string()).collect();
-    if !optional_failed.is_empty() {
-        println!("not required, so not counted against the exit status: stage {}", optional_failed.join(", "));
-    }
+    let outcomes: Vec<String> = results
+        .iter()
+        .map(|(stage, ok)| {
+            let outcome = if *ok { "PASS" } else { "FAIL" };
+            let note = if required.contains(stage) { "" } else { " (not required)" };
+            format!("{stage} {outcome}{note}")
+        })
+        .collect();
+    println!("stages: {}", outcomes.join("; "));
+    let counted: Vec<&(char, bool)> = results.iter().filter(|(stage, _)| required.contains(stage)).collect();
+    let passed = counted.iter().filter(|(_, ok)| *ok).count();
+    let failed = counted.len() - passed;
     println!("sdk-e2ee: {passed} passed, {failed} failed");
-    if required_failed.is_empty() {
-        std::process::exit(0);
-    }
-    println!("required stages failed: {}", required_failed.join(", "));
-    std::process::exit(1);
+    std::process::exit(if failed == 0 { 0 } else { 1 });
 }
 
 /// Runs one reported step with a deadline; prints PASS, or FAIL with the reason.
@@ -213,9 +216,11 @@ async fn register(url: &str, localpart: &str, device_name: &str) -> Result<User>
     match client.matrix_auth().register(request(None)).await {
         Ok(_) => {}
         Err(e) => {
-            let info = e.as_uiaa_response().ok_or(e).context("registering without auth")?;
+            let Some(session) = e.as_uiaa_response().map(|info| info.session.clone()) else {
+                return Err(anyhow!(e).context(format!("registering {localpart} without auth")));
+            };
             let mut dummy = uiaa::Dummy::new();
-            dummy.session = info.session.clone();
+            dummy.session = session;
             client
                 .matrix_auth()
                 .register(request(Some(uiaa::AuthData::Dummy(dummy))))
@@ -251,10 +256,7 @@ async fn finish_login(client: &Client) -> Result<()> {
 }
 
 async fn sync(client: &Client) -> Result<()> {
-    client
-        .sync_once(SyncSettings::default().timeout(Duration::from_secs(1)))
-        .await
-        .context("/sync")?;
+    client.sync_once(SyncSettings::default().timeout(Duration::from_secs(1))).await.context("/sync")?;
     Ok(())
 }
 
@@ -263,9 +265,9 @@ fn decrypted_body(event: &TimelineEvent) -> Result<(String, String)> {
     ensure!(event.encryption_info().is_some(), "the event is not decrypted (kind: {:?})", kind_name(event));
     let parsed = event.raw().deserialize().context("parsing the decrypted event")?;
     match parsed {
-        AnySyncTimelineEvent::MessageLike(AnySyncMessageLikeEvent::RoomMessage(SyncMessageLikeEvent::Original(
-            message,
-        ))) => Ok((message.sender.to_string(), message.content.body().to_owned())),
+        AnySyncTimelineEvent::MessageLike(AnySyncMessageLikeEvent::RoomMessage(
+            SyncMessageLikeEvent::Original(message),
+        )) => Ok((message.sender.to_string(), message.content.body().to_owned())),
         other => bail!("the decrypted event is a {}, not a text message", other.event_type()),
     }
 }
@@ -296,7 +298,10 @@ async fn expect_decrypts(
         match room.event(event_id, None).await {
             Ok(event) => match decrypted_body(&event) {
                 Ok((event_sender, body)) => {
-                    ensure!(event_sender == sender.as_str(), "the event's sender is {event_sender}, not {sender}");
+                    ensure!(
+                        event_sender == sender.as_str(),
+                        "the event's sender is {event_sender}, not {sender}"
+                    );
                     ensure!(body == text, "decrypted {body:?}, expected {text:?}");
                     return Ok(());
                 }
@@ -328,8 +333,10 @@ async fn stage_a(alice: &User, bob: &User) -> Result<Exchange> {
     let mut request = create_room::v3::Request::new();
     request.name = Some("sdk-e2ee".to_owned());
     request.invite = vec![bob.user_id().to_owned()];
-    request.initial_state =
-        vec![InitialStateEvent::with_empty_state_key(RoomEncryptionEventContent::with_recommended_defaults()).to_raw_any()];
+    request.initial_state = vec![
+        InitialStateEvent::with_empty_state_key(RoomEncryptionEventContent::with_recommended_defaults())
+            .to_raw_any(),
+    ];
     let room = alice.client.create_room(request).await.context("alice creating the encrypted room")?;
     let room_id = room.room_id().to_owned();
 
@@ -340,7 +347,11 @@ async fn stage_a(alice: &User, bob: &User) -> Result<Exchange> {
     sync(&alice.client).await?;
     let alice_room = known_room(&alice.client, &room_id)?;
     ensure!(
-        alice_room.latest_encryption_state().await.context("alice reading the encryption state")?.is_encrypted(),
+        alice_room
+            .latest_encryption_state()
+            .await
+            .context("alice reading the encryption state")?
+            .is_encrypted(),
         "alice's client does not see the room as encrypted"
     );
     let bob_room = known_room(&bob.client, &room_id)?;
@@ -363,12 +374,14 @@ async fn stage_a(alice: &User, bob: &User) -> Result<Exchange> {
 async fn bootstrap_cross_signing(user: &User) -> Result<()> {
     let encryption = user.client.encryption();
     if let Err(e) = encryption.bootstrap_cross_signing(None).await {
-        let info = e.as_uiaa_response().ok_or(e).context("uploading cross-signing keys without auth")?;
+        let Some(session) = e.as_uiaa_response().map(|info| info.session.clone()) else {
+            return Err(anyhow!(e).context("uploading cross-signing keys without auth"));
+        };
         let mut password = uiaa::Password::new(
             uiaa::UserIdentifier::Matrix(uiaa::MatrixUserIdentifier::new(user.localpart.clone())),
             PASSWORD.to_owned(),
         );
-        password.session = info.session.clone();
+        password.session = session;
         encryption
             .bootstrap_cross_signing(Some(uiaa::AuthData::Password(password)))
             .await
@@ -462,7 +475,10 @@ async fn stage_c(url: &str, alice: &User, exchange: &Exchange) -> Result<()> {
     );
     let encryption = restored.client.encryption();
     encryption.recovery().recover(&recovery_key).await.context("recovering with the recovery key")?;
-    ensure!(encryption.backups().are_enabled().await, "the backup is not enabled on the new device after recovering");
+    ensure!(
+        encryption.backups().are_enabled().await,
+        "the backup is not enabled on the new device after recovering"
+    );
     encryption
         .backups()
         .download_room_keys_for_room(&exchange.room_id)
