@@ -11,7 +11,8 @@
 # and reported all the same). Its default is the stages the server supports today.
 # TODO(issue 12): make the default a,b,c once cross-signing and key backup are merged.
 # The crate is built in debug: measured cold on the 2-core machine, a debug build takes less time
-# than a release one and the run itself takes seconds either way (see clients/sdk-e2ee/README.md).
+# than a release one (36 min against 53 on a busy machine) and the run itself takes seconds either
+# way (clients/sdk-e2ee/README.md has the figures).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 required="${MYELIN_SDK_E2EE_REQUIRE:-a}"
