@@ -42,6 +42,10 @@ pub struct CrossSigningUpload {
     pub user_signing_key: Option<Map<String, Value>>,
 }
 
+/// What `/keys/signatures/upload` sends: user to key ID (a device ID or a cross-signing public
+/// key) to the signed object.
+pub type SignedKeys = BTreeMap<OwnedUserId, BTreeMap<String, Map<String, Value>>>;
+
 /// `/keys/signatures/upload`'s signatures that were not stored: user to key ID to why.
 pub type SignatureFailures = BTreeMap<OwnedUserId, BTreeMap<String, MatrixError>>;
 
@@ -324,7 +328,7 @@ impl Services {
     pub async fn upload_cross_signing_signatures(
         &self,
         requester: &Requester,
-        signed: BTreeMap<OwnedUserId, BTreeMap<String, Map<String, Value>>>,
+        signed: SignedKeys,
     ) -> Result<SignatureFailures> {
         let user_id = &requester.user_id;
         let mut failures = SignatureFailures::new();

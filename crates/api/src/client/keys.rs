@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
-use myelin_service::cross_signing::CrossSigningUpload;
+use myelin_service::cross_signing::{CrossSigningUpload, SignedKeys};
 use myelin_service::e2e_keys::{KeysUpload, QueriedDeviceKeys};
 use ruma::OwnedUserId;
 use serde::Deserialize;
@@ -138,7 +138,7 @@ async fn upload_signing_keys(
 async fn upload_signatures(
     State(services): State<AppState>,
     Auth(requester): Auth,
-    JsonBody(body): JsonBody<BTreeMap<OwnedUserId, BTreeMap<String, Map<String, Value>>>>,
+    JsonBody(body): JsonBody<SignedKeys>,
 ) -> ApiResult<Json<Value>> {
     let failures = services.upload_cross_signing_signatures(&requester, body).await?;
     // Each failure as an error body, with its status beside (as Synapse).
