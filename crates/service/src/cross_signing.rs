@@ -130,6 +130,9 @@ fn check_key(key: &Map<String, Value>, user_id: &UserId, key_type: &'static str)
              value is that unpadded base64 public key"
         ))
     })?;
+    // The rest of the shape (`signatures` a map of users to key IDs to strings), as ruma reads it.
+    serde_json::from_value::<ruma::encryption::CrossSigningKey>(Value::Object(key.clone()))
+        .map_err(|error| MatrixError::bad_json(format!("Invalid {key_type} key: {error}")))?;
     // Signatures are checked over the canonical form, which needs integers in range.
     canonical_json(key, key_type)?;
     Ok(SigningKey { key_type, public_key, json: key.clone() })

@@ -152,10 +152,19 @@ async fn first_upload_needs_no_uia_replacing_does() {
     let challenge = challenge.expect(401).clone();
     assert_eq!(challenge["flows"], json!([{ "stages": ["m.login.password"] }]), "{challenge}");
     let session = challenge["session"].as_str().unwrap().to_owned();
-    // Only the self-signing key, signed by the stored master key, also needs it.
+    // Only the self-signing key, checked against the stored master key, also needs it.
     let new_self_signing = Key::cross_signing(&alice.user_id);
-    let partial = json!({ "self_signing_key": keys.master.sign(new_self_signing.key_json("self_signing")) });
-    alice.client.post(DEVICE_SIGNING, &partial).await.expect(401);
+    let by_other_master =
+        json!({ "self_signing_key": replacement.master.sign(new_self_signing.key_json("self_signing")) });
+    alice.client.post(DEVICE_SIGNING, &by_other_master).await.expect_error(400, "M_INVALID_SIGNATURE");
+    let mut partial =
+        json!({ "self_signing_key": keys.master.sign(new_self_signing.key_json("self_signing")) });
+    let partial_session = alice.client.post(DEVICE_SIGNING, &partial).await.expect(401)["session"].clone();
+    partial["auth"] = password_auth(&alice, partial_session.as_str().unwrap());
+    alice.client.post(DEVICE_SIGNING, &partial).await.expect(200);
+    let response = query(&bob, &[&alice]).await;
+    assert_eq!(response["master_keys"][&alice.user_id], keys.master_json(), "{response}");
+    assert_eq!(response["self_signing_keys"][&alice.user_id], partial["self_signing_key"]);
     let mut wrong_password = replacement.upload_body();
     wrong_password["auth"] = password_auth(&alice, &session);
     wrong_password["auth"]["password"] = json!("not the password");
@@ -208,6 +217,10 @@ async fn bad_cross_signing_keys_are_refused() {
         other.sign(json!({}))["signatures"][&alice.user_id][format!("ed25519:{}", other.public_key())]
             .clone()
     );
+    let mut bad_signatures = keys.upload_body();
+    bad_signatures["master_key"]["signatures"] = json!({ &alice.user_id: "not a map" });
+    let mut float_in_key = keys.upload_body();
+    float_in_key["master_key"]["org.example.extra"] = json!(1.5);
     let cases = [
         (wrong_user, 400, "M_INVALID_PARAM"),
         (wrong_usage, 400, "M_INVALID_PARAM"),
@@ -221,6 +234,8 @@ async fn bad_cross_signing_keys_are_refused() {
         // Self-signing key without any master key to check it against.
         (json!({ "self_signing_key": keys.self_signing_json() }), 400, "M_MISSING_PARAM"),
         (json!({ "master_key": "key" }), 400, "M_BAD_JSON"),
+        (bad_signatures, 400, "M_BAD_JSON"),
+        (float_in_key, 400, "M_BAD_JSON"),
     ];
     for (body, status, errcode) in cases {
         let response = alice.client.post(DEVICE_SIGNING, &body).await;
@@ -311,6 +326,12 @@ async fn signatures_are_checked_stored_and_queried() {
     let body = json!({ &alice.user_id: { &alice.device_id: changed_device } });
     let failures = alice.client.post(SIGNATURES, &body).await.expect(200)["failures"].clone();
     assert_eq!(failures[&alice.user_id][&alice.device_id]["errcode"], json!("M_INVALID_PARAM"), "{failures}");
+    // Not canonical JSON (a float beside the signatures): cannot be checked.
+    let mut with_float = alice_keys.user_signing.sign(bob_keys.master_json());
+    with_float["unsigned"] = json!({ "n": 1.5 });
+    let body = json!({ &bob.user_id: { &bob_master_id: with_float } });
+    let failures = alice.client.post(SIGNATURES, &body).await.expect(200)["failures"].clone();
+    assert_eq!(failures[&bob.user_id][&bob_master_id]["errcode"], json!("M_BAD_JSON"), "{failures}");
     let response = query(&alice, &[&alice, &bob]).await;
     assert_eq!(
         response["device_keys"][&alice.user_id][&alice.device_id]["signatures"],
