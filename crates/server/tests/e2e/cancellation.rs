@@ -208,6 +208,16 @@ async fn random_aborts_on_every_write_endpoint() {
                 format!("{client}/register"),
                 json!({"username": format!("hang{n}"), "password": "hang-password-1A!", "auth": {"type": "m.login.dummy"}}),
             ),
+            write("POST", format!("{client}/keys/device_signing/upload"), {
+                // A valid public key (32 bytes): the first upload sets it up, the others need UIA.
+                let key = format!("{}{}", ["B", "C", "D", "E", "F"][n % 5], "A".repeat(42));
+                json!({"master_key": {"user_id": a, "usage": ["master"], "keys": {format!("ed25519:{key}"): key}}})
+            }),
+            write(
+                "POST",
+                format!("{client}/keys/signatures/upload"),
+                json!({ &a: { format!("DEV{n}"): {} } }),
+            ),
             write(
                 "POST",
                 format!("{client}/login"),
