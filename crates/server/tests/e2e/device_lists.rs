@@ -6,6 +6,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use myelin_test_support::cancel::{assert_streams_settle, cancel_at_every_await};
 use myelin_test_support::{TestClient, TestServer, TestUser};
 use reqwest::Method;
 use ruma::CanonicalJsonValue;
@@ -353,4 +354,31 @@ async fn the_device_list_position_survives_restarts() {
     phone.request(Method::POST, "/_matrix/client/v3/logout", Some(&json!({}))).await.expect(200);
     let (changed, _, _) = changes_since(&alice_client, &token).await;
     assert_eq!(changed, set(&[&bob.user_id]));
+}
+
+#[tokio::test]
+async fn a_device_change_dropped_at_any_await_is_still_published() {
+    let server = TestServer::start().await;
+    let (alice, bob, _, _) = alice_bob_and_carol(&server).await;
+    let (_, phone_id) = login(&server, &bob).await;
+    let token = next_batch(&sync(&alice.client, None, 0).await);
+    let services = server.services().clone();
+    let bob_id = ruma::UserId::parse(&bob.user_id).unwrap();
+
+    // Renaming, then deleting, dropped after each of their awaits in turn until one completes.
+    let name = Some("Dropped");
+    let (_, renamed) = cancel_at_every_await(|| services.rename_device(&bob_id, &phone_id, name), 200).await;
+    renamed.unwrap();
+    assert_streams_settle(&services).await;
+    let (changed, _, token) = changes_since(&alice.client, &token).await;
+    assert_eq!(changed, set(&[&bob.user_id]));
+
+    let devices = [phone_id.clone()];
+    let (dropped, deleted) = cancel_at_every_await(|| services.delete_devices(&bob_id, &devices), 200).await;
+    deleted.unwrap();
+    assert!(dropped > 0, "the deletion has awaits to be dropped at");
+    assert_streams_settle(&services).await;
+    let (changed, _, _) = changes_since(&alice.client, &token).await;
+    assert_eq!(changed, set(&[&bob.user_id]), "the deletion reached Alice's sync");
+    assert!(services.list_devices(&bob_id).await.unwrap().iter().all(|d| d.device_id != phone_id));
 }
