@@ -6,8 +6,9 @@
 //!
 //! **The stream.** `device_lists` is a persisted stream like `to_device`: a position is
 //! allocated in memory ([`crate::streams::Stream::allocate`]) before the write, the write's
-//! transaction records the change (`device_lists_changes`: position, user, device) and raises
-//! the high-water mark (`device_lists_stream`), and the position is published by
+//! transaction records the change (`device_lists_changes`: position, user, device) or, when it
+//! changed nothing, raises the high-water mark (`device_lists_stream`), so that every position
+//! handed out is on disk; the position is published by
 //! [`Position::finish`] only once that transaction committed. A position dropped unfinished (a
 //! failed write, or a future dropped at an `.await`) is released, and the released-positions
 //! worker wakes every sync. Writes that may change a device list run on a task of their own

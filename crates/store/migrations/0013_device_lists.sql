@@ -13,8 +13,9 @@ CREATE TABLE device_lists_changes (
 );
 CREATE INDEX device_lists_changes_user ON device_lists_changes (user_id, stream_id);
 
--- The highest device-list position ever handed out and recorded, so that the stream never moves
--- back (sync tokens hold positions on it), even when old changes are pruned.
+-- The highest device-list position handed to a write that changed nothing (or, later, the newest
+-- pruned change), so that the stream never moves back after a restart (sync tokens hold
+-- positions on it): the stream resumes after this and every recorded change.
 CREATE TABLE device_lists_stream (
     id INTEGER PRIMARY KEY,
     position BIGINT NOT NULL

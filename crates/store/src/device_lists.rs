@@ -3,10 +3,10 @@
 //!
 //! A change is written inside the transaction of the write that makes it (a new device, a
 //! deleted one, new identity keys, a new display name), with the position the service
-//! allocated for it, so a change is recorded exactly when its cause is. Every write that was
-//! handed a position also raises the stream's high-water mark (`device_lists_stream`), whether
-//! or not it changed anything, so that a position once published is never handed out again
-//! after a restart.
+//! allocated for it, so a change is recorded exactly when its cause is. A write that was handed
+//! a position and changed nothing raises the stream's high-water mark (`device_lists_stream`)
+//! instead, so that a position once published is never handed out again after a restart. (Old
+//! changes may be pruned later: the pruning raises the mark to the newest pruned position.)
 
 use crate::{Store, StoreError, Tx, params};
 
@@ -31,7 +31,8 @@ pub(crate) async fn advance_device_list_stream(tx: &mut Tx<'_>, stream_id: i64) 
 }
 
 /// Records that `user_id`'s device `device_id` ('' for the user's keys as a whole) changed at
-/// `stream_id`, and raises the high-water mark.
+/// `stream_id`. The row itself marks the position as used (`max_device_list_position` reads
+/// both), so the hot paths (login, registration) never contend for the high-water row.
 pub(crate) async fn record_device_list_change(
     tx: &mut Tx<'_>,
     stream_id: i64,
@@ -44,7 +45,7 @@ pub(crate) async fn record_device_list_change(
         params![stream_id, user_id, device_id],
     )
     .await?;
-    advance_device_list_stream(tx, stream_id).await
+    Ok(())
 }
 
 impl Store {

@@ -122,7 +122,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.db
             .transaction(async |tx| {
-                advance_device_list_stream(tx, device_list_stream_id).await?;
+                let mut changed = false;
                 for device_id in device_ids {
                     let existed = tx
                         .query_opt(
@@ -133,6 +133,7 @@ impl Store {
                         .is_some();
                     if existed {
                         record_device_list_change(tx, device_list_stream_id, user_id, device_id).await?;
+                        changed = true;
                     }
                     // A device's pushers go with it (the spec: logging out removes them), and so
                     // do its end-to-end encryption keys and its to-device inbox.
@@ -153,6 +154,9 @@ impl Store {
                         )
                         .await?;
                     }
+                }
+                if !changed {
+                    advance_device_list_stream(tx, device_list_stream_id).await?;
                 }
                 Ok(())
             })
