@@ -16,7 +16,7 @@
 //!   owner are shown to everyone; those made by another user (with the user-signing key) only to
 //!   that user, as Synapse.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use myelin_core::{ErrCode, ErrorKind, MatrixError};
 use myelin_store::{CrossSigningKeyRecord, CrossSigningSignatureRecord};
@@ -314,7 +314,12 @@ impl Services {
                 key_json: Value::Object(key.json.clone()).to_string(),
             })
             .collect();
-        if !self.store.set_cross_signing_keys(user_id.as_str(), expected_master, &records).await? {
+        let position = self.streams.device_lists.allocate();
+        if !self
+            .store
+            .set_cross_signing_keys(user_id.as_str(), expected_master, &records, position.value())
+            .await?
+        {
             // Another request set up or replaced the master key since this one was decided on.
             return Err(MatrixError::unknown(
                 "The cross-signing keys changed during this request; try again",
@@ -322,7 +327,7 @@ impl Services {
             .with_kind(ErrorKind::Conflict)
             .into());
         }
-        self.cross_signing_changed(user_id);
+        self.publish_device_list_change(position, user_id).await;
         Ok(())
     }
 
@@ -354,8 +359,19 @@ impl Services {
             }
         }
         if !to_store.is_empty() {
-            self.store.add_cross_signing_signatures(&to_store).await?;
-            self.cross_signing_changed(user_id);
+            let position = self.streams.device_lists.allocate();
+            self.store.add_cross_signing_signatures(&to_store, position.value()).await?;
+            position.finish();
+            // The signed users' devices are fetched again by everyone sharing a room with them,
+            // the signer included (Synapse tells only the signer about signatures of other
+            // users' keys; here the others re-fetch and see no signature that is not theirs).
+            let targets: BTreeSet<&str> =
+                to_store.iter().map(|signature| signature.target_user_id.as_str()).collect();
+            for target in targets {
+                if let Ok(target) = UserId::parse(target) {
+                    self.notify_device_list_change(&target).await;
+                }
+            }
         }
         Ok(failures)
     }
@@ -522,14 +538,6 @@ impl Services {
             by_device.entry(signature.target_key_id.clone()).or_default().push(signature);
         }
         Ok(by_device)
-    }
-
-    /// Called whenever a user's cross-signing keys, or the signatures they made, change.
-    fn cross_signing_changed(&self, _user_id: &UserId) {
-        // device-list stream hook: the device-list stream (built in parallel) tells the users
-        // who share an encrypted room with the user (and the user's own devices) that their
-        // keys changed. Signatures of other users' master keys concern the signer only (Synapse
-        // tells the signer's devices alone, on its "user signature" stream).
     }
 }
 

@@ -213,7 +213,10 @@ impl Services {
             }
         }
         if let Some(device_keys) = device_keys_to_store {
-            self.store.set_device_keys(user_id, device_id, &device_keys).await?;
+            // New or changed identity keys: a device-list change.
+            let position = self.streams.device_lists.allocate();
+            self.store.set_device_keys(user_id, device_id, &device_keys, position.value()).await?;
+            self.publish_device_list_change(position, &requester.user_id).await;
         }
         self.store.add_one_time_keys(user_id, device_id, &new_keys).await?;
         for key in &fallback_keys {

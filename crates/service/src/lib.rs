@@ -7,6 +7,8 @@
 //! - [`auth`]: access tokens (minted from a CSPRNG, stored hashed) and the [`auth::Requester`].
 //! - [`accounts`]: registration (open, token, guest, shared secret), password changes,
 //!   deactivation. [`sessions`]: login, refresh, logout, login tokens. [`devices`], [`profile`].
+//! - [`e2e_keys`], [`to_device`], [`device_lists`]: end-to-end encryption keys, to-device
+//!   messages, and device-list tracking (`/sync`'s `device_lists`, `/keys/changes`).
 //! - [`rooms`]: rooms and the event graph (the write path, reads, membership, directory).
 //! - [`push`]: push rules, push actions and unread counts, pushers, delivery to gateways.
 //! - [`sync`]: `/sync`. [`account_data`] (and tags), [`receipts`], [`typing`], [`presence`].
@@ -26,6 +28,7 @@ pub mod account_data;
 pub mod accounts;
 pub mod auth;
 pub mod cross_signing;
+pub mod device_lists;
 pub mod devices;
 pub mod e2e_keys;
 pub mod error;
@@ -102,10 +105,19 @@ impl Services {
         let rooms = rooms::Rooms::new(store.max_stream_ordering().await?, config.caches.event_cache_limits());
         let (account_data, receipts, presence) = store.max_stream_ids().await?;
         let to_device = store.max_to_device_position().await?;
+        // Past the high-water mark by a margin: see `device_lists`' design notes.
+        let device_lists =
+            store.max_device_list_position().await?.saturating_add(device_lists::RESTART_MARGIN);
         Ok(Services {
             rooms: Arc::new(rooms),
             notifier: Arc::default(),
-            streams: Arc::new(streams::UserStreams::new(account_data, receipts, presence, to_device)),
+            streams: Arc::new(streams::UserStreams::new(
+                account_data,
+                receipts,
+                presence,
+                to_device,
+                device_lists,
+            )),
             typing: Arc::default(),
             typing_expiry_wakeup: Arc::default(),
             active_syncs: Arc::default(),

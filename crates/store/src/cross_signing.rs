@@ -2,6 +2,7 @@
 //! uploaded after the keys they sign. Keys are stored as the JSON text the client uploaded; the
 //! service checks them and merges the signatures in when they are read.
 
+use crate::device_lists::record_device_list_change;
 use crate::{Row, Store, StoreError, Tx, Value, now_ms, params};
 
 /// One of a user's cross-signing keys.
@@ -82,11 +83,14 @@ impl Store {
     /// type takes the old key's signatures with it: those made of it (a replaced master key's
     /// signatures by devices and by other users) and those made by it (a replaced self-signing
     /// key's signatures of devices, a replaced user-signing key's of other users).
+    /// The change is recorded on the device-list stream at `device_list_stream_id` in the same
+    /// transaction.
     pub async fn set_cross_signing_keys(
         &self,
         user_id: &str,
         expected_master: Option<&str>,
         keys: &[CrossSigningKeyRecord],
+        device_list_stream_id: i64,
     ) -> Result<bool, StoreError> {
         let ts = now_ms();
         self.db
@@ -131,15 +135,19 @@ impl Store {
                     )
                     .await?;
                 }
+                record_device_list_change(tx, device_list_stream_id, user_id, "").await?;
                 Ok(true)
             })
             .await
     }
 
-    /// Stores signatures (one already stored for the same target and signing key is replaced).
+    /// Stores signatures (one already stored for the same target and signing key is replaced),
+    /// recording a device-list change of each signed user at `device_list_stream_id` in the
+    /// same transaction.
     pub async fn add_cross_signing_signatures(
         &self,
         signatures: &[CrossSigningSignatureRecord],
+        device_list_stream_id: i64,
     ) -> Result<(), StoreError> {
         if signatures.is_empty() {
             return Ok(());
@@ -162,6 +170,11 @@ impl Store {
                         ],
                     )
                     .await?;
+                }
+                let targets: std::collections::BTreeSet<&str> =
+                    signatures.iter().map(|signature| signature.target_user_id.as_str()).collect();
+                for target in targets {
+                    record_device_list_change(tx, device_list_stream_id, target, "").await?;
                 }
                 Ok(())
             })

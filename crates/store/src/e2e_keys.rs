@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::device_lists::record_device_list_change;
 use crate::{Dialect, Row, Store, StoreError, Value, now_ms, params};
 
 /// A device's uploaded identity keys, with the device's display name.
@@ -31,21 +32,26 @@ fn one_time_key_from_row(row: &Row) -> Result<OneTimeKeyRecord, StoreError> {
 }
 
 impl Store {
-    /// Stores (or replaces) a device's identity keys.
+    /// Stores (or replaces) a device's identity keys: a device-list change at
+    /// `device_list_stream_id` (the caller stores only keys that differ from the stored ones).
     pub async fn set_device_keys(
         &self,
         user_id: &str,
         device_id: &str,
         key_json: &str,
+        device_list_stream_id: i64,
     ) -> Result<(), StoreError> {
         self.db
-            .execute(
-                "INSERT INTO e2e_device_keys (user_id, device_id, key_json, ts) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (user_id, device_id) DO UPDATE SET key_json = excluded.key_json, ts = excluded.ts",
-                params![user_id, device_id, key_json, now_ms()],
-            )
-            .await?;
-        Ok(())
+            .transaction(async |tx| {
+                tx.execute(
+                    "INSERT INTO e2e_device_keys (user_id, device_id, key_json, ts) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (user_id, device_id) DO UPDATE SET key_json = excluded.key_json, ts = excluded.ts",
+                    params![user_id, device_id, key_json, now_ms()],
+                )
+                .await?;
+                record_device_list_change(tx, device_list_stream_id, user_id, device_id).await
+            })
+            .await
     }
 
     /// The identity keys a device uploaded, if any.

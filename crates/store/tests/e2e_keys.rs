@@ -94,11 +94,11 @@ store_test!(device_keys_go_with_their_device, |store| async move {
     store.upsert_device(ALICE, "DEV", Some("Laptop")).await.unwrap();
     store.upsert_device(ALICE, "KEEP", None).await.unwrap();
     for device in ["DEV", "KEEP"] {
-        store.set_device_keys(ALICE, device, &format!(r#"{{"device_id":"{device}"}}"#)).await.unwrap();
+        store.set_device_keys(ALICE, device, &format!(r#"{{"device_id":"{device}"}}"#), 1).await.unwrap();
         store.add_one_time_keys(ALICE, device, &[key("signed_curve25519", "A", "{}")]).await.unwrap();
         store.set_fallback_key(ALICE, device, &key("signed_curve25519", "F", "{}")).await.unwrap();
     }
-    store.set_device_keys(ALICE, "DEV", r#"{"device_id":"DEV","v":2}"#).await.unwrap();
+    store.set_device_keys(ALICE, "DEV", r#"{"device_id":"DEV","v":2}"#, 2).await.unwrap();
     let all = store.device_keys_of_user(ALICE, None).await.unwrap();
     assert_eq!(all.iter().map(|d| d.device_id.as_str()).collect::<Vec<_>>(), ["DEV", "KEEP"]);
     assert_eq!(
@@ -110,7 +110,7 @@ store_test!(device_keys_go_with_their_device, |store| async move {
     assert_eq!(listed.len(), 1);
     assert!(store.device_keys_of_user(ALICE, Some(&[])).await.unwrap().is_empty());
 
-    store.delete_devices(ALICE, &["DEV".to_owned()]).await.unwrap();
+    store.delete_devices(ALICE, &["DEV".to_owned()], 3).await.unwrap();
     assert_eq!(store.device_keys(ALICE, "DEV").await.unwrap(), None);
     assert!(store.count_one_time_keys(ALICE, "DEV").await.unwrap().is_empty());
     assert_eq!(store.claim_fallback_key(ALICE, "DEV", "signed_curve25519").await.unwrap(), None);

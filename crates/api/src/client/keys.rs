@@ -1,11 +1,12 @@
-//! End-to-end encryption keys: `/keys/upload`, `/keys/query`, `/keys/claim`, and cross-signing:
-//! `/keys/device_signing/upload`, `/keys/signatures/upload`.
+//! End-to-end encryption keys: `/keys/upload`, `/keys/query`, `/keys/claim`, `/keys/changes`,
+//! and cross-signing: `/keys/device_signing/upload`, `/keys/signatures/upload`.
 
 use std::collections::BTreeMap;
 
 use axum::extract::State;
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
+use myelin_core::MatrixError;
 use myelin_service::cross_signing::{CrossSigningUpload, SignedKeys};
 use myelin_service::e2e_keys::{KeysUpload, QueriedDeviceKeys};
 use ruma::OwnedUserId;
@@ -14,9 +15,9 @@ use serde_json::{Map, Value, json};
 
 use super::ClientRoutes;
 use crate::AppState;
-use crate::auth::Auth;
+use crate::auth::{Auth, GuestAuth};
 use crate::error::{ApiResult, matrix_error_json, status_of_error};
-use crate::extract::JsonBody;
+use crate::extract::{JsonBody, QueryParams};
 
 #[derive(Deserialize)]
 struct UploadBody {
@@ -159,8 +160,28 @@ async fn upload_signatures(
     Ok(Json(json!({ "failures": failures })))
 }
 
+#[derive(Deserialize)]
+struct ChangesQuery {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// `GET /_matrix/client/v3/keys/changes`: `from` is required; `to` (which the spec also
+/// requires, Synapse does not) bounds the range when given.
+async fn changes(
+    State(services): State<AppState>,
+    GuestAuth(requester): GuestAuth,
+    QueryParams(query): QueryParams<ChangesQuery>,
+) -> ApiResult<Json<Value>> {
+    let from =
+        query.from.ok_or_else(|| MatrixError::missing_param("Missing string query parameter 'from'"))?;
+    let updates = services.key_changes(&requester.user_id, &from, query.to.as_deref()).await?;
+    Ok(Json(json!({ "changed": updates.changed, "left": updates.left })))
+}
+
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .v3("/keys/changes", get(changes))
         .v3("/keys/upload", post(upload))
         .v3("/keys/query", post(query))
         .v3("/keys/claim", post(claim))

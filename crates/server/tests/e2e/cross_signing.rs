@@ -398,3 +398,52 @@ async fn signatures_are_checked_stored_and_queried() {
     assert_eq!(response["master_keys"][&bob.user_id], signed_bob);
     server.stop().await;
 }
+
+async fn device_lists_since(user: &TestUser, since: &str) -> (Vec<String>, String) {
+    let response = user
+        .client
+        .get(&format!("/_matrix/client/v3/sync?timeout=0&since={since}"))
+        .await
+        .expect(200)
+        .clone();
+    let changed = response["device_lists"]["changed"]
+        .as_array()
+        .map(|users| users.iter().filter_map(|user| user.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    (changed, response["next_batch"].as_str().unwrap().to_owned())
+}
+
+async fn next_batch(user: &TestUser) -> String {
+    let response = user.client.get("/_matrix/client/v3/sync?timeout=0").await.expect(200).clone();
+    response["next_batch"].as_str().unwrap().to_owned()
+}
+
+/// New cross-signing keys and new signatures are device-list changes: users sharing a room with
+/// the owner (and the owner) see them in `device_lists.changed`; others do not.
+#[tokio::test]
+async fn cross_signing_changes_are_device_list_changes() {
+    let server = TestServer::start().await;
+    let (alice, _, _) = user_with_device_keys(&server, "alice").await;
+    let (bob, _, bob_device_keys) = user_with_device_keys(&server, "bob").await;
+    let carol = server.register("carol").await;
+    let room_id = crate::rooms::create_room(&alice, json!({"preset": "public_chat"})).await;
+    bob.client.post(&format!("/_matrix/client/v3/join/{room_id}"), &json!({})).await.expect(200);
+    let (alice_since, carol_since) = (next_batch(&alice).await, next_batch(&carol).await);
+
+    let keys = CrossSigning::new(&bob.user_id);
+    bob.client.post(DEVICE_SIGNING, &keys.upload_body()).await.expect(200);
+    let (changed, alice_since) = device_lists_since(&alice, &alice_since).await;
+    assert_eq!(changed, std::slice::from_ref(&bob.user_id), "new cross-signing keys are a change");
+    let (changed, carol_since) = device_lists_since(&carol, &carol_since).await;
+    assert!(changed.is_empty(), "Carol shares no room with Bob: {changed:?}");
+
+    // Bob's device signed by his self-signing key.
+    let signed = keys.self_signing.sign(bob_device_keys);
+    let body = json!({ bob.user_id.clone(): { bob.device_id.clone(): signed } });
+    let response = bob.client.post(SIGNATURES, &body).await.expect(200).clone();
+    assert_eq!(response["failures"], json!({}), "{response}");
+    let (changed, _) = device_lists_since(&alice, &alice_since).await;
+    assert_eq!(changed, std::slice::from_ref(&bob.user_id), "a new signature is a change");
+    let (changed, _) = device_lists_since(&carol, &carol_since).await;
+    assert!(changed.is_empty(), "{changed:?}");
+}

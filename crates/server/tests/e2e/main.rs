@@ -9,6 +9,7 @@ mod cancellation;
 mod compat;
 mod concurrency;
 mod cross_signing;
+mod device_lists;
 mod directory;
 mod e2e_keys;
 mod exhaustion;

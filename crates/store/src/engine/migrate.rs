@@ -31,6 +31,7 @@ pub(crate) const MIGRATION_FILES: &[(&str, &str)] = &[
     ("0010_e2e_keys.sql", include_str!("../../migrations/0010_e2e_keys.sql")),
     ("0011_to_device.sql", include_str!("../../migrations/0011_to_device.sql")),
     ("0012_cross_signing.sql", include_str!("../../migrations/0012_cross_signing.sql")),
+    ("0013_device_lists.sql", include_str!("../../migrations/0013_device_lists.sql")),
 ];
 
 /// Arbitrary constant identifying Myelin's migration lock.
