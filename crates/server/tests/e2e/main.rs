@@ -10,6 +10,7 @@ mod compat;
 mod concurrency;
 mod directory;
 mod e2e_keys;
+mod key_backup;
 mod exhaustion;
 mod foundation;
 mod harness;
