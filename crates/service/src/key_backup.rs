@@ -152,12 +152,17 @@ impl Services {
 
     /// `GET /room_keys/version[/{version}]`: a version (the current one when `None`) that is
     /// not deleted.
-    pub async fn backup_version(&self, requester: &Requester, version: Option<&str>) -> Result<BackupVersion> {
+    pub async fn backup_version(
+        &self,
+        requester: &Requester,
+        version: Option<&str>,
+    ) -> Result<BackupVersion> {
         let version = match version {
             Some(version) => Some(parse_version(version).ok_or_else(no_backup)?),
             None => None,
         };
-        let record = self.store.backup_version(requester.user_id.as_str(), version).await?.ok_or_else(no_backup)?;
+        let record =
+            self.store.backup_version(requester.user_id.as_str(), version).await?.ok_or_else(no_backup)?;
         version_from_record(record)
     }
 
@@ -279,7 +284,8 @@ impl Services {
         scope: RoomKeysScope<'_>,
     ) -> Result<BackupKeysUpdate> {
         let number = parse_version(version).ok_or_else(unknown_version)?;
-        let write = self.store.delete_room_keys(requester.user_id.as_str(), number, scope.selection()).await?;
+        let write =
+            self.store.delete_room_keys(requester.user_id.as_str(), number, scope.selection()).await?;
         keys_update(write)
     }
 }

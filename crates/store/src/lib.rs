@@ -32,8 +32,10 @@ pub mod users;
 pub use devices::DeviceRecord;
 pub use e2e_keys::{DeviceKeysRecord, OneTimeKeyRecord};
 pub use engine::{Db, Dialect, Durability, Row, Tx, Value};
-pub use key_backup::{BackupKeysState, BackupKeysWrite, BackupVersionRecord, RoomKeyRecord, RoomKeysSelection};
 pub use events::{EventFilterSql, NewEvent, NewRelation, StoredEvent, TxnRecord};
+pub use key_backup::{
+    BackupKeysState, BackupKeysWrite, BackupVersionRecord, RoomKeyRecord, RoomKeysSelection,
+};
 pub use registration::RegistrationTokenRecord;
 pub use rooms::{MembershipChange, NewReport, RoomRecord};
 pub use state::StateDelta;

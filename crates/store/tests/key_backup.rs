@@ -32,10 +32,16 @@ fn done(etag: i64, count: i64) -> BackupKeysWrite {
     BackupKeysWrite::Done(BackupKeysState { etag, count })
 }
 
-async fn sessions(store: &Store, version: i64, selection: RoomKeysSelection<'_>) -> Option<Vec<(String, String, String)>> {
-    store.room_keys(ALICE, version, selection).await.expect("read room keys").map(|keys| {
-        keys.into_iter().map(|key| (key.room_id, key.session_id, key.session_data)).collect()
-    })
+async fn sessions(
+    store: &Store,
+    version: i64,
+    selection: RoomKeysSelection<'_>,
+) -> Option<Vec<(String, String, String)>> {
+    store
+        .room_keys(ALICE, version, selection)
+        .await
+        .expect("read room keys")
+        .map(|keys| keys.into_iter().map(|key| (key.room_id, key.session_id, key.session_data)).collect())
 }
 
 store_test!(backup_versions_are_numbered_per_user_and_never_reused, |store| async move {
@@ -45,7 +51,10 @@ store_test!(backup_versions_are_numbered_per_user_and_never_reused, |store| asyn
     assert_eq!(store.create_backup_version(BOB, "alg", "{}").await.unwrap(), 1);
 
     let current = store.backup_version(ALICE, None).await.unwrap().expect("a current version");
-    assert_eq!((current.version, current.auth_data.as_str(), current.etag, current.count), (2, "{\"a\":2}", 0, 0));
+    assert_eq!(
+        (current.version, current.auth_data.as_str(), current.etag, current.count),
+        (2, "{\"a\":2}", 0, 0)
+    );
     let first = store.backup_version(ALICE, Some(1)).await.unwrap().expect("version 1");
     assert_eq!((first.algorithm.as_str(), first.auth_data.as_str()), ("alg", "{\"a\":1}"));
     assert_eq!(store.backup_version(ALICE, Some(3)).await.unwrap(), None);
@@ -101,7 +110,10 @@ store_test!(room_keys_go_to_the_current_version_only, |store| async move {
     assert_eq!(sessions(&store, 2, RoomKeysSelection::Session("!r:x", "s2")).await.unwrap().len(), 1);
     assert_eq!(sessions(&store, 9, RoomKeysSelection::All).await, None);
     let record = store.room_keys(ALICE, 2, RoomKeysSelection::Session("!r:x", "s1")).await.unwrap().unwrap();
-    assert_eq!((record[0].first_message_index, record[0].forwarded_count, record[0].is_verified), (4, 0, false));
+    assert_eq!(
+        (record[0].first_message_index, record[0].forwarded_count, record[0].is_verified),
+        (4, 0, false)
+    );
 
     let version = store.backup_version(ALICE, None).await.unwrap().unwrap();
     assert_eq!((version.etag, version.count), (2, 3));
@@ -123,7 +135,10 @@ store_test!(deleting_room_keys_and_versions, |store| async move {
     assert_eq!(delete(RoomKeysSelection::Session("!r:x", "s2")).await, done(2, 2));
     assert_eq!(delete(RoomKeysSelection::Room("!q:x")).await, done(3, 1));
     assert_eq!(delete(RoomKeysSelection::All).await, done(4, 0));
-    assert_eq!(store.delete_room_keys(ALICE, 2, RoomKeysSelection::All).await.unwrap(), BackupKeysWrite::UnknownVersion);
+    assert_eq!(
+        store.delete_room_keys(ALICE, 2, RoomKeysSelection::All).await.unwrap(),
+        BackupKeysWrite::UnknownVersion
+    );
 
     // Deleting a version deletes its keys.
     assert_eq!(put(&store, ALICE, 1, &keys).await, done(5, 3));
@@ -131,7 +146,10 @@ store_test!(deleting_room_keys_and_versions, |store| async move {
     assert_eq!(put(&store, ALICE, 2, &keys[..1]).await, done(1, 1));
     assert!(store.delete_backup_version(ALICE, 1).await.unwrap());
     assert_eq!(sessions(&store, 1, RoomKeysSelection::All).await, None);
-    assert_eq!(store.delete_room_keys(ALICE, 1, RoomKeysSelection::All).await.unwrap(), BackupKeysWrite::UnknownVersion);
+    assert_eq!(
+        store.delete_room_keys(ALICE, 1, RoomKeysSelection::All).await.unwrap(),
+        BackupKeysWrite::UnknownVersion
+    );
     assert_eq!(sessions(&store, 2, RoomKeysSelection::All).await.unwrap().len(), 1);
     // Deleting the current version leaves no version to write to when none is left.
     assert!(store.delete_backup_version(ALICE, 2).await.unwrap());
@@ -161,7 +179,8 @@ store_test!(concurrent_writes_of_one_user_are_applied_one_after_the_other, |stor
     for n in 0..10 {
         let store: Store = store.clone();
         uploads.spawn(async move {
-            let keys = [key("!r:x", &format!("s{n}"), 0, "own"), key("!r:x", "shared", 100 - n, &n.to_string())];
+            let keys =
+                [key("!r:x", &format!("s{n}"), 0, "own"), key("!r:x", "shared", 100 - n, &n.to_string())];
             put(&store, ALICE, 8, &keys).await
         });
     }
@@ -176,6 +195,19 @@ store_test!(concurrent_writes_of_one_user_are_applied_one_after_the_other, |stor
     assert_eq!(etags, (1..=10).collect::<Vec<_>>());
     let version = store.backup_version(ALICE, None).await.unwrap().unwrap();
     assert_eq!((version.etag, version.count), (10, 11));
-    let shared = store.room_keys(ALICE, 8, RoomKeysSelection::Session("!r:x", "shared")).await.unwrap().unwrap();
+    let shared =
+        store.room_keys(ALICE, 8, RoomKeysSelection::Session("!r:x", "shared")).await.unwrap().unwrap();
     assert_eq!(shared[0].first_message_index, 91);
+});
+
+store_test!(deactivating_a_user_deletes_their_backups, |store| async move {
+    for user_id in [ALICE, BOB] {
+        store.create_backup_version(user_id, "alg", "{}").await.unwrap();
+        assert_eq!(put(&store, user_id, 1, &[key("!r:x", "s", 0, "k")]).await, done(1, 1));
+    }
+    store.deactivate_user(ALICE, false).await.unwrap();
+    assert_eq!(store.backup_version(ALICE, None).await.unwrap(), None);
+    assert_eq!(store.room_keys(ALICE, 1, RoomKeysSelection::All).await.unwrap(), None);
+    let bob = store.backup_version(BOB, None).await.unwrap().expect("Bob keeps his backup");
+    assert_eq!(bob.count, 1);
 });

@@ -63,7 +63,8 @@ struct KeysBackupBody {
 
 fn key_from_body(key: KeyBackupDataBody) -> Result<KeyBackupData, ApiError> {
     let integer = |value: u64, field: &str| {
-        i64::try_from(value).map_err(|_| ApiError::from(MatrixError::bad_json(format!("`{field}` is too large"))))
+        i64::try_from(value)
+            .map_err(|_| ApiError::from(MatrixError::bad_json(format!("`{field}` is too large"))))
     };
     Ok(KeyBackupData {
         first_message_index: integer(key.first_message_index, "first_message_index")?,
@@ -140,7 +141,13 @@ async fn update_version(
     JsonBody(body): JsonBody<UpdateVersionBody>,
 ) -> ApiResult<Json<Value>> {
     services
-        .update_backup_version(&requester, &version, body.version.as_deref(), &body.algorithm, &body.auth_data)
+        .update_backup_version(
+            &requester,
+            &version,
+            body.version.as_deref(),
+            &body.algorithm,
+            &body.auth_data,
+        )
         .await?;
     Ok(Json(json!({})))
 }

@@ -3,6 +3,9 @@
 //! with `etag` and `count`), the spec's rule for replacing a stored session, stale and deleted
 //! versions, and bad input that leaves nothing written.
 
+use myelin_service::auth::ClientInfo;
+use myelin_service::key_backup::{KeyBackupData, RoomKeys};
+use myelin_test_support::cancel::poll_at_most;
 use myelin_test_support::{TestClient, TestServer};
 use serde_json::{Value, json};
 
@@ -166,10 +169,11 @@ async fn creating_a_version_refuses_bad_bodies() {
     client.post(VERSION, &json!({"auth_data": {}})).await.expect_error(400, "M_BAD_JSON");
     client.post(VERSION, &json!({"algorithm": ALGORITHM})).await.expect_error(400, "M_BAD_JSON");
     client.post(VERSION, &json!({"algorithm": 5, "auth_data": {}})).await.expect_error(400, "M_BAD_JSON");
-    client.post(VERSION, &json!({"algorithm": "", "auth_data": {}})).await.expect_error(400, "M_INVALID_PARAM");
-    let response = client
-        .request_raw(reqwest::Method::POST, VERSION, Some("not json".into()), &[])
-        .await;
+    client
+        .post(VERSION, &json!({"algorithm": "", "auth_data": {}}))
+        .await
+        .expect_error(400, "M_INVALID_PARAM");
+    let response = client.request_raw(reqwest::Method::POST, VERSION, Some("not json".into()), &[]).await;
     response.expect_error(400, "M_NOT_JSON");
     // None of them created anything.
     client.get(VERSION).await.expect_error(404, "M_NOT_FOUND");
@@ -188,7 +192,8 @@ async fn keys_are_stored_read_and_deleted_on_every_route() {
     assert_eq!(get_session(client, &version, "s1").await, session(0, 0, false, "one"));
 
     // A room's sessions.
-    let room_body = json!({"sessions": {"s2": session(1, 0, true, "two"), "s3": session(2, 1, false, "three")}});
+    let room_body =
+        json!({"sessions": {"s2": session(1, 0, true, "two"), "s3": session(2, 1, false, "three")}});
     let response = client.put(&keys_path(Some(ROOM), None, &version), &room_body).await;
     let (etag2, count) = etag_and_count(response.expect(200));
     assert_eq!(count, 3);
@@ -196,7 +201,8 @@ async fn keys_are_stored_read_and_deleted_on_every_route() {
 
     // Several rooms.
     let all_body = json!({"rooms": {OTHER_ROOM: {"sessions": {"s1": session(5, 0, false, "four")}}}});
-    let (etag3, count) = etag_and_count(client.put(&keys_path(None, None, &version), &all_body).await.expect(200));
+    let (etag3, count) =
+        etag_and_count(client.put(&keys_path(None, None, &version), &all_body).await.expect(200));
     assert_eq!(count, 4);
     assert!(![&etag1, &etag2].contains(&&etag3));
 
@@ -221,7 +227,10 @@ async fn keys_are_stored_read_and_deleted_on_every_route() {
     let empty = client.get(&keys_path(Some("!empty:test.local"), None, &version)).await.expect(200).clone();
     assert_eq!(empty, json!({"sessions": {}}));
     client.get(&keys_path(Some(ROOM), Some("nope"), &version)).await.expect_error(404, "M_NOT_FOUND");
-    client.get(&keys_path(Some("!empty:test.local"), Some("s1"), &version)).await.expect_error(404, "M_NOT_FOUND");
+    client
+        .get(&keys_path(Some("!empty:test.local"), Some("s1"), &version))
+        .await
+        .expect_error(404, "M_NOT_FOUND");
 
     // Deleting: one session, then a room, then everything; each changes etag and count.
     let response = client.delete(&keys_path(Some(ROOM), Some("s1"), &version)).await;
@@ -229,10 +238,14 @@ async fn keys_are_stored_read_and_deleted_on_every_route() {
     assert_eq!(count, 3);
     assert_ne!(etag4, etag3);
     client.get(&keys_path(Some(ROOM), Some("s1"), &version)).await.expect_error(404, "M_NOT_FOUND");
-    let (etag5, count) = etag_and_count(client.delete(&keys_path(Some(ROOM), None, &version)).await.expect(200));
+    let (etag5, count) =
+        etag_and_count(client.delete(&keys_path(Some(ROOM), None, &version)).await.expect(200));
     assert_eq!(count, 1);
     assert_ne!(etag5, etag4);
-    assert_eq!(client.get(&keys_path(Some(ROOM), None, &version)).await.expect(200), &json!({"sessions": {}}));
+    assert_eq!(
+        client.get(&keys_path(Some(ROOM), None, &version)).await.expect(200),
+        &json!({"sessions": {}})
+    );
     let (etag6, count) = etag_and_count(client.delete(&keys_path(None, None, &version)).await.expect(200));
     assert_eq!(count, 0);
     assert_ne!(etag6, etag5);
@@ -370,7 +383,10 @@ async fn a_deleted_version_takes_its_keys_with_it() {
     // Deleting the last version leaves no backup.
     client.delete(&format!("{VERSION}/{first}")).await.expect(200);
     client.get(VERSION).await.expect_error(404, "M_NOT_FOUND");
-    client.put(&keys_path(Some(ROOM), Some("s"), &first), &session(0, 0, false, "k")).await.expect_error(404, "M_NOT_FOUND");
+    client
+        .put(&keys_path(Some(ROOM), Some("s"), &first), &session(0, 0, false, "k"))
+        .await
+        .expect_error(404, "M_NOT_FOUND");
 }
 
 #[tokio::test]
@@ -418,13 +434,23 @@ async fn bad_key_uploads_are_refused_and_write_nothing() {
         // In a batch with good keys, none of them is written.
         let body = json!({"sessions": {"a": good, "bad": key}});
         client.put(&keys_path(Some(ROOM), None, &version), &body).await.expect_error(400, "M_BAD_JSON");
-        let body = json!({"rooms": {OTHER_ROOM: {"sessions": {"a": good}}, ROOM: {"sessions": {"bad": key}}}});
+        let body =
+            json!({"rooms": {OTHER_ROOM: {"sessions": {"a": good}}, ROOM: {"sessions": {"bad": key}}}});
         client.put(&keys_path(None, None, &version), &body).await.expect_error(400, "M_BAD_JSON");
     }
     client.put(&keys_path(Some(ROOM), None, &version), &json!({})).await.expect_error(400, "M_BAD_JSON");
-    client.put(&keys_path(Some(ROOM), None, &version), &json!({"sessions": []})).await.expect_error(400, "M_BAD_JSON");
-    client.put(&keys_path(None, None, &version), &json!({"sessions": {}})).await.expect_error(400, "M_BAD_JSON");
-    client.put(&keys_path(None, None, &version), &json!({"rooms": {ROOM: []}})).await.expect_error(400, "M_BAD_JSON");
+    client
+        .put(&keys_path(Some(ROOM), None, &version), &json!({"sessions": []}))
+        .await
+        .expect_error(400, "M_BAD_JSON");
+    client
+        .put(&keys_path(None, None, &version), &json!({"sessions": {}}))
+        .await
+        .expect_error(400, "M_BAD_JSON");
+    client
+        .put(&keys_path(None, None, &version), &json!({"rooms": {ROOM: []}}))
+        .await
+        .expect_error(400, "M_BAD_JSON");
 
     // Room IDs that are not room IDs, in the path and in the body.
     for bad_room in ["not-a-room", "@user:test.local", "#alias:test.local"] {
@@ -432,7 +458,8 @@ async fn bad_key_uploads_are_refused_and_write_nothing() {
         response.expect_error(400, "M_INVALID_PARAM");
         client.get(&keys_path(Some(bad_room), None, &version)).await.expect_error(400, "M_INVALID_PARAM");
         client.delete(&keys_path(Some(bad_room), None, &version)).await.expect_error(400, "M_INVALID_PARAM");
-        let body = json!({"rooms": {OTHER_ROOM: {"sessions": {"a": good}}, bad_room: {"sessions": {"s": good}}}});
+        let body =
+            json!({"rooms": {OTHER_ROOM: {"sessions": {"a": good}}, bad_room: {"sessions": {"s": good}}}});
         client.put(&keys_path(None, None, &version), &body).await.expect_error(400, "M_INVALID_PARAM");
     }
     // An empty session ID in a body.
@@ -459,4 +486,43 @@ async fn backups_survive_a_restart() {
     // Numbering goes on after the restart.
     let next = create_version(&client, "next").await;
     assert_ne!(next, version);
+}
+
+/// An upload whose future is dropped after each of its suspension points in turn (as hyper
+/// drops a request's future when its client goes away) writes all of its sessions or none, and
+/// never leaves the etag out of step with them.
+#[tokio::test]
+async fn an_upload_dropped_at_any_await_writes_all_or_nothing() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let services = server.services().clone();
+    let client_info = ClientInfo { ip: None, user_agent: None };
+    let requester = services.authenticate(&alice.access_token, &client_info).await.unwrap();
+    let room_id = ruma::RoomId::parse(ROOM).unwrap();
+    let key = |n: i64| KeyBackupData {
+        first_message_index: n,
+        forwarded_count: 0,
+        is_verified: false,
+        session_data: serde_json::Map::new(),
+    };
+    let keys: RoomKeys = RoomKeys::from([(room_id, (0..3).map(|n| (format!("s{n}"), key(n))).collect())]);
+
+    for polls in 1.. {
+        assert!(polls < 500, "the upload never completed");
+        // A fresh (current) version for each attempt.
+        let version = create_version(&alice.client, "key").await;
+        let before = version_info(&alice.client, &version).await["etag"].clone();
+        let outcome = poll_at_most(services.put_room_keys(&requester, &version, &keys), polls).await;
+        let info = version_info(&alice.client, &version).await;
+        let count = info["count"].as_i64().unwrap();
+        if let Some(update) = outcome {
+            let update = update.unwrap();
+            assert_eq!((update.count, update.etag.as_str()), (3, info["etag"].as_str().unwrap()));
+            assert_eq!(count, 3);
+            break;
+        }
+        assert!(count == 0 || count == 3, "dropped after {polls} polls: {count} sessions written");
+        // The etag moved exactly when the keys did.
+        assert_eq!(count == 0, info["etag"] == before, "dropped after {polls} polls: {info}");
+    }
 }
