@@ -526,3 +526,21 @@ async fn an_upload_dropped_at_any_await_writes_all_or_nothing() {
         assert_eq!(count == 0, info["etag"] == before, "dropped after {polls} polls: {info}");
     }
 }
+
+/// Guests have no key backup, as in Synapse (`allow_guest=False`).
+#[tokio::test]
+async fn guests_cannot_use_key_backup() {
+    let server = TestServer::start_with(json!({"allow_guest_access": true})).await;
+    let guest =
+        server.client().post("/_matrix/client/v3/register?kind=guest", &json!({})).await.expect(200).clone();
+    let client = server.client().with_token(guest["access_token"].as_str().unwrap());
+    let body = json!({"algorithm": ALGORITHM, "auth_data": auth_data("key")});
+    client.post(VERSION, &body).await.expect_error(403, "M_GUEST_ACCESS_FORBIDDEN");
+    client.get(VERSION).await.expect_error(403, "M_GUEST_ACCESS_FORBIDDEN");
+    client.get(&keys_path(None, None, "1")).await.expect_error(403, "M_GUEST_ACCESS_FORBIDDEN");
+    let key = session(0, 0, false, "k");
+    client
+        .put(&keys_path(Some(ROOM), Some("s"), "1"), &key)
+        .await
+        .expect_error(403, "M_GUEST_ACCESS_FORBIDDEN");
+}
