@@ -14,6 +14,7 @@ use ruma::{CanonicalJsonObject, CanonicalJsonValue, OwnedUserId, UserId};
 use serde_json::{Map, Value};
 
 use crate::auth::Requester;
+use crate::cross_signing::{QueriedCrossSigningKeys, merge_signatures};
 use crate::{Error, Result, Services};
 
 /// What a device uploads: each part as the client sent it.
@@ -36,7 +37,10 @@ pub struct QueriedDeviceKeys {
 #[derive(Debug, Default)]
 pub struct KeysQueryResult {
     /// User to device to keys; every local user asked for is present (maybe without devices).
+    /// Each device's keys carry the signatures its user made of it (with the self-signing key).
     pub device_keys: BTreeMap<OwnedUserId, BTreeMap<String, QueriedDeviceKeys>>,
+    /// The local users' cross-signing keys, as the requester may see them.
+    pub cross_signing: QueriedCrossSigningKeys,
     /// Servers that could not be asked (all remote ones, until federation exists).
     pub failures: BTreeSet<String>,
 }
@@ -290,9 +294,11 @@ impl Services {
         Ok((ed25519, Some(Value::Object(to_store).to_string())))
     }
 
-    /// `/keys/query`: the identity keys of the users' devices (all of them for an empty list).
+    /// `/keys/query`: the identity keys of the users' devices (all of them for an empty list)
+    /// and their cross-signing keys, as `requester` may see them.
     pub async fn query_keys(
         &self,
+        requester: &UserId,
         requested: &BTreeMap<OwnedUserId, Vec<String>>,
     ) -> Result<KeysQueryResult> {
         let mut result = KeysQueryResult::default();
@@ -302,16 +308,22 @@ impl Services {
                 continue;
             }
             let device_ids = (!device_ids.is_empty()).then_some(device_ids.as_slice());
+            let records = self.store.device_keys_of_user(user_id.as_str(), device_ids).await?;
+            let found: Vec<String> = records.iter().map(|record| record.device_id.clone()).collect();
+            let mut signatures = self.device_signatures(user_id, &found).await?;
             let mut devices = BTreeMap::new();
-            for record in self.store.device_keys_of_user(user_id.as_str(), device_ids).await? {
-                let Value::Object(keys) = parse_stored(&record.key_json)? else {
+            for record in records {
+                let Value::Object(mut keys) = parse_stored(&record.key_json)? else {
                     return Err(Error::internal("stored device keys are not an object"));
                 };
+                merge_signatures(&mut keys, &signatures.remove(&record.device_id).unwrap_or_default());
                 devices
                     .insert(record.device_id, QueriedDeviceKeys { keys, display_name: record.display_name });
             }
             result.device_keys.insert(user_id.clone(), devices);
         }
+        let local_users = result.device_keys.keys();
+        result.cross_signing = self.query_cross_signing_keys(requester, local_users).await?;
         Ok(result)
     }
 

@@ -26,6 +26,7 @@
 pub mod account_data;
 pub mod accounts;
 pub mod auth;
+pub mod cross_signing;
 pub mod devices;
 pub mod e2e_keys;
 pub mod error;

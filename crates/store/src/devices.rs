@@ -98,7 +98,8 @@ impl Store {
             .transaction(async |tx| {
                 for device_id in device_ids {
                     // A device's pushers go with it (the spec: logging out removes them), and so
-                    // do its end-to-end encryption keys and its to-device inbox.
+                    // do its end-to-end encryption keys, the cross-signing signatures of and by it and its
+                    // to-device inbox.
                     for table in [
                         "access_tokens",
                         "refresh_tokens",
@@ -116,6 +117,7 @@ impl Store {
                         )
                         .await?;
                     }
+                    crate::cross_signing::delete_signatures_of_key(tx, user_id, device_id).await?;
                 }
                 Ok(())
             })

@@ -5,11 +5,12 @@
 //! - [`engine`]: the one API over SQLite (rusqlite) and PostgreSQL (tokio-postgres + deadpool),
 //!   values and rows, and migrations.
 //! - One module per data area (`users`, `devices`, `tokens`, `uia`, `profiles`,
-//!   `registration`, `secrets`, `e2e_keys`, `key_backup`, `events`, `relations`, `state`, `rooms`, `to_device`), each an `impl Store` block returning domain
+//!   `registration`, `secrets`, `e2e_keys`, `cross_signing`, `key_backup`, `events`, `relations`, `state`, `rooms`, `to_device`), each an `impl Store` block returning domain
 //!   types, never rows.
 //!
 //! This is the only crate that contains SQL.
 
+pub mod cross_signing;
 pub mod devices;
 pub mod e2e_keys;
 pub mod engine;
@@ -29,6 +30,7 @@ pub mod tokens;
 pub mod uia;
 pub mod users;
 
+pub use cross_signing::{CrossSigningKeyRecord, CrossSigningSignatureRecord};
 pub use devices::DeviceRecord;
 pub use e2e_keys::{DeviceKeysRecord, OneTimeKeyRecord};
 pub use engine::{Db, Dialect, Durability, Row, Tx, Value};

@@ -130,7 +130,16 @@ async fn upload_query_and_claim_keys() {
     // Listed devices only.
     let listed = json!({ "device_keys": { &alice.user_id: ["NOSUCHDEVICE"] } });
     let response = bob.client.post(QUERY, &listed).await.expect(200).clone();
-    assert_eq!(response, json!({"device_keys": { &alice.user_id: {} }, "failures": {}}));
+    assert_eq!(
+        response,
+        json!({
+            "device_keys": { &alice.user_id: {} },
+            "master_keys": {},
+            "self_signing_keys": {},
+            "user_signing_keys": {},
+            "failures": {},
+        })
+    );
 
     // Claim: one-time keys oldest first, each once; then the fallback key, which stays.
     let (id, key) = claim_one(&bob.client, &alice).await.unwrap();
