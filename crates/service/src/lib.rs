@@ -16,6 +16,7 @@
 //! - [`uia`]: user-interactive authentication sessions and stages.
 //! - [`ratelimit`]: Synapse-style leaky buckets with per-user overrides.
 //! - [`error`]: the service error: a Matrix error for the client, or an internal failure.
+//! - [`key_backup`]: server-side key backup (backup versions and the room keys in them).
 //! - [`keys`]: the server's ed25519 signing key (Synapse's key file format) and the signed
 //!   `/_matrix/key/v2/server` document.
 //! - [`metrics`]: the Prometheus registry and the process collector.
@@ -33,6 +34,7 @@ pub mod devices;
 pub mod e2e_keys;
 pub mod error;
 pub mod filter;
+pub mod key_backup;
 pub mod keys;
 pub mod metrics;
 pub mod passwords;

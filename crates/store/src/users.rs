@@ -171,7 +171,8 @@ impl Store {
     }
 
     /// Marks an account deactivated and removes everything that lets it sign in: password,
-    /// access, refresh and login tokens, devices, and its profile.
+    /// access, refresh and login tokens, devices, and its profile; and its key backups, as
+    /// Synapse does.
     pub async fn deactivate_user(&self, user_id: &str, erase: bool) -> Result<(), StoreError> {
         self.db
             .transaction(async |tx| {
@@ -181,6 +182,9 @@ impl Store {
                 )
                 .await?;
                 for table in ["access_tokens", "refresh_tokens", "login_tokens", "pushers", "devices", "profile_fields"] {
+                    tx.execute(&format!("DELETE FROM {table} WHERE user_id = $1"), params![user_id]).await?;
+                }
+                for table in ["e2e_room_keys", "e2e_room_keys_versions"] {
                     tx.execute(&format!("DELETE FROM {table} WHERE user_id = $1"), params![user_id]).await?;
                 }
                 Ok(())

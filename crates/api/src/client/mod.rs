@@ -10,6 +10,7 @@ mod profile;
 mod push;
 mod relations;
 mod reports;
+mod room_keys;
 mod rooms;
 mod search;
 mod session;
@@ -67,4 +68,5 @@ pub fn routes() -> Router<AppState> {
         .merge(push::routes())
         .merge(search::routes())
         .merge(to_device::routes())
+        .merge(room_keys::routes())
 }

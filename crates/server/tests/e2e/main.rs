@@ -16,6 +16,7 @@ mod exhaustion;
 mod foundation;
 mod harness;
 mod http_limits;
+mod key_backup;
 mod listeners;
 mod membership;
 mod membership_paths;
