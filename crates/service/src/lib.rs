@@ -25,6 +25,7 @@
 pub mod account_data;
 pub mod accounts;
 pub mod auth;
+pub mod dehydrated;
 pub mod devices;
 pub mod e2e_keys;
 pub mod error;

@@ -92,7 +92,7 @@ impl Store {
     }
 
     /// Deletes devices with their access and refresh tokens, pushers, end-to-end encryption
-    /// keys and to-device inboxes, in one transaction.
+    /// keys, to-device inboxes and dehydrated-device records, in one transaction.
     pub async fn delete_devices(&self, user_id: &str, device_ids: &[String]) -> Result<(), StoreError> {
         self.db
             .transaction(async |tx| {
@@ -108,6 +108,7 @@ impl Store {
                         "e2e_fallback_keys",
                         "to_device_inbox",
                         "to_device_txns",
+                        "dehydrated_devices",
                         "devices",
                     ] {
                         tx.execute(

@@ -10,6 +10,7 @@
 //!
 //! This is the only crate that contains SQL.
 
+pub mod dehydrated;
 pub mod devices;
 pub mod e2e_keys;
 pub mod engine;
@@ -28,6 +29,7 @@ pub mod tokens;
 pub mod uia;
 pub mod users;
 
+pub use dehydrated::DehydratedDeviceRecord;
 pub use devices::DeviceRecord;
 pub use e2e_keys::{DeviceKeysRecord, OneTimeKeyRecord};
 pub use engine::{Db, Dialect, Durability, Row, Tx, Value};

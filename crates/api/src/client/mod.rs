@@ -2,6 +2,7 @@
 
 mod account;
 mod capabilities;
+mod dehydrated;
 mod devices;
 mod directory;
 mod keys;
@@ -67,4 +68,5 @@ pub fn routes() -> Router<AppState> {
         .merge(push::routes())
         .merge(search::routes())
         .merge(to_device::routes())
+        .merge(dehydrated::routes())
 }

@@ -8,6 +8,7 @@ mod bad_input;
 mod cancellation;
 mod compat;
 mod concurrency;
+mod dehydrated;
 mod directory;
 mod e2e_keys;
 mod exhaustion;
