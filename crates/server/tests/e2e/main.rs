@@ -25,6 +25,7 @@ mod push;
 mod registration;
 mod relations;
 mod reports;
+mod room_encryption;
 mod room_internals;
 mod rooms;
 mod search;
