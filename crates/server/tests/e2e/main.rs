@@ -11,6 +11,7 @@ mod concurrency;
 mod dehydrated;
 mod directory;
 mod e2e_keys;
+mod e2e_restart;
 mod exhaustion;
 mod foundation;
 mod harness;
