@@ -363,3 +363,65 @@ async fn bad_dehydrated_device_requests_get_matrix_errors_and_change_nothing() {
     // After all of that, a good upload still works.
     assert_eq!(put(&alice, &good).await, json!({"device_id": "NEWDEVICE"}));
 }
+
+/// Concurrent uploads, some of whose clients hang up: once they are all done, the user has one
+/// dehydrated device and no other tokenless device: each replaced device was deleted, keys and
+/// all, by the upload that replaced it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_and_abandoned_uploads_leave_one_dehydrated_device() {
+    use std::time::Duration;
+
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let addr = server.tcp_addr(0).unwrap();
+
+    let mut tasks = Vec::new();
+    for n in 0..16 {
+        let key = DeviceKey::new(&alice.user_id, &format!("RACE{n}"));
+        let body = put_body(&key, &format!("pickle-{n}"));
+        let alice = alice.clone();
+        tasks.push(tokio::spawn(async move {
+            if n % 2 == 0 {
+                put(&alice, &body).await;
+            } else {
+                let bytes = serde_json::to_vec(&body).unwrap();
+                let after = Duration::from_millis(n % 5);
+                myelin_test_support::cancel::hang_up_after(
+                    addr,
+                    "PUT",
+                    DEHYDRATED,
+                    Some(&alice.access_token),
+                    &bytes,
+                    after,
+                )
+                .await;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+
+    // The abandoned requests run to completion on their own, so their effects may come after
+    // the acknowledged ones: poll (bounded; not a sleep standing in for an event) until the
+    // state holds still with the login and the current dehydrated device as the only devices,
+    // and the current one's keys as the only keys.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let current =
+            alice.client.get(DEHYDRATED).await.expect(200)["device_id"].as_str().unwrap().to_owned();
+        assert!(current.starts_with("RACE"), "{current}");
+        let devices = device_ids(&alice).await;
+        let keys: Vec<String> = queried(&bob.client, &alice.user_id).await.keys().cloned().collect();
+        let still = alice.client.get(DEHYDRATED).await.expect(200)["device_id"] == current.as_str();
+        if still && devices == sorted([&alice.device_id, &current]) && keys == [current.clone()] {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "left behind: devices {devices:?}, keys {keys:?} (current {current})"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

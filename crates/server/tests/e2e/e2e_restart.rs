@@ -137,14 +137,17 @@ async fn claim(client: &TestClient, user: &User, device_id: &str) -> Value {
 
 async fn query(client: &TestClient, user: &User) -> Value {
     let body = json!({ "device_keys": { &user.user_id: [] } });
-    client.post("/_matrix/client/v3/keys/query", &body).await.expect(200)["device_keys"][&user.user_id].clone()
+    client.post("/_matrix/client/v3/keys/query", &body).await.expect(200)["device_keys"][&user.user_id]
+        .clone()
 }
 
 #[tokio::test]
 async fn keys_and_undelivered_to_device_messages_survive_a_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let Some(database) = FreshDatabase::create(Engine::from_env()).await else {
-        panic!("MYELIN_TEST_DB=postgres needs TEST_POSTGRES_URL (source scripts/services.sh && start_services)")
+        panic!(
+            "MYELIN_TEST_DB=postgres needs TEST_POSTGRES_URL (source scripts/services.sh && start_services)"
+        )
     };
     let (mut server, anonymous) = start(dir.path(), &database).await;
     let alice = register(&anonymous, "alice").await;
