@@ -141,7 +141,8 @@ impl Store {
         Ok(())
     }
 
-    /// Devices last seen (or, never seen, created) before `before_ts`, excluding hidden ones.
+    /// Devices last seen (or, never seen, created) before `before_ts`, excluding hidden ones and
+    /// dehydrated devices (never seen by design: no client uses them until it rehydrates one).
     pub async fn stale_devices(
         &self,
         before_ts: i64,
@@ -150,7 +151,9 @@ impl Store {
         let rows = self
             .db
             .query(
-                "SELECT user_id, device_id FROM devices WHERE NOT hidden AND COALESCE(last_seen_ts, created_ts) < $1 LIMIT $2",
+                "SELECT user_id, device_id FROM devices d WHERE NOT hidden AND COALESCE(last_seen_ts, created_ts) < $1
+                 AND NOT EXISTS (SELECT 1 FROM dehydrated_devices h WHERE h.user_id = d.user_id AND h.device_id = d.device_id)
+                 LIMIT $2",
                 params![before_ts, limit],
             )
             .await?;

@@ -425,3 +425,37 @@ async fn concurrent_and_abandoned_uploads_leave_one_dehydrated_device() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Stale-device housekeeping (`delete_stale_devices_after`) leaves the dehydrated device alone:
+/// no client ever uses it until one rehydrates it, so it is never "seen".
+#[tokio::test]
+async fn stale_device_housekeeping_keeps_the_dehydrated_device() {
+    let server = TestServer::start_with(json!({ "delete_stale_devices_after": "1d" })).await;
+    let alice = server.register("alice").await;
+    let key = DeviceKey::new(&alice.user_id, "DEHYDRATED");
+    put(&alice, &put_body(&key, "pickle")).await;
+    let login = json!({
+        "type": "m.login.password",
+        "identifier": { "type": "m.id.user", "user": alice.user_id },
+        "password": alice.password,
+        "device_id": "OLDLOGIN",
+    });
+    server.client().post("/_matrix/client/v3/login", &login).await.expect(200);
+    // Both created (and the login last seen) long ago.
+    for device_id in ["DEHYDRATED", "OLDLOGIN"] {
+        server
+            .services()
+            .store()
+            .db()
+            .execute(
+                "UPDATE devices SET created_ts = 0, last_seen_ts = CASE WHEN last_seen_ts IS NULL THEN NULL ELSE 0 END WHERE device_id = $1",
+                vec![device_id.into()],
+            )
+            .await
+            .unwrap();
+    }
+    // (The start-up housekeeping may have run already; either way the login is gone now.)
+    server.services().delete_stale_devices().await.unwrap();
+    assert_eq!(device_ids(&alice).await, sorted([&alice.device_id, "DEHYDRATED"]));
+    assert_eq!(alice.client.get(DEHYDRATED).await.expect(200)["device_id"], "DEHYDRATED");
+}
