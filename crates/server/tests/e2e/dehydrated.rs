@@ -459,3 +459,32 @@ async fn stale_device_housekeeping_keeps_the_dehydrated_device() {
     assert_eq!(device_ids(&alice).await, sorted([&alice.device_id, "DEHYDRATED"]));
     assert_eq!(alice.client.get(DEHYDRATED).await.expect(200)["device_id"], "DEHYDRATED");
 }
+
+/// A deactivated account's devices go with everything a device has: nobody can claim the
+/// one-time or fallback keys of its (dehydrated) devices or query their keys any more.
+#[tokio::test]
+async fn deactivation_takes_the_dehydrated_device_and_its_keys() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let key = DeviceKey::new(&alice.user_id, "DEHYDRATED");
+    put(&alice, &put_body(&key, "pickle")).await;
+    send(&bob, &alice.user_id, "DEHYDRATED", 1).await;
+    let auth = json!({
+        "type": "m.login.password",
+        "identifier": { "type": "m.id.user", "user": alice.user_id },
+        "password": alice.password,
+    });
+    alice.client.post("/_matrix/client/v3/account/deactivate", &json!({ "auth": auth })).await.expect(200);
+
+    assert_eq!(queried(&bob.client, &alice.user_id).await, serde_json::Map::new());
+    assert_eq!(claim(&bob.client, &alice.user_id, "DEHYDRATED").await, Value::Null);
+    // (The fallback key is what a claim hands out once no one-time key is left.)
+    assert_eq!(claim(&bob.client, &alice.user_id, "DEHYDRATED").await, Value::Null);
+    assert_eq!(claim(&bob.client, &alice.user_id, "DEHYDRATED").await, Value::Null);
+    let services = server.services();
+    assert_eq!(services.store().dehydrated_device(&alice.user_id).await.unwrap(), None);
+    let inbox =
+        services.store().to_device_messages(&alice.user_id, "DEHYDRATED", 0, i64::MAX, 10).await.unwrap();
+    assert_eq!(inbox, Vec::new());
+}
