@@ -29,6 +29,7 @@ pub mod account_data;
 pub mod accounts;
 pub mod auth;
 pub mod cross_signing;
+pub mod dehydrated;
 pub mod device_lists;
 pub mod devices;
 pub mod e2e_keys;

@@ -74,7 +74,7 @@ pub struct LoginRequest {
 }
 
 /// Devices IDs longer than this are refused (Synapse's limit).
-const MAX_DEVICE_ID_LEN: usize = 512;
+pub(crate) const MAX_DEVICE_ID_LEN: usize = 512;
 
 fn localpart_of(user_id: &str) -> &str {
     user_id.trim_start_matches('@').split(':').next().unwrap_or_default()

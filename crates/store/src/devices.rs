@@ -112,7 +112,7 @@ impl Store {
     }
 
     /// Deletes devices with their access and refresh tokens, pushers, end-to-end encryption
-    /// keys and to-device inboxes, in one transaction; each device that existed is a
+    /// keys, to-device inboxes and dehydrated-device records, in one transaction; each device that existed is a
     /// device-list change at `device_list_stream_id`.
     pub async fn delete_devices(
         &self,
@@ -147,6 +147,7 @@ impl Store {
                         "e2e_fallback_keys",
                         "to_device_inbox",
                         "to_device_txns",
+                        "dehydrated_devices",
                         "devices",
                     ] {
                         tx.execute(
@@ -183,7 +184,8 @@ impl Store {
         Ok(())
     }
 
-    /// Devices last seen (or, never seen, created) before `before_ts`, excluding hidden ones.
+    /// Devices last seen (or, never seen, created) before `before_ts`, excluding hidden ones and
+    /// dehydrated devices (never seen by design: no client uses them until it rehydrates one).
     pub async fn stale_devices(
         &self,
         before_ts: i64,
@@ -192,7 +194,9 @@ impl Store {
         let rows = self
             .db
             .query(
-                "SELECT user_id, device_id FROM devices WHERE NOT hidden AND COALESCE(last_seen_ts, created_ts) < $1 LIMIT $2",
+                "SELECT user_id, device_id FROM devices d WHERE NOT hidden AND COALESCE(last_seen_ts, created_ts) < $1
+                 AND NOT EXISTS (SELECT 1 FROM dehydrated_devices h WHERE h.user_id = d.user_id AND h.device_id = d.device_id)
+                 LIMIT $2",
                 params![before_ts, limit],
             )
             .await?;

@@ -11,6 +11,7 @@
 //! This is the only crate that contains SQL.
 
 pub mod cross_signing;
+pub mod dehydrated;
 pub mod device_lists;
 pub mod devices;
 pub mod e2e_keys;
@@ -32,6 +33,7 @@ pub mod uia;
 pub mod users;
 
 pub use cross_signing::{CrossSigningKeyRecord, CrossSigningSignatureRecord};
+pub use dehydrated::DehydratedDeviceRecord;
 pub use device_lists::MembershipTransition;
 pub use devices::DeviceRecord;
 pub use e2e_keys::{DeviceKeysRecord, OneTimeKeyRecord};

@@ -2,6 +2,7 @@
 
 mod account;
 mod capabilities;
+mod dehydrated;
 mod devices;
 mod directory;
 mod keys;
@@ -69,4 +70,5 @@ pub fn routes() -> Router<AppState> {
         .merge(search::routes())
         .merge(to_device::routes())
         .merge(room_keys::routes())
+        .merge(dehydrated::routes())
 }
