@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use myelin_core::MatrixError;
-use myelin_store::OneTimeKeyRecord;
+use myelin_store::{KeysUploadRecord, OneTimeKeyRecord};
 use ruma::serde::{Base64, base64::Standard};
 use ruma::signatures::{
     SigningKeyAlgorithm, to_canonical_json_string_for_signing, verify_canonical_json_bytes,
@@ -193,34 +193,45 @@ impl Services {
         }
 
         // A one-time key ID already in use must come with the same key (a client retrying an
-        // upload); another key under that ID is refused, as Synapse does.
+        // upload); another key under that ID is refused, as Synapse does. One transaction
+        // writes everything; if a concurrent upload stored one of the new IDs meanwhile, the
+        // write fails as a whole and the IDs are checked once more.
         let key_ids: Vec<String> = one_time_keys.iter().map(|key| key.key_id.clone()).collect();
-        let existing = self.store.one_time_keys_by_id(user_id, device_id, &key_ids).await?;
-        let mut new_keys = Vec::with_capacity(one_time_keys.len());
-        for key in one_time_keys {
-            let stored =
-                existing.iter().find(|old| old.algorithm == key.algorithm && old.key_id == key.key_id);
-            match stored {
-                None => new_keys.push(key),
-                Some(old) if parse_stored(&old.key_json)? == parse_stored(&key.key_json)? => {}
-                Some(_) => {
-                    return Err(MatrixError::invalid_param(format!(
-                        "One time key {}:{} already exists with different content",
-                        key.algorithm, key.key_id
-                    ))
-                    .into());
+        for attempt in 0..2 {
+            let existing = self.store.one_time_keys_by_id(user_id, device_id, &key_ids).await?;
+            let mut new_keys = Vec::with_capacity(one_time_keys.len());
+            for key in &one_time_keys {
+                let stored =
+                    existing.iter().find(|old| old.algorithm == key.algorithm && old.key_id == key.key_id);
+                match stored {
+                    None => new_keys.push(key.clone()),
+                    Some(old) if parse_stored(&old.key_json)? == parse_stored(&key.key_json)? => {}
+                    Some(_) => {
+                        return Err(MatrixError::invalid_param(format!(
+                            "One time key {}:{} already exists with different content",
+                            key.algorithm, key.key_id
+                        ))
+                        .into());
+                    }
                 }
             }
-        }
-        if let Some(device_keys) = device_keys_to_store {
-            // New or changed identity keys: a device-list change.
-            let position = self.streams.device_lists.allocate();
-            self.store.set_device_keys(user_id, device_id, &device_keys, position.value()).await?;
-            self.publish_device_list_change(position, &requester.user_id).await;
-        }
-        self.store.add_one_time_keys(user_id, device_id, &new_keys).await?;
-        for key in &fallback_keys {
-            self.store.set_fallback_key(user_id, device_id, key).await?;
+            // New or changed identity keys are a device-list change.
+            let position = device_keys_to_store.as_ref().map(|_| self.streams.device_lists.allocate());
+            let upload = KeysUploadRecord {
+                device_keys: device_keys_to_store
+                    .as_deref()
+                    .zip(position.as_ref().map(|position| position.value())),
+                one_time_keys: &new_keys,
+                fallback_keys: &fallback_keys,
+            };
+            match self.store.upload_keys(user_id, device_id, upload).await {
+                Err(error) if error.is_unique_violation() && attempt == 0 => continue,
+                result => result?,
+            }
+            if let Some(position) = position {
+                self.publish_device_list_change(position, &requester.user_id).await;
+            }
+            break;
         }
         self.one_time_key_counts(user_id, device_id).await
     }

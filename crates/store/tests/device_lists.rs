@@ -81,7 +81,11 @@ store_test!(device_list_changes_are_recorded_with_their_write, |store| async mov
     assert_eq!(store.get_device(BOB, "LAPTOP").await.unwrap().unwrap().display_name, None);
 
     // Identity keys, and a change of the user as a whole (cross-signing keys).
-    store.set_device_keys(BOB, "LAPTOP", r#"{"device_id":"LAPTOP"}"#, 11).await.unwrap();
+    let upload = myelin_store::KeysUploadRecord {
+        device_keys: Some((r#"{"device_id":"LAPTOP"}"#, 11)),
+        ..myelin_store::KeysUploadRecord::default()
+    };
+    store.upload_keys(BOB, "LAPTOP", upload).await.unwrap();
     assert_eq!(changed(&store, BOB, 10, 11).await, [BOB]);
     store.add_device_list_change(12, BOB, "").await.unwrap();
     assert_eq!(changed(&store, BOB, 11, 12).await, [BOB]);
