@@ -58,6 +58,41 @@ def cpu_model():
     return platform.processor() or "unknown"
 
 
+# (label, path in myelin-e2ee's report, better, target ratio)
+E2EE_ROWS = [
+    ("/keys/claim, 10 concurrent claimers (claims/s)", ("claim", "per_s"), "higher", 20),
+    ("/keys/claim p99 (ms)", ("claim", "latency_ms", "p99"), "lower", 10),
+    ("/keys/query, 1,000 users sharing a room (queries/s)", ("query", "per_s"), "higher", 20),
+    ("/keys/query p99 (ms)", ("query", "latency_ms", "p99"), "lower", 10),
+    ("to-device, 1,000 messages to 100 devices via /sync (messages/s)", ("to_device", "per_s"), "higher", 20),
+    ("sendToDevice p99 (ms)", ("to_device", "send_latency_ms", "p99"), "lower", 10),
+]
+
+
+def e2ee_section(out, dbs):
+    """The end-to-end encryption rows (bench/loadgen's myelin-e2ee against both servers)."""
+    for db in dbs:
+        syn = load(os.path.join(out, f"e2ee-synapse-{db}.json"))
+        my = load(os.path.join(out, f"e2ee-myelin-{db}.json"))
+        if not syn and not my:
+            continue
+        syn, my = syn or {}, my or {}
+        print(f"## End-to-end encryption, {db} (*lg*: bench/loadgen myelin-e2ee against both)\n")
+        print("| measure | Synapse | Myelin | ratio | target | met |")
+        print("|---|---|---|---|---|---|")
+        for label, path, better, target in E2EE_ROWS:
+            s, m = dig(syn, path), dig(my, path)
+            ratio = None
+            if isinstance(s, (int, float)) and isinstance(m, (int, float)) and s > 0 and m > 0:
+                ratio = m / s if better == "higher" else s / m
+            met = "yes" if ratio is not None and ratio >= target else ("no" if ratio is not None else "?")
+            rtxt = f"{ratio:.1f}x" if ratio is not None else "-"
+            ttxt = f">= {target}x" if better == "higher" else f"<= 1/{target}"
+            print(f"| {label} | {fmt(s)} | {fmt(m)} | {rtxt} | {ttxt} | {met} |")
+        dup = [f"{name} {dig(d, ('claim', 'duplicates'))}" for name, d in (("Synapse", syn), ("Myelin", my)) if d]
+        print(f"\nOne-time keys handed out twice: {', '.join(dup)} (must be 0).\n")
+
+
 SCALE_BEGIN = "<!-- scale:begin -->"
 SCALE_END = "<!-- scale:end -->"
 
@@ -118,6 +153,7 @@ def main():
                         notes.append(f"{name} {phase}: other processes used {o} cores (contended)")
         if notes:
             print("Contention notes: " + "; ".join(sorted(set(notes))) + ".\n")
+    e2ee_section(out, dbs)
     files = sorted(glob.glob(os.path.join(out, "synapse-*.json")) + glob.glob(os.path.join(out, "myelin-*.json")))
     if files:
         print("## All mxbench figures\n")

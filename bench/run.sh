@@ -8,7 +8,8 @@
 # (open registration, rate limits off, presence on, bcrypt cost 12, logs at warning level),
 # runs mxbench against it with the same parameters, then runs bench/loadgen (a Rust client
 # that can outpace the server, for the throughput phases) against Myelin, and writes
-# BENCHMARKS.md from the results. --quick runs small sizes (a smoke test, not a figure).
+# BENCHMARKS.md from the results. bench/loadgen's myelin-e2ee then measures the end-to-end
+# encryption rows (key claims, key queries, to-device delivery) against both servers alike. --quick runs small sizes (a smoke test, not a figure).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -43,9 +44,11 @@ if [ "$quick" = 1 ]; then
     sizes=(-n 40 --logins 20 --rooms 20 -m 300 --sync-rooms 5 --sync-messages 10 --sync-reps 2
            --incremental 10 --delivery 20 --join-users 39 --join-room-events 100 --newcomers 1)
     loadgen_sizes=(--messages 2000 --joiners 39)
+    e2ee_sizes=(--otks-per-device 20 --query-users 50 --queries 20 --to-device-devices 20 --to-device-messages 200)
 else
     sizes=()
     loadgen_sizes=(--messages 20000 --joiners 199)
+    e2ee_sizes=()
 fi
 
 free_port() { "$bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -94,6 +97,9 @@ for db in $dbs; do
     echo "== mxbench against Synapse $version ($db)"
     "$bin/python" "$shared/bench/mxbench.py" --url "http://127.0.0.1:$port" --pid "$spid" "${pg_pid_args[@]}" \
         --label "synapse-$db" --out "$out/synapse-$db.json" "${sizes[@]}" >/dev/null 2>"$out/synapse-$db.log" || true
+    echo "== end-to-end encryption rows against Synapse ($db)"
+    target/loadgen/release/myelin-e2ee --url "http://127.0.0.1:$port" --pid "$spid" "${e2ee_sizes[@]}" \
+        --out "$out/e2ee-synapse-$db.json" >/dev/null 2>"$out/e2ee-synapse-$db.log" || true
     kill -TERM "$spid"; wait "$spid" 2>/dev/null || true
 
     # --- Myelin --------------------------------------------------------------
@@ -114,6 +120,9 @@ for db in $dbs; do
     echo "== loadgen against Myelin ($db)"
     target/loadgen/release/myelin-loadgen --url "http://127.0.0.1:$port" --pid "$mpid" "${loadgen_sizes[@]}" \
         --out "$out/loadgen-myelin-$db.json" 2>"$out/loadgen-myelin-$db.log" || true
+    echo "== end-to-end encryption rows against Myelin ($db)"
+    target/loadgen/release/myelin-e2ee --url "http://127.0.0.1:$port" --pid "$mpid" "${e2ee_sizes[@]}" \
+        --out "$out/e2ee-myelin-$db.json" >/dev/null 2>"$out/e2ee-myelin-$db.log" || true
     kill -TERM "$mpid"; wait "$mpid" 2>/dev/null || true
 done
 

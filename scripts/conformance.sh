@@ -3,7 +3,7 @@
 # response_schema_conformance, for every OpenAPI file in scripts/conformance.list, against a
 # freshly generated Myelin.
 #
-#   scripts/conformance.sh [--max-examples N]
+#   scripts/conformance.sh [--max-examples N]   (MYELIN_CONFORMANCE_LIST=FILE checks another list)
 #
 # The database is SQLite by default; with MYELIN_CONFORMANCE_DB=postgres it is a fresh schema in
 # the PostgreSQL server named by TEST_POSTGRES_URL (URL or key=value form, as exported by
@@ -91,7 +91,7 @@ while read -r file base auth; do
             echo "   $1: $(grep -E "^ +[0-9]+ generated" "$work/out.txt" | tr -s ' ')"
         fi
     done
-done <scripts/conformance.list
+done <"${MYELIN_CONFORMANCE_LIST:-scripts/conformance.list}"
 if grep -q "panicked" "$work/myelin.log"; then
     echo "myelin logged a panic during the conformance run:"; grep -B2 -A5 panicked "$work/myelin.log"; failed=1
 fi

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 pub struct User {
     pub token: String,
     pub user_id: String,
+    pub device_id: String,
 }
 
 pub struct Client {
@@ -37,6 +38,10 @@ impl Client {
 
     pub async fn get(&self, path: &str, user: &User) -> Value {
         self.request(reqwest::Method::GET, path, Some(&user.token), None).await
+    }
+
+    pub async fn post(&self, path: &str, user: &User, body: &Value) -> Value {
+        self.request(reqwest::Method::POST, path, Some(&user.token), Some(body)).await
     }
 
     pub async fn request(
@@ -79,6 +84,7 @@ impl Client {
         User {
             token: value["access_token"].as_str().unwrap().to_owned(),
             user_id: value["user_id"].as_str().unwrap().to_owned(),
+            device_id: value["device_id"].as_str().unwrap_or_default().to_owned(),
         }
     }
 

@@ -73,6 +73,7 @@ fn user_of(state: &Value) -> User {
     User {
         token: state["token"].as_str().unwrap().to_owned(),
         user_id: state["user_id"].as_str().unwrap().to_owned(),
+        device_id: state["device_id"].as_str().unwrap_or_default().to_owned(),
     }
 }
 

@@ -62,6 +62,7 @@ pub fn status_of(code: ErrCode) -> StatusCode {
         | UnknownPos
         | ProfileTooLarge
         | KeyTooLarge
+        | InvalidSignature
         | Unknown
         | Custom(_) => StatusCode::BAD_REQUEST,
     }

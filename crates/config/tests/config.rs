@@ -317,3 +317,27 @@ fn hash_password_reads_a_file_with_only_password_settings() {
         Err(ConfigError::Invalid { key, .. }) if key == "bcrypt_rounds"
     ));
 }
+
+#[test]
+fn encryption_by_default_reads_synapse_values() {
+    use myelin_config::EncryptionByDefault;
+    let origin = Path::new("homeserver.yaml");
+    let read = |value: &str| {
+        let yaml = format!("server_name: a.org\n{value}");
+        load_from_str(&yaml, origin).map(|loaded| loaded.config.room.encryption_by_default)
+    };
+    let key = "encryption_enabled_by_default_for_room_type";
+    assert_eq!(read("").unwrap(), EncryptionByDefault::Off);
+    assert_eq!(read(&format!("{key}: all\n")).unwrap(), EncryptionByDefault::All);
+    assert_eq!(read(&format!("{key}: invite\n")).unwrap(), EncryptionByDefault::Invite);
+    assert_eq!(read(&format!("{key}: \"off\"\n")).unwrap(), EncryptionByDefault::Off);
+    // Unquoted `off` is `false` to PyYAML, and Synapse reads `false` as off.
+    assert_eq!(read(&format!("{key}: off\n")).unwrap(), EncryptionByDefault::Off);
+    assert_eq!(read(&format!("{key}: false\n")).unwrap(), EncryptionByDefault::Off);
+    for bad in ["sometimes", "true", "1", "[all]"] {
+        match read(&format!("{key}: {bad}\n")) {
+            Err(ConfigError::Invalid { key: found, .. }) => assert_eq!(found, key, "for {bad}"),
+            other => panic!("expected an error naming {key} for {bad}, got {other:?}"),
+        }
+    }
+}

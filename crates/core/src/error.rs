@@ -53,6 +53,7 @@ pub enum ErrCode {
     WrongRoomKeysVersion,
     ProfileTooLarge,
     KeyTooLarge,
+    InvalidSignature,
     /// An unknown `errcode` relayed from elsewhere (kept verbatim).
     Custom(&'static str),
 }
@@ -105,6 +106,7 @@ impl ErrCode {
             ErrCode::WrongRoomKeysVersion => "M_WRONG_ROOM_KEYS_VERSION",
             ErrCode::ProfileTooLarge => "M_PROFILE_TOO_LARGE",
             ErrCode::KeyTooLarge => "M_KEY_TOO_LARGE",
+            ErrCode::InvalidSignature => "M_INVALID_SIGNATURE",
             ErrCode::Custom(code) => code,
         }
     }

@@ -233,7 +233,9 @@ impl Services {
                 }
             }
         };
-        let record = minted.as_ref().map(|m| m.record());
+        // The new device is a device-list change (of a user in no room yet: nobody to wake).
+        let position = minted.as_ref().map(|_| self.streams.device_lists.allocate());
+        let record = minted.as_ref().map(|m| m.record(position.as_ref().map(|p| p.value())));
         let created =
             match self.store.register_user(&new_user, registration_token.as_deref(), record.as_ref()).await {
                 Ok(created) => created,
@@ -242,6 +244,9 @@ impl Services {
                     return Err(error.into());
                 }
             };
+        if let Some(position) = position {
+            position.finish();
+        }
         if !created {
             release_token().await;
             return Err(MatrixError::new(ErrCode::UserInUse, "User ID already taken.").into());
@@ -275,7 +280,11 @@ impl Services {
             false,
         )?;
         let new_user = NewUser { user_id: user_id.clone(), is_guest: true, ..NewUser::default() };
-        if !self.store.register_user(&new_user, None, Some(&minted.record())).await? {
+        let position = self.streams.device_lists.allocate();
+        let created =
+            self.store.register_user(&new_user, None, Some(&minted.record(Some(position.value())))).await?;
+        position.finish();
+        if !created {
             return Err(MatrixError::new(ErrCode::UserInUse, "User ID already taken.").into());
         }
         let address = request.client_ip.clone().unwrap_or_default();
@@ -440,6 +449,10 @@ impl Services {
     pub async fn deactivate_user(&self, user_id: &UserId, erase: bool) -> Result<()> {
         // Leave rooms first, while the profile still names the member events.
         self.leave_all_rooms(user_id).await?;
+        // Devices go through the one deletion path, with their keys and inboxes.
+        let devices: Vec<String> =
+            self.store.list_devices(user_id.as_str()).await?.into_iter().map(|d| d.device_id).collect();
+        self.delete_devices(user_id, &devices).await?;
         self.store.deactivate_user(user_id.as_str(), erase).await?;
         self.auth_cache.evict_user(user_id);
         tracing::info!(%user_id, erase, "deactivated a user");

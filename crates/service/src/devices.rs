@@ -33,17 +33,26 @@ impl Services {
             ))
             .into());
         }
-        if !self.store.set_device_display_name(user_id.as_str(), device_id, display_name).await? {
+        let position = self.streams.device_lists.allocate();
+        let found = self
+            .store
+            .set_device_display_name(user_id.as_str(), device_id, display_name, position.value())
+            .await?;
+        self.publish_device_list_change(position, user_id).await;
+        if !found {
             return Err(MatrixError::not_found("Device not found").into());
         }
         Ok(())
     }
 
-    /// Deletes devices with every token they hold and their to-device inboxes; unknown device
-    /// IDs are ignored, as the spec allows.
+    /// Deletes devices with every token they hold and their to-device inboxes (a device-list
+    /// change for those sharing a room with the user); unknown device IDs are ignored, as the
+    /// spec allows.
     pub async fn delete_devices(&self, user_id: &UserId, device_ids: &[String]) -> Result<()> {
         let hashes = self.store.access_tokens_of_devices(user_id.as_str(), device_ids).await?;
-        self.store.delete_devices(user_id.as_str(), device_ids).await?;
+        let position = self.streams.device_lists.allocate();
+        self.store.delete_devices(user_id.as_str(), device_ids, position.value()).await?;
+        self.publish_device_list_change(position, user_id).await;
         self.auth_cache.evict(&hashes);
         Ok(())
     }

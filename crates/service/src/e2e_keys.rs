@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use myelin_core::MatrixError;
-use myelin_store::OneTimeKeyRecord;
+use myelin_store::{KeysUploadRecord, OneTimeKeyRecord};
 use ruma::serde::{Base64, base64::Standard};
 use ruma::signatures::{
     SigningKeyAlgorithm, to_canonical_json_string_for_signing, verify_canonical_json_bytes,
@@ -14,6 +14,7 @@ use ruma::{CanonicalJsonObject, CanonicalJsonValue, OwnedUserId, UserId};
 use serde_json::{Map, Value};
 
 use crate::auth::Requester;
+use crate::cross_signing::{QueriedCrossSigningKeys, merge_signatures};
 use crate::{Error, Result, Services};
 
 /// What a device uploads: each part as the client sent it.
@@ -36,7 +37,10 @@ pub struct QueriedDeviceKeys {
 #[derive(Debug, Default)]
 pub struct KeysQueryResult {
     /// User to device to keys; every local user asked for is present (maybe without devices).
+    /// Each device's keys carry the signatures its user made of it (with the self-signing key).
     pub device_keys: BTreeMap<OwnedUserId, BTreeMap<String, QueriedDeviceKeys>>,
+    /// The local users' cross-signing keys, as the requester may see them.
+    pub cross_signing: QueriedCrossSigningKeys,
     /// Servers that could not be asked (all remote ones, until federation exists).
     pub failures: BTreeSet<String>,
 }
@@ -189,31 +193,45 @@ impl Services {
         }
 
         // A one-time key ID already in use must come with the same key (a client retrying an
-        // upload); another key under that ID is refused, as Synapse does.
+        // upload); another key under that ID is refused, as Synapse does. One transaction
+        // writes everything; if a concurrent upload stored one of the new IDs meanwhile, the
+        // write fails as a whole and the IDs are checked once more.
         let key_ids: Vec<String> = one_time_keys.iter().map(|key| key.key_id.clone()).collect();
-        let existing = self.store.one_time_keys_by_id(user_id, device_id, &key_ids).await?;
-        let mut new_keys = Vec::with_capacity(one_time_keys.len());
-        for key in one_time_keys {
-            let stored =
-                existing.iter().find(|old| old.algorithm == key.algorithm && old.key_id == key.key_id);
-            match stored {
-                None => new_keys.push(key),
-                Some(old) if parse_stored(&old.key_json)? == parse_stored(&key.key_json)? => {}
-                Some(_) => {
-                    return Err(MatrixError::invalid_param(format!(
-                        "One time key {}:{} already exists with different content",
-                        key.algorithm, key.key_id
-                    ))
-                    .into());
+        for attempt in 0..2 {
+            let existing = self.store.one_time_keys_by_id(user_id, device_id, &key_ids).await?;
+            let mut new_keys = Vec::with_capacity(one_time_keys.len());
+            for key in &one_time_keys {
+                let stored =
+                    existing.iter().find(|old| old.algorithm == key.algorithm && old.key_id == key.key_id);
+                match stored {
+                    None => new_keys.push(key.clone()),
+                    Some(old) if parse_stored(&old.key_json)? == parse_stored(&key.key_json)? => {}
+                    Some(_) => {
+                        return Err(MatrixError::invalid_param(format!(
+                            "One time key {}:{} already exists with different content",
+                            key.algorithm, key.key_id
+                        ))
+                        .into());
+                    }
                 }
             }
-        }
-        if let Some(device_keys) = device_keys_to_store {
-            self.store.set_device_keys(user_id, device_id, &device_keys).await?;
-        }
-        self.store.add_one_time_keys(user_id, device_id, &new_keys).await?;
-        for key in &fallback_keys {
-            self.store.set_fallback_key(user_id, device_id, key).await?;
+            // New or changed identity keys are a device-list change.
+            let position = device_keys_to_store.as_ref().map(|_| self.streams.device_lists.allocate());
+            let upload = KeysUploadRecord {
+                device_keys: device_keys_to_store
+                    .as_deref()
+                    .zip(position.as_ref().map(|position| position.value())),
+                one_time_keys: &new_keys,
+                fallback_keys: &fallback_keys,
+            };
+            match self.store.upload_keys(user_id, device_id, upload).await {
+                Err(error) if error.is_unique_violation() && attempt == 0 => continue,
+                result => result?,
+            }
+            if let Some(position) = position {
+                self.publish_device_list_change(position, &requester.user_id).await;
+            }
+            break;
         }
         self.one_time_key_counts(user_id, device_id).await
     }
@@ -290,9 +308,11 @@ impl Services {
         Ok((ed25519, Some(Value::Object(to_store).to_string())))
     }
 
-    /// `/keys/query`: the identity keys of the users' devices (all of them for an empty list).
+    /// `/keys/query`: the identity keys of the users' devices (all of them for an empty list)
+    /// and their cross-signing keys, as `requester` may see them.
     pub async fn query_keys(
         &self,
+        requester: &UserId,
         requested: &BTreeMap<OwnedUserId, Vec<String>>,
     ) -> Result<KeysQueryResult> {
         let mut result = KeysQueryResult::default();
@@ -302,16 +322,22 @@ impl Services {
                 continue;
             }
             let device_ids = (!device_ids.is_empty()).then_some(device_ids.as_slice());
+            let records = self.store.device_keys_of_user(user_id.as_str(), device_ids).await?;
+            let found: Vec<String> = records.iter().map(|record| record.device_id.clone()).collect();
+            let mut signatures = self.device_signatures(user_id, &found).await?;
             let mut devices = BTreeMap::new();
-            for record in self.store.device_keys_of_user(user_id.as_str(), device_ids).await? {
-                let Value::Object(keys) = parse_stored(&record.key_json)? else {
+            for record in records {
+                let Value::Object(mut keys) = parse_stored(&record.key_json)? else {
                     return Err(Error::internal("stored device keys are not an object"));
                 };
+                merge_signatures(&mut keys, &signatures.remove(&record.device_id).unwrap_or_default());
                 devices
                     .insert(record.device_id, QueriedDeviceKeys { keys, display_name: record.display_name });
             }
             result.device_keys.insert(user_id.clone(), devices);
         }
+        let local_users = result.device_keys.keys();
+        result.cross_signing = self.query_cross_signing_keys(requester, local_users).await?;
         Ok(result)
     }
 

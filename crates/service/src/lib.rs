@@ -7,6 +7,8 @@
 //! - [`auth`]: access tokens (minted from a CSPRNG, stored hashed) and the [`auth::Requester`].
 //! - [`accounts`]: registration (open, token, guest, shared secret), password changes,
 //!   deactivation. [`sessions`]: login, refresh, logout, login tokens. [`devices`], [`profile`].
+//! - [`e2e_keys`], [`to_device`], [`device_lists`]: end-to-end encryption keys, to-device
+//!   messages, and device-list tracking (`/sync`'s `device_lists`, `/keys/changes`).
 //! - [`rooms`]: rooms and the event graph (the write path, reads, membership, directory).
 //! - [`push`]: push rules, push actions and unread counts, pushers, delivery to gateways.
 //! - [`sync`]: `/sync`. [`account_data`] (and tags), [`receipts`], [`typing`], [`presence`].
@@ -14,6 +16,7 @@
 //! - [`uia`]: user-interactive authentication sessions and stages.
 //! - [`ratelimit`]: Synapse-style leaky buckets with per-user overrides.
 //! - [`error`]: the service error: a Matrix error for the client, or an internal failure.
+//! - [`key_backup`]: server-side key backup (backup versions and the room keys in them).
 //! - [`keys`]: the server's ed25519 signing key (Synapse's key file format) and the signed
 //!   `/_matrix/key/v2/server` document.
 //! - [`metrics`]: the Prometheus registry and the process collector.
@@ -25,10 +28,14 @@
 pub mod account_data;
 pub mod accounts;
 pub mod auth;
+pub mod cross_signing;
+pub mod dehydrated;
+pub mod device_lists;
 pub mod devices;
 pub mod e2e_keys;
 pub mod error;
 pub mod filter;
+pub mod key_backup;
 pub mod keys;
 pub mod metrics;
 pub mod passwords;
@@ -101,10 +108,19 @@ impl Services {
         let rooms = rooms::Rooms::new(store.max_stream_ordering().await?, config.caches.event_cache_limits());
         let (account_data, receipts, presence) = store.max_stream_ids().await?;
         let to_device = store.max_to_device_position().await?;
+        // Past the high-water mark by a margin: see `device_lists`' design notes.
+        let device_lists =
+            store.max_device_list_position().await?.saturating_add(device_lists::RESTART_MARGIN);
         Ok(Services {
             rooms: Arc::new(rooms),
             notifier: Arc::default(),
-            streams: Arc::new(streams::UserStreams::new(account_data, receipts, presence, to_device)),
+            streams: Arc::new(streams::UserStreams::new(
+                account_data,
+                receipts,
+                presence,
+                to_device,
+                device_lists,
+            )),
             typing: Arc::default(),
             typing_expiry_wakeup: Arc::default(),
             active_syncs: Arc::default(),

@@ -31,8 +31,9 @@ pub(crate) struct MintedSession {
 }
 
 impl MintedSession {
-    /// What the store writes for it.
-    pub(crate) fn record(&self) -> NewLoginSession<'_> {
+    /// What the store writes for it; a new device is a device-list change at
+    /// `device_list_stream_id` (`None` when the device exists already).
+    pub(crate) fn record(&self, device_list_stream_id: Option<i64>) -> NewLoginSession<'_> {
         let session = &self.session;
         NewLoginSession {
             device_id: &session.device_id,
@@ -50,6 +51,7 @@ impl MintedSession {
                 expiry_ts: *expiry,
                 ultimate_session_expiry_ts: *ultimate,
             }),
+            device_list_stream_id,
         }
     }
 }
@@ -72,7 +74,7 @@ pub struct LoginRequest {
 }
 
 /// Devices IDs longer than this are refused (Synapse's limit).
-const MAX_DEVICE_ID_LEN: usize = 512;
+pub(crate) const MAX_DEVICE_ID_LEN: usize = 512;
 
 fn localpart_of(user_id: &str) -> &str {
     user_id.trim_start_matches('@').split(':').next().unwrap_or_default()
@@ -94,7 +96,11 @@ impl Services {
         want_refresh: bool,
     ) -> Result<LoginSession> {
         let minted = self.mint_login_session(user_id, device_id, display_name, want_refresh)?;
-        self.store.store_login_session(&minted.record()).await?;
+        let position = self.streams.device_lists.allocate();
+        self.store.store_login_session(&minted.record(Some(position.value()))).await?;
+        if let Ok(user_id) = UserId::parse(user_id) {
+            self.publish_device_list_change(position, &user_id).await;
+        }
         Ok(minted.session)
     }
 
@@ -129,7 +135,7 @@ impl Services {
         ultimate_expiry: Option<i64>,
     ) -> Result<LoginSession> {
         let minted = self.mint_tokens(user_id, device_id, with_refresh, ultimate_expiry);
-        self.store.store_login_session(&minted.record()).await?;
+        self.store.store_login_session(&minted.record(None)).await?;
         Ok(minted.session)
     }
 

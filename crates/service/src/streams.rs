@@ -257,19 +257,25 @@ pub struct UserStreams {
     pub typing: Stream,
     /// To-device messages (persisted in each device's inbox).
     pub to_device: Stream,
-    /// Reserved for device lists (end-to-end encryption).
+    /// Device-list changes (persisted in `device_lists_changes`, see [`crate::device_lists`]).
     pub device_lists: Stream,
 }
 
 impl UserStreams {
-    pub fn new(account_data: i64, receipts: i64, presence: i64, to_device: i64) -> UserStreams {
+    pub fn new(
+        account_data: i64,
+        receipts: i64,
+        presence: i64,
+        to_device: i64,
+        device_lists: i64,
+    ) -> UserStreams {
         UserStreams {
             account_data: Stream::new(account_data),
             receipts: Stream::new(receipts),
             presence: Stream::new(presence),
             typing: Stream::new(0),
             to_device: Stream::new(to_device),
-            device_lists: Stream::new(0),
+            device_lists: Stream::new(device_lists),
         }
     }
 }

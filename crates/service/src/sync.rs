@@ -15,6 +15,7 @@ use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde_json::Value;
 
 use crate::auth::Requester;
+use crate::device_lists::DeviceListUpdates;
 use crate::filter::FilterDefinition;
 use crate::push::UnreadCounts;
 use crate::rooms::read::make_token;
@@ -153,6 +154,8 @@ pub struct SyncResponse {
     pub device_one_time_keys_count: BTreeMap<String, i64>,
     /// The algorithms of the device's fallback keys not handed out yet.
     pub device_unused_fallback_key_types: Vec<String>,
+    /// Whose device keys to fetch again, and whom to stop tracking (incremental syncs only).
+    pub device_lists: DeviceListUpdates,
 }
 
 impl SyncResponse {
@@ -164,6 +167,7 @@ impl SyncResponse {
             && self.account_data.is_empty()
             && self.presence.is_empty()
             && self.to_device.is_empty()
+            && self.device_lists.is_empty()
     }
 }
 
@@ -353,7 +357,9 @@ impl Services {
             response.device_unused_fallback_key_types =
                 self.unused_fallback_key_types(user_id.as_str(), device_id).await?;
         }
-        // Device lists are not implemented yet: always empty.
+        if let Some(since) = pass.since() {
+            response.device_lists = self.device_list_updates(user_id, since, now).await?;
+        }
         Ok(response)
     }
 

@@ -1,5 +1,6 @@
 //! Devices of local users.
 
+use crate::device_lists::{advance_device_list_stream, record_device_list_change};
 use crate::{Row, Store, StoreError, now_ms, params};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -74,31 +75,69 @@ impl Store {
         self.db.query(&sql, params![user_id]).await?.iter().map(device_from_row).collect()
     }
 
+    /// Renames a device; a new name is a device-list change at `device_list_stream_id`.
     /// Returns `false` when there is no such device.
     pub async fn set_device_display_name(
         &self,
         user_id: &str,
         device_id: &str,
         display_name: Option<&str>,
+        device_list_stream_id: i64,
     ) -> Result<bool, StoreError> {
-        let changed = self
-            .db
-            .execute(
-                "UPDATE devices SET display_name = $3 WHERE user_id = $1 AND device_id = $2 AND NOT hidden",
-                params![user_id, device_id, display_name],
-            )
-            .await?;
-        Ok(changed > 0)
+        self.db
+            .transaction(async |tx| {
+                let row = tx
+                    .query_opt(
+                        "SELECT display_name FROM devices WHERE user_id = $1 AND device_id = $2 AND NOT hidden",
+                        params![user_id, device_id],
+                    )
+                    .await?;
+                let Some(row) = row else {
+                    advance_device_list_stream(tx, device_list_stream_id).await?;
+                    return Ok(false);
+                };
+                if row.opt_string(0)?.as_deref() == display_name {
+                    advance_device_list_stream(tx, device_list_stream_id).await?;
+                    return Ok(true);
+                }
+                tx.execute(
+                    "UPDATE devices SET display_name = $3 WHERE user_id = $1 AND device_id = $2",
+                    params![user_id, device_id, display_name],
+                )
+                .await?;
+                record_device_list_change(tx, device_list_stream_id, user_id, device_id).await?;
+                Ok(true)
+            })
+            .await
     }
 
     /// Deletes devices with their access and refresh tokens, pushers, end-to-end encryption
-    /// keys and to-device inboxes, in one transaction.
-    pub async fn delete_devices(&self, user_id: &str, device_ids: &[String]) -> Result<(), StoreError> {
+    /// keys, to-device inboxes and dehydrated-device records, in one transaction; each device that existed is a
+    /// device-list change at `device_list_stream_id`.
+    pub async fn delete_devices(
+        &self,
+        user_id: &str,
+        device_ids: &[String],
+        device_list_stream_id: i64,
+    ) -> Result<(), StoreError> {
         self.db
             .transaction(async |tx| {
+                let mut changed = false;
                 for device_id in device_ids {
+                    let existed = tx
+                        .query_opt(
+                            "SELECT 1 FROM devices WHERE user_id = $1 AND device_id = $2",
+                            params![user_id, device_id.as_str()],
+                        )
+                        .await?
+                        .is_some();
+                    if existed {
+                        record_device_list_change(tx, device_list_stream_id, user_id, device_id).await?;
+                        changed = true;
+                    }
                     // A device's pushers go with it (the spec: logging out removes them), and so
-                    // do its end-to-end encryption keys and its to-device inbox.
+                    // do its end-to-end encryption keys, the cross-signing signatures of and by it and its
+                    // to-device inbox.
                     for table in [
                         "access_tokens",
                         "refresh_tokens",
@@ -108,6 +147,7 @@ impl Store {
                         "e2e_fallback_keys",
                         "to_device_inbox",
                         "to_device_txns",
+                        "dehydrated_devices",
                         "devices",
                     ] {
                         tx.execute(
@@ -116,6 +156,10 @@ impl Store {
                         )
                         .await?;
                     }
+                    crate::cross_signing::delete_signatures_of_key(tx, user_id, device_id).await?;
+                }
+                if !changed {
+                    advance_device_list_stream(tx, device_list_stream_id).await?;
                 }
                 Ok(())
             })
@@ -140,7 +184,8 @@ impl Store {
         Ok(())
     }
 
-    /// Devices last seen (or, never seen, created) before `before_ts`, excluding hidden ones.
+    /// Devices last seen (or, never seen, created) before `before_ts`, excluding hidden ones and
+    /// dehydrated devices (never seen by design: no client uses them until it rehydrates one).
     pub async fn stale_devices(
         &self,
         before_ts: i64,
@@ -149,7 +194,9 @@ impl Store {
         let rows = self
             .db
             .query(
-                "SELECT user_id, device_id FROM devices WHERE NOT hidden AND COALESCE(last_seen_ts, created_ts) < $1 LIMIT $2",
+                "SELECT user_id, device_id FROM devices d WHERE NOT hidden AND COALESCE(last_seen_ts, created_ts) < $1
+                 AND NOT EXISTS (SELECT 1 FROM dehydrated_devices h WHERE h.user_id = d.user_id AND h.device_id = d.device_id)
+                 LIMIT $2",
                 params![before_ts, limit],
             )
             .await?;

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::device_lists::record_device_list_change;
 use crate::{Dialect, Row, Store, StoreError, Value, now_ms, params};
 
 /// A device's uploaded identity keys, with the device's display name.
@@ -21,6 +22,15 @@ pub struct OneTimeKeyRecord {
     pub key_json: String,
 }
 
+/// What one `/keys/upload` stores (see [`Store::upload_keys`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KeysUploadRecord<'a> {
+    /// New or changed identity keys, with their device-list stream position.
+    pub device_keys: Option<(&'a str, i64)>,
+    pub one_time_keys: &'a [OneTimeKeyRecord],
+    pub fallback_keys: &'a [OneTimeKeyRecord],
+}
+
 /// `$first, ..., $(first + n - 1)`: the placeholders of an `IN (...)` list after other parameters.
 fn placeholders_from(first: usize, n: usize) -> String {
     (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
@@ -31,21 +41,66 @@ fn one_time_key_from_row(row: &Row) -> Result<OneTimeKeyRecord, StoreError> {
 }
 
 impl Store {
-    /// Stores (or replaces) a device's identity keys.
-    pub async fn set_device_keys(
+    /// Stores one `/keys/upload` in one transaction: the device's identity keys (new or
+    /// changed ones only, a device-list change at their stream position), one-time keys (only
+    /// IDs not stored yet: one stored meanwhile by a concurrent upload fails the whole upload
+    /// with a unique violation, for the caller to check again) and fallback keys (each
+    /// replacing the device's previous one of its algorithm).
+    pub async fn upload_keys(
         &self,
         user_id: &str,
         device_id: &str,
-        key_json: &str,
+        upload: KeysUploadRecord<'_>,
     ) -> Result<(), StoreError> {
+        let ts = now_ms();
         self.db
-            .execute(
-                "INSERT INTO e2e_device_keys (user_id, device_id, key_json, ts) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (user_id, device_id) DO UPDATE SET key_json = excluded.key_json, ts = excluded.ts",
-                params![user_id, device_id, key_json, now_ms()],
-            )
-            .await?;
-        Ok(())
+            .transaction(async |tx| {
+                if let Some((key_json, device_list_stream_id)) = upload.device_keys {
+                    tx.execute(
+                        "INSERT INTO e2e_device_keys (user_id, device_id, key_json, ts) VALUES ($1, $2, $3, $4)
+                         ON CONFLICT (user_id, device_id) DO UPDATE SET key_json = excluded.key_json, ts = excluded.ts",
+                        params![user_id, device_id, key_json, ts],
+                    )
+                    .await?;
+                    record_device_list_change(tx, device_list_stream_id, user_id, device_id).await?;
+                }
+                for key in upload.one_time_keys {
+                    tx.execute(
+                        "INSERT INTO e2e_one_time_keys (user_id, device_id, algorithm, key_id, key_json, ts)
+                         VALUES ($1, $2, $3, $4, $5, $6)",
+                        params![
+                            user_id,
+                            device_id,
+                            key.algorithm.as_str(),
+                            key.key_id.as_str(),
+                            key.key_json.as_str(),
+                            ts
+                        ],
+                    )
+                    .await?;
+                }
+                for key in upload.fallback_keys {
+                    // The same key again keeps whether it was used.
+                    tx.execute(
+                        "INSERT INTO e2e_fallback_keys (user_id, device_id, algorithm, key_id, key_json, used)
+                         VALUES ($1, $2, $3, $4, $5, FALSE)
+                         ON CONFLICT (user_id, device_id, algorithm) DO UPDATE
+                         SET key_id = excluded.key_id, key_json = excluded.key_json, used = FALSE
+                         WHERE e2e_fallback_keys.key_id <> excluded.key_id
+                            OR e2e_fallback_keys.key_json <> excluded.key_json",
+                        params![
+                            user_id,
+                            device_id,
+                            key.algorithm.as_str(),
+                            key.key_id.as_str(),
+                            key.key_json.as_str()
+                        ],
+                    )
+                    .await?;
+                }
+                Ok(())
+            })
+            .await
     }
 
     /// The identity keys a device uploaded, if any.
@@ -113,39 +168,6 @@ impl Store {
         self.db.query(&sql, params).await?.iter().map(one_time_key_from_row).collect()
     }
 
-    /// Adds one-time keys; a key whose `algorithm:key_id` is already stored is left as it is.
-    pub async fn add_one_time_keys(
-        &self,
-        user_id: &str,
-        device_id: &str,
-        keys: &[OneTimeKeyRecord],
-    ) -> Result<(), StoreError> {
-        if keys.is_empty() {
-            return Ok(());
-        }
-        let ts = now_ms();
-        self.db
-            .transaction(async |tx| {
-                for key in keys {
-                    tx.execute(
-                        "INSERT INTO e2e_one_time_keys (user_id, device_id, algorithm, key_id, key_json, ts)
-                         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-                        params![
-                            user_id,
-                            device_id,
-                            key.algorithm.as_str(),
-                            key.key_id.as_str(),
-                            key.key_json.as_str(),
-                            ts
-                        ],
-                    )
-                    .await?;
-                }
-                Ok(())
-            })
-            .await
-    }
-
     /// How many one-time keys the device has left, by algorithm.
     pub async fn count_one_time_keys(
         &self,
@@ -186,34 +208,6 @@ impl Store {
         );
         let rows = self.db.execute_returning(&sql, params![user_id, device_id, algorithm]).await?;
         rows.first().map(one_time_key_from_row).transpose()
-    }
-
-    /// Sets the device's fallback key of an algorithm, replacing the previous one (then unused).
-    /// Uploading the same key again keeps whether it was used.
-    pub async fn set_fallback_key(
-        &self,
-        user_id: &str,
-        device_id: &str,
-        key: &OneTimeKeyRecord,
-    ) -> Result<(), StoreError> {
-        self.db
-            .execute(
-                "INSERT INTO e2e_fallback_keys (user_id, device_id, algorithm, key_id, key_json, used)
-                 VALUES ($1, $2, $3, $4, $5, FALSE)
-                 ON CONFLICT (user_id, device_id, algorithm) DO UPDATE
-                 SET key_id = excluded.key_id, key_json = excluded.key_json, used = FALSE
-                 WHERE e2e_fallback_keys.key_id <> excluded.key_id
-                    OR e2e_fallback_keys.key_json <> excluded.key_json",
-                params![
-                    user_id,
-                    device_id,
-                    key.algorithm.as_str(),
-                    key.key_id.as_str(),
-                    key.key_json.as_str()
-                ],
-            )
-            .await?;
-        Ok(())
     }
 
     /// Hands out the device's fallback key of `algorithm`, marking it used.

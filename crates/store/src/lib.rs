@@ -5,15 +5,19 @@
 //! - [`engine`]: the one API over SQLite (rusqlite) and PostgreSQL (tokio-postgres + deadpool),
 //!   values and rows, and migrations.
 //! - One module per data area (`users`, `devices`, `tokens`, `uia`, `profiles`,
-//!   `registration`, `secrets`, `e2e_keys`, `events`, `relations`, `state`, `rooms`, `to_device`), each an `impl Store` block returning domain
+//!   `registration`, `secrets`, `e2e_keys`, `cross_signing`, `device_lists`, `key_backup`, `events`, `relations`, `state`, `rooms`, `to_device`), each an `impl Store` block returning domain
 //!   types, never rows.
 //!
 //! This is the only crate that contains SQL.
 
+pub mod cross_signing;
+pub mod dehydrated;
+pub mod device_lists;
 pub mod devices;
 pub mod e2e_keys;
 pub mod engine;
 pub mod events;
+pub mod key_backup;
 pub mod profiles;
 pub mod push;
 pub mod registration;
@@ -28,10 +32,16 @@ pub mod tokens;
 pub mod uia;
 pub mod users;
 
+pub use cross_signing::{CrossSigningKeyRecord, CrossSigningSignatureRecord};
+pub use dehydrated::DehydratedDeviceRecord;
+pub use device_lists::MembershipTransition;
 pub use devices::DeviceRecord;
-pub use e2e_keys::{DeviceKeysRecord, OneTimeKeyRecord};
+pub use e2e_keys::{DeviceKeysRecord, KeysUploadRecord, OneTimeKeyRecord};
 pub use engine::{Db, Dialect, Durability, Row, Tx, Value};
 pub use events::{EventFilterSql, NewEvent, NewRelation, StoredEvent, TxnRecord};
+pub use key_backup::{
+    BackupKeysState, BackupKeysWrite, BackupVersionRecord, RoomKeyRecord, RoomKeysSelection,
+};
 pub use registration::RegistrationTokenRecord;
 pub use rooms::{MembershipChange, NewReport, RoomRecord};
 pub use state::StateDelta;

@@ -1,5 +1,6 @@
 //! Access, refresh and login tokens, stored as SHA-256 hashes.
 
+use crate::device_lists::{advance_device_list_stream, record_device_list_change};
 use crate::{Store, StoreError, Tx, params};
 
 /// What an access token grants.
@@ -46,6 +47,9 @@ pub struct NewLoginSession<'a> {
     pub device_display_name: Option<&'a str>,
     pub access_token: NewAccessToken<'a>,
     pub refresh_token: Option<NewRefreshToken<'a>>,
+    /// The device-list position a new device (or a display name given to an unnamed one) is
+    /// recorded at; `None` when the device is known to exist already.
+    pub device_list_stream_id: Option<i64>,
 }
 
 const INSERT_ACCESS_TOKEN: &str = "INSERT INTO access_tokens (token_hash, user_id, device_id, created_ts, valid_until_ms, refresh_token_hash, puppets_user_id)
@@ -67,12 +71,21 @@ pub(crate) async fn insert_login_session(
             params![access.user_id, session.device_id, session.device_display_name, crate::now_ms()],
         )
         .await?;
+    let mut renamed = 0;
     if inserted == 0 && session.device_display_name.is_some() {
-        tx.execute(
-            "UPDATE devices SET display_name = $3 WHERE user_id = $1 AND device_id = $2 AND display_name IS NULL",
-            params![access.user_id, session.device_id, session.device_display_name],
-        )
-        .await?;
+        renamed = tx
+            .execute(
+                "UPDATE devices SET display_name = $3 WHERE user_id = $1 AND device_id = $2 AND display_name IS NULL",
+                params![access.user_id, session.device_id, session.device_display_name],
+            )
+            .await?;
+    }
+    if let Some(stream_id) = session.device_list_stream_id {
+        if inserted > 0 || renamed > 0 {
+            record_device_list_change(tx, stream_id, access.user_id, session.device_id).await?;
+        } else {
+            advance_device_list_stream(tx, stream_id).await?;
+        }
     }
     if let Some(refresh) = &session.refresh_token {
         tx.execute(

@@ -171,7 +171,9 @@ impl Store {
     }
 
     /// Marks an account deactivated and removes everything that lets it sign in: password,
-    /// access, refresh and login tokens, devices, and its profile.
+    /// access, refresh and login tokens, devices (with their end-to-end encryption keys,
+    /// to-device inboxes and dehydrated device, as deleting a device removes them), its
+    /// profile, and its key backups, as Synapse does.
     pub async fn deactivate_user(&self, user_id: &str, erase: bool) -> Result<(), StoreError> {
         self.db
             .transaction(async |tx| {
@@ -180,7 +182,22 @@ impl Store {
                     params![user_id, erase],
                 )
                 .await?;
-                for table in ["access_tokens", "refresh_tokens", "login_tokens", "pushers", "devices", "profile_fields"] {
+                for table in [
+                    "access_tokens",
+                    "refresh_tokens",
+                    "login_tokens",
+                    "pushers",
+                    "e2e_device_keys",
+                    "e2e_one_time_keys",
+                    "e2e_fallback_keys",
+                    "to_device_inbox",
+                    "to_device_txns",
+                    "dehydrated_devices",
+                    "devices",
+                    "profile_fields",
+                    "e2e_room_keys",
+                    "e2e_room_keys_versions",
+                ] {
                     tx.execute(&format!("DELETE FROM {table} WHERE user_id = $1"), params![user_id]).await?;
                 }
                 Ok(())

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use myelin_store::{OneTimeKeyRecord, Store};
+use myelin_store::{KeysUploadRecord, OneTimeKeyRecord, Store};
 use myelin_test_support::store_test;
 
 const ALICE: &str = "@alice:test.local";
@@ -12,22 +12,46 @@ fn key(algorithm: &str, key_id: &str, json: &str) -> OneTimeKeyRecord {
     OneTimeKeyRecord { algorithm: algorithm.to_owned(), key_id: key_id.to_owned(), key_json: json.to_owned() }
 }
 
+async fn add_one_time_keys(store: &Store, device_id: &str, keys: &[OneTimeKeyRecord]) {
+    let upload = KeysUploadRecord { one_time_keys: keys, ..KeysUploadRecord::default() };
+    store.upload_keys(ALICE, device_id, upload).await.unwrap();
+}
+
+async fn set_fallback_key(store: &Store, device_id: &str, key: &OneTimeKeyRecord) {
+    let upload = KeysUploadRecord { fallback_keys: std::slice::from_ref(key), ..KeysUploadRecord::default() };
+    store.upload_keys(ALICE, device_id, upload).await.unwrap();
+}
+
+async fn set_device_keys(store: &Store, device_id: &str, key_json: &str, position: i64) {
+    let upload = KeysUploadRecord { device_keys: Some((key_json, position)), ..KeysUploadRecord::default() };
+    store.upload_keys(ALICE, device_id, upload).await.unwrap();
+}
+
 store_test!(one_time_keys_are_claimed_once_oldest_first, |store| async move {
     store.upsert_device(ALICE, "DEV", None).await.unwrap();
-    store.add_one_time_keys(ALICE, "DEV", &[key("signed_curve25519", "B", r#"{"key":"b"}"#)]).await.unwrap();
-    store
-        .add_one_time_keys(
-            ALICE,
-            "DEV",
-            &[key("signed_curve25519", "A", r#"{"key":"a"}"#), key("curve25519", "C", r#""c""#)],
-        )
-        .await
-        .unwrap();
-    // An ID already present keeps its first key.
-    store
-        .add_one_time_keys(ALICE, "DEV", &[key("signed_curve25519", "B", r#"{"key":"other"}"#)])
-        .await
-        .unwrap();
+    add_one_time_keys(&store, "DEV", &[key("signed_curve25519", "B", r#"{"key":"b"}"#)]).await;
+    add_one_time_keys(
+        &store,
+        "DEV",
+        &[key("signed_curve25519", "A", r#"{"key":"a"}"#), key("curve25519", "C", r#""c""#)],
+    )
+    .await;
+    // An ID already present fails the whole upload (the caller checks IDs first; this is a
+    // concurrent upload's key): nothing of it is written.
+    let conflicting = [
+        key("signed_curve25519", "D", r#"{"key":"d"}"#),
+        key("signed_curve25519", "B", r#"{"key":"other"}"#),
+    ];
+    let fallback = [key("signed_curve25519", "FX", r#"{"key":"fx"}"#)];
+    let upload = KeysUploadRecord {
+        device_keys: Some((r#"{"device_id":"DEV"}"#, 1)),
+        one_time_keys: &conflicting,
+        fallback_keys: &fallback,
+    };
+    let error = store.upload_keys(ALICE, "DEV", upload).await.unwrap_err();
+    assert!(error.is_unique_violation(), "{error}");
+    assert_eq!(store.device_keys(ALICE, "DEV").await.unwrap(), None);
+    assert!(store.unused_fallback_key_algorithms(ALICE, "DEV").await.unwrap().is_empty());
     let counts = store.count_one_time_keys(ALICE, "DEV").await.unwrap();
     assert_eq!(
         counts.into_iter().collect::<Vec<_>>(),
@@ -46,20 +70,20 @@ store_test!(one_time_keys_are_claimed_once_oldest_first, |store| async move {
     // Fallback keys: replaced per algorithm, used once handed out, reset by a new key only.
     assert_eq!(store.claim_fallback_key(ALICE, "DEV", "signed_curve25519").await.unwrap(), None);
     let fallback = key("signed_curve25519", "F1", r#"{"key":"f1"}"#);
-    store.set_fallback_key(ALICE, "DEV", &fallback).await.unwrap();
+    set_fallback_key(&store, "DEV", &fallback).await;
     assert_eq!(store.unused_fallback_key_algorithms(ALICE, "DEV").await.unwrap(), ["signed_curve25519"]);
     assert_eq!(
         store.claim_fallback_key(ALICE, "DEV", "signed_curve25519").await.unwrap(),
         Some(fallback.clone())
     );
     assert!(store.unused_fallback_key_algorithms(ALICE, "DEV").await.unwrap().is_empty());
-    store.set_fallback_key(ALICE, "DEV", &fallback).await.unwrap();
+    set_fallback_key(&store, "DEV", &fallback).await;
     assert!(
         store.unused_fallback_key_algorithms(ALICE, "DEV").await.unwrap().is_empty(),
         "same key: still used"
     );
     let replacement = key("signed_curve25519", "F2", r#"{"key":"f2"}"#);
-    store.set_fallback_key(ALICE, "DEV", &replacement).await.unwrap();
+    set_fallback_key(&store, "DEV", &replacement).await;
     assert_eq!(store.unused_fallback_key_algorithms(ALICE, "DEV").await.unwrap(), ["signed_curve25519"]);
     assert_eq!(store.claim_fallback_key(ALICE, "DEV", "signed_curve25519").await.unwrap(), Some(replacement));
 });
@@ -69,7 +93,7 @@ store_test!(concurrent_claims_never_share_a_one_time_key, |store| async move {
     let keys: Vec<_> = (0..20)
         .map(|i| key("signed_curve25519", &format!("K{i:02}"), &format!(r#"{{"key":"{i}"}}"#)))
         .collect();
-    store.add_one_time_keys(ALICE, "DEV", &keys).await.unwrap();
+    add_one_time_keys(&store, "DEV", &keys).await;
     let mut claims = tokio::task::JoinSet::new();
     for _ in 0..20 {
         let store: Store = store.clone();
@@ -94,11 +118,11 @@ store_test!(device_keys_go_with_their_device, |store| async move {
     store.upsert_device(ALICE, "DEV", Some("Laptop")).await.unwrap();
     store.upsert_device(ALICE, "KEEP", None).await.unwrap();
     for device in ["DEV", "KEEP"] {
-        store.set_device_keys(ALICE, device, &format!(r#"{{"device_id":"{device}"}}"#)).await.unwrap();
-        store.add_one_time_keys(ALICE, device, &[key("signed_curve25519", "A", "{}")]).await.unwrap();
-        store.set_fallback_key(ALICE, device, &key("signed_curve25519", "F", "{}")).await.unwrap();
+        set_device_keys(&store, device, &format!(r#"{{"device_id":"{device}"}}"#), 1).await;
+        add_one_time_keys(&store, device, &[key("signed_curve25519", "A", "{}")]).await;
+        set_fallback_key(&store, device, &key("signed_curve25519", "F", "{}")).await;
     }
-    store.set_device_keys(ALICE, "DEV", r#"{"device_id":"DEV","v":2}"#).await.unwrap();
+    set_device_keys(&store, "DEV", r#"{"device_id":"DEV","v":2}"#, 2).await;
     let all = store.device_keys_of_user(ALICE, None).await.unwrap();
     assert_eq!(all.iter().map(|d| d.device_id.as_str()).collect::<Vec<_>>(), ["DEV", "KEEP"]);
     assert_eq!(
@@ -110,7 +134,7 @@ store_test!(device_keys_go_with_their_device, |store| async move {
     assert_eq!(listed.len(), 1);
     assert!(store.device_keys_of_user(ALICE, Some(&[])).await.unwrap().is_empty());
 
-    store.delete_devices(ALICE, &["DEV".to_owned()]).await.unwrap();
+    store.delete_devices(ALICE, &["DEV".to_owned()], 3).await.unwrap();
     assert_eq!(store.device_keys(ALICE, "DEV").await.unwrap(), None);
     assert!(store.count_one_time_keys(ALICE, "DEV").await.unwrap().is_empty());
     assert_eq!(store.claim_fallback_key(ALICE, "DEV", "signed_curve25519").await.unwrap(), None);

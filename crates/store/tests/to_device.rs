@@ -84,7 +84,7 @@ store_test!(to_device_inboxes_queue_ack_and_drop, |store| async move {
     assert_eq!(contents(&store, "LAPTOP", 0, 100).await.len(), 1);
 
     // Deleting a device drops its inbox; the position stays at its high-water mark.
-    store.delete_devices(BOB, &["PHONE".to_owned(), "LAPTOP".to_owned()]).await.unwrap();
+    store.delete_devices(BOB, &["PHONE".to_owned(), "LAPTOP".to_owned()], 1).await.unwrap();
     assert!(contents(&store, "PHONE", 0, 100).await.is_empty());
     assert!(contents(&store, "LAPTOP", 0, 100).await.is_empty());
     assert_eq!(store.max_to_device_position().await.unwrap(), 4);

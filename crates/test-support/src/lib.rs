@@ -18,5 +18,6 @@ pub mod server;
 pub use client::{TestClient, TestResponse, http_client, http_client_trusting};
 pub use db::{Engine, FreshDatabase};
 pub use server::{
-    REGISTRATION_SHARED_SECRET, TestServer, TestUser, pytools_bin, shared_secret_body, shared_secret_mac,
+    REGISTRATION_SHARED_SECRET, TestServer, TestUser, database_yaml, pytools_bin, shared_secret_body,
+    shared_secret_mac,
 };

@@ -29,7 +29,9 @@ fn unlimited() -> Value {
 /// The shared secret of every test server.
 pub const REGISTRATION_SHARED_SECRET: &str = "test-shared-secret";
 
-fn database_yaml(config: &DatabaseConfig) -> Value {
+/// The `database` section of a `homeserver.yaml` for `config` (for tests that write their own
+/// configuration, e.g. to run the `myelin` binary on a fresh database).
+pub fn database_yaml(config: &DatabaseConfig) -> Value {
     match config {
         DatabaseConfig::Sqlite { path } => json!({"name": "sqlite3", "args": {"database": path}}),
         DatabaseConfig::Postgres(pg) => json!({

@@ -2,6 +2,7 @@
 
 mod account;
 mod capabilities;
+mod dehydrated;
 mod devices;
 mod directory;
 mod keys;
@@ -10,6 +11,7 @@ mod profile;
 mod push;
 mod relations;
 mod reports;
+mod room_keys;
 mod rooms;
 mod search;
 mod session;
@@ -67,4 +69,6 @@ pub fn routes() -> Router<AppState> {
         .merge(push::routes())
         .merge(search::routes())
         .merge(to_device::routes())
+        .merge(room_keys::routes())
+        .merge(dehydrated::routes())
 }

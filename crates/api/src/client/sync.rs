@@ -238,7 +238,7 @@ async fn response_json(
         "account_data": account_data_json(&response.account_data),
         "presence": { "events": presence },
         "to_device": { "events": to_device },
-        "device_lists": { "changed": [], "left": [] },
+        "device_lists": { "changed": response.device_lists.changed, "left": response.device_lists.left },
         "device_one_time_keys_count": response.device_one_time_keys_count,
         "device_unused_fallback_key_types": response.device_unused_fallback_key_types,
     }))

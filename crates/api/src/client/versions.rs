@@ -16,7 +16,10 @@ const SPEC_VERSIONS: &[&str] = &[
 async fn versions() -> Json<Value> {
     Json(json!({
         "versions": SPEC_VERSIONS,
-        "unstable_features": {},
+        "unstable_features": {
+            // Dehydrated devices (`client/dehydrated.rs`).
+            "org.matrix.msc3814": true,
+        },
     }))
 }
 

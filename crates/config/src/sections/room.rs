@@ -28,7 +28,8 @@ fn any() -> String {
 
 #[derive(Deserialize)]
 pub(crate) struct RawRoom {
-    encryption_enabled_by_default_for_room_type: Option<String>,
+    /// A string, or `false`: PyYAML reads an unquoted `off` as `false`, and Synapse takes that.
+    encryption_enabled_by_default_for_room_type: Option<Value>,
     #[serde(default)]
     default_power_level_content_override: Map<String, Value>,
     room_list_publication_rules: Option<Vec<DirectoryRule>>,
@@ -82,15 +83,16 @@ fn check_rules(origins: &Origins, key: &str, rules: &[DirectoryRule]) -> Result<
 
 impl RawRoom {
     pub(crate) fn into_config(self, origins: &Origins) -> Result<RoomConfig, ConfigError> {
-        let encryption_by_default = match self.encryption_enabled_by_default_for_room_type.as_deref() {
-            None | Some("off") => EncryptionByDefault::Off,
-            Some("invite") => EncryptionByDefault::Invite,
-            Some("all") => EncryptionByDefault::All,
+        let encryption_by_default = match &self.encryption_enabled_by_default_for_room_type {
+            None | Some(Value::Bool(false)) => EncryptionByDefault::Off,
+            Some(Value::String(value)) if value == "off" => EncryptionByDefault::Off,
+            Some(Value::String(value)) if value == "invite" => EncryptionByDefault::Invite,
+            Some(Value::String(value)) if value == "all" => EncryptionByDefault::All,
             Some(other) => {
                 return Err(invalid(
                     origins,
                     "encryption_enabled_by_default_for_room_type",
-                    format!("{other:?} is not one of all, invite, off"),
+                    format!("{other} is not one of all, invite, off"),
                 ));
             }
         };

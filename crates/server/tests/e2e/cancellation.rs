@@ -124,6 +124,7 @@ async fn random_aborts_on_every_write_endpoint() {
     bob.client.post(&format!("/_matrix/client/v3/join/{room_id}"), &json!({})).await.expect(200);
     let first = send_text(&alice, &room_id, "first", "first").await;
     let (a, r) = (alice.user_id.clone(), room_id.clone());
+    let (b, bd) = (bob.user_id.clone(), bob.device_id.clone());
     let client = "/_matrix/client/v3";
 
     let writes = |n: usize| -> Vec<Write> {
@@ -188,9 +189,34 @@ async fn random_aborts_on_every_write_endpoint() {
             write("POST", format!("{client}/join/{r}"), json!({})),
             write("POST", format!("{client}/rooms/{r}/report/{first}"), json!({"reason": "test"})),
             write(
+                "PUT",
+                format!("{client}/sendToDevice/org.example.hang/h{n}"),
+                json!({"messages": {b.clone(): {bd.clone(): {"n": n}}}}),
+            ),
+            write(
+                "POST",
+                format!("{client}/keys/upload"),
+                json!({"one_time_keys": {format!("curve25519:h{n}"): "a2V5", format!("curve25519:i{n}"): "a2V5"}}),
+            ),
+            write(
+                "POST",
+                format!("{client}/keys/claim"),
+                json!({"one_time_keys": {a.clone(): {"*": "curve25519"}}}),
+            ),
+            write(
                 "POST",
                 format!("{client}/register"),
                 json!({"username": format!("hang{n}"), "password": "hang-password-1A!", "auth": {"type": "m.login.dummy"}}),
+            ),
+            write("POST", format!("{client}/keys/device_signing/upload"), {
+                // A valid public key (32 bytes): the first upload sets it up, the others need UIA.
+                let key = format!("{}{}", ["B", "C", "D", "E", "F"][n % 5], "A".repeat(42));
+                json!({"master_key": {"user_id": a, "usage": ["master"], "keys": {format!("ed25519:{key}"): key}}})
+            }),
+            write(
+                "POST",
+                format!("{client}/keys/signatures/upload"),
+                json!({ &a: { format!("DEV{n}"): {} } }),
             ),
             write(
                 "POST",
@@ -222,6 +248,9 @@ async fn random_aborts_on_every_write_endpoint() {
         let path = format!("{client}/user/{}/account_data/org.example.ack{n}", bob.user_id);
         bob.client.put(&path, &json!({"n": n})).await.expect(200);
         acknowledged_data.insert(format!("org.example.ack{n}"));
+        let path = format!("{client}/sendToDevice/org.example.ack/ack{n}");
+        let messages = json!({"messages": {alice.user_id.clone(): {alice.device_id.clone(): {"n": n}}}});
+        bob.client.put(&path, &messages).await.expect(200);
     }
     for task in abandoned {
         task.await.unwrap();
@@ -236,6 +265,24 @@ async fn random_aborts_on_every_write_endpoint() {
         .filter_map(|e| e["type"].as_str().map(str::to_owned))
         .collect();
     assert!(acknowledged_data.is_subset(&kinds), "acknowledged account data is kept: {kinds:?}");
+    let mut to_device = Vec::new();
+    let mut since = None;
+    loop {
+        let response = sync(&alice, since.as_deref(), 0).await;
+        let events = response["to_device"]["events"].as_array().cloned().unwrap_or_default();
+        since = response["next_batch"].as_str().map(str::to_owned);
+        if events.is_empty() {
+            break;
+        }
+        to_device.extend(
+            events.into_iter().filter(|e| e["type"] == "org.example.ack").map(|e| e["content"]["n"].clone()),
+        );
+    }
+    assert_eq!(
+        to_device,
+        (0..20).map(|n| json!(n)).collect::<Vec<_>>(),
+        "acknowledged to-device messages arrive once, in order"
+    );
     for event_id in &acknowledged_events {
         let event =
             bob.client.get(&format!("{client}/rooms/{room_id}/event/{event_id}")).await.expect(200).clone();
@@ -299,6 +346,18 @@ async fn service_writes_dropped_at_every_await_release_their_positions() {
 
     let (n, result) = cancel_at_every_await(
         || services.set_profile_field(&requester, &user_id, "displayname", json!("Dropped Alice")),
+        500,
+    )
+    .await;
+    result.unwrap();
+    dropped += n;
+    assert_streams_settle(&services).await;
+
+    let messages: myelin_service::to_device::ToDeviceMessages =
+        serde_json::from_value(json!({bob.user_id.clone(): {bob.device_id.clone(): {"dropped": true}}}))
+            .unwrap();
+    let (n, result) = cancel_at_every_await(
+        || services.send_to_device(&requester, "org.example.dropped", "dropped", messages.clone()),
         500,
     )
     .await;

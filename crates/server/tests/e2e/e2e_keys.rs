@@ -130,7 +130,16 @@ async fn upload_query_and_claim_keys() {
     // Listed devices only.
     let listed = json!({ "device_keys": { &alice.user_id: ["NOSUCHDEVICE"] } });
     let response = bob.client.post(QUERY, &listed).await.expect(200).clone();
-    assert_eq!(response, json!({"device_keys": { &alice.user_id: {} }, "failures": {}}));
+    assert_eq!(
+        response,
+        json!({
+            "device_keys": { &alice.user_id: {} },
+            "master_keys": {},
+            "self_signing_keys": {},
+            "user_signing_keys": {},
+            "failures": {},
+        })
+    );
 
     // Claim: one-time keys oldest first, each once; then the fallback key, which stays.
     let (id, key) = claim_one(&bob.client, &alice).await.unwrap();
@@ -315,6 +324,58 @@ async fn concurrent_claims_hand_out_each_one_time_key_once() {
     let left = counts(&alice.client, &json!({})).await["signed_curve25519"].as_u64().unwrap();
     assert_eq!(one_time.len() as u64 + left, 20, "every key is handed out or left, none lost");
     assert_eq!(one_time.len() + fallbacks, 25);
+    server.stop().await;
+}
+
+/// Concurrent uploads of one one-time key ID with different keys: one is stored, the others
+/// are refused whole (M_INVALID_PARAM) and none of their other keys is written; the same key
+/// uploaded concurrently (a client retrying) is stored once and every upload succeeds.
+#[tokio::test]
+async fn concurrent_uploads_of_one_key_id_keep_one_key() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let device = std::sync::Arc::new(DeviceKey::of(&alice));
+    alice.client.post(UPLOAD, &json!({"device_keys": device.device_keys()})).await.expect(200);
+
+    let mut uploads = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        let (client, device) = (alice.client.clone(), device.clone());
+        uploads.spawn(async move {
+            let body = json!({"one_time_keys": {
+                "signed_curve25519:SAME": device.one_time_key(&format!("contender{i}")),
+                format!("signed_curve25519:OWN{i}"): device.one_time_key(&format!("own{i}")),
+            }});
+            let response = client.post(UPLOAD, &body).await;
+            (i, response.status, response.json.clone())
+        });
+    }
+    let mut winners = Vec::new();
+    while let Some(result) = uploads.join_next().await {
+        let (i, status, body) = result.unwrap();
+        match status {
+            200 => winners.push(i),
+            400 => assert_eq!(body["errcode"], "M_INVALID_PARAM", "{body}"),
+            other => panic!("upload {i}: {other} {body}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one contender is stored: {winners:?}");
+    let counts = alice.client.post(UPLOAD, &json!({})).await.expect(200)["one_time_key_counts"].clone();
+    assert_eq!(counts["signed_curve25519"], 2, "SAME and the winner's own key only: {counts}");
+
+    // The same key uploaded concurrently: every upload succeeds, one key is stored.
+    let mut uploads = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let (client, device) = (alice.client.clone(), device.clone());
+        uploads.spawn(async move {
+            let body = json!({"one_time_keys": {"signed_curve25519:RETRY": device.one_time_key("retry")}});
+            client.post(UPLOAD, &body).await.status
+        });
+    }
+    while let Some(status) = uploads.join_next().await {
+        assert_eq!(status.unwrap(), 200);
+    }
+    let counts = alice.client.post(UPLOAD, &json!({})).await.expect(200)["one_time_key_counts"].clone();
+    assert_eq!(counts["signed_curve25519"], 3, "{counts}");
     server.stop().await;
 }
 

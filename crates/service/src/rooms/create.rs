@@ -111,6 +111,10 @@ impl Services {
             .clone()
             .unwrap_or_else(|| if public { "public_chat" } else { "private_chat" }.to_owned());
         let preset = preset(&preset_name, self.config.room.encryption_by_default)?;
+        let asks_encryption = request.initial_state.iter().any(|(kind, _, _)| kind == "m.room.encryption");
+        if preset.encrypted || asks_encryption {
+            self.check_encryption_allowed(&preset_name)?;
+        }
         let mut invitees: Vec<OwnedUserId> = Vec::new();
         for invitee in &request.invite {
             let user_id = UserId::parse(invitee.as_str())
@@ -449,6 +453,32 @@ impl Services {
         }
         // Everything lands in one transaction: a refused event leaves no half-made room.
         self.commit_events(head, prepared).await?;
+        Ok(())
+    }
+}
+
+impl Services {
+    /// As Synapse: an encrypted room is refused before anything is created when the preset's
+    /// `default_power_level_content_override` puts `m.room.encryption` above
+    /// `m.room.power_levels` (both 100 when not given).
+    fn check_encryption_allowed(&self, preset_name: &str) -> Result<()> {
+        let Some(events) = self
+            .config
+            .room
+            .default_power_level_content_override
+            .get(preset_name)
+            .and_then(|levels| levels.get("events"))
+        else {
+            return Ok(());
+        };
+        let level = |kind: &str| events.get(kind).and_then(Value::as_i64).unwrap_or(100);
+        let (admin_level, encryption_level) = (level("m.room.power_levels"), level("m.room.encryption"));
+        if encryption_level > admin_level {
+            return Err(MatrixError::forbidden(format!(
+                "You cannot create an encrypted room. user_level ({admin_level}) < send_level ({encryption_level})"
+            ))
+            .into());
+        }
         Ok(())
     }
 }

@@ -30,6 +30,10 @@ pub(crate) const MIGRATION_FILES: &[(&str, &str)] = &[
     ("0009_drop_registration_nonces.sql", include_str!("../../migrations/0009_drop_registration_nonces.sql")),
     ("0010_e2e_keys.sql", include_str!("../../migrations/0010_e2e_keys.sql")),
     ("0011_to_device.sql", include_str!("../../migrations/0011_to_device.sql")),
+    ("0012_cross_signing.sql", include_str!("../../migrations/0012_cross_signing.sql")),
+    ("0013_device_lists.sql", include_str!("../../migrations/0013_device_lists.sql")),
+    ("0014_key_backup.sql", include_str!("../../migrations/0014_key_backup.sql")),
+    ("0015_dehydrated_devices.sql", include_str!("../../migrations/0015_dehydrated_devices.sql")),
 ];
 
 /// Arbitrary constant identifying Myelin's migration lock.
