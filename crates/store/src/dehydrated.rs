@@ -2,7 +2,7 @@
 //! The device itself (its keys, its to-device inbox) is an ordinary device; deleting it with
 //! [`Store::delete_devices`] removes its record here too.
 
-use crate::{Dialect, Store, StoreError, now_ms, params};
+use crate::{Dialect, Store, StoreError, params};
 
 /// A user's dehydrated device.
 #[derive(Clone, Debug, PartialEq)]
@@ -37,15 +37,7 @@ impl Store {
         device_id: &str,
         display_name: Option<&str>,
     ) -> Result<bool, StoreError> {
-        let inserted = self
-            .db
-            .execute(
-                "INSERT INTO devices (user_id, device_id, display_name, created_ts) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (user_id, device_id) DO NOTHING",
-                params![user_id, device_id, display_name, now_ms()],
-            )
-            .await?;
-        Ok(inserted > 0)
+        self.insert_device(user_id, device_id, display_name).await
     }
 
     /// Makes `device_id` the user's dehydrated device; returns the previous one's ID (which the

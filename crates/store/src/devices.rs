@@ -30,9 +30,8 @@ fn device_from_row(row: &Row) -> Result<DeviceRecord, StoreError> {
 }
 
 impl Store {
-    /// Creates the device, or keeps an existing one (setting its display name if it has none).
-    /// Returns whether it was created.
-    pub async fn upsert_device(
+    /// Creates the device unless the user has one with this ID; returns whether it did.
+    pub(crate) async fn insert_device(
         &self,
         user_id: &str,
         device_id: &str,
@@ -46,7 +45,19 @@ impl Store {
                 params![user_id, device_id, display_name, now_ms()],
             )
             .await?;
-        if inserted == 0 && display_name.is_some() {
+        Ok(inserted > 0)
+    }
+
+    /// Creates the device, or keeps an existing one (setting its display name if it has none).
+    /// Returns whether it was created.
+    pub async fn upsert_device(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        display_name: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let inserted = self.insert_device(user_id, device_id, display_name).await?;
+        if !inserted && display_name.is_some() {
             self.db
                 .execute(
                     "UPDATE devices SET display_name = $3 WHERE user_id = $1 AND device_id = $2 AND display_name IS NULL",
@@ -54,7 +65,7 @@ impl Store {
                 )
                 .await?;
         }
-        Ok(inserted > 0)
+        Ok(inserted)
     }
 
     pub async fn get_device(

@@ -3,9 +3,6 @@
 //! `/{deviceId}/events` (POST with `next_batch`, GET with `from`), as Element X uses them.
 
 use myelin_test_support::{TestClient, TestServer, TestUser};
-use ruma::CanonicalJsonValue;
-use ruma::serde::{Base64, base64::Standard};
-use ruma::signatures::{Ed25519KeyPair, sign_json};
 use serde_json::{Value, json};
 
 pub(crate) const DEHYDRATED: &str = "/_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device";
@@ -17,60 +14,7 @@ fn events_path(device_id: &str) -> String {
     format!("{DEHYDRATED}/{device_id}/events")
 }
 
-/// A device's ed25519 signing key, as a client holds it.
-pub(crate) struct DeviceKey {
-    user_id: String,
-    device_id: String,
-    pair: Ed25519KeyPair,
-}
-
-impl DeviceKey {
-    pub(crate) fn new(user_id: &str, device_id: &str) -> DeviceKey {
-        let pair = Ed25519KeyPair::from_der(&Ed25519KeyPair::generate(), device_id.to_owned()).unwrap();
-        DeviceKey { user_id: user_id.to_owned(), device_id: device_id.to_owned(), pair }
-    }
-
-    pub(crate) fn public_key(&self) -> String {
-        Base64::<Standard>::new(self.pair.public_key().to_vec()).encode()
-    }
-
-    pub(crate) fn sign(&self, object: Value) -> Value {
-        let CanonicalJsonValue::Object(mut object) = CanonicalJsonValue::try_from(object).unwrap() else {
-            panic!("not an object")
-        };
-        sign_json(&self.user_id, &self.pair, &mut object).unwrap();
-        serde_json::to_value(object).unwrap()
-    }
-
-    /// The device's signed identity keys; `extra` fields go in before signing.
-    pub(crate) fn device_keys_with(&self, extra: Value) -> Value {
-        let mut keys = json!({
-            "user_id": self.user_id,
-            "device_id": self.device_id,
-            "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
-            "keys": {
-                format!("curve25519:{}", self.device_id): format!("curve+key+of+{}", self.device_id),
-                format!("ed25519:{}", self.device_id): self.public_key(),
-            },
-        });
-        if let (Some(keys), Value::Object(extra)) = (keys.as_object_mut(), extra) {
-            keys.extend(extra);
-        }
-        self.sign(keys)
-    }
-
-    pub(crate) fn device_keys(&self) -> Value {
-        self.device_keys_with(json!({}))
-    }
-
-    pub(crate) fn one_time_key(&self, key: &str) -> Value {
-        self.sign(json!({ "key": key }))
-    }
-
-    pub(crate) fn fallback_key(&self, key: &str) -> Value {
-        self.sign(json!({ "key": key, "fallback": true }))
-    }
-}
+pub(crate) use crate::e2e_keys::DeviceKey;
 
 /// The body of a `PUT /dehydrated_device` for `device_id`, with its keys signed by `key`.
 fn put_body(key: &DeviceKey, pickle: &str) -> Value {

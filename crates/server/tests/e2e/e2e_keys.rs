@@ -12,15 +12,16 @@ const UPLOAD: &str = "/_matrix/client/v3/keys/upload";
 const QUERY: &str = "/_matrix/client/v3/keys/query";
 const CLAIM: &str = "/_matrix/client/v3/keys/claim";
 
-/// A device's ed25519 signing key, as a client holds it.
-struct DeviceKey {
+/// A device's ed25519 signing key, as a client holds it (also used by the dehydrated-device
+/// and restart tests).
+pub(crate) struct DeviceKey {
     user_id: String,
-    device_id: String,
+    pub(crate) device_id: String,
     pair: Ed25519KeyPair,
 }
 
 impl DeviceKey {
-    fn new(user_id: &str, device_id: &str) -> DeviceKey {
+    pub(crate) fn new(user_id: &str, device_id: &str) -> DeviceKey {
         let pair = Ed25519KeyPair::from_der(&Ed25519KeyPair::generate(), device_id.to_owned()).unwrap();
         DeviceKey { user_id: user_id.to_owned(), device_id: device_id.to_owned(), pair }
     }
@@ -29,7 +30,7 @@ impl DeviceKey {
         DeviceKey::new(&user.user_id, &user.device_id)
     }
 
-    fn public_key(&self) -> String {
+    pub(crate) fn public_key(&self) -> String {
         Base64::<Standard>::new(self.pair.public_key().to_vec()).encode()
     }
 
@@ -42,7 +43,7 @@ impl DeviceKey {
         serde_json::to_value(object).unwrap()
     }
 
-    fn sign(&self, object: Value) -> Value {
+    pub(crate) fn sign(&self, object: Value) -> Value {
         self.sign_with(self, object)
     }
 
@@ -52,18 +53,31 @@ impl DeviceKey {
             "device_id": self.device_id,
             "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
             "keys": {
-                format!("curve25519:{}", self.device_id): "curve+key+of+the+device",
+                format!("curve25519:{}", self.device_id): format!("curve+key+of+{}", self.device_id),
                 format!("ed25519:{}", self.device_id): self.public_key(),
             },
         })
     }
 
-    fn device_keys(&self) -> Value {
-        self.sign(self.device_keys_unsigned())
+    /// The device's signed identity keys; `extra` fields go in before signing.
+    pub(crate) fn device_keys_with(&self, extra: Value) -> Value {
+        let mut keys = self.device_keys_unsigned();
+        if let (Some(keys), Value::Object(extra)) = (keys.as_object_mut(), extra) {
+            keys.extend(extra);
+        }
+        self.sign(keys)
     }
 
-    fn one_time_key(&self, key: &str) -> Value {
+    pub(crate) fn device_keys(&self) -> Value {
+        self.device_keys_with(json!({}))
+    }
+
+    pub(crate) fn one_time_key(&self, key: &str) -> Value {
         self.sign(json!({ "key": key }))
+    }
+
+    pub(crate) fn fallback_key(&self, key: &str) -> Value {
+        self.sign(json!({ "key": key, "fallback": true }))
     }
 }
 
