@@ -1,6 +1,7 @@
 """Writes BENCHMARKS.md (to stdout) from a bench/run.sh output directory.
 
 Usage: python report.py OUT_DIR
+       python report.py --e2ee-only OUT_DIR   (the end-to-end encryption tables alone)
 """
 import glob
 import json
@@ -98,6 +99,11 @@ SCALE_END = "<!-- scale:end -->"
 
 
 def main():
+    if sys.argv[1] == "--e2ee-only":
+        out = sys.argv[2]
+        dbs = sorted({os.path.basename(p)[len("e2ee-myelin-"):-5] for p in glob.glob(os.path.join(out, "e2ee-myelin-*.json"))})
+        e2ee_section(out, dbs)
+        return
     out = sys.argv[1]
     commit_file = os.path.join(out, "commit")
     if os.path.exists(commit_file):

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark of Myelin and Synapse with ../shared/bench/mxbench.py.
 #
-#   bench/run.sh [--db sqlite|postgres|both] [--quick] [--out DIR]
+#   bench/run.sh [--db sqlite|postgres|both] [--quick] [--e2ee-only] [--out DIR]
 #
 # Builds Myelin in release mode, installs Synapse from PyPI into the tools venv
 # (scripts/pytools.sh), starts each server in turn on loopback with equivalent settings
@@ -9,18 +9,21 @@
 # runs mxbench against it with the same parameters, then runs bench/loadgen (a Rust client
 # that can outpace the server, for the throughput phases) against Myelin, and writes
 # BENCHMARKS.md from the results. bench/loadgen's myelin-e2ee then measures the end-to-end
-# encryption rows (key claims, key queries, to-device delivery) against both servers alike. --quick runs small sizes (a smoke test, not a figure).
+# encryption rows (key claims, key queries, to-device delivery) against both servers alike.
+# --e2ee-only runs those rows alone (and prints their table instead of writing BENCHMARKS.md). --quick runs small sizes (a smoke test, not a figure).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 shared="${MYELIN_SHARED_DIR:-$root/../shared}"
 dbs="sqlite"
 quick=0
+e2ee_only=0
 out=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --db) dbs="$2"; shift 2 ;;
         --quick) quick=1; shift ;;
+        --e2ee-only) e2ee_only=1; shift ;;
         --out) out="$2"; shift 2 ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
@@ -94,8 +97,8 @@ for db in $dbs; do
     spid=$!
     wait_up "$port"
     version=$("$bin/python" -c 'import synapse; print(synapse.__version__)')
-    echo "== mxbench against Synapse $version ($db)"
-    "$bin/python" "$shared/bench/mxbench.py" --url "http://127.0.0.1:$port" --pid "$spid" "${pg_pid_args[@]}" \
+    [ "$e2ee_only" = 1 ] || echo "== mxbench against Synapse $version ($db)"
+    [ "$e2ee_only" = 1 ] || "$bin/python" "$shared/bench/mxbench.py" --url "http://127.0.0.1:$port" --pid "$spid" "${pg_pid_args[@]}" \
         --label "synapse-$db" --out "$out/synapse-$db.json" "${sizes[@]}" >/dev/null 2>"$out/synapse-$db.log" || true
     echo "== end-to-end encryption rows against Synapse ($db)"
     target/loadgen/release/myelin-e2ee --url "http://127.0.0.1:$port" --pid "$spid" "${e2ee_sizes[@]}" \
@@ -114,11 +117,11 @@ for db in $dbs; do
     RUST_LOG=warn target/release/myelin -c "$mdir/homeserver.yaml" >"$mdir/myelin.out" 2>&1 &
     mpid=$!
     wait_up "$port"
-    echo "== mxbench against Myelin ($db)"
-    "$bin/python" "$shared/bench/mxbench.py" --url "http://127.0.0.1:$port" --pid "$mpid" "${pg_pid_args[@]}" \
+    [ "$e2ee_only" = 1 ] || echo "== mxbench against Myelin ($db)"
+    [ "$e2ee_only" = 1 ] || "$bin/python" "$shared/bench/mxbench.py" --url "http://127.0.0.1:$port" --pid "$mpid" "${pg_pid_args[@]}" \
         --label "myelin-$db" --out "$out/myelin-$db.json" "${sizes[@]}" >/dev/null 2>"$out/myelin-$db.log" || true
-    echo "== loadgen against Myelin ($db)"
-    target/loadgen/release/myelin-loadgen --url "http://127.0.0.1:$port" --pid "$mpid" "${loadgen_sizes[@]}" \
+    [ "$e2ee_only" = 1 ] || echo "== loadgen against Myelin ($db)"
+    [ "$e2ee_only" = 1 ] || target/loadgen/release/myelin-loadgen --url "http://127.0.0.1:$port" --pid "$mpid" "${loadgen_sizes[@]}" \
         --out "$out/loadgen-myelin-$db.json" 2>"$out/loadgen-myelin-$db.log" || true
     echo "== end-to-end encryption rows against Myelin ($db)"
     target/loadgen/release/myelin-e2ee --url "http://127.0.0.1:$port" --pid "$mpid" "${e2ee_sizes[@]}" \
@@ -126,6 +129,10 @@ for db in $dbs; do
     kill -TERM "$mpid"; wait "$mpid" 2>/dev/null || true
 done
 
+if [ "$e2ee_only" = 1 ]; then
+    "$bin/python" bench/report.py --e2ee-only "$out" | tee "$out/E2EE.md"
+    exit 0
+fi
 "$bin/python" bench/report.py "$out" > "$out/BENCHMARKS.md"
 cp "$out/BENCHMARKS.md" BENCHMARKS.md
 echo "== wrote BENCHMARKS.md (raw results in $out)"
