@@ -23,8 +23,9 @@
 //!
 //! **What is recorded.** A new device (login, registration), a deleted device (every path goes
 //! through `Store::delete_devices`, deactivation included), identity keys that differ from the
-//! stored ones (`/keys/upload`), a new device display name (as Synapse does), and whatever calls
-//! [`Services::device_list_changed`] (cross-signing keys: device `''`, the user as a whole).
+//! stored ones (`/keys/upload`), a new device display name (as Synapse does), and new
+//! cross-signing keys or signatures (device `''`, the user as a whole; in the transaction that
+//! stores them).
 //!
 //! **What a sync reports** (incremental syncs only, following Synapse's
 //! `generate_sync_entry_for_device_list`): `changed` holds the users whose devices changed
@@ -84,15 +85,6 @@ fn joined(membership: Option<&str>) -> bool {
 }
 
 impl Services {
-    /// Records that `user_id`'s devices or keys changed as a whole (e.g. new cross-signing
-    /// keys) and tells the syncs of everyone sharing a room with them.
-    pub async fn device_list_changed(&self, user_id: &UserId) -> Result<()> {
-        let position = self.streams.device_lists.allocate();
-        self.store.add_device_list_change(position.value(), user_id.as_str(), "").await?;
-        self.publish_device_list_change(position, user_id).await;
-        Ok(())
-    }
-
     /// Publishes a device-list position whose write committed, and wakes the syncs it
     /// concerns.
     pub(crate) async fn publish_device_list_change(&self, position: Position, user_id: &UserId) {

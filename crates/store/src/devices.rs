@@ -29,6 +29,22 @@ fn device_from_row(row: &Row) -> Result<DeviceRecord, StoreError> {
     })
 }
 
+/// The tables of what belongs to one device (each with `user_id` and `device_id`), deleted with
+/// it: tokens, pushers (the spec: logging out removes them), end-to-end encryption keys,
+/// to-device inbox and transaction IDs, the dehydrated-device record, and the device itself last.
+pub(crate) const DEVICE_TABLES: [&str; 10] = [
+    "access_tokens",
+    "refresh_tokens",
+    "pushers",
+    "e2e_device_keys",
+    "e2e_one_time_keys",
+    "e2e_fallback_keys",
+    "to_device_inbox",
+    "to_device_txns",
+    "dehydrated_devices",
+    "devices",
+];
+
 impl Store {
     /// Creates the device unless the user has one with this ID; returns whether it did.
     pub(crate) async fn insert_device(
@@ -149,18 +165,7 @@ impl Store {
                     // A device's pushers go with it (the spec: logging out removes them), and so
                     // do its end-to-end encryption keys, the cross-signing signatures of and by it and its
                     // to-device inbox.
-                    for table in [
-                        "access_tokens",
-                        "refresh_tokens",
-                        "pushers",
-                        "e2e_device_keys",
-                        "e2e_one_time_keys",
-                        "e2e_fallback_keys",
-                        "to_device_inbox",
-                        "to_device_txns",
-                        "dehydrated_devices",
-                        "devices",
-                    ] {
+                    for table in DEVICE_TABLES {
                         tx.execute(
                             &format!("DELETE FROM {table} WHERE user_id = $1 AND device_id = $2"),
                             params![user_id, device_id.as_str()],

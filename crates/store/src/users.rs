@@ -182,22 +182,8 @@ impl Store {
                     params![user_id, erase],
                 )
                 .await?;
-                for table in [
-                    "access_tokens",
-                    "refresh_tokens",
-                    "login_tokens",
-                    "pushers",
-                    "e2e_device_keys",
-                    "e2e_one_time_keys",
-                    "e2e_fallback_keys",
-                    "to_device_inbox",
-                    "to_device_txns",
-                    "dehydrated_devices",
-                    "devices",
-                    "profile_fields",
-                    "e2e_room_keys",
-                    "e2e_room_keys_versions",
-                ] {
+                let user_tables = ["login_tokens", "profile_fields", "e2e_room_keys", "e2e_room_keys_versions"];
+                for table in crate::devices::DEVICE_TABLES.iter().chain(&user_tables) {
                     tx.execute(&format!("DELETE FROM {table} WHERE user_id = $1"), params![user_id]).await?;
                 }
                 Ok(())
