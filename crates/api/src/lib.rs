@@ -80,7 +80,9 @@ pub fn router(services: &Services, listener: &ListenerConfig) -> Router {
         routes = routes.merge(client::routes()).merge(wellknown::routes()).merge(admin::routes());
     }
     // As in Synapse, the content repository is served by a `client` or `media` resource.
-    if (listener.has_resource("client") || listener.has_resource("media")) && services.config.media.enable_media_repo {
+    if (listener.has_resource("client") || listener.has_resource("media"))
+        && services.config.media.enable_media_repo
+    {
         routes = routes.merge(media::routes());
     }
     if listener.has_resource("federation") {

@@ -105,13 +105,22 @@ pub fn routes() -> Router<AppState> {
         .route("/_matrix/media/v3/upload/{server_name}/{media_id}", put(upload_to_reserved))
         .route("/_matrix/client/v1/media/config", get(config))
         .route("/_matrix/client/v1/media/download/{server_name}/{media_id}", get(download))
-        .route("/_matrix/client/v1/media/download/{server_name}/{media_id}/{file_name}", get(download_with_name))
+        .route(
+            "/_matrix/client/v1/media/download/{server_name}/{media_id}/{file_name}",
+            get(download_with_name),
+        )
         .route("/_matrix/media/v3/config", get(config))
         .route("/_matrix/media/r0/config", get(config))
         .route("/_matrix/media/v3/download/{server_name}/{media_id}", get(legacy_download))
         .route("/_matrix/media/r0/download/{server_name}/{media_id}", get(legacy_download))
-        .route("/_matrix/media/v3/download/{server_name}/{media_id}/{file_name}", get(legacy_download_with_name))
-        .route("/_matrix/media/r0/download/{server_name}/{media_id}/{file_name}", get(legacy_download_with_name))
+        .route(
+            "/_matrix/media/v3/download/{server_name}/{media_id}/{file_name}",
+            get(legacy_download_with_name),
+        )
+        .route(
+            "/_matrix/media/r0/download/{server_name}/{media_id}/{file_name}",
+            get(legacy_download_with_name),
+        )
 }
 
 #[derive(Deserialize)]
@@ -228,7 +237,8 @@ async fn download_with_name(
     QueryParams(query): QueryParams<DownloadQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    serve(&services, MediaAccess::Authenticated, &server_name, &media_id, Some(file_name), query, &headers).await
+    serve(&services, MediaAccess::Authenticated, &server_name, &media_id, Some(file_name), query, &headers)
+        .await
 }
 
 /// `GET /_matrix/media/v3/download/{serverName}/{mediaId}` (no access token; only media
@@ -267,11 +277,15 @@ async fn serve(
     let record = services.local_media_for_download(server_name, &media_id, access, wait).await?;
     let media = services.open_local_media(&record).await?;
     let file_name = file_name.or_else(|| media.upload_name.clone());
-    let range = request_headers.get(header::RANGE).and_then(|value| value.to_str().ok()).map(|value| parse_range(value, media.size));
+    let range = request_headers
+        .get(header::RANGE)
+        .and_then(|value| value.to_str().ok())
+        .map(|value| parse_range(value, media.size));
     let mut headers = safe_headers(media.content_type.as_deref(), file_name.as_deref());
     match range {
         Some(ByteRange::Unsatisfiable) => {
-            let mut response = matrix_error_response(&MatrixError::unknown("Requested range not satisfiable"));
+            let mut response =
+                matrix_error_response(&MatrixError::unknown("Requested range not satisfiable"));
             *response.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
             if let Ok(value) = HeaderValue::from_str(&format!("bytes */{}", media.size)) {
                 response.headers_mut().insert(header::CONTENT_RANGE, value);
@@ -280,6 +294,7 @@ async fn serve(
         }
         Some(ByteRange::Satisfiable { start, end }) => {
             let length = end - start + 1;
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
             if let Ok(value) = HeaderValue::from_str(&format!("bytes {start}-{end}/{}", media.size)) {
                 headers.insert(header::CONTENT_RANGE, value);
             }
@@ -290,13 +305,14 @@ async fn serve(
         // unit): the whole content.
         Some(ByteRange::Ignored) | None => {
             let size = media.size;
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
             let body = file_body(media, 0, size).await?;
             Ok((StatusCode::OK, headers, body).into_response())
         }
     }
 }
 
-/// The file from `start`, `length` bytes, streamed.
+/// The file from `start`, `length` bytes, streamed (the caller sets `Content-Length`).
 async fn file_body(media: MediaFile, start: u64, length: u64) -> Result<Body, ApiError> {
     let mut file = media.file;
     if start > 0 {
@@ -304,11 +320,7 @@ async fn file_body(media: MediaFile, start: u64, length: u64) -> Result<Body, Ap
             .await
             .map_err(|e| myelin_service::Error::internal_with("seeking in a media file", e))?;
     }
-    let mut response = Response::new(Body::from_stream(ReaderStream::with_capacity(file.take(length), 64 * 1024)));
-    if let Ok(value) = HeaderValue::from_str(&length.to_string()) {
-        response.headers_mut().insert(header::CONTENT_LENGTH, value);
-    }
-    Ok(response.into_body())
+    Ok(Body::from_stream(ReaderStream::with_capacity(file.take(length), 64 * 1024)))
 }
 
 /// The headers of every download: type, disposition and the safe-serving policy.
@@ -317,7 +329,9 @@ fn safe_headers(content_type: Option<&str>, file_name: Option<&str>) -> HeaderMa
     let content_type = content_type.unwrap_or("application/octet-stream");
     let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     let mut served_type = content_type.to_owned();
-    if TEXT_CONTENT_TYPES.contains(&essence.as_str()) && !content_type.to_ascii_lowercase().contains("charset") {
+    if TEXT_CONTENT_TYPES.contains(&essence.as_str())
+        && !content_type.to_ascii_lowercase().contains("charset")
+    {
         served_type.push_str("; charset=UTF-8");
     }
     headers.insert(
@@ -327,7 +341,9 @@ fn safe_headers(content_type: Option<&str>, file_name: Option<&str>) -> HeaderMa
     let disposition = if INLINE_CONTENT_TYPES.contains(&essence.as_str()) { "inline" } else { "attachment" };
     let disposition = match file_name {
         Some(name) if is_token(name) => format!("{disposition}; filename={name}"),
-        Some(name) => format!("{disposition}; filename*=utf-8''{}", utf8_percent_encode(name, FILENAME_ENCODE)),
+        Some(name) => {
+            format!("{disposition}; filename*=utf-8''{}", utf8_percent_encode(name, FILENAME_ENCODE))
+        }
         None => disposition.to_owned(),
     };
     if let Ok(value) = HeaderValue::from_str(&disposition) {
@@ -343,8 +359,7 @@ fn safe_headers(content_type: Option<&str>, file_name: Option<&str>) -> HeaderMa
 
 /// Whether a file name can be sent as an RFC 2616 token (`filename=name` unquoted).
 fn is_token(name: &str) -> bool {
-    !name.is_empty()
-        && name.bytes().all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
 }
 
 /// A `Range` header read against a content of `size` bytes.

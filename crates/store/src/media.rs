@@ -178,9 +178,26 @@ impl Store {
     pub async fn local_media(&self, media_id: &str) -> Result<Option<LocalMediaRecord>, StoreError> {
         let row = self
             .db
-            .query_opt(&format!("SELECT {MEDIA_COLUMNS} FROM local_media WHERE media_id = $1"), params![media_id])
+            .query_opt(
+                &format!("SELECT {MEDIA_COLUMNS} FROM local_media WHERE media_id = $1"),
+                params![media_id],
+            )
             .await?;
         row.as_ref().map(media_record).transpose()
+    }
+
+    /// The local media a user uploaded or reserved, oldest first.
+    pub async fn local_media_of_user(&self, user_id: &str) -> Result<Vec<LocalMediaRecord>, StoreError> {
+        let rows = self
+            .db
+            .query(
+                &format!(
+                    "SELECT {MEDIA_COLUMNS} FROM local_media WHERE user_id = $1 ORDER BY created_ts, media_id"
+                ),
+                params![user_id],
+            )
+            .await?;
+        rows.iter().map(media_record).collect()
     }
 
     /// The file holding content with this SHA-256 (hex), if any upload stored it already.

@@ -42,7 +42,10 @@ store_test!(uploads_are_recorded_and_found_by_hash, |store| async move {
     assert_eq!(record.user_id, ALICE);
     assert_eq!(record.content_type.as_deref(), Some("text/plain"));
     assert_eq!(record.upload_name.as_deref(), Some("a b.txt"));
-    assert_eq!((record.size, record.sha256.as_deref(), record.file_id.as_deref()), (Some(5), Some("aaaa"), Some("ONE")));
+    assert_eq!(
+        (record.size, record.sha256.as_deref(), record.file_id.as_deref()),
+        (Some(5), Some("aaaa"), Some("ONE"))
+    );
     assert_eq!((record.created_ts, record.last_access_ts), (1000, None));
     assert!(record.authenticated && !record.safe_from_quarantine && record.quarantined_by.is_none());
     assert_eq!(record.unused_expires_at, None);
@@ -52,6 +55,11 @@ store_test!(uploads_are_recorded_and_found_by_hash, |store| async move {
     assert_eq!(store.local_media_file_by_sha256("bbbb").await.unwrap(), None);
     store.insert_local_media(&upload("TWO", "aaaa", "ONE")).await.unwrap();
     assert_eq!(store.local_media("TWO").await.unwrap().unwrap().file_id.as_deref(), Some("ONE"));
+
+    let listed: Vec<String> =
+        store.local_media_of_user(ALICE).await.unwrap().into_iter().map(|m| m.media_id).collect();
+    assert_eq!(listed, vec!["ONE".to_owned(), "TWO".to_owned()]);
+    assert!(store.local_media_of_user("@bob:test.local").await.unwrap().is_empty());
 
     store.touch_local_media("ONE", 5000).await.unwrap();
     assert_eq!(store.local_media("ONE").await.unwrap().unwrap().last_access_ts, Some(5000));
@@ -76,7 +84,10 @@ store_test!(reserved_ids_are_limited_filled_once_and_expire, |store| async move 
     assert!(store.complete_pending_media(&content).await.unwrap());
     let filled = store.local_media("P1").await.unwrap().unwrap();
     assert!(filled.is_uploaded());
-    assert_eq!((filled.sha256.as_deref(), filled.unused_expires_at, filled.created_ts), (Some("dddd"), None, 1000));
+    assert_eq!(
+        (filled.sha256.as_deref(), filled.unused_expires_at, filled.created_ts),
+        (Some("dddd"), None, 1000)
+    );
     assert!(!store.complete_pending_media(&upload("P1", "eeee", "P1")).await.unwrap());
     assert_eq!(store.local_media("P1").await.unwrap().unwrap().sha256.as_deref(), Some("dddd"));
     assert!(!store.complete_pending_media(&upload("UNKNOWN", "eeee", "UNKNOWN")).await.unwrap());

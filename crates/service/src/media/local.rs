@@ -161,7 +161,9 @@ impl Services {
 
     async fn new_temp_file(&self) -> Result<(tokio::fs::File, TempPath)> {
         let dir = self.media_store_root().join("tmp");
-        tokio::fs::create_dir_all(&dir).await.map_err(|e| io_error(format!("creating {}", dir.display()), e))?;
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| io_error(format!("creating {}", dir.display()), e))?;
         let temp = tokio::task::spawn_blocking(move || {
             tempfile::Builder::new().prefix(".upload-").tempfile_in(&dir)
         })
@@ -176,7 +178,8 @@ impl Services {
     /// identical content is stored already, keeps only the earlier file) and writes the
     /// record. Returns the media ID.
     pub async fn finish_media_upload(&self, upload: MediaUpload) -> Result<MediaId> {
-        let MediaUpload { media_id, reserved, user_id, metadata, mut file, temp_path, hasher, size, .. } = upload;
+        let MediaUpload { media_id, reserved, user_id, metadata, mut file, temp_path, hasher, size, .. } =
+            upload;
         file.flush().await.map_err(|e| io_error("writing an upload", e))?;
         drop(file);
         let sha256 = hex::encode(hasher.finalize());
@@ -276,7 +279,10 @@ impl Services {
             .map_err(|e| io_error(format!("opening {}", source.display()), e))?;
         let mut buffer = vec![0u8; 64 * 1024];
         loop {
-            let n = file.read(&mut buffer).await.map_err(|e| io_error(format!("reading {}", source.display()), e))?;
+            let n = file
+                .read(&mut buffer)
+                .await
+                .map_err(|e| io_error(format!("reading {}", source.display()), e))?;
             if n == 0 {
                 break;
             }
@@ -285,7 +291,11 @@ impl Services {
         self.finish_media_upload(upload).await
     }
 
-    async fn begin_internal_upload(&self, user_id: &ruma::UserId, metadata: UploadMetadata) -> Result<MediaUpload> {
+    async fn begin_internal_upload(
+        &self,
+        user_id: &ruma::UserId,
+        metadata: UploadMetadata,
+    ) -> Result<MediaUpload> {
         let (file, temp_path) = self.new_temp_file().await?;
         Ok(MediaUpload {
             media_id: MediaId::generate(),
@@ -310,7 +320,9 @@ fn cannot_overwrite() -> Error {
 /// Renames a finished temporary file to `path`, creating its directories.
 async fn place_file(temp_path: TempPath, path: &Path) -> Result<()> {
     if let Some(parent) = path.parent() {
-        tokio::fs::create_dir_all(parent).await.map_err(|e| io_error(format!("creating {}", parent.display()), e))?;
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(|e| io_error(format!("creating {}", parent.display()), e))?;
     }
     let path = path.to_owned();
     tokio::task::spawn_blocking(move || temp_path.persist(&path).map_err(|e| e.error))

@@ -186,11 +186,9 @@ impl Services {
                 return Err(not_found());
             }
             if tokio::time::timeout_at(deadline, uploaded).await.is_err() {
-                return Err(MatrixError::new(
-                    ErrCode::NotYetUploaded,
-                    "Media has not been uploaded yet",
-                )
-                .into());
+                return Err(
+                    MatrixError::new(ErrCode::NotYetUploaded, "Media has not been uploaded yet").into()
+                );
             }
         }
     }
