@@ -5,6 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
+use myelin_service::media::UploadMetadata;
+use myelin_test_support::cancel::cancel_at_every_await;
 use myelin_test_support::{TestServer, TestUser, http_client};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -497,4 +499,47 @@ async fn media_creation_is_rate_limited() {
     // Another user has their own bucket.
     let bob = server.register("bob").await;
     upload_ok(&server, &bob, "text/plain", "b", b"b".to_vec()).await;
+}
+
+#[tokio::test]
+async fn an_upload_dropped_at_any_await_leaves_nothing_behind() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let services = server.services().clone();
+    let user_id = ruma::UserId::parse(alice.user_id.as_str()).unwrap();
+    let bytes = patterned(200_000, 5);
+    let metadata = UploadMetadata { content_type: Some("image/png".to_owned()), upload_name: None };
+    let (cancelled, media_id) = cancel_at_every_await(
+        || {
+            let (services, user_id, metadata, bytes) =
+                (services.clone(), user_id.clone(), metadata.clone(), bytes.clone());
+            async move { services.store_media_bytes(&user_id, metadata, &bytes).await }
+        },
+        10_000,
+    )
+    .await;
+    assert!(cancelled >= 1, "the upload was dropped at least once before it completed");
+    let media_id = media_id.unwrap();
+    // An attempt dropped once its bytes were in finishes on its own task; wait for those.
+    services.wait_for_finishing_uploads().await;
+    // Each dropped attempt left nothing or a whole media: every record has its file, every file
+    // its record, and nothing temporary is left. (The content is the same each time, so one
+    // file holds it.)
+    let records = server.services().store().local_media_of_user(&alice.user_id).await.unwrap();
+    assert!(records.iter().any(|r| r.media_id == media_id.as_str()));
+    let files = files_under(&media_dir(&server).join("local_content"));
+    assert_eq!(files.len(), 1, "{files:?}");
+    for record in &records {
+        assert!(record.is_uploaded(), "{record:?}");
+        let file_id = record.file_id.as_deref().unwrap();
+        let path = media_dir(&server)
+            .join("local_content")
+            .join(&file_id[0..2])
+            .join(&file_id[2..4])
+            .join(&file_id[4..]);
+        assert_eq!(files[0], path, "{record:?}");
+    }
+    assert!(files_under(&media_dir(&server).join("tmp")).is_empty());
+    let reply = download(&server, &alice, media_id.as_str(), &[]).await;
+    assert_eq!(reply.body, bytes);
 }

@@ -159,25 +159,36 @@ impl Services {
         Ok(())
     }
 
+    /// A new temporary file under `tmp/`. Created on this thread (one `open`): a file made on
+    /// a blocking thread after its caller was dropped would be nobody's to delete.
     async fn new_temp_file(&self) -> Result<(tokio::fs::File, TempPath)> {
         let dir = self.media_store_root().join("tmp");
         tokio::fs::create_dir_all(&dir)
             .await
             .map_err(|e| io_error(format!("creating {}", dir.display()), e))?;
-        let temp = tokio::task::spawn_blocking(move || {
-            tempfile::Builder::new().prefix(".upload-").tempfile_in(&dir)
-        })
-        .await
-        .map_err(|e| Error::internal_with("creating an upload file", e))?
-        .map_err(|e| io_error("creating an upload file", e))?;
+        let temp = tempfile::Builder::new()
+            .prefix(".upload-")
+            .tempfile_in(&dir)
+            .map_err(|e| io_error("creating an upload file", e))?;
         let (file, temp_path) = temp.into_parts();
         Ok((tokio::fs::File::from_std(file), temp_path))
     }
 
     /// Finishes an upload whose bytes have all arrived: renames the file into place (or, when
     /// identical content is stored already, keeps only the earlier file) and writes the
-    /// record. Returns the media ID.
+    /// record. Returns the media ID. This runs to completion on a task of its own: a caller
+    /// dropped while the record is being written could otherwise leave a committed record
+    /// whose file its guard had removed.
     pub async fn finish_media_upload(&self, upload: MediaUpload) -> Result<MediaId> {
+        let services = self.clone();
+        self.media
+            .finishing
+            .spawn(async move { services.place_and_record_upload(upload).await })
+            .await
+            .map_err(|e| Error::internal_with("finishing an upload", e))?
+    }
+
+    async fn place_and_record_upload(&self, upload: MediaUpload) -> Result<MediaId> {
         let MediaUpload { media_id, reserved, user_id, metadata, mut file, temp_path, hasher, size, .. } =
             upload;
         file.flush().await.map_err(|e| io_error("writing an upload", e))?;
@@ -190,6 +201,7 @@ impl Services {
             None => {
                 let path = self.media_file_path(&local_content_path(&media_id));
                 place_file(temp_path, &path).await?;
+                // No `.await` between the rename and arming the guard.
                 placed = PlacedFile(Some(path));
                 media_id.as_str().to_owned()
             }
@@ -317,16 +329,14 @@ fn cannot_overwrite() -> Error {
         .into()
 }
 
-/// Renames a finished temporary file to `path`, creating its directories.
+/// Renames a finished temporary file to `path`, creating its directories. The rename runs on
+/// this thread (one `rename`), so it is done or not done when the caller can be dropped: a
+/// rename finishing on a blocking thread after the caller's cleanup would leave a file behind.
 async fn place_file(temp_path: TempPath, path: &Path) -> Result<()> {
     if let Some(parent) = path.parent() {
         tokio::fs::create_dir_all(parent)
             .await
             .map_err(|e| io_error(format!("creating {}", parent.display()), e))?;
     }
-    let path = path.to_owned();
-    tokio::task::spawn_blocking(move || temp_path.persist(&path).map_err(|e| e.error))
-        .await
-        .map_err(|e| Error::internal_with("placing an upload", e))?
-        .map_err(|e| io_error("placing an upload", e))
+    temp_path.persist(path).map_err(|e| io_error("placing an upload", e.error))
 }

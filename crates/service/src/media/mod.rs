@@ -27,16 +27,19 @@ use std::time::Duration;
 use myelin_core::{ErrCode, MatrixError};
 use myelin_store::LocalMediaRecord;
 use tokio::sync::Notify;
+use tokio_util::task::TaskTracker;
 
 use crate::util::now_ms;
 use crate::{Error, Result, Services};
 
 pub use local::{MediaUpload, UploadMetadata, UploadTarget};
 
-/// Shared state of the media repository: wakes downloads waiting for an asynchronous upload.
+/// Shared state of the media repository: wakes downloads waiting for an asynchronous upload,
+/// and tracks uploads being finished (they run to completion on tasks of their own).
 #[derive(Default)]
 pub struct Media {
     uploaded: Notify,
+    finishing: TaskTracker,
 }
 
 /// The longest a download waits for a pending asynchronous upload (Synapse's
@@ -217,6 +220,14 @@ impl Services {
             content_type: record.content_type.clone(),
             upload_name: record.upload_name.clone(),
         })
+    }
+
+    /// Waits until every upload being finished (including those whose caller went away) has
+    /// its file and record in place, or has cleaned up.
+    pub async fn wait_for_finishing_uploads(&self) {
+        self.media.finishing.close();
+        self.media.finishing.wait().await;
+        self.media.finishing.reopen();
     }
 
     /// Wakes downloads waiting for an asynchronous upload.
