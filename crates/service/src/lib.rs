@@ -37,6 +37,7 @@ pub mod error;
 pub mod filter;
 pub mod key_backup;
 pub mod keys;
+pub mod media;
 pub mod metrics;
 pub mod outbound;
 pub mod passwords;
@@ -98,6 +99,7 @@ pub struct Services {
     pub push: Arc<push::Push>,
     /// Shared-secret registration nonces handed out and not spent yet.
     pub registration_nonces: Arc<registration_nonces::RegistrationNonces>,
+    pub media: Arc<media::Media>,
 }
 
 impl Services {
@@ -135,6 +137,7 @@ impl Services {
             shutdown: CancellationToken::new(),
             push: Arc::default(),
             registration_nonces: Arc::default(),
+            media: Arc::default(),
         })
     }
 
