@@ -279,10 +279,11 @@ pub fn generate(
     }
     let header = checked_header(bytes, content_type, max_pixels)?;
     let source = Source::new(bytes, header, max_pixels);
-    if animated && header.animated {
-        if let Some(thumbnail) = source.animated_thumbnail(spec) {
-            return Ok(thumbnail);
-        }
+    if animated
+        && header.animated
+        && let Some(thumbnail) = source.animated_thumbnail(spec)
+    {
+        return Ok(thumbnail);
     }
     source.still_thumbnail(spec, None)
 }
@@ -322,10 +323,10 @@ pub fn pregenerate(
     let mut thumbnails = Vec::new();
     for (_, _, spec) in &sizes {
         thumbnails.push(source.still_thumbnail(*spec, Some(&decoded))?);
-        if header.animated {
-            if let Some(thumbnail) = source.animated_thumbnail(*spec) {
-                thumbnails.push(thumbnail);
-            }
+        if header.animated
+            && let Some(thumbnail) = source.animated_thumbnail(*spec)
+        {
+            thumbnails.push(thumbnail);
         }
     }
     Ok(thumbnails)
@@ -592,10 +593,10 @@ impl<'a> Source<'a> {
     /// The first frame, oriented as displayed, at least `target` large (as displayed): a JPEG
     /// much larger than that is decoded DCT-scaled.
     fn decode_still(&self, target: (u32, u32)) -> Result<Decoded, ThumbnailError> {
-        if self.header.format == ImageFormat::Jpeg {
-            if let Some(decoded) = self.decode_jpeg_scaled(target) {
-                return Ok(decoded);
-            }
+        if self.header.format == ImageFormat::Jpeg
+            && let Some(decoded) = self.decode_jpeg_scaled(target)
+        {
+            return Ok(decoded);
         }
         let mut reader = image::ImageReader::with_format(self.cursor(), to_image_format(self.header.format));
         reader.limits(self.limits.clone());
@@ -1322,7 +1323,10 @@ mod tests {
         const PORTRAIT: [(u32, u32, ThumbnailMethod); 5] =
             [(32, 32, Crop), (96, 96, Crop), (180, 240, Scale), (360, 480, Scale), (450, 600, Scale)];
         // Synapse 1.163's `_select_thumbnail` on these, run once to write this table.
-        let cases: &[(&[(u32, u32, ThumbnailMethod); 5], u32, u32, ThumbnailMethod, (u32, u32))] = &[
+        // (stored thumbnails, requested width, height and method, chosen width and height)
+        type Case = (&'static Stored, u32, u32, ThumbnailMethod, (u32, u32));
+        type Stored = [(u32, u32, ThumbnailMethod); 5];
+        let cases: &[Case] = &[
             // LANDSCAPE
             (&LANDSCAPE, 1, 1, Crop, (32, 32)),
             (&LANDSCAPE, 16, 16, Crop, (32, 32)),
