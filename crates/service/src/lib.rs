@@ -12,6 +12,7 @@
 //! - [`rooms`]: rooms and the event graph (the write path, reads, membership, directory).
 //! - [`push`]: push rules, push actions and unread counts, pushers, delivery to gateways.
 //! - [`sync`]: `/sync`. [`account_data`] (and tags), [`receipts`], [`typing`], [`presence`].
+//! - [`thumbnail`]: image thumbnails (header probe, generation, selection), synchronous.
 //! - [`streams`]: stream positions (published in order) and the notifier that wakes syncs.
 //! - [`uia`]: user-interactive authentication sessions and stages.
 //! - [`ratelimit`]: Synapse-style leaky buckets with per-user overrides.
@@ -53,6 +54,7 @@ pub mod search;
 pub mod sessions;
 pub mod streams;
 pub mod sync;
+pub mod thumbnail;
 pub mod tls;
 pub mod to_device;
 pub mod typing;
