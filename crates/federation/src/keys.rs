@@ -63,7 +63,8 @@ pub struct RemoteServerKeys {
 
 struct CacheEntry {
     keys: Arc<RemoteServerKeys>,
-    loaded: Instant,
+    /// When these keys came from the network (`None`: read from the store).
+    fetched: Option<Instant>,
 }
 
 /// Fetches and caches remote servers' keys.
@@ -216,10 +217,12 @@ impl KeyRing {
             return Ok(entry.keys.clone());
         }
         let loaded = Arc::new(self.load(server).await?);
-        self.cache
-            .lock()
-            .insert(server.as_str().to_owned(), CacheEntry { keys: loaded.clone(), loaded: Instant::now() });
-        Ok(loaded)
+        // A fetch that finished meanwhile wins over what the store said before it.
+        let mut cache = self.cache.lock();
+        let entry = cache
+            .entry(server.as_str().to_owned())
+            .or_insert_with(|| CacheEntry { keys: loaded, fetched: None });
+        Ok(entry.keys.clone())
     }
 
     async fn load(&self, server: &ServerName) -> Result<RemoteServerKeys, KeyError> {
@@ -251,7 +254,7 @@ impl KeyRing {
         let lock = self.fetch_locks.lock().entry(server.as_str().to_owned()).or_default().clone();
         let _guard = lock.lock().await;
         if let Some(entry) = self.cache.lock().get(server.as_str())
-            && entry.loaded >= asked
+            && entry.fetched.is_some_and(|fetched| fetched >= asked)
         {
             return Ok(entry.keys.clone());
         }
@@ -272,9 +275,10 @@ impl KeyRing {
         }
         // The store merges keys across documents: read back what it keeps.
         let keys = Arc::new(self.load(server).await?);
-        self.cache
-            .lock()
-            .insert(server.as_str().to_owned(), CacheEntry { keys: keys.clone(), loaded: Instant::now() });
+        self.cache.lock().insert(
+            server.as_str().to_owned(),
+            CacheEntry { keys: keys.clone(), fetched: Some(Instant::now()) },
+        );
         drop(_guard);
         let mut locks = self.fetch_locks.lock();
         if locks.get(server.as_str()).is_some_and(|l| Arc::strong_count(l) <= 2) {

@@ -45,7 +45,7 @@ impl FromRequest<AppState> for ServerAuth {
         let Some(header) = headers.iter().find(|h| h.trim_start().starts_with("X-Matrix")) else {
             return Err(unauthorized(StatusCode::UNAUTHORIZED, "Missing Authorization headers"));
         };
-        let authorization = myelin_federation_header(header)
+        let authorization = parse_x_matrix(header)
             .map_err(|_| unauthorized(StatusCode::BAD_REQUEST, "Malformed Authorization header"))?;
         let body = read_body(request, MAX_JSON_BODY).await.map_err(IntoResponse::into_response)?;
         let origin = state
@@ -57,6 +57,6 @@ impl FromRequest<AppState> for ServerAuth {
 }
 
 /// Parses an `X-Matrix` header value.
-fn myelin_federation_header(value: &str) -> Result<ruma::api::federation::authentication::XMatrix, String> {
+fn parse_x_matrix(value: &str) -> Result<ruma::api::federation::authentication::XMatrix, String> {
     ruma::api::federation::authentication::XMatrix::parse(value).map_err(|e| e.to_string())
 }
