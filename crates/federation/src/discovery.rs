@@ -187,7 +187,7 @@ pub fn cache_period_from_headers(headers: &http::HeaderMap, now: SystemTime) -> 
     {
         return Some(seconds);
     }
-    let expires = headers.get_all(http::header::EXPIRES).iter().last()?;
+    let expires = headers.get_all(http::header::EXPIRES).iter().next_back()?;
     match expires.to_str().ok().and_then(|text| httpdate::parse_http_date(text).ok()) {
         Some(date) => Some(match date.duration_since(now) {
             Ok(ahead) => ahead.as_secs() as i64,

@@ -146,8 +146,10 @@ mod tests {
 
     #[test]
     fn the_federation_blacklist_replaces_the_general_rules() {
-        let mut general = OutboundConfig::default();
-        general.ip_range_whitelist = vec![IpRange::parse("127.0.0.1").unwrap()];
+        let general = OutboundConfig {
+            ip_range_whitelist: vec![IpRange::parse("127.0.0.1").unwrap()],
+            ..OutboundConfig::default()
+        };
         let config = FederationConfig::default();
         assert!(!config.outbound(&general).is_ip_blocked("127.0.0.1".parse().unwrap()));
         let config = FederationConfig {
