@@ -365,3 +365,49 @@ fn dns_overrides_map_names_to_addresses_and_refuse_bad_ones() {
         }
     }
 }
+
+#[test]
+fn federation_tls_options_load_and_refuse_bad_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = write(dir.path(), "ca.pem", "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n");
+    let origin = Path::new("homeserver.yaml");
+    let defaults = load_from_str("server_name: a.org\n", origin).unwrap().config.federation;
+    assert!(defaults.verify_certificates && defaults.custom_ca_list.is_none());
+    assert!(defaults.ip_range_blacklist.is_none());
+
+    let yaml = format!(
+        "server_name: a.org\nfederation_verify_certificates: false\n\
+         federation_certificate_verification_whitelist: ['*.test']\n\
+         federation_custom_ca_list: ['{}']\nfederation_ip_range_blacklist: ['10.0.0.0/8']\n",
+        ca.display()
+    );
+    let loaded = load_from_str(&yaml, origin).unwrap();
+    assert!(!loaded.warnings.iter().any(|w| w.contains("federation_")), "{:?}", loaded.warnings);
+    let federation = &loaded.config.federation;
+    assert!(!federation.verify_certificates);
+    assert_eq!(federation.certificate_verification_whitelist, ["*.test"]);
+    assert_eq!(federation.custom_ca_list.as_ref().unwrap()[0].path, ca);
+    // The federation blacklist always includes 0.0.0.0 and ::.
+    let outbound = federation.outbound(&loaded.config.outbound);
+    assert!(
+        outbound.is_ip_blocked("10.1.1.1".parse().unwrap()) && outbound.is_ip_blocked("::".parse().unwrap())
+    );
+    assert!(!outbound.is_ip_blocked("127.0.0.1".parse().unwrap()));
+
+    for (yaml, key) in [
+        (
+            "server_name: a.org\nfederation_custom_ca_list: ['/nonexistent/ca.pem']\n",
+            "federation_custom_ca_list[0]",
+        ),
+        ("server_name: a.org\nfederation_custom_ca_list: []\n", "federation_custom_ca_list"),
+        (
+            "server_name: a.org\nfederation_ip_range_blacklist: ['nonsense']\n",
+            "federation_ip_range_blacklist[0]",
+        ),
+    ] {
+        match load_from_str(yaml, origin) {
+            Err(ConfigError::Invalid { key: found, .. }) => assert_eq!(found, key),
+            other => panic!("expected an error for {yaml:?}, got {other:?}"),
+        }
+    }
+}

@@ -90,7 +90,7 @@ pub fn write_new_key_file(path: &Path) -> Result<SigningKeyEntry> {
 /// The key that signs for this server, and the retired ones it still publishes.
 pub struct ServerKeys {
     server_name: String,
-    key_pair: Ed25519KeyPair,
+    key_pair: std::sync::Arc<Ed25519KeyPair>,
     key_id: String,
     public_key: String,
     old_verify_keys: BTreeMap<String, Value>,
@@ -142,7 +142,7 @@ impl ServerKeys {
         let public_key = STANDARD_NO_PAD.encode(key_pair.public_key());
         Ok(ServerKeys {
             server_name: server_name.to_owned(),
-            key_pair,
+            key_pair: std::sync::Arc::new(key_pair),
             key_id: format!("ed25519:{}", entry.version),
             public_key,
             old_verify_keys,
@@ -153,6 +153,11 @@ impl ServerKeys {
     /// The signing key pair.
     pub fn key_pair(&self) -> &Ed25519KeyPair {
         &self.key_pair
+    }
+
+    /// The signing key pair, shared (for the federation client's request signatures).
+    pub fn shared_key_pair(&self) -> std::sync::Arc<Ed25519KeyPair> {
+        self.key_pair.clone()
     }
 
     /// `ed25519:<version>`.
@@ -167,7 +172,8 @@ impl ServerKeys {
 
     /// Adds this server's signature to a JSON object.
     pub fn sign(&self, object: &mut CanonicalJsonObject) -> Result<()> {
-        ruma::signatures::sign_json(&self.server_name, &self.key_pair, object).map_err(Error::internal)
+        ruma::signatures::sign_json(&self.server_name, self.key_pair.as_ref(), object)
+            .map_err(Error::internal)
     }
 
     /// The signed response of `GET /_matrix/key/v2/server`.

@@ -35,6 +35,7 @@ pub mod device_lists;
 pub mod devices;
 pub mod e2e_keys;
 pub mod error;
+pub mod federation;
 pub mod filter;
 pub mod key_backup;
 pub mod keys;
@@ -85,6 +86,7 @@ pub struct Services {
     pub config: Arc<Config>,
     pub(crate) store: Store,
     pub keys: Arc<keys::ServerKeys>,
+    pub federation: Arc<federation::Federation>,
     pub metrics: Arc<metrics::Metrics>,
     pub passwords: passwords::PasswordHasher,
     pub auth_cache: Arc<auth::AuthCache>,
@@ -109,6 +111,7 @@ impl Services {
     pub async fn build(config: Config) -> Result<Services> {
         let store = Store::open(&config.database).await?;
         let keys = keys::ServerKeys::load_or_generate(&config)?;
+        let federation = federation::Federation::new(&config, &keys, store.clone())?;
         let passwords = passwords::PasswordHasher::new(&config.password);
         let rooms = rooms::Rooms::new(store.max_stream_ordering().await?, config.caches.event_cache_limits());
         let (account_data, receipts, presence) = store.max_stream_ids().await?;
@@ -135,6 +138,7 @@ impl Services {
             config: Arc::new(config),
             store,
             keys: Arc::new(keys),
+            federation: Arc::new(federation),
             metrics: Arc::new(metrics::Metrics::new()),
             shutdown: CancellationToken::new(),
             push: Arc::default(),

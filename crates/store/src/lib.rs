@@ -5,7 +5,7 @@
 //! - [`engine`]: the one API over SQLite (rusqlite) and PostgreSQL (tokio-postgres + deadpool),
 //!   values and rows, and migrations.
 //! - One module per data area (`users`, `devices`, `tokens`, `uia`, `profiles`,
-//!   `registration`, `secrets`, `e2e_keys`, `cross_signing`, `device_lists`, `key_backup`, `media`, `events`, `relations`, `state`, `rooms`, `to_device`), each an `impl Store` block returning domain
+//!   `registration`, `secrets`, `e2e_keys`, `cross_signing`, `device_lists`, `key_backup`, `media`, `server_keys`, `events`, `relations`, `state`, `rooms`, `to_device`), each an `impl Store` block returning domain
 //!   types, never rows.
 //!
 //! This is the only crate that contains SQL.
@@ -26,6 +26,7 @@ pub mod relations;
 pub mod rooms;
 pub mod search;
 mod secrets;
+pub mod server_keys;
 pub mod state;
 pub mod sync;
 pub mod to_device;
@@ -46,6 +47,7 @@ pub use key_backup::{
 pub use media::{LocalMediaRecord, NewLocalMedia, ThumbnailRecord};
 pub use registration::RegistrationTokenRecord;
 pub use rooms::{MembershipChange, NewReport, RoomRecord};
+pub use server_keys::{ServerKeyDocument, ServerVerifyKeyRecord};
 pub use state::StateDelta;
 pub use sync::{AccountDataRecord, PresenceRecord, ReceiptRecord};
 pub use to_device::{NewToDeviceMessages, ToDeviceRecord};

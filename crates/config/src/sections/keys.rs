@@ -68,9 +68,13 @@ impl RawKeys {
             old_signing_keys: self.old_signing_keys,
             key_refresh_interval: self.key_refresh_interval.unwrap_or(DurationMs(86_400_000)),
             trusted_key_servers: self.trusted_key_servers.unwrap_or_else(|| {
+                // Synapse's default: matrix.org with its published key.
                 vec![TrustedKeyServer {
                     server_name: "matrix.org".to_owned(),
-                    verify_keys: BTreeMap::new(),
+                    verify_keys: BTreeMap::from([(
+                        "ed25519:auto".to_owned(),
+                        "Noi6WqcDj0QmPxCNQqgezwTlBKrfqehY1u2FyWP9uYw".to_owned(),
+                    )]),
                     accept_keys_insecurely: false,
                 }]
             }),

@@ -1,6 +1,7 @@
 //! One typed struct per configuration section, reading Synapse's flat top-level keys.
 
 mod database;
+mod federation;
 mod keys;
 mod media;
 mod misc;
@@ -15,6 +16,7 @@ mod user_directory;
 use std::path::{Path, PathBuf};
 
 pub use database::{DatabaseConfig, PostgresConfig};
+pub use federation::{CustomCa, FederationConfig};
 pub use keys::{KeyConfig, TrustedKeyServer};
 pub use media::{MediaConfig, MediaRetention, ThumbnailMethod, ThumbnailSize};
 pub use misc::{CacheConfig, LoggingConfig, MetricsConfig, PresenceConfig};
@@ -44,6 +46,7 @@ pub struct Config {
     pub room: RoomConfig,
     pub presence: PresenceConfig,
     pub outbound: OutboundConfig,
+    pub federation: FederationConfig,
     pub user_directory: UserDirectoryConfig,
     pub caches: CacheConfig,
     /// The directory of the first config file; default paths are relative to it.
@@ -70,6 +73,7 @@ impl Config {
         let room: room::RawRoom = reader.section()?;
         let presence: misc::RawPresence = reader.section()?;
         let outbound: outbound::RawOutbound = reader.section()?;
+        let federation: federation::RawFederation = reader.section()?;
         let user_directory: user_directory::RawUserDirectory = reader.section()?;
         let caches: CacheConfig = reader.section()?;
         let origins = reader.origins;
@@ -82,6 +86,7 @@ impl Config {
         let room = room.into_config(origins)?;
         let outbound = outbound.into_config(origins)?;
         let media = media.into_config(origins)?;
+        let federation = federation.into_config(origins)?;
         Ok(Config {
             server,
             database,
@@ -96,6 +101,7 @@ impl Config {
             room,
             presence: presence.presence,
             outbound,
+            federation,
             user_directory: user_directory.into_config(),
             caches,
             config_dir,

@@ -35,6 +35,7 @@ pub(crate) const MIGRATION_FILES: &[(&str, &str)] = &[
     ("0014_key_backup.sql", include_str!("../../migrations/0014_key_backup.sql")),
     ("0015_dehydrated_devices.sql", include_str!("../../migrations/0015_dehydrated_devices.sql")),
     ("0016_media.sql", include_str!("../../migrations/0016_media.sql")),
+    ("0017_server_keys.sql", include_str!("../../migrations/0017_server_keys.sql")),
 ];
 
 /// Arbitrary constant identifying Myelin's migration lock.

@@ -1,0 +1,323 @@
+//! The federation transport between two Myelin servers on loopback: each serves federation
+//! over TLS with a certificate from a test CA made here, trusts that CA through
+//! `federation_custom_ca_list`, finds the other through `myelin_dns_overrides` (server names
+//! with explicit ports) and may reach loopback through `ip_range_whitelist`.
+
+use std::path::Path;
+
+use myelin_federation::{DiscoveryError, FederationError};
+use myelin_test_support::TestServer;
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use reqwest::Method;
+use ruma::api::federation::authentication::{XMatrix, XMatrixSigningInput};
+use ruma::{OwnedServerName, ServerName};
+use serde_json::{Value, json};
+
+/// Writes a CA (`ca.pem`) and a certificate it signed for the test names (`cert.pem`,
+/// `key.pem`) into `dir`.
+fn write_certificates(dir: &Path) {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let names = vec!["a.test".to_owned(), "b.test".to_owned(), "c.test".to_owned()];
+    let certificate = CertificateParams::new(names).unwrap().signed_by(&key, &ca).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.join("cert.pem"), certificate.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+}
+
+/// A port free right now (the server binds it a moment later: its name must carry it).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A server named `<host>:<port>` serving federation over TLS on that port, with `overrides`.
+async fn federating_server(host: &str, certs: &Path, overrides: Value) -> TestServer {
+    let port = free_port();
+    let mut config = json!({
+        "server_name": format!("{host}:{port}"),
+        "tls_certificate_path": certs.join("cert.pem"),
+        "tls_private_key_path": certs.join("key.pem"),
+        "listeners": [
+            {"port": 0, "bind_addresses": ["127.0.0.1"], "type": "http", "x_forwarded": false,
+             "resources": [{"names": ["client", "federation"]}]},
+            {"port": port, "bind_addresses": ["127.0.0.1"], "type": "http", "tls": true,
+             "resources": [{"names": ["federation"]}]},
+        ],
+        "federation_custom_ca_list": [certs.join("ca.pem")],
+        "myelin_dns_overrides": {"a.test": ["127.0.0.1"], "b.test": ["127.0.0.1"], "c.test": ["127.0.0.1"]},
+        "ip_range_whitelist": ["127.0.0.1"],
+        "trusted_key_servers": [],
+    });
+    if let (Some(config), Value::Object(overrides)) = (config.as_object_mut(), overrides) {
+        config.extend(overrides);
+    }
+    TestServer::start_with(config).await
+}
+
+fn name(server: &TestServer) -> OwnedServerName {
+    OwnedServerName::try_from(server.server_name.as_str()).unwrap()
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+fn profile_path(user_id: &str, field: Option<&str>) -> String {
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    query.append_pair("user_id", user_id);
+    if let Some(field) = field {
+        query.append_pair("field", field);
+    }
+    format!("/_matrix/federation/v1/query/profile?{}", query.finish())
+}
+
+#[tokio::test]
+async fn servers_fetch_each_others_keys_and_verify_signed_requests() {
+    let certs = tempfile::tempdir().unwrap();
+    write_certificates(certs.path());
+    let a = federating_server("a.test", certs.path(), json!({})).await;
+    let b = federating_server("b.test", certs.path(), json!({})).await;
+    let bob = b.register("bob").await;
+    bob.client
+        .put(
+            &format!("/_matrix/client/v3/profile/{}/displayname", bob.user_id),
+            &json!({"displayname": "Bob"}),
+        )
+        .await
+        .expect(200);
+
+    // A fetches B's keys over TLS, checks them, and answers the next lookup from its cache.
+    let a_services = a.services();
+    let (b_key_id, b_public_key) =
+        (b.services().keys.key_id().to_owned(), b.services().keys.public_key().to_owned());
+    // Three lookups at once share one fetch.
+    let b_name = name(&b);
+    let lookup = || a_services.federation.keys.verify_key(&b_name, &b_key_id, now_ms());
+    let (first, second, third) = tokio::join!(lookup(), lookup(), lookup());
+    for fetched in [first, second, third] {
+        assert_eq!(fetched.unwrap().as_deref(), Some(b_public_key.as_str()));
+    }
+    let requests = a_services.federation.client.requests_sent();
+    let again = a_services.federation.keys.verify_key(&name(&b), &b_key_id, now_ms()).await.unwrap();
+    assert_eq!(again.as_deref(), Some(b_public_key.as_str()));
+    assert_eq!(a_services.federation.client.requests_sent(), requests, "the second lookup makes no request");
+    assert_eq!(a_services.federation.keys.remote_fetches(), 1);
+    // An unknown key ID of B is looked for once more, and not found.
+    assert_eq!(
+        a_services.federation.keys.verify_key(&name(&b), "ed25519:nope", now_ms()).await.unwrap(),
+        None
+    );
+
+    // A queries B's profile with a signed request; B verifies it with A's keys, which it fetches.
+    let client = &a_services.federation.client;
+    let profile: Value =
+        client.get_json(&name(&b), &profile_path(&bob.user_id, Some("displayname"))).await.unwrap();
+    assert_eq!(profile, json!({"displayname": "Bob"}));
+    let profile: Value = client.get_json(&name(&b), &profile_path(&bob.user_id, None)).await.unwrap();
+    assert_eq!(profile["displayname"], "Bob");
+    let profile: Value =
+        client.get_json(&name(&b), &profile_path(&bob.user_id, Some("avatar_url"))).await.unwrap();
+    assert_eq!(profile, json!({}));
+    assert_eq!(b.services().federation.keys.remote_fetches(), 1, "B fetched A's keys once");
+
+    let unknown = format!("@nobody:{}", b.server_name);
+    match client.get_json::<Value>(&name(&b), &profile_path(&unknown, None)).await {
+        Err(FederationError::Status { status: 404, errcode: Some(errcode), .. }) => {
+            assert_eq!(errcode, "M_NOT_FOUND")
+        }
+        other => panic!("expected 404 M_NOT_FOUND, got {other:?}"),
+    }
+    let remote = format!("@alice:{}", a.server_name);
+    match client.get_json::<Value>(&name(&b), &profile_path(&remote, None)).await {
+        Err(FederationError::Status { status: 400, .. }) => {}
+        other => panic!("expected 400 for a user of another server, got {other:?}"),
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+/// An `Authorization` header for `method path body` signed by `server` for `destination`.
+fn signed_header(server: &TestServer, destination: &str, method: &str, path: &str, body: &[u8]) -> String {
+    let request = http::Request::builder().method(method).uri(path).body(body.to_vec()).unwrap();
+    let input = XMatrixSigningInput::new(
+        name(server),
+        OwnedServerName::try_from(destination).unwrap(),
+        server.services().keys.key_pair(),
+    );
+    XMatrix::sign_http_request(&request, input).unwrap().to_string()
+}
+
+#[tokio::test]
+async fn unsigned_or_badly_signed_server_requests_are_refused() {
+    let certs = tempfile::tempdir().unwrap();
+    write_certificates(certs.path());
+    let a = federating_server("a.test", certs.path(), json!({})).await;
+    let b = federating_server("b.test", certs.path(), json!({})).await;
+    let bob = b.register("bob").await;
+    let path = profile_path(&bob.user_id, None);
+    let send = |headers: Vec<(&'static str, String)>| {
+        let client = b.client();
+        let path = path.clone();
+        async move {
+            let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            client.request_raw(Method::GET, &path, None, &headers).await
+        }
+    };
+
+    // A correctly signed request passes (so each refusal below is about its one defect).
+    let good = signed_header(&a, &b.server_name, "GET", &path, b"");
+    send(vec![("authorization", good.clone())]).await.expect(200);
+
+    send(vec![]).await.expect_error(401, "M_UNAUTHORIZED");
+    send(vec![("authorization", "Bearer abc".to_owned())]).await.expect_error(401, "M_UNAUTHORIZED");
+    send(vec![("authorization", "X-Matrix origin".to_owned())]).await.expect_error(400, "M_UNAUTHORIZED");
+    // Signed for another destination.
+    let elsewhere = signed_header(&a, "c.test", "GET", &path, b"");
+    send(vec![("authorization", elsewhere)]).await.expect_error(401, "M_UNAUTHORIZED");
+    // Signed over another request.
+    let other_path = signed_header(&a, &b.server_name, "GET", &profile_path("@x:y", None), b"");
+    send(vec![("authorization", other_path)]).await.expect_error(401, "M_UNAUTHORIZED");
+    // A signature altered by one character.
+    let sig_at = good.find("sig=\"").unwrap() + 5;
+    let mut bad_sig = good.clone().into_bytes();
+    bad_sig[sig_at] = if bad_sig[sig_at] == b'A' { b'B' } else { b'A' };
+    send(vec![("authorization", String::from_utf8(bad_sig).unwrap())])
+        .await
+        .expect_error(401, "M_UNAUTHORIZED");
+    // A key ID the origin does not have.
+    let key_id = a.services().keys.key_id().to_owned();
+    let unknown_key = good.replace(&key_id, "ed25519:unknown");
+    send(vec![("authorization", unknown_key)]).await.expect_error(401, "M_UNAUTHORIZED");
+    // An origin that cannot be reached for its keys.
+    let stranger = good.replace(&a.server_name, "192.0.2.1:1");
+    send(vec![("authorization", stranger)]).await.expect_error(401, "M_UNAUTHORIZED");
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn blocked_addresses_and_untrusted_certificates_are_refused() {
+    let certs = tempfile::tempdir().unwrap();
+    write_certificates(certs.path());
+    let b = federating_server("b.test", certs.path(), json!({})).await;
+    let b_name = name(&b);
+
+    // Loopback without the whitelist: refused before connecting.
+    let blocked = federating_server("c.test", certs.path(), json!({"ip_range_whitelist": []})).await;
+    let result =
+        blocked.services().federation.client.get_json::<Value>(&b_name, "/_matrix/key/v2/server").await;
+    assert!(matches!(result, Err(FederationError::Discovery(DiscoveryError::Blocked(_)))), "{result:?}");
+    let literal =
+        <&ServerName>::try_from(format!("127.0.0.1:{}", b_name.port().unwrap()).as_str()).unwrap().to_owned();
+    let result =
+        blocked.services().federation.client.get_json::<Value>(&literal, "/_matrix/key/v2/server").await;
+    assert!(matches!(result, Err(FederationError::Discovery(DiscoveryError::Blocked(_)))), "{result:?}");
+    // `federation_ip_range_blacklist` replaces the whitelist's effect, as in Synapse.
+    blocked.stop().await;
+    let blocked =
+        federating_server("c.test", certs.path(), json!({"federation_ip_range_blacklist": ["127.0.0.0/8"]}))
+            .await;
+    let result =
+        blocked.services().federation.client.get_json::<Value>(&b_name, "/_matrix/key/v2/server").await;
+    assert!(matches!(result, Err(FederationError::Discovery(DiscoveryError::Blocked(_)))), "{result:?}");
+    blocked.stop().await;
+
+    // A server trusting another CA refuses B's certificate...
+    let other_certs = tempfile::tempdir().unwrap();
+    write_certificates(other_certs.path());
+    let other_ca = json!({"federation_custom_ca_list": [other_certs.path().join("ca.pem")]});
+    let untrusting = federating_server("c.test", certs.path(), other_ca.clone()).await;
+    let result =
+        untrusting.services().federation.client.get_json::<Value>(&b_name, "/_matrix/key/v2/server").await;
+    assert!(matches!(result, Err(FederationError::Tls { .. })), "{result:?}");
+    untrusting.stop().await;
+    // ...unless B's name is on the verification whitelist.
+    let mut whitelisted = other_ca.clone();
+    whitelisted["federation_certificate_verification_whitelist"] = json!(["b.*"]);
+    let lenient = federating_server("c.test", certs.path(), whitelisted).await;
+    let keys: Value =
+        lenient.services().federation.client.get_json(&b_name, "/_matrix/key/v2/server").await.unwrap();
+    assert_eq!(keys["server_name"], b.server_name);
+    lenient.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_server_is_a_notary_for_keys_it_can_fetch() {
+    let certs = tempfile::tempdir().unwrap();
+    write_certificates(certs.path());
+    let a = federating_server("a.test", certs.path(), json!({})).await;
+    let b = federating_server("b.test", certs.path(), json!({})).await;
+    let (a_name, b_name) = (a.server_name.clone(), b.server_name.clone());
+    let a_keys = &a.services().keys;
+    let check_notarised = |document: &Value| {
+        assert_eq!(document["server_name"], b_name.as_str());
+        let signatures = document["signatures"].as_object().unwrap();
+        assert!(signatures.contains_key(&b_name) && signatures.contains_key(&a_name), "{document}");
+        let object: ruma::CanonicalJsonObject = serde_json::from_value(document.clone()).unwrap();
+        let key =
+            |keys: &myelin_service::keys::ServerKeys| ruma::serde::Base64::parse(keys.public_key()).unwrap();
+        let map = std::collections::BTreeMap::from([
+            (a_name.clone(), std::collections::BTreeMap::from([(a_keys.key_id().to_owned(), key(a_keys))])),
+            (
+                b_name.clone(),
+                std::collections::BTreeMap::from([(
+                    b.services().keys.key_id().to_owned(),
+                    key(&b.services().keys),
+                )]),
+            ),
+        ]);
+        ruma::signatures::verify_json(&map, &object).unwrap();
+    };
+
+    let response =
+        a.client().post("/_matrix/key/v2/query", &json!({"server_keys": {b_name.clone(): {}}})).await;
+    let documents = response.expect(200)["server_keys"].as_array().unwrap().clone();
+    assert_eq!(documents.len(), 1);
+    check_notarised(&documents[0]);
+    let response = a.client().get(&format!("/_matrix/key/v2/query/{b_name}")).await;
+    check_notarised(&response.expect(200)["server_keys"][0]);
+    // Its own keys, and nothing for a server it cannot reach.
+    let response = a
+        .client()
+        .post("/_matrix/key/v2/query", &json!({"server_keys": {a_name.clone(): {}, "192.0.2.1:1": {}}}))
+        .await;
+    let documents = response.expect(200)["server_keys"].as_array().unwrap().clone();
+    assert_eq!(documents.len(), 1);
+    assert_eq!(documents[0]["server_name"], a_name.as_str());
+    a.client()
+        .post("/_matrix/key/v2/query", &json!({"server_keys": {"bad name!": {}}}))
+        .await
+        .expect_error(400, "M_INVALID_PARAM");
+
+    // C trusts A as its notary and cannot reach B itself (b.test points where nothing
+    // listens): it gets B's keys through A.
+    let notary = json!([{
+        "server_name": a_name,
+        "verify_keys": {a_keys.key_id(): a_keys.public_key()},
+    }]);
+    let c = federating_server(
+        "c.test",
+        certs.path(),
+        json!({
+            "trusted_key_servers": notary,
+            "myelin_dns_overrides": {"a.test": ["127.0.0.1"], "b.test": ["127.0.0.2"]},
+            "ip_range_whitelist": ["127.0.0.0/8"],
+        }),
+    )
+    .await;
+    let b_key = b.services().keys.public_key().to_owned();
+    let found = c
+        .services()
+        .federation
+        .keys
+        .verify_key(&name(&b), b.services().keys.key_id(), now_ms())
+        .await
+        .unwrap();
+    assert_eq!(found, Some(b_key));
+    a.stop().await;
+    b.stop().await;
+    c.stop().await;
+}
