@@ -392,10 +392,12 @@ impl Store {
                         .await?;
                     deleted.push(DeletedMedia { media_id: media_id.clone(), file_id });
                 }
-                // A file goes only when no record still names it.
+                // A file goes only when no record still names it, and is named once.
+                let mut seen = std::collections::HashSet::new();
                 for media in &mut deleted {
                     if let Some(file_id) = &media.file_id {
-                        let named = tx
+                        let named = !seen.insert(file_id.clone())
+                            || tx
                             .query_opt(
                                 "SELECT 1 FROM local_media WHERE file_id = $1 LIMIT 1",
                                 params![file_id.as_str()],
