@@ -297,7 +297,11 @@ impl Store {
     /// Quarantines one local media and every other record of the same content (`by` is the
     /// admin's user ID), or releases the one media (`None`). Protected media
     /// (`safe_from_quarantine`) is never quarantined. Returns how many rows changed.
-    pub async fn set_local_media_quarantine(&self, media_id: &str, by: Option<&str>) -> Result<u64, StoreError> {
+    pub async fn set_local_media_quarantine(
+        &self,
+        media_id: &str,
+        by: Option<&str>,
+    ) -> Result<u64, StoreError> {
         match by {
             Some(by) => {
                 self.db
@@ -334,7 +338,11 @@ impl Store {
 
     /// Protects a local media from quarantine (and from retention purges), or lifts that.
     /// Returns whether the media exists.
-    pub async fn set_local_media_protected(&self, media_id: &str, protected: bool) -> Result<bool, StoreError> {
+    pub async fn set_local_media_protected(
+        &self,
+        media_id: &str,
+        protected: bool,
+    ) -> Result<bool, StoreError> {
         let changed = self
             .db
             .execute(
@@ -347,7 +355,11 @@ impl Store {
 
     /// Uploaded local media last read (or, never read, uploaded) before `before_ts` and larger
     /// than `size_gt` bytes, oldest first, at most `limit` (Synapse's `get_local_media_ids`).
-    pub async fn old_local_media(&self, query: &OldMediaQuery, limit: u64) -> Result<Vec<String>, StoreError> {
+    pub async fn old_local_media(
+        &self,
+        query: &OldMediaQuery,
+        limit: u64,
+    ) -> Result<Vec<String>, StoreError> {
         let mut sql = String::from(
             "SELECT media_id FROM local_media
              WHERE size IS NOT NULL AND COALESCE(last_access_ts, created_ts) < $1 AND size > $2",
@@ -398,12 +410,12 @@ impl Store {
                     if let Some(file_id) = &media.file_id {
                         let named = !seen.insert(file_id.clone())
                             || tx
-                            .query_opt(
-                                "SELECT 1 FROM local_media WHERE file_id = $1 LIMIT 1",
-                                params![file_id.as_str()],
-                            )
-                            .await?
-                            .is_some();
+                                .query_opt(
+                                    "SELECT 1 FROM local_media WHERE file_id = $1 LIMIT 1",
+                                    params![file_id.as_str()],
+                                )
+                                .await?
+                                .is_some();
                         if named {
                             media.file_id = None;
                         }

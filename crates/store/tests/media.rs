@@ -222,15 +222,19 @@ store_test!(old_media_is_listed_and_files_go_with_their_last_record, |store| asy
     assert_eq!(store.old_local_media(&query(0, false, false, false), 1).await.unwrap().len(), 1);
 
     // Deleting OLD keeps its file (COPY names it); deleting COPY then lets the file go.
-    store.insert_local_thumbnail("OLD", &ThumbnailRecord {
-        width: 32,
-        height: 32,
-        method: "crop".to_owned(),
-        content_type: "image/png".to_owned(),
-        size: 3,
-    })
-    .await
-    .unwrap();
+    store
+        .insert_local_thumbnail(
+            "OLD",
+            &ThumbnailRecord {
+                width: 32,
+                height: 32,
+                method: "crop".to_owned(),
+                content_type: "image/png".to_owned(),
+                size: 3,
+            },
+        )
+        .await
+        .unwrap();
     let deleted = store.delete_local_media(&["OLD".to_owned(), "NOPE".to_owned()]).await.unwrap();
     assert_eq!(deleted, [DeletedMedia { media_id: "OLD".to_owned(), file_id: None }]);
     assert_eq!(store.local_media("OLD").await.unwrap(), None);

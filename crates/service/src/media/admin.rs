@@ -107,8 +107,10 @@ impl Services {
     /// is not cached by this server yet, so `remote_media_lifetime` has nothing to purge.
     pub async fn apply_media_retention(&self, now: i64) -> Result<RetentionOutcome> {
         self.flush_media_accesses().await?;
-        let mut outcome =
-            RetentionOutcome { pending_expired: self.store.delete_expired_pending_media(now).await?, ..Default::default() };
+        let mut outcome = RetentionOutcome {
+            pending_expired: self.store.delete_expired_pending_media(now).await?,
+            ..Default::default()
+        };
         if let Some(lifetime) = self.config.media.media_retention.local_media_lifetime {
             let before_ts = now.saturating_sub(i64::try_from(lifetime.0).unwrap_or(i64::MAX));
             let filter = OldMediaFilter {
@@ -212,14 +214,18 @@ impl Services {
         match tokio::fs::remove_dir_all(&thumbnails).await {
             Ok(()) => {}
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-            Err(error) => return Err(Error::internal_with(format!("deleting {}", thumbnails.display()), error)),
+            Err(error) => {
+                return Err(Error::internal_with(format!("deleting {}", thumbnails.display()), error));
+            }
         }
         if let Some(file_id) = &media.file_id {
             let path = self.media_file_path(&local_content_path(&MediaId::parse(file_id)?));
             match tokio::fs::remove_file(&path).await {
                 Ok(()) => {}
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-                Err(error) => return Err(Error::internal_with(format!("deleting {}", path.display()), error)),
+                Err(error) => {
+                    return Err(Error::internal_with(format!("deleting {}", path.display()), error));
+                }
             }
         }
         Ok(())
