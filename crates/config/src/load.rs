@@ -45,11 +45,6 @@ pub(crate) struct Origins {
 }
 
 impl Origins {
-    /// Whether the top-level key was given in any file.
-    pub(crate) fn has(&self, key: &str) -> bool {
-        self.by_key.contains_key(key)
-    }
-
     pub(crate) fn file_of(&self, key_path: &str) -> String {
         let top = key_path.split(['.', '[']).next().unwrap_or(key_path);
         self.by_key.get(top).cloned().unwrap_or_else(|| self.first_file.clone())

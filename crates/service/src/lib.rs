@@ -77,7 +77,9 @@ pub use error::{Error, Result};
 pub mod records {
     pub use myelin_store::push::PusherRecord;
     pub use myelin_store::rooms::EventReportsQuery;
-    pub use myelin_store::{DeviceRecord, PresenceRecord, RateLimitOverride, RegistrationTokenRecord};
+    pub use myelin_store::{
+        DeviceRecord, LocalMediaRecord, PresenceRecord, RateLimitOverride, RegistrationTokenRecord,
+    };
 }
 
 /// Everything the HTTP layer and the workers need. Cheap to clone (all fields are shared).

@@ -135,6 +135,7 @@ impl Services {
                 if !url.is_empty() && !url.starts_with("mxc://") {
                     return Err(MatrixError::invalid_param("avatar_url must be an mxc:// URI").into());
                 }
+                self.check_avatar(url).await?;
             }
             "m.tz" if !value.is_string() => {
                 return Err(MatrixError::bad_json("m.tz must be a string").into());

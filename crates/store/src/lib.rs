@@ -44,7 +44,7 @@ pub use events::{EventFilterSql, NewEvent, NewRelation, StoredEvent, TxnRecord};
 pub use key_backup::{
     BackupKeysState, BackupKeysWrite, BackupVersionRecord, RoomKeyRecord, RoomKeysSelection,
 };
-pub use media::{LocalMediaRecord, NewLocalMedia, ThumbnailRecord};
+pub use media::{DeletedMedia, LocalMediaRecord, NewLocalMedia, OldMediaQuery, ThumbnailRecord};
 pub use registration::RegistrationTokenRecord;
 pub use rooms::{MembershipChange, NewReport, RoomRecord};
 pub use server_keys::{ServerKeyDocument, ServerVerifyKeyRecord};

@@ -49,6 +49,29 @@ pub struct NewLocalMedia {
     pub authenticated: bool,
 }
 
+/// Which old local media [`Store::old_local_media`] lists.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OldMediaQuery {
+    /// Last read (or, never read, uploaded) before this time (ms).
+    pub before_ts: i64,
+    /// Larger than this many bytes.
+    pub size_gt: u64,
+    pub include_quarantined: bool,
+    /// Include media protected from quarantine.
+    pub include_protected: bool,
+    /// Keep media used as a local user's profile avatar: the `mxc://{server}/` prefix.
+    pub keep_avatars_with_prefix: Option<String>,
+}
+
+/// A deleted local media.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeletedMedia {
+    pub media_id: String,
+    /// The file (named by its media ID) to delete with it: `None` when the media had no file
+    /// (a pending upload) or another record still names its file.
+    pub file_id: Option<String>,
+}
+
 /// A thumbnail of a local media.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ThumbnailRecord {
@@ -219,6 +242,188 @@ impl Store {
             .execute("UPDATE local_media SET last_access_ts = $2 WHERE media_id = $1", params![media_id, ts])
             .await?;
         Ok(())
+    }
+
+    /// Records that these local media were read at `ts`, in one transaction (the batched
+    /// accesses of downloads). An access time never moves backwards.
+    pub async fn touch_local_media_batch(&self, media_ids: &[String], ts: i64) -> Result<(), StoreError> {
+        if media_ids.is_empty() {
+            return Ok(());
+        }
+        self.db
+            .transaction(async |tx| {
+                for media_id in media_ids {
+                    tx.execute(
+                        "UPDATE local_media SET last_access_ts = $2
+                         WHERE media_id = $1 AND (last_access_ts IS NULL OR last_access_ts < $2)",
+                        params![media_id, ts],
+                    )
+                    .await?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    /// A page of the local media a user uploaded or reserved, oldest first: at most `limit`
+    /// from position `from`, and how many there are in all.
+    pub async fn local_media_of_user_page(
+        &self,
+        user_id: &str,
+        from: u64,
+        limit: u64,
+    ) -> Result<(Vec<LocalMediaRecord>, u64), StoreError> {
+        let rows = self
+            .db
+            .query(
+                &format!(
+                    "SELECT {MEDIA_COLUMNS} FROM local_media WHERE user_id = $1
+                     ORDER BY created_ts, media_id LIMIT $2 OFFSET $3"
+                ),
+                params![user_id, size_value(limit), size_value(from)],
+            )
+            .await?;
+        let media = rows.iter().map(media_record).collect::<Result<Vec<_>, _>>()?;
+        let total = self
+            .db
+            .query_opt("SELECT COUNT(*) FROM local_media WHERE user_id = $1", params![user_id])
+            .await?
+            .map(|row| row.i64(0))
+            .transpose()?
+            .unwrap_or(0);
+        Ok((media, total.max(0) as u64))
+    }
+
+    /// Quarantines one local media and every other record of the same content (`by` is the
+    /// admin's user ID), or releases the one media (`None`). Protected media
+    /// (`safe_from_quarantine`) is never quarantined. Returns how many rows changed.
+    pub async fn set_local_media_quarantine(
+        &self,
+        media_id: &str,
+        by: Option<&str>,
+    ) -> Result<u64, StoreError> {
+        match by {
+            Some(by) => {
+                self.db
+                    .execute(
+                        "UPDATE local_media SET quarantined_by = $2
+                         WHERE NOT safe_from_quarantine AND (media_id = $1 OR sha256 IN
+                             (SELECT sha256 FROM local_media WHERE media_id = $1 AND sha256 IS NOT NULL))",
+                        params![media_id, by],
+                    )
+                    .await
+            }
+            None => {
+                self.db
+                    .execute(
+                        "UPDATE local_media SET quarantined_by = NULL
+                         WHERE media_id = $1 AND quarantined_by IS NOT NULL",
+                        params![media_id],
+                    )
+                    .await
+            }
+        }
+    }
+
+    /// Quarantines every local media of a user except protected media; returns how many.
+    pub async fn quarantine_local_media_of_user(&self, user_id: &str, by: &str) -> Result<u64, StoreError> {
+        self.db
+            .execute(
+                "UPDATE local_media SET quarantined_by = $2
+                 WHERE user_id = $1 AND NOT safe_from_quarantine AND quarantined_by IS NULL",
+                params![user_id, by],
+            )
+            .await
+    }
+
+    /// Protects a local media from quarantine (and from retention purges), or lifts that.
+    /// Returns whether the media exists.
+    pub async fn set_local_media_protected(
+        &self,
+        media_id: &str,
+        protected: bool,
+    ) -> Result<bool, StoreError> {
+        let changed = self
+            .db
+            .execute(
+                "UPDATE local_media SET safe_from_quarantine = $2 WHERE media_id = $1",
+                params![media_id, protected],
+            )
+            .await?;
+        Ok(changed == 1)
+    }
+
+    /// Uploaded local media last read (or, never read, uploaded) before `before_ts` and larger
+    /// than `size_gt` bytes, oldest first, at most `limit` (Synapse's `get_local_media_ids`).
+    pub async fn old_local_media(
+        &self,
+        query: &OldMediaQuery,
+        limit: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut sql = String::from(
+            "SELECT media_id FROM local_media
+             WHERE size IS NOT NULL AND COALESCE(last_access_ts, created_ts) < $1 AND size > $2",
+        );
+        if !query.include_quarantined {
+            sql.push_str(" AND quarantined_by IS NULL");
+        }
+        if !query.include_protected {
+            sql.push_str(" AND NOT safe_from_quarantine");
+        }
+        let mut params = params![query.before_ts, size_value(query.size_gt), size_value(limit)];
+        if let Some(prefix) = &query.keep_avatars_with_prefix {
+            // Profile values are JSON: an avatar is `"mxc://server/media_id"`, quotes included.
+            sql.push_str(
+                " AND NOT EXISTS (SELECT 1 FROM profile_fields
+                     WHERE field = 'avatar_url' AND value = $4 || local_media.media_id || '\"')",
+            );
+            params.push(format!("\"{prefix}").into());
+        }
+        sql.push_str(" ORDER BY COALESCE(last_access_ts, created_ts), media_id LIMIT $3");
+        let rows = self.db.query(&sql, params).await?;
+        rows.iter().map(|row| row.string(0)).collect()
+    }
+
+    /// Deletes local media records and their thumbnails' records, in one transaction. Returns,
+    /// for each media that existed, its ID and the file to delete: its `file_id` when no
+    /// remaining record names that file any more (identical content is stored once).
+    pub async fn delete_local_media(&self, media_ids: &[String]) -> Result<Vec<DeletedMedia>, StoreError> {
+        self.db
+            .transaction(async |tx| {
+                let mut deleted = Vec::new();
+                for media_id in media_ids {
+                    let Some(row) = tx
+                        .query_opt("SELECT file_id FROM local_media WHERE media_id = $1", params![media_id])
+                        .await?
+                    else {
+                        continue;
+                    };
+                    let file_id = row.opt_string(0)?;
+                    tx.execute("DELETE FROM local_media WHERE media_id = $1", params![media_id]).await?;
+                    tx.execute("DELETE FROM local_media_thumbnails WHERE media_id = $1", params![media_id])
+                        .await?;
+                    deleted.push(DeletedMedia { media_id: media_id.clone(), file_id });
+                }
+                // A file goes only when no record still names it, and is named once.
+                let mut seen = std::collections::HashSet::new();
+                for media in &mut deleted {
+                    if let Some(file_id) = &media.file_id {
+                        let named = !seen.insert(file_id.clone())
+                            || tx
+                                .query_opt(
+                                    "SELECT 1 FROM local_media WHERE file_id = $1 LIMIT 1",
+                                    params![file_id.as_str()],
+                                )
+                                .await?
+                                .is_some();
+                        if named {
+                            media.file_id = None;
+                        }
+                    }
+                }
+                Ok(deleted)
+            })
+            .await
     }
 
     /// Forgets reserved media IDs whose upload never came before `now`; returns how many.

@@ -1,7 +1,7 @@
 //! Local media records on SQLite and PostgreSQL: uploads, reserved IDs filled once, the limit
 //! on reserved IDs, content found by hash, expiry, and thumbnails.
 
-use myelin_store::{NewLocalMedia, NewUser, Store, ThumbnailRecord};
+use myelin_store::{DeletedMedia, NewLocalMedia, NewUser, OldMediaQuery, Store, ThumbnailRecord};
 use myelin_test_support::store_test;
 
 const ALICE: &str = "@alice:test.local";
@@ -124,4 +124,133 @@ store_test!(thumbnails_are_recorded_per_media, |store| async move {
         vec![thumbnail(32, 32, "crop", 5), thumbnail(96, 96, "crop", 12)]
     );
     assert!(store.local_thumbnails("OTHER").await.unwrap().is_empty());
+});
+
+fn upload_at(media_id: &str, sha256: &str, file_id: &str, created_ts: i64, size: u64) -> NewLocalMedia {
+    NewLocalMedia { created_ts, size, ..upload(media_id, sha256, file_id) }
+}
+
+fn ids(records: &[myelin_store::LocalMediaRecord]) -> Vec<&str> {
+    records.iter().map(|m| m.media_id.as_str()).collect()
+}
+
+store_test!(quarantine_protection_and_paged_listing, |store| async move {
+    create_alice(&store).await;
+    store.insert_local_media(&upload_at("ONE", "aaaa", "ONE", 1000, 5)).await.unwrap();
+    // Same bytes as ONE: quarantined with it.
+    store.insert_local_media(&upload_at("TWO", "aaaa", "ONE", 2000, 5)).await.unwrap();
+    store.insert_local_media(&upload_at("THREE", "bbbb", "THREE", 3000, 5)).await.unwrap();
+
+    assert_eq!(store.set_local_media_quarantine("ONE", Some("@admin:test.local")).await.unwrap(), 2);
+    for id in ["ONE", "TWO"] {
+        let record = store.local_media(id).await.unwrap().unwrap();
+        assert_eq!(record.quarantined_by.as_deref(), Some("@admin:test.local"), "{id}");
+    }
+    assert_eq!(store.local_media("THREE").await.unwrap().unwrap().quarantined_by, None);
+    // Released one by one.
+    assert_eq!(store.set_local_media_quarantine("ONE", None).await.unwrap(), 1);
+    assert_eq!(store.set_local_media_quarantine("ONE", None).await.unwrap(), 0);
+    assert_eq!(store.local_media("ONE").await.unwrap().unwrap().quarantined_by, None);
+    assert!(store.local_media("TWO").await.unwrap().unwrap().quarantined_by.is_some());
+    assert_eq!(store.set_local_media_quarantine("NOPE", Some("@a:test.local")).await.unwrap(), 0);
+
+    // Protected media is never quarantined, alone or with the user's media.
+    assert!(store.set_local_media_protected("THREE", true).await.unwrap());
+    assert!(!store.set_local_media_protected("NOPE", true).await.unwrap());
+    assert!(store.local_media("THREE").await.unwrap().unwrap().safe_from_quarantine);
+    assert_eq!(store.set_local_media_quarantine("THREE", Some("@a:test.local")).await.unwrap(), 0);
+    assert_eq!(store.quarantine_local_media_of_user(ALICE, "@a:test.local").await.unwrap(), 1);
+    assert!(store.local_media("ONE").await.unwrap().unwrap().quarantined_by.is_some());
+    assert_eq!(store.local_media("THREE").await.unwrap().unwrap().quarantined_by, None);
+    assert!(store.set_local_media_protected("THREE", false).await.unwrap());
+    assert_eq!(store.quarantine_local_media_of_user(ALICE, "@a:test.local").await.unwrap(), 1);
+
+    // Pages, oldest first, with the total.
+    let (page, total) = store.local_media_of_user_page(ALICE, 0, 2).await.unwrap();
+    assert_eq!((ids(&page), total), (vec!["ONE", "TWO"], 3));
+    let (page, total) = store.local_media_of_user_page(ALICE, 2, 2).await.unwrap();
+    assert_eq!((ids(&page), total), (vec!["THREE"], 3));
+    let (page, total) = store.local_media_of_user_page(ALICE, 5, 2).await.unwrap();
+    assert_eq!((page.len(), total), (0, 3));
+    let (page, total) = store.local_media_of_user_page("@bob:test.local", 0, 10).await.unwrap();
+    assert_eq!((page.len(), total), (0, 0));
+});
+
+store_test!(old_media_is_listed_and_files_go_with_their_last_record, |store| async move {
+    create_alice(&store).await;
+    store.insert_local_media(&upload_at("OLD", "aaaa", "OLD", 1000, 10)).await.unwrap();
+    store.insert_local_media(&upload_at("COPY", "aaaa", "OLD", 1500, 10)).await.unwrap();
+    store.insert_local_media(&upload_at("READ", "bbbb", "READ", 1000, 10)).await.unwrap();
+    store.insert_local_media(&upload_at("BIG", "cccc", "BIG", 1000, 1000)).await.unwrap();
+    store.insert_local_media(&upload_at("NEW", "dddd", "NEW", 9000, 10)).await.unwrap();
+    store.insert_local_media(&upload_at("QUAR", "eeee", "QUAR", 1000, 10)).await.unwrap();
+    store.insert_local_media(&upload_at("SAFE", "ffff", "SAFE", 1000, 10)).await.unwrap();
+    store.insert_local_media(&upload_at("AVATAR", "gggg", "AVATAR", 1000, 10)).await.unwrap();
+    store.create_pending_media("PENDING", ALICE, 1000, 2000, true, 5).await.unwrap();
+    store.set_local_media_quarantine("QUAR", Some("@a:test.local")).await.unwrap();
+    store.set_local_media_protected("SAFE", true).await.unwrap();
+    // Read recently (batched accesses never move a time backwards).
+    store.touch_local_media_batch(&["READ".to_owned(), "NOPE".to_owned()], 8000).await.unwrap();
+    store.touch_local_media_batch(&["READ".to_owned()], 7000).await.unwrap();
+    assert_eq!(store.local_media("READ").await.unwrap().unwrap().last_access_ts, Some(8000));
+    store.touch_local_media_batch(&[], 7000).await.unwrap();
+    store
+        .set_profile_field(ALICE, "avatar_url", Some(&serde_json::json!("mxc://test.local/AVATAR")))
+        .await
+        .unwrap();
+
+    let query = |size_gt, include_quarantined, include_protected, keep: bool| OldMediaQuery {
+        before_ts: 5000,
+        size_gt,
+        include_quarantined,
+        include_protected,
+        keep_avatars_with_prefix: keep.then(|| "mxc://test.local/".to_owned()),
+    };
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    assert_eq!(
+        sorted(store.old_local_media(&query(0, false, false, false), 100).await.unwrap()),
+        ["AVATAR", "BIG", "COPY", "OLD"]
+    );
+    assert_eq!(
+        sorted(store.old_local_media(&query(0, true, true, true), 100).await.unwrap()),
+        ["BIG", "COPY", "OLD", "QUAR", "SAFE"]
+    );
+    assert_eq!(store.old_local_media(&query(100, false, false, false), 100).await.unwrap(), ["BIG"]);
+    assert_eq!(store.old_local_media(&query(0, false, false, false), 1).await.unwrap().len(), 1);
+
+    // Deleting OLD keeps its file (COPY names it); deleting COPY then lets the file go.
+    store
+        .insert_local_thumbnail(
+            "OLD",
+            &ThumbnailRecord {
+                width: 32,
+                height: 32,
+                method: "crop".to_owned(),
+                content_type: "image/png".to_owned(),
+                size: 3,
+            },
+        )
+        .await
+        .unwrap();
+    let deleted = store.delete_local_media(&["OLD".to_owned(), "NOPE".to_owned()]).await.unwrap();
+    assert_eq!(deleted, [DeletedMedia { media_id: "OLD".to_owned(), file_id: None }]);
+    assert_eq!(store.local_media("OLD").await.unwrap(), None);
+    assert!(store.local_thumbnails("OLD").await.unwrap().is_empty());
+    let deleted = store.delete_local_media(&["COPY".to_owned(), "PENDING".to_owned()]).await.unwrap();
+    assert_eq!(
+        deleted,
+        [
+            DeletedMedia { media_id: "COPY".to_owned(), file_id: Some("OLD".to_owned()) },
+            DeletedMedia { media_id: "PENDING".to_owned(), file_id: None },
+        ]
+    );
+    // Both records of one file deleted together: the file goes once.
+    store.insert_local_media(&upload_at("A1", "hhhh", "A1", 1000, 10)).await.unwrap();
+    store.insert_local_media(&upload_at("A2", "hhhh", "A1", 1000, 10)).await.unwrap();
+    let deleted = store.delete_local_media(&["A1".to_owned(), "A2".to_owned()]).await.unwrap();
+    let files: Vec<_> = deleted.iter().filter_map(|m| m.file_id.as_deref()).collect();
+    assert_eq!(files, ["A1"]);
 });

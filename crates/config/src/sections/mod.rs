@@ -115,7 +115,6 @@ impl Config {
         warnings: &mut Vec<String>,
     ) -> Result<(), ConfigError> {
         self.server.validate(origins, warnings)?;
-        warn_about_options_without_effect(origins, warnings);
         if self.server.listeners.iter().any(|l| l.kind == ListenerType::Metrics)
             && !self.metrics.enable_metrics
         {
@@ -125,19 +124,6 @@ impl Config {
             ));
         }
         Ok(())
-    }
-}
-
-/// Options Myelin reads but cannot act on yet, although an admin may rely on them: each given one
-/// gets a warning of its own.
-fn warn_about_options_without_effect(origins: &Origins, warnings: &mut Vec<String>) {
-    for key in ["max_avatar_size", "allowed_avatar_mimetypes"] {
-        if origins.has(key) {
-            warnings.push(format!(
-                "{}: `{key}` is NOT ENFORCED yet: Myelin does not check the avatars users set",
-                origins.file_of(key)
-            ));
-        }
     }
 }
 

@@ -22,6 +22,7 @@ mod http_limits;
 mod key_backup;
 mod listeners;
 mod media;
+mod media_hooks;
 mod membership;
 mod membership_paths;
 mod process;

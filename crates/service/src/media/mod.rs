@@ -17,8 +17,13 @@
 //! - Downloads ([`Services::local_media_for_download`], [`Services::open_local_media`]): the
 //!   record decides (quarantine, legacy routes, pending uploads), then the file is opened.
 //!
+//! - [`admin`]: the admin's hooks (quarantine, protection, deletion, listing), retention
+//!   (`media_retention`) run by a background worker, batched last-access times, and the avatar
+//!   rules (`max_avatar_size`, `allowed_avatar_mimetypes`).
+//!
 //! Remote media (other servers' MXC URIs) comes with federation; until then it is not found.
 
+pub mod admin;
 pub mod local;
 
 use std::path::{Path, PathBuf};
@@ -35,11 +40,14 @@ use crate::{Error, Result, Services};
 pub use local::{MediaUpload, UploadMetadata, UploadTarget};
 
 /// Shared state of the media repository: wakes downloads waiting for an asynchronous upload,
-/// and tracks uploads being finished (they run to completion on tasks of their own).
+/// tracks uploads being finished (they run to completion on tasks of their own), and gathers
+/// the media read since the last-access times were last written (one batch every
+/// [`admin::ACCESS_FLUSH_INTERVAL`], not a write per download).
 #[derive(Default)]
 pub struct Media {
     uploaded: Notify,
     finishing: TaskTracker,
+    accessed: parking_lot::Mutex<std::collections::HashSet<String>>,
 }
 
 /// The longest a download waits for a pending asynchronous upload (Synapse's
@@ -213,7 +221,7 @@ impl Services {
             .await
             .map_err(|error| Error::internal_with(format!("reading {}", path.display()), error))?
             .len();
-        self.store.touch_local_media(&record.media_id, now_ms() as i64).await?;
+        self.media_accessed(&record.media_id);
         Ok(MediaFile {
             file,
             size,

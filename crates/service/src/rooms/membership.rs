@@ -284,6 +284,11 @@ impl Services {
                     if too_long {
                         return Err(MatrixError::bad_json(format!("{key} is too long")).into());
                     }
+                    // `max_avatar_size` and `allowed_avatar_mimetypes` hold for the avatar of
+                    // every member event too (as Synapse's `update_membership_locked`).
+                    if key == "avatar_url" {
+                        self.check_avatar(value).await?;
+                    }
                 }
                 Some(_) => return Err(MatrixError::bad_json(format!("{key} must be a string")).into()),
             }

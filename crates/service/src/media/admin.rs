@@ -1,0 +1,285 @@
+//! The media repository's housekeeping and the admin's hooks (for the admin API to expose):
+//!
+//! - last-access times: downloads add their media to a set in memory, written in one batch
+//!   every [`ACCESS_FLUSH_INTERVAL`] (Synapse's `_update_cached_last_access_time`);
+//! - retention (`media_retention`, Synapse's `_apply_media_retention_rules`): local media not
+//!   read for `local_media_lifetime` is deleted, except quarantined and protected media, and
+//!   `/create`d IDs whose upload never came are forgotten; run by [`Services::run_media_worker`];
+//! - quarantine (by ID, with every record of the same content, or all of a user's media),
+//!   protection (`safe_from_quarantine`), deletion (by ID, of a user, or old or large media:
+//!   Synapse's `delete_old_local_media`) and a user's media listed by page;
+//! - the avatar rules (`max_avatar_size`, `allowed_avatar_mimetypes`) as Synapse's
+//!   `check_avatar_size_and_mime_type`.
+//!
+//! A file is deleted only when no record names it any more (identical content is stored once);
+//! a media's thumbnails go with it. Deletion is a transaction per batch of records, so two
+//! processes purging at once delete each record and each file once.
+
+use std::time::Duration;
+
+use myelin_store::{DeletedMedia, LocalMediaRecord, OldMediaQuery};
+use ruma::UserId;
+
+use super::{MediaId, local_content_path, local_thumbnail_dir};
+use crate::util::now_ms;
+use crate::{Error, Result, Services};
+
+/// How often the media read since the last write get their last-access time.
+pub const ACCESS_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
+/// How often retention runs (Synapse's `MEDIA_RETENTION_CHECK_PERIOD_MS`); it also runs once
+/// at start-up.
+pub const RETENTION_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+/// How many media one purge batch deletes.
+const PURGE_BATCH: u64 = 500;
+
+/// Which old media [`Services::delete_old_local_media`] deletes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OldMediaFilter {
+    /// Last read (or, never read, uploaded) before this time (ms).
+    pub before_ts: i64,
+    /// Larger than this many bytes.
+    pub size_gt: u64,
+    /// Keep media that is a local user's profile avatar.
+    pub keep_profiles: bool,
+    pub delete_quarantined: bool,
+    pub delete_protected: bool,
+}
+
+/// What one retention run did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RetentionOutcome {
+    /// Local media deleted for not being read within `local_media_lifetime`.
+    pub local_deleted: Vec<String>,
+    /// `/create`d IDs forgotten because their upload never came.
+    pub pending_expired: u64,
+}
+
+impl Services {
+    /// Notes that a local media was read; written with the next batch.
+    pub(crate) fn media_accessed(&self, media_id: &str) {
+        self.media.accessed.lock().insert(media_id.to_owned());
+    }
+
+    /// Writes the last-access time of every media read since the last batch.
+    pub async fn flush_media_accesses(&self) -> Result<()> {
+        let accessed: Vec<String> = std::mem::take(&mut *self.media.accessed.lock()).into_iter().collect();
+        if let Err(error) = self.store.touch_local_media_batch(&accessed, now_ms() as i64).await {
+            // Put them back for the next batch.
+            self.media.accessed.lock().extend(accessed);
+            return Err(error.into());
+        }
+        Ok(())
+    }
+
+    /// Writes last-access times every [`ACCESS_FLUSH_INTERVAL`] and applies `media_retention`
+    /// every [`RETENTION_INTERVAL`] (and at start-up), until shutdown; the accesses still
+    /// gathered are written on the way out.
+    pub(crate) async fn run_media_worker(self) {
+        let mut flush = tokio::time::interval(ACCESS_FLUSH_INTERVAL);
+        let mut retention = tokio::time::interval(RETENTION_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                _ = flush.tick() => {
+                    if let Err(error) = self.flush_media_accesses().await {
+                        tracing::warn!(%error, "could not record media access times");
+                    }
+                }
+                _ = retention.tick() => match self.apply_media_retention(now_ms() as i64).await {
+                    Ok(outcome) if outcome.local_deleted.is_empty() && outcome.pending_expired == 0 => {}
+                    Ok(outcome) => tracing::info!(
+                        deleted = outcome.local_deleted.len(),
+                        pending_expired = outcome.pending_expired,
+                        "applied media retention"
+                    ),
+                    Err(error) => tracing::warn!(%error, "could not apply media retention"),
+                },
+            }
+        }
+        if let Err(error) = self.flush_media_accesses().await {
+            tracing::warn!(%error, "could not record media access times");
+        }
+    }
+
+    /// Synapse's `_apply_media_retention_rules` as of `now` (ms): deletes local media not read
+    /// for `media_retention.local_media_lifetime` (never quarantined or protected media, whose
+    /// fate is the admin's), and forgets `/create`d IDs whose upload never came. Remote media
+    /// is not cached by this server yet, so `remote_media_lifetime` has nothing to purge.
+    pub async fn apply_media_retention(&self, now: i64) -> Result<RetentionOutcome> {
+        self.flush_media_accesses().await?;
+        let mut outcome = RetentionOutcome {
+            pending_expired: self.store.delete_expired_pending_media(now).await?,
+            ..Default::default()
+        };
+        if let Some(lifetime) = self.config.media.media_retention.local_media_lifetime {
+            let before_ts = now.saturating_sub(i64::try_from(lifetime.0).unwrap_or(i64::MAX));
+            let filter = OldMediaFilter {
+                before_ts,
+                size_gt: 0,
+                keep_profiles: false,
+                delete_quarantined: false,
+                delete_protected: false,
+            };
+            outcome.local_deleted = self.delete_old_local_media(filter).await?;
+        }
+        Ok(outcome)
+    }
+
+    /// Synapse's `delete_old_local_media`: deletes the local media last read (or, never read,
+    /// uploaded) before `filter.before_ts` and larger than `filter.size_gt` bytes. Returns the
+    /// deleted media IDs.
+    pub async fn delete_old_local_media(&self, filter: OldMediaFilter) -> Result<Vec<String>> {
+        let query = OldMediaQuery {
+            before_ts: filter.before_ts,
+            size_gt: filter.size_gt,
+            include_quarantined: filter.delete_quarantined,
+            include_protected: filter.delete_protected,
+            keep_avatars_with_prefix: filter.keep_profiles.then(|| format!("mxc://{}/", self.server_name())),
+        };
+        let mut deleted = Vec::new();
+        loop {
+            let media_ids = self.store.old_local_media(&query, PURGE_BATCH).await?;
+            if media_ids.is_empty() {
+                return Ok(deleted);
+            }
+            let batch = self.delete_local_media(&media_ids).await?;
+            if batch.is_empty() {
+                // Listed but gone already (another process purged them): nothing more to do.
+                return Ok(deleted);
+            }
+            deleted.extend(batch);
+        }
+    }
+
+    /// Deletes local media by ID with their thumbnails, and each file no other record names.
+    /// Returns the IDs that existed.
+    pub async fn delete_local_media(&self, media_ids: &[String]) -> Result<Vec<String>> {
+        let deleted = self.store.delete_local_media(media_ids).await?;
+        for media in &deleted {
+            self.delete_media_files(media).await?;
+        }
+        Ok(deleted.into_iter().map(|media| media.media_id).collect())
+    }
+
+    /// Deletes every local media a user uploaded or reserved. Returns their IDs.
+    pub async fn delete_local_media_of_user(&self, user_id: &UserId) -> Result<Vec<String>> {
+        let media_ids: Vec<String> = self
+            .store
+            .local_media_of_user(user_id.as_str())
+            .await?
+            .into_iter()
+            .map(|media| media.media_id)
+            .collect();
+        self.delete_local_media(&media_ids).await
+    }
+
+    /// A page of a user's local media, oldest first (`limit` from position `from`), and how
+    /// many there are in all.
+    pub async fn list_local_media_of_user(
+        &self,
+        user_id: &UserId,
+        from: u64,
+        limit: u64,
+    ) -> Result<(Vec<LocalMediaRecord>, u64)> {
+        Ok(self.store.local_media_of_user_page(user_id.as_str(), from, limit).await?)
+    }
+
+    /// Quarantines a local media, and every other record of the same content, on behalf of
+    /// admin `by`: downloads and thumbnails of it are then not found. Protected media is left
+    /// alone. Returns how many records were quarantined.
+    pub async fn quarantine_local_media(&self, media_id: &MediaId, by: &UserId) -> Result<u64> {
+        Ok(self.store.set_local_media_quarantine(media_id.as_str(), Some(by.as_str())).await?)
+    }
+
+    /// Releases a local media from quarantine. Returns whether it was quarantined.
+    pub async fn unquarantine_local_media(&self, media_id: &MediaId) -> Result<bool> {
+        Ok(self.store.set_local_media_quarantine(media_id.as_str(), None).await? > 0)
+    }
+
+    /// Quarantines every local media of a user except protected media. Returns how many.
+    pub async fn quarantine_local_media_of_user(&self, user_id: &UserId, by: &UserId) -> Result<u64> {
+        Ok(self.store.quarantine_local_media_of_user(user_id.as_str(), by.as_str()).await?)
+    }
+
+    /// Protects a local media from quarantine and retention (`safe_from_quarantine`), or lifts
+    /// that. Returns whether the media exists.
+    pub async fn set_local_media_protected(&self, media_id: &MediaId, protected: bool) -> Result<bool> {
+        Ok(self.store.set_local_media_protected(media_id.as_str(), protected).await?)
+    }
+
+    /// Removes a deleted media's thumbnails and, when no record names it any more, its file.
+    /// Files already gone are fine.
+    async fn delete_media_files(&self, media: &DeletedMedia) -> Result<()> {
+        let thumbnails = self.media_file_path(&local_thumbnail_dir(&MediaId::parse(&media.media_id)?));
+        match tokio::fs::remove_dir_all(&thumbnails).await {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => {
+                return Err(Error::internal_with(format!("deleting {}", thumbnails.display()), error));
+            }
+        }
+        if let Some(file_id) = &media.file_id {
+            let path = self.media_file_path(&local_content_path(&MediaId::parse(file_id)?));
+            match tokio::fs::remove_file(&path).await {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => {
+                    return Err(Error::internal_with(format!("deleting {}", path.display()), error));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Synapse's `check_avatar_size_and_mime_type`: whether `mxc` may be an avatar under
+    /// `max_avatar_size` and `allowed_avatar_mimetypes`. An empty URL (no avatar) always may;
+    /// with neither option set, anything may. Otherwise the media must be known here: local
+    /// media that exists and is uploaded (remote media is not cached by this server yet, so a
+    /// remote avatar is refused, as Synapse refuses one it has not cached), within the size and
+    /// of an allowed type.
+    pub async fn avatar_allowed(&self, mxc: &str) -> Result<bool> {
+        let config = &self.config.media;
+        let max_size = config.max_avatar_size.map(|size| size.0).filter(|&size| size > 0);
+        let mimetypes = config.allowed_avatar_mimetypes.as_deref().filter(|types| !types.is_empty());
+        if mxc.is_empty() || (max_size.is_none() && mimetypes.is_none()) {
+            return Ok(true);
+        }
+        let Some((server_name, media_id)) = mxc.strip_prefix("mxc://").and_then(|rest| rest.split_once('/'))
+        else {
+            return Ok(false);
+        };
+        if server_name != self.server_name() {
+            tracing::info!(mxc, "refused an avatar that is not on this server");
+            return Ok(false);
+        }
+        let Ok(media_id) = MediaId::parse(media_id) else { return Ok(false) };
+        let Some(record) = self.store.local_media(media_id.as_str()).await? else {
+            tracing::info!(mxc, "refused an avatar that is not on this server");
+            return Ok(false);
+        };
+        let Some(size) = record.size else {
+            tracing::info!(mxc, "refused an avatar of unknown size");
+            return Ok(false);
+        };
+        if max_size.is_some_and(|max_size| size > max_size) {
+            tracing::info!(mxc, size, "refused an avatar above max_avatar_size");
+            return Ok(false);
+        }
+        if let Some(mimetypes) = mimetypes
+            && !record.content_type.as_ref().is_some_and(|content_type| mimetypes.contains(content_type))
+        {
+            tracing::info!(mxc, content_type = ?record.content_type, "refused an avatar of a type not allowed");
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// [`Self::avatar_allowed`] as a check: `M_FORBIDDEN` when not.
+    pub(crate) async fn check_avatar(&self, mxc: &str) -> Result<()> {
+        if self.avatar_allowed(mxc).await? {
+            Ok(())
+        } else {
+            Err(myelin_core::MatrixError::forbidden("This avatar is not allowed").into())
+        }
+    }
+}
