@@ -2,6 +2,7 @@
 
 mod database;
 mod keys;
+mod media_storage;
 mod misc;
 mod outbound;
 mod password;
@@ -15,6 +16,10 @@ use std::path::{Path, PathBuf};
 
 pub use database::{DatabaseConfig, PostgresConfig};
 pub use keys::{KeyConfig, TrustedKeyServer};
+pub use media_storage::{
+    ChecksumWhen, MediaStorageConfig, MediaStorageProvider, S3_PROVIDER_MODULE, S3ProviderConfig, Secret,
+    StorageBackend,
+};
 pub use misc::{CacheConfig, LoggingConfig, MediaConfig, MetricsConfig, PresenceConfig};
 pub use outbound::{IpRange, OutboundConfig};
 pub use password::{PasswordConfig, PasswordPolicy};
@@ -34,6 +39,8 @@ pub struct Config {
     pub keys: KeyConfig,
     pub logging: LoggingConfig,
     pub media: MediaConfig,
+    /// `media_storage_providers`: where media is mirrored besides `media_store_path`.
+    pub media_storage: MediaStorageConfig,
     pub metrics: MetricsConfig,
     pub password: PasswordConfig,
     pub registration: RegistrationConfig,
@@ -61,6 +68,7 @@ impl Config {
         let keys: keys::RawKeys = reader.section()?;
         let logging: LoggingConfig = reader.section()?;
         let media: MediaConfig = reader.section()?;
+        let media_storage: media_storage::RawMediaStorage = reader.section()?;
         let metrics: MetricsConfig = reader.section()?;
         let password: password::RawPassword = reader.section()?;
         let registration: registration::RawRegistration = reader.section()?;
@@ -79,12 +87,14 @@ impl Config {
         let ratelimit = ratelimit.into_config(origins)?;
         let room = room.into_config(origins)?;
         let outbound = outbound.into_config(origins)?;
+        let media_storage = media_storage.into_config(origins, &mut reader.warnings)?;
         Ok(Config {
             server,
             database,
             keys,
             logging,
             media,
+            media_storage,
             metrics,
             password,
             registration,
