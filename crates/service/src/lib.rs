@@ -48,6 +48,7 @@ pub mod receipts;
 pub mod registration_nonces;
 pub mod registration_tokens;
 pub mod rooms;
+pub mod s3_provider;
 pub mod search;
 pub mod sessions;
 pub mod streams;
