@@ -7,7 +7,10 @@ use myelin_config::{ChecksumWhen, ConfigError, StorageBackend, load_from_str};
 const ORIGIN: &str = "/etc/myelin/homeserver.yaml";
 
 fn load(yaml: &str) -> Result<myelin_config::LoadedConfig, ConfigError> {
-    load_from_str(&format!("server_name: example.org\nlisteners: [{{port: 8008, type: http}}]\n{yaml}"), Path::new(ORIGIN))
+    load_from_str(
+        &format!("server_name: example.org\nlisteners: [{{port: 8008, type: http}}]\n{yaml}"),
+        Path::new(ORIGIN),
+    )
 }
 
 fn invalid_key(yaml: &str) -> (String, String) {
@@ -102,7 +105,9 @@ fn an_unknown_module_is_an_error_naming_the_key() {
 #[test]
 fn bad_values_are_errors_naming_the_key() {
     let entry = |config: &str| {
-        format!("media_storage_providers:\n- module: s3_storage_provider.S3StorageProviderBackend\n  config: {config}\n")
+        format!(
+            "media_storage_providers:\n- module: s3_storage_provider.S3StorageProviderBackend\n  config: {config}\n"
+        )
     };
     for (config, bad_key) in [
         ("{}", "bucket"),
@@ -119,9 +124,14 @@ fn bad_values_are_errors_naming_the_key() {
         ("{bucket: a, request_checksum_calculation: always}", "request_checksum_calculation"),
     ] {
         let (key, message) = invalid_key(&entry(config));
-        assert_eq!(key, format!("media_storage_providers[0].config.{bucket_key}", bucket_key = bad_key), "{config}: {message}");
+        assert_eq!(
+            key,
+            format!("media_storage_providers[0].config.{bucket_key}", bucket_key = bad_key),
+            "{config}: {message}"
+        );
     }
-    let (key, _) = invalid_key("media_storage_providers:\n- module: s3_storage_provider.S3StorageProviderBackend\n");
+    let (key, _) =
+        invalid_key("media_storage_providers:\n- module: s3_storage_provider.S3StorageProviderBackend\n");
     assert_eq!(key, "media_storage_providers[0].config");
 }
 

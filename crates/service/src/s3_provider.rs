@@ -31,8 +31,8 @@ use object_store::client::{HttpClient, HttpConnector};
 use object_store::limit::LimitStore;
 use object_store::path::Path as ObjectPath;
 use object_store::{
-    Attribute, Attributes, ClientOptions, GetOptions, ObjectStore, ObjectStoreExt as _, PutOptions,
-    PutMultipartOptions, PutPayload, RetryConfig, WriteMultipart,
+    Attribute, Attributes, ClientOptions, GetOptions, ObjectStore, ObjectStoreExt as _, PutMultipartOptions,
+    PutOptions, PutPayload, RetryConfig, WriteMultipart,
 };
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -52,19 +52,19 @@ pub enum S3Error {
     /// The service refused the configured credentials (unknown key, bad signature, expired
     /// token) or their permissions.
     #[error("S3 bucket {bucket:?} refused the credentials for {operation} of {key:?}: {source}")]
-    Credentials { bucket: String, operation: &'static str, key: String, source: object_store::Error },
+    Credentials { bucket: String, operation: &'static str, key: String, source: Box<object_store::Error> },
     /// Any other failure of the service or the connection.
     #[error("S3 {operation} of {key:?} in bucket {bucket:?} failed: {source}")]
-    Request { bucket: String, operation: &'static str, key: String, source: object_store::Error },
+    Request { bucket: String, operation: &'static str, key: String, source: Box<object_store::Error> },
     /// A relative path that cannot name an object (`..`, empty segments).
     #[error("{path:?} cannot be stored in S3: {source}")]
-    InvalidPath { path: String, source: object_store::path::Error },
+    InvalidPath { path: String, source: Box<object_store::path::Error> },
     /// Reading the local file or writing the downloaded one.
     #[error("{context}: {source}")]
     Io { context: String, source: std::io::Error },
     /// The configuration could not build a client.
     #[error("S3 storage provider for bucket {bucket:?}: {source}")]
-    Config { bucket: String, source: object_store::Error },
+    Config { bucket: String, source: Box<object_store::Error> },
     /// The download ended before the object's length.
     #[error("S3 download of {key:?} ended after {received} of {expected} bytes")]
     Truncated { key: String, received: u64, expected: u64 },
@@ -123,9 +123,8 @@ impl S3Provider {
         let mut allow_http = false;
         if let Some(endpoint) = &config.endpoint_url {
             allow_http = endpoint.scheme() == "http";
-            builder = builder
-                .with_endpoint(endpoint.as_str().trim_end_matches('/'))
-                .with_allow_http(allow_http);
+            builder =
+                builder.with_endpoint(endpoint.as_str().trim_end_matches('/')).with_allow_http(allow_http);
         }
         if let (Some(key_id), Some(secret)) = (&config.access_key_id, &config.secret_access_key) {
             builder = builder.with_access_key_id(key_id).with_secret_access_key(secret.expose());
@@ -134,18 +133,19 @@ impl S3Provider {
         }
         if let Some(key) = &config.sse_customer_key {
             // The module hands boto3 the raw key; S3 takes it base64-encoded.
-            builder = builder
-                .with_ssec_encryption(base64::engine::general_purpose::STANDARD.encode(key.expose()));
+            builder =
+                builder.with_ssec_encryption(base64::engine::general_purpose::STANDARD.encode(key.expose()));
         }
         if config.request_checksum_calculation == ChecksumWhen::WhenSupported {
             builder = builder.with_checksum_algorithm(Checksum::SHA256);
         }
-        let retry = RetryConfig { max_retries: 3, retry_timeout: Duration::from_secs(60), ..Default::default() };
+        let retry =
+            RetryConfig { max_retries: 3, retry_timeout: Duration::from_secs(60), ..Default::default() };
         let s3 = builder
             .with_retry(retry)
             .with_http_connector(MyelinConnector { allow_http })
             .build()
-            .map_err(|source| S3Error::Config { bucket: bucket.clone(), source })?;
+            .map_err(|source| S3Error::Config { bucket: bucket.clone(), source: Box::new(source) })?;
         Ok(S3Provider {
             store: Arc::new(LimitStore::new(s3, config.threadpool_size)),
             bucket,
@@ -162,16 +162,16 @@ impl S3Provider {
 
     fn location(&self, rel_path: &str) -> Result<ObjectPath, S3Error> {
         let key = self.object_key(rel_path);
-        ObjectPath::parse(&key).map_err(|source| S3Error::InvalidPath { path: key, source })
+        ObjectPath::parse(&key).map_err(|source| S3Error::InvalidPath { path: key, source: Box::new(source) })
     }
 
     fn error(&self, operation: &'static str, location: &ObjectPath, source: object_store::Error) -> S3Error {
         let (bucket, key) = (self.bucket.clone(), location.to_string());
         match source {
             object_store::Error::Unauthenticated { .. } | object_store::Error::PermissionDenied { .. } => {
-                S3Error::Credentials { bucket, operation, key, source }
+                S3Error::Credentials { bucket, operation, key, source: Box::new(source) }
             }
-            source => S3Error::Request { bucket, operation, key, source },
+            source => S3Error::Request { bucket, operation, key, source: Box::new(source) },
         }
     }
 
@@ -245,7 +245,8 @@ impl S3Provider {
         };
         let expected = result.meta.size;
         let dir = dest.parent().unwrap_or(Path::new("."));
-        let io = |context: &str, source| S3Error::Io { context: format!("{context} {}", dest.display()), source };
+        let io =
+            |context: &str, source| S3Error::Io { context: format!("{context} {}", dest.display()), source };
         tokio::fs::create_dir_all(dir).await.map_err(|e| io("creating the directory of", e))?;
         let temp = tempfile::Builder::new()
             .prefix(".s3-download-")

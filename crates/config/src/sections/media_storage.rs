@@ -240,7 +240,10 @@ impl RawS3Config {
             return Err(invalid(
                 origins,
                 &field("storage_class"),
-                format!("unknown storage class {storage_class:?}; expected one of {}", STORAGE_CLASSES.join(", ")),
+                format!(
+                    "unknown storage class {storage_class:?}; expected one of {}",
+                    STORAGE_CLASSES.join(", ")
+                ),
             ));
         }
         if let Some(algo) = &self.sse_customer_algo
@@ -285,7 +288,11 @@ impl RawS3Config {
                 .filter(|n| *n > 0)
                 .and_then(|n| usize::try_from(n).ok())
                 .ok_or_else(|| {
-                    invalid(origins, &field("threadpool_size"), format!("expected a positive integer, got {value}"))
+                    invalid(
+                        origins,
+                        &field("threadpool_size"),
+                        format!("expected a positive integer, got {value}"),
+                    )
                 })?,
         };
         Ok(S3ProviderConfig {
