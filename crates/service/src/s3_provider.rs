@@ -280,3 +280,96 @@ impl S3Provider {
         }
     }
 }
+
+/// Whose media a file is, for `store_local` / `store_remote`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MediaOrigin {
+    /// Uploaded by a local user (and its thumbnails).
+    Local,
+    /// Fetched from another server (and its thumbnails).
+    Remote,
+}
+
+/// One provider with its `media_storage_providers` entry's rules.
+struct ConfiguredProvider {
+    store_local: bool,
+    store_remote: bool,
+    store_synchronous: bool,
+    provider: Arc<S3Provider>,
+}
+
+/// The configured `media_storage_providers`, used as Synapse's `StorageProviderWrapper` uses
+/// them: a file stored locally is mirrored by every provider whose `store_local` (or, for
+/// remote media, `store_remote`) is on, awaited when `store_synchronous`, otherwise in the
+/// background with failures logged; a file missing locally is fetched from the first provider
+/// that has it.
+#[derive(Default)]
+pub struct MediaStorageProviders {
+    providers: Vec<ConfiguredProvider>,
+}
+
+impl MediaStorageProviders {
+    pub fn new(config: &myelin_config::MediaStorageConfig) -> Result<MediaStorageProviders, S3Error> {
+        let providers = config
+            .providers
+            .iter()
+            .map(|entry| {
+                let myelin_config::StorageBackend::S3(s3) = &entry.backend;
+                Ok(ConfiguredProvider {
+                    store_local: entry.store_local,
+                    store_remote: entry.store_remote,
+                    store_synchronous: entry.store_synchronous,
+                    provider: Arc::new(S3Provider::new(s3)?),
+                })
+            })
+            .collect::<Result<Vec<_>, S3Error>>()?;
+        Ok(MediaStorageProviders { providers })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.providers.is_empty()
+    }
+
+    /// Mirrors a file just stored at `local_path` (`rel_path` relative to the media store).
+    /// Returns once every synchronous provider has it; an error from one of those fails the
+    /// store, as in Synapse.
+    pub async fn store_file(
+        &self,
+        rel_path: &str,
+        local_path: &Path,
+        origin: MediaOrigin,
+    ) -> Result<(), S3Error> {
+        for entry in &self.providers {
+            let wanted = match origin {
+                MediaOrigin::Local => entry.store_local,
+                MediaOrigin::Remote => entry.store_remote,
+            };
+            if !wanted {
+                continue;
+            }
+            if entry.store_synchronous {
+                entry.provider.store_file(rel_path, local_path).await?;
+            } else {
+                let (provider, rel_path, local_path) =
+                    (entry.provider.clone(), rel_path.to_owned(), local_path.to_owned());
+                tokio::spawn(async move {
+                    if let Err(error) = provider.store_file(&rel_path, &local_path).await {
+                        tracing::error!(%error, path = %rel_path, "could not mirror a media file to its storage provider");
+                    }
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// After a local miss: fetches `rel_path` into `local_path` from the first provider that
+    /// has it. `Ok(false)` when none has it.
+    pub async fn fetch_to_file(&self, rel_path: &str, local_path: &Path) -> Result<bool, S3Error> {
+        for entry in &self.providers {
+            if entry.provider.fetch_to_file(rel_path, local_path).await? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}

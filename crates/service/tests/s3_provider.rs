@@ -3,8 +3,10 @@
 
 use std::path::Path;
 
-use myelin_config::{ChecksumWhen, S3ProviderConfig, Secret};
-use myelin_service::s3_provider::{PART_SIZE, S3Error, S3Provider};
+use myelin_config::{
+    ChecksumWhen, MediaStorageConfig, MediaStorageProvider, S3ProviderConfig, Secret, StorageBackend,
+};
+use myelin_service::s3_provider::{MediaOrigin, MediaStorageProviders, PART_SIZE, S3Error, S3Provider};
 use myelin_test_support::moto::{MOTO_ACCESS_KEY_ID, MOTO_SECRET_ACCESS_KEY, MotoServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -222,4 +224,33 @@ async fn deleting_removes_the_object_and_a_missing_one_is_fine() {
     provider.delete("local_content/ab/cd/efgh").await.unwrap();
     assert!(moto.list_keys(BUCKET).await.is_empty());
     provider.delete("local_content/ab/cd/efgh").await.unwrap();
+}
+
+#[tokio::test]
+async fn providers_follow_store_local_store_remote_and_fetch_on_a_local_miss() {
+    let Some(moto) = moto_with_bucket().await else { return };
+    let entry = |store_local: bool, store_remote: bool, prefix: &str| MediaStorageProvider {
+        store_local,
+        store_remote,
+        store_synchronous: true,
+        backend: StorageBackend::S3(config(&moto.endpoint, prefix)),
+    };
+    let providers = MediaStorageProviders::new(&MediaStorageConfig {
+        providers: vec![entry(true, false, "local-only/"), entry(false, true, "remote-only/")],
+    })
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("file");
+    std::fs::write(&local, b"mirrored").unwrap();
+    providers.store_file("local_content/ab/cd/efgh", &local, MediaOrigin::Local).await.unwrap();
+    providers.store_file("remote_content/x/ab/cd/ij", &local, MediaOrigin::Remote).await.unwrap();
+    let mut keys = moto.list_keys(BUCKET).await;
+    keys.sort();
+    assert_eq!(keys, ["local-only/local_content/ab/cd/efgh", "remote-only/remote_content/x/ab/cd/ij"]);
+
+    // The second provider has what the first does not.
+    let dest = dir.path().join("store/remote_content/x/ab/cd/ij");
+    assert!(providers.fetch_to_file("remote_content/x/ab/cd/ij", &dest).await.unwrap());
+    assert_eq!(std::fs::read(&dest).unwrap(), b"mirrored");
+    assert!(!providers.fetch_to_file("local_content/no/ne/x", &dir.path().join("none")).await.unwrap());
 }
