@@ -372,4 +372,12 @@ impl MediaStorageProviders {
         }
         Ok(false)
     }
+
+    /// Deletes `rel_path` from every provider (for media deleted or purged locally).
+    pub async fn delete(&self, rel_path: &str) -> Result<(), S3Error> {
+        for entry in &self.providers {
+            entry.provider.delete(rel_path).await?;
+        }
+        Ok(())
+    }
 }

@@ -270,6 +270,10 @@ async fn providers_follow_store_local_store_remote_and_fetch_on_a_local_miss() {
     assert!(providers.fetch_to_file("remote_content/x/ab/cd/ij", &dest).await.unwrap());
     assert_eq!(std::fs::read(&dest).unwrap(), b"mirrored");
     assert!(!providers.fetch_to_file("local_content/no/ne/x", &dir.path().join("none")).await.unwrap());
+
+    // Deleting reaches every provider.
+    providers.delete("remote_content/x/ab/cd/ij").await.unwrap();
+    assert_eq!(moto.list_keys(BUCKET).await, ["local-only/local_content/ab/cd/efgh"]);
 }
 
 #[tokio::test]
