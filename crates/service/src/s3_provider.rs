@@ -26,7 +26,8 @@ use std::time::Duration;
 use base64::Engine as _;
 use futures_util::StreamExt as _;
 use myelin_config::{ChecksumWhen, S3ProviderConfig};
-use object_store::aws::{AmazonS3Builder, Checksum};
+use object_store::StaticCredentialProvider;
+use object_store::aws::{AmazonS3Builder, AwsCredential, Checksum};
 use object_store::client::{HttpClient, HttpConnector};
 use object_store::limit::LimitStore;
 use object_store::path::Path as ObjectPath;
@@ -127,9 +128,13 @@ impl S3Provider {
                 builder.with_endpoint(endpoint.as_str().trim_end_matches('/')).with_allow_http(allow_http);
         }
         if let (Some(key_id), Some(secret)) = (&config.access_key_id, &config.secret_access_key) {
-            builder = builder.with_access_key_id(key_id).with_secret_access_key(secret.expose());
-            // A token given by the environment belongs to the environment's keys, not these.
-            builder = builder.with_token(config.session_token.as_ref().map(|t| t.expose()).unwrap_or(""));
+            // Given whole, so that a token from the environment never goes with these keys.
+            let credential = AwsCredential {
+                key_id: key_id.clone(),
+                secret_key: secret.expose().to_owned(),
+                token: config.session_token.as_ref().map(|token| token.expose().to_owned()),
+            };
+            builder = builder.with_credentials(Arc::new(StaticCredentialProvider::new(credential)));
         }
         if let Some(key) = &config.sse_customer_key {
             // The module hands boto3 the raw key; S3 takes it base64-encoded.

@@ -304,4 +304,24 @@ async fn a_customer_key_encrypts_uploads_and_is_sent_with_downloads() {
         "x-amz-server-side-encryption-customer-key: mdeymzq1njc4owfiy2rlzjaxmjm0nty3odlhymnkzwy=";
     assert_eq!(sent.matches(key_header).count(), 2, "{sent}");
     assert_eq!(sent.matches("x-amz-server-side-encryption-customer-algorithm: aes256").count(), 2);
+    // No session token was configured, so none is sent (not even an empty one).
+    assert!(!sent.contains("x-amz-security-token"), "{sent}");
+}
+
+#[tokio::test]
+async fn a_session_token_goes_with_its_keys() {
+    let Some(moto) = moto_with_bucket().await else { return };
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let proxied = proxy(moto.endpoint.clone(), usize::MAX, requests.clone()).await;
+    let provider = S3Provider::new(&S3ProviderConfig {
+        session_token: Some(Secret::new("session-token-123")),
+        ..config(&proxied, "")
+    })
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("file");
+    std::fs::write(&local, b"data").unwrap();
+    provider.store_file("local_content/ab/cd/efgh", &local).await.unwrap();
+    let sent = String::from_utf8_lossy(&requests.lock().unwrap()).to_ascii_lowercase();
+    assert!(sent.contains("x-amz-security-token: session-token-123"), "{sent}");
 }
