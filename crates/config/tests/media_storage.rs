@@ -147,3 +147,15 @@ fn a_misspelt_module_key_is_warned_about() {
         loaded.warnings
     );
 }
+
+#[test]
+fn response_checksum_validation_is_accepted_with_a_warning_that_it_is_not_checked() {
+    let loaded = load(
+        "media_storage_providers:\n- module: s3_storage_provider.S3StorageProviderBackend\n  config:\n    bucket: b\n    response_checksum_validation: when_supported\n",
+    )
+    .unwrap();
+    let StorageBackend::S3(s3) = &loaded.config.media_storage.providers[0].backend;
+    assert_eq!(s3.response_checksum_validation, ChecksumWhen::WhenSupported);
+    assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
+    assert!(loaded.warnings[0].contains("response_checksum_validation"), "{:?}", loaded.warnings);
+}
