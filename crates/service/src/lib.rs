@@ -99,6 +99,8 @@ pub struct Services {
     pub push: Arc<push::Push>,
     /// Shared-secret registration nonces handed out and not spent yet.
     pub registration_nonces: Arc<registration_nonces::RegistrationNonces>,
+    /// `media_storage_providers`: where media is mirrored besides the local store.
+    pub storage_providers: Arc<s3_provider::MediaStorageProviders>,
 }
 
 impl Services {
@@ -107,6 +109,8 @@ impl Services {
         let store = Store::open(&config.database).await?;
         let keys = keys::ServerKeys::load_or_generate(&config)?;
         let passwords = passwords::PasswordHasher::new(&config.password);
+        let storage_providers = s3_provider::MediaStorageProviders::new(&config.media_storage)
+            .map_err(|e| Error::internal_with("media_storage_providers", e))?;
         let rooms = rooms::Rooms::new(store.max_stream_ordering().await?, config.caches.event_cache_limits());
         let (account_data, receipts, presence) = store.max_stream_ids().await?;
         let to_device = store.max_to_device_position().await?;
@@ -136,6 +140,7 @@ impl Services {
             shutdown: CancellationToken::new(),
             push: Arc::default(),
             registration_nonces: Arc::default(),
+            storage_providers: Arc::new(storage_providers),
         })
     }
 
