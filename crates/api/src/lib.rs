@@ -10,7 +10,7 @@
 //! - [`error`]: service errors as `{"errcode", "error"}` responses.
 //! - [`auth`]: the authenticated-request extractors (access token, guest, optional, admin).
 //! - One module per spec area: [`client`], [`admin`] (Synapse's admin API), [`federation`],
-//!   [`wellknown`], [`misc`].
+//!   [`wellknown`], [`misc`], [`media`] (the content repository).
 //!
 //! Handlers are thin: extract, call one service method, convert back. They take no locks and
 //! never touch the store.
@@ -22,6 +22,7 @@ pub mod completion;
 pub mod error;
 pub mod extract;
 pub mod federation;
+pub mod media;
 pub mod middleware;
 pub mod misc;
 pub mod wellknown;
@@ -77,6 +78,12 @@ pub fn router(services: &Services, listener: &ListenerConfig) -> Router {
     let mut routes = Router::new().merge(misc::health_routes());
     if listener.has_resource("client") {
         routes = routes.merge(client::routes()).merge(wellknown::routes()).merge(admin::routes());
+    }
+    // As in Synapse, the content repository is served by a `client` or `media` resource.
+    if (listener.has_resource("client") || listener.has_resource("media"))
+        && services.config.media.enable_media_repo
+    {
+        routes = routes.merge(media::routes());
     }
     if listener.has_resource("federation") {
         routes = routes.merge(federation::routes());

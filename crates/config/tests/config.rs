@@ -35,9 +35,9 @@ fn synapse_generated_config_loads_with_warnings_only_for_unsupported_keys() {
     assert!(config.keys.form_secret.is_some() && config.keys.macaroon_secret_key.is_some());
     assert_eq!(config.keys.trusted_key_servers[0].server_name, "matrix.org");
     assert_eq!(config.logging.log_config.as_deref(), Some(Path::new("/tmp/syngen/example.org.log.config")));
-    // Every key Synapse generates is read; the only warning says media is not available yet.
-    assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
-    assert!(loaded.warnings[0].contains("`media_store_path` is accepted but has no effect"));
+    // Every key Synapse generates is read: no warnings.
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    assert_eq!(config.media.media_store_path, Path::new("/tmp/syngen/media_store"));
 }
 
 #[test]

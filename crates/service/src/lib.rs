@@ -37,6 +37,7 @@ pub mod error;
 pub mod filter;
 pub mod key_backup;
 pub mod keys;
+pub mod media;
 pub mod metrics;
 pub mod outbound;
 pub mod passwords;
@@ -99,6 +100,7 @@ pub struct Services {
     pub push: Arc<push::Push>,
     /// Shared-secret registration nonces handed out and not spent yet.
     pub registration_nonces: Arc<registration_nonces::RegistrationNonces>,
+    pub media: Arc<media::Media>,
     /// `media_storage_providers`: where media is mirrored besides the local store.
     pub storage_providers: Arc<s3_provider::MediaStorageProviders>,
 }
@@ -140,6 +142,7 @@ impl Services {
             shutdown: CancellationToken::new(),
             push: Arc::default(),
             registration_nonces: Arc::default(),
+            media: Arc::default(),
             storage_providers: Arc::new(storage_providers),
         })
     }

@@ -2,6 +2,7 @@
 
 mod database;
 mod keys;
+mod media;
 mod media_storage;
 mod misc;
 mod outbound;
@@ -16,11 +17,12 @@ use std::path::{Path, PathBuf};
 
 pub use database::{DatabaseConfig, PostgresConfig};
 pub use keys::{KeyConfig, TrustedKeyServer};
+pub use media::{MediaConfig, MediaRetention, ThumbnailMethod, ThumbnailSize};
 pub use media_storage::{
     ChecksumWhen, MediaStorageConfig, MediaStorageProvider, S3_PROVIDER_MODULE, S3ProviderConfig, Secret,
     StorageBackend,
 };
-pub use misc::{CacheConfig, LoggingConfig, MediaConfig, MetricsConfig, PresenceConfig};
+pub use misc::{CacheConfig, LoggingConfig, MetricsConfig, PresenceConfig};
 pub use outbound::{IpRange, OutboundConfig};
 pub use password::{PasswordConfig, PasswordPolicy};
 pub use ratelimit::{RateLimit, RateLimitConfig};
@@ -67,7 +69,7 @@ impl Config {
         let database: database::RawDatabaseSection = reader.section()?;
         let keys: keys::RawKeys = reader.section()?;
         let logging: LoggingConfig = reader.section()?;
-        let media: MediaConfig = reader.section()?;
+        let media: media::RawMedia = reader.section()?;
         let media_storage: media_storage::RawMediaStorage = reader.section()?;
         let metrics: MetricsConfig = reader.section()?;
         let password: password::RawPassword = reader.section()?;
@@ -87,6 +89,7 @@ impl Config {
         let ratelimit = ratelimit.into_config(origins)?;
         let room = room.into_config(origins)?;
         let outbound = outbound.into_config(origins)?;
+        let media = media.into_config(origins)?;
         let media_storage = media_storage.into_config(origins, &mut reader.warnings)?;
         Ok(Config {
             server,
@@ -135,17 +138,7 @@ fn warn_about_options_without_effect(origins: &Origins, warnings: &mut Vec<Strin
     for key in ["max_avatar_size", "allowed_avatar_mimetypes"] {
         if origins.has(key) {
             warnings.push(format!(
-                "{}: `{key}` is NOT ENFORCED: Myelin has no media repository yet, so it cannot \
-                 check the avatars users set",
-                origins.file_of(key)
-            ));
-        }
-    }
-    for key in ["media_store_path", "max_upload_size"] {
-        if origins.has(key) {
-            warnings.push(format!(
-                "{}: `{key}` is accepted but has no effect: media (upload, download, thumbnails) is \
-                 not available in Myelin yet",
+                "{}: `{key}` is NOT ENFORCED yet: Myelin does not check the avatars users set",
                 origins.file_of(key)
             ));
         }

@@ -20,6 +20,8 @@ mod harness;
 mod http_limits;
 mod key_backup;
 mod listeners;
+mod media;
+mod media_s3;
 mod membership;
 mod membership_paths;
 mod process;
