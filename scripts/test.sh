@@ -24,6 +24,8 @@ trap stop_services EXIT
 start_services
 
 export MYELIN_REQUIRE_POSTGRES=1
+# The S3 storage provider's tests run against moto (installed by scripts/pytools.sh below).
+export MYELIN_REQUIRE_S3=1
 export RUST_BACKTRACE=1
 # Third-party tools the compatibility tests run (Synapse's scripts, matrix-nio, schemathesis).
 MYELIN_PYTOOLS=$(scripts/pytools.sh)

@@ -51,6 +51,7 @@ pub mod receipts;
 pub mod registration_nonces;
 pub mod registration_tokens;
 pub mod rooms;
+pub mod s3_provider;
 pub mod search;
 pub mod sessions;
 pub mod streams;
@@ -106,6 +107,8 @@ pub struct Services {
     /// Shared-secret registration nonces handed out and not spent yet.
     pub registration_nonces: Arc<registration_nonces::RegistrationNonces>,
     pub media: Arc<media::Media>,
+    /// `media_storage_providers`: where media is mirrored besides the local store.
+    pub storage_providers: Arc<s3_provider::MediaStorageProviders>,
 }
 
 impl Services {
@@ -115,6 +118,8 @@ impl Services {
         let keys = keys::ServerKeys::load_or_generate(&config)?;
         let federation = federation::Federation::new(&config, &keys, store.clone())?;
         let passwords = passwords::PasswordHasher::new(&config.password);
+        let storage_providers = s3_provider::MediaStorageProviders::new(&config.media_storage)
+            .map_err(|e| Error::internal_with("media_storage_providers", e))?;
         let rooms = rooms::Rooms::new(store.max_stream_ordering().await?, config.caches.event_cache_limits());
         let (account_data, receipts, presence) = store.max_stream_ids().await?;
         let to_device = store.max_to_device_position().await?;
@@ -146,6 +151,7 @@ impl Services {
             push: Arc::default(),
             registration_nonces: Arc::default(),
             media: Arc::default(),
+            storage_providers: Arc::new(storage_providers),
         })
     }
 

@@ -7,12 +7,14 @@
 //!   `TEST_POSTGRES_URL`), and [`store_test!`] to run one store test body on both engines.
 //! - [`server`]: [`TestServer`], the real server on `127.0.0.1:0`.
 //! - [`client`]: [`TestClient`], a small HTTP client speaking JSON.
+//! - [`moto`]: [`moto::MotoServer`], a real S3-speaking server (moto's server mode) per test.
 //! - [`cancel`]: requests and service calls abandoned at every point, and the check that every
 //!   stream still advances afterwards (used by the tests of every write endpoint).
 
 pub mod cancel;
 pub mod client;
 pub mod db;
+pub mod moto;
 pub mod server;
 
 pub use client::{TestClient, TestResponse, http_client, http_client_trusting};

@@ -4,6 +4,7 @@ mod database;
 mod federation;
 mod keys;
 mod media;
+mod media_storage;
 mod misc;
 mod outbound;
 mod password;
@@ -19,6 +20,10 @@ pub use database::{DatabaseConfig, PostgresConfig};
 pub use federation::{CustomCa, FederationConfig};
 pub use keys::{KeyConfig, TrustedKeyServer};
 pub use media::{MediaConfig, MediaRetention, ThumbnailMethod, ThumbnailSize};
+pub use media_storage::{
+    ChecksumWhen, MediaStorageConfig, MediaStorageProvider, S3_PROVIDER_MODULE, S3ProviderConfig, Secret,
+    StorageBackend,
+};
 pub use misc::{CacheConfig, LoggingConfig, MetricsConfig, PresenceConfig};
 pub use outbound::{IpRange, OutboundConfig};
 pub use password::{PasswordConfig, PasswordPolicy};
@@ -38,6 +43,8 @@ pub struct Config {
     pub keys: KeyConfig,
     pub logging: LoggingConfig,
     pub media: MediaConfig,
+    /// `media_storage_providers`: where media is mirrored besides `media_store_path`.
+    pub media_storage: MediaStorageConfig,
     pub metrics: MetricsConfig,
     pub password: PasswordConfig,
     pub registration: RegistrationConfig,
@@ -66,6 +73,7 @@ impl Config {
         let keys: keys::RawKeys = reader.section()?;
         let logging: LoggingConfig = reader.section()?;
         let media: media::RawMedia = reader.section()?;
+        let media_storage: media_storage::RawMediaStorage = reader.section()?;
         let metrics: MetricsConfig = reader.section()?;
         let password: password::RawPassword = reader.section()?;
         let registration: registration::RawRegistration = reader.section()?;
@@ -87,12 +95,14 @@ impl Config {
         let outbound = outbound.into_config(origins)?;
         let media = media.into_config(origins)?;
         let federation = federation.into_config(origins)?;
+        let media_storage = media_storage.into_config(origins, &mut reader.warnings)?;
         Ok(Config {
             server,
             database,
             keys,
             logging,
             media,
+            media_storage,
             metrics,
             password,
             registration,

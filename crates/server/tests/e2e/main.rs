@@ -23,6 +23,7 @@ mod key_backup;
 mod listeners;
 mod media;
 mod media_hooks;
+mod media_s3;
 mod membership;
 mod membership_paths;
 mod process;

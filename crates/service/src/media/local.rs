@@ -15,6 +15,7 @@ use tokio::io::AsyncWriteExt;
 use super::{MediaId, local_content_path};
 use crate::auth::Requester;
 use crate::ratelimit::Limiter;
+use crate::s3_provider::MediaOrigin;
 use crate::util::now_ms;
 use crate::{Error, Result, Services};
 
@@ -202,7 +203,14 @@ impl Services {
                 let path = self.media_file_path(&local_content_path(&media_id));
                 place_file(temp_path, &path).await?;
                 // No `.await` between the rename and arming the guard.
-                placed = PlacedFile(Some(path));
+                placed = PlacedFile(Some(path.clone()));
+                // `media_storage_providers` mirror the new file (a synchronous one before the
+                // answer: its failure fails the upload, and the guard removes the file).
+                let rel_path = local_content_path(&media_id);
+                self.storage_providers
+                    .store_file(&rel_path.to_string_lossy(), &path, MediaOrigin::Local)
+                    .await
+                    .map_err(|e| Error::internal_with("mirroring an upload to its storage provider", e))?;
                 media_id.as_str().to_owned()
             }
         };

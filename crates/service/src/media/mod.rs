@@ -211,8 +211,20 @@ impl Services {
         let file = match tokio::fs::File::open(&path).await {
             Ok(file) => file,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                tracing::warn!(media_id = %record.media_id, path = %path.display(), "a media file is missing");
-                return Err(not_found());
+                // Not in the local store: fetched back from a storage provider, as Synapse does.
+                let rel_path = local_content_path(&MediaId::parse(file_id)?);
+                let fetched = self
+                    .storage_providers
+                    .fetch_to_file(&rel_path.to_string_lossy(), &path)
+                    .await
+                    .map_err(|e| Error::internal_with("fetching media from its storage provider", e))?;
+                if !fetched {
+                    tracing::warn!(media_id = %record.media_id, path = %path.display(), "a media file is missing");
+                    return Err(not_found());
+                }
+                tokio::fs::File::open(&path)
+                    .await
+                    .map_err(|error| Error::internal_with(format!("opening {}", path.display()), error))?
             }
             Err(error) => return Err(Error::internal_with(format!("opening {}", path.display()), error)),
         };
