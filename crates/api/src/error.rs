@@ -75,6 +75,7 @@ pub fn status_of_error(error: &MatrixError) -> StatusCode {
         Some(ErrorKind::MethodNotAllowed) => StatusCode::METHOD_NOT_ALLOWED,
         Some(ErrorKind::Timeout) => StatusCode::REQUEST_TIMEOUT,
         Some(ErrorKind::Internal) => StatusCode::INTERNAL_SERVER_ERROR,
+        Some(ErrorKind::BadGateway) => StatusCode::BAD_GATEWAY,
         None => status_of(error.code),
     }
 }

@@ -10,7 +10,7 @@
 //! - [`error`]: service errors as `{"errcode", "error"}` responses.
 //! - [`auth`]: the authenticated-request extractors (access token, guest, optional, admin).
 //! - One module per spec area: [`client`], [`admin`] (Synapse's admin API), [`federation`],
-//!   [`wellknown`], [`misc`].
+//!   [`wellknown`], [`misc`]; `url_preview` (mounted only when previews are on).
 //!
 //! Handlers are thin: extract, call one service method, convert back. They take no locks and
 //! never touch the store.
@@ -24,6 +24,7 @@ pub mod extract;
 pub mod federation;
 pub mod middleware;
 pub mod misc;
+mod url_preview;
 pub mod wellknown;
 
 use axum::Router;
@@ -77,6 +78,9 @@ pub fn router(services: &Services, listener: &ListenerConfig) -> Router {
     let mut routes = Router::new().merge(misc::health_routes());
     if listener.has_resource("client") {
         routes = routes.merge(client::routes()).merge(wellknown::routes()).merge(admin::routes());
+    }
+    if (listener.has_resource("client") || listener.has_resource("media")) && services.config.url_preview.enabled {
+        routes = routes.merge(url_preview::routes());
     }
     if listener.has_resource("federation") {
         routes = routes.merge(federation::routes());

@@ -132,6 +132,9 @@ pub enum ErrorKind {
     Timeout,
     /// The server failed; the client is told nothing more.
     Internal,
+    /// A server this one fetched from on the client's behalf failed or refused (e.g. the page of
+    /// a URL preview).
+    BadGateway,
 }
 
 /// An error a Matrix client can understand: `{"errcode": ..., "error": ..., ...extra}`.

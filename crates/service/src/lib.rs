@@ -22,6 +22,7 @@
 //! - [`metrics`]: the Prometheus registry and the process collector.
 //! - [`passwords`]: Synapse-compatible bcrypt hashing with pepper, off the runtime threads.
 //! - [`tls`]: rustls client configuration (ring provider, platform roots) for outgoing HTTP.
+//! - [`url_preview`]: URL previews (Open Graph, oEmbed) fetched without SSRF, cached.
 //! - [`util`]: randomness and time.
 //! - [`workers`]: background loops (housekeeping) that stop on the shutdown token.
 
@@ -56,6 +57,7 @@ pub mod tls;
 pub mod to_device;
 pub mod typing;
 pub mod uia;
+pub mod url_preview;
 pub mod user_directory;
 pub mod util;
 pub mod workers;
@@ -98,6 +100,8 @@ pub struct Services {
     pub push: Arc<push::Push>,
     /// Shared-secret registration nonces handed out and not spent yet.
     pub registration_nonces: Arc<registration_nonces::RegistrationNonces>,
+    /// The URL preview fetcher and its cache.
+    pub url_previews: Arc<url_preview::UrlPreviews>,
 }
 
 impl Services {
@@ -106,6 +110,7 @@ impl Services {
         let store = Store::open(&config.database).await?;
         let keys = keys::ServerKeys::load_or_generate(&config)?;
         let passwords = passwords::PasswordHasher::new(&config.password);
+        let url_previews = url_preview::UrlPreviews::new(&config.url_preview)?;
         let rooms = rooms::Rooms::new(store.max_stream_ordering().await?, config.caches.event_cache_limits());
         let (account_data, receipts, presence) = store.max_stream_ids().await?;
         let to_device = store.max_to_device_position().await?;
@@ -135,6 +140,7 @@ impl Services {
             shutdown: CancellationToken::new(),
             push: Arc::default(),
             registration_nonces: Arc::default(),
+            url_previews: Arc::new(url_previews),
         })
     }
 

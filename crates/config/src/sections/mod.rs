@@ -9,6 +9,7 @@ mod ratelimit;
 mod registration;
 mod room;
 mod server;
+mod url_preview;
 mod user_directory;
 
 use std::path::{Path, PathBuf};
@@ -22,6 +23,7 @@ pub use ratelimit::{RateLimit, RateLimitConfig};
 pub use registration::{LooseBool, ProfileConfig, RegistrationConfig};
 pub use room::{DirectoryRule, EncryptionByDefault, RoomConfig, glob_matches};
 pub use server::{ListenerConfig, ListenerResource, ListenerType, ServerConfig};
+pub use url_preview::{OembedConfig, OembedEndpoint, UrlBlacklistEntry, UrlPattern, UrlPreviewConfig};
 pub use user_directory::UserDirectoryConfig;
 
 use crate::load::{ConfigError, Origins, SectionReader};
@@ -43,6 +45,7 @@ pub struct Config {
     pub presence: PresenceConfig,
     pub outbound: OutboundConfig,
     pub user_directory: UserDirectoryConfig,
+    pub url_preview: UrlPreviewConfig,
     pub caches: CacheConfig,
     /// The directory of the first config file; default paths are relative to it.
     pub config_dir: PathBuf,
@@ -69,6 +72,7 @@ impl Config {
         let presence: misc::RawPresence = reader.section()?;
         let outbound: outbound::RawOutbound = reader.section()?;
         let user_directory: user_directory::RawUserDirectory = reader.section()?;
+        let url_preview: url_preview::RawUrlPreview = reader.section()?;
         let caches: CacheConfig = reader.section()?;
         let origins = reader.origins;
         let server = server.into_config(origins)?;
@@ -79,6 +83,7 @@ impl Config {
         let ratelimit = ratelimit.into_config(origins)?;
         let room = room.into_config(origins)?;
         let outbound = outbound.into_config(origins)?;
+        let url_preview = url_preview.into_config(origins, &outbound)?;
         Ok(Config {
             server,
             database,
@@ -94,6 +99,7 @@ impl Config {
             presence: presence.presence,
             outbound,
             user_directory: user_directory.into_config(),
+            url_preview,
             caches,
             config_dir,
             files,
