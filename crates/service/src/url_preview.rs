@@ -16,7 +16,8 @@
 //!   html5ever (`scraper`) into Open Graph data with Synapse's fallbacks.
 //! - `oembed`: oEmbed responses as Open Graph data.
 //!
-//! Errors are Synapse's: a blocked IP literal or blacklisted URL `403 M_UNKNOWN`; a name that
+//! Errors are Synapse's: a blocked IP literal or blacklisted URL `403 M_UNKNOWN` (kind
+//! `Refused`); a name that
 //! does not resolve or resolves only to blocked addresses `502 M_UNKNOWN` (the same answer, so
 //! that previews do not tell which internal names exist); a failed or refused fetch `502`
 //! (`M_TOO_LARGE` past `max_spider_size`); a URL that is not `http(s)` or carries userinfo
@@ -197,11 +198,12 @@ fn check_url(config: &UrlPreviewConfig, url: &Url, requested: bool) -> std::resu
     };
     if literal.is_some_and(|ip| config.outbound.is_ip_blocked(ip)) {
         tracing::info!(host = ?url.host_str(), "URL preview of a blocked IP address refused");
-        return Err(MatrixError::new(ErrCode::Unknown, "IP address blocked"));
+        return Err(MatrixError::new(ErrCode::Unknown, "IP address blocked").with_kind(ErrorKind::Refused));
     }
     if is_url_blacklisted(config, url) {
         tracing::info!("URL preview of a blacklisted URL refused");
-        return Err(MatrixError::new(ErrCode::Unknown, "URL blocked by url pattern blocklist entry"));
+        return Err(MatrixError::new(ErrCode::Unknown, "URL blocked by url pattern blocklist entry")
+            .with_kind(ErrorKind::Refused));
     }
     Ok(())
 }
@@ -395,10 +397,13 @@ impl Services {
             }
             og
         } else if is_html(&fetched.media_type) {
-            let text = decode_html(&fetched.body, &fetched.media_type);
-            let page = html::parse(&text);
+            // The parsed page is not `Send`: it is read whole before the next `.await`.
+            let (oembed_link, from_page) = {
+                let page = html::parse(&decode_html(&fetched.body, &fetched.media_type));
+                (page.oembed_link(), page.open_graph())
+            };
             let mut from_oembed = OpenGraph::new();
-            if let Some(discovered) = page.oembed_link().and_then(|link| fetched.url.join(&link).ok()) {
+            if let Some(discovered) = oembed_link.and_then(|link| fetched.url.join(&link).ok()) {
                 match self.url_previews.fetch(config, discovered, false).await {
                     Ok(info) if is_json(&info.media_type) => {
                         let parsed = oembed::parse(url, &info.body);
@@ -414,7 +419,7 @@ impl Services {
             }
             // The page's own data wins over oEmbed's (often a stub filled by scripts).
             let mut og = from_oembed;
-            og.extend(page.open_graph());
+            og.extend(from_page);
             self.precache_image(user_id, &fetched.url, &mut og).await?;
             og
         } else if oembed_url.is_some() && is_json(&fetched.media_type) {
@@ -530,7 +535,7 @@ mod tests {
         assert_eq!(check("http://user:pw@example.org/").unwrap_err().code, ErrCode::InvalidParam);
         for literal in ["http://127.0.0.1/", "http://[::1]/", "http://[::ffff:127.0.0.1]/", "http://2130706433/"] {
             let error = check(literal).unwrap_err();
-            assert_eq!((error.code, error.kind), (ErrCode::Unknown, None), "{literal}");
+            assert_eq!((error.code, error.kind), (ErrCode::Unknown, Some(ErrorKind::Refused)), "{literal}");
         }
         assert_eq!(check("https://example.org/secret/1").unwrap_err().message, "URL blocked by url pattern blocklist entry");
         assert!(check("https://example.org/public").is_ok());
