@@ -10,7 +10,8 @@
 //! - [`error`]: service errors as `{"errcode", "error"}` responses.
 //! - [`auth`]: the authenticated-request extractors (access token, guest, optional, admin).
 //! - One module per spec area: [`client`], [`admin`] (Synapse's admin API), [`federation`],
-//!   [`wellknown`], [`misc`]; `url_preview` (mounted only when previews are on).
+//!   [`wellknown`], [`misc`], [`media`] (the content repository), `url_preview`
+//!   (mounted only when previews are on).
 //!
 //! Handlers are thin: extract, call one service method, convert back. They take no locks and
 //! never touch the store.
@@ -22,6 +23,7 @@ pub mod completion;
 pub mod error;
 pub mod extract;
 pub mod federation;
+pub mod media;
 pub mod middleware;
 pub mod misc;
 mod url_preview;
@@ -79,8 +81,14 @@ pub fn router(services: &Services, listener: &ListenerConfig) -> Router {
     if listener.has_resource("client") {
         routes = routes.merge(client::routes()).merge(wellknown::routes()).merge(admin::routes());
     }
-    if (listener.has_resource("client") || listener.has_resource("media")) && services.config.url_preview.enabled {
-        routes = routes.merge(url_preview::routes());
+    // As in Synapse, the content repository is served by a `client` or `media` resource.
+    if (listener.has_resource("client") || listener.has_resource("media"))
+        && services.config.media.enable_media_repo
+    {
+        routes = routes.merge(media::routes());
+        if services.config.url_preview.enabled {
+            routes = routes.merge(url_preview::routes());
+        }
     }
     if listener.has_resource("federation") {
         routes = routes.merge(federation::routes());

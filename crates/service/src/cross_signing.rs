@@ -16,7 +16,7 @@
 //!   owner are shown to everyone; those made by another user (with the user-signing key) only to
 //!   that user, as Synapse.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use myelin_core::{ErrCode, ErrorKind, MatrixError};
 use myelin_store::{CrossSigningKeyRecord, CrossSigningSignatureRecord};
@@ -195,6 +195,18 @@ fn check_same_key(signed: &Map<String, Value>, stored: &Map<String, Value>) -> R
     }
 }
 
+/// A stored key row as a [`SigningKey`]; `None` for an unknown key type.
+fn signing_key_from(record: CrossSigningKeyRecord) -> Result<Option<SigningKey>> {
+    let key_type = match record.key_type.as_str() {
+        MASTER => MASTER,
+        SELF_SIGNING => SELF_SIGNING,
+        USER_SIGNING => USER_SIGNING,
+        _ => return Ok(None),
+    };
+    let json = parse_object(&record.key_json, "cross-signing key")?;
+    Ok(Some(SigningKey { key_type, public_key: record.public_key, json }))
+}
+
 /// Adds stored signatures to the object they sign.
 pub(crate) fn merge_signatures<'a>(
     object: &mut Map<String, Value>,
@@ -231,14 +243,13 @@ impl Services {
     async fn stored_cross_signing_keys(&self, user_id: &UserId) -> Result<StoredKeys> {
         let mut keys = StoredKeys::default();
         for record in self.store.cross_signing_keys(user_id.as_str()).await? {
-            let (key_type, slot) = match record.key_type.as_str() {
-                MASTER => (MASTER, &mut keys.master),
-                SELF_SIGNING => (SELF_SIGNING, &mut keys.self_signing),
-                USER_SIGNING => (USER_SIGNING, &mut keys.user_signing),
-                _ => continue,
+            let Some(key) = signing_key_from(record)? else { continue };
+            let slot = match key.key_type {
+                MASTER => &mut keys.master,
+                SELF_SIGNING => &mut keys.self_signing,
+                _ => &mut keys.user_signing,
             };
-            let json = parse_object(&record.key_json, "cross-signing key")?;
-            *slot = Some(SigningKey { key_type, public_key: record.public_key, json });
+            *slot = Some(key);
         }
         Ok(keys)
     }
@@ -485,59 +496,41 @@ impl Services {
         Ok(vec![record(target_user, key_id, user_id, &signer_key_id, signature)])
     }
 
-    /// The cross-signing keys of `user_ids` (local ones) as `requester` may see them: each with
-    /// the signatures its owner and the requester made of it; the user-signing key only of the
-    /// requester.
+    /// The cross-signing keys of `user_ids` (local users) as `/keys/query` shows them to
+    /// `requester`: master and self-signing keys of everyone, the user-signing key of the
+    /// requester only, each with the signatures of it by its owner or by the requester
+    /// (`signatures_of`, by target user and key ID).
     pub(crate) async fn query_cross_signing_keys(
         &self,
         requester: &UserId,
-        user_ids: impl IntoIterator<Item = &OwnedUserId>,
+        user_ids: &[&str],
+        signatures_of: &HashMap<(&str, &str), Vec<&CrossSigningSignatureRecord>>,
     ) -> Result<QueriedCrossSigningKeys> {
         let mut result = QueriedCrossSigningKeys::default();
-        for user_id in user_ids {
-            let stored = self.stored_cross_signing_keys(user_id).await?;
-            let mut keys: Vec<SigningKey> =
-                [stored.master, stored.self_signing].into_iter().flatten().collect();
-            if user_id == requester {
-                keys.extend(stored.user_signing);
-            }
-            if keys.is_empty() {
+        for (user_id, record) in self.store.cross_signing_keys_of_users(user_ids).await? {
+            let Some(key) = signing_key_from(record)? else { continue };
+            if key.key_type == USER_SIGNING && user_id != requester.as_str() {
                 continue;
             }
-            let key_ids: Vec<String> = keys.iter().map(|key| key.public_key.clone()).collect();
-            let signers = [user_id.as_str(), requester.as_str()];
-            let signers = if user_id == requester { &signers[..1] } else { &signers[..] };
-            let signatures = self.store.cross_signing_signatures(user_id.as_str(), &key_ids, signers).await?;
-            for mut key in keys {
-                merge_signatures(
-                    &mut key.json,
-                    signatures.iter().filter(|signature| signature.target_key_id == key.public_key),
-                );
-                let map = match key.key_type {
-                    MASTER => &mut result.master_keys,
-                    SELF_SIGNING => &mut result.self_signing_keys,
-                    _ => &mut result.user_signing_keys,
-                };
-                map.insert(user_id.clone(), key.json);
-            }
+            let Ok(owned_user_id) = OwnedUserId::try_from(user_id.as_str()) else {
+                return Err(Error::internal("stored cross-signing key of an invalid user ID"));
+            };
+            let mut json = key.json;
+            let signatures = signatures_of
+                .get(&(user_id.as_str(), key.public_key.as_str()))
+                .into_iter()
+                .flatten()
+                .copied()
+                .filter(|s| s.signer_user_id == user_id || s.signer_user_id == requester.as_str());
+            merge_signatures(&mut json, signatures);
+            let map = match key.key_type {
+                MASTER => &mut result.master_keys,
+                SELF_SIGNING => &mut result.self_signing_keys,
+                _ => &mut result.user_signing_keys,
+            };
+            map.insert(owned_user_id, json);
         }
         Ok(result)
-    }
-
-    /// The signatures the user made of their devices `device_ids` (with the self-signing key),
-    /// by device.
-    pub(crate) async fn device_signatures(
-        &self,
-        user_id: &UserId,
-        device_ids: &[String],
-    ) -> Result<BTreeMap<String, Vec<CrossSigningSignatureRecord>>> {
-        let mut by_device: BTreeMap<String, Vec<CrossSigningSignatureRecord>> = BTreeMap::new();
-        for signature in
-            self.store.cross_signing_signatures(user_id.as_str(), device_ids, &[user_id.as_str()]).await?
-        {
-            by_device.entry(signature.target_key_id.clone()).or_default().push(signature);
-        }
-        Ok(by_device)
     }
 }
 

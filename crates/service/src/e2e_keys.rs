@@ -2,10 +2,10 @@
 //! and its fallback keys; `/keys/upload`, `/keys/query` and `/keys/claim` without their HTTP.
 //! Keys are kept as the JSON objects the clients uploaded (signatures cover them as they are).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use myelin_core::MatrixError;
-use myelin_store::{KeysUploadRecord, OneTimeKeyRecord};
+use myelin_store::{CrossSigningSignatureRecord, KeysUploadRecord, OneTimeKeyRecord};
 use ruma::serde::{Base64, base64::Standard};
 use ruma::signatures::{
     SigningKeyAlgorithm, to_canonical_json_string_for_signing, verify_canonical_json_bytes,
@@ -316,28 +316,50 @@ impl Services {
         requested: &BTreeMap<OwnedUserId, Vec<String>>,
     ) -> Result<KeysQueryResult> {
         let mut result = KeysQueryResult::default();
+        // Local users by ID, with the devices asked for (none: all of them).
+        let mut local: HashMap<&str, (&OwnedUserId, &[String])> = HashMap::new();
         for (user_id, device_ids) in requested {
             if user_id.server_name().as_str() != self.server_name() {
                 result.failures.insert(user_id.server_name().to_string());
                 continue;
             }
-            let device_ids = (!device_ids.is_empty()).then_some(device_ids.as_slice());
-            let records = self.store.device_keys_of_user(user_id.as_str(), device_ids).await?;
-            let found: Vec<String> = records.iter().map(|record| record.device_id.clone()).collect();
-            let mut signatures = self.device_signatures(user_id, &found).await?;
-            let mut devices = BTreeMap::new();
-            for record in records {
-                let Value::Object(mut keys) = parse_stored(&record.key_json)? else {
-                    return Err(Error::internal("stored device keys are not an object"));
-                };
-                merge_signatures(&mut keys, &signatures.remove(&record.device_id).unwrap_or_default());
+            local.insert(user_id.as_str(), (user_id, device_ids.as_slice()));
+            result.device_keys.insert(user_id.clone(), BTreeMap::new());
+        }
+        // Three reads for all the users: their devices' keys, their cross-signing keys, and
+        // the signatures of both by themselves or by the requester.
+        let user_ids: Vec<&str> = local.keys().copied().collect();
+        let records = self.store.device_keys_of_users(&user_ids).await?;
+        let signatures = self.store.signatures_of_users_keys(&user_ids, requester.as_str()).await?;
+        let mut signatures_of: HashMap<(&str, &str), Vec<&CrossSigningSignatureRecord>> = HashMap::new();
+        for signature in &signatures {
+            signatures_of
+                .entry((signature.target_user_id.as_str(), signature.target_key_id.as_str()))
+                .or_default()
+                .push(signature);
+        }
+        for (user_id, record) in records {
+            let Some((owned_user_id, wanted)) = local.get(user_id.as_str()) else { continue };
+            if !wanted.is_empty() && !wanted.contains(&record.device_id) {
+                continue;
+            }
+            let Value::Object(mut keys) = parse_stored(&record.key_json)? else {
+                return Err(Error::internal("stored device keys are not an object"));
+            };
+            // A device is signed by its owner's self-signing key only.
+            let by_owner = signatures_of
+                .get(&(user_id.as_str(), record.device_id.as_str()))
+                .into_iter()
+                .flatten()
+                .copied()
+                .filter(|signature| signature.signer_user_id == user_id);
+            merge_signatures(&mut keys, by_owner);
+            if let Some(devices) = result.device_keys.get_mut(*owned_user_id) {
                 devices
                     .insert(record.device_id, QueriedDeviceKeys { keys, display_name: record.display_name });
             }
-            result.device_keys.insert(user_id.clone(), devices);
         }
-        let local_users = result.device_keys.keys();
-        result.cross_signing = self.query_cross_signing_keys(requester, local_users).await?;
+        result.cross_signing = self.query_cross_signing_keys(requester, &user_ids, &signatures_of).await?;
         Ok(result)
     }
 

@@ -38,6 +38,7 @@ pub mod error;
 pub mod filter;
 pub mod key_backup;
 pub mod keys;
+pub mod media;
 pub mod metrics;
 pub mod outbound;
 pub mod passwords;
@@ -102,6 +103,7 @@ pub struct Services {
     pub registration_nonces: Arc<registration_nonces::RegistrationNonces>,
     /// The URL preview fetcher and its cache.
     pub url_previews: Arc<url_preview::UrlPreviews>,
+    pub media: Arc<media::Media>,
 }
 
 impl Services {
@@ -141,6 +143,7 @@ impl Services {
             push: Arc::default(),
             registration_nonces: Arc::default(),
             url_previews: Arc::new(url_previews),
+            media: Arc::default(),
         })
     }
 

@@ -37,6 +37,7 @@ use ruma::UserId;
 use serde_json::{Map, Value};
 use url::Url;
 
+use crate::media::UploadMetadata;
 use crate::outbound::GuardedResolver;
 use crate::{Error, Result, Services};
 
@@ -144,7 +145,8 @@ pub fn is_url_blacklisted(config: &UrlPreviewConfig, url: &Url) -> bool {
 
 /// A component of `url` as Python's `urlsplit` names it; `None` where Python gives `None`.
 fn url_component(url: &Url, component: &str) -> Option<String> {
-    let host = || url.host_str().map(|h| h.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase());
+    let host =
+        || url.host_str().map(|h| h.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase());
     match component {
         "scheme" => Some(url.scheme().to_owned()),
         "netloc" => {
@@ -298,7 +300,10 @@ impl UrlPreviews {
             ));
         }
         let too_large = || {
-            bad_gateway(ErrCode::TooLarge, format!("Requested file is too large > {} bytes", config.max_spider_size))
+            bad_gateway(
+                ErrCode::TooLarge,
+                format!("Requested file is too large > {} bytes", config.max_spider_size),
+            )
         };
         if response.content_length().is_some_and(|length| length > config.max_spider_size) {
             return Err(too_large());
@@ -391,10 +396,11 @@ impl Services {
         let mut author_name = None;
         let mut og = if is_image(&fetched.media_type) {
             let mut og = OpenGraph::new();
-            og.insert("og:description".to_owned(), fetched.download_name.clone().map_or(Value::Null, Value::from));
-            if let Some(image) = self.store_preview_image(user_id, &fetched).await? {
-                image.write_into(&mut og);
-            }
+            og.insert(
+                "og:description".to_owned(),
+                fetched.download_name.clone().map_or(Value::Null, Value::from),
+            );
+            self.store_preview_image(user_id, &fetched).await?.write_into(&mut og);
             og
         } else if is_html(&fetched.media_type) {
             // The parsed page is not `Send`: it is read whole before the next `.await`.
@@ -460,30 +466,28 @@ impl Services {
                 return Ok(());
             }
         };
-        if let Some(stored) = self.store_preview_image(user_id, &fetched).await? {
-            stored.write_into(og);
+        match self.store_preview_image(user_id, &fetched).await {
+            Ok(stored) => stored.write_into(og),
+            Err(error) => tracing::warn!(%error, "the image of a previewed page could not be stored"),
         }
         Ok(())
     }
 
-    /// Stores a fetched image as local media for `user_id`; `None` when it cannot be stored.
-    async fn store_preview_image(&self, user_id: &UserId, fetched: &Fetched) -> Result<Option<StoredImage>> {
+    /// Stores a fetched image as local media of `user_id` (shared with whoever sees the
+    /// preview, as in Synapse).
+    async fn store_preview_image(&self, user_id: &UserId, fetched: &Fetched) -> Result<StoredImage> {
         let dimensions = imagesize::blob_size(&fetched.body).ok().map(|size| (size.width, size.height));
-        let Some(mxc) = self.store_local_media_bytes(user_id, &fetched.media_type, &fetched.body).await? else {
-            return Ok(None);
+        let metadata = UploadMetadata {
+            content_type: Some(fetched.media_type.clone()),
+            upload_name: fetched.download_name.clone(),
         };
-        Ok(Some(StoredImage { mxc, media_type: fetched.media_type.clone(), size: fetched.body.len(), dimensions }))
-    }
-
-    /// The one place a preview image becomes local media: its `mxc://` URI, or `None` while
-    /// there is no media store to keep it in.
-    async fn store_local_media_bytes(
-        &self,
-        _user_id: &UserId,
-        _media_type: &str,
-        _bytes: &[u8],
-    ) -> Result<Option<String>> {
-        Ok(None)
+        let media_id = self.store_media_bytes(user_id, metadata, &fetched.body).await?;
+        Ok(StoredImage {
+            mxc: format!("mxc://{}/{}", self.server_name(), media_id.as_str()),
+            media_type: fetched.media_type.clone(),
+            size: fetched.body.len(),
+            dimensions,
+        })
     }
 }
 
@@ -533,11 +537,16 @@ mod tests {
         assert_eq!(check("ftp://example.org/").unwrap_err().code, ErrCode::InvalidParam);
         assert_eq!(check("file:///etc/passwd").unwrap_err().code, ErrCode::InvalidParam);
         assert_eq!(check("http://user:pw@example.org/").unwrap_err().code, ErrCode::InvalidParam);
-        for literal in ["http://127.0.0.1/", "http://[::1]/", "http://[::ffff:127.0.0.1]/", "http://2130706433/"] {
+        for literal in
+            ["http://127.0.0.1/", "http://[::1]/", "http://[::ffff:127.0.0.1]/", "http://2130706433/"]
+        {
             let error = check(literal).unwrap_err();
             assert_eq!((error.code, error.kind), (ErrCode::Unknown, Some(ErrorKind::Refused)), "{literal}");
         }
-        assert_eq!(check("https://example.org/secret/1").unwrap_err().message, "URL blocked by url pattern blocklist entry");
+        assert_eq!(
+            check("https://example.org/secret/1").unwrap_err().message,
+            "URL blocked by url pattern blocklist entry"
+        );
         assert!(check("https://example.org/public").is_ok());
         let redirect = check_url(&config, &Url::parse("gopher://example.org/").unwrap(), false).unwrap_err();
         assert_eq!(redirect.kind, Some(ErrorKind::BadGateway));

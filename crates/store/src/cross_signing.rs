@@ -3,6 +3,7 @@
 //! service checks them and merges the signatures in when they are read.
 
 use crate::device_lists::record_device_list_change;
+use crate::e2e_keys::{IN_LIST_CHUNK, placeholders_from};
 use crate::{Row, Store, StoreError, Tx, Value, now_ms, params};
 
 /// One of a user's cross-signing keys.
@@ -75,6 +76,58 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// The cross-signing keys of each of `user_ids`, with the user ID.
+    pub async fn cross_signing_keys_of_users(
+        &self,
+        user_ids: &[&str],
+    ) -> Result<Vec<(String, CrossSigningKeyRecord)>, StoreError> {
+        let mut found = Vec::new();
+        for chunk in user_ids.chunks(IN_LIST_CHUNK) {
+            let sql = format!(
+                "SELECT user_id, key_type, public_key, key_json FROM e2e_cross_signing_keys
+                 WHERE user_id IN ({}) ORDER BY user_id, key_type",
+                placeholders_from(1, chunk.len())
+            );
+            let params = chunk.iter().map(|id| Value::from(*id)).collect();
+            for row in self.db.query(&sql, params).await?.iter() {
+                found.push((
+                    row.string(0)?,
+                    CrossSigningKeyRecord {
+                        key_type: row.string(1)?,
+                        public_key: row.string(2)?,
+                        key_json: row.string(3)?,
+                    },
+                ));
+            }
+        }
+        Ok(found)
+    }
+
+    /// The signatures of any key (device or cross-signing) of each of `target_user_ids` made by
+    /// the target user himself or by `also_by` (the user asking).
+    pub async fn signatures_of_users_keys(
+        &self,
+        target_user_ids: &[&str],
+        also_by: &str,
+    ) -> Result<Vec<CrossSigningSignatureRecord>, StoreError> {
+        let mut found = Vec::new();
+        for chunk in target_user_ids.chunks(IN_LIST_CHUNK) {
+            let sql = format!(
+                "SELECT target_user_id, target_key_id, signer_user_id, signer_key_id, signature
+                 FROM e2e_cross_signing_signatures
+                 WHERE target_user_id IN ({}) AND (signer_user_id = target_user_id OR signer_user_id = $1)
+                 ORDER BY target_user_id, target_key_id, signer_user_id, signer_key_id",
+                placeholders_from(2, chunk.len())
+            );
+            let mut params = params![also_by];
+            params.extend(chunk.iter().map(|id| Value::from(*id)));
+            for row in self.db.query(&sql, params).await?.iter() {
+                found.push(signature_from_row(row)?);
+            }
+        }
+        Ok(found)
     }
 
     /// Sets the user's cross-signing keys in one transaction, if the user's master public key is
@@ -179,32 +232,5 @@ impl Store {
                 Ok(())
             })
             .await
-    }
-
-    /// The signatures of `target_user_id`'s keys `target_key_ids` (device IDs or public keys)
-    /// made by `signers` (the target user himself, and maybe the user asking).
-    pub async fn cross_signing_signatures(
-        &self,
-        target_user_id: &str,
-        target_key_ids: &[String],
-        signers: &[&str],
-    ) -> Result<Vec<CrossSigningSignatureRecord>, StoreError> {
-        if target_key_ids.is_empty() || signers.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut params = params![target_user_id];
-        let targets = (2..2 + target_key_ids.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
-        params.extend(target_key_ids.iter().map(|id| Value::from(id.as_str())));
-        let first = 2 + target_key_ids.len();
-        let signer_list =
-            (first..first + signers.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
-        params.extend(signers.iter().map(|signer| Value::from(*signer)));
-        let sql = format!(
-            "SELECT target_user_id, target_key_id, signer_user_id, signer_key_id, signature
-             FROM e2e_cross_signing_signatures
-             WHERE target_user_id = $1 AND target_key_id IN ({targets}) AND signer_user_id IN ({signer_list})
-             ORDER BY target_key_id, signer_user_id, signer_key_id"
-        );
-        self.db.query(&sql, params).await?.iter().map(signature_from_row).collect()
     }
 }

@@ -31,8 +31,12 @@ pub struct KeysUploadRecord<'a> {
     pub fallback_keys: &'a [OneTimeKeyRecord],
 }
 
+/// How many values one `IN (...)` list of a batched read takes (well under both engines'
+/// limits on bound parameters).
+pub(crate) const IN_LIST_CHUNK: usize = 500;
+
 /// `$first, ..., $(first + n - 1)`: the placeholders of an `IN (...)` list after other parameters.
-fn placeholders_from(first: usize, n: usize) -> String {
+pub(crate) fn placeholders_from(first: usize, n: usize) -> String {
     (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
 
@@ -115,37 +119,34 @@ impl Store {
             .transpose()
     }
 
-    /// The identity keys of a user's (visible) devices: all of them, or those listed.
-    pub async fn device_keys_of_user(
+    /// Every visible device's keys of each of `user_ids`, with the user ID, ordered by user and
+    /// device: `/keys/query` reads all its users at once (in chunks of [`IN_LIST_CHUNK`]).
+    pub async fn device_keys_of_users(
         &self,
-        user_id: &str,
-        device_ids: Option<&[String]>,
-    ) -> Result<Vec<DeviceKeysRecord>, StoreError> {
-        let mut params = params![user_id];
-        let mut sql = "SELECT k.device_id, k.key_json, d.display_name FROM e2e_device_keys k
-             JOIN devices d ON d.user_id = k.user_id AND d.device_id = k.device_id
-             WHERE k.user_id = $1 AND NOT d.hidden"
-            .to_owned();
-        if let Some(device_ids) = device_ids {
-            if device_ids.is_empty() {
-                return Ok(Vec::new());
+        user_ids: &[&str],
+    ) -> Result<Vec<(String, DeviceKeysRecord)>, StoreError> {
+        let mut found = Vec::new();
+        for chunk in user_ids.chunks(IN_LIST_CHUNK) {
+            let sql = format!(
+                "SELECT k.user_id, k.device_id, k.key_json, d.display_name FROM e2e_device_keys k
+                 JOIN devices d ON d.user_id = k.user_id AND d.device_id = k.device_id
+                 WHERE k.user_id IN ({}) AND NOT d.hidden
+                 ORDER BY k.user_id, k.device_id",
+                placeholders_from(1, chunk.len())
+            );
+            let params = chunk.iter().map(|id| Value::from(*id)).collect();
+            for row in self.db.query(&sql, params).await?.iter() {
+                found.push((
+                    row.string(0)?,
+                    DeviceKeysRecord {
+                        device_id: row.string(1)?,
+                        key_json: row.string(2)?,
+                        display_name: row.opt_string(3)?,
+                    },
+                ));
             }
-            sql.push_str(&format!(" AND k.device_id IN ({})", placeholders_from(2, device_ids.len())));
-            params.extend(device_ids.iter().map(|id| Value::from(id.as_str())));
         }
-        sql.push_str(" ORDER BY k.device_id");
-        self.db
-            .query(&sql, params)
-            .await?
-            .iter()
-            .map(|row| {
-                Ok(DeviceKeysRecord {
-                    device_id: row.string(0)?,
-                    key_json: row.string(1)?,
-                    display_name: row.opt_string(2)?,
-                })
-            })
-            .collect()
+        Ok(found)
     }
 
     /// The device's one-time keys among `key_ids` (any algorithm).

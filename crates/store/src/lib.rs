@@ -5,7 +5,7 @@
 //! - [`engine`]: the one API over SQLite (rusqlite) and PostgreSQL (tokio-postgres + deadpool),
 //!   values and rows, and migrations.
 //! - One module per data area (`users`, `devices`, `tokens`, `uia`, `profiles`,
-//!   `registration`, `secrets`, `e2e_keys`, `cross_signing`, `device_lists`, `key_backup`, `events`, `relations`, `state`, `rooms`, `to_device`), each an `impl Store` block returning domain
+//!   `registration`, `secrets`, `e2e_keys`, `cross_signing`, `device_lists`, `key_backup`, `media`, `events`, `relations`, `state`, `rooms`, `to_device`), each an `impl Store` block returning domain
 //!   types, never rows.
 //!
 //! This is the only crate that contains SQL.
@@ -18,6 +18,7 @@ pub mod e2e_keys;
 pub mod engine;
 pub mod events;
 pub mod key_backup;
+pub mod media;
 pub mod profiles;
 pub mod push;
 pub mod registration;
@@ -42,6 +43,7 @@ pub use events::{EventFilterSql, NewEvent, NewRelation, StoredEvent, TxnRecord};
 pub use key_backup::{
     BackupKeysState, BackupKeysWrite, BackupVersionRecord, RoomKeyRecord, RoomKeysSelection,
 };
+pub use media::{LocalMediaRecord, NewLocalMedia, ThumbnailRecord};
 pub use registration::RegistrationTokenRecord;
 pub use rooms::{MembershipChange, NewReport, RoomRecord};
 pub use state::StateDelta;

@@ -7,6 +7,7 @@ use myelin_store::{KeysUploadRecord, OneTimeKeyRecord, Store};
 use myelin_test_support::store_test;
 
 const ALICE: &str = "@alice:test.local";
+const BOB: &str = "@bob:test.local";
 
 fn key(algorithm: &str, key_id: &str, json: &str) -> OneTimeKeyRecord {
     OneTimeKeyRecord { algorithm: algorithm.to_owned(), key_id: key_id.to_owned(), key_json: json.to_owned() }
@@ -123,16 +124,20 @@ store_test!(device_keys_go_with_their_device, |store| async move {
         set_fallback_key(&store, device, &key("signed_curve25519", "F", "{}")).await;
     }
     set_device_keys(&store, "DEV", r#"{"device_id":"DEV","v":2}"#, 2).await;
-    let all = store.device_keys_of_user(ALICE, None).await.unwrap();
-    assert_eq!(all.iter().map(|d| d.device_id.as_str()).collect::<Vec<_>>(), ["DEV", "KEEP"]);
+    store.upsert_device(BOB, "BOBDEV", None).await.unwrap();
+    let upload = KeysUploadRecord {
+        device_keys: Some((r#"{"device_id":"BOBDEV"}"#, 4)),
+        ..KeysUploadRecord::default()
+    };
+    store.upload_keys(BOB, "BOBDEV", upload).await.unwrap();
+    let all = store.device_keys_of_users(&[ALICE, "@nobody:example.org", BOB]).await.unwrap();
+    let listed: Vec<(&str, &str)> = all.iter().map(|(u, d)| (u.as_str(), d.device_id.as_str())).collect();
+    assert_eq!(listed, [(ALICE, "DEV"), (ALICE, "KEEP"), (BOB, "BOBDEV")]);
     assert_eq!(
-        (all[0].key_json.as_str(), all[0].display_name.as_deref()),
+        (all[0].1.key_json.as_str(), all[0].1.display_name.as_deref()),
         (r#"{"device_id":"DEV","v":2}"#, Some("Laptop"))
     );
-    let listed =
-        store.device_keys_of_user(ALICE, Some(&["KEEP".to_owned(), "NONE".to_owned()])).await.unwrap();
-    assert_eq!(listed.len(), 1);
-    assert!(store.device_keys_of_user(ALICE, Some(&[])).await.unwrap().is_empty());
+    assert!(store.device_keys_of_users(&[]).await.unwrap().is_empty());
 
     store.delete_devices(ALICE, &["DEV".to_owned()], 3).await.unwrap();
     assert_eq!(store.device_keys(ALICE, "DEV").await.unwrap(), None);
@@ -142,5 +147,5 @@ store_test!(device_keys_go_with_their_device, |store| async move {
     assert_eq!(store.count_one_time_keys(ALICE, "KEEP").await.unwrap().len(), 1);
     // A device added again under the same ID starts without keys.
     store.upsert_device(ALICE, "DEV", None).await.unwrap();
-    assert_eq!(store.device_keys_of_user(ALICE, None).await.unwrap().len(), 1);
+    assert_eq!(store.device_keys_of_users(&[ALICE]).await.unwrap().len(), 1);
 });

@@ -1,4 +1,4 @@
-//! Small sections: logging, media storage, metrics.
+//! Small sections: logging, metrics, presence, caches.
 
 use std::path::PathBuf;
 
@@ -10,25 +10,6 @@ use crate::units::ByteSize;
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct LoggingConfig {
     pub log_config: Option<PathBuf>,
-}
-
-/// `media_store_path`, `max_upload_size`, `enable_media_repo`.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(default)]
-pub struct MediaConfig {
-    pub media_store_path: PathBuf,
-    pub max_upload_size: ByteSize,
-    pub enable_media_repo: bool,
-}
-
-impl Default for MediaConfig {
-    fn default() -> Self {
-        MediaConfig {
-            media_store_path: PathBuf::from("media_store"),
-            max_upload_size: ByteSize(50 * 1024 * 1024),
-            enable_media_repo: true,
-        }
-    }
 }
 
 /// `enable_metrics`, `report_stats`.

@@ -2,6 +2,7 @@
 
 mod database;
 mod keys;
+mod media;
 mod misc;
 mod outbound;
 mod password;
@@ -16,7 +17,8 @@ use std::path::{Path, PathBuf};
 
 pub use database::{DatabaseConfig, PostgresConfig};
 pub use keys::{KeyConfig, TrustedKeyServer};
-pub use misc::{CacheConfig, LoggingConfig, MediaConfig, MetricsConfig, PresenceConfig};
+pub use media::{MediaConfig, MediaRetention, ThumbnailMethod, ThumbnailSize};
+pub use misc::{CacheConfig, LoggingConfig, MetricsConfig, PresenceConfig};
 pub use outbound::{IpRange, OutboundConfig};
 pub use password::{PasswordConfig, PasswordPolicy};
 pub use ratelimit::{RateLimit, RateLimitConfig};
@@ -63,7 +65,7 @@ impl Config {
         let database: database::RawDatabaseSection = reader.section()?;
         let keys: keys::RawKeys = reader.section()?;
         let logging: LoggingConfig = reader.section()?;
-        let media: MediaConfig = reader.section()?;
+        let media: media::RawMedia = reader.section()?;
         let metrics: MetricsConfig = reader.section()?;
         let password: password::RawPassword = reader.section()?;
         let registration: registration::RawRegistration = reader.section()?;
@@ -84,6 +86,7 @@ impl Config {
         let room = room.into_config(origins)?;
         let outbound = outbound.into_config(origins)?;
         let url_preview = url_preview.into_config(origins, &outbound)?;
+        let media = media.into_config(origins)?;
         Ok(Config {
             server,
             database,
@@ -131,17 +134,7 @@ fn warn_about_options_without_effect(origins: &Origins, warnings: &mut Vec<Strin
     for key in ["max_avatar_size", "allowed_avatar_mimetypes"] {
         if origins.has(key) {
             warnings.push(format!(
-                "{}: `{key}` is NOT ENFORCED: Myelin has no media repository yet, so it cannot \
-                 check the avatars users set",
-                origins.file_of(key)
-            ));
-        }
-    }
-    for key in ["media_store_path", "max_upload_size"] {
-        if origins.has(key) {
-            warnings.push(format!(
-                "{}: `{key}` is accepted but has no effect: media (upload, download, thumbnails) is \
-                 not available in Myelin yet",
+                "{}: `{key}` is NOT ENFORCED yet: Myelin does not check the avatars users set",
                 origins.file_of(key)
             ));
         }

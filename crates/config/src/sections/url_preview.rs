@@ -142,10 +142,16 @@ fn parse_providers(json: &str) -> Result<Vec<OembedEndpoint>, String> {
         }
         let api = url::Url::parse(&endpoint.url).map_err(|e| format!("{:?}: {e}", endpoint.url))?;
         if !matches!(api.scheme(), "http" | "https") {
-            return Err(format!("unsupported oEmbed scheme ({}) for endpoint {}", api.scheme(), endpoint.url));
+            return Err(format!(
+                "unsupported oEmbed scheme ({}) for endpoint {}",
+                api.scheme(),
+                endpoint.url
+            ));
         }
-        let url_patterns = endpoint.schemes.iter().map(|s| scheme_glob_to_regex(s)).collect::<Result<_, _>>()?;
-        endpoints.push(OembedEndpoint { api_endpoint: endpoint.url.replace("{format}", "json"), url_patterns });
+        let url_patterns =
+            endpoint.schemes.iter().map(|s| scheme_glob_to_regex(s)).collect::<Result<_, _>>()?;
+        endpoints
+            .push(OembedEndpoint { api_endpoint: endpoint.url.replace("{format}", "json"), url_patterns });
     }
     Ok(endpoints)
 }
@@ -202,11 +208,13 @@ impl RawUrlPreview {
         origins: &Origins,
         server_outbound: &OutboundConfig,
     ) -> Result<UrlPreviewConfig, ConfigError> {
-        let mut config = UrlPreviewConfig { enabled: self.url_preview_enabled, ..UrlPreviewConfig::default() };
+        let mut config =
+            UrlPreviewConfig { enabled: self.url_preview_enabled, ..UrlPreviewConfig::default() };
         config.outbound.dns_overrides = server_outbound.dns_overrides.clone();
         match &self.url_preview_ip_range_blacklist {
             Some(list) => {
-                config.outbound.ip_range_blacklist = parse_ip_ranges(origins, "url_preview_ip_range_blacklist", list, true)?;
+                config.outbound.ip_range_blacklist =
+                    parse_ip_ranges(origins, "url_preview_ip_range_blacklist", list, true)?;
             }
             None if config.enabled => {
                 return Err(invalid(
@@ -219,7 +227,8 @@ impl RawUrlPreview {
             None => {}
         }
         if let Some(list) = &self.url_preview_ip_range_whitelist {
-            config.outbound.ip_range_whitelist = parse_ip_ranges(origins, "url_preview_ip_range_whitelist", list, false)?;
+            config.outbound.ip_range_whitelist =
+                parse_ip_ranges(origins, "url_preview_ip_range_whitelist", list, false)?;
         }
         for (index, entry) in self.url_preview_url_blacklist.unwrap_or_default().into_iter().enumerate() {
             let mut patterns = Vec::new();
@@ -275,7 +284,12 @@ mod tests {
             youtube,
             "https://www.youtube.com/oembed?url=https%3A%2F%2Fwww.youtube.com%2Fwatch%3Fv%3Dabc&format=json"
         );
-        assert!(oembed.endpoint_for("https://vimeo.com/12345").unwrap().starts_with("https://vimeo.com/api/oembed.json?"));
+        assert!(
+            oembed
+                .endpoint_for("https://vimeo.com/12345")
+                .unwrap()
+                .starts_with("https://vimeo.com/api/oembed.json?")
+        );
         assert!(oembed.endpoint_for("https://x.com/someone/status/1").is_some());
         // A label wildcard does not cross dots, and the scheme is fixed.
         assert!(oembed.endpoint_for("https://evil.example/.youtube.com/watch").is_none());
@@ -286,7 +300,10 @@ mod tests {
     #[test]
     fn provider_patterns_must_be_http() {
         assert!(scheme_glob_to_regex("ftp://example.org/*").is_err());
-        assert!(parse_providers(r#"[{"endpoints": [{"schemes": ["https://a/*"], "url": "file:///x"}]}]"#).is_err());
+        assert!(
+            parse_providers(r#"[{"endpoints": [{"schemes": ["https://a/*"], "url": "file:///x"}]}]"#)
+                .is_err()
+        );
     }
 
     #[test]

@@ -20,6 +20,7 @@ mod harness;
 mod http_limits;
 mod key_backup;
 mod listeners;
+mod media;
 mod membership;
 mod membership_paths;
 mod process;

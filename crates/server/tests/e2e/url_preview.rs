@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use myelin_test_support::{TestServer, TestUser};
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -71,9 +71,11 @@ impl Origin {
         *self.hits.lock().unwrap().entry(path.clone()).or_default() += 1;
         let route = path.split('?').next().unwrap_or_default();
         let respond = |status: &str, headers: &str, body: &[u8]| {
-            let mut response =
-                format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n{headers}\r\n", body.len())
-                    .into_bytes();
+            let mut response = format!(
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n{headers}\r\n",
+                body.len()
+            )
+            .into_bytes();
             response.extend_from_slice(body);
             response
         };
@@ -89,14 +91,16 @@ impl Origin {
             "/missing" => respond("404 Not Found", "Content-Type: text/html\r\n", b"gone"),
             "/declared-large" => {
                 // Declares a body far over the limit; only the headers are sent.
-                let headers = "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 1073741824\r\n\r\n";
+                let headers =
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 1073741824\r\n\r\n";
                 let _ = stream.write_all(headers.as_bytes()).await;
                 let _ = stream.write_all(b"<html>").await;
                 return;
             }
             "/endless" => {
                 // A chunked body that never ends: the fetcher must stop reading it.
-                let headers = "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nTransfer-Encoding: chunked\r\n\r\n";
+                let headers =
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nTransfer-Encoding: chunked\r\n\r\n";
                 if stream.write_all(headers.as_bytes()).await.is_err() {
                     return;
                 }
@@ -163,6 +167,9 @@ async fn the_allowed_origin_is_previewed_with_its_open_graph_data() {
     assert_eq!(og["og:title"], "The allowed page");
     assert_eq!(og["og:description"], "A page the test origin serves");
     assert_eq!(world.allowed.hits("/page"), 1);
+    // The relative og:image was fetched through the same guard and stored as local media.
+    assert_eq!(world.allowed.hits("/image.png"), 1);
+    assert_image(&world, og).await;
 
     // A relative redirect within the allowed origin is followed.
     let og = world.preview(&world.allowed_url("/relative-redirect")).await.expect(200).clone();
@@ -177,13 +184,34 @@ async fn the_allowed_origin_is_previewed_with_its_open_graph_data() {
     assert_eq!(legacy.expect(200)["og:title"], "The allowed page");
 }
 
+/// The preview's image is the test PNG, stored as local media that can be downloaded.
+async fn assert_image(world: &World, og: &Value) {
+    assert_eq!(og["og:image:type"], "image/png");
+    assert_eq!(og["og:image:width"], 20);
+    assert_eq!(og["og:image:height"], 10);
+    assert_eq!(og["matrix:image:size"], PNG.len());
+    let mxc = og["og:image"].as_str().expect("og:image");
+    let rest = mxc.strip_prefix("mxc://").expect("an mxc URI");
+    let download = world.user.client.get(&format!("/_matrix/client/v1/media/download/{rest}")).await;
+    assert_eq!(download.status, 200);
+    assert_eq!(download.body, PNG, "the stored image is the origin's");
+}
+
+#[tokio::test]
+async fn a_direct_image_url_is_previewed_as_stored_media() {
+    let world = world().await;
+    let og = world.preview(&world.allowed_url("/image.png")).await.expect(200).clone();
+    assert_image(&world, &og).await;
+}
+
 #[tokio::test]
 async fn a_preview_is_fetched_once_and_shared_between_users_and_concurrent_requests() {
     let world = world().await;
     let url = world.allowed_url("/page?shared");
     world.preview(&url).await.expect(200);
     let other = world.server.register("other").await;
-    let again = other.client.get(&format!("/_matrix/client/v1/media/preview_url?url={}", urlencode(&url))).await;
+    let again =
+        other.client.get(&format!("/_matrix/client/v1/media/preview_url?url={}", urlencode(&url))).await;
     assert_eq!(again.expect(200)["og:title"], "The allowed page");
     assert_eq!(world.allowed.hits("/page?shared"), 1, "the second request is served from the cache");
 

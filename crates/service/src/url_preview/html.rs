@@ -81,7 +81,11 @@ fn non_blank<'a>(element: &ElementRef<'a>, attribute: &str) -> Option<&'a str> {
 }
 
 fn float_attribute(element: &ElementRef<'_>, attribute: &str) -> f64 {
-    element.attr(attribute).and_then(|v| v.trim().parse::<f64>().ok()).filter(|v| v.is_finite()).unwrap_or(0.0)
+    element
+        .attr(attribute)
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|v| v.is_finite())
+        .unwrap_or(0.0)
 }
 
 impl Page {
@@ -112,7 +116,8 @@ impl Page {
     pub(super) fn oembed_link(&self) -> Option<String> {
         ["alternate", "alternative"].into_iter().find_map(|rel| {
             elements(&self.document, "link").find_map(|link| {
-                let matches = link.attr("rel") == Some(rel) && link.attr("type") == Some("application/json+oembed");
+                let matches =
+                    link.attr("rel") == Some(rel) && link.attr("type") == Some("application/json+oembed");
                 matches.then(|| link.attr("href").map(str::to_owned)).flatten()
             })
         })
@@ -151,7 +156,8 @@ impl Page {
         match og.get("og:description").and_then(Value::as_str) {
             None if !og.contains_key("og:description") => {
                 let meta = elements(&self.document, "meta").find_map(|meta| {
-                    let named = meta.attr("name").is_some_and(|n| n.to_ascii_lowercase().contains("description"));
+                    let named =
+                        meta.attr("name").is_some_and(|n| n.to_ascii_lowercase().contains("description"));
                     if named { non_blank(&meta, "content").map(str::to_owned) } else { None }
                 });
                 let description = meta.or_else(|| self.text_description());
@@ -180,7 +186,8 @@ impl Page {
             .filter(|img| non_blank(img, "width").is_some() && non_blank(img, "height").is_some())
             .filter_map(|img| {
                 let (width, height) = (float_attribute(&img, "width"), float_attribute(&img, "height"));
-                (width > 10.0 && height > 10.0).then(|| non_blank(&img, "src").map(|src| (width * height, src)))?
+                (width > 10.0 && height > 10.0)
+                    .then(|| non_blank(&img, "src").map(|src| (width * height, src)))?
             })
             .collect();
         // Largest first; among equals, the first on the page.
@@ -192,7 +199,9 @@ impl Page {
             return Some(src.to_owned());
         }
         elements(&self.document, "link")
-            .find(|link| link.attr("rel").is_some_and(|rel| rel.split_ascii_whitespace().any(|r| r == "icon")))
+            .find(|link| {
+                link.attr("rel").is_some_and(|rel| rel.split_ascii_whitespace().any(|r| r == "icon"))
+            })
             .and_then(|link| non_blank(&link, "href"))
             .map(str::to_owned)
     }
@@ -360,7 +369,9 @@ mod tests {
         assert_eq!(og["og:image"], "bigger.png");
         assert_eq!(og["og:description"], "Meta description");
 
-        let og = og_of_body("<h2>Heading</h2><nav>Menu</nav><p>First paragraph.</p><script>var x;</script><p>Second.</p>");
+        let og = og_of_body(
+            "<h2>Heading</h2><nav>Menu</nav><p>First paragraph.</p><script>var x;</script><p>Second.</p>",
+        );
         assert_eq!(og["og:title"], "Heading");
         assert_eq!(og["og:description"], "Heading\n\nFirst paragraph.\n\nSecond.");
         assert!(!og.contains_key("og:image"));
@@ -372,7 +383,8 @@ mod tests {
 
     #[test]
     fn no_title_is_null_and_the_icon_is_the_last_image() {
-        let og = og(r#"<html><head><link rel="shortcut icon" href="/favicon.ico"></head><body></body></html>"#);
+        let og =
+            og(r#"<html><head><link rel="shortcut icon" href="/favicon.ico"></head><body></body></html>"#);
         assert_eq!(og["og:title"], Value::Null);
         assert_eq!(og["og:image"], "/favicon.ico");
         assert_eq!(og["og:description"], Value::Null);

@@ -124,7 +124,8 @@ mod tests {
 
     #[test]
     fn photos_use_the_full_image_and_bad_responses_give_nothing() {
-        let og = parse("u", br#"{"type": "photo", "url": "https://i/full.png", "thumbnail_url": "t"}"#).open_graph;
+        let og =
+            parse("u", br#"{"type": "photo", "url": "https://i/full.png", "thumbnail_url": "t"}"#).open_graph;
         assert_eq!(og["og:image"], "https://i/full.png");
         assert!(parse("u", b"not json").open_graph.is_empty());
         assert!(parse("u", br#"{"version": "2.0", "type": "link"}"#).open_graph.is_empty());

@@ -34,6 +34,7 @@ pub(crate) const MIGRATION_FILES: &[(&str, &str)] = &[
     ("0013_device_lists.sql", include_str!("../../migrations/0013_device_lists.sql")),
     ("0014_key_backup.sql", include_str!("../../migrations/0014_key_backup.sql")),
     ("0015_dehydrated_devices.sql", include_str!("../../migrations/0015_dehydrated_devices.sql")),
+    ("0016_media.sql", include_str!("../../migrations/0016_media.sql")),
 ];
 
 /// Arbitrary constant identifying Myelin's migration lock.
