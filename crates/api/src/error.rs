@@ -75,6 +75,8 @@ pub fn status_of_error(error: &MatrixError) -> StatusCode {
         Some(ErrorKind::MethodNotAllowed) => StatusCode::METHOD_NOT_ALLOWED,
         Some(ErrorKind::Timeout) => StatusCode::REQUEST_TIMEOUT,
         Some(ErrorKind::Internal) => StatusCode::INTERNAL_SERVER_ERROR,
+        Some(ErrorKind::BadGateway) => StatusCode::BAD_GATEWAY,
+        Some(ErrorKind::Refused) => StatusCode::FORBIDDEN,
         None => status_of(error.code),
     }
 }

@@ -10,7 +10,8 @@
 //! - [`error`]: service errors as `{"errcode", "error"}` responses.
 //! - [`auth`]: the authenticated-request extractors (access token, guest, optional, admin).
 //! - One module per spec area: [`client`], [`admin`] (Synapse's admin API), [`federation`],
-//!   [`wellknown`], [`misc`], [`media`] (the content repository).
+//!   [`wellknown`], [`misc`], [`media`] (the content repository), `url_preview`
+//!   (mounted only when previews are on).
 //!
 //! Handlers are thin: extract, call one service method, convert back. They take no locks and
 //! never touch the store.
@@ -25,6 +26,7 @@ pub mod federation;
 pub mod media;
 pub mod middleware;
 pub mod misc;
+mod url_preview;
 pub mod wellknown;
 
 use axum::Router;
@@ -84,6 +86,9 @@ pub fn router(services: &Services, listener: &ListenerConfig) -> Router {
         && services.config.media.enable_media_repo
     {
         routes = routes.merge(media::routes());
+        if services.config.url_preview.enabled {
+            routes = routes.merge(url_preview::routes());
+        }
     }
     if listener.has_resource("federation") {
         routes = routes.merge(federation::routes());

@@ -66,17 +66,13 @@ fn later_files_replace_top_level_keys_and_directories_are_read_in_name_order() {
 #[test]
 fn unknown_and_unsupported_keys_warn_once_each() {
     let loaded = load_from_str(
-        "server_name: example.org\nurl_preview_enabled: true\nfrobnicate: 3\nlisteners:\n  - port: 8008\n    type: http\n    shiny: true\n",
+        "server_name: example.org\nopentracing: {}\nfrobnicate: 3\nlisteners:\n  - port: 8008\n    type: http\n    shiny: true\n",
         Path::new("/etc/myelin/homeserver.yaml"),
     )
     .unwrap();
     let warnings = loaded.warnings.join("\n");
-    assert_eq!(
-        loaded.warnings.iter().filter(|w| w.contains("`url_preview_enabled`")).count(),
-        1,
-        "{warnings}"
-    );
-    assert!(warnings.contains("`url_preview_enabled` is a Synapse option that Myelin does not support yet"));
+    assert_eq!(loaded.warnings.iter().filter(|w| w.contains("`opentracing`")).count(), 1, "{warnings}");
+    assert!(warnings.contains("`opentracing` is a Synapse option that Myelin does not support yet"));
     assert!(warnings.contains("`frobnicate` is not a known option"));
     assert!(warnings.contains("`listeners[0].shiny`"), "{warnings}");
     assert!(warnings.contains("/etc/myelin/homeserver.yaml"));
@@ -107,6 +103,19 @@ fn semantic_errors_name_the_key() {
             "tls_certificate_path",
         ),
         ("server_name: a.org\nbcrypt_rounds: 99\n", "bcrypt_rounds"),
+        ("server_name: a.org\nurl_preview_enabled: true\n", "url_preview_ip_range_blacklist"),
+        (
+            "server_name: a.org\nurl_preview_enabled: true\nurl_preview_ip_range_blacklist: ['300.0.0.0/8']\n",
+            "url_preview_ip_range_blacklist[0]",
+        ),
+        (
+            "server_name: a.org\nurl_preview_url_blacklist: [{netloc: '^(x'}]\n",
+            "url_preview_url_blacklist[0].netloc",
+        ),
+        (
+            "server_name: a.org\nurl_preview_url_blacklist: [{host: 'x'}]\n",
+            "url_preview_url_blacklist[0].host",
+        ),
         (
             "server_name: a.org\nlisteners:\n  - port: 1\n    type: http\n    resources: [{names: [nonsense]}]\n",
             "listeners[0].resources",

@@ -132,6 +132,12 @@ pub enum ErrorKind {
     Timeout,
     /// The server failed; the client is told nothing more.
     Internal,
+    /// A server this one fetched from on the client's behalf failed or refused (e.g. the page of
+    /// a URL preview).
+    BadGateway,
+    /// Refused by the server's policy under a code other than `M_FORBIDDEN` (Synapse's
+    /// `403 M_UNKNOWN` for a URL preview of a blocked address).
+    Refused,
 }
 
 /// An error a Matrix client can understand: `{"errcode": ..., "error": ..., ...extra}`.

@@ -23,6 +23,7 @@
 //! - [`metrics`]: the Prometheus registry and the process collector.
 //! - [`passwords`]: Synapse-compatible bcrypt hashing with pepper, off the runtime threads.
 //! - [`tls`]: rustls client configuration (ring provider, platform roots) for outgoing HTTP.
+//! - [`url_preview`]: URL previews (Open Graph, oEmbed) fetched without SSRF, cached.
 //! - [`util`]: randomness and time.
 //! - [`workers`]: background loops (housekeeping) that stop on the shutdown token.
 
@@ -61,6 +62,7 @@ pub mod tls;
 pub mod to_device;
 pub mod typing;
 pub mod uia;
+pub mod url_preview;
 pub mod user_directory;
 pub mod util;
 pub mod workers;
@@ -106,6 +108,8 @@ pub struct Services {
     pub push: Arc<push::Push>,
     /// Shared-secret registration nonces handed out and not spent yet.
     pub registration_nonces: Arc<registration_nonces::RegistrationNonces>,
+    /// The URL preview fetcher and its cache.
+    pub url_previews: Arc<url_preview::UrlPreviews>,
     pub media: Arc<media::Media>,
     /// `media_storage_providers`: where media is mirrored besides the local store.
     pub storage_providers: Arc<s3_provider::MediaStorageProviders>,
@@ -120,6 +124,7 @@ impl Services {
         let passwords = passwords::PasswordHasher::new(&config.password);
         let storage_providers = s3_provider::MediaStorageProviders::new(&config.media_storage)
             .map_err(|e| Error::internal_with("media_storage_providers", e))?;
+        let url_previews = url_preview::UrlPreviews::new(&config.url_preview)?;
         let rooms = rooms::Rooms::new(store.max_stream_ordering().await?, config.caches.event_cache_limits());
         let (account_data, receipts, presence) = store.max_stream_ids().await?;
         let to_device = store.max_to_device_position().await?;
@@ -150,6 +155,7 @@ impl Services {
             shutdown: CancellationToken::new(),
             push: Arc::default(),
             registration_nonces: Arc::default(),
+            url_previews: Arc::new(url_previews),
             media: Arc::default(),
             storage_providers: Arc::new(storage_providers),
         })

@@ -12,6 +12,7 @@ mod ratelimit;
 mod registration;
 mod room;
 mod server;
+mod url_preview;
 mod user_directory;
 
 use std::path::{Path, PathBuf};
@@ -31,6 +32,7 @@ pub use ratelimit::{RateLimit, RateLimitConfig};
 pub use registration::{LooseBool, ProfileConfig, RegistrationConfig};
 pub use room::{DirectoryRule, EncryptionByDefault, RoomConfig, glob_matches};
 pub use server::{ListenerConfig, ListenerResource, ListenerType, ServerConfig};
+pub use url_preview::{OembedConfig, OembedEndpoint, UrlBlacklistEntry, UrlPattern, UrlPreviewConfig};
 pub use user_directory::UserDirectoryConfig;
 
 use crate::load::{ConfigError, Origins, SectionReader};
@@ -55,6 +57,7 @@ pub struct Config {
     pub outbound: OutboundConfig,
     pub federation: FederationConfig,
     pub user_directory: UserDirectoryConfig,
+    pub url_preview: UrlPreviewConfig,
     pub caches: CacheConfig,
     /// The directory of the first config file; default paths are relative to it.
     pub config_dir: PathBuf,
@@ -83,6 +86,7 @@ impl Config {
         let outbound: outbound::RawOutbound = reader.section()?;
         let federation: federation::RawFederation = reader.section()?;
         let user_directory: user_directory::RawUserDirectory = reader.section()?;
+        let url_preview: url_preview::RawUrlPreview = reader.section()?;
         let caches: CacheConfig = reader.section()?;
         let origins = reader.origins;
         let server = server.into_config(origins)?;
@@ -93,6 +97,7 @@ impl Config {
         let ratelimit = ratelimit.into_config(origins)?;
         let room = room.into_config(origins)?;
         let outbound = outbound.into_config(origins)?;
+        let url_preview = url_preview.into_config(origins, &outbound)?;
         let media = media.into_config(origins)?;
         let federation = federation.into_config(origins)?;
         let media_storage = media_storage.into_config(origins, &mut reader.warnings)?;
@@ -113,6 +118,7 @@ impl Config {
             outbound,
             federation,
             user_directory: user_directory.into_config(),
+            url_preview,
             caches,
             config_dir,
             files,

@@ -140,6 +140,21 @@ impl Default for OutboundConfig {
     }
 }
 
+/// A list of IP ranges under `key`; a blacklist (`blacklist`) also gets the always-blocked
+/// addresses.
+pub(crate) fn parse_ip_ranges(
+    origins: &Origins,
+    key: &str,
+    list: &[String],
+    blacklist: bool,
+) -> Result<Vec<IpRange>, ConfigError> {
+    let mut ranges = parse_list(origins, key, list)?;
+    if blacklist {
+        ranges.extend(ALWAYS_BLOCKED.iter().filter_map(|r| IpRange::parse(r).ok()));
+    }
+    Ok(ranges)
+}
+
 fn parse_list(origins: &Origins, key: &str, list: &[String]) -> Result<Vec<IpRange>, ConfigError> {
     list.iter()
         .enumerate()

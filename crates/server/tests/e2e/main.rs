@@ -42,5 +42,6 @@ mod spaces;
 mod sync;
 mod to_device;
 mod upgrade;
+mod url_preview;
 mod user_directory;
 mod write_rules;
