@@ -367,10 +367,10 @@ impl Services {
         }
         let slot = self.url_previews.slot(url);
         let mut outcome = slot.outcome.lock().await;
-        if let Some((cached, expires)) = &*outcome {
-            if Instant::now() < *expires {
-                return Ok(cached.clone()?);
-            }
+        if let Some((cached, expires)) = &*outcome
+            && Instant::now() < *expires
+        {
+            return Ok(cached.clone()?);
         }
         let (result, ttl_ms) = match self.generate_preview(user_id, url).await {
             Ok((og, ttl_ms)) => (Ok(Arc::new(og)), ttl_ms.min(ONE_DAY_MS)),

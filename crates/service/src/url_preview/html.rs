@@ -42,7 +42,7 @@ fn sniff_meta_charset(body: &[u8]) -> Option<&'static Encoding> {
         let value = &tag[tag.find("charset=")? + "charset=".len()..];
         let value = value.trim_start_matches(['"', '\'', ' ']);
         let end = value.find(['"', '\'', ' ', ';', '/', '>']).unwrap_or(value.len());
-        Encoding::for_label(value[..end].as_bytes())
+        Encoding::for_label(&value.as_bytes()[..end])
     })
 }
 
