@@ -69,13 +69,15 @@ fn debian_package_with_conf_d_and_hand_written_values() {
     assert_eq!(config.password.policy.minimum_length, 10);
     assert!(warned(&loaded, "`password_config.policy.enabled` is \"only_for_reauth\""));
     // Synapse options Myelin does not act on are named as such, never as unknown.
-    for key in ["password_providers", "experimental_features", "federation_ip_range_blacklist"] {
+    for key in ["password_providers", "experimental_features"] {
         assert!(
             warned(&loaded, &format!("`{key}` is a Synapse option that Myelin does not support yet")),
             "{key}: {:?}",
             loaded.warnings
         );
     }
+    // Federation reads its own blocklist now: no warning.
+    assert!(!warned(&loaded, "federation_ip_range_blacklist"), "{:?}", loaded.warnings);
     assert!(!config.room.enable_search);
     // The media repository reads these (the avatar limits are enforced on profile and member
     // event avatars).

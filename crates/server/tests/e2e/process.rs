@@ -140,7 +140,7 @@ async fn a_synapse_generated_config_starts_with_warnings_only() {
         .replace("/tmp/syngen", dir_str)
         .replace("port: 8008", &format!("port: {port}"))
         .replace("    - ::1\n", "")
-        + "\nurl_preview_enabled: true\n";
+        + "\nopentracing:\n  enabled: false\n";
     std::fs::write(dir.path().join("homeserver.yaml"), yaml).unwrap();
     let log_config = std::fs::read_to_string(fixtures.join("synapse-1.163.2.log.config"))
         .unwrap()
@@ -170,8 +170,8 @@ async fn a_synapse_generated_config_starts_with_warnings_only() {
     // Synapse's log config sends logs to homeserver.log in the data directory.
     let logged = std::fs::read_to_string(dir.path().join("homeserver.log")).unwrap();
     let warnings: Vec<&str> = logged.lines().filter(|l| l.contains("WARN")).collect();
-    assert_eq!(warnings.len(), 1, "one warning for url_preview_enabled: {warnings:?}");
-    assert!(warnings.iter().any(|w| w.contains("url_preview_enabled")));
+    assert_eq!(warnings.len(), 1, "one warning for opentracing: {warnings:?}");
+    assert!(warnings.iter().any(|w| w.contains("opentracing")));
     assert!(!logged.contains("ERROR"), "{logged}");
 }
 
