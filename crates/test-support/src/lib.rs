@@ -7,6 +7,8 @@
 //!   `TEST_POSTGRES_URL`), and [`store_test!`] to run one store test body on both engines.
 //! - [`server`]: [`TestServer`], the real server on `127.0.0.1:0`.
 //! - [`client`]: [`TestClient`], a small HTTP client speaking JSON.
+//! - [`federation`]: federating servers on loopback (TLS from a test CA, names resolved by
+//!   `myelin_dns_overrides`) and requests signed as one of them.
 //! - [`moto`]: [`moto::MotoServer`], a real S3-speaking server (moto's server mode) per test.
 //! - [`cancel`]: requests and service calls abandoned at every point, and the check that every
 //!   stream still advances afterwards (used by the tests of every write endpoint).
@@ -14,6 +16,7 @@
 pub mod cancel;
 pub mod client;
 pub mod db;
+pub mod federation;
 pub mod moto;
 pub mod server;
 

@@ -3,68 +3,15 @@
 //! `federation_custom_ca_list`, finds the other through `myelin_dns_overrides` (server names
 //! with explicit ports) and may reach loopback through `ip_range_whitelist`.
 
-use std::path::Path;
-
 use myelin_federation::{DiscoveryError, FederationError};
 use myelin_test_support::TestServer;
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use myelin_test_support::federation::{federating_server, server_name, signed_header, write_certificates};
 use reqwest::Method;
-use ruma::api::federation::authentication::{XMatrix, XMatrixSigningInput};
 use ruma::{OwnedServerName, ServerName};
 use serde_json::{Value, json};
 
-/// Writes a CA (`ca.pem`) and a certificate it signed for the test names (`cert.pem`,
-/// `key.pem`) into `dir`.
-fn write_certificates(dir: &Path) {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let names = vec!["a.test".to_owned(), "b.test".to_owned(), "c.test".to_owned()];
-    let certificate = CertificateParams::new(names).unwrap().signed_by(&key, &ca).unwrap();
-    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-    std::fs::write(dir.join("cert.pem"), certificate.pem()).unwrap();
-    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
-}
-
-/// A port free right now (the server binds it a moment later: its name must carry it). Taken
-/// from 10000-19999, below the kernel's ephemeral range, so that the servers other tests start
-/// on port 0 meanwhile cannot take it.
-fn free_port() -> u16 {
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos()
-        ^ std::process::id().rotate_left(16);
-    (0..10_000u32)
-        .map(|i| 10_000 + (seed.wrapping_add(i.wrapping_mul(7_919)) % 10_000) as u16)
-        .find(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())
-        .unwrap()
-}
-
-/// A server named `<host>:<port>` serving federation over TLS on that port, with `overrides`.
-async fn federating_server(host: &str, certs: &Path, overrides: Value) -> TestServer {
-    let port = free_port();
-    let mut config = json!({
-        "server_name": format!("{host}:{port}"),
-        "tls_certificate_path": certs.join("cert.pem"),
-        "tls_private_key_path": certs.join("key.pem"),
-        "listeners": [
-            {"port": 0, "bind_addresses": ["127.0.0.1"], "type": "http", "x_forwarded": false,
-             "resources": [{"names": ["client", "federation"]}]},
-            {"port": port, "bind_addresses": ["127.0.0.1"], "type": "http", "tls": true,
-             "resources": [{"names": ["federation"]}]},
-        ],
-        "federation_custom_ca_list": [certs.join("ca.pem")],
-        "myelin_dns_overrides": {"a.test": ["127.0.0.1"], "b.test": ["127.0.0.1"], "c.test": ["127.0.0.1"]},
-        "ip_range_whitelist": ["127.0.0.1"],
-        "trusted_key_servers": [],
-    });
-    if let (Some(config), Value::Object(overrides)) = (config.as_object_mut(), overrides) {
-        config.extend(overrides);
-    }
-    TestServer::start_with(config).await
-}
-
 fn name(server: &TestServer) -> OwnedServerName {
-    OwnedServerName::try_from(server.server_name.as_str()).unwrap()
+    server_name(server)
 }
 
 fn now_ms() -> i64 {
@@ -143,17 +90,6 @@ async fn servers_fetch_each_others_keys_and_verify_signed_requests() {
     }
     a.stop().await;
     b.stop().await;
-}
-
-/// An `Authorization` header for `method path body` signed by `server` for `destination`.
-fn signed_header(server: &TestServer, destination: &str, method: &str, path: &str, body: &[u8]) -> String {
-    let request = http::Request::builder().method(method).uri(path).body(body.to_vec()).unwrap();
-    let input = XMatrixSigningInput::new(
-        name(server),
-        OwnedServerName::try_from(destination).unwrap(),
-        server.services().keys.key_pair(),
-    );
-    XMatrix::sign_http_request(&request, input).unwrap().to_string()
 }
 
 #[tokio::test]
