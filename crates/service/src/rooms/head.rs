@@ -111,6 +111,33 @@ impl Services {
         Ok(found)
     }
 
+    /// The auth chain of `event_ids`: every event reachable from them through `auth_events`
+    /// (not the events themselves, unless reached), in no particular order. Auth events this
+    /// server does not hold are left out. Read in one batch per level of the walk.
+    pub async fn auth_chain(
+        &self,
+        event_ids: &[OwnedEventId],
+        rules: &RoomVersionRules,
+    ) -> Result<Vec<Arc<Pdu>>> {
+        let mut seen: std::collections::HashSet<OwnedEventId> = std::collections::HashSet::new();
+        let mut chain = Vec::new();
+        let starts = self.get_pdus(event_ids, rules).await?;
+        let mut next: Vec<OwnedEventId> = starts
+            .values()
+            .flat_map(|pdu| pdu.auth_events.iter().cloned())
+            .filter(|id| seen.insert(id.clone()))
+            .collect();
+        while !next.is_empty() {
+            let found = self.get_pdus(&next, rules).await?;
+            next = Vec::new();
+            for pdu in found.into_values() {
+                next.extend(pdu.auth_events.iter().filter(|id| seen.insert((*id).clone())).cloned());
+                chain.push(pdu);
+            }
+        }
+        Ok(chain)
+    }
+
     /// Loads a room's head from the store.
     pub(super) async fn load_head(&self, room_id: &RoomId) -> Result<Option<RoomHead>> {
         let Some((version, rules)) = self.room_rules(room_id).await? else { return Ok(None) };
