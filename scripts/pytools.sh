@@ -13,6 +13,11 @@ venv="${MYELIN_PYTOOLS:-$PWD/target/pytools}"
 # the venv is its parent, not a new venv inside it.
 case "$venv" in */bin) venv="${venv%/bin}" ;; esac
 stamp="$venv/.installed-v3"
+mkdir -p "$(dirname "$venv")"
+# One installer at a time: .ci/run starts one in the background while Rust compiles, and
+# scripts/test.sh asks again later (it waits here until the first is done).
+exec 9>"$venv.lock"
+flock 9
 if [ ! -f "$stamp" ]; then
     python3 -m venv "$venv" >&2
     "$venv/bin/pip" install --quiet --disable-pip-version-check \

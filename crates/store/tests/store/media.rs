@@ -1,23 +1,10 @@
 //! Local media records on SQLite and PostgreSQL: uploads, reserved IDs filled once, the limit
 //! on reserved IDs, content found by hash, expiry, and thumbnails.
 
-use myelin_store::{DeletedMedia, NewLocalMedia, NewUser, OldMediaQuery, Store, ThumbnailRecord};
+use myelin_store::{DeletedMedia, NewLocalMedia, OldMediaQuery, ThumbnailRecord};
 use myelin_test_support::store_test;
 
-const ALICE: &str = "@alice:test.local";
-
-async fn create_alice(store: &Store) {
-    let user = NewUser {
-        user_id: ALICE.to_owned(),
-        password_hash: None,
-        is_guest: false,
-        admin: false,
-        user_type: None,
-        appservice_id: None,
-        displayname: None,
-    };
-    assert!(store.create_user(&user).await.unwrap());
-}
+use crate::{ALICE, create_alice};
 
 fn upload(media_id: &str, sha256: &str, file_id: &str) -> NewLocalMedia {
     NewLocalMedia {

@@ -4,23 +4,10 @@
 
 use std::collections::BTreeSet;
 
-use myelin_store::{DehydratedDeviceRecord, NewUser, Store};
+use myelin_store::{DehydratedDeviceRecord, Store};
 use myelin_test_support::store_test;
 
-const ALICE: &str = "@alice:test.local";
-
-async fn create_alice(store: &Store) {
-    let user = NewUser {
-        user_id: ALICE.to_owned(),
-        password_hash: None,
-        is_guest: false,
-        admin: false,
-        user_type: None,
-        appservice_id: None,
-        displayname: None,
-    };
-    assert!(store.create_user(&user).await.unwrap());
-}
+use crate::{ALICE, create_alice};
 
 fn record(device_id: &str, device_data: &str) -> Option<DehydratedDeviceRecord> {
     Some(DehydratedDeviceRecord { device_id: device_id.to_owned(), device_data: device_data.to_owned() })
