@@ -29,6 +29,7 @@
 
 pub mod account_data;
 pub mod accounts;
+pub mod admin_users;
 pub mod auth;
 pub mod cross_signing;
 pub mod dehydrated;
@@ -83,6 +84,7 @@ pub mod records {
     pub use myelin_store::{
         DeviceRecord, LocalMediaRecord, PresenceRecord, RateLimitOverride, RegistrationTokenRecord,
     };
+    pub use myelin_store::{UserListEntry, UserListQuery, UserOrder};
 }
 
 /// Everything the HTTP layer and the workers need. Cheap to clone (all fields are shared).

@@ -10,6 +10,7 @@
 //!
 //! This is the only crate that contains SQL.
 
+pub mod admin_users;
 pub mod cross_signing;
 pub mod dehydrated;
 pub mod device_lists;
@@ -34,6 +35,7 @@ pub mod tokens;
 pub mod uia;
 pub mod users;
 
+pub use admin_users::{UserListEntry, UserListQuery, UserOrder};
 pub use cross_signing::{CrossSigningKeyRecord, CrossSigningSignatureRecord};
 pub use dehydrated::DehydratedDeviceRecord;
 pub use device_lists::MembershipTransition;
@@ -121,6 +123,12 @@ impl Store {
 }
 
 /// `$1, $2, ..., $n`: the placeholders of an `IN (...)` list.
+/// A `LIKE` pattern (with `ESCAPE '\\'`) matching text that contains `text` literally.
+pub(crate) fn like_contains(text: &str) -> String {
+    let escaped = text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+    format!("%{escaped}%")
+}
+
 pub(crate) fn placeholder_list(n: usize) -> String {
     (1..=n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }

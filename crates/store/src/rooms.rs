@@ -392,12 +392,6 @@ fn event_report_from_row(row: &crate::Row) -> Result<EventReportRecord, StoreErr
 const EVENT_REPORT_COLUMNS: &str =
     "er.id, er.received_ts, er.room_id, er.event_id, er.user_id, er.reason, er.score, e.sender, e.json";
 
-/// `%text%` for LIKE, with the pattern characters of `text` escaped.
-fn contains_pattern(text: &str) -> String {
-    let escaped = text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
-    format!("%{escaped}%")
-}
-
 impl Store {
     /// Points every local alias of `old_room` at `new_room` (a room upgrade); returns how many.
     pub async fn move_aliases(&self, old_room: &str, new_room: &str) -> Result<u64, StoreError> {
@@ -414,11 +408,11 @@ impl Store {
         let mut conditions = String::from("er.event_id IS NOT NULL");
         let mut params: Vec<crate::Value> = Vec::new();
         if let Some(user_id) = &query.user_id {
-            params.push(contains_pattern(user_id).into());
+            params.push(crate::like_contains(user_id).into());
             conditions.push_str(&format!(" AND er.user_id LIKE ${} ESCAPE '\\'", params.len()));
         }
         if let Some(room_id) = &query.room_id {
-            params.push(contains_pattern(room_id).into());
+            params.push(crate::like_contains(room_id).into());
             conditions.push_str(&format!(" AND er.room_id LIKE ${} ESCAPE '\\'", params.len()));
         }
         if let Some(sender) = &query.event_sender {

@@ -347,12 +347,6 @@ fn marked_words(marked: &str) -> Vec<String> {
     words
 }
 
-/// A `LIKE` pattern matching `text` anywhere, escaped with `\`.
-fn contains_pattern(text: &str) -> String {
-    let escaped = text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
-    format!("%{escaped}%")
-}
-
 fn push_param(params: &mut Vec<Value>, value: impl Into<Value>) -> String {
     params.push(value.into());
     format!("${}", params.len())
@@ -607,7 +601,7 @@ impl Store {
             // Display names are stored as JSON text, which holds ASCII words verbatim. Names
             // with other characters may match after normalisation, so they always pass; remote
             // users' names are in their member events.
-            let pattern = push_param(&mut params, contains_pattern(word));
+            let pattern = push_param(&mut params, crate::like_contains(word));
             conditions.push_str(&format!(
                 " AND (u.user_id IS NULL OR lower(c.user_id) LIKE {pattern} ESCAPE '\\'
                        OR lower(dn.value) LIKE {pattern} ESCAPE '\\'

@@ -1,17 +1,20 @@
-//! Per-user admin settings: `/_synapse/admin/v1/users/{userId}/override_ratelimit`.
+//! Users in the admin API: the user list (`/v2/users`, `/v3/users`), one user (`/v2/users/{userId}`),
+//! the admin flag, deactivation, joined rooms, `whois`, `username_available`, the server version
+//! and per-user rate-limit overrides.
 
 use axum::extract::State;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use myelin_core::MatrixError;
-use myelin_service::records::RateLimitOverride;
+use myelin_service::admin_users::AdminUserDetails;
+use myelin_service::records::{RateLimitOverride, UserListEntry, UserListQuery, UserOrder};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::auth::AdminAuth;
+use crate::auth::{AdminAuth, Auth};
 use crate::error::ApiResult;
-use crate::extract::{JsonBodyOrEmpty, PathParams};
+use crate::extract::{JsonBody, JsonBodyOrEmpty, PathParams, QueryParams};
 
 fn parse_local_user(services: &AppState, user_id: &str) -> Result<ruma::OwnedUserId, MatrixError> {
     let user_id = ruma::UserId::parse(user_id)
@@ -74,9 +77,294 @@ async fn delete_override(
     Ok(Json(json!({})))
 }
 
+/// A query-string boolean as Synapse parses one: `true` or `false`, anything else `400
+/// M_INVALID_PARAM`.
+fn parse_bool(name: &str, value: &str) -> Result<bool, MatrixError> {
+    match value {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(MatrixError::invalid_param(format!(
+            "Boolean query parameter {name:?} must be one of ['true', 'false']"
+        ))),
+    }
+}
+
+/// A non-negative query-string integer.
+fn parse_count(name: &str, value: &str) -> Result<i64, MatrixError> {
+    match value.parse::<i64>() {
+        Ok(n) if n >= 0 => Ok(n),
+        Ok(_) => {
+            Err(MatrixError::invalid_param(format!("Query parameter {name:?} must be a positive integer.")))
+        }
+        Err(_) => Err(MatrixError::invalid_param(format!(
+            "Query parameter {name:?} must be a string representing an integer."
+        ))),
+    }
+}
+
+/// The user list's query (`v3`: `deactivated` filters both ways; `v2`: `deactivated=true`
+/// includes them, anything else leaves them out).
+fn user_list_query(pairs: &[(String, String)], v3: bool) -> Result<UserListQuery, MatrixError> {
+    let mut query = UserListQuery {
+        from: 0,
+        limit: 100,
+        user_id: None,
+        name: None,
+        guests: true,
+        deactivated: if v3 { None } else { Some(false) },
+        admins: None,
+        locked: false,
+        not_user_types: Vec::new(),
+        order: UserOrder::Name,
+        forwards: true,
+    };
+    for (name, value) in pairs {
+        match name.as_str() {
+            "from" => query.from = parse_count(name, value)?,
+            "limit" => query.limit = parse_count(name, value)?,
+            "user_id" => query.user_id = Some(value.clone()),
+            "name" => query.name = Some(value.clone()),
+            "guests" => query.guests = parse_bool(name, value)?,
+            "deactivated" => {
+                let deactivated = parse_bool(name, value)?;
+                query.deactivated = match (v3, deactivated) {
+                    (true, flag) => Some(flag),
+                    (false, true) => None,
+                    (false, false) => Some(false),
+                };
+            }
+            "admins" => query.admins = Some(parse_bool(name, value)?),
+            "locked" => query.locked = parse_bool(name, value)?,
+            "not_user_type" => query.not_user_types.push(value.clone()),
+            "order_by" => {
+                query.order = UserOrder::parse(value).ok_or_else(|| {
+                    MatrixError::invalid_param(format!(
+                        "Query parameter \"order_by\" must be one of the sort orders, not {value:?}"
+                    ))
+                })?
+            }
+            "dir" => {
+                query.forwards = match value.as_str() {
+                    "f" => true,
+                    "b" => false,
+                    _ => {
+                        return Err(MatrixError::invalid_param(
+                            "Query parameter \"dir\" must be one of ['b', 'f']",
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(query)
+}
+
+fn list_entry_json(user: &UserListEntry) -> Value {
+    json!({
+        "name": user.user_id,
+        "user_type": user.user_type,
+        "is_guest": user.is_guest,
+        "admin": user.admin,
+        "deactivated": user.deactivated,
+        "shadow_banned": user.shadow_banned,
+        "displayname": user.displayname,
+        "avatar_url": user.avatar_url,
+        "creation_ts": user.creation_ts,
+        "erased": user.erased,
+        "last_seen_ts": user.last_seen_ts,
+        "locked": user.locked,
+    })
+}
+
+async fn list_users(services: &AppState, pairs: &[(String, String)], v3: bool) -> ApiResult<Json<Value>> {
+    let query = user_list_query(pairs, v3)?;
+    let (users, total) = services.admin_list_users(&query).await?;
+    let mut body = json!({
+        "users": users.iter().map(list_entry_json).collect::<Vec<_>>(),
+        "total": total,
+    });
+    if query.from + query.limit < total {
+        body["next_token"] = json!((query.from + users.len() as i64).to_string());
+    }
+    Ok(Json(body))
+}
+
+/// `GET /_synapse/admin/v2/users`
+async fn list_v2(
+    State(services): State<AppState>,
+    AdminAuth(_admin): AdminAuth,
+    QueryParams(pairs): QueryParams<Vec<(String, String)>>,
+) -> ApiResult<Json<Value>> {
+    list_users(&services, &pairs, false).await
+}
+
+/// `GET /_synapse/admin/v3/users`
+async fn list_v3(
+    State(services): State<AppState>,
+    AdminAuth(_admin): AdminAuth,
+    QueryParams(pairs): QueryParams<Vec<(String, String)>>,
+) -> ApiResult<Json<Value>> {
+    list_users(&services, &pairs, true).await
+}
+
+fn parse_user(user_id: &str) -> Result<ruma::OwnedUserId, MatrixError> {
+    ruma::UserId::parse(user_id)
+        .map_err(|_| MatrixError::invalid_param(format!("Invalid user ID {user_id:?}")))
+}
+
+fn details_json(details: &AdminUserDetails) -> Value {
+    let user = &details.user;
+    let text =
+        |field: &str| details.profile.get(field).filter(|v| v.is_string()).cloned().unwrap_or(Value::Null);
+    json!({
+        "name": user.user_id,
+        "displayname": text("displayname"),
+        "avatar_url": text("avatar_url"),
+        "threepids": [],
+        "external_ids": [],
+        "is_guest": user.is_guest,
+        "admin": user.admin,
+        "deactivated": user.deactivated,
+        "erased": user.erased,
+        "shadow_banned": user.shadow_banned,
+        "locked": user.locked,
+        "suspended": user.suspended,
+        "creation_ts": user.created_ts,
+        "appservice_id": user.appservice_id,
+        "consent_server_notice_sent": null,
+        "consent_version": null,
+        "consent_ts": null,
+        "user_type": user.user_type,
+        "last_seen_ts": details.last_seen_ts,
+    })
+}
+
+/// `GET /_synapse/admin/v2/users/{userId}`
+async fn get_user(
+    State(services): State<AppState>,
+    AdminAuth(_admin): AdminAuth,
+    PathParams(user_id): PathParams<String>,
+) -> ApiResult<Json<Value>> {
+    let user_id = parse_user(&user_id)?;
+    Ok(Json(details_json(&services.admin_user_details(&user_id).await?)))
+}
+
+/// `GET /_synapse/admin/v1/users/{userId}/admin`
+async fn get_admin(
+    State(services): State<AppState>,
+    AdminAuth(_admin): AdminAuth,
+    PathParams(user_id): PathParams<String>,
+) -> ApiResult<Json<Value>> {
+    let user_id = parse_user(&user_id)?;
+    Ok(Json(json!({ "admin": services.admin_is_admin(&user_id).await? })))
+}
+
+#[derive(Deserialize)]
+struct AdminFlagBody {
+    admin: bool,
+}
+
+/// `PUT /_synapse/admin/v1/users/{userId}/admin`
+async fn set_admin(
+    State(services): State<AppState>,
+    AdminAuth(admin): AdminAuth,
+    PathParams(user_id): PathParams<String>,
+    JsonBody(body): JsonBody<AdminFlagBody>,
+) -> ApiResult<Json<Value>> {
+    let user_id = parse_user(&user_id)?;
+    services.admin_set_admin(&admin, &user_id, body.admin).await?;
+    Ok(Json(json!({})))
+}
+
+#[derive(Deserialize)]
+struct DeactivateBody {
+    #[serde(default)]
+    erase: bool,
+}
+
+/// `POST /_synapse/admin/v1/deactivate/{userId}`
+async fn deactivate(
+    State(services): State<AppState>,
+    AdminAuth(admin): AdminAuth,
+    PathParams(user_id): PathParams<String>,
+    JsonBodyOrEmpty(body): JsonBodyOrEmpty<DeactivateBody>,
+) -> ApiResult<Json<Value>> {
+    let user_id = parse_user(&user_id)?;
+    services.admin_deactivate(&admin, &user_id, body.erase).await?;
+    Ok(Json(json!({ "id_server_unbind_result": "success" })))
+}
+
+/// `GET /_synapse/admin/v1/users/{userId}/joined_rooms`
+async fn joined_rooms(
+    State(services): State<AppState>,
+    AdminAuth(_admin): AdminAuth,
+    PathParams(user_id): PathParams<String>,
+) -> ApiResult<Json<Value>> {
+    let user_id = parse_user(&user_id)?;
+    let rooms = services.admin_joined_rooms(&user_id).await?;
+    Ok(Json(json!({ "total": rooms.len(), "joined_rooms": rooms })))
+}
+
+/// `GET /_synapse/admin/v1/whois/{userId}` (also the client API's `/admin/whois`): each
+/// device's last connection.
+async fn whois(
+    State(services): State<AppState>,
+    Auth(requester): Auth,
+    PathParams(user_id): PathParams<String>,
+) -> ApiResult<Json<Value>> {
+    let user_id = parse_user(&user_id)?;
+    let devices = services.admin_whois(&requester, &user_id).await?;
+    let devices: serde_json::Map<String, Value> = devices
+        .iter()
+        .map(|device| {
+            let connections = match device.last_seen_ts {
+                Some(last_seen) => json!([{
+                    "ip": device.last_seen_ip,
+                    "last_seen": last_seen,
+                    "user_agent": device.last_seen_user_agent,
+                }]),
+                None => json!([]),
+            };
+            (device.device_id.clone(), json!({ "sessions": [{ "connections": connections }] }))
+        })
+        .collect();
+    Ok(Json(json!({ "user_id": user_id, "devices": devices })))
+}
+
+#[derive(Deserialize)]
+struct UsernameQuery {
+    username: String,
+}
+
+/// `GET /_synapse/admin/v1/username_available`
+async fn username_available(
+    State(services): State<AppState>,
+    AdminAuth(_admin): AdminAuth,
+    QueryParams(query): QueryParams<UsernameQuery>,
+) -> ApiResult<Json<Value>> {
+    services.username_available(&query.username).await?;
+    Ok(Json(json!({ "available": true })))
+}
+
+/// `GET /_synapse/admin/v1/server_version`: needs no access token, as in Synapse.
+async fn server_version() -> Json<Value> {
+    Json(json!({ "server_version": env!("CARGO_PKG_VERSION") }))
+}
+
 pub fn routes() -> Router<AppState> {
-    Router::new().route(
-        "/_synapse/admin/v1/users/{user_id}/override_ratelimit",
-        get(get_override).post(set_override).delete(delete_override),
-    )
+    Router::new()
+        .route(
+            "/_synapse/admin/v1/users/{user_id}/override_ratelimit",
+            get(get_override).post(set_override).delete(delete_override),
+        )
+        .route("/_synapse/admin/v2/users", get(list_v2))
+        .route("/_synapse/admin/v3/users", get(list_v3))
+        .route("/_synapse/admin/v2/users/{user_id}", get(get_user))
+        .route("/_synapse/admin/v1/users/{user_id}/admin", get(get_admin).put(set_admin))
+        .route("/_synapse/admin/v1/deactivate/{user_id}", post(deactivate))
+        .route("/_synapse/admin/v1/users/{user_id}/joined_rooms", get(joined_rooms))
+        .route("/_synapse/admin/v1/whois/{user_id}", get(whois))
+        .route("/_synapse/admin/v1/username_available", get(username_available))
+        .route("/_synapse/admin/v1/server_version", get(server_version))
 }
