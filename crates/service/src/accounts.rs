@@ -294,7 +294,7 @@ impl Services {
     }
 
     /// Work that follows every new account: `auto_join_rooms`.
-    async fn after_registration(&self, user_id: &str, is_guest: bool) {
+    pub(crate) async fn after_registration(&self, user_id: &str, is_guest: bool) {
         let Ok(user_id) = UserId::parse(user_id) else { return };
         if let Err(error) = self.auto_join_rooms(&user_id, is_guest).await {
             tracing::warn!(%user_id, %error, "auto-joining rooms failed");
@@ -416,21 +416,25 @@ impl Services {
         let hash = self.passwords.hash(new_password).await?;
         self.store.set_password_hash(requester.user_id.as_str(), Some(&hash)).await?;
         if logout_devices {
-            let others: Vec<String> = self
-                .store
-                .list_devices(requester.user_id.as_str())
-                .await?
-                .into_iter()
-                .map(|d| d.device_id)
-                .filter(|d| Some(d) != requester.device_id.as_ref())
-                .collect();
-            self.delete_devices(&requester.user_id, &others).await?;
-            let hashes = self
-                .store
-                .delete_user_tokens(requester.user_id.as_str(), requester.device_id.as_deref())
-                .await?;
-            self.auth_cache.evict(&hashes);
+            self.log_out_devices_except(&requester.user_id, requester.device_id.as_deref()).await?;
         }
+        Ok(())
+    }
+
+    /// Deletes every device of `user_id` but `keep` (with their keys and inboxes, through the
+    /// one deletion path) and revokes their tokens: what a password change does.
+    pub(crate) async fn log_out_devices_except(&self, user_id: &UserId, keep: Option<&str>) -> Result<()> {
+        let others: Vec<String> = self
+            .store
+            .list_devices(user_id.as_str())
+            .await?
+            .into_iter()
+            .map(|d| d.device_id)
+            .filter(|d| Some(d.as_str()) != keep)
+            .collect();
+        self.delete_devices(user_id, &others).await?;
+        let hashes = self.store.delete_user_tokens(user_id.as_str(), keep).await?;
+        self.auth_cache.evict(&hashes);
         Ok(())
     }
 

@@ -20,6 +20,21 @@ pub struct AdminUserDetails {
     pub last_seen_ts: Option<i64>,
 }
 
+/// What `PUT /_synapse/admin/v2/users/{userId}` sets; `None` leaves a field as it is (on
+/// creation: the default).
+#[derive(Clone, Debug, Default)]
+pub struct AdminUserUpdate {
+    pub password: Option<String>,
+    pub logout_devices: bool,
+    pub displayname: Option<Value>,
+    pub avatar_url: Option<Value>,
+    pub admin: Option<bool>,
+    pub deactivated: Option<bool>,
+    pub locked: Option<bool>,
+    /// `Some(None)`: clear the type.
+    pub user_type: Option<Option<String>>,
+}
+
 impl Services {
     /// A local user ID, `400 M_INVALID_PARAM` otherwise (Synapse's "Can only look up local users").
     fn local_user<'a>(&self, user_id: &'a UserId) -> Result<&'a UserId> {
@@ -96,5 +111,109 @@ impl Services {
         }
         self.local_user(user_id)?;
         Ok(self.store.list_devices(user_id.as_str()).await?)
+    }
+
+    /// `PUT /_synapse/admin/v2/users/{userId}`: creates the account (returns `true`) or changes
+    /// what the update names, each through the path the user's own request takes (profile
+    /// changes reach the rooms, a new password logs the other devices out when asked,
+    /// deactivation leaves rooms).
+    pub async fn admin_upsert_user(
+        &self,
+        requester: &Requester,
+        user_id: &UserId,
+        update: AdminUserUpdate,
+    ) -> Result<bool> {
+        if user_id.server_name().as_str() != self.server_name() {
+            return Err(MatrixError::bad_json("This endpoint can only be used with local users").into());
+        }
+        if let Some(Some(user_type)) = &update.user_type
+            && !crate::accounts::USER_TYPES.contains(&user_type.as_str())
+        {
+            return Err(MatrixError::bad_json("Invalid user type").into());
+        }
+        if update.password.as_ref().is_some_and(|p| p.len() > 512 || p.contains('\0')) {
+            return Err(MatrixError::bad_json("Invalid password").into());
+        }
+        if update.deactivated == Some(true) && update.locked == Some(true) {
+            return Err(MatrixError::bad_json("An user can't be deactivated and locked").into());
+        }
+        let Some(user) = self.store.get_user(user_id.as_str()).await? else {
+            self.admin_create_user(requester, user_id, update).await?;
+            return Ok(true);
+        };
+        if let Some(displayname) = update.displayname {
+            self.set_profile_field(requester, user_id, "displayname", displayname).await?;
+        }
+        if let Some(avatar_url) = update.avatar_url {
+            self.set_profile_field(requester, user_id, "avatar_url", avatar_url).await?;
+        }
+        if let Some(admin) = update.admin
+            && admin != user.admin
+        {
+            self.admin_set_admin(requester, user_id, admin).await?;
+        }
+        if let Some(password) = &update.password {
+            let hash = self.passwords.hash(password).await?;
+            self.store.set_password_hash(user_id.as_str(), Some(&hash)).await?;
+            if update.logout_devices {
+                let keep = (requester.user_id == user_id).then_some(requester.device_id.as_deref()).flatten();
+                self.log_out_devices_except(user_id, keep).await?;
+            }
+        }
+        match update.deactivated {
+            Some(true) if !user.deactivated => self.deactivate_user(user_id, false).await?,
+            Some(false) if user.deactivated => self.store.reactivate_user(user_id.as_str()).await?,
+            _ => {}
+        }
+        if let Some(locked) = update.locked
+            && locked != user.locked
+        {
+            self.store.set_user_locked(user_id.as_str(), locked).await?;
+            self.auth_cache.evict_user(user_id);
+        }
+        if let Some(user_type) = &update.user_type {
+            self.store.set_user_type(user_id.as_str(), user_type.as_deref()).await?;
+        }
+        tracing::info!(admin_user = %requester.user_id, %user_id, "admin modified a user");
+        Ok(false)
+    }
+
+    async fn admin_create_user(
+        &self,
+        requester: &Requester,
+        user_id: &UserId,
+        update: AdminUserUpdate,
+    ) -> Result<()> {
+        let localpart = user_id.localpart();
+        let checked = self.check_username(localpart, true).await?;
+        let password_hash = match &update.password {
+            Some(password) => Some(self.passwords.hash(password).await?),
+            None => None,
+        };
+        let displayname = match update.displayname {
+            Some(Value::String(name)) => name,
+            Some(Value::Null) | None => localpart.to_owned(),
+            Some(_) => return Err(MatrixError::bad_json("displayname must be a string").into()),
+        };
+        let created = self
+            .store
+            .create_user(&myelin_store::NewUser {
+                user_id: checked.clone(),
+                password_hash,
+                admin: update.admin.unwrap_or(false),
+                user_type: update.user_type.flatten(),
+                displayname: Some(displayname),
+                ..myelin_store::NewUser::default()
+            })
+            .await?;
+        if !created {
+            return Err(MatrixError::new(myelin_core::ErrCode::UserInUse, "User ID already taken.").into());
+        }
+        if let Some(avatar_url) = update.avatar_url.filter(|v| !v.is_null()) {
+            self.set_profile_field(requester, user_id, "avatar_url", avatar_url).await?;
+        }
+        tracing::info!(admin_user = %requester.user_id, %user_id, "admin created a user");
+        self.after_registration(&checked, false).await;
+        Ok(())
     }
 }

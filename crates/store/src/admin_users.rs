@@ -1,7 +1,7 @@
 //! The admin API's user list (`/_synapse/admin/v2/users`): filters, ordering and pagination as
 //! Synapse's `get_users_paginate`, in one count and one page query.
 
-use crate::{Store, StoreError, Value};
+use crate::{Store, StoreError, Value, params};
 
 /// What the user list can be ordered by (Synapse's `order_by` values).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -198,5 +198,35 @@ impl Store {
             })
             .collect::<Result<_, StoreError>>()?;
         Ok((users, total))
+    }
+}
+
+impl Store {
+    /// Locks or unlocks an account (a locked user's requests are refused with `M_USER_LOCKED`).
+    pub async fn set_user_locked(&self, user_id: &str, locked: bool) -> Result<(), StoreError> {
+        self.db.execute("UPDATE users SET locked = $2 WHERE user_id = $1", params![user_id, locked]).await?;
+        Ok(())
+    }
+
+    /// Sets or clears an account's type (`bot`, `support`).
+    pub async fn set_user_type(&self, user_id: &str, user_type: Option<&str>) -> Result<(), StoreError> {
+        self.db
+            .execute(
+                "UPDATE users SET user_type = $2 WHERE user_id = $1",
+                params![user_id, user_type.map(str::to_owned)],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Makes a deactivated account active again (without a password until one is set).
+    pub async fn reactivate_user(&self, user_id: &str) -> Result<(), StoreError> {
+        self.db
+            .execute(
+                "UPDATE users SET deactivated = FALSE, erased = FALSE WHERE user_id = $1",
+                params![user_id],
+            )
+            .await?;
+        Ok(())
     }
 }

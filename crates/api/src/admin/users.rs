@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use myelin_core::MatrixError;
-use myelin_service::admin_users::AdminUserDetails;
+use myelin_service::admin_users::{AdminUserDetails, AdminUserUpdate};
 use myelin_service::records::{RateLimitOverride, UserListEntry, UserListQuery, UserOrder};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -250,6 +250,69 @@ async fn get_user(
     Ok(Json(details_json(&services.admin_user_details(&user_id).await?)))
 }
 
+/// A boolean field of the body, `400 M_BAD_JSON` with Synapse's message when it is not one.
+fn body_bool(body: &serde_json::Map<String, Value>, field: &str) -> Result<Option<bool>, MatrixError> {
+    match body.get(field) {
+        None => Ok(None),
+        Some(Value::Bool(flag)) => Ok(Some(*flag)),
+        Some(_) => Err(MatrixError::bad_json(format!("'{field}' parameter is not of type boolean"))),
+    }
+}
+
+/// `threepids` / `external_ids`: Myelin keeps neither yet, so only an empty list is accepted.
+fn refuse_identifiers(body: &serde_json::Map<String, Value>, field: &str) -> Result<(), MatrixError> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::Array(list)) if list.is_empty() => Ok(()),
+        Some(Value::Array(_)) => {
+            Err(MatrixError::invalid_param(format!("{field} are not supported by this server")))
+        }
+        Some(_) => Err(MatrixError::bad_json(format!("{field} must be a list"))),
+    }
+}
+
+/// `PUT /_synapse/admin/v2/users/{userId}`: 201 with the new user, or 200 with the changed one.
+async fn put_user(
+    State(services): State<AppState>,
+    AdminAuth(admin): AdminAuth,
+    PathParams(user_id): PathParams<String>,
+    JsonBody(body): JsonBody<serde_json::Map<String, Value>>,
+) -> ApiResult<(axum::http::StatusCode, Json<Value>)> {
+    let user_id = parse_user(&user_id)?;
+    refuse_identifiers(&body, "threepids")?;
+    refuse_identifiers(&body, "external_ids")?;
+    let password = match body.get("password") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(password)) => Some(password.clone()),
+        Some(_) => return Err(MatrixError::bad_json("Invalid password").into()),
+    };
+    let user_type = match body.get("user_type") {
+        None => None,
+        Some(Value::Null) => Some(None),
+        Some(Value::String(kind)) => Some(Some(kind.clone())),
+        Some(_) => return Err(MatrixError::bad_json("Invalid user type").into()),
+    };
+    let admin_flag = match body.get("admin") {
+        None => None,
+        Some(Value::Bool(flag)) => Some(*flag),
+        Some(_) => return Err(MatrixError::bad_json("Param 'admin' must be a boolean, if given").into()),
+    };
+    let update = AdminUserUpdate {
+        password,
+        logout_devices: body_bool(&body, "logout_devices")?.unwrap_or(true),
+        displayname: body.get("displayname").cloned(),
+        avatar_url: body.get("avatar_url").cloned(),
+        admin: admin_flag,
+        deactivated: body_bool(&body, "deactivated")?,
+        locked: body_bool(&body, "locked")?,
+        user_type,
+    };
+    let created = services.admin_upsert_user(&admin, &user_id, update).await?;
+    let details = details_json(&services.admin_user_details(&user_id).await?);
+    let status = if created { axum::http::StatusCode::CREATED } else { axum::http::StatusCode::OK };
+    Ok((status, Json(details)))
+}
+
 /// `GET /_synapse/admin/v1/users/{userId}/admin`
 async fn get_admin(
     State(services): State<AppState>,
@@ -360,7 +423,7 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/_synapse/admin/v2/users", get(list_v2))
         .route("/_synapse/admin/v3/users", get(list_v3))
-        .route("/_synapse/admin/v2/users/{user_id}", get(get_user))
+        .route("/_synapse/admin/v2/users/{user_id}", get(get_user).put(put_user))
         .route("/_synapse/admin/v1/users/{user_id}/admin", get(get_admin).put(set_admin))
         .route("/_synapse/admin/v1/deactivate/{user_id}", post(deactivate))
         .route("/_synapse/admin/v1/users/{user_id}/joined_rooms", get(joined_rooms))

@@ -233,3 +233,93 @@ async fn whois_username_available_and_server_version() {
     assert!(version.expect(200)["server_version"].is_string());
     server.stop().await;
 }
+
+async fn password_login(
+    server: &TestServer,
+    user_id: &str,
+    password: &str,
+) -> myelin_test_support::TestResponse {
+    server
+        .client()
+        .post(
+            "/_matrix/client/v3/login",
+            &json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user_id}, "password": password}),
+        )
+        .await
+}
+
+#[tokio::test]
+async fn admins_create_and_modify_users_with_put() {
+    let server = TestServer::start().await;
+    let admin = server.register_admin("admin").await;
+    let bot_id = format!("@provisioner-bot:{}", server.server_name);
+    let path = format!("/_synapse/admin/v2/users/{bot_id}");
+
+    // Created: 201 with the details; the password logs in; the display name is set.
+    let created = admin
+        .client
+        .put(&path, &json!({"password": "bot-secret-1", "displayname": "Provisioning bot", "user_type": "bot", "admin": false}))
+        .await;
+    let body = created.expect(201);
+    assert_eq!(body["name"], bot_id.as_str());
+    assert_eq!(body["displayname"], "Provisioning bot");
+    assert_eq!(body["user_type"], "bot");
+    assert_eq!(body["admin"], false);
+    let login = password_login(&server, &bot_id, "bot-secret-1").await;
+    let bot_token = login.expect(200)["access_token"].as_str().unwrap().to_owned();
+    let bot = server.client().with_token(&bot_token);
+    bot.get("/_matrix/client/v3/account/whoami").await.expect(200);
+
+    // Modified: 200; the profile changes where clients read it; a new password logs the bot's
+    // devices out unless told otherwise.
+    let changed = admin.client.put(&path, &json!({"displayname": "Renamed bot", "admin": true})).await;
+    assert_eq!(changed.expect(200)["displayname"], "Renamed bot");
+    assert_eq!(changed.expect(200)["admin"], true);
+    let profile = server.client().get(&format!("/_matrix/client/v3/profile/{bot_id}/displayname")).await;
+    assert_eq!(profile.expect(200)["displayname"], "Renamed bot");
+    admin.client.put(&path, &json!({"password": "bot-secret-2", "logout_devices": false})).await.expect(200);
+    bot.get("/_matrix/client/v3/account/whoami").await.expect(200);
+    admin.client.put(&path, &json!({"password": "bot-secret-3"})).await.expect(200);
+    bot.get("/_matrix/client/v3/account/whoami").await.expect_error(401, "M_UNKNOWN_TOKEN");
+    password_login(&server, &bot_id, "bot-secret-2").await.expect_error(403, "M_FORBIDDEN");
+    password_login(&server, &bot_id, "bot-secret-3").await.expect(200);
+
+    // Deactivated through PUT, then active again with a new password.
+    let gone = admin.client.put(&path, &json!({"deactivated": true})).await;
+    assert_eq!(gone.expect(200)["deactivated"], true);
+    password_login(&server, &bot_id, "bot-secret-3").await.expect_error(403, "M_FORBIDDEN");
+    let back = admin.client.put(&path, &json!({"deactivated": false, "password": "bot-secret-4"})).await;
+    assert_eq!(back.expect(200)["deactivated"], false);
+    password_login(&server, &bot_id, "bot-secret-4").await.expect(200);
+
+    // Bad input, and nothing for non-admins.
+    for body in [
+        json!({"admin": "yes"}),
+        json!({"deactivated": 1}),
+        json!({"logout_devices": "no"}),
+        json!({"password": 12345}),
+        json!({"user_type": "robot"}),
+        json!({"deactivated": true, "locked": true}),
+        json!({"threepids": "me@example.org"}),
+    ] {
+        admin.client.put(&path, &body).await.expect_error(400, "M_BAD_JSON");
+    }
+    admin
+        .client
+        .put(&path, &json!({"threepids": [{"medium": "email", "address": "bot@example.org"}]}))
+        .await
+        .expect_error(400, "M_INVALID_PARAM");
+    admin
+        .client
+        .put("/_synapse/admin/v2/users/@someone:elsewhere.example", &json!({"password": "x"}))
+        .await
+        .expect_error(400, "M_BAD_JSON");
+    admin
+        .client
+        .put(&format!("/_synapse/admin/v2/users/@Not%20Valid:{}", server.server_name), &json!({}))
+        .await
+        .expect_error(400, "M_INVALID_USERNAME");
+    let plain = server.register("plain").await;
+    plain.client.put(&path, &json!({"admin": true})).await.expect_error(403, "M_FORBIDDEN");
+    server.stop().await;
+}
