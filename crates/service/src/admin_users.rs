@@ -216,4 +216,40 @@ impl Services {
         self.after_registration(&checked, false).await;
         Ok(())
     }
+
+    /// A local account's devices (`GET /_synapse/admin/v2/users/{userId}/devices`); unknown
+    /// accounts are `404 M_NOT_FOUND`.
+    pub async fn admin_user_devices(&self, user_id: &UserId) -> Result<Vec<DeviceRecord>> {
+        self.existing_user(user_id).await?;
+        self.list_devices(user_id).await
+    }
+
+    /// One device of a local account.
+    pub async fn admin_user_device(&self, user_id: &UserId, device_id: &str) -> Result<DeviceRecord> {
+        self.existing_user(user_id).await?;
+        self.get_device(user_id, device_id).await
+    }
+
+    /// Renames a device of a local account (through the one device-list path).
+    pub async fn admin_rename_device(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        name: Option<&str>,
+    ) -> Result<()> {
+        self.existing_user(user_id).await?;
+        self.rename_device(user_id, device_id, name).await
+    }
+
+    /// Deletes devices of a local account, logging them out (unknown IDs ignored, as Synapse).
+    pub async fn admin_delete_devices(&self, user_id: &UserId, device_ids: &[String]) -> Result<()> {
+        self.existing_user(user_id).await?;
+        self.delete_devices(user_id, device_ids).await
+    }
+
+    /// A local account's pushers (`GET /_synapse/admin/v1/users/{userId}/pushers`).
+    pub async fn admin_user_pushers(&self, user_id: &UserId) -> Result<Vec<crate::records::PusherRecord>> {
+        self.existing_user(user_id).await?;
+        Ok(self.store.pushers_of(user_id.as_str()).await?)
+    }
 }

@@ -1,6 +1,7 @@
 //! The Synapse admin API (`/_synapse/admin`) that tools such as synapse-admin,
 //! `register_new_matrix_user` and provisioning scripts call.
 
+mod devices;
 mod register;
 mod registration_tokens;
 mod reports;
@@ -12,6 +13,7 @@ use crate::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .merge(devices::routes())
         .merge(register::routes())
         .merge(registration_tokens::routes())
         .merge(users::routes())

@@ -8,7 +8,7 @@ mod directory;
 mod keys;
 mod membership;
 mod profile;
-mod push;
+pub(crate) mod push;
 mod relations;
 mod reports;
 mod room_keys;

@@ -180,7 +180,7 @@ async fn notifications(
     Ok(Json(body))
 }
 
-fn pusher_json(pusher: &PusherRecord) -> Value {
+pub(crate) fn pusher_json(pusher: &PusherRecord) -> Value {
     let data: Value = serde_json::from_str(&pusher.data).unwrap_or_else(|_| json!({}));
     let mut body = json!({
         "pushkey": pusher.pushkey,

@@ -323,3 +323,70 @@ async fn admins_create_and_modify_users_with_put() {
     plain.client.put(&path, &json!({"admin": true})).await.expect_error(403, "M_FORBIDDEN");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn admins_list_rename_and_delete_a_users_devices_and_read_pushers() {
+    // The pusher's gateway is on loopback.
+    let server = TestServer::start_with(json!({"ip_range_whitelist": ["127.0.0.1"]})).await;
+    let admin = server.register_admin("admin").await;
+    let alice = server.register("alice").await;
+    let second = password_login(&server, &alice.user_id, &alice.password).await;
+    let second_device = second.expect(200)["device_id"].as_str().unwrap().to_owned();
+    let devices_path = format!("/_synapse/admin/v2/users/{}/devices", alice.user_id);
+
+    let listed = admin.client.get(&devices_path).await;
+    let body = listed.expect(200);
+    assert_eq!(body["total"], 2, "{body}");
+    let ids: Vec<&str> =
+        body["devices"].as_array().unwrap().iter().map(|d| d["device_id"].as_str().unwrap()).collect();
+    assert!(ids.contains(&alice.device_id.as_str()) && ids.contains(&second_device.as_str()), "{body}");
+    assert_eq!(body["devices"][0]["user_id"], alice.user_id.as_str());
+
+    // Her pusher, as the admin API shows it.
+    let pusher = json!({"kind": "http", "app_id": "org.example.app", "app_display_name": "Example",
+        "device_display_name": "Phone", "pushkey": "key-1", "lang": "en",
+        "data": {"url": "http://127.0.0.1:9/_matrix/push/v1/notify", "format": "event_id_only"}});
+    alice.client.post("/_matrix/client/v3/pushers/set", &pusher).await.expect(200);
+    let pushers = admin.client.get(&format!("/_synapse/admin/v1/users/{}/pushers", alice.user_id)).await;
+    let body = pushers.expect(200);
+    assert_eq!(body["total"], 1, "{body}");
+    assert_eq!(body["pushers"][0]["pushkey"], "key-1");
+    assert_eq!(body["pushers"][0]["app_display_name"], "Example");
+    assert_eq!(body["pushers"][0]["data"]["url"], "http://127.0.0.1:9/_matrix/push/v1/notify");
+
+    let one = format!("{devices_path}/{}", alice.device_id);
+    admin.client.put(&one, &json!({"display_name": "Alice's laptop"})).await.expect(200);
+    assert_eq!(admin.client.get(&one).await.expect(200)["display_name"], "Alice's laptop");
+    let mine = alice.client.get(&format!("/_matrix/client/v3/devices/{}", alice.device_id)).await;
+    assert_eq!(mine.expect(200)["display_name"], "Alice's laptop");
+    admin.client.get(&format!("{devices_path}/NOSUCHDEVICE")).await.expect_error(404, "M_NOT_FOUND");
+
+    // Deleting logs the device out; unknown IDs in a batch are ignored.
+    admin
+        .client
+        .post(
+            &format!("/_synapse/admin/v2/users/{}/delete_devices", alice.user_id),
+            &json!({"devices": [second_device, "NOSUCHDEVICE"]}),
+        )
+        .await
+        .expect(200);
+    admin.client.delete(&one).await.expect(200);
+    alice.client.get("/_matrix/client/v3/account/whoami").await.expect_error(401, "M_UNKNOWN_TOKEN");
+    assert_eq!(admin.client.get(&devices_path).await.expect(200)["total"], 0);
+
+    // Unknown users; not an admin.
+    let unknown = format!("@nobody:{}", server.server_name);
+    admin
+        .client
+        .get(&format!("/_synapse/admin/v2/users/{unknown}/devices"))
+        .await
+        .expect_error(404, "M_NOT_FOUND");
+    admin
+        .client
+        .get(&format!("/_synapse/admin/v1/users/{unknown}/pushers"))
+        .await
+        .expect_error(404, "M_NOT_FOUND");
+    let bob = server.register("bob").await;
+    bob.client.get(&devices_path).await.expect_error(403, "M_FORBIDDEN");
+    server.stop().await;
+}
