@@ -154,9 +154,18 @@ impl Services {
     /// Deletes local media by ID with their thumbnails, and each file no other record names.
     /// Returns the IDs that existed.
     pub async fn delete_local_media(&self, media_ids: &[String]) -> Result<Vec<String>> {
+        // The storage providers' copies are named by the thumbnails' records: read them first.
+        let mut mirrored_thumbnails = std::collections::HashMap::new();
+        if !self.storage_providers.is_empty() {
+            for media_id in media_ids {
+                mirrored_thumbnails.insert(media_id.clone(), self.store.local_thumbnails(media_id).await?);
+            }
+        }
         let deleted = self.store.delete_local_media(media_ids).await?;
         for media in &deleted {
             self.delete_media_files(media).await?;
+            let thumbnails = mirrored_thumbnails.get(&media.media_id).map_or(&[][..], Vec::as_slice);
+            self.delete_mirrored_media(&media.media_id, thumbnails, media.file_id.as_deref()).await;
         }
         Ok(deleted.into_iter().map(|media| media.media_id).collect())
     }
