@@ -34,6 +34,9 @@ def configure(path):
     """The media settings both servers run with."""
     with open(path) as f:
         cfg = yaml.safe_load(f)
+    # Beside the configuration, as Synapse's generated configuration has it (Myelin's
+    # generate-config leaves it to the default, relative to the working directory).
+    cfg.setdefault("media_store_path", os.path.join(os.path.dirname(os.path.abspath(path)), "media_store"))
     cfg["max_upload_size"] = "2G"
     cfg["dynamic_thumbnails"] = True
     cfg["enable_media_repo"] = True
