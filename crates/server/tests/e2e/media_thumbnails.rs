@@ -613,3 +613,24 @@ async fn thumbnails_are_mirrored_to_s3_and_deleted_from_it() {
     assert!(!keys.iter().any(|key| key.contains(&media_id[4..])), "{keys:?}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn files_larger_than_any_image_within_max_image_pixels_are_not_read() {
+    // 1000 pixels: a source file past 4 kB + 16 MiB is not read into memory to be thumbnailed.
+    for dynamic in [true, false] {
+        let server =
+            TestServer::start_with(json!({"dynamic_thumbnails": dynamic, "max_image_pixels": 1000})).await;
+        let alice = server.register("alice").await;
+        let small = encode(&DynamicImage::ImageRgb8(picture(20, 20)), ImageFormat::Png);
+        let fine = upload(&server, &alice, "image/png", small.clone()).await;
+        thumbnail(&server, &alice, &fine, "width=10&height=10&method=crop").await.expect_image("image/png");
+        // The same PNG followed by 17 MiB the decoder would never look at.
+        let padded = [small, vec![0u8; 17 * 1024 * 1024]].concat();
+        let padded = upload(&server, &alice, "image/png", padded).await;
+        assert!(thumbnail_files(&server, &padded).is_empty());
+        thumbnail(&server, &alice, &padded, "width=10&height=10&method=crop")
+            .await
+            .expect_error(400, "M_UNKNOWN");
+        server.stop().await;
+    }
+}

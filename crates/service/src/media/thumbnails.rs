@@ -53,11 +53,24 @@ pub struct ThumbnailFile {
 /// A media ID and what is asked of it: one thumbnail made on demand.
 type ThumbnailKey = (String, ThumbnailRequest);
 
-/// The thumbnails being made on demand, one lock per thumbnail, and how many were made.
-#[derive(Default)]
+/// The thumbnails being made on demand, one lock per thumbnail, how many were made, and
+/// the permits of the blocking threads that make them (one per core: each decode may hold
+/// up to `max_image_pixels` of pixels, so their number is bounded, not their queue).
 pub(super) struct Thumbnailing {
     locks: parking_lot::Mutex<HashMap<ThumbnailKey, Arc<tokio::sync::Mutex<()>>>>,
     generated: AtomicU64,
+    workers: tokio::sync::Semaphore,
+}
+
+impl Default for Thumbnailing {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        Thumbnailing {
+            locks: parking_lot::Mutex::default(),
+            generated: AtomicU64::new(0),
+            workers: tokio::sync::Semaphore::new(cores),
+        }
+    }
 }
 
 impl Services {
@@ -135,6 +148,11 @@ impl Services {
         if sizes.is_empty() {
             return;
         }
+        let length = tokio::fs::metadata(path).await.map_or(0, |metadata| metadata.len());
+        if length > self.thumbnail_source_limit() {
+            tracing::info!(%media_id, length, "no thumbnails made of an upload this large");
+            return;
+        }
         let bytes = match tokio::fs::read(path).await {
             Ok(bytes) => bytes,
             Err(error) => {
@@ -144,10 +162,9 @@ impl Services {
         };
         let max_pixels = self.config.media.max_image_pixels;
         let content_type = content_type.to_owned();
-        let made = tokio::task::spawn_blocking(move || {
-            thumbnail::pregenerate(&bytes, &content_type, &sizes, max_pixels)
-        })
-        .await;
+        let made = self
+            .run_thumbnailer(move || thumbnail::pregenerate(&bytes, &content_type, &sizes, max_pixels))
+            .await;
         let thumbnails = match made {
             Ok(Ok(thumbnails)) => thumbnails,
             Ok(Err(error)) => {
@@ -214,12 +231,12 @@ impl Services {
         let bytes = self.read_local_media(record).await?;
         // A still source asked for an animation gives its still thumbnail, which may be
         // stored already. The headers say which.
-        let (bytes, probed) = tokio::task::spawn_blocking(move || {
-            let probed = thumbnail::probe(&bytes);
-            (bytes, probed)
-        })
-        .await
-        .map_err(|e| Error::internal_with("reading an image's headers", e))?;
+        let (bytes, probed) = self
+            .run_thumbnailer(move || {
+                let probed = thumbnail::probe(&bytes);
+                (bytes, probed)
+            })
+            .await?;
         let source_animated = probed.map_err(thumbnail_error)?.animated;
         if request.animated
             && !source_animated
@@ -229,12 +246,12 @@ impl Services {
         }
         let content_type = record.content_type.clone().unwrap_or_default();
         let max_pixels = self.config.media.max_image_pixels;
-        let made = tokio::task::spawn_blocking(move || {
-            thumbnail::generate(&bytes, &content_type, request.size, request.animated, max_pixels)
-        })
-        .await
-        .map_err(|e| Error::internal_with("making a thumbnail", e))?
-        .map_err(thumbnail_error)?;
+        let made = self
+            .run_thumbnailer(move || {
+                thumbnail::generate(&bytes, &content_type, request.size, request.animated, max_pixels)
+            })
+            .await?
+            .map_err(thumbnail_error)?;
         self.media.thumbnailing.generated.fetch_add(1, Ordering::Relaxed);
         self.store_thumbnail(media_id, request.size, &made).await
     }
@@ -301,12 +318,12 @@ impl Services {
                 thumbnail.content_type == ANIMATED_TYPE,
             );
             let max_pixels = self.config.media.max_image_pixels;
-            let made = tokio::task::spawn_blocking(move || {
-                thumbnail::generate(&bytes, &content_type, size, animated, max_pixels)
-            })
-            .await
-            .map_err(|e| Error::internal_with("making a thumbnail", e))?
-            .map_err(thumbnail_error)?;
+            let made = self
+                .run_thumbnailer(move || {
+                    thumbnail::generate(&bytes, &content_type, size, animated, max_pixels)
+                })
+                .await?
+                .map_err(thumbnail_error)?;
             self.media.thumbnailing.generated.fetch_add(1, Ordering::Relaxed);
             self.store_thumbnail(media_id, size, &made).await?;
         }
@@ -315,10 +332,36 @@ impl Services {
         thumbnail_file(file, &thumbnail.content_type).await
     }
 
-    /// The whole content of an uploaded local media, for thumbnailing.
+    /// Runs thumbnailing work on a blocking thread, at most one per core at a time.
+    async fn run_thumbnailer<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T> {
+        let _permit = self
+            .media
+            .thumbnailing
+            .workers
+            .acquire()
+            .await
+            .map_err(|e| Error::internal_with("waiting for a thumbnailer", e))?;
+        tokio::task::spawn_blocking(job).await.map_err(|e| Error::internal_with("making a thumbnail", e))
+    }
+
+    /// The largest file thumbnails are made of: four bytes a pixel of `max_image_pixels`
+    /// and 16 MiB more. A larger file is never read into memory to be thumbnailed.
+    fn thumbnail_source_limit(&self) -> u64 {
+        self.config.media.max_image_pixels.saturating_mul(4).saturating_add(16 * 1024 * 1024)
+    }
+
+    /// The whole content of an uploaded local media, for thumbnailing (`400 M_UNKNOWN` past
+    /// [`Self::thumbnail_source_limit`]).
     async fn read_local_media(&self, record: &LocalMediaRecord) -> Result<Vec<u8>> {
         use tokio::io::AsyncReadExt;
         let mut media = self.open_local_media(record).await?;
+        if media.size > self.thumbnail_source_limit() {
+            tracing::info!(media_id = %record.media_id, size = media.size, "no thumbnail made of media this large");
+            return Err(failed_to_generate());
+        }
         let mut bytes = Vec::with_capacity(usize::try_from(media.size).unwrap_or(0));
         media.file.read_to_end(&mut bytes).await.map_err(|e| Error::internal_with("reading media", e))?;
         Ok(bytes)
