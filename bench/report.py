@@ -2,6 +2,8 @@
 
 Usage: python report.py OUT_DIR
        python report.py --e2ee-only OUT_DIR   (the end-to-end encryption tables alone)
+       python report.py --media-only OUT_DIR  (the media section alone)
+       python report.py --splice-media MEDIA_MD BENCHMARKS_MD  (replaces the media section)
 """
 import glob
 import json
@@ -94,6 +96,77 @@ def e2ee_section(out, dbs):
         print(f"\nOne-time keys handed out twice: {', '.join(dup)} (must be 0).\n")
 
 
+MEDIA_BEGIN = "<!-- media:begin -->"
+MEDIA_END = "<!-- media:end -->"
+
+
+def media_section(out, dbs):
+    """The media rows (bench/media.py against both servers), between markers so that a
+    `--media-only` run can replace them in BENCHMARKS.md."""
+    print(MEDIA_BEGIN)
+    for db in dbs:
+        syn = load(os.path.join(out, f"media-synapse-{db}.json"))
+        my = load(os.path.join(out, f"media-myelin-{db}.json"))
+        if not syn and not my:
+            continue
+        syn, my = syn or {}, my or {}
+        quick = " (quick smoke run: not a figure)" if my.get("quick") or syn.get("quick") else ""
+        print(f"## Media, {db}{quick} (bench/media.py against both, `dynamic_thumbnails` on both, run on "
+              f"{time.strftime('%Y-%m-%d')})\n")
+        print("| measure | Synapse | Myelin | reference | ratio | target | met |")
+        print("|---|---|---|---|---|---|---|")
+
+        def row(label, s, m, reference, ratio, target, met):
+            rtxt = f"{ratio:.1f}x" if ratio is not None else "-"
+            mtxt = "?" if met is None else ("yes" if met else "no")
+            print(f"| {label} | {fmt(s)} | {fmt(m)} | {reference} | {rtxt} | {target} | {mtxt} |")
+
+        by_size = lambda d: {t.get("size_mb"): t for t in d.get("throughput") or []}
+        syn_t, my_t = by_size(syn), by_size(my)
+        for size in sorted(set(syn_t) | set(my_t)):
+            st, mt = syn_t.get(size, {}), my_t.get(size, {})
+            for kind in ("upload", "download"):
+                s, m = st.get(f"{kind}_mb_per_s"), mt.get(f"{kind}_mb_per_s")
+                copy = mt.get("copy_mb_per_s")
+                ratio = copy / m if isinstance(copy, (int, float)) and isinstance(m, (int, float)) and m > 0 else None
+                row(f"{kind} {size} MB (MB/s)", s, m, f"copy {fmt(copy)}", ratio,
+                    "within 2x of copy", None if ratio is None else ratio <= 2)
+        st, mt = syn.get("thumbnail") or {}, my.get("thumbnail") or {}
+        s, m = st.get("ms_median"), mt.get("ms_median")
+        ratio = s / m if isinstance(s, (int, float)) and isinstance(m, (int, float)) and m > 0 else None
+        row("thumbnail of a 12-megapixel JPEG, on demand, median (ms)", s, m, "-", ratio, ">= 5x",
+            None if ratio is None else ratio >= 5)
+        st, mt = syn.get("rss") or {}, my.get("rss") or {}
+        s, m = st.get("rss_peak_mib"), mt.get("rss_peak_mib")
+        size = mt.get("size_mb") or st.get("size_mb")
+        row(f"peak RSS during a {fmt(size)} MB upload (MiB)", s, m, "-", None, "< 100 MiB",
+            None if not isinstance(m, (int, float)) else m < 100)
+        print()
+        print("Throughput is the median of the runs; the reference is `shutil.copyfile` of the same")
+        print("file on the same disk. Each thumbnail request asks for a size not asked before, so")
+        print("each one is made on that request. Peak RSS samples `VmRSS` every 20 ms during the")
+        print(f"upload (VmHWM after it: Synapse {fmt(st.get('hwm_after_mib'))}, Myelin "
+              f"{fmt(mt.get('hwm_after_mib'))} MiB).\n")
+    print(MEDIA_END)
+
+
+def splice_media(media_md, benchmarks_md):
+    """Replaces the media section of BENCHMARKS.md (or adds it before the mxbench figures)."""
+    section = open(media_md).read().strip()
+    begin, end = section.find(MEDIA_BEGIN), section.find(MEDIA_END)
+    section = section[begin:end + len(MEDIA_END)]
+    text = open(benchmarks_md).read()
+    b, e = text.find(MEDIA_BEGIN), text.find(MEDIA_END)
+    if b >= 0 and e > b:
+        text = text[:b] + section + text[e + len(MEDIA_END):]
+    else:
+        anchor = text.find("## All mxbench figures")
+        anchor = anchor if anchor >= 0 else len(text)
+        text = text[:anchor] + section + "\n\n" + text[anchor:]
+    with open(benchmarks_md, "w") as f:
+        f.write(text)
+
+
 SCALE_BEGIN = "<!-- scale:begin -->"
 SCALE_END = "<!-- scale:end -->"
 
@@ -103,6 +176,14 @@ def main():
         out = sys.argv[2]
         dbs = sorted({os.path.basename(p)[len("e2ee-myelin-"):-5] for p in glob.glob(os.path.join(out, "e2ee-myelin-*.json"))})
         e2ee_section(out, dbs)
+        return
+    if sys.argv[1] == "--media-only":
+        out = sys.argv[2]
+        dbs = sorted({os.path.basename(p)[len("media-myelin-"):-5] for p in glob.glob(os.path.join(out, "media-myelin-*.json"))})
+        media_section(out, dbs)
+        return
+    if sys.argv[1] == "--splice-media":
+        splice_media(sys.argv[2], sys.argv[3])
         return
     out = sys.argv[1]
     commit_file = os.path.join(out, "commit")
@@ -160,6 +241,7 @@ def main():
         if notes:
             print("Contention notes: " + "; ".join(sorted(set(notes))) + ".\n")
     e2ee_section(out, dbs)
+    media_section(out, dbs)
     files = sorted(glob.glob(os.path.join(out, "synapse-*.json")) + glob.glob(os.path.join(out, "myelin-*.json")))
     if files:
         print("## All mxbench figures\n")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark of Myelin and Synapse with ../shared/bench/mxbench.py.
 #
-#   bench/run.sh [--db sqlite|postgres|both] [--quick] [--e2ee-only] [--out DIR]
+#   bench/run.sh [--db sqlite|postgres|both] [--quick] [--e2ee-only] [--media-only] [--out DIR]
 #
 # Builds Myelin in release mode, installs Synapse from PyPI into the tools venv
 # (scripts/pytools.sh), starts each server in turn on loopback with equivalent settings
@@ -11,6 +11,11 @@
 # BENCHMARKS.md from the results. bench/loadgen's myelin-e2ee then measures the end-to-end
 # encryption rows (key claims, key queries, to-device delivery) against both servers alike.
 # --e2ee-only runs those rows alone (and prints their table instead of writing BENCHMARKS.md). --quick runs small sizes (a smoke test, not a figure).
+# bench/media.py then measures the media rows (upload and download throughput beside a plain file
+# copy, 12-megapixel thumbnails, RSS during a 1 GB upload) against both servers alike, each run
+# with `dynamic_thumbnails` on and `max_upload_size` 2G. --media-only runs those rows alone: they
+# replace the media section of BENCHMARKS.md (with --quick the table is only printed).
+# MYELIN_BIN=path uses that Myelin binary instead of building one in release mode.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -18,12 +23,14 @@ shared="${MYELIN_SHARED_DIR:-$root/../shared}"
 dbs="sqlite"
 quick=0
 e2ee_only=0
+media_only=0
 out=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --db) dbs="$2"; shift 2 ;;
         --quick) quick=1; shift ;;
         --e2ee-only) e2ee_only=1; shift ;;
+        --media-only) media_only=1; shift ;;
         --out) out="$2"; shift 2 ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
@@ -38,10 +45,22 @@ case " $dbs " in
         "$bin/python" -c 'import psycopg2' 2>/dev/null \
             || "$bin/pip" install --quiet --disable-pip-version-check psycopg2-binary >&2 ;;
 esac
-echo "== building Myelin (release)"
-cargo build --release --quiet --bin myelin
-echo "== building the load generator (release)"
-cargo build --release --quiet --manifest-path bench/loadgen/Cargo.toml --target-dir target/loadgen
+myelin_bin="${MYELIN_BIN:-}"
+if [ -z "$myelin_bin" ]; then
+    echo "== building Myelin (release)"
+    cargo build --release --quiet --bin myelin
+    myelin_bin=target/release/myelin
+fi
+if [ "$media_only" = 0 ]; then
+    echo "== building the load generator (release)"
+    cargo build --release --quiet --manifest-path bench/loadgen/Cargo.toml --target-dir target/loadgen
+fi
+# The phases this run measures.
+run_mx=1; run_e2ee=1; run_media=1
+[ "$e2ee_only" = 1 ] && { run_mx=0; run_media=0; }
+[ "$media_only" = 1 ] && { run_mx=0; run_e2ee=0; }
+media_args=()
+[ "$quick" = 1 ] && media_args=(--quick)
 
 if [ "$quick" = 1 ]; then
     sizes=(-n 40 --logins 20 --rooms 20 -m 300 --sync-rooms 5 --sync-messages 10 --sync-reps 2
@@ -93,44 +112,60 @@ for db in $dbs; do
         mk_args+=(--db postgres --pg-host "$pg_host" --pg-port "$pg_port" --pg-db bench_synapse --pg-user postgres)
     fi
     "$bin/python" "$shared/bench/mkconfig.py" "${mk_args[@]}" >/dev/null
+    [ "$run_media" = 1 ] && "$bin/python" bench/media.py configure "$sdir/homeserver.yaml"
     (cd "$sdir" && exec "$bin/python" -m synapse.app.homeserver -c homeserver.yaml >synapse.out 2>&1) &
     spid=$!
     wait_up "$port"
     version=$("$bin/python" -c 'import synapse; print(synapse.__version__)')
-    [ "$e2ee_only" = 1 ] || echo "== mxbench against Synapse $version ($db)"
-    [ "$e2ee_only" = 1 ] || "$bin/python" "$shared/bench/mxbench.py" --url "http://127.0.0.1:$port" --pid "$spid" "${pg_pid_args[@]}" \
-        --label "synapse-$db" --out "$out/synapse-$db.json" "${sizes[@]}" >/dev/null 2>"$out/synapse-$db.log" || true
-    echo "== end-to-end encryption rows against Synapse ($db)"
-    target/loadgen/release/myelin-e2ee --url "http://127.0.0.1:$port" --pid "$spid" "${e2ee_sizes[@]}" \
-        --out "$out/e2ee-synapse-$db.json" >/dev/null 2>"$out/e2ee-synapse-$db.log" || true
+    [ "$run_mx" = 1 ] && echo "== mxbench against Synapse $version ($db)"
+    [ "$run_mx" = 1 ] && { "$bin/python" "$shared/bench/mxbench.py" --url "http://127.0.0.1:$port" --pid "$spid" "${pg_pid_args[@]}" \
+        --label "synapse-$db" --out "$out/synapse-$db.json" "${sizes[@]}" >/dev/null 2>"$out/synapse-$db.log" || true; }
+    [ "$run_e2ee" = 1 ] && echo "== end-to-end encryption rows against Synapse ($db)"
+    [ "$run_e2ee" = 1 ] && { target/loadgen/release/myelin-e2ee --url "http://127.0.0.1:$port" --pid "$spid" "${e2ee_sizes[@]}" \
+        --out "$out/e2ee-synapse-$db.json" >/dev/null 2>"$out/e2ee-synapse-$db.log" || true; }
+    [ "$run_media" = 1 ] && echo "== media rows against Synapse ($db)"
+    [ "$run_media" = 1 ] && { "$bin/python" bench/media.py run --url "http://127.0.0.1:$port" --pid "$spid" --label "synapse-$db" \
+        --workdir "$out" --out "$out/media-synapse-$db.json" "${media_args[@]}" 2>"$out/media-synapse-$db.log" || true; }
     kill -TERM "$spid"; wait "$spid" 2>/dev/null || true
 
     # --- Myelin --------------------------------------------------------------
     mdir="$out/myelin-$db"; mkdir -p "$mdir"
     port=$(free_port)
-    target/release/myelin generate-config --server-name bench.local --config-path "$mdir/homeserver.yaml" --port "$port" >/dev/null
+    "$myelin_bin" generate-config --server-name bench.local --config-path "$mdir/homeserver.yaml" --port "$port" >/dev/null
     conf_args=("$mdir/homeserver.yaml")
     if [ "$db" = postgres ]; then
         conf_args+=(--db postgres --pg-host "$pg_host" --pg-port "$pg_port" --pg-db bench_myelin --pg-user postgres)
     fi
     "$bin/python" bench/myelin_config.py "${conf_args[@]}"
-    RUST_LOG=warn target/release/myelin -c "$mdir/homeserver.yaml" >"$mdir/myelin.out" 2>&1 &
+    [ "$run_media" = 1 ] && "$bin/python" bench/media.py configure "$mdir/homeserver.yaml"
+    RUST_LOG=warn "$myelin_bin" -c "$mdir/homeserver.yaml" >"$mdir/myelin.out" 2>&1 &
     mpid=$!
     wait_up "$port"
-    [ "$e2ee_only" = 1 ] || echo "== mxbench against Myelin ($db)"
-    [ "$e2ee_only" = 1 ] || "$bin/python" "$shared/bench/mxbench.py" --url "http://127.0.0.1:$port" --pid "$mpid" "${pg_pid_args[@]}" \
-        --label "myelin-$db" --out "$out/myelin-$db.json" "${sizes[@]}" >/dev/null 2>"$out/myelin-$db.log" || true
-    [ "$e2ee_only" = 1 ] || echo "== loadgen against Myelin ($db)"
-    [ "$e2ee_only" = 1 ] || target/loadgen/release/myelin-loadgen --url "http://127.0.0.1:$port" --pid "$mpid" "${loadgen_sizes[@]}" \
-        --out "$out/loadgen-myelin-$db.json" 2>"$out/loadgen-myelin-$db.log" || true
-    echo "== end-to-end encryption rows against Myelin ($db)"
-    target/loadgen/release/myelin-e2ee --url "http://127.0.0.1:$port" --pid "$mpid" "${e2ee_sizes[@]}" \
-        --out "$out/e2ee-myelin-$db.json" >/dev/null 2>"$out/e2ee-myelin-$db.log" || true
+    [ "$run_mx" = 1 ] && echo "== mxbench against Myelin ($db)"
+    [ "$run_mx" = 1 ] && { "$bin/python" "$shared/bench/mxbench.py" --url "http://127.0.0.1:$port" --pid "$mpid" "${pg_pid_args[@]}" \
+        --label "myelin-$db" --out "$out/myelin-$db.json" "${sizes[@]}" >/dev/null 2>"$out/myelin-$db.log" || true; }
+    [ "$run_mx" = 1 ] && echo "== loadgen against Myelin ($db)"
+    [ "$run_mx" = 1 ] && { target/loadgen/release/myelin-loadgen --url "http://127.0.0.1:$port" --pid "$mpid" "${loadgen_sizes[@]}" \
+        --out "$out/loadgen-myelin-$db.json" 2>"$out/loadgen-myelin-$db.log" || true; }
+    [ "$run_e2ee" = 1 ] && echo "== end-to-end encryption rows against Myelin ($db)"
+    [ "$run_e2ee" = 1 ] && { target/loadgen/release/myelin-e2ee --url "http://127.0.0.1:$port" --pid "$mpid" "${e2ee_sizes[@]}" \
+        --out "$out/e2ee-myelin-$db.json" >/dev/null 2>"$out/e2ee-myelin-$db.log" || true; }
+    [ "$run_media" = 1 ] && echo "== media rows against Myelin ($db)"
+    [ "$run_media" = 1 ] && { "$bin/python" bench/media.py run --url "http://127.0.0.1:$port" --pid "$mpid" --label "myelin-$db" \
+        --workdir "$out" --out "$out/media-myelin-$db.json" "${media_args[@]}" 2>"$out/media-myelin-$db.log" || true; }
     kill -TERM "$mpid"; wait "$mpid" 2>/dev/null || true
 done
 
 if [ "$e2ee_only" = 1 ]; then
     "$bin/python" bench/report.py --e2ee-only "$out" | tee "$out/E2EE.md"
+    exit 0
+fi
+if [ "$media_only" = 1 ]; then
+    "$bin/python" bench/report.py --media-only "$out" | tee "$out/MEDIA.md"
+    if [ "$quick" = 0 ]; then
+        "$bin/python" bench/report.py --splice-media "$out/MEDIA.md" BENCHMARKS.md
+        echo "== replaced the media section of BENCHMARKS.md (raw results in $out)"
+    fi
     exit 0
 fi
 "$bin/python" bench/report.py "$out" > "$out/BENCHMARKS.md"

@@ -1,7 +1,8 @@
 //! The content repository: uploads (`/_matrix/media/v3/upload`, `/_matrix/media/v1/create` +
 //! `PUT /_matrix/media/v3/upload/{serverName}/{mediaId}`), authenticated downloads
 //! (`/_matrix/client/v1/media/download/...`, `/_matrix/client/v1/media/config`) and the legacy
-//! `/_matrix/media/v3/download/...` and `/_matrix/media/v3/config`.
+//! `/_matrix/media/v3/download/...` and `/_matrix/media/v3/config`; thumbnails
+//! (`/_matrix/client/v1/media/thumbnail/...`, legacy `/_matrix/media/v3/thumbnail/...`).
 //!
 //! Uploads are streamed: the body never goes through the small JSON body limit; each chunk
 //! goes to the service's [`MediaUpload`] as it arrives, up to `max_upload_size`. Downloads
@@ -20,9 +21,11 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use http_body_util::BodyExt;
+use myelin_config::{ThumbnailMethod, ThumbnailSize};
 use myelin_core::MatrixError;
 use myelin_service::media::{
-    DEFAULT_UPLOAD_WAIT, MediaAccess, MediaFile, MediaId, MediaUpload, UploadMetadata, UploadTarget,
+    DEFAULT_UPLOAD_WAIT, MediaAccess, MediaFile, MediaId, MediaUpload, ThumbnailFile, ThumbnailRequest,
+    UploadMetadata, UploadTarget,
 };
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
@@ -121,6 +124,9 @@ pub fn routes() -> Router<AppState> {
             "/_matrix/media/r0/download/{server_name}/{media_id}/{file_name}",
             get(legacy_download_with_name),
         )
+        .route("/_matrix/client/v1/media/thumbnail/{server_name}/{media_id}", get(thumbnail))
+        .route("/_matrix/media/v3/thumbnail/{server_name}/{media_id}", get(legacy_thumbnail))
+        .route("/_matrix/media/r0/thumbnail/{server_name}/{media_id}", get(legacy_thumbnail))
 }
 
 #[derive(Deserialize)]
@@ -310,6 +316,97 @@ async fn serve(
             Ok((StatusCode::OK, headers, body).into_response())
         }
     }
+}
+
+/// The query of a thumbnail request, read as Synapse reads it: `width` and `height` required
+/// positive integers, `method` `crop` or `scale` (default `scale`), `animated` `true` or
+/// `false`, `timeout_ms` an integer.
+#[derive(Deserialize)]
+struct ThumbnailQuery {
+    width: Option<String>,
+    height: Option<String>,
+    method: Option<String>,
+    animated: Option<String>,
+    timeout_ms: Option<String>,
+}
+
+impl ThumbnailQuery {
+    fn parse(self) -> Result<(ThumbnailRequest, Duration), MatrixError> {
+        let dimension = |name: &str, value: Option<String>| -> Result<u32, MatrixError> {
+            let value = value.ok_or_else(|| {
+                MatrixError::missing_param(format!("Missing integer query parameter '{name}'"))
+            })?;
+            match value.parse::<u32>() {
+                Ok(number) if number > 0 => Ok(number),
+                _ => Err(MatrixError::invalid_param(format!(
+                    "Query parameter '{name}' must be a positive integer"
+                ))),
+            }
+        };
+        let width = dimension("width", self.width)?;
+        let height = dimension("height", self.height)?;
+        let method = match self.method {
+            None => ThumbnailMethod::Scale,
+            Some(method) => method.parse().map_err(|_| {
+                MatrixError::invalid_param("Query parameter 'method' must be one of ['crop', 'scale']")
+            })?,
+        };
+        let animated = match self.animated.as_deref() {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(_) => {
+                return Err(MatrixError::invalid_param(
+                    "Query parameter 'animated' must be one of ['true', 'false']",
+                ));
+            }
+        };
+        let wait = match self.timeout_ms {
+            None => DEFAULT_UPLOAD_WAIT,
+            Some(timeout) => Duration::from_millis(timeout.parse().map_err(|_| {
+                MatrixError::invalid_param("Query parameter 'timeout_ms' must be an integer")
+            })?),
+        };
+        Ok((ThumbnailRequest { size: ThumbnailSize::new(width, height, method), animated }, wait))
+    }
+}
+
+/// `GET /_matrix/client/v1/media/thumbnail/{serverName}/{mediaId}`
+async fn thumbnail(
+    State(services): State<AppState>,
+    Auth(_): Auth,
+    PathParams((server_name, media_id)): PathParams<(String, String)>,
+    QueryParams(query): QueryParams<ThumbnailQuery>,
+) -> ApiResult<Response> {
+    serve_thumbnail(&services, MediaAccess::Authenticated, &server_name, &media_id, query).await
+}
+
+/// `GET /_matrix/media/v3/thumbnail/{serverName}/{mediaId}` (no access token; only media
+/// uploaded while authenticated media was off)
+async fn legacy_thumbnail(
+    State(services): State<AppState>,
+    PathParams((server_name, media_id)): PathParams<(String, String)>,
+    QueryParams(query): QueryParams<ThumbnailQuery>,
+) -> ApiResult<Response> {
+    serve_thumbnail(&services, MediaAccess::Legacy, &server_name, &media_id, query).await
+}
+
+async fn serve_thumbnail(
+    services: &AppState,
+    access: MediaAccess,
+    server_name: &str,
+    media_id: &str,
+    query: ThumbnailQuery,
+) -> ApiResult<Response> {
+    let media_id = MediaId::parse(media_id)?;
+    let (request, wait) = query.parse()?;
+    let ThumbnailFile { file, length, content_type } =
+        services.local_thumbnail(server_name, &media_id, request, access, wait).await?;
+    let mut headers = safe_headers(Some(&content_type), None);
+    // Thumbnails are served whole.
+    headers.remove(header::ACCEPT_RANGES);
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    let body = Body::from_stream(ReaderStream::with_capacity(file.take(length), 64 * 1024));
+    Ok((StatusCode::OK, headers, body).into_response())
 }
 
 /// The file from `start`, `length` bytes, streamed (the caller sets `Content-Length`).

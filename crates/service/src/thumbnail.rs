@@ -40,7 +40,6 @@
 
 use std::fmt;
 use std::io::Cursor;
-use std::str::FromStr;
 
 use fast_image_resize::images::Image as ResizeImage;
 use fast_image_resize::{PixelType, ResizeOptions, Resizer};
@@ -52,6 +51,7 @@ use image::metadata::{LoopCount, Orientation};
 use image::{
     AnimationDecoder, DynamicImage, ImageDecoder, ImageEncoder, ImageError, Limits, RgbImage, RgbaImage,
 };
+use myelin_config::{ThumbnailMethod, ThumbnailSize};
 
 /// Synapse's `max_image_pixels` default (32 megapixels).
 pub const DEFAULT_MAX_IMAGE_PIXELS: u64 = 32 * 1024 * 1024;
@@ -119,78 +119,6 @@ pub struct ImageInfo {
     pub height: u32,
     /// More than one frame (GIF, WebP) or an APNG animation.
     pub animated: bool,
-}
-
-/// How a thumbnail fits its box.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ThumbnailMethod {
-    /// Fill the box exactly, cropping the centre of the image.
-    Crop,
-    /// Fit within the box, keeping the aspect ratio.
-    Scale,
-}
-
-impl ThumbnailMethod {
-    /// The name used in `thumbnail_sizes` and the `method` query parameter.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ThumbnailMethod::Crop => "crop",
-            ThumbnailMethod::Scale => "scale",
-        }
-    }
-}
-
-impl FromStr for ThumbnailMethod {
-    type Err = UnknownMethod;
-
-    /// `crop` or `scale`, in any case (Synapse lower-cases it for selection).
-    fn from_str(method: &str) -> Result<Self, UnknownMethod> {
-        if method.eq_ignore_ascii_case("crop") {
-            Ok(ThumbnailMethod::Crop)
-        } else if method.eq_ignore_ascii_case("scale") {
-            Ok(ThumbnailMethod::Scale)
-        } else {
-            Err(UnknownMethod)
-        }
-    }
-}
-
-impl fmt::Display for ThumbnailMethod {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A thumbnail method other than `crop` and `scale`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("thumbnail method must be \"crop\" or \"scale\"")]
-pub struct UnknownMethod;
-
-/// A thumbnail size: a box and how to fit the image into it. One entry of `thumbnail_sizes`,
-/// or what a request asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ThumbnailSpec {
-    pub width: u32,
-    pub height: u32,
-    pub method: ThumbnailMethod,
-}
-
-impl ThumbnailSpec {
-    pub fn new(width: u32, height: u32, method: ThumbnailMethod) -> Self {
-        ThumbnailSpec { width, height, method }
-    }
-
-    /// Synapse's default `thumbnail_sizes`.
-    pub fn synapse_defaults() -> Vec<ThumbnailSpec> {
-        use ThumbnailMethod::{Crop, Scale};
-        vec![
-            ThumbnailSpec::new(32, 32, Crop),
-            ThumbnailSpec::new(96, 96, Crop),
-            ThumbnailSpec::new(320, 240, Scale),
-            ThumbnailSpec::new(640, 480, Scale),
-            ThumbnailSpec::new(800, 600, Scale),
-        ]
-    }
 }
 
 /// An encoded thumbnail.
@@ -270,7 +198,7 @@ pub fn probe(bytes: &[u8]) -> Result<ImageInfo, ThumbnailError> {
 pub fn generate(
     bytes: &[u8],
     content_type: &str,
-    spec: ThumbnailSpec,
+    spec: ThumbnailSize,
     animated: bool,
     max_pixels: u64,
 ) -> Result<Thumbnail, ThumbnailError> {
@@ -295,13 +223,13 @@ pub fn generate(
 pub fn pregenerate(
     bytes: &[u8],
     content_type: &str,
-    configured: &[ThumbnailSpec],
+    configured: &[ThumbnailSize],
     max_pixels: u64,
 ) -> Result<Vec<Thumbnail>, ThumbnailError> {
     let header = checked_header(bytes, content_type, max_pixels)?;
     let source = Source::new(bytes, header, max_pixels);
     let info = header.info();
-    let mut sizes: Vec<(u32, u32, ThumbnailSpec)> = Vec::new();
+    let mut sizes: Vec<(u32, u32, ThumbnailSize)> = Vec::new();
     for spec in configured {
         if spec.width == 0 || spec.height == 0 {
             continue;
@@ -334,7 +262,7 @@ pub fn pregenerate(
 
 /// The size of the thumbnail that `spec` gives of an image of `width` x `height` (as
 /// displayed): what [`generate`] will produce, without decoding anything.
-pub fn thumbnail_size(width: u32, height: u32, spec: ThumbnailSpec) -> (u32, u32) {
+pub fn thumbnail_size(width: u32, height: u32, spec: ThumbnailSize) -> (u32, u32) {
     let (src_w, src_h) = (u64::from(width.max(1)), u64::from(height.max(1)));
     let (box_w, box_h) = (u64::from(spec.width.max(1)), u64::from(spec.height.max(1)));
     let (w, h) = match spec.method {
@@ -362,40 +290,52 @@ pub fn thumbnail_size(width: u32, height: u32, spec: ThumbnailSpec) -> (u32, u32
     (u32::try_from(w).unwrap_or(u32::MAX), u32::try_from(h).unwrap_or(u32::MAX))
 }
 
-/// Which of the thumbnails available (`configured`: their real sizes and methods) serves a
-/// request for `width` x `height` by `method`, as Synapse's `_select_thumbnail`: only
-/// thumbnails of that method; among those at least as large as the request in one dimension
-/// (if any, else all), the closest in aspect ratio (crop only), then one at least as large in
-/// both dimensions, then the closest in size; ties go to the earlier one. `None` when no
-/// thumbnail has that method (Synapse answers `404`).
+/// A stored thumbnail as [`select_thumbnail`] weighs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredThumbnail {
+    /// Its real size and its method.
+    pub size: ThumbnailSize,
+    /// Whether it is of the type the request prefers (animated or still).
+    pub preferred_type: bool,
+    /// Its length in bytes.
+    pub length: u64,
+}
+
+/// Which of the `stored` thumbnails serves a request for `width` x `height` by `method` (its
+/// index), as Synapse's `_select_thumbnail`: only thumbnails of that method; among those at
+/// least as large as the request in one dimension (if any, else all), the closest in aspect
+/// ratio (crop only), then one at least as large in both dimensions, then the closest in
+/// size, then one of the preferred type, then the shortest; ties go to the earlier one.
+/// `None` when no thumbnail has that method (Synapse answers `404`).
 pub fn select_thumbnail(
-    configured: &[ThumbnailSpec],
+    stored: &[StoredThumbnail],
     width: u32,
     height: u32,
     method: ThumbnailMethod,
-) -> Option<ThumbnailSpec> {
+) -> Option<usize> {
     let (d_w, d_h) = (i128::from(width), i128::from(height));
-    // Key per candidate: (aspect quality, min quality, size quality); scale uses zeros for the
-    // first two. Synapse's type and length qualities come after these and only break ties
-    // between thumbnails of one size, which a list of sizes does not have.
-    let quality = |spec: &ThumbnailSpec| -> (i128, i128, i128) {
-        let (t_w, t_h) = (i128::from(spec.width), i128::from(spec.height));
+    // Key per candidate: (aspect quality, min quality, size quality, type quality, length);
+    // scale uses zeros for the first two.
+    let quality = |thumbnail: &StoredThumbnail| -> (i128, i128, i128, bool, u64) {
+        let (t_w, t_h) = (i128::from(thumbnail.size.width), i128::from(thumbnail.size.height));
         let size_quality = ((d_w - t_w) * (d_h - t_h)).abs();
+        let type_quality = !thumbnail.preferred_type;
         match method {
             ThumbnailMethod::Crop => {
                 let aspect_quality = (d_w * t_h - d_h * t_w).abs();
                 let min_quality = if d_w <= t_w && d_h <= t_h { 0 } else { 1 };
-                (aspect_quality, min_quality, size_quality)
+                (aspect_quality, min_quality, size_quality, type_quality, thumbnail.length)
             }
-            ThumbnailMethod::Scale => (0, 0, size_quality),
+            ThumbnailMethod::Scale => (0, 0, size_quality, type_quality, thumbnail.length),
         }
     };
-    let candidates = configured.iter().filter(|spec| spec.method == method);
-    let (large_enough, smaller): (Vec<&ThumbnailSpec>, Vec<&ThumbnailSpec>) =
-        candidates.partition(|spec| i128::from(spec.width) >= d_w || i128::from(spec.height) >= d_h);
+    let candidates = stored.iter().enumerate().filter(|(_, thumbnail)| thumbnail.size.method == method);
+    let (large_enough, smaller): (Vec<_>, Vec<_>) = candidates.partition(|(_, thumbnail)| {
+        i128::from(thumbnail.size.width) >= d_w || i128::from(thumbnail.size.height) >= d_h
+    });
     let pool = if large_enough.is_empty() { smaller } else { large_enough };
-    // `min_by_key` keeps the first of equal keys only with the index in the key.
-    pool.into_iter().enumerate().min_by_key(|(index, spec)| (quality(spec), *index)).map(|(_, spec)| *spec)
+    // The index in the key keeps the first of equal candidates.
+    pool.into_iter().min_by_key(|(index, thumbnail)| (quality(thumbnail), *index)).map(|(index, _)| index)
 }
 
 /// What the headers say, before orientation is applied to the size.
@@ -546,7 +486,7 @@ impl<'a> Source<'a> {
     /// needs) or decoded now.
     fn still_thumbnail(
         &self,
-        spec: ThumbnailSpec,
+        spec: ThumbnailSize,
         decoded: Option<&Decoded>,
     ) -> Result<Thumbnail, ThumbnailError> {
         let info = self.header.info();
@@ -639,7 +579,7 @@ impl<'a> Source<'a> {
 
     /// An animated GIF thumbnail, or `None` when the source turns out to have fewer than two
     /// frames or fails to decode part-way (the caller then makes a still one).
-    fn animated_thumbnail(&self, spec: ThumbnailSpec) -> Option<Thumbnail> {
+    fn animated_thumbnail(&self, spec: ThumbnailSize) -> Option<Thumbnail> {
         let info = self.header.info();
         let (width, height) = thumbnail_size(info.width, info.height, spec);
         let (frames, loop_count) = match self.animation_decoder() {
@@ -824,13 +764,18 @@ mod tests {
 
     use super::ThumbnailMethod::{Crop, Scale};
     use super::*;
+    use myelin_config::MediaConfig;
 
     const RED: Rgb<u8> = Rgb([255, 0, 0]);
     const GREEN: Rgb<u8> = Rgb([0, 255, 0]);
     const BLUE: Rgb<u8> = Rgb([0, 0, 255]);
 
-    fn spec(width: u32, height: u32, method: ThumbnailMethod) -> ThumbnailSpec {
-        ThumbnailSpec::new(width, height, method)
+    fn candidate(width: u32, height: u32, method: ThumbnailMethod) -> StoredThumbnail {
+        StoredThumbnail { size: spec(width, height, method), preferred_type: true, length: 100 }
+    }
+
+    fn spec(width: u32, height: u32, method: ThumbnailMethod) -> ThumbnailSize {
+        ThumbnailSize::new(width, height, method)
     }
 
     /// A smooth picture, so that JPEG sizes and timings are those of a photo, not of a flat
@@ -947,7 +892,7 @@ mod tests {
         assert!(close, "pixel {pixel:?} is not close to {expected:?}");
     }
 
-    fn generate_ok(bytes: &[u8], content_type: &str, spec: ThumbnailSpec) -> Thumbnail {
+    fn generate_ok(bytes: &[u8], content_type: &str, spec: ThumbnailSize) -> Thumbnail {
         let thumbnail = generate(bytes, content_type, spec, false, DEFAULT_MAX_IMAGE_PIXELS).unwrap();
         let decoded = decode(&thumbnail);
         assert_eq!(
@@ -1061,7 +1006,7 @@ mod tests {
             let error = pregenerate(
                 bytes,
                 content_type,
-                &ThumbnailSpec::synapse_defaults(),
+                &MediaConfig::default().thumbnail_sizes,
                 DEFAULT_MAX_IMAGE_PIXELS,
             )
             .unwrap_err();
@@ -1084,9 +1029,13 @@ mod tests {
             matches!(error, ThumbnailError::TooLarge { width: 100_000, height: 100_000, .. }),
             "{error:?}"
         );
-        let error =
-            pregenerate(&bomb, "image/png", &ThumbnailSpec::synapse_defaults(), DEFAULT_MAX_IMAGE_PIXELS)
-                .unwrap_err();
+        let error = pregenerate(
+            &bomb,
+            "image/png",
+            &MediaConfig::default().thumbnail_sizes,
+            DEFAULT_MAX_IMAGE_PIXELS,
+        )
+        .unwrap_err();
         assert!(matches!(error, ThumbnailError::TooLarge { .. }), "{error:?}");
         // Decoding 10^10 pixels would take minutes (or fail to allocate 30 GB); reading a
         // header takes microseconds. The bound is loose for a loaded machine.
@@ -1135,7 +1084,7 @@ mod tests {
                 let _ = pregenerate(
                     &corrupt,
                     content_type,
-                    &ThumbnailSpec::synapse_defaults(),
+                    &MediaConfig::default().thumbnail_sizes,
                     DEFAULT_MAX_IMAGE_PIXELS,
                 );
             }
@@ -1178,9 +1127,13 @@ mod tests {
 
         // The source carried EXIF with GPS; no thumbnail does.
         assert!(source.windows(6).any(|w| w == b"Exif\0\0"));
-        let thumbnails =
-            pregenerate(&source, "image/jpeg", &ThumbnailSpec::synapse_defaults(), DEFAULT_MAX_IMAGE_PIXELS)
-                .unwrap();
+        let thumbnails = pregenerate(
+            &source,
+            "image/jpeg",
+            &MediaConfig::default().thumbnail_sizes,
+            DEFAULT_MAX_IMAGE_PIXELS,
+        )
+        .unwrap();
         assert!(!thumbnails.is_empty());
         for thumbnail in thumbnails {
             assert!(!thumbnail.bytes.windows(4).any(|w| w == b"Exif"), "{thumbnail:?}");
@@ -1263,7 +1216,7 @@ mod tests {
 
     #[test]
     fn pregenerate_makes_each_size_once_and_skips_larger_than_the_source() {
-        let defaults = ThumbnailSpec::synapse_defaults();
+        let defaults = MediaConfig::default().thumbnail_sizes;
         // A large photo: every default size, JPEG.
         let thumbnails =
             pregenerate(&jpeg(&photo(1000, 750)), "image/jpeg", &defaults, DEFAULT_MAX_IMAGE_PIXELS).unwrap();
@@ -1399,8 +1352,8 @@ mod tests {
             (&PORTRAIT, 500, 10, Scale, (450, 600)),
         ];
         for &(stored, width, height, method, expected) in cases {
-            let stored: Vec<ThumbnailSpec> = stored.iter().map(|&(w, h, m)| spec(w, h, m)).collect();
-            let chosen = select_thumbnail(&stored, width, height, method).unwrap();
+            let stored: Vec<StoredThumbnail> = stored.iter().map(|&(w, h, m)| candidate(w, h, m)).collect();
+            let chosen = stored[select_thumbnail(&stored, width, height, method).unwrap()].size;
             assert_eq!(
                 (chosen.width, chosen.height, chosen.method),
                 (expected.0, expected.1, method),
@@ -1408,14 +1361,21 @@ mod tests {
             );
         }
         // Nothing of the method asked: no thumbnail (Synapse's 404).
-        let scales = [spec(320, 240, Scale)];
+        let scales = [candidate(320, 240, Scale)];
         assert_eq!(select_thumbnail(&scales, 32, 32, Crop), None);
         assert_eq!(select_thumbnail(&[], 32, 32, Scale), None);
         // Ties go to the earlier thumbnail.
-        let twins = [spec(100, 50, Scale), spec(50, 100, Scale)];
-        assert_eq!(select_thumbnail(&twins, 75, 75, Scale), Some(twins[0]));
+        let twins = [candidate(100, 50, Scale), candidate(50, 100, Scale)];
+        assert_eq!(select_thumbnail(&twins, 75, 75, Scale), Some(0));
+        // Of one size, the preferred type (an animated one when animation is asked), then the
+        // shorter.
+        let still = candidate(96, 96, Crop);
+        let animated = StoredThumbnail { preferred_type: false, length: 10, ..still };
+        let shorter = StoredThumbnail { length: 50, ..still };
+        assert_eq!(select_thumbnail(&[animated, still], 96, 96, Crop), Some(1));
+        assert_eq!(select_thumbnail(&[still, shorter], 96, 96, Crop), Some(1));
         assert_eq!("CROP".parse(), Ok(Crop));
-        assert_eq!("zoom".parse::<ThumbnailMethod>(), Err(UnknownMethod));
+        assert_eq!("zoom".parse::<ThumbnailMethod>(), Err(myelin_config::UnknownThumbnailMethod));
     }
 
     /// Prints the time of a 4000x3000 JPEG to 320x240 and 800x600 thumbnails. Run with
@@ -1440,8 +1400,13 @@ mod tests {
         let runs = 5;
         let started = Instant::now();
         for _ in 0..runs {
-            pregenerate(&source, "image/jpeg", &ThumbnailSpec::synapse_defaults(), DEFAULT_MAX_IMAGE_PIXELS)
-                .unwrap();
+            pregenerate(
+                &source,
+                "image/jpeg",
+                &MediaConfig::default().thumbnail_sizes,
+                DEFAULT_MAX_IMAGE_PIXELS,
+            )
+            .unwrap();
         }
         println!("4000x3000 JPEG -> Synapse's 5 default sizes: {:?}", started.elapsed() / runs);
     }

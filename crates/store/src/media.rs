@@ -484,4 +484,23 @@ impl Store {
             })
             .collect()
     }
+
+    /// A page of a room's events in stream order: those after stream position `after`, at
+    /// most `limit`, as (stream position, event JSON).
+    pub async fn room_event_json_page(
+        &self,
+        room_id: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        let rows = self
+            .db
+            .query(
+                "SELECT stream_ordering, json FROM events
+                 WHERE room_id = $1 AND stream_ordering > $2 ORDER BY stream_ordering LIMIT $3",
+                params![room_id, after, limit],
+            )
+            .await?;
+        rows.iter().map(|row| Ok((row.i64(0)?, row.string(1)?))).collect()
+    }
 }

@@ -12,7 +12,7 @@ use crate::load::{ConfigError, Origins};
 use crate::units::{ByteSize, DurationMs};
 
 /// How a thumbnail is made from its image.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ThumbnailMethod {
     /// Cut to exactly the requested size after scaling the shorter side to it.
@@ -31,12 +31,51 @@ impl ThumbnailMethod {
     }
 }
 
-/// One entry of `thumbnail_sizes`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+impl std::str::FromStr for ThumbnailMethod {
+    type Err = UnknownThumbnailMethod;
+
+    /// `crop` or `scale`, in any case (Synapse lower-cases a requested method).
+    fn from_str(method: &str) -> Result<Self, UnknownThumbnailMethod> {
+        if method.eq_ignore_ascii_case("crop") {
+            Ok(ThumbnailMethod::Crop)
+        } else if method.eq_ignore_ascii_case("scale") {
+            Ok(ThumbnailMethod::Scale)
+        } else {
+            Err(UnknownThumbnailMethod)
+        }
+    }
+}
+
+impl std::fmt::Display for ThumbnailMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A thumbnail method other than `crop` and `scale`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnknownThumbnailMethod;
+
+impl std::fmt::Display for UnknownThumbnailMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("thumbnail method must be \"crop\" or \"scale\"")
+    }
+}
+
+impl std::error::Error for UnknownThumbnailMethod {}
+
+/// One entry of `thumbnail_sizes`, or the box and method a thumbnail request asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
 pub struct ThumbnailSize {
     pub width: u32,
     pub height: u32,
     pub method: ThumbnailMethod,
+}
+
+impl ThumbnailSize {
+    pub const fn new(width: u32, height: u32, method: ThumbnailMethod) -> Self {
+        ThumbnailSize { width, height, method }
+    }
 }
 
 /// `media_retention`: how long unaccessed media is kept (forever when unset).

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 pub use database::{DatabaseConfig, PostgresConfig};
 pub use federation::{CustomCa, FederationConfig};
 pub use keys::{KeyConfig, TrustedKeyServer};
-pub use media::{MediaConfig, MediaRetention, ThumbnailMethod, ThumbnailSize};
+pub use media::{MediaConfig, MediaRetention, ThumbnailMethod, ThumbnailSize, UnknownThumbnailMethod};
 pub use media_storage::{
     ChecksumWhen, MediaStorageConfig, MediaStorageProvider, S3_PROVIDER_MODULE, S3ProviderConfig, Secret,
     StorageBackend,

@@ -25,6 +25,7 @@ mod listeners;
 mod media;
 mod media_hooks;
 mod media_s3;
+mod media_thumbnails;
 mod membership;
 mod membership_paths;
 mod process;

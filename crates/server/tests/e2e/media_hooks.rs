@@ -309,3 +309,103 @@ async fn retention_purges_unread_media_and_expired_reservations() {
     assert_eq!(download(&server, &alice, &protected).await.0, 200);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn quarantining_a_room_quarantines_the_local_media_its_events_refer_to() {
+    let server = TestServer::start().await;
+    let services = server.services();
+    let admin = UserId::parse(format!("@admin:{}", server.server_name)).unwrap();
+    let alice = server.register("alice").await;
+    let create = json!({ "preset": "public_chat" });
+    let room_id = alice.client.post("/_matrix/client/v3/createRoom", &create).await.expect(200)["room_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let other_room = alice.client.post("/_matrix/client/v3/createRoom", &create).await.expect(200)["room_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut next = 0u32;
+    let mut media = |bytes: &[u8]| {
+        next += 1;
+        let bytes = [bytes, next.to_string().as_bytes()].concat();
+        upload(&server, &alice, "image/png", bytes)
+    };
+    let image = media(PNG).await;
+    let thumbnail = media(PNG).await;
+    let encrypted = media(b"ciphertext").await;
+    let encrypted_thumbnail = media(b"ciphertext thumbnail").await;
+    let room_avatar = media(PNG).await;
+    let member_avatar = media(PNG).await;
+    let elsewhere = media(PNG).await;
+    let untouched = media(PNG).await;
+
+    let send = |room: String, content: Value| {
+        let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{}", rand_txn());
+        let client = &alice.client;
+        async move {
+            client.put(&path, &content).await.expect(200);
+        }
+    };
+    send(
+        room_id.clone(),
+        json!({ "msgtype": "m.image", "body": "cat.png", "url": mxc(&server, &image),
+                "info": { "thumbnail_url": mxc(&server, &thumbnail) } }),
+    )
+    .await;
+    send(
+        room_id.clone(),
+        json!({ "msgtype": "m.file", "body": "secret",
+                "file": { "url": mxc(&server, &encrypted), "v": "v2" },
+                "info": { "thumbnail_file": { "url": mxc(&server, &encrypted_thumbnail) } } }),
+    )
+    .await;
+    // Remote, malformed and not-mxc URLs are skipped.
+    send(
+        room_id.clone(),
+        json!({ "msgtype": "m.image", "body": "x", "url": "mxc://elsewhere.example/abcdef",
+                "info": { "thumbnail_url": "https://example.org/x.png" } }),
+    )
+    .await;
+    send(room_id.clone(), json!({ "msgtype": "m.image", "body": "x", "url": mxc(&server, "../../etc") }))
+        .await;
+    alice
+        .client
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room_id}/state/m.room.avatar/"),
+            &json!({ "url": mxc(&server, &room_avatar) }),
+        )
+        .await
+        .expect(200);
+    alice
+        .client
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room_id}/state/m.room.member/{}", alice.user_id),
+            &json!({ "membership": "join", "avatar_url": mxc(&server, &member_avatar) }),
+        )
+        .await
+        .expect(200);
+    send(other_room.clone(), json!({ "msgtype": "m.image", "body": "y", "url": mxc(&server, &elsewhere) }))
+        .await;
+
+    let room = ruma::RoomId::parse(&room_id).unwrap();
+    assert_eq!(services.quarantine_local_media_in_room(&room, &admin).await.unwrap(), 6);
+    for media_id in [&image, &thumbnail, &encrypted, &encrypted_thumbnail, &room_avatar, &member_avatar] {
+        assert_eq!(download(&server, &alice, media_id).await, (404, Some("M_NOT_FOUND".to_owned())));
+    }
+    for media_id in [&elsewhere, &untouched] {
+        assert_eq!(download(&server, &alice, media_id).await.0, 200);
+    }
+    // A room without media quarantines nothing.
+    let empty = alice.client.post("/_matrix/client/v3/createRoom", &json!({})).await.expect(200)["room_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let empty = ruma::RoomId::parse(&empty).unwrap();
+    assert_eq!(services.quarantine_local_media_in_room(&empty, &admin).await.unwrap(), 0);
+    server.stop().await;
+}
+
+fn rand_txn() -> String {
+    format!("t{}", rand::random::<u64>())
+}

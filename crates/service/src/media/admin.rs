@@ -154,9 +154,18 @@ impl Services {
     /// Deletes local media by ID with their thumbnails, and each file no other record names.
     /// Returns the IDs that existed.
     pub async fn delete_local_media(&self, media_ids: &[String]) -> Result<Vec<String>> {
+        // The storage providers' copies are named by the thumbnails' records: read them first.
+        let mut mirrored_thumbnails = std::collections::HashMap::new();
+        if !self.storage_providers.is_empty() {
+            for media_id in media_ids {
+                mirrored_thumbnails.insert(media_id.clone(), self.store.local_thumbnails(media_id).await?);
+            }
+        }
         let deleted = self.store.delete_local_media(media_ids).await?;
         for media in &deleted {
             self.delete_media_files(media).await?;
+            let thumbnails = mirrored_thumbnails.get(&media.media_id).map_or(&[][..], Vec::as_slice);
+            self.delete_mirrored_media(&media.media_id, thumbnails, media.file_id.as_deref()).await;
         }
         Ok(deleted.into_iter().map(|media| media.media_id).collect())
     }
@@ -189,6 +198,50 @@ impl Services {
     /// alone. Returns how many records were quarantined.
     pub async fn quarantine_local_media(&self, media_id: &MediaId, by: &UserId) -> Result<u64> {
         Ok(self.store.set_local_media_quarantine(media_id.as_str(), Some(by.as_str())).await?)
+    }
+
+    /// Quarantines every local media the events of a room refer to, on behalf of admin `by`
+    /// (the admin API's "quarantine a room's media", Synapse's `get_media_mxcs_in_room`): the
+    /// `mxc://` URIs of this server in `url`, `info.thumbnail_url`, encrypted attachments'
+    /// `file.url` and `info.thumbnail_file.url`, and `avatar_url` (members), in every event of
+    /// the room, state or not. Protected media is left alone; remote media is not this
+    /// server's to quarantine yet. Returns how many records were marked (each referenced
+    /// media with every record of the same content).
+    pub async fn quarantine_local_media_in_room(&self, room_id: &ruma::RoomId, by: &UserId) -> Result<u64> {
+        const PAGE: i64 = 500;
+        let prefix = format!("mxc://{}/", self.server_name());
+        let mut media_ids = std::collections::BTreeSet::new();
+        let mut after = i64::MIN;
+        loop {
+            let page = self.store.room_event_json_page(room_id.as_str(), after, PAGE).await?;
+            let Some((last, _)) = page.last() else { break };
+            after = *last;
+            for (_, json) in &page {
+                let Ok(event) = serde_json::from_str::<serde_json::Value>(json) else { continue };
+                let content = &event["content"];
+                for uri in [
+                    &content["url"],
+                    &content["info"]["thumbnail_url"],
+                    &content["file"]["url"],
+                    &content["info"]["thumbnail_file"]["url"],
+                    &content["avatar_url"],
+                ] {
+                    if let Some(media_id) = uri.as_str().and_then(|uri| uri.strip_prefix(&prefix))
+                        && let Ok(media_id) = MediaId::parse(media_id)
+                    {
+                        media_ids.insert(media_id.as_str().to_owned());
+                    }
+                }
+            }
+            if (page.len() as i64) < PAGE {
+                break;
+            }
+        }
+        let mut quarantined = 0;
+        for media_id in media_ids {
+            quarantined += self.store.set_local_media_quarantine(&media_id, Some(by.as_str())).await?;
+        }
+        Ok(quarantined)
     }
 
     /// Releases a local media from quarantine. Returns whether it was quarantined.

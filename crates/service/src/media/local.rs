@@ -160,19 +160,8 @@ impl Services {
         Ok(())
     }
 
-    /// A new temporary file under `tmp/`. Created on this thread (one `open`): a file made on
-    /// a blocking thread after its caller was dropped would be nobody's to delete.
     async fn new_temp_file(&self) -> Result<(tokio::fs::File, TempPath)> {
-        let dir = self.media_store_root().join("tmp");
-        tokio::fs::create_dir_all(&dir)
-            .await
-            .map_err(|e| io_error(format!("creating {}", dir.display()), e))?;
-        let temp = tempfile::Builder::new()
-            .prefix(".upload-")
-            .tempfile_in(&dir)
-            .map_err(|e| io_error("creating an upload file", e))?;
-        let (file, temp_path) = temp.into_parts();
-        Ok((tokio::fs::File::from_std(file), temp_path))
+        new_temp_file(self.media_store_root()).await
     }
 
     /// Finishes an upload whose bytes have all arrived: renames the file into place (or, when
@@ -214,6 +203,7 @@ impl Services {
                 media_id.as_str().to_owned()
             }
         };
+        let content_type = metadata.content_type.clone();
         let record = NewLocalMedia {
             media_id: media_id.as_str().to_owned(),
             user_id,
@@ -234,6 +224,9 @@ impl Services {
             self.store.insert_local_media(&record).await?;
         }
         placed.disarm();
+        // `thumbnail_sizes`, before the answer as in Synapse; never a reason to fail.
+        let file_path = self.media_file_path(&local_content_path(&MediaId::parse(&record.file_id)?));
+        self.pregenerate_thumbnails(&media_id, &file_path, content_type.as_deref()).await;
         Ok(media_id)
     }
 
@@ -337,10 +330,24 @@ fn cannot_overwrite() -> Error {
         .into()
 }
 
+/// A new temporary file under `tmp/` of the store at `root`. Created on this thread (one
+/// `open`): a file made on a blocking thread after its caller was dropped would be nobody's to
+/// delete.
+pub(super) async fn new_temp_file(root: &Path) -> Result<(tokio::fs::File, TempPath)> {
+    let dir = root.join("tmp");
+    tokio::fs::create_dir_all(&dir).await.map_err(|e| io_error(format!("creating {}", dir.display()), e))?;
+    let temp = tempfile::Builder::new()
+        .prefix(".upload-")
+        .tempfile_in(&dir)
+        .map_err(|e| io_error("creating an upload file", e))?;
+    let (file, temp_path) = temp.into_parts();
+    Ok((tokio::fs::File::from_std(file), temp_path))
+}
+
 /// Renames a finished temporary file to `path`, creating its directories. The rename runs on
 /// this thread (one `rename`), so it is done or not done when the caller can be dropped: a
 /// rename finishing on a blocking thread after the caller's cleanup would leave a file behind.
-async fn place_file(temp_path: TempPath, path: &Path) -> Result<()> {
+pub(super) async fn place_file(temp_path: TempPath, path: &Path) -> Result<()> {
     if let Some(parent) = path.parent() {
         tokio::fs::create_dir_all(parent)
             .await

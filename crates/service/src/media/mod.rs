@@ -14,6 +14,8 @@
 //!   then recorded; identical content is stored once (a record's `file_id` names the media whose
 //!   file holds its bytes). Bytes or a file from inside the server (URL preview images) are
 //!   stored through the same path.
+//! - [`thumbnails`]: thumbnails made at upload for `thumbnail_sizes`, chosen for a request as
+//!   Synapse chooses, or made at the exact size on demand (`dynamic_thumbnails`).
 //! - Downloads ([`Services::local_media_for_download`], [`Services::open_local_media`]): the
 //!   record decides (quarantine, legacy routes, pending uploads), then the file is opened.
 //!
@@ -25,6 +27,7 @@
 
 pub mod admin;
 pub mod local;
+pub mod thumbnails;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -38,6 +41,7 @@ use crate::util::now_ms;
 use crate::{Error, Result, Services};
 
 pub use local::{MediaUpload, UploadMetadata, UploadTarget};
+pub use thumbnails::{ThumbnailFile, ThumbnailRequest};
 
 /// Shared state of the media repository: wakes downloads waiting for an asynchronous upload,
 /// tracks uploads being finished (they run to completion on tasks of their own), and gathers
@@ -48,6 +52,7 @@ pub struct Media {
     uploaded: Notify,
     finishing: TaskTracker,
     accessed: parking_lot::Mutex<std::collections::HashSet<String>>,
+    thumbnailing: thumbnails::Thumbnailing,
 }
 
 /// The longest a download waits for a pending asynchronous upload (Synapse's
