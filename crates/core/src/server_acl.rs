@@ -79,7 +79,8 @@ mod tests {
 
     #[test]
     fn globs_match_the_whole_host_ignoring_case() {
-        let content = json!({"allow": ["*.example.org", "exact.test", "s?.test"], "deny": ["bad.example.org"]});
+        let content =
+            json!({"allow": ["*.example.org", "exact.test", "s?.test"], "deny": ["bad.example.org"]});
         check(
             content,
             &[
