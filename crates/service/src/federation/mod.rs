@@ -3,6 +3,8 @@
 
 pub mod access;
 pub mod reads;
+pub mod membership;
+pub mod pdu;
 
 use std::sync::Arc;
 
