@@ -1,8 +1,8 @@
 //! The server-server API (`/_matrix/federation`, `/_matrix/key`).
 
 mod auth;
-mod reads;
 mod membership;
+mod reads;
 
 use std::collections::BTreeMap;
 

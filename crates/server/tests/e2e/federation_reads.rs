@@ -4,10 +4,8 @@
 //! `/openid/userinfo`, and the gate in front of the room reads (`m.room.server_acl`, the
 //! origin's membership, history visibility).
 //!
-//! Requests are signed with a real server key by `federation_request`. Until the resident side
-//! of joins lands, a server with a member in the room is played by the room's own server
-//! signing its own requests (this server's key, its users joined); outsiders are a second
-//! federating server.
+//! Requests are signed with B's real key by `federation_request`; B's user joins A's room
+//! through the resident side of joins (`federation_resident`'s helpers).
 
 use std::collections::BTreeSet;
 
@@ -16,6 +14,7 @@ use myelin_test_support::federation::{TestCertificates, federating_server, feder
 use serde_json::{Value, json};
 
 use crate::e2e_keys::DeviceKey;
+use crate::federation_resident::{join_from_b, two_servers};
 use crate::rooms::{create_room, send_text};
 
 fn enc(text: &str) -> String {
@@ -142,10 +141,19 @@ async fn servers_without_a_member_are_refused_except_for_world_readable_events()
 
 #[tokio::test]
 async fn members_read_state_auth_chains_backfill_and_missing_events_until_the_acl_denies_them() {
-    let certs = TestCertificates::new();
-    let a = federating_server("a.test", certs.path(), json!({})).await;
+    let (_certs, a, b) = two_servers().await;
     let alice = a.register("alice").await;
-    let room_id = create_room(&alice, json!({"preset": "private_chat"})).await;
+    // History only members see: what was said before B's user joined reaches B redacted.
+    let room_id = create_room(
+        &alice,
+        json!({"preset": "public_chat", "initial_state": [
+            {"type": "m.room.history_visibility", "state_key": "", "content": {"history_visibility": "joined"}}
+        ]}),
+    )
+    .await;
+    let before_join = send_text(&alice, &room_id, "t0", "before bob").await;
+    assert_error(&get(&b, &a, &state_ids_path(&room_id, &before_join)).await, 403, "M_FORBIDDEN");
+    join_from_b(&a, &b, &room_id, &format!("@bob:{}", b.server_name)).await;
     let mut messages = Vec::new();
     for n in 1..=5 {
         messages.push(send_text(&alice, &room_id, &format!("t{n}"), &format!("m{n}")).await);
@@ -155,7 +163,7 @@ async fn members_read_state_auth_chains_backfill_and_missing_events_until_the_ac
 
     // The state before a message is the room's state (nothing changed since), with its auth
     // chain, which reaches the create event.
-    let (status, body) = get(&a, &a, &state_ids_path(&room_id, &messages[2])).await;
+    let (status, body) = get(&b, &a, &state_ids_path(&room_id, &messages[2])).await;
     assert_eq!(status, 200, "{body}");
     let pdu_ids: BTreeSet<String> =
         body["pdu_ids"].as_array().unwrap().iter().map(|id| id.as_str().unwrap().to_owned()).collect();
@@ -164,18 +172,18 @@ async fn members_read_state_auth_chains_backfill_and_missing_events_until_the_ac
         body["auth_chain_ids"].as_array().unwrap().iter().map(|id| id.as_str().unwrap()).collect();
     assert!(auth_chain_ids.contains(&create_id.as_str()), "{body}");
 
-    let (status, body) = get(&a, &a, &state_path(&room_id, &messages[2])).await;
+    let (status, body) = get(&b, &a, &state_path(&room_id, &messages[2])).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["pdus"].as_array().unwrap().len(), current_state.len());
     assert!(body["auth_chain"].as_array().unwrap().iter().any(|pdu| pdu["type"] == "m.room.create"));
 
     // The state before the create event is empty.
-    let (status, body) = get(&a, &a, &state_ids_path(&room_id, &create_id)).await;
+    let (status, body) = get(&b, &a, &state_ids_path(&room_id, &create_id)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["pdu_ids"], json!([]));
 
     // The auth chain of a message: create, power levels, join rules' peers, the sender's join.
-    let (status, body) = get(&a, &a, &event_auth_path(&room_id, &messages[0])).await;
+    let (status, body) = get(&b, &a, &event_auth_path(&room_id, &messages[0])).await;
     assert_eq!(status, 200, "{body}");
     let types: BTreeSet<&str> =
         body["auth_chain"].as_array().unwrap().iter().map(|pdu| pdu["type"].as_str().unwrap()).collect();
@@ -184,26 +192,26 @@ async fn members_read_state_auth_chains_backfill_and_missing_events_until_the_ac
     }
 
     // Backfill from the latest message: it and the earlier ones, deepest first, `limit` of them.
-    let (status, body) = get(&a, &a, &backfill_path(&room_id, &[&messages[4]], 3)).await;
+    let (status, body) = get(&b, &a, &backfill_path(&room_id, &[&messages[4]], 3)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["origin"], a.server_name);
     assert_eq!(bodies(&body["pdus"]), ["m5", "m4", "m3"]);
     let found = depths(&body["pdus"]);
     assert!(found.windows(2).all(|pair| pair[0] > pair[1]), "{found:?}");
     // Walking on reaches the room's creation.
-    let (_, body) = get(&a, &a, &backfill_path(&room_id, &[&messages[4]], 1000)).await;
+    let (_, body) = get(&b, &a, &backfill_path(&room_id, &[&messages[4]], 1000)).await;
     let pdus = body["pdus"].as_array().unwrap();
     assert_eq!(pdus.last().unwrap()["type"], "m.room.create");
     assert!(pdus.len() > 5 && pdus.len() <= 100);
     // An unknown starting point gives nothing; a missing limit is refused.
-    let (status, body) = get(&a, &a, &backfill_path(&room_id, &["$unknown"], 10)).await;
+    let (status, body) = get(&b, &a, &backfill_path(&room_id, &["$unknown"], 10)).await;
     assert_eq!((status, body["pdus"].clone()), (200, json!([])));
     let no_limit = format!("/_matrix/federation/v1/backfill/{}?v={}", enc(&room_id), enc(&messages[0]));
-    assert_error(&get(&a, &a, &no_limit).await, 400, "M_MISSING_PARAM");
+    assert_error(&get(&b, &a, &no_limit).await, 400, "M_MISSING_PARAM");
 
     // Missing events: the gap between earliest and latest, oldest first.
     let (status, body) = post(
-        &a,
+        &b,
         &a,
         &missing_path(&room_id),
         json!({"earliest_events": [messages[0]], "latest_events": [messages[4]], "limit": 10, "min_depth": 0}),
@@ -213,30 +221,40 @@ async fn members_read_state_auth_chains_backfill_and_missing_events_until_the_ac
     assert_eq!(bodies(&body["events"]), ["m2", "m3", "m4"]);
     // `limit` (default 10) counts from the latest end.
     let (_, body) = post(
-        &a,
+        &b,
         &a,
         &missing_path(&room_id),
         json!({"earliest_events": [messages[0]], "latest_events": [messages[4]], "limit": 2}),
     )
     .await;
     assert_eq!(bodies(&body["events"]), ["m3", "m4"]);
-    let bad = post(&a, &a, &missing_path(&room_id), json!({"earliest_events": "nope"})).await;
+    let bad = post(&b, &a, &missing_path(&room_id), json!({"earliest_events": "nope"})).await;
     assert_error(&bad, 400, "M_BAD_JSON");
 
     // The event nearest a timestamp.
-    let (status, body) = get(&a, &a, &timestamp_path(&room_id, u64::MAX >> 12, "b")).await;
+    let (status, body) = get(&b, &a, &timestamp_path(&room_id, u64::MAX >> 12, "b")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["event_id"], messages[4]);
     assert!(body["origin_server_ts"].is_u64());
-    assert_error(&get(&a, &a, &timestamp_path(&room_id, 0, "x")).await, 400, "M_INVALID_PARAM");
+    assert_error(&get(&b, &a, &timestamp_path(&room_id, 0, "x")).await, 400, "M_INVALID_PARAM");
 
-    // /event hands the event out whole.
-    let (status, body) = get(&a, &a, &event_path(&messages[1])).await;
+    // /event hands out what B may see whole, and the rest redacted.
+    let (status, body) = get(&b, &a, &event_path(&messages[1])).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(bodies(&body["pdus"]), ["m2"]);
+    let (status, body) = get(&b, &a, &event_path(&before_join)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["pdus"][0]["type"], "m.room.message");
+    assert_eq!(body["pdus"][0]["content"], json!({}), "{body}");
+    assert!(body["pdus"][0]["hashes"]["sha256"].is_string(), "{body}");
+    let (_, body) = get(&b, &a, &backfill_path(&room_id, &[&messages[0]], 3)).await;
+    let pdus = body["pdus"].as_array().unwrap();
+    assert_eq!(pdus[0]["content"]["body"], "m1");
+    assert_eq!(pdus[1]["type"], "m.room.member", "B's join");
+    assert_eq!((&pdus[2]["type"], &pdus[2]["content"]), (&json!("m.room.message"), &json!({})), "{body}");
 
     // An ACL denying the server's name (port ignored) refuses every read of the room.
-    let host = a.server_name.split(':').next().unwrap().to_owned();
+    let host = b.server_name.split(':').next().unwrap().to_owned();
     alice
         .client
         .put(
@@ -246,19 +264,19 @@ async fn members_read_state_auth_chains_backfill_and_missing_events_until_the_ac
         .await
         .expect(200);
     for answer in [
-        get(&a, &a, &state_ids_path(&room_id, &messages[2])).await,
-        get(&a, &a, &state_path(&room_id, &messages[2])).await,
-        get(&a, &a, &event_path(&messages[1])).await,
-        get(&a, &a, &event_auth_path(&room_id, &messages[1])).await,
-        get(&a, &a, &backfill_path(&room_id, &[&messages[4]], 3)).await,
-        get(&a, &a, &timestamp_path(&room_id, 0, "f")).await,
-        post(&a, &a, &missing_path(&room_id), json!({"earliest_events": [], "latest_events": [messages[4]]}))
+        get(&b, &a, &state_ids_path(&room_id, &messages[2])).await,
+        get(&b, &a, &state_path(&room_id, &messages[2])).await,
+        get(&b, &a, &event_path(&messages[1])).await,
+        get(&b, &a, &event_auth_path(&room_id, &messages[1])).await,
+        get(&b, &a, &backfill_path(&room_id, &[&messages[4]], 3)).await,
+        get(&b, &a, &timestamp_path(&room_id, 0, "f")).await,
+        post(&b, &a, &missing_path(&room_id), json!({"earliest_events": [], "latest_events": [messages[4]]}))
             .await,
     ] {
         assert_error(&answer, 403, "M_FORBIDDEN");
     }
     // The gate others call says the same.
-    let origin = ruma::ServerName::parse(&a.server_name).unwrap();
+    let origin = ruma::ServerName::parse(&b.server_name).unwrap();
     let room = ruma::RoomId::parse(&room_id).unwrap();
     assert!(a.services().check_server_acl(&origin, &room).await.is_err());
     assert!(a.services().server_in_room(&origin, &room).await.unwrap());

@@ -57,6 +57,11 @@ impl Services {
         Ok(members.iter().any(|user_id| server_of_user(user_id) == Some(origin.as_str())))
     }
 
+    /// This server's name as a `ServerName`.
+    pub(crate) fn own_server_name(&self) -> Result<&ServerName> {
+        <&ServerName>::try_from(self.server_name()).map_err(Error::internal)
+    }
+
     /// The servers of the room's joined members, this server first when it has one.
     pub async fn servers_in_room(&self, room_id: &RoomId) -> Result<Vec<String>> {
         let members = self.store.room_members(room_id.as_str(), "join").await?;

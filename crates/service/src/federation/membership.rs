@@ -93,7 +93,7 @@ impl Services {
         let Some(head) = self.room_head_snapshot(room_id).await? else {
             return Err(MatrixError::not_found("Unknown room").into());
         };
-        if !self.server_in_room(room_id).await? {
+        if !self.server_in_room(self.own_server_name()?, room_id).await? {
             return Err(MatrixError::not_found("This server is not in the room").into());
         }
         let draft = EventDraft::state("m.room.member", user_id.as_str(), json!({ "membership": membership }));
@@ -108,14 +108,6 @@ impl Services {
             event: serde_json::to_value(event).map_err(Error::internal)?,
             room_version: head.version.clone(),
         })
-    }
-
-    /// Whether a local user is joined to the room.
-    async fn server_in_room(&self, room_id: &RoomId) -> Result<bool> {
-        let joined = self.store.room_members(room_id.as_str(), "join").await?;
-        Ok(joined.iter().any(|user| {
-            UserId::parse(user.as_str()).is_ok_and(|user| user.server_name().as_str() == self.server_name())
-        }))
     }
 
     /// `PUT /_matrix/federation/v{1,2}/send_join/{roomId}/{eventId}`.

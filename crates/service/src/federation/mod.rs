@@ -2,9 +2,9 @@
 //! ring, inbound request authentication, the notary key API and the queries other servers make.
 
 pub mod access;
-pub mod reads;
 pub mod membership;
 pub mod pdu;
+pub mod reads;
 
 use std::sync::Arc;
 
