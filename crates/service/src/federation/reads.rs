@@ -224,7 +224,7 @@ impl Services {
                 known.insert(id, prev);
             }
         }
-        results.sort_by(|a, b| (b.pdu.depth, b.stream_ordering).cmp(&(a.pdu.depth, a.stream_ordering)));
+        results.sort_by_key(|event| std::cmp::Reverse((event.pdu.depth, event.stream_ordering)));
         self.events_for_server(origin, &head, results).await
     }
 
