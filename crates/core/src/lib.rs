@@ -7,6 +7,7 @@
 //! - [`pdu`]: building, signing and parsing PDUs in each room version's format.
 //! - [`auth`]: auth-event selection and the authorization rules, as one verdict.
 //! - [`state_res`]: state resolution, room version 1's algorithm and ruma's v2/v2.1.
+//! - [`server_acl`]: whether a server name passes a room's `m.room.server_acl`.
 //!
 //! Nothing in this crate performs IO, is async, or knows about SQL or HTTP.
 
@@ -14,6 +15,7 @@ pub mod auth;
 pub mod error;
 pub mod pdu;
 pub mod room_version;
+pub mod server_acl;
 pub mod state_res;
 
 pub use error::{ErrCode, ErrorKind, MatrixError};

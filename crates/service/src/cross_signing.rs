@@ -502,14 +502,15 @@ impl Services {
     /// (`signatures_of`, by target user and key ID).
     pub(crate) async fn query_cross_signing_keys(
         &self,
-        requester: &UserId,
+        requester: Option<&UserId>,
         user_ids: &[&str],
         signatures_of: &HashMap<(&str, &str), Vec<&CrossSigningSignatureRecord>>,
     ) -> Result<QueriedCrossSigningKeys> {
         let mut result = QueriedCrossSigningKeys::default();
         for (user_id, record) in self.store.cross_signing_keys_of_users(user_ids).await? {
             let Some(key) = signing_key_from(record)? else { continue };
-            if key.key_type == USER_SIGNING && user_id != requester.as_str() {
+            let by_requester = |signer: &str| requester.is_some_and(|requester| requester.as_str() == signer);
+            if key.key_type == USER_SIGNING && !by_requester(&user_id) {
                 continue;
             }
             let Ok(owned_user_id) = OwnedUserId::try_from(user_id.as_str()) else {
@@ -521,7 +522,7 @@ impl Services {
                 .into_iter()
                 .flatten()
                 .copied()
-                .filter(|s| s.signer_user_id == user_id || s.signer_user_id == requester.as_str());
+                .filter(|s| s.signer_user_id == user_id || by_requester(&s.signer_user_id));
             merge_signatures(&mut json, signatures);
             let map = match key.key_type {
                 MASTER => &mut result.master_keys,

@@ -315,6 +315,16 @@ impl Services {
         requester: &UserId,
         requested: &BTreeMap<OwnedUserId, Vec<String>>,
     ) -> Result<KeysQueryResult> {
+        self.query_local_keys(Some(requester), requested).await
+    }
+
+    /// The keys of local users as `requester` may see them; `None` for another server, which
+    /// sees no user-signing key and only the signatures the users made themselves.
+    pub(crate) async fn query_local_keys(
+        &self,
+        requester: Option<&UserId>,
+        requested: &BTreeMap<OwnedUserId, Vec<String>>,
+    ) -> Result<KeysQueryResult> {
         let mut result = KeysQueryResult::default();
         // Local users by ID, with the devices asked for (none: all of them).
         let mut local: HashMap<&str, (&OwnedUserId, &[String])> = HashMap::new();
@@ -330,7 +340,9 @@ impl Services {
         // the signatures of both by themselves or by the requester.
         let user_ids: Vec<&str> = local.keys().copied().collect();
         let records = self.store.device_keys_of_users(&user_ids).await?;
-        let signatures = self.store.signatures_of_users_keys(&user_ids, requester.as_str()).await?;
+        // No user ID is empty: without a requester, only the owners' own signatures match.
+        let signer = requester.map_or("", |requester| requester.as_str());
+        let signatures = self.store.signatures_of_users_keys(&user_ids, signer).await?;
         let mut signatures_of: HashMap<(&str, &str), Vec<&CrossSigningSignatureRecord>> = HashMap::new();
         for signature in &signatures {
             signatures_of

@@ -43,6 +43,7 @@ pub mod key_backup;
 pub mod keys;
 pub mod media;
 pub mod metrics;
+pub mod openid;
 pub mod outbound;
 pub mod passwords;
 pub mod presence;
@@ -115,6 +116,8 @@ pub struct Services {
     pub media: Arc<media::Media>,
     /// `media_storage_providers`: where media is mirrored besides the local store.
     pub storage_providers: Arc<s3_provider::MediaStorageProviders>,
+    /// OpenID tokens handed out and not expired yet.
+    pub openid: Arc<openid::OpenIdTokens>,
 }
 
 impl Services {
@@ -160,6 +163,7 @@ impl Services {
             url_previews: Arc::new(url_previews),
             media: Arc::default(),
             storage_providers: Arc::new(storage_providers),
+            openid: Arc::default(),
         })
     }
 

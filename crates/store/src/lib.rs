@@ -18,6 +18,7 @@ pub mod devices;
 pub mod e2e_keys;
 pub mod engine;
 pub mod events;
+pub mod federation_transactions;
 pub mod key_backup;
 pub mod media;
 pub mod profiles;
@@ -42,7 +43,10 @@ pub use device_lists::MembershipTransition;
 pub use devices::DeviceRecord;
 pub use e2e_keys::{DeviceKeysRecord, KeysUploadRecord, OneTimeKeyRecord};
 pub use engine::{Db, Dialect, Durability, Row, Tx, Value};
-pub use events::{EventFilterSql, NewEvent, NewRelation, StoredEvent, TxnRecord};
+pub use events::{
+    CurrentStateChange, EventFilterSql, NewEvent, NewRelation, PersistedEvent, RemoteEvent, StoredEvent,
+    TxnRecord,
+};
 pub use key_backup::{
     BackupKeysState, BackupKeysWrite, BackupVersionRecord, RoomKeyRecord, RoomKeysSelection,
 };

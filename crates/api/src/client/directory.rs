@@ -101,7 +101,7 @@ async fn put_visibility(
     Ok(Json(json!({})))
 }
 
-fn page_json(page: PublicRoomsPage) -> Value {
+pub(crate) fn page_json(page: PublicRoomsPage) -> Value {
     let chunk: Vec<Value> = page.chunk.iter().map(|room| Value::Object(published_room_json(room))).collect();
     let mut body = json!({
         "chunk": chunk,
@@ -117,7 +117,7 @@ fn page_json(page: PublicRoomsPage) -> Value {
 }
 
 /// A negative limit is refused; zero means no limit.
-fn parse_limit(limit: Option<i64>) -> Result<Option<u64>, MatrixError> {
+pub(crate) fn parse_limit(limit: Option<i64>) -> Result<Option<u64>, MatrixError> {
     limit
         .map(|limit| {
             u64::try_from(limit).map_err(|_| MatrixError::invalid_param("limit must not be negative"))

@@ -4,9 +4,10 @@ mod account;
 mod capabilities;
 mod dehydrated;
 mod devices;
-mod directory;
+pub(crate) mod directory;
 mod keys;
 mod membership;
+mod openid;
 mod profile;
 pub(crate) mod push;
 mod relations;
@@ -55,6 +56,7 @@ pub fn routes() -> Router<AppState> {
         .merge(session::routes())
         .merge(devices::routes())
         .merge(keys::routes())
+        .merge(openid::routes())
         .merge(profile::routes())
         .merge(capabilities::routes())
         .merge(rooms::routes())

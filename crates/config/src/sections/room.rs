@@ -2,7 +2,7 @@
 //! `encryption_enabled_by_default_for_room_type`, `default_power_level_content_override`,
 //! `room_list_publication_rules`, `alias_creation_rules`, `block_non_admin_invites`,
 //! `require_membership_for_aliases`, `forget_rooms_on_leave`, `filter_timeline_limit`,
-//! `enable_search`.
+//! `enable_search`, `allow_public_rooms_without_auth`, `allow_public_rooms_over_federation`.
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -42,6 +42,7 @@ pub(crate) struct RawRoom {
     filter_timeline_limit: Option<i64>,
     enable_room_list_search: Option<bool>,
     allow_public_rooms_without_auth: Option<bool>,
+    allow_public_rooms_over_federation: Option<bool>,
     enable_search: Option<LooseBool>,
 }
 
@@ -68,6 +69,8 @@ pub struct RoomConfig {
     pub filter_timeline_limit: i64,
     pub enable_room_list_search: bool,
     pub allow_public_rooms_without_auth: bool,
+    /// Whether other servers may read the room directory (Synapse's default: no).
+    pub allow_public_rooms_over_federation: bool,
     /// `enable_search: false` refuses `/search` (the user directory stays), as in Synapse.
     pub enable_search: bool,
 }
@@ -115,6 +118,7 @@ impl RawRoom {
             filter_timeline_limit: self.filter_timeline_limit.unwrap_or(100),
             enable_room_list_search: self.enable_room_list_search.unwrap_or(true),
             allow_public_rooms_without_auth: self.allow_public_rooms_without_auth.unwrap_or(false),
+            allow_public_rooms_over_federation: self.allow_public_rooms_over_federation.unwrap_or(false),
             enable_search: self.enable_search.is_none_or(|enabled| enabled.0),
         })
     }

@@ -16,6 +16,8 @@ mod directory;
 mod e2e_keys;
 mod e2e_restart;
 mod exhaustion;
+mod federation_reads;
+mod federation_resident;
 mod federation_transport;
 mod foundation;
 mod harness;

@@ -1,6 +1,11 @@
 //! Federation on top of the transport crate (`myelin-federation`): the shared client and key
 //! ring, inbound request authentication, the notary key API and the queries other servers make.
 
+pub mod access;
+pub mod membership;
+pub mod pdu;
+pub mod reads;
+
 use std::sync::Arc;
 
 use myelin_core::{ErrCode, MatrixError};

@@ -55,7 +55,9 @@ impl Services {
             Some(pdu) => pdu,
             None => {
                 let json = serde_json::from_str(&stored.json).map_err(Error::internal)?;
-                let pdu = Arc::new(Pdu::from_json(json, event_id, rules).map_err(Error::internal)?);
+                let mut pdu = Pdu::from_json(json, event_id, rules).map_err(Error::internal)?;
+                pdu.rejected = stored.rejected_reason.is_some();
+                let pdu = Arc::new(pdu);
                 self.rooms.cache_event(pdu.clone());
                 pdu
             }
@@ -155,16 +157,11 @@ impl Services {
             .iter()
             .map(|id| EventId::parse(id).map_err(Error::internal))
             .collect::<Result<_>>()?;
-        let latest = self.store.latest_event(room_id.as_str()).await?;
-        let (state_group, depth) = match &latest {
-            Some(latest) => {
-                let event = self.parse_stored(latest, &rules)?;
-                (latest.state_after, event.pdu.depth)
-            }
-            None => (None, 0),
-        };
+        // With forks, the current state is not the state after the latest event: its group is
+        // kept on the room.
+        let state_group = self.store.current_state_group(room_id.as_str()).await?;
         let extremity_pdus = self.get_pdus(&extremities, &rules).await?;
-        let depth = extremity_pdus.values().map(|p| p.depth).max().unwrap_or(depth);
+        let depth = extremity_pdus.values().map(|p| p.depth).max().unwrap_or(0);
         Ok(Some(RoomHead {
             room_id: room_id.to_owned(),
             version,

@@ -20,7 +20,7 @@ fn rank(visibility: &str) -> u8 {
 }
 
 /// A content field of a state event, read from a state group.
-enum StateField {
+pub(crate) enum StateField {
     /// The group has no such event, or its content has no such string field.
     Unset,
     Set(String),
@@ -37,7 +37,7 @@ impl StateField {
 
 impl Services {
     /// The `content` field of a state key in a state group (cached per call by the caller).
-    async fn state_field_at(
+    pub(crate) async fn state_field_at(
         &self,
         group: Option<i64>,
         kind: &str,
