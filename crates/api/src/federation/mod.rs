@@ -2,6 +2,7 @@
 
 mod auth;
 mod membership;
+mod send;
 
 use std::collections::BTreeMap;
 
@@ -104,6 +105,7 @@ pub fn routes() -> Router<AppState> {
         .route("/_matrix/federation/v1/version", get(version))
         .route("/_matrix/federation/v1/query/profile", get(query_profile))
         .merge(membership::routes())
+        .merge(send::routes())
 }
 
 pub fn key_routes() -> Router<AppState> {

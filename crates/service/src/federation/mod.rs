@@ -1,8 +1,10 @@
 //! Federation on top of the transport crate (`myelin-federation`): the shared client and key
 //! ring, inbound request authentication, the notary key API and the queries other servers make.
 
+pub mod edu;
 pub mod membership;
 pub mod pdu;
+pub mod transaction;
 
 use std::sync::Arc;
 
@@ -18,6 +20,7 @@ use crate::{Error, Result, Services};
 pub struct Federation {
     pub client: Arc<FederationClient>,
     pub keys: KeyRing,
+    pub(crate) inbound: transaction::InboundTransactions,
 }
 
 impl Federation {
@@ -34,7 +37,7 @@ impl Federation {
                 .map_err(|e| Error::internal(format!("federation TLS: {e}")))?;
         let client = Arc::new(client);
         let keys = KeyRing::new(client.clone(), store, config.keys.trusted_key_servers.clone());
-        Ok(Federation { client, keys })
+        Ok(Federation { client, keys, inbound: Default::default() })
     }
 }
 
