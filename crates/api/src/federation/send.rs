@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::routing::put;
 use axum::{Json, Router};
-use serde_json::Value;
+use serde_json::{Map, Value, json};
 
 use super::ServerAuth;
 use crate::AppState;
@@ -17,7 +17,16 @@ async fn send_transaction(
     auth: ServerAuth,
 ) -> ApiResult<Json<Value>> {
     let body: Value = parse_json(&auth.body)?;
-    Ok(Json(services.receive_transaction(&auth.origin, &txn_id, &body).await?))
+    let results = services.receive_transaction(&auth.origin, &txn_id, &body).await?;
+    let pdus: Map<String, Value> = results
+        .pdus
+        .into_iter()
+        .map(|(event_id, error)| match error {
+            None => (event_id, json!({})),
+            Some(error) => (event_id, json!({ "error": error })),
+        })
+        .collect();
+    Ok(Json(json!({ "pdus": pdus })))
 }
 
 pub fn routes() -> Router<AppState> {

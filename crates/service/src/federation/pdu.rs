@@ -427,13 +427,12 @@ impl Services {
         if rejected_reason.is_none() {
             let mut auth_state = StateMap::new();
             for auth in auth_pdus.values() {
-                if let Some(key) = &auth.state_key {
-                    if auth_state
+                if let Some(key) = &auth.state_key
+                    && auth_state
                         .insert((auth.kind.to_string(), key.clone()), auth.event_id.clone())
                         .is_some()
-                    {
-                        rejected_reason = Some("duplicate auth events".to_owned());
-                    }
+                {
+                    rejected_reason = Some("duplicate auth events".to_owned());
                 }
             }
             if rejected_reason.is_none()

@@ -10,12 +10,13 @@
 //! still missing, the PDU is dropped with an error entry (fetching the state at such a gap,
 //! with outliers, comes with the joining side's work).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use myelin_core::MatrixError;
 use ruma::{OwnedServerName, RoomId, ServerName, UserId};
-use serde_json::{Map, Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 
 use super::pdu::{PduOutcome, path_segment, pdu_event_id, pdu_object};
 use crate::{Error, Result, Services};
@@ -39,19 +40,22 @@ impl InboundTransactions {
     }
 }
 
-fn error_entry(message: impl Into<String>) -> Value {
-    json!({ "error": message.into() })
+/// What became of each PDU of a transaction: event ID to `None` (processed) or the error.
+/// Kept (as JSON) per `(origin, txnId)` to answer the transaction again.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransactionResults {
+    pub pdus: BTreeMap<String, Option<String>>,
 }
 
 impl Services {
-    /// Processes an inbound transaction; returns the `pdus` answer (event ID to `{}` or
-    /// `{"error": ...}`). Runs on a task of its own: a hang-up must not stop it half-way.
+    /// Processes an inbound transaction; returns what became of each PDU. Runs on a task of
+    /// its own: a hang-up must not stop it half-way.
     pub async fn receive_transaction(
         &self,
         origin: &ServerName,
         txn_id: &str,
         body: &Value,
-    ) -> Result<Value> {
+    ) -> Result<TransactionResults> {
         let Some(body) = body.as_object() else {
             return Err(MatrixError::bad_json("A transaction must be an object").into());
         };
@@ -87,16 +91,16 @@ impl Services {
         txn_id: &str,
         pdus: Vec<Value>,
         edus: Vec<Value>,
-    ) -> Result<Value> {
+    ) -> Result<TransactionResults> {
         let lock = self.federation.inbound.lock_for(origin);
         let _one_at_a_time = lock.lock().await;
         if let Some(answer) = self.store.inbound_transaction_response(origin.as_str(), txn_id).await? {
             return serde_json::from_str(&answer).map_err(Error::internal);
         }
-        let mut results = Map::new();
+        let mut results = TransactionResults::default();
         for pdu in &pdus {
             if let Some((event_id, result)) = self.receive_transaction_pdu(origin, pdu).await {
-                results.insert(event_id, result);
+                results.pdus.insert(event_id, result);
             }
         }
         for edu in &edus {
@@ -106,15 +110,18 @@ impl Services {
                 tracing::info!(%origin, edu_type, %error, "could not process an EDU");
             }
         }
-        let answer = json!({ "pdus": results });
-        let text = serde_json::to_string(&answer).map_err(Error::internal)?;
+        let text = serde_json::to_string(&results).map_err(Error::internal)?;
         self.store.record_inbound_transaction(origin.as_str(), txn_id, &text).await?;
-        Ok(answer)
+        Ok(results)
     }
 
-    /// One PDU of a transaction: its event ID and result entry (`None` for a PDU whose event
+    /// One PDU of a transaction: its event ID and error, if any (`None` for a PDU whose event
     /// ID cannot even be worked out, which Synapse leaves out too).
-    async fn receive_transaction_pdu(&self, origin: &ServerName, pdu: &Value) -> Option<(String, Value)> {
+    async fn receive_transaction_pdu(
+        &self,
+        origin: &ServerName,
+        pdu: &Value,
+    ) -> Option<(String, Option<String>)> {
         let room_id = pdu.get("room_id").and_then(Value::as_str).and_then(|r| RoomId::parse(r).ok())?;
         let rules = match self.room_rules(&room_id).await {
             Ok(Some((_, rules))) => Some(rules),
@@ -128,7 +135,7 @@ impl Services {
             // Without the room's version the event ID cannot be worked out: keyed by what the
             // PDU claims, as far as it parses at all.
             let event_id = pdu.get("event_id").and_then(Value::as_str)?.to_owned();
-            return Some((event_id, error_entry("Unknown room")));
+            return Some((event_id, Some("Unknown room".to_owned())));
         };
         let mut object = pdu_object(pdu).ok()?;
         if rules.event_id_format != ruma::room_version_rules::EventIdFormatVersion::V1 {
@@ -141,17 +148,15 @@ impl Services {
             Err(error) => Err(error),
         };
         let entry = match result {
-            Ok(PduOutcome::Accepted(_) | PduOutcome::AlreadyKnown(_) | PduOutcome::SoftFailed(_)) => {
-                json!({})
-            }
-            Ok(PduOutcome::Rejected(_, reason)) => error_entry(format!("Rejected: {reason}")),
+            Ok(PduOutcome::Accepted(_) | PduOutcome::AlreadyKnown(_) | PduOutcome::SoftFailed(_)) => None,
+            Ok(PduOutcome::Rejected(_, reason)) => Some(format!("Rejected: {reason}")),
             Ok(PduOutcome::MissingPrevEvents(_, missing)) => {
                 tracing::info!(%event_id, %origin, ?missing, "dropped a PDU whose prev events could not be fetched");
-                error_entry("Missing prev events")
+                Some("Missing prev events".to_owned())
             }
             Err(error) => {
                 tracing::info!(%event_id, %origin, %error, "refused a PDU");
-                error_entry(error.to_string())
+                Some(error.to_string())
             }
         };
         Some((event_id.to_string(), entry))

@@ -144,8 +144,11 @@ pub struct CurrentStateChange {
     pub group_changes: crate::state::StateDelta,
     /// Changes to the current state rows: `(type, state_key)` to `(event ID, membership)`, or
     /// `None` where the key left the state.
-    pub rows: Vec<((String, String), Option<(String, Option<String>)>)>,
+    pub rows: Vec<CurrentStateRow>,
 }
+
+/// One change to the current state rows (see [`CurrentStateChange::rows`]).
+pub type CurrentStateRow = ((String, String), Option<(String, Option<String>)>);
 
 /// [`EVENT_COLUMNS`] of the table aliased `e`, for joins.
 pub(crate) fn event_columns_of_e() -> String {
