@@ -21,7 +21,7 @@
 
 use serde_json::Value as Json;
 
-use crate::events::{EventFilterSql, NewEvent, StoredEvent, event_columns_of_e};
+use crate::events::{EVENT_COLUMN_COUNT, EventFilterSql, NewEvent, StoredEvent, event_columns_of_e};
 use crate::{Dialect, Store, StoreError, Tx, Value, params};
 
 /// Marks placed around matched words in highlighted text. They never occur in indexed text.
@@ -535,8 +535,8 @@ impl Store {
             .map(|row| {
                 Ok(SearchMatch {
                     event: crate::events::event_from_row(row)?,
-                    rank: row.opt_f64(9)?.unwrap_or(0.0),
-                    highlights: marked_words(&row.opt_string(10)?.unwrap_or_default()),
+                    rank: row.opt_f64(EVENT_COLUMN_COUNT)?.unwrap_or(0.0),
+                    highlights: marked_words(&row.opt_string(EVENT_COLUMN_COUNT + 1)?.unwrap_or_default()),
                 })
             })
             .collect()

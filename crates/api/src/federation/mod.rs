@@ -3,6 +3,7 @@
 mod auth;
 mod membership;
 mod reads;
+mod send;
 
 use std::collections::BTreeMap;
 
@@ -106,6 +107,7 @@ pub fn routes() -> Router<AppState> {
         .route("/_matrix/federation/v1/query/profile", get(query_profile))
         .merge(reads::routes())
         .merge(membership::routes())
+        .merge(send::routes())
 }
 
 pub fn key_routes() -> Router<AppState> {

@@ -275,6 +275,13 @@ async fn members_read_state_auth_chains_backfill_and_missing_events_until_the_ac
     ] {
         assert_error(&answer, 403, "M_FORBIDDEN");
     }
+    // Joins and leaves go through the same gate.
+    let newcomer = format!("@newcomer:{}", b.server_name);
+    let make_join =
+        format!("/_matrix/federation/v1/make_join/{}/{}?ver=10&ver=11&ver=12", enc(&room_id), enc(&newcomer));
+    assert_error(&get(&b, &a, &make_join).await, 403, "M_FORBIDDEN");
+    let make_leave = format!("/_matrix/federation/v1/make_leave/{}/{}", enc(&room_id), enc(&newcomer));
+    assert_error(&get(&b, &a, &make_leave).await, 403, "M_FORBIDDEN");
     // The gate others call says the same.
     let origin = ruma::ServerName::parse(&b.server_name).unwrap();
     let room = ruma::RoomId::parse(&room_id).unwrap();

@@ -50,7 +50,7 @@ impl Services {
         user_id: &UserId,
         supported_versions: &[String],
     ) -> Result<MembershipTemplate> {
-        // ACL: fed-reads
+        self.check_server_acl(origin, room_id).await?;
         let template = self.membership_template(origin, room_id, user_id, "join").await?;
         if !supported_versions.iter().any(|v| v == template.room_version.as_str()) {
             return Err(MatrixError::new(
@@ -73,7 +73,7 @@ impl Services {
         room_id: &RoomId,
         user_id: &UserId,
     ) -> Result<MembershipTemplate> {
-        // ACL: fed-reads
+        self.check_server_acl(origin, room_id).await?;
         self.membership_template(origin, room_id, user_id, "leave").await
     }
 
@@ -118,7 +118,7 @@ impl Services {
         event_id: &EventId,
         event: &Value,
     ) -> Result<SendJoinAnswer> {
-        // ACL: fed-reads
+        self.check_server_acl(origin, room_id).await?;
         let accepted = self.receive_membership(origin, room_id, event_id, event, "join").await?;
         let Some((_, rules)) = self.room_rules(room_id).await? else {
             return Err(MatrixError::not_found("Unknown room").into());
@@ -166,7 +166,7 @@ impl Services {
         event_id: &EventId,
         event: &Value,
     ) -> Result<()> {
-        // ACL: fed-reads
+        self.check_server_acl(origin, room_id).await?;
         self.receive_membership(origin, room_id, event_id, event, "leave").await?;
         Ok(())
     }

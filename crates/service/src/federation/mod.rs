@@ -2,9 +2,11 @@
 //! ring, inbound request authentication, the notary key API and the queries other servers make.
 
 pub mod access;
+pub mod edu;
 pub mod membership;
 pub mod pdu;
 pub mod reads;
+pub mod transaction;
 
 use std::sync::Arc;
 
@@ -20,6 +22,7 @@ use crate::{Error, Result, Services};
 pub struct Federation {
     pub client: Arc<FederationClient>,
     pub keys: KeyRing,
+    pub(crate) inbound: transaction::InboundTransactions,
 }
 
 impl Federation {
@@ -36,7 +39,7 @@ impl Federation {
                 .map_err(|e| Error::internal(format!("federation TLS: {e}")))?;
         let client = Arc::new(client);
         let keys = KeyRing::new(client.clone(), store, config.keys.trusted_key_servers.clone());
-        Ok(Federation { client, keys })
+        Ok(Federation { client, keys, inbound: Default::default() })
     }
 }
 

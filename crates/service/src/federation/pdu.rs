@@ -374,6 +374,7 @@ impl Services {
         pdu: &Pdu,
         state: &StateMap,
         auth_pdus: &HashMap<OwnedEventId, Arc<Pdu>>,
+        create_id: Option<&OwnedEventId>,
     ) -> Result<std::result::Result<(), String>> {
         let auth_types = match myelin_core::auth::auth_types(
             rules,
@@ -388,7 +389,9 @@ impl Services {
         let mut keys: Vec<(String, String)> =
             auth_types.iter().map(|(kind, key)| (kind.to_string(), key.clone())).collect();
         keys.push(("m.room.create".to_owned(), String::new()));
-        let ids: Vec<OwnedEventId> = keys.iter().filter_map(|key| state.get(key).cloned()).collect();
+        let mut ids: Vec<OwnedEventId> = keys.iter().filter_map(|key| state.get(key).cloned()).collect();
+        // The rules consult the create event even where it is not an auth event (v12).
+        ids.extend(create_id.cloned());
         let pdus = self.get_pdus(&ids, rules).await?;
         let by_key: HashMap<(String, String), Arc<Pdu>> = keys
             .into_iter()
@@ -414,6 +417,7 @@ impl Services {
         prev_groups: &[Option<i64>],
     ) -> Result<PreparedEvent> {
         let rules = head.rules.clone();
+        let create_id = head.state_event_id("m.room.create", "");
         let auth_pdus = self.get_pdus(&pdu.auth_events, &rules).await?;
         let mut rejected_reason = None;
         if let Some(bad) = pdu.auth_events.iter().find(|id| auth_pdus.get(*id).is_none_or(|p| p.rejected)) {
@@ -423,17 +427,17 @@ impl Services {
         if rejected_reason.is_none() {
             let mut auth_state = StateMap::new();
             for auth in auth_pdus.values() {
-                if let Some(key) = &auth.state_key {
-                    if auth_state
+                if let Some(key) = &auth.state_key
+                    && auth_state
                         .insert((auth.kind.to_string(), key.clone()), auth.event_id.clone())
                         .is_some()
-                    {
-                        rejected_reason = Some("duplicate auth events".to_owned());
-                    }
+                {
+                    rejected_reason = Some("duplicate auth events".to_owned());
                 }
             }
             if rejected_reason.is_none()
-                && let Err(reason) = self.check_auth_against(&rules, &pdu, &auth_state, &auth_pdus).await?
+                && let Err(reason) =
+                    self.check_auth_against(&rules, &pdu, &auth_state, &auth_pdus, create_id).await?
             {
                 rejected_reason = Some(format!("not allowed by its auth events: {reason}"));
             }
@@ -442,7 +446,8 @@ impl Services {
         let (state_before, state_before_group) =
             self.state_of_groups(&rules, prev_groups, Vec::new()).await?;
         if rejected_reason.is_none()
-            && let Err(reason) = self.check_auth_against(&rules, &pdu, &state_before, &auth_pdus).await?
+            && let Err(reason) =
+                self.check_auth_against(&rules, &pdu, &state_before, &auth_pdus, create_id).await?
         {
             rejected_reason = Some(format!("not allowed by the state before it: {reason}"));
         }
@@ -450,7 +455,7 @@ impl Services {
         let current: StateMap = head.state.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let soft_failed = rejected_reason.is_none()
             && current != state_before
-            && self.check_auth_against(&rules, &pdu, &current, &auth_pdus).await?.is_err();
+            && self.check_auth_against(&rules, &pdu, &current, &auth_pdus, create_id).await?.is_err();
         let mut pdu = pdu;
         pdu.rejected = rejected_reason.is_some();
 

@@ -45,6 +45,8 @@ pub struct RoomEvent {
     pub replaces_state: Option<String>,
     pub state_before: Option<i64>,
     pub state_after: Option<i64>,
+    /// Whether clients may see it (not an outlier, not rejected, not soft-failed).
+    pub visible: bool,
 }
 
 impl Services {
@@ -69,6 +71,7 @@ impl Services {
             replaces_state: stored.replaces_state.clone(),
             state_before: stored.state_before,
             state_after: stored.state_after,
+            visible: stored.visible(),
         })
     }
 

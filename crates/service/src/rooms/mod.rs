@@ -28,7 +28,8 @@
 //! - Every local event, whoever makes it (client sends, createRoom, membership, upgrades,
 //!   and federation once it sends), goes through [`Services::prepare_event`] and is persisted
 //!   by [`Services::commit_events`] or [`Services::stage_events`]: there is no second way to
-//!   write an event. Events received over federation will take the same persist step.
+//!   write an event. Events received over federation take the same persist step
+//!   ([`Services::receive_remote_pdu`] prepares them, see `federation::pdu`).
 //! - Sends to one room are serialised by that room's send lock
 //!   ([`Services::lock_room_for_write`]), so this server never forks its own rooms' DAG;
 //!   sends to different rooms run in parallel. Whoever holds the lock owns the head; the head

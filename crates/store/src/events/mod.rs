@@ -52,6 +52,9 @@ impl StoredEvent {
 
 pub(crate) const EVENT_COLUMNS: &str = "event_id, room_id, stream_ordering, json, state_before, state_after, replaces_state, redacted_by, outlier, rejected_reason, soft_failed";
 
+/// How many columns [`EVENT_COLUMNS`] has (a query selecting more reads them after these).
+pub(crate) const EVENT_COLUMN_COUNT: usize = 11;
+
 /// The condition on `events` (unaliased) that keeps what clients may see: no outliers, no
 /// rejected and no soft-failed events. Every client read of events in stream order uses it.
 pub(crate) const VISIBLE: &str = "NOT outlier AND rejected_reason IS NULL AND NOT soft_failed";
@@ -144,10 +147,21 @@ pub struct CurrentStateChange {
     pub group_changes: crate::state::StateDelta,
     /// Changes to the current state rows: `(type, state_key)` to `(event ID, membership)`, or
     /// `None` where the key left the state.
-    pub rows: Vec<((String, String), Option<(String, Option<String>)>)>,
+    pub rows: Vec<CurrentStateRow>,
 }
+
+/// One change to the current state rows (see [`CurrentStateChange::rows`]).
+pub type CurrentStateRow = ((String, String), Option<(String, Option<String>)>);
 
 /// [`EVENT_COLUMNS`] of the table aliased `e`, for joins.
 pub(crate) fn event_columns_of_e() -> String {
     EVENT_COLUMNS.split(", ").map(|c| format!("e.{c}")).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_column_count_matches_the_columns() {
+        assert_eq!(super::EVENT_COLUMNS.split(", ").count(), super::EVENT_COLUMN_COUNT);
+    }
 }
