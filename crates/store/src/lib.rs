@@ -17,6 +17,7 @@ pub mod devices;
 pub mod e2e_keys;
 pub mod engine;
 pub mod events;
+pub mod federation_queue;
 pub mod key_backup;
 pub mod media;
 pub mod profiles;

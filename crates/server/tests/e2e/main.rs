@@ -15,6 +15,7 @@ mod directory;
 mod e2e_keys;
 mod e2e_restart;
 mod exhaustion;
+mod federation_sender;
 mod federation_transport;
 mod foundation;
 mod harness;

@@ -1,6 +1,8 @@
 //! Federation on top of the transport crate (`myelin-federation`): the shared client and key
 //! ring, inbound request authentication, the notary key API and the queries other servers make.
 
+pub mod sender;
+
 use std::sync::Arc;
 
 use myelin_core::{ErrCode, MatrixError};
@@ -15,6 +17,8 @@ use crate::{Error, Result, Services};
 pub struct Federation {
     pub client: Arc<FederationClient>,
     pub keys: KeyRing,
+    /// The outbound queue's sender in this process.
+    pub sender: sender::SenderState,
 }
 
 impl Federation {
@@ -31,7 +35,8 @@ impl Federation {
                 .map_err(|e| Error::internal(format!("federation TLS: {e}")))?;
         let client = Arc::new(client);
         let keys = KeyRing::new(client.clone(), store, config.keys.trusted_key_servers.clone());
-        Ok(Federation { client, keys })
+        let sender = sender::SenderState::new(&config.federation.instance_name);
+        Ok(Federation { client, keys, sender })
     }
 }
 

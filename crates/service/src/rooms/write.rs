@@ -297,6 +297,7 @@ impl Services {
             .and_then(|key| head.state_event_id(&draft.kind, key))
             .map(|id| id.to_string());
         let contains_url = draft.content.get("url").is_some_and(Value::is_string);
+        let federation_destinations = self.federation_destinations(head, &pdu).await?;
         let event = NewEvent {
             event_id: pdu.event_id.to_string(),
             room_id: pdu.room_id.to_string(),
@@ -316,6 +317,7 @@ impl Services {
             txn: txn.as_ref().map(|t| txn_record(sender, t)),
             redaction: redaction.as_ref().map(|(id, pruned)| (id.to_string(), pruned.clone())),
             new_room,
+            federation_destinations,
         };
         Ok(PreparedEvent { pdu: Arc::new(pdu), event, redacted: redaction.map(|(id, _)| id) })
     }
@@ -463,6 +465,9 @@ impl Services {
         }
         self.publish_events_up_to(current).await;
         self.push_queued(queued);
+        if prepared.iter().any(|p| !p.event.federation_destinations.is_empty()) {
+            self.wake_federation_sender();
+        }
         let out: Vec<Arc<Pdu>> = prepared.into_iter().map(|p| p.pdu).collect();
         if with_state {
             self.record_push_actions(&out).await;

@@ -99,6 +99,8 @@ pub struct NewEvent {
     pub redaction: Option<(String, String)>,
     /// For a new room: its version and creator.
     pub new_room: Option<(String, String)>,
+    /// The servers the event is sent to: queued for them in the persisting transaction.
+    pub federation_destinations: Vec<String>,
 }
 
 /// [`EVENT_COLUMNS`] of the table aliased `e`, for joins.
