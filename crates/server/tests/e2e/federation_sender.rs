@@ -53,6 +53,20 @@ fn delivered_bodies(transactions: &[RecordedTransaction]) -> Vec<String> {
         .collect()
 }
 
+/// Waits (up to 30 s) until nothing is queued for `destination` on `server`: its rows go once
+/// the destination's 200 has arrived, a moment after the peer recorded the transaction.
+async fn queue_empties(server: &TestServer, destination: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let queued = server.services().store().federation_queue_len(destination).await.unwrap();
+        if queued == (0, 0) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "still queued for {destination}: {queued:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 fn bodies(range: std::ops::RangeInclusive<usize>) -> Vec<String> {
     range.map(|i| format!("m{i}")).collect()
 }
@@ -105,7 +119,7 @@ async fn local_events_reach_remote_members_once_in_order_and_batched() {
     let txn_ids: std::collections::HashSet<&str> = transactions.iter().map(|t| t.txn_id.as_str()).collect();
     assert_eq!(txn_ids.len(), transactions.len(), "transaction IDs are unique");
     assert_eq!(peer.bad_signatures(), 0);
-    assert_eq!(a.services().store().federation_queue_len(&peer.server_name).await.unwrap(), (0, 0));
+    queue_empties(&a, &peer.server_name).await;
 }
 
 #[tokio::test]
@@ -137,10 +151,10 @@ async fn a_destination_down_for_a_while_gets_the_same_transaction_then_everythin
     let accepted: Vec<&RecordedTransaction> = transactions.iter().filter(|t| t.accepted).collect();
     assert_eq!(accepted[0].txn_id, failed[0].txn_id, "the retried transaction keeps its ID");
     assert_eq!(delivered_bodies(&transactions), bodies(1..=5), "everything once, in order");
+    queue_empties(&a, &peer.server_name).await;
     let record = a.services().store().federation_destination(&peer.server_name).await.unwrap().unwrap();
     assert_eq!((record.failure_ts, record.retry_interval), (None, 0), "the destination is up again");
     assert!(record.last_success_ts.is_some());
-    assert_eq!(a.services().store().federation_queue_len(&peer.server_name).await.unwrap(), (0, 0));
 }
 
 #[tokio::test]
@@ -157,6 +171,7 @@ async fn a_transaction_refused_with_4xx_is_dropped_and_sending_goes_on() {
     peer.wait_until(WAIT, |t| delivered_bodies(t) == ["m2"]).await;
     let transactions = peer.transactions();
     assert_eq!(transactions.len(), 2, "the refused transaction is not retried: {transactions:#?}");
+    queue_empties(&a, &peer.server_name).await;
     let record = a.services().store().federation_destination(&peer.server_name).await.unwrap().unwrap();
     assert_eq!(record.failure_ts, None, "a refusal is not a failure of the destination");
 }
@@ -180,7 +195,7 @@ async fn rows_queued_before_a_restart_are_sent_after_it() {
     a.restart().await;
     peer.wait_until(WAIT, |t| delivered_bodies(t).len() >= 3).await;
     assert_eq!(delivered_bodies(&peer.transactions()), bodies(1..=3));
-    assert_eq!(a.services().store().federation_queue_len(&peer.server_name).await.unwrap(), (0, 0));
+    queue_empties(&a, &peer.server_name).await;
     assert_eq!(peer.transactions().len(), 1);
 }
 
@@ -204,7 +219,7 @@ async fn the_domain_whitelist_leaves_other_servers_out() {
     allowed.wait_until(WAIT, |t| delivered_bodies(t).len() >= 2).await;
     assert_eq!(delivered_bodies(&allowed.transactions()), bodies(1..=2));
     // Nothing was ever queued for the other server, so nothing can reach it.
-    assert_eq!(a.services().store().federation_queue_len(&other.server_name).await.unwrap(), (0, 0));
+    queue_empties(&a, &other.server_name).await;
     assert!(other.transactions().is_empty());
 }
 
@@ -230,14 +245,14 @@ async fn a_membership_event_reaches_its_targets_server() {
     assert_eq!(to_invited[0]["state_key"], carol.as_str());
     let to_member: Vec<Value> = member.accepted_pdus();
     assert_eq!(to_member.len(), 2, "the invite and the message: {to_member:#?}");
-    assert_eq!(a.services().store().federation_queue_len(&invited.server_name).await.unwrap(), (0, 0));
+    queue_empties(&a, &invited.server_name).await;
 }
 
 #[tokio::test]
 async fn two_processes_sharing_a_database_send_each_transaction_once() {
     let certs = TestCertificates::new();
     let peer = FederationPeer::start("b.test", certs.path()).await;
-    let first = federating_server("a.test", certs.path(), json!({})).await;
+    let first = federating_server("a.test", certs.path(), json!({"myelin_federation_retry": fast_retry()})).await;
     // The second process: the same server (name, key, database), its own plain listener.
     let config = &first.services().config;
     let second = TestServer::start_with(json!({
@@ -248,15 +263,27 @@ async fn two_processes_sharing_a_database_send_each_transaction_once() {
         "myelin_dns_overrides": {"b.test": ["127.0.0.1"]},
         "ip_range_whitelist": ["127.0.0.1"],
         "trusted_key_servers": [],
+        "myelin_federation_retry": fast_retry(),
     }))
     .await;
     assert_eq!(second.services().keys.key_id(), first.services().keys.key_id());
     let (alice, room_id) = room_with_remote_members(&first, &[&peer]).await;
-    for i in 1..=30 {
+    // Down at first: both processes see the destination due after each backoff and compete
+    // for it; every attempt is the one transaction in flight.
+    peer.answer(PeerAnswer::Fail);
+    for i in 1..=10 {
+        send_text(&alice, &room_id, &format!("m{i}")).await;
+    }
+    peer.wait_until(WAIT, |t| t.len() >= 4).await;
+    peer.answer(PeerAnswer::Accept);
+    for i in 11..=30 {
         send_text(&alice, &room_id, &format!("m{i}")).await;
     }
     peer.wait_until(WAIT, |t| delivered_bodies(t).len() >= 30).await;
-    let transactions = peer.transactions();
+    let all = peer.transactions();
+    let failed: Vec<&RecordedTransaction> = all.iter().filter(|t| !t.accepted).collect();
+    assert!(failed.iter().all(|t| t.txn_id == failed[0].txn_id), "one transaction in flight: {failed:#?}");
+    let transactions: Vec<RecordedTransaction> = all.iter().filter(|t| t.accepted).cloned().collect();
     assert_eq!(delivered_bodies(&transactions), bodies(1..=30), "each event once, in order");
     let txn_ids: std::collections::HashSet<&str> = transactions.iter().map(|t| t.txn_id.as_str()).collect();
     assert_eq!(txn_ids.len(), transactions.len(), "each transaction sent once");
