@@ -36,9 +36,8 @@ pub struct DestinationRecord {
 /// Queues PDUs inside a transaction (the event's persisting one). A row already queued stays.
 pub(crate) async fn queue_pdus_tx(tx: &mut Tx<'_>, pdus: &[QueuedPdu]) -> Result<(), StoreError> {
     for chunk in pdus.chunks(200) {
-        let rows: Vec<String> = (0..chunk.len())
-            .map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3))
-            .collect();
+        let rows: Vec<String> =
+            (0..chunk.len()).map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3)).collect();
         let sql = format!(
             "INSERT INTO federation_outbox_pdus (destination, event_id, stream_ordering) VALUES {}
              ON CONFLICT (destination, event_id) DO NOTHING",
@@ -47,7 +46,11 @@ pub(crate) async fn queue_pdus_tx(tx: &mut Tx<'_>, pdus: &[QueuedPdu]) -> Result
         let params: Vec<Value> = chunk
             .iter()
             .flat_map(|p| {
-                [Value::from(p.destination.as_str()), Value::from(p.event_id.as_str()), Value::from(p.stream_ordering)]
+                [
+                    Value::from(p.destination.as_str()),
+                    Value::from(p.event_id.as_str()),
+                    Value::from(p.stream_ordering),
+                ]
             })
             .collect();
         tx.execute(&sql, params).await?;
@@ -258,7 +261,10 @@ impl Store {
     }
 
     /// One destination's backoff, if it was ever sent to.
-    pub async fn federation_destination(&self, destination: &str) -> Result<Option<DestinationRecord>, StoreError> {
+    pub async fn federation_destination(
+        &self,
+        destination: &str,
+    ) -> Result<Option<DestinationRecord>, StoreError> {
         let sql = format!("SELECT {DESTINATION_COLUMNS} FROM federation_destinations WHERE destination = $1");
         let row = self.db.query_opt(&sql, params![destination]).await?;
         row.as_ref().map(destination_record).transpose()
@@ -275,13 +281,20 @@ impl Store {
     pub async fn federation_queue_len(&self, destination: &str) -> Result<(i64, i64), StoreError> {
         let pdus = self
             .db
-            .query_opt("SELECT COUNT(*) FROM federation_outbox_pdus WHERE destination = $1", params![destination])
+            .query_opt(
+                "SELECT COUNT(*) FROM federation_outbox_pdus WHERE destination = $1",
+                params![destination],
+            )
             .await?;
         let edus = self
             .db
-            .query_opt("SELECT COUNT(*) FROM federation_outbox_edus WHERE destination = $1", params![destination])
+            .query_opt(
+                "SELECT COUNT(*) FROM federation_outbox_edus WHERE destination = $1",
+                params![destination],
+            )
             .await?;
-        let count = |row: Option<crate::Row>| row.map(|r| r.i64(0)).transpose().map(Option::unwrap_or_default);
+        let count =
+            |row: Option<crate::Row>| row.map(|r| r.i64(0)).transpose().map(Option::unwrap_or_default);
         Ok((count(pdus)?, count(edus)?))
     }
 

@@ -95,7 +95,8 @@ impl FederationPeer {
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let server_name = format!("{host}:{port}");
-        let state = Arc::new(Mutex::new(PeerState { answer: Some(PeerAnswer::Accept), ..PeerState::default() }));
+        let state =
+            Arc::new(Mutex::new(PeerState { answer: Some(PeerAnswer::Accept), ..PeerState::default() }));
         let (notify, changed) = tokio::sync::watch::channel(0usize);
         let notify = Arc::new(notify);
         let task = {
@@ -108,7 +109,8 @@ impl FederationPeer {
                     tokio::spawn(async move {
                         let Ok(tls) = acceptor.accept(tcp).await else { return };
                         let service = hyper::service::service_fn(move |request| {
-                            let (state, server_name, notify) = (state.clone(), server_name.clone(), notify.clone());
+                            let (state, server_name, notify) =
+                                (state.clone(), server_name.clone(), notify.clone());
                             async move {
                                 let (status, body) = handle(&state, &server_name, request).await;
                                 notify.send_modify(|n| *n += 1);

@@ -108,10 +108,8 @@ async fn local_events_reach_remote_members_once_in_order_and_batched() {
     }
     let typing = json!({"room_id": room_id, "user_id": alice.user_id, "typing": true});
     a.services().queue_edu(&peer.server_name, "m.typing", &typing, Some("typing")).await.unwrap();
-    peer.wait_until(WAIT, |t| {
-        delivered_bodies(t).len() >= 65 && t.iter().any(|t| !t.edus().is_empty())
-    })
-    .await;
+    peer.wait_until(WAIT, |t| delivered_bodies(t).len() >= 65 && t.iter().any(|t| !t.edus().is_empty()))
+        .await;
     let transactions = peer.transactions();
     assert_eq!(delivered_bodies(&transactions), bodies(1..=65), "each event once, in order");
     let edus: Vec<Value> = transactions.iter().flat_map(|t| t.edus()).collect();
@@ -252,7 +250,8 @@ async fn a_membership_event_reaches_its_targets_server() {
 async fn two_processes_sharing_a_database_send_each_transaction_once() {
     let certs = TestCertificates::new();
     let peer = FederationPeer::start("b.test", certs.path()).await;
-    let first = federating_server("a.test", certs.path(), json!({"myelin_federation_retry": fast_retry()})).await;
+    let first =
+        federating_server("a.test", certs.path(), json!({"myelin_federation_retry": fast_retry()})).await;
     // The second process: the same server (name, key, database), its own plain listener.
     let config = &first.services().config;
     let second = TestServer::start_with(json!({

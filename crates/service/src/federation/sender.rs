@@ -178,10 +178,8 @@ impl Services {
         if let Some(server) = target.and_then(server_of) {
             joined.insert(server.to_owned());
         }
-        let mut destinations: Vec<String> = joined
-            .into_iter()
-            .filter(|server| server != sender_server && self.may_send_to(server))
-            .collect();
+        let mut destinations: Vec<String> =
+            joined.into_iter().filter(|server| server != sender_server && self.may_send_to(server)).collect();
         destinations.sort_unstable();
         Ok(destinations)
     }
@@ -454,8 +452,7 @@ mod tests {
     #[test]
     fn shards_spread_destinations_and_one_instance_takes_all() {
         assert_eq!(shard_of("example.org", 1), 0);
-        let shards: HashSet<usize> =
-            (0..50).map(|i| shard_of(&format!("server{i}.example"), 3)).collect();
+        let shards: HashSet<usize> = (0..50).map(|i| shard_of(&format!("server{i}.example"), 3)).collect();
         assert_eq!(shards, HashSet::from([0, 1, 2]));
     }
 
