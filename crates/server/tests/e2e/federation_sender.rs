@@ -235,7 +235,7 @@ async fn a_membership_event_reaches_its_targets_server() {
     let alice_id = UserId::parse(&alice.user_id).unwrap();
     a.services().send_event(&room, &alice_id, draft, None).await.unwrap();
     send_text(&alice, &room_id, "m1").await;
-    member.wait_until(WAIT, |t| delivered_bodies(t).len() >= 1).await;
+    member.wait_until(WAIT, |t| !delivered_bodies(t).is_empty()).await;
     invited.wait_until(WAIT, |t| t.iter().any(|t| t.accepted)).await;
     // The invited server gets the invite, not the room's messages: nobody there is joined.
     let to_invited: Vec<Value> = invited.accepted_pdus();
