@@ -18,6 +18,7 @@ pub mod devices;
 pub mod e2e_keys;
 pub mod engine;
 pub mod events;
+pub mod federation_queue;
 pub mod federation_transactions;
 pub mod key_backup;
 pub mod media;

@@ -9,6 +9,7 @@
 //! - [`client`]: [`TestClient`], a small HTTP client speaking JSON.
 //! - [`federation`]: federating servers on loopback (TLS from a test CA, names resolved by
 //!   `myelin_dns_overrides`) and requests signed as one of them.
+//! - [`federation_peer`]: a scripted remote server recording the transactions it receives.
 //! - [`moto`]: [`moto::MotoServer`], a real S3-speaking server (moto's server mode) per test.
 //! - [`cancel`]: requests and service calls abandoned at every point, and the check that every
 //!   stream still advances afterwards (used by the tests of every write endpoint).
@@ -17,6 +18,7 @@ pub mod cancel;
 pub mod client;
 pub mod db;
 pub mod federation;
+pub mod federation_peer;
 pub mod moto;
 pub mod server;
 

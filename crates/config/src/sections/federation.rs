@@ -1,6 +1,9 @@
 //! Federation transport: `federation_verify_certificates`,
 //! `federation_certificate_verification_whitelist`, `federation_custom_ca_list` and
-//! `federation_ip_range_blacklist`.
+//! `federation_ip_range_blacklist`; the outbound queue's `federation_domain_whitelist`,
+//! `federation_sender_instances` / `send_federation`, the instance name (`worker_name`, else
+//! `master` as in Synapse) and `myelin_federation_retry` (Myelin's own key: the destination
+//! backoff's bounds in ms, shortened by tests).
 //!
 //! As in Synapse: certificates are verified unless `federation_verify_certificates: false`;
 //! a server name matching a glob of the whitelist is not verified; a custom CA list *replaces*
@@ -22,6 +25,33 @@ pub(crate) struct RawFederation {
     federation_certificate_verification_whitelist: Option<Vec<String>>,
     federation_custom_ca_list: Option<Vec<PathBuf>>,
     federation_ip_range_blacklist: Option<Vec<String>>,
+    federation_domain_whitelist: Option<Vec<String>>,
+    federation_sender_instances: Option<Vec<String>>,
+    send_federation: Option<bool>,
+    worker_name: Option<String>,
+    myelin_federation_retry: Option<RawRetry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetry {
+    min_interval_ms: Option<u64>,
+    max_interval_ms: Option<u64>,
+}
+
+/// Synapse's destination backoff (`synapse.util.retryutils`, `federation.destination_*`
+/// defaults): the first retry after 10 minutes, each next interval twice the last (with
+/// jitter), at most a week.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryConfig {
+    pub min_interval_ms: u64,
+    pub max_interval_ms: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig { min_interval_ms: 10 * 60 * 1000, max_interval_ms: 7 * 24 * 3600 * 1000 }
+    }
 }
 
 /// One certificate authority file of `federation_custom_ca_list`.
@@ -42,6 +72,15 @@ pub struct FederationConfig {
     pub custom_ca_list: Option<Vec<CustomCa>>,
     /// `federation_ip_range_blacklist`, when given (always including `0.0.0.0` and `::`).
     pub ip_range_blacklist: Option<Vec<IpRange>>,
+    /// `federation_domain_whitelist`: when set, the only servers federated with.
+    pub domain_whitelist: Option<Vec<String>>,
+    /// The instances that send federation traffic (`federation_sender_instances`; without it
+    /// the main process, `master`, unless `send_federation: false`).
+    pub sender_instances: Vec<String>,
+    /// This process's instance name (`worker_name`, else `master`).
+    pub instance_name: String,
+    /// The destination backoff.
+    pub retry: RetryConfig,
 }
 
 impl Default for FederationConfig {
@@ -51,9 +90,16 @@ impl Default for FederationConfig {
             certificate_verification_whitelist: Vec::new(),
             custom_ca_list: None,
             ip_range_blacklist: None,
+            domain_whitelist: None,
+            sender_instances: vec![MAIN_INSTANCE.to_owned()],
+            instance_name: MAIN_INSTANCE.to_owned(),
+            retry: RetryConfig::default(),
         }
     }
 }
+
+/// Synapse's name for the main process.
+pub const MAIN_INSTANCE: &str = "master";
 
 impl RawFederation {
     pub(crate) fn into_config(self, origins: &Origins) -> Result<FederationConfig, ConfigError> {
@@ -99,7 +145,34 @@ impl RawFederation {
                 Some(ranges)
             }
         };
+        let defaults = RetryConfig::default();
+        let retry = match self.myelin_federation_retry {
+            None => defaults,
+            Some(raw) => {
+                let retry = RetryConfig {
+                    min_interval_ms: raw.min_interval_ms.unwrap_or(defaults.min_interval_ms),
+                    max_interval_ms: raw.max_interval_ms.unwrap_or(defaults.max_interval_ms),
+                };
+                if retry.min_interval_ms == 0 || retry.max_interval_ms < retry.min_interval_ms {
+                    return Err(invalid(
+                        origins,
+                        "myelin_federation_retry",
+                        "min_interval_ms must be positive and at most max_interval_ms",
+                    ));
+                }
+                retry
+            }
+        };
+        let sender_instances = match (self.federation_sender_instances, self.send_federation) {
+            (Some(instances), _) => instances,
+            (None, Some(false)) => Vec::new(),
+            (None, _) => vec![MAIN_INSTANCE.to_owned()],
+        };
         Ok(FederationConfig {
+            domain_whitelist: self.federation_domain_whitelist,
+            sender_instances,
+            instance_name: self.worker_name.unwrap_or_else(|| MAIN_INSTANCE.to_owned()),
+            retry,
             verify_certificates: self.federation_verify_certificates.unwrap_or(true),
             certificate_verification_whitelist: self
                 .federation_certificate_verification_whitelist
@@ -120,6 +193,11 @@ impl FederationConfig {
             outbound.ip_range_whitelist = Vec::new();
         }
         outbound
+    }
+
+    /// Whether `federation_domain_whitelist` lets this server federate with `server_name`.
+    pub fn allows_destination(&self, server_name: &str) -> bool {
+        self.domain_whitelist.as_ref().is_none_or(|list| list.iter().any(|allowed| allowed == server_name))
     }
 
     /// Whether the certificate of `host` is checked.

@@ -18,7 +18,7 @@ mod user_directory;
 use std::path::{Path, PathBuf};
 
 pub use database::{DatabaseConfig, PostgresConfig};
-pub use federation::{CustomCa, FederationConfig};
+pub use federation::{CustomCa, FederationConfig, MAIN_INSTANCE, RetryConfig};
 pub use keys::{KeyConfig, TrustedKeyServer};
 pub use media::{MediaConfig, MediaRetention, ThumbnailMethod, ThumbnailSize, UnknownThumbnailMethod};
 pub use media_storage::{

@@ -3,5 +3,6 @@
 
 mod config;
 mod corpus;
+mod federation_sender;
 mod media;
 mod media_storage;

@@ -19,6 +19,7 @@ mod exhaustion;
 mod federation_inbound;
 mod federation_reads;
 mod federation_resident;
+mod federation_sender;
 mod federation_transport;
 mod foundation;
 mod harness;

@@ -6,6 +6,7 @@ pub mod edu;
 pub mod membership;
 pub mod pdu;
 pub mod reads;
+pub mod sender;
 pub mod transaction;
 
 use std::sync::Arc;
@@ -23,6 +24,8 @@ pub struct Federation {
     pub client: Arc<FederationClient>,
     pub keys: KeyRing,
     pub(crate) inbound: transaction::InboundTransactions,
+    /// The outbound queue's sender in this process.
+    pub sender: sender::SenderState,
 }
 
 impl Federation {
@@ -39,7 +42,8 @@ impl Federation {
                 .map_err(|e| Error::internal(format!("federation TLS: {e}")))?;
         let client = Arc::new(client);
         let keys = KeyRing::new(client.clone(), store, config.keys.trusted_key_servers.clone());
-        Ok(Federation { client, keys, inbound: Default::default() })
+        let sender = sender::SenderState::new(&config.federation.instance_name);
+        Ok(Federation { client, keys, inbound: Default::default(), sender })
     }
 }
 

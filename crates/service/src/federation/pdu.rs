@@ -527,6 +527,10 @@ impl Services {
             (Some(target), true) => self.remote_redaction(head, &pdu, target).await?,
             _ => None,
         };
+        // A remote user's join this server accepted is sent on to the room's other servers
+        // (the resident side of `send_join`); other remote events are not relayed.
+        let federation_destinations =
+            if applies { self.federation_destinations(head, &pdu).await? } else { Vec::new() };
         let event = NewEvent {
             event_id: pdu.event_id.to_string(),
             room_id: pdu.room_id.to_string(),
@@ -546,6 +550,7 @@ impl Services {
             txn: None,
             redaction: redaction.as_ref().map(|(id, pruned)| (id.to_string(), pruned.clone())),
             new_room: None,
+            federation_destinations,
             remote: Some(RemoteEvent {
                 state_before_changes,
                 rejected_reason,

@@ -314,6 +314,7 @@ impl Services {
             .and_then(|key| head.state_event_id(&draft.kind, key))
             .map(|id| id.to_string());
         let contains_url = draft.content.get("url").is_some_and(Value::is_string);
+        let federation_destinations = self.federation_destinations(head, &pdu).await?;
         let event = NewEvent {
             event_id: pdu.event_id.to_string(),
             room_id: pdu.room_id.to_string(),
@@ -334,6 +335,7 @@ impl Services {
             redaction: redaction.as_ref().map(|(id, pruned)| (id.to_string(), pruned.clone())),
             new_room,
             remote: None,
+            federation_destinations,
         };
         Ok(PreparedEvent {
             pdu: Arc::new(pdu),
@@ -501,6 +503,9 @@ impl Services {
         }
         self.publish_events_up_to(current).await;
         self.push_queued(queued);
+        if prepared.iter().any(|p| !p.event.federation_destinations.is_empty()) {
+            self.wake_federation_sender();
+        }
         if with_state {
             let applied: Vec<Arc<Pdu>> =
                 prepared.iter().filter(|p| p.applies()).map(|p| p.pdu.clone()).collect();

@@ -37,6 +37,11 @@ pub(crate) const MIGRATION_FILES: &[(&str, &str)] = &[
     ("0016_media.sql", include_str!("../../migrations/0016_media.sql")),
     ("0017_server_keys.sql", include_str!("../../migrations/0017_server_keys.sql")),
     ("0018_remote_events.sql", include_str!("../../migrations/0018_remote_events.sql")),
+    (
+        "0019_federation_queue.postgres.sql",
+        include_str!("../../migrations/0019_federation_queue.postgres.sql"),
+    ),
+    ("0019_federation_queue.sqlite.sql", include_str!("../../migrations/0019_federation_queue.sqlite.sql")),
 ];
 
 /// Arbitrary constant identifying Myelin's migration lock.

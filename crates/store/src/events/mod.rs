@@ -123,6 +123,8 @@ pub struct NewEvent {
     pub new_room: Option<(String, String)>,
     /// For an event received from another server: what its checks decided.
     pub remote: Option<RemoteEvent>,
+    /// The servers the event is sent to: queued for them in the persisting transaction.
+    pub federation_destinations: Vec<String>,
 }
 
 /// What the write path decided about an event received over federation.

@@ -86,6 +86,17 @@ impl Store {
             out.push(persisted);
         }
         let queued = crate::push::insert_push_actions_tx(tx, push_actions).await?;
+        let outbound: Vec<crate::federation_queue::QueuedPdu> = events
+            .iter()
+            .flat_map(|event| {
+                event.federation_destinations.iter().map(|destination| crate::federation_queue::QueuedPdu {
+                    destination: destination.clone(),
+                    event_id: event.event_id.clone(),
+                    stream_ordering: event.stream_ordering,
+                })
+            })
+            .collect();
+        crate::federation_queue::queue_pdus_tx(tx, &outbound).await?;
         // The full-text index last: SQLite's FTS5 flushes its pending terms before every later
         // statement of the transaction.
         for event in events.iter().filter(|e| applies(e)) {

@@ -52,6 +52,7 @@ fn event(
         redaction: None,
         new_room: (kind == "m.room.create").then(|| ("10".to_owned(), sender.to_owned())),
         remote: None,
+        federation_destinations: Vec::new(),
     }
 }
 

@@ -7,6 +7,7 @@ mod dehydrated;
 mod device_lists;
 mod e2e_keys;
 mod engine;
+mod federation_queue;
 mod key_backup;
 mod media;
 mod search;
