@@ -40,7 +40,9 @@ pub use device_lists::MembershipTransition;
 pub use devices::DeviceRecord;
 pub use e2e_keys::{DeviceKeysRecord, KeysUploadRecord, OneTimeKeyRecord};
 pub use engine::{Db, Dialect, Durability, Row, Tx, Value};
-pub use events::{EventFilterSql, NewEvent, NewRelation, StoredEvent, TxnRecord};
+pub use events::{
+    EventFilterSql, NewEvent, NewOutlier, NewRelation, RemoteBuilt, StateEntry, StoredEvent, TxnRecord,
+};
 pub use key_backup::{
     BackupKeysState, BackupKeysWrite, BackupVersionRecord, RoomKeyRecord, RoomKeysSelection,
 };

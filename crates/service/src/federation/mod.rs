@@ -1,6 +1,8 @@
 //! Federation on top of the transport crate (`myelin-federation`): the shared client and key
 //! ring, inbound request authentication, the notary key API and the queries other servers make.
 
+mod join;
+
 use std::sync::Arc;
 
 use myelin_core::{ErrCode, MatrixError};
