@@ -17,6 +17,7 @@ pub mod devices;
 pub mod e2e_keys;
 pub mod engine;
 pub mod events;
+pub mod federation_transactions;
 pub mod key_backup;
 pub mod media;
 pub mod profiles;
@@ -41,7 +42,8 @@ pub use devices::DeviceRecord;
 pub use e2e_keys::{DeviceKeysRecord, KeysUploadRecord, OneTimeKeyRecord};
 pub use engine::{Db, Dialect, Durability, Row, Tx, Value};
 pub use events::{
-    EventFilterSql, NewEvent, NewOutlier, NewRelation, RemoteBuilt, StateEntry, StoredEvent, TxnRecord,
+    CurrentStateChange, EventFilterSql, NewEvent, NewOutlier, NewRelation, PersistedEvent, RemoteBuilt,
+    RemoteEvent, StateEntry, StoredEvent, TxnRecord,
 };
 pub use key_backup::{
     BackupKeysState, BackupKeysWrite, BackupVersionRecord, RoomKeyRecord, RoomKeysSelection,

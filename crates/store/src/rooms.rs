@@ -71,6 +71,15 @@ impl Store {
         Ok(state)
     }
 
+    /// The state group of a room's current state (see migration 0018).
+    pub async fn current_state_group(&self, room_id: &str) -> Result<Option<i64>, StoreError> {
+        let row = self
+            .db
+            .query_opt("SELECT current_state_group FROM rooms WHERE room_id = $1", params![room_id])
+            .await?;
+        Ok(row.map(|r| r.opt_i64(0)).transpose()?.flatten())
+    }
+
     /// One current state event ID.
     pub async fn current_state_event(
         &self,

@@ -341,6 +341,7 @@ impl Store {
                 "SELECT event_id FROM (
                     SELECT event_id, ROW_NUMBER() OVER (PARTITION BY type, state_key ORDER BY stream_ordering DESC) AS rn
                     FROM events WHERE room_id = $1 AND state_key IS NOT NULL AND stream_ordering > $2 AND stream_ordering < $3
+                    AND NOT outlier AND rejected_reason IS NULL AND NOT soft_failed
                  ) AS latest WHERE rn = 1",
                 params![room_id, after, before],
             )
@@ -358,7 +359,8 @@ impl Store {
         let row = self
             .db
             .query_opt(
-                "SELECT 1 FROM events WHERE room_id = $1 AND stream_ordering > $2 AND stream_ordering <= $3 LIMIT 1",
+                "SELECT 1 FROM events WHERE room_id = $1 AND stream_ordering > $2 AND stream_ordering <= $3
+                 AND NOT outlier AND rejected_reason IS NULL AND NOT soft_failed LIMIT 1",
                 params![room_id, after, upto],
             )
             .await?;
@@ -377,7 +379,8 @@ impl Store {
             .query(
                 "SELECT DISTINCT e.room_id FROM events e JOIN current_state c ON c.room_id = e.room_id
                  WHERE c.type = 'm.room.member' AND c.state_key = $1 AND c.membership = 'join'
-                 AND e.stream_ordering > $2 AND e.stream_ordering <= $3",
+                 AND e.stream_ordering > $2 AND e.stream_ordering <= $3
+                 AND NOT e.outlier AND e.rejected_reason IS NULL AND NOT e.soft_failed",
                 params![user_id, after, upto],
             )
             .await?;

@@ -51,6 +51,7 @@ fn event(
         txn: None,
         redaction: None,
         new_room: (kind == "m.room.create").then(|| ("10".to_owned(), sender.to_owned())),
+        remote: None,
     }
 }
 

@@ -45,6 +45,7 @@ fn state_event(
         txn: None,
         redaction: None,
         new_room: (kind == "m.room.create").then(|| ("10".to_owned(), sender.to_owned())),
+        remote: None,
     }
 }
 

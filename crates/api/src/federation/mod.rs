@@ -1,6 +1,8 @@
 //! The server-server API (`/_matrix/federation`, `/_matrix/key`).
 
 mod auth;
+mod membership;
+mod send;
 
 use std::collections::BTreeMap;
 
@@ -102,6 +104,8 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/_matrix/federation/v1/version", get(version))
         .route("/_matrix/federation/v1/query/profile", get(query_profile))
+        .merge(membership::routes())
+        .merge(send::routes())
 }
 
 pub fn key_routes() -> Router<AppState> {

@@ -189,6 +189,7 @@ fn remote_new_event(pdu: &Pdu, state_before: Option<i64>, replaces_state: Option
         txn: None,
         redaction: None,
         new_room: None,
+        remote: None,
     }
 }
 
@@ -509,7 +510,7 @@ impl Services {
             depth: join.depth.saturating_sub(1),
         };
         let remote = RemoteBuilt { room_version: Some(version), outliers, state_before: Some(entries) };
-        let prepared = PreparedEvent { pdu: Arc::new(join), event, redacted: None };
+        let prepared = PreparedEvent { pdu: Arc::new(join), event, redacted: None, next_head: None };
         let staged = self.stage_remote_built(&mut head, prepared, &remote).await?;
         **guard = Some(head);
         Ok(staged)
@@ -587,7 +588,7 @@ impl Services {
                 head.state_event_id("m.room.member", user_id.as_str()).map(|id| id.to_string());
             let event = remote_new_event(&leave, head.state_group, replaces_state);
             let event_id = leave.event_id.clone();
-            let prepared = PreparedEvent { pdu: Arc::new(leave), event, redacted: None };
+            let prepared = PreparedEvent { pdu: Arc::new(leave), event, redacted: None, next_head: None };
             let staged = self.stage_remote_built(head, prepared, &RemoteBuilt::default()).await?;
             drop(guard);
             self.finish_staged(staged, None).await?;

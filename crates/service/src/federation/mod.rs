@@ -1,7 +1,11 @@
 //! Federation on top of the transport crate (`myelin-federation`): the shared client and key
 //! ring, inbound request authentication, the notary key API and the queries other servers make.
 
+pub mod edu;
 mod join;
+pub mod membership;
+pub mod pdu;
+pub mod transaction;
 
 use std::sync::Arc;
 
@@ -17,6 +21,7 @@ use crate::{Error, Result, Services};
 pub struct Federation {
     pub client: Arc<FederationClient>,
     pub keys: KeyRing,
+    pub(crate) inbound: transaction::InboundTransactions,
 }
 
 impl Federation {
@@ -33,7 +38,7 @@ impl Federation {
                 .map_err(|e| Error::internal(format!("federation TLS: {e}")))?;
         let client = Arc::new(client);
         let keys = KeyRing::new(client.clone(), store, config.keys.trusted_key_servers.clone());
-        Ok(Federation { client, keys })
+        Ok(Federation { client, keys, inbound: Default::default() })
     }
 }
 

@@ -45,6 +45,8 @@ pub struct RoomEvent {
     pub replaces_state: Option<String>,
     pub state_before: Option<i64>,
     pub state_after: Option<i64>,
+    /// Whether clients may see it (not an outlier, not rejected, not soft-failed).
+    pub visible: bool,
 }
 
 impl Services {
@@ -55,7 +57,9 @@ impl Services {
             Some(pdu) => pdu,
             None => {
                 let json = serde_json::from_str(&stored.json).map_err(Error::internal)?;
-                let pdu = Arc::new(Pdu::from_json(json, event_id, rules).map_err(Error::internal)?);
+                let mut pdu = Pdu::from_json(json, event_id, rules).map_err(Error::internal)?;
+                pdu.rejected = stored.rejected_reason.is_some();
+                let pdu = Arc::new(pdu);
                 self.rooms.cache_event(pdu.clone());
                 pdu
             }
@@ -67,6 +71,7 @@ impl Services {
             replaces_state: stored.replaces_state.clone(),
             state_before: stored.state_before,
             state_after: stored.state_after,
+            visible: stored.visible(),
         })
     }
 
@@ -155,16 +160,11 @@ impl Services {
             .iter()
             .map(|id| EventId::parse(id).map_err(Error::internal))
             .collect::<Result<_>>()?;
-        let latest = self.store.latest_event(room_id.as_str()).await?;
-        let (state_group, depth) = match &latest {
-            Some(latest) => {
-                let event = self.parse_stored(latest, &rules)?;
-                (latest.state_after, event.pdu.depth)
-            }
-            None => (None, 0),
-        };
+        // With forks, the current state is not the state after the latest event: its group is
+        // kept on the room.
+        let state_group = self.store.current_state_group(room_id.as_str()).await?;
         let extremity_pdus = self.get_pdus(&extremities, &rules).await?;
-        let depth = extremity_pdus.values().map(|p| p.depth).max().unwrap_or(depth);
+        let depth = extremity_pdus.values().map(|p| p.depth).max().unwrap_or(0);
         Ok(Some(RoomHead {
             room_id: room_id.to_owned(),
             version,

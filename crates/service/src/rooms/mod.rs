@@ -53,5 +53,5 @@ pub use cache::{GroupState, RoomWriteGuard, Rooms};
 pub use head::{HeadState, RoomEvent, RoomHead, check_room_version};
 pub use power_levels::PowerLevels;
 pub use send::TxnKey;
-pub(crate) use write::PreparedEvent;
 pub use write::{EventDraft, MAX_EVENT_FIELD_BYTES, NewEventNotice};
+pub(crate) use write::{NextHead, PreparedEvent};

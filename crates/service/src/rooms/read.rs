@@ -248,7 +248,7 @@ impl Services {
         let event = self
             .get_room_event(event_id)
             .await?
-            .filter(|e| e.pdu.room_id == head.room_id)
+            .filter(|e| e.pdu.room_id == head.room_id && e.visible)
             .ok_or_else(not_found)?;
         if let ReadAccess::FormerMember { until, .. } = access
             && event.stream_ordering > until

@@ -62,6 +62,23 @@ pub(crate) struct PreparedEvent {
     pub pdu: Arc<Pdu>,
     pub event: NewEvent,
     pub redacted: Option<OwnedEventId>,
+    /// For a remote event that takes part in the room: the head's state and forward
+    /// extremities after it (a local event moves the head by [`Services::apply_to_head`]).
+    pub next_head: Option<NextHead>,
+}
+
+impl PreparedEvent {
+    /// Whether the event takes part in the room (every local event; a remote one neither
+    /// rejected nor soft-failed): announced, evaluated for push, in the timeline.
+    pub fn applies(&self) -> bool {
+        self.event.remote.as_ref().is_none_or(|r| r.rejected_reason.is_none() && !r.soft_failed)
+    }
+}
+
+/// The room head after a remote event (see [`PreparedEvent::next_head`]).
+pub(crate) struct NextHead {
+    pub state: super::HeadState,
+    pub extremities: Vec<OwnedEventId>,
 }
 
 fn txn_record(sender: &UserId, txn: &TxnKey) -> myelin_store::TxnRecord {
@@ -78,7 +95,7 @@ fn forbidden(message: impl Into<String>) -> Error {
 }
 
 /// The relation an event declares in `m.relates_to`, if any.
-fn relation_of(content: &Value) -> Option<NewRelation> {
+pub(crate) fn relation_of(content: &Value) -> Option<NewRelation> {
     let relates_to = content.get("m.relates_to")?;
     let rel_type = relates_to.get("rel_type")?.as_str()?;
     let target = relates_to.get("event_id")?.as_str()?;
@@ -95,7 +112,7 @@ fn relation_of(content: &Value) -> Option<NewRelation> {
 pub const MAX_EVENT_FIELD_BYTES: usize = 255;
 
 /// `413 M_TOO_LARGE` when one of an event's identifying fields is over 255 bytes.
-fn check_field_sizes(pdu: &Pdu) -> Result<()> {
+pub(crate) fn check_field_sizes(pdu: &Pdu) -> Result<()> {
     let kind = pdu.kind.to_string();
     let fields = [
         ("sender", Some(pdu.sender.as_str())),
@@ -316,8 +333,14 @@ impl Services {
             txn: txn.as_ref().map(|t| txn_record(sender, t)),
             redaction: redaction.as_ref().map(|(id, pruned)| (id.to_string(), pruned.clone())),
             new_room,
+            remote: None,
         };
-        Ok(PreparedEvent { pdu: Arc::new(pdu), event, redacted: redaction.map(|(id, _)| id) })
+        Ok(PreparedEvent {
+            pdu: Arc::new(pdu),
+            event,
+            redacted: redaction.map(|(id, _)| id),
+            next_head: None,
+        })
     }
 
     /// Moves `head` past a prepared event (its state group is set by [`Self::commit_events`]),
@@ -369,11 +392,14 @@ impl Services {
         let push_actions = if with_state {
             Vec::new()
         } else {
-            let positioned: Vec<(Arc<Pdu>, i64)> =
-                prepared.iter().map(|p| (p.pdu.clone(), p.event.stream_ordering)).collect();
+            let positioned: Vec<(Arc<Pdu>, i64)> = prepared
+                .iter()
+                .filter(|p| p.applies())
+                .map(|p| (p.pdu.clone(), p.event.stream_ordering))
+                .collect();
             self.push_actions_for(&positioned).await
         };
-        let (state_afters, queued, durability) =
+        let (persisted, queued, durability) =
             match self.store.persist_events_batched(&events, &push_actions, more_coming).await {
                 Ok(persisted) => persisted,
                 Err(error) => {
@@ -381,14 +407,26 @@ impl Services {
                     return Err(error.into());
                 }
             };
-        for (prepared, state_after) in prepared.iter().zip(state_afters) {
+        for (prepared, persisted) in prepared.iter().zip(persisted) {
             if let Some(target) = &prepared.redacted {
                 self.rooms.forget_event(target);
             }
-            if !head.extremities.contains(&prepared.pdu.event_id) && head.depth < prepared.pdu.depth {
-                self.apply_to_head(head, prepared);
+            match (&prepared.event.remote, &prepared.next_head) {
+                (None, _) => {
+                    if !head.extremities.contains(&prepared.pdu.event_id) && head.depth < prepared.pdu.depth {
+                        self.apply_to_head(head, prepared);
+                    }
+                    head.state_group = persisted.state_after;
+                }
+                (Some(_), Some(next)) => {
+                    head.state = next.state.clone();
+                    head.extremities = next.extremities.clone();
+                    head.depth = head.depth.max(prepared.pdu.depth);
+                    head.state_group = persisted.current_state_group;
+                }
+                // Rejected or soft-failed: the head does not move.
+                (Some(_), None) => {}
             }
-            head.state_group = state_after;
             self.rooms.cache_event(prepared.pdu.clone());
         }
         Ok(StagedEvents {
@@ -442,7 +480,7 @@ impl Services {
         }
         {
             let mut pending = self.rooms.pending.lock();
-            for prepared in &prepared {
+            for prepared in prepared.iter().filter(|p| p.applies()) {
                 pending.insert(
                     prepared.event.stream_ordering,
                     NewEventNotice {
@@ -463,11 +501,12 @@ impl Services {
         }
         self.publish_events_up_to(current).await;
         self.push_queued(queued);
-        let out: Vec<Arc<Pdu>> = prepared.into_iter().map(|p| p.pdu).collect();
         if with_state {
-            self.record_push_actions(&out).await;
+            let applied: Vec<Arc<Pdu>> =
+                prepared.iter().filter(|p| p.applies()).map(|p| p.pdu.clone()).collect();
+            self.record_push_actions(&applied).await;
         }
-        Ok(out)
+        Ok(prepared.into_iter().map(|p| p.pdu).collect())
     }
 
     /// Releases stream positions whose events were not persisted.

@@ -36,6 +36,7 @@ pub(crate) const MIGRATION_FILES: &[(&str, &str)] = &[
     ("0015_dehydrated_devices.sql", include_str!("../../migrations/0015_dehydrated_devices.sql")),
     ("0016_media.sql", include_str!("../../migrations/0016_media.sql")),
     ("0017_server_keys.sql", include_str!("../../migrations/0017_server_keys.sql")),
+    ("0018_remote_events.sql", include_str!("../../migrations/0018_remote_events.sql")),
 ];
 
 /// Arbitrary constant identifying Myelin's migration lock.

@@ -24,6 +24,7 @@ mod read;
 
 pub use filter::EventFilterSql;
 pub use outliers::{NewOutlier, RemoteBuilt, StateEntry};
+pub use persist::PersistedEvent;
 // Named here by `service::rooms::relations` until its import follows the move.
 pub use crate::relations::RelatedEventsQuery;
 
@@ -39,9 +40,25 @@ pub struct StoredEvent {
     pub replaces_state: Option<String>,
     pub redacted_by: Option<String>,
     pub outlier: bool,
+    /// Why the authorization rules rejected this remote event, if they did.
+    pub rejected_reason: Option<String>,
+    /// A remote event the current state refused (kept, never shown to clients).
+    pub soft_failed: bool,
 }
 
-pub(crate) const EVENT_COLUMNS: &str = "event_id, room_id, stream_ordering, json, state_before, state_after, replaces_state, redacted_by, outlier";
+impl StoredEvent {
+    /// Whether clients may see the event at all (not an outlier, not rejected, not
+    /// soft-failed): what [`VISIBLE`] selects in SQL.
+    pub fn visible(&self) -> bool {
+        !self.outlier && self.rejected_reason.is_none() && !self.soft_failed
+    }
+}
+
+pub(crate) const EVENT_COLUMNS: &str = "event_id, room_id, stream_ordering, json, state_before, state_after, replaces_state, redacted_by, outlier, rejected_reason, soft_failed";
+
+/// The condition on `events` (unaliased) that keeps what clients may see: no outliers, no
+/// rejected and no soft-failed events. Every client read of events in stream order uses it.
+pub(crate) const VISIBLE: &str = "NOT outlier AND rejected_reason IS NULL AND NOT soft_failed";
 
 /// Decodes a row of [`EVENT_COLUMNS`] (in that order, with or without a table alias).
 pub(crate) fn event_from_row(row: &Row) -> Result<StoredEvent, StoreError> {
@@ -55,6 +72,8 @@ pub(crate) fn event_from_row(row: &Row) -> Result<StoredEvent, StoreError> {
         replaces_state: row.opt_string(6)?,
         redacted_by: row.opt_string(7)?,
         outlier: row.bool(8)?,
+        rejected_reason: row.opt_string(9)?,
+        soft_failed: row.bool(10)?,
     })
 }
 
@@ -103,6 +122,33 @@ pub struct NewEvent {
     pub redaction: Option<(String, String)>,
     /// For a new room: its version and creator.
     pub new_room: Option<(String, String)>,
+    /// For an event received from another server: what its checks decided.
+    pub remote: Option<RemoteEvent>,
+}
+
+/// What the write path decided about an event received over federation.
+#[derive(Clone, Debug, Default)]
+pub struct RemoteEvent {
+    /// Changes to `state_before` giving the state before the event, when it is not a stored
+    /// group (the prev events' states resolved): a group created with the event.
+    pub state_before_changes: crate::state::StateDelta,
+    /// Rejected by the authorization rules: stored, never in the timeline, state or extremities.
+    pub rejected_reason: Option<String>,
+    /// Refused by the current state only: stored with its state, not a forward extremity.
+    pub soft_failed: bool,
+    /// When the room's current state after the event is not the event's state after (forks
+    /// resolved): the change from the event's state after to it, and to the current state rows.
+    pub current: Option<CurrentStateChange>,
+}
+
+/// The room's new current state after a remote event at a fork.
+#[derive(Clone, Debug, Default)]
+pub struct CurrentStateChange {
+    /// Changes to the event's state after (a new group becomes the current state group).
+    pub group_changes: crate::state::StateDelta,
+    /// Changes to the current state rows: `(type, state_key)` to `(event ID, membership)`, or
+    /// `None` where the key left the state.
+    pub rows: Vec<((String, String), Option<(String, Option<String>)>)>,
 }
 
 /// [`EVENT_COLUMNS`] of the table aliased `e`, for joins.

@@ -79,7 +79,7 @@ impl Store {
                 )
                 .await?;
                 let (mut afters, _) = self.persist_in(tx, std::slice::from_ref(&event), &[]).await?;
-                Ok(afters.pop().flatten())
+                Ok(afters.pop().and_then(|persisted| persisted.state_after))
             })
             .await?;
         Ok((state_after, durability))

@@ -21,10 +21,10 @@ impl Store {
         events: &[NewEvent],
         push_actions: &[crate::push::NewPushAction],
     ) -> Result<(Vec<Option<i64>>, u64), StoreError> {
-        let (state_afters, queued, durability) =
+        let (persisted, queued, durability) =
             self.persist_events_batched(events, push_actions, false).await?;
         durability.wait().await?;
-        Ok((state_afters, queued))
+        Ok((persisted.iter().map(|p| p.state_after).collect(), queued))
     }
 
     /// [`Self::persist_events_with_push`] in a transaction that may share its commit with
@@ -37,8 +37,8 @@ impl Store {
         events: &[NewEvent],
         push_actions: &[crate::push::NewPushAction],
         more_coming: bool,
-    ) -> Result<(Vec<Option<i64>>, u64, crate::Durability), StoreError> {
-        let ((state_afters, queued), durability) = self
+    ) -> Result<(Vec<PersistedEvent>, u64, crate::Durability), StoreError> {
+        let ((persisted, queued), durability) = self
             .db
             .transaction_batched(more_coming, async |tx| {
                 let written: std::collections::HashSet<&str> =
@@ -64,7 +64,7 @@ impl Store {
                 self.persist_in(tx, events, push_actions).await
             })
             .await?;
-        Ok((state_afters, queued, durability))
+        Ok((persisted, queued, durability))
     }
 
     pub(super) async fn persist_in(
@@ -72,25 +72,26 @@ impl Store {
         tx: &mut crate::Tx<'_>,
         events: &[NewEvent],
         push_actions: &[crate::push::NewPushAction],
-    ) -> Result<(Vec<Option<i64>>, u64), StoreError> {
+    ) -> Result<(Vec<PersistedEvent>, u64), StoreError> {
         let mut out = Vec::with_capacity(events.len());
         let mut previous: Option<(&str, Option<i64>)> = None;
         for event in events {
+            // Local events of one room chain; a remote event names its own state before.
             let state_before = match previous {
-                Some((room, after)) if room == event.room_id => after,
+                Some((room, after)) if room == event.room_id && event.remote.is_none() => after,
                 _ => event.state_before,
             };
-            let after = persist_one(tx, event, state_before).await?;
-            previous = Some((event.room_id.as_str(), after));
-            out.push(after);
+            let persisted = persist_one(tx, event, state_before).await?;
+            previous = Some((event.room_id.as_str(), persisted.state_after));
+            out.push(persisted);
         }
         let queued = crate::push::insert_push_actions_tx(tx, push_actions).await?;
         // The full-text index last: SQLite's FTS5 flushes its pending terms before every later
         // statement of the transaction.
-        for event in events {
+        for event in events.iter().filter(|e| applies(e)) {
             crate::search::index_event(tx, event).await?;
         }
-        for event in events {
+        for event in events.iter().filter(|e| applies(e)) {
             if let Some((target, _)) = &event.redaction {
                 crate::search::unindex_event(tx, target).await?;
             }
@@ -99,11 +100,28 @@ impl Store {
     }
 }
 
+/// The state groups a persisted event ended with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PersistedEvent {
+    /// The state after the event (for a rejected event: the state before it).
+    pub state_before: Option<i64>,
+    pub state_after: Option<i64>,
+    /// The room's current state group after the event (unchanged by a rejected or soft-failed
+    /// event: `None` then).
+    pub current_state_group: Option<i64>,
+}
+
+/// Whether an event takes part in the room (timeline, extremities, current state): every local
+/// event, and remote ones neither rejected nor soft-failed.
+fn applies(event: &NewEvent) -> bool {
+    event.remote.as_ref().is_none_or(|r| r.rejected_reason.is_none() && !r.soft_failed)
+}
+
 async fn persist_one(
     tx: &mut Tx<'_>,
     event: &NewEvent,
     state_before: Option<i64>,
-) -> Result<Option<i64>, StoreError> {
+) -> Result<PersistedEvent, StoreError> {
     if let Some((version, creator)) = &event.new_room {
         tx.execute(
             "INSERT INTO rooms (room_id, room_version, creator, created_ts) VALUES ($1, $2, $3, $4)",
@@ -111,7 +129,16 @@ async fn persist_one(
         )
         .await?;
     }
+    let remote = event.remote.as_ref();
+    let state_before = match remote {
+        Some(remote) if !remote.state_before_changes.is_empty() => {
+            Some(create_state_group(tx, &event.room_id, state_before, &remote.state_before_changes).await?)
+        }
+        _ => state_before,
+    };
+    let rejected = remote.is_some_and(|r| r.rejected_reason.is_some());
     let state_after = match &event.state_key {
+        Some(_) if rejected => state_before,
         Some(state_key) => {
             let mut changes = StateDelta::new();
             changes.insert((event.kind.clone(), state_key.clone()), Some(event.event_id.clone()));
@@ -121,8 +148,8 @@ async fn persist_one(
     };
     tx.execute(
         "INSERT INTO events (event_id, room_id, stream_ordering, depth, sender, type, state_key, origin_server_ts,
-            state_before, state_after, replaces_state, json, contains_url)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+            state_before, state_after, replaces_state, json, contains_url, rejected_reason, soft_failed)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
         params![
             event.event_id.as_str(),
             event.room_id.as_str(),
@@ -136,7 +163,9 @@ async fn persist_one(
             state_after,
             event.replaces_state.clone(),
             event.json.as_str(),
-            event.contains_url
+            event.contains_url,
+            remote.and_then(|r| r.rejected_reason.clone()),
+            remote.is_some_and(|r| r.soft_failed)
         ],
     )
     .await?;
@@ -146,6 +175,12 @@ async fn persist_one(
             params![event.event_id.as_str(), prev.as_str()],
         )
         .await?;
+    }
+    if !applies(event) {
+        // Rejected or soft-failed: stored (and its state, for a soft-failed one), nothing more.
+        return Ok(PersistedEvent { state_before, state_after, current_state_group: None });
+    }
+    for prev in &event.prev_events {
         tx.execute(
             "DELETE FROM forward_extremities WHERE room_id = $1 AND event_id = $2",
             params![event.room_id.as_str(), prev.as_str()],
@@ -157,8 +192,50 @@ async fn persist_one(
         params![event.room_id.as_str(), event.event_id.as_str()],
     )
     .await?;
-    if let Some(state_key) = &event.state_key {
+    let current = remote.and_then(|r| r.current.as_ref());
+    let current_state_group = match current {
+        Some(current) => {
+            Some(create_state_group(tx, &event.room_id, state_after, &current.group_changes).await?)
+        }
+        None => state_after,
+    };
+    if remote.is_some() || event.state_key.is_some() {
         tx.execute(
+            "UPDATE rooms SET current_state_group = $2 WHERE room_id = $1",
+            params![event.room_id.as_str(), current_state_group],
+        )
+        .await?;
+    }
+    if let Some(current) = current {
+        for ((kind, state_key), row) in &current.rows {
+            match row {
+                Some((event_id, membership)) => {
+                    tx.execute(
+                        "INSERT INTO current_state (room_id, type, state_key, event_id, membership) VALUES ($1, $2, $3, $4, $5)
+                         ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = $4, membership = $5",
+                        params![
+                            event.room_id.as_str(),
+                            kind.as_str(),
+                            state_key.as_str(),
+                            event_id.as_str(),
+                            membership.clone()
+                        ],
+                    )
+                    .await?;
+                }
+                None => {
+                    tx.execute(
+                        "DELETE FROM current_state WHERE room_id = $1 AND type = $2 AND state_key = $3",
+                        params![event.room_id.as_str(), kind.as_str(), state_key.as_str()],
+                    )
+                    .await?;
+                }
+            }
+        }
+    }
+    if let Some(state_key) = &event.state_key {
+        if current.is_none() {
+            tx.execute(
             "INSERT INTO current_state (room_id, type, state_key, event_id, membership) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = $4, membership = $5",
             params![
@@ -170,6 +247,7 @@ async fn persist_one(
             ],
         )
         .await?;
+        }
         if let Some(membership) = &event.membership {
             tx.execute(
                 "INSERT INTO membership_history (event_id, room_id, user_id, sender, membership, stream_ordering)
@@ -233,5 +311,5 @@ async fn persist_one(
         // A redacted event no longer relates to anything.
         tx.execute("DELETE FROM event_relations WHERE event_id = $1", params![target.as_str()]).await?;
     }
-    Ok(state_after)
+    Ok(PersistedEvent { state_before, state_after, current_state_group })
 }

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use super::{EVENT_COLUMNS, EventFilterSql, StoredEvent, TxnRecord, event_from_row};
+use super::{EVENT_COLUMNS, EventFilterSql, StoredEvent, TxnRecord, VISIBLE, event_from_row};
 use crate::{Store, StoreError, params};
 
 impl Store {
@@ -92,7 +92,7 @@ impl Store {
         filter: &EventFilterSql,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let mut params = params![room_id, from];
-        let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND NOT outlier");
+        let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND {VISIBLE}");
         if forward {
             sql.push_str(" AND stream_ordering > $2");
         } else {
@@ -126,11 +126,11 @@ impl Store {
     ) -> Result<Option<StoredEvent>, StoreError> {
         let sql = if forward {
             format!(
-                "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND origin_server_ts >= $2 AND NOT outlier ORDER BY origin_server_ts ASC, stream_ordering ASC LIMIT 1"
+                "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND origin_server_ts >= $2 AND {VISIBLE} ORDER BY origin_server_ts ASC, stream_ordering ASC LIMIT 1"
             )
         } else {
             format!(
-                "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND origin_server_ts <= $2 AND NOT outlier ORDER BY origin_server_ts DESC, stream_ordering DESC LIMIT 1"
+                "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND origin_server_ts <= $2 AND {VISIBLE} ORDER BY origin_server_ts DESC, stream_ordering DESC LIMIT 1"
             )
         };
         self.db.query_opt(&sql, params![room_id, ts]).await?.as_ref().map(event_from_row).transpose()
