@@ -45,8 +45,8 @@ pub use devices::DeviceRecord;
 pub use e2e_keys::{DeviceKeysRecord, KeysUploadRecord, OneTimeKeyRecord};
 pub use engine::{Db, Dialect, Durability, Row, Tx, Value};
 pub use events::{
-    CurrentStateChange, EventFilterSql, NewEvent, NewRelation, PersistedEvent, RemoteEvent, StoredEvent,
-    TxnRecord,
+    CurrentStateChange, EventFilterSql, NewEvent, NewOutlier, NewRelation, PersistedEvent, RemoteBuilt,
+    RemoteEvent, StateEntry, StoredEvent, TxnRecord,
 };
 pub use key_backup::{
     BackupKeysState, BackupKeysWrite, BackupVersionRecord, RoomKeyRecord, RoomKeysSelection,

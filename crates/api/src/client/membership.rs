@@ -1,8 +1,10 @@
 //! Membership: `/join`, `/rooms/{roomId}/join|leave|forget|invite|kick|ban|unban`, `/knock`.
 
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::routing::post;
 use axum::{Json, Router};
+use myelin_core::MatrixError;
+use ruma::{OwnedServerName, ServerName};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -10,7 +12,7 @@ use super::ClientRoutes;
 use super::rooms::parse_room_id;
 use crate::AppState;
 use crate::auth::{Auth, GuestAuth};
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, JsonBodyOrEmpty, PathParams};
 
 #[derive(Deserialize)]
@@ -33,14 +35,33 @@ struct InviteBody {
     id_server: Option<String>,
 }
 
+/// The servers a join may go through: every `via` (and the deprecated `server_name`)
+/// query parameter; a value that is not a server name is `400 M_INVALID_PARAM`.
+fn join_servers(query: Option<&str>) -> Result<Vec<OwnedServerName>, ApiError> {
+    let mut servers = Vec::new();
+    for (name, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        if name != "via" && name != "server_name" {
+            continue;
+        }
+        let server = ServerName::parse(value.as_ref())
+            .map_err(|_| MatrixError::invalid_param(format!("Invalid server name in `{name}`")))?;
+        if !servers.contains(&server) {
+            servers.push(server);
+        }
+    }
+    Ok(servers)
+}
+
 /// `POST /_matrix/client/v3/join/{roomIdOrAlias}`
 async fn join(
     State(services): State<AppState>,
     GuestAuth(requester): GuestAuth,
     PathParams(room): PathParams<String>,
+    RawQuery(query): RawQuery,
     JsonBodyOrEmpty(body): JsonBodyOrEmpty<ReasonBody>,
 ) -> ApiResult<Json<Value>> {
-    let room_id = services.join_room(&requester, &room, body.reason.as_deref()).await?;
+    let via = join_servers(query.as_deref())?;
+    let room_id = services.join_room_via(&requester, &room, body.reason.as_deref(), &via).await?;
     Ok(Json(json!({ "room_id": room_id })))
 }
 
@@ -49,10 +70,12 @@ async fn join_by_id(
     State(services): State<AppState>,
     GuestAuth(requester): GuestAuth,
     PathParams(room_id): PathParams<String>,
+    RawQuery(query): RawQuery,
     JsonBodyOrEmpty(body): JsonBodyOrEmpty<ReasonBody>,
 ) -> ApiResult<Json<Value>> {
     let room_id = parse_room_id(&room_id)?;
-    let room_id = services.join_room(&requester, room_id.as_str(), body.reason.as_deref()).await?;
+    let via = join_servers(query.as_deref())?;
+    let room_id = services.join_room_via(&requester, room_id.as_str(), body.reason.as_deref(), &via).await?;
     Ok(Json(json!({ "room_id": room_id })))
 }
 

@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod edu;
+mod join;
 pub mod membership;
 pub mod pdu;
 pub mod reads;

@@ -224,13 +224,8 @@ impl Services {
         let alias =
             RoomAliasId::parse(alias).map_err(|_| MatrixError::invalid_param("Room alias invalid"))?;
         if alias.server_name().as_str() != self.server_name() {
-            // Another server's alias is resolved over federation, which is not available yet.
-            // Synapse answers 502 when it cannot reach the alias's server, but the spec lists
-            // only 400 and 404 here, and joining by such an alias already answers 404.
-            return Err(MatrixError::not_found(format!(
-                "Room alias {alias} not found: resolving aliases of other servers needs federation, which is not available yet"
-            ))
-            .into());
+            let (room_id, servers) = self.remote_room_alias(&alias).await?;
+            return Ok((room_id, servers.iter().map(|s| s.to_string()).collect()));
         }
         let (room_id, _) = self
             .store

@@ -112,10 +112,7 @@ pub(crate) enum MemberEvent {
 }
 
 fn not_found_room() -> Error {
-    MatrixError::not_found(
-        "No known servers: this server does not know the room (federation is not available yet)",
-    )
-    .into()
+    MatrixError::not_found("No known servers: this server does not know the room").into()
 }
 
 /// The requester for changes the server makes on a user's behalf.
@@ -455,7 +452,25 @@ impl Services {
         id_or_alias: &str,
         reason: Option<&str>,
     ) -> Result<OwnedRoomId> {
-        let room_id = self.resolve_room_or_alias(id_or_alias).await?;
+        self.join_room_via(requester, id_or_alias, reason, &[]).await
+    }
+
+    /// [`Self::join_room`] with the servers to try (`via` / `server_name`) when this server is
+    /// not in the room: then the join goes through one of them (`federation::join`).
+    pub async fn join_room_via(
+        &self,
+        requester: &Requester,
+        id_or_alias: &str,
+        reason: Option<&str>,
+        via: &[ruma::OwnedServerName],
+    ) -> Result<OwnedRoomId> {
+        let (room_id, alias_servers) = self.resolve_join_target(id_or_alias).await?;
+        if let Some(servers) =
+            self.remote_join_servers(&requester.user_id, &room_id, via, &alias_servers).await?
+            && self.remote_join(requester, &room_id, servers, reason).await?
+        {
+            return Ok(room_id);
+        }
         let head = self.known_room(&room_id).await?;
         if self.current_membership(&head, &requester.user_id).await?.as_deref() == Some("join") {
             return Ok(room_id);
@@ -472,6 +487,11 @@ impl Services {
         room_id: &RoomId,
         reason: Option<&str>,
     ) -> Result<()> {
+        if let Some(servers) = self.remote_leave_servers(&requester.user_id, room_id).await?
+            && self.remote_leave(&requester.user_id, room_id, servers, reason).await?.is_some()
+        {
+            return Ok(());
+        }
         let change = MembershipChange::new(&requester.user_id, MembershipAction::Leave, reason);
         self.update_membership(requester, room_id, change).await?;
         Ok(())

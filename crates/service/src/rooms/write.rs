@@ -677,3 +677,37 @@ impl Services {
         Ok(())
     }
 }
+
+/// Events another server built (remote joins and leaves: `federation::join`).
+impl Services {
+    /// Writes an event another server built (checked by the caller) with the room, outliers
+    /// and state it stands on ([`myelin_store::RemoteBuilt`]), in one transaction, and moves
+    /// `head` (the state before the event) past it. As with [`Self::stage_events`], nothing is
+    /// announced until [`Self::finish_staged`].
+    pub(crate) async fn stage_remote_built(
+        &self,
+        head: &mut RoomHead,
+        mut prepared: PreparedEvent,
+        remote: &myelin_store::RemoteBuilt,
+    ) -> Result<StagedEvents> {
+        let position = self.rooms.stream.allocate();
+        prepared.event.stream_ordering = position.value();
+        let (state_after, durability) = match self.store.persist_remote_built(&prepared.event, remote).await {
+            Ok(persisted) => persisted,
+            Err(error) => {
+                self.abandon_positions(vec![position]).await;
+                return Err(error.into());
+            }
+        };
+        self.apply_to_head(head, &prepared);
+        head.state_group = state_after;
+        Ok(StagedEvents {
+            room_id: head.room_id.clone(),
+            prepared: vec![prepared],
+            positions: vec![position],
+            durability,
+            queued: 0,
+            with_state: true,
+        })
+    }
+}

@@ -9,17 +9,21 @@
 //!   current state, membership history, relations, transaction ID, redaction, push actions,
 //!   full-text index);
 //! - [`read`]: events by ID, by transaction, in stream order, near a timestamp;
-//! - [`filter`]: room event filters as SQL conditions.
+//! - [`filter`]: room event filters as SQL conditions;
+//! - [`outliers`]: events another server built (remote joins and leaves), with the room,
+//!   outliers and state they stand on, in one transaction.
 //!
 //! Relations between events are read in `crate::relations`.
 
 use crate::{Row, StoreError};
 
 mod filter;
+mod outliers;
 mod persist;
 mod read;
 
 pub use filter::EventFilterSql;
+pub use outliers::{NewOutlier, RemoteBuilt, StateEntry};
 pub use persist::PersistedEvent;
 // Named here by `service::rooms::relations` until its import follows the move.
 pub use crate::relations::RelatedEventsQuery;

@@ -67,7 +67,7 @@ impl Store {
         Ok((persisted, queued, durability))
     }
 
-    async fn persist_in(
+    pub(super) async fn persist_in(
         &self,
         tx: &mut crate::Tx<'_>,
         events: &[NewEvent],
