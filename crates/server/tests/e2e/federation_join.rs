@@ -215,7 +215,6 @@ async fn an_alias_of_another_server_is_resolved_there() {
 /// The integration test the lead finishes after the merge: needs the outbound queue (fed-out)
 /// to carry each side's messages and `/send` (fed-in) to take them in.
 #[tokio::test]
-#[ignore = "needs the outbound queue (h-fed-out) merged with /send (h-fed-in)"]
 async fn messages_flow_both_ways_after_a_remote_join() {
     let (_certs, a, b) = two_servers().await;
     let alice = a.register("alice").await;

@@ -189,6 +189,8 @@ fn remote_new_event(pdu: &Pdu, state_before: Option<i64>, replaces_state: Option
         txn: None,
         redaction: None,
         new_room: None,
+        // The resident server sends a join or leave it accepts on to the room's other servers.
+        federation_destinations: Vec::new(),
         remote: None,
     }
 }
