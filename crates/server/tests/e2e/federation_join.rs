@@ -210,6 +210,18 @@ async fn an_alias_of_another_server_is_resolved_there() {
     let down = format!("#x:c.test:{}", free_port());
     let unreachable = bob.client.get(&format!("/_matrix/client/v3/directory/room/{}", enc(&down))).await;
     unreachable.expect_error(502, "M_UNKNOWN");
+
+    // The alias A has resolves on B to the room and A as a server to join through, and joining
+    // by the alias alone works.
+    let resolved = bob.client.get(&format!("/_matrix/client/v3/directory/room/{}", enc(&alias))).await;
+    let body = resolved.expect(200);
+    assert_eq!(body["room_id"], room_id.as_str(), "{body}");
+    assert_eq!(body["servers"], json!([a.server_name.clone()]), "{body}");
+    let joined = bob.client.post(&format!("/_matrix/client/v3/join/{}", enc(&alias)), &json!({})).await;
+    assert_eq!(joined.expect(200)["room_id"], room_id.as_str());
+    let expected = vec![(alice.user_id.clone(), "join".to_owned()), (bob.user_id.clone(), "join".to_owned())];
+    assert_eq!(members(&alice, &room_id).await, expected);
+    assert_eq!(members(&bob, &room_id).await, expected);
 }
 
 /// The integration test the lead finishes after the merge: needs the outbound queue (fed-out)
