@@ -75,6 +75,9 @@ pub enum FederationError {
     BadResponse { destination: String, message: String },
     #[error("cannot build the request: {0}")]
     Request(String),
+    /// `federation_domain_whitelist` does not name the destination: nothing was sent.
+    #[error("federation denied with {destination}")]
+    Denied { destination: String },
 }
 
 impl FederationError {
@@ -94,6 +97,8 @@ pub struct FederationClient {
     signer: Signer,
     options: ClientOptions,
     requests: AtomicU64,
+    /// `federation_domain_whitelist`: when set, the only servers requests go to.
+    domain_whitelist: Option<Vec<String>>,
 }
 
 impl FederationClient {
@@ -119,7 +124,14 @@ impl FederationClient {
             .pool_max_idle_per_host(8)
             .set_host(false)
             .build(connector);
-        Ok(FederationClient { http, discovery, signer, options, requests: AtomicU64::new(0) })
+        Ok(FederationClient {
+            http,
+            discovery,
+            signer,
+            options,
+            requests: AtomicU64::new(0),
+            domain_whitelist: config.domain_whitelist.clone(),
+        })
     }
 
     /// Server discovery, with its caches.
@@ -176,6 +188,9 @@ impl FederationClient {
         body: Option<Vec<u8>>,
     ) -> Result<T, FederationError> {
         let name = destination.as_str().to_owned();
+        if self.domain_whitelist.as_ref().is_some_and(|list| !list.contains(&name)) {
+            return Err(FederationError::Denied { destination: name });
+        }
         let resolved = self.discovery.resolve(&name).await?;
         let uri = format!("{SCHEME}://{name}{path_and_query}");
         let request_error = |e: &dyn std::fmt::Display| FederationError::Request(e.to_string());

@@ -266,3 +266,40 @@ async fn a_server_is_a_notary_for_keys_it_can_fetch() {
     b.stop().await;
     c.stop().await;
 }
+
+#[tokio::test]
+async fn federation_domain_whitelist_limits_both_directions() {
+    let certs = tempfile::tempdir().unwrap();
+    write_certificates(certs.path());
+    let b = federating_server("b.test", certs.path(), json!({})).await;
+    let c = federating_server("c.test", certs.path(), json!({})).await;
+    // A federates with B only.
+    let a = federating_server(
+        "a.test",
+        certs.path(),
+        json!({"federation_domain_whitelist": [b.server_name.clone()]}),
+    )
+    .await;
+    let client = &a.services().federation.client;
+    client.get_json::<Value>(&name(&b), "/_matrix/key/v2/server").await.unwrap();
+    let sent = client.requests_sent();
+    let refused = client.get_json::<Value>(&name(&c), "/_matrix/key/v2/server").await;
+    assert!(matches!(refused, Err(FederationError::Denied { .. })), "{refused:?}");
+    assert_eq!(client.requests_sent(), sent, "nothing is sent to a server off the list");
+    // Requests from servers off the list are refused before their keys are fetched.
+    let path = profile_path(&format!("@x:{}", a.server_name), None);
+    let from_c = signed_header(&c, &a.server_name, "GET", &path, b"");
+    let answer = myelin_test_support::http_client()
+        .get(format!("{}{path}", a.base_url))
+        .header("Authorization", from_c)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 403);
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(body["errcode"], "M_FORBIDDEN");
+    assert_eq!(a.services().federation.keys.remote_fetches(), 0, "C's keys were never fetched");
+    a.stop().await;
+    b.stop().await;
+    c.stop().await;
+}

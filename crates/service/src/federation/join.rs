@@ -666,6 +666,9 @@ impl Services {
             Err(FederationError::Status { status: 404, .. }) => {
                 Err(MatrixError::not_found(format!("Room alias {alias} not found")).into())
             }
+            Err(FederationError::Denied { destination }) => {
+                Err(MatrixError::forbidden(format!("Federation denied with {destination}.")).into())
+            }
             Err(error) => {
                 tracing::info!(%alias, %error, "could not resolve a remote alias");
                 Err(MatrixError::unknown(format!("Failed to query the directory of {}", alias.server_name()))

@@ -67,6 +67,10 @@ impl Services {
             return Err(unauthorized("Destination mismatch in auth header"));
         }
         let origin = &authorization.origin;
+        // `federation_domain_whitelist`: other servers are refused before any key is fetched.
+        if !self.config.federation.allows_destination(origin.as_str()) {
+            return Err(MatrixError::forbidden(format!("Federation denied with {origin}.")).into());
+        }
         let key_id = authorization.key.as_str();
         let public_key = if origin.as_str() == self.server_name() {
             (key_id == self.keys.key_id()).then(|| self.keys.public_key().to_owned())
