@@ -100,9 +100,8 @@ database:
 # Logs go to standard error unless a Synapse-style log config is given:
 #log_config: "/etc/myelin/log.config"
 
-# Media (uploads, downloads, thumbnails) is not available in Myelin yet; when it is, it will be
-# stored here:
-#media_store_path: {media}
+# Uploaded media and its thumbnails (Synapse's layout, so a Synapse media store can be copied in):
+media_store_path: {media}
 #max_upload_size: 50M
 
 # Shared secret for `myelin register-user` and Synapse's `register_new_matrix_user`.
@@ -198,6 +197,8 @@ mod tests {
         assert!(
             matches!(config.database, myelin_config::DatabaseConfig::Sqlite { ref path } if path.starts_with(dir.path().join("data")))
         );
+        // Media goes beside the database, not into the working directory.
+        assert_eq!(config.media.media_store_path, dir.path().join("data").join("media_store"));
         let key = std::fs::read_to_string(&generated.signing_key_path).unwrap();
         assert!(myelin_service::keys::parse_key_file(&key).is_ok());
     }
