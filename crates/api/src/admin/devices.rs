@@ -4,7 +4,6 @@
 use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use myelin_core::MatrixError;
 use myelin_service::records::DeviceRecord;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -14,10 +13,7 @@ use crate::auth::AdminAuth;
 use crate::error::ApiResult;
 use crate::extract::{JsonBody, PathParams};
 
-fn parse_user(user_id: &str) -> Result<ruma::OwnedUserId, MatrixError> {
-    ruma::UserId::parse(user_id)
-        .map_err(|_| MatrixError::invalid_param(format!("Invalid user ID {user_id:?}")))
-}
+use super::users::parse_user;
 
 /// A device as the admin API lists it: the client API's fields plus the owner and the last
 /// user agent, with Synapse's nulls.

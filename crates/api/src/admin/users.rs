@@ -208,7 +208,8 @@ async fn list_v3(
     list_users(&services, &pairs, true).await
 }
 
-fn parse_user(user_id: &str) -> Result<ruma::OwnedUserId, MatrixError> {
+/// A user ID from a path, `400 M_INVALID_PARAM` when it is not one.
+pub(super) fn parse_user(user_id: &str) -> Result<ruma::OwnedUserId, MatrixError> {
     ruma::UserId::parse(user_id)
         .map_err(|_| MatrixError::invalid_param(format!("Invalid user ID {user_id:?}")))
 }

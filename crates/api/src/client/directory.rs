@@ -156,20 +156,22 @@ async fn get_public_rooms(
     Ok(Json(page_json(services.public_rooms(&request).await?)))
 }
 
+/// The `filter` of a `publicRooms` body (the client's and the federation's).
 #[derive(Deserialize, Default)]
-struct PublicRoomsFilter {
-    generic_search_term: Option<String>,
-    room_types: Option<Vec<Option<String>>>,
+pub(crate) struct PublicRoomsFilter {
+    pub(crate) generic_search_term: Option<String>,
+    pub(crate) room_types: Option<Vec<Option<String>>>,
 }
 
+/// A `POST publicRooms` body (the client's and the federation's).
 #[derive(Deserialize)]
-struct PublicRoomsBody {
-    limit: Option<i64>,
-    since: Option<String>,
-    filter: Option<PublicRoomsFilter>,
+pub(crate) struct PublicRoomsBody {
+    pub(crate) limit: Option<i64>,
+    pub(crate) since: Option<String>,
+    pub(crate) filter: Option<PublicRoomsFilter>,
     #[serde(default)]
-    include_all_networks: bool,
-    third_party_instance_id: Option<String>,
+    pub(crate) include_all_networks: bool,
+    pub(crate) third_party_instance_id: Option<String>,
 }
 
 #[derive(Deserialize)]

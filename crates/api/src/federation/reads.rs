@@ -19,7 +19,7 @@ use serde_json::{Map, Value, json};
 
 use super::ServerAuth;
 use crate::AppState;
-use crate::client::directory::{page_json, parse_limit};
+use crate::client::directory::{PublicRoomsBody, page_json, parse_limit};
 use crate::error::ApiResult;
 use crate::extract::{PathParams, QueryParams, parse_event_id, parse_json, parse_room_id, parse_user_id};
 
@@ -259,22 +259,6 @@ async fn get_public_rooms(
         ..Default::default()
     };
     Ok(Json(page_json(services.federation_public_rooms(&request).await?)))
-}
-
-#[derive(Deserialize, Default)]
-struct PublicRoomsFilter {
-    generic_search_term: Option<String>,
-    room_types: Option<Vec<Option<String>>>,
-}
-
-#[derive(Deserialize)]
-struct PublicRoomsBody {
-    limit: Option<i64>,
-    since: Option<String>,
-    filter: Option<PublicRoomsFilter>,
-    #[serde(default)]
-    include_all_networks: bool,
-    third_party_instance_id: Option<String>,
 }
 
 /// `POST /_matrix/federation/v1/publicRooms`
