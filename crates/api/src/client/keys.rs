@@ -67,6 +67,22 @@ fn failure_json() -> Value {
     json!({ "status": 503, "message": "Federation is not available on this server" })
 }
 
+/// `device_keys` of a `/keys/query` answer: user ID -> device ID -> keys as `to_json` writes them
+/// (the client and federation APIs differ in what a device shows).
+pub(crate) fn device_keys_by_user(
+    device_keys: BTreeMap<OwnedUserId, BTreeMap<String, QueriedDeviceKeys>>,
+    to_json: impl Fn(QueriedDeviceKeys) -> Value,
+) -> Map<String, Value> {
+    device_keys
+        .into_iter()
+        .map(|(user_id, devices)| {
+            let devices: Map<String, Value> =
+                devices.into_iter().map(|(device_id, keys)| (device_id, to_json(keys))).collect();
+            (user_id.to_string(), Value::Object(devices))
+        })
+        .collect()
+}
+
 /// `POST /_matrix/client/v3/keys/query`
 async fn query(
     State(services): State<AppState>,
@@ -74,15 +90,7 @@ async fn query(
     JsonBody(body): JsonBody<QueryBody>,
 ) -> ApiResult<Json<Value>> {
     let result = services.query_keys(&requester.user_id, &body.device_keys).await?;
-    let device_keys: Map<String, Value> = result
-        .device_keys
-        .into_iter()
-        .map(|(user_id, devices)| {
-            let devices: Map<String, Value> =
-                devices.into_iter().map(|(device_id, keys)| (device_id, device_keys_json(keys))).collect();
-            (user_id.to_string(), Value::Object(devices))
-        })
-        .collect();
+    let device_keys = device_keys_by_user(result.device_keys, device_keys_json);
     let failures: Map<String, Value> =
         result.failures.into_iter().map(|server| (server, failure_json())).collect();
     let cross_signing = result.cross_signing;

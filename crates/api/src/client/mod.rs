@@ -5,7 +5,7 @@ mod capabilities;
 mod dehydrated;
 mod devices;
 pub(crate) mod directory;
-mod keys;
+pub(crate) mod keys;
 mod membership;
 mod openid;
 mod profile;

@@ -15,7 +15,7 @@ use myelin_service::e2e_keys::QueriedDeviceKeys;
 use myelin_service::rooms::directory::PublicRoomsRequest;
 use ruma::{OwnedEventId, OwnedUserId, RoomAliasId};
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::ServerAuth;
 use crate::AppState;
@@ -325,15 +325,7 @@ fn device_keys_json(device: QueriedDeviceKeys) -> Value {
 async fn keys_query(State(services): State<AppState>, auth: ServerAuth) -> ApiResult<Json<Value>> {
     let body: KeysQueryBody = parse_json(&auth.body)?;
     let result = services.federation_query_keys(&body.device_keys).await?;
-    let device_keys: Map<String, Value> = result
-        .device_keys
-        .into_iter()
-        .map(|(user_id, devices)| {
-            let devices: Map<String, Value> =
-                devices.into_iter().map(|(device_id, keys)| (device_id, device_keys_json(keys))).collect();
-            (user_id.to_string(), Value::Object(devices))
-        })
-        .collect();
+    let device_keys = crate::client::keys::device_keys_by_user(result.device_keys, device_keys_json);
     Ok(Json(json!({
         "device_keys": device_keys,
         "master_keys": result.cross_signing.master_keys,
