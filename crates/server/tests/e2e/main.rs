@@ -24,6 +24,7 @@ mod federation_sender;
 mod federation_transport;
 mod foundation;
 mod harness;
+mod interop_synapse;
 mod http_limits;
 mod key_backup;
 mod listeners;
