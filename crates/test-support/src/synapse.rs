@@ -43,14 +43,20 @@ fn unlimited() -> Value {
     json!({"per_second": 1_000_000, "burst_count": 10_000_000})
 }
 
-fn log_config(log_path: &Path) -> String {
+fn log_config(log_path: &Path, client_port: u16) -> String {
     // Synapse's logging config is Python's dictConfig, in YAML (JSON is YAML).
     json!({
         "version": 1,
         "formatters": {"precise": {"format": "%(asctime)s - %(name)s - %(lineno)d - %(levelname)s - %(request)s - %(message)s"}},
         "filters": {"context": {"()": "synapse.logging.context.LoggingContextFilter", "request": ""}},
         "handlers": {"file": {"class": "logging.FileHandler", "formatter": "precise", "filters": ["context"], "filename": log_path}},
-        "loggers": {"synapse.storage.SQL": {"level": "WARNING"}, "synapse.access": {"level": "INFO"}},
+        // The client listener's access log (tests poll) stays out; federation's stays in.
+        "loggers": {
+            "synapse.storage.SQL": {"level": "WARNING"},
+            "synapse.storage.background_updates": {"level": "WARNING"},
+            "synapse.storage.prepare_database": {"level": "WARNING"},
+            format!("synapse.access.http.{client_port}"): {"level": "WARNING"},
+        },
         "root": {"level": "INFO", "handlers": ["file"]},
         "disable_existing_loggers": false,
     })
@@ -70,7 +76,7 @@ impl SynapseServer {
         let server_name = format!("127.0.0.1:{federation_port}");
         let log_path = dir.path().join("homeserver.log");
         let log_config_path = dir.path().join("log.config");
-        std::fs::write(&log_config_path, log_config(&log_path)).expect("write log config");
+        std::fs::write(&log_config_path, log_config(&log_path, client_port)).expect("write log config");
         let (database, postgres) = synapse_database(dir.path(), &python).await;
         let mut config = json!({
             "server_name": server_name,
@@ -245,6 +251,11 @@ impl Drop for SynapseServer {
     fn drop(&mut self) {
         if std::thread::panicking() {
             eprintln!("{}", self.logs());
+        }
+        // For a closer look (its database and whole log): MYELIN_KEEP_SYNAPSE=1.
+        if std::env::var("MYELIN_KEEP_SYNAPSE").is_ok_and(|v| v == "1") {
+            let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temporary directory"));
+            eprintln!("Synapse's directory kept: {}", dir.keep().display());
         }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();

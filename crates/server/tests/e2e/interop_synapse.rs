@@ -288,6 +288,8 @@ async fn events_both_ways(kind: PeerKind) {
                 }),
             )
             .await;
+            // A reaction needs the original on the reacting user's server.
+            wait_for_messages(to, &room, "the original", |chunk| has_event(chunk, &original)).await;
             let reaction = send(
                 to,
                 &room,
