@@ -100,7 +100,14 @@ async fn servers(kind: PeerKind) -> Option<(tempfile::TempDir, TestServer, Peer)
 }
 
 async fn create_room(user: &TestUser, alias: Option<&str>) -> String {
+    create_room_of_version(user, alias, None).await
+}
+
+async fn create_room_of_version(user: &TestUser, alias: Option<&str>, version: Option<&str>) -> String {
     let mut body = json!({"preset": "public_chat", "name": "Interop"});
+    if let Some(version) = version {
+        body["room_version"] = json!(version);
+    }
     if let Some(alias) = alias {
         body["room_alias_name"] = json!(alias);
     }
@@ -175,7 +182,12 @@ async fn memberships(user: &TestUser, room_id: &str) -> Vec<(String, String)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| (e["state_key"].as_str().unwrap().to_owned(), e["content"]["membership"].as_str().unwrap().to_owned()))
+        .map(|e| {
+            (
+                e["state_key"].as_str().unwrap().to_owned(),
+                e["content"]["membership"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
     out.sort();
     out
@@ -271,7 +283,9 @@ async fn events_both_ways(kind: PeerKind) {
     let Some((_certs, m, peer)) = servers(kind).await else { return };
     let alice = m.register("alice").await;
     let bob = peer.register("bob").await;
-    for (creator, joiner, via) in [(&alice, &bob, m.server_name.clone()), (&bob, &alice, peer.server_name().to_owned())] {
+    for (creator, joiner, via) in
+        [(&alice, &bob, m.server_name.clone()), (&bob, &alice, peer.server_name().to_owned())]
+    {
         let room = create_room(creator, None).await;
         join(joiner, &room, Some(&via)).await;
         wait_for_membership(creator, &room, &joiner.user_id, "join").await;
@@ -301,7 +315,12 @@ async fn events_both_ways(kind: PeerKind) {
             let redacted = from
                 .client
                 .put(
-                    &format!("/_matrix/client/v3/rooms/{}/redact/{}/r{}", enc(&room), enc(&doomed), rand_txn()),
+                    &format!(
+                        "/_matrix/client/v3/rooms/{}/redact/{}/r{}",
+                        enc(&room),
+                        enc(&doomed),
+                        rand_txn()
+                    ),
                     &json!({"reason": "oops"}),
                 )
                 .await;
@@ -322,7 +341,8 @@ async fn events_both_ways(kind: PeerKind) {
             let stripped = find(&doomed);
             assert_eq!(stripped["content"], json!({}), "{stripped}");
             assert!(stripped["unsigned"]["redacted_because"].is_object(), "{stripped}");
-            let chunk = wait_for_messages(from, &room, "the reaction", |chunk| has_event(chunk, &reaction)).await;
+            let chunk =
+                wait_for_messages(from, &room, "the reaction", |chunk| has_event(chunk, &reaction)).await;
             let reaction = chunk.iter().find(|e| e["event_id"] == reaction.as_str()).unwrap();
             assert_eq!(reaction["content"]["m.relates_to"]["key"], "👍");
             assert_eq!(reaction["sender"], to.user_id.as_str());
@@ -331,12 +351,18 @@ async fn events_both_ways(kind: PeerKind) {
 }
 
 /// Each side's room: the other side's user kicked (and rejoining), then banned (and refused).
+/// The kick and the ban reach the kicked user's server, which takes them in.
 async fn kick_and_ban(kind: PeerKind) {
     let Some((_certs, m, peer)) = servers(kind).await else { return };
     let alice = m.register("alice").await;
     let bob = peer.register("bob").await;
-    for (admin, member, via) in [(&alice, &bob, m.server_name.clone()), (&bob, &alice, peer.server_name().to_owned())] {
-        let room = create_room(admin, None).await;
+    // Myelin's room in its default version; the peer's in v12 (Synapse's default), where the
+    // create event is never an auth event.
+    for (admin, member, via, version) in [
+        (&alice, &bob, m.server_name.clone(), None),
+        (&bob, &alice, peer.server_name().to_owned(), Some("12")),
+    ] {
+        let room = create_room_of_version(admin, None, version).await;
         join(member, &room, Some(&via)).await;
         wait_for_membership(admin, &room, &member.user_id, "join").await;
 
@@ -356,7 +382,11 @@ async fn kick_and_ban(kind: PeerKind) {
             if !rooms.expect(200)["joined_rooms"].as_array().unwrap().iter().any(|r| r == room.as_str()) {
                 break;
             }
-            assert!(tokio::time::Instant::now() < deadline, "{} still in {room} after the kick", member.user_id);
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} still in {room} after the kick",
+                member.user_id
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         // A kick is not a ban: the user may come back.
@@ -378,7 +408,11 @@ async fn kick_and_ban(kind: PeerKind) {
             if !rooms.expect(200)["joined_rooms"].as_array().unwrap().iter().any(|r| r == room.as_str()) {
                 break;
             }
-            assert!(tokio::time::Instant::now() < deadline, "{} still in {room} after the ban", member.user_id);
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} still in {room} after the ban",
+                member.user_id
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         // A banned user cannot join again: the room's server refuses.
@@ -414,7 +448,8 @@ async fn stopped_side_catches_up(kind: PeerKind) {
     };
     peer.resume().await;
     let bob = repoint(&bob, peer.base_url());
-    let chunk = wait_for_messages(&bob, &room, "Myelin's messages", |c| sent.iter().all(|id| has_event(c, id))).await;
+    let chunk =
+        wait_for_messages(&bob, &room, "Myelin's messages", |c| sent.iter().all(|id| has_event(c, id))).await;
     for i in 0..5 {
         assert_eq!(count(&chunk, &format!("while the peer was down {i}")), 1, "{chunk:?}");
     }
@@ -430,7 +465,9 @@ async fn stopped_side_catches_up(kind: PeerKind) {
     // Myelin speaks first after its restart: Synapse retries a server it has backed off from
     // when that server contacts it (or on its next wake-up).
     let back = text(&alice, &room, "back").await;
-    let chunk = wait_for_messages(&alice, &room, "the peer's messages", |c| sent.iter().all(|id| has_event(c, id))).await;
+    let chunk =
+        wait_for_messages(&alice, &room, "the peer's messages", |c| sent.iter().all(|id| has_event(c, id)))
+            .await;
     for i in 0..5 {
         assert_eq!(count(&chunk, &format!("while Myelin was down {i}")), 1, "{chunk:?}");
     }
@@ -464,7 +501,11 @@ async fn synapse_backfills_history_from_myelin() {
         bodies.iter().all(|b| c.iter().any(|e| e["content"]["body"] == b.as_str()))
     })
     .await;
-    let seen: Vec<&str> =
-        chunk.iter().rev().filter_map(|e| e["content"]["body"].as_str()).filter(|b| b.starts_with("history ")).collect();
+    let seen: Vec<&str> = chunk
+        .iter()
+        .rev()
+        .filter_map(|e| e["content"]["body"].as_str())
+        .filter(|b| b.starts_with("history "))
+        .collect();
     assert_eq!(seen, bodies.iter().map(String::as_str).collect::<Vec<_>>());
 }
