@@ -120,10 +120,19 @@ impl PduTemplate {
     /// the room ID).
     pub fn build(self, context: &PduContext<'_>) -> Result<Pdu, String> {
         let rules = context.rules;
-        let content: CanonicalJsonValue = serde_json::from_value(self.content)
+        let mut content: CanonicalJsonValue = serde_json::from_value(self.content)
             .map_err(|e| format!("content is not canonical JSON: {e}"))?;
-        if !matches!(content, CanonicalJsonValue::Object(_)) {
+        let CanonicalJsonValue::Object(fields) = &mut content else {
             return Err("content must be an object".to_owned());
+        };
+        // From v11 the redacted event is named in the content (the top-level key is no longer
+        // part of the event): without it other servers see a redaction of nothing.
+        if let Some(redacts) = &self.redacts
+            && rules.redaction.content_field_redacts
+        {
+            fields
+                .entry("redacts".to_owned())
+                .or_insert_with(|| CanonicalJsonValue::String(redacts.to_string()));
         }
         let mut json = CanonicalJsonObject::new();
         json.insert("auth_events".to_owned(), references(context.auth_events, rules)?);
@@ -448,6 +457,46 @@ mod tests {
             let again = Pdu::from_json(pdu.json(), pdu.event_id.clone(), &rules).unwrap();
             assert_eq!(again.room_id, pdu.room_id);
             assert_eq!(again.depth, 1);
+        }
+    }
+
+    #[test]
+    fn a_redaction_names_its_target_where_the_version_reads_it() {
+        let key = key();
+        for version in ["10", "11", "12"] {
+            let (_, rules) = room_version(version).unwrap();
+            let create = create(version, &key);
+            let redaction = PduTemplate {
+                room_id: Some(create.room_id.clone()),
+                sender: UserId::parse("@alice:example.org").unwrap(),
+                kind: "m.room.redaction".to_owned(),
+                state_key: None,
+                content: serde_json::json!({"reason": "oops"}),
+                redacts: Some(create.event_id.clone()),
+            }
+            .build(&PduContext {
+                rules: &rules,
+                prev_events: &[&create],
+                auth_events: &[&create],
+                depth: 2,
+                origin_server_ts: 1_700_000_000_001,
+                origin: "example.org",
+                key: &key,
+                local_id: "redaction",
+            })
+            .unwrap();
+            let json = serde_json::to_value(redaction.json()).unwrap();
+            let target = serde_json::json!(create.event_id.as_str());
+            if version == "10" {
+                assert_eq!(json["redacts"], target, "v{version}: {json}");
+            } else {
+                // v11 and later read it from the content only (other servers too).
+                assert_eq!(json["content"]["redacts"], target, "v{version}: {json}");
+                assert_eq!(json["content"]["reason"], "oops");
+            }
+            // Parsed back (as another server does), the redaction still names its target.
+            let again = Pdu::from_json(redaction.json(), redaction.event_id.clone(), &rules).unwrap();
+            assert_eq!(again.redacts.as_ref(), Some(&create.event_id), "v{version}");
         }
     }
 

@@ -97,7 +97,49 @@ impl FreshDatabase {
     }
 }
 
+/// A fresh PostgreSQL database (not a schema) in the `TEST_POSTGRES_URL` cluster, for a process
+/// that wants a database of its own (Synapse): C collation from `template0`. Removed with the
+/// throwaway cluster.
+pub struct PostgresDatabase {
+    /// The cluster's connection settings (its `dbname` is the one `TEST_POSTGRES_URL` names).
+    pub config: PostgresConfig,
+    /// The new database's name.
+    pub name: String,
+}
+
+impl PostgresDatabase {
+    /// A new database, or `None` (with a message) when PostgreSQL is not available and not
+    /// required.
+    pub async fn create() -> Option<PostgresDatabase> {
+        let Some(config) = postgres_base() else {
+            if postgres_required() {
+                panic!("MYELIN_REQUIRE_POSTGRES=1 but TEST_POSTGRES_URL is not set");
+            }
+            eprintln!("SKIPPED: PostgreSQL database without TEST_POSTGRES_URL (run scripts/test.sh)");
+            return None;
+        };
+        let name = format!(
+            "d_{}",
+            rand::rng()
+                .sample_iter(&Alphanumeric)
+                .take(16)
+                .map(|c| char::from(c).to_ascii_lowercase())
+                .collect::<String>()
+        );
+        execute(
+            &config,
+            &format!("CREATE DATABASE {name} TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'"),
+        )
+        .await;
+        Some(PostgresDatabase { config, name })
+    }
+}
+
 async fn create_schema(config: &PostgresConfig, schema: &str) {
+    execute(config, &format!("CREATE SCHEMA {schema}")).await
+}
+
+async fn execute(config: &PostgresConfig, statement: &str) {
     let mut pg = tokio_postgres::Config::new();
     pg.host(config.host.as_deref().unwrap_or("localhost"));
     if let Some(port) = config.port {
@@ -110,7 +152,7 @@ async fn create_schema(config: &PostgresConfig, schema: &str) {
     pg.dbname(config.dbname.as_deref().unwrap_or("postgres"));
     let (client, connection) = pg.connect(tokio_postgres::NoTls).await.expect("connect to TEST_POSTGRES_URL");
     let task = tokio::spawn(connection);
-    client.batch_execute(&format!("CREATE SCHEMA {schema}")).await.expect("create test schema");
+    client.batch_execute(statement).await.unwrap_or_else(|e| panic!("{statement}: {e}"));
     drop(client);
     let _ = task.await;
 }

@@ -8,14 +8,15 @@
 
 use std::path::{Path, PathBuf};
 
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose};
 use ruma::OwnedServerName;
 use ruma::api::federation::authentication::{XMatrix, XMatrixSigningInput};
 use serde_json::{Value, json};
 
 use crate::TestServer;
 
-/// A test CA and one certificate it signed for `a.test`, `b.test` and `c.test`.
+/// A test CA and one certificate it signed for `a.test`, `b.test`, `c.test`, `localhost` and
+/// `127.0.0.1`.
 pub struct TestCertificates {
     dir: tempfile::TempDir,
 }
@@ -47,11 +48,19 @@ impl Default for TestCertificates {
 pub fn write_certificates(dir: &Path) {
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    // OpenSSL (Synapse's TLS) takes a certificate whose issuer is its own subject for
+    // self-signed: the CA and the server certificate need distinct names (rcgen gives both the
+    // same default name), and the CA may sign certificates.
+    ca_params.distinguished_name.push(DnType::CommonName, "Myelin test CA");
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("CA key")).expect("CA");
     let key = KeyPair::generate().expect("key");
-    let names = vec!["a.test".to_owned(), "b.test".to_owned(), "c.test".to_owned()];
-    let certificate =
-        CertificateParams::new(names).expect("names").signed_by(&key, &ca).expect("certificate");
+    // `127.0.0.1` (an IP SAN) and `localhost` for servers named by IP literal (Synapse, which has
+    // no DNS override, and the Myelins federating with it).
+    let names = ["a.test", "b.test", "c.test", "localhost", "127.0.0.1"].map(str::to_owned).to_vec();
+    let mut params = CertificateParams::new(names).expect("names");
+    params.distinguished_name.push(DnType::CommonName, "Myelin test server");
+    let certificate = params.signed_by(&key, &ca).expect("certificate");
     std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write ca.pem");
     std::fs::write(dir.join("cert.pem"), certificate.pem()).expect("write cert.pem");
     std::fs::write(dir.join("key.pem"), key.serialize_pem()).expect("write key.pem");
@@ -72,6 +81,8 @@ pub fn free_port() -> u16 {
 
 /// A server named `<host>:<port>` serving federation over TLS on that port (and the client and
 /// federation APIs over plain HTTP on `base_url`), with `overrides` merged into its config.
+/// `host` is one of the test names, or `127.0.0.1` for a server other implementations reach
+/// without name resolution (the interoperability tests with Synapse).
 pub async fn federating_server(host: &str, certs: &Path, overrides: Value) -> TestServer {
     let port = free_port();
     let mut config = json!({

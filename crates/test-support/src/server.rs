@@ -134,6 +134,19 @@ impl TestServer {
         self.boot().await;
     }
 
+    /// Stops the server, keeping its configuration and database for [`TestServer::resume`].
+    pub async fn halt(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.shutdown(Duration::from_secs(2)).await;
+        }
+    }
+
+    /// Starts a halted server again (its plain listener on a new port: `base_url` changes).
+    pub async fn resume(&mut self) {
+        assert!(self.running.is_none(), "the server is running");
+        self.boot().await;
+    }
+
     /// The services of the running server, for test set-up and inspection.
     pub fn services(&self) -> &Services {
         &self.running.as_ref().expect("server is running").services

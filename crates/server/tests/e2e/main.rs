@@ -25,6 +25,7 @@ mod federation_transport;
 mod foundation;
 mod harness;
 mod http_limits;
+mod interop_synapse;
 mod key_backup;
 mod listeners;
 mod media;

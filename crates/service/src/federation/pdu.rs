@@ -393,13 +393,21 @@ impl Services {
         // The rules consult the create event even where it is not an auth event (v12).
         ids.extend(create_id.cloned());
         let pdus = self.get_pdus(&ids, rules).await?;
-        let by_key: HashMap<(String, String), Arc<Pdu>> = keys
+        let mut by_key: HashMap<(String, String), Arc<Pdu>> = keys
             .into_iter()
             .filter_map(|key| {
                 let pdu = pdus.get(state.get(&key)?)?.clone();
                 Some((key, pdu))
             })
             .collect();
+        // Where the room ID names the create event (v12), it is never among the auth events:
+        // the state of the auth events still has it for the rules' create-event checks.
+        if rules.authorization.room_create_event_id_as_room_id
+            && let Some(create) = create_id.and_then(|id| pdus.get(id))
+            && create.kind == ruma::events::TimelineEventType::RoomCreate
+        {
+            by_key.entry(("m.room.create".to_owned(), String::new())).or_insert_with(|| create.clone());
+        }
         let fetch_event =
             |id: &EventId| auth_pdus.get(id).or_else(|| pdus.get(id)).map(|p| p.as_ref().clone());
         let fetch_state = |kind: &ruma::events::StateEventType, key: &str| {
