@@ -125,7 +125,7 @@ impl From<FederationError> for Attempt {
 }
 
 /// A path of the federation API, each segment percent-encoded.
-fn federation_path(segments: &[&str], query: &[(&str, &str)]) -> Result<String> {
+pub(super) fn federation_path(segments: &[&str], query: &[(&str, &str)]) -> Result<String> {
     let mut url = url::Url::parse("http://federation.invalid/").map_err(Error::internal)?;
     url.path_segments_mut().map_err(|()| Error::internal("cannot build a federation path"))?.extend(segments);
     if !query.is_empty() {
@@ -168,7 +168,7 @@ fn check_template(
 }
 
 /// The record of an event another server built, as the write path persists it.
-fn remote_new_event(pdu: &Pdu, state_before: Option<i64>, replaces_state: Option<String>) -> NewEvent {
+pub(super) fn remote_new_event(pdu: &Pdu, state_before: Option<i64>, replaces_state: Option<String>) -> NewEvent {
     let content = pdu.content_value();
     NewEvent {
         event_id: pdu.event_id.to_string(),

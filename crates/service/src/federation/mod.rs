@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod edu;
+pub mod invite;
 mod join;
 pub mod membership;
 pub mod pdu;

@@ -240,6 +240,13 @@ impl Services {
         let head = self.known_room(room_id).await?;
         let event_id = match self.membership_event(requester, &head, &change).await? {
             MemberEvent::Unchanged(event_id) => event_id,
+            // An invite of another server's user goes to its server first (`federation::invite`).
+            MemberEvent::New(draft)
+                if change.action == MembershipAction::Invite
+                    && change.target.server_name().as_str() != self.server_name() =>
+            {
+                self.invite_remote_user(room_id, &requester.user_id, &change.target, draft).await?
+            }
             MemberEvent::New(draft) => {
                 self.send_event(room_id, &requester.user_id, draft, None).await?.event_id.clone()
             }
@@ -309,12 +316,6 @@ impl Services {
             }
             MembershipAction::Invite if !requester.is_admin && self.config.room.block_non_admin_invites => {
                 return Err(MatrixError::forbidden("Invites have been disabled on this server").into());
-            }
-            MembershipAction::Invite if !is_local => {
-                return Err(MatrixError::forbidden(
-                    "Inviting users of other servers needs federation, which is not available yet",
-                )
-                .into());
             }
             _ => {}
         }
