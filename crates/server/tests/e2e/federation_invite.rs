@@ -417,3 +417,156 @@ async fn invites_from_a_server_off_the_whitelist_are_refused() {
     assert_eq!((status, answer["errcode"].as_str()), (403, Some("M_FORBIDDEN")), "{answer}");
     nothing_stored(&b, &bob, &room_id, &event_id).await;
 }
+
+/// `owner` (of its server) creates a room with the `knock` join rule; `knocker` (of the other
+/// server) knocks through the owner's server and sees the knock in `/sync` with its stripped
+/// state; the owner's server has the knock. Returns the room.
+async fn knock_across(owner: &TestUser, owner_server: &TestServer, knocker: &TestUser) -> String {
+    let created = owner
+        .client
+        .post(
+            "/_matrix/client/v3/createRoom",
+            &json!({
+                "preset": "private_chat",
+                "name": "Knock knock",
+                "initial_state": [{"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "knock"}}],
+            }),
+        )
+        .await;
+    let room_id = created.expect(200)["room_id"].as_str().unwrap().to_owned();
+    let knocked = knocker
+        .client
+        .post(
+            &format!("/_matrix/client/v3/knock/{}?via={}", enc(&room_id), enc(&owner_server.server_name)),
+            &json!({"reason": "let me in"}),
+        )
+        .await;
+    assert_eq!(knocked.expect(200)["room_id"], room_id.as_str());
+    assert_eq!(membership_of(&members(owner, &room_id).await, knocker).as_deref(), Some("knock"));
+
+    let sync = knocker.client.get("/_matrix/client/v3/sync").await.expect(200).clone();
+    let state = sync["rooms"]["knock"][&room_id]["knock_state"]["events"].as_array().cloned();
+    let state = state.unwrap_or_else(|| panic!("no knock in {sync}"));
+    let has = |kind: &str, key: &str| {
+        state.iter().find(|e| e["type"] == kind && e["state_key"] == key).cloned().unwrap_or(Value::Null)
+    };
+    assert_eq!(has("m.room.name", "")["content"]["name"], "Knock knock", "{state:?}");
+    assert_eq!(has("m.room.join_rules", "")["content"]["join_rule"], "knock", "{state:?}");
+    let own = has("m.room.member", knocker.user_id.as_str());
+    assert_eq!(own["content"]["membership"], "knock", "{state:?}");
+    assert_eq!(own["content"]["reason"], "let me in", "{state:?}");
+    assert!(sync["rooms"]["join"].get(&room_id).is_none(), "{sync}");
+    room_id
+}
+
+/// The owner accepts the knock (an invite over federation); the knocker joins.
+async fn accept_knock(owner: &TestUser, knocker: &TestUser, room_id: &str) {
+    let invited = owner
+        .client
+        .post(&format!("/_matrix/client/v3/rooms/{}/invite", enc(room_id)), &json!({"user_id": knocker.user_id}))
+        .await;
+    invited.expect(200);
+    let sync = knocker.client.get("/_matrix/client/v3/sync").await.expect(200).clone();
+    assert!(sync["rooms"]["invite"].get(room_id).is_some(), "{sync}");
+    assert!(sync["rooms"]["knock"].get(room_id).is_none(), "{sync}");
+    let joined = knocker.client.post(&format!("/_matrix/client/v3/rooms/{}/join", enc(room_id)), &json!({})).await;
+    assert_eq!(joined.expect(200)["room_id"], room_id);
+    assert_eq!(membership_of(&members(owner, room_id).await, knocker).as_deref(), Some("join"));
+}
+
+/// The owner denies the knock (or rescinds an invite) with a leave; the other server's user
+/// sees it once the owner's server has sent it.
+async fn deny_and_see_it(owner: &TestUser, other: &TestUser, room_id: &str) {
+    let since = other.client.get("/_matrix/client/v3/sync").await.expect(200)["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let kicked = owner
+        .client
+        .post(&format!("/_matrix/client/v3/rooms/{}/kick", enc(room_id)), &json!({"user_id": other.user_id}))
+        .await;
+    kicked.expect(200);
+    assert_eq!(membership_of(&members(owner, room_id).await, other).as_deref(), Some("leave"));
+    let mut since = since;
+    for _ in 0..20 {
+        let sync = other.client.get(&format!("/_matrix/client/v3/sync?timeout=3000&since={since}")).await;
+        let body = sync.expect(200).clone();
+        if body["rooms"]["leave"].get(room_id).is_some() {
+            let initial = other.client.get("/_matrix/client/v3/sync").await.expect(200).clone();
+            assert!(initial["rooms"]["knock"].get(room_id).is_none(), "{initial}");
+            assert!(initial["rooms"]["invite"].get(room_id).is_none(), "{initial}");
+            return;
+        }
+        since = body["next_batch"].as_str().unwrap().to_owned();
+    }
+    panic!("{} never saw the leave", other.user_id);
+}
+
+#[tokio::test]
+async fn a_remote_knock_is_accepted_both_ways() {
+    let (_certs, servers) = servers(&["a.test", "b.test"]).await;
+    let alice = servers[0].register("alice").await;
+    let bob = servers[1].register("bob").await;
+    let room_id = knock_across(&alice, &servers[0], &bob).await;
+    accept_knock(&alice, &bob, &room_id).await;
+    let room_id = knock_across(&bob, &servers[1], &alice).await;
+    accept_knock(&bob, &alice, &room_id).await;
+}
+
+#[tokio::test]
+async fn a_denied_knock_and_a_rescinded_invite_reach_the_other_server() {
+    let (_certs, servers) = servers(&["a.test", "b.test"]).await;
+    let (a, b) = (&servers[0], &servers[1]);
+    let alice = a.register("alice").await;
+    let bob = b.register("bob").await;
+    let room_id = knock_across(&alice, a, &bob).await;
+    deny_and_see_it(&alice, &bob, &room_id).await;
+    let room_id = knock_across(&bob, b, &alice).await;
+    deny_and_see_it(&bob, &alice, &room_id).await;
+    let room_id = invite_across(&alice, &bob).await;
+    deny_and_see_it(&alice, &bob, &room_id).await;
+}
+
+#[tokio::test]
+async fn knocks_the_room_does_not_allow_are_refused_and_store_nothing() {
+    let (_certs, servers) = servers(&["a.test", "b.test"]).await;
+    let (a, b) = (&servers[0], &servers[1]);
+    let alice = a.register("alice").await;
+    let bob = b.register("bob").await;
+    // An invite-only room: A refuses, so does B, and B stores nothing.
+    let created = alice.client.post("/_matrix/client/v3/createRoom", &json!({"preset": "private_chat"})).await;
+    let room_id = created.expect(200)["room_id"].as_str().unwrap().to_owned();
+    let path = format!("/_matrix/client/v3/knock/{}?via={}", enc(&room_id), enc(&a.server_name));
+    bob.client.post(&path, &json!({})).await.expect_error(403, "M_FORBIDDEN");
+    let room = RoomId::parse(&room_id).unwrap();
+    assert!(b.services().room_rules(&room).await.unwrap().is_none());
+    assert_eq!(membership_of(&members(&alice, &room_id).await, &bob), None);
+
+    // A room version without knocking: 403 from make_knock.
+    let created = alice
+        .client
+        .post(
+            "/_matrix/client/v3/createRoom",
+            &json!({"room_version": "6", "initial_state": [
+                {"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "public"}}
+            ]}),
+        )
+        .await;
+    let old_room = created.expect(200)["room_id"].as_str().unwrap().to_owned();
+    let template = format!(
+        "/_matrix/federation/v1/make_knock/{}/{}?ver=6",
+        enc(&old_room),
+        enc(bob.user_id.as_str())
+    );
+    let (status, answer) = federation_request(b, a, "GET", &template, None).await;
+    assert_eq!((status, answer["errcode"].as_str()), (403, Some("M_FORBIDDEN")), "{answer}");
+    // A version the knocking server did not offer: 400 M_INCOMPATIBLE_ROOM_VERSION.
+    let template = format!("/_matrix/federation/v1/make_knock/{}/{}?ver=10", enc(&old_room), enc(bob.user_id.as_str()));
+    let (status, answer) = federation_request(b, a, "GET", &template, None).await;
+    assert_eq!((status, answer["errcode"].as_str()), (400, Some("M_INCOMPATIBLE_ROOM_VERSION")), "{answer}");
+    // A user of another server than the origin: 403.
+    let template =
+        format!("/_matrix/federation/v1/make_knock/{}/{}?ver=10&ver=11", enc(&room_id), enc(alice.user_id.as_str()));
+    let (status, answer) = federation_request(b, a, "GET", &template, None).await;
+    assert_eq!(status, 403, "{answer}");
+}

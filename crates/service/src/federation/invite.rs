@@ -149,7 +149,7 @@ impl Services {
             return Err(MatrixError::not_found("Unknown room").into());
         };
         let mut prepared = self.prepare_event(head, sender, draft, None, None).await?;
-        let invite_room_state = self.invite_room_state(head, sender).await?;
+        let invite_room_state = self.prejoin_state(head, Some(sender)).await?;
         let body = json!({
             "event": prepared.pdu.json(),
             "room_version": head.version.as_str(),
@@ -181,11 +181,14 @@ impl Services {
         Ok(event_id)
     }
 
-    /// The stripped state sent with an invite of another server's user (see the module doc).
-    async fn invite_room_state(&self, head: &RoomHead, inviter: &UserId) -> Result<Vec<Value>> {
+    /// The stripped state sent to another server with an invite of its user (with the
+    /// inviter's member event) or in answer to its user's knock (see the module doc).
+    pub(crate) async fn prejoin_state(&self, head: &RoomHead, member: Option<&UserId>) -> Result<Vec<Value>> {
         let mut ids: Vec<OwnedEventId> =
             STRIPPED_STATE_TYPES.iter().filter_map(|kind| head.state_event_id(kind, "").cloned()).collect();
-        ids.extend(head.state_event_id("m.room.member", inviter.as_str()).cloned());
+        if let Some(member) = member {
+            ids.extend(head.state_event_id("m.room.member", member.as_str()).cloned());
+        }
         let pdus = self.get_pdus(&ids, &head.rules).await?;
         let mut state = Vec::with_capacity(ids.len());
         for id in &ids {
@@ -327,23 +330,25 @@ impl Services {
         self.countersign(&mut signed, &rules)?;
         let signed_pdu = Pdu::from_json(signed.clone(), pdu.event_id.clone(), &rules)
             .map_err(|e| Error::internal(format!("the countersigned invite does not parse: {e}")))?;
-        self.store_remote_membership(room_id, room_version, signed_pdu, &stripped).await?;
+        self.store_remote_membership(room_id, room_version, signed_pdu, Some(&stripped)).await?;
         Ok(signed)
     }
 
     /// Persists a local user's membership event built by another server (an invite received,
-    /// a knock sent) with the stripped state that came with it, when no local user is joined
-    /// to the room (see the module doc). Runs on a task of its own.
+    /// a knock sent, the leave that rescinds either) with the stripped state that came with
+    /// it, when no local user is joined to the room (see the module doc). Runs on a task of
+    /// its own.
     pub(crate) async fn store_remote_membership(
         &self,
         room_id: &RoomId,
         room_version: &str,
         pdu: Pdu,
-        stripped: &[StrippedStateEvent],
+        stripped: Option<&[StrippedStateEvent]>,
     ) -> Result<()> {
         let services = self.clone();
         let (room_id, room_version) = (room_id.to_owned(), room_version.to_owned());
-        let entries: Vec<Value> = stripped.iter().map(StrippedStateEvent::to_json).collect();
+        let entries: Option<Vec<Value>> =
+            stripped.map(|stripped| stripped.iter().map(StrippedStateEvent::to_json).collect());
         tokio::spawn(async move {
             services.store_remote_membership_to_completion(&room_id, &room_version, pdu, entries).await
         })
@@ -356,13 +361,15 @@ impl Services {
         room_id: &RoomId,
         room_version: &str,
         pdu: Pdu,
-        stripped: Vec<Value>,
+        stripped: Option<Vec<Value>>,
     ) -> Result<()> {
         if self.store.get_event(pdu.event_id.as_str()).await?.is_some() {
             return Ok(());
         }
-        let stripped = serde_json::to_string(&stripped).map_err(Error::internal)?;
-        self.store.put_stripped_room_state(pdu.event_id.as_str(), room_id.as_str(), &stripped).await?;
+        if let Some(stripped) = stripped {
+            let stripped = serde_json::to_string(&stripped).map_err(Error::internal)?;
+            self.store.put_stripped_room_state(pdu.event_id.as_str(), room_id.as_str(), &stripped).await?;
+        }
         let mut guard = self.lock_room_for_write(room_id).await?;
         let (mut head, remote) = match guard.as_ref() {
             Some(head) => {

@@ -65,10 +65,10 @@ pub const MAX_PARALLEL_KEY_FETCHES: usize = 8;
 
 /// `make_join` / `make_leave`'s answer.
 #[derive(Deserialize)]
-struct MakeMembershipResponse {
+pub(super) struct MakeMembershipResponse {
     /// Absent: room version 1 (as the spec says).
-    room_version: Option<String>,
-    event: CanonicalJsonObject,
+    pub(super) room_version: Option<String>,
+    pub(super) event: CanonicalJsonObject,
 }
 
 /// `send_join` v2's answer.
@@ -91,7 +91,7 @@ struct DirectoryResponse {
 }
 
 /// Why one candidate server did not work out.
-enum Attempt {
+pub(super) enum Attempt {
     /// Try the next server.
     Failover(String),
     /// Stop: the answer holds for every server (a refusal, an unsupported version).
@@ -145,7 +145,7 @@ fn string_of<'a>(json: &'a CanonicalJsonObject, key: &str) -> Option<&'a str> {
 }
 
 /// Checks a `make_join` / `make_leave` template is the member event asked for.
-fn check_template(
+pub(super) fn check_template(
     template: &CanonicalJsonObject,
     room_id: &RoomId,
     user_id: &UserId,

@@ -4,6 +4,7 @@
 pub mod access;
 pub mod edu;
 pub mod invite;
+pub mod knock;
 mod join;
 pub mod membership;
 pub mod pdu;

@@ -570,7 +570,25 @@ impl Services {
         id_or_alias: &str,
         reason: Option<&str>,
     ) -> Result<OwnedRoomId> {
-        let room_id = self.resolve_room_or_alias(id_or_alias).await?;
+        self.knock_room_via(requester, id_or_alias, reason, &[]).await
+    }
+
+    /// [`Self::knock_room`] with the servers to try (`via`) when no local user is in the
+    /// room: then the knock goes through one of them (`federation::knock`).
+    pub async fn knock_room_via(
+        &self,
+        requester: &Requester,
+        id_or_alias: &str,
+        reason: Option<&str>,
+        via: &[ruma::OwnedServerName],
+    ) -> Result<OwnedRoomId> {
+        let (room_id, alias_servers) = self.resolve_join_target(id_or_alias).await?;
+        if let Some(servers) =
+            self.remote_join_servers(&requester.user_id, &room_id, via, &alias_servers).await?
+        {
+            self.remote_knock(requester, &room_id, servers, reason).await?;
+            return Ok(room_id);
+        }
         let change = MembershipChange::new(&requester.user_id, MembershipAction::Knock, reason);
         self.update_membership(requester, &room_id, change).await?;
         Ok(room_id)
