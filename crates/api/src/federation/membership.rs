@@ -69,6 +69,18 @@ async fn send_knock(
     Ok(Json(json!({ "knock_room_state": state })))
 }
 
+/// `GET /_matrix/federation/unstable/rooms/{roomId}/complexity` (Synapse's, read before a join
+/// under `limit_remote_rooms`)
+async fn room_complexity(
+    State(services): State<AppState>,
+    PathParams(room_id): PathParams<String>,
+    auth: ServerAuth,
+) -> ApiResult<Json<Value>> {
+    let room_id = parse_room_id(&room_id)?;
+    let v1 = services.room_complexity(&auth.origin, &room_id).await?;
+    Ok(Json(json!({ "v1": v1 })))
+}
+
 /// `GET /_matrix/federation/v1/make_leave/{roomId}/{userId}`
 async fn make_leave(
     State(services): State<AppState>,
@@ -160,6 +172,7 @@ pub fn routes() -> Router<AppState> {
         .route("/_matrix/federation/v1/make_leave/{room_id}/{user_id}", get(make_leave))
         .route("/_matrix/federation/v1/make_knock/{room_id}/{user_id}", get(make_knock))
         .route("/_matrix/federation/v1/send_knock/{room_id}/{event_id}", put(send_knock))
+        .route("/_matrix/federation/unstable/rooms/{room_id}/complexity", get(room_complexity))
         .route("/_matrix/federation/v1/send_join/{room_id}/{event_id}", put(send_join_v1))
         .route("/_matrix/federation/v2/send_join/{room_id}/{event_id}", put(send_join_v2))
         .route("/_matrix/federation/v1/send_leave/{room_id}/{event_id}", put(send_leave_v1))

@@ -104,7 +104,8 @@ async fn invite_across(inviter: &TestUser, invitee: &TestUser) -> String {
 }
 
 async fn accept_and_talk(inviter: &TestUser, invitee: &TestUser, room_id: &str) {
-    let joined = invitee.client.post(&format!("/_matrix/client/v3/rooms/{}/join", enc(room_id)), &json!({})).await;
+    let joined =
+        invitee.client.post(&format!("/_matrix/client/v3/rooms/{}/join", enc(room_id)), &json!({})).await;
     assert_eq!(joined.expect(200)["room_id"], room_id);
     assert_eq!(membership_of(&members(inviter, room_id).await, invitee).as_deref(), Some("join"));
     assert_eq!(membership_of(&members(invitee, room_id).await, inviter).as_deref(), Some("join"));
@@ -156,7 +157,8 @@ async fn a_rejected_remote_invite_reaches_the_inviters_server() {
         .unwrap()
         .to_owned();
 
-    let left = bob.client.post(&format!("/_matrix/client/v3/rooms/{}/leave", enc(&room_id)), &json!({})).await;
+    let left =
+        bob.client.post(&format!("/_matrix/client/v3/rooms/{}/leave", enc(&room_id)), &json!({})).await;
     assert_eq!(left.expect(200).clone(), json!({}));
     // The leave went through A (make_leave / send_leave): A has it now.
     assert_eq!(membership_of(&members(&alice, &room_id).await, &bob).as_deref(), Some("leave"));
@@ -173,7 +175,8 @@ async fn a_rejected_remote_invite_reaches_the_inviters_server() {
 async fn an_invite_the_remote_server_refuses_is_not_persisted() {
     let (_certs, servers) = servers(&["a.test", "b.test"]).await;
     let alice = servers[0].register("alice").await;
-    let created = alice.client.post("/_matrix/client/v3/createRoom", &json!({"preset": "private_chat"})).await;
+    let created =
+        alice.client.post("/_matrix/client/v3/createRoom", &json!({"preset": "private_chat"})).await;
     let room_id = created.expect(200)["room_id"].as_str().unwrap().to_owned();
     let before = members(&alice, &room_id).await;
 
@@ -201,7 +204,12 @@ async fn an_invite_the_remote_server_refuses_is_not_persisted() {
 }
 
 /// An invite event built and signed by `from` for a room of version 10 that `to` does not know.
-fn signed_invite(from: &TestServer, room_id: &str, sender: &str, invitee: &str) -> (String, CanonicalJsonObject) {
+fn signed_invite(
+    from: &TestServer,
+    room_id: &str,
+    sender: &str,
+    invitee: &str,
+) -> (String, CanonicalJsonObject) {
     let rules = ruma::RoomVersionId::V10.rules().unwrap();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
     let fake = |c: char| format!("${}", std::iter::repeat_n(c, 43).collect::<String>());
@@ -250,12 +258,14 @@ async fn inbound_invites_are_checked_and_bad_ones_store_nothing() {
     let bob = b.register("bob").await;
     let room_id = format!("!garden:{}", a.server_name);
     let mallory = format!("@mallory:{}", a.server_name);
-    let stripped = json!([{"type": "m.room.name", "state_key": "", "sender": mallory, "content": {"name": "x"}}]);
+    let stripped =
+        json!([{"type": "m.room.name", "state_key": "", "sender": mallory, "content": {"name": "x"}}]);
 
     // A good one first: signed by B, stored, in bob's sync.
     let (event_id, event) = signed_invite(a, &room_id, &mallory, bob.user_id.as_str());
     let body = json!({"room_version": "10", "event": event, "invite_room_state": stripped});
-    let (status, answer) = federation_request(a, b, "PUT", &invite_path("v2", &room_id, &event_id), Some(&body)).await;
+    let (status, answer) =
+        federation_request(a, b, "PUT", &invite_path("v2", &room_id, &event_id), Some(&body)).await;
     assert_eq!(status, 200, "{answer}");
     assert!(answer["event"]["signatures"][&b.server_name].is_object(), "{answer}");
     assert!(answer["event"]["signatures"][&a.server_name].is_object(), "{answer}");
@@ -351,8 +361,13 @@ async fn v1_invites_are_served_for_old_room_versions() {
         ]},
     }))
     .unwrap();
-    ruma::signatures::hash_and_sign_event(&a.server_name, a.services().keys.key_pair(), &mut event, &rules.redaction)
-        .unwrap();
+    ruma::signatures::hash_and_sign_event(
+        &a.server_name,
+        a.services().keys.key_pair(),
+        &mut event,
+        &rules.redaction,
+    )
+    .unwrap();
     let (status, answer) =
         federation_request(a, b, "PUT", &invite_path("v1", &room_id, &event_id), Some(&json!(event))).await;
     assert_eq!(status, 200, "{answer}");
@@ -406,7 +421,8 @@ async fn invites_from_a_server_off_the_whitelist_are_refused() {
     let certs = tempfile::tempdir().unwrap();
     write_certificates(certs.path());
     let a = federating_server("a.test", certs.path(), json!({})).await;
-    let b = federating_server("b.test", certs.path(), json!({"federation_domain_whitelist": ["c.test"]})).await;
+    let b =
+        federating_server("b.test", certs.path(), json!({"federation_domain_whitelist": ["c.test"]})).await;
     let bob = b.register("bob").await;
     let room_id = format!("!garden:{}", a.server_name);
     let mallory = format!("@mallory:{}", a.server_name);
@@ -463,13 +479,17 @@ async fn knock_across(owner: &TestUser, owner_server: &TestServer, knocker: &Tes
 async fn accept_knock(owner: &TestUser, knocker: &TestUser, room_id: &str) {
     let invited = owner
         .client
-        .post(&format!("/_matrix/client/v3/rooms/{}/invite", enc(room_id)), &json!({"user_id": knocker.user_id}))
+        .post(
+            &format!("/_matrix/client/v3/rooms/{}/invite", enc(room_id)),
+            &json!({"user_id": knocker.user_id}),
+        )
         .await;
     invited.expect(200);
     let sync = knocker.client.get("/_matrix/client/v3/sync").await.expect(200).clone();
     assert!(sync["rooms"]["invite"].get(room_id).is_some(), "{sync}");
     assert!(sync["rooms"]["knock"].get(room_id).is_none(), "{sync}");
-    let joined = knocker.client.post(&format!("/_matrix/client/v3/rooms/{}/join", enc(room_id)), &json!({})).await;
+    let joined =
+        knocker.client.post(&format!("/_matrix/client/v3/rooms/{}/join", enc(room_id)), &json!({})).await;
     assert_eq!(joined.expect(200)["room_id"], room_id);
     assert_eq!(membership_of(&members(owner, room_id).await, knocker).as_deref(), Some("join"));
 }
@@ -534,7 +554,8 @@ async fn knocks_the_room_does_not_allow_are_refused_and_store_nothing() {
     let alice = a.register("alice").await;
     let bob = b.register("bob").await;
     // An invite-only room: A refuses, so does B, and B stores nothing.
-    let created = alice.client.post("/_matrix/client/v3/createRoom", &json!({"preset": "private_chat"})).await;
+    let created =
+        alice.client.post("/_matrix/client/v3/createRoom", &json!({"preset": "private_chat"})).await;
     let room_id = created.expect(200)["room_id"].as_str().unwrap().to_owned();
     let path = format!("/_matrix/client/v3/knock/{}?via={}", enc(&room_id), enc(&a.server_name));
     bob.client.post(&path, &json!({})).await.expect_error(403, "M_FORBIDDEN");
@@ -553,20 +574,67 @@ async fn knocks_the_room_does_not_allow_are_refused_and_store_nothing() {
         )
         .await;
     let old_room = created.expect(200)["room_id"].as_str().unwrap().to_owned();
-    let template = format!(
-        "/_matrix/federation/v1/make_knock/{}/{}?ver=6",
-        enc(&old_room),
-        enc(bob.user_id.as_str())
-    );
+    let template =
+        format!("/_matrix/federation/v1/make_knock/{}/{}?ver=6", enc(&old_room), enc(bob.user_id.as_str()));
     let (status, answer) = federation_request(b, a, "GET", &template, None).await;
     assert_eq!((status, answer["errcode"].as_str()), (403, Some("M_FORBIDDEN")), "{answer}");
     // A version the knocking server did not offer: 400 M_INCOMPATIBLE_ROOM_VERSION.
-    let template = format!("/_matrix/federation/v1/make_knock/{}/{}?ver=10", enc(&old_room), enc(bob.user_id.as_str()));
+    let template =
+        format!("/_matrix/federation/v1/make_knock/{}/{}?ver=10", enc(&old_room), enc(bob.user_id.as_str()));
     let (status, answer) = federation_request(b, a, "GET", &template, None).await;
     assert_eq!((status, answer["errcode"].as_str()), (400, Some("M_INCOMPATIBLE_ROOM_VERSION")), "{answer}");
     // A user of another server than the origin: 403.
-    let template =
-        format!("/_matrix/federation/v1/make_knock/{}/{}?ver=10&ver=11", enc(&room_id), enc(alice.user_id.as_str()));
+    let template = format!(
+        "/_matrix/federation/v1/make_knock/{}/{}?ver=10&ver=11",
+        enc(&room_id),
+        enc(alice.user_id.as_str())
+    );
     let (status, answer) = federation_request(b, a, "GET", &template, None).await;
     assert_eq!(status, 403, "{answer}");
+}
+
+#[tokio::test]
+async fn limit_remote_rooms_refuses_rooms_too_complex_and_the_complexity_is_served() {
+    let certs = tempfile::tempdir().unwrap();
+    write_certificates(certs.path());
+    let a = federating_server("a.test", certs.path(), json!({})).await;
+    let limit = json!({"limit_remote_rooms": {
+        "enabled": true, "complexity": 0.005, "complexity_error": "Too big for us", "admins_can_join": true
+    }});
+    let b = federating_server("b.test", certs.path(), limit).await;
+    let alice = a.register("alice").await;
+    let bob = b.register("bob").await;
+    let created = alice.client.post("/_matrix/client/v3/createRoom", &json!({"preset": "public_chat"})).await;
+    let room_id = created.expect(200)["room_id"].as_str().unwrap().to_owned();
+
+    // A serves the complexity of its public room: its state events / 500.
+    let path = format!("/_matrix/federation/unstable/rooms/{}/complexity", enc(&room_id));
+    let (status, answer) = federation_request(&b, &a, "GET", &path, None).await;
+    assert_eq!(status, 200, "{answer}");
+    let state = alice.client.get(&format!("/_matrix/client/v3/rooms/{}/state", enc(&room_id))).await;
+    let n_state = state.expect(200).as_array().unwrap().len() as f64;
+    assert_eq!(answer["v1"].as_f64().unwrap(), (n_state / 500.0 * 100.0).round() / 100.0);
+    assert!(answer["v1"].as_f64().unwrap() > 0.005, "{answer}");
+    // Not for a private room, nor an unknown one.
+    let private =
+        alice.client.post("/_matrix/client/v3/createRoom", &json!({"preset": "private_chat"})).await;
+    let private_id = private.expect(200)["room_id"].as_str().unwrap().to_owned();
+    for room in [private_id.as_str(), "!unknown:a.test"] {
+        let path = format!("/_matrix/federation/unstable/rooms/{}/complexity", enc(room));
+        let (status, answer) = federation_request(&b, &a, "GET", &path, None).await;
+        assert_eq!((status, answer["errcode"].as_str()), (404, Some("M_NOT_FOUND")), "{answer}");
+    }
+
+    // B refuses to join it, with its configured error, and stores nothing.
+    let join = format!("/_matrix/client/v3/join/{}?via={}", enc(&room_id), enc(&a.server_name));
+    let refused = bob.client.post(&join, &json!({})).await;
+    refused.expect_error(400, "M_RESOURCE_LIMIT_EXCEEDED");
+    assert_eq!(refused.json["error"], "Too big for us");
+    assert!(b.services().room_rules(&RoomId::parse(&room_id).unwrap()).await.unwrap().is_none());
+    assert_eq!(membership_of(&members(&alice, &room_id).await, &bob), None);
+
+    // admins_can_join: a server admin joins anyway.
+    let admin = b.register_admin("root").await;
+    let joined = admin.client.post(&join, &json!({})).await;
+    assert_eq!(joined.expect(200)["room_id"], room_id.as_str());
 }

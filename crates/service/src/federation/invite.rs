@@ -132,9 +132,11 @@ impl Services {
     ) -> Result<OwnedEventId> {
         let services = self.clone();
         let (room_id, sender, target) = (room_id.to_owned(), sender.to_owned(), target.to_owned());
-        tokio::spawn(async move { services.invite_remote_to_completion(&room_id, &sender, &target, draft).await })
-            .await
-            .map_err(Error::internal)?
+        tokio::spawn(
+            async move { services.invite_remote_to_completion(&room_id, &sender, &target, draft).await },
+        )
+        .await
+        .map_err(Error::internal)?
     }
 
     async fn invite_remote_to_completion(
@@ -238,7 +240,8 @@ impl Services {
         for key_id in by_key.keys().filter(|key_id| key_id.starts_with("ed25519:")) {
             match self.federation.keys.verify_key(server, key_id, ts).await {
                 Ok(Some(key)) => {
-                    let key = ruma::serde::Base64::parse(&key).map_err(|e| format!("bad key {key_id}: {e}"))?;
+                    let key =
+                        ruma::serde::Base64::parse(&key).map_err(|e| format!("bad key {key_id}: {e}"))?;
                     keys.insert(key_id.clone(), key);
                 }
                 Ok(None) => {}
@@ -255,7 +258,8 @@ impl Services {
         redacted.insert("signatures".to_owned(), CanonicalJsonValue::Object(only_server));
         let mut key_map = PublicKeyMap::new();
         key_map.insert(server.to_string(), keys);
-        ruma::signatures::verify_json(&key_map, &redacted).map_err(|e| format!("bad signature of {server}: {e}"))
+        ruma::signatures::verify_json(&key_map, &redacted)
+            .map_err(|e| format!("bad signature of {server}: {e}"))
     }
 
     /// Adds this server's signature to an event.
@@ -373,9 +377,11 @@ impl Services {
         let mut guard = self.lock_room_for_write(room_id).await?;
         let (mut head, remote) = match guard.as_ref() {
             Some(head) => {
-                let joined_here = self.store.room_members(room_id.as_str(), "join").await?.iter().any(|member| {
-                    UserId::parse(member).is_ok_and(|user| user.server_name().as_str() == self.server_name())
-                });
+                let joined_here =
+                    self.store.room_members(room_id.as_str(), "join").await?.iter().any(|member| {
+                        UserId::parse(member)
+                            .is_ok_and(|user| user.server_name().as_str() == self.server_name())
+                    });
                 if joined_here {
                     // The event reaches this server with the room's other events.
                     return Ok(());

@@ -168,7 +168,11 @@ pub(super) fn check_template(
 }
 
 /// The record of an event another server built, as the write path persists it.
-pub(super) fn remote_new_event(pdu: &Pdu, state_before: Option<i64>, replaces_state: Option<String>) -> NewEvent {
+pub(super) fn remote_new_event(
+    pdu: &Pdu,
+    state_before: Option<i64>,
+    replaces_state: Option<String>,
+) -> NewEvent {
     let content = pdu.content_value();
     NewEvent {
         event_id: pdu.event_id.to_string(),
@@ -279,6 +283,7 @@ impl Services {
             return Err(MatrixError::not_found("No known servers").into());
         }
         self.ratelimit_user(Limiter::JoinsRemote, &requester.user_id).await?;
+        let complexity = self.check_remote_room_complexity(requester, room_id, &servers).await?;
         let mut content = Map::new();
         let profile = self.store.get_profile(requester.user_id.as_str()).await?;
         for key in ["displayname", "avatar_url"] {
@@ -290,12 +295,17 @@ impl Services {
             content.insert("reason".to_owned(), Value::from(reason));
         }
         let services = self.clone();
+        let room_id_of_join = room_id;
         let (room_id, user_id) = (room_id.to_owned(), requester.user_id.clone());
-        tokio::spawn(
-            async move { services.remote_join_to_completion(&room_id, &user_id, servers, content).await },
-        )
+        let joined = tokio::spawn(async move {
+            services.remote_join_to_completion(&room_id, &user_id, servers, content).await
+        })
         .await
-        .map_err(Error::internal)?
+        .map_err(Error::internal)??;
+        if joined && complexity == super::complexity::ComplexityCheck::Unknown {
+            self.check_joined_room_complexity(requester, room_id_of_join).await?;
+        }
+        Ok(joined)
     }
 
     async fn remote_join_to_completion(

@@ -150,9 +150,11 @@ impl Services {
                     }
                 }
             }
-            Err(MatrixError::unknown(format!("Failed to knock on {room_id} via any server (last: {last_failure})"))
-                .with_kind(ErrorKind::BadGateway)
-                .into())
+            Err(MatrixError::unknown(format!(
+                "Failed to knock on {room_id} via any server (last: {last_failure})"
+            ))
+            .with_kind(ErrorKind::BadGateway)
+            .into())
         })
         .await
         .map_err(Error::internal)?
@@ -239,7 +241,8 @@ impl Services {
         let Some(current) = self.current_state_pdu(&head, "m.room.member", target.as_str()).await? else {
             return Err(refused());
         };
-        let current_membership = current.content_value().get("membership").and_then(Value::as_str).map(str::to_owned);
+        let current_membership =
+            current.content_value().get("membership").and_then(Value::as_str).map(str::to_owned);
         let CheckedPdu { pdu } = self.check_remote_pdu(room_id, &rules, json).await?;
         if self.store.get_event(pdu.event_id.as_str()).await?.is_some() {
             return Ok(PduOutcome::AlreadyKnown(pdu.event_id));

@@ -433,13 +433,14 @@ impl Services {
         let mut invited: Vec<OwnedUserId> = Vec::new();
         // Users of other servers are invited once the room exists (their servers sign the
         // invite first: `federation::invite`).
-        let invites = invitees.iter().filter(|i| i.server_name().as_str() == self.server_name()).map(|invitee| {
-            let mut content = json!({"membership": "invite"});
-            if request.is_direct {
-                content["is_direct"] = json!(true);
-            }
-            EventDraft::state("m.room.member", invitee.as_str(), content)
-        });
+        let invites =
+            invitees.iter().filter(|i| i.server_name().as_str() == self.server_name()).map(|invitee| {
+                let mut content = json!({"membership": "invite"});
+                if request.is_direct {
+                    content["is_direct"] = json!(true);
+                }
+                EventDraft::state("m.room.member", invitee.as_str(), content)
+            });
         for draft in drafts.into_iter().chain(invites) {
             let draft = match draft.kind.as_str() {
                 "m.room.member" => {
