@@ -138,6 +138,9 @@ pub enum ErrorKind {
     /// Refused by the server's policy under a code other than `M_FORBIDDEN` (Synapse's
     /// `403 M_UNKNOWN` for a URL preview of a blocked address).
     Refused,
+    /// Refused as a bad request under a code usually answered otherwise (Synapse's
+    /// `400 M_RESOURCE_LIMIT_EXCEEDED` for a remote room too complex to join).
+    BadRequest,
 }
 
 /// An error a Matrix client can understand: `{"errcode": ..., "error": ..., ...extra}`.

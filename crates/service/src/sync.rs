@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use myelin_core::MatrixError;
+use myelin_core::pdu::Pdu;
 use myelin_store::{PresenceRecord, ReceiptRecord};
 use ruma::events::room::member::MembershipState;
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
@@ -123,6 +124,47 @@ pub struct AccountDataEvent {
     pub content: Value,
 }
 
+/// A state event as an invitee or knocker sees it: type, state key, content and sender only.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StrippedStateEvent {
+    pub kind: String,
+    pub state_key: String,
+    pub content: Value,
+    pub sender: String,
+}
+
+impl StrippedStateEvent {
+    pub(crate) fn of(pdu: &Pdu) -> StrippedStateEvent {
+        StrippedStateEvent {
+            kind: pdu.kind.to_string(),
+            state_key: pdu.state_key.clone().unwrap_or_default(),
+            content: pdu.content_value(),
+            sender: pdu.sender.to_string(),
+        }
+    }
+
+    /// One entry of stripped state another server sent (`invite_room_state`,
+    /// `knock_room_state`), `None` when it is not shaped as one.
+    pub fn from_json(value: &Value) -> Option<StrippedStateEvent> {
+        Some(StrippedStateEvent {
+            kind: value.get("type")?.as_str()?.to_owned(),
+            state_key: value.get("state_key")?.as_str()?.to_owned(),
+            content: value.get("content").filter(|c| c.is_object())?.clone(),
+            sender: value.get("sender")?.as_str()?.to_owned(),
+        })
+    }
+
+    /// The wire form (also what is stored for another server's stripped state).
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "type": self.kind,
+            "state_key": self.state_key,
+            "content": self.content,
+            "sender": self.sender,
+        })
+    }
+}
+
 /// A joined (or left) room in a sync.
 #[derive(Clone, Debug, Default)]
 pub struct SyncedRoom {
@@ -140,10 +182,10 @@ pub struct SyncResponse {
     pub next_batch: SyncToken,
     pub join: BTreeMap<OwnedRoomId, SyncedRoom>,
     pub leave: BTreeMap<OwnedRoomId, SyncedRoom>,
-    /// The state shared with the invitee (sent stripped).
-    pub invite: BTreeMap<OwnedRoomId, Vec<RoomEvent>>,
-    /// The state shared with the knocker (sent stripped).
-    pub knock: BTreeMap<OwnedRoomId, Vec<RoomEvent>>,
+    /// The state shared with the invitee.
+    pub invite: BTreeMap<OwnedRoomId, Vec<StrippedStateEvent>>,
+    /// The state shared with the knocker.
+    pub knock: BTreeMap<OwnedRoomId, Vec<StrippedStateEvent>>,
     pub account_data: Vec<AccountDataEvent>,
     /// Presence of the user and of those sharing a room, as of `presence_at` (ms).
     pub presence: Vec<PresenceRecord>,
@@ -172,7 +214,7 @@ impl SyncResponse {
 }
 
 /// State shared with invitees and knockers.
-const STRIPPED_STATE_TYPES: &[&str] = &[
+pub(crate) const STRIPPED_STATE_TYPES: &[&str] = &[
     "m.room.create",
     "m.room.join_rules",
     "m.room.name",
@@ -460,7 +502,7 @@ impl Services {
         pass: Pass<'_>,
         room_id: &RoomId,
         changed_here: bool,
-    ) -> Result<Option<Vec<RoomEvent>>> {
+    ) -> Result<Option<Vec<StrippedStateEvent>>> {
         if !pass.initial && !changed_here {
             return Ok(None);
         }
@@ -662,14 +704,31 @@ impl Services {
         })
     }
 
-    /// The state an invitee or knocker sees (sent stripped): the room's description, their
-    /// own member event and that of whoever invited them.
-    async fn stripped_state(&self, head: &RoomHead, user_id: &UserId) -> Result<Vec<RoomEvent>> {
+    /// The state an invitee or knocker sees (stripped): the room's description, their own
+    /// member event and that of whoever invited them. For a room this server is not in, the
+    /// state the other server sent with the invite or knock (`federation::invite`), and the
+    /// member event.
+    async fn stripped_state(&self, head: &RoomHead, user_id: &UserId) -> Result<Vec<StrippedStateEvent>> {
+        let own = head.state_event_id("m.room.member", user_id.as_str());
+        if let Some(own) = own
+            && let Some(remote) = self.store.stripped_room_state(own.as_str()).await?
+        {
+            let entries: Vec<Value> = serde_json::from_str(&remote).map_err(Error::internal)?;
+            let mut events: Vec<StrippedStateEvent> = entries
+                .iter()
+                .filter_map(StrippedStateEvent::from_json)
+                .filter(|e| !(e.kind == "m.room.member" && e.state_key == user_id.as_str()))
+                .collect();
+            if let Some(event) = self.get_room_event(own).await? {
+                events.push(StrippedStateEvent::of(&event.pdu));
+            }
+            return Ok(events);
+        }
         let mut ids: Vec<String> = STRIPPED_STATE_TYPES
             .iter()
             .filter_map(|kind| head.state_event_id(kind, "").map(|id| id.to_string()))
             .collect();
-        if let Some(own) = head.state_event_id("m.room.member", user_id.as_str()) {
+        if let Some(own) = own {
             ids.push(own.to_string());
             if let Some(event) = self.get_room_event(own).await?
                 && event.pdu.sender != user_id
@@ -683,7 +742,7 @@ impl Services {
             events.push(self.parse_stored(&stored, &head.rules)?);
         }
         events.sort_by_key(|e| e.stream_ordering);
-        Ok(events)
+        Ok(events.iter().map(|e| StrippedStateEvent::of(&e.pdu)).collect())
     }
 
     /// The presence of the user and of those sharing a room with them (offline users only in

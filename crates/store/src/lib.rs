@@ -31,6 +31,7 @@ pub mod search;
 mod secrets;
 pub mod server_keys;
 pub mod state;
+pub mod stripped_state;
 pub mod sync;
 pub mod to_device;
 pub mod tokens;

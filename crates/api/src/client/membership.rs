@@ -163,9 +163,11 @@ async fn knock(
     State(services): State<AppState>,
     Auth(requester): Auth,
     PathParams(room): PathParams<String>,
+    RawQuery(query): RawQuery,
     JsonBody(body): JsonBody<ReasonBody>,
 ) -> ApiResult<Json<Value>> {
-    let room_id = services.knock_room(&requester, &room, body.reason.as_deref()).await?;
+    let via = join_servers(query.as_deref())?;
+    let room_id = services.knock_room_via(&requester, &room, body.reason.as_deref(), &via).await?;
     Ok(Json(json!({ "room_id": room_id })))
 }
 

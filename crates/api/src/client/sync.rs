@@ -9,7 +9,9 @@ use myelin_service::auth::Requester;
 use myelin_service::filter::FilterDefinition;
 use myelin_service::records::PresenceRecord;
 use myelin_service::rooms::RoomEvent;
-use myelin_service::sync::{AccountDataEvent, Ephemeral, SyncRequest, SyncResponse, SyncToken, SyncedRoom};
+use myelin_service::sync::{
+    AccountDataEvent, Ephemeral, StrippedStateEvent, SyncRequest, SyncResponse, SyncToken, SyncedRoom,
+};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
@@ -144,18 +146,8 @@ fn presence_json(record: &PresenceRecord, now: i64) -> Value {
 }
 
 /// Stripped state (for invitees and knockers): type, state key, content and sender only.
-fn stripped_json(events: &[RoomEvent]) -> Value {
-    let events: Vec<Value> = events
-        .iter()
-        .map(|event| {
-            json!({
-                "type": event.pdu.kind.to_string(),
-                "state_key": event.pdu.state_key,
-                "content": event.pdu.content_value(),
-                "sender": event.pdu.sender,
-            })
-        })
-        .collect();
+fn stripped_json(events: &[StrippedStateEvent]) -> Value {
+    let events: Vec<Value> = events.iter().map(StrippedStateEvent::to_json).collect();
     json!({ "events": events })
 }
 

@@ -1,5 +1,5 @@
-//! Joins and leaves, resident side: `make_join` / `send_join` (v1, v2) and `make_leave` /
-//! `send_leave` (v1, v2).
+//! Joins, leaves and knocks, resident side: `make_join` / `send_join` (v1, v2), `make_leave` /
+//! `send_leave` (v1, v2) and `make_knock` / `send_knock`.
 
 use axum::extract::{RawQuery, State};
 use axum::routing::{get, put};
@@ -40,6 +40,45 @@ async fn make_join(
     }
     let template = services.make_join(&auth.origin, &room_id, &user_id, &supported).await?;
     Ok(Json(template_json(template)))
+}
+
+/// `GET /_matrix/federation/v1/make_knock/{roomId}/{userId}`
+async fn make_knock(
+    State(services): State<AppState>,
+    PathParams((room_id, user_id)): PathParams<(String, String)>,
+    RawQuery(query): RawQuery,
+    auth: ServerAuth,
+) -> ApiResult<Json<Value>> {
+    let room_id = parse_room_id(&room_id)?;
+    let user_id = parse_user_id(&user_id)?;
+    let supported = versions(query.as_deref());
+    let template = services.make_knock(&auth.origin, &room_id, &user_id, &supported).await?;
+    Ok(Json(template_json(template)))
+}
+
+/// `PUT /_matrix/federation/v1/send_knock/{roomId}/{eventId}`
+async fn send_knock(
+    State(services): State<AppState>,
+    PathParams((room_id, event_id)): PathParams<(String, String)>,
+    auth: ServerAuth,
+) -> ApiResult<Json<Value>> {
+    let room_id = parse_room_id(&room_id)?;
+    let event_id = parse_event_id(&event_id)?;
+    let event: Value = parse_json(&auth.body)?;
+    let state = services.send_knock(&auth.origin, &room_id, &event_id, &event).await?;
+    Ok(Json(json!({ "knock_room_state": state })))
+}
+
+/// `GET /_matrix/federation/unstable/rooms/{roomId}/complexity` (Synapse's, read before a join
+/// under `limit_remote_rooms`)
+async fn room_complexity(
+    State(services): State<AppState>,
+    PathParams(room_id): PathParams<String>,
+    auth: ServerAuth,
+) -> ApiResult<Json<Value>> {
+    let room_id = parse_room_id(&room_id)?;
+    let v1 = services.room_complexity(&auth.origin, &room_id).await?;
+    Ok(Json(json!({ "v1": v1 })))
 }
 
 /// `GET /_matrix/federation/v1/make_leave/{roomId}/{userId}`
@@ -131,6 +170,9 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/_matrix/federation/v1/make_join/{room_id}/{user_id}", get(make_join))
         .route("/_matrix/federation/v1/make_leave/{room_id}/{user_id}", get(make_leave))
+        .route("/_matrix/federation/v1/make_knock/{room_id}/{user_id}", get(make_knock))
+        .route("/_matrix/federation/v1/send_knock/{room_id}/{event_id}", put(send_knock))
+        .route("/_matrix/federation/unstable/rooms/{room_id}/complexity", get(room_complexity))
         .route("/_matrix/federation/v1/send_join/{room_id}/{event_id}", put(send_join_v1))
         .route("/_matrix/federation/v2/send_join/{room_id}/{event_id}", put(send_join_v2))
         .route("/_matrix/federation/v1/send_leave/{room_id}/{event_id}", put(send_leave_v1))

@@ -1,6 +1,7 @@
 //! The server-server API (`/_matrix/federation`, `/_matrix/key`).
 
 mod auth;
+mod invite;
 mod membership;
 mod reads;
 mod send;
@@ -107,6 +108,7 @@ pub fn routes() -> Router<AppState> {
         .route("/_matrix/federation/v1/query/profile", get(query_profile))
         .merge(reads::routes())
         .merge(membership::routes())
+        .merge(invite::routes())
         .merge(send::routes())
 }
 

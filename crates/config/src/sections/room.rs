@@ -2,7 +2,8 @@
 //! `encryption_enabled_by_default_for_room_type`, `default_power_level_content_override`,
 //! `room_list_publication_rules`, `alias_creation_rules`, `block_non_admin_invites`,
 //! `require_membership_for_aliases`, `forget_rooms_on_leave`, `filter_timeline_limit`,
-//! `enable_search`, `allow_public_rooms_without_auth`, `allow_public_rooms_over_federation`.
+//! `enable_search`, `allow_public_rooms_without_auth`, `allow_public_rooms_over_federation`,
+//! `limit_remote_rooms`.
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -44,6 +45,45 @@ pub(crate) struct RawRoom {
     allow_public_rooms_without_auth: Option<bool>,
     allow_public_rooms_over_federation: Option<bool>,
     enable_search: Option<LooseBool>,
+    /// `null` is Synapse's defaults too.
+    limit_remote_rooms: Option<LimitRemoteRooms>,
+}
+
+/// `limit_remote_rooms`: joins of remote rooms whose state is too complex are refused.
+#[derive(Clone, Debug, Deserialize)]
+pub struct LimitRemoteRooms {
+    #[serde(default)]
+    pub enabled: bool,
+    /// The most complexity (current state events / 500) a joined remote room may have.
+    #[serde(default = "default_complexity")]
+    pub complexity: f64,
+    /// The error a refused join gets.
+    #[serde(default = "default_complexity_error")]
+    pub complexity_error: String,
+    /// Whether server admins may join such rooms anyway.
+    #[serde(default)]
+    pub admins_can_join: bool,
+}
+
+fn default_complexity() -> f64 {
+    1.0
+}
+
+fn default_complexity_error() -> String {
+    "Your homeserver is unable to join rooms this large or complex. Please speak to your server \
+     administrator, or upgrade your instance to join this room."
+        .to_owned()
+}
+
+impl Default for LimitRemoteRooms {
+    fn default() -> Self {
+        LimitRemoteRooms {
+            enabled: false,
+            complexity: default_complexity(),
+            complexity_error: default_complexity_error(),
+            admins_can_join: false,
+        }
+    }
 }
 
 /// Which presets get `m.room.encryption` by default.
@@ -73,6 +113,7 @@ pub struct RoomConfig {
     pub allow_public_rooms_over_federation: bool,
     /// `enable_search: false` refuses `/search` (the user directory stays), as in Synapse.
     pub enable_search: bool,
+    pub limit_remote_rooms: LimitRemoteRooms,
 }
 
 fn check_rules(origins: &Origins, key: &str, rules: &[DirectoryRule]) -> Result<(), ConfigError> {
@@ -120,6 +161,7 @@ impl RawRoom {
             allow_public_rooms_without_auth: self.allow_public_rooms_without_auth.unwrap_or(false),
             allow_public_rooms_over_federation: self.allow_public_rooms_over_federation.unwrap_or(false),
             enable_search: self.enable_search.is_none_or(|enabled| enabled.0),
+            limit_remote_rooms: self.limit_remote_rooms.unwrap_or_default(),
         })
     }
 }

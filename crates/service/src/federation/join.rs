@@ -65,10 +65,10 @@ pub const MAX_PARALLEL_KEY_FETCHES: usize = 8;
 
 /// `make_join` / `make_leave`'s answer.
 #[derive(Deserialize)]
-struct MakeMembershipResponse {
+pub(super) struct MakeMembershipResponse {
     /// Absent: room version 1 (as the spec says).
-    room_version: Option<String>,
-    event: CanonicalJsonObject,
+    pub(super) room_version: Option<String>,
+    pub(super) event: CanonicalJsonObject,
 }
 
 /// `send_join` v2's answer.
@@ -91,7 +91,7 @@ struct DirectoryResponse {
 }
 
 /// Why one candidate server did not work out.
-enum Attempt {
+pub(super) enum Attempt {
     /// Try the next server.
     Failover(String),
     /// Stop: the answer holds for every server (a refusal, an unsupported version).
@@ -125,7 +125,7 @@ impl From<FederationError> for Attempt {
 }
 
 /// A path of the federation API, each segment percent-encoded.
-fn federation_path(segments: &[&str], query: &[(&str, &str)]) -> Result<String> {
+pub(super) fn federation_path(segments: &[&str], query: &[(&str, &str)]) -> Result<String> {
     let mut url = url::Url::parse("http://federation.invalid/").map_err(Error::internal)?;
     url.path_segments_mut().map_err(|()| Error::internal("cannot build a federation path"))?.extend(segments);
     if !query.is_empty() {
@@ -145,7 +145,7 @@ fn string_of<'a>(json: &'a CanonicalJsonObject, key: &str) -> Option<&'a str> {
 }
 
 /// Checks a `make_join` / `make_leave` template is the member event asked for.
-fn check_template(
+pub(super) fn check_template(
     template: &CanonicalJsonObject,
     room_id: &RoomId,
     user_id: &UserId,
@@ -168,7 +168,11 @@ fn check_template(
 }
 
 /// The record of an event another server built, as the write path persists it.
-fn remote_new_event(pdu: &Pdu, state_before: Option<i64>, replaces_state: Option<String>) -> NewEvent {
+pub(super) fn remote_new_event(
+    pdu: &Pdu,
+    state_before: Option<i64>,
+    replaces_state: Option<String>,
+) -> NewEvent {
     let content = pdu.content_value();
     NewEvent {
         event_id: pdu.event_id.to_string(),
@@ -279,6 +283,7 @@ impl Services {
             return Err(MatrixError::not_found("No known servers").into());
         }
         self.ratelimit_user(Limiter::JoinsRemote, &requester.user_id).await?;
+        let complexity = self.check_remote_room_complexity(requester, room_id, &servers).await?;
         let mut content = Map::new();
         let profile = self.store.get_profile(requester.user_id.as_str()).await?;
         for key in ["displayname", "avatar_url"] {
@@ -290,12 +295,17 @@ impl Services {
             content.insert("reason".to_owned(), Value::from(reason));
         }
         let services = self.clone();
+        let room_id_of_join = room_id;
         let (room_id, user_id) = (room_id.to_owned(), requester.user_id.clone());
-        tokio::spawn(
-            async move { services.remote_join_to_completion(&room_id, &user_id, servers, content).await },
-        )
+        let joined = tokio::spawn(async move {
+            services.remote_join_to_completion(&room_id, &user_id, servers, content).await
+        })
         .await
-        .map_err(Error::internal)?
+        .map_err(Error::internal)??;
+        if joined && complexity == super::complexity::ComplexityCheck::Unknown {
+            self.check_joined_room_complexity(requester, room_id_of_join).await?;
+        }
+        Ok(joined)
     }
 
     async fn remote_join_to_completion(

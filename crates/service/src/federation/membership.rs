@@ -80,7 +80,7 @@ impl Services {
     /// A membership event template on the room's current head, checked against the current
     /// state. The template is what the write path would build for the user, without this
     /// server's signature, hashes or (v1/v2) event ID: the user's server adds its own.
-    async fn membership_template(
+    pub(super) async fn membership_template(
         &self,
         origin: &ServerName,
         room_id: &RoomId,
@@ -174,7 +174,7 @@ impl Services {
     /// Checks a signed membership event of `origin`'s user against what `send_join` /
     /// `send_leave` accept, then receives it through the write path. Returns its event ID once
     /// it is part of the room.
-    async fn receive_membership(
+    pub(super) async fn receive_membership(
         &self,
         origin: &ServerName,
         room_id: &RoomId,

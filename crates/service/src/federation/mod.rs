@@ -2,8 +2,11 @@
 //! ring, inbound request authentication, the notary key API and the queries other servers make.
 
 pub mod access;
+pub mod complexity;
 pub mod edu;
+pub mod invite;
 mod join;
+pub mod knock;
 pub mod membership;
 pub mod pdu;
 pub mod reads;

@@ -144,7 +144,7 @@ impl Services {
         let event_id = pdu_event_id(&object, &rules).ok()?;
         let result = match self.origin_in_room(origin, &room_id).await {
             Ok(true) => self.receive_with_missing_prevs(origin, &room_id, pdu).await,
-            Ok(false) => Err(MatrixError::forbidden("The origin has no member in the room").into()),
+            Ok(false) => self.receive_out_of_band_membership(origin, &room_id, pdu).await,
             Err(error) => Err(error),
         };
         let entry = match result {

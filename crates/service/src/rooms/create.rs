@@ -335,7 +335,17 @@ impl Services {
             self.store.set_room_public(room_id.as_str(), true).await?;
         }
         *guard = Some(head);
+        drop(guard);
         tracing::info!(%room_id, version = version.as_str(), creator = %creator, "created a room");
+        // As Synapse: a remote invite that fails fails the request (the room stays).
+        for invitee in invitees.iter().filter(|i| i.server_name().as_str() != self.server_name()) {
+            let mut change = MembershipChange::new(invitee, MembershipAction::Invite, None);
+            change.ratelimit = false;
+            if request.is_direct {
+                change.content.insert("is_direct".to_owned(), json!(true));
+            }
+            self.update_membership(requester, &room_id, change).await?;
+        }
         Ok(room_id)
     }
 
@@ -421,19 +431,30 @@ impl Services {
         // the membership rules like every other membership change; the invites are rate
         // limited as one batch before anything is committed.
         let mut invited: Vec<OwnedUserId> = Vec::new();
-        let invites = invitees.iter().map(|invitee| {
-            let mut content = json!({"membership": "invite"});
-            if request.is_direct {
-                content["is_direct"] = json!(true);
-            }
-            EventDraft::state("m.room.member", invitee.as_str(), content)
-        });
+        // Users of other servers are invited once the room exists (their servers sign the
+        // invite first: `federation::invite`).
+        let invites =
+            invitees.iter().filter(|i| i.server_name().as_str() == self.server_name()).map(|invitee| {
+                let mut content = json!({"membership": "invite"});
+                if request.is_direct {
+                    content["is_direct"] = json!(true);
+                }
+                EventDraft::state("m.room.member", invitee.as_str(), content)
+            });
         for draft in drafts.into_iter().chain(invites) {
             let draft = match draft.kind.as_str() {
                 "m.room.member" => {
                     let state_key = draft.state_key.as_deref().unwrap_or_default();
                     let mut change = MembershipChange::from_member_event(state_key, draft.content)?;
                     change.ratelimit = false;
+                    if change.action == MembershipAction::Invite
+                        && change.target.server_name().as_str() != self.server_name()
+                    {
+                        return Err(MatrixError::bad_json(
+                            "Users of other servers are invited through the invite list",
+                        )
+                        .into());
+                    }
                     if change.action == MembershipAction::Invite && !invited.contains(&change.target) {
                         invited.push(change.target.clone());
                     }

@@ -240,6 +240,13 @@ impl Services {
         let head = self.known_room(room_id).await?;
         let event_id = match self.membership_event(requester, &head, &change).await? {
             MemberEvent::Unchanged(event_id) => event_id,
+            // An invite of another server's user goes to its server first (`federation::invite`).
+            MemberEvent::New(draft)
+                if change.action == MembershipAction::Invite
+                    && change.target.server_name().as_str() != self.server_name() =>
+            {
+                self.invite_remote_user(room_id, &requester.user_id, &change.target, draft).await?
+            }
             MemberEvent::New(draft) => {
                 self.send_event(room_id, &requester.user_id, draft, None).await?.event_id.clone()
             }
@@ -309,12 +316,6 @@ impl Services {
             }
             MembershipAction::Invite if !requester.is_admin && self.config.room.block_non_admin_invites => {
                 return Err(MatrixError::forbidden("Invites have been disabled on this server").into());
-            }
-            MembershipAction::Invite if !is_local => {
-                return Err(MatrixError::forbidden(
-                    "Inviting users of other servers needs federation, which is not available yet",
-                )
-                .into());
             }
             _ => {}
         }
@@ -569,7 +570,25 @@ impl Services {
         id_or_alias: &str,
         reason: Option<&str>,
     ) -> Result<OwnedRoomId> {
-        let room_id = self.resolve_room_or_alias(id_or_alias).await?;
+        self.knock_room_via(requester, id_or_alias, reason, &[]).await
+    }
+
+    /// [`Self::knock_room`] with the servers to try (`via`) when no local user is in the
+    /// room: then the knock goes through one of them (`federation::knock`).
+    pub async fn knock_room_via(
+        &self,
+        requester: &Requester,
+        id_or_alias: &str,
+        reason: Option<&str>,
+        via: &[ruma::OwnedServerName],
+    ) -> Result<OwnedRoomId> {
+        let (room_id, alias_servers) = self.resolve_join_target(id_or_alias).await?;
+        if let Some(servers) =
+            self.remote_join_servers(&requester.user_id, &room_id, via, &alias_servers).await?
+        {
+            self.remote_knock(requester, &room_id, servers, reason).await?;
+            return Ok(room_id);
+        }
         let change = MembershipChange::new(&requester.user_id, MembershipAction::Knock, reason);
         self.update_membership(requester, &room_id, change).await?;
         Ok(room_id)
