@@ -327,3 +327,202 @@ async fn to_device_messages_cross_both_ways_exactly_once() {
     let numbers: Vec<Value> = to_device_events(&got).iter().map(|e| e["content"]["n"].clone()).collect();
     assert_eq!(numbers, vec![json!("m1"), json!("m4")]);
 }
+
+/// The devices `user` sees of `target` through `/keys/query`, and its `failures`.
+async fn queried_devices(user: &TestUser, target: &str) -> (Vec<String>, Value) {
+    let body = json!({"device_keys": {target: []}, "timeout": 5000});
+    let answer = user.client.post("/_matrix/client/v3/keys/query", &body).await.expect(200).clone();
+    let devices =
+        answer["device_keys"][target].as_object().map(|d| d.keys().cloned().collect()).unwrap_or_default();
+    (devices, answer["failures"].clone())
+}
+
+fn changed_in(body: &Value) -> Vec<String> {
+    body["device_lists"]["changed"]
+        .as_array()
+        .map(|users| users.iter().map(|u| u.as_str().unwrap().to_owned()).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn device_list_updates_reach_the_other_server_and_gaps_resync() {
+    let Pair { a, b, alice, bob, .. } = joined_pair(json!({})).await;
+
+    // bob logs in on a phone and uploads its keys: alice's sync on A says bob's devices
+    // changed, and A tracks bob's list (from the updates, not by asking B each time).
+    let since = next_batch(&alice).await;
+    let (phone, phone_id) = crate::device_lists::login(&b, &bob).await;
+    let keys = json!({"device_keys": crate::device_lists::device_keys(&bob.user_id, &phone_id)});
+    phone.post("/_matrix/client/v3/keys/upload", &keys).await.expect(200);
+    sync_until(&alice, Some(&since), |body| changed_in(body).contains(&bob.user_id)).await;
+    let mut tracked = None;
+    for _ in 0..POLLS {
+        let list = a.services().store().remote_device_list(&bob.user_id).await.unwrap();
+        if list.as_ref().is_some_and(|l| l.devices.iter().any(|(id, keys)| id == &phone_id && keys.is_some()))
+        {
+            tracked = list;
+            break;
+        }
+        let since = next_batch(&alice).await;
+        sync_until(&alice, Some(&since), |body| changed_in(body).contains(&bob.user_id)).await;
+    }
+    let tracked = tracked.expect("A tracks bob's phone with its keys");
+    let (devices, failures) = queried_devices(&alice, &bob.user_id).await;
+    assert!(devices.contains(&phone_id), "{devices:?}");
+    assert_eq!(failures, json!({}));
+
+    // An update that follows the tracked one is applied as it is.
+    let ghost_keys = |device_id: &str| json!({"user_id": bob.user_id, "device_id": device_id, "algorithms": [], "keys": {}});
+    let update = |device_id: &str, stream_id: i64, prev_id: i64| {
+        json!({"edu_type": "m.device_list_update", "content": {
+            "user_id": bob.user_id, "device_id": device_id, "stream_id": stream_id,
+            "prev_id": [prev_id], "deleted": false, "keys": ghost_keys(device_id),
+        }})
+    };
+    let since = next_batch(&alice).await;
+    send_edus(&b, &a, "in-order", json!([update("INORDER", tracked.stream_id + 1, tracked.stream_id)])).await;
+    let (devices, _) = queried_devices(&alice, &bob.user_id).await;
+    assert!(devices.contains(&"INORDER".to_owned()), "{devices:?}");
+    sync_until(&alice, Some(&since), |body| changed_in(body).contains(&bob.user_id)).await;
+
+    // A gap (an unknown prev_id): A fetches bob's whole list from B instead, which has no such
+    // devices.
+    send_edus(
+        &b,
+        &a,
+        "gap",
+        json!([update("GAP", tracked.stream_id + 1_000_000, tracked.stream_id + 999_999)]),
+    )
+    .await;
+    let (devices, _) = queried_devices(&alice, &bob.user_id).await;
+    assert!(!devices.contains(&"GAP".to_owned()) && !devices.contains(&"INORDER".to_owned()), "{devices:?}");
+    // (Devices without keys are tracked but not listed by /keys/query.)
+    assert_eq!(devices, vec![phone_id.clone()]);
+    let resynced = a.services().store().remote_device_list(&bob.user_id).await.unwrap().unwrap();
+    let mut tracked_ids: Vec<&str> = resynced.devices.iter().map(|(id, _)| id.as_str()).collect();
+    tracked_ids.sort_unstable();
+    let mut expected = vec![bob.device_id.as_str(), phone_id.as_str()];
+    expected.sort_unstable();
+    assert_eq!(tracked_ids, expected);
+
+    // B speaking for alice: dropped, A tracks nothing of its own user.
+    let forged = json!({"edu_type": "m.device_list_update", "content": {
+        "user_id": alice.user_id, "device_id": "FORGED", "stream_id": 1, "prev_id": [], "deleted": false,
+    }});
+    send_edus(&b, &a, "forged-device", json!([forged])).await;
+    assert!(a.services().store().remote_device_list(&alice.user_id).await.unwrap().is_none());
+    let (devices, _) = queried_devices(&alice, &alice.user_id).await;
+    assert!(!devices.contains(&"FORGED".to_owned()), "{devices:?}");
+
+    // The other way: alice's new device reaches bob's sync on B.
+    let since = next_batch(&bob).await;
+    let (alice_client, alice_phone) = crate::device_lists::login(&a, &alice).await;
+    let keys = json!({"device_keys": crate::device_lists::device_keys(&alice.user_id, &alice_phone)});
+    alice_client.post("/_matrix/client/v3/keys/upload", &keys).await.expect(200);
+    sync_until(&bob, Some(&since), |body| changed_in(body).contains(&alice.user_id)).await;
+    for _ in 0..POLLS {
+        let (devices, _) = queried_devices(&bob, &alice.user_id).await;
+        if devices.contains(&alice_phone) {
+            return;
+        }
+        let since = next_batch(&bob).await;
+        sync_until(&bob, Some(&since), |body| changed_in(body).contains(&alice.user_id)).await;
+    }
+    panic!("bob never saw the keys of alice's phone");
+}
+
+#[tokio::test]
+async fn keys_of_remote_users_are_queried_and_claimed_from_their_server() {
+    let Pair { alice, bob, .. } = joined_pair(json!({})).await;
+    // bob's device has identity keys and a one-time key on B.
+    let upload = json!({
+        "device_keys": crate::device_lists::device_keys(&bob.user_id, &bob.device_id),
+        "one_time_keys": {"curve25519:AAAAAQ": "one+time+key"},
+    });
+    bob.client.post("/_matrix/client/v3/keys/upload", &upload).await.expect(200);
+    let down = format!("c.test:{}", myelin_test_support::federation::free_port());
+    let stranger = format!("@nobody:{down}");
+
+    let body = json!({"device_keys": {bob.user_id.as_str(): [], stranger.as_str(): []}, "timeout": 5000});
+    let answer = alice.client.post("/_matrix/client/v3/keys/query", &body).await.expect(200).clone();
+    let keys = &answer["device_keys"][&bob.user_id][&bob.device_id];
+    assert_eq!(keys["user_id"], bob.user_id.as_str(), "{answer}");
+    assert_eq!(keys["device_id"], bob.device_id.as_str(), "{answer}");
+    assert!(keys["keys"][format!("ed25519:{}", bob.device_id)].is_string(), "{answer}");
+    assert_eq!(answer["failures"][&down]["status"], 503, "{answer}");
+    assert!(answer["failures"].get(&bob.user_id).is_none());
+
+    let claim = json!({"one_time_keys": {
+        bob.user_id.as_str(): {bob.device_id.as_str(): "curve25519"},
+        stranger.as_str(): {"DEVICE": "curve25519"},
+    }, "timeout": 5000});
+    let answer = alice.client.post("/_matrix/client/v3/keys/claim", &claim).await.expect(200).clone();
+    assert_eq!(
+        answer["one_time_keys"][&bob.user_id][&bob.device_id],
+        json!({"curve25519:AAAAAQ": "one+time+key"}),
+        "{answer}"
+    );
+    assert_eq!(answer["failures"][&down]["status"], 503, "{answer}");
+    // The key was handed out once: B has none left.
+    let again = alice.client.post("/_matrix/client/v3/keys/claim", &claim).await.expect(200).clone();
+    assert!(again["one_time_keys"].get(&bob.user_id).is_none(), "{again}");
+}
+
+#[tokio::test]
+async fn remote_profiles_are_asked_of_their_server_and_remote_members_are_in_the_directory() {
+    let Pair { a, b, alice, bob, room_id, .. } = joined_pair(json!({})).await;
+    bob.client
+        .put(
+            &format!("/_matrix/client/v3/profile/{}/displayname", enc(&bob.user_id)),
+            &json!({"displayname": "Bobby Tables"}),
+        )
+        .await
+        .expect(200);
+
+    // alice on A asks for bob's profile: A asks B.
+    let profile = alice.client.get(&format!("/_matrix/client/v3/profile/{}", enc(&bob.user_id))).await;
+    assert_eq!(profile.expect(200)["displayname"], "Bobby Tables", "{}", profile.json);
+    let name =
+        alice.client.get(&format!("/_matrix/client/v3/profile/{}/displayname", enc(&bob.user_id))).await;
+    assert_eq!(name.expect(200), &json!({"displayname": "Bobby Tables"}));
+    // No avatar: the field is not there.
+    let avatar =
+        alice.client.get(&format!("/_matrix/client/v3/profile/{}/avatar_url", enc(&bob.user_id))).await;
+    avatar.expect_error(404, "M_NOT_FOUND");
+    // A user B does not have: 404 as B answered; a server that is down: 502.
+    let nobody = format!("@nobody:{}", b.server_name);
+    alice
+        .client
+        .get(&format!("/_matrix/client/v3/profile/{}", enc(&nobody)))
+        .await
+        .expect_error(404, "M_NOT_FOUND");
+    let down = format!("@nobody:c.test:{}", myelin_test_support::federation::free_port());
+    alice
+        .client
+        .get(&format!("/_matrix/client/v3/profile/{}", enc(&down)))
+        .await
+        .expect_error(502, "M_UNKNOWN");
+
+    // The federation endpoint itself, as B asks A.
+    let path =
+        format!("/_matrix/federation/v1/query/profile?user_id={}&field=displayname", enc(&alice.user_id));
+    let (status, answer) = federation_request(&b, &a, "GET", &path, None).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer.as_object().unwrap().keys().collect::<Vec<_>>(), vec!["displayname"]);
+
+    // bob (a remote member of alice's room) is found in A's user directory by alice, once B's
+    // member event with his new name reached A.
+    for _ in 0..POLLS {
+        let found = alice
+            .client
+            .post("/_matrix/client/v3/user_directory/search", &json!({"search_term": "bobby"}))
+            .await;
+        let results = found.expect(200)["results"].as_array().unwrap().clone();
+        if results.iter().any(|r| r["user_id"] == bob.user_id.as_str()) {
+            return;
+        }
+        let since = next_batch(&alice).await;
+        sync_until(&alice, Some(&since), |body| body["rooms"]["join"].get(&room_id).is_some()).await;
+    }
+    panic!("bob never appeared in A's user directory");
+}

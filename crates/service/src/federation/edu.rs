@@ -16,6 +16,8 @@ impl Services {
             "m.receipt" => self.receive_receipt_edu(origin, content).await,
             "m.presence" => self.receive_presence_edu(origin, content).await,
             "m.direct_to_device" => self.receive_to_device_edu(origin, content).await,
+            "m.device_list_update" => self.receive_device_list_edu(origin, content).await,
+            "m.signing_key_update" => self.receive_signing_key_edu(origin, content).await,
             _ => {
                 tracing::debug!(%origin, edu_type, "ignored an EDU");
                 Ok(())

@@ -2,11 +2,13 @@
 //! ring, inbound request authentication, the notary key API and the queries other servers make.
 
 pub mod access;
+pub mod device_lists;
 pub mod edu;
 mod join;
 pub mod membership;
 pub mod pdu;
 pub mod reads;
+pub mod remote_keys;
 pub mod sender;
 pub mod transaction;
 
