@@ -414,6 +414,28 @@ async fn device_list_updates_reach_the_other_server_and_gaps_resync() {
     let (devices, _) = queried_devices(&alice, &alice.user_id).await;
     assert!(!devices.contains(&"FORGED".to_owned()), "{devices:?}");
 
+    // bob sets up cross-signing on B: an m.signing_key_update brings his master key to A's
+    // tracked list, and alice's sync says his keys changed.
+    let since = next_batch(&alice).await;
+    let cross_signing = crate::cross_signing::CrossSigning::new(&bob.user_id);
+    bob.client.post(crate::cross_signing::DEVICE_SIGNING, &cross_signing.upload_body()).await.expect(200);
+    sync_until(&alice, Some(&since), |body| changed_in(body).contains(&bob.user_id)).await;
+    let mut master = None;
+    for _ in 0..POLLS {
+        let list = a.services().store().remote_device_list(&bob.user_id).await.unwrap().unwrap();
+        if list.master_key.is_some() {
+            master = list.master_key;
+            break;
+        }
+        let since = next_batch(&alice).await;
+        sync_until(&alice, Some(&since), |body| changed_in(body).contains(&bob.user_id)).await;
+    }
+    let master: Value = serde_json::from_str(&master.expect("A tracks bob's master key")).unwrap();
+    let body = json!({"device_keys": {bob.user_id.as_str(): []}});
+    let answer = alice.client.post("/_matrix/client/v3/keys/query", &body).await.expect(200).clone();
+    assert_eq!(answer["master_keys"][&bob.user_id], master, "{answer}");
+    assert_eq!(answer["master_keys"][&bob.user_id]["usage"], json!(["master"]), "{answer}");
+
     // The other way: alice's new device reaches bob's sync on B.
     let since = next_batch(&bob).await;
     let (alice_client, alice_phone) = crate::device_lists::login(&a, &alice).await;
@@ -525,4 +547,47 @@ async fn remote_profiles_are_asked_of_their_server_and_remote_members_are_in_the
         sync_until(&alice, Some(&since), |body| body["rooms"]["join"].get(&room_id).is_some()).await;
     }
     panic!("bob never appeared in A's user directory");
+}
+
+#[tokio::test]
+async fn a_server_with_presence_off_neither_sends_nor_takes_presence() {
+    let certs = tempfile::tempdir().unwrap();
+    write_certificates(certs.path());
+    let a = federating_server("a.test", certs.path(), json!({})).await;
+    let b = federating_server("b.test", certs.path(), json!({"presence": {"enabled": false}})).await;
+    let alice = a.register("alice").await;
+    let bob = b.register("bob").await;
+    let created = alice.client.post("/_matrix/client/v3/createRoom", &json!({"preset": "public_chat"})).await;
+    let room_id = created.expect(200)["room_id"].as_str().unwrap().to_owned();
+    bob.client
+        .post(&format!("/_matrix/client/v3/join/{}?via={}", enc(&room_id), enc(&a.server_name)), &json!({}))
+        .await
+        .expect(200);
+    let status = |user: &TestUser| format!("/_matrix/client/v3/presence/{}/status", enc(&user.user_id));
+
+    // bob sets his presence on B (accepted, but B keeps and sends none); a message of his
+    // sent after it reaches A, and A still knows no presence of his.
+    bob.client.put(&status(&bob), &json!({"presence": "online", "status_msg": "here"})).await.expect(200);
+    let message = send_message(&bob, &room_id, "after presence").await;
+    sync_until(&alice, None, |body| {
+        body["rooms"]["join"][&room_id]["timeline"]["events"]
+            .as_array()
+            .is_some_and(|events| events.iter().any(|e| e["event_id"] == message.as_str()))
+    })
+    .await;
+    let seen = alice.client.get(&status(&bob)).await;
+    assert_eq!(seen.expect(200)["presence"], "offline", "{}", seen.json);
+
+    // A sends alice's presence to B; B does not store it.
+    send_edus(
+        &a,
+        &b,
+        "presence-off",
+        json!([{"edu_type": "m.presence", "content": {"push": [
+            {"user_id": alice.user_id, "presence": "online", "status_msg": "hi", "last_active_ago": 0},
+        ]}}]),
+    )
+    .await;
+    let record = b.services().store().get_presence(&alice.user_id).await.unwrap();
+    assert!(record.is_none(), "{record:?}");
 }
