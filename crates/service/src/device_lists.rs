@@ -87,9 +87,11 @@ fn joined(membership: Option<&str>) -> bool {
 impl Services {
     /// Publishes a device-list position whose write committed, and wakes the syncs it
     /// concerns.
+    /// A local user's change is queued for the other servers sharing a room with them.
     pub(crate) async fn publish_device_list_change(&self, position: Position, user_id: &UserId) {
-        position.finish();
+        let stream_id = position.finish();
         self.notify_device_list_change(user_id).await;
+        self.queue_device_list_edus(user_id, stream_id).await;
     }
 
     /// Wakes the syncs of `user_id` and of everyone sharing a joined room with them (all syncs

@@ -41,7 +41,7 @@ pub struct KeysQueryResult {
     pub device_keys: BTreeMap<OwnedUserId, BTreeMap<String, QueriedDeviceKeys>>,
     /// The local users' cross-signing keys, as the requester may see them.
     pub cross_signing: QueriedCrossSigningKeys,
-    /// Servers that could not be asked (all remote ones, until federation exists).
+    /// Remote servers that could not be reached in time.
     pub failures: BTreeSet<String>,
 }
 
@@ -310,12 +310,43 @@ impl Services {
 
     /// `/keys/query`: the identity keys of the users' devices (all of them for an empty list)
     /// and their cross-signing keys, as `requester` may see them.
+    /// Remote users' keys are asked of their servers (or read from the tracked device lists)
+    /// within `timeout`; servers that could not answer are in `failures`.
     pub async fn query_keys(
         &self,
         requester: &UserId,
         requested: &BTreeMap<OwnedUserId, Vec<String>>,
+        timeout: Option<std::time::Duration>,
     ) -> Result<KeysQueryResult> {
-        self.query_local_keys(Some(requester), requested).await
+        let (local, remote): (BTreeMap<_, _>, BTreeMap<_, _>) = requested
+            .iter()
+            .map(|(user_id, devices)| (user_id.clone(), devices.clone()))
+            .partition(|(user_id, _)| user_id.server_name().as_str() == self.server_name());
+        let mut result = self.query_local_keys(Some(requester), &local).await?;
+        if !remote.is_empty() {
+            let timeout = timeout.unwrap_or(crate::federation::remote_keys::DEFAULT_TIMEOUT);
+            self.query_remote_keys(&remote, timeout, &mut result).await?;
+        }
+        Ok(result)
+    }
+
+    /// `/keys/claim` for a client: local devices here, remote ones from their servers within
+    /// `timeout` (servers that could not answer are in `failures`).
+    pub async fn claim_keys_for_client(
+        &self,
+        claims: &BTreeMap<OwnedUserId, BTreeMap<String, String>>,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<KeysClaimResult> {
+        let (local, remote): (BTreeMap<_, _>, BTreeMap<_, _>) = claims
+            .iter()
+            .map(|(user_id, devices)| (user_id.clone(), devices.clone()))
+            .partition(|(user_id, _)| user_id.server_name().as_str() == self.server_name());
+        let mut result = self.claim_keys(&local).await?;
+        if !remote.is_empty() {
+            let timeout = timeout.unwrap_or(crate::federation::remote_keys::DEFAULT_TIMEOUT);
+            self.claim_remote_keys(&remote, timeout, &mut result).await;
+        }
+        Ok(result)
     }
 
     /// The keys of local users as `requester` may see them; `None` for another server, which

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use myelin_core::MatrixError;
 use myelin_store::PresenceRecord;
-use ruma::{OwnedUserId, UserId};
+use ruma::{OwnedUserId, ServerName, UserId};
+use serde_json::{Value, json};
 
 use crate::auth::Requester;
 use crate::util::now_ms;
@@ -19,6 +20,8 @@ use crate::{Result, Services};
 pub const IDLE_AFTER_MS: i64 = 5 * 60 * 1000;
 /// Without syncing for this long, a user goes offline.
 pub const OFFLINE_AFTER_MS: i64 = 30 * 1000;
+/// Without an update from its server for this long, a remote user goes offline.
+pub const REMOTE_OFFLINE_AFTER_MS: i64 = 30 * 60 * 1000;
 
 /// Syncs in progress per user (a long-polling sync counts as being online).
 #[derive(Default)]
@@ -75,9 +78,84 @@ impl Services {
         let watchers = self.store.users_sharing_rooms(&record.user_id).await?;
         let mut watchers: Vec<OwnedUserId> = watchers.iter().filter_map(|u| UserId::parse(u).ok()).collect();
         if let Ok(user) = UserId::parse(&record.user_id) {
+            if user.server_name().as_str() == self.server_name() {
+                self.queue_presence_edu(&record, &watchers).await;
+            }
             watchers.push(user);
         }
         self.notifier.notify_users(watchers.iter().map(|u| u.as_ref()));
+        Ok(())
+    }
+
+    /// Queues a local user's presence for every other server with a user sharing a room
+    /// (`m.presence`, the queued one of the same user replaced).
+    async fn queue_presence_edu(&self, record: &PresenceRecord, watchers: &[OwnedUserId]) {
+        let mut servers: Vec<&str> = watchers.iter().map(|user| user.server_name().as_str()).collect();
+        servers.sort_unstable();
+        servers.dedup();
+        let mut update = json!({
+            "user_id": record.user_id,
+            "presence": record.state,
+            "last_active_ago": (now_ms() as i64 - record.last_active_ts).max(0),
+            "currently_active": record.currently_active,
+        });
+        if let Some(status_msg) = &record.status_msg {
+            update["status_msg"] = json!(status_msg);
+        }
+        let content = json!({"push": [update]});
+        for server in servers {
+            if let Err(error) = self.queue_edu(server, "m.presence", &content, Some(&record.user_id)).await {
+                tracing::warn!(%error, %server, "could not queue a presence EDU");
+            }
+        }
+    }
+
+    /// An inbound `m.presence` from `origin`: updates of the origin's own users who share a
+    /// room with a local user are stored as local presence is, and reach those users. Others
+    /// are dropped; nothing is stored with presence off.
+    pub(crate) async fn receive_presence_edu(&self, origin: &ServerName, content: &Value) -> Result<()> {
+        if !self.config.presence.enabled {
+            return Ok(());
+        }
+        let Some(updates) = content.get("push").and_then(Value::as_array) else {
+            return Err(MatrixError::bad_json("m.presence needs a `push` array").into());
+        };
+        let now = now_ms() as i64;
+        for update in updates {
+            let Some(user_id) =
+                update.get("user_id").and_then(Value::as_str).and_then(|u| UserId::parse(u).ok())
+            else {
+                continue;
+            };
+            if user_id.server_name() != origin {
+                tracing::info!(%origin, %user_id, "dropping presence of another server's user");
+                continue;
+            }
+            let state = update.get("presence").and_then(Value::as_str).unwrap_or_default();
+            if !matches!(state, "online" | "offline" | "unavailable") {
+                continue;
+            }
+            let sharing = self.store.users_sharing_rooms(user_id.as_str()).await?;
+            let ours = |user: &String| {
+                UserId::parse(user).is_ok_and(|u| u.server_name().as_str() == self.server_name())
+            };
+            if !sharing.iter().any(ours) {
+                tracing::debug!(%origin, %user_id, "dropping presence of a user sharing no room here");
+                continue;
+            }
+            let last_active_ago = update.get("last_active_ago").and_then(Value::as_i64).unwrap_or(0).max(0);
+            let record = PresenceRecord {
+                user_id: user_id.to_string(),
+                state: state.to_owned(),
+                status_msg: update.get("status_msg").and_then(Value::as_str).map(str::to_owned),
+                last_active_ts: now - last_active_ago,
+                // For a remote user: when its server last told us.
+                last_user_sync_ts: now,
+                currently_active: update.get("currently_active").and_then(Value::as_bool).unwrap_or(false),
+                stream_id: 0,
+            };
+            self.store_presence(record).await?;
+        }
         Ok(())
     }
 
@@ -204,6 +282,20 @@ impl Services {
                 }
             };
             for record in stale {
+                if UserId::parse(&record.user_id)
+                    .is_ok_and(|u| u.server_name().as_str() != self.server_name())
+                {
+                    // A remote user's server keeps us told; without a word for
+                    // REMOTE_OFFLINE_AFTER_MS, the user is taken as offline (as Synapse).
+                    if record.state != "offline" && now - record.last_user_sync_ts > REMOTE_OFFLINE_AFTER_MS {
+                        let record =
+                            PresenceRecord { state: "offline".to_owned(), currently_active: false, ..record };
+                        if let Err(error) = self.store_presence(record).await {
+                            tracing::warn!(%error, "could not update presence");
+                        }
+                    }
+                    continue;
+                }
                 let syncing = self.active_syncs.syncing(&record.user_id);
                 let new_state = if !syncing && now - record.last_user_sync_ts > OFFLINE_AFTER_MS {
                     "offline"

@@ -1,6 +1,7 @@
 //! Profiles: `displayname`, `avatar_url` and extended fields (spec v1.16).
 
-use myelin_core::{ErrCode, MatrixError};
+use myelin_core::{ErrCode, ErrorKind, MatrixError};
+use myelin_federation::FederationError;
 use ruma::UserId;
 use serde_json::{Map, Value};
 
@@ -45,12 +46,40 @@ impl Services {
         {
             return Err(MatrixError::forbidden("You do not share a room with this user").into());
         }
-        if target.server_name().as_str() != self.server_name() {
-            return Err(
-                MatrixError::not_found("Profile lookups over federation are not available yet").into()
-            );
-        }
         Ok(())
+    }
+
+    /// A remote user's profile (or only `field`), from their server
+    /// (`/_matrix/federation/v1/query/profile`): `404 M_NOT_FOUND` when it has none,
+    /// `502 M_UNKNOWN` when it cannot be asked (as Synapse).
+    async fn remote_profile(&self, target: &UserId, field: Option<&str>) -> Result<Map<String, Value>> {
+        let query = {
+            let mut query = url::form_urlencoded::Serializer::new(String::new());
+            query.append_pair("user_id", target.as_str());
+            if let Some(field) = field {
+                query.append_pair("field", field);
+            }
+            query.finish()
+        };
+        let path = format!("/_matrix/federation/v1/query/profile?{query}");
+        let answer: std::result::Result<Value, FederationError> =
+            self.federation.client.get_json(target.server_name(), &path).await;
+        match answer {
+            Ok(Value::Object(profile)) => Ok(profile),
+            Ok(_) => {
+                Err(MatrixError::unknown("Failed to fetch profile").with_kind(ErrorKind::BadGateway).into())
+            }
+            Err(FederationError::Status { status: 404, .. }) => {
+                Err(MatrixError::not_found("Profile was not found").into())
+            }
+            Err(FederationError::Denied { destination }) => {
+                Err(MatrixError::forbidden(format!("Federation denied with {destination}.")).into())
+            }
+            Err(error) => {
+                tracing::info!(%target, %error, "could not fetch a remote profile");
+                Err(MatrixError::unknown("Failed to fetch profile").with_kind(ErrorKind::BadGateway).into())
+            }
+        }
     }
 
     /// `GET /profile/{userId}`.
@@ -60,6 +89,9 @@ impl Services {
         target: &UserId,
     ) -> Result<Map<String, Value>> {
         self.check_profile_lookup(requester, target).await?;
+        if target.server_name().as_str() != self.server_name() {
+            return self.remote_profile(target, None).await;
+        }
         let user = self.store.get_user(target.as_str()).await?;
         if user.is_none() {
             return Err(MatrixError::not_found("Profile was not found").into());
@@ -74,7 +106,14 @@ impl Services {
         target: &UserId,
         key: &str,
     ) -> Result<Value> {
-        let profile = self.get_profile(requester, target).await?;
+        let profile = if target.server_name().as_str() != self.server_name()
+            && matches!(key, "displayname" | "avatar_url")
+        {
+            self.check_profile_lookup(requester, target).await?;
+            self.remote_profile(target, Some(key)).await?
+        } else {
+            self.get_profile(requester, target).await?
+        };
         profile
             .get(key)
             .cloned()

@@ -2,8 +2,8 @@
 
 use myelin_core::MatrixError;
 use myelin_store::ReceiptRecord;
-use ruma::{EventId, RoomId};
-use serde_json::json;
+use ruma::{EventId, RoomId, ServerName, UserId};
+use serde_json::{Value, json};
 
 use crate::auth::Requester;
 use crate::util::now_ms;
@@ -37,15 +37,44 @@ impl Services {
             other => return Err(MatrixError::invalid_param(format!("Unknown receipt type {other:?}")).into()),
         }
         let event = self.receipt_target(requester, room_id, event_id).await?;
+        let stored = self
+            .store_receipt(
+                room_id,
+                &requester.user_id,
+                receipt_type,
+                event_id,
+                event,
+                thread_id,
+                now_ms() as i64,
+            )
+            .await?;
+        // Public receipts of local users go to the other servers in the room.
+        if stored && receipt_type == "m.read" {
+            self.queue_receipt_edu(room_id, &requester.user_id, event_id, thread_id).await;
+        }
+        Ok(())
+    }
+
+    /// Stores a receipt (local or remote) when it moves the user's receipt forward and wakes
+    /// who may see it; whether it was stored.
+    #[allow(clippy::too_many_arguments)]
+    async fn store_receipt(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+        receipt_type: &str,
+        event_id: &EventId,
+        event: i64,
+        thread_id: Option<&str>,
+        ts: i64,
+    ) -> Result<bool> {
         let thread = thread_id.unwrap_or("");
-        if let Some(existing) = self
-            .store
-            .user_receipt(room_id.as_str(), requester.user_id.as_str(), receipt_type, thread)
-            .await?
+        if let Some(existing) =
+            self.store.user_receipt(room_id.as_str(), user_id.as_str(), receipt_type, thread).await?
             && existing.event_stream >= event
         {
             // Receipts only move forward.
-            return Ok(());
+            return Ok(false);
         }
         let position = self.streams.receipts.allocate();
         let stream_id = position.value();
@@ -54,11 +83,11 @@ impl Services {
             .upsert_receipt(&ReceiptRecord {
                 room_id: room_id.to_string(),
                 receipt_type: receipt_type.to_owned(),
-                user_id: requester.user_id.to_string(),
+                user_id: user_id.to_string(),
                 thread_id: thread.to_owned(),
                 event_id: event_id.to_string(),
                 event_stream: event,
-                ts: now_ms() as i64,
+                ts,
                 stream_id,
             })
             .await;
@@ -67,7 +96,97 @@ impl Services {
         if receipt_type == "m.read" {
             self.notify_room(room_id).await;
         } else {
-            self.notifier.notify_user(&requester.user_id);
+            self.notifier.notify_user(user_id);
+        }
+        Ok(true)
+    }
+
+    /// Queues a local user's public receipt for the other servers in the room (`m.receipt`;
+    /// a newer one for the same room, user and thread replaces it while queued).
+    async fn queue_receipt_edu(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+        event_id: &EventId,
+        thread_id: Option<&str>,
+    ) {
+        let servers = match self.servers_in_room(room_id).await {
+            Ok(servers) => servers,
+            Err(error) => {
+                tracing::warn!(%error, %room_id, "could not read the servers of a room for a receipt");
+                return;
+            }
+        };
+        let mut data = json!({"ts": now_ms()});
+        if let Some(thread_id) = thread_id {
+            data["thread_id"] = json!(thread_id);
+        }
+        let content = json!({
+            room_id.as_str(): {"m.read": {user_id.as_str(): {"event_ids": [event_id], "data": data}}}
+        });
+        let key = format!("{room_id} {user_id} {}", thread_id.unwrap_or(""));
+        for server in servers {
+            if let Err(error) = self.queue_edu(&server, "m.receipt", &content, Some(&key)).await {
+                tracing::warn!(%error, %server, "could not queue a receipt EDU");
+            }
+        }
+    }
+
+    /// An inbound `m.receipt` from `origin`: public read receipts of the origin's own users
+    /// joined to the room, for events this server has in that room, stored as local ones
+    /// are. Anything else is dropped.
+    pub(crate) async fn receive_receipt_edu(&self, origin: &ServerName, content: &Value) -> Result<()> {
+        let Some(rooms) = content.as_object() else {
+            return Err(MatrixError::bad_json("m.receipt content must be an object").into());
+        };
+        for (room_id, by_type) in rooms {
+            let Ok(room_id) = RoomId::parse(room_id) else { continue };
+            if let Err(error) = self.check_server_acl(origin, &room_id).await {
+                tracing::info!(%origin, %room_id, %error, "dropping receipts the room's ACL refuses");
+                continue;
+            }
+            let Some(users) = by_type.get("m.read").and_then(Value::as_object) else { continue };
+            for (user_id, receipt) in users {
+                let Ok(user_id) = UserId::parse(user_id) else { continue };
+                if user_id.server_name() != origin {
+                    tracing::info!(%origin, %user_id, "dropping a receipt for another server's user");
+                    continue;
+                }
+                if self.store.membership(room_id.as_str(), user_id.as_str()).await?.as_deref() != Some("join")
+                {
+                    tracing::info!(%origin, %user_id, %room_id, "dropping a receipt of a user not in the room");
+                    continue;
+                }
+                let data = receipt.get("data");
+                let thread_id =
+                    data.and_then(|d| d.get("thread_id")).and_then(Value::as_str).filter(|t| !t.is_empty());
+                let ts =
+                    data.and_then(|d| d.get("ts")).and_then(Value::as_i64).unwrap_or_else(|| now_ms() as i64);
+                let event_ids =
+                    receipt.get("event_ids").and_then(Value::as_array).cloned().unwrap_or_default();
+                for event_id in event_ids.iter().filter_map(Value::as_str) {
+                    let Ok(event_id) = EventId::parse(event_id) else { continue };
+                    let event = self
+                        .store
+                        .get_event(event_id.as_str())
+                        .await?
+                        .filter(|e| e.room_id == room_id.as_str());
+                    let Some(event) = event else {
+                        tracing::info!(%origin, %event_id, "dropping a receipt for an event unknown here");
+                        continue;
+                    };
+                    self.store_receipt(
+                        &room_id,
+                        &user_id,
+                        "m.read",
+                        &event_id,
+                        event.stream_ordering,
+                        thread_id,
+                        ts,
+                    )
+                    .await?;
+                }
+            }
         }
         Ok(())
     }

@@ -12,6 +12,8 @@ use crate::{Result, Services};
 
 /// The longest a typing notification lasts.
 const MAX_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a remote user's typing lasts without a new EDU (Synapse's `FEDERATION_TIMEOUT`).
+const REMOTE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Who is typing where, until when; and the typing stream position of each room's last change.
 #[derive(Default)]
@@ -65,6 +67,20 @@ impl Services {
             return Err(MatrixError::forbidden(format!("User {user_id} not in room {room_id}")).into());
         }
         let timeout = Duration::from_millis(timeout_ms.unwrap_or(30_000)).min(MAX_TIMEOUT);
+        self.apply_typing(room_id, user_id, typing, timeout).await;
+        self.queue_typing_edu(room_id, user_id, typing).await;
+        Ok(())
+    }
+
+    /// Records that `user_id` is (or stopped) typing in a room for `timeout`, and wakes the
+    /// room's local members when that changed: one path for local and remote users.
+    pub(crate) async fn apply_typing(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+        typing: bool,
+        timeout: Duration,
+    ) {
         let changed = {
             let mut rooms = self.typing.rooms.lock();
             let room = rooms.entry(room_id.to_owned()).or_default();
@@ -84,6 +100,56 @@ impl Services {
             self.notify_room(room_id).await;
             self.typing_expiry_wakeup.notify_one();
         }
+    }
+
+    /// Queues a local user's typing state for the other servers in the room (`m.typing`, the
+    /// queued one of the same room and user replaced). Failures are logged: typing is
+    /// ephemeral.
+    async fn queue_typing_edu(&self, room_id: &RoomId, user_id: &UserId, typing: bool) {
+        if user_id.server_name().as_str() != self.server_name() {
+            return;
+        }
+        let servers = match self.servers_in_room(room_id).await {
+            Ok(servers) => servers,
+            Err(error) => {
+                tracing::warn!(%error, %room_id, "could not read the servers of a room for typing");
+                return;
+            }
+        };
+        let content = serde_json::json!({"room_id": room_id, "user_id": user_id, "typing": typing});
+        let key = format!("{room_id} {user_id}");
+        for server in servers {
+            if let Err(error) = self.queue_edu(&server, "m.typing", &content, Some(&key)).await {
+                tracing::warn!(%error, %server, "could not queue a typing EDU");
+            }
+        }
+    }
+
+    /// An inbound `m.typing` from `origin`: only for the origin's own users joined to the room
+    /// (and the room's ACL allowing the origin); anything else is dropped.
+    pub(crate) async fn receive_typing_edu(
+        &self,
+        origin: &ruma::ServerName,
+        content: &serde_json::Value,
+    ) -> Result<()> {
+        let field = |name: &str| content.get(name).and_then(serde_json::Value::as_str);
+        let (Some(room_id), Some(user_id)) = (field("room_id"), field("user_id")) else {
+            return Err(MatrixError::bad_json("m.typing needs room_id and user_id").into());
+        };
+        let (Ok(room_id), Ok(user_id)) = (RoomId::parse(room_id), UserId::parse(user_id)) else {
+            return Err(MatrixError::bad_json("m.typing has a bad room_id or user_id").into());
+        };
+        let typing = content.get("typing").and_then(serde_json::Value::as_bool).unwrap_or(false);
+        if user_id.server_name() != origin {
+            tracing::info!(%origin, %user_id, "dropping a typing EDU for another server's user");
+            return Ok(());
+        }
+        self.check_server_acl(origin, &room_id).await?;
+        if self.store.membership(room_id.as_str(), user_id.as_str()).await?.as_deref() != Some("join") {
+            tracing::info!(%origin, %user_id, %room_id, "dropping a typing EDU for a user not in the room");
+            return Ok(());
+        }
+        self.apply_typing(&room_id, &user_id, typing, REMOTE_TIMEOUT).await;
         Ok(())
     }
 
@@ -104,23 +170,34 @@ impl Services {
                 _ = self.typing_expiry_wakeup.notified() => continue,
                 _ = tokio::time::sleep(wait.unwrap_or(Duration::from_secs(3600))) => {}
             }
-            let expired: Vec<OwnedRoomId> = {
+            let (expired, stopped): (Vec<OwnedRoomId>, Vec<(OwnedRoomId, OwnedUserId)>) = {
                 let now = Instant::now();
                 let mut rooms = self.typing.rooms.lock();
                 let mut expired = Vec::new();
+                let mut stopped = Vec::new();
                 for (room_id, room) in rooms.iter_mut() {
                     let before = room.users.len();
-                    room.users.retain(|_, until| *until > now);
+                    room.users.retain(|user_id, until| {
+                        let keep = *until > now;
+                        if !keep && user_id.server_name().as_str() == self.server_name() {
+                            stopped.push((room_id.clone(), user_id.clone()));
+                        }
+                        keep
+                    });
                     if room.users.len() != before {
                         room.changed_at = self.streams.typing.bump();
                         expired.push(room_id.clone());
                     }
                 }
                 rooms.retain(|_, room| !room.users.is_empty() || room.changed_at > 0);
-                expired
+                (expired, stopped)
             };
             for room_id in expired {
                 self.notify_room(&room_id).await;
+            }
+            // Other servers learn that a local user stopped typing (as Synapse tells them).
+            for (room_id, user_id) in stopped {
+                self.queue_typing_edu(&room_id, &user_id, false).await;
             }
         }
     }

@@ -26,6 +26,7 @@ pub mod profiles;
 pub mod push;
 pub mod registration;
 pub mod relations;
+pub mod remote_device_lists;
 pub mod rooms;
 pub mod search;
 mod secrets;
@@ -54,6 +55,7 @@ pub use key_backup::{
 };
 pub use media::{DeletedMedia, LocalMediaRecord, NewLocalMedia, OldMediaQuery, ThumbnailRecord};
 pub use registration::RegistrationTokenRecord;
+pub use remote_device_lists::RemoteDeviceList;
 pub use rooms::{MembershipChange, NewReport, RoomRecord};
 pub use server_keys::{ServerKeyDocument, ServerVerifyKeyRecord};
 pub use state::StateDelta;

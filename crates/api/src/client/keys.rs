@@ -46,10 +46,11 @@ async fn upload(
     Ok(Json(json!({ "one_time_key_counts": counts })))
 }
 
-/// `timeout` only matters for remote servers, which are not asked yet.
+/// `timeout` (ms) bounds the wait for remote servers.
 #[derive(Deserialize)]
 struct QueryBody {
     device_keys: BTreeMap<OwnedUserId, Vec<String>>,
+    timeout: Option<u64>,
 }
 
 fn device_keys_json(device: QueriedDeviceKeys) -> Value {
@@ -62,9 +63,9 @@ fn device_keys_json(device: QueriedDeviceKeys) -> Value {
     Value::Object(keys)
 }
 
-/// A remote server that could not be asked (federation does not exist yet).
+/// A remote server that could not be reached (or did not answer in time).
 fn failure_json() -> Value {
-    json!({ "status": 503, "message": "Federation is not available on this server" })
+    json!({ "status": 503, "message": "Could not reach the remote server" })
 }
 
 /// `device_keys` of a `/keys/query` answer: user ID -> device ID -> keys as `to_json` writes them
@@ -89,7 +90,8 @@ async fn query(
     Auth(requester): Auth,
     JsonBody(body): JsonBody<QueryBody>,
 ) -> ApiResult<Json<Value>> {
-    let result = services.query_keys(&requester.user_id, &body.device_keys).await?;
+    let timeout = body.timeout.map(std::time::Duration::from_millis);
+    let result = services.query_keys(&requester.user_id, &body.device_keys, timeout).await?;
     let device_keys = device_keys_by_user(result.device_keys, device_keys_json);
     let failures: Map<String, Value> =
         result.failures.into_iter().map(|server| (server, failure_json())).collect();
@@ -106,6 +108,7 @@ async fn query(
 #[derive(Deserialize)]
 struct ClaimBody {
     one_time_keys: BTreeMap<OwnedUserId, BTreeMap<String, String>>,
+    timeout: Option<u64>,
 }
 
 /// `POST /_matrix/client/v3/keys/claim`
@@ -114,7 +117,8 @@ async fn claim(
     Auth(_requester): Auth,
     JsonBody(body): JsonBody<ClaimBody>,
 ) -> ApiResult<Json<Value>> {
-    let result = services.claim_keys(&body.one_time_keys).await?;
+    let timeout = body.timeout.map(std::time::Duration::from_millis);
+    let result = services.claim_keys_for_client(&body.one_time_keys, timeout).await?;
     let failures: Map<String, Value> =
         result.failures.into_iter().map(|server| (server, failure_json())).collect();
     Ok(Json(json!({ "one_time_keys": result.one_time_keys, "failures": failures })))

@@ -7,14 +7,14 @@ use ruma::serde::{Base64, base64::Standard};
 use ruma::signatures::{Ed25519KeyPair, sign_json};
 use serde_json::{Value, json};
 
-const DEVICE_SIGNING: &str = "/_matrix/client/v3/keys/device_signing/upload";
+pub(crate) const DEVICE_SIGNING: &str = "/_matrix/client/v3/keys/device_signing/upload";
 const SIGNATURES: &str = "/_matrix/client/v3/keys/signatures/upload";
 const KEYS_UPLOAD: &str = "/_matrix/client/v3/keys/upload";
 const QUERY: &str = "/_matrix/client/v3/keys/query";
 
 /// An ed25519 key a client holds: a device key (ID `ed25519:<device ID>`) or a cross-signing
 /// key (ID `ed25519:<public key>`), of `user_id`.
-struct Key {
+pub(crate) struct Key {
     user_id: String,
     pair: Ed25519KeyPair,
 }
@@ -59,14 +59,14 @@ impl Key {
 }
 
 /// A user's three cross-signing keys.
-struct CrossSigning {
+pub(crate) struct CrossSigning {
     master: Key,
     self_signing: Key,
     user_signing: Key,
 }
 
 impl CrossSigning {
-    fn new(user_id: &str) -> CrossSigning {
+    pub(crate) fn new(user_id: &str) -> CrossSigning {
         CrossSigning {
             master: Key::cross_signing(user_id),
             self_signing: Key::cross_signing(user_id),
@@ -86,7 +86,7 @@ impl CrossSigning {
         self.master.sign(self.user_signing.key_json("user_signing"))
     }
 
-    fn upload_body(&self) -> Value {
+    pub(crate) fn upload_body(&self) -> Value {
         json!({
             "master_key": self.master_json(),
             "self_signing_key": self.self_signing_json(),

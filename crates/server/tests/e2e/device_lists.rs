@@ -81,13 +81,13 @@ async fn login_token(server: &TestServer, user: &TestUser) -> (String, String) {
 }
 
 /// Logs `user` in on a new device: its client and device ID.
-async fn login(server: &TestServer, user: &TestUser) -> (TestClient, String) {
+pub(crate) async fn login(server: &TestServer, user: &TestUser) -> (TestClient, String) {
     let (token, device_id) = login_token(server, user).await;
     (server.client().with_token(&token), device_id)
 }
 
 /// Signed identity keys of a fresh device key pair.
-fn device_keys(user_id: &str, device_id: &str) -> Value {
+pub(crate) fn device_keys(user_id: &str, device_id: &str) -> Value {
     let pair = Ed25519KeyPair::from_der(&Ed25519KeyPair::generate(), device_id.to_owned()).unwrap();
     let keys = json!({
         "user_id": user_id,

@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod complexity;
+pub mod device_lists;
 pub mod edu;
 pub mod invite;
 mod join;
@@ -10,6 +11,7 @@ pub mod knock;
 pub mod membership;
 pub mod pdu;
 pub mod reads;
+pub mod remote_keys;
 pub mod sender;
 pub mod transaction;
 

@@ -10,6 +10,7 @@ mod engine;
 mod federation_queue;
 mod key_backup;
 mod media;
+mod remote_device_lists;
 mod search;
 mod server_keys;
 mod to_device;
