@@ -16,6 +16,7 @@ mod directory;
 mod e2e_keys;
 mod e2e_restart;
 mod exhaustion;
+mod federation_gaps;
 mod federation_inbound;
 mod federation_join;
 mod federation_reads;

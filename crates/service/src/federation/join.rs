@@ -195,7 +195,7 @@ fn remote_new_event(pdu: &Pdu, state_before: Option<i64>, replaces_state: Option
     }
 }
 
-fn outlier_of(pdu: &Pdu) -> NewOutlier {
+pub(super) fn outlier_of(pdu: &Pdu) -> NewOutlier {
     NewOutlier {
         event_id: pdu.event_id.to_string(),
         room_id: pdu.room_id.to_string(),

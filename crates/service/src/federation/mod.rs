@@ -2,11 +2,14 @@
 //! ring, inbound request authentication, the notary key API and the queries other servers make.
 
 pub mod access;
+mod backfill;
 pub mod edu;
+mod gaps;
 mod join;
 pub mod membership;
 pub mod pdu;
 pub mod reads;
+mod restricted;
 pub mod sender;
 pub mod transaction;
 
