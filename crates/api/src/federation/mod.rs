@@ -1,6 +1,7 @@
 //! The server-server API (`/_matrix/federation`, `/_matrix/key`).
 
 mod auth;
+mod hierarchy;
 mod membership;
 mod reads;
 mod send;
@@ -106,6 +107,7 @@ pub fn routes() -> Router<AppState> {
         .route("/_matrix/federation/v1/version", get(version))
         .route("/_matrix/federation/v1/query/profile", get(query_profile))
         .merge(reads::routes())
+        .merge(hierarchy::routes())
         .merge(membership::routes())
         .merge(send::routes())
 }

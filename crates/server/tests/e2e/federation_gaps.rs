@@ -385,3 +385,60 @@ async fn a_restricted_join_nobody_here_may_authorise_is_refused() {
         format!("/_matrix/client/v3/rooms/{}/state/m.room.member/{}", enc(&room_id), enc(&bob.user_id));
     assert_eq!(dave.client.get(&member).await.status, 404);
 }
+
+#[tokio::test]
+async fn federation_hierarchy_shows_a_space_and_the_children_the_server_may_see() {
+    let certs = tempfile::tempdir().unwrap();
+    write_certificates(certs.path());
+    let a = federating_server("a.test", certs.path(), json!({})).await;
+    let b = federating_server("b.test", certs.path(), json!({})).await;
+    let alice = a.register("alice").await;
+    let create = |body: Value| {
+        let client = alice.client.clone();
+        async move {
+            let created = client.post("/_matrix/client/v3/createRoom", &body).await;
+            created.expect(200)["room_id"].as_str().unwrap().to_owned()
+        }
+    };
+    let space =
+        create(json!({"preset": "public_chat", "name": "Space", "creation_content": {"type": "m.space"}}))
+            .await;
+    let public = create(json!({"preset": "public_chat", "name": "Public"})).await;
+    let private = create(json!({"preset": "private_chat", "name": "Private"})).await;
+    let ghost = format!("!ghost:{}", a.server_name);
+    for (child, suggested) in [(&public, true), (&private, false), (&ghost, false)] {
+        let path = format!("/_matrix/client/v3/rooms/{}/state/m.space.child/{}", enc(&space), enc(child));
+        let content = json!({"via": [a.server_name], "suggested": suggested});
+        alice.client.put(&path, &content).await.expect(200);
+    }
+
+    let path = format!("/_matrix/federation/v1/hierarchy/{}", enc(&space));
+    let (status, body) = federation_request(&b, &a, "GET", &path, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["room"]["room_id"], space.as_str());
+    assert_eq!(body["room"]["room_type"], "m.space");
+    assert_eq!(body["room"]["name"], "Space");
+    let children_state = body["room"]["children_state"].as_array().unwrap();
+    assert_eq!(children_state.len(), 3, "{body}");
+    assert!(children_state.iter().all(|e| e["type"] == "m.space.child" && e["origin_server_ts"].is_u64()));
+    // The public child is shown, the private one is inaccessible, the unknown one left out.
+    let children = body["children"].as_array().unwrap();
+    assert_eq!(children.len(), 1, "{body}");
+    assert_eq!(children[0]["room_id"], public.as_str());
+    assert_eq!(children[0]["name"], "Public");
+    assert_eq!(children[0]["join_rule"], "public");
+    assert_eq!(body["inaccessible_children"], json!([private]));
+
+    let (status, body) =
+        federation_request(&b, &a, "GET", &format!("{path}?suggested_only=true"), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["room"]["children_state"].as_array().unwrap().len(), 1, "{body}");
+    assert_eq!(body["inaccessible_children"], json!([]));
+
+    // A private room B has no member in, and a room A does not know: not found.
+    for room in [&private, &ghost] {
+        let path = format!("/_matrix/federation/v1/hierarchy/{}", enc(room));
+        let (status, body) = federation_request(&b, &a, "GET", &path, None).await;
+        assert_eq!((status, body["errcode"].as_str()), (404, Some("M_NOT_FOUND")), "{body}");
+    }
+}

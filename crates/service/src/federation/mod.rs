@@ -5,6 +5,7 @@ pub mod access;
 mod backfill;
 pub mod edu;
 mod gaps;
+pub mod hierarchy;
 mod join;
 pub mod membership;
 pub mod pdu;
