@@ -442,3 +442,54 @@ async fn federation_hierarchy_shows_a_space_and_the_children_the_server_may_see(
         assert_eq!((status, body["errcode"].as_str()), (404, Some("M_NOT_FOUND")), "{body}");
     }
 }
+
+#[tokio::test]
+async fn client_hierarchy_asks_the_via_servers_for_rooms_this_server_does_not_have() {
+    let certs = tempfile::tempdir().unwrap();
+    write_certificates(certs.path());
+    let a = federating_server("a.test", certs.path(), json!({})).await;
+    let b = federating_server("b.test", certs.path(), json!({})).await;
+    let alice = a.register("alice").await;
+    let bob = b.register("bob").await;
+    let create = |user: &TestUser, body: Value| {
+        let client = user.client.clone();
+        async move {
+            let created = client.post("/_matrix/client/v3/createRoom", &body).await;
+            created.expect(200)["room_id"].as_str().unwrap().to_owned()
+        }
+    };
+    let link = |user: &TestUser, space: &str, child: &str, via: &str| {
+        let client = user.client.clone();
+        let path = format!("/_matrix/client/v3/rooms/{}/state/m.space.child/{}", enc(space), enc(child));
+        let content = json!({"via": [via]});
+        async move { client.put(&path, &content).await.expect(200).clone() }
+    };
+    // On A: a space with a public and a private room. On B: Bob's space holding A's space.
+    let space_a = create(
+        &alice,
+        json!({"preset": "public_chat", "name": "A's space", "creation_content": {"type": "m.space"}}),
+    )
+    .await;
+    let public = create(&alice, json!({"preset": "public_chat", "name": "Public on A"})).await;
+    let private = create(&alice, json!({"preset": "private_chat", "name": "Private on A"})).await;
+    link(&alice, &space_a, &public, &a.server_name).await;
+    link(&alice, &space_a, &private, &a.server_name).await;
+    let space_b = create(
+        &bob,
+        json!({"preset": "public_chat", "name": "B's space", "creation_content": {"type": "m.space"}}),
+    )
+    .await;
+    link(&bob, &space_b, &space_a, &a.server_name).await;
+
+    let page = bob.client.get(&format!("/_matrix/client/v1/rooms/{}/hierarchy", enc(&space_b))).await;
+    let rooms = page.expect(200)["rooms"].as_array().unwrap().clone();
+    let names: Vec<&str> = rooms.iter().map(|room| room["name"].as_str().unwrap_or_default()).collect();
+    // A's space and its public room come from A; the private room, which A will not show B, is
+    // left out.
+    assert_eq!(names, ["B's space", "A's space", "Public on A"], "{rooms:?}");
+    assert_eq!(rooms[1]["room_id"], space_a.as_str());
+    assert_eq!(rooms[1]["room_type"], "m.space");
+    assert_eq!(rooms[1]["children_state"].as_array().unwrap().len(), 2, "{rooms:?}");
+    assert_eq!(rooms[2]["room_id"], public.as_str());
+    assert_eq!(rooms[2]["join_rule"], "public");
+}

@@ -9,7 +9,7 @@ use myelin_core::MatrixError;
 use ruma::{OwnedRoomId, RoomId, ServerName};
 
 use crate::rooms::RoomHead;
-use crate::rooms::spaces::{HierarchyRoom, RoomSummary};
+use crate::rooms::spaces::{HierarchyRoom, RoomSummary, SpaceChild};
 use crate::{Result, Services};
 
 /// The federation `/hierarchy` answer.
@@ -80,6 +80,111 @@ impl Services {
             if let Ok(allowed) = RoomId::parse(allowed)
                 && self.server_in_room(origin, &allowed).await?
             {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// A string field of a JSON object, when present and not empty.
+fn text(json: &serde_json::Value, field: &str) -> Option<String> {
+    json.get(field).and_then(serde_json::Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned)
+}
+
+/// A room summary another server's `/hierarchy` gave (`None` when it is not one).
+fn summary_of(json: &serde_json::Value) -> Option<RoomSummary> {
+    let flag = |field: &str| json.get(field).and_then(serde_json::Value::as_bool).unwrap_or(false);
+    Some(RoomSummary {
+        room_id: OwnedRoomId::try_from(json.get("room_id")?.as_str()?).ok()?,
+        room_version: text(json, "room_version").unwrap_or_default(),
+        name: text(json, "name"),
+        topic: text(json, "topic"),
+        canonical_alias: text(json, "canonical_alias"),
+        avatar_url: text(json, "avatar_url"),
+        num_joined_members: json.get("num_joined_members").and_then(serde_json::Value::as_u64).unwrap_or(0),
+        world_readable: flag("world_readable"),
+        guest_can_join: flag("guest_can_join"),
+        join_rule: text(json, "join_rule"),
+        room_type: text(json, "room_type"),
+        encryption: text(json, "encryption"),
+        allowed_room_ids: json
+            .get("allowed_room_ids")
+            .and_then(serde_json::Value::as_array)
+            .map(|ids| ids.iter().filter_map(serde_json::Value::as_str).map(str::to_owned).collect())
+            .unwrap_or_default(),
+    })
+}
+
+/// An `m.space.child` event another server's `/hierarchy` gave.
+fn child_of(json: &serde_json::Value) -> Option<SpaceChild> {
+    if json.get("type").and_then(serde_json::Value::as_str) != Some("m.space.child") {
+        return None;
+    }
+    let content = json.get("content").filter(|c| c.is_object())?.clone();
+    if !content.get("via").and_then(serde_json::Value::as_array).is_some_and(|via| !via.is_empty()) {
+        return None;
+    }
+    Some(SpaceChild {
+        state_key: text(json, "state_key")?,
+        sender: text(json, "sender")?,
+        content,
+        origin_server_ts: json.get("origin_server_ts").and_then(serde_json::Value::as_u64).unwrap_or(0),
+    })
+}
+
+impl Services {
+    /// A room this server does not have, for the client `/hierarchy`: asked of the `via`
+    /// servers of the `m.space.child` event naming it (`GET /hierarchy/{roomId}`), the first
+    /// answer kept. `None` when no server answers.
+    pub(crate) async fn remote_hierarchy_room(
+        &self,
+        room_id: &RoomId,
+        via: &[String],
+        suggested_only: bool,
+    ) -> Option<HierarchyRoom> {
+        let path = format!(
+            "/_matrix/federation/v1/hierarchy/{}?suggested_only={suggested_only}",
+            super::pdu::path_segment(room_id.as_str())
+        );
+        for server in via.iter().filter(|server| server.as_str() != self.server_name()) {
+            let Ok(server) = ruma::OwnedServerName::try_from(server.as_str()) else { continue };
+            let answer: serde_json::Value = match self.federation.client.get_json(&server, &path).await {
+                Ok(answer) => answer,
+                Err(error) => {
+                    tracing::info!(%server, %room_id, %error, "remote /hierarchy failed");
+                    continue;
+                }
+            };
+            let Some(room) = answer.get("room") else { continue };
+            let Some(summary) = summary_of(room).filter(|summary| summary.room_id == room_id) else {
+                continue;
+            };
+            let mut children_state: Vec<SpaceChild> = room
+                .get("children_state")
+                .and_then(serde_json::Value::as_array)
+                .map(|children| children.iter().filter_map(child_of).collect())
+                .unwrap_or_default();
+            crate::rooms::spaces::sort_children(&mut children_state);
+            return Some(HierarchyRoom { summary, children_state });
+        }
+        None
+    }
+
+    /// Whether a user may see a room this server does not have, from its summary: open to
+    /// preview, or restricted to a room the user is joined to here.
+    pub(crate) async fn remote_room_previewable(
+        &self,
+        summary: &RoomSummary,
+        user_id: &ruma::UserId,
+    ) -> Result<bool> {
+        if summary.world_readable
+            || matches!(summary.join_rule.as_deref(), Some("public" | "knock" | "knock_restricted"))
+        {
+            return Ok(true);
+        }
+        for allowed in &summary.allowed_room_ids {
+            if self.store.membership(allowed, user_id.as_str()).await?.as_deref() == Some("join") {
                 return Ok(true);
             }
         }
