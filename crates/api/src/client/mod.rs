@@ -16,7 +16,7 @@ mod room_keys;
 mod rooms;
 mod search;
 mod session;
-mod spaces;
+pub(crate) mod spaces;
 mod sync;
 mod to_device;
 mod upgrade;

@@ -40,7 +40,7 @@ pub(crate) fn published_room_json(summary: &RoomSummary) -> Map<String, Value> {
 
 /// The spec's `RoomSummary`: the published-room fields plus `room_version`, `encryption` and
 /// `allowed_room_ids`.
-fn room_summary_json(summary: &RoomSummary) -> Map<String, Value> {
+pub(crate) fn room_summary_json(summary: &RoomSummary) -> Map<String, Value> {
     let mut room = published_room_json(summary);
     room.insert("room_version".to_owned(), json!(summary.room_version));
     if let Some(encryption) = &summary.encryption {
@@ -53,7 +53,7 @@ fn room_summary_json(summary: &RoomSummary) -> Map<String, Value> {
 }
 
 /// A stripped `m.space.child` event with its `origin_server_ts`.
-fn child_json(child: &SpaceChild) -> Value {
+pub(crate) fn child_json(child: &SpaceChild) -> Value {
     json!({
         "type": "m.space.child",
         "state_key": child.state_key,

@@ -2,6 +2,7 @@
 
 mod auth;
 mod invite;
+mod hierarchy;
 mod membership;
 mod reads;
 mod send;
@@ -107,6 +108,7 @@ pub fn routes() -> Router<AppState> {
         .route("/_matrix/federation/v1/version", get(version))
         .route("/_matrix/federation/v1/query/profile", get(query_profile))
         .merge(reads::routes())
+        .merge(hierarchy::routes())
         .merge(membership::routes())
         .merge(invite::routes())
         .merge(send::routes())

@@ -17,6 +17,7 @@ mod e2e_keys;
 mod e2e_restart;
 mod exhaustion;
 mod federation_edu;
+mod federation_gaps;
 mod federation_inbound;
 mod federation_invite;
 mod federation_join;

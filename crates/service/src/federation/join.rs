@@ -199,7 +199,7 @@ pub(super) fn remote_new_event(
     }
 }
 
-fn outlier_of(pdu: &Pdu) -> NewOutlier {
+pub(super) fn outlier_of(pdu: &Pdu) -> NewOutlier {
     NewOutlier {
         event_id: pdu.event_id.to_string(),
         room_id: pdu.room_id.to_string(),

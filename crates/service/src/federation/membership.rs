@@ -96,7 +96,11 @@ impl Services {
         if !self.server_in_room(self.own_server_name()?, room_id).await? {
             return Err(MatrixError::not_found("This server is not in the room").into());
         }
-        let draft = EventDraft::state("m.room.member", user_id.as_str(), json!({ "membership": membership }));
+        let mut content = json!({ "membership": membership });
+        if membership == "join" {
+            self.authorise_remote_join(&head, user_id, &mut content).await?;
+        }
+        let draft = EventDraft::state("m.room.member", user_id.as_str(), content);
         let prepared = self.prepare_event(&head, user_id, draft, None, None).await?;
         let mut event = prepared.pdu.json();
         for unsigned_part in ["signatures", "hashes", "event_id", "unsigned"] {
@@ -119,6 +123,7 @@ impl Services {
         event: &Value,
     ) -> Result<SendJoinAnswer> {
         self.check_server_acl(origin, room_id).await?;
+        let event = &self.countersign_restricted_join(room_id, event).await?;
         let accepted = self.receive_membership(origin, room_id, event_id, event, "join").await?;
         let Some((_, rules)) = self.room_rules(room_id).await? else {
             return Err(MatrixError::not_found("Unknown room").into());

@@ -2,9 +2,12 @@
 //! ring, inbound request authentication, the notary key API and the queries other servers make.
 
 pub mod access;
+mod backfill;
 pub mod complexity;
 pub mod device_lists;
 pub mod edu;
+mod gaps;
+pub mod hierarchy;
 pub mod invite;
 mod join;
 pub mod knock;
@@ -12,6 +15,7 @@ pub mod membership;
 pub mod pdu;
 pub mod reads;
 pub mod remote_keys;
+mod restricted;
 pub mod sender;
 pub mod transaction;
 

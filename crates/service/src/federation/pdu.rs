@@ -105,7 +105,7 @@ pub fn pdu_object(json: &Value) -> Result<CanonicalJsonObject> {
 }
 
 /// The membership an `m.room.member` event's content sets.
-fn membership_of(pdu: &Pdu) -> Option<String> {
+pub(super) fn membership_of(pdu: &Pdu) -> Option<String> {
     (pdu.kind.to_string() == "m.room.member")
         .then(|| pdu.content_value().get("membership").and_then(Value::as_str).map(str::to_owned))
         .flatten()
@@ -203,11 +203,27 @@ impl Services {
         room_id: &RoomId,
         json: &Value,
     ) -> Result<PduOutcome> {
+        self.receive_remote_pdu_at_gap(origin, room_id, json, HashMap::new()).await
+    }
+
+    /// [`Self::receive_remote_pdu`] for a PDU after a gap: `gap_states` holds the state after
+    /// each of its prev events this server has only as an outlier (fetched from another
+    /// server, see `federation::gaps`). A prev event stored only as an outlier without a
+    /// state here counts as missing.
+    pub(crate) async fn receive_remote_pdu_at_gap(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        json: &Value,
+        gap_states: HashMap<OwnedEventId, StateMap>,
+    ) -> Result<PduOutcome> {
         let services = self.clone();
         let (origin, room_id, json) = (origin.to_owned(), room_id.to_owned(), json.clone());
-        tokio::spawn(async move { services.receive_remote_pdu_to_completion(&origin, &room_id, &json).await })
-            .await
-            .map_err(Error::internal)?
+        tokio::spawn(async move {
+            services.receive_remote_pdu_to_completion(&origin, &room_id, &json, &gap_states).await
+        })
+        .await
+        .map_err(Error::internal)?
     }
 
     async fn receive_remote_pdu_to_completion(
@@ -215,6 +231,7 @@ impl Services {
         origin: &ServerName,
         room_id: &RoomId,
         json: &Value,
+        gap_states: &HashMap<OwnedEventId, StateMap>,
     ) -> Result<PduOutcome> {
         let Some((_, rules)) = self.room_rules(room_id).await? else {
             return Err(MatrixError::not_found("Unknown room").into());
@@ -228,12 +245,20 @@ impl Services {
             .store
             .get_events(&pdu.prev_events.iter().map(|id| id.to_string()).collect::<Vec<_>>())
             .await?;
-        let missing: Vec<OwnedEventId> = pdu
-            .prev_events
-            .iter()
-            .filter(|id| !prevs.iter().any(|p| p.event_id == id.as_str()))
-            .cloned()
-            .collect();
+        // Prev events in the room's history give their state group; those stored only as
+        // outliers give the state fetched at the gap, when there is one.
+        let mut prev_groups: Vec<Option<i64>> = Vec::new();
+        let mut prev_states: Vec<StateMap> = Vec::new();
+        let mut missing: Vec<OwnedEventId> = Vec::new();
+        for id in &pdu.prev_events {
+            match prevs.iter().find(|p| p.event_id == id.as_str()) {
+                Some(prev) if !prev.outlier => prev_groups.push(prev.state_after),
+                _ => match gap_states.get(id) {
+                    Some(state) => prev_states.push(state.clone()),
+                    None => missing.push(id.clone()),
+                },
+            }
+        }
         if !missing.is_empty() {
             return Ok(PduOutcome::MissingPrevEvents(pdu.event_id, missing));
         }
@@ -244,8 +269,7 @@ impl Services {
         if self.store.get_event(pdu.event_id.as_str()).await?.is_some() {
             return Ok(PduOutcome::AlreadyKnown(pdu.event_id));
         }
-        let prev_groups: Vec<Option<i64>> = prevs.iter().map(|p| p.state_after).collect();
-        let prepared = self.prepare_remote_event(head, pdu, &prev_groups).await?;
+        let prepared = self.prepare_remote_event(head, pdu, &prev_groups, prev_states).await?;
         let outcome = match &prepared.event.remote {
             Some(RemoteEvent { rejected_reason: Some(reason), .. }) => {
                 PduOutcome::Rejected(prepared.pdu.event_id.clone(), reason.clone())
@@ -291,7 +315,9 @@ impl Services {
                 .and_then(Value::as_array)
                 .and_then(|pdus| pdus.first())
                 .ok_or_else(|| MatrixError::forbidden(format!("Missing auth event {auth_id}")))?;
-            let outcome = Box::pin(self.receive_remote_pdu_to_completion(origin, room_id, fetched)).await?;
+            let outcome =
+                Box::pin(self.receive_remote_pdu_to_completion(origin, room_id, fetched, &HashMap::new()))
+                    .await?;
             if outcome.event_id() != auth_id {
                 return Err(MatrixError::forbidden(format!("Missing auth event {auth_id}")).into());
             }
@@ -305,7 +331,7 @@ impl Services {
 
     /// The state after each of `groups` (the prev events' states), resolved into one when
     /// they differ. Returns the state and, when it is a stored group, that group.
-    async fn state_of_groups(
+    pub(super) async fn state_of_groups(
         &self,
         rules: &RoomVersionRules,
         groups: &[Option<i64>],
@@ -333,7 +359,7 @@ impl Services {
         Ok((self.resolve_maps(rules, maps).await?, None))
     }
 
-    async fn group_state_map(&self, group: i64) -> Result<StateMap> {
+    pub(super) async fn group_state_map(&self, group: i64) -> Result<StateMap> {
         self.state_of_group_cached(group)
             .await?
             .iter()
@@ -368,7 +394,7 @@ impl Services {
 
     /// The authorization rules for `pdu` against `state` (its auth-type entries and the create
     /// event looked up there).
-    async fn check_auth_against(
+    pub(super) async fn check_auth_against(
         &self,
         rules: &RoomVersionRules,
         pdu: &Pdu,
@@ -423,6 +449,7 @@ impl Services {
         head: &RoomHead,
         pdu: Pdu,
         prev_groups: &[Option<i64>],
+        prev_states: Vec<StateMap>,
     ) -> Result<PreparedEvent> {
         let rules = head.rules.clone();
         let create_id = head.state_event_id("m.room.create", "");
@@ -452,7 +479,7 @@ impl Services {
         }
         // Against the state before it.
         let (state_before, state_before_group) =
-            self.state_of_groups(&rules, prev_groups, Vec::new()).await?;
+            self.state_of_groups(&rules, prev_groups, prev_states).await?;
         if rejected_reason.is_none()
             && let Err(reason) =
                 self.check_auth_against(&rules, &pdu, &state_before, &auth_pdus, create_id).await?
@@ -564,6 +591,7 @@ impl Services {
                 rejected_reason,
                 soft_failed,
                 current: current_change,
+                historical: false,
             }),
         };
         Ok(PreparedEvent { pdu: Arc::new(pdu), event, redacted: redaction.map(|(id, _)| id), next_head })
@@ -595,7 +623,7 @@ impl Services {
 }
 
 /// The changes that turn `from` into `to` (`None`: the key left).
-fn state_diff(from: &StateMap, to: &StateMap) -> StateDelta {
+pub(super) fn state_diff(from: &StateMap, to: &StateMap) -> StateDelta {
     let mut delta: StateDelta = BTreeMap::new();
     for (key, id) in to {
         if from.get(key) != Some(id) {

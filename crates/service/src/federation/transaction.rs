@@ -6,9 +6,9 @@
 //! transaction waits for the first to finish and then finds its answer.
 //!
 //! A PDU whose prev events are unknown here makes this server ask the origin for them
-//! (`POST /get_missing_events`, at most 10, oldest first through the same path); if some are
-//! still missing, the PDU is dropped with an error entry (fetching the state at such a gap,
-//! with outliers, comes with the joining side's work).
+//! (`POST /get_missing_events`, at most 10, oldest first through the same path); an event
+//! whose prev events are still missing then gets the state at the gap from the origin
+//! (`federation::gaps`), and is dropped with an error entry only when that cannot be had.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -200,10 +200,10 @@ impl Services {
             answer.get("events").and_then(Value::as_array).cloned().unwrap_or_default();
         missing.sort_by_key(|event| event.get("depth").and_then(Value::as_u64).unwrap_or(0));
         for event in missing.iter().take(MISSING_EVENTS_LIMIT as usize) {
-            if let Err(error) = self.receive_remote_pdu(origin, room_id, event).await {
+            if let Err(error) = self.receive_pdu_filling_gaps(origin, room_id, event).await {
                 tracing::info!(%origin, %error, "refused a fetched missing event");
             }
         }
-        self.receive_remote_pdu(origin, room_id, pdu).await
+        self.receive_pdu_filling_gaps(origin, room_id, pdu).await
     }
 }

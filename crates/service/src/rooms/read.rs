@@ -432,6 +432,7 @@ impl Services {
         let sql_filter = filter.to_sql();
         let mut collected = Vec::new();
         let mut exhausted = false;
+        let mut backfilled = false;
         // Invisible events are skipped; fetch more until the page is full or history ends.
         for _ in 0..10 {
             let batch = if backward {
@@ -456,6 +457,14 @@ impl Services {
             let parsed = self.parse_events(&head, batch).await?;
             collected.extend(self.filter_visible(&requester.user_id, parsed).await?);
             if count < limit {
+                // Past the oldest event here: ask another server in the room for the history
+                // before it, once per page (`federation::backfill`).
+                if backward && !backfilled && to_position.is_none() {
+                    backfilled = true;
+                    if self.backfill_room(room_id).await? {
+                        continue;
+                    }
+                }
                 exhausted = true;
                 break;
             }

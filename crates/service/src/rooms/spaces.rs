@@ -13,10 +13,10 @@
 //!   links in the spec's order, paginated by stateless tokens.
 //! - [`Services::room_summary`], for `/room_summary`.
 //!
-//! Rooms this server does not know are skipped (reaching them needs federation, which is not
-//! available yet).
+//! Rooms of a hierarchy this server does not have are asked of the `via` servers of the
+//! `m.space.child` event naming them (`federation::hierarchy`); the root must be a room here.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use base64::Engine as _;
 use myelin_core::MatrixError;
@@ -159,7 +159,7 @@ fn valid_order(content: &Value) -> Option<&str> {
 
 /// The spec's order of children: those with a valid `order` first, by `order`; then by the
 /// `origin_server_ts` of the `m.space.child` event; then by the child's room ID.
-fn sort_children(children: &mut [SpaceChild]) {
+pub(crate) fn sort_children(children: &mut [SpaceChild]) {
     children.sort_by(|a, b| {
         let (order_a, order_b) = (valid_order(&a.content), valid_order(&b.content));
         (order_a.is_none(), order_a, a.origin_server_ts, &a.state_key).cmp(&(
@@ -311,6 +311,20 @@ impl Services {
         Ok(children)
     }
 
+    /// The children a `/hierarchy` room shows: a space's linked children, none for a room.
+    async fn hierarchy_children(
+        &self,
+        head: &RoomHead,
+        summary: &RoomSummary,
+        request: &HierarchyRequest,
+    ) -> Result<Vec<SpaceChild>> {
+        if summary.room_type.as_deref() == Some("m.space") {
+            self.space_children(head, request.suggested_only).await
+        } else {
+            Ok(Vec::new())
+        }
+    }
+
     /// `GET /rooms/{roomId}/hierarchy`.
     pub async fn space_hierarchy(
         &self,
@@ -357,6 +371,8 @@ impl Services {
         // in reverse order.
         let mut stack: Vec<(OwnedRoomId, u64)> = vec![(root.to_owned(), 0)];
         let mut visited: HashSet<OwnedRoomId> = HashSet::new();
+        // The `via` of each child seen: where to ask for a room this server does not have.
+        let mut via_of: HashMap<OwnedRoomId, Vec<String>> = HashMap::new();
         let mut position: u64 = 0;
         let mut rooms = Vec::new();
         while rooms.len() < limit {
@@ -364,24 +380,34 @@ impl Services {
             if !visited.insert(room_id.clone()) {
                 continue;
             }
-            let (head, summary) = if room_id == root_head.room_id {
-                (root_head.clone(), root_summary.clone())
-            } else {
-                let Some(head) = self.existing_room_head(&room_id).await? else { continue };
+            let (summary, children_state) = if room_id == root_head.room_id {
+                let children_state = self.hierarchy_children(&root_head, &root_summary, request).await?;
+                (root_summary.clone(), children_state)
+            } else if let Some(head) = self.existing_room_head(&room_id).await? {
                 let summary = self.summarize_room(&head).await?;
                 if !self.room_previewable(&head, &summary, Some(user_id)).await? {
                     continue;
                 }
-                (head, summary)
-            };
-            let children_state = if summary.room_type.as_deref() == Some("m.space") {
-                self.space_children(&head, request.suggested_only).await?
+                let children_state = self.hierarchy_children(&head, &summary, request).await?;
+                (summary, children_state)
             } else {
-                Vec::new()
+                // A room this server does not have: asked of its `via` servers (federation).
+                let via = via_of.get(&room_id).cloned().unwrap_or_default();
+                let Some(remote) = self.remote_hierarchy_room(&room_id, &via, request.suggested_only).await
+                else {
+                    continue;
+                };
+                if !self.remote_room_previewable(&remote.summary, user_id).await? {
+                    continue;
+                }
+                (remote.summary, remote.children_state)
             };
             if request.max_depth.is_none_or(|max| depth < max) {
                 for child in children_state.iter().rev() {
                     if let Ok(child_id) = RoomId::parse(&child.state_key) {
+                        let via = child.content.get("via").and_then(Value::as_array);
+                        let via = via.into_iter().flatten().filter_map(Value::as_str).map(str::to_owned);
+                        via_of.entry(child_id.clone()).or_insert_with(|| via.collect());
                         stack.push((child_id, depth + 1));
                     }
                 }

@@ -680,6 +680,20 @@ impl Services {
 
 /// Events another server built (remote joins and leaves: `federation::join`).
 impl Services {
+    /// Writes events another server built, checked by the caller, as outliers: stored with a
+    /// negative stream ordering, never in a room's timeline, state or forward extremities
+    /// (the state and auth chain fetched at a gap in the room's history).
+    pub(crate) async fn persist_outliers(&self, outliers: &[myelin_store::NewOutlier]) -> Result<()> {
+        Ok(self.store.persist_outliers(outliers).await?)
+    }
+
+    /// Writes backfilled history, checked by the caller (oldest first), below the stream:
+    /// in the timeline with its state, never a forward extremity nor a change to the room's
+    /// current state, never announced to `/sync`.
+    pub(crate) async fn persist_backfilled(&self, events: &[NewEvent]) -> Result<()> {
+        Ok(self.store.persist_backfilled(events).await?)
+    }
+
     /// Writes an event another server built (checked by the caller) with the room, outliers
     /// and state it stands on ([`myelin_store::RemoteBuilt`]), in one transaction, and moves
     /// `head` (the state before the event) past it. As with [`Self::stage_events`], nothing is

@@ -17,6 +17,7 @@
 
 use crate::{Row, StoreError};
 
+mod backfill;
 mod filter;
 mod outliers;
 mod persist;
@@ -144,6 +145,9 @@ pub struct RemoteEvent {
     /// When the room's current state after the event is not the event's state after (forks
     /// resolved): the change from the event's state after to it, and to the current state rows.
     pub current: Option<CurrentStateChange>,
+    /// Backfilled history (older than what the room had): stored in the timeline with its
+    /// state, but never a forward extremity nor a change to the room's current state.
+    pub historical: bool,
 }
 
 /// The room's new current state after a remote event at a fork.

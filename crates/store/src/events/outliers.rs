@@ -86,24 +86,24 @@ impl Store {
     }
 }
 
-/// Inserts outliers below the lowest stream ordering stored. On PostgreSQL a transaction-wide
-/// advisory lock serialises this (SQLite has one writer), so concurrent joins never take the
-/// same ordering.
+impl Store {
+    /// Persists events as outliers on their own (the state and auth chain fetched at a gap
+    /// in a room's history): below the lowest stream ordering stored, never returned by a
+    /// stream read. Already stored events are left as they are.
+    pub async fn persist_outliers(&self, outliers: &[NewOutlier]) -> Result<(), StoreError> {
+        if outliers.is_empty() {
+            return Ok(());
+        }
+        self.db.transaction(async |tx| insert_outliers(tx, outliers).await).await
+    }
+}
+
+/// Inserts outliers below the lowest stream ordering stored.
 async fn insert_outliers(tx: &mut Tx<'_>, outliers: &[NewOutlier]) -> Result<(), StoreError> {
     if outliers.is_empty() {
         return Ok(());
     }
-    if tx.dialect() == Dialect::Postgres {
-        tx.execute("SELECT pg_advisory_xact_lock(7263530001)", params![]).await?;
-    }
-    let lowest = tx
-        .query_opt("SELECT COALESCE(MIN(stream_ordering), 0) FROM events", params![])
-        .await?
-        .map(|row| row.i64(0))
-        .transpose()?
-        .unwrap_or(0)
-        .min(0);
-    let mut next = lowest - 1;
+    let mut next = lowest_stream_ordering(tx).await? - 1;
     for outlier in outliers {
         let inserted = tx
             .execute(
@@ -128,6 +128,22 @@ async fn insert_outliers(tx: &mut Tx<'_>, outliers: &[NewOutlier]) -> Result<(),
         }
     }
     Ok(())
+}
+
+/// The lowest stream ordering stored (at most 0): events stored below the stream (outliers,
+/// backfilled history) take the orderings below it. On PostgreSQL a transaction-wide advisory
+/// lock serialises the writers (SQLite has one writer), so two never take the same ordering.
+pub(super) async fn lowest_stream_ordering(tx: &mut Tx<'_>) -> Result<i64, StoreError> {
+    if tx.dialect() == Dialect::Postgres {
+        tx.execute("SELECT pg_advisory_xact_lock(7263530001)", params![]).await?;
+    }
+    Ok(tx
+        .query_opt("SELECT COALESCE(MIN(stream_ordering), 0) FROM events", params![])
+        .await?
+        .map(|row| row.i64(0))
+        .transpose()?
+        .unwrap_or(0)
+        .min(0))
 }
 
 /// Makes `state` the room's current state and returns a new state group holding it.

@@ -187,8 +187,9 @@ async fn persist_one(
         )
         .await?;
     }
-    if !applies(event) {
+    if !applies(event) || remote.is_some_and(|r| r.historical) {
         // Rejected or soft-failed: stored (and its state, for a soft-failed one), nothing more.
+        // Backfilled history: in the timeline, but the room's head does not move.
         return Ok(PersistedEvent { state_before, state_after, current_state_group: None });
     }
     for prev in &event.prev_events {
