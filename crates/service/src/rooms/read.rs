@@ -272,7 +272,7 @@ impl Services {
         }
     }
 
-    async fn events_by_ids(&self, head: &RoomHead, ids: Vec<String>) -> Result<Vec<RoomEvent>> {
+    pub(crate) async fn events_by_ids(&self, head: &RoomHead, ids: Vec<String>) -> Result<Vec<RoomEvent>> {
         let stored = self.store.get_events(&ids).await?;
         self.parse_events(head, stored).await
     }
