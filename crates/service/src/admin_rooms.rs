@@ -631,6 +631,16 @@ impl Services {
         Ok(())
     }
 
+    /// Room deletions a previous run of the server left active died with it: marked failed at
+    /// start-up, so that the room can be deleted again.
+    pub(crate) async fn fail_interrupted_admin_room_tasks(&self) {
+        match self.store.fail_interrupted_admin_room_tasks().await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(tasks = n, "room deletions interrupted by a restart marked failed"),
+            Err(error) => tracing::warn!(%error, "could not mark interrupted room deletions failed"),
+        }
+    }
+
     /// The deletions of a room, oldest first (`GET /_synapse/admin/v2/rooms/{roomId}/delete_status`);
     /// `404` when there is none.
     pub async fn admin_delete_statuses(&self, room_id: &RoomId) -> Result<Vec<DeleteRoomStatus>> {
@@ -653,6 +663,96 @@ impl Services {
     /// of their events.
     pub async fn admin_database_room_stats(&self) -> Result<Vec<(String, i64)>> {
         Ok(self.store.event_bytes_per_room(10).await?)
+    }
+}
+
+/// What the federation destination list can be ordered by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DestinationOrder {
+    Destination,
+    RetryLastTs,
+    RetryInterval,
+    FailureTs,
+    LastSuccessfulStreamOrdering,
+}
+
+impl DestinationOrder {
+    pub fn parse(name: &str) -> Option<DestinationOrder> {
+        Some(match name {
+            "destination" => DestinationOrder::Destination,
+            "retry_last_ts" => DestinationOrder::RetryLastTs,
+            "retry_interval" => DestinationOrder::RetryInterval,
+            "failure_ts" => DestinationOrder::FailureTs,
+            "last_successful_stream_ordering" => DestinationOrder::LastSuccessfulStreamOrdering,
+            _ => return None,
+        })
+    }
+}
+
+/// A page of federation destinations.
+#[derive(Clone, Debug)]
+pub struct DestinationQuery {
+    pub from: u64,
+    pub limit: u64,
+    pub order: DestinationOrder,
+    pub forwards: bool,
+    /// Part of the destination's name.
+    pub search: Option<String>,
+}
+
+pub use myelin_store::federation_queue::DestinationRecord;
+
+impl Services {
+    /// `GET /_synapse/admin/v1/federation/destinations`: a page and the total.
+    pub async fn admin_destinations(&self, query: &DestinationQuery) -> Result<(Vec<DestinationRecord>, u64)> {
+        let mut all = self.store.federation_destinations().await?;
+        if let Some(search) = &query.search {
+            all.retain(|d| d.destination.contains(search.as_str()));
+        }
+        all.sort_by(|a, b| {
+            let ordering = match query.order {
+                DestinationOrder::Destination => Ordering::Equal,
+                DestinationOrder::RetryLastTs => a.retry_last_ts.cmp(&b.retry_last_ts),
+                DestinationOrder::RetryInterval => a.retry_interval.cmp(&b.retry_interval),
+                DestinationOrder::FailureTs => by_option(&a.failure_ts, &b.failure_ts),
+                // Not tracked here (always `null`), so the name decides.
+                DestinationOrder::LastSuccessfulStreamOrdering => Ordering::Equal,
+            }
+            .then_with(|| a.destination.cmp(&b.destination));
+            if query.forwards { ordering } else { ordering.reverse() }
+        });
+        let total = all.len() as u64;
+        let page = all
+            .into_iter()
+            .skip(usize::try_from(query.from).unwrap_or(usize::MAX))
+            .take(usize::try_from(query.limit).unwrap_or(usize::MAX))
+            .collect();
+        Ok((page, total))
+    }
+
+    /// One destination, `404` when never sent to.
+    pub async fn admin_destination(&self, destination: &str) -> Result<DestinationRecord> {
+        self.store
+            .federation_destination(destination)
+            .await?
+            .ok_or_else(|| MatrixError::not_found("Unknown destination").into())
+    }
+
+    /// The rooms shared with a destination: `(room ID, latest stream position)`.
+    pub async fn admin_destination_rooms(&self, destination: &str) -> Result<Vec<(String, i64)>> {
+        self.admin_destination(destination).await?;
+        Ok(self.store.rooms_shared_with_server(destination).await?)
+    }
+
+    /// `POST .../destinations/{destination}/reset_connection`: forgets the backoff and wakes
+    /// the sender, so queued work goes out now.
+    pub async fn admin_reset_destination(&self, requester: &Requester, destination: &str) -> Result<()> {
+        if !self.store.reset_federation_destination(destination).await? {
+            return Err(MatrixError::not_found("Unknown destination").into());
+        }
+        self.wake_federation_sender();
+        tracing::info!(admin_user = %requester.user_id, destination, "admin reset a federation destination");
+        Ok(())
     }
 }
 

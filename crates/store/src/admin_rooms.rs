@@ -343,4 +343,34 @@ impl Store {
         );
         self.db.query_opt(&sql, params).await?.map(|row| row.i64(0)).transpose().map(|n| n.unwrap_or(0))
     }
+
+    /// Forgets a destination's backoff (`reset_connection`); whether it was known.
+    pub async fn reset_federation_destination(&self, destination: &str) -> Result<bool, StoreError> {
+        let changed = self
+            .db
+            .execute(
+                "UPDATE federation_destinations SET retry_last_ts = 0, retry_interval = 0, failure_ts = NULL
+                 WHERE destination = $1",
+                params![destination],
+            )
+            .await?;
+        Ok(changed > 0)
+    }
+
+    /// The rooms shared with a server (one of its users joined), with each room's latest
+    /// stream position.
+    pub async fn rooms_shared_with_server(&self, server_name: &str) -> Result<Vec<(String, i64)>, StoreError> {
+        let pattern = format!("%:{}", server_name.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+        self.db
+            .query(
+                "SELECT c.room_id, (SELECT COALESCE(MAX(e.stream_ordering), 0) FROM events e WHERE e.room_id = c.room_id)
+                 FROM current_state c WHERE c.type = 'm.room.member' AND c.membership = 'join'
+                 AND c.state_key LIKE $1 ESCAPE '\\' GROUP BY c.room_id ORDER BY c.room_id",
+                params![pattern.as_str()],
+            )
+            .await?
+            .iter()
+            .map(|row| Ok((row.string(0)?, row.i64(1)?)))
+            .collect()
+    }
 }

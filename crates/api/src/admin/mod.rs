@@ -2,6 +2,7 @@
 //! `register_new_matrix_user` and provisioning scripts call.
 
 mod devices;
+mod federation;
 mod media;
 mod register;
 mod registration_tokens;
@@ -16,6 +17,7 @@ use crate::AppState;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .merge(devices::routes())
+        .merge(federation::routes())
         .merge(media::routes())
         .merge(register::routes())
         .merge(registration_tokens::routes())

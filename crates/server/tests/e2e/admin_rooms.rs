@@ -450,3 +450,28 @@ async fn v2_deletion_runs_in_the_background_with_its_status_and_once_at_a_time()
     alice.client.get("/_synapse/admin/v2/rooms/delete_status/nope").await.expect_error(403, "M_FORBIDDEN");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn federation_destinations_refuse_non_admins_and_unknown_servers() {
+    let server = TestServer::start().await;
+    let admin = server.register_admin("admin").await;
+    let alice = server.register("alice").await;
+    let list = admin.client.get("/_synapse/admin/v1/federation/destinations").await;
+    assert_eq!(list.expect(200), &json!({"destinations": [], "total": 0}));
+    for query in ["?from=-1", "?limit=no", "?order_by=bogus", "?dir=sideways"] {
+        let path = format!("/_synapse/admin/v1/federation/destinations{query}");
+        admin.client.get(&path).await.expect_error(400, "M_INVALID_PARAM");
+    }
+    for path in [
+        "/_synapse/admin/v1/federation/destinations/unknown.example",
+        "/_synapse/admin/v1/federation/destinations/unknown.example/rooms",
+    ] {
+        admin.client.get(path).await.expect_error(404, "M_NOT_FOUND");
+        alice.client.get(path).await.expect_error(403, "M_FORBIDDEN");
+    }
+    let reset = "/_synapse/admin/v1/federation/destinations/unknown.example/reset_connection";
+    admin.client.post(reset, &json!({})).await.expect_error(404, "M_NOT_FOUND");
+    alice.client.post(reset, &json!({})).await.expect_error(403, "M_FORBIDDEN");
+    alice.client.get("/_synapse/admin/v1/federation/destinations").await.expect_error(403, "M_FORBIDDEN");
+    server.stop().await;
+}
