@@ -11,8 +11,11 @@ use myelin_service::admin_rooms::{
 };
 use serde_json::{Map, Value, json};
 
+use myelin_service::rooms::read::MessagesRequest;
+
 use crate::AppState;
 use crate::auth::AdminAuth;
+use crate::client::rooms::{events_json, parse_event_id, parse_filter};
 use crate::error::ApiResult;
 use crate::extract::{JsonBody, JsonBodyOrEmpty, PathParams, QueryParams};
 
@@ -328,6 +331,87 @@ async fn force_join(
     Ok(Json(json!({ "room_id": room_id })))
 }
 
+/// `GET /_synapse/admin/v1/rooms/{roomId}/messages`: the client route's page, for any room
+/// the server knows, without history visibility (as Synapse's admin privilege). `dir`
+/// defaults to `f`.
+async fn messages(
+    State(services): State<AppState>,
+    AdminAuth(admin): AdminAuth,
+    PathParams(room_id): PathParams<String>,
+    QueryParams(pairs): QueryParams<Vec<(String, String)>>,
+) -> ApiResult<Json<Value>> {
+    let room_id = parse_room(&room_id)?;
+    let param = |name: &str| pairs.iter().find(|(key, _)| key == name).map(|(_, value)| value.clone());
+    let backward = match param("dir").as_deref() {
+        None | Some("f") => false,
+        Some("b") => true,
+        Some(_) => return Err(MatrixError::invalid_param("Query parameter \"dir\" must be one of ['b', 'f']").into()),
+    };
+    let filter = parse_filter(param("filter").as_deref())?;
+    let limit = match param("limit") {
+        Some(limit) => parse_count("limit", &limit)?,
+        None => filter.limit.unwrap_or(10),
+    };
+    let request = MessagesRequest { from: param("from"), to: param("to"), backward, limit, filter };
+    let page = services.room_messages_as(&admin, &room_id, &request, true).await?;
+    let mut body = json!({ "chunk": events_json(&services, &page.events, &admin).await?, "start": page.start });
+    if let Some(end) = page.end {
+        body["end"] = json!(end);
+    }
+    if !page.state.is_empty() {
+        body["state"] = json!(events_json(&services, &page.state, &admin).await?);
+    }
+    Ok(Json(body))
+}
+
+/// `GET /_synapse/admin/v1/rooms/{roomId}/context/{eventId}`
+async fn context(
+    State(services): State<AppState>,
+    AdminAuth(admin): AdminAuth,
+    PathParams((room_id, event_id)): PathParams<(String, String)>,
+    QueryParams(pairs): QueryParams<Vec<(String, String)>>,
+) -> ApiResult<Json<Value>> {
+    let room_id = parse_room(&room_id)?;
+    let event_id = parse_event_id(&event_id)?;
+    let param = |name: &str| pairs.iter().find(|(key, _)| key == name).map(|(_, value)| value.clone());
+    let filter = parse_filter(param("filter").as_deref())?;
+    let limit = match param("limit") {
+        Some(limit) => parse_count("limit", &limit)?,
+        None => filter.limit.unwrap_or(10),
+    };
+    let context = services.event_context_as(&admin, &room_id, &event_id, limit, &filter, true).await?;
+    Ok(Json(json!({
+        "event": services.client_event(&context.event, Some(&admin)).await?,
+        "events_before": events_json(&services, &context.before, &admin).await?,
+        "events_after": events_json(&services, &context.after, &admin).await?,
+        "start": context.start,
+        "end": context.end,
+        "state": events_json(&services, &context.state, &admin).await?,
+    })))
+}
+
+/// `GET /_synapse/admin/v1/rooms/{roomId}/timestamp_to_event?ts&dir`
+async fn timestamp_to_event(
+    State(services): State<AppState>,
+    AdminAuth(admin): AdminAuth,
+    PathParams(room_id): PathParams<String>,
+    QueryParams(pairs): QueryParams<Vec<(String, String)>>,
+) -> ApiResult<Json<Value>> {
+    let room_id = parse_room(&room_id)?;
+    let param = |name: &str| pairs.iter().find(|(key, _)| key == name).map(|(_, value)| value.clone());
+    let Some(ts) = param("ts") else {
+        return Err(MatrixError::new(myelin_core::ErrCode::MissingParam, "Missing integer query parameter 'ts'").into());
+    };
+    let ts = parse_count("ts", &ts)?;
+    let forward = match param("dir").as_deref() {
+        None | Some("f") => true,
+        Some("b") => false,
+        Some(_) => return Err(MatrixError::invalid_param("Query parameter \"dir\" must be one of ['b', 'f']").into()),
+    };
+    let pdu = services.timestamp_to_event_as(&admin, &room_id, ts, forward, true).await?;
+    Ok(Json(json!({ "event_id": pdu.event_id, "origin_server_ts": pdu.origin_server_ts })))
+}
+
 /// `GET /_synapse/admin/v1/statistics/database/rooms`
 async fn database_room_stats(
     State(services): State<AppState>,
@@ -355,6 +439,9 @@ pub fn routes() -> Router<AppState> {
         .route("/_synapse/admin/v1/rooms/{room_id}/members", get(members))
         .route("/_synapse/admin/v1/rooms/{room_id}/state", get(state))
         .route("/_synapse/admin/v1/rooms/{room_id}/forward_extremities", get(forward_extremities))
+        .route("/_synapse/admin/v1/rooms/{room_id}/messages", get(messages))
+        .route("/_synapse/admin/v1/rooms/{room_id}/context/{event_id}", get(context))
+        .route("/_synapse/admin/v1/rooms/{room_id}/timestamp_to_event", get(timestamp_to_event))
         .route("/_synapse/admin/v1/rooms/{room_id}/block", get(get_block).put(put_block))
         .route("/_synapse/admin/v1/join/{room_id}", post(force_join))
         .route("/_synapse/admin/v1/statistics/database/rooms", get(database_room_stats))

@@ -475,3 +475,74 @@ async fn federation_destinations_refuse_non_admins_and_unknown_servers() {
     alice.client.get("/_synapse/admin/v1/federation/destinations").await.expect_error(403, "M_FORBIDDEN");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn admins_read_messages_context_and_timestamps_of_rooms_they_are_not_in() {
+    let server = TestServer::start().await;
+    let admin = server.register_admin("admin").await;
+    let alice = server.register("alice").await;
+    let room = create_room(&alice, json!({"preset": "private_chat"})).await;
+    let mut sent = Vec::new();
+    for i in 0..4 {
+        sent.push(send_text(&alice, &room, &format!("t{i}"), &format!("message {i}")).await);
+    }
+    // The admin is not in the room: the client route refuses, the admin route answers.
+    admin
+        .client
+        .get(&format!("/_matrix/client/v3/rooms/{room}/messages?dir=b"))
+        .await
+        .expect_error(403, "M_FORBIDDEN");
+    let page = admin.client.get(&format!("/_synapse/admin/v1/rooms/{room}/messages?dir=b&limit=2")).await;
+    let page = page.expect(200).clone();
+    let chunk = page["chunk"].as_array().unwrap();
+    assert_eq!(chunk.len(), 2);
+    assert_eq!(chunk[0]["event_id"], sent[3].as_str());
+    assert_eq!(chunk[0]["content"]["body"], "message 3");
+    assert!(page["start"].is_string() && page["end"].is_string(), "{page}");
+    let forwards = admin.client.get(&format!("/_synapse/admin/v1/rooms/{room}/messages")).await;
+    let forwards = forwards.expect(200);
+    assert_eq!(forwards["chunk"][0]["type"], "m.room.create", "dir defaults to f: {forwards}");
+
+    let context = admin.client.get(&format!("/_synapse/admin/v1/rooms/{room}/context/{}?limit=2", sent[1])).await;
+    let context = context.expect(200);
+    assert_eq!(context["event"]["event_id"], sent[1].as_str());
+    assert_eq!(context["events_after"][0]["event_id"], sent[2].as_str());
+    assert!(context["events_before"].is_array() && context["state"].is_array(), "{context}");
+
+    let now = myelin_service::util::now_ms() + 1000;
+    let found = admin.client.get(&format!("/_synapse/admin/v1/rooms/{room}/timestamp_to_event?ts={now}&dir=b")).await;
+    let found = found.expect(200);
+    assert_eq!(found["event_id"], sent[3].as_str());
+    assert!(found["origin_server_ts"].is_i64());
+
+    let unknown = format!("!unknown:{}", server.server_name);
+    for path in [
+        format!("/_synapse/admin/v1/rooms/{unknown}/messages"),
+        format!("/_synapse/admin/v1/rooms/{unknown}/timestamp_to_event?ts=1"),
+        format!("/_synapse/admin/v1/rooms/{room}/context/$unknown"),
+    ] {
+        admin.client.get(&path).await.expect_error(404, "M_NOT_FOUND");
+    }
+    for path in [
+        format!("/_synapse/admin/v1/rooms/{room}/messages?dir=up"),
+        format!("/_synapse/admin/v1/rooms/{room}/messages?limit=-1"),
+        format!("/_synapse/admin/v1/rooms/{room}/timestamp_to_event?ts=-5"),
+        "/_synapse/admin/v1/rooms/bad/messages".to_owned(),
+    ] {
+        admin.client.get(&path).await.expect_error(400, "M_INVALID_PARAM");
+    }
+    admin
+        .client
+        .get(&format!("/_synapse/admin/v1/rooms/{room}/timestamp_to_event"))
+        .await
+        .expect_error(400, "M_MISSING_PARAM");
+    for suffix in ["messages", "timestamp_to_event?ts=1"] {
+        alice.client.get(&format!("/_synapse/admin/v1/rooms/{room}/{suffix}")).await.expect_error(403, "M_FORBIDDEN");
+    }
+    alice
+        .client
+        .get(&format!("/_synapse/admin/v1/rooms/{room}/context/{}", sent[0]))
+        .await
+        .expect_error(403, "M_FORBIDDEN");
+    server.stop().await;
+}
