@@ -29,6 +29,8 @@
 
 pub mod account_data;
 pub mod accounts;
+pub mod admin_media;
+pub mod admin_rooms;
 pub mod admin_users;
 pub mod auth;
 pub mod cross_signing;

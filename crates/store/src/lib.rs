@@ -10,6 +10,8 @@
 //!
 //! This is the only crate that contains SQL.
 
+pub mod admin_media;
+pub mod admin_rooms;
 pub mod admin_users;
 pub mod cross_signing;
 pub mod dehydrated;
@@ -39,6 +41,8 @@ pub mod tokens;
 pub mod uia;
 pub mod users;
 
+pub use admin_media::{MediaStatsOrder, MediaStatsQuery, UserMediaStats};
+pub use admin_rooms::{AdminRoomTask, RoomStatsRecord};
 pub use admin_users::{UserListEntry, UserListQuery, UserOrder};
 pub use cross_signing::{CrossSigningKeyRecord, CrossSigningSignatureRecord};
 pub use dehydrated::DehydratedDeviceRecord;

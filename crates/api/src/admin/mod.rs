@@ -2,9 +2,12 @@
 //! `register_new_matrix_user` and provisioning scripts call.
 
 mod devices;
+mod federation;
+mod media;
 mod register;
 mod registration_tokens;
 mod reports;
+mod rooms;
 mod users;
 
 use axum::Router;
@@ -14,8 +17,11 @@ use crate::AppState;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .merge(devices::routes())
+        .merge(federation::routes())
+        .merge(media::routes())
         .merge(register::routes())
         .merge(registration_tokens::routes())
         .merge(users::routes())
         .merge(reports::routes())
+        .merge(rooms::routes())
 }

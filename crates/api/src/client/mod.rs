@@ -13,7 +13,7 @@ pub(crate) mod push;
 mod relations;
 mod reports;
 mod room_keys;
-mod rooms;
+pub(crate) mod rooms;
 mod search;
 mod session;
 pub(crate) mod spaces;

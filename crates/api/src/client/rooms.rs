@@ -224,7 +224,7 @@ async fn get_event(
     Ok(Json(services.client_event(&event, Some(&requester)).await?))
 }
 
-fn parse_filter(filter: Option<&str>) -> Result<RoomEventFilter, MatrixError> {
+pub(crate) fn parse_filter(filter: Option<&str>) -> Result<RoomEventFilter, MatrixError> {
     match filter {
         None => Ok(RoomEventFilter::default()),
         Some(text) => RoomEventFilter::parse_json(text),

@@ -4,6 +4,8 @@
 mod access_log;
 mod account_rooms;
 mod admin_cli;
+mod admin_media;
+mod admin_rooms;
 mod admin_users;
 mod bad_input;
 mod cancellation;

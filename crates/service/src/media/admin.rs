@@ -208,6 +208,16 @@ impl Services {
     /// server's to quarantine yet. Returns how many records were marked (each referenced
     /// media with every record of the same content).
     pub async fn quarantine_local_media_in_room(&self, room_id: &ruma::RoomId, by: &UserId) -> Result<u64> {
+        let mut quarantined = 0;
+        for media_id in self.local_media_in_room(room_id).await? {
+            quarantined += self.store.set_local_media_quarantine(&media_id, Some(by.as_str())).await?;
+        }
+        Ok(quarantined)
+    }
+
+    /// The IDs of the local media the events of a room refer to (see
+    /// [`Self::quarantine_local_media_in_room`] for where they are looked for), sorted.
+    pub async fn local_media_in_room(&self, room_id: &ruma::RoomId) -> Result<Vec<String>> {
         const PAGE: i64 = 500;
         let prefix = format!("mxc://{}/", self.server_name());
         let mut media_ids = std::collections::BTreeSet::new();
@@ -237,11 +247,7 @@ impl Services {
                 break;
             }
         }
-        let mut quarantined = 0;
-        for media_id in media_ids {
-            quarantined += self.store.set_local_media_quarantine(&media_id, Some(by.as_str())).await?;
-        }
-        Ok(quarantined)
+        Ok(media_ids.into_iter().collect())
     }
 
     /// Releases a local media from quarantine. Returns whether it was quarantined.

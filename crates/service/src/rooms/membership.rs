@@ -310,6 +310,9 @@ impl Services {
             action => action,
         };
         let is_local = target.server_name().as_str() == self.server_name();
+        if matches!(action, MembershipAction::Join | MembershipAction::Invite | MembershipAction::Knock) {
+            self.check_room_not_blocked(&head.room_id).await?;
+        }
         match action {
             MembershipAction::Join | MembershipAction::Knock if target != sender => {
                 return Err(MatrixError::forbidden("Users can only join or knock for themselves").into());
@@ -466,6 +469,7 @@ impl Services {
         via: &[ruma::OwnedServerName],
     ) -> Result<OwnedRoomId> {
         let (room_id, alias_servers) = self.resolve_join_target(id_or_alias).await?;
+        self.check_room_not_blocked(&room_id).await?;
         if let Some(servers) =
             self.remote_join_servers(&requester.user_id, &room_id, via, &alias_servers).await?
             && self.remote_join(requester, &room_id, servers, reason).await?

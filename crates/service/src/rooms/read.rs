@@ -272,7 +272,7 @@ impl Services {
         }
     }
 
-    async fn events_by_ids(&self, head: &RoomHead, ids: Vec<String>) -> Result<Vec<RoomEvent>> {
+    pub(crate) async fn events_by_ids(&self, head: &RoomHead, ids: Vec<String>) -> Result<Vec<RoomEvent>> {
         let stored = self.store.get_events(&ids).await?;
         self.parse_events(head, stored).await
     }
@@ -411,9 +411,47 @@ impl Services {
         room_id: &RoomId,
         request: &MessagesRequest,
     ) -> Result<EventPage> {
+        self.room_messages_as(requester, room_id, request, false).await
+    }
+
+    /// The room and access of a read: a server admin's privileged read (the admin API) sees
+    /// every room the server knows, as a member would, without history visibility applied.
+    async fn read_scope(
+        &self,
+        requester: &Requester,
+        room_id: &RoomId,
+        privileged: bool,
+    ) -> Result<(RoomHead, ReadAccess)> {
+        if privileged {
+            return Ok((self.known_room(room_id).await?, ReadAccess::Member));
+        }
+        self.readable_room(&requester.user_id, room_id).await
+    }
+
+    /// History visibility on events read, unless the read is privileged.
+    async fn visible_to(
+        &self,
+        requester: &Requester,
+        events: Vec<RoomEvent>,
+        privileged: bool,
+    ) -> Result<Vec<RoomEvent>> {
+        if privileged {
+            return Ok(events);
+        }
+        self.filter_visible(&requester.user_id, events).await
+    }
+
+    /// [`Self::room_messages`], privileged for the admin API's `/messages`.
+    pub async fn room_messages_as(
+        &self,
+        requester: &Requester,
+        room_id: &RoomId,
+        request: &MessagesRequest,
+        privileged: bool,
+    ) -> Result<EventPage> {
         let MessagesRequest { from, to, backward, limit, filter } = request;
         let (from, to, backward, limit) = (from.as_deref(), to.as_deref(), *backward, *limit);
-        let (head, access) = self.readable_room(&requester.user_id, room_id).await?;
+        let (head, access) = self.read_scope(requester, room_id, privileged).await?;
         let limit = limit.clamp(1, 1000) as i64;
         let mut position = match from {
             Some(token) => parse_token(token)?,
@@ -455,7 +493,7 @@ impl Services {
                 position = if backward { last.stream_ordering - 1 } else { last.stream_ordering };
             }
             let parsed = self.parse_events(&head, batch).await?;
-            collected.extend(self.filter_visible(&requester.user_id, parsed).await?);
+            collected.extend(self.visible_to(requester, parsed, privileged).await?);
             if count < limit {
                 // Past the oldest event here: ask another server in the room for the history
                 // before it, once per page (`federation::backfill`).
@@ -502,8 +540,28 @@ impl Services {
         limit: u64,
         filter: &RoomEventFilter,
     ) -> Result<EventContext> {
-        let event = self.get_event_for_user(requester, room_id, event_id).await?;
-        let (head, access) = self.readable_room(&requester.user_id, room_id).await?;
+        self.event_context_as(requester, room_id, event_id, limit, filter, false).await
+    }
+
+    /// [`Self::event_context`], privileged for the admin API's `/context`.
+    pub async fn event_context_as(
+        &self,
+        requester: &Requester,
+        room_id: &RoomId,
+        event_id: &EventId,
+        limit: u64,
+        filter: &RoomEventFilter,
+        privileged: bool,
+    ) -> Result<EventContext> {
+        let event = if privileged {
+            self.get_room_event(event_id)
+                .await?
+                .filter(|event| event.visible && event.pdu.room_id == *room_id)
+                .ok_or_else(|| MatrixError::not_found("Event not found."))?
+        } else {
+            self.get_event_for_user(requester, room_id, event_id).await?
+        };
+        let (head, access) = self.read_scope(requester, room_id, privileged).await?;
         let limit = limit.min(1000) as i64;
         let before_count = limit / 2;
         let after_count = limit - before_count;
@@ -520,8 +578,8 @@ impl Services {
             .store
             .room_events(room_id.as_str(), event.stream_ordering, ceiling, true, after_count, &sql_filter)
             .await?;
-        let before = self.filter_visible(&requester.user_id, self.parse_events(&head, before).await?).await?;
-        let after = self.filter_visible(&requester.user_id, self.parse_events(&head, after).await?).await?;
+        let before = self.visible_to(requester, self.parse_events(&head, before).await?, privileged).await?;
+        let after = self.visible_to(requester, self.parse_events(&head, after).await?, privileged).await?;
         let start =
             make_token(before.last().map(|e| e.stream_ordering - 1).unwrap_or(event.stream_ordering - 1));
         let end = make_token(after.last().map(|e| e.stream_ordering).unwrap_or(event.stream_ordering));
@@ -551,7 +609,19 @@ impl Services {
         ts: u64,
         forward: bool,
     ) -> Result<Arc<Pdu>> {
-        let (head, _) = self.readable_room(&requester.user_id, room_id).await?;
+        self.timestamp_to_event_as(requester, room_id, ts, forward, false).await
+    }
+
+    /// [`Self::timestamp_to_event`], privileged for the admin API.
+    pub async fn timestamp_to_event_as(
+        &self,
+        requester: &Requester,
+        room_id: &RoomId,
+        ts: u64,
+        forward: bool,
+        privileged: bool,
+    ) -> Result<Arc<Pdu>> {
+        let (head, _) = self.read_scope(requester, room_id, privileged).await?;
         let mut ts = i64::try_from(ts).map_err(|_| MatrixError::invalid_param("ts is out of range"))?;
         for _ in 0..20 {
             let Some(stored) = self.store.event_near_timestamp(room_id.as_str(), ts, forward).await? else {
@@ -560,7 +630,7 @@ impl Services {
             let next_ts = {
                 let event = self.parse_stored(&stored, &head.rules)?;
                 let ts_of = u64::from(event.pdu.origin_server_ts.0) as i64;
-                if let Some(visible) = self.filter_visible(&requester.user_id, vec![event]).await?.pop() {
+                if let Some(visible) = self.visible_to(requester, vec![event], privileged).await?.pop() {
                     return Ok(visible.pdu);
                 }
                 ts_of

@@ -5,6 +5,7 @@ mod cross_signing;
 mod data;
 mod dehydrated;
 mod device_lists;
+mod admin_rooms;
 mod e2e_keys;
 mod engine;
 mod federation_queue;

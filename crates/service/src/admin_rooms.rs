@@ -1,0 +1,792 @@
+//! The admin API's rooms (`/_synapse/admin/v1/rooms...`, `/v2/rooms`, `/v1/join`): the room
+//! list with Synapse's orders and search, one room's details, members and state, blocking,
+//! force-joins, and deleting a room. Every membership change goes through the one membership
+//! path (`rooms::membership`); deleting a room makes each local member leave on their own
+//! behalf (an admin need not be in the room, nor outrank anyone), then purges the room's rows
+//! table by table (`Store::purge_room`), each step its own transaction, so it is idempotent.
+
+use std::cmp::Ordering;
+
+use myelin_core::MatrixError;
+use myelin_store::{AdminRoomTask, RoomStatsRecord};
+use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
+use serde_json::{Value, json};
+
+use crate::auth::Requester;
+use crate::rooms::create::CreateRoomRequest;
+use crate::rooms::head::RoomEvent;
+use crate::rooms::membership::{MembershipAction, MembershipChange};
+use crate::rooms::write::EventDraft;
+use crate::{Result, Services};
+
+/// What the room list can be ordered by (Synapse's `RoomSortOrder`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RoomOrder {
+    Name,
+    CanonicalAlias,
+    JoinedMembers,
+    JoinedLocalMembers,
+    Version,
+    Creator,
+    Encryption,
+    Federatable,
+    Public,
+    JoinRules,
+    GuestAccess,
+    HistoryVisibility,
+    StateEvents,
+}
+
+impl RoomOrder {
+    /// Synapse's name of an order (with its deprecated `size` and `alphabetical`).
+    pub fn parse(name: &str) -> Option<RoomOrder> {
+        Some(match name {
+            "name" | "alphabetical" => RoomOrder::Name,
+            "canonical_alias" => RoomOrder::CanonicalAlias,
+            "joined_members" | "size" => RoomOrder::JoinedMembers,
+            "joined_local_members" => RoomOrder::JoinedLocalMembers,
+            "version" => RoomOrder::Version,
+            "creator" => RoomOrder::Creator,
+            "encryption" => RoomOrder::Encryption,
+            "federatable" => RoomOrder::Federatable,
+            "public" => RoomOrder::Public,
+            "join_rules" => RoomOrder::JoinRules,
+            "guest_access" => RoomOrder::GuestAccess,
+            "history_visibility" => RoomOrder::HistoryVisibility,
+            "state_events" => RoomOrder::StateEvents,
+            _ => return None,
+        })
+    }
+
+    /// Whether the order is ascending when `dir=f` (counts and versions go largest first).
+    fn ascending(self) -> bool {
+        !matches!(
+            self,
+            RoomOrder::JoinedMembers | RoomOrder::JoinedLocalMembers | RoomOrder::Version | RoomOrder::StateEvents
+        )
+    }
+}
+
+/// A room list request.
+#[derive(Clone, Debug)]
+pub struct RoomListQuery {
+    pub from: u64,
+    pub limit: u64,
+    pub order: RoomOrder,
+    pub forwards: bool,
+    pub search_term: Option<String>,
+    pub public_rooms: Option<bool>,
+    pub empty_rooms: Option<bool>,
+}
+
+/// One room as the room list and the room details show it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AdminRoomSummary {
+    pub room_id: String,
+    pub name: Option<String>,
+    pub canonical_alias: Option<String>,
+    pub joined_members: i64,
+    pub joined_local_members: i64,
+    pub version: String,
+    pub creator: Option<String>,
+    pub encryption: Option<String>,
+    pub federatable: bool,
+    pub public: bool,
+    pub join_rules: Option<String>,
+    pub guest_access: Option<String>,
+    pub history_visibility: Option<String>,
+    pub state_events: i64,
+    pub avatar: Option<String>,
+    pub topic: Option<String>,
+    pub room_type: Option<String>,
+    /// The tombstone's `replacement_room`, `Some(None)` for a tombstone without one.
+    pub tombstone: Option<Option<String>>,
+}
+
+/// `GET /_synapse/admin/v1/rooms/{roomId}`.
+#[derive(Clone, Debug)]
+pub struct AdminRoomDetails {
+    pub summary: AdminRoomSummary,
+    pub joined_local_devices: i64,
+    pub forgotten: bool,
+}
+
+/// What deleting a room asks for (`DELETE /_synapse/admin/v1|v2/rooms/{roomId}`).
+#[derive(Clone, Debug, Default)]
+pub struct DeleteRoomRequest {
+    pub new_room_user_id: Option<OwnedUserId>,
+    pub room_name: Option<String>,
+    pub message: Option<String>,
+    pub block: bool,
+    pub purge: bool,
+    pub force_purge: bool,
+}
+
+/// What deleting a room did (Synapse's `ShutdownRoomResponse`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeleteRoomOutcome {
+    pub kicked_users: Vec<String>,
+    pub failed_to_kick_users: Vec<String>,
+    pub local_aliases: Vec<String>,
+    pub new_room_id: Option<String>,
+}
+
+impl DeleteRoomOutcome {
+    fn to_json(&self) -> Value {
+        json!({
+            "kicked_users": self.kicked_users,
+            "failed_to_kick_users": self.failed_to_kick_users,
+            "local_aliases": self.local_aliases,
+            "new_room_id": self.new_room_id,
+        })
+    }
+
+    fn from_json(text: &str) -> DeleteRoomOutcome {
+        let value: Value = serde_json::from_str(text).unwrap_or_default();
+        let list = |key: &str| -> Vec<String> {
+            value[key].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(str::to_owned)).collect()
+        };
+        DeleteRoomOutcome {
+            kicked_users: list("kicked_users"),
+            failed_to_kick_users: list("failed_to_kick_users"),
+            local_aliases: list("local_aliases"),
+            new_room_id: value["new_room_id"].as_str().map(str::to_owned),
+        }
+    }
+}
+
+/// A deletion's status (`delete_status`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeleteRoomStatus {
+    pub delete_id: String,
+    pub room_id: String,
+    /// `active`, `complete` or `failed` (Synapse also says `scheduled`, `shutting_down`,
+    /// `purging`; a task here is `active` from its start to its end).
+    pub status: String,
+    pub error: Option<String>,
+    pub outcome: DeleteRoomOutcome,
+}
+
+impl From<AdminRoomTask> for DeleteRoomStatus {
+    fn from(task: AdminRoomTask) -> DeleteRoomStatus {
+        DeleteRoomStatus {
+            outcome: task.result.as_deref().map(DeleteRoomOutcome::from_json).unwrap_or_default(),
+            delete_id: task.task_id,
+            room_id: task.room_id,
+            status: task.status,
+            error: task.error,
+        }
+    }
+}
+
+const DELETE_TASK: &str = "delete";
+const DEFAULT_NEW_ROOM_NAME: &str = "Content Violation Notification";
+const DEFAULT_MESSAGE: &str =
+    "Sharing illegal content on this server is not permitted and rooms in violation will be blocked.";
+
+fn text_field(json: Option<&String>, field: &str) -> Option<String> {
+    let event: Value = serde_json::from_str(json?).ok()?;
+    event.get("content")?.get(field)?.as_str().map(str::to_owned)
+}
+
+fn summary_of(room: RoomStatsRecord) -> AdminRoomSummary {
+    let state = |kind: &str, field: &str| text_field(room.state.get(kind), field);
+    let create: Option<Value> =
+        room.state.get("m.room.create").and_then(|json| serde_json::from_str(json).ok());
+    let create_content = create.as_ref().and_then(|event| event.get("content"));
+    let federatable =
+        create_content.and_then(|content| content.get("m.federate")).and_then(Value::as_bool).unwrap_or(true);
+    let room_type = create_content.and_then(|content| content.get("type")).and_then(Value::as_str);
+    let tombstone = room.state.get("m.room.tombstone").map(|_| state("m.room.tombstone", "replacement_room"));
+    AdminRoomSummary {
+        name: state("m.room.name", "name"),
+        canonical_alias: state("m.room.canonical_alias", "alias"),
+        encryption: state("m.room.encryption", "algorithm"),
+        join_rules: state("m.room.join_rules", "join_rule"),
+        guest_access: state("m.room.guest_access", "guest_access"),
+        history_visibility: state("m.room.history_visibility", "history_visibility"),
+        avatar: state("m.room.avatar", "url"),
+        topic: state("m.room.topic", "topic"),
+        room_type: room_type.map(str::to_owned),
+        federatable,
+        tombstone,
+        room_id: room.room_id,
+        joined_members: room.joined_members,
+        joined_local_members: room.joined_local_members,
+        version: room.room_version,
+        creator: room.creator,
+        public: room.is_public,
+        state_events: room.state_events,
+    }
+}
+
+/// Orders two optional values as PostgreSQL does: ascending puts `None` last.
+fn by_option<T: Ord>(a: &Option<T>, b: &Option<T>) -> Ordering {
+    match (a, b) {
+        (Some(a), Some(b)) => a.cmp(b),
+        (Some(_), None) => Ordering::Less,
+        (None, Some(_)) => Ordering::Greater,
+        (None, None) => Ordering::Equal,
+    }
+}
+
+fn compare(order: RoomOrder, a: &AdminRoomSummary, b: &AdminRoomSummary) -> Ordering {
+    match order {
+        RoomOrder::Name => by_option(&a.name, &b.name),
+        RoomOrder::CanonicalAlias => by_option(&a.canonical_alias, &b.canonical_alias),
+        RoomOrder::JoinedMembers => a.joined_members.cmp(&b.joined_members),
+        RoomOrder::JoinedLocalMembers => a.joined_local_members.cmp(&b.joined_local_members),
+        RoomOrder::Version => a.version.cmp(&b.version),
+        RoomOrder::Creator => by_option(&a.creator, &b.creator),
+        RoomOrder::Encryption => by_option(&a.encryption, &b.encryption),
+        RoomOrder::Federatable => a.federatable.cmp(&b.federatable),
+        RoomOrder::Public => a.public.cmp(&b.public),
+        RoomOrder::JoinRules => by_option(&a.join_rules, &b.join_rules),
+        RoomOrder::GuestAccess => by_option(&a.guest_access, &b.guest_access),
+        RoomOrder::HistoryVisibility => by_option(&a.history_visibility, &b.history_visibility),
+        RoomOrder::StateEvents => a.state_events.cmp(&b.state_events),
+    }
+}
+
+/// Synapse's search: part of the name or of the canonical alias's localpart
+/// (case-insensitive), or the exact room ID.
+fn matches_search(room: &AdminRoomSummary, term: &str) -> bool {
+    let lower = term.to_lowercase();
+    room.room_id == term
+        || room.name.as_ref().is_some_and(|name| name.to_lowercase().contains(&lower))
+        || room.canonical_alias.as_ref().is_some_and(|alias| {
+            let alias = alias.to_lowercase();
+            let localpart = alias.strip_prefix('#').and_then(|rest| rest.rsplit_once(':')).map(|(l, _)| l);
+            localpart.is_some_and(|localpart| localpart.contains(&lower))
+        })
+}
+
+/// The requester for changes made on a local user's behalf (their leave when a room is
+/// deleted, a force-join).
+fn acting_as(user_id: &UserId) -> Requester {
+    Requester {
+        user_id: user_id.to_owned(),
+        device_id: None,
+        is_guest: false,
+        is_admin: false,
+        shadow_banned: false,
+        token_hash: String::new(),
+    }
+}
+
+fn unknown_room() -> crate::Error {
+    MatrixError::not_found("Room not found").into()
+}
+
+impl Services {
+    /// `GET /_synapse/admin/v1/rooms`: one page of rooms and how many match in all.
+    pub async fn admin_list_rooms(&self, query: &RoomListQuery) -> Result<(Vec<AdminRoomSummary>, u64)> {
+        let mut rooms: Vec<AdminRoomSummary> =
+            self.store.room_stats(self.server_name(), None).await?.into_iter().map(summary_of).collect();
+        rooms.retain(|room| {
+            query.search_term.as_deref().is_none_or(|term| matches_search(room, term))
+                && query.public_rooms.is_none_or(|public| room.public == public)
+                && query.empty_rooms.is_none_or(|empty| (room.joined_members == 0) == empty)
+        });
+        let ascending = query.order.ascending() == query.forwards;
+        rooms.sort_by(|a, b| {
+            let by_order = compare(query.order, a, b);
+            // `None` stays last ascending and comes first descending, as in PostgreSQL.
+            let ordering = by_order.then_with(|| a.room_id.cmp(&b.room_id));
+            if ascending { ordering } else { ordering.reverse() }
+        });
+        let total = rooms.len() as u64;
+        let page = rooms
+            .into_iter()
+            .skip(usize::try_from(query.from).unwrap_or(usize::MAX))
+            .take(usize::try_from(query.limit).unwrap_or(usize::MAX))
+            .collect();
+        Ok((page, total))
+    }
+
+    /// A room ID this server has a `rooms` row for, `404 M_NOT_FOUND` otherwise.
+    async fn admin_known_room(&self, room_id: &RoomId) -> Result<RoomStatsRecord> {
+        self.store.room_stats(self.server_name(), Some(room_id.as_str())).await?.pop().ok_or_else(unknown_room)
+    }
+
+    /// `GET /_synapse/admin/v1/rooms/{roomId}`.
+    pub async fn admin_room_details(&self, room_id: &RoomId) -> Result<AdminRoomDetails> {
+        let summary = summary_of(self.admin_known_room(room_id).await?);
+        let local_members: Vec<String> = self
+            .store
+            .room_members(room_id.as_str(), "join")
+            .await?
+            .into_iter()
+            .filter(|user| user.rsplit_once(':').is_some_and(|(_, server)| server == self.server_name()))
+            .collect();
+        let joined_local_devices = self.store.count_devices_of_users(&local_members).await?;
+        let forgotten = self.store.room_forgotten_by_all(self.server_name(), room_id.as_str()).await?;
+        Ok(AdminRoomDetails { summary, joined_local_devices, forgotten })
+    }
+
+    /// `GET /_synapse/admin/v1/rooms/{roomId}/members`: the joined members.
+    pub async fn admin_room_members(&self, room_id: &RoomId) -> Result<Vec<String>> {
+        self.admin_known_room(room_id).await?;
+        Ok(self.store.room_members(room_id.as_str(), "join").await?)
+    }
+
+    /// `GET /_synapse/admin/v1/rooms/{roomId}/state`: the current state (of one type if
+    /// asked), in the client format.
+    pub async fn admin_room_state(&self, room_id: &RoomId, kind: Option<&str>) -> Result<Vec<Value>> {
+        self.admin_known_room(room_id).await?;
+        let head = self.known_room(room_id).await?;
+        let ids: Vec<String> = self
+            .store
+            .current_state(room_id.as_str())
+            .await?
+            .into_iter()
+            .filter(|((event_type, _), _)| kind.is_none_or(|kind| kind == event_type))
+            .map(|(_, event_id)| event_id)
+            .collect();
+        let mut events: Vec<RoomEvent> = self.events_by_ids(&head, ids).await?;
+        events.sort_by_key(|event| event.stream_ordering);
+        let mut state = Vec::with_capacity(events.len());
+        for event in &events {
+            state.push(self.client_event(event, None).await?);
+        }
+        Ok(state)
+    }
+
+    /// `GET /_synapse/admin/v1/rooms/{roomId}/forward_extremities`: `(event ID, depth,
+    /// origin_server_ts, state group)` of each.
+    pub async fn admin_forward_extremities(
+        &self,
+        room_id: &RoomId,
+    ) -> Result<Vec<(String, i64, i64, Option<i64>)>> {
+        self.admin_known_room(room_id).await?;
+        Ok(self.store.forward_extremities_of(room_id.as_str()).await?)
+    }
+
+    /// Refuses joins, invites and knocks to a blocked room (as Synapse, admins too).
+    pub(crate) async fn check_room_not_blocked(&self, room_id: &RoomId) -> Result<()> {
+        if self.store.room_blocked_by(room_id.as_str()).await?.is_some() {
+            return Err(MatrixError::forbidden("This room has been blocked on this server").into());
+        }
+        Ok(())
+    }
+
+    /// `GET /_synapse/admin/v1/rooms/{roomId}/block`: whether it is blocked, and by whom.
+    /// Unknown rooms may be asked about (and blocked), as in Synapse.
+    pub async fn admin_room_blocked(&self, room_id: &RoomId) -> Result<Option<String>> {
+        Ok(self.store.room_blocked_by(room_id.as_str()).await?)
+    }
+
+    /// `PUT /_synapse/admin/v1/rooms/{roomId}/block`.
+    pub async fn admin_block_room(&self, requester: &Requester, room_id: &RoomId, block: bool) -> Result<()> {
+        self.store.set_room_blocked(room_id.as_str(), requester.user_id.as_str(), block).await?;
+        tracing::info!(admin_user = %requester.user_id, %room_id, block, "admin changed a room's block");
+        Ok(())
+    }
+
+    /// `POST /_synapse/admin/v1/join/{roomIdOrAlias}`: makes a local user join a room through
+    /// the one membership path. A room that is not public needs an invite: the admin sends it
+    /// when joined there (otherwise `403`, as Synapse).
+    pub async fn admin_force_join(
+        &self,
+        requester: &Requester,
+        user_id: &UserId,
+        id_or_alias: &str,
+    ) -> Result<OwnedRoomId> {
+        if user_id.server_name().as_str() != self.server_name() {
+            return Err(MatrixError::bad_json("This endpoint can only be used with local users").into());
+        }
+        if self.store.get_user(user_id.as_str()).await?.is_none() {
+            return Err(MatrixError::not_found("User not found").into());
+        }
+        let room_id = self.resolve_room_or_alias(id_or_alias).await?;
+        let head = self.known_room(&room_id).await.map_err(|_| {
+            crate::Error::from(MatrixError::not_found(format!("Room {room_id} is not known to this server")))
+        })?;
+        self.check_room_not_blocked(&room_id).await?;
+        let join_rule = self
+            .current_state_pdu(&head, "m.room.join_rules", "")
+            .await?
+            .and_then(|pdu| pdu.content_value().get("join_rule").and_then(Value::as_str).map(str::to_owned));
+        let membership = self.store.membership(room_id.as_str(), user_id.as_str()).await?;
+        if join_rule.as_deref() != Some("public") && !matches!(membership.as_deref(), Some("join" | "invite")) {
+            let admin_in_room = self.store.membership(room_id.as_str(), requester.user_id.as_str()).await?;
+            if admin_in_room.as_deref() != Some("join") {
+                return Err(MatrixError::forbidden(format!(
+                    "{} not in room {room_id}, and room is not public",
+                    requester.user_id
+                ))
+                .into());
+            }
+            let mut invite = MembershipChange::new(user_id, MembershipAction::Invite, None);
+            invite.ratelimit = false;
+            self.update_membership(requester, &room_id, invite).await?;
+        }
+        let mut join = MembershipChange::new(user_id, MembershipAction::Join, None);
+        join.ratelimit = false;
+        self.update_membership(&acting_as(user_id), &room_id, join).await?;
+        tracing::info!(admin_user = %requester.user_id, %user_id, %room_id, "admin force-joined a user");
+        Ok(room_id)
+    }
+
+    /// Starts deleting a room (`DELETE /_synapse/admin/v2/rooms/{roomId}`): the work runs on a
+    /// task of its own, its status in `delete_status`. A deletion already running for the room
+    /// is `400` (one check-and-insert transaction decides, so two requests at once start one).
+    pub async fn admin_start_delete_room(
+        &self,
+        requester: &Requester,
+        room_id: &RoomId,
+        request: DeleteRoomRequest,
+    ) -> Result<String> {
+        self.check_delete_request(room_id, &request).await?;
+        let delete_id = crate::util::random_string(16);
+        self.begin_delete_task(&delete_id, room_id).await?;
+        let services = self.clone();
+        let (requester, room_id) = (requester.clone(), room_id.to_owned());
+        let task_id = delete_id.clone();
+        tokio::spawn(async move {
+            services.run_delete_task(&task_id, &requester, &room_id, request).await;
+        });
+        Ok(delete_id)
+    }
+
+    /// `DELETE /_synapse/admin/v1/rooms/{roomId}`: deletes the room before answering.
+    pub async fn admin_delete_room(
+        &self,
+        requester: &Requester,
+        room_id: &RoomId,
+        request: DeleteRoomRequest,
+    ) -> Result<DeleteRoomOutcome> {
+        self.check_delete_request(room_id, &request).await?;
+        let delete_id = crate::util::random_string(16);
+        self.begin_delete_task(&delete_id, room_id).await?;
+        match self.run_delete_task(&delete_id, requester, room_id, request).await {
+            Some(outcome) => Ok(outcome),
+            None => {
+                let task = self.store.admin_room_task(&delete_id).await?;
+                let error = task.and_then(|task| task.error).unwrap_or_default();
+                Err(crate::Error::internal(format!("deleting {room_id} failed: {error}")))
+            }
+        }
+    }
+
+    async fn check_delete_request(&self, room_id: &RoomId, request: &DeleteRoomRequest) -> Result<()> {
+        if let Some(user) = &request.new_room_user_id {
+            if user.server_name().as_str() != self.server_name() {
+                return Err(MatrixError::bad_json("User must be our own").into());
+            }
+            if self.store.get_user(user.as_str()).await?.is_none() {
+                return Err(MatrixError::not_found("new_room_user_id not found").into());
+            }
+        }
+        // An unknown room may still be blocked (Synapse blocks rooms before they are known).
+        if !request.block && self.store.get_room(room_id.as_str()).await?.is_none() {
+            return Err(unknown_room());
+        }
+        Ok(())
+    }
+
+    async fn begin_delete_task(&self, delete_id: &str, room_id: &RoomId) -> Result<()> {
+        if !self.store.start_admin_room_task(delete_id, DELETE_TASK, room_id.as_str()).await? {
+            return Err(
+                MatrixError::bad_json(format!("History purge already in progress for {room_id}")).into()
+            );
+        }
+        Ok(())
+    }
+
+    /// Runs a deletion and records its end; `None` when it failed (the error is recorded).
+    async fn run_delete_task(
+        &self,
+        delete_id: &str,
+        requester: &Requester,
+        room_id: &RoomId,
+        request: DeleteRoomRequest,
+    ) -> Option<DeleteRoomOutcome> {
+        let result = self.delete_room(requester, room_id, &request).await;
+        let recorded = match &result {
+            Ok(outcome) => {
+                let json = outcome.to_json().to_string();
+                self.store.finish_admin_room_task(delete_id, Ok(Some(&json))).await
+            }
+            Err(error) => {
+                tracing::warn!(%room_id, error = %error, "deleting a room failed");
+                self.store.finish_admin_room_task(delete_id, Err(&error.to_string())).await
+            }
+        };
+        if let Err(error) = recorded {
+            tracing::error!(%room_id, %error, "recording the end of a room deletion failed");
+        }
+        result.ok()
+    }
+
+    /// The deletion itself: block, replacement room, every local member out (through the one
+    /// membership path, on their own behalf), aliases moved or removed, the room out of the
+    /// directory, then the purge.
+    async fn delete_room(
+        &self,
+        requester: &Requester,
+        room_id: &RoomId,
+        request: &DeleteRoomRequest,
+    ) -> Result<DeleteRoomOutcome> {
+        tracing::info!(admin_user = %requester.user_id, %room_id, block = request.block, purge = request.purge, "admin deletes a room");
+        if request.block {
+            self.store.set_room_blocked(room_id.as_str(), requester.user_id.as_str(), true).await?;
+        }
+        let mut outcome = DeleteRoomOutcome::default();
+        if self.store.get_room(room_id.as_str()).await?.is_none() {
+            return Ok(outcome);
+        }
+        let new_room = match &request.new_room_user_id {
+            Some(owner) => Some(self.create_replacement_room(owner, request).await?),
+            None => None,
+        };
+        outcome.new_room_id = new_room.as_ref().map(|room| room.to_string());
+        let mut locals = Vec::new();
+        for membership in ["join", "invite", "knock"] {
+            for user in self.store.room_members(room_id.as_str(), membership).await? {
+                if let Ok(user) = UserId::parse(&user)
+                    && user.server_name().as_str() == self.server_name()
+                {
+                    locals.push((user, membership));
+                }
+            }
+        }
+        for (user, membership) in locals {
+            let mut leave = MembershipChange::new(&user, MembershipAction::Leave, None);
+            leave.ratelimit = false;
+            if let Err(error) = self.update_membership(&acting_as(&user), room_id, leave).await {
+                tracing::warn!(%room_id, user_id = %user, error = %error, "could not remove a user from a deleted room");
+                outcome.failed_to_kick_users.push(user.to_string());
+                continue;
+            }
+            self.store.forget_room(user.as_str(), room_id.as_str()).await?;
+            if membership == "join"
+                && let Some(new_room) = &new_room
+            {
+                let mut join = MembershipChange::new(&user, MembershipAction::Join, None);
+                join.ratelimit = false;
+                if let Err(error) = self.update_membership(&acting_as(&user), new_room, join).await {
+                    tracing::warn!(room_id = %new_room, user_id = %user, error = %error, "could not move a user to the replacement room");
+                }
+            }
+            outcome.kicked_users.push(user.to_string());
+        }
+        outcome.local_aliases = self.store.aliases_of_room(room_id.as_str()).await?;
+        match &new_room {
+            Some(new_room) => {
+                self.store.move_aliases(room_id.as_str(), new_room.as_str()).await?;
+            }
+            None => {
+                for alias in &outcome.local_aliases {
+                    self.store.delete_alias(alias).await?;
+                }
+            }
+        }
+        self.store.set_room_public(room_id.as_str(), false).await?;
+        if request.purge {
+            self.purge_room(room_id, request.force_purge).await?;
+        }
+        Ok(outcome)
+    }
+
+    async fn create_replacement_room(&self, owner: &UserId, request: &DeleteRoomRequest) -> Result<OwnedRoomId> {
+        let owner = acting_as(owner);
+        let room = self
+            .create_room(
+                &owner,
+                CreateRoomRequest {
+                    preset: Some("public_chat".to_owned()),
+                    name: Some(request.room_name.clone().unwrap_or_else(|| DEFAULT_NEW_ROOM_NAME.to_owned())),
+                    power_level_content_override: json!({ "users_default": -10 }).as_object().cloned(),
+                    ..CreateRoomRequest::default()
+                },
+            )
+            .await?;
+        let message = request.message.clone().unwrap_or_else(|| DEFAULT_MESSAGE.to_owned());
+        self.send_event(&room, &owner.user_id, EventDraft::message("m.room.message", json!({"msgtype": "m.text", "body": message})), None)
+            .await?;
+        Ok(room)
+    }
+
+    /// Removes a room from the database under its send lock (no send can interleave), then
+    /// forgets its cached head. Without `force`, refuses while local users are still joined.
+    async fn purge_room(&self, room_id: &RoomId, force: bool) -> Result<()> {
+        let mut guard = self.rooms.lock_for_write(room_id).await;
+        if !force {
+            let still_joined = self
+                .store
+                .room_members(room_id.as_str(), "join")
+                .await?
+                .iter()
+                .any(|user| user.rsplit_once(':').is_some_and(|(_, server)| server == self.server_name()));
+            if still_joined {
+                return Err(MatrixError::bad_json(format!("Users are still joined to this room: {room_id}")).into());
+            }
+        }
+        let events = self.store.purge_room(room_id.as_str()).await?;
+        // No head: the room is gone for the senders waiting on its lock and for readers.
+        *guard = None;
+        drop(guard);
+        tracing::info!(%room_id, events, "purged a room");
+        Ok(())
+    }
+
+    /// Room deletions a previous run of the server left active died with it: marked failed at
+    /// start-up, so that the room can be deleted again.
+    pub(crate) async fn fail_interrupted_admin_room_tasks(&self) {
+        match self.store.fail_interrupted_admin_room_tasks().await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(tasks = n, "room deletions interrupted by a restart marked failed"),
+            Err(error) => tracing::warn!(%error, "could not mark interrupted room deletions failed"),
+        }
+    }
+
+    /// The deletions of a room, oldest first (`GET /_synapse/admin/v2/rooms/{roomId}/delete_status`);
+    /// `404` when there is none.
+    pub async fn admin_delete_statuses(&self, room_id: &RoomId) -> Result<Vec<DeleteRoomStatus>> {
+        let tasks = self.store.admin_room_tasks(room_id.as_str(), DELETE_TASK).await?;
+        if tasks.is_empty() {
+            return Err(MatrixError::not_found(format!("No delete task for room_id '{room_id}' found")).into());
+        }
+        Ok(tasks.into_iter().map(DeleteRoomStatus::from).collect())
+    }
+
+    /// One deletion (`GET /_synapse/admin/v2/rooms/delete_status/{deleteId}`).
+    pub async fn admin_delete_status(&self, delete_id: &str) -> Result<DeleteRoomStatus> {
+        match self.store.admin_room_task(delete_id).await? {
+            Some(task) if task.kind == DELETE_TASK => Ok(task.into()),
+            _ => Err(MatrixError::not_found("delete id '{delete_id}' not found").into()),
+        }
+    }
+
+    /// `GET /_synapse/admin/v1/statistics/database/rooms`: the ten largest rooms by the bytes
+    /// of their events.
+    pub async fn admin_database_room_stats(&self) -> Result<Vec<(String, i64)>> {
+        Ok(self.store.event_bytes_per_room(10).await?)
+    }
+}
+
+/// What the federation destination list can be ordered by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DestinationOrder {
+    Destination,
+    RetryLastTs,
+    RetryInterval,
+    FailureTs,
+    LastSuccessfulStreamOrdering,
+}
+
+impl DestinationOrder {
+    pub fn parse(name: &str) -> Option<DestinationOrder> {
+        Some(match name {
+            "destination" => DestinationOrder::Destination,
+            "retry_last_ts" => DestinationOrder::RetryLastTs,
+            "retry_interval" => DestinationOrder::RetryInterval,
+            "failure_ts" => DestinationOrder::FailureTs,
+            "last_successful_stream_ordering" => DestinationOrder::LastSuccessfulStreamOrdering,
+            _ => return None,
+        })
+    }
+}
+
+/// A page of federation destinations.
+#[derive(Clone, Debug)]
+pub struct DestinationQuery {
+    pub from: u64,
+    pub limit: u64,
+    pub order: DestinationOrder,
+    pub forwards: bool,
+    /// Part of the destination's name.
+    pub search: Option<String>,
+}
+
+pub use myelin_store::federation_queue::DestinationRecord;
+
+impl Services {
+    /// `GET /_synapse/admin/v1/federation/destinations`: a page and the total.
+    pub async fn admin_destinations(&self, query: &DestinationQuery) -> Result<(Vec<DestinationRecord>, u64)> {
+        let mut all = self.store.federation_destinations().await?;
+        if let Some(search) = &query.search {
+            all.retain(|d| d.destination.contains(search.as_str()));
+        }
+        all.sort_by(|a, b| {
+            let ordering = match query.order {
+                DestinationOrder::Destination => Ordering::Equal,
+                DestinationOrder::RetryLastTs => a.retry_last_ts.cmp(&b.retry_last_ts),
+                DestinationOrder::RetryInterval => a.retry_interval.cmp(&b.retry_interval),
+                DestinationOrder::FailureTs => by_option(&a.failure_ts, &b.failure_ts),
+                // Not tracked here (always `null`), so the name decides.
+                DestinationOrder::LastSuccessfulStreamOrdering => Ordering::Equal,
+            }
+            .then_with(|| a.destination.cmp(&b.destination));
+            if query.forwards { ordering } else { ordering.reverse() }
+        });
+        let total = all.len() as u64;
+        let page = all
+            .into_iter()
+            .skip(usize::try_from(query.from).unwrap_or(usize::MAX))
+            .take(usize::try_from(query.limit).unwrap_or(usize::MAX))
+            .collect();
+        Ok((page, total))
+    }
+
+    /// One destination, `404` when never sent to.
+    pub async fn admin_destination(&self, destination: &str) -> Result<DestinationRecord> {
+        self.store
+            .federation_destination(destination)
+            .await?
+            .ok_or_else(|| MatrixError::not_found("Unknown destination").into())
+    }
+
+    /// The rooms shared with a destination: `(room ID, latest stream position)`.
+    pub async fn admin_destination_rooms(&self, destination: &str) -> Result<Vec<(String, i64)>> {
+        self.admin_destination(destination).await?;
+        Ok(self.store.rooms_shared_with_server(destination).await?)
+    }
+
+    /// `POST .../destinations/{destination}/reset_connection`: forgets the backoff and wakes
+    /// the sender, so queued work goes out now.
+    pub async fn admin_reset_destination(&self, requester: &Requester, destination: &str) -> Result<()> {
+        if !self.store.reset_federation_destination(destination).await? {
+            return Err(MatrixError::not_found("Unknown destination").into());
+        }
+        self.wake_federation_sender();
+        tracing::info!(admin_user = %requester.user_id, destination, "admin reset a federation destination");
+        Ok(())
+    }
+}
+
+/// Compares summaries for tests of the order.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn room(id: &str, name: Option<&str>, members: i64) -> AdminRoomSummary {
+        AdminRoomSummary {
+            room_id: id.to_owned(),
+            name: name.map(str::to_owned),
+            joined_members: members,
+            ..AdminRoomSummary::default()
+        }
+    }
+
+    #[test]
+    fn search_matches_name_alias_localpart_and_exact_id() {
+        let mut r = room("!abc:hs", Some("Kitchen Sink"), 1);
+        r.canonical_alias = Some("#Cooking:hs".to_owned());
+        assert!(matches_search(&r, "sink"));
+        assert!(matches_search(&r, "cook"));
+        assert!(!matches_search(&r, "hs"), "the alias's server is not searched");
+        assert!(matches_search(&r, "!abc:hs"));
+        assert!(!matches_search(&r, "!abc"));
+    }
+
+    #[test]
+    fn names_order_with_none_last() {
+        let a = room("!a:hs", None, 0);
+        let b = room("!b:hs", Some("b"), 0);
+        assert_eq!(compare(RoomOrder::Name, &b, &a), Ordering::Less);
+        assert!(RoomOrder::parse("bogus").is_none());
+        assert!(!RoomOrder::JoinedMembers.ascending());
+    }
+}

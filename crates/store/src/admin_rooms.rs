@@ -1,0 +1,376 @@
+//! The admin API's rooms (`/_synapse/admin/v1/rooms...`): each room's statistics (member
+//! counts, state size and the state events the room list shows), blocked rooms, deletion and
+//! history-purge tasks, purging a room from the database, and the database statistics.
+
+use std::collections::HashMap;
+
+use crate::{Store, StoreError, params};
+
+/// The state events the room list reads (their `state_key` is empty).
+pub const ROOM_LIST_STATE_TYPES: &[&str] = &[
+    "m.room.create",
+    "m.room.name",
+    "m.room.canonical_alias",
+    "m.room.encryption",
+    "m.room.join_rules",
+    "m.room.guest_access",
+    "m.room.history_visibility",
+    "m.room.avatar",
+    "m.room.topic",
+    "m.room.tombstone",
+];
+
+/// One room's numbers and summary state events, as stored.
+#[derive(Clone, Debug, Default)]
+pub struct RoomStatsRecord {
+    pub room_id: String,
+    pub room_version: String,
+    pub creator: Option<String>,
+    pub is_public: bool,
+    pub joined_members: i64,
+    pub joined_local_members: i64,
+    pub state_events: i64,
+    /// Event type (of [`ROOM_LIST_STATE_TYPES`]) to the event's JSON.
+    pub state: HashMap<String, String>,
+}
+
+/// A room deletion or history purge the admin API started.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminRoomTask {
+    pub task_id: String,
+    pub kind: String,
+    pub room_id: String,
+    pub status: String,
+    pub error: Option<String>,
+    pub result: Option<String>,
+    pub created_ts: i64,
+}
+
+/// Tables holding rows of a room, deleted by [`Store::purge_room`] in this order (the `rooms`
+/// row last, so an interrupted purge is finished by running it again). Each entry is one
+/// statement run in its own transaction.
+const PURGE_STEPS: &[&str] = &[
+    "DELETE FROM event_edges WHERE event_id IN (SELECT event_id FROM events WHERE room_id = $1)",
+    "DELETE FROM event_txns WHERE event_id IN (SELECT event_id FROM events WHERE room_id = $1)",
+    "DELETE FROM federation_outbox_pdus WHERE event_id IN (SELECT event_id FROM events WHERE room_id = $1)",
+    "DELETE FROM state_group_entries WHERE group_id IN (SELECT id FROM state_groups WHERE room_id = $1)",
+    "DELETE FROM state_groups WHERE room_id = $1",
+    "DELETE FROM event_relations WHERE room_id = $1",
+    "DELETE FROM push_actions WHERE room_id = $1",
+    "DELETE FROM push_queue WHERE room_id = $1",
+    "DELETE FROM receipts WHERE room_id = $1",
+    "DELETE FROM account_data WHERE room_id = $1",
+    "DELETE FROM forward_extremities WHERE room_id = $1",
+    "DELETE FROM current_state WHERE room_id = $1",
+    "DELETE FROM membership_history WHERE room_id = $1",
+    "DELETE FROM forgotten_rooms WHERE room_id = $1",
+    "DELETE FROM room_aliases WHERE room_id = $1",
+    "DELETE FROM user_directory_rooms WHERE room_id = $1",
+    "DELETE FROM event_reports WHERE room_id = $1",
+    "DELETE FROM events WHERE room_id = $1",
+    "DELETE FROM rooms WHERE room_id = $1",
+];
+
+impl Store {
+    /// Statistics of every room (`room_id: None`) or of one room, with the summary state
+    /// events. `server_name` decides which members are local.
+    pub async fn room_stats(
+        &self,
+        server_name: &str,
+        room_id: Option<&str>,
+    ) -> Result<Vec<RoomStatsRecord>, StoreError> {
+        let local = format!("%:{}", server_name.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+        let (filter, mut params) = match room_id {
+            Some(room_id) => ("WHERE r.room_id = $2", params![local.as_str(), room_id]),
+            None => ("", params![local.as_str()]),
+        };
+        let rows = self
+            .db
+            .query(
+                &format!(
+                    "SELECT r.room_id, r.room_version, r.creator, r.is_public,
+                        (SELECT COUNT(*) FROM current_state c WHERE c.room_id = r.room_id
+                            AND c.type = 'm.room.member' AND c.membership = 'join'),
+                        (SELECT COUNT(*) FROM current_state c WHERE c.room_id = r.room_id
+                            AND c.type = 'm.room.member' AND c.membership = 'join'
+                            AND c.state_key LIKE $1 ESCAPE '\\'),
+                        (SELECT COUNT(*) FROM current_state c WHERE c.room_id = r.room_id)
+                     FROM rooms r {filter}"
+                ),
+                params.clone(),
+            )
+            .await?;
+        let mut rooms: Vec<RoomStatsRecord> = rows
+            .iter()
+            .map(|row| {
+                Ok(RoomStatsRecord {
+                    room_id: row.string(0)?,
+                    room_version: row.string(1)?,
+                    creator: row.opt_string(2)?,
+                    is_public: row.bool(3)?,
+                    joined_members: row.i64(4)?,
+                    joined_local_members: row.i64(5)?,
+                    state_events: row.i64(6)?,
+                    state: HashMap::new(),
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        let index: HashMap<String, usize> =
+            rooms.iter().enumerate().map(|(i, room)| (room.room_id.clone(), i)).collect();
+        params.remove(0);
+        let types = ROOM_LIST_STATE_TYPES.iter().map(|t| format!("'{t}'")).collect::<Vec<_>>().join(", ");
+        let filter = if room_id.is_some() { "AND c.room_id = $1" } else { "" };
+        let rows = self
+            .db
+            .query(
+                &format!(
+                    "SELECT c.room_id, c.type, e.json FROM current_state c
+                     JOIN events e ON e.event_id = c.event_id
+                     WHERE c.state_key = '' AND c.type IN ({types}) {filter}"
+                ),
+                params,
+            )
+            .await?;
+        for row in rows {
+            let room = row.string(0)?;
+            if let Some(&i) = index.get(&room) {
+                rooms[i].state.insert(row.string(1)?, row.string(2)?);
+            }
+        }
+        Ok(rooms)
+    }
+
+    /// Whether a room is blocked, and by whom.
+    pub async fn room_blocked_by(&self, room_id: &str) -> Result<Option<String>, StoreError> {
+        self.db
+            .query_opt("SELECT user_id FROM blocked_rooms WHERE room_id = $1", params![room_id])
+            .await?
+            .map(|row| row.string(0))
+            .transpose()
+    }
+
+    /// Blocks a room (keeping the first blocker) or unblocks it.
+    pub async fn set_room_blocked(&self, room_id: &str, by: &str, blocked: bool) -> Result<(), StoreError> {
+        if blocked {
+            self.db
+                .execute(
+                    "INSERT INTO blocked_rooms (room_id, user_id, created_ts) VALUES ($1, $2, $3)
+                     ON CONFLICT (room_id) DO NOTHING",
+                    params![room_id, by, crate::now_ms()],
+                )
+                .await?;
+        } else {
+            self.db.execute("DELETE FROM blocked_rooms WHERE room_id = $1", params![room_id]).await?;
+        }
+        Ok(())
+    }
+
+    /// Records a new task, unless one of the same kind is active for the room: then `false`
+    /// (one check-and-insert transaction, so two requests at once start one task).
+    pub async fn start_admin_room_task(&self, task_id: &str, kind: &str, room_id: &str) -> Result<bool, StoreError> {
+        self.db
+            .transaction(async |tx| {
+                let active = tx
+                    .query_opt(
+                        "SELECT 1 FROM admin_room_tasks WHERE room_id = $1 AND kind = $2 AND status = 'active'",
+                        params![room_id, kind],
+                    )
+                    .await?;
+                if active.is_some() {
+                    return Ok(false);
+                }
+                tx.execute(
+                    "INSERT INTO admin_room_tasks (task_id, kind, room_id, status, created_ts)
+                     VALUES ($1, $2, $3, 'active', $4)",
+                    params![task_id, kind, room_id, crate::now_ms()],
+                )
+                .await?;
+                Ok(true)
+            })
+            .await
+    }
+
+    /// Ends a task: `complete` with its result, or `failed` with the error.
+    pub async fn finish_admin_room_task(
+        &self,
+        task_id: &str,
+        result: Result<Option<&str>, &str>,
+    ) -> Result<(), StoreError> {
+        let (status, result, error) = match result {
+            Ok(result) => ("complete", result.map(str::to_owned), None),
+            Err(error) => ("failed", None, Some(error.to_owned())),
+        };
+        self.db
+            .execute(
+                "UPDATE admin_room_tasks SET status = $2, result = $3, error = $4 WHERE task_id = $1",
+                params![task_id, status, result, error],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Marks tasks a previous process left active as failed (they died with it).
+    pub async fn fail_interrupted_admin_room_tasks(&self) -> Result<u64, StoreError> {
+        self.db
+            .execute(
+                "UPDATE admin_room_tasks SET status = 'failed', error = 'interrupted by a restart'
+                 WHERE status = 'active'",
+                params![],
+            )
+            .await
+    }
+
+    fn task_from_row(row: &crate::Row) -> Result<AdminRoomTask, StoreError> {
+        Ok(AdminRoomTask {
+            task_id: row.string(0)?,
+            kind: row.string(1)?,
+            room_id: row.string(2)?,
+            status: row.string(3)?,
+            error: row.opt_string(4)?,
+            result: row.opt_string(5)?,
+            created_ts: row.i64(6)?,
+        })
+    }
+
+    /// One task by its ID.
+    pub async fn admin_room_task(&self, task_id: &str) -> Result<Option<AdminRoomTask>, StoreError> {
+        self.db
+            .query_opt(
+                "SELECT task_id, kind, room_id, status, error, result, created_ts FROM admin_room_tasks
+                 WHERE task_id = $1",
+                params![task_id],
+            )
+            .await?
+            .map(|row| Self::task_from_row(&row))
+            .transpose()
+    }
+
+    /// A room's tasks of one kind, oldest first.
+    pub async fn admin_room_tasks(&self, room_id: &str, kind: &str) -> Result<Vec<AdminRoomTask>, StoreError> {
+        self.db
+            .query(
+                "SELECT task_id, kind, room_id, status, error, result, created_ts FROM admin_room_tasks
+                 WHERE room_id = $1 AND kind = $2 ORDER BY created_ts, task_id",
+                params![room_id, kind],
+            )
+            .await?
+            .iter()
+            .map(Self::task_from_row)
+            .collect()
+    }
+
+    /// Removes every row of a room: one transaction per table, the `rooms` row last, so it is
+    /// idempotent and an interrupted purge is finished by the next. Returns the events deleted.
+    pub async fn purge_room(&self, room_id: &str) -> Result<u64, StoreError> {
+        let dialect = self.db.dialect();
+        let search = match dialect {
+            crate::Dialect::Sqlite => {
+                "DELETE FROM event_search WHERE rowid IN (SELECT stream_ordering FROM events WHERE room_id = $1)"
+            }
+            crate::Dialect::Postgres => {
+                "DELETE FROM event_search WHERE stream_ordering IN (SELECT stream_ordering FROM events WHERE room_id = $1)"
+            }
+        };
+        self.db.transaction(async |tx| tx.execute(search, params![room_id]).await).await?;
+        let mut events = 0;
+        for step in PURGE_STEPS {
+            let deleted = self.db.transaction(async |tx| tx.execute(step, params![room_id]).await).await?;
+            if step.starts_with("DELETE FROM events ") {
+                events = deleted;
+            }
+        }
+        Ok(events)
+    }
+
+    /// A room's forward extremities: event ID, depth, origin_server_ts and state group.
+    pub async fn forward_extremities_of(
+        &self,
+        room_id: &str,
+    ) -> Result<Vec<(String, i64, i64, Option<i64>)>, StoreError> {
+        self.db
+            .query(
+                "SELECT f.event_id, e.depth, e.origin_server_ts, e.state_after FROM forward_extremities f
+                 JOIN events e ON e.event_id = f.event_id WHERE f.room_id = $1 ORDER BY e.depth, f.event_id",
+                params![room_id],
+            )
+            .await?
+            .iter()
+            .map(|row| Ok((row.string(0)?, row.i64(1)?, row.i64(2)?, row.opt_i64(3)?)))
+            .collect()
+    }
+
+    /// The bytes of event JSON per room, largest first
+    /// (`/_synapse/admin/v1/statistics/database/rooms`).
+    pub async fn event_bytes_per_room(&self, limit: i64) -> Result<Vec<(String, i64)>, StoreError> {
+        self.db
+            .query(
+                "SELECT room_id, CAST(SUM(LENGTH(json)) AS BIGINT) AS n FROM events GROUP BY room_id
+                 ORDER BY n DESC, room_id LIMIT $1",
+                params![limit],
+            )
+            .await?
+            .iter()
+            .map(|row| Ok((row.string(0)?, row.i64(1)?)))
+            .collect()
+    }
+
+    /// Whether every local user with a membership in the room has forgotten it (Synapse's
+    /// `is_locally_forgotten_room`); `true` when no local user has one.
+    pub async fn room_forgotten_by_all(&self, server_name: &str, room_id: &str) -> Result<bool, StoreError> {
+        let local = format!("%:{}", server_name.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+        let remembered = self
+            .db
+            .query_opt(
+                "SELECT 1 FROM current_state c WHERE c.room_id = $1 AND c.type = 'm.room.member'
+                 AND c.state_key LIKE $2 ESCAPE '\\'
+                 AND NOT EXISTS (SELECT 1 FROM forgotten_rooms f WHERE f.room_id = c.room_id AND f.user_id = c.state_key)
+                 LIMIT 1",
+                params![room_id, local.as_str()],
+            )
+            .await?;
+        Ok(remembered.is_none())
+    }
+
+    /// How many devices the given users have (`joined_local_devices`).
+    pub async fn count_devices_of_users(&self, users: &[String]) -> Result<i64, StoreError> {
+        if users.is_empty() {
+            return Ok(0);
+        }
+        let params: Vec<crate::Value> = users.iter().map(|u| u.as_str().into()).collect();
+        let sql = format!(
+            "SELECT COUNT(*) FROM devices WHERE user_id IN ({})",
+            crate::placeholder_list(users.len())
+        );
+        self.db.query_opt(&sql, params).await?.map(|row| row.i64(0)).transpose().map(|n| n.unwrap_or(0))
+    }
+
+    /// Forgets a destination's backoff (`reset_connection`); whether it was known.
+    pub async fn reset_federation_destination(&self, destination: &str) -> Result<bool, StoreError> {
+        let changed = self
+            .db
+            .execute(
+                "UPDATE federation_destinations SET retry_last_ts = 0, retry_interval = 0, failure_ts = NULL
+                 WHERE destination = $1",
+                params![destination],
+            )
+            .await?;
+        Ok(changed > 0)
+    }
+
+    /// The rooms shared with a server (one of its users joined), with each room's latest
+    /// stream position.
+    pub async fn rooms_shared_with_server(&self, server_name: &str) -> Result<Vec<(String, i64)>, StoreError> {
+        let pattern = format!("%:{}", server_name.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+        self.db
+            .query(
+                "SELECT c.room_id, (SELECT COALESCE(MAX(e.stream_ordering), 0) FROM events e WHERE e.room_id = c.room_id)
+                 FROM current_state c WHERE c.type = 'm.room.member' AND c.membership = 'join'
+                 AND c.state_key LIKE $1 ESCAPE '\\' GROUP BY c.room_id ORDER BY c.room_id",
+                params![pattern.as_str()],
+            )
+            .await?
+            .iter()
+            .map(|row| Ok((row.string(0)?, row.i64(1)?)))
+            .collect()
+    }
+}

@@ -1,0 +1,48 @@
+//! The admin API's room and destination rows on SQLite and PostgreSQL: blocking, one active
+//! deletion task per room, a destination's backoff reset, and purging a room that is gone or
+//! half gone (idempotent).
+
+use myelin_test_support::store_test;
+
+const ROOM: &str = "!room:test.local";
+
+store_test!(blocked_rooms_keep_their_first_blocker_and_unblock, |store| async move {
+    assert_eq!(store.room_blocked_by(ROOM).await.unwrap(), None);
+    store.set_room_blocked(ROOM, "@admin:test.local", true).await.unwrap();
+    store.set_room_blocked(ROOM, "@other:test.local", true).await.unwrap();
+    assert_eq!(store.room_blocked_by(ROOM).await.unwrap().as_deref(), Some("@admin:test.local"));
+    store.set_room_blocked(ROOM, "@admin:test.local", false).await.unwrap();
+    assert_eq!(store.room_blocked_by(ROOM).await.unwrap(), None);
+});
+
+store_test!(one_active_deletion_per_room_and_its_outcome_is_kept, |store| async move {
+    assert!(store.start_admin_room_task("d1", "delete", ROOM).await.unwrap());
+    assert!(!store.start_admin_room_task("d2", "delete", ROOM).await.unwrap(), "one at a time");
+    assert!(store.start_admin_room_task("p1", "purge_history", ROOM).await.unwrap(), "another kind");
+    store.finish_admin_room_task("d1", Ok(Some(r#"{"kicked_users":[]}"#))).await.unwrap();
+    assert!(store.start_admin_room_task("d2", "delete", ROOM).await.unwrap(), "after the first ended");
+    store.finish_admin_room_task("d2", Err("boom")).await.unwrap();
+    let tasks = store.admin_room_tasks(ROOM, "delete").await.unwrap();
+    let states: Vec<(&str, &str, Option<&str>)> =
+        tasks.iter().map(|t| (t.task_id.as_str(), t.status.as_str(), t.error.as_deref())).collect();
+    assert_eq!(states, [("d1", "complete", None), ("d2", "failed", Some("boom"))]);
+    assert_eq!(store.admin_room_task("d1").await.unwrap().unwrap().result.as_deref(), Some(r#"{"kicked_users":[]}"#));
+    // A restart ends what was active.
+    assert_eq!(store.fail_interrupted_admin_room_tasks().await.unwrap(), 1);
+    assert_eq!(store.admin_room_task("p1").await.unwrap().unwrap().status, "failed");
+});
+
+store_test!(resetting_a_destination_forgets_its_backoff, |store| async move {
+    assert!(!store.reset_federation_destination("b.test").await.unwrap(), "unknown");
+    store.record_destination_failure("b.test", 1000, 600).await.unwrap();
+    assert!(store.federation_destination("b.test").await.unwrap().unwrap().failure_ts.is_some());
+    assert!(store.reset_federation_destination("b.test").await.unwrap());
+    let destination = store.federation_destination("b.test").await.unwrap().unwrap();
+    assert_eq!((destination.retry_last_ts, destination.retry_interval, destination.failure_ts), (0, 0, None));
+});
+
+store_test!(purging_an_unknown_room_twice_does_nothing, |store| async move {
+    assert_eq!(store.purge_room(ROOM).await.unwrap(), 0);
+    assert_eq!(store.purge_room(ROOM).await.unwrap(), 0);
+    assert!(store.room_stats("test.local", Some(ROOM)).await.unwrap().is_empty());
+});
