@@ -56,6 +56,7 @@ pub mod registration_tokens;
 pub mod rooms;
 pub mod s3_provider;
 pub mod search;
+pub mod server_notices;
 pub mod sessions;
 pub mod streams;
 pub mod sync;
@@ -85,7 +86,7 @@ pub mod records {
     pub use myelin_store::{
         DeviceRecord, LocalMediaRecord, PresenceRecord, RateLimitOverride, RegistrationTokenRecord,
     };
-    pub use myelin_store::{UserListEntry, UserListQuery, UserOrder};
+    pub use myelin_store::{UserListEntry, UserListQuery, UserOrder, UserReportRecord, UserReportsQuery};
 }
 
 /// Everything the HTTP layer and the workers need. Cheap to clone (all fields are shared).

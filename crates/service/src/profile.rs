@@ -115,6 +115,21 @@ impl Services {
         value: Value,
     ) -> Result<()> {
         self.check_profile_change(requester, target, key)?;
+        self.check_profile_value(key, &value).await?;
+        let mut profile = self.store.get_profile(target.as_str()).await?;
+        profile.insert(key.to_owned(), value.clone());
+        if Value::Object(profile).to_string().len() > MAX_PROFILE_SIZE {
+            return Err(MatrixError::new(ErrCode::ProfileTooLarge, "The profile would exceed 64 KiB").into());
+        }
+        self.store.set_profile_field(target.as_str(), key, Some(&value)).await?;
+        if key == "displayname" || key == "avatar_url" {
+            self.propagate_profile(target).await?;
+        }
+        Ok(())
+    }
+
+    /// The checks a profile field's new value must pass (types, lengths, the avatar rules).
+    pub(crate) async fn check_profile_value(&self, key: &str, value: &Value) -> Result<()> {
         match key {
             "displayname" => {
                 let name =
@@ -141,15 +156,6 @@ impl Services {
                 return Err(MatrixError::bad_json("m.tz must be a string").into());
             }
             _ => {}
-        }
-        let mut profile = self.store.get_profile(target.as_str()).await?;
-        profile.insert(key.to_owned(), value.clone());
-        if Value::Object(profile).to_string().len() > MAX_PROFILE_SIZE {
-            return Err(MatrixError::new(ErrCode::ProfileTooLarge, "The profile would exceed 64 KiB").into());
-        }
-        self.store.set_profile_field(target.as_str(), key, Some(&value)).await?;
-        if key == "displayname" || key == "avatar_url" {
-            self.propagate_profile(target).await?;
         }
         Ok(())
     }

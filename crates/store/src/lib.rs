@@ -37,7 +37,9 @@ pub mod tokens;
 pub mod uia;
 pub mod users;
 
-pub use admin_users::{UserListEntry, UserListQuery, UserOrder};
+pub use admin_users::{
+    AdminUserChanges, SentEvent, UserListEntry, UserListQuery, UserOrder, UserRedactionRecord, UserReportRecord, UserReportsQuery,
+};
 pub use cross_signing::{CrossSigningKeyRecord, CrossSigningSignatureRecord};
 pub use dehydrated::DehydratedDeviceRecord;
 pub use device_lists::MembershipTransition;

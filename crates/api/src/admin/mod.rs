@@ -2,6 +2,7 @@
 //! `register_new_matrix_user` and provisioning scripts call.
 
 mod devices;
+mod notices;
 mod register;
 mod registration_tokens;
 mod reports;
@@ -14,6 +15,7 @@ use crate::AppState;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .merge(devices::routes())
+        .merge(notices::routes())
         .merge(register::routes())
         .merge(registration_tokens::routes())
         .merge(users::routes())

@@ -4,6 +4,7 @@
 mod access_log;
 mod account_rooms;
 mod admin_cli;
+mod admin_notices;
 mod admin_users;
 mod bad_input;
 mod cancellation;

@@ -42,6 +42,7 @@ pub(crate) const MIGRATION_FILES: &[(&str, &str)] = &[
         include_str!("../../migrations/0019_federation_queue.postgres.sql"),
     ),
     ("0019_federation_queue.sqlite.sql", include_str!("../../migrations/0019_federation_queue.sqlite.sql")),
+    ("0024_admin_users.sql", include_str!("../../migrations/0024_admin_users.sql")),
 ];
 
 /// Arbitrary constant identifying Myelin's migration lock.
