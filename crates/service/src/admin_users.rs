@@ -4,7 +4,10 @@
 //! deletes devices through `accounts`).
 
 use myelin_core::MatrixError;
-use myelin_store::{AdminUserChanges, NewAccessToken, UserListEntry, UserListQuery, UserRecord, UserReportRecord, UserReportsQuery};
+use myelin_store::{
+    AdminUserChanges, NewAccessToken, UserListEntry, UserListQuery, UserRecord, UserReportRecord,
+    UserReportsQuery,
+};
 use ruma::{OwnedRoomId, RoomId, UserId};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -44,8 +47,12 @@ pub enum UserRedactionStatus {
     Scheduled,
     Active,
     /// Done; the events whose redaction failed, with why.
-    Complete { failed_redactions: Map<String, Value> },
-    Failed { error: String },
+    Complete {
+        failed_redactions: Map<String, Value>,
+    },
+    Failed {
+        error: String,
+    },
 }
 
 /// The event types a user redaction covers (Synapse's `_redact_all_events`).
@@ -195,8 +202,11 @@ impl Services {
             }
         }
         if Value::Object(profile).to_string().len() > crate::profile::MAX_PROFILE_SIZE {
-            return Err(MatrixError::new(myelin_core::ErrCode::ProfileTooLarge, "The profile would exceed 64 KiB")
-                .into());
+            return Err(MatrixError::new(
+                myelin_core::ErrCode::ProfileTooLarge,
+                "The profile would exceed 64 KiB",
+            )
+            .into());
         }
         if let Some(admin) = update.admin
             && admin != user.admin
@@ -402,7 +412,12 @@ impl Services {
     }
 
     /// `PUT /_synapse/admin/v1/suspend/{userId}` (MSC3823).
-    pub async fn admin_set_suspended(&self, requester: &Requester, user_id: &UserId, suspend: bool) -> Result<()> {
+    pub async fn admin_set_suspended(
+        &self,
+        requester: &Requester,
+        user_id: &UserId,
+        suspend: bool,
+    ) -> Result<()> {
         if user_id.server_name().as_str() != self.server_name() {
             return Err(MatrixError::invalid_param("Can only suspend local users").into());
         }
@@ -424,7 +439,10 @@ impl Services {
         }
         self.existing_user(user_id).await?;
         let enabled = self.store.enabled_features(user_id.as_str()).await?;
-        Ok(EXPERIMENTAL_FEATURES.iter().map(|feature| (*feature, enabled.iter().any(|e| e == feature))).collect())
+        Ok(EXPERIMENTAL_FEATURES
+            .iter()
+            .map(|feature| (*feature, enabled.iter().any(|e| e == feature)))
+            .collect())
     }
 
     /// `PUT /_synapse/admin/v1/experimental_features/{userId}`: every feature named must be
@@ -436,13 +454,17 @@ impl Services {
         features: Vec<(String, bool)>,
     ) -> Result<()> {
         if user_id.server_name().as_str() != self.server_name() {
-            return Err(MatrixError::invalid_param("User must be local to enable experimental features.").into());
+            return Err(
+                MatrixError::invalid_param("User must be local to enable experimental features.").into()
+            );
         }
         self.existing_user(user_id).await?;
         if features.is_empty() {
             return Err(MatrixError::invalid_param("You must provide features to set.").into());
         }
-        if let Some((unknown, _)) = features.iter().find(|(f, _)| !EXPERIMENTAL_FEATURES.contains(&f.as_str())) {
+        if let Some((unknown, _)) =
+            features.iter().find(|(f, _)| !EXPERIMENTAL_FEATURES.contains(&f.as_str()))
+        {
             return Err(MatrixError::invalid_param(format!(
                 "'{unknown}' is not recognised as a valid experimental feature."
             ))
@@ -582,9 +604,9 @@ impl Services {
                 UserRedactionStatus::Complete { failed_redactions }
             }
             _ => UserRedactionStatus::Failed {
-                error: record
-                    .error
-                    .unwrap_or_else(|| "Unknown error, please check the logs for more information.".to_owned()),
+                error: record.error.unwrap_or_else(|| {
+                    "Unknown error, please check the logs for more information.".to_owned()
+                }),
             },
         })
     }

@@ -106,9 +106,9 @@ impl Services {
 
     /// The system user, created (without a password, without rate limits) if missing.
     async fn ensure_server_notices_user(&self, config: &ServerNoticesConfig) -> Result<OwnedUserId> {
-        let system = self
-            .server_notices_user()
-            .ok_or_else(|| Error::internal("server_notices.system_mxid_localpart is not a valid localpart"))?;
+        let system = self.server_notices_user().ok_or_else(|| {
+            Error::internal("server_notices.system_mxid_localpart is not a valid localpart")
+        })?;
         if self.store.get_user(system.as_str()).await?.is_some() {
             return Ok(system);
         }

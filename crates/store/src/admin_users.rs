@@ -279,7 +279,10 @@ impl Store {
     /// Shadow-bans a user or lifts the ban.
     pub async fn set_shadow_banned(&self, user_id: &str, shadow_banned: bool) -> Result<(), StoreError> {
         self.db
-            .execute("UPDATE users SET shadow_banned = $2 WHERE user_id = $1", params![user_id, shadow_banned])
+            .execute(
+                "UPDATE users SET shadow_banned = $2 WHERE user_id = $1",
+                params![user_id, shadow_banned],
+            )
             .await?;
         Ok(())
     }
@@ -356,7 +359,10 @@ impl Store {
         Ok(())
     }
 
-    pub async fn get_user_redaction(&self, redact_id: &str) -> Result<Option<UserRedactionRecord>, StoreError> {
+    pub async fn get_user_redaction(
+        &self,
+        redact_id: &str,
+    ) -> Result<Option<UserRedactionRecord>, StoreError> {
         let row = self
             .db
             .query_opt(
@@ -489,8 +495,10 @@ impl Store {
         } else {
             "event_id IS NOT NULL"
         };
-        let deleted =
-            self.db.execute(&format!("DELETE FROM event_reports WHERE id = $1 AND {kind}"), params![id]).await?;
+        let deleted = self
+            .db
+            .execute(&format!("DELETE FROM event_reports WHERE id = $1 AND {kind}"), params![id])
+            .await?;
         Ok(deleted > 0)
     }
 }
@@ -545,7 +553,8 @@ impl Store {
                     .await?;
                 }
                 if let Some(admin) = changes.admin {
-                    tx.execute("UPDATE users SET admin = $2 WHERE user_id = $1", params![user_id, admin]).await?;
+                    tx.execute("UPDATE users SET admin = $2 WHERE user_id = $1", params![user_id, admin])
+                        .await?;
                 }
                 if let Some(locked) = changes.locked {
                     tx.execute("UPDATE users SET locked = $2 WHERE user_id = $1", params![user_id, locked])

@@ -38,7 +38,8 @@ pub mod uia;
 pub mod users;
 
 pub use admin_users::{
-    AdminUserChanges, SentEvent, UserListEntry, UserListQuery, UserOrder, UserRedactionRecord, UserReportRecord, UserReportsQuery,
+    AdminUserChanges, SentEvent, UserListEntry, UserListQuery, UserOrder, UserRedactionRecord,
+    UserReportRecord, UserReportsQuery,
 };
 pub use cross_signing::{CrossSigningKeyRecord, CrossSigningSignatureRecord};
 pub use dehydrated::DehydratedDeviceRecord;

@@ -97,7 +97,9 @@ async fn get_one(
 /// A report ID from the path, `400 M_INVALID_PARAM` unless a non-negative integer.
 fn parse_report_id(report_id: &str) -> Result<i64, MatrixError> {
     report_id.parse::<i64>().ok().filter(|id| *id >= 0).ok_or_else(|| {
-        MatrixError::invalid_param("The report_id parameter must be a string representing a positive integer.")
+        MatrixError::invalid_param(
+            "The report_id parameter must be a string representing a positive integer.",
+        )
     })
 }
 

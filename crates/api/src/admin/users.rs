@@ -8,7 +8,9 @@ use axum::extract::State;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use myelin_core::MatrixError;
-use myelin_service::admin_users::{AdminUserDetails, AdminUserUpdate, UserRedactionRequest, UserRedactionStatus};
+use myelin_service::admin_users::{
+    AdminUserDetails, AdminUserUpdate, UserRedactionRequest, UserRedactionStatus,
+};
 use myelin_service::records::{RateLimitOverride, UserListEntry, UserListQuery, UserOrder};
 use serde::Deserialize;
 use serde_json::{Value, json};

@@ -52,7 +52,8 @@ async fn a_server_notice_arrives_in_a_tagged_room_the_user_cannot_send_in() {
     assert_eq!(rooms.len(), 1, "{rooms:?}");
     let (room_id, membership) = rooms.iter().next().unwrap();
     assert_eq!(membership, "invite");
-    let tags = alice.client.get(&format!("/_matrix/client/v3/user/{}/rooms/{room_id}/tags", alice.user_id)).await;
+    let tags =
+        alice.client.get(&format!("/_matrix/client/v3/user/{}/rooms/{room_id}/tags", alice.user_id)).await;
     assert_eq!(tags.expect(200), &json!({"tags": {"m.server_notice": {}}}));
     alice
         .client
@@ -104,8 +105,10 @@ async fn a_server_notice_arrives_in_a_tagged_room_the_user_cannot_send_in() {
     let invited: Vec<&String> = rooms.iter().filter(|(_, m)| *m == "invite").map(|(r, _)| r).collect();
     assert_eq!(invited.len(), 1, "{rooms:?}");
     assert_ne!(invited[0], room_id);
-    let tags =
-        alice.client.get(&format!("/_matrix/client/v3/user/{}/rooms/{}/tags", alice.user_id, invited[0])).await;
+    let tags = alice
+        .client
+        .get(&format!("/_matrix/client/v3/user/{}/rooms/{}/tags", alice.user_id, invited[0]))
+        .await;
     assert_eq!(tags.expect(200)["tags"]["m.server_notice"], json!({}));
     server.stop().await;
 }
@@ -141,13 +144,18 @@ async fn server_notice_requests_are_checked() {
         .expect_error(403, "M_FORBIDDEN");
     alice
         .client
-        .put("/_synapse/admin/v1/send_server_notice/t1", &json!({"user_id": alice.user_id, "content": content}))
+        .put(
+            "/_synapse/admin/v1/send_server_notice/t1",
+            &json!({"user_id": alice.user_id, "content": content}),
+        )
         .await
         .expect_error(403, "M_FORBIDDEN");
     let unknown = format!("@nobody:{}", server.server_name);
     send(json!({"user_id": unknown, "content": content})).await.expect_error(404, "M_NOT_FOUND");
     send(json!({"user_id": "not-a-user", "content": content})).await.expect_error(400, "M_INVALID_PARAM");
-    send(json!({"user_id": "@bob:elsewhere.example", "content": content})).await.expect_error(400, "M_INVALID_PARAM");
+    send(json!({"user_id": "@bob:elsewhere.example", "content": content}))
+        .await
+        .expect_error(400, "M_INVALID_PARAM");
     send(json!({"content": content})).await.expect_error(400, "M_MISSING_PARAM");
     send(json!({"user_id": alice.user_id})).await.expect_error(400, "M_MISSING_PARAM");
     send(json!({"user_id": alice.user_id, "content": "hi"})).await.expect_error(400, "M_BAD_JSON");

@@ -396,7 +396,11 @@ async fn admins_list_rename_and_delete_a_users_devices_and_read_pushers() {
 /// Every route of this slice for `user_id`, with a body that would be accepted.
 fn user_routes(user_id: &str) -> Vec<(&'static str, String, Value)> {
     vec![
-        ("POST", format!("/_synapse/admin/v1/reset_password/{user_id}"), json!({"new_password": "New-password-1"})),
+        (
+            "POST",
+            format!("/_synapse/admin/v1/reset_password/{user_id}"),
+            json!({"new_password": "New-password-1"}),
+        ),
         ("POST", format!("/_synapse/admin/v1/users/{user_id}/login"), json!({})),
         ("GET", format!("/_synapse/admin/v1/users/{user_id}/memberships"), Value::Null),
         ("GET", format!("/_synapse/admin/v1/users/{user_id}/accountdata"), Value::Null),
@@ -404,7 +408,11 @@ fn user_routes(user_id: &str) -> Vec<(&'static str, String, Value)> {
         ("DELETE", format!("/_synapse/admin/v1/users/{user_id}/shadow_ban"), Value::Null),
         ("PUT", format!("/_synapse/admin/v1/suspend/{user_id}"), json!({"suspend": false})),
         ("GET", format!("/_synapse/admin/v1/experimental_features/{user_id}"), Value::Null),
-        ("PUT", format!("/_synapse/admin/v1/experimental_features/{user_id}"), json!({"features": {"msc3575": true}})),
+        (
+            "PUT",
+            format!("/_synapse/admin/v1/experimental_features/{user_id}"),
+            json!({"features": {"msc3575": true}}),
+        ),
         ("POST", format!("/_synapse/admin/v1/user/{user_id}/redact"), json!({"rooms": []})),
     ]
 }
@@ -449,7 +457,10 @@ async fn new_user_routes_refuse_non_admins_unknown_users_and_malformed_ids() {
 
 #[tokio::test]
 async fn admins_reset_passwords_under_the_policy_and_log_devices_out() {
-    let server = TestServer::start_with(json!({"password_config": {"policy": {"enabled": true, "minimum_length": 10}}})).await;
+    let server = TestServer::start_with(
+        json!({"password_config": {"policy": {"enabled": true, "minimum_length": 10}}}),
+    )
+    .await;
     let admin = server.register_admin("admin").await;
     let alice = server.register("alice").await;
     let path = format!("/_synapse/admin/v1/reset_password/{}", alice.user_id);
@@ -466,7 +477,8 @@ async fn admins_reset_passwords_under_the_policy_and_log_devices_out() {
     password_login(&server, &alice.user_id, &alice.password).await.expect(200);
 
     // Without logging out: her token still works, only the new password logs in.
-    let kept = admin.client.post(&path, &json!({"new_password": "long-enough-1", "logout_devices": false})).await;
+    let kept =
+        admin.client.post(&path, &json!({"new_password": "long-enough-1", "logout_devices": false})).await;
     assert_eq!(kept.expect(200), &json!({}));
     alice.client.get("/_matrix/client/v3/account/whoami").await.expect(200);
     password_login(&server, &alice.user_id, &alice.password).await.expect_error(403, "M_FORBIDDEN");
@@ -535,7 +547,8 @@ async fn admins_read_a_users_memberships_and_account_data() {
     let bob = server.register("bob").await;
     let joined = create_room(&alice, json!({})).await;
     let invited = create_room(&bob, json!({"invite": [alice.user_id]})).await;
-    let memberships = admin.client.get(&format!("/_synapse/admin/v1/users/{}/memberships", alice.user_id)).await;
+    let memberships =
+        admin.client.get(&format!("/_synapse/admin/v1/users/{}/memberships", alice.user_id)).await;
     let mut expected = serde_json::Map::new();
     expected.insert(joined.clone(), json!("join"));
     expected.insert(invited.clone(), json!("invite"));
@@ -543,24 +556,35 @@ async fn admins_read_a_users_memberships_and_account_data() {
 
     alice
         .client
-        .put(&format!("/_matrix/client/v3/user/{}/account_data/org.example.settings", alice.user_id), &json!({"theme": "dark"}))
+        .put(
+            &format!("/_matrix/client/v3/user/{}/account_data/org.example.settings", alice.user_id),
+            &json!({"theme": "dark"}),
+        )
         .await
         .expect(200);
     alice
         .client
-        .put(&format!("/_matrix/client/v3/user/{}/rooms/{joined}/tags/u.work", alice.user_id), &json!({"order": 0.5}))
+        .put(
+            &format!("/_matrix/client/v3/user/{}/rooms/{joined}/tags/u.work", alice.user_id),
+            &json!({"order": 0.5}),
+        )
         .await
         .expect(200);
     let data = admin.client.get(&format!("/_synapse/admin/v1/users/{}/accountdata", alice.user_id)).await;
     let body = data.expect(200);
     assert_eq!(body["account_data"]["global"]["org.example.settings"], json!({"theme": "dark"}), "{body}");
-    assert_eq!(body["account_data"]["rooms"][&joined]["m.tag"], json!({"tags": {"u.work": {"order": 0.5}}}), "{body}");
+    assert_eq!(
+        body["account_data"]["rooms"][&joined]["m.tag"],
+        json!({"tags": {"u.work": {"order": 0.5}}}),
+        "{body}"
+    );
     server.stop().await;
 }
 
 /// The bodies of the messages `user` reads in a room, oldest first.
 async fn message_bodies(user: &TestUser, room_id: &str) -> Vec<String> {
-    let messages = user.client.get(&format!("/_matrix/client/v3/rooms/{room_id}/messages?dir=b&limit=50")).await;
+    let messages =
+        user.client.get(&format!("/_matrix/client/v3/rooms/{room_id}/messages?dir=b&limit=50")).await;
     let mut bodies: Vec<String> = messages.expect(200)["chunk"]
         .as_array()
         .unwrap()
@@ -608,7 +632,8 @@ async fn a_shadow_banned_users_messages_invites_and_rooms_reach_nobody() {
         .post(&format!("/_matrix/client/v3/rooms/{room_id}/invite"), &json!({"user_id": carol.user_id}))
         .await
         .expect(200);
-    let created = alice.client.post("/_matrix/client/v3/createRoom", &json!({"invite": [carol.user_id]})).await;
+    let created =
+        alice.client.post("/_matrix/client/v3/createRoom", &json!({"invite": [carol.user_id]})).await;
     assert!(created.expect(200)["room_id"].is_string());
     let carols = admin.client.get(&format!("/_synapse/admin/v1/users/{}/memberships", carol.user_id)).await;
     assert_eq!(carols.expect(200), &json!({"memberships": {}}));
@@ -646,7 +671,10 @@ async fn a_suspended_user_cannot_send_join_or_invite_until_unsuspended() {
 
     let send = alice
         .client
-        .put(&format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/t1"), &json!({"msgtype": "m.text", "body": "x"}))
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/t1"),
+            &json!({"msgtype": "m.text", "body": "x"}),
+        )
         .await;
     send.expect_error(403, "M_USER_SUSPENDED");
     alice
@@ -660,7 +688,11 @@ async fn a_suspended_user_cannot_send_join_or_invite_until_unsuspended() {
         .post(&format!("/_matrix/client/v3/rooms/{room_id}/invite"), &json!({"user_id": carol.user_id}))
         .await
         .expect_error(403, "M_USER_SUSPENDED");
-    alice.client.post("/_matrix/client/v3/createRoom", &json!({})).await.expect_error(403, "M_USER_SUSPENDED");
+    alice
+        .client
+        .post("/_matrix/client/v3/createRoom", &json!({}))
+        .await
+        .expect_error(403, "M_USER_SUSPENDED");
     // She may still redact her own events, but not others'.
     let bobs = send_text(&bob, &room_id, "bob1", "bob's").await;
     alice
@@ -668,7 +700,11 @@ async fn a_suspended_user_cannot_send_join_or_invite_until_unsuspended() {
         .put(&format!("/_matrix/client/v3/rooms/{room_id}/redact/{bobs}/r1"), &json!({}))
         .await
         .expect_error(403, "M_USER_SUSPENDED");
-    alice.client.put(&format!("/_matrix/client/v3/rooms/{room_id}/redact/{own}/r2"), &json!({})).await.expect(200);
+    alice
+        .client
+        .put(&format!("/_matrix/client/v3/rooms/{room_id}/redact/{own}/r2"), &json!({}))
+        .await
+        .expect(200);
 
     admin.client.put(&path, &json!({"suspend": "yes"})).await.expect_error(400, "M_BAD_JSON");
     admin.client.put(&path, &json!({})).await.expect_error(400, "M_BAD_JSON");
@@ -736,13 +772,19 @@ async fn admins_redact_a_users_events_in_the_background() {
 
     let started = admin
         .client
-        .post(&format!("/_synapse/admin/v1/user/{}/redact", bob.user_id), &json!({"rooms": [], "reason": "spam"}))
+        .post(
+            &format!("/_synapse/admin/v1/user/{}/redact", bob.user_id),
+            &json!({"rooms": [], "reason": "spam"}),
+        )
         .await;
     let redact_id = started.expect(200)["redact_id"].as_str().unwrap().to_owned();
     let status = finished_redaction(&admin, &redact_id).await;
     assert_eq!(status, json!({"status": "complete", "failed_redactions": {}}));
     // Bob's messages are redacted (no body left); Alice's stays.
-    assert_eq!(message_bodies(&alice, &room_id).await, vec!["".to_owned(), "".to_owned(), "alice's".to_owned()]);
+    assert_eq!(
+        message_bodies(&alice, &room_id).await,
+        vec!["".to_owned(), "".to_owned(), "alice's".to_owned()]
+    );
 
     let redact = format!("/_synapse/admin/v1/user/{}/redact", bob.user_id);
     admin.client.post(&redact, &json!({"rooms": [], "limit": 0})).await.expect_error(400, "M_INVALID_PARAM");
@@ -780,7 +822,8 @@ async fn admins_list_and_delete_user_and_event_reports() {
     let page = admin.client.get("/_synapse/admin/v1/user_reports?limit=1&dir=f").await;
     assert_eq!(page.expect(200)["user_reports"][0]["reason"], "spam");
     assert_eq!(page.expect(200)["next_token"], 1);
-    let filtered = admin.client.get(&format!("/_synapse/admin/v1/user_reports?target_user_id={}", bob.user_id)).await;
+    let filtered =
+        admin.client.get(&format!("/_synapse/admin/v1/user_reports?target_user_id={}", bob.user_id)).await;
     assert_eq!(filtered.expect(200)["total"], 0);
     for query in ["?from=-1", "?limit=-1", "?dir=x"] {
         admin
@@ -791,7 +834,11 @@ async fn admins_list_and_delete_user_and_event_reports() {
     }
     let id = newest["id"].as_i64().unwrap();
     admin.client.delete(&format!("/_synapse/admin/v1/user_reports/{id}")).await.expect(200);
-    admin.client.delete(&format!("/_synapse/admin/v1/user_reports/{id}")).await.expect_error(404, "M_NOT_FOUND");
+    admin
+        .client
+        .delete(&format!("/_synapse/admin/v1/user_reports/{id}"))
+        .await
+        .expect_error(404, "M_NOT_FOUND");
     assert_eq!(admin.client.get("/_synapse/admin/v1/user_reports").await.expect(200)["total"], 1);
 
     // Event reports are deleted the same way (and a user report's ID is not an event report's).
@@ -804,7 +851,8 @@ async fn admins_list_and_delete_user_and_event_reports() {
         .expect(200);
     let reports = admin.client.get("/_synapse/admin/v1/event_reports").await;
     let report_id = reports.expect(200)["event_reports"][0]["id"].as_i64().unwrap();
-    let user_report = admin.client.get("/_synapse/admin/v1/user_reports").await.expect(200)["user_reports"][0]["id"]
+    let user_report = admin.client.get("/_synapse/admin/v1/user_reports").await.expect(200)["user_reports"]
+        [0]["id"]
         .as_i64()
         .unwrap();
     admin
@@ -812,7 +860,10 @@ async fn admins_list_and_delete_user_and_event_reports() {
         .delete(&format!("/_synapse/admin/v1/event_reports/{user_report}"))
         .await
         .expect_error(404, "M_NOT_FOUND");
-    assert_eq!(admin.client.delete(&format!("/_synapse/admin/v1/event_reports/{report_id}")).await.expect(200), &json!({}));
+    assert_eq!(
+        admin.client.delete(&format!("/_synapse/admin/v1/event_reports/{report_id}")).await.expect(200),
+        &json!({})
+    );
     admin
         .client
         .get(&format!("/_synapse/admin/v1/event_reports/{report_id}"))
@@ -834,7 +885,10 @@ async fn a_refused_put_of_a_user_changes_nothing() {
     // The display name is fine, the avatar is not: neither is set.
     admin
         .client
-        .put(&path, &json!({"displayname": "Mallory", "avatar_url": "https://example.org/a.png", "admin": true}))
+        .put(
+            &path,
+            &json!({"displayname": "Mallory", "avatar_url": "https://example.org/a.png", "admin": true}),
+        )
         .await
         .expect_error(400, "M_INVALID_PARAM");
     let details = admin.client.get(&path).await;

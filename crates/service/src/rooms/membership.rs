@@ -313,10 +313,16 @@ impl Services {
         // Synapse's messages).
         if requester.suspended {
             let refused = match action {
-                MembershipAction::Invite => Some("Sending invites while account is suspended is not allowed."),
+                MembershipAction::Invite => {
+                    Some("Sending invites while account is suspended is not allowed.")
+                }
                 MembershipAction::Join => Some("Joining rooms while account is suspended is not allowed."),
-                MembershipAction::Knock => Some("Knocking on rooms while account is suspended is not allowed."),
-                MembershipAction::Ban => Some("Changing membership while account is suspended is not allowed."),
+                MembershipAction::Knock => {
+                    Some("Knocking on rooms while account is suspended is not allowed.")
+                }
+                MembershipAction::Ban => {
+                    Some("Changing membership while account is suspended is not allowed.")
+                }
                 MembershipAction::Leave | MembershipAction::Kick | MembershipAction::Unban => None,
             };
             if let Some(message) = refused {
@@ -353,7 +359,11 @@ impl Services {
             && current.as_deref() == Some("invite")
             && self.is_server_notices_room(&head.room_id).await?
         {
-            return Err(MatrixError::new(ErrCode::CannotLeaveServerNoticeRoom, "You cannot reject this invite").into());
+            return Err(MatrixError::new(
+                ErrCode::CannotLeaveServerNoticeRoom,
+                "You cannot reject this invite",
+            )
+            .into());
         }
         match (action, current.as_deref()) {
             (MembershipAction::Join | MembershipAction::Knock | MembershipAction::Leave, Some("ban"))
