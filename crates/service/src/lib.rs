@@ -119,6 +119,8 @@ pub struct Services {
     pub storage_providers: Arc<s3_provider::MediaStorageProviders>,
     /// OpenID tokens handed out and not expired yet.
     pub openid: Arc<openid::OpenIdTokens>,
+    /// Serialises finding and making server notices rooms.
+    pub server_notices: Arc<server_notices::ServerNotices>,
 }
 
 impl Services {
@@ -165,6 +167,7 @@ impl Services {
             media: Arc::default(),
             storage_providers: Arc::new(storage_providers),
             openid: Arc::default(),
+            server_notices: Arc::default(),
         })
     }
 

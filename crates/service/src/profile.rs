@@ -122,7 +122,8 @@ impl Services {
             return Err(MatrixError::new(ErrCode::ProfileTooLarge, "The profile would exceed 64 KiB").into());
         }
         self.store.set_profile_field(target.as_str(), key, Some(&value)).await?;
-        if key == "displayname" || key == "avatar_url" {
+        // A shadow-banned user's new profile is not sent into their rooms (as Synapse).
+        if (key == "displayname" || key == "avatar_url") && !requester.shadow_banned {
             self.propagate_profile(target).await?;
         }
         Ok(())
@@ -169,7 +170,8 @@ impl Services {
     ) -> Result<()> {
         self.check_profile_change(requester, target, key)?;
         self.store.set_profile_field(target.as_str(), key, None).await?;
-        if key == "displayname" || key == "avatar_url" {
+        // A shadow-banned user's new profile is not sent into their rooms (as Synapse).
+        if (key == "displayname" || key == "avatar_url") && !requester.shadow_banned {
             self.propagate_profile(target).await?;
         }
         Ok(())

@@ -11,6 +11,8 @@
 //! - The notice goes through the one write path as the system user; a transaction ID makes
 //!   the send idempotent.
 //! - An invite to a notices room cannot be rejected (`M_CANNOT_LEAVE_SERVER_NOTICE_ROOM`).
+//! - Finding or making a user's room and inviting them happen under one lock
+//!   ([`ServerNotices`]), so concurrent notices to a new user make one room.
 
 use myelin_config::ServerNoticesConfig;
 use myelin_core::{ErrCode, MatrixError};
@@ -26,6 +28,13 @@ use crate::{Error, Result, Services};
 
 /// The room tag a notices room carries in its user's account data.
 pub const SERVER_NOTICE_TAG: &str = "m.server_notice";
+
+/// The in-memory part of server notices: a lock held while a user's notices room is found,
+/// made and the user invited, so concurrent notices to one user make one room.
+#[derive(Default)]
+pub struct ServerNotices {
+    rooms: tokio::sync::Mutex<()>,
+}
 
 /// One notice to send.
 #[derive(Clone, Debug)]
@@ -84,12 +93,14 @@ impl Services {
         if self.store.get_user(user_id.as_str()).await?.is_none() {
             return Err(MatrixError::not_found("User not found").into());
         }
+        let rooms_lock = self.server_notices.rooms.lock().await;
         let system = self.ensure_server_notices_user(config).await?;
         let room_id = match self.notices_room_of(user_id, &system).await? {
             Some(room_id) => room_id,
             None => self.create_notices_room(config, user_id, &system).await?,
         };
         self.invite_to_notices_room(config, user_id, &system, &room_id).await?;
+        drop(rooms_lock);
         let draft = match &notice.state_key {
             Some(state_key) => EventDraft::state(&notice.kind, state_key, notice.content),
             None => EventDraft::message(&notice.kind, notice.content),

@@ -181,3 +181,22 @@ async fn without_server_notices_configured_the_route_answers_400() {
     assert!(memberships(&admin, &alice).await.is_empty());
     server.stop().await;
 }
+
+#[tokio::test]
+async fn concurrent_notices_to_a_new_user_share_one_room() {
+    let server = TestServer::start_with(notices_config(false)).await;
+    let admin = server.register_admin("admin").await;
+    let alice = server.register("alice").await;
+    let mut sends = tokio::task::JoinSet::new();
+    for i in 0..4 {
+        let client = admin.client.clone();
+        let body = json!({"user_id": alice.user_id, "content": {"msgtype": "m.text", "body": format!("notice {i}")}});
+        sends.spawn(async move { client.post("/_synapse/admin/v1/send_server_notice", &body).await.status });
+    }
+    while let Some(status) = sends.join_next().await {
+        assert_eq!(status.unwrap(), 200);
+    }
+    let rooms = memberships(&admin, &alice).await;
+    assert_eq!(rooms.len(), 1, "one notices room: {rooms:?}");
+    server.stop().await;
+}

@@ -637,6 +637,38 @@ async fn a_shadow_banned_users_messages_invites_and_rooms_reach_nobody() {
     assert!(created.expect(200)["room_id"].is_string());
     let carols = admin.client.get(&format!("/_synapse/admin/v1/users/{}/memberships", carol.user_id)).await;
     assert_eq!(carols.expect(200), &json!({"memberships": {}}));
+    // Her new display name stays out of the room; her typing is accepted and shown to nobody.
+    alice
+        .client
+        .put(
+            &format!("/_matrix/client/v3/profile/{}/displayname", alice.user_id),
+            &json!({"displayname": "Spammer"}),
+        )
+        .await
+        .expect(200);
+    let member = bob
+        .client
+        .get(&format!("/_matrix/client/v3/rooms/{room_id}/state/m.room.member/{}", alice.user_id))
+        .await;
+    assert_ne!(member.expect(200)["displayname"], "Spammer");
+    alice
+        .client
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room_id}/typing/{}", alice.user_id),
+            &json!({"typing": true, "timeout": 30000}),
+        )
+        .await
+        .expect(200);
+    let sync = bob.client.get("/_matrix/client/v3/sync?timeout=0").await;
+    let ephemeral = &sync.expect(200)["rooms"]["join"][&room_id]["ephemeral"]["events"];
+    let typing: Vec<&Value> = ephemeral
+        .as_array()
+        .map(|events| events.iter().filter(|e| e["type"] == "m.typing").collect())
+        .unwrap_or_default();
+    assert!(
+        typing.iter().all(|e| e["content"]["user_ids"].as_array().is_none_or(|ids| ids.is_empty())),
+        "nobody sees her typing: {ephemeral}"
+    );
 
     // Lifted: her messages arrive again.
     assert_eq!(admin.client.delete(&ban).await.expect(200), &json!({}));
