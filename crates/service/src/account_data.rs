@@ -89,7 +89,7 @@ impl Services {
     }
 
     /// The `m.tag` content of a room for a user.
-    async fn tags(&self, user_id: &UserId, room_id: &RoomId) -> Result<Map<String, Value>> {
+    pub(crate) async fn tags(&self, user_id: &UserId, room_id: &RoomId) -> Result<Map<String, Value>> {
         let content = self.store.get_account_data(user_id.as_str(), room_id.as_str(), "m.tag").await?;
         let value: Value = content
             .map(|c| serde_json::from_str(&c))

@@ -23,7 +23,10 @@ pub struct Requester {
     pub device_id: Option<String>,
     pub is_guest: bool,
     pub is_admin: bool,
+    /// Shadow-banned (admin API): the user's sends look successful but nothing is sent.
     pub shadow_banned: bool,
+    /// Suspended (MSC3823): the user may not send, join, knock or invite.
+    pub suspended: bool,
     /// SHA-256 of the presented access token.
     pub token_hash: String,
 }
@@ -156,6 +159,7 @@ impl Services {
                         is_guest: user.is_guest,
                         is_admin: user.admin,
                         shadow_banned: user.shadow_banned,
+                        suspended: user.suspended,
                         token_hash: hash.clone(),
                     },
                     valid_until_ms: record.valid_until_ms,

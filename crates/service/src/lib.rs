@@ -58,6 +58,7 @@ pub mod registration_tokens;
 pub mod rooms;
 pub mod s3_provider;
 pub mod search;
+pub mod server_notices;
 pub mod sessions;
 pub mod streams;
 pub mod sync;
@@ -87,7 +88,7 @@ pub mod records {
     pub use myelin_store::{
         DeviceRecord, LocalMediaRecord, PresenceRecord, RateLimitOverride, RegistrationTokenRecord,
     };
-    pub use myelin_store::{UserListEntry, UserListQuery, UserOrder};
+    pub use myelin_store::{UserListEntry, UserListQuery, UserOrder, UserReportRecord, UserReportsQuery};
 }
 
 /// Everything the HTTP layer and the workers need. Cheap to clone (all fields are shared).
@@ -120,6 +121,8 @@ pub struct Services {
     pub storage_providers: Arc<s3_provider::MediaStorageProviders>,
     /// OpenID tokens handed out and not expired yet.
     pub openid: Arc<openid::OpenIdTokens>,
+    /// Serialises finding and making server notices rooms.
+    pub server_notices: Arc<server_notices::ServerNotices>,
 }
 
 impl Services {
@@ -166,6 +169,7 @@ impl Services {
             media: Arc::default(),
             storage_providers: Arc::new(storage_providers),
             openid: Arc::default(),
+            server_notices: Arc::default(),
         })
     }
 

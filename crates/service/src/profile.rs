@@ -154,6 +154,22 @@ impl Services {
         value: Value,
     ) -> Result<()> {
         self.check_profile_change(requester, target, key)?;
+        self.check_profile_value(key, &value).await?;
+        let mut profile = self.store.get_profile(target.as_str()).await?;
+        profile.insert(key.to_owned(), value.clone());
+        if Value::Object(profile).to_string().len() > MAX_PROFILE_SIZE {
+            return Err(MatrixError::new(ErrCode::ProfileTooLarge, "The profile would exceed 64 KiB").into());
+        }
+        self.store.set_profile_field(target.as_str(), key, Some(&value)).await?;
+        // A shadow-banned user's new profile is not sent into their rooms (as Synapse).
+        if (key == "displayname" || key == "avatar_url") && !requester.shadow_banned {
+            self.propagate_profile(target).await?;
+        }
+        Ok(())
+    }
+
+    /// The checks a profile field's new value must pass (types, lengths, the avatar rules).
+    pub(crate) async fn check_profile_value(&self, key: &str, value: &Value) -> Result<()> {
         match key {
             "displayname" => {
                 let name =
@@ -181,15 +197,6 @@ impl Services {
             }
             _ => {}
         }
-        let mut profile = self.store.get_profile(target.as_str()).await?;
-        profile.insert(key.to_owned(), value.clone());
-        if Value::Object(profile).to_string().len() > MAX_PROFILE_SIZE {
-            return Err(MatrixError::new(ErrCode::ProfileTooLarge, "The profile would exceed 64 KiB").into());
-        }
-        self.store.set_profile_field(target.as_str(), key, Some(&value)).await?;
-        if key == "displayname" || key == "avatar_url" {
-            self.propagate_profile(target).await?;
-        }
         Ok(())
     }
 
@@ -202,7 +209,8 @@ impl Services {
     ) -> Result<()> {
         self.check_profile_change(requester, target, key)?;
         self.store.set_profile_field(target.as_str(), key, None).await?;
-        if key == "displayname" || key == "avatar_url" {
+        // A shadow-banned user's new profile is not sent into their rooms (as Synapse).
+        if (key == "displayname" || key == "avatar_url") && !requester.shadow_banned {
             self.propagate_profile(target).await?;
         }
         Ok(())

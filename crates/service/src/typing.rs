@@ -63,6 +63,10 @@ impl Services {
         if requester.user_id != user_id {
             return Err(MatrixError::forbidden("Cannot set another user's typing state").into());
         }
+        // A shadow-banned user's typing looks accepted but reaches nobody (as Synapse).
+        if requester.shadow_banned {
+            return Ok(());
+        }
         if self.store.membership(room_id.as_str(), user_id.as_str()).await?.as_deref() != Some("join") {
             return Err(MatrixError::forbidden(format!("User {user_id} not in room {room_id}")).into());
         }

@@ -230,3 +230,352 @@ impl Store {
         Ok(())
     }
 }
+
+/// A background redaction of a user's events, as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UserRedactionRecord {
+    pub redact_id: String,
+    pub user_id: String,
+    pub admin_user_id: String,
+    /// The task's parameters (rooms, reason, limit, time bounds) as JSON.
+    pub params: String,
+    /// `scheduled`, `active`, `complete` or `failed`.
+    pub status: String,
+    /// A JSON object: event ID to why its redaction failed.
+    pub failed_redactions: String,
+    pub error: Option<String>,
+}
+
+/// One event a user sent, as the user-redaction task reads it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SentEvent {
+    pub event_id: String,
+    pub kind: String,
+    pub json: String,
+}
+
+/// One user report (`POST /users/{userId}/report`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct UserReportRecord {
+    pub id: i64,
+    pub received_ts: i64,
+    pub target_user_id: String,
+    /// The reporter.
+    pub user_id: String,
+    pub reason: Option<String>,
+}
+
+/// A page of user reports: `user_id` and `target_user_id` match substrings (as Synapse).
+#[derive(Clone, Debug, Default)]
+pub struct UserReportsQuery {
+    pub from: i64,
+    pub limit: i64,
+    pub forward: bool,
+    pub user_id: Option<String>,
+    pub target_user_id: Option<String>,
+}
+
+impl Store {
+    /// Shadow-bans a user or lifts the ban.
+    pub async fn set_shadow_banned(&self, user_id: &str, shadow_banned: bool) -> Result<(), StoreError> {
+        self.db
+            .execute(
+                "UPDATE users SET shadow_banned = $2 WHERE user_id = $1",
+                params![user_id, shadow_banned],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Suspends a user (MSC3823) or lifts the suspension.
+    pub async fn set_suspended(&self, user_id: &str, suspended: bool) -> Result<(), StoreError> {
+        self.db
+            .execute("UPDATE users SET suspended = $2 WHERE user_id = $1", params![user_id, suspended])
+            .await?;
+        Ok(())
+    }
+
+    /// The experimental features turned on for a user.
+    pub async fn enabled_features(&self, user_id: &str) -> Result<Vec<String>, StoreError> {
+        let rows = self
+            .db
+            .query(
+                "SELECT feature FROM user_experimental_features WHERE user_id = $1 AND enabled ORDER BY feature",
+                params![user_id],
+            )
+            .await?;
+        rows.iter().map(|row| row.string(0)).collect()
+    }
+
+    /// Turns experimental features on or off for a user, all in one transaction.
+    pub async fn set_features(&self, user_id: &str, features: &[(String, bool)]) -> Result<(), StoreError> {
+        self.db
+            .transaction(async |tx| {
+                for (feature, enabled) in features {
+                    tx.execute(
+                        "INSERT INTO user_experimental_features (user_id, feature, enabled) VALUES ($1, $2, $3)
+                         ON CONFLICT (user_id, feature) DO UPDATE SET enabled = $3",
+                        params![user_id, feature.as_str(), *enabled],
+                    )
+                    .await?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    /// Records a new user-redaction task (status `scheduled`).
+    pub async fn insert_user_redaction(
+        &self,
+        redact_id: &str,
+        user_id: &str,
+        admin_user_id: &str,
+        params_json: &str,
+    ) -> Result<(), StoreError> {
+        self.db
+            .execute(
+                "INSERT INTO user_redactions (redact_id, user_id, admin_user_id, params, status, failed_redactions, created_ts)
+                 VALUES ($1, $2, $3, $4, 'scheduled', '{}', $5)",
+                params![redact_id, user_id, admin_user_id, params_json, crate::now_ms()],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Updates a user-redaction task's status, failures and error.
+    pub async fn update_user_redaction(
+        &self,
+        redact_id: &str,
+        status: &str,
+        failed_redactions: &str,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.db
+            .execute(
+                "UPDATE user_redactions SET status = $2, failed_redactions = $3, error = $4 WHERE redact_id = $1",
+                params![redact_id, status, failed_redactions, error],
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn get_user_redaction(
+        &self,
+        redact_id: &str,
+    ) -> Result<Option<UserRedactionRecord>, StoreError> {
+        let row = self
+            .db
+            .query_opt(
+                "SELECT redact_id, user_id, admin_user_id, params, status, failed_redactions, error
+                 FROM user_redactions WHERE redact_id = $1",
+                params![redact_id],
+            )
+            .await?;
+        row.map(|row| {
+            Ok(UserRedactionRecord {
+                redact_id: row.string(0)?,
+                user_id: row.string(1)?,
+                admin_user_id: row.string(2)?,
+                params: row.string(3)?,
+                status: row.string(4)?,
+                failed_redactions: row.string(5)?,
+                error: row.opt_string(6)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Redaction tasks a restart interrupted (`scheduled` or `active`).
+    pub async fn unfinished_user_redactions(&self) -> Result<Vec<String>, StoreError> {
+        let rows = self
+            .db
+            .query(
+                "SELECT redact_id FROM user_redactions WHERE status IN ('scheduled', 'active') ORDER BY created_ts",
+                params![],
+            )
+            .await?;
+        rows.iter().map(|row| row.string(0)).collect()
+    }
+
+    /// The newest `limit` events of `kinds` that `sender` sent in a room and that are not
+    /// redacted yet, sent before `before_ts` and after `after_ts` when given (Synapse's
+    /// `get_events_sent_by_user_in_room`).
+    pub async fn events_sent_by_user_in_room(
+        &self,
+        sender: &str,
+        room_id: &str,
+        kinds: &[&str],
+        before_ts: Option<i64>,
+        after_ts: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<SentEvent>, StoreError> {
+        let mut params: Vec<Value> = vec![sender.into(), room_id.into()];
+        let mut kind_params = Vec::new();
+        for kind in kinds {
+            params.push((*kind).into());
+            kind_params.push(format!("${}", params.len()));
+        }
+        let mut sql = format!(
+            "SELECT event_id, type, json FROM events
+             WHERE sender = $1 AND room_id = $2 AND NOT outlier AND redacted_by IS NULL AND type IN ({})",
+            kind_params.join(", ")
+        );
+        if let Some(before_ts) = before_ts {
+            params.push(before_ts.into());
+            sql.push_str(&format!(" AND origin_server_ts < ${}", params.len()));
+        }
+        if let Some(after_ts) = after_ts {
+            params.push(after_ts.into());
+            sql.push_str(&format!(" AND origin_server_ts > ${}", params.len()));
+        }
+        params.push(limit.into());
+        sql.push_str(&format!(" ORDER BY stream_ordering DESC LIMIT ${}", params.len()));
+        let rows = self.db.query(&sql, params).await?;
+        rows.iter()
+            .map(|row| Ok(SentEvent { event_id: row.string(0)?, kind: row.string(1)?, json: row.string(2)? }))
+            .collect()
+    }
+
+    /// A page of user reports and how many match the filters in all.
+    pub async fn user_reports(
+        &self,
+        query: &UserReportsQuery,
+    ) -> Result<(Vec<UserReportRecord>, i64), StoreError> {
+        let mut conditions = String::from("target_user_id IS NOT NULL AND event_id IS NULL");
+        let mut params: Vec<Value> = Vec::new();
+        if let Some(user_id) = &query.user_id {
+            params.push(crate::like_contains(user_id).into());
+            conditions.push_str(&format!(" AND user_id LIKE ${} ESCAPE '\\'", params.len()));
+        }
+        if let Some(target) = &query.target_user_id {
+            params.push(crate::like_contains(target).into());
+            conditions.push_str(&format!(" AND target_user_id LIKE ${} ESCAPE '\\'", params.len()));
+        }
+        let total = self
+            .db
+            .query_opt(&format!("SELECT COUNT(*) FROM event_reports WHERE {conditions}"), params.clone())
+            .await?
+            .map(|row| row.i64(0))
+            .transpose()?
+            .unwrap_or(0);
+        let direction = if query.forward { "ASC" } else { "DESC" };
+        params.push(query.limit.into());
+        let limit = params.len();
+        params.push(query.from.into());
+        let offset = params.len();
+        let rows = self
+            .db
+            .query(
+                &format!(
+                    "SELECT id, received_ts, target_user_id, user_id, reason FROM event_reports
+                     WHERE {conditions} ORDER BY received_ts {direction}, id {direction} LIMIT ${limit} OFFSET ${offset}"
+                ),
+                params,
+            )
+            .await?;
+        let reports = rows
+            .iter()
+            .map(|row| {
+                Ok(UserReportRecord {
+                    id: row.i64(0)?,
+                    received_ts: row.i64(1)?,
+                    target_user_id: row.string(2)?,
+                    user_id: row.string(3)?,
+                    reason: row.opt_string(4)?,
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        Ok((reports, total))
+    }
+
+    /// Deletes an event report (`user_report: false`) or a user report; whether it existed.
+    pub async fn delete_report(&self, id: i64, user_report: bool) -> Result<bool, StoreError> {
+        let kind = if user_report {
+            "target_user_id IS NOT NULL AND event_id IS NULL"
+        } else {
+            "event_id IS NOT NULL"
+        };
+        let deleted = self
+            .db
+            .execute(&format!("DELETE FROM event_reports WHERE id = $1 AND {kind}"), params![id])
+            .await?;
+        Ok(deleted > 0)
+    }
+}
+
+/// The account changes of one `PUT /_synapse/admin/v2/users/{userId}`, written together.
+#[derive(Clone, Debug, Default)]
+pub struct AdminUserChanges {
+    /// Profile fields to set (a JSON value) or, with `None`, to remove.
+    pub profile: Vec<(String, Option<serde_json::Value>)>,
+    pub password_hash: Option<String>,
+    pub admin: Option<bool>,
+    pub locked: Option<bool>,
+    /// `Some(None)`: clear the type.
+    pub user_type: Option<Option<String>>,
+    /// Make a deactivated account active again.
+    pub reactivate: bool,
+}
+
+impl Store {
+    /// Applies an admin's changes to an account in one transaction: all of them or none.
+    pub async fn apply_admin_user_changes(
+        &self,
+        user_id: &str,
+        changes: &AdminUserChanges,
+    ) -> Result<(), StoreError> {
+        self.db
+            .transaction(async |tx| {
+                for (field, value) in &changes.profile {
+                    match value {
+                        Some(value) => {
+                            tx.execute(
+                                "INSERT INTO profile_fields (user_id, field, value) VALUES ($1, $2, $3)
+                                 ON CONFLICT (user_id, field) DO UPDATE SET value = $3",
+                                params![user_id, field.as_str(), value.to_string()],
+                            )
+                            .await?
+                        }
+                        None => {
+                            tx.execute(
+                                "DELETE FROM profile_fields WHERE user_id = $1 AND field = $2",
+                                params![user_id, field.as_str()],
+                            )
+                            .await?
+                        }
+                    };
+                }
+                if let Some(hash) = &changes.password_hash {
+                    tx.execute(
+                        "UPDATE users SET password_hash = $2 WHERE user_id = $1",
+                        params![user_id, hash.as_str()],
+                    )
+                    .await?;
+                }
+                if let Some(admin) = changes.admin {
+                    tx.execute("UPDATE users SET admin = $2 WHERE user_id = $1", params![user_id, admin])
+                        .await?;
+                }
+                if let Some(locked) = changes.locked {
+                    tx.execute("UPDATE users SET locked = $2 WHERE user_id = $1", params![user_id, locked])
+                        .await?;
+                }
+                if let Some(user_type) = &changes.user_type {
+                    tx.execute(
+                        "UPDATE users SET user_type = $2 WHERE user_id = $1",
+                        params![user_id, user_type.clone()],
+                    )
+                    .await?;
+                }
+                if changes.reactivate {
+                    tx.execute(
+                        "UPDATE users SET deactivated = FALSE, erased = FALSE WHERE user_id = $1",
+                        params![user_id],
+                    )
+                    .await?;
+                }
+                Ok(())
+            })
+            .await
+    }
+}

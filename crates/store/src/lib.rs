@@ -43,7 +43,10 @@ pub mod users;
 
 pub use admin_media::{MediaStatsOrder, MediaStatsQuery, UserMediaStats};
 pub use admin_rooms::{AdminRoomTask, RoomStatsRecord};
-pub use admin_users::{UserListEntry, UserListQuery, UserOrder};
+pub use admin_users::{
+    AdminUserChanges, SentEvent, UserListEntry, UserListQuery, UserOrder, UserRedactionRecord,
+    UserReportRecord, UserReportsQuery,
+};
 pub use cross_signing::{CrossSigningKeyRecord, CrossSigningSignatureRecord};
 pub use dehydrated::DehydratedDeviceRecord;
 pub use device_lists::MembershipTransition;

@@ -4,6 +4,7 @@
 mod devices;
 mod federation;
 mod media;
+mod notices;
 mod register;
 mod registration_tokens;
 mod reports;
@@ -19,6 +20,7 @@ pub fn routes() -> Router<AppState> {
         .merge(devices::routes())
         .merge(federation::routes())
         .merge(media::routes())
+        .merge(notices::routes())
         .merge(register::routes())
         .merge(registration_tokens::routes())
         .merge(users::routes())

@@ -1,12 +1,16 @@
 //! Users in the admin API: the user list (`/v2/users`, `/v3/users`), one user (`/v2/users/{userId}`),
-//! the admin flag, deactivation, joined rooms, `whois`, `username_available`, the server version
-//! and per-user rate-limit overrides.
+//! the admin flag, deactivation, joined rooms and memberships, account data, `whois`,
+//! `username_available`, the server version, per-user rate-limit overrides, password resets,
+//! logging in as a user, shadow bans, suspensions, experimental features and redacting a
+//! user's events.
 
 use axum::extract::State;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use myelin_core::MatrixError;
-use myelin_service::admin_users::{AdminUserDetails, AdminUserUpdate};
+use myelin_service::admin_users::{
+    AdminUserDetails, AdminUserUpdate, UserRedactionRequest, UserRedactionStatus,
+};
 use myelin_service::records::{RateLimitOverride, UserListEntry, UserListQuery, UserOrder};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -416,6 +420,208 @@ async fn server_version() -> Json<Value> {
     Json(json!({ "server_version": env!("CARGO_PKG_VERSION") }))
 }
 
+/// A field of a JSON body that must be a string when present.
+fn body_string(body: &serde_json::Map<String, Value>, field: &str) -> Result<Option<String>, MatrixError> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => Ok(Some(text.clone())),
+        Some(_) => Err(MatrixError::bad_json(format!("'{field}' parameter is not of type string"))),
+    }
+}
+
+/// A field of a JSON body that must be an integer when present.
+fn body_int(body: &serde_json::Map<String, Value>, field: &str) -> Result<Option<i64>, MatrixError> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => value
+            .as_i64()
+            .map(Some)
+            .ok_or_else(|| MatrixError::bad_json(format!("'{field}' parameter must be an int"))),
+    }
+}
+
+/// `POST /_synapse/admin/v1/reset_password/{userId}`
+async fn reset_password(
+    State(services): State<AppState>,
+    AdminAuth(admin): AdminAuth,
+    PathParams(user_id): PathParams<String>,
+    JsonBody(body): JsonBody<serde_json::Map<String, Value>>,
+) -> ApiResult<Json<Value>> {
+    let user_id = parse_user(&user_id)?;
+    let Some(new_password) = body_string(&body, "new_password")? else {
+        return Err(MatrixError::missing_param("Missing params: ['new_password']").into());
+    };
+    let logout_devices = body_bool(&body, "logout_devices")?.unwrap_or(true);
+    services.admin_reset_password(&admin, &user_id, &new_password, logout_devices).await?;
+    Ok(Json(json!({})))
+}
+
+/// `POST /_synapse/admin/v1/users/{userId}/login`
+async fn login_as(
+    State(services): State<AppState>,
+    AdminAuth(admin): AdminAuth,
+    PathParams(user_id): PathParams<String>,
+    JsonBodyOrEmpty(body): JsonBodyOrEmpty<serde_json::Map<String, Value>>,
+) -> ApiResult<Json<Value>> {
+    let user_id = parse_user(&user_id)?;
+    let valid_until_ms = body_int(&body, "valid_until_ms")
+        .map_err(|_| MatrixError::invalid_param("'valid_until_ms' parameter must be an int"))?;
+    let token = services.admin_login_as(&admin, &user_id, valid_until_ms).await?;
+    Ok(Json(json!({ "access_token": token })))
+}
+
+/// `GET /_synapse/admin/v1/users/{userId}/memberships`
+async fn memberships(
+    State(services): State<AppState>,
+    AdminAuth(_admin): AdminAuth,
+    PathParams(user_id): PathParams<String>,
+) -> ApiResult<Json<Value>> {
+    let user_id = parse_user(&user_id)?;
+    let memberships: serde_json::Map<String, Value> = services
+        .admin_memberships(&user_id)
+        .await?
+        .into_iter()
+        .map(|(room_id, membership)| (room_id, Value::String(membership)))
+        .collect();
+    Ok(Json(json!({ "memberships": memberships })))
+}
+
+/// `GET /_synapse/admin/v1/users/{userId}/accountdata`
+async fn account_data(
+    State(services): State<AppState>,
+    AdminAuth(_admin): AdminAuth,
+    PathParams(user_id): PathParams<String>,
+) -> ApiResult<Json<Value>> {
+    let user_id = parse_user(&user_id)?;
+    let data = services.admin_account_data(&user_id).await?;
+    Ok(Json(json!({ "account_data": { "global": data.global, "rooms": data.rooms } })))
+}
+
+/// `POST /_synapse/admin/v1/users/{userId}/shadow_ban`
+async fn shadow_ban(
+    State(services): State<AppState>,
+    AdminAuth(admin): AdminAuth,
+    PathParams(user_id): PathParams<String>,
+) -> ApiResult<Json<Value>> {
+    let user_id = parse_user(&user_id)?;
+    services.admin_set_shadow_banned(&admin, &user_id, true).await?;
+    Ok(Json(json!({})))
+}
+
+/// `DELETE /_synapse/admin/v1/users/{userId}/shadow_ban`
+async fn lift_shadow_ban(
+    State(services): State<AppState>,
+    AdminAuth(admin): AdminAuth,
+    PathParams(user_id): PathParams<String>,
+) -> ApiResult<Json<Value>> {
+    let user_id = parse_user(&user_id)?;
+    services.admin_set_shadow_banned(&admin, &user_id, false).await?;
+    Ok(Json(json!({})))
+}
+
+/// `PUT /_synapse/admin/v1/suspend/{userId}`: `{"user_<userId>_suspended": <bool>}`.
+async fn suspend(
+    State(services): State<AppState>,
+    AdminAuth(admin): AdminAuth,
+    PathParams(user_id): PathParams<String>,
+    JsonBody(body): JsonBody<serde_json::Map<String, Value>>,
+) -> ApiResult<Json<Value>> {
+    let user_id = parse_user(&user_id)?;
+    let suspend = match body.get("suspend") {
+        Some(Value::Bool(flag)) => *flag,
+        None => return Err(MatrixError::bad_json("'suspend' is required").into()),
+        Some(_) => return Err(MatrixError::bad_json("'suspend' must be a boolean").into()),
+    };
+    services.admin_set_suspended(&admin, &user_id, suspend).await?;
+    let mut answer = serde_json::Map::new();
+    answer.insert(format!("user_{user_id}_suspended"), Value::Bool(suspend));
+    Ok(Json(Value::Object(answer)))
+}
+
+/// `GET /_synapse/admin/v1/experimental_features/{userId}`
+async fn get_features(
+    State(services): State<AppState>,
+    AdminAuth(_admin): AdminAuth,
+    PathParams(user_id): PathParams<String>,
+) -> ApiResult<Json<Value>> {
+    let user_id = parse_user(&user_id)?;
+    let features: serde_json::Map<String, Value> = services
+        .admin_experimental_features(&user_id)
+        .await?
+        .into_iter()
+        .map(|(feature, enabled)| (feature.to_owned(), Value::Bool(enabled)))
+        .collect();
+    Ok(Json(json!({ "features": features })))
+}
+
+/// `PUT /_synapse/admin/v1/experimental_features/{userId}`
+async fn set_features(
+    State(services): State<AppState>,
+    AdminAuth(admin): AdminAuth,
+    PathParams(user_id): PathParams<String>,
+    JsonBody(body): JsonBody<serde_json::Map<String, Value>>,
+) -> ApiResult<Json<Value>> {
+    let user_id = parse_user(&user_id)?;
+    let features = match body.get("features") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Object(features)) => features
+            .iter()
+            .map(|(feature, enabled)| match enabled {
+                Value::Bool(enabled) => Ok((feature.clone(), *enabled)),
+                _ => Err(MatrixError::bad_json(format!("The value of {feature:?} must be a boolean"))),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(MatrixError::bad_json("'features' must be an object").into()),
+    };
+    services.admin_set_experimental_features(&admin, &user_id, features).await?;
+    Ok(Json(json!({})))
+}
+
+/// `POST /_synapse/admin/v1/user/{userId}/redact`
+async fn redact_user(
+    State(services): State<AppState>,
+    AdminAuth(admin): AdminAuth,
+    PathParams(user_id): PathParams<String>,
+    JsonBody(body): JsonBody<serde_json::Map<String, Value>>,
+) -> ApiResult<Json<Value>> {
+    let user_id = parse_user(&user_id)?;
+    let rooms = match body.get("rooms") {
+        Some(Value::Array(rooms)) => rooms
+            .iter()
+            .map(|room| room.as_str().map(str::to_owned))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| MatrixError::bad_json("'rooms' must be a list of room IDs"))?,
+        None => return Err(MatrixError::bad_json("'rooms' is required").into()),
+        Some(_) => return Err(MatrixError::bad_json("'rooms' must be a list of room IDs").into()),
+    };
+    let request = UserRedactionRequest {
+        rooms,
+        reason: body_string(&body, "reason")?,
+        limit: body_int(&body, "limit")?,
+        use_admin: body_bool(&body, "use_admin")?.unwrap_or(false),
+        before_ts: body_int(&body, "before_ts")?,
+        after_ts: body_int(&body, "after_ts")?,
+    };
+    let redact_id = services.admin_redact_user(&admin, &user_id, request).await?;
+    Ok(Json(json!({ "redact_id": redact_id })))
+}
+
+/// `GET /_synapse/admin/v1/user/redact_status/{redactId}`
+async fn redact_status(
+    State(services): State<AppState>,
+    AdminAuth(_admin): AdminAuth,
+    PathParams(redact_id): PathParams<String>,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(match services.admin_user_redaction_status(&redact_id).await? {
+        UserRedactionStatus::Scheduled => json!({ "status": "scheduled" }),
+        UserRedactionStatus::Active => json!({ "status": "active" }),
+        UserRedactionStatus::Complete { failed_redactions } => {
+            json!({ "status": "complete", "failed_redactions": failed_redactions })
+        }
+        UserRedactionStatus::Failed { error } => json!({ "status": "failed", "error": error }),
+    }))
+}
+
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route(
@@ -431,4 +637,13 @@ pub fn routes() -> Router<AppState> {
         .route("/_synapse/admin/v1/whois/{user_id}", get(whois))
         .route("/_synapse/admin/v1/username_available", get(username_available))
         .route("/_synapse/admin/v1/server_version", get(server_version))
+        .route("/_synapse/admin/v1/reset_password/{user_id}", post(reset_password))
+        .route("/_synapse/admin/v1/users/{user_id}/login", post(login_as))
+        .route("/_synapse/admin/v1/users/{user_id}/memberships", get(memberships))
+        .route("/_synapse/admin/v1/users/{user_id}/accountdata", get(account_data))
+        .route("/_synapse/admin/v1/users/{user_id}/shadow_ban", post(shadow_ban).delete(lift_shadow_ban))
+        .route("/_synapse/admin/v1/suspend/{user_id}", put(suspend))
+        .route("/_synapse/admin/v1/experimental_features/{user_id}", get(get_features).put(set_features))
+        .route("/_synapse/admin/v1/user/{user_id}/redact", post(redact_user))
+        .route("/_synapse/admin/v1/user/redact_status/{redact_id}", get(redact_status))
 }

@@ -1,4 +1,4 @@
-//! Small sections: logging, metrics, presence, caches.
+//! Small sections: logging, metrics, presence, caches, server notices.
 
 use std::path::PathBuf;
 
@@ -82,4 +82,33 @@ impl CacheConfig {
         };
         (events, bytes)
     }
+}
+
+/// `server_notices`: the system user that sends server notices and the room they arrive in
+/// (Synapse's keys; the section's presence enables the feature).
+#[derive(Clone, Debug, Deserialize)]
+pub struct ServerNoticesConfig {
+    pub system_mxid_localpart: String,
+    #[serde(default)]
+    pub system_mxid_display_name: Option<String>,
+    #[serde(default)]
+    pub system_mxid_avatar_url: Option<String>,
+    #[serde(default = "default_notices_room_name")]
+    pub room_name: Option<String>,
+    #[serde(default)]
+    pub room_avatar_url: Option<String>,
+    #[serde(default)]
+    pub room_topic: Option<String>,
+    #[serde(default)]
+    pub auto_join: bool,
+}
+
+fn default_notices_room_name() -> Option<String> {
+    Some("Server Notices".to_owned())
+}
+
+#[derive(Default, Deserialize)]
+pub(crate) struct RawServerNotices {
+    #[serde(default)]
+    pub(crate) server_notices: Option<ServerNoticesConfig>,
 }

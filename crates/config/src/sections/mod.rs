@@ -25,7 +25,7 @@ pub use media_storage::{
     ChecksumWhen, MediaStorageConfig, MediaStorageProvider, S3_PROVIDER_MODULE, S3ProviderConfig, Secret,
     StorageBackend,
 };
-pub use misc::{CacheConfig, LoggingConfig, MetricsConfig, PresenceConfig};
+pub use misc::{CacheConfig, LoggingConfig, MetricsConfig, PresenceConfig, ServerNoticesConfig};
 pub use outbound::{IpRange, OutboundConfig};
 pub use password::{PasswordConfig, PasswordPolicy};
 pub use ratelimit::{RateLimit, RateLimitConfig};
@@ -59,6 +59,8 @@ pub struct Config {
     pub user_directory: UserDirectoryConfig,
     pub url_preview: UrlPreviewConfig,
     pub caches: CacheConfig,
+    /// `server_notices`, when configured.
+    pub server_notices: Option<ServerNoticesConfig>,
     /// The directory of the first config file; default paths are relative to it.
     pub config_dir: PathBuf,
     /// The files read, in order.
@@ -88,6 +90,7 @@ impl Config {
         let user_directory: user_directory::RawUserDirectory = reader.section()?;
         let url_preview: url_preview::RawUrlPreview = reader.section()?;
         let caches: CacheConfig = reader.section()?;
+        let server_notices: misc::RawServerNotices = reader.section()?;
         let origins = reader.origins;
         let server = server.into_config(origins)?;
         let database = database.into_config(origins)?;
@@ -120,6 +123,7 @@ impl Config {
             user_directory: user_directory.into_config(),
             url_preview,
             caches,
+            server_notices: server_notices.server_notices,
             config_dir,
             files,
         })

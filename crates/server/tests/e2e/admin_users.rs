@@ -1,12 +1,14 @@
 //! The admin API's users: the list with its filters, ordering and pagination, one user's
 //! details, the admin flag, deactivation, joined rooms, `whois`, `username_available` and the
-//! server version; every admin route refused to non-admins.
+//! server version, password resets, logging in as a user, memberships, account data, shadow
+//! bans, suspensions, experimental features, redacting a user's events, user and event
+//! reports; every admin route refused to non-admins.
 
-use myelin_test_support::TestServer;
+use myelin_test_support::{TestServer, TestUser};
 use serde_json::{Value, json};
 
 use crate::relations::join;
-use crate::rooms::create_room;
+use crate::rooms::{create_room, send_text};
 
 fn names(body: &Value) -> Vec<&str> {
     body["users"].as_array().unwrap().iter().map(|u| u["name"].as_str().unwrap()).collect()
@@ -388,5 +390,553 @@ async fn admins_list_rename_and_delete_a_users_devices_and_read_pushers() {
         .expect_error(404, "M_NOT_FOUND");
     let bob = server.register("bob").await;
     bob.client.get(&devices_path).await.expect_error(403, "M_FORBIDDEN");
+    server.stop().await;
+}
+
+/// Every route of this slice for `user_id`, with a body that would be accepted.
+fn user_routes(user_id: &str) -> Vec<(&'static str, String, Value)> {
+    vec![
+        (
+            "POST",
+            format!("/_synapse/admin/v1/reset_password/{user_id}"),
+            json!({"new_password": "New-password-1"}),
+        ),
+        ("POST", format!("/_synapse/admin/v1/users/{user_id}/login"), json!({})),
+        ("GET", format!("/_synapse/admin/v1/users/{user_id}/memberships"), Value::Null),
+        ("GET", format!("/_synapse/admin/v1/users/{user_id}/accountdata"), Value::Null),
+        ("POST", format!("/_synapse/admin/v1/users/{user_id}/shadow_ban"), json!({})),
+        ("DELETE", format!("/_synapse/admin/v1/users/{user_id}/shadow_ban"), Value::Null),
+        ("PUT", format!("/_synapse/admin/v1/suspend/{user_id}"), json!({"suspend": false})),
+        ("GET", format!("/_synapse/admin/v1/experimental_features/{user_id}"), Value::Null),
+        (
+            "PUT",
+            format!("/_synapse/admin/v1/experimental_features/{user_id}"),
+            json!({"features": {"msc3575": true}}),
+        ),
+        ("POST", format!("/_synapse/admin/v1/user/{user_id}/redact"), json!({"rooms": []})),
+    ]
+}
+
+async fn call(user: &TestUser, method: &str, path: &str, body: &Value) -> myelin_test_support::TestResponse {
+    match method {
+        "GET" => user.client.get(path).await,
+        "DELETE" => user.client.delete(path).await,
+        "PUT" => user.client.put(path, body).await,
+        _ => user.client.post(path, body).await,
+    }
+}
+
+#[tokio::test]
+async fn new_user_routes_refuse_non_admins_unknown_users_and_malformed_ids() {
+    let server = TestServer::start().await;
+    let admin = server.register_admin("admin").await;
+    let alice = server.register("alice").await;
+    let unknown = format!("@nobody:{}", server.server_name);
+    for (method, path, body) in user_routes(&admin.user_id) {
+        call(&alice, method, &path, &body).await.expect_error(403, "M_FORBIDDEN");
+    }
+    for (method, path, body) in user_routes(&unknown) {
+        if path.ends_with("/redact") {
+            continue; // Synapse starts a redaction of nothing for an unknown user.
+        }
+        call(&admin, method, &path, &body).await.expect_error(404, "M_NOT_FOUND");
+    }
+    for (method, path, body) in user_routes("not-a-user-id") {
+        call(&admin, method, &path, &body).await.expect_error(400, "M_INVALID_PARAM");
+    }
+    for (method, path, body) in [
+        ("GET", "/_synapse/admin/v1/user/redact_status/abc".to_owned(), Value::Null),
+        ("GET", "/_synapse/admin/v1/user_reports".to_owned(), Value::Null),
+        ("DELETE", "/_synapse/admin/v1/user_reports/1".to_owned(), Value::Null),
+        ("DELETE", "/_synapse/admin/v1/event_reports/1".to_owned(), Value::Null),
+    ] {
+        call(&alice, method, &path, &body).await.expect_error(403, "M_FORBIDDEN");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn admins_reset_passwords_under_the_policy_and_log_devices_out() {
+    let server = TestServer::start_with(
+        json!({"password_config": {"policy": {"enabled": true, "minimum_length": 10}}}),
+    )
+    .await;
+    let admin = server.register_admin("admin").await;
+    let alice = server.register("alice").await;
+    let path = format!("/_synapse/admin/v1/reset_password/{}", alice.user_id);
+
+    admin.client.post(&path, &json!({"new_password": "short"})).await.expect_error(400, "M_WEAK_PASSWORD");
+    admin.client.post(&path, &json!({})).await.expect_error(400, "M_MISSING_PARAM");
+    admin.client.post(&path, &json!({"new_password": 12})).await.expect_error(400, "M_BAD_JSON");
+    admin
+        .client
+        .post(&path, &json!({"new_password": "long-enough-1", "logout_devices": "no"}))
+        .await
+        .expect_error(400, "M_BAD_JSON");
+    // Nothing changed so far.
+    password_login(&server, &alice.user_id, &alice.password).await.expect(200);
+
+    // Without logging out: her token still works, only the new password logs in.
+    let kept =
+        admin.client.post(&path, &json!({"new_password": "long-enough-1", "logout_devices": false})).await;
+    assert_eq!(kept.expect(200), &json!({}));
+    alice.client.get("/_matrix/client/v3/account/whoami").await.expect(200);
+    password_login(&server, &alice.user_id, &alice.password).await.expect_error(403, "M_FORBIDDEN");
+    password_login(&server, &alice.user_id, "long-enough-1").await.expect(200);
+
+    // By default every device is logged out.
+    admin.client.post(&path, &json!({"new_password": "long-enough-2"})).await.expect(200);
+    alice.client.get("/_matrix/client/v3/account/whoami").await.expect_error(401, "M_UNKNOWN_TOKEN");
+    let devices = admin.client.get(&format!("/_synapse/admin/v2/users/{}/devices", alice.user_id)).await;
+    assert_eq!(devices.expect(200)["total"], 0);
+    password_login(&server, &alice.user_id, "long-enough-1").await.expect_error(403, "M_FORBIDDEN");
+    password_login(&server, &alice.user_id, "long-enough-2").await.expect(200);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_login_as_user_token_acts_as_the_user_on_no_device() {
+    let server = TestServer::start().await;
+    let admin = server.register_admin("admin").await;
+    let alice = server.register("alice").await;
+    let path = format!("/_synapse/admin/v1/users/{}/login", alice.user_id);
+
+    let answer = admin.client.post(&path, &json!({})).await;
+    let body = answer.expect(200);
+    assert_eq!(body.as_object().unwrap().len(), 1, "only the token: {body}");
+    let token = body["access_token"].as_str().unwrap().to_owned();
+    let puppet = server.client().with_token(&token);
+    let whoami = puppet.get("/_matrix/client/v3/account/whoami").await;
+    assert_eq!(whoami.expect(200)["user_id"], alice.user_id.as_str());
+    assert!(whoami.expect(200).get("device_id").is_none(), "no device: {}", whoami.json);
+    // It acts as her: a room it creates is hers.
+    let created = puppet.post("/_matrix/client/v3/createRoom", &json!({})).await;
+    let room_id = created.expect(200)["room_id"].as_str().unwrap().to_owned();
+    let joined = admin.client.get(&format!("/_synapse/admin/v1/users/{}/joined_rooms", alice.user_id)).await;
+    assert_eq!(joined.expect(200)["joined_rooms"], json!([room_id]));
+    // Her own device list does not show it.
+    let devices = alice.client.get("/_matrix/client/v3/devices").await;
+    let devices = devices.expect(200)["devices"].as_array().unwrap().clone();
+    assert_eq!(devices.len(), 1, "{devices:?}");
+    assert_eq!(devices[0]["device_id"], alice.device_id.as_str());
+
+    // A token valid until a moment already past is refused.
+    let expired = admin.client.post(&path, &json!({"valid_until_ms": 1})).await;
+    let expired = expired.expect(200)["access_token"].as_str().unwrap().to_owned();
+    server
+        .client()
+        .with_token(&expired)
+        .get("/_matrix/client/v3/account/whoami")
+        .await
+        .expect_error(401, "M_UNKNOWN_TOKEN");
+    admin.client.post(&path, &json!({"valid_until_ms": "soon"})).await.expect_error(400, "M_INVALID_PARAM");
+    // Not as oneself.
+    admin
+        .client
+        .post(&format!("/_synapse/admin/v1/users/{}/login", admin.user_id), &json!({}))
+        .await
+        .expect_error(400, "M_INVALID_PARAM");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn admins_read_a_users_memberships_and_account_data() {
+    let server = TestServer::start().await;
+    let admin = server.register_admin("admin").await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let joined = create_room(&alice, json!({})).await;
+    let invited = create_room(&bob, json!({"invite": [alice.user_id]})).await;
+    let memberships =
+        admin.client.get(&format!("/_synapse/admin/v1/users/{}/memberships", alice.user_id)).await;
+    let mut expected = serde_json::Map::new();
+    expected.insert(joined.clone(), json!("join"));
+    expected.insert(invited.clone(), json!("invite"));
+    assert_eq!(memberships.expect(200), &json!({"memberships": expected}));
+
+    alice
+        .client
+        .put(
+            &format!("/_matrix/client/v3/user/{}/account_data/org.example.settings", alice.user_id),
+            &json!({"theme": "dark"}),
+        )
+        .await
+        .expect(200);
+    alice
+        .client
+        .put(
+            &format!("/_matrix/client/v3/user/{}/rooms/{joined}/tags/u.work", alice.user_id),
+            &json!({"order": 0.5}),
+        )
+        .await
+        .expect(200);
+    let data = admin.client.get(&format!("/_synapse/admin/v1/users/{}/accountdata", alice.user_id)).await;
+    let body = data.expect(200);
+    assert_eq!(body["account_data"]["global"]["org.example.settings"], json!({"theme": "dark"}), "{body}");
+    assert_eq!(
+        body["account_data"]["rooms"][&joined]["m.tag"],
+        json!({"tags": {"u.work": {"order": 0.5}}}),
+        "{body}"
+    );
+    server.stop().await;
+}
+
+/// The bodies of the messages `user` reads in a room, oldest first.
+async fn message_bodies(user: &TestUser, room_id: &str) -> Vec<String> {
+    let messages =
+        user.client.get(&format!("/_matrix/client/v3/rooms/{room_id}/messages?dir=b&limit=50")).await;
+    let mut bodies: Vec<String> = messages.expect(200)["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|event| event["type"] == "m.room.message")
+        .map(|event| event["content"]["body"].as_str().unwrap_or("").to_owned())
+        .collect();
+    bodies.reverse();
+    bodies
+}
+
+#[tokio::test]
+async fn a_shadow_banned_users_messages_invites_and_rooms_reach_nobody() {
+    let server = TestServer::start().await;
+    let admin = server.register_admin("admin").await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let carol = server.register("carol").await;
+    let room_id = create_room(&bob, json!({"preset": "public_chat"})).await;
+    join(&alice, &room_id).await;
+    let ban = format!("/_synapse/admin/v1/users/{}/shadow_ban", alice.user_id);
+    assert_eq!(admin.client.post(&ban, &json!({})).await.expect(200), &json!({}));
+    let details = admin.client.get(&format!("/_synapse/admin/v2/users/{}", alice.user_id)).await;
+    assert_eq!(details.expect(200)["shadow_banned"], true);
+
+    // Her message looks sent: an event ID she cannot tell from a real one.
+    let fake = send_text(&alice, &room_id, "t1", "spam").await;
+    assert!(fake.starts_with('$') && fake.len() > 40, "{fake}");
+    assert!(message_bodies(&bob, &room_id).await.is_empty(), "bob sees nothing");
+    bob.client
+        .get(&format!("/_matrix/client/v3/rooms/{room_id}/event/{fake}"))
+        .await
+        .expect_error(404, "M_NOT_FOUND");
+    let state = alice
+        .client
+        .put(&format!("/_matrix/client/v3/rooms/{room_id}/state/m.room.topic/"), &json!({"topic": "spam"}))
+        .await;
+    assert!(state.expect(200)["event_id"].is_string());
+    let topic = bob.client.get(&format!("/_matrix/client/v3/rooms/{room_id}/state/m.room.topic/")).await;
+    assert_eq!(topic.status, 404, "no topic was set: {}", topic.json);
+
+    // Her invite looks sent; carol is invited nowhere. A room she creates has no invitees.
+    alice
+        .client
+        .post(&format!("/_matrix/client/v3/rooms/{room_id}/invite"), &json!({"user_id": carol.user_id}))
+        .await
+        .expect(200);
+    let created =
+        alice.client.post("/_matrix/client/v3/createRoom", &json!({"invite": [carol.user_id]})).await;
+    assert!(created.expect(200)["room_id"].is_string());
+    let carols = admin.client.get(&format!("/_synapse/admin/v1/users/{}/memberships", carol.user_id)).await;
+    assert_eq!(carols.expect(200), &json!({"memberships": {}}));
+    // Her new display name stays out of the room; her typing is accepted and shown to nobody.
+    alice
+        .client
+        .put(
+            &format!("/_matrix/client/v3/profile/{}/displayname", alice.user_id),
+            &json!({"displayname": "Spammer"}),
+        )
+        .await
+        .expect(200);
+    let member = bob
+        .client
+        .get(&format!("/_matrix/client/v3/rooms/{room_id}/state/m.room.member/{}", alice.user_id))
+        .await;
+    assert_ne!(member.expect(200)["displayname"], "Spammer");
+    alice
+        .client
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room_id}/typing/{}", alice.user_id),
+            &json!({"typing": true, "timeout": 30000}),
+        )
+        .await
+        .expect(200);
+    let sync = bob.client.get("/_matrix/client/v3/sync?timeout=0").await;
+    let ephemeral = &sync.expect(200)["rooms"]["join"][&room_id]["ephemeral"]["events"];
+    let typing: Vec<&Value> = ephemeral
+        .as_array()
+        .map(|events| events.iter().filter(|e| e["type"] == "m.typing").collect())
+        .unwrap_or_default();
+    assert!(
+        typing.iter().all(|e| e["content"]["user_ids"].as_array().is_none_or(|ids| ids.is_empty())),
+        "nobody sees her typing: {ephemeral}"
+    );
+
+    // Lifted: her messages arrive again.
+    assert_eq!(admin.client.delete(&ban).await.expect(200), &json!({}));
+    send_text(&alice, &room_id, "t2", "hello").await;
+    assert_eq!(message_bodies(&bob, &room_id).await, vec!["hello".to_owned()]);
+    admin
+        .client
+        .post("/_synapse/admin/v1/users/@someone:elsewhere.example/shadow_ban", &json!({}))
+        .await
+        .expect_error(400, "M_INVALID_PARAM");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_suspended_user_cannot_send_join_or_invite_until_unsuspended() {
+    let server = TestServer::start().await;
+    let admin = server.register_admin("admin").await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let room_id = create_room(&bob, json!({"preset": "public_chat"})).await;
+    let other_room = create_room(&bob, json!({"preset": "public_chat"})).await;
+    join(&alice, &room_id).await;
+    let own = send_text(&alice, &room_id, "before", "before").await;
+    let path = format!("/_synapse/admin/v1/suspend/{}", alice.user_id);
+
+    let suspended = admin.client.put(&path, &json!({"suspend": true})).await;
+    let mut expected = serde_json::Map::new();
+    expected.insert(format!("user_{}_suspended", alice.user_id), json!(true));
+    assert_eq!(suspended.expect(200), &Value::Object(expected));
+    let details = admin.client.get(&format!("/_synapse/admin/v2/users/{}", alice.user_id)).await;
+    assert_eq!(details.expect(200)["suspended"], true);
+
+    let send = alice
+        .client
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/t1"),
+            &json!({"msgtype": "m.text", "body": "x"}),
+        )
+        .await;
+    send.expect_error(403, "M_USER_SUSPENDED");
+    alice
+        .client
+        .post(&format!("/_matrix/client/v3/rooms/{other_room}/join"), &json!({}))
+        .await
+        .expect_error(403, "M_USER_SUSPENDED");
+    let carol = server.register("carol").await;
+    alice
+        .client
+        .post(&format!("/_matrix/client/v3/rooms/{room_id}/invite"), &json!({"user_id": carol.user_id}))
+        .await
+        .expect_error(403, "M_USER_SUSPENDED");
+    alice
+        .client
+        .post("/_matrix/client/v3/createRoom", &json!({}))
+        .await
+        .expect_error(403, "M_USER_SUSPENDED");
+    // She may still redact her own events, but not others'.
+    let bobs = send_text(&bob, &room_id, "bob1", "bob's").await;
+    alice
+        .client
+        .put(&format!("/_matrix/client/v3/rooms/{room_id}/redact/{bobs}/r1"), &json!({}))
+        .await
+        .expect_error(403, "M_USER_SUSPENDED");
+    alice
+        .client
+        .put(&format!("/_matrix/client/v3/rooms/{room_id}/redact/{own}/r2"), &json!({}))
+        .await
+        .expect(200);
+
+    admin.client.put(&path, &json!({"suspend": "yes"})).await.expect_error(400, "M_BAD_JSON");
+    admin.client.put(&path, &json!({})).await.expect_error(400, "M_BAD_JSON");
+    admin.client.put(&path, &json!({"suspend": false})).await.expect(200);
+    send_text(&alice, &room_id, "after", "after").await;
+    join(&alice, &other_room).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn admins_turn_experimental_features_on_and_off_per_user() {
+    let server = TestServer::start().await;
+    let admin = server.register_admin("admin").await;
+    let alice = server.register("alice").await;
+    let path = format!("/_synapse/admin/v1/experimental_features/{}", alice.user_id);
+    let features = admin.client.get(&path).await;
+    assert_eq!(
+        features.expect(200),
+        &json!({"features": {"msc3881": false, "msc3575": false, "msc4222": false}})
+    );
+    admin.client.put(&path, &json!({"features": {"msc3575": true, "msc4222": true}})).await.expect(200);
+    admin.client.put(&path, &json!({"features": {"msc4222": false}})).await.expect(200);
+    let features = admin.client.get(&path).await;
+    assert_eq!(
+        features.expect(200),
+        &json!({"features": {"msc3881": false, "msc3575": true, "msc4222": false}})
+    );
+    // Unknown features change nothing; no features, or the wrong types, are refused.
+    admin
+        .client
+        .put(&path, &json!({"features": {"msc3881": true, "msc9999": true}}))
+        .await
+        .expect_error(400, "M_INVALID_PARAM");
+    assert_eq!(admin.client.get(&path).await.expect(200)["features"]["msc3881"], false);
+    admin.client.put(&path, &json!({})).await.expect_error(400, "M_INVALID_PARAM");
+    admin.client.put(&path, &json!({"features": {"msc3881": "on"}})).await.expect_error(400, "M_BAD_JSON");
+    admin.client.put(&path, &json!({"features": ["msc3881"]})).await.expect_error(400, "M_BAD_JSON");
+    server.stop().await;
+}
+
+/// Polls a redaction's status until it is no longer scheduled or active.
+async fn finished_redaction(admin: &TestUser, redact_id: &str) -> Value {
+    let path = format!("/_synapse/admin/v1/user/redact_status/{redact_id}");
+    for _ in 0..500 {
+        let status = admin.client.get(&path).await.expect(200).clone();
+        if status["status"] != "scheduled" && status["status"] != "active" {
+            return status;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("the redaction {redact_id} did not finish");
+}
+
+#[tokio::test]
+async fn admins_redact_a_users_events_in_the_background() {
+    let server = TestServer::start().await;
+    let admin = server.register_admin("admin").await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let room_id = create_room(&alice, json!({"preset": "public_chat"})).await;
+    join(&bob, &room_id).await;
+    send_text(&bob, &room_id, "b1", "first").await;
+    send_text(&bob, &room_id, "b2", "second").await;
+    send_text(&alice, &room_id, "a1", "alice's").await;
+
+    let started = admin
+        .client
+        .post(
+            &format!("/_synapse/admin/v1/user/{}/redact", bob.user_id),
+            &json!({"rooms": [], "reason": "spam"}),
+        )
+        .await;
+    let redact_id = started.expect(200)["redact_id"].as_str().unwrap().to_owned();
+    let status = finished_redaction(&admin, &redact_id).await;
+    assert_eq!(status, json!({"status": "complete", "failed_redactions": {}}));
+    // Bob's messages are redacted (no body left); Alice's stays.
+    assert_eq!(
+        message_bodies(&alice, &room_id).await,
+        vec!["".to_owned(), "".to_owned(), "alice's".to_owned()]
+    );
+
+    let redact = format!("/_synapse/admin/v1/user/{}/redact", bob.user_id);
+    admin.client.post(&redact, &json!({"rooms": [], "limit": 0})).await.expect_error(400, "M_INVALID_PARAM");
+    admin.client.post(&redact, &json!({"rooms": ["not a room"]})).await.expect_error(400, "M_INVALID_PARAM");
+    admin.client.post(&redact, &json!({})).await.expect_error(400, "M_BAD_JSON");
+    admin.client.post(&redact, &json!({"rooms": [], "limit": "all"})).await.expect_error(400, "M_BAD_JSON");
+    admin
+        .client
+        .get("/_synapse/admin/v1/user/redact_status/no-such-task")
+        .await
+        .expect_error(404, "M_NOT_FOUND");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn admins_list_and_delete_user_and_event_reports() {
+    let server = TestServer::start().await;
+    let admin = server.register_admin("admin").await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    for reason in ["spam", "abuse"] {
+        bob.client
+            .post(&format!("/_matrix/client/v3/users/{}/report", alice.user_id), &json!({"reason": reason}))
+            .await
+            .expect(200);
+    }
+    let listed = admin.client.get("/_synapse/admin/v1/user_reports").await;
+    let body = listed.expect(200);
+    assert_eq!(body["total"], 2, "{body}");
+    let newest = &body["user_reports"][0];
+    assert_eq!(newest["reason"], "abuse", "newest first: {body}");
+    assert_eq!(newest["target_user_id"], alice.user_id.as_str());
+    assert_eq!(newest["user_id"], bob.user_id.as_str());
+    assert!(newest["id"].is_i64() && newest["received_ts"].is_i64(), "{newest}");
+    let page = admin.client.get("/_synapse/admin/v1/user_reports?limit=1&dir=f").await;
+    assert_eq!(page.expect(200)["user_reports"][0]["reason"], "spam");
+    assert_eq!(page.expect(200)["next_token"], 1);
+    let filtered =
+        admin.client.get(&format!("/_synapse/admin/v1/user_reports?target_user_id={}", bob.user_id)).await;
+    assert_eq!(filtered.expect(200)["total"], 0);
+    for query in ["?from=-1", "?limit=-1", "?dir=x"] {
+        admin
+            .client
+            .get(&format!("/_synapse/admin/v1/user_reports{query}"))
+            .await
+            .expect_error(400, "M_INVALID_PARAM");
+    }
+    let id = newest["id"].as_i64().unwrap();
+    admin.client.delete(&format!("/_synapse/admin/v1/user_reports/{id}")).await.expect(200);
+    admin
+        .client
+        .delete(&format!("/_synapse/admin/v1/user_reports/{id}"))
+        .await
+        .expect_error(404, "M_NOT_FOUND");
+    assert_eq!(admin.client.get("/_synapse/admin/v1/user_reports").await.expect(200)["total"], 1);
+
+    // Event reports are deleted the same way (and a user report's ID is not an event report's).
+    let room_id = create_room(&alice, json!({"preset": "public_chat"})).await;
+    join(&bob, &room_id).await;
+    let event_id = send_text(&alice, &room_id, "a1", "rude").await;
+    bob.client
+        .post(&format!("/_matrix/client/v3/rooms/{room_id}/report/{event_id}"), &json!({"reason": "rude"}))
+        .await
+        .expect(200);
+    let reports = admin.client.get("/_synapse/admin/v1/event_reports").await;
+    let report_id = reports.expect(200)["event_reports"][0]["id"].as_i64().unwrap();
+    let user_report = admin.client.get("/_synapse/admin/v1/user_reports").await.expect(200)["user_reports"]
+        [0]["id"]
+        .as_i64()
+        .unwrap();
+    admin
+        .client
+        .delete(&format!("/_synapse/admin/v1/event_reports/{user_report}"))
+        .await
+        .expect_error(404, "M_NOT_FOUND");
+    assert_eq!(
+        admin.client.delete(&format!("/_synapse/admin/v1/event_reports/{report_id}")).await.expect(200),
+        &json!({})
+    );
+    admin
+        .client
+        .get(&format!("/_synapse/admin/v1/event_reports/{report_id}"))
+        .await
+        .expect_error(404, "M_NOT_FOUND");
+    admin.client.delete("/_synapse/admin/v1/event_reports/abc").await.expect_error(400, "M_INVALID_PARAM");
+    admin.client.delete("/_synapse/admin/v1/event_reports/-3").await.expect_error(400, "M_INVALID_PARAM");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_refused_put_of_a_user_changes_nothing() {
+    let server = TestServer::start().await;
+    let admin = server.register_admin("admin").await;
+    let alice = server.register("alice").await;
+    let path = format!("/_synapse/admin/v2/users/{}", alice.user_id);
+    admin.client.put(&path, &json!({"displayname": "Alice"})).await.expect(200);
+
+    // The display name is fine, the avatar is not: neither is set.
+    admin
+        .client
+        .put(
+            &path,
+            &json!({"displayname": "Mallory", "avatar_url": "https://example.org/a.png", "admin": true}),
+        )
+        .await
+        .expect_error(400, "M_INVALID_PARAM");
+    let details = admin.client.get(&path).await;
+    assert_eq!(details.expect(200)["displayname"], "Alice");
+    assert_eq!(details.expect(200)["admin"], false);
+    // Demoting oneself is refused after the other changes were checked: none is made.
+    let own = format!("/_synapse/admin/v2/users/{}", admin.user_id);
+    admin
+        .client
+        .put(&own, &json!({"displayname": "Renamed admin", "password": "Another-pass-1", "admin": false}))
+        .await
+        .expect_error(400, "M_BAD_JSON");
+    let details = admin.client.get(&own).await;
+    assert_eq!(details.expect(200)["displayname"], "admin");
+    assert_eq!(details.expect(200)["admin"], true);
+    password_login(&server, &admin.user_id, &admin.password).await.expect(200);
+    admin.client.get("/_matrix/client/v3/account/whoami").await.expect(200);
     server.stop().await;
 }

@@ -123,6 +123,10 @@ impl Services {
                 invitees.push(user_id);
             }
         }
+        // A shadow-banned creator's room is made, but nobody is invited (as Synapse).
+        if requester.shadow_banned {
+            invitees.clear();
+        }
         let alias = match &request.room_alias_name {
             Some(localpart) => {
                 if !valid_alias_localpart(localpart) {

@@ -123,6 +123,7 @@ fn on_behalf_of(user_id: &UserId, is_guest: bool) -> Requester {
         is_guest,
         is_admin: false,
         shadow_banned: false,
+        suspended: false,
         token_hash: String::new(),
     }
 }
@@ -237,6 +238,11 @@ impl Services {
         room_id: &RoomId,
         change: MembershipChange,
     ) -> Result<OwnedEventId> {
+        // A shadow-banned user's invites look sent but are not (Synapse's `ShadowBanError`);
+        // their joins and leaves go through.
+        if change.action == MembershipAction::Invite && requester.shadow_banned {
+            return super::send::shadow_ban_event_id();
+        }
         let head = self.known_room(room_id).await?;
         let event_id = match self.membership_event(requester, &head, &change).await? {
             MemberEvent::Unchanged(event_id) => event_id,
@@ -313,6 +319,26 @@ impl Services {
         if matches!(action, MembershipAction::Join | MembershipAction::Invite | MembershipAction::Knock) {
             self.check_room_not_blocked(&head.room_id).await?;
         }
+        // A suspended user may leave (or kick) but not join, knock, invite or ban (MSC3823,
+        // Synapse's messages).
+        if requester.suspended {
+            let refused = match action {
+                MembershipAction::Invite => {
+                    Some("Sending invites while account is suspended is not allowed.")
+                }
+                MembershipAction::Join => Some("Joining rooms while account is suspended is not allowed."),
+                MembershipAction::Knock => {
+                    Some("Knocking on rooms while account is suspended is not allowed.")
+                }
+                MembershipAction::Ban => {
+                    Some("Changing membership while account is suspended is not allowed.")
+                }
+                MembershipAction::Leave | MembershipAction::Kick | MembershipAction::Unban => None,
+            };
+            if let Some(message) = refused {
+                return Err(super::send::suspended(message));
+            }
+        }
         match action {
             MembershipAction::Join | MembershipAction::Knock if target != sender => {
                 return Err(MatrixError::forbidden("Users can only join or knock for themselves").into());
@@ -331,6 +357,18 @@ impl Services {
             return Err(MatrixError::not_found(format!("User {target} not found")).into());
         }
         let yourself = target == sender;
+        // An invite to a server notices room cannot be rejected (it can be left once joined).
+        if action == MembershipAction::Leave
+            && yourself
+            && current.as_deref() == Some("invite")
+            && self.is_server_notices_room(&head.room_id).await?
+        {
+            return Err(MatrixError::new(
+                ErrCode::CannotLeaveServerNoticeRoom,
+                "You cannot reject this invite",
+            )
+            .into());
+        }
         match (action, current.as_deref()) {
             (MembershipAction::Join | MembershipAction::Knock | MembershipAction::Leave, Some("ban"))
                 if yourself =>
@@ -468,6 +506,9 @@ impl Services {
         reason: Option<&str>,
         via: &[ruma::OwnedServerName],
     ) -> Result<OwnedRoomId> {
+        if requester.suspended {
+            return Err(super::send::suspended("Joining rooms while account is suspended is not allowed."));
+        }
         let (room_id, alias_servers) = self.resolve_join_target(id_or_alias).await?;
         self.check_room_not_blocked(&room_id).await?;
         if let Some(servers) =

@@ -14,8 +14,9 @@
 //!   alias targets, relations), persist it once with everything that follows from it
 //!   ([`Services::commit_events`], or stage and finish for group commit), then publish it.
 //! - [`power_levels`]: [`PowerLevels`], the room's power levels as the rules read them.
-//! - [`send`]: client sends (`send`, `state`, `redact`): rate limits and transaction IDs in
-//!   front of the write path.
+//! - [`send`]: client sends (`send`, `state`, `redact`): rate limits, transaction IDs, shadow
+//!   bans (a random event ID, nothing sent) and suspensions (`M_USER_SUSPENDED`) in front of
+//!   the write path; membership applies the same two in `membership_event`.
 //! - [`create`]: `createRoom`. [`membership`]: join, leave, invite, kick, ban, knock, forget.
 //! - [`read`]: events, context, messages, state, members, with history visibility
 //!   ([`visibility`]) applied.

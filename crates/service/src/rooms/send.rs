@@ -1,12 +1,32 @@
-//! Client sends (`send`, `state`, `redact`): rate limits and transaction IDs in front of the
-//! one write path.
+//! Client sends (`send`, `state`, `redact`): rate limits, transaction IDs, shadow bans and
+//! suspensions in front of the one write path.
 
-use myelin_core::MatrixError;
+use myelin_core::{ErrCode, MatrixError};
 use ruma::{EventId, OwnedEventId, RoomId};
 use serde_json::Value;
 
 use super::EventDraft;
-use crate::{Result, Services};
+use crate::auth::Requester;
+use crate::{Error, Result, Services};
+
+/// A random event ID (the format of room versions 4 and later), answered to a shadow-banned
+/// user in place of an event that is never sent (Synapse's `ShadowBanError`).
+pub(crate) fn shadow_ban_event_id() -> Result<OwnedEventId> {
+    EventId::parse(format!("${}", crate::util::random_string(43))).map_err(Error::internal)
+}
+
+/// `403 M_USER_SUSPENDED` (MSC3823) with Synapse's message.
+pub(crate) fn suspended(message: &str) -> Error {
+    MatrixError::new(ErrCode::UserSuspended, message).into()
+}
+
+/// Refuses a suspended requester's non-member event (Synapse's message).
+fn refuse_suspended_send(requester: &Requester) -> Result<()> {
+    if requester.suspended {
+        return Err(suspended("Sending messages while account is suspended is not allowed."));
+    }
+    Ok(())
+}
 
 /// Identifies a client transaction for idempotent sends: the device, the endpoint (scope)
 /// and the client's transaction ID.
@@ -20,7 +40,7 @@ pub struct TxnKey {
 /// Client-originated sends, with the checks that apply to them only (rate limits, transaction
 /// IDs); the rules for every local event are the write path's.
 impl Services {
-    fn txn_key(requester: &crate::auth::Requester, scope: String, txn_id: &str) -> TxnKey {
+    fn txn_key(requester: &Requester, scope: String, txn_id: &str) -> TxnKey {
         TxnKey {
             device: requester.device_id.clone().unwrap_or_else(|| format!("token:{}", requester.token_hash)),
             scope,
@@ -31,7 +51,7 @@ impl Services {
     /// `PUT /rooms/{roomId}/send/{eventType}/{txnId}`.
     pub async fn send_message(
         &self,
-        requester: &crate::auth::Requester,
+        requester: &Requester,
         room_id: &RoomId,
         kind: &str,
         content: Value,
@@ -40,6 +60,10 @@ impl Services {
         if kind == "m.room.redaction" {
             return Err(MatrixError::bad_json("Use /redact to redact events").into());
         }
+        if requester.shadow_banned {
+            return shadow_ban_event_id();
+        }
+        refuse_suspended_send(requester)?;
         self.ratelimit_user(crate::ratelimit::Limiter::Message, &requester.user_id).await?;
         let txn = Self::txn_key(requester, format!("{room_id}/send/{kind}"), txn_id);
         let pdu = self
@@ -51,7 +75,7 @@ impl Services {
     /// `PUT /rooms/{roomId}/state/{eventType}/{stateKey}`.
     pub async fn send_state(
         &self,
-        requester: &crate::auth::Requester,
+        requester: &Requester,
         room_id: &RoomId,
         kind: &str,
         state_key: &str,
@@ -61,6 +85,10 @@ impl Services {
             // The membership rules apply `rc_message` with the membership limits.
             return self.send_member_state(requester, room_id, state_key, content).await;
         }
+        if requester.shadow_banned {
+            return shadow_ban_event_id();
+        }
+        refuse_suspended_send(requester)?;
         self.ratelimit_user(crate::ratelimit::Limiter::Message, &requester.user_id).await?;
         let pdu = self
             .send_event(room_id, &requester.user_id, EventDraft::state(kind, state_key, content), None)
@@ -71,12 +99,24 @@ impl Services {
     /// `PUT /rooms/{roomId}/redact/{eventId}/{txnId}`.
     pub async fn redact(
         &self,
-        requester: &crate::auth::Requester,
+        requester: &Requester,
         room_id: &RoomId,
         event_id: &EventId,
         reason: Option<&str>,
         txn_id: &str,
     ) -> Result<OwnedEventId> {
+        if requester.shadow_banned {
+            return shadow_ban_event_id();
+        }
+        // A suspended user may still redact their own events (Synapse).
+        if requester.suspended
+            && let Some(event) = self.store.get_event(event_id.as_str()).await?
+        {
+            let json: Value = serde_json::from_str(&event.json).map_err(Error::internal)?;
+            if json.get("sender").and_then(Value::as_str) != Some(requester.user_id.as_str()) {
+                return Err(suspended("You can only redact your own events while account is suspended."));
+            }
+        }
         let limiter = if requester.is_admin && self.config.ratelimit.admin_redaction.is_some() {
             crate::ratelimit::Limiter::AdminRedaction
         } else {

@@ -44,7 +44,8 @@ pub(crate) const MIGRATION_FILES: &[(&str, &str)] = &[
     ("0019_federation_queue.sqlite.sql", include_str!("../../migrations/0019_federation_queue.sqlite.sql")),
     ("0020_stripped_room_state.sql", include_str!("../../migrations/0020_stripped_room_state.sql")),
     ("0021_remote_device_lists.sql", include_str!("../../migrations/0021_remote_device_lists.sql")),
-    ("0023_admin_rooms.sql", include_str!("../../migrations/0023_admin_rooms.sql")),
+    ("0022_admin_rooms.sql", include_str!("../../migrations/0022_admin_rooms.sql")),
+    ("0023_admin_users.sql", include_str!("../../migrations/0023_admin_users.sql")),
 ];
 
 /// Arbitrary constant identifying Myelin's migration lock.
