@@ -15,7 +15,11 @@ use crate::{Result, Services};
 impl Services {
     /// A media of this server by (server name, media ID): `400` for another server's media or a
     /// malformed ID, `404` when unknown.
-    async fn admin_local_media(&self, server_name: &str, media_id: &str) -> Result<(MediaId, LocalMediaRecord)> {
+    async fn admin_local_media(
+        &self,
+        server_name: &str,
+        media_id: &str,
+    ) -> Result<(MediaId, LocalMediaRecord)> {
         let media_id = MediaId::parse(media_id)?;
         if server_name != self.server_name() {
             return Err(MatrixError::invalid_param("Only media of this server is kept here").into());
@@ -42,7 +46,12 @@ impl Services {
     }
 
     /// `POST /_synapse/admin/v1/media/unquarantine/{serverName}/{mediaId}`.
-    pub async fn admin_unquarantine_media(&self, by: &UserId, server_name: &str, media_id: &str) -> Result<()> {
+    pub async fn admin_unquarantine_media(
+        &self,
+        by: &UserId,
+        server_name: &str,
+        media_id: &str,
+    ) -> Result<()> {
         let (media_id, _) = self.admin_local_media(server_name, media_id).await?;
         self.unquarantine_local_media(&media_id).await?;
         tracing::info!(admin_user = %by, media_id = media_id.as_str(), "admin released media from quarantine");
@@ -74,7 +83,12 @@ impl Services {
     }
 
     /// `DELETE /_synapse/admin/v1/media/{serverName}/{mediaId}`: the deleted IDs.
-    pub async fn admin_delete_media(&self, by: &UserId, server_name: &str, media_id: &str) -> Result<Vec<String>> {
+    pub async fn admin_delete_media(
+        &self,
+        by: &UserId,
+        server_name: &str,
+        media_id: &str,
+    ) -> Result<Vec<String>> {
         let (media_id, _) = self.admin_local_media(server_name, media_id).await?;
         let deleted = self.delete_local_media(&[media_id.as_str().to_owned()]).await?;
         tracing::info!(admin_user = %by, media_id = media_id.as_str(), "admin deleted media");
@@ -110,7 +124,12 @@ impl Services {
             return Err(MatrixError::not_found("Room not found").into());
         }
         let server = self.server_name();
-        Ok(self.local_media_in_room(room_id).await?.into_iter().map(|id| format!("mxc://{server}/{id}")).collect())
+        Ok(self
+            .local_media_in_room(room_id)
+            .await?
+            .into_iter()
+            .map(|id| format!("mxc://{server}/{id}"))
+            .collect())
     }
 
     /// A local user that exists, for the user media routes.
@@ -144,7 +163,10 @@ impl Services {
     }
 
     /// `GET /_synapse/admin/v1/statistics/users/media`.
-    pub async fn admin_user_media_stats(&self, query: &MediaStatsQuery) -> Result<(Vec<UserMediaStats>, u64)> {
+    pub async fn admin_user_media_stats(
+        &self,
+        query: &MediaStatsQuery,
+    ) -> Result<(Vec<UserMediaStats>, u64)> {
         Ok(self.store.user_media_stats(query).await?)
     }
 }

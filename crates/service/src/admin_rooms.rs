@@ -62,7 +62,10 @@ impl RoomOrder {
     fn ascending(self) -> bool {
         !matches!(
             self,
-            RoomOrder::JoinedMembers | RoomOrder::JoinedLocalMembers | RoomOrder::Version | RoomOrder::StateEvents
+            RoomOrder::JoinedMembers
+                | RoomOrder::JoinedLocalMembers
+                | RoomOrder::Version
+                | RoomOrder::StateEvents
         )
     }
 }
@@ -144,7 +147,12 @@ impl DeleteRoomOutcome {
     fn from_json(text: &str) -> DeleteRoomOutcome {
         let value: Value = serde_json::from_str(text).unwrap_or_default();
         let list = |key: &str| -> Vec<String> {
-            value[key].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(str::to_owned)).collect()
+            value[key]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
         };
         DeleteRoomOutcome {
             kicked_users: list("kicked_users"),
@@ -261,19 +269,6 @@ fn matches_search(room: &AdminRoomSummary, term: &str) -> bool {
         })
 }
 
-/// The requester for changes made on a local user's behalf (their leave when a room is
-/// deleted, a force-join).
-fn acting_as(user_id: &UserId) -> Requester {
-    Requester {
-        user_id: user_id.to_owned(),
-        device_id: None,
-        is_guest: false,
-        is_admin: false,
-        shadow_banned: false,
-        token_hash: String::new(),
-    }
-}
-
 fn unknown_room() -> crate::Error {
     MatrixError::not_found("Room not found").into()
 }
@@ -306,7 +301,11 @@ impl Services {
 
     /// A room ID this server has a `rooms` row for, `404 M_NOT_FOUND` otherwise.
     async fn admin_known_room(&self, room_id: &RoomId) -> Result<RoomStatsRecord> {
-        self.store.room_stats(self.server_name(), Some(room_id.as_str())).await?.pop().ok_or_else(unknown_room)
+        self.store
+            .room_stats(self.server_name(), Some(room_id.as_str()))
+            .await?
+            .pop()
+            .ok_or_else(unknown_room)
     }
 
     /// `GET /_synapse/admin/v1/rooms/{roomId}`.
@@ -408,7 +407,8 @@ impl Services {
             .await?
             .and_then(|pdu| pdu.content_value().get("join_rule").and_then(Value::as_str).map(str::to_owned));
         let membership = self.store.membership(room_id.as_str(), user_id.as_str()).await?;
-        if join_rule.as_deref() != Some("public") && !matches!(membership.as_deref(), Some("join" | "invite")) {
+        if join_rule.as_deref() != Some("public") && !matches!(membership.as_deref(), Some("join" | "invite"))
+        {
             let admin_in_room = self.store.membership(room_id.as_str(), requester.user_id.as_str()).await?;
             if admin_in_room.as_deref() != Some("join") {
                 return Err(MatrixError::forbidden(format!(
@@ -423,7 +423,7 @@ impl Services {
         }
         let mut join = MembershipChange::new(user_id, MembershipAction::Join, None);
         join.ratelimit = false;
-        self.update_membership(&acting_as(user_id), &room_id, join).await?;
+        self.update_membership(&Requester::acting_as(user_id), &room_id, join).await?;
         tracing::info!(admin_user = %requester.user_id, %user_id, %room_id, "admin force-joined a user");
         Ok(room_id)
     }
@@ -554,7 +554,7 @@ impl Services {
         for (user, membership) in locals {
             let mut leave = MembershipChange::new(&user, MembershipAction::Leave, None);
             leave.ratelimit = false;
-            if let Err(error) = self.update_membership(&acting_as(&user), room_id, leave).await {
+            if let Err(error) = self.update_membership(&Requester::acting_as(&user), room_id, leave).await {
                 tracing::warn!(%room_id, user_id = %user, error = %error, "could not remove a user from a deleted room");
                 outcome.failed_to_kick_users.push(user.to_string());
                 continue;
@@ -565,7 +565,8 @@ impl Services {
             {
                 let mut join = MembershipChange::new(&user, MembershipAction::Join, None);
                 join.ratelimit = false;
-                if let Err(error) = self.update_membership(&acting_as(&user), new_room, join).await {
+                if let Err(error) = self.update_membership(&Requester::acting_as(&user), new_room, join).await
+                {
                     tracing::warn!(room_id = %new_room, user_id = %user, error = %error, "could not move a user to the replacement room");
                 }
             }
@@ -589,8 +590,12 @@ impl Services {
         Ok(outcome)
     }
 
-    async fn create_replacement_room(&self, owner: &UserId, request: &DeleteRoomRequest) -> Result<OwnedRoomId> {
-        let owner = acting_as(owner);
+    async fn create_replacement_room(
+        &self,
+        owner: &UserId,
+        request: &DeleteRoomRequest,
+    ) -> Result<OwnedRoomId> {
+        let owner = Requester::acting_as(owner);
         let room = self
             .create_room(
                 &owner,
@@ -603,8 +608,13 @@ impl Services {
             )
             .await?;
         let message = request.message.clone().unwrap_or_else(|| DEFAULT_MESSAGE.to_owned());
-        self.send_event(&room, &owner.user_id, EventDraft::message("m.room.message", json!({"msgtype": "m.text", "body": message})), None)
-            .await?;
+        self.send_event(
+            &room,
+            &owner.user_id,
+            EventDraft::message("m.room.message", json!({"msgtype": "m.text", "body": message})),
+            None,
+        )
+        .await?;
         Ok(room)
     }
 
@@ -613,14 +623,14 @@ impl Services {
     async fn purge_room(&self, room_id: &RoomId, force: bool) -> Result<()> {
         let mut guard = self.rooms.lock_for_write(room_id).await;
         if !force {
-            let still_joined = self
-                .store
-                .room_members(room_id.as_str(), "join")
-                .await?
-                .iter()
-                .any(|user| user.rsplit_once(':').is_some_and(|(_, server)| server == self.server_name()));
+            let still_joined =
+                self.store.room_members(room_id.as_str(), "join").await?.iter().any(|user| {
+                    user.rsplit_once(':').is_some_and(|(_, server)| server == self.server_name())
+                });
             if still_joined {
-                return Err(MatrixError::bad_json(format!("Users are still joined to this room: {room_id}")).into());
+                return Err(
+                    MatrixError::bad_json(format!("Users are still joined to this room: {room_id}")).into()
+                );
             }
         }
         let events = self.store.purge_room(room_id.as_str()).await?;
@@ -646,7 +656,9 @@ impl Services {
     pub async fn admin_delete_statuses(&self, room_id: &RoomId) -> Result<Vec<DeleteRoomStatus>> {
         let tasks = self.store.admin_room_tasks(room_id.as_str(), DELETE_TASK).await?;
         if tasks.is_empty() {
-            return Err(MatrixError::not_found(format!("No delete task for room_id '{room_id}' found")).into());
+            return Err(
+                MatrixError::not_found(format!("No delete task for room_id '{room_id}' found")).into()
+            );
         }
         Ok(tasks.into_iter().map(DeleteRoomStatus::from).collect())
     }
@@ -704,7 +716,10 @@ pub use myelin_store::federation_queue::DestinationRecord;
 
 impl Services {
     /// `GET /_synapse/admin/v1/federation/destinations`: a page and the total.
-    pub async fn admin_destinations(&self, query: &DestinationQuery) -> Result<(Vec<DestinationRecord>, u64)> {
+    pub async fn admin_destinations(
+        &self,
+        query: &DestinationQuery,
+    ) -> Result<(Vec<DestinationRecord>, u64)> {
         let mut all = self.store.federation_destinations().await?;
         if let Some(search) = &query.search {
             all.retain(|d| d.destination.contains(search.as_str()));

@@ -31,6 +31,22 @@ pub struct Requester {
     pub token_hash: String,
 }
 
+impl Requester {
+    /// The requester for what the server does as a user on its own initiative (a force-join,
+    /// a room deletion's leaves, server notices): no device, no token, no admin power.
+    pub fn acting_as(user_id: &UserId) -> Self {
+        Requester {
+            user_id: user_id.to_owned(),
+            device_id: None,
+            is_guest: false,
+            is_admin: false,
+            shadow_banned: false,
+            suspended: false,
+            token_hash: String::new(),
+        }
+    }
+}
+
 /// SHA-256 of a token, in hex: the form tokens are stored in.
 pub fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))

@@ -45,19 +45,6 @@ pub struct ServerNotice {
     pub content: Value,
 }
 
-/// A requester for what the server does as `user_id` (no device, no token).
-fn server_requester(user_id: &UserId) -> Requester {
-    Requester {
-        user_id: user_id.to_owned(),
-        device_id: None,
-        is_guest: false,
-        is_admin: false,
-        shadow_banned: false,
-        suspended: false,
-        token_hash: String::new(),
-    }
-}
-
 impl Services {
     fn server_notices_config(&self) -> Result<&ServerNoticesConfig> {
         self.config.server_notices.as_ref().ok_or_else(|| {
@@ -186,7 +173,7 @@ impl Services {
             power_level_content_override: Some(power_levels),
             room_version: None,
         };
-        let room_id = self.create_room(&server_requester(system), request).await?;
+        let room_id = self.create_room(&Requester::acting_as(system), request).await?;
         let mut tags = self.tags(user_id, &room_id).await?;
         tags.insert(SERVER_NOTICE_TAG.to_owned(), json!({}));
         self.put_account_data(user_id, Some(&room_id), "m.tag", &json!({ "tags": tags })).await?;
@@ -209,11 +196,11 @@ impl Services {
         }
         let mut invite = MembershipChange::new(user_id, MembershipAction::Invite, None);
         invite.ratelimit = false;
-        self.update_membership(&server_requester(system), room_id, invite).await?;
+        self.update_membership(&Requester::acting_as(system), room_id, invite).await?;
         if config.auto_join {
             let mut join = MembershipChange::new(user_id, MembershipAction::Join, None);
             join.ratelimit = false;
-            self.update_membership(&server_requester(user_id), room_id, join).await?;
+            self.update_membership(&Requester::acting_as(user_id), room_id, join).await?;
         }
         Ok(())
     }

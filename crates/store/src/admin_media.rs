@@ -58,7 +58,10 @@ pub struct UserMediaStats {
 
 impl Store {
     /// One page of users with their media count and size, and how many users match in all.
-    pub async fn user_media_stats(&self, query: &MediaStatsQuery) -> Result<(Vec<UserMediaStats>, u64), StoreError> {
+    pub async fn user_media_stats(
+        &self,
+        query: &MediaStatsQuery,
+    ) -> Result<(Vec<UserMediaStats>, u64), StoreError> {
         let mut params: Vec<Value> = vec![query.from_ts.into()];
         let mut conditions = vec!["m.created_ts >= $1".to_owned()];
         if let Some(until) = query.until_ts {

@@ -79,7 +79,8 @@ impl Store {
         server_name: &str,
         room_id: Option<&str>,
     ) -> Result<Vec<RoomStatsRecord>, StoreError> {
-        let local = format!("%:{}", server_name.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+        let local =
+            format!("%:{}", server_name.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
         let (filter, mut params) = match room_id {
             Some(room_id) => ("WHERE r.room_id = $2", params![local.as_str(), room_id]),
             None => ("", params![local.as_str()]),
@@ -167,7 +168,12 @@ impl Store {
 
     /// Records a new task, unless one of the same kind is active for the room: then `false`
     /// (one check-and-insert transaction, so two requests at once start one task).
-    pub async fn start_admin_room_task(&self, task_id: &str, kind: &str, room_id: &str) -> Result<bool, StoreError> {
+    pub async fn start_admin_room_task(
+        &self,
+        task_id: &str,
+        kind: &str,
+        room_id: &str,
+    ) -> Result<bool, StoreError> {
         self.db
             .transaction(async |tx| {
                 let active = tx
@@ -246,7 +252,11 @@ impl Store {
     }
 
     /// A room's tasks of one kind, oldest first.
-    pub async fn admin_room_tasks(&self, room_id: &str, kind: &str) -> Result<Vec<AdminRoomTask>, StoreError> {
+    pub async fn admin_room_tasks(
+        &self,
+        room_id: &str,
+        kind: &str,
+    ) -> Result<Vec<AdminRoomTask>, StoreError> {
         self.db
             .query(
                 "SELECT task_id, kind, room_id, status, error, result, created_ts FROM admin_room_tasks
@@ -317,7 +327,8 @@ impl Store {
     /// Whether every local user with a membership in the room has forgotten it (Synapse's
     /// `is_locally_forgotten_room`); `true` when no local user has one.
     pub async fn room_forgotten_by_all(&self, server_name: &str, room_id: &str) -> Result<bool, StoreError> {
-        let local = format!("%:{}", server_name.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+        let local =
+            format!("%:{}", server_name.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
         let remembered = self
             .db
             .query_opt(
@@ -359,8 +370,12 @@ impl Store {
 
     /// The rooms shared with a server (one of its users joined), with each room's latest
     /// stream position.
-    pub async fn rooms_shared_with_server(&self, server_name: &str) -> Result<Vec<(String, i64)>, StoreError> {
-        let pattern = format!("%:{}", server_name.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+    pub async fn rooms_shared_with_server(
+        &self,
+        server_name: &str,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let pattern =
+            format!("%:{}", server_name.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
         self.db
             .query(
                 "SELECT c.room_id, (SELECT COALESCE(MAX(e.stream_ordering), 0) FROM events e WHERE e.room_id = c.room_id)

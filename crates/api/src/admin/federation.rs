@@ -45,7 +45,8 @@ async fn list(
     QueryParams(pairs): QueryParams<Vec<(String, String)>>,
 ) -> ApiResult<Json<Value>> {
     let (from, limit) = page(&pairs)?;
-    let mut query = DestinationQuery { from, limit, order: DestinationOrder::Destination, forwards: true, search: None };
+    let mut query =
+        DestinationQuery { from, limit, order: DestinationOrder::Destination, forwards: true, search: None };
     for (name, value) in &pairs {
         match name.as_str() {
             "order_by" => {
@@ -60,9 +61,10 @@ async fn list(
                     "f" => true,
                     "b" => false,
                     _ => {
-                        return Err(
-                            MatrixError::invalid_param("Query parameter \"dir\" must be one of ['b', 'f']").into()
-                        );
+                        return Err(MatrixError::invalid_param(
+                            "Query parameter \"dir\" must be one of ['b', 'f']",
+                        )
+                        .into());
                     }
                 }
             }
@@ -101,7 +103,9 @@ async fn rooms(
     let backwards = match pairs.iter().find(|(name, _)| name == "dir").map(|(_, v)| v.as_str()) {
         None | Some("f") => false,
         Some("b") => true,
-        Some(_) => return Err(MatrixError::invalid_param("Query parameter \"dir\" must be one of ['b', 'f']").into()),
+        Some(_) => {
+            return Err(MatrixError::invalid_param("Query parameter \"dir\" must be one of ['b', 'f']").into());
+        }
     };
     let mut rooms = services.admin_destination_rooms(&destination).await?;
     if backwards {

@@ -201,7 +201,9 @@ async fn user_media(
                 .into());
             }
             "dir" if value != "f" && value != "b" => {
-                return Err(MatrixError::invalid_param("Query parameter \"dir\" must be one of ['b', 'f']").into());
+                return Err(
+                    MatrixError::invalid_param("Query parameter \"dir\" must be one of ['b', 'f']").into()
+                );
             }
             _ => {}
         }
@@ -268,7 +270,10 @@ async fn user_media_stats(
             "from_ts" => query.from_ts = i64::try_from(parse_count(name, value)?).unwrap_or(i64::MAX),
             "until_ts" => query.until_ts = Some(i64::try_from(parse_count(name, value)?).unwrap_or(i64::MAX)),
             "search_term" if value.is_empty() => {
-                return Err(MatrixError::invalid_param("Query parameter search_term cannot be an empty string").into());
+                return Err(MatrixError::invalid_param(
+                    "Query parameter search_term cannot be an empty string",
+                )
+                .into());
             }
             "search_term" => query.search_term = Some(value.clone()),
             "order_by" => {
@@ -283,9 +288,10 @@ async fn user_media_stats(
                     "f" => true,
                     "b" => false,
                     _ => {
-                        return Err(
-                            MatrixError::invalid_param("Query parameter \"dir\" must be one of ['b', 'f']").into()
-                        );
+                        return Err(MatrixError::invalid_param(
+                            "Query parameter \"dir\" must be one of ['b', 'f']",
+                        )
+                        .into());
                     }
                 }
             }
@@ -293,7 +299,9 @@ async fn user_media_stats(
         }
     }
     if query.until_ts.is_some_and(|until| until <= query.from_ts) {
-        return Err(MatrixError::invalid_param("Query parameter until_ts must be greater than from_ts.").into());
+        return Err(
+            MatrixError::invalid_param("Query parameter until_ts must be greater than from_ts.").into()
+        );
     }
     let (users, total) = services.admin_user_media_stats(&query).await?;
     let users: Vec<Value> = users

@@ -21,7 +21,8 @@ use crate::extract::{JsonBody, JsonBodyOrEmpty, PathParams, QueryParams};
 
 /// A room ID from a path, `400 M_INVALID_PARAM` when it is not one.
 pub(super) fn parse_room(room_id: &str) -> Result<ruma::OwnedRoomId, MatrixError> {
-    ruma::RoomId::parse(room_id).map_err(|_| MatrixError::invalid_param(format!("{room_id:?} is not a room ID")))
+    ruma::RoomId::parse(room_id)
+        .map_err(|_| MatrixError::invalid_param(format!("{room_id:?} is not a room ID")))
 }
 
 /// A non-negative query-string integer (`400 M_INVALID_PARAM` when negative or not an integer
@@ -29,7 +30,9 @@ pub(super) fn parse_room(room_id: &str) -> Result<ruma::OwnedRoomId, MatrixError
 pub(super) fn parse_count(name: &str, value: &str) -> Result<u64, MatrixError> {
     match value.parse::<i64>() {
         Ok(n) if n >= 0 => Ok(n as u64),
-        Ok(_) => Err(MatrixError::invalid_param(format!("Query parameter {name:?} must be a positive integer."))),
+        Ok(_) => {
+            Err(MatrixError::invalid_param(format!("Query parameter {name:?} must be a positive integer.")))
+        }
         Err(_) => Err(MatrixError::invalid_param(format!(
             "Query parameter {name:?} must be a string representing an integer."
         ))),
@@ -72,7 +75,11 @@ fn room_list_query(pairs: &[(String, String)]) -> Result<RoomListQuery, MatrixEr
                 query.forwards = match value.as_str() {
                     "f" => true,
                     "b" => false,
-                    _ => return Err(MatrixError::invalid_param("Query parameter \"dir\" must be one of ['b', 'f']")),
+                    _ => {
+                        return Err(MatrixError::invalid_param(
+                            "Query parameter \"dir\" must be one of ['b', 'f']",
+                        ));
+                    }
                 }
             }
             "search_term" if value.is_empty() => {
@@ -161,7 +168,8 @@ fn delete_request(body: &Map<String, Value>) -> Result<DeleteRoomRequest, Matrix
     };
     let new_room_user_id = text("new_room_user_id")?
         .map(|user| {
-            ruma::UserId::parse(&user).map_err(|_| MatrixError::invalid_param(format!("Invalid user ID {user:?}")))
+            ruma::UserId::parse(&user)
+                .map_err(|_| MatrixError::invalid_param(format!("Invalid user ID {user:?}")))
         })
         .transpose()?;
     Ok(DeleteRoomRequest {
@@ -266,7 +274,8 @@ async fn state(
     QueryParams(pairs): QueryParams<Vec<(String, String)>>,
 ) -> ApiResult<Json<Value>> {
     let room_id = parse_room(&room_id)?;
-    let kind = pairs.iter().find(|(name, value)| name == "type" && !value.is_empty()).map(|(_, v)| v.as_str());
+    let kind =
+        pairs.iter().find(|(name, value)| name == "type" && !value.is_empty()).map(|(_, v)| v.as_str());
     let state = services.admin_room_state(&room_id, kind).await?;
     Ok(Json(json!({ "state": state })))
 }
@@ -345,7 +354,9 @@ async fn messages(
     let backward = match param("dir").as_deref() {
         None | Some("f") => false,
         Some("b") => true,
-        Some(_) => return Err(MatrixError::invalid_param("Query parameter \"dir\" must be one of ['b', 'f']").into()),
+        Some(_) => {
+            return Err(MatrixError::invalid_param("Query parameter \"dir\" must be one of ['b', 'f']").into());
+        }
     };
     let filter = parse_filter(param("filter").as_deref())?;
     let limit = match param("limit") {
@@ -354,7 +365,8 @@ async fn messages(
     };
     let request = MessagesRequest { from: param("from"), to: param("to"), backward, limit, filter };
     let page = services.room_messages_as(&admin, &room_id, &request, true).await?;
-    let mut body = json!({ "chunk": events_json(&services, &page.events, &admin).await?, "start": page.start });
+    let mut body =
+        json!({ "chunk": events_json(&services, &page.events, &admin).await?, "start": page.start });
     if let Some(end) = page.end {
         body["end"] = json!(end);
     }
@@ -400,13 +412,19 @@ async fn timestamp_to_event(
     let room_id = parse_room(&room_id)?;
     let param = |name: &str| pairs.iter().find(|(key, _)| key == name).map(|(_, value)| value.clone());
     let Some(ts) = param("ts") else {
-        return Err(MatrixError::new(myelin_core::ErrCode::MissingParam, "Missing integer query parameter 'ts'").into());
+        return Err(MatrixError::new(
+            myelin_core::ErrCode::MissingParam,
+            "Missing integer query parameter 'ts'",
+        )
+        .into());
     };
     let ts = parse_count("ts", &ts)?;
     let forward = match param("dir").as_deref() {
         None | Some("f") => true,
         Some("b") => false,
-        Some(_) => return Err(MatrixError::invalid_param("Query parameter \"dir\" must be one of ['b', 'f']").into()),
+        Some(_) => {
+            return Err(MatrixError::invalid_param("Query parameter \"dir\" must be one of ['b', 'f']").into());
+        }
     };
     let pdu = services.timestamp_to_event_as(&admin, &room_id, ts, forward, true).await?;
     Ok(Json(json!({ "event_id": pdu.event_id, "origin_server_ts": pdu.origin_server_ts })))

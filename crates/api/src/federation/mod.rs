@@ -1,8 +1,8 @@
 //! The server-server API (`/_matrix/federation`, `/_matrix/key`).
 
 mod auth;
-mod invite;
 mod hierarchy;
+mod invite;
 mod membership;
 mod reads;
 mod send;

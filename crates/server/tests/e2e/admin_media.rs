@@ -62,23 +62,38 @@ async fn quarantined_media_is_not_downloadable_until_released() {
     assert_eq!(info["upload_name"], "a.txt");
     assert_eq!(info["user_id"], alice.user_id.as_str());
     assert!(info["created_ts"].is_i64() && info["safe_from_quarantine"] == false, "{info}");
-    admin.client.post(&format!("/_synapse/admin/v1/media/unquarantine/{hs}/{one}"), &json!({})).await.expect(200);
+    admin
+        .client
+        .post(&format!("/_synapse/admin/v1/media/unquarantine/{hs}/{one}"), &json!({}))
+        .await
+        .expect(200);
     assert_eq!(download_status(&server, &alice, &one).await, 200);
 
     // Protected media is not quarantined.
     admin.client.post(&format!("/_synapse/admin/v1/media/protect/{two}"), &json!({})).await.expect(200);
-    admin.client.post(&format!("/_synapse/admin/v1/media/quarantine/{hs}/{two}"), &json!({})).await.expect(200);
+    admin
+        .client
+        .post(&format!("/_synapse/admin/v1/media/quarantine/{hs}/{two}"), &json!({}))
+        .await
+        .expect(200);
     assert_eq!(download_status(&server, &alice, &two).await, 200);
     admin.client.post(&format!("/_synapse/admin/v1/media/unprotect/{two}"), &json!({})).await.expect(200);
 
     // A user's media.
-    let by_user = admin.client.post(&format!("/_synapse/admin/v1/user/{}/media/quarantine", alice.user_id), &json!({})).await;
+    let by_user = admin
+        .client
+        .post(&format!("/_synapse/admin/v1/user/{}/media/quarantine", alice.user_id), &json!({}))
+        .await;
     assert_eq!(by_user.expect(200)["num_quarantined"], 3);
     for media in [&one, &two, &three] {
         assert_eq!(download_status(&server, &alice, media).await, 404);
     }
     for media in [&one, &two, &three] {
-        admin.client.post(&format!("/_synapse/admin/v1/media/unquarantine/{hs}/{media}"), &json!({})).await.expect(200);
+        admin
+            .client
+            .post(&format!("/_synapse/admin/v1/media/unquarantine/{hs}/{media}"), &json!({}))
+            .await
+            .expect(200);
     }
 
     // A room's media.
@@ -93,21 +108,54 @@ async fn quarantined_media_is_not_downloadable_until_released() {
         .expect(200);
     let listed = admin.client.get(&format!("/_synapse/admin/v1/room/{room}/media")).await;
     assert_eq!(listed.expect(200), &json!({"local": [format!("mxc://{hs}/{three}")], "remote": []}));
-    let by_room = admin.client.post(&format!("/_synapse/admin/v1/room/{room}/media/quarantine"), &json!({})).await;
+    let by_room =
+        admin.client.post(&format!("/_synapse/admin/v1/room/{room}/media/quarantine"), &json!({})).await;
     assert_eq!(by_room.expect(200)["num_quarantined"], 1);
     assert_eq!(download_status(&server, &alice, &three).await, 404);
     assert_eq!(download_status(&server, &alice, &one).await, 200);
 
     // Bad input.
-    admin.client.post(&format!("/_synapse/admin/v1/media/quarantine/{hs}/bad%20id"), &json!({})).await.expect_error(400, "M_INVALID_PARAM");
-    admin.client.post(&format!("/_synapse/admin/v1/media/quarantine/{hs}/unknown"), &json!({})).await.expect_error(404, "M_NOT_FOUND");
-    admin.client.post("/_synapse/admin/v1/media/quarantine/other.example/abc", &json!({})).await.expect_error(400, "M_INVALID_PARAM");
-    admin.client.post("/_synapse/admin/v1/media/protect/unknown", &json!({})).await.expect_error(404, "M_NOT_FOUND");
-    admin.client.get(&format!("/_synapse/admin/v1/media/{hs}/unknown")).await.expect_error(404, "M_NOT_FOUND");
-    admin.client.post("/_synapse/admin/v1/room/not-a-room/media/quarantine", &json!({})).await.expect_error(400, "M_INVALID_PARAM");
-    admin.client.get(&format!("/_synapse/admin/v1/room/!unknown:{hs}/media")).await.expect_error(404, "M_NOT_FOUND");
+    admin
+        .client
+        .post(&format!("/_synapse/admin/v1/media/quarantine/{hs}/bad%20id"), &json!({}))
+        .await
+        .expect_error(400, "M_INVALID_PARAM");
+    admin
+        .client
+        .post(&format!("/_synapse/admin/v1/media/quarantine/{hs}/unknown"), &json!({}))
+        .await
+        .expect_error(404, "M_NOT_FOUND");
+    admin
+        .client
+        .post("/_synapse/admin/v1/media/quarantine/other.example/abc", &json!({}))
+        .await
+        .expect_error(400, "M_INVALID_PARAM");
+    admin
+        .client
+        .post("/_synapse/admin/v1/media/protect/unknown", &json!({}))
+        .await
+        .expect_error(404, "M_NOT_FOUND");
+    admin
+        .client
+        .get(&format!("/_synapse/admin/v1/media/{hs}/unknown"))
+        .await
+        .expect_error(404, "M_NOT_FOUND");
+    admin
+        .client
+        .post("/_synapse/admin/v1/room/not-a-room/media/quarantine", &json!({}))
+        .await
+        .expect_error(400, "M_INVALID_PARAM");
+    admin
+        .client
+        .get(&format!("/_synapse/admin/v1/room/!unknown:{hs}/media"))
+        .await
+        .expect_error(404, "M_NOT_FOUND");
     alice.client.get(&format!("/_synapse/admin/v1/room/{room}/media")).await.expect_error(403, "M_FORBIDDEN");
-    alice.client.post(&format!("/_synapse/admin/v1/media/protect/{one}"), &json!({})).await.expect_error(403, "M_FORBIDDEN");
+    alice
+        .client
+        .post(&format!("/_synapse/admin/v1/media/protect/{one}"), &json!({}))
+        .await
+        .expect_error(403, "M_FORBIDDEN");
     server.stop().await;
 }
 
@@ -129,7 +177,8 @@ async fn admins_list_and_delete_media_by_user_id_and_age() {
     let list = admin.client.get(&media_of(&alice.user_id, "")).await;
     let list = list.expect(200);
     assert_eq!(list["total"], 3);
-    let ids: Vec<&str> = list["media"].as_array().unwrap().iter().map(|m| m["media_id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> =
+        list["media"].as_array().unwrap().iter().map(|m| m["media_id"].as_str().unwrap()).collect();
     assert_eq!(ids, alice_media.iter().map(String::as_str).collect::<Vec<_>>());
     for field in ["media_id", "media_type", "upload_name"] {
         assert!(list["media"][0][field].is_string(), "{field}: {list}");
@@ -150,7 +199,8 @@ async fn admins_list_and_delete_media_by_user_id_and_age() {
     bob.client.get(&media_of(&alice.user_id, "")).await.expect_error(403, "M_FORBIDDEN");
 
     // Statistics per user.
-    let stats = admin.client.get("/_synapse/admin/v1/statistics/users/media?order_by=media_count&dir=b").await;
+    let stats =
+        admin.client.get("/_synapse/admin/v1/statistics/users/media?order_by=media_count&dir=b").await;
     let stats = stats.expect(200);
     assert_eq!(stats["total"], 2);
     assert_eq!(stats["users"][0]["user_id"], alice.user_id.as_str());
@@ -169,19 +219,35 @@ async fn admins_list_and_delete_media_by_user_id_and_age() {
     let one = admin.client.delete(&format!("/_synapse/admin/v1/media/{hs}/{}", alice_media[0])).await;
     assert_eq!(one.expect(200), &json!({"deleted_media": [alice_media[0]], "total": 1}));
     assert_eq!(download_status(&server, &alice, &alice_media[0]).await, 404);
-    admin.client.delete(&format!("/_synapse/admin/v1/media/{hs}/{}", alice_media[0])).await.expect_error(404, "M_NOT_FOUND");
-    admin.client.delete("/_synapse/admin/v1/media/elsewhere.example/abc").await.expect_error(400, "M_INVALID_PARAM");
+    admin
+        .client
+        .delete(&format!("/_synapse/admin/v1/media/{hs}/{}", alice_media[0]))
+        .await
+        .expect_error(404, "M_NOT_FOUND");
+    admin
+        .client
+        .delete("/_synapse/admin/v1/media/elsewhere.example/abc")
+        .await
+        .expect_error(400, "M_INVALID_PARAM");
 
     // Delete by age and size: bob's (15 bytes) only is larger than 10.
     let future = myelin_service::util::now_ms() + 60_000;
-    let by_age = admin.client.post(&format!("/_synapse/admin/v1/media/delete?before_ts={future}&size_gt=10"), &json!({})).await;
+    let by_age = admin
+        .client
+        .post(&format!("/_synapse/admin/v1/media/delete?before_ts={future}&size_gt=10"), &json!({}))
+        .await;
     assert_eq!(by_age.expect(200), &json!({"deleted_media": [bobs], "total": 1}));
     assert_eq!(download_status(&server, &bob, &bobs).await, 404);
     for query in ["", "?before_ts=-1", "?before_ts=1000", "?before_ts=abc"] {
-        let response = admin.client.post(&format!("/_synapse/admin/v1/media/delete{query}"), &json!({})).await;
+        let response =
+            admin.client.post(&format!("/_synapse/admin/v1/media/delete{query}"), &json!({})).await;
         assert_eq!(response.status, 400, "{query}: {:?}", response.json);
     }
-    alice.client.post(&format!("/_synapse/admin/v1/media/delete?before_ts={future}"), &json!({})).await.expect_error(403, "M_FORBIDDEN");
+    alice
+        .client
+        .post(&format!("/_synapse/admin/v1/media/delete?before_ts={future}"), &json!({}))
+        .await
+        .expect_error(403, "M_FORBIDDEN");
 
     // Delete a user's.
     let all = admin.client.delete(&media_of(&alice.user_id, "")).await;
@@ -190,9 +256,19 @@ async fn admins_list_and_delete_media_by_user_id_and_age() {
     assert_eq!(admin.client.get(&media_of(&alice.user_id, "")).await.expect(200)["total"], 0);
 
     // The remote media cache: nothing is cached here.
-    let purge = admin.client.post(&format!("/_synapse/admin/v1/purge_media_cache?before_ts={future}"), &json!({})).await;
+    let purge = admin
+        .client
+        .post(&format!("/_synapse/admin/v1/purge_media_cache?before_ts={future}"), &json!({}))
+        .await;
     assert_eq!(purge.expect(200), &json!({"deleted": 0}));
-    admin.client.post("/_synapse/admin/v1/purge_media_cache", &json!({})).await.expect_error(400, "M_MISSING_PARAM");
-    bob.client.post(&format!("/_synapse/admin/v1/purge_media_cache?before_ts={future}"), &json!({})).await.expect_error(403, "M_FORBIDDEN");
+    admin
+        .client
+        .post("/_synapse/admin/v1/purge_media_cache", &json!({}))
+        .await
+        .expect_error(400, "M_MISSING_PARAM");
+    bob.client
+        .post(&format!("/_synapse/admin/v1/purge_media_cache?before_ts={future}"), &json!({}))
+        .await
+        .expect_error(403, "M_FORBIDDEN");
     server.stop().await;
 }

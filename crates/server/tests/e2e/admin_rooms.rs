@@ -25,7 +25,10 @@ fn assert_types(value: &Value, fields: &[(&str, &str)]) {
             "object" => v.is_object(),
             _ => false,
         };
-        assert!(ok && (kind.ends_with('?') || value.get(*field).is_some()), "{field} should be {kind}: {value}");
+        assert!(
+            ok && (kind.ends_with('?') || value.get(*field).is_some()),
+            "{field} should be {kind}: {value}"
+        );
     }
 }
 
@@ -49,7 +52,12 @@ const ROOM_FIELDS: &[(&str, &str)] = &[
 
 async fn joined_rooms(user: &TestUser) -> Vec<String> {
     let response = user.client.get("/_matrix/client/v3/joined_rooms").await;
-    response.expect(200)["joined_rooms"].as_array().unwrap().iter().map(|r| r.as_str().unwrap().to_owned()).collect()
+    response.expect(200)["joined_rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().to_owned())
+        .collect()
 }
 
 #[tokio::test]
@@ -58,7 +66,9 @@ async fn admins_list_rooms_with_orders_search_and_pages() {
     let admin = server.register_admin("admin").await;
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
-    let apples = create_room(&alice, json!({"name": "Apples", "preset": "public_chat", "room_alias_name": "fruit"})).await;
+    let apples =
+        create_room(&alice, json!({"name": "Apples", "preset": "public_chat", "room_alias_name": "fruit"}))
+            .await;
     let bananas = create_room(&alice, json!({"name": "Bananas", "visibility": "public"})).await;
     join(&bob, &bananas).await;
     let nameless = create_room(&bob, json!({})).await;
@@ -96,9 +106,21 @@ async fn admins_list_rooms_with_orders_search_and_pages() {
     let public_first = list("?order_by=public&dir=b").await;
     assert_eq!(room_ids(public_first.expect(200))[0], bananas);
     for order in [
-        "name", "canonical_alias", "joined_members", "joined_local_members", "version", "creator",
-        "encryption", "federatable", "public", "join_rules", "guest_access", "history_visibility",
-        "state_events", "size", "alphabetical",
+        "name",
+        "canonical_alias",
+        "joined_members",
+        "joined_local_members",
+        "version",
+        "creator",
+        "encryption",
+        "federatable",
+        "public",
+        "join_rules",
+        "guest_access",
+        "history_visibility",
+        "state_events",
+        "size",
+        "alphabetical",
     ] {
         assert_eq!(list(&format!("?order_by={order}")).await.expect(200)["total_rooms"], 3, "{order}");
     }
@@ -106,7 +128,10 @@ async fn admins_list_rooms_with_orders_search_and_pages() {
     // Search: name, alias localpart, exact room ID.
     assert_eq!(room_ids(list("?search_term=banan").await.expect(200)), vec![bananas.as_str()]);
     assert_eq!(room_ids(list("?search_term=FRUI").await.expect(200)), vec![apples.as_str()]);
-    assert_eq!(room_ids(list(&format!("?search_term={nameless}")).await.expect(200)), vec![nameless.as_str()]);
+    assert_eq!(
+        room_ids(list(&format!("?search_term={nameless}")).await.expect(200)),
+        vec![nameless.as_str()]
+    );
     assert_eq!(list("?search_term=nothing").await.expect(200)["total_rooms"], 0);
     assert_eq!(list("?public_rooms=true").await.expect(200)["total_rooms"], 1);
 
@@ -173,7 +198,8 @@ async fn admins_read_one_room_its_members_state_and_extremities() {
     let members = admin.client.get(&format!("/_synapse/admin/v1/rooms/{room}/members")).await;
     let members = members.expect(200);
     assert_eq!(members["total"], 2);
-    let mut listed: Vec<&str> = members["members"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
+    let mut listed: Vec<&str> =
+        members["members"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
     listed.sort();
     let mut expected = vec![alice.user_id.as_str(), bob.user_id.as_str()];
     expected.sort();
@@ -182,7 +208,11 @@ async fn admins_read_one_room_its_members_state_and_extremities() {
     let state = admin.client.get(&format!("/_synapse/admin/v1/rooms/{room}/state")).await;
     let state = state.expect(200)["state"].as_array().unwrap().clone();
     assert!(state.iter().any(|e| e["type"] == "m.room.create" && e["state_key"] == ""), "{state:?}");
-    assert!(state.iter().all(|e| e["event_id"].is_string() && e["content"].is_object() && e["sender"].is_string()));
+    assert!(
+        state
+            .iter()
+            .all(|e| e["event_id"].is_string() && e["content"].is_object() && e["sender"].is_string())
+    );
     assert_eq!(state.iter().filter(|e| e["type"] == "m.room.member").count(), 2);
     let names = admin.client.get(&format!("/_synapse/admin/v1/rooms/{room}/state?type=m.room.name")).await;
     let names = names.expect(200)["state"].as_array().unwrap().clone();
@@ -280,17 +310,33 @@ async fn force_join_puts_a_local_user_in_the_room() {
 
     // A private room the admin is not in: refused.
     let closed = create_room(&bob, json!({"preset": "private_chat"})).await;
-    admin.client.post(&force(&closed), &json!({"user_id": alice.user_id})).await.expect_error(403, "M_FORBIDDEN");
+    admin
+        .client
+        .post(&force(&closed), &json!({"user_id": alice.user_id}))
+        .await
+        .expect_error(403, "M_FORBIDDEN");
     assert!(!joined_rooms(&alice).await.contains(&closed));
 
     // Bad input.
     let nobody = format!("@nobody:{}", server.server_name);
     admin.client.post(&force(&private), &json!({"user_id": nobody})).await.expect_error(404, "M_NOT_FOUND");
-    admin.client.post(&force(&private), &json!({"user_id": "not-a-user"})).await.expect_error(400, "M_INVALID_PARAM");
+    admin
+        .client
+        .post(&force(&private), &json!({"user_id": "not-a-user"}))
+        .await
+        .expect_error(400, "M_INVALID_PARAM");
     admin.client.post(&force(&private), &json!({})).await.expect_error(400, "M_MISSING_PARAM");
-    admin.client.post(&force("not-a-room"), &json!({"user_id": alice.user_id})).await.expect_error(400, "M_INVALID_PARAM");
+    admin
+        .client
+        .post(&force("not-a-room"), &json!({"user_id": alice.user_id}))
+        .await
+        .expect_error(400, "M_INVALID_PARAM");
     let unknown = format!("!unknown:{}", server.server_name);
-    admin.client.post(&force(&unknown), &json!({"user_id": alice.user_id})).await.expect_error(404, "M_NOT_FOUND");
+    admin
+        .client
+        .post(&force(&unknown), &json!({"user_id": alice.user_id}))
+        .await
+        .expect_error(404, "M_NOT_FOUND");
     bob.client.post(&force(&public), &json!({"user_id": bob.user_id})).await.expect_error(403, "M_FORBIDDEN");
     server.stop().await;
 }
@@ -302,7 +348,9 @@ async fn deleting_a_room_kicks_everyone_moves_them_and_blocks_rejoin() {
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
     let carol = server.register("carol").await;
-    let room = create_room(&alice, json!({"preset": "public_chat", "room_alias_name": "doomed", "name": "Doomed"})).await;
+    let room =
+        create_room(&alice, json!({"preset": "public_chat", "room_alias_name": "doomed", "name": "Doomed"}))
+            .await;
     join(&bob, &room).await;
     alice
         .client
@@ -312,7 +360,10 @@ async fn deleting_a_room_kicks_everyone_moves_them_and_blocks_rejoin() {
     send_text(&alice, &room, "t1", "bad content").await;
 
     let path = format!("/_synapse/admin/v1/rooms/{room}");
-    bob.client.request(reqwest::Method::DELETE, &path, Some(&json!({}))).await.expect_error(403, "M_FORBIDDEN");
+    bob.client
+        .request(reqwest::Method::DELETE, &path, Some(&json!({})))
+        .await
+        .expect_error(403, "M_FORBIDDEN");
     admin
         .client
         .request(reqwest::Method::DELETE, &path, Some(&json!({"block": "yes"})))
@@ -333,7 +384,8 @@ async fn deleting_a_room_kicks_everyone_moves_them_and_blocks_rejoin() {
         )
         .await;
     let body = deleted.expect(200).clone();
-    let mut kicked: Vec<&str> = body["kicked_users"].as_array().unwrap().iter().map(|u| u.as_str().unwrap()).collect();
+    let mut kicked: Vec<&str> =
+        body["kicked_users"].as_array().unwrap().iter().map(|u| u.as_str().unwrap()).collect();
     kicked.sort();
     let mut expected = vec![alice.user_id.as_str(), bob.user_id.as_str(), carol.user_id.as_str()];
     expected.sort();
@@ -349,7 +401,10 @@ async fn deleting_a_room_kicks_everyone_moves_them_and_blocks_rejoin() {
     }
     assert!(!joined_rooms(&carol).await.contains(&new_room));
     // The alias points to the replacement room.
-    let alias = admin.client.get(&format!("/_matrix/client/v3/directory/room/%23doomed:{}", server.server_name)).await;
+    let alias = admin
+        .client
+        .get(&format!("/_matrix/client/v3/directory/room/%23doomed:{}", server.server_name))
+        .await;
     assert_eq!(alias.expect(200)["room_id"], new_room.as_str());
     // The room is gone from the database and blocked.
     admin.client.get(&path).await.expect_error(404, "M_NOT_FOUND");
@@ -366,7 +421,11 @@ async fn deleting_a_room_kicks_everyone_moves_them_and_blocks_rejoin() {
     assert_eq!(state.expect(200)["name"], "Moved");
 
     // Deleting it again: the room is unknown now (404); blocking it again is fine.
-    admin.client.request(reqwest::Method::DELETE, &path, Some(&json!({}))).await.expect_error(404, "M_NOT_FOUND");
+    admin
+        .client
+        .request(reqwest::Method::DELETE, &path, Some(&json!({})))
+        .await
+        .expect_error(404, "M_NOT_FOUND");
     let again = admin.client.request(reqwest::Method::DELETE, &path, Some(&json!({"block": true}))).await;
     assert_eq!(again.expect(200)["kicked_users"], json!([]));
     admin
@@ -400,7 +459,11 @@ async fn v2_deletion_runs_in_the_background_with_its_status_and_once_at_a_time()
         send_text(&alice, &room, &format!("t{i}"), "text").await;
     }
     let path = format!("/_synapse/admin/v2/rooms/{room}");
-    alice.client.request(reqwest::Method::DELETE, &path, Some(&json!({}))).await.expect_error(403, "M_FORBIDDEN");
+    alice
+        .client
+        .request(reqwest::Method::DELETE, &path, Some(&json!({})))
+        .await
+        .expect_error(403, "M_FORBIDDEN");
 
     // Two deletions at once: at most one runs; the other is refused or finds nothing to do.
     let block = json!({"block": true});
@@ -418,7 +481,15 @@ async fn v2_deletion_runs_in_the_background_with_its_status_and_once_at_a_time()
     assert!(!ids.is_empty());
     let status = wait_for_delete(&admin, &ids[0]).await;
     assert_eq!(status["status"], "complete", "{status}");
-    assert_types(&status["shutdown_room"], &[("kicked_users", "array"), ("failed_to_kick_users", "array"), ("local_aliases", "array"), ("new_room_id", "string?")]);
+    assert_types(
+        &status["shutdown_room"],
+        &[
+            ("kicked_users", "array"),
+            ("failed_to_kick_users", "array"),
+            ("local_aliases", "array"),
+            ("new_room_id", "string?"),
+        ],
+    );
     for id in &ids[1..] {
         assert_eq!(wait_for_delete(&admin, id).await["status"], "complete");
     }
@@ -446,7 +517,11 @@ async fn v2_deletion_runs_in_the_background_with_its_status_and_once_at_a_time()
         .await
         .expect_error(404, "M_NOT_FOUND");
     admin.client.get("/_synapse/admin/v2/rooms/delete_status/nope").await.expect_error(404, "M_NOT_FOUND");
-    admin.client.request(reqwest::Method::DELETE, &format!("/_synapse/admin/v2/rooms/{unknown}"), Some(&json!({}))).await.expect_error(404, "M_NOT_FOUND");
+    admin
+        .client
+        .request(reqwest::Method::DELETE, &format!("/_synapse/admin/v2/rooms/{unknown}"), Some(&json!({})))
+        .await
+        .expect_error(404, "M_NOT_FOUND");
     alice.client.get("/_synapse/admin/v2/rooms/delete_status/nope").await.expect_error(403, "M_FORBIDDEN");
     server.stop().await;
 }
@@ -503,14 +578,16 @@ async fn admins_read_messages_context_and_timestamps_of_rooms_they_are_not_in() 
     let forwards = forwards.expect(200);
     assert_eq!(forwards["chunk"][0]["type"], "m.room.create", "dir defaults to f: {forwards}");
 
-    let context = admin.client.get(&format!("/_synapse/admin/v1/rooms/{room}/context/{}?limit=2", sent[1])).await;
+    let context =
+        admin.client.get(&format!("/_synapse/admin/v1/rooms/{room}/context/{}?limit=2", sent[1])).await;
     let context = context.expect(200);
     assert_eq!(context["event"]["event_id"], sent[1].as_str());
     assert_eq!(context["events_after"][0]["event_id"], sent[2].as_str());
     assert!(context["events_before"].is_array() && context["state"].is_array(), "{context}");
 
     let now = myelin_service::util::now_ms() + 1000;
-    let found = admin.client.get(&format!("/_synapse/admin/v1/rooms/{room}/timestamp_to_event?ts={now}&dir=b")).await;
+    let found =
+        admin.client.get(&format!("/_synapse/admin/v1/rooms/{room}/timestamp_to_event?ts={now}&dir=b")).await;
     let found = found.expect(200);
     assert_eq!(found["event_id"], sent[3].as_str());
     assert!(found["origin_server_ts"].is_i64());
@@ -537,7 +614,11 @@ async fn admins_read_messages_context_and_timestamps_of_rooms_they_are_not_in() 
         .await
         .expect_error(400, "M_MISSING_PARAM");
     for suffix in ["messages", "timestamp_to_event?ts=1"] {
-        alice.client.get(&format!("/_synapse/admin/v1/rooms/{room}/{suffix}")).await.expect_error(403, "M_FORBIDDEN");
+        alice
+            .client
+            .get(&format!("/_synapse/admin/v1/rooms/{room}/{suffix}"))
+            .await
+            .expect_error(403, "M_FORBIDDEN");
     }
     alice
         .client

@@ -115,19 +115,6 @@ fn not_found_room() -> Error {
     MatrixError::not_found("No known servers: this server does not know the room").into()
 }
 
-/// The requester for changes the server makes on a user's behalf.
-fn on_behalf_of(user_id: &UserId, is_guest: bool) -> Requester {
-    Requester {
-        user_id: user_id.to_owned(),
-        device_id: None,
-        is_guest,
-        is_admin: false,
-        shadow_banned: false,
-        suspended: false,
-        token_hash: String::new(),
-    }
-}
-
 impl Services {
     /// A room ID, or the room a local alias points to.
     pub async fn resolve_room_or_alias(&self, id_or_alias: &str) -> Result<OwnedRoomId> {
@@ -698,7 +685,7 @@ impl Services {
             };
             if changed
                 && let Err(error) =
-                    self.update_membership(&on_behalf_of(user_id, false), &room_id, change).await
+                    self.update_membership(&Requester::acting_as(user_id), &room_id, change).await
             {
                 tracing::warn!(%room_id, %error, "could not update the member event after a profile change");
             }
@@ -726,7 +713,7 @@ impl Services {
                 let mut change = MembershipChange::new(user_id, MembershipAction::Leave, None);
                 change.ratelimit = false;
                 if let Err(error) =
-                    self.update_membership(&on_behalf_of(user_id, false), &room_id, change).await
+                    self.update_membership(&Requester::acting_as(user_id), &room_id, change).await
                 {
                     tracing::warn!(%room_id, %error, "could not leave a room of a deactivated user");
                     failed += 1;
@@ -750,7 +737,7 @@ impl Services {
         if registration.auto_join_rooms.is_empty() || (is_guest && !registration.auto_join_rooms_for_guests) {
             return Ok(());
         }
-        let requester = on_behalf_of(user_id, is_guest);
+        let requester = Requester { is_guest, ..Requester::acting_as(user_id) };
         for room in &registration.auto_join_rooms {
             let result = match self.resolve_room_or_alias(room).await {
                 Ok(_) => self.join_room(&requester, room, None).await.map(|_| ()),

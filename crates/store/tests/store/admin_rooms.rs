@@ -26,7 +26,10 @@ store_test!(one_active_deletion_per_room_and_its_outcome_is_kept, |store| async 
     let states: Vec<(&str, &str, Option<&str>)> =
         tasks.iter().map(|t| (t.task_id.as_str(), t.status.as_str(), t.error.as_deref())).collect();
     assert_eq!(states, [("d1", "complete", None), ("d2", "failed", Some("boom"))]);
-    assert_eq!(store.admin_room_task("d1").await.unwrap().unwrap().result.as_deref(), Some(r#"{"kicked_users":[]}"#));
+    assert_eq!(
+        store.admin_room_task("d1").await.unwrap().unwrap().result.as_deref(),
+        Some(r#"{"kicked_users":[]}"#)
+    );
     // A restart ends what was active.
     assert_eq!(store.fail_interrupted_admin_room_tasks().await.unwrap(), 1);
     assert_eq!(store.admin_room_task("p1").await.unwrap().unwrap().status, "failed");

@@ -1,11 +1,11 @@
 //! The store's tests, one module per data area, in one test binary (one link instead of one
 //! per file). Each body runs on SQLite and on PostgreSQL through `store_test!`.
 
+mod admin_rooms;
 mod cross_signing;
 mod data;
 mod dehydrated;
 mod device_lists;
-mod admin_rooms;
 mod e2e_keys;
 mod engine;
 mod federation_queue;
