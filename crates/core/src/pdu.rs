@@ -129,6 +129,7 @@ impl PduTemplate {
         // part of the event): without it other servers see a redaction of nothing.
         if let Some(redacts) = &self.redacts
             && rules.redaction.content_field_redacts
+            && self.kind == "m.room.redaction"
         {
             fields
                 .entry("redacts".to_owned())
