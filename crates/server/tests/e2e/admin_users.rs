@@ -206,6 +206,52 @@ async fn a_deactivated_user_is_logged_out_leaves_rooms_and_cannot_log_in() {
 }
 
 #[tokio::test]
+async fn an_erased_users_messages_are_pruned_for_those_who_joined_later() {
+    let server = TestServer::start().await;
+    let admin = server.register_admin("admin").await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let room_id = create_room(&alice, json!({"preset": "public_chat"})).await;
+    join(&bob, &room_id).await;
+    send_text(&bob, &room_id, "t1", "my secret").await;
+    send_text(&alice, &room_id, "t2", "alice speaks").await;
+    let carol = server.register("carol").await;
+    join(&carol, &room_id).await;
+    // Shared history: carol sees bob's message while he is not erased...
+    assert_eq!(message_bodies(&carol, &room_id).await, ["my secret", "alice speaks"]);
+
+    let erase = json!({"erase": true});
+    admin.client.post(&format!("/_synapse/admin/v1/deactivate/{}", bob.user_id), &erase).await.expect(200);
+    // ...and only its pruned form once he is (as Synapse); alice, joined when he sent it,
+    // still sees it, and other senders' messages are untouched.
+    assert_eq!(message_bodies(&carol, &room_id).await, ["", "alice speaks"]);
+    assert_eq!(message_bodies(&alice, &room_id).await, ["my secret", "alice speaks"]);
+    let messages =
+        carol.client.get(&format!("/_matrix/client/v3/rooms/{room_id}/messages?dir=b&limit=50")).await;
+    let pruned = messages.expect(200)["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|event| event["type"] == "m.room.message" && event["sender"] == bob.user_id.as_str())
+        .cloned()
+        .expect("bob's message is still listed");
+    assert_eq!(pruned["content"], json!({}), "{pruned}");
+    // A deactivation without erase prunes nothing.
+    let dave = server.register("dave").await;
+    join(&dave, &room_id).await;
+    send_text(&dave, &room_id, "t3", "dave was here").await;
+    admin
+        .client
+        .post(&format!("/_synapse/admin/v1/deactivate/{}", dave.user_id), &json!({}))
+        .await
+        .expect(200);
+    let erin = server.register("erin").await;
+    join(&erin, &room_id).await;
+    assert_eq!(message_bodies(&erin, &room_id).await, ["", "alice speaks", "dave was here"]);
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn whois_username_available_and_server_version() {
     let server = TestServer::start().await;
     let admin = server.register_admin("admin").await;

@@ -1,9 +1,11 @@
 //! History visibility (`world_readable`, `shared`, `invited`, `joined`) applied to events a
-//! user asks to read, using the room state at each event.
+//! user asks to read, using the room state at each event; an erased user's events pruned for
+//! those who were not joined when they were sent.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use ruma::UserId;
+use ruma::{OwnedUserId, UserId};
 use serde_json::Value;
 
 use super::RoomEvent;
@@ -78,6 +80,9 @@ impl Services {
         let mut joined_now: HashMap<ruma::OwnedRoomId, bool> = HashMap::new();
         let mut visibility_at: HashMap<Option<i64>, String> = HashMap::new();
         let mut membership_at: HashMap<Option<i64>, Option<String>> = HashMap::new();
+        let mut erased: HashMap<OwnedUserId, bool> = HashMap::new();
+        let mut rules_of: HashMap<ruma::OwnedRoomId, ruma::room_version_rules::RoomVersionRules> =
+            HashMap::new();
         let mut out = Vec::with_capacity(events.len());
         for event in events {
             let group = event.state_before;
@@ -150,11 +155,43 @@ impl Services {
                     },
                     _ => false,
                 };
-            if visible {
-                out.push(event);
+            if !visible {
+                continue;
             }
+            // As Synapse: an erased user's events reach those who were not joined when they
+            // were sent only with their content pruned.
+            if !own_member_event
+                && membership.as_deref() != Some("join")
+                && self.sender_erased(&event.pdu.sender, &mut erased).await?
+            {
+                let rules = match rules_of.get(&event.pdu.room_id) {
+                    Some(rules) => rules.clone(),
+                    None => {
+                        let Some(head) = self.room_head_snapshot(&event.pdu.room_id).await? else { continue };
+                        rules_of.insert(event.pdu.room_id.clone(), head.rules.clone());
+                        head.rules
+                    }
+                };
+                let pruned = event.pdu.redacted(&rules).map_err(crate::Error::internal)?;
+                out.push(RoomEvent { pdu: Arc::new(pruned), ..event });
+                continue;
+            }
+            out.push(event);
         }
         Ok(out)
+    }
+
+    /// Whether a local sender's account was deactivated with `erase` (remembered per call).
+    async fn sender_erased(&self, sender: &UserId, erased: &mut HashMap<OwnedUserId, bool>) -> Result<bool> {
+        if sender.server_name().as_str() != self.server_name() {
+            return Ok(false);
+        }
+        if let Some(known) = erased.get(sender) {
+            return Ok(*known);
+        }
+        let is_erased = self.store.get_user(sender.as_str()).await?.is_some_and(|user| user.erased);
+        erased.insert(sender.to_owned(), is_erased);
+        Ok(is_erased)
     }
 
     /// Whether the room's current history visibility is `world_readable`.
