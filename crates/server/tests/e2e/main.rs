@@ -6,6 +6,7 @@ mod account_rooms;
 mod admin_cli;
 mod admin_media;
 mod admin_notices;
+mod admin_purge;
 mod admin_rooms;
 mod admin_users;
 mod bad_input;

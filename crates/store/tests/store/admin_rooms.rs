@@ -16,11 +16,12 @@ store_test!(blocked_rooms_keep_their_first_blocker_and_unblock, |store| async mo
 });
 
 store_test!(one_active_deletion_per_room_and_its_outcome_is_kept, |store| async move {
-    assert!(store.start_admin_room_task("d1", "delete", ROOM).await.unwrap());
-    assert!(!store.start_admin_room_task("d2", "delete", ROOM).await.unwrap(), "one at a time");
-    assert!(store.start_admin_room_task("p1", "purge_history", ROOM).await.unwrap(), "another kind");
+    assert!(store.start_admin_room_task("d1", "delete", ROOM, true).await.unwrap());
+    assert!(!store.start_admin_room_task("d2", "delete", ROOM, true).await.unwrap(), "one at a time");
+    assert!(store.start_admin_room_task("p1", "purge_history", ROOM, true).await.unwrap(), "another kind");
+    assert!(store.start_admin_room_task("p2", "purge_history", ROOM, false).await.unwrap(), "not exclusive");
     store.finish_admin_room_task("d1", Ok(Some(r#"{"kicked_users":[]}"#))).await.unwrap();
-    assert!(store.start_admin_room_task("d2", "delete", ROOM).await.unwrap(), "after the first ended");
+    assert!(store.start_admin_room_task("d2", "delete", ROOM, true).await.unwrap(), "after the first ended");
     store.finish_admin_room_task("d2", Err("boom")).await.unwrap();
     let tasks = store.admin_room_tasks(ROOM, "delete").await.unwrap();
     let states: Vec<(&str, &str, Option<&str>)> =
@@ -31,7 +32,7 @@ store_test!(one_active_deletion_per_room_and_its_outcome_is_kept, |store| async 
         Some(r#"{"kicked_users":[]}"#)
     );
     // A restart ends what was active.
-    assert_eq!(store.fail_interrupted_admin_room_tasks().await.unwrap(), 1);
+    assert_eq!(store.fail_interrupted_admin_room_tasks().await.unwrap(), 2);
     assert_eq!(store.admin_room_task("p1").await.unwrap().unwrap().status, "failed");
 });
 
