@@ -44,6 +44,7 @@ mod membership_paths;
 mod process;
 mod profile;
 mod provisioning;
+mod provisioning_script;
 mod push;
 mod registration;
 mod relations;
