@@ -93,6 +93,25 @@ async fn purging_history_removes_events_before_the_point_and_keeps_the_room_work
     assert_eq!(search_hits(&alice, "aardvark").await, 0);
     assert_eq!(stored_bytes(&admin, &room).await, bytes, "local events are kept");
 
+    // An initial sync shows the room's state (the name's event included) and none of the
+    // purged events.
+    let sync = alice.client.get("/_matrix/client/v3/sync").await;
+    let joined = sync.expect(200)["rooms"]["join"][room.as_str()].clone();
+    let ids = |section: &str| -> Vec<String> {
+        joined[section]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|event| event["event_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (state, synced) = (ids("state"), ids("timeline"));
+    assert!(old.iter().all(|id| !synced.contains(id) && !state.contains(id)), "{joined}");
+    assert!(synced.contains(&after), "{joined}");
+    let kinds: Vec<&str> =
+        joined["state"]["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert!(kinds.contains(&"m.room.name") && kinds.contains(&"m.room.create"), "{joined}");
+
     // The state stays: the room's name reads, bob joins, alice sends.
     let name = alice.client.get(&format!("/_matrix/client/v3/rooms/{room}/state/m.room.name/")).await;
     assert_eq!(name.expect(200)["name"], "History");
