@@ -4,18 +4,22 @@
 //! path (`rooms::membership`); deleting a room makes each local member leave on their own
 //! behalf (an admin need not be in the room, nor outrank anyone), then purges the room's rows
 //! table by table (`Store::purge_room`), each step its own transaction, so it is idempotent.
+//! Purging a room's history (`/v1/purge_history`) removes the events before a point in one
+//! transaction (`Store::purge_history`) on a task recorded like deletions.
 
 use std::cmp::Ordering;
 
-use myelin_core::MatrixError;
-use myelin_store::{AdminRoomTask, RoomStatsRecord};
-use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
-use serde_json::{Value, json};
+use myelin_core::{ErrCode, MatrixError};
+use myelin_store::{AdminRoomTask, PurgeHistoryOutcome, RoomStatsRecord};
+use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
+use serde_json::{Map, Value, json};
 
 use crate::auth::Requester;
+use crate::rooms::RoomHead;
 use crate::rooms::create::CreateRoomRequest;
 use crate::rooms::head::RoomEvent;
 use crate::rooms::membership::{MembershipAction, MembershipChange};
+use crate::rooms::power_levels::room_creators;
 use crate::rooms::write::EventDraft;
 use crate::{Result, Services};
 
@@ -188,6 +192,34 @@ impl From<AdminRoomTask> for DeleteRoomStatus {
 }
 
 const DELETE_TASK: &str = "delete";
+const PURGE_HISTORY_TASK: &str = "purge_history";
+
+/// Where a history purge stops (`POST /_synapse/admin/v1/purge_history`).
+#[derive(Clone, Debug)]
+pub enum PurgePoint {
+    /// `purge_up_to_event_id` (or the event in the path): the events before it go.
+    Event(OwnedEventId),
+    /// `purge_up_to_ts`: the events before the room's event at this time go.
+    Timestamp(i64),
+}
+
+/// A history purge request.
+#[derive(Clone, Debug)]
+pub struct PurgeHistoryRequest {
+    pub up_to: PurgePoint,
+    /// Whether local users' events go too (they are kept, out of the timeline, otherwise).
+    pub delete_local_events: bool,
+}
+
+/// A failed purge's error as its status shows it: a Matrix error's message, else `internal
+/// error` (the details are in the log).
+fn purge_error_text(error: &crate::Error) -> String {
+    match error {
+        crate::Error::Matrix(error) => error.message.clone(),
+        _ => "internal error".to_owned(),
+    }
+}
+
 const DEFAULT_NEW_ROOM_NAME: &str = "Content Violation Notification";
 const DEFAULT_MESSAGE: &str =
     "Sharing illegal content on this server is not permitted and rooms in violation will be blocked.";
@@ -267,6 +299,15 @@ fn matches_search(room: &AdminRoomSummary, term: &str) -> bool {
             let localpart = alias.strip_prefix('#').and_then(|rest| rest.rsplit_once(':')).map(|(l, _)| l);
             localpart.is_some_and(|localpart| localpart.contains(&lower))
         })
+}
+
+/// A power level as old rooms may hold it: an integer, or a string of one.
+fn level_value(level: &Value) -> Option<i64> {
+    match level {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
 }
 
 fn unknown_room() -> crate::Error {
@@ -397,15 +438,9 @@ impl Services {
         if self.store.get_user(user_id.as_str()).await?.is_none() {
             return Err(MatrixError::not_found("User not found").into());
         }
-        let room_id = self.resolve_room_or_alias(id_or_alias).await?;
-        let head = self.known_room(&room_id).await.map_err(|_| {
-            crate::Error::from(MatrixError::not_found(format!("Room {room_id} is not known to this server")))
-        })?;
+        let (room_id, head) = self.admin_resolve_room(id_or_alias).await?;
         self.check_room_not_blocked(&room_id).await?;
-        let join_rule = self
-            .current_state_pdu(&head, "m.room.join_rules", "")
-            .await?
-            .and_then(|pdu| pdu.content_value().get("join_rule").and_then(Value::as_str).map(str::to_owned));
+        let join_rule = self.join_rule_of(&head).await?;
         let membership = self.store.membership(room_id.as_str(), user_id.as_str()).await?;
         if join_rule.as_deref() != Some("public") && !matches!(membership.as_deref(), Some("join" | "invite"))
         {
@@ -426,6 +461,110 @@ impl Services {
         self.update_membership(&Requester::acting_as(user_id), &room_id, join).await?;
         tracing::info!(admin_user = %requester.user_id, %user_id, %room_id, "admin force-joined a user");
         Ok(room_id)
+    }
+
+    /// A room ID or local alias (`400 M_INVALID_PARAM` when neither) of a room this server
+    /// knows (`404 M_NOT_FOUND` otherwise), with its head.
+    async fn admin_resolve_room(&self, id_or_alias: &str) -> Result<(OwnedRoomId, RoomHead)> {
+        let room_id = self.resolve_room_or_alias(id_or_alias).await?;
+        let head = self.known_room(&room_id).await.map_err(|_| {
+            crate::Error::from(MatrixError::not_found(format!("Room {room_id} is not known to this server")))
+        })?;
+        Ok((room_id, head))
+    }
+
+    async fn join_rule_of(&self, head: &RoomHead) -> Result<Option<String>> {
+        Ok(self
+            .current_state_pdu(head, "m.room.join_rules", "")
+            .await?
+            .and_then(|pdu| pdu.content_value().get("join_rule").and_then(Value::as_str).map(str::to_owned)))
+    }
+
+    /// `POST /_synapse/admin/v1/rooms/{roomIdOrAlias}/make_room_admin` (Synapse's
+    /// `MakeRoomAdminRestServlet`): the joined local user with the most power in the room (v12
+    /// creators first; the create event's sender when there are no power levels) gives
+    /// `target` their own level (100 when they have none listed) through the one write path,
+    /// then, unless `target` is joined, invited or the room is public, invites them through the
+    /// one membership path. Synapse's errors: `400 M_UNKNOWN` when no local user can do it.
+    pub async fn admin_make_room_admin(
+        &self,
+        requester: &Requester,
+        id_or_alias: &str,
+        target: Option<&UserId>,
+    ) -> Result<()> {
+        let target = target.unwrap_or(&requester.user_id).to_owned();
+        let is_local = |user: &UserId| user.server_name().as_str() == self.server_name();
+        if is_local(&target) && self.store.get_user(target.as_str()).await?.is_none() {
+            return Err(MatrixError::not_found("User not found").into());
+        }
+        let (room_id, head) = self.admin_resolve_room(id_or_alias).await?;
+        let no_admin = || crate::Error::from(MatrixError::unknown("No local admin user in room"));
+        let create = self
+            .current_state_pdu(&head, "m.room.create", "")
+            .await?
+            .ok_or_else(|| crate::Error::internal(format!("room {room_id} has no create event")))?;
+        let levels = self.current_state_pdu(&head, "m.room.power_levels", "").await?;
+        let (mut content, granter) = match &levels {
+            Some(levels) => {
+                let Value::Object(content) = levels.content_value() else {
+                    return Err(crate::Error::internal(format!(
+                        "power levels of {room_id} are not an object"
+                    )));
+                };
+                let mut listed: Vec<(i64, OwnedUserId)> = content
+                    .get("users")
+                    .and_then(Value::as_object)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|(user, level)| Some((level_value(level)?, UserId::parse(user).ok()?)))
+                    .filter(|(_, user)| is_local(user))
+                    .collect();
+                listed.sort_by_key(|(level, _)| *level);
+                let mut candidates: Vec<OwnedUserId> = listed.into_iter().map(|(_, user)| user).collect();
+                if head.rules.authorization.explicitly_privilege_room_creators {
+                    candidates
+                        .extend(room_creators(&head.rules, &create)?.into_iter().filter(|u| is_local(u)));
+                }
+                let mut granter = None;
+                for user in candidates.iter().rev() {
+                    if self.store.membership(room_id.as_str(), user.as_str()).await?.as_deref()
+                        == Some("join")
+                    {
+                        granter = Some(user.clone());
+                        break;
+                    }
+                }
+                (content, granter.ok_or_else(no_admin)?)
+            }
+            None if is_local(&create.sender) => (Map::new(), create.sender.clone()),
+            None => return Err(no_admin()),
+        };
+        let mut users = content.get("users").and_then(Value::as_object).cloned().unwrap_or_default();
+        let level = users.get(granter.as_str()).cloned().unwrap_or_else(|| json!(100));
+        users.insert(target.to_string(), level);
+        content.insert("users".to_owned(), Value::Object(users));
+        let draft = EventDraft::state("m.room.power_levels", "", Value::Object(content));
+        match self.send_event(&room_id, &granter, draft, None).await {
+            Ok(_) => {}
+            Err(crate::Error::Matrix(error)) if error.code == ErrCode::Forbidden => {
+                return Err(MatrixError::unknown(
+                    "No local admin user in room with power to update power levels.",
+                )
+                .into());
+            }
+            Err(error) => return Err(error),
+        }
+        tracing::info!(admin_user = %requester.user_id, %room_id, user_id = %target, granted_by = %granter, "admin made a user room admin");
+        let membership = self.store.membership(room_id.as_str(), target.as_str()).await?;
+        if matches!(membership.as_deref(), Some("join" | "invite"))
+            || self.join_rule_of(&head).await?.as_deref() == Some("public")
+        {
+            return Ok(());
+        }
+        let mut invite = MembershipChange::new(&target, MembershipAction::Invite, None);
+        invite.ratelimit = false;
+        self.update_membership(&Requester::acting_as(&granter), &room_id, invite).await?;
+        Ok(())
     }
 
     /// Starts deleting a room (`DELETE /_synapse/admin/v2/rooms/{roomId}`): the work runs on a
@@ -486,7 +625,7 @@ impl Services {
     }
 
     async fn begin_delete_task(&self, delete_id: &str, room_id: &RoomId) -> Result<()> {
-        if !self.store.start_admin_room_task(delete_id, DELETE_TASK, room_id.as_str()).await? {
+        if !self.store.start_admin_room_task(delete_id, DELETE_TASK, room_id.as_str(), true).await? {
             return Err(
                 MatrixError::bad_json(format!("History purge already in progress for {room_id}")).into()
             );
@@ -641,13 +780,103 @@ impl Services {
         Ok(())
     }
 
-    /// Room deletions a previous run of the server left active died with it: marked failed at
-    /// start-up, so that the room can be deleted again.
+    /// `POST /_synapse/admin/v1/purge_history/{roomId}[/{eventId}]`: checks the request and
+    /// where the purge stops (the depth of the event, or of the room's event at the
+    /// timestamp, as Synapse finds them), records the task and runs it on a task of its own;
+    /// answers its ID (`purge_history_status`). Purges of one room may be asked for while
+    /// one runs: they run one after the other under the room's send lock.
+    pub async fn admin_start_purge_history(
+        &self,
+        requester: &Requester,
+        room_id: &RoomId,
+        request: PurgeHistoryRequest,
+    ) -> Result<String> {
+        if self.store.get_room(room_id.as_str()).await?.is_none() {
+            return Err(unknown_room());
+        }
+        let depth = match &request.up_to {
+            PurgePoint::Event(event_id) => {
+                let (event_room, depth) = self
+                    .store
+                    .event_room_and_depth(event_id.as_str())
+                    .await?
+                    .ok_or_else(|| MatrixError::not_found(format!("Could not find event {event_id}")))?;
+                if event_room != room_id.as_str() {
+                    return Err(MatrixError::unknown("Event is for wrong room.").into());
+                }
+                depth
+            }
+            PurgePoint::Timestamp(ts) => self
+                .store
+                .purge_depth_at_ts(room_id.as_str(), *ts)
+                .await?
+                .ok_or_else(|| MatrixError::not_found("there is no event to be purged"))?,
+        };
+        let purge_id = crate::util::random_string(16);
+        self.store.start_admin_room_task(&purge_id, PURGE_HISTORY_TASK, room_id.as_str(), false).await?;
+        tracing::info!(admin_user = %requester.user_id, %room_id, depth, purge_id, delete_local_events = request.delete_local_events, "admin purges a room's history");
+        let services = self.clone();
+        let (room_id, task_id) = (room_id.to_owned(), purge_id.clone());
+        tokio::spawn(async move {
+            let result = services.purge_history(&room_id, depth, request.delete_local_events).await;
+            let recorded = match &result {
+                Ok(()) => services.store.finish_admin_room_task(&task_id, Ok(None)).await,
+                Err(error) => {
+                    tracing::warn!(%room_id, purge_id = task_id, %error, "purging a room's history failed");
+                    services.store.finish_admin_room_task(&task_id, Err(&purge_error_text(error))).await
+                }
+            };
+            if let Err(error) = recorded {
+                tracing::error!(%room_id, %error, "recording the end of a history purge failed");
+            }
+        });
+        Ok(purge_id)
+    }
+
+    /// The purge itself, under the room's send lock (no event is built on what it removes);
+    /// the head is loaded again after it, since forward extremities may have gone with it.
+    async fn purge_history(&self, room_id: &RoomId, depth: i64, delete_local_events: bool) -> Result<()> {
+        let mut guard = self.lock_room_for_write(room_id).await?;
+        if guard.is_none() {
+            return Err(unknown_room());
+        }
+        let keep_local_of = (!delete_local_events).then(|| self.server_name());
+        let outcome = self.store.purge_history(room_id.as_str(), depth, keep_local_of).await;
+        // Reloaded whatever happened: a failed transaction changed nothing, but a reload is cheap.
+        *guard = self.load_head(room_id).await?;
+        drop(guard);
+        match outcome? {
+            PurgeHistoryOutcome::Purged { deleted, kept } => {
+                tracing::info!(%room_id, depth, deleted, kept, "purged a room's history");
+                Ok(())
+            }
+            PurgeHistoryOutcome::BeyondExtremities => {
+                Err(MatrixError::unknown("topological_ordering is greater than forward extremities").into())
+            }
+        }
+    }
+
+    /// `GET /_synapse/admin/v1/purge_history_status/{purgeId}`: `active`, `complete` or
+    /// `failed` (with its error).
+    pub async fn admin_purge_history_status(&self, purge_id: &str) -> Result<(String, Option<String>)> {
+        match self.store.admin_room_task(purge_id).await? {
+            Some(task) if task.kind == PURGE_HISTORY_TASK => Ok((task.status, task.error)),
+            _ => Err(MatrixError::not_found(format!("purge id '{purge_id}' not found")).into()),
+        }
+    }
+
+    /// Room deletions and history purges a previous run of the server left active died with
+    /// it: marked failed at start-up, so that they can be asked for again.
     pub(crate) async fn fail_interrupted_admin_room_tasks(&self) {
         match self.store.fail_interrupted_admin_room_tasks().await {
             Ok(0) => {}
-            Ok(n) => tracing::warn!(tasks = n, "room deletions interrupted by a restart marked failed"),
-            Err(error) => tracing::warn!(%error, "could not mark interrupted room deletions failed"),
+            Ok(n) => tracing::warn!(
+                tasks = n,
+                "room deletions and history purges interrupted by a restart marked failed"
+            ),
+            Err(error) => {
+                tracing::warn!(%error, "could not mark interrupted room deletions and history purges failed")
+            }
         }
     }
 

@@ -1,6 +1,7 @@
 //! The admin API's rooms (`/_synapse/admin/v1/rooms...`): each room's statistics (member
 //! counts, state size and the state events the room list shows), blocked rooms, deletion and
-//! history-purge tasks, purging a room from the database, and the database statistics.
+//! history-purge tasks, purging a room (or its history before a point) from the database, and
+//! the database statistics.
 
 use std::collections::HashMap;
 
@@ -71,6 +72,28 @@ const PURGE_STEPS: &[&str] = &[
     "DELETE FROM rooms WHERE room_id = $1",
 ];
 
+/// What purging a room's history did ([`Store::purge_history`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PurgeHistoryOutcome {
+    /// `deleted` events removed, `kept` (state, and local events unless asked) made outliers.
+    Purged { deleted: u64, kept: u64 },
+    /// The point lies beyond every forward extremity: nothing was done (purging would leave
+    /// nothing to build new events on).
+    BeyondExtremities,
+}
+
+/// The tables keyed by event ID whose rows go with a deleted event, each `DELETE ... WHERE
+/// event_id IN ({deleted})` ([`Store::purge_history`]).
+const PURGE_HISTORY_TABLES: &[&str] = &[
+    "event_edges",
+    "event_txns",
+    "federation_outbox_pdus",
+    "event_relations",
+    "push_actions",
+    "push_queue",
+    "forward_extremities",
+];
+
 impl Store {
     /// Statistics of every room (`room_id: None`) or of one room, with the summary state
     /// events. `server_name` decides which members are local.
@@ -79,8 +102,7 @@ impl Store {
         server_name: &str,
         room_id: Option<&str>,
     ) -> Result<Vec<RoomStatsRecord>, StoreError> {
-        let local =
-            format!("%:{}", server_name.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+        let local = crate::like_users_of(server_name);
         let (filter, mut params) = match room_id {
             Some(room_id) => ("WHERE r.room_id = $2", params![local.as_str(), room_id]),
             None => ("", params![local.as_str()]),
@@ -166,24 +188,28 @@ impl Store {
         Ok(())
     }
 
-    /// Records a new task, unless one of the same kind is active for the room: then `false`
-    /// (one check-and-insert transaction, so two requests at once start one task).
+    /// Records a new task; an `exclusive` one not while one of the same kind is active for the
+    /// room: then `false` (one check-and-insert transaction, so two requests at once start
+    /// one task).
     pub async fn start_admin_room_task(
         &self,
         task_id: &str,
         kind: &str,
         room_id: &str,
+        exclusive: bool,
     ) -> Result<bool, StoreError> {
         self.db
             .transaction(async |tx| {
-                let active = tx
-                    .query_opt(
-                        "SELECT 1 FROM admin_room_tasks WHERE room_id = $1 AND kind = $2 AND status = 'active'",
-                        params![room_id, kind],
-                    )
-                    .await?;
-                if active.is_some() {
-                    return Ok(false);
+                if exclusive {
+                    let active = tx
+                        .query_opt(
+                            "SELECT 1 FROM admin_room_tasks WHERE room_id = $1 AND kind = $2 AND status = 'active'",
+                            params![room_id, kind],
+                        )
+                        .await?;
+                    if active.is_some() {
+                        return Ok(false);
+                    }
                 }
                 tx.execute(
                     "INSERT INTO admin_room_tasks (task_id, kind, room_id, status, created_ts)
@@ -292,6 +318,93 @@ impl Store {
         Ok(events)
     }
 
+    /// The room and depth of an event (where a history purge up to it stops).
+    pub async fn event_room_and_depth(&self, event_id: &str) -> Result<Option<(String, i64)>, StoreError> {
+        self.db
+            .query_opt("SELECT room_id, depth FROM events WHERE event_id = $1", params![event_id])
+            .await?
+            .map(|row| Ok((row.string(0)?, row.i64(1)?)))
+            .transpose()
+    }
+
+    /// The depth of the room's event a purge up to `ts` stops at (Synapse's): the latest
+    /// timeline event of the room at or before the first event (of any room) sent at or after
+    /// `ts`; `None` when the room has none.
+    pub async fn purge_depth_at_ts(&self, room_id: &str, ts: i64) -> Result<Option<i64>, StoreError> {
+        self.db
+            .query_opt(
+                "SELECT depth FROM events WHERE room_id = $1 AND NOT outlier AND rejected_reason IS NULL
+                   AND stream_ordering > 0
+                   AND stream_ordering <= COALESCE(
+                       (SELECT MIN(stream_ordering) FROM events WHERE origin_server_ts >= $2 AND stream_ordering > 0),
+                       stream_ordering)
+                 ORDER BY stream_ordering DESC LIMIT 1",
+                params![room_id, ts],
+            )
+            .await?
+            .map(|row| row.i64(0))
+            .transpose()
+    }
+
+    /// Purges a room's history before `depth` in one transaction (Synapse's
+    /// `_purge_history_txn`): its non-state events are deleted with every row keyed by them and
+    /// their full-text index entries, except, with `keep_local_of`, those sent by users of that
+    /// server. State events (state groups and the current state name them) and the local events
+    /// kept stay as outliers, out of every timeline and of search. Backward extremities are
+    /// not stored: the oldest events left simply name prev events the timeline no longer has.
+    pub async fn purge_history(
+        &self,
+        room_id: &str,
+        depth: i64,
+        keep_local_of: Option<&str>,
+    ) -> Result<PurgeHistoryOutcome, StoreError> {
+        let mut params = params![room_id, depth];
+        let mut deleted =
+            "SELECT event_id FROM events WHERE room_id = $1 AND depth < $2 AND state_key IS NULL".to_owned();
+        if let Some(server_name) = keep_local_of {
+            params.push(crate::like_users_of(server_name).into());
+            deleted.push_str(" AND sender NOT LIKE $3 ESCAPE '\\'");
+        }
+        let search = match self.db.dialect() {
+            crate::Dialect::Sqlite => {
+                "DELETE FROM event_search WHERE rowid IN (SELECT stream_ordering FROM events WHERE room_id = $1 AND depth < $2)"
+            }
+            crate::Dialect::Postgres => {
+                "DELETE FROM event_search WHERE stream_ordering IN (SELECT stream_ordering FROM events WHERE room_id = $1 AND depth < $2)"
+            }
+        };
+        self.db
+            .transaction(async |tx| {
+                let deepest = tx
+                    .query_opt(
+                        "SELECT MAX(e.depth) FROM forward_extremities f JOIN events e ON e.event_id = f.event_id
+                         WHERE f.room_id = $1",
+                        params![room_id],
+                    )
+                    .await?
+                    .map(|row| row.opt_i64(0))
+                    .transpose()?
+                    .flatten();
+                if deepest.is_some_and(|deepest| deepest < depth) {
+                    return Ok(PurgeHistoryOutcome::BeyondExtremities);
+                }
+                tx.execute(search, params![room_id, depth]).await?;
+                for table in PURGE_HISTORY_TABLES {
+                    tx.execute(&format!("DELETE FROM {table} WHERE event_id IN ({deleted})"), params.clone()).await?;
+                }
+                let deleted =
+                    tx.execute(&format!("DELETE FROM events WHERE event_id IN ({deleted})"), params.clone()).await?;
+                let kept = tx
+                    .execute(
+                        "UPDATE events SET outlier = TRUE WHERE room_id = $1 AND depth < $2 AND NOT outlier",
+                        params![room_id, depth],
+                    )
+                    .await?;
+                Ok(PurgeHistoryOutcome::Purged { deleted, kept })
+            })
+            .await
+    }
+
     /// A room's forward extremities: event ID, depth, origin_server_ts and state group.
     pub async fn forward_extremities_of(
         &self,
@@ -327,8 +440,7 @@ impl Store {
     /// Whether every local user with a membership in the room has forgotten it (Synapse's
     /// `is_locally_forgotten_room`); `true` when no local user has one.
     pub async fn room_forgotten_by_all(&self, server_name: &str, room_id: &str) -> Result<bool, StoreError> {
-        let local =
-            format!("%:{}", server_name.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+        let local = crate::like_users_of(server_name);
         let remembered = self
             .db
             .query_opt(
@@ -374,8 +486,7 @@ impl Store {
         &self,
         server_name: &str,
     ) -> Result<Vec<(String, i64)>, StoreError> {
-        let pattern =
-            format!("%:{}", server_name.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+        let pattern = crate::like_users_of(server_name);
         self.db
             .query(
                 "SELECT c.room_id, (SELECT COALESCE(MAX(e.stream_ordering), 0) FROM events e WHERE e.room_id = c.room_id)

@@ -42,7 +42,7 @@ pub mod uia;
 pub mod users;
 
 pub use admin_media::{MediaStatsOrder, MediaStatsQuery, UserMediaStats};
-pub use admin_rooms::{AdminRoomTask, RoomStatsRecord};
+pub use admin_rooms::{AdminRoomTask, PurgeHistoryOutcome, RoomStatsRecord};
 pub use admin_users::{
     AdminUserChanges, SentEvent, UserListEntry, UserListQuery, UserOrder, UserRedactionRecord,
     UserReportRecord, UserReportsQuery,
@@ -137,13 +137,19 @@ impl Store {
     }
 }
 
-/// `$1, $2, ..., $n`: the placeholders of an `IN (...)` list.
 /// A `LIKE` pattern (with `ESCAPE '\\'`) matching text that contains `text` literally.
 pub(crate) fn like_contains(text: &str) -> String {
     let escaped = text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
     format!("%{escaped}%")
 }
 
+/// A `LIKE` pattern (with `ESCAPE '\\'`) matching the user IDs of a server (`%:server`).
+pub(crate) fn like_users_of(server_name: &str) -> String {
+    let escaped = server_name.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+    format!("%:{escaped}")
+}
+
+/// `$1, $2, ..., $n`: the placeholders of an `IN (...)` list.
 pub(crate) fn placeholder_list(n: usize) -> String {
     (1..=n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }

@@ -1,13 +1,15 @@
 //! Rooms in the admin API: the room list (`/v1/rooms`), one room, its members, state and
-//! forward extremities, blocking, force-joins (`/v1/join`), deletion (`/v1` and `/v2`) with its
-//! status, and the server's room and background-update statistics.
+//! forward extremities, blocking, force-joins (`/v1/join`), `make_room_admin`, deletion (`/v1`
+//! and `/v2`) with its status, history purges with theirs, and the server's room and
+//! background-update statistics.
 
 use axum::extract::State;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use myelin_core::MatrixError;
 use myelin_service::admin_rooms::{
-    AdminRoomSummary, DeleteRoomOutcome, DeleteRoomRequest, DeleteRoomStatus, RoomListQuery, RoomOrder,
+    AdminRoomSummary, DeleteRoomOutcome, DeleteRoomRequest, DeleteRoomStatus, PurgeHistoryRequest,
+    PurgePoint, RoomListQuery, RoomOrder,
 };
 use serde_json::{Map, Value, json};
 
@@ -340,6 +342,100 @@ async fn force_join(
     Ok(Json(json!({ "room_id": room_id })))
 }
 
+/// `POST /_synapse/admin/v1/rooms/{roomIdOrAlias}/make_room_admin` with an optional
+/// `user_id` (the calling admin by default).
+async fn make_room_admin(
+    State(services): State<AppState>,
+    AdminAuth(admin): AdminAuth,
+    PathParams(id_or_alias): PathParams<String>,
+    JsonBodyOrEmpty(body): JsonBodyOrEmpty<Map<String, Value>>,
+) -> ApiResult<Json<Value>> {
+    let target = match body.get("user_id") {
+        None => None,
+        Some(Value::String(user_id)) => Some(super::users::parse_user(user_id)?),
+        Some(_) => return Err(MatrixError::bad_json("Param 'user_id' must be a string").into()),
+    };
+    services.admin_make_room_admin(&admin, &id_or_alias, target.as_deref()).await?;
+    Ok(Json(json!({})))
+}
+
+/// The body of a history purge, checked as Synapse does (`event_id`: the event in the path).
+fn purge_request(
+    body: &Map<String, Value>,
+    event_id: Option<&str>,
+) -> Result<PurgeHistoryRequest, MatrixError> {
+    let delete_local_events = match body.get("delete_local_events") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(flag)) => *flag,
+        Some(_) => {
+            return Err(MatrixError::bad_json("Param 'delete_local_events' must be a boolean, if given"));
+        }
+    };
+    let event_id = match (event_id, body.get("purge_up_to_event_id")) {
+        (Some(event_id), _) => Some(event_id),
+        (None, None | Some(Value::Null)) => None,
+        (None, Some(Value::String(event_id))) => Some(event_id.as_str()),
+        (None, Some(_)) => return Err(MatrixError::bad_json("purge_up_to_event_id must be a string")),
+    };
+    let up_to = match (event_id, body.get("purge_up_to_ts")) {
+        (Some(event_id), _) => PurgePoint::Event(parse_event_id(event_id)?),
+        (None, Some(ts)) => PurgePoint::Timestamp(
+            ts.as_i64().ok_or_else(|| MatrixError::bad_json("purge_up_to_ts must be an int"))?,
+        ),
+        (None, None) => {
+            return Err(MatrixError::bad_json("must specify purge_up_to_event_id or purge_up_to_ts"));
+        }
+    };
+    Ok(PurgeHistoryRequest { up_to, delete_local_events })
+}
+
+/// `POST /_synapse/admin/v1/purge_history/{roomId}`
+async fn purge_history(
+    State(services): State<AppState>,
+    AdminAuth(admin): AdminAuth,
+    PathParams(room_id): PathParams<String>,
+    JsonBodyOrEmpty(body): JsonBodyOrEmpty<Map<String, Value>>,
+) -> ApiResult<Json<Value>> {
+    start_purge(&services, &admin, &room_id, None, &body).await
+}
+
+/// `POST /_synapse/admin/v1/purge_history/{roomId}/{eventId}`
+async fn purge_history_to_event(
+    State(services): State<AppState>,
+    AdminAuth(admin): AdminAuth,
+    PathParams((room_id, event_id)): PathParams<(String, String)>,
+    JsonBodyOrEmpty(body): JsonBodyOrEmpty<Map<String, Value>>,
+) -> ApiResult<Json<Value>> {
+    start_purge(&services, &admin, &room_id, Some(&event_id), &body).await
+}
+
+async fn start_purge(
+    services: &AppState,
+    admin: &myelin_service::auth::Requester,
+    room_id: &str,
+    event_id: Option<&str>,
+    body: &Map<String, Value>,
+) -> ApiResult<Json<Value>> {
+    let room_id = parse_room(room_id)?;
+    let request = purge_request(body, event_id)?;
+    let purge_id = services.admin_start_purge_history(admin, &room_id, request).await?;
+    Ok(Json(json!({ "purge_id": purge_id })))
+}
+
+/// `GET /_synapse/admin/v1/purge_history_status/{purgeId}`
+async fn purge_history_status(
+    State(services): State<AppState>,
+    AdminAuth(_admin): AdminAuth,
+    PathParams(purge_id): PathParams<String>,
+) -> ApiResult<Json<Value>> {
+    let (status, error) = services.admin_purge_history_status(&purge_id).await?;
+    let mut body = json!({ "status": status });
+    if let Some(error) = error {
+        body["error"] = json!(error);
+    }
+    Ok(Json(body))
+}
+
 /// `GET /_synapse/admin/v1/rooms/{roomId}/messages`: the client route's page, for any room
 /// the server knows, without history visibility (as Synapse's admin privilege). `dir`
 /// defaults to `f`.
@@ -466,6 +562,10 @@ pub fn routes() -> Router<AppState> {
         .route("/_synapse/admin/v1/rooms/{room_id}/timestamp_to_event", get(timestamp_to_event))
         .route("/_synapse/admin/v1/rooms/{room_id}/block", get(get_block).put(put_block))
         .route("/_synapse/admin/v1/join/{room_id}", post(force_join))
+        .route("/_synapse/admin/v1/rooms/{room_id}/make_room_admin", post(make_room_admin))
+        .route("/_synapse/admin/v1/purge_history/{room_id}", post(purge_history))
+        .route("/_synapse/admin/v1/purge_history/{room_id}/{event_id}", post(purge_history_to_event))
+        .route("/_synapse/admin/v1/purge_history_status/{purge_id}", get(purge_history_status))
         .route("/_synapse/admin/v1/statistics/database/rooms", get(database_room_stats))
         .route("/_synapse/admin/v1/background_updates/status", get(background_updates))
 }

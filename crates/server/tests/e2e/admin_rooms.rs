@@ -1,5 +1,5 @@
 //! The admin API's rooms: the room list (orders, search, pages), one room's details, members,
-//! state and forward extremities, blocking, force-joins, deleting a room (v1 at once, v2 with
+//! state and forward extremities, blocking, force-joins, `make_room_admin`, deleting a room (v1 at once, v2 with
 //! its status) and the server statistics; every route refused to non-admins.
 
 use myelin_test_support::{TestServer, TestUser};
@@ -625,5 +625,105 @@ async fn admins_read_messages_context_and_timestamps_of_rooms_they_are_not_in() 
         .get(&format!("/_synapse/admin/v1/rooms/{room}/context/{}", sent[0]))
         .await
         .expect_error(403, "M_FORBIDDEN");
+    server.stop().await;
+}
+
+/// The content of a room's current `m.room.power_levels`, read through the admin API.
+async fn power_levels(admin: &TestUser, room: &str) -> Value {
+    let path = format!("/_synapse/admin/v1/rooms/{room}/state?type=m.room.power_levels");
+    let response = admin.client.get(&path).await;
+    response.expect(200)["state"][0]["content"].clone()
+}
+
+/// A user's membership in a room's current state, read through the admin API.
+async fn membership_of(admin: &TestUser, room: &str, user: &str) -> Option<String> {
+    let path = format!("/_synapse/admin/v1/rooms/{room}/state?type=m.room.member");
+    let response = admin.client.get(&path).await;
+    response.expect(200)["state"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|event| event["state_key"] == user)
+        .map(|event| event["content"]["membership"].as_str().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn make_room_admin_grants_the_highest_local_power_and_invites_into_private_rooms() {
+    let server = TestServer::start().await;
+    let admin = server.register_admin("admin").await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let make = |target: &str| format!("/_synapse/admin/v1/rooms/{target}/make_room_admin");
+
+    // A private v10 room (the creator listed at 100) the admin is not in, no body: the admin is
+    // raised to 100 by bob, then invited.
+    let private = create_room(&bob, json!({"preset": "private_chat", "room_version": "10"})).await;
+    assert_eq!(admin.client.post(&make(&private), &json!({})).await.expect(200), &json!({}));
+    let levels = power_levels(&admin, &private).await;
+    assert_eq!(levels["users"][admin.user_id.as_str()], 100, "{levels}");
+    assert_eq!(levels["users"][bob.user_id.as_str()], 100, "bob keeps his level: {levels}");
+    assert_eq!(membership_of(&admin, &private, admin.user_id.as_str()).await.as_deref(), Some("invite"));
+    // The admin joins and uses the power (a state event needing 50).
+    join(&admin, &private).await;
+    admin
+        .client
+        .put(&format!("/_matrix/client/v3/rooms/{private}/state/m.room.name/"), &json!({"name": "Taken"}))
+        .await
+        .expect(200);
+
+    // A public room of the default version (creators have infinite power, unlisted), by alias,
+    // for alice: she gets 100 and no invite (she may join herself), then renames it.
+    let public = create_room(&bob, json!({"preset": "public_chat", "room_alias_name": "hall"})).await;
+    let alias = format!("%23hall:{}", server.server_name);
+    let made = admin.client.post(&make(&alias), &json!({"user_id": alice.user_id})).await;
+    assert_eq!(made.expect(200), &json!({}));
+    assert_eq!(power_levels(&admin, &public).await["users"][alice.user_id.as_str()], 100);
+    assert_eq!(membership_of(&admin, &public, alice.user_id.as_str()).await, None);
+    join(&alice, &public).await;
+    alice
+        .client
+        .put(&format!("/_matrix/client/v3/rooms/{public}/state/m.room.name/"), &json!({"name": "Mine"}))
+        .await
+        .expect(200);
+
+    // A joined local user listed at 50 (power levels need 100) is the best there is: refused.
+    let weak = create_room(
+        &bob,
+        json!({"preset": "private_chat", "room_version": "10", "invite": [alice.user_id],
+               "power_level_content_override": {"users": {alice.user_id.as_str(): 50, bob.user_id.as_str(): 100}}}),
+    )
+    .await;
+    join(&alice, &weak).await;
+    bob.client.post(&format!("/_matrix/client/v3/rooms/{weak}/leave"), &json!({})).await.expect(200);
+    let refused = admin.client.post(&make(&weak), &json!({})).await;
+    refused.expect_error(400, "M_UNKNOWN");
+    assert_eq!(
+        refused.json["error"], "No local admin user in room with power to update power levels.",
+        "{}",
+        refused.json
+    );
+    assert!(power_levels(&admin, &weak).await["users"].get(admin.user_id.as_str()).is_none());
+    // No joined local user with power at all: refused too.
+    alice.client.post(&format!("/_matrix/client/v3/rooms/{weak}/leave"), &json!({})).await.expect(200);
+    let refused = admin.client.post(&make(&weak), &json!({})).await;
+    refused.expect_error(400, "M_UNKNOWN");
+    assert_eq!(refused.json["error"], "No local admin user in room", "{}", refused.json);
+
+    // Bad input, unknown rooms and users, non-admins.
+    let unknown = format!("!unknown:{}", server.server_name);
+    admin.client.post(&make(&unknown), &json!({})).await.expect_error(404, "M_NOT_FOUND");
+    let no_alias = format!("%23nowhere:{}", server.server_name);
+    admin.client.post(&make(&no_alias), &json!({})).await.expect_error(404, "M_NOT_FOUND");
+    admin.client.post(&make("not-a-room"), &json!({})).await.expect_error(400, "M_INVALID_PARAM");
+    let nobody = format!("@nobody:{}", server.server_name);
+    admin.client.post(&make(&public), &json!({"user_id": nobody})).await.expect_error(404, "M_NOT_FOUND");
+    admin
+        .client
+        .post(&make(&public), &json!({"user_id": "not-a-user"}))
+        .await
+        .expect_error(400, "M_INVALID_PARAM");
+    admin.client.post(&make(&public), &json!({"user_id": 5})).await.expect_error(400, "M_BAD_JSON");
+    bob.client.post(&make(&public), &json!({})).await.expect_error(403, "M_FORBIDDEN");
+    server.client().post(&make(&public), &json!({})).await.expect_error(401, "M_MISSING_TOKEN");
     server.stop().await;
 }

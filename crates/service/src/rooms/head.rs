@@ -144,7 +144,7 @@ impl Services {
     }
 
     /// Loads a room's head from the store.
-    pub(super) async fn load_head(&self, room_id: &RoomId) -> Result<Option<RoomHead>> {
+    pub(crate) async fn load_head(&self, room_id: &RoomId) -> Result<Option<RoomHead>> {
         let Some((version, rules)) = self.room_rules(room_id).await? else { return Ok(None) };
         let state = self
             .store

@@ -28,6 +28,15 @@ impl Services {
     }
 }
 
+/// The room's creators as its version defines them (see the module's doc).
+pub(crate) fn room_creators(rules: &RoomVersionRules, create: &Pdu) -> Result<Vec<OwnedUserId>> {
+    Ok(RoomCreateEvent::new(create)
+        .creators(&rules.authorization)
+        .map_err(|error| Error::internal(format!("unreadable create event: {error}")))?
+        .into_iter()
+        .collect())
+}
+
 /// Power levels as the authorization rules read them.
 #[derive(Clone, Debug)]
 pub struct PowerLevels {
@@ -40,12 +49,8 @@ impl PowerLevels {
     /// passed the authorization rules, which read them the same way, so the row is corrupt,
     /// and defaults could grant power nobody was given.
     pub fn new(rules: &RoomVersionRules, create: Option<&Pdu>, levels: Option<&Pdu>) -> Result<PowerLevels> {
-        let creators: Vec<OwnedUserId> = match create {
-            Some(create) => RoomCreateEvent::new(create)
-                .creators(&rules.authorization)
-                .map_err(|error| Error::internal(format!("unreadable create event: {error}")))?
-                .into_iter()
-                .collect(),
+        let creators = match create {
+            Some(create) => room_creators(rules, create)?,
             None => Vec::new(),
         };
         let source = match levels {

@@ -1,6 +1,6 @@
 //! The admin API's room and destination rows on SQLite and PostgreSQL: blocking, one active
-//! deletion task per room, a destination's backoff reset, and purging a room that is gone or
-//! half gone (idempotent).
+//! deletion task per room, a destination's backoff reset, purging a room that is gone or
+//! half gone (idempotent), and purging a room's history before a point.
 
 use myelin_test_support::store_test;
 
@@ -16,11 +16,12 @@ store_test!(blocked_rooms_keep_their_first_blocker_and_unblock, |store| async mo
 });
 
 store_test!(one_active_deletion_per_room_and_its_outcome_is_kept, |store| async move {
-    assert!(store.start_admin_room_task("d1", "delete", ROOM).await.unwrap());
-    assert!(!store.start_admin_room_task("d2", "delete", ROOM).await.unwrap(), "one at a time");
-    assert!(store.start_admin_room_task("p1", "purge_history", ROOM).await.unwrap(), "another kind");
+    assert!(store.start_admin_room_task("d1", "delete", ROOM, true).await.unwrap());
+    assert!(!store.start_admin_room_task("d2", "delete", ROOM, true).await.unwrap(), "one at a time");
+    assert!(store.start_admin_room_task("p1", "purge_history", ROOM, true).await.unwrap(), "another kind");
+    assert!(store.start_admin_room_task("p2", "purge_history", ROOM, false).await.unwrap(), "not exclusive");
     store.finish_admin_room_task("d1", Ok(Some(r#"{"kicked_users":[]}"#))).await.unwrap();
-    assert!(store.start_admin_room_task("d2", "delete", ROOM).await.unwrap(), "after the first ended");
+    assert!(store.start_admin_room_task("d2", "delete", ROOM, true).await.unwrap(), "after the first ended");
     store.finish_admin_room_task("d2", Err("boom")).await.unwrap();
     let tasks = store.admin_room_tasks(ROOM, "delete").await.unwrap();
     let states: Vec<(&str, &str, Option<&str>)> =
@@ -31,7 +32,7 @@ store_test!(one_active_deletion_per_room_and_its_outcome_is_kept, |store| async 
         Some(r#"{"kicked_users":[]}"#)
     );
     // A restart ends what was active.
-    assert_eq!(store.fail_interrupted_admin_room_tasks().await.unwrap(), 1);
+    assert_eq!(store.fail_interrupted_admin_room_tasks().await.unwrap(), 2);
     assert_eq!(store.admin_room_task("p1").await.unwrap().unwrap().status, "failed");
 });
 
@@ -48,4 +49,51 @@ store_test!(purging_an_unknown_room_twice_does_nothing, |store| async move {
     assert_eq!(store.purge_room(ROOM).await.unwrap(), 0);
     assert_eq!(store.purge_room(ROOM).await.unwrap(), 0);
     assert!(store.room_stats("test.local", Some(ROOM)).await.unwrap().is_empty());
+});
+
+store_test!(purging_history_deletes_remote_messages_and_keeps_state_and_local_ones, |store| async move {
+    use myelin_store::PurgeHistoryOutcome;
+
+    use crate::data::{new_room, text};
+
+    const LOCAL: &str = "@alice:test.local";
+    const REMOTE: &str = "@rem:remote.test";
+    let room = "!history:test.local";
+    // 1 create, 2 and 3 joins (state), then 4 local, 5 remote, 6 local (the point), 7 remote.
+    let (last_join, group) = new_room(&store, room, &[LOCAL, REMOTE], 1).await;
+    let mut prev = last_join;
+    for (position, sender) in [(4, LOCAL), (5, REMOTE), (6, LOCAL), (7, REMOTE)] {
+        let mut message = text(room, position, sender, &format!("message {position}"), &prev);
+        message.state_before = Some(group);
+        prev = message.event_id.clone();
+        store.persist_events(&[message]).await.unwrap();
+    }
+    let id = |position: i64| format!("$e{position}-history_test.local");
+    let stored = async |position: i64| store.get_event(&id(position)).await.unwrap();
+
+    // Keeping local events: the remote message before the point goes; the state and the local
+    // message stay, out of the timeline.
+    let outcome = store.purge_history(room, 6, Some("test.local")).await.unwrap();
+    assert_eq!(outcome, PurgeHistoryOutcome::Purged { deleted: 1, kept: 4 });
+    assert!(stored(5).await.is_none());
+    for position in 1..=4 {
+        let event = stored(position).await.expect("kept");
+        assert!(event.outlier && !event.visible(), "{position} left the timeline");
+    }
+    for position in [6, 7] {
+        assert!(stored(position).await.unwrap().visible(), "{position} is after the point");
+    }
+    assert_eq!(store.forward_extremities(room).await.unwrap(), vec![id(7)]);
+
+    // Local events too: the kept local message and the point's predecessors go; state stays.
+    let outcome = store.purge_history(room, 7, None).await.unwrap();
+    assert_eq!(outcome, PurgeHistoryOutcome::Purged { deleted: 2, kept: 0 });
+    assert!(stored(4).await.is_none() && stored(6).await.is_none());
+    assert!(stored(1).await.is_some() && stored(3).await.is_some(), "state events are never deleted");
+    assert!(stored(7).await.unwrap().visible());
+
+    // Beyond every forward extremity: refused, nothing done.
+    let outcome = store.purge_history(room, 8, None).await.unwrap();
+    assert_eq!(outcome, PurgeHistoryOutcome::BeyondExtremities);
+    assert!(stored(7).await.unwrap().visible());
 });

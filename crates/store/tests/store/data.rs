@@ -15,7 +15,7 @@ const ALICE: &str = "@alice:test.local";
 const BOB: &str = "@bob:test.local";
 
 /// An event at stream position `position` (also its depth), built on `prev`.
-fn event(
+pub(crate) fn event(
     room: &str,
     position: i64,
     sender: &str,
@@ -60,7 +60,7 @@ fn content_membership(json: &Value) -> String {
     json["content"]["membership"].as_str().unwrap_or("leave").to_owned()
 }
 
-fn text(room: &str, position: i64, sender: &str, body: &str, prev: &str) -> NewEvent {
+pub(crate) fn text(room: &str, position: i64, sender: &str, body: &str, prev: &str) -> NewEvent {
     event(
         room,
         position,
@@ -74,7 +74,7 @@ fn text(room: &str, position: i64, sender: &str, body: &str, prev: &str) -> NewE
 
 /// Creates a room with `members` joined (positions 1..), returns the last event and the state
 /// group after it.
-async fn new_room(store: &Store, room: &str, members: &[&str], first: i64) -> (String, i64) {
+pub(crate) async fn new_room(store: &Store, room: &str, members: &[&str], first: i64) -> (String, i64) {
     let mut events = vec![event(room, first, members[0], "m.room.create", Some(""), json!({}), None)];
     for (i, member) in members.iter().enumerate() {
         let prev = events.last().unwrap().event_id.clone();
