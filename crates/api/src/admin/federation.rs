@@ -104,7 +104,9 @@ async fn rooms(
         None | Some("f") => false,
         Some("b") => true,
         Some(_) => {
-            return Err(MatrixError::invalid_param("Query parameter \"dir\" must be one of ['b', 'f']").into());
+            return Err(
+                MatrixError::invalid_param("Query parameter \"dir\" must be one of ['b', 'f']").into()
+            );
         }
     };
     let mut rooms = services.admin_destination_rooms(&destination).await?;

@@ -355,7 +355,9 @@ async fn messages(
         None | Some("f") => false,
         Some("b") => true,
         Some(_) => {
-            return Err(MatrixError::invalid_param("Query parameter \"dir\" must be one of ['b', 'f']").into());
+            return Err(
+                MatrixError::invalid_param("Query parameter \"dir\" must be one of ['b', 'f']").into()
+            );
         }
     };
     let filter = parse_filter(param("filter").as_deref())?;
@@ -423,7 +425,9 @@ async fn timestamp_to_event(
         None | Some("f") => true,
         Some("b") => false,
         Some(_) => {
-            return Err(MatrixError::invalid_param("Query parameter \"dir\" must be one of ['b', 'f']").into());
+            return Err(
+                MatrixError::invalid_param("Query parameter \"dir\" must be one of ['b', 'f']").into()
+            );
         }
     };
     let pdu = services.timestamp_to_event_as(&admin, &room_id, ts, forward, true).await?;

@@ -122,7 +122,7 @@ fn child_of(json: &serde_json::Value) -> Option<SpaceChild> {
         return None;
     }
     let content = json.get("content").filter(|c| c.is_object())?.clone();
-    if !content.get("via").and_then(serde_json::Value::as_array).is_some_and(|via| !via.is_empty()) {
+    if content.get("via").and_then(serde_json::Value::as_array).is_none_or(|via| via.is_empty()) {
         return None;
     }
     Some(SpaceChild {
