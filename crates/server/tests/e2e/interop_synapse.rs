@@ -231,6 +231,7 @@ both_peers!(joins_both_ways: synapse_joins_by_id_and_alias_both_ways, myelin_joi
 both_peers!(events_both_ways: synapse_messages_edits_reactions_redactions_both_ways, myelin_messages_edits_reactions_redactions_both_ways);
 both_peers!(kick_and_ban: synapse_kick_and_ban_across_servers, myelin_kick_and_ban_across_servers);
 both_peers!(stopped_side_catches_up: synapse_stopped_side_gets_every_message_once, myelin_stopped_side_gets_every_message_once);
+both_peers!(concurrent_power_levels: synapse_concurrent_power_levels_converge, myelin_concurrent_power_levels_converge);
 
 /// A room of each side, joined from the other by room ID (with the server to go through) and
 /// by alias alone; both sides agree on the members.
@@ -508,4 +509,126 @@ async fn synapse_backfills_history_from_myelin() {
         .filter(|b| b.starts_with("history "))
         .collect();
     assert_eq!(seen, bodies.iter().map(String::as_str).collect::<Vec<_>>());
+}
+
+/// The room's current `m.room.power_levels` content as `user` sees it.
+async fn power_levels(user: &TestUser, room_id: &str) -> Value {
+    let path = format!("/_matrix/client/v3/rooms/{}/state/m.room.power_levels/", enc(room_id));
+    user.client.get(&path).await.expect(200).clone()
+}
+
+/// Polls both users' current power levels (up to a minute) until they agree and are one of
+/// `candidates`; returns the agreed content.
+async fn wait_for_same_power_levels(
+    a: &TestUser,
+    b: &TestUser,
+    room_id: &str,
+    candidates: &[Value],
+) -> Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (seen_a, seen_b) = tokio::join!(power_levels(a, room_id), power_levels(b, room_id));
+        if seen_a == seen_b && candidates.contains(&seen_a) {
+            return seen_a;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the power levels never agreed: {} sees {seen_a}, {} sees {seen_b}",
+            a.user_id,
+            b.user_id
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until `user`'s server has the event.
+async fn wait_for_event(user: &TestUser, room_id: &str, event_id: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let path = format!("/_matrix/client/v3/rooms/{}/event/{}", enc(room_id), enc(event_id));
+    loop {
+        let response = user.client.get(&path).await;
+        if response.status == 200 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} never got {event_id}: {} {}",
+            user.user_id,
+            response.status,
+            response.json
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Two users of power 100, one on each side, change the power levels at the same moment, each
+/// differently (the same key to different values, and a key of their own): both servers end
+/// with the same current power levels, one of the two, and keep them after a message from each
+/// side merges the fork. In a room of each side: Myelin's in version 10 (state resolution v2),
+/// the peer's in version 12 (v2.1, its creator's power implicit).
+async fn concurrent_power_levels(kind: PeerKind) {
+    let Some((_certs, m, peer)) = servers(kind).await else { return };
+    let alice = m.register("alice").await;
+    let bob = peer.register("bob").await;
+    for (creator, other, via, version) in
+        [(&alice, &bob, m.server_name.clone(), "10"), (&bob, &alice, peer.server_name().to_owned(), "12")]
+    {
+        // Version 12 forbids the creator in `users`: its power is implicit.
+        let mut users = json!({other.user_id.as_str(): 100});
+        if version != "12" {
+            users[creator.user_id.as_str()] = json!(100);
+        }
+        let created = creator
+            .client
+            .post(
+                "/_matrix/client/v3/createRoom",
+                &json!({
+                    "preset": "public_chat",
+                    "room_version": version,
+                    "power_level_content_override": {"users": users},
+                }),
+            )
+            .await;
+        let room = created.expect(200)["room_id"].as_str().unwrap().to_owned();
+        join(other, &room, Some(&via)).await;
+        wait_for_membership(creator, &room, &other.user_id, "join").await;
+        let before = power_levels(creator, &room).await;
+        assert_eq!(before["users"][other.user_id.as_str()], 100, "{before}");
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while power_levels(other, &room).await != before {
+            assert!(tokio::time::Instant::now() < deadline, "{} never had the power levels", other.user_id);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+
+        let changed = |value: u64, marker: &str| {
+            let mut content = before.clone();
+            content["events_default"] = json!(value);
+            content["events"][marker] = json!(value);
+            content
+        };
+        let mine = changed(10, "org.example.creator");
+        let theirs = changed(20, "org.example.other");
+        let put = |user: &TestUser, content: &Value| {
+            let path = format!("/_matrix/client/v3/rooms/{}/state/m.room.power_levels/", enc(&room));
+            let client = user.client.clone();
+            let content = content.clone();
+            async move { client.put(&path, &content).await.expect(200)["event_id"].as_str().unwrap().to_owned() }
+        };
+        let (first, second) = tokio::join!(put(creator, &mine), put(other, &theirs));
+        for user in [creator, other] {
+            wait_for_event(user, &room, &first).await;
+            wait_for_event(user, &room, &second).await;
+        }
+        let candidates = [mine.clone(), theirs.clone()];
+        let agreed = wait_for_same_power_levels(creator, other, &room, &candidates).await;
+
+        // A message from each side builds on both branches: nothing changes.
+        let hello = text(creator, &room, "after the fork").await;
+        let reply = text(other, &room, "after the fork too").await;
+        for user in [creator, other] {
+            wait_for_event(user, &room, &hello).await;
+            wait_for_event(user, &room, &reply).await;
+        }
+        assert_eq!(wait_for_same_power_levels(creator, other, &room, &candidates).await, agreed);
+    }
 }
