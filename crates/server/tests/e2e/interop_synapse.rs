@@ -42,9 +42,10 @@ async fn myelin(certs: &Path) -> TestServer {
 }
 
 impl Peer {
-    async fn start(kind: PeerKind, certs: &Path) -> Option<Peer> {
+    /// `synapse_config` is merged into Synapse's configuration (Myelin's defaults need none).
+    async fn start(kind: PeerKind, certs: &Path, synapse_config: Value) -> Option<Peer> {
         Some(match kind {
-            PeerKind::Synapse => Peer::Synapse(SynapseServer::start(certs, json!({})).await?),
+            PeerKind::Synapse => Peer::Synapse(SynapseServer::start(certs, synapse_config).await?),
             PeerKind::Myelin => Peer::Myelin(myelin(certs).await),
         })
     }
@@ -93,9 +94,17 @@ fn repoint(user: &TestUser, base_url: &str) -> TestUser {
 /// One Myelin, one peer of `kind`; `None` when the peer is Synapse and the Python tools are
 /// missing (the test skips, or fails under `MYELIN_REQUIRE_PYTOOLS=1`).
 async fn servers(kind: PeerKind) -> Option<(tempfile::TempDir, TestServer, Peer)> {
+    servers_with(kind, json!({})).await
+}
+
+/// [`servers`], with `synapse_config` merged into Synapse's configuration.
+async fn servers_with(
+    kind: PeerKind,
+    synapse_config: Value,
+) -> Option<(tempfile::TempDir, TestServer, Peer)> {
     let certs = tempfile::tempdir().unwrap();
     write_certificates(certs.path());
-    let (myelin, peer) = tokio::join!(myelin(certs.path()), Peer::start(kind, certs.path()));
+    let (myelin, peer) = tokio::join!(myelin(certs.path()), Peer::start(kind, certs.path(), synapse_config));
     Some((certs, myelin, peer?))
 }
 
@@ -231,6 +240,7 @@ both_peers!(joins_both_ways: synapse_joins_by_id_and_alias_both_ways, myelin_joi
 both_peers!(events_both_ways: synapse_messages_edits_reactions_redactions_both_ways, myelin_messages_edits_reactions_redactions_both_ways);
 both_peers!(kick_and_ban: synapse_kick_and_ban_across_servers, myelin_kick_and_ban_across_servers);
 both_peers!(stopped_side_catches_up: synapse_stopped_side_gets_every_message_once, myelin_stopped_side_gets_every_message_once);
+both_peers!(typing_receipts_presence: synapse_typing_receipts_presence_both_ways, myelin_typing_receipts_presence_both_ways);
 both_peers!(concurrent_power_levels: synapse_concurrent_power_levels_converge, myelin_concurrent_power_levels_converge);
 
 /// A room of each side, joined from the other by room ID (with the server to go through) and
@@ -509,6 +519,120 @@ async fn synapse_backfills_history_from_myelin() {
         .filter(|b| b.starts_with("history "))
         .collect();
     assert_eq!(seen, bodies.iter().map(String::as_str).collect::<Vec<_>>());
+}
+
+/// A `/sync` of `user` with nothing to wait for: its `next_batch`.
+async fn next_batch(user: &TestUser) -> String {
+    let body = user.client.get("/_matrix/client/v3/sync?set_presence=offline").await;
+    body.expect(200)["next_batch"].as_str().unwrap().to_owned()
+}
+
+/// Long-polls `user`'s `/sync` from `since` (up to a minute) until `done` holds for a response;
+/// returns it. `set_presence=offline`: polling does not make the user online.
+async fn sync_until(user: &TestUser, since: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut since = since.to_owned();
+    loop {
+        let path = format!("/_matrix/client/v3/sync?timeout=1000&set_presence=offline&since={}", enc(&since));
+        let body = user.client.get(&path).await.expect(200).clone();
+        if done(&body) {
+            return body;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{} never saw {what} in /sync", user.user_id);
+        since = body["next_batch"].as_str().unwrap().to_owned();
+    }
+}
+
+/// The events of `kind` in a joined room's `ephemeral` section of a sync response.
+fn ephemeral<'a>(body: &'a Value, room_id: &str, kind: &str) -> Vec<&'a Value> {
+    let events = body["rooms"]["join"][room_id]["ephemeral"]["events"].as_array();
+    events.map(|events| events.iter().filter(|e| e["type"] == kind).collect()).unwrap_or_default()
+}
+
+/// The users typing in a room, if the sync response carried its `m.typing`.
+fn typing_in(body: &Value, room_id: &str) -> Option<Vec<String>> {
+    let typing = ephemeral(body, room_id, "m.typing").pop()?;
+    Some(
+        typing["content"]["user_ids"]
+            .as_array()?
+            .iter()
+            .filter_map(|u| u.as_str().map(str::to_owned))
+            .collect(),
+    )
+}
+
+/// Whether the sync response carries `user_id`'s `m.read` receipt of `event_id` (and its time).
+fn read_receipt_in(body: &Value, room_id: &str, user_id: &str, event_id: &str) -> bool {
+    ephemeral(body, room_id, "m.receipt")
+        .iter()
+        .any(|receipt| receipt["content"][event_id]["m.read"][user_id]["ts"].is_u64())
+}
+
+/// `user_id`'s presence in a sync response's `presence` section, if there.
+fn presence_in(body: &Value, user_id: &str) -> Option<Value> {
+    let events = body["presence"]["events"].as_array()?;
+    let event = events.iter().rev().find(|e| e["type"] == "m.presence" && e["sender"] == user_id)?;
+    Some(event["content"].clone())
+}
+
+/// A user on each side types (and stops), reads the other's message and sets a presence; the
+/// other sees each in `/sync`: `m.typing` and `m.receipt` in the room's `ephemeral` events, the
+/// presence in `presence`. Synapse runs with presence on (the harness turns it off otherwise).
+async fn typing_receipts_presence(kind: PeerKind) {
+    let Some((_certs, m, peer)) = servers_with(kind, json!({"presence": {"enabled": true}})).await else {
+        return;
+    };
+    let alice = m.register("alice").await;
+    let bob = peer.register("bob").await;
+    let room = create_room(&alice, None).await;
+    join(&bob, &room, Some(&m.server_name)).await;
+    wait_for_membership(&alice, &room, &bob.user_id, "join").await;
+    wait_for_membership(&bob, &room, &bob.user_id, "join").await;
+
+    for (from, to) in [(&alice, &bob), (&bob, &alice)] {
+        // Typing, then no longer.
+        let typing = format!("/_matrix/client/v3/rooms/{}/typing/{}", enc(&room), enc(&from.user_id));
+        let since = next_batch(to).await;
+        from.client.put(&typing, &json!({"typing": true, "timeout": 30000})).await.expect(200);
+        let body = sync_until(to, &since, &format!("{} typing", from.user_id), |body| {
+            typing_in(body, &room).is_some_and(|users| users.contains(&from.user_id))
+        })
+        .await;
+        let since = body["next_batch"].as_str().unwrap().to_owned();
+        from.client.put(&typing, &json!({"typing": false})).await.expect(200);
+        sync_until(to, &since, &format!("{} stop typing", from.user_id), |body| {
+            typing_in(body, &room).is_some_and(|users| !users.contains(&from.user_id))
+        })
+        .await;
+
+        // A read receipt of the other side's message.
+        let message = text(to, &room, &format!("read me, {}", from.user_id)).await;
+        wait_for_messages(from, &room, "the message to read", |chunk| has_event(chunk, &message)).await;
+        let since = next_batch(to).await;
+        let receipt = format!("/_matrix/client/v3/rooms/{}/receipt/m.read/{}", enc(&room), enc(&message));
+        from.client.post(&receipt, &json!({})).await.expect(200);
+        sync_until(to, &since, &format!("{}'s receipt", from.user_id), |body| {
+            read_receipt_in(body, &room, &from.user_id, &message)
+        })
+        .await;
+
+        // A presence with a status message.
+        let status_msg = format!("away from {}", from.user_id);
+        let since = next_batch(to).await;
+        let presence = format!("/_matrix/client/v3/presence/{}/status", enc(&from.user_id));
+        from.client
+            .put(&presence, &json!({"presence": "unavailable", "status_msg": status_msg}))
+            .await
+            .expect(200);
+        let body = sync_until(to, &since, &format!("{}'s presence", from.user_id), |body| {
+            presence_in(body, &from.user_id).is_some_and(|p| p["status_msg"] == status_msg.as_str())
+        })
+        .await;
+        assert_eq!(presence_in(&body, &from.user_id).unwrap()["presence"], "unavailable", "{body}");
+        let asked = to.client.get(&presence).await;
+        assert_eq!(asked.expect(200)["presence"], "unavailable");
+        assert_eq!(asked.expect(200)["status_msg"], status_msg.as_str());
+    }
 }
 
 /// The room's current `m.room.power_levels` content as `user` sees it.
