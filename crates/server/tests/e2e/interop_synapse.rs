@@ -837,12 +837,14 @@ async fn wait_for_event(user: &TestUser, room_id: &str, event_id: &str) {
 /// Two users of power 100, one on each side, change the power levels at the same moment, each
 /// differently (the same key to different values, and a key of their own): both servers end
 /// with the same current power levels, one of the two, and keep them after a message from each
-/// side merges the fork. In a room of each side: Myelin's in version 10 (state resolution v2),
-/// the peer's in version 12 (v2.1, its creator's power implicit).
+/// side merges the fork (Myelin's forward extremities show there was one). In a room of each
+/// side: Myelin's in version 10 (state resolution v2), the peer's in version 12 (v2.1, its
+/// creator's power implicit).
 async fn concurrent_power_levels(kind: PeerKind) {
     let Some((_certs, m, peer)) = servers(kind).await else { return };
     let alice = m.register("alice").await;
     let bob = peer.register("bob").await;
+    let admin = m.register_admin("root").await;
     for (creator, other, via, version) in
         [(&alice, &bob, m.server_name.clone(), "10"), (&bob, &alice, peer.server_name().to_owned(), "12")]
     {
@@ -873,35 +875,55 @@ async fn concurrent_power_levels(kind: PeerKind) {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
 
-        let changed = |value: u64, marker: &str| {
-            let mut content = before.clone();
-            content["events_default"] = json!(value);
-            content["events"][marker] = json!(value);
-            content
-        };
-        let mine = changed(10, "org.example.creator");
-        let theirs = changed(20, "org.example.other");
-        let put = |user: &TestUser, content: &Value| {
+        let put = |user: &TestUser, content: Value| {
             let path = format!("/_matrix/client/v3/rooms/{}/state/m.room.power_levels/", enc(&room));
             let client = user.client.clone();
-            let content = content.clone();
             async move { client.put(&path, &content).await.expect(200)["event_id"].as_str().unwrap().to_owned() }
         };
-        let (first, second) = tokio::join!(put(creator, &mine), put(other, &theirs));
-        for user in [creator, other] {
-            wait_for_event(user, &room, &first).await;
-            wait_for_event(user, &room, &second).await;
-        }
-        let candidates = [mine.clone(), theirs.clone()];
-        let agreed = wait_for_same_power_levels(creator, other, &room, &candidates).await;
+        // Sent at once, the two changes nearly always fork the room (neither server has the
+        // other's when it builds its own); Myelin's forward extremities tell. A round where
+        // one came after the other is tried again, up to five times.
+        let mut base = before;
+        let mut forked = false;
+        for round in 0..5u64 {
+            let changed = |value: u64, marker: &str| {
+                let mut content = base.clone();
+                content["events_default"] = json!(value);
+                content["events"][marker] = json!(value);
+                content
+            };
+            let candidates =
+                [changed(10 + round, "org.example.creator"), changed(20 + round, "org.example.other")];
+            let (first, second) =
+                tokio::join!(put(creator, candidates[0].clone()), put(other, candidates[1].clone()));
+            for user in [creator, other] {
+                wait_for_event(user, &room, &first).await;
+                wait_for_event(user, &room, &second).await;
+            }
+            let path = format!("/_synapse/admin/v1/rooms/{}/forward_extremities", enc(&room));
+            let extremities = admin.client.get(&path).await.expect(200).clone();
+            let extremities: Vec<&str> = extremities["results"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|e| e["event_id"].as_str())
+                .collect();
+            forked = extremities.contains(&first.as_str()) && extremities.contains(&second.as_str());
+            let agreed = wait_for_same_power_levels(creator, other, &room, &candidates).await;
 
-        // A message from each side builds on both branches: nothing changes.
-        let hello = text(creator, &room, "after the fork").await;
-        let reply = text(other, &room, "after the fork too").await;
-        for user in [creator, other] {
-            wait_for_event(user, &room, &hello).await;
-            wait_for_event(user, &room, &reply).await;
+            // A message from each side builds on both branches: nothing changes.
+            let hello = text(creator, &room, "after the change").await;
+            let reply = text(other, &room, "after the change too").await;
+            for user in [creator, other] {
+                wait_for_event(user, &room, &hello).await;
+                wait_for_event(user, &room, &reply).await;
+            }
+            assert_eq!(wait_for_same_power_levels(creator, other, &room, &candidates).await, agreed);
+            base = agreed;
+            if forked {
+                break;
+            }
         }
-        assert_eq!(wait_for_same_power_levels(creator, other, &room, &candidates).await, agreed);
+        assert!(forked, "the two power-level changes never forked {room} in five rounds");
     }
 }
