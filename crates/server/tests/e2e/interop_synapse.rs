@@ -1,7 +1,8 @@
 //! Interoperability with Synapse: one Myelin and one real Synapse (`myelin_test_support::synapse`)
 //! federating over TLS on loopback, both named by IP literal. Each scenario is written once,
 //! generic over the peer ([`Peer`]: Synapse or a second Myelin), and runs against both; every
-//! check goes through each side's client API.
+//! check goes through each side's client API (and Myelin's admin API for a room's forward
+//! extremities).
 //!
 //! Scenarios: joins, messages with their relations, kicks and bans, a stopped side catching up,
 //! typing, receipts and presence, invites and knocks (one refused), and concurrent power-level
