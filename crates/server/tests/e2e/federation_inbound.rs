@@ -290,6 +290,43 @@ async fn a_remote_state_fork_is_resolved_into_the_current_state() {
     assert_eq!(s.a.services().store().current_state_group(&s.room_id).await.unwrap(), group);
 }
 
+/// A local and a remote power-level change built on the same state: the room's current state
+/// is their resolution, in which the received event takes part although it is not stored yet.
+/// Both senders have power 100 and the remote change is the later one, so it wins (it used to be
+/// left out, and each server kept its own change).
+#[tokio::test]
+async fn a_remote_power_level_change_concurrent_with_a_local_one_is_resolved_with_it() {
+    let s = setup().await;
+    let levels = format!("/_matrix/client/v3/rooms/{}/state/m.room.power_levels/", s.room_id);
+    let mut content = s.alice.client.get(&levels).await.expect(200).clone();
+    content["users"][s.bob.as_str()] = json!(100);
+    s.alice.client.put(&levels, &content).await.expect(200);
+
+    // Bob's change, built on the state Alice's will be built on, a minute later than hers.
+    let head = s.head().await;
+    let mut theirs = content.clone();
+    theirs["events_default"] = json!(20);
+    let mut remote =
+        s.event(&s.bob, "m.room.power_levels", Some(""), theirs.clone(), &head.extremities).await;
+    remote["origin_server_ts"] = json!(now_ms() + 60_000);
+    let (remote_id, remote) = s.sign(remote);
+    let mut mine = content.clone();
+    mine["events_default"] = json!(10);
+    let local = s.alice.client.put(&levels, &mine).await;
+    let local_id = local.expect(200)["event_id"].as_str().unwrap().to_owned();
+
+    let (status, answer) = s.send("levels-fork", &[remote]).await;
+    assert_eq!((status, answer), (200, json!({"pdus": {remote_id.clone(): {}}})));
+    let after = s.head().await;
+    let mut extremities: Vec<String> = after.extremities.iter().map(|id| id.to_string()).collect();
+    extremities.sort();
+    let mut expected = vec![local_id, remote_id.clone()];
+    expected.sort();
+    assert_eq!(extremities, expected);
+    assert_eq!(after.state_event_id("m.room.power_levels", "").map(|id| id.to_string()), Some(remote_id));
+    assert_eq!(s.alice.client.get(&levels).await.expect(200), &theirs);
+}
+
 #[tokio::test]
 async fn a_message_built_on_the_state_before_a_ban_is_soft_failed() {
     let s = setup().await;

@@ -137,7 +137,7 @@ impl Services {
                 batch_ids.remove(&pdu.event_id);
                 continue;
             }
-            let (state_before, _) = self.state_of_groups(&rules, &prev_groups, prev_states).await?;
+            let (state_before, _) = self.state_of_groups(&rules, &prev_groups, prev_states, None).await?;
             let mut auth_state = StateMap::new();
             for auth in auth_pdus.values() {
                 if let Some(key) = &auth.state_key {

@@ -330,12 +330,14 @@ impl Services {
     }
 
     /// The state after each of `groups` (the prev events' states), resolved into one when
-    /// they differ. Returns the state and, when it is a stored group, that group.
+    /// they differ. Returns the state and, when it is a stored group, that group. `unstored`:
+    /// an event the states may name that is not in the store yet (see [`Services::resolve_maps`]).
     pub(super) async fn state_of_groups(
         &self,
         rules: &RoomVersionRules,
         groups: &[Option<i64>],
         extra: Vec<StateMap>,
+        unstored: Option<&Pdu>,
     ) -> Result<(StateMap, Option<i64>)> {
         let mut distinct: Vec<Option<i64>> = groups.to_vec();
         distinct.sort_unstable();
@@ -356,7 +358,7 @@ impl Services {
                 None => StateMap::new(),
             });
         }
-        Ok((self.resolve_maps(rules, maps).await?, None))
+        Ok((self.resolve_maps(rules, maps, unstored).await?, None))
     }
 
     pub(super) async fn group_state_map(&self, group: i64) -> Result<StateMap> {
@@ -368,10 +370,17 @@ impl Services {
     }
 
     /// State resolution of several states, with the room version's algorithm.
+    ///
+    /// `unstored` is an event the states may name that is not in the store yet: a received
+    /// event whose state after it meets the room's other forward extremities. The algorithm
+    /// leaves out events it cannot fetch, so without it the received event would never win a
+    /// conflict and each server would keep its own side of a fork (two servers changing the
+    /// power levels at once never agreed).
     pub(crate) async fn resolve_maps(
         &self,
         rules: &RoomVersionRules,
         maps: Vec<StateMap>,
+        unstored: Option<&Pdu>,
     ) -> Result<StateMap> {
         if maps.windows(2).all(|pair| pair[0] == pair[1]) {
             return Ok(maps.into_iter().next().unwrap_or_default());
@@ -379,12 +388,24 @@ impl Services {
         let mut chains = Vec::with_capacity(maps.len());
         let mut events: HashMap<OwnedEventId, Arc<Pdu>> = HashMap::new();
         for map in &maps {
-            let ids: Vec<OwnedEventId> = map.values().cloned().collect();
+            let mut ids: Vec<OwnedEventId> = map.values().cloned().collect();
+            // The unstored event's auth chain is its auth events and theirs.
+            let mut chain_ids = BTreeSet::new();
+            if let Some(pending) = unstored
+                && let Some(at) = ids.iter().position(|id| *id == pending.event_id)
+            {
+                ids.swap_remove(at);
+                chain_ids.extend(pending.auth_events.iter().cloned());
+            }
             events.extend(self.get_pdus(&ids, rules).await?);
-            let chain = self.auth_chain(&ids, rules).await?;
-            let chain_ids: BTreeSet<OwnedEventId> = chain.iter().map(|p| p.event_id.clone()).collect();
+            let starts: Vec<OwnedEventId> = ids.iter().chain(&chain_ids).cloned().collect();
+            let chain = self.auth_chain(&starts, rules).await?;
+            chain_ids.extend(chain.iter().map(|p| p.event_id.clone()));
             events.extend(chain.into_iter().map(|p| (p.event_id.clone(), p)));
             chains.push(chain_ids);
+        }
+        if let Some(pending) = unstored {
+            events.insert(pending.event_id.clone(), Arc::new(pending.clone()));
         }
         myelin_core::state_res::resolve_state(rules, &maps, &chains, |id| {
             events.get(id).map(|p| p.as_ref().clone())
@@ -479,7 +500,7 @@ impl Services {
         }
         // Against the state before it.
         let (state_before, state_before_group) =
-            self.state_of_groups(&rules, prev_groups, prev_states).await?;
+            self.state_of_groups(&rules, prev_groups, prev_states, None).await?;
         if rejected_reason.is_none()
             && let Err(reason) =
                 self.check_auth_against(&rules, &pdu, &state_before, &auth_pdus, create_id).await?
@@ -524,7 +545,7 @@ impl Services {
             let new_current = if other_groups.is_empty() {
                 state_after.clone()
             } else {
-                self.state_of_groups(&rules, &other_groups, vec![state_after.clone()]).await?.0
+                self.state_of_groups(&rules, &other_groups, vec![state_after.clone()], Some(&pdu)).await?.0
             };
             let rows_diff = state_diff(&current, &new_current);
             let only_own_key = rows_diff.iter().all(|(key, value)| {
