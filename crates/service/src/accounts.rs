@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::auth::Requester;
 use crate::ratelimit::Limiter;
 use crate::sessions::LoginSession;
-use crate::uia::{DUMMY, PASSWORD, REGISTRATION_TOKEN, UiaRequest};
+use crate::uia::{DUMMY, PASSWORD, REGISTRATION_TOKEN, TERMS, UiaRequest};
 use crate::{Error, Result, Services};
 
 /// The longest user ID allowed (the spec's limit).
@@ -72,11 +72,16 @@ fn valid_localpart_characters(localpart: &str) -> bool {
 impl Services {
     /// The registration flows this server offers.
     pub fn registration_flows(&self) -> Vec<Vec<String>> {
-        if self.config.registration.registration_requires_token {
-            vec![vec![REGISTRATION_TOKEN.to_owned()]]
+        let mut flow = if self.config.registration.registration_requires_token {
+            vec![REGISTRATION_TOKEN.to_owned()]
         } else {
-            vec![vec![DUMMY.to_owned()]]
+            vec![DUMMY.to_owned()]
+        };
+        // `user_consent.require_at_registration` puts the terms first in every flow.
+        if self.consent_at_registration() {
+            flow.insert(0, TERMS.to_owned());
         }
+        vec![flow]
     }
 
     /// Checks a localpart for a new account; `check_taken` also checks availability.
@@ -253,6 +258,9 @@ impl Services {
         }
         self.ratelimit_key(Limiter::Registration, &address, true)?;
         tracing::info!(%user_id, "registered a new user");
+        if completed.completed.iter().any(|stage| stage == TERMS) {
+            self.record_registration_consent(&user_id).await?;
+        }
         self.after_registration(&user_id, false).await;
         Ok(Registered { user_id, session: minted.map(|m| m.session) })
     }
