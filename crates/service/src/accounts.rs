@@ -301,8 +301,19 @@ impl Services {
         Ok(Registered { user_id, session: Some(minted.session) })
     }
 
-    /// Work that follows every new account: `auto_join_rooms`.
+    /// Work that follows every new account: `auto_join_rooms`, unless consent is required
+    /// at registration and not given yet (then consent joins them, as Synapse's
+    /// `post_consent_actions`).
     pub(crate) async fn after_registration(&self, user_id: &str, is_guest: bool) {
+        if self.consent_at_registration() && !self.has_consented(user_id).await {
+            tracing::info!(%user_id, "skipping auto-join until the user consents to the privacy policy");
+            return;
+        }
+        self.join_auto_join_rooms(user_id, is_guest).await;
+    }
+
+    /// `auto_join_rooms` for a user, failures logged.
+    pub(crate) async fn join_auto_join_rooms(&self, user_id: &str, is_guest: bool) {
         let Ok(user_id) = UserId::parse(user_id) else { return };
         if let Err(error) = self.auto_join_rooms(&user_id, is_guest).await {
             tracing::warn!(%user_id, %error, "auto-joining rooms failed");

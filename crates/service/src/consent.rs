@@ -202,7 +202,7 @@ impl Services {
         tracing::info!(%user_id, %version, "user consented to the privacy policy");
         // Synapse's `post_consent_actions`: the auto-join rooms.
         let is_guest = self.store.get_user(&user_id).await?.is_some_and(|u| u.is_guest);
-        self.after_registration(&user_id, is_guest).await;
+        self.join_auto_join_rooms(&user_id, is_guest).await;
         self.render_consent_template("success.html".to_owned(), json!({})).await
     }
 
@@ -251,6 +251,18 @@ impl Services {
     /// Whether registration requires the `m.login.terms` stage.
     pub(crate) fn consent_at_registration(&self) -> bool {
         self.config.consent.as_ref().is_some_and(|c| c.require_at_registration)
+    }
+
+    /// Whether a user consented to the current policy version.
+    pub(crate) async fn has_consented(&self, user_id: &str) -> bool {
+        let Some(config) = &self.config.consent else { return true };
+        match self.store.get_user(user_id).await {
+            Ok(user) => user.and_then(|u| u.consent_version).as_deref() == Some(config.version.as_str()),
+            Err(error) => {
+                tracing::warn!(%user_id, %error, "could not read the user's consent");
+                false
+            }
+        }
     }
 
     /// Records consent to the current version given through `m.login.terms`.

@@ -167,6 +167,25 @@ async fn a_user_is_blocked_until_they_consent_on_the_policy_page() {
     )
     .await;
     assert_eq!(full.status, 200, "{}", text(&full));
+
+    // Bot (and support) users need no consent.
+    admin
+        .client
+        .put(
+            "/_synapse/admin/v2/users/@robot:test.local",
+            &json!({"password": "robot-password-1A!", "user_type": "bot"}),
+        )
+        .await
+        .expect(201);
+    let login = server
+        .client()
+        .post(
+            "/_matrix/client/v3/login",
+            &json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "robot"}, "password": "robot-password-1A!"}),
+        )
+        .await;
+    let robot = server.client().with_token(login.expect(200)["access_token"].as_str().unwrap());
+    robot.post("/_matrix/client/v3/createRoom", &json!({})).await.expect(200);
     server.stop().await;
 }
 
@@ -280,8 +299,16 @@ async fn the_consent_notice_arrives_once_on_sync() {
         "msgtype": "m.text",
         "body": "Please review the policy at %(consent_uri)s",
     }});
-    let server = TestServer::start_with(consent_config(&dir, extra)).await;
+    let mut config = consent_config(&dir, extra);
+    config["allow_guest_access"] = json!(true);
+    let server = TestServer::start_with(config).await;
     let alice = server.register("alice").await;
+
+    // Guests get no notice (`send_server_notice_to_guests` is off).
+    let guest = server.client().post("/_matrix/client/v3/register?kind=guest", &json!({})).await;
+    let guest = server.client().with_token(guest.expect(200)["access_token"].as_str().unwrap());
+    let sync = guest.get("/_matrix/client/v3/sync?timeout=0").await;
+    assert!(sync.expect(200)["rooms"]["invite"].as_object().is_none_or(|m| m.is_empty()), "{}", sync.json);
 
     // The first sync sends the notice: alice is invited to her notices room.
     let sync = alice.client.get("/_matrix/client/v3/sync?timeout=0").await;
@@ -320,7 +347,10 @@ async fn the_consent_notice_arrives_once_on_sync() {
 #[tokio::test]
 async fn registration_requires_the_terms_stage_and_records_consent() {
     let dir = templates();
-    let server = TestServer::start_with(consent_config(&dir, json!({"require_at_registration": true}))).await;
+    let mut config = consent_config(&dir, json!({"require_at_registration": true}));
+    config["auto_join_rooms"] = json!(["#welcome:test.local"]);
+    config["autocreate_auto_join_rooms"] = json!(true);
+    let server = TestServer::start_with(config).await;
     let client = server.client();
     let body = json!({"username": "carol", "password": "carol-password-1A!"});
     let first = client.post("/_matrix/client/v3/register", &body).await;
@@ -342,8 +372,23 @@ async fn registration_requires_the_terms_stage_and_records_consent() {
     with_auth["auth"] = json!({"type": "m.login.terms", "session": session});
     let done = client.post("/_matrix/client/v3/register", &with_auth).await;
     let token = done.expect(200)["access_token"].as_str().unwrap().to_owned();
-    // Consent was recorded: carol may send at once.
     let carol = server.client().with_token(&token);
+    // Having consented, she was auto-joined to the one auto-join room.
+    let joined = carol.get("/_matrix/client/v3/joined_rooms").await.expect(200)["joined_rooms"].clone();
+    let welcome = joined.as_array().unwrap().first().expect("auto-joined").clone();
+    assert_eq!(joined.as_array().unwrap().len(), 1);
+    // Consent was recorded: carol may send at once.
     carol.post("/_matrix/client/v3/createRoom", &json!({})).await.expect(200);
+
+    // An account made without the terms stage (the admin API) is not auto-joined until it
+    // consents on the page (Synapse's `post_consent_actions`).
+    let admin = server.register_admin("admin").await;
+    let joined = admin.client.get("/_matrix/client/v3/joined_rooms").await;
+    assert_eq!(joined.expect(200)["joined_rooms"], json!([]));
+    let admin_mac = "c7018a271856f1a30b4aedda25dba14e09234dfc1945b25417091bd5ec6460ae";
+    let agreed = post_form(&server, "/_matrix/consent", &format!("u=admin&h={admin_mac}&v=1.0")).await;
+    assert_eq!(agreed.status, 200, "{}", text(&agreed));
+    let joined = admin.client.get("/_matrix/client/v3/joined_rooms").await;
+    assert_eq!(joined.expect(200)["joined_rooms"], json!([welcome]));
     server.stop().await;
 }
