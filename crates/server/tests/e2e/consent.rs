@@ -392,3 +392,42 @@ async fn registration_requires_the_terms_stage_and_records_consent() {
     assert_eq!(joined.expect(200)["joined_rooms"], json!([welcome]));
     server.stop().await;
 }
+
+/// A sync dropped at any of its awaits still sends the consent notice once and leaves every
+/// stream able to advance (the notice runs on a task of its own).
+#[tokio::test]
+async fn syncs_dropped_at_every_await_send_the_consent_notice_once() {
+    use myelin_service::auth::ClientInfo;
+    use myelin_service::sync::SyncRequest;
+    use myelin_test_support::cancel::{assert_streams_settle, cancel_at_every_await};
+
+    let dir = templates();
+    let extra = json!({"server_notice_content": {"msgtype": "m.text", "body": "see %(consent_uri)s"}});
+    let server = TestServer::start_with(consent_config(&dir, extra)).await;
+    let alice = server.register("alice").await;
+    let services = server.services().clone();
+    let client_info = ClientInfo { ip: None, user_agent: None };
+    let requester = services.authenticate(&alice.access_token, &client_info).await.unwrap();
+    let (runs, result) =
+        cancel_at_every_await(|| services.sync(&requester, SyncRequest::default()), 500).await;
+    result.unwrap();
+    assert!(runs > 1, "the sync awaited something");
+    assert_streams_settle(&services).await;
+
+    // A dropped sync's notice task may still be finishing: wait for the invite.
+    let mut invites = serde_json::Map::new();
+    for _ in 0..50 {
+        let sync = alice.client.get("/_matrix/client/v3/sync?timeout=0").await;
+        invites = sync.expect(200)["rooms"]["invite"].as_object().cloned().unwrap_or_default();
+        if !invites.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(invites.len(), 1, "one notices room: {invites:?}");
+    let room_id = invites.keys().next().unwrap().clone();
+    join(&alice, &room_id).await;
+    alice.client.get("/_matrix/client/v3/sync?timeout=0").await.expect(200);
+    assert_eq!(messages(&alice, &room_id).await.len(), 1);
+    server.stop().await;
+}
