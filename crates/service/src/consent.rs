@@ -102,7 +102,7 @@ impl Services {
     }
 
     /// `h` for `u`: the hex HMAC-SHA256 of `u` keyed with `form_secret`.
-    pub fn consent_hmac(&self, user: &str) -> Result<String> {
+    pub(crate) fn consent_hmac(&self, user: &str) -> Result<String> {
         Ok(hex::encode(self.consent_mac(user)?.finalize().into_bytes()))
     }
 
