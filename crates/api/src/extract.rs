@@ -156,6 +156,24 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBodyOrEmpty<T> 
     }
 }
 
+/// The fields of an `application/x-www-form-urlencoded` body (an HTML form), the first value
+/// of each name; NUL characters are `400 M_INVALID_PARAM` as in query strings.
+pub struct FormFields(pub std::collections::HashMap<String, String>);
+
+impl<S: Send + Sync> FromRequest<S> for FormFields {
+    type Rejection = ApiError;
+    async fn from_request(request: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = read_body(request, MAX_JSON_BODY).await?;
+        let mut fields = std::collections::HashMap::new();
+        for (name, value) in url::form_urlencoded::parse(&bytes) {
+            refuse_nul(&format!("the form field `{}`", name.escape_debug()), &value)?;
+            refuse_nul("form field names", &name)?;
+            fields.entry(name.into_owned()).or_insert_with(|| value.into_owned());
+        }
+        Ok(FormFields(fields))
+    }
+}
+
 /// `400 M_INVALID_PARAM` when a query value or path segment holds a NUL character.
 fn refuse_nul(what: &str, text: &str) -> Result<(), ApiError> {
     if text.contains('\0') {

@@ -11,7 +11,7 @@
 //! - [`auth`]: the authenticated-request extractors (access token, guest, optional, admin).
 //! - One module per spec area: [`client`], [`admin`] (Synapse's admin API), [`federation`],
 //!   [`wellknown`], [`misc`], [`media`] (the content repository), `url_preview`
-//!   (mounted only when previews are on).
+//!   (mounted only when previews are on), [`consent`] (the privacy policy pages).
 //!
 //! Handlers are thin: extract, call one service method, convert back. They take no locks and
 //! never touch the store.
@@ -20,6 +20,7 @@ pub mod admin;
 pub mod auth;
 pub mod client;
 pub mod completion;
+pub mod consent;
 pub mod error;
 pub mod extract;
 pub mod federation;
@@ -89,6 +90,13 @@ pub fn router(services: &Services, listener: &ListenerConfig) -> Router {
         if services.config.url_preview.enabled {
             routes = routes.merge(url_preview::routes());
         }
+    }
+    // Synapse serves the consent pages under a `consent` resource; a `client` one serves
+    // them here too. Without `user_consent` they do not exist.
+    if (listener.has_resource("client") || listener.has_resource("consent"))
+        && services.config.consent.is_some()
+    {
+        routes = routes.merge(consent::routes());
     }
     if listener.has_resource("federation") {
         routes = routes.merge(federation::routes());

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::auth::Requester;
 use crate::ratelimit::Limiter;
 use crate::sessions::LoginSession;
-use crate::uia::{DUMMY, PASSWORD, REGISTRATION_TOKEN, UiaRequest};
+use crate::uia::{DUMMY, PASSWORD, REGISTRATION_TOKEN, TERMS, UiaRequest};
 use crate::{Error, Result, Services};
 
 /// The longest user ID allowed (the spec's limit).
@@ -72,11 +72,16 @@ fn valid_localpart_characters(localpart: &str) -> bool {
 impl Services {
     /// The registration flows this server offers.
     pub fn registration_flows(&self) -> Vec<Vec<String>> {
-        if self.config.registration.registration_requires_token {
-            vec![vec![REGISTRATION_TOKEN.to_owned()]]
+        let mut flow = if self.config.registration.registration_requires_token {
+            vec![REGISTRATION_TOKEN.to_owned()]
         } else {
-            vec![vec![DUMMY.to_owned()]]
+            vec![DUMMY.to_owned()]
+        };
+        // `user_consent.require_at_registration` puts the terms first in every flow.
+        if self.consent_at_registration() {
+            flow.insert(0, TERMS.to_owned());
         }
+        vec![flow]
     }
 
     /// Checks a localpart for a new account; `check_taken` also checks availability.
@@ -253,6 +258,9 @@ impl Services {
         }
         self.ratelimit_key(Limiter::Registration, &address, true)?;
         tracing::info!(%user_id, "registered a new user");
+        if completed.completed.iter().any(|stage| stage == TERMS) {
+            self.record_registration_consent(&user_id).await?;
+        }
         self.after_registration(&user_id, false).await;
         Ok(Registered { user_id, session: minted.map(|m| m.session) })
     }
@@ -293,8 +301,19 @@ impl Services {
         Ok(Registered { user_id, session: Some(minted.session) })
     }
 
-    /// Work that follows every new account: `auto_join_rooms`.
+    /// Work that follows every new account: `auto_join_rooms`, unless consent is required
+    /// at registration and not given yet (then consent joins them, as Synapse's
+    /// `post_consent_actions`).
     pub(crate) async fn after_registration(&self, user_id: &str, is_guest: bool) {
+        if self.consent_at_registration() && !self.has_consented(user_id).await {
+            tracing::info!(%user_id, "skipping auto-join until the user consents to the privacy policy");
+            return;
+        }
+        self.join_auto_join_rooms(user_id, is_guest).await;
+    }
+
+    /// `auto_join_rooms` for a user, failures logged.
+    pub(crate) async fn join_auto_join_rooms(&self, user_id: &str, is_guest: bool) {
         let Ok(user_id) = UserId::parse(user_id) else { return };
         if let Err(error) = self.auto_join_rooms(&user_id, is_guest).await {
             tracing::warn!(%user_id, %error, "auto-joining rooms failed");

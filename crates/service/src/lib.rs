@@ -33,6 +33,7 @@ pub mod admin_media;
 pub mod admin_rooms;
 pub mod admin_users;
 pub mod auth;
+pub mod consent;
 pub mod cross_signing;
 pub mod dehydrated;
 pub mod device_lists;
@@ -123,6 +124,8 @@ pub struct Services {
     pub openid: Arc<openid::OpenIdTokens>,
     /// Serialises finding and making server notices rooms.
     pub server_notices: Arc<server_notices::ServerNotices>,
+    /// The consent templates and the consent notices being sent.
+    pub consent: Arc<consent::Consent>,
 }
 
 impl Services {
@@ -157,6 +160,7 @@ impl Services {
             passwords,
             auth_cache: Arc::default(),
             ratelimiter: Arc::default(),
+            consent: Arc::new(consent::Consent::new(&config)),
             config: Arc::new(config),
             store,
             keys: Arc::new(keys),

@@ -72,6 +72,24 @@ impl Services {
         notice: ServerNotice,
         txn_id: Option<&str>,
     ) -> Result<OwnedEventId> {
+        let txn = txn_id.map(|txn_id| TxnKey {
+            device: requester.device_id.clone().unwrap_or_else(|| format!("token:{}", requester.token_hash)),
+            scope: format!("send_server_notice/{}", requester.user_id),
+            txn_id: txn_id.to_owned(),
+        });
+        let user_id = notice.user_id.clone();
+        let event_id = self.deliver_server_notice(notice, txn).await?;
+        tracing::info!(admin_user = %requester.user_id, %user_id, "sent a server notice");
+        Ok(event_id)
+    }
+
+    /// Sends a notice to a local user into their notices room (made and the user invited
+    /// when needed): what the admin API and the consent notices share.
+    pub(crate) async fn deliver_server_notice(
+        &self,
+        notice: ServerNotice,
+        txn: Option<TxnKey>,
+    ) -> Result<OwnedEventId> {
         let config = self.server_notices_config()?;
         let user_id = &notice.user_id;
         if user_id.server_name().as_str() != self.server_name() {
@@ -92,13 +110,8 @@ impl Services {
             Some(state_key) => EventDraft::state(&notice.kind, state_key, notice.content),
             None => EventDraft::message(&notice.kind, notice.content),
         };
-        let txn = txn_id.map(|txn_id| TxnKey {
-            device: requester.device_id.clone().unwrap_or_else(|| format!("token:{}", requester.token_hash)),
-            scope: format!("send_server_notice/{}", requester.user_id),
-            txn_id: txn_id.to_owned(),
-        });
         let pdu = self.send_event(&room_id, &system, draft, txn).await?;
-        tracing::info!(admin_user = %requester.user_id, %user_id, %room_id, "sent a server notice");
+        tracing::debug!(%user_id, %room_id, "sent a server notice");
         Ok(pdu.event_id.clone())
     }
 

@@ -272,6 +272,7 @@ impl Services {
     /// `GET /sync`.
     pub async fn sync(&self, requester: &Requester, request: SyncRequest) -> Result<SyncResponse> {
         let _active = self.active_syncs.start(&requester.user_id);
+        self.maybe_send_consent_notice(&requester.user_id).await;
         self.sync_inner(requester, request).await
     }
 

@@ -16,6 +16,7 @@ use crate::{Error, Result, Services};
 pub const DUMMY: &str = "m.login.dummy";
 pub const PASSWORD: &str = "m.login.password";
 pub const REGISTRATION_TOKEN: &str = "m.login.registration_token";
+pub const TERMS: &str = "m.login.terms";
 
 /// How long a session may take, from its first request.
 pub const SESSION_LIFETIME_MS: u64 = 30 * 60 * 1000;
@@ -103,10 +104,16 @@ impl Services {
                 session
             }
         };
+        let mut params = json!({});
+        if request.flows.iter().flatten().any(|stage| stage == TERMS)
+            && let Some(terms) = self.terms_params()
+        {
+            params[TERMS] = terms;
+        }
         let challenge = |session: &UiaSessionRecord, error: Option<MatrixError>| {
             Error::Uia(Box::new(UiaChallenge {
                 flows: request.flows.clone(),
-                params: json!({}),
+                params: params.clone(),
                 session: session.session_id.clone(),
                 completed: session.completed.clone(),
                 error,
@@ -157,7 +164,8 @@ impl Services {
         session: &mut UiaSessionRecord,
     ) -> Result<()> {
         match kind {
-            DUMMY => Ok(()),
+            // Accepting the terms is the request itself (Synapse's `TermsAuthChecker`).
+            DUMMY | TERMS => Ok(()),
             REGISTRATION_TOKEN => {
                 let token =
                     auth.token.as_deref().ok_or_else(|| MatrixError::missing_param("Missing `token`"))?;

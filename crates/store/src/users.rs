@@ -19,6 +19,11 @@ pub struct UserRecord {
     pub locked: bool,
     pub suspended: bool,
     pub appservice_id: Option<String>,
+    /// The privacy-policy version the user consented to (`user_consent`), and when.
+    pub consent_version: Option<String>,
+    pub consent_ts: Option<i64>,
+    /// The policy version of the last consent server notice sent to the user.
+    pub consent_server_notice_sent: Option<String>,
 }
 
 /// What a new account starts with.
@@ -34,7 +39,7 @@ pub struct NewUser {
 }
 
 const USER_COLUMNS: &str = "user_id, password_hash, created_ts, is_guest, admin, user_type, deactivated, erased, \
-     shadow_banned, locked, suspended, appservice_id";
+     shadow_banned, locked, suspended, appservice_id, consent_version, consent_ts, consent_server_notice_sent";
 
 fn user_from_row(row: &Row) -> Result<UserRecord, StoreError> {
     Ok(UserRecord {
@@ -50,6 +55,9 @@ fn user_from_row(row: &Row) -> Result<UserRecord, StoreError> {
         locked: row.bool(9)?,
         suspended: row.bool(10)?,
         appservice_id: row.opt_string(11)?,
+        consent_version: row.opt_string(12)?,
+        consent_ts: row.opt_i64(13)?,
+        consent_server_notice_sent: row.opt_string(14)?,
     })
 }
 
@@ -160,6 +168,33 @@ impl Store {
             .execute(
                 "UPDATE users SET password_hash = $2 WHERE user_id = $1",
                 params![user_id, password_hash],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Records the privacy-policy version a user consented to; false when there is no such user.
+    pub async fn set_consent_version(&self, user_id: &str, version: &str) -> Result<bool, StoreError> {
+        let changed = self
+            .db
+            .execute(
+                "UPDATE users SET consent_version = $2, consent_ts = $3 WHERE user_id = $1",
+                params![user_id, version, now_ms()],
+            )
+            .await?;
+        Ok(changed > 0)
+    }
+
+    /// Records that the consent server notice for `version` was sent to a user.
+    pub async fn set_consent_server_notice_sent(
+        &self,
+        user_id: &str,
+        version: &str,
+    ) -> Result<(), StoreError> {
+        self.db
+            .execute(
+                "UPDATE users SET consent_server_notice_sent = $2 WHERE user_id = $1",
+                params![user_id, version],
             )
             .await?;
         Ok(())

@@ -237,9 +237,9 @@ fn details_json(details: &AdminUserDetails) -> Value {
         "suspended": user.suspended,
         "creation_ts": user.created_ts,
         "appservice_id": user.appservice_id,
-        "consent_server_notice_sent": null,
-        "consent_version": null,
-        "consent_ts": null,
+        "consent_server_notice_sent": user.consent_server_notice_sent,
+        "consent_version": user.consent_version,
+        "consent_ts": user.consent_ts,
         "user_type": user.user_type,
         "last_seen_ts": details.last_seen_ts,
     })

@@ -1,5 +1,6 @@
 //! One typed struct per configuration section, reading Synapse's flat top-level keys.
 
+mod consent;
 mod database;
 mod federation;
 mod keys;
@@ -17,6 +18,7 @@ mod user_directory;
 
 use std::path::{Path, PathBuf};
 
+pub use consent::ConsentConfig;
 pub use database::{DatabaseConfig, PostgresConfig};
 pub use federation::{CustomCa, FederationConfig, MAIN_INSTANCE, RetryConfig};
 pub use keys::{KeyConfig, TrustedKeyServer};
@@ -61,6 +63,8 @@ pub struct Config {
     pub caches: CacheConfig,
     /// `server_notices`, when configured.
     pub server_notices: Option<ServerNoticesConfig>,
+    /// `user_consent`, when configured.
+    pub consent: Option<ConsentConfig>,
     /// The directory of the first config file; default paths are relative to it.
     pub config_dir: PathBuf,
     /// The files read, in order.
@@ -91,6 +95,7 @@ impl Config {
         let url_preview: url_preview::RawUrlPreview = reader.section()?;
         let caches: CacheConfig = reader.section()?;
         let server_notices: misc::RawServerNotices = reader.section()?;
+        let consent: consent::RawConsent = reader.section()?;
         let origins = reader.origins;
         let server = server.into_config(origins)?;
         let database = database.into_config(origins)?;
@@ -104,6 +109,23 @@ impl Config {
         let media = media.into_config(origins)?;
         let federation = federation.into_config(origins)?;
         let media_storage = media_storage.into_config(origins, &mut reader.warnings)?;
+        let consent = consent.into_config(origins)?;
+        if consent.is_some() && keys.form_secret.is_none() {
+            return Err(invalid(
+                origins,
+                "user_consent",
+                "`form_secret` must be set when `user_consent` is configured",
+            ));
+        }
+        if consent.as_ref().is_some_and(|c| c.server_notice_content.is_some())
+            && server_notices.server_notices.is_none()
+        {
+            return Err(invalid(
+                origins,
+                "user_consent",
+                "`server_notice_content` requires server notices, but `server_notices` is not configured",
+            ));
+        }
         Ok(Config {
             server,
             database,
@@ -124,6 +146,7 @@ impl Config {
             url_preview,
             caches,
             server_notices: server_notices.server_notices,
+            consent,
             config_dir,
             files,
         })

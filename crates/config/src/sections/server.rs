@@ -134,7 +134,7 @@ const KNOWN_RESOURCES: &[&str] = &[
 
 /// Resource names Myelin serves today.
 pub const SERVED_RESOURCES: &[&str] =
-    &["client", "federation", "keys", "media", "metrics", "health", "openid"];
+    &["client", "consent", "federation", "keys", "media", "metrics", "health", "openid"];
 
 impl ListenerConfig {
     /// Whether any of this listener's resources has the given name.

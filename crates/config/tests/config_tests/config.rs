@@ -420,3 +420,54 @@ fn federation_tls_options_load_and_refuse_bad_ones() {
         }
     }
 }
+
+#[test]
+fn user_consent_is_read_as_synapse_reads_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let templates = dir.path().display().to_string();
+    let read = |yaml: &str| load_from_str(&format!("server_name: a.org\n{yaml}"), Path::new("h.yaml"));
+    let full = read(&format!(
+        "form_secret: s\nserver_notices: {{system_mxid_localpart: notices}}\nuser_consent:\n  \
+         template_dir: {templates}\n  version: 1.0\n  server_notice_content: {{msgtype: m.text, body: 'see %(consent_uri)s'}}\n  \
+         send_server_notice_to_guests: true\n  block_events_error: 'agree at %(consent_uri)s'\n  \
+         require_at_registration: yes\n  policy_name: Terms\n"
+    ))
+    .unwrap();
+    assert!(full.warnings.iter().all(|w| !w.contains("user_consent")), "{:?}", full.warnings);
+    let consent = full.config.consent.unwrap();
+    // A YAML number is the version's text, as Synapse's `str()`.
+    assert_eq!(consent.version, "1.0");
+    assert_eq!(consent.template_dir, dir.path());
+    assert_eq!(consent.server_notice_content.unwrap()["body"], "see %(consent_uri)s");
+    assert!(consent.send_server_notice_to_guests && consent.require_at_registration);
+    assert_eq!(consent.block_events_error.as_deref(), Some("agree at %(consent_uri)s"));
+    assert_eq!(consent.policy_name, "Terms");
+
+    let minimal =
+        read(&format!("form_secret: s\nuser_consent: {{template_dir: {templates}, version: v1}}\n")).unwrap();
+    let consent = minimal.config.consent.unwrap();
+    assert_eq!(consent.policy_name, "Privacy Policy");
+    assert!(consent.block_events_error.is_none() && consent.server_notice_content.is_none());
+    assert!(!consent.require_at_registration && !consent.send_server_notice_to_guests);
+    assert!(read("").unwrap().config.consent.is_none());
+
+    // What Synapse refuses at start-up.
+    for yaml in [
+        format!("form_secret: s\nuser_consent: {{template_dir: {templates}}}\n"),
+        "form_secret: s\nuser_consent: {version: 1}\n".to_owned(),
+        "form_secret: s\nuser_consent: {version: 1, template_dir: /does/not/exist}\n".to_owned(),
+        format!("user_consent: {{template_dir: {templates}, version: 1}}\n"),
+        format!(
+            "form_secret: s\nuser_consent: {{template_dir: {templates}, version: 1, server_notice_content: {{body: x}}}}\n"
+        ),
+        format!(
+            "form_secret: s\nserver_notices: {{system_mxid_localpart: notices}}\nuser_consent: \
+             {{template_dir: {templates}, version: 1, server_notice_content: {{msgtype: m.text}}}}\n"
+        ),
+    ] {
+        match read(&yaml) {
+            Err(ConfigError::Invalid { key, .. }) => assert_eq!(key, "user_consent", "{yaml}"),
+            other => panic!("expected user_consent to be refused for {yaml:?}, got {other:?}"),
+        }
+    }
+}

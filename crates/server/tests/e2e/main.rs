@@ -13,6 +13,7 @@ mod bad_input;
 mod cancellation;
 mod compat;
 mod concurrency;
+mod consent;
 mod cross_signing;
 mod dehydrated;
 mod device_lists;

@@ -92,6 +92,7 @@ impl Services {
         request: CreateRoomRequest,
     ) -> Result<OwnedRoomId> {
         let creator = &requester.user_id;
+        self.assert_accepted_privacy_policy(requester).await?;
         self.ratelimit_user(Limiter::RoomCreation, creator).await?;
         let version_name =
             request.room_version.clone().unwrap_or_else(|| self.config.server.default_room_version.clone());

@@ -326,6 +326,16 @@ impl Services {
                 return Err(super::send::suspended(message));
             }
         }
+        // Consent to the privacy policy (Synapse's `_is_exempt_from_privacy_policy`): joining
+        // a server notices room and leaving need none.
+        let consent_exempt = match action {
+            MembershipAction::Join => self.is_server_notices_room(&head.room_id).await?,
+            MembershipAction::Leave => true,
+            _ => false,
+        };
+        if !consent_exempt {
+            self.assert_accepted_privacy_policy(requester).await?;
+        }
         match action {
             MembershipAction::Join | MembershipAction::Knock if target != sender => {
                 return Err(MatrixError::forbidden("Users can only join or knock for themselves").into());

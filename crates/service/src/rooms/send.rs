@@ -1,5 +1,5 @@
-//! Client sends (`send`, `state`, `redact`): rate limits, transaction IDs, shadow bans and
-//! suspensions in front of the one write path.
+//! Client sends (`send`, `state`, `redact`): rate limits, transaction IDs, shadow bans,
+//! suspensions and privacy-policy consent in front of the one write path.
 
 use myelin_core::{ErrCode, MatrixError};
 use ruma::{EventId, OwnedEventId, RoomId};
@@ -64,6 +64,7 @@ impl Services {
             return shadow_ban_event_id();
         }
         refuse_suspended_send(requester)?;
+        self.assert_accepted_privacy_policy(requester).await?;
         self.ratelimit_user(crate::ratelimit::Limiter::Message, &requester.user_id).await?;
         let txn = Self::txn_key(requester, format!("{room_id}/send/{kind}"), txn_id);
         let pdu = self
@@ -89,6 +90,7 @@ impl Services {
             return shadow_ban_event_id();
         }
         refuse_suspended_send(requester)?;
+        self.assert_accepted_privacy_policy(requester).await?;
         self.ratelimit_user(crate::ratelimit::Limiter::Message, &requester.user_id).await?;
         let pdu = self
             .send_event(room_id, &requester.user_id, EventDraft::state(kind, state_key, content), None)
@@ -117,6 +119,7 @@ impl Services {
                 return Err(suspended("You can only redact your own events while account is suspended."));
             }
         }
+        self.assert_accepted_privacy_policy(requester).await?;
         let limiter = if requester.is_admin && self.config.ratelimit.admin_redaction.is_some() {
             crate::ratelimit::Limiter::AdminRedaction
         } else {

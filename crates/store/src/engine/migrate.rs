@@ -46,6 +46,7 @@ pub(crate) const MIGRATION_FILES: &[(&str, &str)] = &[
     ("0021_remote_device_lists.sql", include_str!("../../migrations/0021_remote_device_lists.sql")),
     ("0022_admin_rooms.sql", include_str!("../../migrations/0022_admin_rooms.sql")),
     ("0023_admin_users.sql", include_str!("../../migrations/0023_admin_users.sql")),
+    ("0024_user_consent.sql", include_str!("../../migrations/0024_user_consent.sql")),
 ];
 
 /// Arbitrary constant identifying Myelin's migration lock.
