@@ -446,6 +446,12 @@ async def run(a):
     write_certificates(certs)
     servers = []
     result = {"kind": a.kind, "quick": a.quick}
+
+    def save():
+        # After each row: a run stopped midway keeps the rows it measured.
+        with open(a.out, "w") as f:
+            json.dump(result, f, indent=1)
+
     try:
         servers = [Server(a.kind, f"{a.kind}-{x}", os.path.join(base, x), certs, a.myelin_bin, sys.executable)
                    for x in ("a", "b")]
@@ -474,19 +480,20 @@ async def run(a):
             print(f"  {a.kind}: inbound throughput, {n_messages} messages", file=sys.stderr)
             result["inbound"] = await inbound(alice, senders, bob, watcher, room_id, a, n_messages)
             print(f"  {a.kind}: {result['inbound']}", file=sys.stderr)
+            save()
             print(f"  {a.kind}: delivery latency, {n_delivery} messages", file=sys.stderr)
             result["delivery"] = await delivery(alice, watcher, room_id, n_delivery)
             print(f"  {a.kind}: {result['delivery']}", file=sys.stderr)
+            save()
             # The /sync loop stops before the big room: its state would land in B's /sync.
             await watcher.stop()
             print(f"  {a.kind}: joining a room with {n_state} state events", file=sys.stderr)
             result["big_join"] = await big_join(alice, bob, server_b, a, n_state, a.state_writers)
             print(f"  {a.kind}: {result['big_join']}", file=sys.stderr)
+            save()
     finally:
         for s in servers:
             s.stop()
-    with open(a.out, "w") as f:
-        json.dump(result, f, indent=1)
 
 
 def main():
