@@ -202,7 +202,7 @@ def federation_section(out, dbs):
         quick = " (quick smoke run: not a figure)" if my.get("quick") or syn.get("quick") else ""
         commit = ""
         if os.path.exists(os.path.join(out, "commit")):
-            commit = f", commit {open(os.path.join(out, 'commit')).read().strip()}"
+            commit = f", Myelin at {open(os.path.join(out, 'commit')).read().strip()}"
         print(f"## Federation, {db}{quick} (bench/federation.py: Synapse -> Synapse, then Myelin -> Myelin, "
               f"on loopback over TLS, run on {time.strftime('%Y-%m-%d')}{commit})\n")
         print("| measure | Synapse | Myelin | ratio | target | met |")
