@@ -4,6 +4,8 @@ Usage: python report.py OUT_DIR
        python report.py --e2ee-only OUT_DIR   (the end-to-end encryption tables alone)
        python report.py --media-only OUT_DIR  (the media section alone)
        python report.py --splice-media MEDIA_MD BENCHMARKS_MD  (replaces the media section)
+       python report.py --federation-only OUT_DIR  (the federation section alone)
+       python report.py --splice-federation FEDERATION_MD BENCHMARKS_MD  (replaces it)
 """
 import glob
 import json
@@ -150,21 +152,115 @@ def media_section(out, dbs):
     print(MEDIA_END)
 
 
-def splice_media(media_md, benchmarks_md):
-    """Replaces the media section of BENCHMARKS.md (or adds it before the mxbench figures)."""
-    section = open(media_md).read().strip()
-    begin, end = section.find(MEDIA_BEGIN), section.find(MEDIA_END)
-    section = section[begin:end + len(MEDIA_END)]
+def splice(section_md, benchmarks_md, begin_marker, end_marker):
+    """Replaces the section between the markers in BENCHMARKS.md (or adds it before the
+    mxbench figures)."""
+    section = open(section_md).read().strip()
+    begin, end = section.find(begin_marker), section.find(end_marker)
+    section = section[begin:end + len(end_marker)]
     text = open(benchmarks_md).read()
-    b, e = text.find(MEDIA_BEGIN), text.find(MEDIA_END)
+    b, e = text.find(begin_marker), text.find(end_marker)
     if b >= 0 and e > b:
-        text = text[:b] + section + text[e + len(MEDIA_END):]
+        text = text[:b] + section + text[e + len(end_marker):]
     else:
         anchor = text.find("## All mxbench figures")
         anchor = anchor if anchor >= 0 else len(text)
         text = text[:anchor] + section + "\n\n" + text[anchor:]
     with open(benchmarks_md, "w") as f:
         f.write(text)
+
+
+def splice_media(media_md, benchmarks_md):
+    splice(media_md, benchmarks_md, MEDIA_BEGIN, MEDIA_END)
+
+
+FEDERATION_BEGIN = "<!-- federation:begin -->"
+FEDERATION_END = "<!-- federation:end -->"
+
+# (label, path in bench/federation.py's report, better: "higher"|"lower", target: ratio or None)
+FEDERATION_ROWS = [
+    ("inbound PDUs in a busy room, held by B (messages/s)", ("inbound", "received_per_s"), "higher", 20),
+    ("delivery send on A -> B's /sync, p50 (ms)", ("delivery", "latency_ms", "p50"), "lower", None),
+    ("delivery send on A -> B's /sync, p99 (ms)", ("delivery", "latency_ms", "p99"), "lower", 10),
+]
+
+
+def federation_section(out, dbs):
+    """The federation rows (bench/federation.py: a pair of Synapses, then a pair of Myelins),
+    between markers so that a `--federation-only` run can replace them in BENCHMARKS.md."""
+    print(FEDERATION_BEGIN)
+    for db in dbs:
+        syn = load(os.path.join(out, f"federation-synapse-{db}.json"))
+        my = load(os.path.join(out, f"federation-myelin-{db}.json"))
+        if not syn and not my:
+            continue
+        syn, my = syn or {}, my or {}
+        for d in (syn, my):
+            inbound = d.get("inbound") or {}
+            if inbound.get("seconds") and inbound.get("received_on_b") is not None:
+                inbound["received_per_s"] = round(inbound["received_on_b"] / inbound["seconds"], 1)
+        quick = " (quick smoke run: not a figure)" if my.get("quick") or syn.get("quick") else ""
+        commit = ""
+        if os.path.exists(os.path.join(out, "commit")):
+            commit = f", Myelin at {open(os.path.join(out, 'commit')).read().strip()}"
+        print(f"## Federation, {db}{quick} (bench/federation.py: Synapse -> Synapse, then Myelin -> Myelin, "
+              f"on loopback over TLS, run on {time.strftime('%Y-%m-%d')}{commit})\n")
+        print("| measure | Synapse | Myelin | ratio | target | met |")
+        print("|---|---|---|---|---|---|")
+        for label, path, better, target in FEDERATION_ROWS:
+            s, m = dig(syn, path), dig(my, path)
+            ratio = None
+            if isinstance(s, (int, float)) and isinstance(m, (int, float)) and s > 0 and m > 0:
+                ratio = m / s if better == "higher" else s / m
+            if target is None:
+                met, ttxt = "-", "-"
+            else:
+                met = "yes" if ratio is not None and ratio >= target else ("no" if ratio is not None else "?")
+                ttxt = f">= {target}x" if better == "higher" else f"<= 1/{target}"
+            rtxt = f"{ratio:.1f}x" if ratio is not None else "-"
+            print(f"| {label} | {fmt(s)} | {fmt(m)} | {rtxt} | {ttxt} | {met} |")
+        sj, mj = syn.get("big_join") or {}, my.get("big_join") or {}
+        n = mj.get("state_events") or sj.get("state_events")
+        s, m = sj.get("join_s"), mj.get("join_s")
+        ratio = s / m if isinstance(s, (int, float)) and isinstance(m, (int, float)) and m > 0 else None
+        rtxt = f"{ratio:.1f}x" if ratio is not None else "-"
+        met = "?" if not isinstance(m, (int, float)) else ("yes" if m < 5 else "no")
+        print(f"| B joins a room on A with {n:,} state events, wall time (s) | {fmt(s)} | {fmt(m)} | {rtxt} | "
+              f"< 5 s | {met} |" if n else "| remote join of a big room | - | - | - | < 5 s | ? |")
+        s, m = sj.get("b_rss_peak_mib"), mj.get("b_rss_peak_mib")
+        ratio = s / m if isinstance(s, (int, float)) and isinstance(m, (int, float)) and m > 0 else None
+        rtxt = f"{ratio:.1f}x" if ratio is not None else "-"
+        print(f"| B's peak RSS during that join (MiB) | {fmt(s)} | {fmt(m)} | {rtxt} | - | - |")
+        print()
+        si, mi = syn.get("inbound") or {}, my.get("inbound") or {}
+        sd, md = syn.get("delivery") or {}, my.get("delivery") or {}
+        print(f"Inbound: {fmt(mi.get('senders') or si.get('senders'))} users on A send "
+              f"{fmt((mi.get('messages') or si.get('messages') or 1) - 1)} messages between them (one request in "
+              "flight each), then the room's creator one more once all were answered, into a room "
+              "a user on B has joined; the time runs from the first send to that last message's arrival in B's "
+              "`/sync` long-poll, so A's own send rate is part of the figure. B then held "
+              f"{fmt(si.get('received_on_b'))} (Synapse) and {fmt(mi.get('received_on_b'))} (Myelin) of them "
+              "(`/messages`): the figure counts those. Sent over that time: Synapse "
+              f"{fmt(si.get('messages_per_s'))}/s, Myelin {fmt(mi.get('messages_per_s'))}/s. A Synapse receiving "
+              "faster than it processes prunes its inbound staging queue once 100 events wait, keeping only "
+              "the forward extremities (the rest left to backfill). A's own send rate in that phase: Synapse "
+              f"{fmt(si.get('send_on_a_per_s'))}/s, Myelin {fmt(mi.get('send_on_a_per_s'))}/s; the backlog after "
+              f"the last send's answer took {fmt(si.get('last_send_to_last_seen_ms'))} ms (Synapse) and "
+              f"{fmt(mi.get('last_send_to_last_seen_ms'))} ms (Myelin) to reach B.\n")
+        print(f"Delivery: {fmt(md.get('messages') or sd.get('messages'))} messages one at a time, each from its "
+              "send's answer on A to its arrival in B's `/sync` long-poll (from the send's request: p50 / p99 "
+              f"Synapse {fmt(dig(sd, ('from_request_ms', 'p50')))} / {fmt(dig(sd, ('from_request_ms', 'p99')))} ms, "
+              f"Myelin {fmt(dig(md, ('from_request_ms', 'p50')))} / {fmt(dig(md, ('from_request_ms', 'p99')))} ms).\n")
+        print(f"Big join: the room's {n and f'{n:,}'} state events (a custom type, distinct state keys) were sent on A "
+              f"by 4 concurrent requests (Synapse {fmt(sj.get('create_on_a_per_s'))}/s, Myelin "
+              f"{fmt(mj.get('create_on_a_per_s'))}/s). The join's wall time is B's `/join` via A; B's RSS is "
+              "`VmRSS` sampled every 20 ms during it (VmHWM after it: Synapse "
+              f"{fmt(sj.get('b_hwm_after_mib'))}, Myelin {fmt(mj.get('b_hwm_after_mib'))} MiB). B then held "
+              f"{fmt(sj.get('state_events_on_b'))} (Synapse) and {fmt(mj.get('state_events_on_b'))} (Myelin) of "
+              "the state events (`/state`). Synapse joins with partial state (MSC3706: the members are "
+              "fetched after the join answers); this room's state is its own custom events, which come "
+              "with the join all the same.\n")
+    print(FEDERATION_END)
 
 
 SCALE_BEGIN = "<!-- scale:begin -->"
@@ -184,6 +280,15 @@ def main():
         return
     if sys.argv[1] == "--splice-media":
         splice_media(sys.argv[2], sys.argv[3])
+        return
+    if sys.argv[1] == "--federation-only":
+        out = sys.argv[2]
+        dbs = sorted({os.path.basename(p)[:-5].split("-", 2)[2]
+                      for p in glob.glob(os.path.join(out, "federation-*-*.json"))})
+        federation_section(out, dbs)
+        return
+    if sys.argv[1] == "--splice-federation":
+        splice(sys.argv[2], sys.argv[3], FEDERATION_BEGIN, FEDERATION_END)
         return
     out = sys.argv[1]
     commit_file = os.path.join(out, "commit")
@@ -277,13 +382,16 @@ def main():
     notes = os.path.join(HERE, "NOTES.md")
     if os.path.exists(notes):
         print(open(notes).read())
-    # The scale section (bench/scale.sh) is kept from the previous BENCHMARKS.md.
+    # The federation section (bench/run.sh --federation-only) and the scale section
+    # (bench/scale.sh) are kept from the previous BENCHMARKS.md.
     previous = os.path.join(HERE, "..", "BENCHMARKS.md")
     if os.path.exists(previous):
         text = open(previous).read()
-        begin, end = text.find(SCALE_BEGIN), text.find(SCALE_END)
-        if begin >= 0 and end > begin:
-            print(text[begin:end + len(SCALE_END)])
+        for begin_marker, end_marker in ((FEDERATION_BEGIN, FEDERATION_END), (SCALE_BEGIN, SCALE_END)):
+            begin, end = text.find(begin_marker), text.find(end_marker)
+            if begin >= 0 and end > begin:
+                print(text[begin:end + len(end_marker)])
+                print()
 
 
 if __name__ == "__main__":

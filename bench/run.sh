@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark of Myelin and Synapse with ../shared/bench/mxbench.py.
 #
-#   bench/run.sh [--db sqlite|postgres|both] [--quick] [--e2ee-only] [--media-only] [--out DIR]
+#   bench/run.sh [--db sqlite|postgres|both] [--quick] [--e2ee-only] [--media-only] [--federation-only] [--out DIR]
 #
 # Builds Myelin in release mode, installs Synapse from PyPI into the tools venv
 # (scripts/pytools.sh), starts each server in turn on loopback with equivalent settings
@@ -15,6 +15,10 @@
 # copy, 12-megapixel thumbnails, RSS during a 1 GB upload) against both servers alike, each run
 # with `dynamic_thumbnails` on and `max_upload_size` 2G. --media-only runs those rows alone: they
 # replace the media section of BENCHMARKS.md (with --quick the table is only printed).
+# --federation-only runs bench/federation.py alone: a pair of Synapses, then a pair of Myelins, one
+# sending to the other on loopback over TLS (inbound PDUs/s in a busy room, delivery latency to a
+# remote /sync, joining a remote room with 10,000 state events); its section replaces the
+# federation section of BENCHMARKS.md (with --quick the table is only printed). SQLite only.
 # MYELIN_BIN=path uses that Myelin binary instead of building one in release mode.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +28,7 @@ dbs="sqlite"
 quick=0
 e2ee_only=0
 media_only=0
+federation_only=0
 out=""
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -31,6 +36,7 @@ while [ $# -gt 0 ]; do
         --quick) quick=1; shift ;;
         --e2ee-only) e2ee_only=1; shift ;;
         --media-only) media_only=1; shift ;;
+        --federation-only) federation_only=1; shift ;;
         --out) out="$2"; shift 2 ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
@@ -50,6 +56,21 @@ if [ -z "$myelin_bin" ]; then
     echo "== building Myelin (release)"
     cargo build --release --quiet --bin myelin
     myelin_bin=target/release/myelin
+fi
+if [ "$federation_only" = 1 ]; then
+    fed_args=()
+    [ "$quick" = 1 ] && fed_args=(--quick)
+    for kind in synapse myelin; do
+        echo "== federation rows: $kind -> $kind (sqlite)"
+        "$bin/python" bench/federation.py run --kind "$kind" --myelin-bin "$myelin_bin" --workdir "$out" \
+            --out "$out/federation-$kind-sqlite.json" "${fed_args[@]}" 2>"$out/federation-$kind-sqlite.log" || true
+    done
+    "$bin/python" bench/report.py --federation-only "$out" | tee "$out/FEDERATION.md"
+    if [ "$quick" = 0 ]; then
+        "$bin/python" bench/report.py --splice-federation "$out/FEDERATION.md" BENCHMARKS.md
+        echo "== replaced the federation section of BENCHMARKS.md (raw results in $out)"
+    fi
+    exit 0
 fi
 if [ "$media_only" = 0 ]; then
     echo "== building the load generator (release)"
