@@ -8,7 +8,7 @@ use myelin_core::MatrixError;
 use myelin_service::admin_rooms::{DestinationOrder, DestinationQuery, DestinationRecord};
 use serde_json::{Value, json};
 
-use super::rooms::parse_count;
+use super::params::{parse_count, parse_forwards, parse_order};
 use crate::AppState;
 use crate::auth::AdminAuth;
 use crate::error::ApiResult;
@@ -49,25 +49,8 @@ async fn list(
         DestinationQuery { from, limit, order: DestinationOrder::Destination, forwards: true, search: None };
     for (name, value) in &pairs {
         match name.as_str() {
-            "order_by" => {
-                query.order = DestinationOrder::parse(value).ok_or_else(|| {
-                    MatrixError::invalid_param(format!(
-                        "Query parameter \"order_by\" must be one of the sort orders, not {value:?}"
-                    ))
-                })?
-            }
-            "dir" => {
-                query.forwards = match value.as_str() {
-                    "f" => true,
-                    "b" => false,
-                    _ => {
-                        return Err(MatrixError::invalid_param(
-                            "Query parameter \"dir\" must be one of ['b', 'f']",
-                        )
-                        .into());
-                    }
-                }
-            }
+            "order_by" => query.order = parse_order(value, DestinationOrder::parse)?,
+            "dir" => query.forwards = parse_forwards(value)?,
             "destination" if !value.is_empty() => query.search = Some(value.clone()),
             _ => {}
         }
@@ -100,15 +83,13 @@ async fn rooms(
     QueryParams(pairs): QueryParams<Vec<(String, String)>>,
 ) -> ApiResult<Json<Value>> {
     let (from, limit) = page(&pairs)?;
-    let backwards = match pairs.iter().find(|(name, _)| name == "dir").map(|(_, v)| v.as_str()) {
-        None | Some("f") => false,
-        Some("b") => true,
-        Some(_) => {
-            return Err(
-                MatrixError::invalid_param("Query parameter \"dir\" must be one of ['b', 'f']").into()
-            );
-        }
-    };
+    let backwards = !pairs
+        .iter()
+        .find(|(name, _)| name == "dir")
+        .map(|(_, v)| v.as_str())
+        .map(parse_forwards)
+        .transpose()?
+        .unwrap_or(true);
     let mut rooms = services.admin_destination_rooms(&destination).await?;
     if backwards {
         rooms.reverse();

@@ -9,7 +9,8 @@ use myelin_core::{ErrCode, MatrixError};
 use myelin_service::admin_media::{LocalMediaRecord, MediaStatsOrder, MediaStatsQuery};
 use serde_json::{Value, json};
 
-use super::rooms::{parse_bool, parse_count, parse_room};
+use super::params::{parse_bool, parse_count, parse_forwards, parse_order};
+use super::rooms::parse_room;
 use super::users::parse_user;
 use crate::AppState;
 use crate::auth::AdminAuth;
@@ -200,10 +201,8 @@ async fn user_media(
                 ))
                 .into());
             }
-            "dir" if value != "f" && value != "b" => {
-                return Err(
-                    MatrixError::invalid_param("Query parameter \"dir\" must be one of ['b', 'f']").into()
-                );
+            "dir" => {
+                parse_forwards(value)?;
             }
             _ => {}
         }
@@ -276,25 +275,8 @@ async fn user_media_stats(
                 .into());
             }
             "search_term" => query.search_term = Some(value.clone()),
-            "order_by" => {
-                query.order = MediaStatsOrder::parse(value).ok_or_else(|| {
-                    MatrixError::invalid_param(format!(
-                        "Query parameter \"order_by\" must be one of the sort orders, not {value:?}"
-                    ))
-                })?
-            }
-            "dir" => {
-                query.forwards = match value.as_str() {
-                    "f" => true,
-                    "b" => false,
-                    _ => {
-                        return Err(MatrixError::invalid_param(
-                            "Query parameter \"dir\" must be one of ['b', 'f']",
-                        )
-                        .into());
-                    }
-                }
-            }
+            "order_by" => query.order = parse_order(value, MediaStatsOrder::parse)?,
+            "dir" => query.forwards = parse_forwards(value)?,
             _ => {}
         }
     }

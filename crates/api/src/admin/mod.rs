@@ -5,6 +5,7 @@ mod devices;
 mod federation;
 mod media;
 mod notices;
+mod params;
 mod register;
 mod registration_tokens;
 mod reports;

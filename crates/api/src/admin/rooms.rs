@@ -15,6 +15,7 @@ use serde_json::{Map, Value, json};
 
 use myelin_service::rooms::read::MessagesRequest;
 
+use super::params::{parse_bool, parse_count, parse_forwards, parse_order};
 use crate::AppState;
 use crate::auth::AdminAuth;
 use crate::client::rooms::{events_json, parse_event_id, parse_filter};
@@ -25,31 +26,6 @@ use crate::extract::{JsonBody, JsonBodyOrEmpty, PathParams, QueryParams};
 pub(super) fn parse_room(room_id: &str) -> Result<ruma::OwnedRoomId, MatrixError> {
     ruma::RoomId::parse(room_id)
         .map_err(|_| MatrixError::invalid_param(format!("{room_id:?} is not a room ID")))
-}
-
-/// A non-negative query-string integer (`400 M_INVALID_PARAM` when negative or not an integer
-/// that fits in 64 bits).
-pub(super) fn parse_count(name: &str, value: &str) -> Result<u64, MatrixError> {
-    match value.parse::<i64>() {
-        Ok(n) if n >= 0 => Ok(n as u64),
-        Ok(_) => {
-            Err(MatrixError::invalid_param(format!("Query parameter {name:?} must be a positive integer.")))
-        }
-        Err(_) => Err(MatrixError::invalid_param(format!(
-            "Query parameter {name:?} must be a string representing an integer."
-        ))),
-    }
-}
-
-/// A query-string boolean as Synapse parses one.
-pub(super) fn parse_bool(name: &str, value: &str) -> Result<bool, MatrixError> {
-    match value {
-        "true" => Ok(true),
-        "false" => Ok(false),
-        _ => Err(MatrixError::invalid_param(format!(
-            "Boolean query parameter {name:?} must be one of ['true', 'false']"
-        ))),
-    }
 }
 
 fn room_list_query(pairs: &[(String, String)]) -> Result<RoomListQuery, MatrixError> {
@@ -66,24 +42,8 @@ fn room_list_query(pairs: &[(String, String)]) -> Result<RoomListQuery, MatrixEr
         match name.as_str() {
             "from" => query.from = parse_count(name, value)?,
             "limit" => query.limit = parse_count(name, value)?,
-            "order_by" => {
-                query.order = RoomOrder::parse(value).ok_or_else(|| {
-                    MatrixError::invalid_param(format!(
-                        "Query parameter \"order_by\" must be one of the sort orders, not {value:?}"
-                    ))
-                })?
-            }
-            "dir" => {
-                query.forwards = match value.as_str() {
-                    "f" => true,
-                    "b" => false,
-                    _ => {
-                        return Err(MatrixError::invalid_param(
-                            "Query parameter \"dir\" must be one of ['b', 'f']",
-                        ));
-                    }
-                }
-            }
+            "order_by" => query.order = parse_order(value, RoomOrder::parse)?,
+            "dir" => query.forwards = parse_forwards(value)?,
             "search_term" if value.is_empty() => {
                 return Err(MatrixError::invalid_param("search_term cannot be an empty string"));
             }
@@ -447,15 +407,7 @@ async fn messages(
 ) -> ApiResult<Json<Value>> {
     let room_id = parse_room(&room_id)?;
     let param = |name: &str| pairs.iter().find(|(key, _)| key == name).map(|(_, value)| value.clone());
-    let backward = match param("dir").as_deref() {
-        None | Some("f") => false,
-        Some("b") => true,
-        Some(_) => {
-            return Err(
-                MatrixError::invalid_param("Query parameter \"dir\" must be one of ['b', 'f']").into()
-            );
-        }
-    };
+    let backward = !param("dir").as_deref().map(parse_forwards).transpose()?.unwrap_or(true);
     let filter = parse_filter(param("filter").as_deref())?;
     let limit = match param("limit") {
         Some(limit) => parse_count("limit", &limit)?,
@@ -517,15 +469,7 @@ async fn timestamp_to_event(
         .into());
     };
     let ts = parse_count("ts", &ts)?;
-    let forward = match param("dir").as_deref() {
-        None | Some("f") => true,
-        Some("b") => false,
-        Some(_) => {
-            return Err(
-                MatrixError::invalid_param("Query parameter \"dir\" must be one of ['b', 'f']").into()
-            );
-        }
-    };
+    let forward = param("dir").as_deref().map(parse_forwards).transpose()?.unwrap_or(true);
     let pdu = services.timestamp_to_event_as(&admin, &room_id, ts, forward, true).await?;
     Ok(Json(json!({ "event_id": pdu.event_id, "origin_server_ts": pdu.origin_server_ts })))
 }

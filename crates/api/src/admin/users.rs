@@ -15,6 +15,7 @@ use myelin_service::records::{RateLimitOverride, UserListEntry, UserListQuery, U
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::params::{parse_bool, parse_count, parse_forwards, parse_order};
 use crate::AppState;
 use crate::auth::{AdminAuth, Auth};
 use crate::error::ApiResult;
@@ -81,31 +82,6 @@ async fn delete_override(
     Ok(Json(json!({})))
 }
 
-/// A query-string boolean as Synapse parses one: `true` or `false`, anything else `400
-/// M_INVALID_PARAM`.
-fn parse_bool(name: &str, value: &str) -> Result<bool, MatrixError> {
-    match value {
-        "true" => Ok(true),
-        "false" => Ok(false),
-        _ => Err(MatrixError::invalid_param(format!(
-            "Boolean query parameter {name:?} must be one of ['true', 'false']"
-        ))),
-    }
-}
-
-/// A non-negative query-string integer.
-fn parse_count(name: &str, value: &str) -> Result<i64, MatrixError> {
-    match value.parse::<i64>() {
-        Ok(n) if n >= 0 => Ok(n),
-        Ok(_) => {
-            Err(MatrixError::invalid_param(format!("Query parameter {name:?} must be a positive integer.")))
-        }
-        Err(_) => Err(MatrixError::invalid_param(format!(
-            "Query parameter {name:?} must be a string representing an integer."
-        ))),
-    }
-}
-
 /// The user list's query (`v3`: `deactivated` filters both ways; `v2`: `deactivated=true`
 /// includes them, anything else leaves them out).
 fn user_list_query(pairs: &[(String, String)], v3: bool) -> Result<UserListQuery, MatrixError> {
@@ -124,8 +100,8 @@ fn user_list_query(pairs: &[(String, String)], v3: bool) -> Result<UserListQuery
     };
     for (name, value) in pairs {
         match name.as_str() {
-            "from" => query.from = parse_count(name, value)?,
-            "limit" => query.limit = parse_count(name, value)?,
+            "from" => query.from = parse_count(name, value)? as i64,
+            "limit" => query.limit = parse_count(name, value)? as i64,
             "user_id" => query.user_id = Some(value.clone()),
             "name" => query.name = Some(value.clone()),
             "guests" => query.guests = parse_bool(name, value)?,
@@ -140,24 +116,8 @@ fn user_list_query(pairs: &[(String, String)], v3: bool) -> Result<UserListQuery
             "admins" => query.admins = Some(parse_bool(name, value)?),
             "locked" => query.locked = parse_bool(name, value)?,
             "not_user_type" => query.not_user_types.push(value.clone()),
-            "order_by" => {
-                query.order = UserOrder::parse(value).ok_or_else(|| {
-                    MatrixError::invalid_param(format!(
-                        "Query parameter \"order_by\" must be one of the sort orders, not {value:?}"
-                    ))
-                })?
-            }
-            "dir" => {
-                query.forwards = match value.as_str() {
-                    "f" => true,
-                    "b" => false,
-                    _ => {
-                        return Err(MatrixError::invalid_param(
-                            "Query parameter \"dir\" must be one of ['b', 'f']",
-                        ));
-                    }
-                }
-            }
+            "order_by" => query.order = parse_order(value, UserOrder::parse)?,
+            "dir" => query.forwards = parse_forwards(value)?,
             _ => {}
         }
     }
