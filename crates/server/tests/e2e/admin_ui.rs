@@ -1,7 +1,8 @@
 //! The admin web UI (synapse-admin, Awesome-Technologies/synapse-admin, and its fork Ketesa) page
 //! by page: every admin route its data provider (`src/synapse/dataProvider.ts`) calls, with the
 //! query parameters react-admin sends (`from`, `limit`, `order_by`, `dir`, and the page's
-//! filters), and every field its pages read present with Synapse's JSON type.
+//! filters), and every field its pages read present with Synapse's JSON type. Ketesa's extra
+//! calls (`/v3/users`, a room's media, the database statistics) are checked beside them.
 
 use myelin_test_support::{TestServer, TestUser};
 use serde_json::{Value, json};
@@ -93,6 +94,10 @@ async fn admin_ui_user_pages_read_every_field_they_show() {
         );
         list(&admin, &path, "users", Some("total"), USER_LIST_FIELDS).await;
     }
+
+    // Ketesa (etkecc/ketesa, src/providers/data/synapse.ts) lists users at v3 with the same query.
+    let path = "/_synapse/admin/v3/users?from=0&limit=10&deactivated=false&locked=false&order_by=name&dir=f";
+    list(&admin, path, "users", Some("total"), USER_LIST_FIELDS).await;
 
     // UserEdit: getOne on `users` (the user ID URL-encoded).
     let user = admin.client.get(&format!("/_synapse/admin/v2/users/{encoded}")).await;
@@ -330,6 +335,18 @@ async fn admin_ui_room_pages_read_every_field_they_show() {
         "results",
         Some("count"),
         &[("event_id", "string"), ("state_group", "int"), ("depth", "int"), ("received_ts", "int")],
+    )
+    .await;
+
+    // Ketesa's room media tab (`local`: mxc URIs) and database statistics page.
+    let media = admin.client.get(&format!("/_synapse/admin/v1/room/{room}/media?{REFERENCE_QUERY}")).await;
+    assert!(media.expect(200)["local"].is_array());
+    list(
+        &admin,
+        "/_synapse/admin/v1/statistics/database/rooms",
+        "rooms",
+        None,
+        &[("room_id", "string"), ("estimated_size", "int")],
     )
     .await;
 
