@@ -4,12 +4,15 @@
 //! filters), and every field its pages read present with Synapse's JSON type. Ketesa's extra
 //! calls (`/v3/users`, a room's media, the database statistics) are checked beside them.
 
+use myelin_test_support::federation::{TestCertificates, federating_server};
+use myelin_test_support::federation_peer::FederationPeer;
 use myelin_test_support::{TestServer, TestUser};
 use serde_json::{Value, json};
 
 use crate::admin_media::upload;
 use crate::admin_notices::notices_config;
 use crate::admin_rooms::{ROOM_FIELDS, assert_types};
+use crate::federation_sender::{queue_empties, room_with_remote_members};
 use crate::relations::join;
 use crate::rooms::{create_room, send_text};
 
@@ -469,4 +472,55 @@ async fn admin_ui_reports_tokens_destinations_and_notices_read_every_field_they_
         .get("/_synapse/admin/v1/federation/destinations/unknown.example/rooms?from=0&limit=10&order_by=id&dir=b")
         .await
         .expect_error(404, "M_NOT_FOUND");
+}
+
+#[tokio::test]
+async fn admin_ui_destination_pages_read_every_field_they_show() {
+    let certs = TestCertificates::new();
+    let peer = FederationPeer::start("b.test", certs.path()).await;
+    let a = federating_server("a.test", certs.path(), json!({})).await;
+    let admin = a.register_admin("admin").await;
+    let (alice, room_id) = room_with_remote_members(&a, &[&peer]).await;
+    send_text(&alice, &room_id, "t1", "hello b").await;
+    let destination = peer.server_name.to_string();
+    queue_empties(&a, &destination).await;
+
+    // src/resources/destinations.tsx: the list sorted by destination, its search box, one
+    // destination, and the rooms shared with it.
+    const DESTINATION_FIELDS: &[(&str, &str)] = &[
+        ("destination", "string"),
+        ("retry_last_ts", "int"),
+        ("retry_interval", "int"),
+        ("failure_ts", "int?"),
+        ("last_successful_stream_ordering", "int?"),
+    ];
+    let listed = list(
+        &admin,
+        "/_synapse/admin/v1/federation/destinations?from=0&limit=10&destination=b.te&order_by=destination&dir=f",
+        "destinations",
+        Some("total"),
+        DESTINATION_FIELDS,
+    )
+    .await;
+    assert_eq!(listed["destinations"][0]["destination"], destination.as_str(), "{listed}");
+    let one = admin.client.get(&format!("/_synapse/admin/v1/federation/destinations/{destination}")).await;
+    assert_types(one.expect(200), DESTINATION_FIELDS);
+    let rooms = list(
+        &admin,
+        &format!("/_synapse/admin/v1/federation/destinations/{destination}/rooms?{REFERENCE_QUERY}"),
+        "rooms",
+        Some("total"),
+        &[("room_id", "string"), ("stream_ordering", "int")],
+    )
+    .await;
+    assert_eq!(rooms["rooms"][0]["room_id"], room_id.as_str(), "{rooms}");
+    // Its delete button resets the connection.
+    let reset = admin
+        .client
+        .post(
+            &format!("/_synapse/admin/v1/federation/destinations/{destination}/reset_connection"),
+            &json!({}),
+        )
+        .await;
+    reset.expect(200);
 }
