@@ -98,6 +98,12 @@ async fn admin_ui_user_pages_read_every_field_they_show() {
         list(&admin, &path, "users", Some("total"), USER_LIST_FIELDS).await;
     }
 
+    // Its search box sends `name` (matched against user IDs and display names).
+    let path = "/_synapse/admin/v2/users?from=0&limit=10&name=Alic&guests=true&deactivated=false&locked=false&order_by=name&dir=f";
+    let found = list(&admin, path, "users", Some("total"), USER_LIST_FIELDS).await;
+    assert_eq!(found["users"].as_array().unwrap().len(), 1, "{found}");
+    assert_eq!(found["users"][0]["name"], alice_id.as_str());
+
     // Ketesa (etkecc/ketesa, src/providers/data/synapse.ts) lists users at v3 with the same query.
     let path = "/_synapse/admin/v3/users?from=0&limit=10&deactivated=false&locked=false&order_by=name&dir=f";
     list(&admin, path, "users", Some("total"), USER_LIST_FIELDS).await;
