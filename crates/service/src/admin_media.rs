@@ -5,7 +5,7 @@
 //! clear error rather than answered as if handled.
 
 use myelin_core::MatrixError;
-pub use myelin_store::{LocalMediaRecord, MediaStatsOrder, MediaStatsQuery, UserMediaStats};
+pub use myelin_store::{LocalMediaRecord, MediaStatsOrder, MediaStatsQuery, UserMediaOrder, UserMediaStats};
 use ruma::{RoomId, UserId};
 
 use crate::media::MediaId;
@@ -143,15 +143,17 @@ impl Services {
         Ok(())
     }
 
-    /// `GET /_synapse/admin/v1/users/{userId}/media`: a page, oldest first, and the total.
+    /// `GET /_synapse/admin/v1/users/{userId}/media`: a page in the order asked, and the total.
     pub async fn admin_user_media(
         &self,
         user_id: &UserId,
+        order: UserMediaOrder,
+        backwards: bool,
         from: u64,
         limit: u64,
     ) -> Result<(Vec<LocalMediaRecord>, u64)> {
         self.admin_media_user(user_id).await?;
-        self.list_local_media_of_user(user_id, from, limit).await
+        Ok(self.store.local_media_of_user_sorted(user_id.as_str(), order, backwards, from, limit).await?)
     }
 
     /// `DELETE /_synapse/admin/v1/users/{userId}/media`: every media of the user.

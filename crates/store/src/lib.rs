@@ -60,7 +60,9 @@ pub use events::{
 pub use key_backup::{
     BackupKeysState, BackupKeysWrite, BackupVersionRecord, RoomKeyRecord, RoomKeysSelection,
 };
-pub use media::{DeletedMedia, LocalMediaRecord, NewLocalMedia, OldMediaQuery, ThumbnailRecord};
+pub use media::{
+    DeletedMedia, LocalMediaRecord, NewLocalMedia, OldMediaQuery, ThumbnailRecord, UserMediaOrder,
+};
 pub use registration::RegistrationTokenRecord;
 pub use remote_device_lists::RemoteDeviceList;
 pub use rooms::{MembershipChange, NewReport, RoomRecord};

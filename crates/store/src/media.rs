@@ -273,12 +273,28 @@ impl Store {
         from: u64,
         limit: u64,
     ) -> Result<(Vec<LocalMediaRecord>, u64), StoreError> {
+        self.local_media_of_user_sorted(user_id, UserMediaOrder::CreatedTs, false, from, limit).await
+    }
+
+    /// A page of the local media a user uploaded or reserved, sorted by `order` (descending if
+    /// `backwards`, the media ID breaking ties the same way): at most `limit` from position
+    /// `from`, and how many there are in all.
+    pub async fn local_media_of_user_sorted(
+        &self,
+        user_id: &str,
+        order: UserMediaOrder,
+        backwards: bool,
+        from: u64,
+        limit: u64,
+    ) -> Result<(Vec<LocalMediaRecord>, u64), StoreError> {
+        let dir = if backwards { "DESC" } else { "ASC" };
+        let column = order.column();
         let rows = self
             .db
             .query(
                 &format!(
                     "SELECT {MEDIA_COLUMNS} FROM local_media WHERE user_id = $1
-                     ORDER BY created_ts, media_id LIMIT $2 OFFSET $3"
+                     ORDER BY {column} {dir}, media_id {dir} LIMIT $2 OFFSET $3"
                 ),
                 params![user_id, size_value(limit), size_value(from)],
             )
@@ -502,5 +518,49 @@ impl Store {
             )
             .await?;
         rows.iter().map(|row| Ok((row.i64(0)?, row.string(1)?))).collect()
+    }
+}
+
+/// The columns a user's media list may be sorted by (Synapse's `order_by` of
+/// `/_synapse/admin/v1/users/{userId}/media`, which synapse-admin sends on a column click).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UserMediaOrder {
+    MediaId,
+    UploadName,
+    CreatedTs,
+    LastAccessTs,
+    MediaLength,
+    MediaType,
+    QuarantinedBy,
+    SafeFromQuarantine,
+}
+
+impl UserMediaOrder {
+    /// The order named by an `order_by` value, if it is one.
+    pub fn parse(name: &str) -> Option<UserMediaOrder> {
+        Some(match name {
+            "media_id" => UserMediaOrder::MediaId,
+            "upload_name" => UserMediaOrder::UploadName,
+            "created_ts" => UserMediaOrder::CreatedTs,
+            "last_access_ts" => UserMediaOrder::LastAccessTs,
+            "media_length" => UserMediaOrder::MediaLength,
+            "media_type" => UserMediaOrder::MediaType,
+            "quarantined_by" => UserMediaOrder::QuarantinedBy,
+            "safe_from_quarantine" => UserMediaOrder::SafeFromQuarantine,
+            _ => return None,
+        })
+    }
+
+    fn column(self) -> &'static str {
+        match self {
+            UserMediaOrder::MediaId => "media_id",
+            UserMediaOrder::UploadName => "upload_name",
+            UserMediaOrder::CreatedTs => "created_ts",
+            UserMediaOrder::LastAccessTs => "last_access_ts",
+            UserMediaOrder::MediaLength => "size",
+            UserMediaOrder::MediaType => "content_type",
+            UserMediaOrder::QuarantinedBy => "quarantined_by",
+            UserMediaOrder::SafeFromQuarantine => "safe_from_quarantine",
+        }
     }
 }

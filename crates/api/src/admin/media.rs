@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use myelin_core::{ErrCode, MatrixError};
-use myelin_service::admin_media::{LocalMediaRecord, MediaStatsOrder, MediaStatsQuery};
+use myelin_service::admin_media::{LocalMediaRecord, MediaStatsOrder, MediaStatsQuery, UserMediaOrder};
 use serde_json::{Value, json};
 
 use super::params::{parse_bool, parse_count, parse_forwards, parse_order};
@@ -181,8 +181,8 @@ async fn room_media(
     Ok(Json(json!({ "local": local, "remote": [] })))
 }
 
-/// `GET /_synapse/admin/v1/users/{userId}/media`: newest pages as Synapse (`from`, `limit`;
-/// ordered by upload time, `dir` as asked).
+/// `GET /_synapse/admin/v1/users/{userId}/media`: pages as Synapse (`from`, `limit`; sorted by
+/// `order_by`, upload time by default, `dir` as asked).
 async fn user_media(
     State(services): State<AppState>,
     AdminAuth(_admin): AdminAuth,
@@ -190,35 +190,21 @@ async fn user_media(
     QueryParams(pairs): QueryParams<Vec<(String, String)>>,
 ) -> ApiResult<Json<Value>> {
     let user_id = parse_user(&user_id)?;
-    let (mut from, mut limit) = (0, 100);
+    let (mut from, mut limit, mut order, mut backwards) = (0, 100, UserMediaOrder::CreatedTs, false);
     for (name, value) in &pairs {
         match name.as_str() {
             "from" => from = parse_count(name, value)?,
             "limit" => limit = parse_count(name, value)?,
-            "order_by" if value != "created_ts" => {
-                return Err(MatrixError::invalid_param(format!(
-                    "Query parameter \"order_by\" must be \"created_ts\" here, not {value:?}"
-                ))
-                .into());
+            "order_by" => {
+                order = parse_order(value, UserMediaOrder::parse)?;
             }
             "dir" => {
-                parse_forwards(value)?;
+                backwards = !parse_forwards(value)?;
             }
             _ => {}
         }
     }
-    let backwards = pairs.iter().any(|(name, value)| name == "dir" && value == "b");
-    let (media, total) = if backwards {
-        // Newest first: the page counted from the end of the oldest-first list.
-        let (_, total) = services.admin_user_media(&user_id, 0, 0).await?;
-        let end = total.saturating_sub(from);
-        let start = end.saturating_sub(limit);
-        let (mut media, total) = services.admin_user_media(&user_id, start, end - start).await?;
-        media.reverse();
-        (media, total)
-    } else {
-        services.admin_user_media(&user_id, from, limit).await?
-    };
+    let (media, total) = services.admin_user_media(&user_id, order, backwards, from, limit).await?;
     let mut body = json!({ "media": media.iter().map(media_json).collect::<Vec<_>>(), "total": total });
     if from.saturating_add(limit) < total {
         body["next_token"] = json!(from + media.len() as u64);

@@ -335,7 +335,8 @@ async fn joined_rooms(
 }
 
 /// `GET /_synapse/admin/v1/whois/{userId}` (also the client API's `/admin/whois`): each
-/// device's last connection.
+/// device's last connection. As in Synapse, a connection that sent no `User-Agent` (or whose
+/// address is unknown) shows an empty string: synapse-admin's connections tab reads both as strings.
 async fn whois(
     State(services): State<AppState>,
     Auth(requester): Auth,
@@ -348,9 +349,9 @@ async fn whois(
         .map(|device| {
             let connections = match device.last_seen_ts {
                 Some(last_seen) => json!([{
-                    "ip": device.last_seen_ip,
+                    "ip": device.last_seen_ip.as_deref().unwrap_or_default(),
                     "last_seen": last_seen,
-                    "user_agent": device.last_seen_user_agent,
+                    "user_agent": device.last_seen_user_agent.as_deref().unwrap_or_default(),
                 }]),
                 None => json!([]),
             };

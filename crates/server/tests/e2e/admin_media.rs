@@ -11,7 +11,7 @@ use crate::rooms::create_room;
 const UPLOAD: &str = "/_matrix/media/v3/upload";
 const DOWNLOAD: &str = "/_matrix/client/v1/media/download";
 
-async fn upload(server: &TestServer, user: &TestUser, bytes: &[u8]) -> String {
+pub(crate) async fn upload(server: &TestServer, user: &TestUser, bytes: &[u8]) -> String {
     let response = http_client()
         .post(format!("{}{UPLOAD}?filename=a.txt", server.base_url))
         .bearer_auth(&user.access_token)

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::relations::join;
 
-fn notices_config(auto_join: bool) -> Value {
+pub(crate) fn notices_config(auto_join: bool) -> Value {
     json!({"server_notices": {
         "system_mxid_localpart": "notices",
         "system_mxid_display_name": "Server Notices",

@@ -12,8 +12,9 @@ fn room_ids(body: &Value) -> Vec<&str> {
     body["rooms"].as_array().unwrap().iter().map(|r| r["room_id"].as_str().unwrap()).collect()
 }
 
-/// Checks that `value[field]` has Synapse's JSON type for every field.
-fn assert_types(value: &Value, fields: &[(&str, &str)]) {
+/// Checks that `value[field]` has Synapse's JSON type for every field; a kind ending in `?` may
+/// also be null or absent, and `flag` is a boolean or 0/1 (Synapse answers either, the UIs take both).
+pub(crate) fn assert_types(value: &Value, fields: &[(&str, &str)]) {
     for (field, kind) in fields {
         let v = &value[*field];
         let ok = match *kind {
@@ -21,6 +22,8 @@ fn assert_types(value: &Value, fields: &[(&str, &str)]) {
             "string?" => v.is_string() || v.is_null(),
             "bool" => v.is_boolean(),
             "int" => v.is_i64() || v.is_u64(),
+            "int?" => v.is_i64() || v.is_u64() || v.is_null(),
+            "flag" => v.is_boolean() || v == 0 || v == 1,
             "array" => v.is_array(),
             "object" => v.is_object(),
             _ => false,
@@ -32,7 +35,7 @@ fn assert_types(value: &Value, fields: &[(&str, &str)]) {
     }
 }
 
-const ROOM_FIELDS: &[(&str, &str)] = &[
+pub(crate) const ROOM_FIELDS: &[(&str, &str)] = &[
     ("room_id", "string"),
     ("name", "string?"),
     ("canonical_alias", "string?"),

@@ -24,7 +24,10 @@ fn fast_retry() -> Value {
 }
 
 /// A public room of `alice` on `server` with `@bob:<peer>` joined for each peer.
-async fn room_with_remote_members(server: &TestServer, peers: &[&FederationPeer]) -> (TestUser, String) {
+pub(crate) async fn room_with_remote_members(
+    server: &TestServer,
+    peers: &[&FederationPeer],
+) -> (TestUser, String) {
     let alice = server.register("alice").await;
     let created = alice.client.post("/_matrix/client/v3/createRoom", &json!({"preset": "public_chat"})).await;
     let room_id = created.expect(200)["room_id"].as_str().unwrap().to_owned();
@@ -55,7 +58,7 @@ fn delivered_bodies(transactions: &[RecordedTransaction]) -> Vec<String> {
 
 /// Waits (up to 30 s) until nothing is queued for `destination` on `server`: its rows go once
 /// the destination's 200 has arrived, a moment after the peer recorded the transaction.
-async fn queue_empties(server: &TestServer, destination: &str) {
+pub(crate) async fn queue_empties(server: &TestServer, destination: &str) {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let queued = server.services().store().federation_queue_len(destination).await.unwrap();

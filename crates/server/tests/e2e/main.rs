@@ -8,6 +8,7 @@ mod admin_media;
 mod admin_notices;
 mod admin_purge;
 mod admin_rooms;
+mod admin_ui;
 mod admin_users;
 mod bad_input;
 mod cancellation;
