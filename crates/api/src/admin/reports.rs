@@ -43,25 +43,36 @@ struct ListQuery {
     event_sender_user_id: Option<String>,
 }
 
+/// A report list's page as Synapse reads it: `from` (0) and `limit` (100) not negative, `dir`
+/// `b` (the default, newest first) or `f`.
+fn report_page(
+    from: Option<i64>,
+    limit: Option<i64>,
+    dir: Option<&str>,
+) -> Result<(i64, i64, bool), MatrixError> {
+    let from = from.unwrap_or(0);
+    let limit = limit.unwrap_or(100);
+    if from < 0 {
+        return Err(MatrixError::invalid_param("The start parameter must be a positive integer."));
+    }
+    if limit < 0 {
+        return Err(MatrixError::invalid_param("The limit parameter must be a positive integer."));
+    }
+    let forward = match dir {
+        None | Some("b") => false,
+        Some("f") => true,
+        Some(other) => return Err(MatrixError::invalid_param(format!("Unknown direction {other:?}"))),
+    };
+    Ok((from, limit, forward))
+}
+
 /// `GET /_synapse/admin/v1/event_reports`
 async fn list(
     State(services): State<AppState>,
     AdminAuth(_admin): AdminAuth,
     QueryParams(query): QueryParams<ListQuery>,
 ) -> ApiResult<Json<Value>> {
-    let from = query.from.unwrap_or(0);
-    let limit = query.limit.unwrap_or(100);
-    if from < 0 {
-        return Err(MatrixError::invalid_param("The start parameter must be a positive integer.").into());
-    }
-    if limit < 0 {
-        return Err(MatrixError::invalid_param("The limit parameter must be a positive integer.").into());
-    }
-    let forward = match query.dir.as_deref() {
-        None | Some("b") => false,
-        Some("f") => true,
-        Some(other) => return Err(MatrixError::invalid_param(format!("Unknown direction {other:?}")).into()),
-    };
+    let (from, limit, forward) = report_page(query.from, query.limit, query.dir.as_deref())?;
     let store_query = EventReportsQuery {
         from,
         limit,
@@ -129,19 +140,7 @@ async fn list_user_reports(
     AdminAuth(_admin): AdminAuth,
     QueryParams(query): QueryParams<UserReportsListQuery>,
 ) -> ApiResult<Json<Value>> {
-    let from = query.from.unwrap_or(0);
-    let limit = query.limit.unwrap_or(100);
-    if from < 0 {
-        return Err(MatrixError::invalid_param("The start parameter must be a positive integer.").into());
-    }
-    if limit < 0 {
-        return Err(MatrixError::invalid_param("The limit parameter must be a positive integer.").into());
-    }
-    let forward = match query.dir.as_deref() {
-        None | Some("b") => false,
-        Some("f") => true,
-        Some(other) => return Err(MatrixError::invalid_param(format!("Unknown direction {other:?}")).into()),
-    };
+    let (from, limit, forward) = report_page(query.from, query.limit, query.dir.as_deref())?;
     let store_query = UserReportsQuery {
         from,
         limit,

@@ -363,24 +363,7 @@ impl Services {
         let template: MakeMembershipResponse = self.federation.client.get_json(server, &path).await?;
         let version = template.room_version.unwrap_or_else(|| "1".to_owned());
         let (_, rules) = check_room_version(&version).map_err(Attempt::Stop)?;
-        let mut event = template.event;
-        check_template(&event, room_id, user_id, "join").map_err(Attempt::Failover)?;
-        if let Some(CanonicalJsonValue::Object(template_content)) = event.get_mut("content") {
-            for (key, value) in content {
-                let value =
-                    serde_json::from_value(value.clone()).map_err(|e| Attempt::Stop(Error::internal(e)))?;
-                template_content.insert(key.clone(), value);
-            }
-        }
-        let join = complete_template(
-            event,
-            &rules,
-            self.server_name(),
-            self.keys.key_pair(),
-            now_ms(),
-            &random_string(18),
-        )
-        .map_err(|reason| Attempt::Failover(format!("bad join template: {reason}")))?;
+        let join = self.sign_member_template(template.event, &rules, room_id, user_id, "join", content)?;
         let path = federation_path(
             &["_matrix", "federation", "v2", "send_join", room_id.as_str(), join.event_id.as_str()],
             &[],
@@ -626,22 +609,11 @@ impl Services {
         let template: MakeMembershipResponse = self.federation.client.get_json(server, &path).await?;
         let version = template.room_version.unwrap_or_else(|| "1".to_owned());
         let (_, rules) = check_room_version(&version).map_err(Attempt::Stop)?;
-        let mut event = template.event;
-        check_template(&event, room_id, user_id, "leave").map_err(Attempt::Failover)?;
-        if let Some(reason) = reason
-            && let Some(CanonicalJsonValue::Object(content)) = event.get_mut("content")
-        {
-            content.insert("reason".to_owned(), CanonicalJsonValue::String(reason.to_owned()));
+        let mut content = Map::new();
+        if let Some(reason) = reason {
+            content.insert("reason".to_owned(), Value::String(reason.to_owned()));
         }
-        let leave = complete_template(
-            event,
-            &rules,
-            self.server_name(),
-            self.keys.key_pair(),
-            now_ms(),
-            &random_string(18),
-        )
-        .map_err(|reason| Attempt::Failover(format!("bad leave template: {reason}")))?;
+        let leave = self.sign_member_template(template.event, &rules, room_id, user_id, "leave", &content)?;
         let path = federation_path(
             &["_matrix", "federation", "v2", "send_leave", room_id.as_str(), leave.event_id.as_str()],
             &[],
@@ -701,6 +673,38 @@ impl Services {
             return self.remote_room_alias(&alias).await;
         }
         Ok((self.resolve_room_or_alias(id_or_alias).await?, Vec::new()))
+    }
+}
+
+impl Services {
+    /// A `make_join` / `make_leave` / `make_knock` template checked to be the member event
+    /// asked for, `content` merged into its content, completed and signed by this server.
+    pub(super) fn sign_member_template(
+        &self,
+        mut event: CanonicalJsonObject,
+        rules: &ruma::room_version_rules::RoomVersionRules,
+        room_id: &RoomId,
+        user_id: &UserId,
+        membership: &str,
+        content: &Map<String, Value>,
+    ) -> Result<Pdu, Attempt> {
+        check_template(&event, room_id, user_id, membership).map_err(Attempt::Failover)?;
+        if let Some(CanonicalJsonValue::Object(template_content)) = event.get_mut("content") {
+            for (key, value) in content {
+                let value =
+                    serde_json::from_value(value.clone()).map_err(|e| Attempt::Stop(Error::internal(e)))?;
+                template_content.insert(key.clone(), value);
+            }
+        }
+        complete_template(
+            event,
+            rules,
+            self.server_name(),
+            self.keys.key_pair(),
+            now_ms(),
+            &random_string(18),
+        )
+        .map_err(|reason| Attempt::Failover(format!("bad {membership} template: {reason}")))
     }
 }
 

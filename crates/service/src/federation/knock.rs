@@ -28,21 +28,19 @@
 //! like any PDU's. It is persisted like the knock or invite was.
 
 use myelin_core::pdu::Pdu;
-use myelin_core::remote::complete_template;
 use myelin_core::{ErrCode, ErrorKind, MatrixError};
 use ruma::{EventId, OwnedServerName, RoomId, ServerName, UserId};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::invite::parse_stripped_state;
-use super::join::{Attempt, MakeMembershipResponse, check_template, federation_path};
+use super::join::{Attempt, MakeMembershipResponse, federation_path};
 use super::membership::MembershipTemplate;
 use super::pdu::{CheckedPdu, PduOutcome};
 use crate::auth::Requester;
 use crate::ratelimit::Limiter;
 use crate::rooms::check_room_version;
 use crate::sync::StrippedStateEvent;
-use crate::util::{now_ms, random_string};
 use crate::{Error, Result, Services};
 
 /// `send_knock`'s answer.
@@ -183,24 +181,7 @@ impl Services {
                 MatrixError::forbidden("This room version does not support knocking").into(),
             ));
         }
-        let mut event = template.event;
-        check_template(&event, room_id, user_id, "knock").map_err(Attempt::Failover)?;
-        if let Some(ruma::CanonicalJsonValue::Object(template_content)) = event.get_mut("content") {
-            for (key, value) in content {
-                let value =
-                    serde_json::from_value(value.clone()).map_err(|e| Attempt::Stop(Error::internal(e)))?;
-                template_content.insert(key.clone(), value);
-            }
-        }
-        let knock = complete_template(
-            event,
-            &rules,
-            self.server_name(),
-            self.keys.key_pair(),
-            now_ms(),
-            &random_string(18),
-        )
-        .map_err(|reason| Attempt::Failover(format!("bad knock template: {reason}")))?;
+        let knock = self.sign_member_template(template.event, &rules, room_id, user_id, "knock", content)?;
         let path = federation_path(
             &["_matrix", "federation", "v1", "send_knock", room_id.as_str(), knock.event_id.as_str()],
             &[],

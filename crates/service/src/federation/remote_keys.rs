@@ -4,7 +4,7 @@
 //! Device lists this server tracks for a remote user (see `remote_device_lists`) answer
 //! `/keys/query` without asking.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use ruma::{OwnedServerName, OwnedUserId};
@@ -58,33 +58,16 @@ impl Services {
                 }
             }
         }
-        let requests = to_ask.into_iter().map(|(server, users)| async move {
-            let body = json!({ "device_keys": users });
-            let answer = tokio::time::timeout(
+        let answers = self
+            .ask_servers(
+                "/_matrix/federation/v1/user/keys/query",
+                "device_keys",
+                to_ask,
                 timeout,
-                self.federation.client.post_json::<_, Value>(
-                    &server,
-                    "/_matrix/federation/v1/user/keys/query",
-                    &body,
-                ),
+                &mut result.failures,
             )
             .await;
-            (server, users, answer)
-        });
-        for (server, users, answer) in futures_util::future::join_all(requests).await {
-            let answer = match answer {
-                Ok(Ok(answer)) => answer,
-                Ok(Err(error)) => {
-                    tracing::info!(%server, %error, "a remote key query failed");
-                    result.failures.insert(server.to_string());
-                    continue;
-                }
-                Err(_) => {
-                    tracing::info!(%server, "a remote key query timed out");
-                    result.failures.insert(server.to_string());
-                    continue;
-                }
-            };
+        for (users, answer) in answers {
             // Only what the server says of the users asked for, under their own IDs.
             for user_id in users.keys() {
                 let devices = answer.get("device_keys").and_then(|keys| keys.get(user_id.as_str()));
@@ -125,33 +108,16 @@ impl Services {
         timeout: Duration,
         result: &mut KeysClaimResult,
     ) {
-        let requests = by_server(claims).into_iter().map(|(server, users)| async move {
-            let body = json!({ "one_time_keys": users });
-            let answer = tokio::time::timeout(
+        let answers = self
+            .ask_servers(
+                "/_matrix/federation/v1/user/keys/claim",
+                "one_time_keys",
+                by_server(claims),
                 timeout,
-                self.federation.client.post_json::<_, Value>(
-                    &server,
-                    "/_matrix/federation/v1/user/keys/claim",
-                    &body,
-                ),
+                &mut result.failures,
             )
             .await;
-            (server, users, answer)
-        });
-        for (server, users, answer) in futures_util::future::join_all(requests).await {
-            let answer = match answer {
-                Ok(Ok(answer)) => answer,
-                Ok(Err(error)) => {
-                    tracing::info!(%server, %error, "a remote key claim failed");
-                    result.failures.insert(server.to_string());
-                    continue;
-                }
-                Err(_) => {
-                    tracing::info!(%server, "a remote key claim timed out");
-                    result.failures.insert(server.to_string());
-                    continue;
-                }
-            };
+        for (users, answer) in answers {
             for (user_id, devices) in &users {
                 let claimed = answer.get("one_time_keys").and_then(|keys| keys.get(user_id.as_str()));
                 for device_id in devices.keys() {
@@ -170,5 +136,42 @@ impl Services {
                 }
             }
         }
+    }
+
+    /// Posts `{field: users}` to `path` on every server at once, within `timeout`; a server
+    /// that fails or does not answer in time is logged and named in `failures`. The answers
+    /// come back beside the users asked for.
+    async fn ask_servers<T: serde::Serialize>(
+        &self,
+        path: &str,
+        field: &str,
+        users_by_server: BTreeMap<OwnedServerName, BTreeMap<OwnedUserId, T>>,
+        timeout: Duration,
+        failures: &mut BTreeSet<String>,
+    ) -> Vec<(BTreeMap<OwnedUserId, T>, Value)> {
+        let requests = users_by_server.into_iter().map(|(server, users)| async move {
+            let body = json!({ field: users });
+            let answer = tokio::time::timeout(
+                timeout,
+                self.federation.client.post_json::<_, Value>(&server, path, &body),
+            )
+            .await;
+            (server, users, answer)
+        });
+        let mut answered = Vec::new();
+        for (server, users, answer) in futures_util::future::join_all(requests).await {
+            match answer {
+                Ok(Ok(answer)) => answered.push((users, answer)),
+                Ok(Err(error)) => {
+                    tracing::info!(%server, %error, path, "a remote key request failed");
+                    failures.insert(server.to_string());
+                }
+                Err(_) => {
+                    tracing::info!(%server, path, "a remote key request timed out");
+                    failures.insert(server.to_string());
+                }
+            }
+        }
+        answered
     }
 }
