@@ -49,6 +49,7 @@ pub mod metrics;
 pub mod openid;
 pub mod outbound;
 pub mod passwords;
+pub mod policy_modules;
 pub mod presence;
 pub mod profile;
 pub mod push;

@@ -7,6 +7,7 @@ mod keys;
 mod media;
 mod media_storage;
 mod misc;
+mod modules;
 mod outbound;
 mod password;
 mod ratelimit;
@@ -28,6 +29,10 @@ pub use media_storage::{
     StorageBackend,
 };
 pub use misc::{CacheConfig, LoggingConfig, MetricsConfig, PresenceConfig, ServerNoticesConfig};
+pub use modules::{
+    E2EE_FILTER_MODULE, EncryptionFilter, ModulesConfig, USER_RESTRICTIONS_MODULE, UserPermission,
+    UserRestrictionRule, UserRestrictions,
+};
 pub use outbound::{IpRange, OutboundConfig};
 pub use password::{PasswordConfig, PasswordPolicy};
 pub use ratelimit::{RateLimit, RateLimitConfig};
@@ -65,6 +70,8 @@ pub struct Config {
     pub server_notices: Option<ServerNoticesConfig>,
     /// `user_consent`, when configured.
     pub consent: Option<ConsentConfig>,
+    /// `modules`: the built-in policy modules configured.
+    pub modules: ModulesConfig,
     /// The directory of the first config file; default paths are relative to it.
     pub config_dir: PathBuf,
     /// The files read, in order.
@@ -96,6 +103,7 @@ impl Config {
         let caches: CacheConfig = reader.section()?;
         let server_notices: misc::RawServerNotices = reader.section()?;
         let consent: consent::RawConsent = reader.section()?;
+        let modules: modules::RawModules = reader.section()?;
         let origins = reader.origins;
         let server = server.into_config(origins)?;
         let database = database.into_config(origins)?;
@@ -110,6 +118,7 @@ impl Config {
         let federation = federation.into_config(origins)?;
         let media_storage = media_storage.into_config(origins, &mut reader.warnings)?;
         let consent = consent.into_config(origins)?;
+        let modules = modules.into_config(origins, &mut reader.warnings)?;
         if consent.is_some() && keys.form_secret.is_none() {
             return Err(invalid(
                 origins,
@@ -147,6 +156,7 @@ impl Config {
             caches,
             server_notices: server_notices.server_notices,
             consent,
+            modules,
             config_dir,
             files,
         })

@@ -43,6 +43,7 @@ mod media_s3;
 mod media_thumbnails;
 mod membership;
 mod membership_paths;
+mod policy_modules;
 mod process;
 mod profile;
 mod provisioning;

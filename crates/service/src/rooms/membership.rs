@@ -340,9 +340,7 @@ impl Services {
             MembershipAction::Join | MembershipAction::Knock if target != sender => {
                 return Err(MatrixError::forbidden("Users can only join or knock for themselves").into());
             }
-            MembershipAction::Invite if !requester.is_admin && self.config.room.block_non_admin_invites => {
-                return Err(MatrixError::forbidden("Invites have been disabled on this server").into());
-            }
+            MembershipAction::Invite => self.check_may_invite(requester)?,
             _ => {}
         }
         // Invitees of this server must exist. Bans need not (a ban may come before the user,

@@ -90,6 +90,7 @@ impl Services {
             return shadow_ban_event_id();
         }
         refuse_suspended_send(requester)?;
+        self.check_event_allowed_by_modules(kind, &requester.user_id, room_id)?;
         self.assert_accepted_privacy_policy(requester).await?;
         self.ratelimit_user(crate::ratelimit::Limiter::Message, &requester.user_id).await?;
         let pdu = self

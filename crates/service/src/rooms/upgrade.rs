@@ -212,6 +212,8 @@ impl Services {
             _ => Vec::new(),
         };
         self.ratelimit_user(Limiter::RoomCreation, sender).await?;
+        // Synapse asks `user_may_create_room` at upgrades without exempting admins.
+        self.check_may_create_room(requester, false)?;
         let unknown_room = || Error::from(MatrixError::not_found(format!("Unknown room {old_room_id}")));
         // Checked before taking a lock, so that unknown rooms leave no lock behind.
         let old_record = self.store.get_room(old_room_id.as_str()).await?.ok_or_else(unknown_room)?;
