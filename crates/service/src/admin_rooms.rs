@@ -1034,3 +1034,30 @@ mod tests {
         assert!(!RoomOrder::JoinedMembers.ascending());
     }
 }
+
+/// What `GET /_synapse/admin/v1/scheduled_tasks` filters on; `None` or empty lists match all.
+#[derive(Clone, Debug, Default)]
+pub struct ScheduledTaskQuery {
+    pub actions: Vec<String>,
+    pub resource_id: Option<String>,
+    pub statuses: Vec<String>,
+    pub max_timestamp: Option<i64>,
+}
+
+/// Synapse's task statuses, the values `status` / `job_status` may take.
+pub const TASK_STATUSES: &[&str] = &["scheduled", "active", "complete", "cancelled", "failed"];
+
+impl Services {
+    /// The admin API's background tasks in Synapse's scheduled-task shape.
+    pub async fn admin_scheduled_tasks(
+        &self,
+        query: &ScheduledTaskQuery,
+    ) -> Result<Vec<myelin_store::ScheduledTaskRecord>> {
+        let mut tasks = self.store.scheduled_tasks(query.resource_id.as_deref(), query.max_timestamp).await?;
+        tasks.retain(|task| {
+            (query.actions.is_empty() || query.actions.iter().any(|a| a == task.action))
+                && (query.statuses.is_empty() || query.statuses.contains(&task.status))
+        });
+        Ok(tasks)
+    }
+}

@@ -42,7 +42,7 @@ pub mod uia;
 pub mod users;
 
 pub use admin_media::{MediaStatsOrder, MediaStatsQuery, UserMediaStats};
-pub use admin_rooms::{AdminRoomTask, PurgeHistoryOutcome, RoomStatsRecord};
+pub use admin_rooms::{AdminRoomTask, PurgeHistoryOutcome, RoomStatsRecord, ScheduledTaskRecord};
 pub use admin_users::{
     AdminUserChanges, SentEvent, UserListEntry, UserListQuery, UserOrder, UserRedactionRecord,
     UserReportRecord, UserReportsQuery,
