@@ -57,6 +57,7 @@ pub mod ratelimit;
 pub mod receipts;
 pub mod registration_nonces;
 pub mod registration_tokens;
+pub mod resource_limits;
 pub mod rooms;
 pub mod s3_provider;
 pub mod search;

@@ -24,6 +24,7 @@ pub mod federation_queue;
 pub mod federation_transactions;
 pub mod key_backup;
 pub mod media;
+pub mod monthly_active;
 pub mod profiles;
 pub mod push;
 pub mod registration;

@@ -28,7 +28,9 @@ pub use media_storage::{
     ChecksumWhen, MediaStorageConfig, MediaStorageProvider, S3_PROVIDER_MODULE, S3ProviderConfig, Secret,
     StorageBackend,
 };
-pub use misc::{CacheConfig, LoggingConfig, MetricsConfig, PresenceConfig, ServerNoticesConfig};
+pub use misc::{
+    CacheConfig, LoggingConfig, MetricsConfig, PresenceConfig, ResourceLimitsConfig, ServerNoticesConfig,
+};
 pub use modules::{
     E2EE_FILTER_MODULE, EncryptionFilter, ModulesConfig, USER_RESTRICTIONS_MODULE, UserPermission,
     UserRestrictionRule, UserRestrictions,
@@ -70,6 +72,8 @@ pub struct Config {
     pub server_notices: Option<ServerNoticesConfig>,
     /// `user_consent`, when configured.
     pub consent: Option<ConsentConfig>,
+    /// `hs_disabled`, `limit_usage_by_mau` and their companions.
+    pub limits: ResourceLimitsConfig,
     /// `modules`: the built-in policy modules configured.
     pub modules: ModulesConfig,
     /// The directory of the first config file; default paths are relative to it.
@@ -104,6 +108,7 @@ impl Config {
         let server_notices: misc::RawServerNotices = reader.section()?;
         let consent: consent::RawConsent = reader.section()?;
         let modules: modules::RawModules = reader.section()?;
+        let limits: ResourceLimitsConfig = reader.section()?;
         let origins = reader.origins;
         let server = server.into_config(origins)?;
         let database = database.into_config(origins)?;
@@ -157,6 +162,7 @@ impl Config {
             server_notices: server_notices.server_notices,
             consent,
             modules,
+            limits,
             config_dir,
             files,
         })

@@ -52,6 +52,7 @@ mod push;
 mod registration;
 mod relations;
 mod reports;
+mod resource_limits;
 mod room_encryption;
 mod room_internals;
 mod rooms;

@@ -93,6 +93,7 @@ impl Services {
         mut request: CreateRoomRequest,
     ) -> Result<OwnedRoomId> {
         let creator = &requester.user_id;
+        requester.check_auth_blocking_for(self).await?;
         self.assert_accepted_privacy_policy(requester).await?;
         self.ratelimit_user(Limiter::RoomCreation, creator).await?;
         let version_name =

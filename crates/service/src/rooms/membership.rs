@@ -333,6 +333,7 @@ impl Services {
             MembershipAction::Leave => true,
             _ => false,
         };
+        requester.check_auth_blocking_for(self).await?;
         if !consent_exempt {
             self.assert_accepted_privacy_policy(requester).await?;
         }
