@@ -117,7 +117,7 @@ pub(crate) struct RawServerNotices {
 /// `max_mau_value` and `mau_trial_days` (users beyond the monthly active cohort refused once it
 /// is full), `admin_contact` (named in the refusal). `mau_stats_only` is read too: it counts the
 /// cohort without refusing anyone.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct ResourceLimitsConfig {
     pub hs_disabled: bool,
@@ -127,20 +127,6 @@ pub struct ResourceLimitsConfig {
     pub max_mau_value: u64,
     pub mau_trial_days: u64,
     pub mau_stats_only: bool,
-}
-
-impl Default for ResourceLimitsConfig {
-    fn default() -> Self {
-        ResourceLimitsConfig {
-            hs_disabled: false,
-            hs_disabled_message: String::new(),
-            admin_contact: None,
-            limit_usage_by_mau: false,
-            max_mau_value: 0,
-            mau_trial_days: 0,
-            mau_stats_only: false,
-        }
-    }
 }
 
 impl ResourceLimitsConfig {
