@@ -5,13 +5,14 @@
 #   appservice_homeserver MODE WORK PORT REGISTRATION
 #
 # MODE is synapse (the pytools venv's Synapse, scripts/pytools.sh) or myelin (target/debug/myelin,
-# configured by its `generate-config` as scripts/sdk_e2ee.sh does; the caller builds it). Writes
+# configured by its `generate-config` as scripts/sdk_e2ee.sh does; the caller builds it, or
+# MYELIN_BIN names a prebuilt binary, e.g. another worktree's). Writes
 # WORK/homeserver.yaml and WORK/hs.sh: `hs.sh start|kill|restart` runs the homeserver as a child
 # with its pid in WORK/hs.pid; start waits (bounded) for /health, kill is SIGKILL, restart is
 # kill then start on the same database. Logs: WORK/homeserver.log (Synapse), WORK/stdout.log.
 appservice_homeserver() {
     local mode="$1" work="$2" hs_port="$3" registration="$4"
-    local hs_url="http://127.0.0.1:$hs_port" target="${CARGO_TARGET_DIR:-$PWD/target}"
+    local hs_url="http://127.0.0.1:$hs_port" myelin="${MYELIN_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/debug/myelin}"
     local start_cmd boot_wait
     if [ "$mode" = synapse ]; then
         local pytools_bin seed
@@ -57,7 +58,7 @@ YAML
         start_cmd="\"$pytools_bin/python\" -m synapse.app.homeserver -c \"$work/homeserver.yaml\""
         boot_wait=120
     else
-        "$target/debug/myelin" generate-config --server-name localhost --config-path "$work/homeserver.yaml" --port "$hs_port" >/dev/null
+        "$myelin" generate-config --server-name localhost --config-path "$work/homeserver.yaml" --port "$hs_port" >/dev/null
         cat >>"$work/homeserver.yaml" <<YAML
 public_baseurl: "$hs_url/"
 bcrypt_rounds: 4
@@ -71,7 +72,7 @@ rc_login:
   account: {per_second: 100000, burst_count: 100000}
   failed_attempts: {per_second: 100000, burst_count: 100000}
 YAML
-        start_cmd="\"$target/debug/myelin\" -c \"$work/homeserver.yaml\""
+        start_cmd="\"$myelin\" -c \"$work/homeserver.yaml\""
         boot_wait=30
     fi
 
