@@ -65,6 +65,10 @@ cleanup() {
     if [ "${MYELIN_KEEP_WORK:-0}" = 1 ]; then echo "work directory kept: $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
+# Stage i's restart; MYELIN_AS_BRIDGE_RESTART replaces it (given the work directory), for
+# scripts/appservice_bridge_selfcheck.sh's homeserver that loses or repeats deliveries.
+restart_cmd="\"$work/hs.sh\" restart"
+if [ -n "${MYELIN_AS_BRIDGE_RESTART:-}" ]; then restart_cmd="$MYELIN_AS_BRIDGE_RESTART \"$work\""; fi
 started=$(date +%s)
 if ! "$work/hs.sh" start; then
     echo "appservice_bridge.sh: the homeserver did not start; its output:" >&2
@@ -74,7 +78,7 @@ fi
 echo "== $mode up in $(( $(date +%s) - started )) s; mautrix bridge stages (required: $required)"
 status=0
 timeout 900 "$venv_bin/python" clients/appservice-bridge/bridge.py --homeserver "$hs_url" \
-    --registration "$work/registration.yaml" --restart-cmd "\"$work/hs.sh\" restart" \
+    --registration "$work/registration.yaml" --restart-cmd "$restart_cmd" \
     --require "$required" 2>"$work/bridge.log" || status=$?
 if [ "$status" != 0 ]; then
     echo "== the bridge's log (last 50 lines):"
