@@ -50,7 +50,7 @@ async def main(args: argparse.Namespace) -> int:
             status, data = await call("POST", "/_matrix/client/v3/register", body)
         if not step("register", status == 200, f"{status} {data.get('user_id', data)}"):
             return 1
-        token, user_id = data["access_token"], data["user_id"]
+        token = data["access_token"]
 
         status, data = await call("POST", "/_matrix/client/v3/createRoom",
                                   {"is_direct": True, "invite": [args.bot], "preset": "trusted_private_chat"})

@@ -29,7 +29,6 @@ from typing import Any, Awaitable, Callable
 import aiohttp
 import yaml
 from aiohttp import web
-from mautrix.api import Method, Path
 from mautrix.appservice import AppService
 from mautrix.appservice.state_store import ASStateStore
 from mautrix.client.state_store.memory import MemoryStateStore
