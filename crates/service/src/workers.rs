@@ -11,7 +11,7 @@ const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(3600);
 impl Services {
     /// Runs every background worker until shutdown.
     pub async fn run_workers(self) {
-        self.fail_interrupted_admin_room_tasks().await;
+        self.resume_interrupted_admin_room_tasks().await;
         tokio::join!(
             self.clone().housekeeping(),
             self.clone().run_typing_expiry(),

@@ -197,6 +197,8 @@ impl Store {
         kind: &str,
         room_id: &str,
         exclusive: bool,
+        params: &str,
+        instance: &str,
     ) -> Result<bool, StoreError> {
         self.db
             .transaction(async |tx| {
@@ -212,9 +214,9 @@ impl Store {
                     }
                 }
                 tx.execute(
-                    "INSERT INTO admin_room_tasks (task_id, kind, room_id, status, created_ts)
-                     VALUES ($1, $2, $3, 'active', $4)",
-                    params![task_id, kind, room_id, crate::now_ms()],
+                    "INSERT INTO admin_room_tasks (task_id, kind, room_id, status, created_ts, params, instance)
+                     VALUES ($1, $2, $3, 'active', $4, $5, $6)",
+                    params![task_id, kind, room_id, crate::now_ms(), params, instance],
                 )
                 .await?;
                 Ok(true)
@@ -241,15 +243,22 @@ impl Store {
         Ok(())
     }
 
-    /// Marks tasks a previous process left active as failed (they died with it).
-    pub async fn fail_interrupted_admin_room_tasks(&self) -> Result<u64, StoreError> {
-        self.db
-            .execute(
-                "UPDATE admin_room_tasks SET status = 'failed', error = 'interrupted by a restart'
-                 WHERE status = 'active'",
-                params![],
+    /// The tasks `instance` (or, for rows from before tasks named their instance, any
+    /// instance) left active, with what they were asked for: a previous run of the instance
+    /// died with them.
+    pub async fn interrupted_admin_room_tasks(
+        &self,
+        instance: &str,
+    ) -> Result<Vec<(AdminRoomTask, Option<String>)>, StoreError> {
+        let rows = self
+            .db
+            .query(
+                "SELECT task_id, kind, room_id, status, error, result, created_ts, params FROM admin_room_tasks
+                 WHERE status = 'active' AND (instance = $1 OR instance IS NULL) ORDER BY created_ts, task_id",
+                params![instance],
             )
-            .await
+            .await?;
+        rows.iter().map(|row| Ok((Self::task_from_row(row)?, row.opt_string(7)?))).collect()
     }
 
     fn task_from_row(row: &crate::Row) -> Result<AdminRoomTask, StoreError> {

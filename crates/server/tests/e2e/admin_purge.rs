@@ -315,3 +315,58 @@ async fn scheduled_tasks_list_purges_deletions_and_redactions() {
     alice.client.get("/_synapse/admin/v1/scheduled_tasks").await.expect_error(403, "M_FORBIDDEN");
     server.stop().await;
 }
+
+/// Room deletions and history purges a previous run left active run again at start-up with
+/// what they were asked for; one whose parameters were never recorded is marked failed.
+#[tokio::test]
+async fn interrupted_purges_and_deletions_resume_after_a_restart() {
+    let mut server = TestServer::start().await;
+    let admin = server.register_admin("admin").await;
+    let alice = server.register("alice").await;
+    let kept = create_room(&alice, json!({})).await;
+    let old = send_text(&alice, &kept, "t1", "old").await;
+    let point = send_text(&alice, &kept, "t2", "point").await;
+    let doomed = create_room(&alice, json!({})).await;
+    // What a run that died mid-task leaves: active rows (tasks are only ever started through
+    // the admin API, so the rows are written directly, as the store writes them).
+    let store = server.services().store().clone();
+    let depth = store.event_room_and_depth(&point).await.unwrap().unwrap().1;
+    let purge_params = json!({"depth": depth, "delete_local_events": true}).to_string();
+    assert!(
+        store
+            .start_admin_room_task("p1", "purge_history", &kept, false, &purge_params, "master")
+            .await
+            .unwrap()
+    );
+    let delete_params = json!({"requester": admin.user_id, "block": true, "purge": true}).to_string();
+    assert!(
+        store.start_admin_room_task("d1", "delete", &doomed, true, &delete_params, "master").await.unwrap()
+    );
+    assert!(store.start_admin_room_task("p0", "purge_history", &kept, false, "", "master").await.unwrap());
+    server.restart().await;
+    let mut admin = admin;
+    let mut alice = alice;
+    admin.client = server.client().with_token(&admin.access_token);
+    alice.client = server.client().with_token(&alice.access_token);
+
+    let status = wait_for_purge(&admin, "p1").await;
+    assert_eq!(status, json!({"status": "complete"}));
+    let events = timeline(&alice, &kept).await;
+    assert!(!events.contains(&old), "the resumed purge removed what was before its point");
+    let failed = wait_for_purge(&admin, "p0").await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    let path = "/_synapse/admin/v2/rooms/delete_status/d1";
+    let mut deletion = Value::Null;
+    for _ in 0..500 {
+        deletion = admin.client.get(path).await.expect(200).clone();
+        if deletion["status"] != "active" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(deletion["status"], "complete", "{deletion}");
+    assert_eq!(deletion["shutdown_room"]["kicked_users"], json!([alice.user_id]), "{deletion}");
+    let join = format!("/_matrix/client/v3/join/{}", urlencode(&doomed));
+    alice.client.post(&join, &json!({})).await.expect_error(403, "M_FORBIDDEN");
+    server.stop().await;
+}
