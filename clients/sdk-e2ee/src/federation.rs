@@ -11,19 +11,20 @@
 //! Then each side logs in a second device: the other side's client must learn of it through
 //! the device-list update sent over federation (`m.device_list_update`, surfaced to its client
 //! in `/sync`'s `device_lists.changed`), fetch its keys, and encrypt its next message so that
-//! the new device decrypts it.
+//! the new device decrypts it. Then the owner deletes that device, and the other's client must
+//! forget it (the deletion crosses federation too).
 //!
 //! Last, both bootstrap cross-signing and each verifies the other's identity as stage b does,
 //! which needs the other server's cross-signing keys (`/user/keys/query`) and the signing-key
 //! updates (`m.signing_key_update`) across federation.
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, anyhow};
 use matrix_sdk::Client;
 use matrix_sdk::ruma::{OwnedRoomId, UserId};
 
 use crate::{
-    User, bootstrap_cross_signing, exchange, expect_decrypts, known_room, login, register, run_step,
-    send_text, sync_until, unique_suffix, verify_other,
+    User, bootstrap_cross_signing, exchange, expect_decrypts, known_room, login, password_auth, register,
+    run_step, send_text, sync_until, unique_suffix, verify_other,
 };
 
 /// Runs both directions (the room on the first server, then on the second); true when both pass.
@@ -31,7 +32,7 @@ pub async fn stage_d(first: &str, second: &str) -> bool {
     let mut passed = true;
     for (label, creator_url, invitee_url) in [("d1", first, second), ("d2", second, first)] {
         let name = format!(
-            "stage {label} (room on {creator_url}, invitee on {invitee_url}: each decrypts the other's message, then each one's new device; then they verify each other's cross-signing identity)"
+            "stage {label} (room on {creator_url}, invitee on {invitee_url}: each decrypts the other's message, then each one's new device, which is then deleted; then they verify each other's cross-signing identity)"
         );
         let outcome = run_step(&name, async {
             let suffix = unique_suffix();
@@ -71,7 +72,27 @@ async fn new_device(owner: &User, other: &User, room_id: &OwnedRoomId) -> Result
     .await?;
     let text = format!("to {}'s new device, from {}", owner.localpart, other.localpart);
     let event_id = send_text(&known_room(&other.client, room_id)?, &text).await.context("sending")?;
-    expect_decrypts(&device, room_id, &event_id, other.user_id(), &text).await
+    expect_decrypts(&device, room_id, &event_id, other.user_id(), &text).await?;
+
+    // The owner deletes the device (password auth): the other's client must forget it (the
+    // deletion crossed federation as an m.device_list_update with `deleted`).
+    let devices = [device_id.clone()];
+    if let Err(e) = owner.client.delete_devices(&devices, None).await {
+        let Some(session) = e.as_uiaa_response().map(|info| info.session.clone()) else {
+            return Err(anyhow!(e).context("deleting the new device without auth"));
+        };
+        owner
+            .client
+            .delete_devices(&devices, Some(password_auth(owner, session)))
+            .await
+            .context("deleting the new device with password auth")?;
+    }
+    sync_until(
+        other,
+        &format!("forgetting {owner_id}'s deleted device {device_id}"),
+        async |client: &Client| !knows_device(client, &owner_id, device_id.as_str()).await,
+    )
+    .await
 }
 
 /// Whether `client` has the keys of `user_id`'s device `device_id`.

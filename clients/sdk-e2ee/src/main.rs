@@ -441,6 +441,16 @@ async fn exchange(alice: &User, bob: &User, name: &str) -> Result<Exchange> {
     Ok(Exchange { room_id, bob_id: bob.user_id().to_owned(), bob_event, bob_text })
 }
 
+/// The answer to a user-interactive auth `session` with `user`'s password.
+fn password_auth(user: &User, session: Option<String>) -> uiaa::AuthData {
+    let mut password = uiaa::Password::new(
+        uiaa::UserIdentifier::Matrix(uiaa::MatrixUserIdentifier::new(user.localpart.clone())),
+        PASSWORD.to_owned(),
+    );
+    password.session = session;
+    uiaa::AuthData::Password(password)
+}
+
 /// Uploads cross-signing keys, answering the user-interactive auth with the password.
 async fn bootstrap_cross_signing(user: &User) -> Result<()> {
     let encryption = user.client.encryption();
@@ -448,13 +458,8 @@ async fn bootstrap_cross_signing(user: &User) -> Result<()> {
         let Some(session) = e.as_uiaa_response().map(|info| info.session.clone()) else {
             return Err(anyhow!(e).context("uploading cross-signing keys without auth"));
         };
-        let mut password = uiaa::Password::new(
-            uiaa::UserIdentifier::Matrix(uiaa::MatrixUserIdentifier::new(user.localpart.clone())),
-            PASSWORD.to_owned(),
-        );
-        password.session = session;
         encryption
-            .bootstrap_cross_signing(Some(uiaa::AuthData::Password(password)))
+            .bootstrap_cross_signing(Some(password_auth(user, session)))
             .await
             .context("uploading cross-signing keys with password auth")?;
     }
