@@ -483,6 +483,11 @@ async fn cross_signing_signatures_cross_servers_as_synapse_sends_them() {
     let carol = a.register("carol").await;
     let (_, _) = upload_device_keys(&alice).await;
     let (bob_device, bob_device_keys) = upload_device_keys(&bob).await;
+    // One change at a time: A has bob's device keys before his cross-signing keys follow.
+    query_until(&alice, &bob.user_id, "bob's device keys", |answer| {
+        answer["device_keys"][&bob.user_id][&bob.device_id]["keys"] == bob_device_keys["keys"]
+    })
+    .await;
     let alice_keys = CrossSigning::new(&alice.user_id);
     alice.client.post(DEVICE_SIGNING, &alice_keys.upload_body()).await.expect(200);
     let bob_keys = CrossSigning::new(&bob.user_id);
@@ -490,7 +495,6 @@ async fn cross_signing_signatures_cross_servers_as_synapse_sends_them() {
     let bob_master_id = bob_keys.master.public_key();
     query_until(&alice, &bob.user_id, "bob's master key", |answer| {
         answer["master_keys"][&bob.user_id] == bob_keys.master_json()
-            && answer["device_keys"][&bob.user_id][&bob.device_id]["keys"] == bob_device_keys["keys"]
     })
     .await;
 
