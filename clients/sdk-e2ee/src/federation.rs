@@ -47,6 +47,10 @@ pub async fn stage_d(first: &str, second: &str) -> bool {
             sas_verification(&creator, &invitee).await.context("interactive verification")?;
             bootstrap_cross_signing(&creator).await.context("the creator")?;
             bootstrap_cross_signing(&invitee).await.context("the invitee")?;
+            // The other server's cross-signing keys arrive a moment later (m.signing_key_update,
+            // then /sync's device_lists.changed): each waits for the other's identity first.
+            knows_identity(&creator, &invitee).await?;
+            knows_identity(&invitee, &creator).await?;
             verify_other(&creator, &invitee).await?;
             verify_other(&invitee, &creator).await
         })
@@ -198,4 +202,14 @@ async fn sync_both_until(a: &User, b: &User, what: &str, ready: impl Fn() -> boo
             ARRIVAL_TIMEOUT.as_secs()
         );
     }
+}
+
+/// Syncs `user` until its client has `other`'s cross-signing identity (from a key query the sdk
+/// makes when `/sync` says `other`'s keys changed).
+async fn knows_identity(user: &User, other: &User) -> Result<()> {
+    let other_id = other.user_id().to_owned();
+    sync_until(user, &format!("learning of {other_id}'s cross-signing identity"), async |client: &Client| {
+        matches!(client.encryption().get_user_identity(&other_id).await, Ok(Some(_)))
+    })
+    .await
 }
