@@ -189,10 +189,9 @@ impl Services {
                     .await?
                     .into_iter()
                     .collect();
-                let current: HashSet<&String> = state.values().collect();
                 state_ids = Vec::new();
                 for ((kind, key), id) in &state {
-                    if changed.contains(id) && current.contains(id) {
+                    if changed.contains(id) {
                         changed_types.insert(kind.clone());
                         if selector.wants(kind, key) {
                             state_ids.push(id.clone());
