@@ -388,6 +388,37 @@ async fn subscriptions_left_rooms_and_forgotten_ones() {
     let fresh = ss(&alice.client, None, &lists).await;
     assert_eq!(fresh["lists"]["l"]["count"], 1);
     assert!(fresh["rooms"].get(&other).is_none());
+    // A room the user left can still be subscribed to (as it was up to the leave) until
+    // forgotten.
+    let subscribe = json!({"room_subscriptions": {&other: {"timeline_limit": 1, "required_state": [["m.room.name", ""]]}}});
+    let subscribed = ss(&alice.client, None, &subscribe).await;
+    let left = &subscribed["rooms"][&other];
+    assert_eq!(left["timeline"][0]["content"]["membership"], "leave", "{subscribed}");
+    assert_eq!(left["name"], "other");
+    alice.client.post(&format!("/_matrix/client/v3/rooms/{other}/forget"), &json!({})).await.expect(200);
+    let forgotten = ss(&alice.client, None, &subscribe).await;
+    assert_eq!(forgotten["rooms"], json!({}), "{forgotten}");
+
+    // A kicked user keeps the room listed.
+    join(&bob, &room).await;
+    let bob_lists = ss(&bob.client, None, &lists).await;
+    let mut both = vec![foreign.clone(), room.clone()];
+    both.sort();
+    assert_eq!(room_ids(&bob_lists), both);
+    alice
+        .client
+        .post(&format!("/_matrix/client/v3/rooms/{room}/kick"), &json!({"user_id": &bob.user_id}))
+        .await
+        .expect(200);
+    let kicked = ss(&bob.client, Some(&pos(&bob_lists)), &lists).await;
+    assert_eq!(
+        kicked["rooms"][&room]["timeline"].as_array().unwrap().last().unwrap()["content"]["membership"],
+        "leave"
+    );
+    let still = ss(&bob.client, Some(&pos(&kicked)), &lists).await;
+    assert_eq!(still["lists"]["l"]["count"], 2, "a kick stays listed: {still}");
+    let fresh = ss(&bob.client, None, &lists).await;
+    assert_eq!(fresh["lists"]["l"]["count"], 2);
     server.stop().await;
 }
 

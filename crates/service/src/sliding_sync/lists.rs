@@ -37,6 +37,9 @@ pub struct RoomEntry {
     pub room_type: Option<String>,
     pub encrypted: bool,
     pub is_dm: bool,
+    /// Whether lists show it (a room the user left themselves is only listed while newly left,
+    /// but can still be subscribed to).
+    pub listed: bool,
     /// For invites and knocks: the stripped state the user sees.
     pub stripped: Option<Vec<StrippedStateEvent>>,
 }
@@ -62,9 +65,9 @@ fn dm_rooms(content: Option<&Value>) -> HashSet<String> {
 }
 
 impl Services {
-    /// The user's rooms sliding sync may list, newest `bump_stamp` first. `newly_left_since`:
-    /// the event position of the request's `pos` (rooms the user left themselves after it
-    /// are listed once more).
+    /// The user's rooms sliding sync may send (every room they have a membership in and did not
+    /// forget), newest `bump_stamp` first. `newly_left_since`: the event position of the
+    /// request's `pos` (rooms the user left themselves after it are listed once more).
     pub(crate) async fn sliding_sync_rooms(
         &self,
         user_id: &UserId,
@@ -94,6 +97,7 @@ impl Services {
                 continue;
             }
             let Some(head) = self.room_head_snapshot(&room_id).await? else { continue };
+            let mut listed = true;
             match membership.as_str() {
                 "join" | "invite" | "knock" => {}
                 "leave" | "ban" => {
@@ -103,9 +107,9 @@ impl Services {
                     // Rooms the user left themselves only while newly left; kicks and bans
                     // stay listed.
                     let parsed = self.parse_stored(member_event, &head.rules)?;
-                    if membership == "leave" && parsed.pdu.sender == user_id && !newly_left.contains(&room) {
-                        continue;
-                    }
+                    listed = !(membership == "leave"
+                        && parsed.pdu.sender == user_id
+                        && !newly_left.contains(&room));
                 }
                 _ => continue,
             }
@@ -119,6 +123,7 @@ impl Services {
                 bump_stamp: membership_position,
                 room_type: None,
                 encrypted: false,
+                listed,
                 stripped: None,
             };
             if matches!(entry.membership.as_str(), "invite" | "knock") {
@@ -183,8 +188,10 @@ impl Services {
                 Some(spaces) => Some(self.children_of_spaces(spaces, rooms).await?),
                 None => None,
             };
-            let matching: Vec<&RoomEntry> =
-                rooms.iter().filter(|room| passes(&list.filters, room, children.as_ref())).collect();
+            let matching: Vec<&RoomEntry> = rooms
+                .iter()
+                .filter(|room| room.listed && passes(&list.filters, room, children.as_ref()))
+                .collect();
             let count = matching.len() as u64;
             let mut in_range = BTreeSet::new();
             match &list.ranges {
