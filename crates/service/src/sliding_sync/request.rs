@@ -349,3 +349,53 @@ mod tests {
         }
     }
 }
+
+/// Properties of request parsing on arbitrary input (`PROPTEST_CASES` cases, 256 by default).
+#[cfg(test)]
+mod prop_tests {
+    use myelin_core::ErrCode;
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::util::prop_support::config;
+
+    /// JSON shaped like requests: lists with arbitrary ranges, limits and state pairs.
+    fn near_request() -> impl Strategy<Value = Value> {
+        let number = prop_oneof![
+            any::<i64>().prop_map(|n| json!(n)),
+            any::<u64>().prop_map(|n| json!(n)),
+            Just(json!("1"))
+        ];
+        let range = prop::collection::vec(number.clone(), 0..3).prop_map(Value::from);
+        let pair = prop::collection::vec("[*$a-zA-Z.]{0,6}", 0..3).prop_map(|p| json!(p));
+        let list = (prop::collection::vec(range, 0..4), number, prop::collection::vec(pair, 0..4)).prop_map(
+            |(ranges, limit, state)| json!({"ranges": ranges, "timeline_limit": limit, "required_state": state}),
+        );
+        prop::collection::btree_map("[a-z]{0,70}", list, 0..4).prop_map(|lists| json!({"lists": lists}))
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        /// Any body parses or is refused with a client error; what parses respects every bound.
+        #[test]
+        fn prop_sliding_sync_request_parse_is_bounded(body in near_request(), pos in proptest::option::of(".{0,8}")) {
+            match SlidingSyncRequest::parse(body.clone(), pos.as_deref(), None) {
+                Ok(request) => {
+                    prop_assert!(request.lists.len() <= MAX_LISTS);
+                    for list in request.lists.values() {
+                        prop_assert!((0..=TIMELINE_LIMIT_CAP).contains(&list.params.timeline_limit), "{body}");
+                        prop_assert!(list.ranges.iter().flatten().all(|(start, end)| start <= end), "{body}");
+                    }
+                    prop_assert!(request.pos.is_none_or(|p| p > 0));
+                }
+                Err(Error::Matrix(error)) => prop_assert!(
+                    matches!(error.code, ErrCode::BadJson | ErrCode::InvalidParam | ErrCode::UnknownPos),
+                    "{body}: {error:?}"
+                ),
+                Err(other) => prop_assert!(false, "{body}: {other:?}"),
+            }
+        }
+    }
+}
