@@ -513,7 +513,7 @@ impl Services {
             || newly_joined
             || synced.timeline.events.iter().any(|e| e.pdu.kind.to_string() == "m.room.member")
         {
-            synced.summary = Some(self.member_summary(&head, user_id).await?);
+            synced.summary = Some(self.member_summary(&head, user_id, true).await?);
         }
         let unchanged = !initial
             && !newly_joined
@@ -736,12 +736,18 @@ impl Services {
         Ok(ephemeral)
     }
 
-    /// Heroes (when the room has neither name nor alias) and member counts.
-    pub(crate) async fn member_summary(&self, head: &RoomHead, user_id: &UserId) -> Result<MemberSummary> {
+    /// Heroes (when the room has no name, nor an alias when `alias_names_room`: `/sync`
+    /// counts one, sliding sync does not) and member counts.
+    pub(crate) async fn member_summary(
+        &self,
+        head: &RoomHead,
+        user_id: &UserId,
+        alias_names_room: bool,
+    ) -> Result<MemberSummary> {
         let joined = self.store.room_members(head.room_id.as_str(), "join").await?;
         let invited = self.store.room_members(head.room_id.as_str(), "invite").await?;
         let has_name = head.state_event_id("m.room.name", "").is_some()
-            || head.state_event_id("m.room.canonical_alias", "").is_some();
+            || (alias_names_room && head.state_event_id("m.room.canonical_alias", "").is_some());
         let heroes = if has_name {
             Vec::new()
         } else {

@@ -680,3 +680,43 @@ async fn extensions_to_device_e2ee_account_data_receipts_typing() {
     assert_eq!(ext["e2ee"]["device_lists"], json!({"changed": [&bob.user_id], "left": []}), "{ext}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn unnamed_rooms_get_heroes_and_member_changes_resend_counts() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    bob.client
+        .put(
+            &format!("/_matrix/client/v3/profile/{}/displayname", bob.user_id),
+            &json!({"displayname": "Bob B"}),
+        )
+        .await
+        .expect(200);
+    // No name, but an alias: heroes all the same.
+    let room = create_room(&alice, json!({"preset": "public_chat", "room_alias_name": "heroes"})).await;
+    join(&bob, &room).await;
+    let body = json!({"lists": {"l": list(json!([[0, 0]]), 1, json!([]))}});
+    let first = ss(&alice.client, None, &body).await;
+    let synced = &first["rooms"][&room];
+    assert!(synced.get("name").is_none(), "{synced}");
+    assert_eq!(synced["heroes"], json!([{"user_id": &bob.user_id, "displayname": "Bob B"}]), "{synced}");
+    assert_eq!(synced["joined_count"], 2);
+    // A message alone does not resend counts; a member change does.
+    send_text(&alice, &room, "1", "hi").await;
+    let second = ss(&alice.client, Some(&pos(&first)), &body).await;
+    assert!(second["rooms"][&room].get("joined_count").is_none(), "{second}");
+    bob.client.post(&format!("/_matrix/client/v3/rooms/{room}/leave"), &json!({})).await.expect(200);
+    let third = ss(&alice.client, Some(&pos(&second)), &body).await;
+    assert_eq!(third["rooms"][&room]["joined_count"], 1, "{third}");
+    // Named rooms get no heroes.
+    alice
+        .client
+        .put(&format!("/_matrix/client/v3/rooms/{room}/state/m.room.name/"), &json!({"name": "now named"}))
+        .await
+        .expect(200);
+    let named = ss(&alice.client, None, &body).await;
+    assert_eq!(named["rooms"][&room]["name"], "now named");
+    assert!(named["rooms"][&room].get("heroes").is_none(), "{named}");
+    server.stop().await;
+}

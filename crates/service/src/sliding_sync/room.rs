@@ -234,17 +234,20 @@ impl Services {
         wanted_meta.extend(by_key("m.room.avatar"));
         let meta = self.events_by_ids(&entry.head, wanted_meta).await?;
         let of_kind = |kind: &str| meta.iter().find(|e| e.pdu.kind.to_string() == kind);
+        let name = content_string(of_kind("m.room.name"), "name");
+        let named = name.is_some();
         if described("m.room.name") {
-            room.name = content_string(of_kind("m.room.name"), "name");
+            room.name = name;
         }
         if described("m.room.avatar") {
             room.avatar = content_string(of_kind("m.room.avatar"), "url");
         }
         if described("m.room.member") {
-            let summary = self.member_summary(&entry.head, user_id).await?;
+            // Heroes whenever the room has no name (an alias does not stand in, as in Synapse).
+            let summary = self.member_summary(&entry.head, user_id, false).await?;
             room.joined_count = Some(summary.joined_member_count);
             room.invited_count = Some(summary.invited_member_count);
-            if room.name.is_none() && !summary.heroes.is_empty() {
+            if !named && !summary.heroes.is_empty() {
                 let ids: Vec<String> = summary
                     .heroes
                     .iter()
