@@ -3,7 +3,7 @@
 //! was last sent on the connection (new events, state changes matching `required_state`,
 //! state newly asked for), or nothing.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use ruma::UserId;
@@ -13,7 +13,7 @@ use super::connection::SentRoom;
 use super::lists::RoomEntry;
 use super::request::{RequiredState, RoomParams};
 use crate::filter::FilterDefinition;
-use crate::rooms::RoomEvent;
+use crate::rooms::{GroupState, HeadState, RoomEvent};
 use crate::sync::{StrippedStateEvent, SyncToken};
 use crate::{Result, Services};
 
@@ -47,6 +47,35 @@ pub struct SlidingRoom {
     pub is_dm: bool,
 }
 
+/// The state the user sees in a room, read in place: the room head's current state (while
+/// joined) or a state group (as of leaving), never copied whole.
+enum StateView {
+    Head(HeadState),
+    Group(Arc<GroupState>),
+}
+
+impl StateView {
+    fn get(&self, kind: &str, key: &str) -> Option<String> {
+        let key = (kind.to_owned(), key.to_owned());
+        match self {
+            StateView::Head(state) => state.get(&key).map(|id| id.to_string()),
+            StateView::Group(state) => state.get(&key).cloned(),
+        }
+    }
+
+    /// The event IDs of the entries `keep` selects (a walk over the whole state).
+    fn filter(&self, keep: impl Fn(&str, &str) -> bool) -> Vec<String> {
+        match self {
+            StateView::Head(state) => {
+                state.iter().filter(|((t, k), _)| keep(t, k)).map(|(_, id)| id.to_string()).collect()
+            }
+            StateView::Group(state) => {
+                state.iter().filter(|((t, k), _)| keep(t, k)).map(|(_, id)| id.clone()).collect()
+            }
+        }
+    }
+}
+
 /// Which state `required_state` selects.
 struct Selector<'a> {
     pairs: &'a RequiredState,
@@ -68,10 +97,10 @@ impl Selector<'_> {
         })
     }
 
-    /// The selected entries of a state map, looked up by key unless a wildcard asks for a walk.
-    fn select(&self, state: &BTreeMap<(String, String), String>) -> Vec<String> {
+    /// The selected entries of the state, looked up by key unless a wildcard asks for a walk.
+    fn select(&self, state: &StateView) -> Vec<String> {
         if self.pairs.iter().any(|(t, k)| t == "*" || k == "*") {
-            return state.iter().filter(|((t, k), _)| self.wants(t, k)).map(|(_, id)| id.clone()).collect();
+            return state.filter(|t, k| self.wants(t, k));
         }
         let mut keys: Vec<(String, String)> = Vec::new();
         for (t, k) in self.pairs {
@@ -83,7 +112,7 @@ impl Selector<'_> {
                 _ => keys.push((t.clone(), k.clone())),
             }
         }
-        let mut ids: Vec<String> = keys.iter().filter_map(|key| state.get(key).cloned()).collect();
+        let mut ids: Vec<String> = keys.iter().filter_map(|(t, k)| state.get(t, k)).collect();
         ids.sort();
         ids.dedup();
         ids
@@ -111,32 +140,20 @@ fn content_string(event: Option<&RoomEvent>, field: &str) -> Option<String> {
 }
 
 impl Services {
-    /// The state the user sees in a room: current while joined, as of their membership event
-    /// otherwise.
-    async fn visible_state_map(&self, entry: &RoomEntry) -> Result<BTreeMap<(String, String), String>> {
+    /// The state the user sees in a room: current while joined, the state after their
+    /// membership event otherwise (as `/messages` shows a former member).
+    async fn state_seen_by(&self, user_id: &UserId, entry: &RoomEntry) -> Result<StateView> {
         if entry.membership == "join" {
-            return Ok(entry.head.state.iter().map(|(k, v)| (k.clone(), v.to_string())).collect());
+            return Ok(StateView::Head(entry.head.state.clone()));
         }
-        self.membership_state_after(entry).await
-    }
-
-    /// The state after the user's membership event.
-    async fn membership_state_after(&self, entry: &RoomEntry) -> Result<BTreeMap<(String, String), String>> {
-        let events = self
-            .store
-            .room_events(
-                entry.room_id.as_str(),
-                entry.membership_position + 1,
-                None,
-                false,
-                1,
-                &Default::default(),
-            )
-            .await?;
-        match events.first().and_then(|e| e.state_after) {
-            Some(group) => Ok(Arc::unwrap_or_clone(self.state_of_group_cached(group).await?)),
-            None => Ok(BTreeMap::new()),
-        }
+        let group = match entry.head.state_event_id("m.room.member", user_id.as_str()) {
+            Some(own) => self.store.get_event(own.as_str()).await?.and_then(|e| e.state_after),
+            None => None,
+        };
+        Ok(StateView::Group(match group {
+            Some(group) => self.state_of_group_cached(group).await?,
+            None => Arc::default(),
+        }))
     }
 
     /// One room's data and what it is now sent with; `None` when nothing changed since it
@@ -174,7 +191,7 @@ impl Services {
         let slice = self
             .timeline_slice(user_id, &entry.head, after, upto, params.timeline_limit, &Default::default())
             .await?;
-        let state = self.visible_state_map(entry).await?;
+        let state = self.state_seen_by(user_id, entry).await?;
         let lazy = timeline_members(&slice.timeline.events);
         let selector = Selector { pairs: &params.required_state, user_id, lazy };
         let mut state_ids: Vec<String>;
@@ -183,19 +200,18 @@ impl Services {
             None => state_ids = selector.select(&state),
             Some(prev) => {
                 // State that changed since it was last sent, as it is now ...
-                let changed: HashSet<String> = self
-                    .store
-                    .state_changes_between(entry.room_id.as_str(), prev.upto, upto + 1)
-                    .await?
-                    .into_iter()
-                    .collect();
+                let changed =
+                    self.store.state_changes_between(entry.room_id.as_str(), prev.upto, upto + 1).await?;
                 state_ids = Vec::new();
-                for ((kind, key), id) in &state {
-                    if changed.contains(id) {
-                        changed_types.insert(kind.clone());
-                        if selector.wants(kind, key) {
-                            state_ids.push(id.clone());
+                for event in self.events_by_ids(&entry.head, changed).await? {
+                    let (kind, key) =
+                        (event.pdu.kind.to_string(), event.pdu.state_key.clone().unwrap_or_default());
+                    let id = event.pdu.event_id.to_string();
+                    if state.get(&kind, &key).as_ref() == Some(&id) {
+                        if selector.wants(&kind, &key) {
+                            state_ids.push(id);
                         }
+                        changed_types.insert(kind);
                     }
                 }
                 // ... the members of the timeline (lazily loaded) ...
@@ -228,7 +244,7 @@ impl Services {
             }
         }
         let described = |kind: &str| initial || changed_types.contains(kind);
-        let by_key = |kind: &str| state.get(&(kind.to_owned(), String::new())).cloned();
+        let by_key = |kind: &str| state.get(kind, "");
         let mut wanted_meta: Vec<String> = Vec::new();
         wanted_meta.extend(by_key("m.room.name"));
         wanted_meta.extend(by_key("m.room.avatar"));
@@ -248,11 +264,8 @@ impl Services {
             room.joined_count = Some(summary.joined_member_count);
             room.invited_count = Some(summary.invited_member_count);
             if !named && !summary.heroes.is_empty() {
-                let ids: Vec<String> = summary
-                    .heroes
-                    .iter()
-                    .filter_map(|hero| state.get(&("m.room.member".to_owned(), hero.clone())).cloned())
-                    .collect();
+                let ids: Vec<String> =
+                    summary.heroes.iter().filter_map(|hero| state.get("m.room.member", hero)).collect();
                 let members = self.events_by_ids(&entry.head, ids).await?;
                 room.heroes = Some(
                     summary
@@ -296,6 +309,7 @@ impl Services {
 mod tests {
     use super::*;
     use ruma::user_id;
+    use std::collections::BTreeMap;
 
     #[test]
     fn required_state_wildcards_select_what_they_name() {
@@ -317,7 +331,7 @@ mod tests {
                 user_id: user_id!("@c:x"),
                 lazy: lazy.iter().map(|u| u.to_string()).collect(),
             };
-            let mut ids = selector.select(&state);
+            let mut ids = selector.select(&StateView::Group(Arc::new(state.clone())));
             ids.sort();
             ids
         };
