@@ -18,15 +18,16 @@
 //! Every stage runs and prints `stage X ...: PASS` or `FAIL: reason`; the last line counts them.
 //! The exit status is non-zero when a required stage (all by default) failed.
 
+mod common;
+
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 mod federation;
 
 use anyhow::{Context as _, Result, anyhow, bail, ensure};
-use matrix_sdk::config::{RequestConfig, SyncSettings};
+use matrix_sdk::config::SyncSettings;
 use matrix_sdk::deserialized_responses::TimelineEvent;
-use matrix_sdk::ruma::api::client::account::register;
 use matrix_sdk::ruma::api::client::room::create_room;
 use matrix_sdk::ruma::api::client::uiaa;
 use matrix_sdk::ruma::events::room::encryption::RoomEncryptionEventContent;
@@ -217,53 +218,17 @@ fn unique_suffix() -> String {
     format!("{}_{}", std::process::id(), nanos % 1_000_000_000)
 }
 
-/// A client with its own in-memory state and crypto stores (the default without a store
-/// feature), talking to `url`.
-async fn new_client(url: &str) -> Result<Client> {
-    Client::builder()
-        .homeserver_url(url)
-        .request_config(RequestConfig::new().timeout(Duration::from_secs(30)))
-        .build()
-        .await
-        .with_context(|| format!("building a client for {url}"))
-}
-
-/// Registers `localpart` through the client API (answering the user-interactive auth with
-/// m.login.dummy, as a client does on a server with open registration), which logs the client
-/// in; then syncs once, which uploads the device's keys.
+/// Registers `localpart` (see [`common::register_client`]), which logs the client in; then
+/// syncs once, which uploads the device's keys.
 async fn register(url: &str, localpart: &str, device_name: &str) -> Result<User> {
-    let client = new_client(url).await?;
-    let request = |auth: Option<uiaa::AuthData>| {
-        let mut request = register::v3::Request::new();
-        request.username = Some(localpart.to_owned());
-        request.password = Some(PASSWORD.to_owned());
-        request.initial_device_display_name = Some(device_name.to_owned());
-        request.auth = auth;
-        request
-    };
-    match client.matrix_auth().register(request(None)).await {
-        Ok(_) => {}
-        Err(e) => {
-            let Some(session) = e.as_uiaa_response().map(|info| info.session.clone()) else {
-                return Err(anyhow!(e).context(format!("registering {localpart} without auth")));
-            };
-            let mut dummy = uiaa::Dummy::new();
-            dummy.session = session;
-            client
-                .matrix_auth()
-                .register(request(Some(uiaa::AuthData::Dummy(dummy))))
-                .await
-                .with_context(|| format!("registering {localpart} with m.login.dummy"))?;
-        }
-    }
-    ensure!(client.user_id().is_some(), "registering {localpart} did not log the client in");
+    let client = common::register_client(url, localpart, PASSWORD, device_name).await?;
     finish_login(&client).await?;
     Ok(User { client, localpart: localpart.to_owned() })
 }
 
 /// A new device of an existing user.
 async fn login(url: &str, localpart: &str, device_name: &str) -> Result<User> {
-    let client = new_client(url).await?;
+    let client = common::new_client(url).await?;
     client
         .matrix_auth()
         .login_username(localpart, PASSWORD)

@@ -63,6 +63,7 @@ pub mod s3_provider;
 pub mod search;
 pub mod server_notices;
 pub mod sessions;
+pub mod sliding_sync;
 pub mod streams;
 pub mod sync;
 pub mod thumbnail;
@@ -89,7 +90,8 @@ pub mod records {
     pub use myelin_store::push::PusherRecord;
     pub use myelin_store::rooms::EventReportsQuery;
     pub use myelin_store::{
-        DeviceRecord, LocalMediaRecord, PresenceRecord, RateLimitOverride, RegistrationTokenRecord,
+        DeviceRecord, LocalMediaRecord, PresenceRecord, RateLimitOverride, ReceiptRecord,
+        RegistrationTokenRecord,
     };
     pub use myelin_store::{UserListEntry, UserListQuery, UserOrder, UserReportRecord, UserReportsQuery};
 }

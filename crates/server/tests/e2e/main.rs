@@ -58,6 +58,7 @@ mod room_internals;
 mod rooms;
 mod search;
 mod sessions;
+mod sliding_sync;
 mod spaces;
 mod sync;
 mod to_device;
