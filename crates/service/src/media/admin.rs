@@ -57,13 +57,28 @@ pub struct RetentionOutcome {
 impl Services {
     /// Notes that a local media was read; written with the next batch.
     pub(crate) fn media_accessed(&self, media_id: &str) {
-        self.media.accessed.lock().insert(media_id.to_owned());
+        self.media_accessed_from("", media_id);
+    }
+
+    /// Notes that a media of `origin` (empty for this server) was read; written with the next
+    /// batch.
+    pub(crate) fn media_accessed_from(&self, origin: &str, media_id: &str) {
+        self.media.accessed.lock().insert((origin.to_owned(), media_id.to_owned()));
     }
 
     /// Writes the last-access time of every media read since the last batch.
     pub async fn flush_media_accesses(&self) -> Result<()> {
-        let accessed: Vec<String> = std::mem::take(&mut *self.media.accessed.lock()).into_iter().collect();
-        if let Err(error) = self.store.touch_local_media_batch(&accessed, now_ms() as i64).await {
+        let accessed: Vec<(String, String)> =
+            std::mem::take(&mut *self.media.accessed.lock()).into_iter().collect();
+        let (local, remote): (Vec<_>, Vec<_>) =
+            accessed.iter().cloned().partition(|(origin, _)| origin.is_empty());
+        let local: Vec<String> = local.into_iter().map(|(_, media_id)| media_id).collect();
+        let now = now_ms() as i64;
+        let written = match self.store.touch_local_media_batch(&local, now).await {
+            Ok(()) => self.store.touch_remote_media_batch(&remote, now).await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = written {
             // Put them back for the next batch.
             self.media.accessed.lock().extend(accessed);
             return Err(error.into());
