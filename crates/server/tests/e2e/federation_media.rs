@@ -381,3 +381,27 @@ async fn admins_quarantine_and_purge_cached_remote_media() {
     assert_eq!(again.body, b"purged");
     assert_eq!(b.services().remote_media_fetched(), 3);
 }
+
+#[tokio::test]
+async fn servers_without_the_federation_media_endpoint_are_asked_on_the_legacy_route() {
+    let certs = tempfile::tempdir().unwrap();
+    write_certificates(certs.path());
+    // The peer answers `404 M_UNRECOGNIZED` to the federation media endpoint.
+    let peer = myelin_test_support::federation_peer::FederationPeer::start("a.test", certs.path()).await;
+    let b = federating_server("b.test", certs.path(), json!({})).await;
+    let bob = b.register("bob").await;
+    peer.serve_legacy_media("OldServerMedia", "text/plain", b"from an older server".to_vec());
+    let path =
+        format!("/_matrix/client/v1/media/download/{}/OldServerMedia?timeout_ms=1500", peer.server_name);
+    let reply = get(&b, &path, Some(&bob.access_token)).await;
+    assert_eq!(reply.status, 200, "{}", reply.json());
+    assert_eq!(reply.body, b"from an older server");
+    assert_eq!(reply.header("content-disposition"), "inline; filename=legacy.bin");
+    let requests = peer.legacy_media_requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert!(requests[0].contains("allow_remote=false"), "{requests:?}");
+    assert!(requests[0].contains("timeout_ms=1500"), "{requests:?}");
+    // Unknown there too: 404.
+    let path = format!("/_matrix/client/v1/media/download/{}/Missing", peer.server_name);
+    get(&b, &path, Some(&bob.access_token)).await.expect_error(404, "M_NOT_FOUND");
+}

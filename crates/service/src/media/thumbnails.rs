@@ -271,7 +271,6 @@ impl Services {
     /// Makes the configured `thumbnail_sizes` of a just-uploaded media whose bytes are at
     /// `path`. Failures are logged: a medium that cannot be thumbnailed is still uploaded.
     pub(super) async fn pregenerate_thumbnails(&self, source: &ThumbnailSource, path: &std::path::Path) {
-        let media_id = source;
         let sizes = self.config.media.thumbnail_sizes.clone();
         let Some(content_type) = source.content_type().filter(|t| thumbnail::is_supported_content_type(t))
         else {
@@ -282,13 +281,13 @@ impl Services {
         }
         let length = tokio::fs::metadata(path).await.map_or(0, |metadata| metadata.len());
         if length > self.thumbnail_source_limit() {
-            tracing::info!(%media_id, length, "no thumbnails made of an upload this large");
+            tracing::info!(media = %source, length, "no thumbnails made of an upload this large");
             return;
         }
         let bytes = match tokio::fs::read(path).await {
             Ok(bytes) => bytes,
             Err(error) => {
-                tracing::warn!(%media_id, %error, "could not read an upload to thumbnail it");
+                tracing::warn!(media = %source, %error, "could not read an upload to thumbnail it");
                 return;
             }
         };
@@ -300,11 +299,11 @@ impl Services {
         let thumbnails = match made {
             Ok(Ok(thumbnails)) => thumbnails,
             Ok(Err(error)) => {
-                tracing::info!(%media_id, %error, "no thumbnails made of an upload");
+                tracing::info!(media = %source, %error, "no thumbnails made of an upload");
                 return;
             }
             Err(error) => {
-                tracing::error!(%media_id, %error, "thumbnailing an upload failed");
+                tracing::error!(media = %source, %error, "thumbnailing an upload failed");
                 return;
             }
         };
@@ -312,7 +311,7 @@ impl Services {
             self.media.thumbnailing.generated.fetch_add(1, Ordering::Relaxed);
             let size = ThumbnailSize::new(made.width, made.height, made.method);
             if let Err(error) = self.store_thumbnail(source, size, &made).await {
-                tracing::warn!(%media_id, %error, "could not store a thumbnail");
+                tracing::warn!(media = %source, %error, "could not store a thumbnail");
             }
         }
     }
@@ -431,11 +430,10 @@ impl Services {
         source: &ThumbnailSource,
         thumbnail: &ThumbnailRecord,
     ) -> Result<ThumbnailFile> {
-        let media_id = source;
         let method: ThumbnailMethod = thumbnail
             .method
             .parse()
-            .map_err(|e| Error::internal_with(format!("a thumbnail of {media_id}"), e))?;
+            .map_err(|e| Error::internal_with(format!("a thumbnail of {source}"), e))?;
         let rel_path =
             source.thumbnail_rel_path(thumbnail.width, thumbnail.height, &thumbnail.content_type, method)?;
         let path = self.media_file_path(&rel_path);
@@ -448,7 +446,7 @@ impl Services {
             .await
             .map_err(|e| Error::internal_with("fetching a thumbnail from its storage provider", e))?;
         if !fetched {
-            tracing::info!(%media_id, path = %path.display(), "a thumbnail file is missing; making it again");
+            tracing::info!(media = %source, path = %path.display(), "a thumbnail file is missing; making it again");
             let bytes = self.read_source_media(source).await?;
             let content_type = source.content_type().unwrap_or_default().to_owned();
             let (size, animated) = (
