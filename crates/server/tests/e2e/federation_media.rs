@@ -405,3 +405,33 @@ async fn servers_without_the_federation_media_endpoint_are_asked_on_the_legacy_r
     let path = format!("/_matrix/client/v1/media/download/{}/Missing", peer.server_name);
     get(&b, &path, Some(&bob.access_token)).await.expect_error(404, "M_NOT_FOUND");
 }
+
+#[tokio::test]
+async fn remote_media_lifetime_deletes_cached_media_not_read_recently() {
+    let (_certs, a, b) = two_servers(json!({"media_retention": {"remote_media_lifetime": "1d"}})).await;
+    let alice = a.register("alice").await;
+    let bob = b.register("bob").await;
+    let media_id = upload(&a, &alice, "text/plain", "old.txt", b"old news".to_vec()).await;
+    assert_eq!(get(&b, &download_path(&a, &media_id), Some(&bob.access_token)).await.status, 200);
+    let services = b.services();
+    let fetched_at =
+        services.store().remote_media(&a.server_name, &media_id).await.unwrap().unwrap().last_access_ts;
+    // A read from the cache moves its last-access time (written in a batch).
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    assert_eq!(get(&b, &download_path(&a, &media_id), Some(&bob.access_token)).await.status, 200);
+    services.flush_media_accesses().await.unwrap();
+    let read_at =
+        services.store().remote_media(&a.server_name, &media_id).await.unwrap().unwrap().last_access_ts;
+    assert!(read_at > fetched_at, "{read_at} > {fetched_at}");
+    const DAY: i64 = 24 * 3600 * 1000;
+    // Read within the lifetime: kept.
+    let outcome = services.apply_media_retention(read_at + DAY - 1).await.unwrap();
+    assert_eq!(outcome.remote_deleted, 0);
+    // Not read for longer: deleted, and fetched again on the next request.
+    let outcome = services.apply_media_retention(read_at + DAY + 1).await.unwrap();
+    assert_eq!(outcome.remote_deleted, 1);
+    assert!(services.store().remote_media(&a.server_name, &media_id).await.unwrap().is_none());
+    let again = get(&b, &download_path(&a, &media_id), Some(&bob.access_token)).await;
+    assert_eq!(again.body, b"old news");
+    assert_eq!(services.remote_media_fetched(), 2);
+}

@@ -52,6 +52,8 @@ pub struct RetentionOutcome {
     pub local_deleted: Vec<String>,
     /// `/create`d IDs forgotten because their upload never came.
     pub pending_expired: u64,
+    /// Cached remote media deleted for not being read within `remote_media_lifetime`.
+    pub remote_deleted: u64,
 }
 
 impl Services {
@@ -101,9 +103,10 @@ impl Services {
                     }
                 }
                 _ = retention.tick() => match self.apply_media_retention(now_ms() as i64).await {
-                    Ok(outcome) if outcome.local_deleted.is_empty() && outcome.pending_expired == 0 => {}
+                    Ok(outcome) if outcome == RetentionOutcome::default() => {}
                     Ok(outcome) => tracing::info!(
                         deleted = outcome.local_deleted.len(),
+                        remote_deleted = outcome.remote_deleted,
                         pending_expired = outcome.pending_expired,
                         "applied media retention"
                     ),
@@ -118,8 +121,8 @@ impl Services {
 
     /// Synapse's `_apply_media_retention_rules` as of `now` (ms): deletes local media not read
     /// for `media_retention.local_media_lifetime` (never quarantined or protected media, whose
-    /// fate is the admin's), and forgets `/create`d IDs whose upload never came. Remote media
-    /// is not cached by this server yet, so `remote_media_lifetime` has nothing to purge.
+    /// fate is the admin's), deletes cached remote media not read for `remote_media_lifetime`
+    /// (quarantined media stays), and forgets `/create`d IDs whose upload never came.
     pub async fn apply_media_retention(&self, now: i64) -> Result<RetentionOutcome> {
         self.flush_media_accesses().await?;
         let mut outcome = RetentionOutcome {
@@ -136,6 +139,10 @@ impl Services {
                 delete_protected: false,
             };
             outcome.local_deleted = self.delete_old_local_media(filter).await?;
+        }
+        if let Some(lifetime) = self.config.media.media_retention.remote_media_lifetime {
+            let before_ts = now.saturating_sub(i64::try_from(lifetime.0).unwrap_or(i64::MAX));
+            outcome.remote_deleted = self.purge_remote_media_cache(before_ts).await?;
         }
         Ok(outcome)
     }
