@@ -435,3 +435,26 @@ async fn remote_media_lifetime_deletes_cached_media_not_read_recently() {
     assert_eq!(again.body, b"old news");
     assert_eq!(services.remote_media_fetched(), 2);
 }
+
+#[tokio::test]
+async fn a_remote_avatar_is_checked_against_the_cached_copy() {
+    let (_certs, a, b) =
+        two_servers(json!({"allowed_avatar_mimetypes": ["image/png"], "max_avatar_size": "10K"})).await;
+    let alice = a.register("alice").await;
+    let bob = b.register("bob").await;
+    let picture = upload(&a, &alice, "image/png", "me.png", png(16, 16)).await;
+    let text = upload(&a, &alice, "text/plain", "me.txt", b"not a picture".to_vec()).await;
+    let avatar_path = format!("/_matrix/client/v3/profile/{}/avatar_url", bob.user_id);
+    let mxc = |media_id: &str| format!("mxc://{}/{media_id}", a.server_name);
+    // Not cached yet: refused, as Synapse refuses it.
+    bob.client
+        .put(&avatar_path, &json!({"avatar_url": mxc(&picture)}))
+        .await
+        .expect_error(403, "M_FORBIDDEN");
+    // Once fetched, its type and size decide.
+    for media_id in [&picture, &text] {
+        assert_eq!(get(&b, &download_path(&a, media_id), Some(&bob.access_token)).await.status, 200);
+    }
+    bob.client.put(&avatar_path, &json!({"avatar_url": mxc(&picture)})).await.expect(200);
+    bob.client.put(&avatar_path, &json!({"avatar_url": mxc(&text)})).await.expect_error(403, "M_FORBIDDEN");
+}

@@ -315,9 +315,8 @@ impl Services {
     /// Synapse's `check_avatar_size_and_mime_type`: whether `mxc` may be an avatar under
     /// `max_avatar_size` and `allowed_avatar_mimetypes`. An empty URL (no avatar) always may;
     /// with neither option set, anything may. Otherwise the media must be known here: local
-    /// media that exists and is uploaded (remote media is not cached by this server yet, so a
-    /// remote avatar is refused, as Synapse refuses one it has not cached), within the size and
-    /// of an allowed type.
+    /// media that exists and is uploaded, or remote media in the cache (one not cached is
+    /// refused, as Synapse refuses it), within the size and of an allowed type.
     pub async fn avatar_allowed(&self, mxc: &str) -> Result<bool> {
         let config = &self.config.media;
         let max_size = config.max_avatar_size.map(|size| size.0).filter(|&size| size > 0);
@@ -329,16 +328,22 @@ impl Services {
         else {
             return Ok(false);
         };
-        if server_name != self.server_name() {
-            tracing::info!(mxc, "refused an avatar that is not on this server");
-            return Ok(false);
-        }
         let Ok(media_id) = MediaId::parse(media_id) else { return Ok(false) };
-        let Some(record) = self.store.local_media(media_id.as_str()).await? else {
-            tracing::info!(mxc, "refused an avatar that is not on this server");
+        // This server's media, or another's in the remote media cache (a remote avatar is
+        // checked only once a local user has fetched it, as Synapse does).
+        let known = if server_name == self.server_name() {
+            self.store.local_media(media_id.as_str()).await?.map(|record| (record.size, record.content_type))
+        } else {
+            self.store
+                .remote_media(server_name, media_id.as_str())
+                .await?
+                .map(|record| (Some(record.size), record.content_type))
+        };
+        let Some((size, content_type)) = known else {
+            tracing::info!(mxc, "refused an avatar that is not known here");
             return Ok(false);
         };
-        let Some(size) = record.size else {
+        let Some(size) = size else {
             tracing::info!(mxc, "refused an avatar of unknown size");
             return Ok(false);
         };
@@ -347,9 +352,9 @@ impl Services {
             return Ok(false);
         }
         if let Some(mimetypes) = mimetypes
-            && !record.content_type.as_ref().is_some_and(|content_type| mimetypes.contains(content_type))
+            && !content_type.as_ref().is_some_and(|content_type| mimetypes.contains(content_type))
         {
-            tracing::info!(mxc, content_type = ?record.content_type, "refused an avatar of a type not allowed");
+            tracing::info!(mxc, content_type = ?content_type, "refused an avatar of a type not allowed");
             return Ok(false);
         }
         Ok(true)
