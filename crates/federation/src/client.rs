@@ -446,3 +446,18 @@ fn classify(destination: &str, error: &hyper_util::client::legacy::Error) -> Fed
     }
     FederationError::Unreachable { destination: destination.to_owned(), message: error.to_string() }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::multipart_boundary;
+
+    #[test]
+    fn only_multipart_mixed_answers_give_a_boundary() {
+        assert_eq!(multipart_boundary("multipart/mixed; boundary=abc123").as_deref(), Some("abc123"));
+        assert_eq!(multipart_boundary("Multipart/Mixed; boundary=\"a b\"").as_deref(), Some("a b"));
+        assert_eq!(multipart_boundary("multipart/form-data; boundary=abc"), None);
+        assert_eq!(multipart_boundary("multipart/mixed"), None);
+        assert_eq!(multipart_boundary("application/json"), None);
+        assert_eq!(multipart_boundary(""), None);
+    }
+}
