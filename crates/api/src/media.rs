@@ -219,9 +219,35 @@ async fn config(State(services): State<AppState>, Auth(_): Auth) -> Json<Value> 
     Json(json!({ "m.upload.size": services.config.media.max_upload_size.0 }))
 }
 
+/// The query of a download: `timeout_ms` an integer, `allow_remote` `true` (the default) or
+/// `false` (then another server's media is not fetched: 404).
 #[derive(Deserialize)]
 struct DownloadQuery {
-    timeout_ms: Option<u64>,
+    timeout_ms: Option<String>,
+    allow_remote: Option<String>,
+}
+
+/// `timeout_ms` as Synapse reads it: an integer, [`DEFAULT_UPLOAD_WAIT`] when absent.
+pub(crate) fn parse_timeout(timeout: Option<String>) -> Result<Duration, MatrixError> {
+    match timeout {
+        None => Ok(DEFAULT_UPLOAD_WAIT),
+        Some(timeout) => {
+            Ok(Duration::from_millis(timeout.parse().map_err(|_| {
+                MatrixError::invalid_param("Query parameter 'timeout_ms' must be an integer")
+            })?))
+        }
+    }
+}
+
+/// `allow_remote`: `true` unless given as `false`.
+fn parse_allow_remote(value: Option<&str>) -> Result<bool, MatrixError> {
+    match value {
+        None | Some("true") => Ok(true),
+        Some("false") => Ok(false),
+        Some(_) => {
+            Err(MatrixError::invalid_param("Query parameter 'allow_remote' must be one of ['true', 'false']"))
+        }
+    }
 }
 
 /// `GET /_matrix/client/v1/media/download/{serverName}/{mediaId}`
@@ -278,10 +304,9 @@ async fn serve(
     request_headers: &HeaderMap,
 ) -> ApiResult<Response> {
     let media_id = MediaId::parse(media_id)?;
-    let wait = query.timeout_ms.map_or(DEFAULT_UPLOAD_WAIT, Duration::from_millis);
-    // A remote server name is not found until federation fetches remote media.
-    let record = services.local_media_for_download(server_name, &media_id, access, wait).await?;
-    let media = services.open_local_media(&record).await?;
+    let wait = parse_timeout(query.timeout_ms)?;
+    let allow_remote = parse_allow_remote(query.allow_remote.as_deref())?;
+    let media = services.media_for_download(server_name, &media_id, access, wait, allow_remote).await?;
     let file_name = file_name.or_else(|| media.upload_name.clone());
     let range = request_headers
         .get(header::RANGE)
@@ -322,16 +347,17 @@ async fn serve(
 /// positive integers, `method` `crop` or `scale` (default `scale`), `animated` `true` or
 /// `false`, `timeout_ms` an integer.
 #[derive(Deserialize)]
-struct ThumbnailQuery {
+pub(crate) struct ThumbnailQuery {
     width: Option<String>,
     height: Option<String>,
     method: Option<String>,
     animated: Option<String>,
     timeout_ms: Option<String>,
+    allow_remote: Option<String>,
 }
 
 impl ThumbnailQuery {
-    fn parse(self) -> Result<(ThumbnailRequest, Duration), MatrixError> {
+    pub(crate) fn parse(self) -> Result<(ThumbnailRequest, Duration), MatrixError> {
         let dimension = |name: &str, value: Option<String>| -> Result<u32, MatrixError> {
             let value = value.ok_or_else(|| {
                 MatrixError::missing_param(format!("Missing integer query parameter '{name}'"))
@@ -360,12 +386,7 @@ impl ThumbnailQuery {
                 ));
             }
         };
-        let wait = match self.timeout_ms {
-            None => DEFAULT_UPLOAD_WAIT,
-            Some(timeout) => Duration::from_millis(timeout.parse().map_err(|_| {
-                MatrixError::invalid_param("Query parameter 'timeout_ms' must be an integer")
-            })?),
-        };
+        let wait = parse_timeout(self.timeout_ms)?;
         Ok((ThumbnailRequest { size: ThumbnailSize::new(width, height, method), animated }, wait))
     }
 }
@@ -398,9 +419,10 @@ async fn serve_thumbnail(
     query: ThumbnailQuery,
 ) -> ApiResult<Response> {
     let media_id = MediaId::parse(media_id)?;
+    let allow_remote = parse_allow_remote(query.allow_remote.as_deref())?;
     let (request, wait) = query.parse()?;
     let ThumbnailFile { file, length, content_type } =
-        services.local_thumbnail(server_name, &media_id, request, access, wait).await?;
+        services.media_thumbnail(server_name, &media_id, request, access, wait, allow_remote).await?;
     let mut headers = safe_headers(Some(&content_type), None);
     // Thumbnails are served whole.
     headers.remove(header::ACCEPT_RANGES);
@@ -421,7 +443,7 @@ async fn file_body(media: MediaFile, start: u64, length: u64) -> Result<Body, Ap
 }
 
 /// The headers of every download: type, disposition and the safe-serving policy.
-fn safe_headers(content_type: Option<&str>, file_name: Option<&str>) -> HeaderMap {
+pub(crate) fn safe_headers(content_type: Option<&str>, file_name: Option<&str>) -> HeaderMap {
     let mut headers = HeaderMap::new();
     let content_type = content_type.unwrap_or("application/octet-stream");
     let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();

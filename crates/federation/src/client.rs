@@ -75,6 +75,9 @@ pub enum FederationError {
     BadResponse { destination: String, message: String },
     #[error("cannot build the request: {0}")]
     Request(String),
+    /// A file answered was larger than the caller allows.
+    #[error("{destination} sent a file larger than {limit} bytes")]
+    TooLarge { destination: String, limit: u64 },
     /// `federation_domain_whitelist` does not name the destination: nothing was sent.
     #[error("federation denied with {destination}")]
     Denied { destination: String },
@@ -144,6 +147,12 @@ impl FederationClient {
         &self.signer.server_name
     }
 
+    /// Whether requests may go to `destination`: `federation_domain_whitelist`, when set,
+    /// names it.
+    pub fn allows(&self, destination: &str) -> bool {
+        self.domain_whitelist.as_ref().is_none_or(|list| list.iter().any(|name| name == destination))
+    }
+
     /// How many requests this client has sent (for tests and metrics).
     pub fn requests_sent(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
@@ -187,8 +196,124 @@ impl FederationClient {
         path_and_query: &str,
         body: Option<Vec<u8>>,
     ) -> Result<T, FederationError> {
+        let name = destination.as_str();
+        let exchange = async {
+            let response = self.send(method, destination, path_and_query, body).await?;
+            let status = response.status();
+            let body = self.read_body(name, response.into_body(), self.options.max_response_size).await?;
+            Ok::<_, FederationError>((status, body))
+        };
+        let (status, body) = tokio::time::timeout(self.options.request_timeout, exchange)
+            .await
+            .map_err(|_| FederationError::Timeout { destination: name.to_owned() })??;
+        if !status.is_success() {
+            return Err(status_error(name, status, &body));
+        }
+        serde_json::from_slice(&body).map_err(|e| FederationError::BadResponse {
+            destination: name.to_owned(),
+            message: format!("bad JSON: {e}"),
+        })
+    }
+
+    /// `GET` a media file, signed, streaming its bytes into `sink` as they arrive and failing
+    /// with [`FederationError::TooLarge`] past `max_size` bytes. `format` says how the file
+    /// comes: alone in the body (the legacy `/_matrix/media/v3/download`), or as the second
+    /// part of a `multipart/mixed` answer whose first part is JSON (the federation media API;
+    /// a part that redirects elsewhere is not followed). The whole exchange has the client's
+    /// request timeout.
+    pub async fn get_media<W: tokio::io::AsyncWrite + Unpin + Send>(
+        &self,
+        destination: &ServerName,
+        path_and_query: &str,
+        format: MediaFormat,
+        max_size: u64,
+        sink: &mut W,
+    ) -> Result<MediaDownload, FederationError> {
+        let name = destination.as_str();
+        let exchange = async {
+            let response = self.send(http::Method::GET, destination, path_and_query, None).await?;
+            let status = response.status();
+            let (parts, body) = response.into_parts();
+            if !status.is_success() {
+                let body = self.read_body(name, body, 64 * 1024).await?;
+                return Err(status_error(name, status, &body));
+            }
+            let header = |headers: &http::HeaderMap, name: http::HeaderName| {
+                headers.get(name).and_then(|value| value.to_str().ok()).map(str::to_owned)
+            };
+            let bad =
+                |message: String| FederationError::BadResponse { destination: name.to_owned(), message };
+            let mut sink = LimitedSink { sink, written: 0, limit: max_size, destination: name };
+            match format {
+                MediaFormat::Plain => {
+                    let mut stream = http_body_util::BodyDataStream::new(body);
+                    while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+                        sink.write(&chunk.map_err(|e| bad(e.to_string()))?).await?;
+                    }
+                    Ok(MediaDownload {
+                        content_type: header(&parts.headers, http::header::CONTENT_TYPE),
+                        content_disposition: header(&parts.headers, http::header::CONTENT_DISPOSITION),
+                        length: sink.written,
+                    })
+                }
+                MediaFormat::Multipart => {
+                    let content_type = header(&parts.headers, http::header::CONTENT_TYPE).unwrap_or_default();
+                    let boundary = multipart_boundary(&content_type)
+                        .ok_or_else(|| bad(format!("not a multipart/mixed answer: {content_type:?}")))?;
+                    let stream = http_body_util::BodyDataStream::new(body);
+                    let mut multipart = multer::Multipart::new(stream, boundary);
+                    let multipart_error = |e: multer::Error| bad(format!("bad multipart answer: {e}"));
+                    // The metadata part: JSON (an empty object today), read and set aside.
+                    let mut metadata = multipart
+                        .next_field()
+                        .await
+                        .map_err(multipart_error)?
+                        .ok_or_else(|| bad("an empty multipart answer".to_owned()))?;
+                    let mut metadata_length = 0usize;
+                    while let Some(chunk) = metadata.chunk().await.map_err(multipart_error)? {
+                        metadata_length += chunk.len();
+                        if metadata_length > 64 * 1024 {
+                            return Err(bad("the metadata part is too large".to_owned()));
+                        }
+                    }
+                    drop(metadata);
+                    let mut file = multipart
+                        .next_field()
+                        .await
+                        .map_err(multipart_error)?
+                        .ok_or_else(|| bad("a multipart answer without a file".to_owned()))?;
+                    if file.headers().contains_key(http::header::LOCATION) {
+                        return Err(
+                            bad("the file is elsewhere (Location), which is not followed".to_owned()),
+                        );
+                    }
+                    let download = MediaDownload {
+                        content_type: header(file.headers(), http::header::CONTENT_TYPE),
+                        content_disposition: header(file.headers(), http::header::CONTENT_DISPOSITION),
+                        length: 0,
+                    };
+                    while let Some(chunk) = file.chunk().await.map_err(multipart_error)? {
+                        sink.write(&chunk).await?;
+                    }
+                    Ok(MediaDownload { length: sink.written, ..download })
+                }
+            }
+        };
+        tokio::time::timeout(self.options.request_timeout, exchange)
+            .await
+            .map_err(|_| FederationError::Timeout { destination: name.to_owned() })?
+    }
+
+    /// Signs and sends a request; answers with the response, its body still to be read.
+    async fn send(
+        &self,
+        method: http::Method,
+        destination: &ServerName,
+        path_and_query: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<http::Response<hyper::body::Incoming>, FederationError> {
         let name = destination.as_str().to_owned();
-        if self.domain_whitelist.as_ref().is_some_and(|list| !list.contains(&name)) {
+        if !self.allows(&name) {
             return Err(FederationError::Denied { destination: name });
         }
         let resolved = self.discovery.resolve(&name).await?;
@@ -215,36 +340,87 @@ impl FederationClient {
         let request = http::Request::from_parts(parts, Full::new(Bytes::from(body)));
 
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let timeout = || FederationError::Timeout { destination: name.clone() };
-        let exchange = async {
-            let response = self.http.request(request).await.map_err(|e| classify(&name, &e))?;
-            let status = response.status();
-            let body = Limited::new(response.into_body(), self.options.max_response_size)
-                .collect()
-                .await
-                .map_err(|e| FederationError::BadResponse {
-                    destination: name.clone(),
-                    message: e.to_string(),
-                })?
-                .to_bytes();
-            Ok::<_, FederationError>((status, body))
-        };
-        let (status, body) =
-            tokio::time::timeout(self.options.request_timeout, exchange).await.map_err(|_| timeout())??;
-        if !status.is_success() {
-            let parsed: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
-            let text = |key: &str| parsed.as_ref()?.get(key)?.as_str().map(str::to_owned);
-            return Err(FederationError::Status {
-                destination: name,
-                status: status.as_u16(),
-                errcode: text("errcode"),
-                error: text("error"),
+        self.http.request(request).await.map_err(|e| classify(&name, &e))
+    }
+
+    /// A response body, whole, up to `limit` bytes.
+    async fn read_body(
+        &self,
+        destination: &str,
+        body: hyper::body::Incoming,
+        limit: usize,
+    ) -> Result<Bytes, FederationError> {
+        Ok(Limited::new(body, limit)
+            .collect()
+            .await
+            .map_err(|e| FederationError::BadResponse {
+                destination: destination.to_owned(),
+                message: e.to_string(),
+            })?
+            .to_bytes())
+    }
+}
+
+/// How [`FederationClient::get_media`] finds the file in the answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MediaFormat {
+    /// `multipart/mixed`: a JSON part, then the file (`/_matrix/federation/v1/media/...`).
+    Multipart,
+    /// The body is the file (`/_matrix/media/v3/download/...`).
+    Plain,
+}
+
+/// A media file received: what its headers said, and how many bytes were written.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MediaDownload {
+    pub content_type: Option<String>,
+    pub content_disposition: Option<String>,
+    pub length: u64,
+}
+
+/// A sink that refuses bytes past its limit.
+struct LimitedSink<'a, W> {
+    sink: &'a mut W,
+    written: u64,
+    limit: u64,
+    destination: &'a str,
+}
+
+impl<W: tokio::io::AsyncWrite + Unpin> LimitedSink<'_, W> {
+    async fn write(&mut self, chunk: &[u8]) -> Result<(), FederationError> {
+        use tokio::io::AsyncWriteExt;
+        self.written = self.written.saturating_add(chunk.len() as u64);
+        if self.written > self.limit {
+            return Err(FederationError::TooLarge {
+                destination: self.destination.to_owned(),
+                limit: self.limit,
             });
         }
-        serde_json::from_slice(&body).map_err(|e| FederationError::BadResponse {
-            destination: name,
-            message: format!("bad JSON: {e}"),
-        })
+        self.sink
+            .write_all(chunk)
+            .await
+            .map_err(|e| FederationError::Request(format!("writing the file: {e}")))
+    }
+}
+
+/// The boundary of a `multipart/mixed` content type.
+fn multipart_boundary(content_type: &str) -> Option<String> {
+    let parsed: mime::Mime = content_type.parse().ok()?;
+    if parsed.type_() != mime::MULTIPART || parsed.subtype().as_str() != "mixed" {
+        return None;
+    }
+    parsed.get_param(mime::BOUNDARY).map(|boundary| boundary.as_str().to_owned())
+}
+
+/// An error answer: its status, and its Matrix error when the body is one.
+fn status_error(destination: &str, status: http::StatusCode, body: &[u8]) -> FederationError {
+    let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    let text = |key: &str| parsed.as_ref()?.get(key)?.as_str().map(str::to_owned);
+    FederationError::Status {
+        destination: destination.to_owned(),
+        status: status.as_u16(),
+        errcode: text("errcode"),
+        error: text("error"),
     }
 }
 
@@ -269,4 +445,19 @@ fn classify(destination: &str, error: &hyper_util::client::legacy::Error) -> Fed
         source = current.source();
     }
     FederationError::Unreachable { destination: destination.to_owned(), message: error.to_string() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::multipart_boundary;
+
+    #[test]
+    fn only_multipart_mixed_answers_give_a_boundary() {
+        assert_eq!(multipart_boundary("multipart/mixed; boundary=abc123").as_deref(), Some("abc123"));
+        assert_eq!(multipart_boundary("Multipart/Mixed; boundary=\"a b\"").as_deref(), Some("a b"));
+        assert_eq!(multipart_boundary("multipart/form-data; boundary=abc"), None);
+        assert_eq!(multipart_boundary("multipart/mixed"), None);
+        assert_eq!(multipart_boundary("application/json"), None);
+        assert_eq!(multipart_boundary(""), None);
+    }
 }

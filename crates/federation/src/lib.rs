@@ -24,7 +24,7 @@ pub mod keys;
 pub mod request;
 pub mod tls;
 
-pub use client::{ClientOptions, FederationClient, FederationError, Signer};
+pub use client::{ClientOptions, FederationClient, FederationError, MediaDownload, MediaFormat, Signer};
 pub use connector::ConnectError;
 pub use discovery::{Destination, Discovery, DiscoveryError};
 pub use keys::{KeyError, KeyRing, RemoteServerKeys, VerifyKey};

@@ -1,8 +1,9 @@
 //! The admin API's media (`/_synapse/admin/v1/media/...`, `/v1/room/{roomId}/media`,
 //! `/v1/users/{userId}/media`, `/v1/statistics/users/media`) over the media hooks of
 //! `media::admin`: quarantine, protection, deletion and listings. Only this server's media is
-//! kept here (remote media is not cached yet), so a remote server's media is refused with a
-//! clear error rather than answered as if handled.
+//! kept in `local_media`, so most hooks refuse a remote server's media with a clear error
+//! rather than answer as if handled; quarantine (and its release) also applies to the remote
+//! media cache, which `purge_media_cache` empties of what was not read recently.
 
 use myelin_core::MatrixError;
 pub use myelin_store::{LocalMediaRecord, MediaStatsOrder, MediaStatsQuery, UserMediaOrder, UserMediaStats};
@@ -38,7 +39,11 @@ impl Services {
     }
 
     /// `POST /_synapse/admin/v1/media/quarantine/{serverName}/{mediaId}`.
+    /// Another server's media is quarantined in this server's cache (`404` when not cached).
     pub async fn admin_quarantine_media(&self, by: &UserId, server_name: &str, media_id: &str) -> Result<()> {
+        if server_name != self.server_name() {
+            return self.admin_set_remote_quarantine(server_name, media_id, Some(by)).await;
+        }
         let (media_id, _) = self.admin_local_media(server_name, media_id).await?;
         self.quarantine_local_media(&media_id, by).await?;
         tracing::info!(admin_user = %by, media_id = media_id.as_str(), "admin quarantined media");
@@ -52,10 +57,36 @@ impl Services {
         server_name: &str,
         media_id: &str,
     ) -> Result<()> {
+        if server_name != self.server_name() {
+            return self.admin_set_remote_quarantine(server_name, media_id, None).await;
+        }
         let (media_id, _) = self.admin_local_media(server_name, media_id).await?;
         self.unquarantine_local_media(&media_id).await?;
         tracing::info!(admin_user = %by, media_id = media_id.as_str(), "admin released media from quarantine");
         Ok(())
+    }
+
+    /// Quarantines (`by`) or releases a cached remote media: `404` when it is not cached.
+    async fn admin_set_remote_quarantine(
+        &self,
+        server_name: &str,
+        media_id: &str,
+        by: Option<&UserId>,
+    ) -> Result<()> {
+        let media_id = MediaId::parse(media_id)?;
+        if !self.set_remote_media_quarantine(server_name, &media_id, by).await? {
+            return Err(MatrixError::not_found("Unknown media").into());
+        }
+        tracing::info!(admin_user = ?by.map(|u| u.as_str()), server_name, media_id = media_id.as_str(), "admin changed the quarantine of remote media");
+        Ok(())
+    }
+
+    /// `POST /_synapse/admin/v1/purge_media_cache`: the cached remote media not read since
+    /// `before_ts` (quarantined media stays); how many were deleted.
+    pub async fn admin_purge_media_cache(&self, by: &UserId, before_ts: i64) -> Result<u64> {
+        let deleted = self.purge_remote_media_cache(before_ts).await?;
+        tracing::info!(admin_user = %by, before_ts, deleted, "admin purged the remote media cache");
+        Ok(deleted)
     }
 
     /// `POST /_synapse/admin/v1/room/{roomId}/media/quarantine`: how many were quarantined.

@@ -30,6 +30,7 @@ pub mod push;
 pub mod registration;
 pub mod relations;
 pub mod remote_device_lists;
+pub mod remote_media;
 pub mod rooms;
 pub mod search;
 mod secrets;
@@ -67,6 +68,7 @@ pub use media::{
 };
 pub use registration::RegistrationTokenRecord;
 pub use remote_device_lists::RemoteDeviceList;
+pub use remote_media::{DeletedRemoteMedia, RemoteMediaRecord};
 pub use rooms::{MembershipChange, NewReport, RoomRecord};
 pub use server_keys::{ServerKeyDocument, ServerVerifyKeyRecord};
 pub use sliding_sync::SlidingSyncConnection;

@@ -104,6 +104,17 @@ fn media_record(row: &Row) -> Result<LocalMediaRecord, StoreError> {
     })
 }
 
+/// A thumbnail row: `width, height, method, content_type, size`.
+pub(crate) fn thumbnail_record(row: &Row) -> Result<ThumbnailRecord, StoreError> {
+    Ok(ThumbnailRecord {
+        width: u32::try_from(row.i64(0)?).unwrap_or(0),
+        height: u32::try_from(row.i64(1)?).unwrap_or(0),
+        method: row.string(2)?,
+        content_type: row.string(3)?,
+        size: row.i64(4)?.max(0) as u64,
+    })
+}
+
 fn size_value(size: u64) -> i64 {
     i64::try_from(size).unwrap_or(i64::MAX)
 }
@@ -488,17 +499,7 @@ impl Store {
                 params![media_id],
             )
             .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(ThumbnailRecord {
-                    width: u32::try_from(row.i64(0)?).unwrap_or(0),
-                    height: u32::try_from(row.i64(1)?).unwrap_or(0),
-                    method: row.string(2)?,
-                    content_type: row.string(3)?,
-                    size: row.i64(4)?.max(0) as u64,
-                })
-            })
-            .collect()
+        rows.iter().map(thumbnail_record).collect()
     }
 
     /// A page of a room's events in stream order: those after stream position `after`, at

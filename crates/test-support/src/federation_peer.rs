@@ -2,7 +2,9 @@
 //! serves `PUT /_matrix/federation/v1/send/{txnId}` over TLS with the test CA's certificate
 //! (named `<host>:<port>`, like [`crate::federation::federating_server`]'s servers), checks
 //! each request's `X-Matrix` signature with the sending server's real key, records every
-//! transaction and answers as told ([`PeerAnswer`]).
+//! transaction and answers as told ([`PeerAnswer`]). It can also serve media the way servers
+//! older than Matrix 1.11 do: on the legacy `/_matrix/media/v3/download/...` only, the
+//! federation media endpoint being unknown there (`404 M_UNRECOGNIZED`).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -56,6 +58,10 @@ struct PeerState {
     transactions: Vec<RecordedTransaction>,
     /// Requests refused for their signature.
     bad_signatures: usize,
+    /// Media served on the legacy download route: `media ID -> (content type, bytes)`.
+    legacy_media: HashMap<String, (String, Vec<u8>)>,
+    /// The legacy download requests received (path and query).
+    legacy_media_requests: Vec<String>,
 }
 
 /// A scripted remote server; stops when dropped.
@@ -112,6 +118,9 @@ impl FederationPeer {
                             let (state, server_name, notify) =
                                 (state.clone(), server_name.clone(), notify.clone());
                             async move {
+                                if let Some(response) = legacy_media(&state, &server_name, &request) {
+                                    return Ok::<_, std::convert::Infallible>(response);
+                                }
                                 let (status, body) = handle(&state, &server_name, request).await;
                                 notify.send_modify(|n| *n += 1);
                                 let response = hyper::Response::builder()
@@ -140,6 +149,20 @@ impl FederationPeer {
             .expect("peer state")
             .keys
             .insert(server.server_name.clone(), (keys.key_id().to_owned(), keys.public_key().to_owned()));
+    }
+
+    /// Serves `bytes` as `content_type` at `/_matrix/media/v3/download/{peer}/{media_id}`.
+    pub fn serve_legacy_media(&self, media_id: &str, content_type: &str, bytes: Vec<u8>) {
+        self.state
+            .lock()
+            .expect("peer state")
+            .legacy_media
+            .insert(media_id.to_owned(), (content_type.to_owned(), bytes));
+    }
+
+    /// The legacy media download requests received so far (path and query).
+    pub fn legacy_media_requests(&self) -> Vec<String> {
+        self.state.lock().expect("peer state").legacy_media_requests.clone()
     }
 
     /// How the peer answers from now on.
@@ -180,6 +203,35 @@ impl FederationPeer {
     pub fn accepted_pdus(&self) -> Vec<Value> {
         self.transactions().iter().filter(|t| t.accepted).flat_map(|t| t.pdus()).collect()
     }
+}
+
+/// A legacy media download (`GET /_matrix/media/v3/download/{peer}/{mediaId}`), answered
+/// with the media's bytes or `404 M_NOT_FOUND`; `None` for any other request.
+fn legacy_media(
+    state: &Mutex<PeerState>,
+    server_name: &str,
+    request: &hyper::Request<Incoming>,
+) -> Option<hyper::Response<Full<Bytes>>> {
+    let rest = request.uri().path().strip_prefix("/_matrix/media/v3/download/")?;
+    let mut state = state.lock().expect("peer state");
+    let path = request.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
+    state.legacy_media_requests.push(path);
+    let media = rest
+        .strip_prefix(server_name)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .and_then(|media_id| state.legacy_media.get(media_id));
+    let response = match media {
+        Some((content_type, bytes)) => hyper::Response::builder()
+            .status(200)
+            .header("Content-Type", content_type.as_str())
+            .header("Content-Disposition", "inline; filename=legacy.bin")
+            .body(Full::new(Bytes::from(bytes.clone()))),
+        None => hyper::Response::builder()
+            .status(404)
+            .header("Content-Type", "application/json")
+            .body(Full::new(Bytes::from(r#"{"errcode":"M_NOT_FOUND","error":"no such media"}"#))),
+    };
+    Some(response.expect("response"))
 }
 
 async fn handle(

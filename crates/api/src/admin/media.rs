@@ -223,14 +223,16 @@ async fn delete_user_media(
     Ok(deleted_json(&deleted))
 }
 
-/// `POST /_synapse/admin/v1/purge_media_cache`: remote media is not cached by this server, so
-/// there is never anything to purge (`before_ts` is still checked as Synapse checks it).
+/// `POST /_synapse/admin/v1/purge_media_cache`: deletes the cached remote media not read
+/// since `before_ts` (checked as Synapse checks it).
 async fn purge_media_cache(
-    AdminAuth(_admin): AdminAuth,
+    State(services): State<AppState>,
+    AdminAuth(admin): AdminAuth,
     QueryParams(pairs): QueryParams<Vec<(String, String)>>,
 ) -> ApiResult<Json<Value>> {
-    before_ts(&pairs)?;
-    Ok(Json(json!({ "deleted": 0 })))
+    let before_ts = before_ts(&pairs)?;
+    let deleted = services.admin_purge_media_cache(&admin.user_id, before_ts).await?;
+    Ok(Json(json!({ "deleted": deleted })))
 }
 
 /// `GET /_synapse/admin/v1/statistics/users/media`

@@ -3,6 +3,7 @@
 mod auth;
 mod hierarchy;
 mod invite;
+mod media;
 mod membership;
 mod reads;
 mod send;
@@ -108,6 +109,7 @@ pub fn routes() -> Router<AppState> {
         .route("/_matrix/federation/v1/version", get(version))
         .route("/_matrix/federation/v1/query/profile", get(query_profile))
         .merge(reads::routes())
+        .merge(media::routes())
         .merge(hierarchy::routes())
         .merge(membership::routes())
         .merge(invite::routes())

@@ -6,7 +6,8 @@
 //!
 //! Scenarios: joins, messages with their relations, kicks and bans, a stopped side catching up,
 //! typing, receipts and presence, invites and knocks (one refused), and concurrent power-level
-//! changes resolving to one state, each both ways. Not here (yet): Myelin backfilling from a
+//! changes resolving to one state, media downloads and thumbnails over federation, each both
+//! ways. Not here (yet): Myelin backfilling from a
 //! remote server when its client paginates: the backfill scenario is the peer backfilling from
 //! Myelin, so it runs against Synapse only.
 
@@ -245,6 +246,7 @@ both_peers!(stopped_side_catches_up: synapse_stopped_side_gets_every_message_onc
 both_peers!(typing_receipts_presence: synapse_typing_receipts_presence_both_ways, myelin_typing_receipts_presence_both_ways);
 both_peers!(invites_and_knocks: synapse_invites_and_knocks_both_ways, myelin_invites_and_knocks_both_ways);
 both_peers!(concurrent_power_levels: synapse_concurrent_power_levels_converge, myelin_concurrent_power_levels_converge);
+both_peers!(media_both_ways: synapse_media_downloads_and_thumbnails_both_ways, myelin_media_downloads_and_thumbnails_both_ways);
 
 /// A room of each side, joined from the other by room ID (with the server to go through) and
 /// by alias alone; both sides agree on the members.
@@ -926,5 +928,73 @@ async fn concurrent_power_levels(kind: PeerKind) {
             }
         }
         assert!(forked, "the two power-level changes never forked {room} in five rounds");
+    }
+}
+
+/// A PNG of `width` x `height`.
+fn png(width: u32, height: u32) -> Vec<u8> {
+    let image = image::RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb([(x * 3 % 256) as u8, (y * 5 % 256) as u8, 40])
+    });
+    let mut bytes = Vec::new();
+    image.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png).unwrap();
+    bytes
+}
+
+/// Uploads `bytes` as `user` on the server at `base_url`; returns the media ID.
+async fn upload_png(base_url: &str, user: &TestUser, bytes: Vec<u8>) -> String {
+    let response = myelin_test_support::http_client()
+        .post(format!("{base_url}/_matrix/media/v3/upload?filename=picture.png"))
+        .bearer_auth(&user.access_token)
+        .header("content-type", "image/png")
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    body["content_uri"].as_str().unwrap().rsplit('/').next().unwrap().to_owned()
+}
+
+/// `GET path` as `user` on the server at `base_url`: status, content type and body.
+async fn get_bytes(base_url: &str, user: &TestUser, path: &str) -> (u16, String, Vec<u8>) {
+    let response = myelin_test_support::http_client()
+        .get(format!("{base_url}{path}"))
+        .bearer_auth(&user.access_token)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let content_type =
+        response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    (status, content_type, response.bytes().await.unwrap().to_vec())
+}
+
+/// Each side's user uploads an image; the other side's user downloads it and a thumbnail of it
+/// through their own server (authenticated media over federation).
+async fn media_both_ways(kind: PeerKind) {
+    let Some((_certs, m, peer)) = servers(kind).await else { return };
+    let alice = m.register("alice").await;
+    let bob = peer.register("bob").await;
+    let of_myelin = png(200, 150);
+    let of_peer = png(240, 160);
+    let myelin_media = upload_png(&m.base_url, &alice, of_myelin.clone()).await;
+    let peer_media = upload_png(peer.base_url(), &bob, of_peer.clone()).await;
+    for (base_url, user, origin, media_id, bytes) in [
+        (peer.base_url(), &bob, m.server_name.as_str(), &myelin_media, &of_myelin),
+        (m.base_url.as_str(), &alice, peer.server_name(), &peer_media, &of_peer),
+    ] {
+        let download = format!("/_matrix/client/v1/media/download/{origin}/{media_id}");
+        let (status, content_type, body) = get_bytes(base_url, user, &download).await;
+        assert_eq!(status, 200, "{origin}/{media_id} from {base_url}: {}", String::from_utf8_lossy(&body));
+        assert_eq!(content_type, "image/png");
+        assert_eq!(&body, bytes, "{origin}/{media_id} arrives whole");
+        let thumbnail =
+            format!("/_matrix/client/v1/media/thumbnail/{origin}/{media_id}?width=32&height=32&method=crop");
+        let (status, content_type, body) = get_bytes(base_url, user, &thumbnail).await;
+        assert_eq!(status, 200, "{thumbnail} from {base_url}: {}", String::from_utf8_lossy(&body));
+        assert!(content_type.starts_with("image/"), "{content_type}");
+        let image = image::load_from_memory(&body).expect("a decodable thumbnail");
+        assert_eq!((image.width(), image.height()), (32, 32));
     }
 }

@@ -27,6 +27,7 @@ mod federation_gaps;
 mod federation_inbound;
 mod federation_invite;
 mod federation_join;
+mod federation_media;
 mod federation_reads;
 mod federation_resident;
 mod federation_sender;

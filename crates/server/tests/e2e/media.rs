@@ -367,11 +367,12 @@ async fn media_ids_never_name_paths_outside_the_store() {
     assert_ne!(reply.status, 200);
     // Short unknown IDs are simply not found.
     download(&server, &alice, "ab", &[]).await.expect_error(404, "M_NOT_FOUND");
-    // Remote media is not found until federation fetches it.
+    // Remote media of a server that cannot be reached: 502, as Synapse answers (fetching is
+    // `federation_media`'s).
     let path = format!("{DOWNLOAD}/elsewhere.example/SomeRemoteMediaId");
     send(&server, reqwest::Method::GET, &path, Some(&alice.access_token), &[], None)
         .await
-        .expect_error(404, "M_NOT_FOUND");
+        .expect_error(502, "M_UNKNOWN");
 }
 
 #[tokio::test]

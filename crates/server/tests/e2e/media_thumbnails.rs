@@ -377,10 +377,11 @@ async fn bad_parameters_and_missing_tokens_are_refused() {
     get(&server, &path, None).await.expect_error(401, "M_MISSING_TOKEN");
     let legacy = format!("{LEGACY_THUMBNAIL}/{}/{media_id}?width=32&height=32", server.server_name);
     get(&server, &legacy, None).await.expect_error(404, "M_NOT_FOUND");
-    // Remote media is not fetched yet.
+    // Unknown media; remote media of a server that cannot be reached is a bad gateway, as in
+    // Synapse (fetching is `federation_media`'s).
     thumbnail(&server, &alice, "abc", "width=32&height=32").await.expect_error(404, "M_NOT_FOUND");
     let remote = format!("{THUMBNAIL}/elsewhere.example/{media_id}?width=32&height=32");
-    get(&server, &remote, Some(&alice.access_token)).await.expect_error(404, "M_NOT_FOUND");
+    get(&server, &remote, Some(&alice.access_token)).await.expect_error(502, "M_UNKNOWN");
     server.stop().await;
 }
 

@@ -52,18 +52,35 @@ pub struct RetentionOutcome {
     pub local_deleted: Vec<String>,
     /// `/create`d IDs forgotten because their upload never came.
     pub pending_expired: u64,
+    /// Cached remote media deleted for not being read within `remote_media_lifetime`.
+    pub remote_deleted: u64,
 }
 
 impl Services {
     /// Notes that a local media was read; written with the next batch.
     pub(crate) fn media_accessed(&self, media_id: &str) {
-        self.media.accessed.lock().insert(media_id.to_owned());
+        self.media_accessed_from("", media_id);
+    }
+
+    /// Notes that a media of `origin` (empty for this server) was read; written with the next
+    /// batch.
+    pub(crate) fn media_accessed_from(&self, origin: &str, media_id: &str) {
+        self.media.accessed.lock().insert((origin.to_owned(), media_id.to_owned()));
     }
 
     /// Writes the last-access time of every media read since the last batch.
     pub async fn flush_media_accesses(&self) -> Result<()> {
-        let accessed: Vec<String> = std::mem::take(&mut *self.media.accessed.lock()).into_iter().collect();
-        if let Err(error) = self.store.touch_local_media_batch(&accessed, now_ms() as i64).await {
+        let accessed: Vec<(String, String)> =
+            std::mem::take(&mut *self.media.accessed.lock()).into_iter().collect();
+        let (local, remote): (Vec<_>, Vec<_>) =
+            accessed.iter().cloned().partition(|(origin, _)| origin.is_empty());
+        let local: Vec<String> = local.into_iter().map(|(_, media_id)| media_id).collect();
+        let now = now_ms() as i64;
+        let written = match self.store.touch_local_media_batch(&local, now).await {
+            Ok(()) => self.store.touch_remote_media_batch(&remote, now).await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = written {
             // Put them back for the next batch.
             self.media.accessed.lock().extend(accessed);
             return Err(error.into());
@@ -86,9 +103,10 @@ impl Services {
                     }
                 }
                 _ = retention.tick() => match self.apply_media_retention(now_ms() as i64).await {
-                    Ok(outcome) if outcome.local_deleted.is_empty() && outcome.pending_expired == 0 => {}
+                    Ok(outcome) if outcome == RetentionOutcome::default() => {}
                     Ok(outcome) => tracing::info!(
                         deleted = outcome.local_deleted.len(),
+                        remote_deleted = outcome.remote_deleted,
                         pending_expired = outcome.pending_expired,
                         "applied media retention"
                     ),
@@ -103,8 +121,8 @@ impl Services {
 
     /// Synapse's `_apply_media_retention_rules` as of `now` (ms): deletes local media not read
     /// for `media_retention.local_media_lifetime` (never quarantined or protected media, whose
-    /// fate is the admin's), and forgets `/create`d IDs whose upload never came. Remote media
-    /// is not cached by this server yet, so `remote_media_lifetime` has nothing to purge.
+    /// fate is the admin's), deletes cached remote media not read for `remote_media_lifetime`
+    /// (quarantined media stays), and forgets `/create`d IDs whose upload never came.
     pub async fn apply_media_retention(&self, now: i64) -> Result<RetentionOutcome> {
         self.flush_media_accesses().await?;
         let mut outcome = RetentionOutcome {
@@ -121,6 +139,10 @@ impl Services {
                 delete_protected: false,
             };
             outcome.local_deleted = self.delete_old_local_media(filter).await?;
+        }
+        if let Some(lifetime) = self.config.media.media_retention.remote_media_lifetime {
+            let before_ts = now.saturating_sub(i64::try_from(lifetime.0).unwrap_or(i64::MAX));
+            outcome.remote_deleted = self.purge_remote_media_cache(before_ts).await?;
         }
         Ok(outcome)
     }
@@ -293,9 +315,8 @@ impl Services {
     /// Synapse's `check_avatar_size_and_mime_type`: whether `mxc` may be an avatar under
     /// `max_avatar_size` and `allowed_avatar_mimetypes`. An empty URL (no avatar) always may;
     /// with neither option set, anything may. Otherwise the media must be known here: local
-    /// media that exists and is uploaded (remote media is not cached by this server yet, so a
-    /// remote avatar is refused, as Synapse refuses one it has not cached), within the size and
-    /// of an allowed type.
+    /// media that exists and is uploaded, or remote media in the cache (one not cached is
+    /// refused, as Synapse refuses it), within the size and of an allowed type.
     pub async fn avatar_allowed(&self, mxc: &str) -> Result<bool> {
         let config = &self.config.media;
         let max_size = config.max_avatar_size.map(|size| size.0).filter(|&size| size > 0);
@@ -307,16 +328,22 @@ impl Services {
         else {
             return Ok(false);
         };
-        if server_name != self.server_name() {
-            tracing::info!(mxc, "refused an avatar that is not on this server");
-            return Ok(false);
-        }
         let Ok(media_id) = MediaId::parse(media_id) else { return Ok(false) };
-        let Some(record) = self.store.local_media(media_id.as_str()).await? else {
-            tracing::info!(mxc, "refused an avatar that is not on this server");
+        // This server's media, or another's in the remote media cache (a remote avatar is
+        // checked only once a local user has fetched it, as Synapse does).
+        let known = if server_name == self.server_name() {
+            self.store.local_media(media_id.as_str()).await?.map(|record| (record.size, record.content_type))
+        } else {
+            self.store
+                .remote_media(server_name, media_id.as_str())
+                .await?
+                .map(|record| (Some(record.size), record.content_type))
+        };
+        let Some((size, content_type)) = known else {
+            tracing::info!(mxc, "refused an avatar that is not known here");
             return Ok(false);
         };
-        let Some(size) = record.size else {
+        let Some(size) = size else {
             tracing::info!(mxc, "refused an avatar of unknown size");
             return Ok(false);
         };
@@ -325,9 +352,9 @@ impl Services {
             return Ok(false);
         }
         if let Some(mimetypes) = mimetypes
-            && !record.content_type.as_ref().is_some_and(|content_type| mimetypes.contains(content_type))
+            && !content_type.as_ref().is_some_and(|content_type| mimetypes.contains(content_type))
         {
-            tracing::info!(mxc, content_type = ?record.content_type, "refused an avatar of a type not allowed");
+            tracing::info!(mxc, content_type = ?content_type, "refused an avatar of a type not allowed");
             return Ok(false);
         }
         Ok(true)

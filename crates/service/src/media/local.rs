@@ -84,10 +84,10 @@ impl MediaUpload {
 }
 
 /// Deletes a file renamed into place unless its record was written (`disarm`).
-struct PlacedFile(Option<PathBuf>);
+pub(super) struct PlacedFile(pub(super) Option<PathBuf>);
 
 impl PlacedFile {
-    fn disarm(&mut self) {
+    pub(super) fn disarm(&mut self) {
         self.0 = None;
     }
 }
@@ -229,7 +229,12 @@ impl Services {
         placed.disarm();
         // `thumbnail_sizes`, before the answer as in Synapse; never a reason to fail.
         let file_path = self.media_file_path(&local_content_path(&MediaId::parse(&record.file_id)?));
-        self.pregenerate_thumbnails(&media_id, &file_path, content_type.as_deref()).await;
+        let source = super::thumbnails::ThumbnailSource::Local {
+            media_id: media_id.clone(),
+            file_id: MediaId::parse(&record.file_id)?,
+            content_type,
+        };
+        self.pregenerate_thumbnails(&source, &file_path).await;
         Ok(media_id)
     }
 

@@ -23,10 +23,14 @@
 //!   (`media_retention`) run by a background worker, batched last-access times, and the avatar
 //!   rules (`max_avatar_size`, `allowed_avatar_mimetypes`).
 //!
-//! Remote media (other servers' MXC URIs) comes with federation; until then it is not found.
+//! - [`remote`]: other servers' media, fetched over federation for local clients (one download
+//!   per media at a time), cached under `remote_content/{origin}/...` and thumbnailed here;
+//!   this server's own media served to other servers (`/_matrix/federation/v1/media/...`) goes
+//!   through the local download and thumbnail paths.
 
 pub mod admin;
 pub mod local;
+pub mod remote;
 pub mod thumbnails;
 
 use std::path::{Path, PathBuf};
@@ -41,6 +45,7 @@ use crate::util::now_ms;
 use crate::{Error, Result, Services};
 
 pub use local::{MediaUpload, UploadMetadata, UploadTarget};
+pub use remote::{RemoteOrigin, remote_content_path, remote_thumbnail_dir};
 pub use thumbnails::{ThumbnailFile, ThumbnailRequest};
 
 /// Shared state of the media repository: wakes downloads waiting for an asynchronous upload,
@@ -51,8 +56,10 @@ pub use thumbnails::{ThumbnailFile, ThumbnailRequest};
 pub struct Media {
     uploaded: Notify,
     finishing: TaskTracker,
-    accessed: parking_lot::Mutex<std::collections::HashSet<String>>,
+    /// `(origin, media ID)`, the origin empty for local media.
+    accessed: parking_lot::Mutex<std::collections::HashSet<(String, String)>>,
     thumbnailing: thumbnails::Thumbnailing,
+    remote: remote::RemoteDownloads,
 }
 
 /// The longest a download waits for a pending asynchronous upload (Synapse's
@@ -123,6 +130,12 @@ pub fn local_thumbnail_path(
     content_type: &str,
     method: &str,
 ) -> Option<PathBuf> {
+    Some(local_thumbnail_dir(media_id).join(thumbnail_file_name(width, height, content_type, method)?))
+}
+
+/// `{width}-{height}-{top}-{sub}-{method}`: a thumbnail's file name. `None` for a content type
+/// that is not `top/sub` or would leave the directory.
+fn thumbnail_file_name(width: u32, height: u32, content_type: &str, method: &str) -> Option<String> {
     let (top, sub) = content_type.split_once('/')?;
     let safe = |part: &str| {
         !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-._".contains(&b))
@@ -130,7 +143,7 @@ pub fn local_thumbnail_path(
     if !safe(top) || !safe(sub) || !safe(method) || sub.contains("..") {
         return None;
     }
-    Some(local_thumbnail_dir(media_id).join(format!("{width}-{height}-{top}-{sub}-{method}")))
+    Some(format!("{width}-{height}-{top}-{sub}-{method}"))
 }
 
 /// Which routes a download came through.
@@ -166,8 +179,8 @@ impl Services {
     /// The record of a local media for a download through `access`: waits up to `wait` (capped
     /// at [`MAX_UPLOAD_WAIT`]) for a pending asynchronous upload. Unknown, expired, quarantined
     /// and (on the legacy routes) authenticated media are `M_NOT_FOUND`; media still not
-    /// uploaded after the wait is `M_NOT_YET_UPLOADED`. A remote `server_name` is not found
-    /// until federation fetches remote media.
+    /// uploaded after the wait is `M_NOT_YET_UPLOADED`. Another server's media is not found
+    /// here (see [`Self::remote_media_for_download`]).
     pub async fn local_media_for_download(
         &self,
         server_name: &str,
@@ -176,7 +189,6 @@ impl Services {
         wait: Duration,
     ) -> Result<LocalMediaRecord> {
         if server_name != self.server_name() {
-            // Remote media comes with federation (issue 14).
             return Err(not_found());
         }
         let deadline = tokio::time::Instant::now() + wait.min(MAX_UPLOAD_WAIT);
@@ -212,31 +224,15 @@ impl Services {
     /// Opens an uploaded local media's file for reading and records the access.
     pub async fn open_local_media(&self, record: &LocalMediaRecord) -> Result<MediaFile> {
         let file_id = record.file_id.as_deref().ok_or_else(not_found)?;
-        let path = self.media_file_path(&local_content_path(&MediaId::parse(file_id)?));
-        let file = match tokio::fs::File::open(&path).await {
-            Ok(file) => file,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                // Not in the local store: fetched back from a storage provider, as Synapse does.
-                let rel_path = local_content_path(&MediaId::parse(file_id)?);
-                let fetched = self
-                    .storage_providers
-                    .fetch_to_file(&rel_path.to_string_lossy(), &path)
-                    .await
-                    .map_err(|e| Error::internal_with("fetching media from its storage provider", e))?;
-                if !fetched {
-                    tracing::warn!(media_id = %record.media_id, path = %path.display(), "a media file is missing");
-                    return Err(not_found());
-                }
-                tokio::fs::File::open(&path)
-                    .await
-                    .map_err(|error| Error::internal_with(format!("opening {}", path.display()), error))?
-            }
-            Err(error) => return Err(Error::internal_with(format!("opening {}", path.display()), error)),
+        let rel_path = local_content_path(&MediaId::parse(file_id)?);
+        let Some(file) = self.open_media_file(&rel_path).await? else {
+            tracing::warn!(media_id = %record.media_id, path = %rel_path.display(), "a media file is missing");
+            return Err(not_found());
         };
         let size = file
             .metadata()
             .await
-            .map_err(|error| Error::internal_with(format!("reading {}", path.display()), error))?
+            .map_err(|error| Error::internal_with(format!("reading {}", rel_path.display()), error))?
             .len();
         self.media_accessed(&record.media_id);
         Ok(MediaFile {
@@ -245,6 +241,29 @@ impl Services {
             content_type: record.content_type.clone(),
             upload_name: record.upload_name.clone(),
         })
+    }
+
+    /// Opens a media file by its relative path: from the local store, else fetched back from a
+    /// storage provider (as Synapse does); `None` when neither has it.
+    pub(crate) async fn open_media_file(&self, rel_path: &Path) -> Result<Option<tokio::fs::File>> {
+        let path = self.media_file_path(rel_path);
+        match tokio::fs::File::open(&path).await {
+            Ok(file) => return Ok(Some(file)),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(Error::internal_with(format!("opening {}", path.display()), error)),
+        }
+        let fetched = self
+            .storage_providers
+            .fetch_to_file(&rel_path.to_string_lossy(), &path)
+            .await
+            .map_err(|e| Error::internal_with("fetching media from its storage provider", e))?;
+        if !fetched {
+            return Ok(None);
+        }
+        tokio::fs::File::open(&path)
+            .await
+            .map(Some)
+            .map_err(|error| Error::internal_with(format!("opening {}", path.display()), error))
     }
 
     /// Waits until every upload being finished (including those whose caller went away) has
@@ -261,6 +280,6 @@ impl Services {
     }
 }
 
-fn not_found() -> Error {
+pub(crate) fn not_found() -> Error {
     MatrixError::not_found("Media not found").into()
 }

@@ -10,7 +10,11 @@
 //!   made on the first request and stored under the box's size; concurrent requests for the
 //!   same one wait for a single generation (a lock per thumbnail, taken inside a task of its
 //!   own, so a caller going away does not stop a generation others wait for).
-//! - Each thumbnail is a file at [`local_thumbnail_path`] (written to `tmp/` and renamed into
+//! - Cached remote media is thumbnailed here the same way, as Synapse does (the remote server
+//!   is never asked for a thumbnail): [`ThumbnailSource`] says whose media it is, where its
+//!   thumbnails' files go (`local_thumbnails/...` or `remote_thumbnail/{origin}/...`) and which
+//!   table records them.
+//! - Each thumbnail is a file at [`local_thumbnail_path`] (or [`super::remote::remote_thumbnail_path`]) (written to `tmp/` and renamed into
 //!   place, so a reader never sees half a file), mirrored to the `media_storage_providers`,
 //!   then recorded. A file missing locally is fetched back from a provider, else made again.
 
@@ -21,10 +25,11 @@ use std::time::Duration;
 
 use myelin_config::{ThumbnailMethod, ThumbnailSize};
 use myelin_core::MatrixError;
-use myelin_store::{LocalMediaRecord, ThumbnailRecord};
+use myelin_store::{LocalMediaRecord, RemoteMediaRecord, ThumbnailRecord};
 use tokio::io::AsyncWriteExt;
 
 use super::local::{new_temp_file, place_file};
+use super::remote::{RemoteOrigin, remote_content_path, remote_thumbnail_path};
 use super::{MediaAccess, MediaId, local_content_path, local_thumbnail_path};
 use crate::s3_provider::MediaOrigin;
 use crate::thumbnail::{self, StoredThumbnail, Thumbnail, ThumbnailError};
@@ -50,8 +55,97 @@ pub struct ThumbnailFile {
     pub content_type: String,
 }
 
-/// A media ID and what is asked of it: one thumbnail made on demand.
-type ThumbnailKey = (String, ThumbnailRequest);
+/// A media (its origin, empty for local media, and its ID) and what is asked of it: one
+/// thumbnail made on demand.
+type ThumbnailKey = (String, String, ThumbnailRequest);
+
+/// The media a thumbnail is made of.
+#[derive(Clone, Debug)]
+pub(crate) enum ThumbnailSource {
+    /// A local media: its ID, the ID of the file holding its bytes, and its type.
+    Local { media_id: MediaId, file_id: MediaId, content_type: Option<String> },
+    /// A cached remote media: its origin, its ID there, the file this server keeps, its type.
+    Remote { origin: RemoteOrigin, media_id: String, file_id: MediaId, content_type: Option<String> },
+}
+
+impl ThumbnailSource {
+    pub(crate) fn local(record: &LocalMediaRecord) -> Result<ThumbnailSource> {
+        Ok(ThumbnailSource::Local {
+            media_id: MediaId::parse(&record.media_id)?,
+            file_id: MediaId::parse(record.file_id.as_deref().unwrap_or(&record.media_id))?,
+            content_type: record.content_type.clone(),
+        })
+    }
+
+    pub(crate) fn remote(record: &RemoteMediaRecord) -> Result<ThumbnailSource> {
+        Ok(ThumbnailSource::Remote {
+            origin: RemoteOrigin::parse(&record.media_origin)?,
+            media_id: record.media_id.clone(),
+            file_id: MediaId::parse(&record.file_id)?,
+            content_type: record.content_type.clone(),
+        })
+    }
+
+    fn content_type(&self) -> Option<&str> {
+        match self {
+            ThumbnailSource::Local { content_type, .. } | ThumbnailSource::Remote { content_type, .. } => {
+                content_type.as_deref()
+            }
+        }
+    }
+
+    /// The origin (empty for local media) and the media ID.
+    fn key(&self) -> (String, String) {
+        match self {
+            ThumbnailSource::Local { media_id, .. } => (String::new(), media_id.as_str().to_owned()),
+            ThumbnailSource::Remote { origin, media_id, .. } => {
+                (origin.as_str().to_owned(), media_id.clone())
+            }
+        }
+    }
+
+    /// The relative path of the media's bytes.
+    fn content_rel_path(&self) -> std::path::PathBuf {
+        match self {
+            ThumbnailSource::Local { file_id, .. } => local_content_path(file_id),
+            ThumbnailSource::Remote { origin, file_id, .. } => remote_content_path(origin, file_id),
+        }
+    }
+
+    fn storage_origin(&self) -> MediaOrigin {
+        match self {
+            ThumbnailSource::Local { .. } => MediaOrigin::Local,
+            ThumbnailSource::Remote { .. } => MediaOrigin::Remote,
+        }
+    }
+
+    fn thumbnail_rel_path(
+        &self,
+        width: u32,
+        height: u32,
+        content_type: &str,
+        method: ThumbnailMethod,
+    ) -> Result<std::path::PathBuf> {
+        let path = match self {
+            ThumbnailSource::Local { media_id, .. } => {
+                local_thumbnail_path(media_id, width, height, content_type, method.as_str())
+            }
+            ThumbnailSource::Remote { origin, file_id, .. } => {
+                remote_thumbnail_path(origin, file_id, width, height, content_type, method.as_str())
+            }
+        };
+        path.ok_or_else(|| Error::internal(format!("a thumbnail of {self:?} has type {content_type:?}")))
+    }
+}
+
+impl std::fmt::Display for ThumbnailSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ThumbnailSource::Local { media_id, .. } => write!(f, "{media_id}"),
+            ThumbnailSource::Remote { origin, media_id, .. } => write!(f, "{}/{media_id}", origin.as_str()),
+        }
+    }
+}
 
 /// The thumbnails being made on demand, one lock per thumbnail, how many were made, and
 /// the permits of the blocking threads that make them (one per core: each decode may hold
@@ -86,11 +180,41 @@ impl Services {
         wait: Duration,
     ) -> Result<ThumbnailFile> {
         let record = self.local_media_for_download(server_name, media_id, access, wait).await?;
-        let stored = self.store.local_thumbnails(media_id.as_str()).await?;
+        self.thumbnail_of(&ThumbnailSource::local(&record)?, request).await
+    }
+
+    /// The thumbnail of a media of any server that serves `request`: this server's through
+    /// [`Self::local_thumbnail`], another's made here of its cached copy (fetched first when
+    /// `allow_remote`, see [`Self::remote_media_for_download`]).
+    pub async fn media_thumbnail(
+        &self,
+        server_name: &str,
+        media_id: &MediaId,
+        request: ThumbnailRequest,
+        access: MediaAccess,
+        wait: Duration,
+        allow_remote: bool,
+    ) -> Result<ThumbnailFile> {
+        if server_name == self.server_name() {
+            return self.local_thumbnail(server_name, media_id, request, access, wait).await;
+        }
+        let record =
+            self.remote_media_for_download(server_name, media_id, access, wait, allow_remote).await?;
+        self.thumbnail_of(&ThumbnailSource::remote(&record)?, request).await
+    }
+
+    /// The stored thumbnail of `source` that serves `request` (made now with
+    /// `dynamic_thumbnails`).
+    async fn thumbnail_of(
+        &self,
+        source: &ThumbnailSource,
+        request: ThumbnailRequest,
+    ) -> Result<ThumbnailFile> {
+        let stored = self.stored_thumbnails(source).await?;
         let chosen = if self.config.media.dynamic_thumbnails {
             match exact_thumbnail(&stored, request) {
                 Some(thumbnail) => thumbnail.clone(),
-                None => self.generate_exact_thumbnail(&record, media_id, request).await?,
+                None => self.generate_exact_thumbnail(source, request).await?,
             }
         } else {
             if stored.is_empty() {
@@ -122,9 +246,20 @@ impl Services {
             .ok_or_else(|| MatrixError::not_found("No thumbnail of the requested method"))?;
             stored[index].clone()
         };
-        let file = self.open_thumbnail(&record, media_id, &chosen).await?;
-        self.media_accessed(&record.media_id);
+        let file = self.open_thumbnail(source, &chosen).await?;
+        let (origin, media_id) = source.key();
+        self.media_accessed_from(&origin, &media_id);
         Ok(file)
+    }
+
+    /// The thumbnails recorded of `source`.
+    async fn stored_thumbnails(&self, source: &ThumbnailSource) -> Result<Vec<ThumbnailRecord>> {
+        Ok(match source {
+            ThumbnailSource::Local { media_id, .. } => self.store.local_thumbnails(media_id.as_str()).await?,
+            ThumbnailSource::Remote { origin, media_id, .. } => {
+                self.store.remote_thumbnails(origin.as_str(), media_id).await?
+            }
+        })
     }
 
     /// How many thumbnails this process has made (at upload, on demand, or again after their
@@ -135,14 +270,10 @@ impl Services {
 
     /// Makes the configured `thumbnail_sizes` of a just-uploaded media whose bytes are at
     /// `path`. Failures are logged: a medium that cannot be thumbnailed is still uploaded.
-    pub(super) async fn pregenerate_thumbnails(
-        &self,
-        media_id: &MediaId,
-        path: &std::path::Path,
-        content_type: Option<&str>,
-    ) {
+    pub(super) async fn pregenerate_thumbnails(&self, source: &ThumbnailSource, path: &std::path::Path) {
         let sizes = self.config.media.thumbnail_sizes.clone();
-        let Some(content_type) = content_type.filter(|t| thumbnail::is_supported_content_type(t)) else {
+        let Some(content_type) = source.content_type().filter(|t| thumbnail::is_supported_content_type(t))
+        else {
             return;
         };
         if sizes.is_empty() {
@@ -150,13 +281,13 @@ impl Services {
         }
         let length = tokio::fs::metadata(path).await.map_or(0, |metadata| metadata.len());
         if length > self.thumbnail_source_limit() {
-            tracing::info!(%media_id, length, "no thumbnails made of an upload this large");
+            tracing::info!(media = %source, length, "no thumbnails made of an upload this large");
             return;
         }
         let bytes = match tokio::fs::read(path).await {
             Ok(bytes) => bytes,
             Err(error) => {
-                tracing::warn!(%media_id, %error, "could not read an upload to thumbnail it");
+                tracing::warn!(media = %source, %error, "could not read an upload to thumbnail it");
                 return;
             }
         };
@@ -168,19 +299,19 @@ impl Services {
         let thumbnails = match made {
             Ok(Ok(thumbnails)) => thumbnails,
             Ok(Err(error)) => {
-                tracing::info!(%media_id, %error, "no thumbnails made of an upload");
+                tracing::info!(media = %source, %error, "no thumbnails made of an upload");
                 return;
             }
             Err(error) => {
-                tracing::error!(%media_id, %error, "thumbnailing an upload failed");
+                tracing::error!(media = %source, %error, "thumbnailing an upload failed");
                 return;
             }
         };
         for made in thumbnails {
             self.media.thumbnailing.generated.fetch_add(1, Ordering::Relaxed);
             let size = ThumbnailSize::new(made.width, made.height, made.method);
-            if let Err(error) = self.store_thumbnail(media_id, size, &made).await {
-                tracing::warn!(%media_id, %error, "could not store a thumbnail");
+            if let Err(error) = self.store_thumbnail(source, size, &made).await {
+                tracing::warn!(media = %source, %error, "could not store a thumbnail");
             }
         }
     }
@@ -189,22 +320,22 @@ impl Services {
     /// many ask for it at the same time.
     async fn generate_exact_thumbnail(
         &self,
-        record: &LocalMediaRecord,
-        media_id: &MediaId,
+        source: &ThumbnailSource,
         request: ThumbnailRequest,
     ) -> Result<ThumbnailRecord> {
-        if !record.content_type.as_deref().is_some_and(thumbnail::is_supported_content_type) {
+        if !source.content_type().is_some_and(thumbnail::is_supported_content_type) {
             return Err(failed_to_generate());
         }
-        let key = (media_id.as_str().to_owned(), request);
+        let (origin, media_id) = source.key();
+        let key = (origin, media_id, request);
         let lock = self.media.thumbnailing.locks.lock().entry(key.clone()).or_default().clone();
         let services = self.clone();
-        let (record, media_id) = (record.clone(), media_id.clone());
+        let source = source.clone();
         self.media
             .finishing
             .spawn(async move {
                 let guard = lock.lock().await;
-                let result = services.generate_exact_locked(&record, &media_id, request).await;
+                let result = services.generate_exact_locked(&source, request).await;
                 drop(guard);
                 let mut locks = services.media.thumbnailing.locks.lock();
                 // The map's and this task's: nobody else waits for this thumbnail.
@@ -219,16 +350,15 @@ impl Services {
 
     async fn generate_exact_locked(
         &self,
-        record: &LocalMediaRecord,
-        media_id: &MediaId,
+        source: &ThumbnailSource,
         request: ThumbnailRequest,
     ) -> Result<ThumbnailRecord> {
         // Made while this waited for the lock?
-        let stored = self.store.local_thumbnails(media_id.as_str()).await?;
+        let stored = self.stored_thumbnails(source).await?;
         if let Some(thumbnail) = exact_thumbnail(&stored, request) {
             return Ok(thumbnail.clone());
         }
-        let bytes = self.read_local_media(record).await?;
+        let bytes = self.read_source_media(source).await?;
         // A still source asked for an animation gives its still thumbnail, which may be
         // stored already. The headers say which.
         let (bytes, probed) = self
@@ -244,7 +374,7 @@ impl Services {
         {
             return Ok(thumbnail.clone());
         }
-        let content_type = record.content_type.clone().unwrap_or_default();
+        let content_type = source.content_type().unwrap_or_default().to_owned();
         let max_pixels = self.config.media.max_image_pixels;
         let made = self
             .run_thumbnailer(move || {
@@ -253,18 +383,18 @@ impl Services {
             .await?
             .map_err(thumbnail_error)?;
         self.media.thumbnailing.generated.fetch_add(1, Ordering::Relaxed);
-        self.store_thumbnail(media_id, request.size, &made).await
+        self.store_thumbnail(source, request.size, &made).await
     }
 
     /// Writes a thumbnail's file named by `size` (its real size, or the requested box for a
     /// dynamic one), mirrors it and records it.
     async fn store_thumbnail(
         &self,
-        media_id: &MediaId,
+        source: &ThumbnailSource,
         size: ThumbnailSize,
         made: &Thumbnail,
     ) -> Result<ThumbnailRecord> {
-        let rel_path = thumbnail_rel_path(media_id, size.width, size.height, made.content_type, size.method)?;
+        let rel_path = source.thumbnail_rel_path(size.width, size.height, made.content_type, size.method)?;
         let path = self.media_file_path(&rel_path);
         let (mut file, temp_path) = new_temp_file(self.media_store_root()).await?;
         file.write_all(&made.bytes).await.map_err(|e| Error::internal_with("writing a thumbnail", e))?;
@@ -272,7 +402,7 @@ impl Services {
         drop(file);
         place_file(temp_path, &path).await?;
         self.storage_providers
-            .store_file(&rel_path.to_string_lossy(), &path, MediaOrigin::Local)
+            .store_file(&rel_path.to_string_lossy(), &path, source.storage_origin())
             .await
             .map_err(|e| Error::internal_with("mirroring a thumbnail to its storage provider", e))?;
         let record = ThumbnailRecord {
@@ -282,7 +412,14 @@ impl Services {
             content_type: made.content_type.to_owned(),
             size: made.bytes.len() as u64,
         };
-        self.store.insert_local_thumbnail(media_id.as_str(), &record).await?;
+        match source {
+            ThumbnailSource::Local { media_id, .. } => {
+                self.store.insert_local_thumbnail(media_id.as_str(), &record).await?
+            }
+            ThumbnailSource::Remote { origin, media_id, .. } => {
+                self.store.insert_remote_thumbnail(origin.as_str(), media_id, &record).await?
+            }
+        }
         Ok(record)
     }
 
@@ -290,16 +427,15 @@ impl Services {
     /// provider, else made again from the media (Synapse regenerates it too).
     async fn open_thumbnail(
         &self,
-        record: &LocalMediaRecord,
-        media_id: &MediaId,
+        source: &ThumbnailSource,
         thumbnail: &ThumbnailRecord,
     ) -> Result<ThumbnailFile> {
         let method: ThumbnailMethod = thumbnail
             .method
             .parse()
-            .map_err(|e| Error::internal_with(format!("a thumbnail of {media_id}"), e))?;
+            .map_err(|e| Error::internal_with(format!("a thumbnail of {source}"), e))?;
         let rel_path =
-            thumbnail_rel_path(media_id, thumbnail.width, thumbnail.height, &thumbnail.content_type, method)?;
+            source.thumbnail_rel_path(thumbnail.width, thumbnail.height, &thumbnail.content_type, method)?;
         let path = self.media_file_path(&rel_path);
         if let Some(file) = open_if_present(&path).await? {
             return thumbnail_file(file, &thumbnail.content_type).await;
@@ -310,9 +446,9 @@ impl Services {
             .await
             .map_err(|e| Error::internal_with("fetching a thumbnail from its storage provider", e))?;
         if !fetched {
-            tracing::info!(%media_id, path = %path.display(), "a thumbnail file is missing; making it again");
-            let bytes = self.read_local_media(record).await?;
-            let content_type = record.content_type.clone().unwrap_or_default();
+            tracing::info!(media = %source, path = %path.display(), "a thumbnail file is missing; making it again");
+            let bytes = self.read_source_media(source).await?;
+            let content_type = source.content_type().unwrap_or_default().to_owned();
             let (size, animated) = (
                 ThumbnailSize::new(thumbnail.width, thumbnail.height, method),
                 thumbnail.content_type == ANIMATED_TYPE,
@@ -325,7 +461,7 @@ impl Services {
                 .await?
                 .map_err(thumbnail_error)?;
             self.media.thumbnailing.generated.fetch_add(1, Ordering::Relaxed);
-            self.store_thumbnail(media_id, size, &made).await?;
+            self.store_thumbnail(source, size, &made).await?;
         }
         let file =
             open_if_present(&path).await?.ok_or_else(|| MatrixError::not_found("Thumbnail not found"))?;
@@ -353,17 +489,21 @@ impl Services {
         self.config.media.max_image_pixels.saturating_mul(4).saturating_add(16 * 1024 * 1024)
     }
 
-    /// The whole content of an uploaded local media, for thumbnailing (`400 M_UNKNOWN` past
+    /// The whole content of a media, for thumbnailing (`400 M_UNKNOWN` past
     /// [`Self::thumbnail_source_limit`]).
-    async fn read_local_media(&self, record: &LocalMediaRecord) -> Result<Vec<u8>> {
+    async fn read_source_media(&self, source: &ThumbnailSource) -> Result<Vec<u8>> {
         use tokio::io::AsyncReadExt;
-        let mut media = self.open_local_media(record).await?;
-        if media.size > self.thumbnail_source_limit() {
-            tracing::info!(media_id = %record.media_id, size = media.size, "no thumbnail made of media this large");
+        let mut file = self.open_media_file(&source.content_rel_path()).await?.ok_or_else(|| {
+            tracing::warn!(media = %source, "a media file is missing");
+            Error::from(MatrixError::not_found("Media not found"))
+        })?;
+        let size = file.metadata().await.map_err(|e| Error::internal_with("reading media", e))?.len();
+        if size > self.thumbnail_source_limit() {
+            tracing::info!(media = %source, size, "no thumbnail made of media this large");
             return Err(failed_to_generate());
         }
-        let mut bytes = Vec::with_capacity(usize::try_from(media.size).unwrap_or(0));
-        media.file.read_to_end(&mut bytes).await.map_err(|e| Error::internal_with("reading media", e))?;
+        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        file.read_to_end(&mut bytes).await.map_err(|e| Error::internal_with("reading media", e))?;
         Ok(bytes)
     }
 

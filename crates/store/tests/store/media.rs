@@ -241,3 +241,67 @@ store_test!(old_media_is_listed_and_files_go_with_their_last_record, |store| asy
     let files: Vec<_> = deleted.iter().filter_map(|m| m.file_id.as_deref()).collect();
     assert_eq!(files, ["A1"]);
 });
+
+fn remote(origin: &str, media_id: &str, last_access_ts: i64) -> myelin_store::RemoteMediaRecord {
+    myelin_store::RemoteMediaRecord {
+        media_origin: origin.to_owned(),
+        media_id: media_id.to_owned(),
+        content_type: Some("image/png".to_owned()),
+        upload_name: None,
+        size: 7,
+        sha256: "abcd".to_owned(),
+        file_id: format!("file{media_id}"),
+        created_ts: last_access_ts,
+        last_access_ts,
+        quarantined_by: None,
+        authenticated: true,
+    }
+}
+
+store_test!(remote_media_is_cached_once_quarantined_touched_and_purged, |store| async move {
+    assert_eq!(store.remote_media("a.test", "M1").await.unwrap(), None);
+    assert!(store.insert_remote_media(&remote("a.test", "M1", 1000)).await.unwrap());
+    // A second download of the same media loses: the first record stays.
+    let mut late = remote("a.test", "M1", 1500);
+    late.file_id = "other".to_owned();
+    assert!(!store.insert_remote_media(&late).await.unwrap());
+    assert_eq!(store.remote_media("a.test", "M1").await.unwrap(), Some(remote("a.test", "M1", 1000)));
+    // The same ID on another server is another media.
+    assert!(store.insert_remote_media(&remote("b.test", "M1", 1000)).await.unwrap());
+    assert!(store.insert_remote_media(&remote("a.test", "M2", 1000)).await.unwrap());
+    let thumbnail = ThumbnailRecord {
+        width: 32,
+        height: 32,
+        method: "crop".to_owned(),
+        content_type: "image/png".to_owned(),
+        size: 3,
+    };
+    store.insert_remote_thumbnail("a.test", "M1", &thumbnail).await.unwrap();
+    assert_eq!(store.remote_thumbnails("a.test", "M1").await.unwrap(), vec![thumbnail.clone()]);
+    assert!(store.remote_thumbnails("b.test", "M1").await.unwrap().is_empty());
+
+    // Reads move the last-access time forwards only.
+    store.touch_remote_media_batch(&[("a.test".to_owned(), "M2".to_owned())], 5000).await.unwrap();
+    store.touch_remote_media_batch(&[("a.test".to_owned(), "M2".to_owned())], 4000).await.unwrap();
+    assert_eq!(store.remote_media("a.test", "M2").await.unwrap().unwrap().last_access_ts, 5000);
+    assert_eq!(store.set_remote_media_quarantine("b.test", "M1", Some("@admin:x")).await.unwrap(), 1);
+    assert_eq!(store.set_remote_media_quarantine("b.test", "nope", Some("@admin:x")).await.unwrap(), 0);
+
+    // The purge: not read since 2000 and not quarantined.
+    let deleted = store.delete_old_remote_media(2000).await.unwrap();
+    assert_eq!(
+        deleted,
+        vec![myelin_store::DeletedRemoteMedia {
+            media_origin: "a.test".to_owned(),
+            media_id: "M1".to_owned(),
+            file_id: "fileM1".to_owned(),
+        }]
+    );
+    assert_eq!(store.remote_media("a.test", "M1").await.unwrap(), None);
+    assert!(store.remote_thumbnails("a.test", "M1").await.unwrap().is_empty());
+    assert!(store.remote_media("b.test", "M1").await.unwrap().is_some(), "quarantined media stays");
+    assert!(store.remote_media("a.test", "M2").await.unwrap().is_some(), "read recently");
+    // Released from quarantine, it goes with the next purge.
+    store.set_remote_media_quarantine("b.test", "M1", None).await.unwrap();
+    assert_eq!(store.delete_old_remote_media(2000).await.unwrap().len(), 1);
+});
