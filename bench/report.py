@@ -297,7 +297,7 @@ def sliding_sync_section(out, dbs):
         if os.path.exists(os.path.join(out, "commit")):
             commit = f", Myelin at {open(os.path.join(out, 'commit')).read().strip()}"
         print(f"## Sliding sync, {db}{quick} (bench/sliding_sync.py against both: MSC4186, a user in "
-              f"{fmt(n)} rooms, run on {time.strftime('%Y-%m-%d')}{commit})\n")
+              f"{f'{n:,}' if n else '?'} rooms, run on {time.strftime('%Y-%m-%d')}{commit})\n")
         print("| measure | Synapse | Myelin | ratio | target | met |")
         print("|---|---|---|---|---|---|")
         errors = []
@@ -305,9 +305,11 @@ def sliding_sync_section(out, dbs):
         def cell(name, d, key, figure):
             row = d.get(key)
             if not isinstance(row, dict):
-                return None, ("not measured: " + d["unsupported"]) if d.get("unsupported") else "-"
+                return None, "unsupported" if d.get("unsupported") and not key.startswith("v2_") else "-"
             if "error" in row:
-                errors.append(f"{name}, {key}: {row['error']}")
+                text = f"{name}, {key}: {row['error']}"
+                if text not in errors:
+                    errors.append(text)
                 return None, "error"
             v = row.get(figure)
             return v, fmt(v)
@@ -337,6 +339,9 @@ def sliding_sync_section(out, dbs):
         s, m = syn.get("server_rss_mib_after"), my.get("server_rss_mib_after")
         print(f"| server RSS after the run (MiB) | {fmt(s)} | {fmt(m)} | - | - | - |")
         print()
+        for name, d in (("Synapse", syn), ("Myelin", my)):
+            if d.get("unsupported"):
+                errors.append(f"{name}: the sliding sync endpoint answered {d['unsupported']}")
         if errors:
             print("Wrong answers (the row reports them instead of a figure): " + "; ".join(errors) + ".\n")
         sw, mw = syn.get("wakeup") or {}, my.get("wakeup") or {}
