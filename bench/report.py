@@ -272,6 +272,7 @@ SLIDING_SYNC_END = "<!-- sliding-sync:end -->"
 SLIDING_SYNC_ROWS = [
     ("first response, fresh connection, p50 (ms)", "first", "p50_ms", "lower", 10),
     ("first response, fresh connection, p99 (ms)", "first", "p99_ms", "lower", None),
+    ("first response, the user's very first request (caches cold) (ms)", "first", "cold_ms", "lower", None),
     ("incremental response after one new message, p50 (ms)", "incremental", "p50_ms", "lower", None),
     ("incremental response after one new message, p99 (ms)", "incremental", "p99_ms", "lower", None),
     ("wake-up of a waiting request, send answered -> sync answered, p50 (ms)", "wakeup", "p50_ms", "lower", None),
