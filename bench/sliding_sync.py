@@ -105,7 +105,9 @@ def percentile(values, q):
 
 def summary(ms):
     return {"reps": len(ms), "p50_ms": round(percentile(ms, 50), 1), "p99_ms": round(percentile(ms, 99), 1),
-            "min_ms": round(min(ms), 1), "max_ms": round(max(ms), 1)}
+            "min_ms": round(min(ms), 1), "max_ms": round(max(ms), 1),
+            # Every sample, in the order taken (runs move a lot on a shared machine).
+            "samples_ms": [round(v, 1) for v in ms]}
 
 
 # --- setup -----------------------------------------------------------------------------------
