@@ -6,6 +6,8 @@ Usage: python report.py OUT_DIR
        python report.py --splice-media MEDIA_MD BENCHMARKS_MD  (replaces the media section)
        python report.py --federation-only OUT_DIR  (the federation section alone)
        python report.py --splice-federation FEDERATION_MD BENCHMARKS_MD  (replaces it)
+       python report.py --sliding-sync-only OUT_DIR  (the sliding sync section alone)
+       python report.py --splice-sliding-sync SLIDING_SYNC_MD BENCHMARKS_MD  (replaces it)
 """
 import glob
 import json
@@ -263,6 +265,106 @@ def federation_section(out, dbs):
     print(FEDERATION_END)
 
 
+SLIDING_SYNC_BEGIN = "<!-- sliding-sync:begin -->"
+SLIDING_SYNC_END = "<!-- sliding-sync:end -->"
+
+# (label, row key in bench/sliding_sync.py's report, figure, better, target ratio or None)
+SLIDING_SYNC_ROWS = [
+    ("first response, fresh connection, p50 (ms)", "first", "p50_ms", "lower", 10),
+    ("first response, fresh connection, p99 (ms)", "first", "p99_ms", "lower", None),
+    ("first response, the user's very first request (caches cold) (ms)", "first", "cold_ms", "lower", None),
+    ("incremental response after one new message, p50 (ms)", "incremental", "p50_ms", "lower", None),
+    ("incremental response after one new message, p99 (ms)", "incremental", "p99_ms", "lower", None),
+    ("wake-up of a waiting request, send answered -> sync answered, p50 (ms)", "wakeup", "p50_ms", "lower", None),
+    ("wake-up of a waiting request, send answered -> sync answered, p99 (ms)", "wakeup", "p99_ms", "lower", 20),
+    ("reference: initial /sync v2, timeline limit 1, p50 (ms)", "v2_initial", "p50_ms", "lower", None),
+    ("reference: incremental /sync v2 after one new message, p50 (ms)", "v2_incremental", "p50_ms", "lower", None),
+]
+
+
+def sliding_sync_section(out, dbs):
+    """The sliding sync rows (bench/sliding_sync.py against both servers), between markers so
+    that a `--sliding-sync-only` run can replace them in BENCHMARKS.md."""
+    print(SLIDING_SYNC_BEGIN)
+    for db in dbs:
+        syn = load(os.path.join(out, f"sliding-sync-synapse-{db}.json"))
+        my = load(os.path.join(out, f"sliding-sync-myelin-{db}.json"))
+        if not syn and not my:
+            continue
+        syn, my = syn or {}, my or {}
+        n = my.get("rooms") or syn.get("rooms")
+        quick = " (quick smoke run: not a figure)" if my.get("quick") or syn.get("quick") else ""
+        commit = ""
+        if os.path.exists(os.path.join(out, "commit")):
+            commit = f", Myelin at {open(os.path.join(out, 'commit')).read().strip()}"
+        print(f"## Sliding sync, {db}{quick} (bench/sliding_sync.py against both: MSC4186, a user in "
+              f"{f'{n:,}' if n else '?'} rooms, run on {time.strftime('%Y-%m-%d')}{commit})\n")
+        print("| measure | Synapse | Myelin | ratio | target | met |")
+        print("|---|---|---|---|---|---|")
+        errors = []
+
+        def cell(name, d, key, figure):
+            row = d.get(key)
+            if not isinstance(row, dict):
+                return None, "unsupported" if d.get("unsupported") and not key.startswith("v2_") else "-"
+            if "error" in row:
+                text = f"{name}, {key}: {row['error']}"
+                if text not in errors:
+                    errors.append(text)
+                return None, "error"
+            v = row.get(figure)
+            return v, fmt(v)
+
+        sv, stxt = cell("Synapse", syn, "setup", "rooms_per_s")
+        mv, mtxt = cell("Myelin", my, "setup", "rooms_per_s")
+        ratio = mv / sv if isinstance(sv, (int, float)) and isinstance(mv, (int, float)) and sv > 0 else None
+        print(f"| setup: rooms made per second (a room, two joins, a message) | {stxt} | {mtxt} | "
+              f"{f'{ratio:.1f}x' if ratio is not None else '-'} | - | - |")
+        for label, key, figure, better, target in SLIDING_SYNC_ROWS:
+            s, stxt = cell("Synapse", syn, key, figure)
+            m, mtxt = cell("Myelin", my, key, figure)
+            ratio = None
+            if isinstance(s, (int, float)) and isinstance(m, (int, float)) and s > 0 and m > 0:
+                ratio = m / s if better == "higher" else s / m
+            rtxt = f"{ratio:.1f}x" if ratio is not None else "-"
+            if target is None:
+                met, ttxt = "-", "-"
+            elif key == "first":
+                # Issue 15: under 50 ms at 1,000 rooms, and at least 10x faster than Synapse.
+                ttxt = f"< 50 ms, >= {target}x"
+                met = "?" if ratio is None or not n or n < 1000 else ("yes" if ratio >= target and m < 50 else "no")
+            else:
+                met = "yes" if ratio is not None and ratio >= target else ("no" if ratio is not None else "?")
+                ttxt = f">= {target}x" if better == "higher" else f"<= 1/{target}"
+            print(f"| {label} | {stxt} | {mtxt} | {rtxt} | {ttxt} | {met} |")
+        s, m = syn.get("server_rss_mib_after"), my.get("server_rss_mib_after")
+        print(f"| server RSS after the run (MiB) | {fmt(s)} | {fmt(m)} | - | - | - |")
+        print()
+        for name, d in (("Synapse", syn), ("Myelin", my)):
+            if d.get("unsupported"):
+                errors.append(f"{name}: the sliding sync endpoint answered {d['unsupported']}")
+        if errors:
+            print("Wrong answers (the row reports them instead of a figure): " + "; ".join(errors) + ".\n")
+        sw, mw = syn.get("wakeup") or {}, my.get("wakeup") or {}
+        print(f"Every sliding sync request asks for one list, range 0-19, timeline_limit 1, required_state "
+              "name / avatar / encryption / lazy-loaded members. Setup: the user creates each room (public, a name, "
+              "an avatar, every other room encrypted), two other users join it and one sends a message, "
+              f"{fmt(dig(my, ('setup', 'workers')) or dig(syn, ('setup', 'workers')))} rooms at a time. "
+              "First response: a fresh `conn_id` each time, checked for the list's count (every room), 20 rooms "
+              "and the room with the newest message first. Incremental: on one connection, a message from "
+              "another user into a room outside the window, then a request with the last `pos` and timeout 0, "
+              "checked for that message and that room first. Wake-up: a request with `pos` and timeout 30 s "
+              "waits, then another user sends a message; the time from the send's answer to the waiting "
+              "request's answer (from the send's request: p50 / p99 Synapse "
+              f"{fmt(dig(sw, ('from_send_request_ms', 'p50')))} / {fmt(dig(sw, ('from_send_request_ms', 'p99')))} ms, "
+              f"Myelin {fmt(dig(mw, ('from_send_request_ms', 'p50')))} / "
+              f"{fmt(dig(mw, ('from_send_request_ms', 'p99')))} ms), checked for the message; "
+              f"{fmt(mw.get('reps') or sw.get('reps'))} rounds. `/sync` v2 is the same user with a filter of "
+              "timeline limit 1 and lazy-loaded members (initial: every joined room, each rep a distinct inline "
+              "filter so no cached response is served; incremental: after one new message, checked for it).\n")
+    print(SLIDING_SYNC_END)
+
+
 SCALE_BEGIN = "<!-- scale:begin -->"
 SCALE_END = "<!-- scale:end -->"
 
@@ -289,6 +391,15 @@ def main():
         return
     if sys.argv[1] == "--splice-federation":
         splice(sys.argv[2], sys.argv[3], FEDERATION_BEGIN, FEDERATION_END)
+        return
+    if sys.argv[1] == "--sliding-sync-only":
+        out = sys.argv[2]
+        dbs = sorted({os.path.basename(p)[:-5].split("-", 3)[3]
+                      for p in glob.glob(os.path.join(out, "sliding-sync-*-*.json"))})
+        sliding_sync_section(out, dbs)
+        return
+    if sys.argv[1] == "--splice-sliding-sync":
+        splice(sys.argv[2], sys.argv[3], SLIDING_SYNC_BEGIN, SLIDING_SYNC_END)
         return
     out = sys.argv[1]
     commit_file = os.path.join(out, "commit")
@@ -382,12 +493,14 @@ def main():
     notes = os.path.join(HERE, "NOTES.md")
     if os.path.exists(notes):
         print(open(notes).read())
-    # The federation section (bench/run.sh --federation-only) and the scale section
-    # (bench/scale.sh) are kept from the previous BENCHMARKS.md.
+    # The federation section (bench/run.sh --federation-only), the sliding sync section
+    # (--sliding-sync-only) and the scale section (bench/scale.sh) are kept from the previous
+    # BENCHMARKS.md.
     previous = os.path.join(HERE, "..", "BENCHMARKS.md")
     if os.path.exists(previous):
         text = open(previous).read()
-        for begin_marker, end_marker in ((FEDERATION_BEGIN, FEDERATION_END), (SCALE_BEGIN, SCALE_END)):
+        for begin_marker, end_marker in ((FEDERATION_BEGIN, FEDERATION_END),
+                                         (SLIDING_SYNC_BEGIN, SLIDING_SYNC_END), (SCALE_BEGIN, SCALE_END)):
             begin, end = text.find(begin_marker), text.find(end_marker)
             if begin >= 0 and end > begin:
                 print(text[begin:end + len(end_marker)])

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark of Myelin and Synapse with ../shared/bench/mxbench.py.
 #
-#   bench/run.sh [--db sqlite|postgres|both] [--quick] [--e2ee-only] [--media-only] [--federation-only] [--out DIR]
+#   bench/run.sh [--db sqlite|postgres|both] [--quick] [--e2ee-only] [--media-only] [--federation-only] [--sliding-sync-only] [--out DIR]
 #
 # Builds Myelin in release mode, installs Synapse from PyPI into the tools venv
 # (scripts/pytools.sh), starts each server in turn on loopback with equivalent settings
@@ -19,6 +19,10 @@
 # sending to the other on loopback over TLS (inbound PDUs/s in a busy room, delivery latency to a
 # remote /sync, joining a remote room with 10,000 state events); its section replaces the
 # federation section of BENCHMARKS.md (with --quick the table is only printed). SQLite only.
+# --sliding-sync-only runs bench/sliding_sync.py alone against Synapse, then Myelin, each started as
+# above (rate limits off): a user in 1,000 rooms, MSC4186 sliding sync's first response, incremental
+# response and wake-up latency of a waiting request, beside /sync v2 for the same user; its section
+# replaces the sliding sync section of BENCHMARKS.md (with --quick: 100 rooms, the table only printed).
 # MYELIN_BIN=path uses that Myelin binary instead of building one in release mode.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +33,7 @@ quick=0
 e2ee_only=0
 media_only=0
 federation_only=0
+sliding_sync_only=0
 out=""
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -37,6 +42,7 @@ while [ $# -gt 0 ]; do
         --e2ee-only) e2ee_only=1; shift ;;
         --media-only) media_only=1; shift ;;
         --federation-only) federation_only=1; shift ;;
+        --sliding-sync-only) sliding_sync_only=1; shift ;;
         --out) out="$2"; shift 2 ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
@@ -72,14 +78,15 @@ if [ "$federation_only" = 1 ]; then
     fi
     exit 0
 fi
-if [ "$media_only" = 0 ]; then
+if [ "$media_only" = 0 ] && [ "$sliding_sync_only" = 0 ]; then
     echo "== building the load generator (release)"
     cargo build --release --quiet --manifest-path bench/loadgen/Cargo.toml --target-dir target/loadgen
 fi
 # The phases this run measures.
-run_mx=1; run_e2ee=1; run_media=1
+run_mx=1; run_e2ee=1; run_media=1; run_ss=0
 [ "$e2ee_only" = 1 ] && { run_mx=0; run_media=0; }
 [ "$media_only" = 1 ] && { run_mx=0; run_e2ee=0; }
+[ "$sliding_sync_only" = 1 ] && { run_mx=0; run_e2ee=0; run_media=0; run_ss=1; }
 media_args=()
 [ "$quick" = 1 ] && media_args=(--quick)
 
@@ -147,6 +154,9 @@ for db in $dbs; do
     [ "$run_media" = 1 ] && echo "== media rows against Synapse ($db)"
     [ "$run_media" = 1 ] && { "$bin/python" bench/media.py run --url "http://127.0.0.1:$port" --pid "$spid" --label "synapse-$db" \
         --workdir "$out" --out "$out/media-synapse-$db.json" "${media_args[@]}" 2>"$out/media-synapse-$db.log" || true; }
+    [ "$run_ss" = 1 ] && echo "== sliding sync rows against Synapse ($db)"
+    [ "$run_ss" = 1 ] && { "$bin/python" bench/sliding_sync.py run --url "http://127.0.0.1:$port" --pid "$spid" \
+        --label "synapse-$db" --out "$out/sliding-sync-synapse-$db.json" "${media_args[@]}" 2>"$out/sliding-sync-synapse-$db.log" || true; }
     kill -TERM "$spid"; wait "$spid" 2>/dev/null || true
 
     # --- Myelin --------------------------------------------------------------
@@ -174,6 +184,9 @@ for db in $dbs; do
     [ "$run_media" = 1 ] && echo "== media rows against Myelin ($db)"
     [ "$run_media" = 1 ] && { "$bin/python" bench/media.py run --url "http://127.0.0.1:$port" --pid "$mpid" --label "myelin-$db" \
         --workdir "$out" --out "$out/media-myelin-$db.json" "${media_args[@]}" 2>"$out/media-myelin-$db.log" || true; }
+    [ "$run_ss" = 1 ] && echo "== sliding sync rows against Myelin ($db)"
+    [ "$run_ss" = 1 ] && { "$bin/python" bench/sliding_sync.py run --url "http://127.0.0.1:$port" --pid "$mpid" \
+        --label "myelin-$db" --out "$out/sliding-sync-myelin-$db.json" "${media_args[@]}" 2>"$out/sliding-sync-myelin-$db.log" || true; }
     kill -TERM "$mpid"; wait "$mpid" 2>/dev/null || true
 done
 
@@ -186,6 +199,14 @@ if [ "$media_only" = 1 ]; then
     if [ "$quick" = 0 ]; then
         "$bin/python" bench/report.py --splice-media "$out/MEDIA.md" BENCHMARKS.md
         echo "== replaced the media section of BENCHMARKS.md (raw results in $out)"
+    fi
+    exit 0
+fi
+if [ "$sliding_sync_only" = 1 ]; then
+    "$bin/python" bench/report.py --sliding-sync-only "$out" | tee "$out/SLIDING_SYNC.md"
+    if [ "$quick" = 0 ]; then
+        "$bin/python" bench/report.py --splice-sliding-sync "$out/SLIDING_SYNC.md" BENCHMARKS.md
+        echo "== replaced the sliding sync section of BENCHMARKS.md (raw results in $out)"
     fi
     exit 0
 fi
