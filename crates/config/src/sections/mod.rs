@@ -1,5 +1,6 @@
 //! One typed struct per configuration section, reading Synapse's flat top-level keys.
 
+mod appservice;
 mod consent;
 mod database;
 mod federation;
@@ -18,6 +19,7 @@ mod user_directory;
 
 use std::path::{Path, PathBuf};
 
+pub use appservice::{Appservice, AppserviceConfig, Namespace};
 pub use consent::ConsentConfig;
 pub use database::{DatabaseConfig, PostgresConfig};
 pub use federation::{CustomCa, FederationConfig, MAIN_INSTANCE, RetryConfig};
@@ -65,6 +67,8 @@ pub struct Config {
     pub server_notices: Option<ServerNoticesConfig>,
     /// `user_consent`, when configured.
     pub consent: Option<ConsentConfig>,
+    /// `app_service_config_files` and the appservice keys.
+    pub appservice: AppserviceConfig,
     /// The directory of the first config file; default paths are relative to it.
     pub config_dir: PathBuf,
     /// The files read, in order.
@@ -96,6 +100,7 @@ impl Config {
         let caches: CacheConfig = reader.section()?;
         let server_notices: misc::RawServerNotices = reader.section()?;
         let consent: consent::RawConsent = reader.section()?;
+        let appservice: appservice::RawAppservice = reader.section()?;
         let origins = reader.origins;
         let server = server.into_config(origins)?;
         let database = database.into_config(origins)?;
@@ -110,6 +115,7 @@ impl Config {
         let federation = federation.into_config(origins)?;
         let media_storage = media_storage.into_config(origins, &mut reader.warnings)?;
         let consent = consent.into_config(origins)?;
+        let appservice = appservice.into_config(origins, &server.server_name)?;
         if consent.is_some() && keys.form_secret.is_none() {
             return Err(invalid(
                 origins,
@@ -147,6 +153,7 @@ impl Config {
             caches,
             server_notices: server_notices.server_notices,
             consent,
+            appservice,
             config_dir,
             files,
         })
