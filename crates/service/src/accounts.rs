@@ -110,6 +110,7 @@ impl Services {
         if localpart.bytes().all(|b| b.is_ascii_digit()) {
             return Err(invalid_username("Numeric user IDs are reserved for guest users."));
         }
+        self.check_user_not_appservice_exclusive(&user_id, None)?;
         Ok(user_id)
     }
 

@@ -12,6 +12,7 @@
 //! start of the string only.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use regex::Regex;
 use serde::Deserialize;
@@ -33,6 +34,9 @@ pub struct AppserviceConfig {
     /// The instance that sends transactions (`notify_appservices_from_worker`; the main
     /// process without it).
     pub sender_instance: String,
+    /// How long a request to an appservice may take (`myelin_appservice_http_timeout_ms`;
+    /// Synapse's HTTP client default, 60 s).
+    pub http_timeout: Duration,
 }
 
 impl Default for AppserviceConfig {
@@ -42,6 +46,7 @@ impl Default for AppserviceConfig {
             track_appservice_user_ips: false,
             use_appservice_legacy_authorization: false,
             sender_instance: MAIN_INSTANCE.to_owned(),
+            http_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -149,6 +154,8 @@ pub(crate) struct RawAppservice {
     use_appservice_legacy_authorization: LooseBool,
     #[serde(default)]
     notify_appservices_from_worker: Option<String>,
+    #[serde(default)]
+    myelin_appservice_http_timeout_ms: Option<u64>,
 }
 
 impl RawAppservice {
@@ -186,6 +193,13 @@ impl RawAppservice {
             track_appservice_user_ips: self.track_appservice_user_ips.0,
             use_appservice_legacy_authorization: self.use_appservice_legacy_authorization.0,
             sender_instance: self.notify_appservices_from_worker.unwrap_or_else(|| MAIN_INSTANCE.to_owned()),
+            http_timeout: match self.myelin_appservice_http_timeout_ms {
+                Some(0) => {
+                    return Err(invalid(origins, "myelin_appservice_http_timeout_ms", "must be above 0"));
+                }
+                Some(ms) => Duration::from_millis(ms),
+                None => Duration::from_secs(60),
+            },
         })
     }
 }

@@ -47,6 +47,7 @@ pub(crate) const MIGRATION_FILES: &[(&str, &str)] = &[
     ("0022_admin_rooms.sql", include_str!("../../migrations/0022_admin_rooms.sql")),
     ("0023_admin_users.sql", include_str!("../../migrations/0023_admin_users.sql")),
     ("0024_user_consent.sql", include_str!("../../migrations/0024_user_consent.sql")),
+    ("0026_appservices.sql", include_str!("../../migrations/0026_appservices.sql")),
 ];
 
 /// Arbitrary constant identifying Myelin's migration lock.
