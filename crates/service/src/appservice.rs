@@ -414,9 +414,9 @@ impl Services {
         }
     }
 
-    /// Asks the appservices whose namespace holds an unknown local user whether it exists
-    /// (they register it before answering 200).
-    async fn query_appservice_user(&self, user_id: &str) -> Result<bool> {
+    /// Whether a local user exists, asking the appservices whose namespace holds an unknown
+    /// one (they register it before answering 200; Synapse's `query_user_exists`).
+    pub(crate) async fn query_appservice_user(&self, user_id: &str) -> Result<bool> {
         if !user_id.ends_with(&format!(":{}", self.server_name())) {
             return Ok(false);
         }
@@ -437,9 +437,21 @@ impl Services {
         Ok(false)
     }
 
+    /// The room of a local alias; an unknown alias of an appservice's namespace is asked of
+    /// the appservice first, which may create it (Synapse's `query_room_alias_exists`).
+    pub(crate) async fn local_alias_room(&self, alias: &ruma::RoomAliasId) -> Result<Option<String>> {
+        if let Some((room_id, _)) = self.store.get_alias(alias.as_str()).await? {
+            return Ok(Some(room_id));
+        }
+        if !self.query_appservice_alias(alias.as_str()).await {
+            return Ok(None);
+        }
+        Ok(self.store.get_alias(alias.as_str()).await?.map(|(room_id, _)| room_id))
+    }
+
     /// Asks the appservices whose namespace holds an unknown local alias whether it exists;
     /// whether one said yes (and so may have created it).
-    pub(crate) async fn query_appservice_alias(&self, alias: &str) -> bool {
+    async fn query_appservice_alias(&self, alias: &str) -> bool {
         for service in
             self.appservice_list().iter().filter(|s| s.url.is_some() && s.is_alias_in_namespace(alias))
         {

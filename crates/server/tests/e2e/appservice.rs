@@ -122,7 +122,36 @@ async fn query_alias(
     let homeserver = state.homeserver.lock().unwrap().clone().expect("homeserver set");
     let bot = TestClient::new(&homeserver).with_token(AS_TOKEN);
     let localpart = alias.trim_start_matches('#').split(':').next().unwrap_or_default().to_owned();
-    let response = bot.post("/_matrix/client/v3/createRoom", &json!({"room_alias_name": localpart})).await;
+    let response = bot
+        .post(
+            "/_matrix/client/v3/createRoom",
+            &json!({"room_alias_name": localpart, "preset": "public_chat"}),
+        )
+        .await;
+    if response.status != 200 {
+        return (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({})));
+    }
+    (StatusCode::OK, Json(json!({})))
+}
+
+async fn query_user(
+    State(state): State<Shared>,
+    Path(user_id): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> (StatusCode, Json<Value>) {
+    if !authorized(&headers, &state) {
+        return (StatusCode::FORBIDDEN, Json(json!({})));
+    }
+    state.recorded.lock().unwrap().queries.push(user_id.clone());
+    if !user_id.starts_with("@slack_new") {
+        return (StatusCode::NOT_FOUND, Json(json!({"errcode": "M_NOT_FOUND"})));
+    }
+    // Register the ghost before answering, as bridges do.
+    let homeserver = state.homeserver.lock().unwrap().clone().expect("homeserver set");
+    let localpart = user_id.trim_start_matches('@').split(':').next().unwrap_or_default().to_owned();
+    let body = json!({"type": "m.login.application_service", "username": localpart, "inhibit_login": true});
+    let response =
+        TestClient::new(&homeserver).with_token(AS_TOKEN).post("/_matrix/client/v3/register", &body).await;
     if response.status != 200 {
         return (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({})));
     }
@@ -168,6 +197,7 @@ impl TestAppservice {
             .route("/_matrix/app/v1/transactions/{txn}", put(transaction))
             .route("/_matrix/app/v1/ping", post(ping))
             .route("/_matrix/app/v1/rooms/{alias}", get(query_alias))
+            .route("/_matrix/app/v1/users/{user_id}", get(query_user))
             .route("/_matrix/app/v1/thirdparty/protocol/{protocol}", get(protocol))
             .route("/_matrix/app/v1/thirdparty/location/{protocol}", get(location))
             .with_state(state.clone());
@@ -623,12 +653,43 @@ async fn appservice_queries_thirdparty_and_ping() {
         .get(&format!("/_matrix/client/v3/directory/room/{}", urlencode("#other:test.local")))
         .await
         .expect_error(404, "M_NOT_FOUND");
+    // Joining through an alias the appservice makes on demand.
+    let joined = alice
+        .client
+        .post(&format!("/_matrix/client/v3/join/{}", urlencode("#slack_known2:test.local")), &json!({}))
+        .await;
+    assert!(joined.expect(200)["room_id"].as_str().unwrap().starts_with('!'));
+    // Inviting an unknown user of its namespace asks the appservice, which registers it.
+    let room = create_room(&alice, json!({})).await;
+    let invite = |user: &str| {
+        let client = alice.client.clone();
+        let path = format!("/_matrix/client/v3/rooms/{room}/invite");
+        let body = json!({"user_id": user});
+        async move { client.post(&path, &body).await }
+    };
+    invite("@slack_new_frank:test.local").await.expect(200);
+    invite("@slack_never:test.local").await.expect_error(404, "M_NOT_FOUND");
+    invite("@nobody:test.local").await.expect_error(404, "M_NOT_FOUND");
     let queries = appservice.state.recorded.lock().unwrap().queries.clone();
     assert_eq!(
         queries,
-        ["#slack_known:test.local", "#slack_unknown:test.local"],
-        "only its namespace is asked"
+        [
+            "#slack_known:test.local",
+            "#slack_unknown:test.local",
+            "#slack_known2:test.local",
+            "@slack_new_frank:test.local",
+            "@slack_never:test.local"
+        ],
+        "only its namespaces are asked, and only for what is unknown"
     );
+    // The admin API names the appservice of its users.
+    let admin = server.register_admin("admin").await;
+    for user in ["@slack_new_frank:test.local", "@slackbot:test.local"] {
+        let details = admin.client.get(&format!("/_synapse/admin/v2/users/{}", urlencode(user))).await;
+        assert_eq!(details.expect(200)["appservice_id"], "slack", "{user}");
+    }
+    let details = admin.client.get(&format!("/_synapse/admin/v2/users/{}", urlencode(&alice.user_id))).await;
+    assert_eq!(details.expect(200)["appservice_id"], Value::Null);
     // Third-party lookups.
     let protocols = alice.client.get("/_matrix/client/v3/thirdparty/protocols").await.expect(200).clone();
     assert_eq!(protocols["slack"]["instances"][0]["instance_id"], "slack|T1", "{protocols}");

@@ -228,13 +228,10 @@ impl Services {
             let (room_id, servers) = self.remote_room_alias(&alias).await?;
             return Ok((room_id, servers.iter().map(|s| s.to_string()).collect()));
         }
-        let mut found = self.store.get_alias(alias.as_str()).await?;
-        // An alias of an appservice's namespace may be made by the appservice when asked.
-        if found.is_none() && self.query_appservice_alias(alias.as_str()).await {
-            found = self.store.get_alias(alias.as_str()).await?;
-        }
-        let (room_id, _) =
-            found.ok_or_else(|| MatrixError::not_found(format!("Room alias {alias} not found")))?;
+        let room_id = self
+            .local_alias_room(&alias)
+            .await?
+            .ok_or_else(|| MatrixError::not_found(format!("Room alias {alias} not found")))?;
         let room_id = RoomId::parse(&room_id).map_err(Error::internal)?;
         Ok((room_id, vec![self.server_name().to_owned()]))
     }
