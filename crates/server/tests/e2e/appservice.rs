@@ -435,7 +435,22 @@ async fn appservice_masquerades_only_as_its_registered_users() {
             .clone();
     assert_eq!(msc3202["device_id"], device.as_str());
     whoami("?user_id=%40slack_carol%3Atest.local&device_id=NOPE").await.expect_error(400, "M_UNKNOWN_DEVICE");
+    // MSC4190: the appservice creates and deletes its users' devices.
+    let carol_device = "/_matrix/client/v3/devices/BRIDGEDEV?user_id=%40slack_carol%3Atest.local";
+    let created = bridge(&server).put(carol_device, &json!({"display_name": "Bridge"})).await;
+    assert_eq!(created.status, 201, "{}", created.json);
+    bridge(&server).put(carol_device, &json!({"display_name": "Bridge 2"})).await.expect(200);
+    let named = bridge(&server).get(carol_device).await.expect(200).clone();
+    assert_eq!(named["display_name"], "Bridge 2");
+    let as_device =
+        whoami("?user_id=%40slack_carol%3Atest.local&device_id=BRIDGEDEV").await.expect(200).clone();
+    assert_eq!(as_device["device_id"], "BRIDGEDEV");
+    bridge(&server).delete(carol_device).await.expect(200);
+    bridge(&server).get(carol_device).await.expect_error(404, "M_NOT_FOUND");
     let alice = server.register("alice").await;
+    alice.client.put("/_matrix/client/v3/devices/NOTMINE", &json!({})).await.expect_error(404, "M_NOT_FOUND");
+    let uia = alice.client.delete(&format!("/_matrix/client/v3/devices/{}", alice.device_id)).await;
+    assert_eq!(uia.status, 401, "users still need user-interactive auth: {}", uia.json);
     let refused = whoami("?user_id=%40alice%3Atest.local").await;
     refused.expect_error(403, "M_FORBIDDEN");
     assert!(refused.json["error"].as_str().unwrap().contains("cannot masquerade"), "{}", refused.json);
