@@ -128,3 +128,24 @@ fn ids_and_tokens_are_unique_across_files() {
     let second = write(dir.path(), "fine.yaml", &other_tokens.replace("id: bridge", "id: other"));
     assert_eq!(load(&[&first, &second]).unwrap().config.appservice.appservices.len(), 2);
 }
+
+#[test]
+fn the_sender_and_timeout_keys_are_read() {
+    let load =
+        |yaml: &str| load_from_str(&format!("server_name: example.org\n{yaml}"), Path::new("/etc/h.yaml"));
+    let defaults = load("").unwrap().config.appservice;
+    assert_eq!(defaults.http_timeout, std::time::Duration::from_secs(60));
+    assert!(!defaults.use_appservice_legacy_authorization);
+    let loaded = load(
+        "myelin_appservice_http_timeout_ms: 1500\nnotify_appservices_from_worker: as_worker\n\
+         use_appservice_legacy_authorization: true\ntrack_appservice_user_ips: true\n",
+    )
+    .unwrap();
+    assert!(!loaded.warnings.iter().any(|w| w.contains("appservice")), "{:?}", loaded.warnings);
+    let config = loaded.config.appservice;
+    assert_eq!(config.http_timeout, std::time::Duration::from_millis(1500));
+    assert_eq!(config.sender_instance, "as_worker");
+    assert!(config.use_appservice_legacy_authorization && config.track_appservice_user_ips);
+    let zero = load("myelin_appservice_http_timeout_ms: 0\n").unwrap_err().to_string();
+    assert!(zero.contains("myelin_appservice_http_timeout_ms"), "{zero}");
+}
