@@ -56,6 +56,8 @@ const PREFIX: &str = "/_matrix/app/v1";
 pub struct Appservices {
     client: reqwest::Client,
     pub wakeup: tokio::sync::Notify,
+    /// A successful ping: senders backing off try again at once (as Synapse's `force_retry`).
+    ping_ok: tokio::sync::Notify,
     ephemeral: Mutex<HashMap<String, Vec<Value>>>,
 }
 
@@ -70,7 +72,12 @@ impl Appservices {
             .user_agent(concat!("Myelin/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(Error::internal)?;
-        Ok(Appservices { client, wakeup: tokio::sync::Notify::new(), ephemeral: Mutex::default() })
+        Ok(Appservices {
+            client,
+            wakeup: tokio::sync::Notify::new(),
+            ping_ok: tokio::sync::Notify::new(),
+            ephemeral: Mutex::default(),
+        })
     }
 }
 
@@ -391,7 +398,7 @@ impl Services {
         {
             Ok(_) => {
                 // A reachable appservice gets its waiting transactions at once.
-                self.appservices.wakeup.notify_waiters();
+                self.appservices.ping_ok.notify_waiters();
                 Ok(start.elapsed().as_millis() as u64)
             }
             Err(CallError::Timeout(message)) => {
@@ -629,25 +636,33 @@ impl Services {
         let mut backoff = FIRST_BACKOFF;
         loop {
             let wakeup = self.appservices.wakeup.notified();
-            let wait = match self.appservice_round(&service).await {
+            // Stopping mid-round is safe: a transaction sent but not yet deleted is sent again
+            // under its ID after the restart, and the appservice deduplicates it.
+            let round = tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                round = self.appservice_round(&service) => round,
+            };
+            let (wait, idle) = match round {
                 Ok(true) => {
                     backoff = FIRST_BACKOFF;
                     continue;
                 }
                 Ok(false) => {
                     backoff = FIRST_BACKOFF;
-                    IDLE_POLL
+                    (IDLE_POLL, true)
                 }
                 Err(error) => {
                     tracing::warn!(appservice = %service.id, %error, retry_in = ?backoff, "appservice transaction failed");
                     let wait = backoff;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
-                    wait
+                    (wait, false)
                 }
             };
+            // Idle, new events wake it; backing off, only the time (or a successful ping) does.
             tokio::select! {
                 _ = self.shutdown.cancelled() => return,
-                _ = wakeup, if wait == IDLE_POLL => {}
+                _ = wakeup, if idle => {}
+                _ = self.appservices.ping_ok.notified(), if !idle => {}
                 _ = tokio::time::sleep(wait) => {}
             }
         }
