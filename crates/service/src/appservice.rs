@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use myelin_config::Appservice;
 use myelin_core::{ErrCode, ErrorKind, MatrixError};
-use myelin_store::NewUser;
+use myelin_store::{NewUser, PresenceRecord};
 use parking_lot::Mutex;
 use ruma::{RoomId, UserId};
 use serde_json::{Value, json};
@@ -569,21 +569,57 @@ impl Services {
     /// Hands an ephemeral event of a room to the appservices that receive ephemeral events
     /// and are interested in the room. Called by typing and receipts, local or remote.
     pub(crate) async fn appservice_ephemeral(&self, room_id: &RoomId, event: Value) {
+        self.queue_appservice_ephemeral(&event, &[room_id.as_str()], None).await;
+    }
+
+    /// Hands a presence change to the appservices that receive ephemeral events and are
+    /// interested in the user (in their namespace, or in a room of theirs the appservice is
+    /// interested in: Synapse's `is_interested_in_presence`).
+    pub(crate) async fn appservice_presence(&self, record: &PresenceRecord) {
+        let mut content = json!({
+            "presence": record.state,
+            "last_active_ago": (crate::util::now_ms() as i64 - record.last_active_ts).max(0),
+            "currently_active": record.currently_active,
+        });
+        if let Some(status_msg) = &record.status_msg {
+            content["status_msg"] = json!(status_msg);
+        }
+        let event = json!({"type": "m.presence", "sender": record.user_id, "content": content});
+        let rooms = match self.store.rooms_for_user(&record.user_id, "join").await {
+            Ok(rooms) => rooms,
+            Err(error) => {
+                tracing::warn!(%error, "could not read a user's rooms for the appservices");
+                return;
+            }
+        };
+        let rooms: Vec<&str> = rooms.iter().map(String::as_str).collect();
+        self.queue_appservice_ephemeral(&event, &rooms, Some(&record.user_id)).await;
+    }
+
+    /// Queues `event` for each appservice receiving ephemeral events that is interested in
+    /// `user` or in one of `rooms`.
+    async fn queue_appservice_ephemeral(&self, event: &Value, rooms: &[&str], user: Option<&str>) {
         let mut any = false;
         for service in self.appservice_list().iter().filter(|s| s.url.is_some() && s.wants_ephemeral()) {
-            match self.appservice_interested_in_room(service, room_id.as_str()).await {
-                Ok(true) => {
-                    let mut pending = self.appservices.ephemeral.lock();
-                    let queue = pending.entry(service.id.clone()).or_default();
-                    if queue.len() < 10 * MAX_EPHEMERAL_PER_TXN {
-                        queue.push(event.clone());
+            let mut interested = user.is_some_and(|u| service.is_interested_in_user(u, self.server_name()));
+            for room_id in rooms {
+                if interested {
+                    break;
+                }
+                match self.appservice_interested_in_room(service, room_id).await {
+                    Ok(yes) => interested = yes,
+                    Err(error) => {
+                        tracing::warn!(%error, appservice = %service.id, "could not check an appservice's interest")
                     }
-                    any = true;
                 }
-                Ok(false) => {}
-                Err(error) => {
-                    tracing::warn!(%error, appservice = %service.id, "could not check an appservice's interest")
+            }
+            if interested {
+                let mut pending = self.appservices.ephemeral.lock();
+                let queue = pending.entry(service.id.clone()).or_default();
+                if queue.len() < 10 * MAX_EPHEMERAL_PER_TXN {
+                    queue.push(event.clone());
                 }
+                any = true;
             }
         }
         if any {

@@ -617,6 +617,14 @@ async fn appservice_ephemeral_events_reach_appservices_that_ask() {
         )
         .await
         .expect(200);
+    alice
+        .client
+        .put(
+            &format!("/_matrix/client/v3/presence/{}/status", urlencode(&alice.user_id)),
+            &json!({"presence": "online", "status_msg": "bridging"}),
+        )
+        .await
+        .expect(200);
     let event_id = send_text(&alice, &room, "e1", "read me").await;
     alice
         .client
@@ -631,9 +639,9 @@ async fn appservice_ephemeral_events_reach_appservices_that_ask() {
             .flat_map(|a| a.1["ephemeral"].as_array().cloned().unwrap_or_default())
             .collect()
     };
-    wait_until(20, "typing and the receipt", || {
+    wait_until(20, "typing, presence and the receipt", || {
         let events = ephemeral();
-        events.iter().any(|e| e["type"] == "m.typing") && events.iter().any(|e| e["type"] == "m.receipt")
+        ["m.typing", "m.receipt", "m.presence"].iter().all(|kind| events.iter().any(|e| e["type"] == *kind))
     })
     .await;
     let events = ephemeral();
@@ -642,6 +650,10 @@ async fn appservice_ephemeral_events_reach_appservices_that_ask() {
     assert_eq!(typing["content"]["user_ids"], json!([alice.user_id]));
     let receipt = events.iter().find(|e| e["type"] == "m.receipt").unwrap();
     assert!(receipt["content"][&event_id]["m.read"][&alice.user_id]["ts"].is_u64(), "{receipt}");
+    let presence = events.iter().find(|e| e["type"] == "m.presence").unwrap();
+    assert_eq!(presence["sender"], alice.user_id.as_str());
+    assert_eq!(presence["content"]["presence"], "online");
+    assert_eq!(presence["content"]["status_msg"], "bridging");
     let unstable =
         appservice.attempts().iter().filter(|a| a.2).any(|a| a.1["de.sorunome.msc2409.ephemeral"].is_array());
     assert!(unstable, "the unstable field too");
