@@ -16,8 +16,10 @@
 //!   transaction and moves the cursor; then it sends the oldest stored transaction until the
 //!   appservice answers 200, backing off from 2 s doubling to 512 s (Synapse's recoverer), and
 //!   deletes it. A retry, in this process or after a restart, sends the same ID and events.
-//!   Ephemeral events (typing, public receipts) of rooms it is interested in are gathered in
-//!   memory and ride on the next transaction made (lost with the process, as in Synapse).
+//!   Ephemeral events (typing and public receipts of rooms it is interested in, presence of
+//!   users it is interested in) are gathered in memory and ride on the next transaction made
+//!   (lost with the process). Rate limits skip the users of an appservice registered with
+//!   `rate_limited: false`, by user ID (Synapse decides by the token presented).
 //! - **Queries**: an unknown local user an event names is asked of the appservices whose
 //!   namespace holds it (`/users/{userId}`) before the event is handed over; an unknown local
 //!   alias of an alias namespace is asked (`/rooms/{alias}`) before `resolve_room_alias`
@@ -280,8 +282,8 @@ impl Services {
         if !self.store.register_user(&user, None, None).await? {
             return Err(MatrixError::new(ErrCode::UserInUse, "User ID already taken.").into());
         }
+        // No `auto_join_rooms` for an appservice's users (Synapse's `appservice_register`).
         tracing::info!(%user_id, appservice = %service.id, "registered an appservice user");
-        self.after_registration(&user_id, false).await;
         if inhibit_login {
             return Ok((user_id, None));
         }

@@ -304,7 +304,7 @@ async fn wait_until(secs: u64, what: &str, mut check: impl FnMut() -> bool) {
 
 #[tokio::test]
 async fn appservice_registration_and_login_follow_the_namespaces() {
-    let Setup { server, .. } = setup(json!({}), "").await;
+    let Setup { server, .. } = setup(json!({"auto_join_rooms": ["#lobby:test.local"]}), "").await;
     let ghost = register_ghost(&server, "slack_alice").await;
     assert_eq!(ghost["user_id"], "@slack_alice:test.local");
     assert!(ghost["access_token"].is_string() && ghost["device_id"].is_string(), "{ghost}");
@@ -397,6 +397,18 @@ async fn appservice_registration_and_login_follow_the_namespaces() {
         .expect_error(401, "M_MISSING_TOKEN");
     let bad = json!({"type": "m.login.application_service", "identifier": {"type": "m.id.thirdparty", "medium": "email", "address": "a@b"}});
     bridge(&server).post("/_matrix/client/v3/login", &bad).await.expect_error(400, "M_INVALID_PARAM");
+    // `auto_join_rooms` is for people, not for an appservice's users.
+    let joined = |client: TestClient| async move {
+        client.get("/_matrix/client/v3/joined_rooms").await.expect(200)["joined_rooms"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!(joined(alice.client.clone()).await, 1, "alice is in the lobby");
+    register_ghost(&server, "slack_late").await;
+    let late = server.client().with_token(AS_TOKEN);
+    let late_rooms = late.get("/_matrix/client/v3/joined_rooms?user_id=%40slack_late%3Atest.local").await;
+    assert_eq!(late_rooms.expect(200)["joined_rooms"], json!([]));
     server.stop().await;
 }
 
