@@ -18,7 +18,9 @@
 //!   deletes it. A retry, in this process or after a restart, sends the same ID and events.
 //!   Ephemeral events (typing and public receipts of rooms it is interested in, presence of
 //!   users it is interested in) are gathered in memory and ride on the next transaction made
-//!   (lost with the process). Rate limits skip the users of an appservice registered with
+//!   (lost with the process). With `org.matrix.msc3202`, each transaction carries the one-time
+//!   key counts and unused fallback key types of the devices of its sender and of its users
+//!   joined to the transaction's rooms (device-list changes are not sent yet). Rate limits skip the users of an appservice registered with
 //!   `rate_limited: false`, by user ID (Synapse decides by the token presented).
 //! - **Queries**: an unknown local user an event names is asked of the appservices whose
 //!   namespace holds it (`/users/{userId}`) before the event is handed over; an unknown local
@@ -28,7 +30,7 @@
 //! Outbound HTTP to the appservices does not go through the federation IP blocklist: they
 //! usually live on localhost, and Synapse's appservice client has no blocklist either.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use myelin_config::Appservice;
@@ -82,6 +84,9 @@ impl Appservices {
         })
     }
 }
+
+/// Per user, per device.
+type KeyCounts<T> = BTreeMap<String, BTreeMap<String, T>>;
 
 /// Query parameters an appservice may masquerade with.
 #[derive(Clone, Debug, Default)]
@@ -757,6 +762,41 @@ impl Services {
         Ok(true)
     }
 
+    /// MSC3202: the one-time key counts and unused fallback key types of every device of the
+    /// appservice's sender and of its users joined to `rooms` (the rooms of a transaction),
+    /// by user and device.
+    async fn appservice_key_counts(
+        &self,
+        service: &Appservice,
+        rooms: &BTreeSet<String>,
+    ) -> Result<(KeyCounts<BTreeMap<String, i64>>, KeyCounts<Vec<String>>)> {
+        let server = self.server_name();
+        let mut users = BTreeSet::from([service.sender(server)]);
+        for room_id in rooms {
+            let members = self.store.room_members(room_id, "join").await?;
+            users.extend(
+                members.into_iter().filter(|u| {
+                    u.ends_with(&format!(":{server}")) && service.is_interested_in_user(u, server)
+                }),
+            );
+        }
+        let (mut counts, mut fallback) = (KeyCounts::new(), KeyCounts::new());
+        for user in users {
+            for device in self.store.list_devices(&user).await? {
+                let id = device.device_id;
+                counts
+                    .entry(user.clone())
+                    .or_default()
+                    .insert(id.clone(), self.one_time_key_counts(&user, &id).await?);
+                fallback
+                    .entry(user.clone())
+                    .or_default()
+                    .insert(id.clone(), self.unused_fallback_key_types(&user, &id).await?);
+            }
+        }
+        Ok((counts, fallback))
+    }
+
     /// `PUT {url}/_matrix/app/v1/transactions/{txnId}`.
     async fn send_appservice_txn(
         &self,
@@ -777,6 +817,21 @@ impl Services {
         let mut body = json!({ "events": events });
         if service.receive_ephemeral {
             body["ephemeral"] = ephemeral.clone();
+        }
+        if service.msc3202 {
+            let rooms = events
+                .iter()
+                .chain(ephemeral.as_array().into_iter().flatten())
+                .filter_map(|e| e.get("room_id").and_then(Value::as_str));
+            let rooms: BTreeSet<String> = rooms.map(str::to_owned).collect();
+            let (counts, fallback) = self.appservice_key_counts(service, &rooms).await?;
+            if !counts.is_empty() {
+                body["org.matrix.msc3202.device_one_time_key_counts"] = json!(counts);
+                body["org.matrix.msc3202.device_one_time_keys_count"] = json!(counts);
+            }
+            if !fallback.is_empty() {
+                body["org.matrix.msc3202.device_unused_fallback_key_types"] = json!(fallback);
+            }
         }
         if service.unstable_ephemeral {
             body["de.sorunome.msc2409.ephemeral"] = ephemeral;

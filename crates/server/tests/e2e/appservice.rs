@@ -612,10 +612,24 @@ async fn appservice_transactions_arrive_in_order_through_failures_and_restarts()
 
 #[tokio::test]
 async fn appservice_ephemeral_events_reach_appservices_that_ask() {
-    let Setup { server, appservice, _dir } =
-        setup(json!({}), "receive_ephemeral: true\nde.sorunome.msc2409.push_ephemeral: true\n").await;
+    let Setup { server, appservice, _dir } = setup(
+        json!({}),
+        "receive_ephemeral: true\nde.sorunome.msc2409.push_ephemeral: true\norg.matrix.msc3202: true\n",
+    )
+    .await;
     let alice = server.register("alice").await;
-    register_ghost(&server, "slack_erin").await;
+    let erin = register_ghost(&server, "slack_erin").await;
+    let erin_device = erin["device_id"].as_str().unwrap().to_owned();
+    // MSC3202: a one-time key of the ghost's device, uploaded by the appservice as that device.
+    bridge(&server)
+        .post(
+            &format!(
+                "/_matrix/client/v3/keys/upload?user_id=%40slack_erin%3Atest.local&device_id={erin_device}"
+            ),
+            &json!({"one_time_keys": {"curve25519:AAAAAQ": "bXkgb25lLXRpbWUga2V5"}}),
+        )
+        .await
+        .expect(200);
     let room = create_room(&alice, json!({"invite": ["@slack_erin:test.local"]})).await;
     bridge(&server)
         .post(&format!("/_matrix/client/v3/join/{room}?user_id=%40slack_erin%3Atest.local"), &json!({}))
@@ -662,6 +676,15 @@ async fn appservice_ephemeral_events_reach_appservices_that_ask() {
     assert_eq!(typing["content"]["user_ids"], json!([alice.user_id]));
     let receipt = events.iter().find(|e| e["type"] == "m.receipt").unwrap();
     assert!(receipt["content"][&event_id]["m.read"][&alice.user_id]["ts"].is_u64(), "{receipt}");
+    let counted = appservice.attempts().iter().filter(|a| a.2).any(|a| {
+        let counts = &a.1["org.matrix.msc3202.device_one_time_keys_count"];
+        counts["@slack_erin:test.local"][&erin_device]["curve25519"] == 1
+            && a.1["org.matrix.msc3202.device_one_time_key_counts"] == *counts
+            && a.1["org.matrix.msc3202.device_unused_fallback_key_types"]["@slack_erin:test.local"]
+                [&erin_device]
+                .is_array()
+    });
+    assert!(counted, "MSC3202 key counts of the ghost's device: {:?}", appservice.attempts().last());
     let presence = events.iter().find(|e| e["type"] == "m.presence").unwrap();
     assert_eq!(presence["sender"], alice.user_id.as_str());
     assert_eq!(presence["content"]["presence"], "online");
