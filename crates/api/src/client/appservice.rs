@@ -1,5 +1,6 @@
 //! Application-service endpoints of the client API: `POST /v1/appservice/{id}/ping` and the
-//! third-party lookups (`/v3/thirdparty/*`) the appservices answer.
+//! third-party lookups (`/v3/thirdparty/*`) the appservices answer (guests may look up too, as
+//! in Synapse).
 
 use axum::extract::{Path, RawQuery, State};
 use axum::routing::{get, post};
@@ -9,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::ClientRoutes;
 use crate::AppState;
-use crate::auth::Auth;
+use crate::auth::{Auth, GuestAuth};
 use crate::error::ApiResult;
 use crate::extract::JsonBodyOrEmpty;
 
@@ -40,14 +41,17 @@ fn lookup_fields(query: Option<String>) -> Vec<(String, String)> {
 }
 
 /// `GET /_matrix/client/v3/thirdparty/protocols`
-async fn protocols(State(services): State<AppState>, Auth(_requester): Auth) -> ApiResult<Json<Value>> {
+async fn protocols(
+    State(services): State<AppState>,
+    GuestAuth(_requester): GuestAuth,
+) -> ApiResult<Json<Value>> {
     Ok(Json(Value::Object(services.thirdparty_protocols(None).await?)))
 }
 
 /// `GET /_matrix/client/v3/thirdparty/protocol/{protocol}`
 async fn protocol(
     State(services): State<AppState>,
-    Auth(_requester): Auth,
+    GuestAuth(_requester): GuestAuth,
     Path(protocol): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let mut protocols = services.thirdparty_protocols(Some(&protocol)).await?;
@@ -69,7 +73,7 @@ async fn lookup(
 /// `GET /_matrix/client/v3/thirdparty/location/{protocol}`
 async fn location_of(
     State(services): State<AppState>,
-    Auth(_requester): Auth,
+    GuestAuth(_requester): GuestAuth,
     Path(protocol): Path<String>,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Json<Value>> {
@@ -79,7 +83,7 @@ async fn location_of(
 /// `GET /_matrix/client/v3/thirdparty/user/{protocol}`
 async fn user_of(
     State(services): State<AppState>,
-    Auth(_requester): Auth,
+    GuestAuth(_requester): GuestAuth,
     Path(protocol): Path<String>,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Json<Value>> {
@@ -89,7 +93,7 @@ async fn user_of(
 /// `GET /_matrix/client/v3/thirdparty/location`
 async fn location(
     State(services): State<AppState>,
-    Auth(_requester): Auth,
+    GuestAuth(_requester): GuestAuth,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Json<Value>> {
     lookup(&services, "location", None, query).await
@@ -98,7 +102,7 @@ async fn location(
 /// `GET /_matrix/client/v3/thirdparty/user`
 async fn user(
     State(services): State<AppState>,
-    Auth(_requester): Auth,
+    GuestAuth(_requester): GuestAuth,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Json<Value>> {
     lookup(&services, "user", None, query).await

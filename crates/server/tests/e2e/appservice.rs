@@ -757,6 +757,7 @@ async fn appservice_queries_thirdparty_and_ping() {
     assert_eq!(protocols["slack"]["instances"][0]["instance_id"], "slack|T1", "{protocols}");
     assert_eq!(protocols["slack"]["user_fields"], json!(["team", "user"]));
     alice.client.get("/_matrix/client/v3/thirdparty/protocol/slack").await.expect(200);
+    server.client().get("/_matrix/client/v3/thirdparty/protocols").await.expect_error(401, "M_MISSING_TOKEN");
     alice.client.get("/_matrix/client/v3/thirdparty/protocol/irc").await.expect_error(404, "M_NOT_FOUND");
     let locations = alice
         .client
