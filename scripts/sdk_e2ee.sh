@@ -3,7 +3,8 @@
 # workspace, lock file and target dir), starts a freshly generated Myelin on SQLite on 127.0.0.1
 # with open registration, and runs the program against it. It reports three stages, each PASS or
 # FAIL with the reason: (a) an encrypted room in which alice and bob decrypt each other's message,
-# (b) cross-signing and mutual verification, (c) key backup restored by a new device.
+# (b) cross-signing and mutual verification, (c) key backup restored by a new device; then the
+# room_list program: matrix-sdk-ui's room list over simplified sliding sync, PASS or FAIL.
 #
 #   scripts/sdk_e2ee.sh
 #
@@ -58,6 +59,9 @@ fi
 echo "== matrix-sdk end-to-end encryption against Myelin (SQLite; required stages: $required)"
 status=0
 clients/sdk-e2ee/target/debug/myelin-sdk-e2ee "http://127.0.0.1:$port" --require "$required" || status=$?
+# The room list of matrix-sdk-ui over simplified sliding sync (src/bin/room_list.rs).
+echo "== matrix-sdk-ui room list over sliding sync against Myelin (SQLite)"
+clients/sdk-e2ee/target/debug/room_list "http://127.0.0.1:$port" || status=1
 if [ "$status" != 0 ]; then
     echo "== the server's log (last 100 lines):"
     tail -n 100 "$work/myelin.log"

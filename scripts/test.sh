@@ -12,7 +12,8 @@
 #           per operation instead of 10 (every file and operation still runs on both engines;
 #           the engines differ in storage, which the end-to-end tests of pass 2 cover in depth).
 #   Pass 4: end-to-end encryption with a real client library (matrix-sdk, scripts/sdk_e2ee.sh)
-#           against a Myelin on SQLite.
+#           against a Myelin on SQLite, then across servers (scripts/sdk_federation.sh: Myelin
+#           with Synapse, Myelin with Myelin, on SQLite).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Each pass prints how long it took.
@@ -60,5 +61,8 @@ pass_done "waiting for the matrix-sdk client's build"
 
 echo "== pass 4: end-to-end encryption with matrix-sdk clients (scripts/sdk_e2ee.sh)"
 scripts/sdk_e2ee.sh || status=1
-pass_done "pass 4"
+pass_done "pass 4, one server (sdk_e2ee.sh)"
+echo "== pass 4: encrypted messages across servers with matrix-sdk clients (scripts/sdk_federation.sh)"
+scripts/sdk_federation.sh || status=1
+pass_done "pass 4, across servers (sdk_federation.sh)"
 exit $status

@@ -10,27 +10,34 @@
 //!   be backed up; a new device of alice logs in, recovers with the recovery key, downloads the
 //!   room's keys from the backup and decrypts bob's message from stage a.
 //!
-//! Usage: myelin-sdk-e2ee HOMESERVER_URL [--require a,b,c]
+//! * d (with `--peer`): the same exchange as a across two federating homeservers, both ways
+//!   (see [`federation`]).
+//!
+//! Usage: myelin-sdk-e2ee HOMESERVER_URL [--peer SECOND_HOMESERVER_URL] [--require a,b,c,d]
 //!
 //! Every stage runs and prints `stage X ...: PASS` or `FAIL: reason`; the last line counts them.
 //! The exit status is non-zero when a required stage (all by default) failed.
 
+mod common;
+
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+mod federation;
+
 use anyhow::{Context as _, Result, anyhow, bail, ensure};
-use matrix_sdk::config::{RequestConfig, SyncSettings};
+use matrix_sdk::config::SyncSettings;
 use matrix_sdk::deserialized_responses::TimelineEvent;
-use matrix_sdk::ruma::api::client::account::register;
 use matrix_sdk::ruma::api::client::room::create_room;
 use matrix_sdk::ruma::api::client::uiaa;
 use matrix_sdk::ruma::events::room::encryption::RoomEncryptionEventContent;
+use matrix_sdk::ruma::events::room::member::MembershipState;
 use matrix_sdk::ruma::events::room::message::RoomMessageEventContent;
 use matrix_sdk::ruma::events::{
     AnySyncMessageLikeEvent, AnySyncTimelineEvent, InitialStateEvent, SyncMessageLikeEvent,
 };
 use matrix_sdk::ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, UserId};
-use matrix_sdk::{Client, Room};
+use matrix_sdk::{Client, Room, RoomState};
 
 /// How long one stage may take before it is reported as failed.
 const STAGE_TIMEOUT: Duration = Duration::from_secs(180);
@@ -60,15 +67,31 @@ struct Exchange {
     bob_text: String,
 }
 
+/// What the command line asks for.
+struct Args {
+    url: String,
+    /// A second homeserver, federating with the first: stage d instead of a, b and c.
+    peer: Option<String>,
+    required: Vec<char>,
+}
+
+const USAGE: &str =
+    "usage: myelin-sdk-e2ee HOMESERVER_URL [--peer SECOND_HOMESERVER_URL] [--require a,b,c,d]";
+
 #[tokio::main]
 async fn main() {
-    let (url, required) = match parse_args() {
+    let args = match parse_args() {
         Ok(args) => args,
         Err(e) => {
-            eprintln!("{e:#}\nusage: myelin-sdk-e2ee HOMESERVER_URL [--require a,b,c]");
+            eprintln!("{e:#}\n{USAGE}");
             std::process::exit(2);
         }
     };
+    if let Some(peer) = &args.peer {
+        let passed = federation::stage_d(&args.url, peer).await;
+        finish(&[('d', passed)], &args.required);
+    }
+    let (url, required) = (args.url, args.required);
     let mut results: Vec<(char, bool)> = Vec::new();
 
     // Set-up failures fail every stage: nothing can be proved without the two users.
@@ -119,28 +142,34 @@ async fn main() {
     finish(&results, &required);
 }
 
-fn parse_args() -> Result<(String, Vec<char>)> {
+fn parse_args() -> Result<Args> {
     let mut args = std::env::args().skip(1);
     let url = args.next().context("missing HOMESERVER_URL")?;
-    let mut required = vec!['a', 'b', 'c'];
+    let mut peer = None;
+    let mut required = None;
     while let Some(arg) = args.next() {
         match arg.as_str() {
+            "--peer" => peer = Some(args.next().context("--peer needs a homeserver URL")?),
             "--require" => {
                 let list = args.next().context("--require needs a list such as a,b,c")?;
-                required = Vec::new();
+                let mut stages = Vec::new();
                 for stage in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                    required.push(match stage {
+                    stages.push(match stage {
                         "a" => 'a',
                         "b" => 'b',
                         "c" => 'c',
-                        other => bail!("unknown stage {other:?} (stages are a, b and c)"),
+                        "d" => 'd',
+                        other => bail!("unknown stage {other:?} (stages are a, b, c and d)"),
                     });
                 }
+                required = Some(stages);
             }
             other => bail!("unknown argument {other:?}"),
         }
     }
-    Ok((url, required))
+    // Stage d is the one run with a peer; a, b and c the ones run without.
+    let default = if peer.is_some() { vec!['d'] } else { vec!['a', 'b', 'c'] };
+    Ok(Args { url, peer, required: required.unwrap_or(default) })
 }
 
 /// Prints the stages' outcomes and the tally of the required ones, and exits: non-zero when a
@@ -189,53 +218,17 @@ fn unique_suffix() -> String {
     format!("{}_{}", std::process::id(), nanos % 1_000_000_000)
 }
 
-/// A client with its own in-memory state and crypto stores (the default without a store
-/// feature), talking to `url`.
-async fn new_client(url: &str) -> Result<Client> {
-    Client::builder()
-        .homeserver_url(url)
-        .request_config(RequestConfig::new().timeout(Duration::from_secs(30)))
-        .build()
-        .await
-        .with_context(|| format!("building a client for {url}"))
-}
-
-/// Registers `localpart` through the client API (answering the user-interactive auth with
-/// m.login.dummy, as a client does on a server with open registration), which logs the client
-/// in; then syncs once, which uploads the device's keys.
+/// Registers `localpart` (see [`common::register_client`]), which logs the client in; then
+/// syncs once, which uploads the device's keys.
 async fn register(url: &str, localpart: &str, device_name: &str) -> Result<User> {
-    let client = new_client(url).await?;
-    let request = |auth: Option<uiaa::AuthData>| {
-        let mut request = register::v3::Request::new();
-        request.username = Some(localpart.to_owned());
-        request.password = Some(PASSWORD.to_owned());
-        request.initial_device_display_name = Some(device_name.to_owned());
-        request.auth = auth;
-        request
-    };
-    match client.matrix_auth().register(request(None)).await {
-        Ok(_) => {}
-        Err(e) => {
-            let Some(session) = e.as_uiaa_response().map(|info| info.session.clone()) else {
-                return Err(anyhow!(e).context(format!("registering {localpart} without auth")));
-            };
-            let mut dummy = uiaa::Dummy::new();
-            dummy.session = session;
-            client
-                .matrix_auth()
-                .register(request(Some(uiaa::AuthData::Dummy(dummy))))
-                .await
-                .with_context(|| format!("registering {localpart} with m.login.dummy"))?;
-        }
-    }
-    ensure!(client.user_id().is_some(), "registering {localpart} did not log the client in");
+    let client = common::register_client(url, localpart, PASSWORD, device_name).await?;
     finish_login(&client).await?;
     Ok(User { client, localpart: localpart.to_owned() })
 }
 
 /// A new device of an existing user.
 async fn login(url: &str, localpart: &str, device_name: &str) -> Result<User> {
-    let client = new_client(url).await?;
+    let client = common::new_client(url).await?;
     client
         .matrix_auth()
         .login_username(localpart, PASSWORD)
@@ -330,8 +323,42 @@ async fn send_text(room: &Room, text: &str) -> Result<OwnedEventId> {
 }
 
 async fn stage_a(alice: &User, bob: &User) -> Result<Exchange> {
+    exchange(alice, bob, "sdk-e2ee").await
+}
+
+/// Syncs `user` until `ready` holds of its client, or fails after [`ARRIVAL_TIMEOUT`] with
+/// `what` (federation delivers invites, joins and keys a moment later than a local server).
+async fn sync_until(user: &User, what: &str, ready: impl AsyncFn(&Client) -> bool) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + ARRIVAL_TIMEOUT;
+    loop {
+        sync(&user.client).await?;
+        if ready(&user.client).await {
+            return Ok(());
+        }
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "{}: {what} did not happen within {} s",
+            user.localpart,
+            ARRIVAL_TIMEOUT.as_secs()
+        );
+    }
+}
+
+/// Whether `user_id` is joined to `room_id` as `client` sees it.
+async fn sees_joined(client: &Client, room_id: &OwnedRoomId, user_id: &UserId) -> bool {
+    let Some(room) = client.get_room(room_id) else { return false };
+    matches!(
+        room.get_member_no_sync(user_id).await,
+        Ok(Some(member)) if *member.membership() == MembershipState::Join
+    )
+}
+
+/// Alice creates an encrypted room named `name` and invites bob (who may be on another server);
+/// bob sees the invite and joins, alice sees him join; each sends an encrypted message and the
+/// other decrypts it.
+async fn exchange(alice: &User, bob: &User, name: &str) -> Result<Exchange> {
     let mut request = create_room::v3::Request::new();
-    request.name = Some("sdk-e2ee".to_owned());
+    request.name = Some(name.to_owned());
     request.invite = vec![bob.user_id().to_owned()];
     request.initial_state = vec![
         InitialStateEvent::with_empty_state_key(RoomEncryptionEventContent::with_recommended_defaults())
@@ -341,10 +368,19 @@ async fn stage_a(alice: &User, bob: &User) -> Result<Exchange> {
     let room_id = room.room_id().to_owned();
 
     // Bob sees the invite and joins; alice sees him join.
-    sync(&bob.client).await?;
+    sync_until(bob, "the invite's arrival", async |client: &Client| {
+        client.get_room(&room_id).is_some_and(|room| room.state() == RoomState::Invited)
+    })
+    .await?;
     bob.client.join_room_by_id(&room_id).await.context("bob joining")?;
-    sync(&bob.client).await?;
-    sync(&alice.client).await?;
+    sync_until(bob, "his own join", async |client: &Client| {
+        sees_joined(client, &room_id, bob.user_id()).await
+    })
+    .await?;
+    sync_until(alice, "bob's join", async |client: &Client| {
+        sees_joined(client, &room_id, bob.user_id()).await
+    })
+    .await?;
     let alice_room = known_room(&alice.client, &room_id)?;
     ensure!(
         alice_room
@@ -370,6 +406,16 @@ async fn stage_a(alice: &User, bob: &User) -> Result<Exchange> {
     Ok(Exchange { room_id, bob_id: bob.user_id().to_owned(), bob_event, bob_text })
 }
 
+/// The answer to a user-interactive auth `session` with `user`'s password.
+fn password_auth(user: &User, session: Option<String>) -> uiaa::AuthData {
+    let mut password = uiaa::Password::new(
+        uiaa::UserIdentifier::Matrix(uiaa::MatrixUserIdentifier::new(user.localpart.clone())),
+        PASSWORD.to_owned(),
+    );
+    password.session = session;
+    uiaa::AuthData::Password(password)
+}
+
 /// Uploads cross-signing keys, answering the user-interactive auth with the password.
 async fn bootstrap_cross_signing(user: &User) -> Result<()> {
     let encryption = user.client.encryption();
@@ -377,13 +423,8 @@ async fn bootstrap_cross_signing(user: &User) -> Result<()> {
         let Some(session) = e.as_uiaa_response().map(|info| info.session.clone()) else {
             return Err(anyhow!(e).context("uploading cross-signing keys without auth"));
         };
-        let mut password = uiaa::Password::new(
-            uiaa::UserIdentifier::Matrix(uiaa::MatrixUserIdentifier::new(user.localpart.clone())),
-            PASSWORD.to_owned(),
-        );
-        password.session = session;
         encryption
-            .bootstrap_cross_signing(Some(uiaa::AuthData::Password(password)))
+            .bootstrap_cross_signing(Some(password_auth(user, session)))
             .await
             .context("uploading cross-signing keys with password auth")?;
     }

@@ -156,6 +156,7 @@ impl Services {
         if !registration.enable_registration {
             return Err(MatrixError::forbidden("Registration has been disabled").into());
         }
+        self.check_auth_blocking(None).await?;
         let username = request.username.as_ref().map(|u| u.to_lowercase());
         if let Some(username) = &username {
             self.check_username(username, !registration.inhibit_user_in_use_error).await?;

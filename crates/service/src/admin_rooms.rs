@@ -211,6 +211,28 @@ pub struct PurgeHistoryRequest {
     pub delete_local_events: bool,
 }
 
+/// A recorded deletion's requester and request (the inverse of `begin_delete_task`'s params).
+fn parse_delete_params(params: &Value) -> Option<(OwnedUserId, DeleteRoomRequest)> {
+    let requester = UserId::parse(params["requester"].as_str()?).ok()?;
+    let new_room_user_id = match params["new_room_user_id"].as_str() {
+        Some(user) => Some(UserId::parse(user).ok()?),
+        None => None,
+    };
+    let text = |key: &str| params[key].as_str().map(str::to_owned);
+    let flag = |key: &str| params[key].as_bool().unwrap_or(false);
+    Some((
+        requester,
+        DeleteRoomRequest {
+            new_room_user_id,
+            room_name: text("room_name"),
+            message: text("message"),
+            block: flag("block"),
+            purge: flag("purge"),
+            force_purge: flag("force_purge"),
+        },
+    ))
+}
+
 /// A failed purge's error as its status shows it: a Matrix error's message, else `internal
 /// error` (the details are in the log).
 fn purge_error_text(error: &crate::Error) -> String {
@@ -578,7 +600,7 @@ impl Services {
     ) -> Result<String> {
         self.check_delete_request(room_id, &request).await?;
         let delete_id = crate::util::random_string(16);
-        self.begin_delete_task(&delete_id, room_id).await?;
+        self.begin_delete_task(&delete_id, requester, room_id, &request).await?;
         let services = self.clone();
         let (requester, room_id) = (requester.clone(), room_id.to_owned());
         let task_id = delete_id.clone();
@@ -597,7 +619,7 @@ impl Services {
     ) -> Result<DeleteRoomOutcome> {
         self.check_delete_request(room_id, &request).await?;
         let delete_id = crate::util::random_string(16);
-        self.begin_delete_task(&delete_id, room_id).await?;
+        self.begin_delete_task(&delete_id, requester, room_id, &request).await?;
         match self.run_delete_task(&delete_id, requester, room_id, request).await {
             Some(outcome) => Ok(outcome),
             None => {
@@ -624,8 +646,29 @@ impl Services {
         Ok(())
     }
 
-    async fn begin_delete_task(&self, delete_id: &str, room_id: &RoomId) -> Result<()> {
-        if !self.store.start_admin_room_task(delete_id, DELETE_TASK, room_id.as_str(), true).await? {
+    async fn begin_delete_task(
+        &self,
+        delete_id: &str,
+        requester: &Requester,
+        room_id: &RoomId,
+        request: &DeleteRoomRequest,
+    ) -> Result<()> {
+        let params = json!({
+            "requester": requester.user_id,
+            "new_room_user_id": request.new_room_user_id,
+            "room_name": request.room_name,
+            "message": request.message,
+            "block": request.block,
+            "purge": request.purge,
+            "force_purge": request.force_purge,
+        })
+        .to_string();
+        let instance = &self.config.federation.instance_name;
+        if !self
+            .store
+            .start_admin_room_task(delete_id, DELETE_TASK, room_id.as_str(), true, &params, instance)
+            .await?
+        {
             return Err(
                 MatrixError::bad_json(format!("History purge already in progress for {room_id}")).into()
             );
@@ -813,24 +856,33 @@ impl Services {
                 .ok_or_else(|| MatrixError::not_found("there is no event to be purged"))?,
         };
         let purge_id = crate::util::random_string(16);
-        self.store.start_admin_room_task(&purge_id, PURGE_HISTORY_TASK, room_id.as_str(), false).await?;
+        let params = json!({"depth": depth, "delete_local_events": request.delete_local_events}).to_string();
+        let instance = &self.config.federation.instance_name;
+        self.store
+            .start_admin_room_task(&purge_id, PURGE_HISTORY_TASK, room_id.as_str(), false, &params, instance)
+            .await?;
         tracing::info!(admin_user = %requester.user_id, %room_id, depth, purge_id, delete_local_events = request.delete_local_events, "admin purges a room's history");
         let services = self.clone();
         let (room_id, task_id) = (room_id.to_owned(), purge_id.clone());
         tokio::spawn(async move {
-            let result = services.purge_history(&room_id, depth, request.delete_local_events).await;
-            let recorded = match &result {
-                Ok(()) => services.store.finish_admin_room_task(&task_id, Ok(None)).await,
-                Err(error) => {
-                    tracing::warn!(%room_id, purge_id = task_id, %error, "purging a room's history failed");
-                    services.store.finish_admin_room_task(&task_id, Err(&purge_error_text(error))).await
-                }
-            };
-            if let Err(error) = recorded {
-                tracing::error!(%room_id, %error, "recording the end of a history purge failed");
-            }
+            services.run_purge_task(&task_id, &room_id, depth, request.delete_local_events).await;
         });
         Ok(purge_id)
+    }
+
+    /// Runs a history purge and records its end.
+    async fn run_purge_task(&self, task_id: &str, room_id: &RoomId, depth: i64, delete_local_events: bool) {
+        let result = self.purge_history(room_id, depth, delete_local_events).await;
+        let recorded = match &result {
+            Ok(()) => self.store.finish_admin_room_task(task_id, Ok(None)).await,
+            Err(error) => {
+                tracing::warn!(%room_id, purge_id = task_id, %error, "purging a room's history failed");
+                self.store.finish_admin_room_task(task_id, Err(&purge_error_text(error))).await
+            }
+        };
+        if let Err(error) = recorded {
+            tracing::error!(%room_id, %error, "recording the end of a history purge failed");
+        }
     }
 
     /// The purge itself, under the room's send lock (no event is built on what it removes);
@@ -865,17 +917,51 @@ impl Services {
         }
     }
 
-    /// Room deletions and history purges a previous run of the server left active died with
-    /// it: marked failed at start-up, so that they can be asked for again.
-    pub(crate) async fn fail_interrupted_admin_room_tasks(&self) {
-        match self.store.fail_interrupted_admin_room_tasks().await {
-            Ok(0) => {}
-            Ok(n) => tracing::warn!(
-                tasks = n,
-                "room deletions and history purges interrupted by a restart marked failed"
-            ),
+    /// Room deletions and history purges a previous run of this instance left active died
+    /// with it: each runs again from the start, on a task of its own (both are idempotent: a
+    /// deletion finds the members already gone and the rows already purged; a purge finds
+    /// nothing left before its point). A task whose parameters were not recorded (from before
+    /// they were) is marked failed, so that it can be asked for again.
+    pub(crate) async fn resume_interrupted_admin_room_tasks(&self) {
+        let instance = &self.config.federation.instance_name;
+        let tasks = match self.store.interrupted_admin_room_tasks(instance).await {
+            Ok(tasks) => tasks,
             Err(error) => {
-                tracing::warn!(%error, "could not mark interrupted room deletions and history purges failed")
+                tracing::warn!(%error, "could not list the room deletions and history purges a restart interrupted");
+                return;
+            }
+        };
+        for (task, params) in tasks {
+            let params: Option<Value> = params.as_deref().and_then(|p| serde_json::from_str(p).ok());
+            let room_id = RoomId::parse(&task.room_id).ok();
+            let services = self.clone();
+            let delete = params.as_ref().filter(|_| task.kind == DELETE_TASK).and_then(parse_delete_params);
+            match (task.kind.as_str(), params, room_id) {
+                (DELETE_TASK, Some(_), Some(room_id)) if delete.is_some() => {
+                    let Some((admin, request)) = delete else { continue };
+                    tracing::info!(%room_id, delete_id = task.task_id, "resuming a room deletion a restart interrupted");
+                    tokio::spawn(async move {
+                        let requester = Requester::acting_as(&admin);
+                        services.run_delete_task(&task.task_id, &requester, &room_id, request).await;
+                    });
+                }
+                (PURGE_HISTORY_TASK, Some(params), Some(room_id)) if params["depth"].is_i64() => {
+                    let depth = params["depth"].as_i64().unwrap_or_default();
+                    let delete_local_events = params["delete_local_events"].as_bool().unwrap_or(false);
+                    tracing::info!(%room_id, purge_id = task.task_id, "resuming a history purge a restart interrupted");
+                    tokio::spawn(async move {
+                        services.run_purge_task(&task.task_id, &room_id, depth, delete_local_events).await;
+                    });
+                }
+                _ => {
+                    if let Err(error) = self
+                        .store
+                        .finish_admin_room_task(&task.task_id, Err("interrupted by a restart"))
+                        .await
+                    {
+                        tracing::warn!(%error, "could not mark an interrupted room task failed");
+                    }
+                }
             }
         }
     }
@@ -1032,5 +1118,32 @@ mod tests {
         assert_eq!(compare(RoomOrder::Name, &b, &a), Ordering::Less);
         assert!(RoomOrder::parse("bogus").is_none());
         assert!(!RoomOrder::JoinedMembers.ascending());
+    }
+}
+
+/// What `GET /_synapse/admin/v1/scheduled_tasks` filters on; `None` or empty lists match all.
+#[derive(Clone, Debug, Default)]
+pub struct ScheduledTaskQuery {
+    pub actions: Vec<String>,
+    pub resource_id: Option<String>,
+    pub statuses: Vec<String>,
+    pub max_timestamp: Option<i64>,
+}
+
+/// Synapse's task statuses, the values `status` / `job_status` may take.
+pub const TASK_STATUSES: &[&str] = &["scheduled", "active", "complete", "cancelled", "failed"];
+
+impl Services {
+    /// The admin API's background tasks in Synapse's scheduled-task shape.
+    pub async fn admin_scheduled_tasks(
+        &self,
+        query: &ScheduledTaskQuery,
+    ) -> Result<Vec<myelin_store::ScheduledTaskRecord>> {
+        let mut tasks = self.store.scheduled_tasks(query.resource_id.as_deref(), query.max_timestamp).await?;
+        tasks.retain(|task| {
+            (query.actions.is_empty() || query.actions.iter().any(|a| a == task.action))
+                && (query.statuses.is_empty() || query.statuses.contains(&task.status))
+        });
+        Ok(tasks)
     }
 }

@@ -9,7 +9,7 @@
 //!   are refused to everyone else (`M_EXCLUSIVE`, in `check_username` and
 //!   `create_room_alias`).
 //! - **Transactions**: a cursor over the room-event stream per appservice (`appservice_state`)
-//!   and the transactions made from it (`appservice_txns`, migration 0026). One task per
+//!   and the transactions made from it (`appservice_txns`, migration 0028). One task per
 //!   appservice, in the process `notify_appservices_from_worker` names, takes the published
 //!   events after its cursor, keeps those the appservice is interested in (Synapse's
 //!   `is_interested_in_event`), and in one database transaction stores them as the next

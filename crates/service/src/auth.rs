@@ -49,6 +49,20 @@ impl Requester {
             appservice_id: None,
         }
     }
+
+    /// Whether the server acts on its own initiative ([`Requester::acting_as`]): no token.
+    pub fn is_server_initiated(&self) -> bool {
+        self.token_hash.is_empty()
+    }
+
+    /// Synapse's `check_auth_blocking` for an event this requester makes: the server's own
+    /// actions are never blocked.
+    pub(crate) async fn check_auth_blocking_for(&self, services: &crate::Services) -> crate::Result<()> {
+        if self.is_server_initiated() {
+            return Ok(());
+        }
+        services.check_auth_blocking(Some(&self.user_id)).await
+    }
 }
 
 /// SHA-256 of a token, in hex: the form tokens are stored in.
@@ -223,6 +237,7 @@ impl Services {
         if let Some(device_id) = &requester.device_id
             && self.auth_cache.should_touch(requester.user_id.as_str(), device_id, client.ip, now)
         {
+            self.note_monthly_active(&requester.user_id).await;
             let store = self.store.clone();
             let user_id = requester.user_id.to_string();
             let device_id = device_id.clone();

@@ -370,19 +370,35 @@ impl Services {
             }
         }
         if !to_store.is_empty() {
+            // What changed: a device of the requester's signed by their self-signing key is that
+            // device (other servers get its keys, signature included, in an
+            // `m.device_list_update`, as from Synapse); a signed master key is its user as a
+            // whole (the requester's own goes out in an `m.signing_key_update`; another user's,
+            // signed by the requester, goes to no other server, as in Synapse).
+            let own_master = own.master.as_ref().map(|master| master.public_key.as_str());
+            let changes: BTreeSet<(&str, &str)> = to_store
+                .iter()
+                .map(|signature| {
+                    let own_device = signature.target_user_id == user_id.as_str()
+                        && Some(signature.target_key_id.as_str()) != own_master;
+                    let device = if own_device { signature.target_key_id.as_str() } else { "" };
+                    (signature.target_user_id.as_str(), device)
+                })
+                .collect();
+            let changes: Vec<(&str, &str)> = changes.into_iter().collect();
             let position = self.streams.device_lists.allocate();
-            self.store.add_cross_signing_signatures(&to_store, position.value()).await?;
-            position.finish();
+            self.store.add_cross_signing_signatures(&to_store, &changes, position.value()).await?;
+            let stream_id = position.finish();
             // The signed users' devices are fetched again by everyone sharing a room with them,
             // the signer included (Synapse tells only the signer about signatures of other
             // users' keys; here the others re-fetch and see no signature that is not theirs).
-            let targets: BTreeSet<&str> =
-                to_store.iter().map(|signature| signature.target_user_id.as_str()).collect();
+            let targets: BTreeSet<&str> = changes.iter().map(|(target, _)| *target).collect();
             for target in targets {
                 if let Ok(target) = UserId::parse(target) {
                     self.notify_device_list_change(&target).await;
                 }
             }
+            self.queue_device_list_edus(user_id, stream_id).await;
         }
         Ok(failures)
     }
@@ -475,11 +491,14 @@ impl Services {
             .user_signing
             .as_ref()
             .ok_or_else(|| MatrixError::not_found("No user-signing key is uploaded"))?;
-        // Remote users' keys are not known until federation exists.
+        // A remote user's master key as their server gives it (or as tracked here).
         let master = if target_user.server_name().as_str() == self.server_name() {
             self.stored_cross_signing_keys(target_user).await?.master
         } else {
-            None
+            match self.remote_master_key(target_user).await? {
+                Some(key) => Some(check_key(&key, target_user, MASTER)?),
+                None => None,
+            }
         };
         let master =
             master.ok_or_else(|| MatrixError::not_found(format!("No master key known for {target_user}")))?;
@@ -532,6 +551,37 @@ impl Services {
             map.insert(owned_user_id, json);
         }
         Ok(result)
+    }
+}
+
+/// Adds `requester`'s stored signatures of remote users' master keys (uploaded here, never sent
+/// to their servers) to `master_keys`, as `/keys/query` shows them to the requester; a signature
+/// of a key that is no longer the user's master key is left out.
+impl Services {
+    pub(crate) async fn add_signatures_of_remote_master_keys(
+        &self,
+        requester: &UserId,
+        master_keys: &mut BTreeMap<OwnedUserId, Map<String, Value>>,
+    ) -> Result<()> {
+        let remote: Vec<&str> = master_keys
+            .keys()
+            .filter(|user_id| user_id.server_name().as_str() != self.server_name())
+            .map(|user_id| user_id.as_str())
+            .collect();
+        if remote.is_empty() {
+            return Ok(());
+        }
+        let signatures = self.store.signatures_of_users_keys(&remote, requester.as_str()).await?;
+        for (user_id, key) in master_keys.iter_mut() {
+            let Some(public_key) = public_key_of(key) else { continue };
+            let by_requester = signatures.iter().filter(|signature| {
+                signature.target_user_id == user_id.as_str()
+                    && signature.target_key_id == public_key
+                    && signature.signer_user_id == requester.as_str()
+            });
+            merge_signatures(key, by_requester);
+        }
+        Ok(())
     }
 }
 

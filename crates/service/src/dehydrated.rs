@@ -170,7 +170,8 @@ impl Services {
         let as_device = Requester { device_id: Some(device_id.to_owned()), ..requester.clone() };
         self.ack_to_device(&as_device, since).await?;
         let now = self.streams.to_device.current();
-        let (events, next) = self.to_device_for_sync(&as_device, since, now).await?;
+        let (events, next) =
+            self.to_device_for_sync(&as_device, since, now, crate::to_device::MAX_TO_DEVICE_PER_SYNC).await?;
         Ok(DehydratedDeviceEvents { events, next_batch: format!("d{next}"), limited: next != now })
     }
 }

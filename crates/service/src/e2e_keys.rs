@@ -325,7 +325,7 @@ impl Services {
         let mut result = self.query_local_keys(Some(requester), &local).await?;
         if !remote.is_empty() {
             let timeout = timeout.unwrap_or(crate::federation::remote_keys::DEFAULT_TIMEOUT);
-            self.query_remote_keys(&remote, timeout, &mut result).await?;
+            self.query_remote_keys(Some(requester), &remote, timeout, &mut result).await?;
         }
         Ok(result)
     }

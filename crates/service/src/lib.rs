@@ -52,6 +52,7 @@ pub mod metrics;
 pub mod openid;
 pub mod outbound;
 pub mod passwords;
+pub mod policy_modules;
 pub mod presence;
 pub mod profile;
 pub mod push;
@@ -59,11 +60,13 @@ pub mod ratelimit;
 pub mod receipts;
 pub mod registration_nonces;
 pub mod registration_tokens;
+pub mod resource_limits;
 pub mod rooms;
 pub mod s3_provider;
 pub mod search;
 pub mod server_notices;
 pub mod sessions;
+pub mod sliding_sync;
 pub mod streams;
 pub mod sync;
 pub mod thumbnail;
@@ -90,7 +93,8 @@ pub mod records {
     pub use myelin_store::push::PusherRecord;
     pub use myelin_store::rooms::EventReportsQuery;
     pub use myelin_store::{
-        DeviceRecord, LocalMediaRecord, PresenceRecord, RateLimitOverride, RegistrationTokenRecord,
+        DeviceRecord, LocalMediaRecord, PresenceRecord, RateLimitOverride, ReceiptRecord,
+        RegistrationTokenRecord,
     };
     pub use myelin_store::{UserListEntry, UserListQuery, UserOrder, UserReportRecord, UserReportsQuery};
 }

@@ -279,6 +279,9 @@ impl Services {
                 user_id
             }
         };
+        if let Ok(parsed) = UserId::parse(user_id.as_str()) {
+            self.check_auth_blocking(Some(&parsed)).await?;
+        }
         self.create_login_session(
             &user_id,
             request.device_id,

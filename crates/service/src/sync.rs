@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use myelin_core::MatrixError;
 use myelin_core::pdu::Pdu;
-use myelin_store::{PresenceRecord, ReceiptRecord};
+use myelin_store::{EventFilterSql, PresenceRecord, ReceiptRecord};
 use ruma::events::room::member::MembershipState;
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde_json::Value;
@@ -54,6 +54,20 @@ impl std::fmt::Display for SyncToken {
 }
 
 impl SyncToken {
+    /// In-memory streams restart at zero; a to-device or device-list position from the future
+    /// (a token of another database) reads as zero too.
+    pub fn forget_restarted(&mut self, current: SyncToken) {
+        for (position, now) in [
+            (&mut self.typing, current.typing),
+            (&mut self.to_device, current.to_device),
+            (&mut self.device_lists, current.device_lists),
+        ] {
+            if *position > now {
+                *position = 0;
+            }
+        }
+    }
+
     pub fn parse(token: &str) -> Result<SyncToken> {
         let invalid = || Error::from(MatrixError::invalid_param(format!("Invalid sync token {token:?}")));
         let body = token.strip_prefix('s').ok_or_else(invalid)?;
@@ -91,6 +105,16 @@ pub struct Timeline {
     pub events: Vec<RoomEvent>,
     pub limited: bool,
     pub prev_batch: String,
+}
+
+/// A timeline read by [`Services::timeline_slice`].
+#[derive(Clone, Debug, Default)]
+pub(crate) struct TimelineSlice {
+    pub timeline: Timeline,
+    /// The stream position of the oldest event read (before visibility filtering), if any.
+    pub first_position: Option<i64>,
+    /// The state group before that event.
+    pub first_state_before: Option<i64>,
 }
 
 /// A room's member counts and heroes, when they may have changed.
@@ -225,7 +249,7 @@ pub(crate) const STRIPPED_STATE_TYPES: &[&str] = &[
 ];
 
 /// The longest a sync may long-poll.
-const MAX_TIMEOUT_MS: u64 = 5 * 60 * 1000;
+pub(crate) const MAX_TIMEOUT_MS: u64 = 5 * 60 * 1000;
 
 /// What every section of one sync computation shares.
 #[derive(Clone, Copy)]
@@ -271,6 +295,7 @@ impl Services {
 
     /// `GET /sync`.
     pub async fn sync(&self, requester: &Requester, request: SyncRequest) -> Result<SyncResponse> {
+        self.check_auth_blocking(Some(&requester.user_id)).await?;
         let _active = self.active_syncs.start(&requester.user_id);
         self.maybe_send_consent_notice(&requester.user_id).await;
         self.sync_inner(requester, request).await
@@ -285,18 +310,7 @@ impl Services {
         }
         let mut since = request.since;
         if let Some(since) = since.as_mut() {
-            // In-memory streams restart at zero; a to-device position from the future (a
-            // token of another database) reads as zero too.
-            let current = self.current_sync_token();
-            for (position, now) in [
-                (&mut since.typing, current.typing),
-                (&mut since.to_device, current.to_device),
-                (&mut since.device_lists, current.device_lists),
-            ] {
-                if *position > now {
-                    *position = 0;
-                }
-            }
+            since.forget_restarted(self.current_sync_token());
         }
         // The device got what a sync up to this token carried: drop it from its inbox.
         self.ack_to_device(requester, since.map(|since| since.to_device).unwrap_or(0)).await?;
@@ -392,7 +406,12 @@ impl Services {
             (response.presence, response.presence_at) = self.sync_presence(pass).await?;
         }
         (response.to_device, response.next_batch.to_device) = self
-            .to_device_for_sync(requester, since.map(|since| since.to_device).unwrap_or(0), now.to_device)
+            .to_device_for_sync(
+                requester,
+                since.map(|since| since.to_device).unwrap_or(0),
+                now.to_device,
+                crate::to_device::MAX_TO_DEVICE_PER_SYNC,
+            )
             .await?;
         if let Some(device_id) = &requester.device_id {
             response.device_one_time_keys_count =
@@ -412,12 +431,22 @@ impl Services {
         &self,
         pass: Pass<'_>,
     ) -> Result<(Vec<AccountDataEvent>, BTreeMap<String, Vec<AccountDataEvent>>)> {
-        let user_id = pass.user_id();
-        let filter = pass.filter();
-        let entries = self
-            .store
-            .account_data_since(user_id.as_str(), pass.since_token.account_data, pass.now.account_data)
-            .await?;
+        let (since, upto) = (pass.since_token.account_data, pass.now.account_data);
+        self.account_data_between(pass.user_id(), since, upto, pass.initial, pass.filter()).await
+    }
+
+    /// Global and by-room account data changed after `since` up to `upto`, filtered; in an
+    /// initial read, the push rules of a user on the defaults too (shared by `/sync` and
+    /// sliding sync).
+    pub(crate) async fn account_data_between(
+        &self,
+        user_id: &UserId,
+        since: i64,
+        upto: i64,
+        initial: bool,
+        filter: &FilterDefinition,
+    ) -> Result<(Vec<AccountDataEvent>, BTreeMap<String, Vec<AccountDataEvent>>)> {
+        let entries = self.store.account_data_since(user_id.as_str(), since, upto).await?;
         let mut global = Vec::new();
         let mut by_room: BTreeMap<String, Vec<AccountDataEvent>> = BTreeMap::new();
         for entry in entries {
@@ -440,7 +469,7 @@ impl Services {
             }
         }
         // Push rules are account data too; users on the defaults have none stored.
-        if pass.initial
+        if initial
             && filter.account_data.allows("m.push_rules", None)
             && !global.iter().any(|e| e.kind == "m.push_rules")
         {
@@ -485,7 +514,7 @@ impl Services {
             || newly_joined
             || synced.timeline.events.iter().any(|e| e.pdu.kind.to_string() == "m.room.member")
         {
-            synced.summary = Some(self.member_summary(&head, user_id).await?);
+            synced.summary = Some(self.member_summary(&head, user_id, true).await?);
         }
         let unchanged = !initial
             && !newly_joined
@@ -562,6 +591,47 @@ impl Services {
         Ok(false)
     }
 
+    /// The newest `limit` events of a room after `after` (exclusive; `None`: from the start) up
+    /// to `upto` (inclusive) that pass `sql_filter`, oldest first, those the user may not see
+    /// left out (history visibility); shared by `/sync` and sliding sync.
+    pub(crate) async fn timeline_slice(
+        &self,
+        user_id: &UserId,
+        head: &RoomHead,
+        after: Option<i64>,
+        upto: i64,
+        limit: i64,
+        sql_filter: &EventFilterSql,
+    ) -> Result<TimelineSlice> {
+        let mut stored = self
+            .store
+            .room_events(
+                head.room_id.as_str(),
+                upto + 1,
+                after.map(|f| f + 1),
+                false,
+                limit.saturating_add(1),
+                sql_filter,
+            )
+            .await?;
+        let kept = usize::try_from(limit).unwrap_or(usize::MAX);
+        let limited = stored.len() > kept;
+        stored.truncate(kept);
+        stored.reverse();
+        let mut events = Vec::with_capacity(stored.len());
+        for event in &stored {
+            events.push(self.parse_stored(event, &head.rules)?);
+        }
+        let events = self.filter_visible(user_id, events).await?;
+        let first_position = stored.first().map(|e| e.stream_ordering);
+        let prev_batch = make_token(first_position.unwrap_or(upto + 1) - 1);
+        Ok(TimelineSlice {
+            timeline: Timeline { events, limited, prev_batch },
+            first_position,
+            first_state_before: stored.first().and_then(|e| e.state_before),
+        })
+    }
+
     /// The timeline and state of one room between `from` (exclusive; `None`: the latest
     /// events) and `now` (or `until`, for a room the user left).
     async fn sync_room(
@@ -576,36 +646,21 @@ impl Services {
         let filter = &request.filter.room;
         let limit = timeline_limit(filter.timeline.limit, self.config.room.filter_timeline_limit);
         let upto = until.unwrap_or(now.events).min(now.events);
-        let sql_filter = filter.timeline.to_sql();
-        let mut stored = self
-            .store
-            .room_events(
-                head.room_id.as_str(),
-                upto + 1,
-                from.map(|f| f + 1),
-                false,
-                limit.saturating_add(1),
-                &sql_filter,
-            )
+        let slice = self
+            .timeline_slice(&requester.user_id, head, from, upto, limit, &filter.timeline.to_sql())
             .await?;
-        let kept = usize::try_from(limit).unwrap_or(usize::MAX);
-        let limited = stored.len() > kept;
-        stored.truncate(kept);
-        stored.reverse();
-        let mut events = Vec::with_capacity(stored.len());
-        for event in &stored {
-            events.push(self.parse_stored(event, &head.rules)?);
-        }
-        let events = self.filter_visible(&requester.user_id, events).await?;
-        let first_position = stored.first().map(|e| e.stream_ordering).unwrap_or(upto + 1);
-        let prev_batch = make_token(first_position - 1);
+        let TimelineSlice {
+            timeline: Timeline { events, limited, prev_batch },
+            first_position,
+            first_state_before,
+        } = slice;
         let members = LazyMembers::new(filter.state.lazy_load_members, &events, &requester.user_id);
 
         // The state before the timeline.
         let full = from.is_none() || request.full_state;
         let state_ids: Vec<String> = if full {
-            let group = match stored.first() {
-                Some(first) => first.state_before,
+            let group = match first_position {
+                Some(_) => first_state_before,
                 None => self
                     .store
                     .room_events(head.room_id.as_str(), upto + 1, None, false, 1, &Default::default())
@@ -626,7 +681,8 @@ impl Services {
                 None => Vec::new(),
             }
         } else if limited {
-            self.store.state_changes_between(head.room_id.as_str(), from.unwrap_or(0), first_position).await?
+            let before = first_position.unwrap_or(upto + 1);
+            self.store.state_changes_between(head.room_id.as_str(), from.unwrap_or(0), before).await?
         } else {
             Vec::new()
         };
@@ -653,7 +709,7 @@ impl Services {
 
     /// Typing (when it changed, or in an initial sync when someone types) and the receipts
     /// since the token that the user may see.
-    async fn room_ephemeral(
+    pub(crate) async fn room_ephemeral(
         &self,
         user_id: &UserId,
         room_id: &RoomId,
@@ -681,12 +737,18 @@ impl Services {
         Ok(ephemeral)
     }
 
-    /// Heroes (when the room has neither name nor alias) and member counts.
-    async fn member_summary(&self, head: &RoomHead, user_id: &UserId) -> Result<MemberSummary> {
+    /// Heroes (when the room has no name, nor an alias when `alias_names_room`: `/sync`
+    /// counts one, sliding sync does not) and member counts.
+    pub(crate) async fn member_summary(
+        &self,
+        head: &RoomHead,
+        user_id: &UserId,
+        alias_names_room: bool,
+    ) -> Result<MemberSummary> {
         let joined = self.store.room_members(head.room_id.as_str(), "join").await?;
         let invited = self.store.room_members(head.room_id.as_str(), "invite").await?;
         let has_name = head.state_event_id("m.room.name", "").is_some()
-            || head.state_event_id("m.room.canonical_alias", "").is_some();
+            || (alias_names_room && head.state_event_id("m.room.canonical_alias", "").is_some());
         let heroes = if has_name {
             Vec::new()
         } else {
@@ -709,7 +771,11 @@ impl Services {
     /// member event and that of whoever invited them. For a room this server is not in, the
     /// state the other server sent with the invite or knock (`federation::invite`), and the
     /// member event.
-    async fn stripped_state(&self, head: &RoomHead, user_id: &UserId) -> Result<Vec<StrippedStateEvent>> {
+    pub(crate) async fn stripped_state(
+        &self,
+        head: &RoomHead,
+        user_id: &UserId,
+    ) -> Result<Vec<StrippedStateEvent>> {
         let own = head.state_event_id("m.room.member", user_id.as_str());
         if let Some(own) = own
             && let Some(remote) = self.store.stripped_room_state(own.as_str()).await?

@@ -194,21 +194,22 @@ impl Services {
         Ok(())
     }
 
-    /// The requester's device's messages after `since` up to `now`, and the to-device position
-    /// the sync's token gets: `now`, or the last message's when more are waiting.
+    /// The requester's device's messages after `since` up to `now`, at most `limit` (at least
+    /// one), and the to-device position the sync's token gets: `now`, or the last message's
+    /// when more are waiting.
     pub(crate) async fn to_device_for_sync(
         &self,
         requester: &Requester,
         since: i64,
         now: i64,
+        limit: i64,
     ) -> Result<(Vec<ToDeviceEvent>, i64)> {
         let Some(device_id) = &requester.device_id else { return Ok((Vec::new(), now)) };
-        let records = self
-            .store
-            .to_device_messages(requester.user_id.as_str(), device_id, since, now, MAX_TO_DEVICE_PER_SYNC)
-            .await?;
+        let limit = limit.max(1);
+        let records =
+            self.store.to_device_messages(requester.user_id.as_str(), device_id, since, now, limit).await?;
         let next = match records.last() {
-            Some(last) if records.len() as i64 >= MAX_TO_DEVICE_PER_SYNC => last.stream_id,
+            Some(last) if records.len() as i64 >= limit => last.stream_id,
             _ => now,
         };
         let mut events = Vec::with_capacity(records.len());

@@ -7,11 +7,13 @@ use crate::Services;
 
 /// How often housekeeping runs (it also runs once at start-up).
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(3600);
+/// How long the answer to an inbound federation transaction is kept for a retry of it.
+const INBOUND_TRANSACTION_LIFETIME_MS: u64 = 24 * 60 * 60 * 1000;
 
 impl Services {
     /// Runs every background worker until shutdown.
     pub async fn run_workers(self) {
-        self.fail_interrupted_admin_room_tasks().await;
+        self.resume_interrupted_admin_room_tasks().await;
         tokio::join!(
             self.clone().housekeeping(),
             self.clone().run_typing_expiry(),
@@ -61,6 +63,11 @@ impl Services {
             let expired_before = crate::util::now_ms().saturating_sub(crate::uia::SESSION_LIFETIME_MS) as i64;
             if let Err(error) = self.store.delete_expired_uia_sessions(expired_before).await {
                 tracing::warn!(%error, "could not delete expired UIA sessions");
+            }
+            // Answers to inbound federation transactions are kept a day, as Synapse keeps them.
+            let day_ago = crate::util::now_ms().saturating_sub(INBOUND_TRANSACTION_LIFETIME_MS) as i64;
+            if let Err(error) = self.store.prune_inbound_transactions(day_ago).await {
+                tracing::warn!(%error, "could not prune answered inbound federation transactions");
             }
             tokio::select! {
                 _ = self.shutdown.cancelled() => return,

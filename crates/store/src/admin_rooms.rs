@@ -197,6 +197,8 @@ impl Store {
         kind: &str,
         room_id: &str,
         exclusive: bool,
+        params: &str,
+        instance: &str,
     ) -> Result<bool, StoreError> {
         self.db
             .transaction(async |tx| {
@@ -212,9 +214,9 @@ impl Store {
                     }
                 }
                 tx.execute(
-                    "INSERT INTO admin_room_tasks (task_id, kind, room_id, status, created_ts)
-                     VALUES ($1, $2, $3, 'active', $4)",
-                    params![task_id, kind, room_id, crate::now_ms()],
+                    "INSERT INTO admin_room_tasks (task_id, kind, room_id, status, created_ts, params, instance)
+                     VALUES ($1, $2, $3, 'active', $4, $5, $6)",
+                    params![task_id, kind, room_id, crate::now_ms(), params, instance],
                 )
                 .await?;
                 Ok(true)
@@ -241,15 +243,22 @@ impl Store {
         Ok(())
     }
 
-    /// Marks tasks a previous process left active as failed (they died with it).
-    pub async fn fail_interrupted_admin_room_tasks(&self) -> Result<u64, StoreError> {
-        self.db
-            .execute(
-                "UPDATE admin_room_tasks SET status = 'failed', error = 'interrupted by a restart'
-                 WHERE status = 'active'",
-                params![],
+    /// The tasks `instance` (or, for rows from before tasks named their instance, any
+    /// instance) left active, with what they were asked for: a previous run of the instance
+    /// died with them.
+    pub async fn interrupted_admin_room_tasks(
+        &self,
+        instance: &str,
+    ) -> Result<Vec<(AdminRoomTask, Option<String>)>, StoreError> {
+        let rows = self
+            .db
+            .query(
+                "SELECT task_id, kind, room_id, status, error, result, created_ts, params FROM admin_room_tasks
+                 WHERE status = 'active' AND (instance = $1 OR instance IS NULL) ORDER BY created_ts, task_id",
+                params![instance],
             )
-            .await
+            .await?;
+        rows.iter().map(|row| Ok((Self::task_from_row(row)?, row.opt_string(7)?))).collect()
     }
 
     fn task_from_row(row: &crate::Row) -> Result<AdminRoomTask, StoreError> {
@@ -498,5 +507,97 @@ impl Store {
             .iter()
             .map(|row| Ok((row.string(0)?, row.i64(1)?)))
             .collect()
+    }
+}
+
+/// A background task of the admin API in the shape of Synapse's scheduled tasks: room
+/// deletions and history purges (`admin_room_tasks`) and user redactions (`user_redactions`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScheduledTaskRecord {
+    pub id: String,
+    /// Synapse's action name: `shutdown_and_purge_room`, `purge_history` or `redact_all_events`.
+    pub action: &'static str,
+    pub status: String,
+    pub timestamp_ms: i64,
+    pub resource_id: String,
+    /// The task's result as JSON text, when it has one.
+    pub result: Option<String>,
+    pub error: Option<String>,
+}
+
+impl Store {
+    /// Every admin task, optionally only those of one resource (room or user ID) and started
+    /// at or before `max_timestamp`, oldest first (as Synapse lists its scheduled tasks).
+    pub async fn scheduled_tasks(
+        &self,
+        resource_id: Option<&str>,
+        max_timestamp: Option<i64>,
+    ) -> Result<Vec<ScheduledTaskRecord>, StoreError> {
+        let max = max_timestamp.unwrap_or(i64::MAX);
+        // Two statements each rather than `$1 IS NULL`, whose type PostgreSQL cannot infer.
+        let rooms = match resource_id {
+            Some(resource) => self
+                .db
+                .query(
+                    "SELECT task_id, kind, room_id, status, error, result, created_ts FROM admin_room_tasks
+                         WHERE room_id = $1 AND created_ts <= $2",
+                    params![resource, max],
+                )
+                .await?,
+            None => self
+                .db
+                .query(
+                    "SELECT task_id, kind, room_id, status, error, result, created_ts FROM admin_room_tasks
+                         WHERE created_ts <= $1",
+                    params![max],
+                )
+                .await?,
+        };
+        let mut tasks = Vec::with_capacity(rooms.len());
+        for row in &rooms {
+            let task = Self::task_from_row(row)?;
+            tasks.push(ScheduledTaskRecord {
+                id: task.task_id,
+                action: if task.kind == "delete" { "shutdown_and_purge_room" } else { "purge_history" },
+                status: task.status,
+                timestamp_ms: task.created_ts,
+                resource_id: task.room_id,
+                result: task.result,
+                error: task.error,
+            });
+        }
+        let redactions = match resource_id {
+            Some(resource) => {
+                self.db
+                    .query(
+                        "SELECT redact_id, user_id, status, failed_redactions, error, created_ts FROM user_redactions
+                         WHERE user_id = $1 AND created_ts <= $2",
+                        params![resource, max],
+                    )
+                    .await?
+            }
+            None => {
+                self.db
+                    .query(
+                        "SELECT redact_id, user_id, status, failed_redactions, error, created_ts FROM user_redactions
+                         WHERE created_ts <= $1",
+                        params![max],
+                    )
+                    .await?
+            }
+        };
+        for row in &redactions {
+            tasks.push(ScheduledTaskRecord {
+                id: row.string(0)?,
+                action: "redact_all_events",
+                status: row.string(2)?,
+                timestamp_ms: row.i64(5)?,
+                resource_id: row.string(1)?,
+                result: Some(format!("{{\"failed_redactions\":{}}}", row.string(3)?)),
+                error: row.opt_string(4)?,
+            });
+        }
+        tasks.sort_by(|a, b| (a.timestamp_ms, &a.id).cmp(&(b.timestamp_ms, &b.id)));
+        Ok(tasks)
     }
 }

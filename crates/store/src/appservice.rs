@@ -1,4 +1,4 @@
-//! Application services' durable transaction queue (migration 0026): per appservice the
+//! Application services' durable transaction queue (migration 0028): per appservice the
 //! room-event stream position already handed over and the last transaction ID; the
 //! transactions made and not acknowledged yet.
 

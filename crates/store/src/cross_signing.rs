@@ -195,11 +195,12 @@ impl Store {
     }
 
     /// Stores signatures (one already stored for the same target and signing key is replaced),
-    /// recording a device-list change of each signed user at `device_list_stream_id` in the
-    /// same transaction.
+    /// recording the device-list `changes` (user, device; `""` for the user as a whole) at
+    /// `device_list_stream_id` in the same transaction.
     pub async fn add_cross_signing_signatures(
         &self,
         signatures: &[CrossSigningSignatureRecord],
+        changes: &[(&str, &str)],
         device_list_stream_id: i64,
     ) -> Result<(), StoreError> {
         if signatures.is_empty() {
@@ -224,10 +225,8 @@ impl Store {
                     )
                     .await?;
                 }
-                let targets: std::collections::BTreeSet<&str> =
-                    signatures.iter().map(|signature| signature.target_user_id.as_str()).collect();
-                for target in targets {
-                    record_device_list_change(tx, device_list_stream_id, target, "").await?;
+                for (user_id, device_id) in changes {
+                    record_device_list_change(tx, device_list_stream_id, user_id, device_id).await?;
                 }
                 Ok(())
             })

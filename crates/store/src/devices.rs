@@ -31,8 +31,9 @@ fn device_from_row(row: &Row) -> Result<DeviceRecord, StoreError> {
 
 /// The tables of what belongs to one device (each with `user_id` and `device_id`), deleted with
 /// it: tokens, pushers (the spec: logging out removes them), end-to-end encryption keys,
-/// to-device inbox and transaction IDs, the dehydrated-device record, and the device itself last.
-pub(crate) const DEVICE_TABLES: [&str; 10] = [
+/// to-device inbox and transaction IDs, the dehydrated-device record, its sliding sync
+/// connections, and the device itself last.
+pub(crate) const DEVICE_TABLES: [&str; 11] = [
     "access_tokens",
     "refresh_tokens",
     "pushers",
@@ -42,6 +43,7 @@ pub(crate) const DEVICE_TABLES: [&str; 10] = [
     "to_device_inbox",
     "to_device_txns",
     "dehydrated_devices",
+    "sliding_sync_positions",
     "devices",
 ];
 

@@ -36,3 +36,13 @@ impl Store {
         Ok(())
     }
 }
+
+impl Store {
+    /// Forgets the answers to transactions received before `before_ts` (Synapse keeps a day's:
+    /// a server retrying a transaction does so within minutes). Returns how many went.
+    pub async fn prune_inbound_transactions(&self, before_ts: i64) -> Result<u64, StoreError> {
+        self.db
+            .execute("DELETE FROM federation_inbound_transactions WHERE received_ts < $1", params![before_ts])
+            .await
+    }
+}

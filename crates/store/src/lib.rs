@@ -25,6 +25,7 @@ pub mod federation_queue;
 pub mod federation_transactions;
 pub mod key_backup;
 pub mod media;
+pub mod monthly_active;
 pub mod profiles;
 pub mod push;
 pub mod registration;
@@ -34,6 +35,7 @@ pub mod rooms;
 pub mod search;
 mod secrets;
 pub mod server_keys;
+mod sliding_sync;
 pub mod state;
 pub mod stripped_state;
 pub mod sync;
@@ -43,7 +45,7 @@ pub mod uia;
 pub mod users;
 
 pub use admin_media::{MediaStatsOrder, MediaStatsQuery, UserMediaStats};
-pub use admin_rooms::{AdminRoomTask, PurgeHistoryOutcome, RoomStatsRecord};
+pub use admin_rooms::{AdminRoomTask, PurgeHistoryOutcome, RoomStatsRecord, ScheduledTaskRecord};
 pub use admin_users::{
     AdminUserChanges, SentEvent, UserListEntry, UserListQuery, UserOrder, UserRedactionRecord,
     UserReportRecord, UserReportsQuery,
@@ -68,6 +70,7 @@ pub use registration::RegistrationTokenRecord;
 pub use remote_device_lists::RemoteDeviceList;
 pub use rooms::{MembershipChange, NewReport, RoomRecord};
 pub use server_keys::{ServerKeyDocument, ServerVerifyKeyRecord};
+pub use sliding_sync::SlidingSyncConnection;
 pub use state::StateDelta;
 pub use sync::{AccountDataRecord, PresenceRecord, ReceiptRecord};
 pub use to_device::{NewToDeviceMessages, ToDeviceRecord};

@@ -9,7 +9,7 @@ use axum::{Json, Router};
 use myelin_core::MatrixError;
 use myelin_service::admin_rooms::{
     AdminRoomSummary, DeleteRoomOutcome, DeleteRoomRequest, DeleteRoomStatus, PurgeHistoryRequest,
-    PurgePoint, RoomListQuery, RoomOrder,
+    PurgePoint, RoomListQuery, RoomOrder, ScheduledTaskQuery, TASK_STATUSES,
 };
 use serde_json::{Map, Value, json};
 
@@ -485,6 +485,59 @@ async fn database_room_stats(
     Ok(Json(json!({ "rooms": rooms })))
 }
 
+/// `GET /_synapse/admin/v1/scheduled_tasks?action_name&resource_id&status&job_status&max_timestamp`:
+/// room deletions, history purges and user redactions as Synapse's scheduled tasks.
+async fn scheduled_tasks(
+    State(services): State<AppState>,
+    AdminAuth(_admin): AdminAuth,
+    QueryParams(pairs): QueryParams<Vec<(String, String)>>,
+) -> ApiResult<Json<Value>> {
+    let mut query = ScheduledTaskQuery::default();
+    let mut job_statuses = Vec::new();
+    for (name, value) in &pairs {
+        match name.as_str() {
+            "action_name" => query.actions.push(value.clone()),
+            "resource_id" => query.resource_id = Some(value.clone()),
+            "status" | "job_status" => {
+                if !TASK_STATUSES.contains(&value.as_str()) {
+                    return Err(MatrixError::invalid_param(format!(
+                        "Query parameter {name:?} must be one of [{}]",
+                        TASK_STATUSES.join(", ")
+                    ))
+                    .into());
+                }
+                if name == "status" {
+                    query.statuses.push(value.clone());
+                } else {
+                    job_statuses.push(value.clone());
+                }
+            }
+            "max_timestamp" => query.max_timestamp = Some(parse_count(name, value)? as i64),
+            _ => {}
+        }
+    }
+    // `job_status` is the historical name, read only when `status` is absent (as Synapse).
+    if query.statuses.is_empty() {
+        query.statuses = job_statuses;
+    }
+    let tasks = services.admin_scheduled_tasks(&query).await?;
+    let tasks: Vec<Value> = tasks
+        .iter()
+        .map(|task| {
+            json!({
+                "id": task.id,
+                "action": task.action,
+                "status": task.status,
+                "timestamp_ms": task.timestamp_ms,
+                "resource_id": task.resource_id,
+                "result": task.result.as_deref().and_then(|r| serde_json::from_str::<Value>(r).ok()),
+                "error": task.error,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "scheduled_tasks": tasks })))
+}
+
 /// `GET /_synapse/admin/v1/background_updates/status`: Myelin runs its migrations at start-up,
 /// so there are never background updates in progress.
 async fn background_updates(AdminAuth(_admin): AdminAuth) -> Json<Value> {
@@ -494,6 +547,7 @@ async fn background_updates(AdminAuth(_admin): AdminAuth) -> Json<Value> {
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/_synapse/admin/v1/rooms", get(list_rooms))
+        .route("/_synapse/admin/v1/scheduled_tasks", get(scheduled_tasks))
         .route("/_synapse/admin/v1/rooms/{room_id}", get(get_room).delete(delete_room_v1))
         .route("/_synapse/admin/v2/rooms/{room_id}", delete(delete_room_v2))
         .route("/_synapse/admin/v2/rooms/{room_id}/delete_status", get(delete_status_of_room))

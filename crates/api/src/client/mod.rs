@@ -17,6 +17,7 @@ mod room_keys;
 pub(crate) mod rooms;
 mod search;
 mod session;
+mod sliding_sync;
 pub(crate) mod spaces;
 mod sync;
 mod to_device;
@@ -64,6 +65,7 @@ pub fn routes() -> Router<AppState> {
         .merge(rooms::routes())
         .merge(membership::routes())
         .merge(sync::routes())
+        .merge(sliding_sync::routes())
         .merge(user_data::routes())
         .merge(directory::routes())
         .merge(spaces::routes())

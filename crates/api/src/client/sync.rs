@@ -7,7 +7,7 @@ use myelin_core::MatrixError;
 use myelin_service::Services;
 use myelin_service::auth::Requester;
 use myelin_service::filter::FilterDefinition;
-use myelin_service::records::PresenceRecord;
+use myelin_service::records::{PresenceRecord, ReceiptRecord};
 use myelin_service::rooms::RoomEvent;
 use myelin_service::sync::{
     AccountDataEvent, Ephemeral, StrippedStateEvent, SyncRequest, SyncResponse, SyncToken, SyncedRoom,
@@ -68,7 +68,7 @@ fn select_fields(event: &Value, fields: &[String]) -> Value {
     Value::Object(out)
 }
 
-async fn sync_events(
+pub(super) async fn sync_events(
     services: &Services,
     events: &[RoomEvent],
     requester: &Requester,
@@ -101,7 +101,7 @@ async fn sync_events(
 }
 
 /// Account data events: `{"type", "content"}`.
-fn account_data_json(events: &[AccountDataEvent]) -> Value {
+pub(super) fn account_data_json(events: &[AccountDataEvent]) -> Value {
     let events: Vec<Value> = events.iter().map(|e| json!({"type": e.kind, "content": e.content})).collect();
     json!({ "events": events })
 }
@@ -113,8 +113,16 @@ fn ephemeral_json(ephemeral: &Ephemeral) -> Value {
     if let Some(typing) = &ephemeral.typing {
         events.push(json!({"type": "m.typing", "content": {"user_ids": typing}}));
     }
+    if let Some(receipt) = receipt_event(&ephemeral.receipts) {
+        events.push(receipt);
+    }
+    json!({ "events": events })
+}
+
+/// One `m.receipt` event of receipts (grouped by event, type and user), `None` for none.
+pub(super) fn receipt_event(receipts: &[ReceiptRecord]) -> Option<Value> {
     let mut content: BTreeMap<&str, BTreeMap<&str, BTreeMap<&str, Value>>> = BTreeMap::new();
-    for receipt in &ephemeral.receipts {
+    for receipt in receipts {
         let mut body = json!({"ts": receipt.ts});
         if !receipt.thread_id.is_empty() {
             body["thread_id"] = json!(receipt.thread_id);
@@ -126,10 +134,7 @@ fn ephemeral_json(ephemeral: &Ephemeral) -> Value {
             .or_default()
             .insert(&receipt.user_id, body);
     }
-    if !content.is_empty() {
-        events.push(json!({"type": "m.receipt", "content": content}));
-    }
-    json!({ "events": events })
+    (!content.is_empty()).then(|| json!({"type": "m.receipt", "content": content}))
 }
 
 /// An `m.presence` event as of `now` (ms).
@@ -146,7 +151,7 @@ fn presence_json(record: &PresenceRecord, now: i64) -> Value {
 }
 
 /// Stripped state (for invitees and knockers): type, state key, content and sender only.
-fn stripped_json(events: &[StrippedStateEvent]) -> Value {
+pub(super) fn stripped_json(events: &[StrippedStateEvent]) -> Value {
     let events: Vec<Value> = events.iter().map(StrippedStateEvent::to_json).collect();
     json!({ "events": events })
 }

@@ -19,6 +19,8 @@ async fn versions() -> Json<Value> {
         "unstable_features": {
             // Dehydrated devices (`client/dehydrated.rs`).
             "org.matrix.msc3814": true,
+            // Simplified sliding sync (`client/sliding_sync.rs`).
+            "org.matrix.simplified_msc3575": true,
         },
     }))
 }

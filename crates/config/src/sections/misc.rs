@@ -112,3 +112,26 @@ pub(crate) struct RawServerNotices {
     #[serde(default)]
     pub(crate) server_notices: Option<ServerNoticesConfig>,
 }
+
+/// Synapse's resource limits: `hs_disabled` (every user refused), `limit_usage_by_mau` with
+/// `max_mau_value` and `mau_trial_days` (users beyond the monthly active cohort refused once it
+/// is full), `admin_contact` (named in the refusal). `mau_stats_only` is read too: it counts the
+/// cohort without refusing anyone.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ResourceLimitsConfig {
+    pub hs_disabled: bool,
+    pub hs_disabled_message: String,
+    pub admin_contact: Option<String>,
+    pub limit_usage_by_mau: bool,
+    pub max_mau_value: u64,
+    pub mau_trial_days: u64,
+    pub mau_stats_only: bool,
+}
+
+impl ResourceLimitsConfig {
+    /// Whether the monthly active cohort is recorded at all.
+    pub fn tracks_monthly_active(&self) -> bool {
+        self.limit_usage_by_mau || self.mau_stats_only
+    }
+}

@@ -8,6 +8,7 @@ mod keys;
 mod media;
 mod media_storage;
 mod misc;
+mod modules;
 mod outbound;
 mod password;
 mod ratelimit;
@@ -29,7 +30,13 @@ pub use media_storage::{
     ChecksumWhen, MediaStorageConfig, MediaStorageProvider, S3_PROVIDER_MODULE, S3ProviderConfig, Secret,
     StorageBackend,
 };
-pub use misc::{CacheConfig, LoggingConfig, MetricsConfig, PresenceConfig, ServerNoticesConfig};
+pub use misc::{
+    CacheConfig, LoggingConfig, MetricsConfig, PresenceConfig, ResourceLimitsConfig, ServerNoticesConfig,
+};
+pub use modules::{
+    E2EE_FILTER_MODULE, EncryptionFilter, ModulesConfig, USER_RESTRICTIONS_MODULE, UserPermission,
+    UserRestrictionRule, UserRestrictions,
+};
 pub use outbound::{IpRange, OutboundConfig};
 pub use password::{PasswordConfig, PasswordPolicy};
 pub use ratelimit::{RateLimit, RateLimitConfig};
@@ -69,6 +76,10 @@ pub struct Config {
     pub consent: Option<ConsentConfig>,
     /// `app_service_config_files` and the appservice keys.
     pub appservice: AppserviceConfig,
+    /// `hs_disabled`, `limit_usage_by_mau` and their companions.
+    pub limits: ResourceLimitsConfig,
+    /// `modules`: the built-in policy modules configured.
+    pub modules: ModulesConfig,
     /// The directory of the first config file; default paths are relative to it.
     pub config_dir: PathBuf,
     /// The files read, in order.
@@ -101,6 +112,8 @@ impl Config {
         let server_notices: misc::RawServerNotices = reader.section()?;
         let consent: consent::RawConsent = reader.section()?;
         let appservice: appservice::RawAppservice = reader.section()?;
+        let modules: modules::RawModules = reader.section()?;
+        let limits: ResourceLimitsConfig = reader.section()?;
         let origins = reader.origins;
         let server = server.into_config(origins)?;
         let database = database.into_config(origins)?;
@@ -116,6 +129,7 @@ impl Config {
         let media_storage = media_storage.into_config(origins, &mut reader.warnings)?;
         let consent = consent.into_config(origins)?;
         let appservice = appservice.into_config(origins, &server.server_name)?;
+        let modules = modules.into_config(origins, &mut reader.warnings)?;
         if consent.is_some() && keys.form_secret.is_none() {
             return Err(invalid(
                 origins,
@@ -154,6 +168,8 @@ impl Config {
             server_notices: server_notices.server_notices,
             consent,
             appservice,
+            modules,
+            limits,
             config_dir,
             files,
         })

@@ -7,3 +7,4 @@ mod corpus;
 mod federation_sender;
 mod media;
 mod media_storage;
+mod modules;

@@ -220,3 +220,153 @@ async fn purge_history_refuses_bad_input_unknown_rooms_and_non_admins() {
     assert!(timeline(&alice, &room).await.contains(&event));
     server.stop().await;
 }
+
+/// `GET /_synapse/admin/v1/scheduled_tasks`: the purges, deletions and user redactions started
+/// through the admin API, in Synapse's task shape, filtered by action, resource, status and time.
+#[tokio::test]
+async fn scheduled_tasks_list_purges_deletions_and_redactions() {
+    let server = TestServer::start().await;
+    let admin = server.register_admin("admin").await;
+    let alice = server.register("alice").await;
+    let kept = create_room(&alice, json!({})).await;
+    let event = send_text(&alice, &kept, "t1", "one").await;
+    send_text(&alice, &kept, "t2", "two").await;
+    let doomed = create_room(&alice, json!({})).await;
+
+    purge(&admin, &format!("/_synapse/admin/v1/purge_history/{kept}/{event}"), json!({})).await;
+    let deletion = admin
+        .client
+        .request(reqwest::Method::DELETE, &format!("/_synapse/admin/v2/rooms/{doomed}"), Some(&json!({})))
+        .await;
+    let delete_id = deletion.expect(200)["delete_id"].as_str().unwrap().to_owned();
+    // The redaction starts once the deletion has kicked alice (it would race it otherwise).
+    for _ in 0..500 {
+        let path = format!("/_synapse/admin/v2/rooms/delete_status/{delete_id}");
+        if admin.client.get(&path).await.expect(200)["status"] == "complete" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let redaction = admin
+        .client
+        .post(&format!("/_synapse/admin/v1/user/{}/redact", alice.user_id), &json!({"rooms": []}))
+        .await;
+    let redact_id = redaction.expect(200)["redact_id"].as_str().unwrap().to_owned();
+    // Every task ends (the deletion and the redaction run on their own tasks).
+    let mut tasks = Value::Null;
+    for _ in 0..500 {
+        tasks = admin.client.get("/_synapse/admin/v1/scheduled_tasks").await.expect(200).clone();
+        let list = tasks["scheduled_tasks"].as_array().unwrap();
+        if list.len() == 3 && list.iter().all(|t| t["status"] == "complete") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let list = tasks["scheduled_tasks"].as_array().unwrap();
+    assert_eq!(list.len(), 3, "{tasks}");
+    let by_action =
+        |action: &str| list.iter().find(|t| t["action"] == action).unwrap_or_else(|| panic!("{tasks}"));
+    let purge_task = by_action("purge_history");
+    assert_eq!(purge_task["resource_id"], kept.as_str());
+    assert_eq!(purge_task["status"], "complete");
+    assert!(purge_task["timestamp_ms"].as_i64().unwrap() > 0);
+    for key in ["id", "action", "status", "timestamp_ms", "resource_id", "result", "error"] {
+        assert!(purge_task.get(key).is_some(), "{key} missing: {purge_task}");
+    }
+    let delete_task = by_action("shutdown_and_purge_room");
+    assert_eq!(delete_task["id"], delete_id.as_str());
+    assert_eq!(delete_task["resource_id"], doomed.as_str());
+    let redact_task = by_action("redact_all_events");
+    assert_eq!(redact_task["id"], redact_id.as_str());
+    assert_eq!(redact_task["resource_id"], alice.user_id.as_str());
+    assert_eq!(redact_task["result"], json!({"failed_redactions": {}}));
+
+    let filtered = |query: &str| {
+        let admin = &admin;
+        let path = format!("/_synapse/admin/v1/scheduled_tasks?{query}");
+        async move {
+            let body = admin.client.get(&path).await.expect(200).clone();
+            body["scheduled_tasks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["action"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(filtered("action_name=purge_history").await, ["purge_history"]);
+    let two = filtered("action_name=purge_history&action_name=redact_all_events").await;
+    assert_eq!(two.len(), 2, "{two:?}");
+    assert_eq!(filtered(&format!("resource_id={}", urlencode(&doomed))).await, ["shutdown_and_purge_room"]);
+    assert_eq!(filtered("status=complete").await.len(), 3);
+    assert_eq!(filtered("job_status=failed").await.len(), 0);
+    assert_eq!(filtered("max_timestamp=0").await.len(), 0);
+
+    admin
+        .client
+        .get("/_synapse/admin/v1/scheduled_tasks?status=done")
+        .await
+        .expect_error(400, "M_INVALID_PARAM");
+    admin
+        .client
+        .get("/_synapse/admin/v1/scheduled_tasks?max_timestamp=x")
+        .await
+        .expect_error(400, "M_INVALID_PARAM");
+    alice.client.get("/_synapse/admin/v1/scheduled_tasks").await.expect_error(403, "M_FORBIDDEN");
+    server.stop().await;
+}
+
+/// Room deletions and history purges a previous run left active run again at start-up with
+/// what they were asked for; one whose parameters were never recorded is marked failed.
+#[tokio::test]
+async fn interrupted_purges_and_deletions_resume_after_a_restart() {
+    let mut server = TestServer::start().await;
+    let admin = server.register_admin("admin").await;
+    let alice = server.register("alice").await;
+    let kept = create_room(&alice, json!({})).await;
+    let old = send_text(&alice, &kept, "t1", "old").await;
+    let point = send_text(&alice, &kept, "t2", "point").await;
+    let doomed = create_room(&alice, json!({})).await;
+    // What a run that died mid-task leaves: active rows (tasks are only ever started through
+    // the admin API, so the rows are written directly, as the store writes them).
+    let store = server.services().store().clone();
+    let depth = store.event_room_and_depth(&point).await.unwrap().unwrap().1;
+    let purge_params = json!({"depth": depth, "delete_local_events": true}).to_string();
+    assert!(
+        store
+            .start_admin_room_task("p1", "purge_history", &kept, false, &purge_params, "master")
+            .await
+            .unwrap()
+    );
+    let delete_params = json!({"requester": admin.user_id, "block": true, "purge": true}).to_string();
+    assert!(
+        store.start_admin_room_task("d1", "delete", &doomed, true, &delete_params, "master").await.unwrap()
+    );
+    assert!(store.start_admin_room_task("p0", "purge_history", &kept, false, "", "master").await.unwrap());
+    server.restart().await;
+    let mut admin = admin;
+    let mut alice = alice;
+    admin.client = server.client().with_token(&admin.access_token);
+    alice.client = server.client().with_token(&alice.access_token);
+
+    let status = wait_for_purge(&admin, "p1").await;
+    assert_eq!(status, json!({"status": "complete"}));
+    let events = timeline(&alice, &kept).await;
+    assert!(!events.contains(&old), "the resumed purge removed what was before its point");
+    let failed = wait_for_purge(&admin, "p0").await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    let path = "/_synapse/admin/v2/rooms/delete_status/d1";
+    let mut deletion = Value::Null;
+    for _ in 0..500 {
+        deletion = admin.client.get(path).await.expect(200).clone();
+        if deletion["status"] != "active" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(deletion["status"], "complete", "{deletion}");
+    assert_eq!(deletion["shutdown_room"]["kicked_users"], json!([alice.user_id]), "{deletion}");
+    let join = format!("/_matrix/client/v3/join/{}", urlencode(&doomed));
+    alice.client.post(&join, &json!({})).await.expect_error(403, "M_FORBIDDEN");
+    server.stop().await;
+}

@@ -8,7 +8,7 @@ use ruma::signatures::{Ed25519KeyPair, sign_json};
 use serde_json::{Value, json};
 
 pub(crate) const DEVICE_SIGNING: &str = "/_matrix/client/v3/keys/device_signing/upload";
-const SIGNATURES: &str = "/_matrix/client/v3/keys/signatures/upload";
+pub(crate) const SIGNATURES: &str = "/_matrix/client/v3/keys/signatures/upload";
 const KEYS_UPLOAD: &str = "/_matrix/client/v3/keys/upload";
 const QUERY: &str = "/_matrix/client/v3/keys/query";
 
@@ -24,7 +24,7 @@ fn public_key_of(pair: &Ed25519KeyPair) -> String {
 }
 
 impl Key {
-    fn device(user_id: &str, device_id: &str) -> Key {
+    pub(crate) fn device(user_id: &str, device_id: &str) -> Key {
         let pair = Ed25519KeyPair::from_der(&Ed25519KeyPair::generate(), device_id.to_owned()).unwrap();
         Key { user_id: user_id.to_owned(), pair }
     }
@@ -35,12 +35,12 @@ impl Key {
         Key { user_id: user_id.to_owned(), pair: Ed25519KeyPair::from_der(&der, public_key).unwrap() }
     }
 
-    fn public_key(&self) -> String {
+    pub(crate) fn public_key(&self) -> String {
         public_key_of(&self.pair)
     }
 
     /// `object` with this key's signature added (as `self.user_id`'s).
-    fn sign(&self, object: Value) -> Value {
+    pub(crate) fn sign(&self, object: Value) -> Value {
         let CanonicalJsonValue::Object(mut object) = CanonicalJsonValue::try_from(object).unwrap() else {
             panic!("not an object")
         };
@@ -60,9 +60,9 @@ impl Key {
 
 /// A user's three cross-signing keys.
 pub(crate) struct CrossSigning {
-    master: Key,
-    self_signing: Key,
-    user_signing: Key,
+    pub(crate) master: Key,
+    pub(crate) self_signing: Key,
+    pub(crate) user_signing: Key,
 }
 
 impl CrossSigning {
@@ -74,7 +74,7 @@ impl CrossSigning {
         }
     }
 
-    fn master_json(&self) -> Value {
+    pub(crate) fn master_json(&self) -> Value {
         self.master.key_json("master")
     }
 
@@ -107,12 +107,18 @@ fn device_keys_unsigned(user: &TestUser, device: &Key) -> Value {
     })
 }
 
+/// Uploads keys of `user`'s device and returns them with the device's key.
+pub(crate) async fn upload_device_keys(user: &TestUser) -> (Key, Value) {
+    let device = Key::device(&user.user_id, &user.device_id);
+    let device_keys = device.sign(device_keys_unsigned(user, &device));
+    user.client.post(KEYS_UPLOAD, &json!({ "device_keys": device_keys })).await.expect(200);
+    (device, device_keys)
+}
+
 /// Registers `localpart`, uploads its device's keys and returns them with the device's key.
 async fn user_with_device_keys(server: &TestServer, localpart: &str) -> (TestUser, Key, Value) {
     let user = server.register(localpart).await;
-    let device = Key::device(&user.user_id, &user.device_id);
-    let device_keys = device.sign(device_keys_unsigned(&user, &device));
-    user.client.post(KEYS_UPLOAD, &json!({ "device_keys": device_keys })).await.expect(200);
+    let (device, device_keys) = upload_device_keys(&user).await;
     (user, device, device_keys)
 }
 

@@ -456,6 +456,106 @@ async fn device_list_updates_reach_the_other_server_and_gaps_resync() {
     panic!("bob never saw the keys of alice's phone");
 }
 
+/// What `user` sees of `target`'s keys through `/keys/query`.
+async fn queried_keys(user: &TestUser, target: &str) -> Value {
+    let body = json!({"device_keys": {target: []}, "timeout": 5000});
+    user.client.post("/_matrix/client/v3/keys/query", &body).await.expect(200).clone()
+}
+
+/// Polls `user`'s `/keys/query` of `target` until `done` holds of the answer (what another
+/// server sends is applied in the background); returns it. Fails the test after 20 s.
+async fn query_until(user: &TestUser, target: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let mut answer = Value::Null;
+    for _ in 0..SETTLE_POLLS {
+        answer = queried_keys(user, target).await;
+        if done(&answer) {
+            return answer;
+        }
+        tokio::time::sleep(SETTLE_INTERVAL).await;
+    }
+    panic!("{} never saw {what}: {answer}", user.user_id);
+}
+
+#[tokio::test]
+async fn cross_signing_signatures_cross_servers_as_synapse_sends_them() {
+    use crate::cross_signing::{CrossSigning, DEVICE_SIGNING, SIGNATURES, upload_device_keys};
+    let Pair { a, b, alice, bob, .. } = joined_pair(json!({})).await;
+    let carol = a.register("carol").await;
+    let (_, _) = upload_device_keys(&alice).await;
+    let (bob_device, bob_device_keys) = upload_device_keys(&bob).await;
+    // One change at a time: A has bob's device keys before his cross-signing keys follow.
+    query_until(&alice, &bob.user_id, "bob's device keys", |answer| {
+        answer["device_keys"][&bob.user_id][&bob.device_id]["keys"] == bob_device_keys["keys"]
+    })
+    .await;
+    let alice_keys = CrossSigning::new(&alice.user_id);
+    alice.client.post(DEVICE_SIGNING, &alice_keys.upload_body()).await.expect(200);
+    let bob_keys = CrossSigning::new(&bob.user_id);
+    bob.client.post(DEVICE_SIGNING, &bob_keys.upload_body()).await.expect(200);
+    let bob_master_id = bob_keys.master.public_key();
+    query_until(&alice, &bob.user_id, "bob's master key", |answer| {
+        answer["master_keys"][&bob.user_id] == bob_keys.master_json()
+    })
+    .await;
+
+    // bob signs his device with his self-signing key and his master key with his device, on B:
+    // A gets the signed device (an m.device_list_update with its keys) and the signed master
+    // key (an m.signing_key_update), so alice sees both, and so does carol.
+    let signed_device = bob_keys.self_signing.sign(bob_device_keys.clone());
+    let signed_master = bob_device.sign(bob_keys.master_json());
+    let body = json!({&bob.user_id: {&bob.device_id: signed_device, &bob_master_id: signed_master}});
+    assert_eq!(bob.client.post(SIGNATURES, &body).await.expect(200).clone(), json!({"failures": {}}));
+    for user in [&alice, &carol] {
+        query_until(user, &bob.user_id, "bob's signatures of his own keys", |answer| {
+            answer["device_keys"][&bob.user_id][&bob.device_id]["signatures"] == signed_device["signatures"]
+                && answer["master_keys"][&bob.user_id] == signed_master
+        })
+        .await;
+    }
+
+    // alice, on A, signs bob's master key (a remote user's) with her user-signing key: A checks
+    // it against bob's master key and keeps it; alice sees it beside bob's own signatures, as
+    // her client needs in order to call bob verified. Neither carol nor bob sees it (Synapse
+    // sends no other server a signature of another user's key).
+    let alice_user_signing_id = format!("ed25519:{}", alice_keys.user_signing.public_key());
+    let signed_bob = alice_keys.user_signing.sign(bob_keys.master_json());
+    let signature = signed_bob["signatures"][&alice.user_id][&alice_user_signing_id].clone();
+    assert!(signature.is_string(), "{signed_bob}");
+    let body = json!({&bob.user_id: {&bob_master_id: signed_bob}});
+    assert_eq!(alice.client.post(SIGNATURES, &body).await.expect(200).clone(), json!({"failures": {}}));
+    let answer = queried_keys(&alice, &bob.user_id).await;
+    let mut expected = signed_master.clone();
+    expected["signatures"][&alice.user_id] = json!({&alice_user_signing_id: signature});
+    assert_eq!(answer["master_keys"][&bob.user_id], expected, "{answer}");
+    assert_eq!(answer["failures"], json!({}), "{answer}");
+    assert_eq!(queried_keys(&carol, &bob.user_id).await["master_keys"][&bob.user_id], signed_master);
+    assert_eq!(queried_keys(&bob, &bob.user_id).await["master_keys"][&bob.user_id], signed_master);
+
+    // Refused: a signature of bob's self-signing key (only master keys of other users are
+    // signed), one by another key than alice's user-signing key, and one of a user of B who
+    // has no cross-signing keys.
+    let dave = b.register("dave").await;
+    let forger = CrossSigning::new(&alice.user_id);
+    let mut forged = forger.user_signing.sign(bob_keys.master_json());
+    let forged_signature =
+        forged["signatures"][&alice.user_id][format!("ed25519:{}", forger.user_signing.public_key())].clone();
+    forged["signatures"] = json!({&alice.user_id: {&alice_user_signing_id: forged_signature}});
+    let bob_self_signing_id = bob_keys.self_signing.public_key();
+    let body = json!({
+        &bob.user_id: {
+            &bob_master_id: forged,
+            &bob_self_signing_id: alice_keys.user_signing.sign(bob_keys.master_json()),
+        },
+        &dave.user_id: {"DAVEKEY": alice_keys.user_signing.sign(json!({"user_id": dave.user_id}))},
+    });
+    let failures = alice.client.post(SIGNATURES, &body).await.expect(200)["failures"].clone();
+    assert_eq!(failures[&bob.user_id][&bob_master_id]["errcode"], json!("M_INVALID_SIGNATURE"), "{failures}");
+    assert_eq!(failures[&bob.user_id][&bob_self_signing_id]["errcode"], json!("M_NOT_FOUND"), "{failures}");
+    assert_eq!(failures[&dave.user_id]["DAVEKEY"]["errcode"], json!("M_NOT_FOUND"), "{failures}");
+    let answer = queried_keys(&alice, &bob.user_id).await;
+    assert_eq!(answer["master_keys"][&bob.user_id], expected, "{answer}");
+}
+
 #[tokio::test]
 async fn keys_of_remote_users_are_queried_and_claimed_from_their_server() {
     let Pair { alice, bob, .. } = joined_pair(json!({})).await;

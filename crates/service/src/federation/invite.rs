@@ -315,6 +315,17 @@ impl Services {
             .and_then(|key| UserId::parse(key).ok())
             .filter(|user| user.server_name().as_str() == self.server_name())
             .ok_or_else(|| invalid("The invite event must be for this server"))?;
+        // `user_may_invite` for remote inviters too (the sender was checked just above).
+        if !self
+            .config
+            .modules
+            .user_may(field("sender").unwrap_or_default(), myelin_config::UserPermission::Invite)
+        {
+            return Err(MatrixError::forbidden(
+                "This user is not permitted to send invites to this server/user",
+            )
+            .into());
+        }
         let CheckedPdu { pdu } = self.check_remote_pdu(room_id, &rules, event).await?;
         if pdu.event_id != event_id {
             return Err(invalid("The event ID does not match the event"));

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use ruma::{OwnedServerName, OwnedUserId};
+use ruma::{OwnedServerName, OwnedUserId, UserId};
 use serde_json::{Map, Value, json};
 
 use crate::e2e_keys::{KeysClaimResult, KeysQueryResult, QueriedDeviceKeys};
@@ -35,9 +35,11 @@ fn belongs_to(object: &Map<String, Value>, user_id: &OwnedUserId, device_id: Opt
 }
 
 impl Services {
-    /// Adds the keys of remote users (`requested` holds only remote users) to `result`.
+    /// Adds the keys of remote users (`requested` holds only remote users) to `result`, their
+    /// master keys with the signatures `requester` (when given) made of them here.
     pub(crate) async fn query_remote_keys(
         &self,
+        requester: Option<&UserId>,
         requested: &BTreeMap<OwnedUserId, Vec<String>>,
         timeout: Duration,
         result: &mut KeysQueryResult,
@@ -97,7 +99,20 @@ impl Services {
                 }
             }
         }
+        if let Some(requester) = requester {
+            self.add_signatures_of_remote_master_keys(requester, &mut result.cross_signing.master_keys)
+                .await?;
+        }
         Ok(())
+    }
+
+    /// A remote user's master key, from the tracked device list or else from their server
+    /// (within [`DEFAULT_TIMEOUT`]); `None` when they have none or their server did not answer.
+    pub(crate) async fn remote_master_key(&self, user_id: &UserId) -> Result<Option<Map<String, Value>>> {
+        let requested = BTreeMap::from([(user_id.to_owned(), Vec::new())]);
+        let mut result = KeysQueryResult::default();
+        self.query_remote_keys(None, &requested, DEFAULT_TIMEOUT, &mut result).await?;
+        Ok(result.cross_signing.master_keys.remove(user_id))
     }
 
     /// Claims one-time keys of remote users' devices (`claims` holds only remote users) into

@@ -182,6 +182,9 @@ impl Services {
         let MediaUpload { media_id, reserved, user_id, metadata, mut file, temp_path, hasher, size, .. } =
             upload;
         file.flush().await.map_err(|e| io_error("writing an upload", e))?;
+        // On disk before its record is written: a crash must not leave a record of a file
+        // whose bytes were still in the page cache.
+        file.sync_data().await.map_err(|e| io_error("writing an upload", e))?;
         drop(file);
         let sha256 = hex::encode(hasher.finalize());
         let mut placed = PlacedFile(None);
@@ -353,5 +356,13 @@ pub(super) async fn place_file(temp_path: TempPath, path: &Path) -> Result<()> {
             .await
             .map_err(|e| io_error(format!("creating {}", parent.display()), e))?;
     }
-    temp_path.persist(path).map_err(|e| io_error("placing an upload", e.error))
+    temp_path.persist(path).map_err(|e| io_error("placing an upload", e.error))?;
+    // The rename itself is durable once its directory is synced.
+    if let Some(parent) = path.parent()
+        && let Ok(dir) = std::fs::File::open(parent)
+        && let Err(error) = dir.sync_all()
+    {
+        tracing::warn!(%error, directory = %parent.display(), "could not sync a media directory");
+    }
+    Ok(())
 }

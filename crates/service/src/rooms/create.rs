@@ -9,6 +9,7 @@ use serde_json::{Map, Value, json};
 use super::membership::{MemberEvent, MembershipAction, MembershipChange};
 use super::{EventDraft, RoomHead, check_room_version};
 use crate::auth::Requester;
+use crate::policy_modules::FILTERED_ENCRYPTION_LEVEL;
 use crate::ratelimit::Limiter;
 use crate::util::random_string;
 use crate::{Error, Result, Services};
@@ -89,9 +90,10 @@ impl Services {
     pub async fn create_room(
         &self,
         requester: &Requester,
-        request: CreateRoomRequest,
+        mut request: CreateRoomRequest,
     ) -> Result<OwnedRoomId> {
         let creator = &requester.user_id;
+        requester.check_auth_blocking_for(self).await?;
         self.assert_accepted_privacy_policy(requester).await?;
         self.ratelimit_user(Limiter::RoomCreation, creator).await?;
         let version_name =
@@ -111,11 +113,23 @@ impl Services {
             .preset
             .clone()
             .unwrap_or_else(|| if public { "public_chat" } else { "private_chat" }.to_owned());
-        let preset = preset(&preset_name, self.config.room.encryption_by_default)?;
+        // The encryption filter makes every new room unencrypted: no encryption by default, no
+        // `m.room.encryption` from `initial_state`, and the level to send one above everyone's.
+        let encryption_filtered = self.encryption_filtered();
+        let encryption_by_default = if encryption_filtered {
+            EncryptionByDefault::Off
+        } else {
+            self.config.room.encryption_by_default
+        };
+        if encryption_filtered {
+            request.initial_state.retain(|(kind, _, _)| kind != "m.room.encryption");
+        }
+        let preset = preset(&preset_name, encryption_by_default)?;
         let asks_encryption = request.initial_state.iter().any(|(kind, _, _)| kind == "m.room.encryption");
         if preset.encrypted || asks_encryption {
             self.check_encryption_allowed(&preset_name)?;
         }
+        self.check_may_create_room(requester, true)?;
         let mut invitees: Vec<OwnedUserId> = Vec::new();
         for invitee in &request.invite {
             let user_id = UserId::parse(invitee.as_str())
@@ -274,6 +288,13 @@ impl Services {
                 content
             }
         };
+        let mut power_levels = power_levels;
+        if encryption_filtered && let Some(object) = power_levels.as_object_mut() {
+            let events = object.entry("events").or_insert_with(|| json!({}));
+            if let Some(events) = events.as_object_mut() {
+                events.insert("m.room.encryption".to_owned(), json!(FILTERED_ENCRYPTION_LEVEL));
+            }
+        }
         if rules.authorization.explicitly_privilege_room_creators
             && let Some(users) = power_levels.get("users").and_then(Value::as_object)
             && let Some(listed) = creators.iter().find(|c| users.contains_key(c.as_str()))

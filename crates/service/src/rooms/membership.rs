@@ -332,6 +332,7 @@ impl Services {
             MembershipAction::Leave => true,
             _ => false,
         };
+        requester.check_auth_blocking_for(self).await?;
         if !consent_exempt {
             self.assert_accepted_privacy_policy(requester).await?;
         }
@@ -339,9 +340,7 @@ impl Services {
             MembershipAction::Join | MembershipAction::Knock if target != sender => {
                 return Err(MatrixError::forbidden("Users can only join or knock for themselves").into());
             }
-            MembershipAction::Invite if !requester.is_admin && self.config.room.block_non_admin_invites => {
-                return Err(MatrixError::forbidden("Invites have been disabled on this server").into());
-            }
+            MembershipAction::Invite => self.check_may_invite(requester)?,
             _ => {}
         }
         // Invitees of this server must exist, or be vouched for by the appservice whose

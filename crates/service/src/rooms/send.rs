@@ -64,6 +64,7 @@ impl Services {
             return shadow_ban_event_id();
         }
         refuse_suspended_send(requester)?;
+        requester.check_auth_blocking_for(self).await?;
         self.assert_accepted_privacy_policy(requester).await?;
         self.ratelimit_user(crate::ratelimit::Limiter::Message, &requester.user_id).await?;
         let txn = Self::txn_key(requester, format!("{room_id}/send/{kind}"), txn_id);
@@ -90,6 +91,8 @@ impl Services {
             return shadow_ban_event_id();
         }
         refuse_suspended_send(requester)?;
+        self.check_event_allowed_by_modules(kind, &requester.user_id, room_id)?;
+        requester.check_auth_blocking_for(self).await?;
         self.assert_accepted_privacy_policy(requester).await?;
         self.ratelimit_user(crate::ratelimit::Limiter::Message, &requester.user_id).await?;
         let pdu = self
@@ -119,6 +122,7 @@ impl Services {
                 return Err(suspended("You can only redact your own events while account is suspended."));
             }
         }
+        requester.check_auth_blocking_for(self).await?;
         self.assert_accepted_privacy_policy(requester).await?;
         let limiter = if requester.is_admin && self.config.ratelimit.admin_redaction.is_some() {
             crate::ratelimit::Limiter::AdminRedaction

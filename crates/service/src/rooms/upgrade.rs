@@ -195,6 +195,7 @@ impl Services {
         let sender = &requester.user_id;
         let (version, rules) = check_room_version(new_version)?;
         // The tombstone and the new room's events need consent, as every event the user sends.
+        requester.check_auth_blocking_for(self).await?;
         self.assert_accepted_privacy_policy(requester).await?;
         let additional_creators: Vec<String> = match additional_creators {
             Some(list) if rules.authorization.additional_room_creators => {
@@ -212,6 +213,8 @@ impl Services {
             _ => Vec::new(),
         };
         self.ratelimit_user(Limiter::RoomCreation, sender).await?;
+        // Synapse asks `user_may_create_room` at upgrades without exempting admins.
+        self.check_may_create_room(requester, false)?;
         let unknown_room = || Error::from(MatrixError::not_found(format!("Unknown room {old_room_id}")));
         // Checked before taking a lock, so that unknown rooms leave no lock behind.
         let old_record = self.store.get_room(old_room_id.as_str()).await?.ok_or_else(unknown_room)?;

@@ -47,7 +47,10 @@ pub(crate) const MIGRATION_FILES: &[(&str, &str)] = &[
     ("0022_admin_rooms.sql", include_str!("../../migrations/0022_admin_rooms.sql")),
     ("0023_admin_users.sql", include_str!("../../migrations/0023_admin_users.sql")),
     ("0024_user_consent.sql", include_str!("../../migrations/0024_user_consent.sql")),
-    ("0026_appservices.sql", include_str!("../../migrations/0026_appservices.sql")),
+    ("0025_monthly_active_users.sql", include_str!("../../migrations/0025_monthly_active_users.sql")),
+    ("0026_admin_room_task_params.sql", include_str!("../../migrations/0026_admin_room_task_params.sql")),
+    ("0027_sliding_sync.sql", include_str!("../../migrations/0027_sliding_sync.sql")),
+    ("0028_appservices.sql", include_str!("../../migrations/0028_appservices.sql")),
 ];
 
 /// Arbitrary constant identifying Myelin's migration lock.

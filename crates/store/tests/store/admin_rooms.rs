@@ -16,12 +16,16 @@ store_test!(blocked_rooms_keep_their_first_blocker_and_unblock, |store| async mo
 });
 
 store_test!(one_active_deletion_per_room_and_its_outcome_is_kept, |store| async move {
-    assert!(store.start_admin_room_task("d1", "delete", ROOM, true).await.unwrap());
-    assert!(!store.start_admin_room_task("d2", "delete", ROOM, true).await.unwrap(), "one at a time");
-    assert!(store.start_admin_room_task("p1", "purge_history", ROOM, true).await.unwrap(), "another kind");
-    assert!(store.start_admin_room_task("p2", "purge_history", ROOM, false).await.unwrap(), "not exclusive");
+    let start = |id: &'static str, kind: &'static str, exclusive: bool, instance: &'static str| {
+        let store = store.clone();
+        async move { store.start_admin_room_task(id, kind, ROOM, exclusive, "{\"p\":1}", instance).await.unwrap() }
+    };
+    assert!(start("d1", "delete", true, "master").await);
+    assert!(!start("d2", "delete", true, "master").await, "one at a time");
+    assert!(start("p1", "purge_history", true, "master").await, "another kind");
+    assert!(start("p2", "purge_history", false, "worker1").await, "not exclusive");
     store.finish_admin_room_task("d1", Ok(Some(r#"{"kicked_users":[]}"#))).await.unwrap();
-    assert!(store.start_admin_room_task("d2", "delete", ROOM, true).await.unwrap(), "after the first ended");
+    assert!(start("d2", "delete", true, "master").await, "after the first ended");
     store.finish_admin_room_task("d2", Err("boom")).await.unwrap();
     let tasks = store.admin_room_tasks(ROOM, "delete").await.unwrap();
     let states: Vec<(&str, &str, Option<&str>)> =
@@ -31,9 +35,13 @@ store_test!(one_active_deletion_per_room_and_its_outcome_is_kept, |store| async 
         store.admin_room_task("d1").await.unwrap().unwrap().result.as_deref(),
         Some(r#"{"kicked_users":[]}"#)
     );
-    // A restart ends what was active.
-    assert_eq!(store.fail_interrupted_admin_room_tasks().await.unwrap(), 2);
-    assert_eq!(store.admin_room_task("p1").await.unwrap().unwrap().status, "failed");
+    // A restarted instance finds what it left active, with its parameters; not another's.
+    let interrupted = store.interrupted_admin_room_tasks("master").await.unwrap();
+    let found: Vec<(&str, Option<&str>)> =
+        interrupted.iter().map(|(task, params)| (task.task_id.as_str(), params.as_deref())).collect();
+    assert_eq!(found, [("p1", Some("{\"p\":1}"))]);
+    let other = store.interrupted_admin_room_tasks("worker1").await.unwrap();
+    assert_eq!(other.iter().map(|(task, _)| task.task_id.as_str()).collect::<Vec<_>>(), ["p2"]);
 });
 
 store_test!(resetting_a_destination_forgets_its_backoff, |store| async move {

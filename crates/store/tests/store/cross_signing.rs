@@ -72,13 +72,19 @@ store_test!(replaced_keys_and_deleted_devices_take_their_signatures, |store| asy
                 master_by_device.clone(),
                 bob_by_alice.clone(),
             ],
+            &[(ALICE, "DEV"), (ALICE, "OTHER"), (ALICE, ""), (BOB, "")],
             20,
         )
         .await
         .unwrap();
+    // The changes given are recorded at the position, in the same transaction.
+    let (alice_changes, _) = store.local_device_list_change_at(ALICE, 20).await.unwrap();
+    assert_eq!(alice_changes, ["", "DEV", "OTHER"]);
+    let (bob_changes, _) = store.local_device_list_change_at(BOB, 20).await.unwrap();
+    assert_eq!(bob_changes, [""]);
     // Storing one again replaces it.
     let replaced = signature((ALICE, "DEV"), (ALICE, "ed25519:AS1"), "sig-dev-2");
-    store.add_cross_signing_signatures(std::slice::from_ref(&replaced), 11).await.unwrap();
+    store.add_cross_signing_signatures(std::slice::from_ref(&replaced), &[(ALICE, "DEV")], 11).await.unwrap();
     assert_eq!(
         signatures_of(&store, ALICE, &["AM1", "DEV", "OTHER"]).await,
         [master_by_device.clone(), replaced.clone(), other_by_self_signing.clone()]
@@ -108,12 +114,12 @@ store_test!(replaced_keys_and_deleted_devices_take_their_signatures, |store| asy
     // Bob's new master key loses Alice's signature of the old one; a new user-signing key of
     // Alice's takes her signatures of others.
     let bob_again = signature((BOB, "BM1"), (ALICE, "ed25519:AU1"), "sig-bob");
-    store.add_cross_signing_signatures(std::slice::from_ref(&bob_again), 12).await.unwrap();
+    store.add_cross_signing_signatures(std::slice::from_ref(&bob_again), &[(BOB, "")], 12).await.unwrap();
     assert!(
         store.set_cross_signing_keys(ALICE, Some("AM1"), &[key("user_signing", "AU2")], 9).await.unwrap()
     );
     assert!(signatures_of(&store, BOB, &["BM1"]).await.is_empty());
-    store.add_cross_signing_signatures(&[bob_by_alice], 13).await.unwrap();
+    store.add_cross_signing_signatures(&[bob_by_alice], &[(BOB, "")], 13).await.unwrap();
     assert!(store.set_cross_signing_keys(BOB, Some("BM1"), &[key("master", "BM2")], 10).await.unwrap());
     assert!(signatures_of(&store, BOB, &["BM1", "BM2"]).await.is_empty());
 });

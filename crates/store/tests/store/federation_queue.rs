@@ -95,3 +95,14 @@ store_test!(federation_sender_leases_are_exclusive_until_they_expire, |store| as
     store.release_sender_lease(B, "two").await.unwrap();
     assert!(store.acquire_sender_lease(B, "one", 3000, 4000).await.unwrap());
 });
+
+store_test!(answered_inbound_transactions_are_kept_until_pruned, |store| async move {
+    store.record_inbound_transaction("a.test", "t1", "{}").await.unwrap();
+    assert_eq!(store.inbound_transaction_response("a.test", "t1").await.unwrap().as_deref(), Some("{}"));
+    // Received after the cut-off: kept.
+    assert_eq!(store.prune_inbound_transactions(0).await.unwrap(), 0);
+    assert!(store.inbound_transaction_response("a.test", "t1").await.unwrap().is_some());
+    let later = i64::MAX;
+    assert_eq!(store.prune_inbound_transactions(later).await.unwrap(), 1);
+    assert_eq!(store.inbound_transaction_response("a.test", "t1").await.unwrap(), None);
+});

@@ -1,0 +1,157 @@
+//! Simplified sliding sync (MSC4186): `POST /_matrix/client/unstable/org.matrix.simplified_msc3575/sync`.
+//!
+//! A request names lists (windows over the user's rooms, newest `bump_stamp` first, after
+//! filters) and room subscriptions, each with what to send of every room (`required_state`,
+//! `timeline_limit`), and extensions. The answer gives each list's count, the rooms in the
+//! lists' ranges and the subscribed rooms (each only when something changed since the
+//! connection last sent it: see `room`), the extensions, and a new `pos`.
+//!
+//! Submodules: `request` (parsing and bounds), `lists` (the rooms, filters, windows), `room`
+//! (one room's data), `connection` (per-connection state, stored so that it survives
+//! restarts), `extensions`. Timelines, visibility, state, unread counts, account data,
+//! receipts, typing, to-device and device lists are read through the same functions as
+//! `/sync` (`crate::sync`); the long-poll waits on the same notifier.
+
+pub mod connection;
+pub mod extensions;
+pub mod lists;
+pub mod request;
+pub mod room;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use ruma::OwnedRoomId;
+
+use self::connection::ConnectionState;
+use self::extensions::{ExtensionContext, Extensions, advance_extensions};
+use self::request::{RoomParams, SlidingSyncRequest};
+use self::room::SlidingRoom;
+use crate::auth::Requester;
+use crate::sync::{MAX_TIMEOUT_MS, SyncToken};
+use crate::{Result, Services};
+
+/// The answer to a sliding sync request.
+#[derive(Clone, Debug, Default)]
+pub struct SlidingSyncResponse {
+    pub pos: String,
+    /// Each list's count of matching rooms.
+    pub lists: BTreeMap<String, u64>,
+    pub rooms: BTreeMap<OwnedRoomId, SlidingRoom>,
+    pub extensions: Extensions,
+}
+
+/// One computed answer, before it is stored.
+struct Computed {
+    response: SlidingSyncResponse,
+    state: ConnectionState,
+}
+
+impl Services {
+    /// Sliding sync: answers at once when there is news (or on a fresh connection, or with no
+    /// `timeout`), otherwise waits for news up to `timeout`.
+    pub async fn sliding_sync(
+        &self,
+        requester: &Requester,
+        request: SlidingSyncRequest,
+    ) -> Result<SlidingSyncResponse> {
+        self.check_auth_blocking(Some(&requester.user_id)).await?;
+        let _active = self.active_syncs.start(&requester.user_id);
+        let previous = match request.pos {
+            Some(pos) => Some(self.sliding_sync_connection(requester, &request.conn_id, pos).await?),
+            None => None,
+        };
+        self.ack_sliding_to_device(requester, &request.extensions).await?;
+        let listener = self.notifier.listener(&requester.user_id);
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(request.timeout_ms.min(MAX_TIMEOUT_MS));
+        let computed = loop {
+            let notified = listener.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let computed = self.compute_sliding_sync(requester, &request, previous.as_ref()).await?;
+            let news = !computed.response.rooms.is_empty() || computed.response.extensions.has_news();
+            if previous.is_none() || news || tokio::time::Instant::now() >= deadline {
+                break computed;
+            }
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+                _ = self.shutdown.cancelled() => break computed,
+            }
+        };
+        let Computed { mut response, state } = computed;
+        let pos = self.save_sliding_sync_connection(requester, &request.conn_id, request.pos, &state).await?;
+        response.pos = pos.to_string();
+        Ok(response)
+    }
+
+    async fn compute_sliding_sync(
+        &self,
+        requester: &Requester,
+        request: &SlidingSyncRequest,
+        previous: Option<&ConnectionState>,
+    ) -> Result<Computed> {
+        let user_id = &requester.user_id;
+        let now = self.current_sync_token();
+        let since: Option<SyncToken> = previous.map(ConnectionState::token).transpose()?;
+        let entries = self.sliding_sync_rooms(user_id, since.map(|s| s.events), now.events).await?;
+        let windows = self.sliding_sync_lists(&request.lists, &entries).await?;
+
+        // Every room to consider, with the union of what its lists and subscriptions ask.
+        let mut wanted: BTreeMap<OwnedRoomId, RoomParams> = BTreeMap::new();
+        for (name, window) in &windows {
+            let params = &request.lists[name].params;
+            for room in &window.rooms {
+                wanted.entry(room.clone()).or_insert_with(|| params.clone()).merge(params);
+            }
+        }
+        let mut subscribed = BTreeSet::new();
+        for (room, params) in &request.room_subscriptions {
+            // Subscriptions to rooms the user has no part in are left out, as if unknown.
+            if entries.iter().any(|e| &e.room_id == room) {
+                subscribed.insert(room.clone());
+                wanted.entry(room.clone()).or_insert_with(|| params.clone()).merge(params);
+            }
+        }
+
+        let empty = ConnectionState::default();
+        let previous_state = previous.unwrap_or(&empty);
+        let mut state = ConnectionState {
+            token: now.to_string(),
+            rooms: previous_state.rooms.clone(),
+            extensions: previous_state.extensions.clone(),
+        };
+        let mut rooms = BTreeMap::new();
+        let mut initial_rooms = BTreeSet::new();
+        for (room_id, params) in &wanted {
+            let Some(entry) = entries.iter().find(|e| &e.room_id == room_id) else { continue };
+            let prev = previous_state.rooms.get(room_id.as_str());
+            let (room, sent) = self.sliding_sync_room(user_id, entry, params, prev, since, now).await?;
+            state.rooms.insert(room_id.to_string(), sent);
+            if let Some(room) = room {
+                if room.initial {
+                    initial_rooms.insert(room_id.clone());
+                }
+                rooms.insert(room_id.clone(), room);
+            }
+        }
+        // Rooms the user no longer has any part in are forgotten by the connection.
+        state.rooms.retain(|room, _| entries.iter().any(|e| e.room_id.as_str() == room));
+
+        let extensions = self
+            .sliding_sync_extensions(&ExtensionContext {
+                requester,
+                request,
+                windows: &windows,
+                subscribed: &subscribed,
+                initial_rooms: &initial_rooms,
+                previous: previous_state,
+                now,
+            })
+            .await?;
+        advance_extensions(&mut state, &request.extensions, now);
+        let lists = windows.iter().map(|(name, window)| (name.clone(), window.count)).collect();
+        Ok(Computed { response: SlidingSyncResponse { pos: String::new(), lists, rooms, extensions }, state })
+    }
+}

@@ -1,0 +1,98 @@
+//! Sliding sync (MSC4186) connection positions (migration 0025): per (user, device, conn_id),
+//! the positions handed out, each with the connection state as of it (opaque JSON text here).
+
+use crate::{Store, StoreError, params};
+
+/// Where one connection is.
+#[derive(Clone, Copy, Debug)]
+pub struct SlidingSyncConnection<'a> {
+    pub user_id: &'a str,
+    pub device_id: &'a str,
+    pub conn_id: &'a str,
+}
+
+impl Store {
+    /// The state stored with a position of a connection, `None` when this connection never
+    /// handed it out or has pruned it.
+    pub async fn sliding_sync_position(
+        &self,
+        connection: SlidingSyncConnection<'_>,
+        pos: i64,
+    ) -> Result<Option<String>, StoreError> {
+        let row = self
+            .db
+            .query_opt(
+                "SELECT state FROM sliding_sync_positions
+                 WHERE user_id = $1 AND device_id = $2 AND conn_id = $3 AND pos = $4",
+                params![connection.user_id, connection.device_id, connection.conn_id, pos],
+            )
+            .await?;
+        row.map(|r| r.string(0)).transpose()
+    }
+
+    /// Records a new position of a connection in one transaction: every other position of the
+    /// connection but `kept` (the one the request came with; `None`: a fresh start) is deleted,
+    /// and beyond `max_connections` connections of the device the least recently used go.
+    pub async fn save_sliding_sync_position(
+        &self,
+        connection: SlidingSyncConnection<'_>,
+        kept: Option<i64>,
+        pos: i64,
+        state: &str,
+        now_ms: i64,
+        max_connections: usize,
+    ) -> Result<(), StoreError> {
+        let SlidingSyncConnection { user_id, device_id, conn_id } = connection;
+        self.db
+            .transaction(async |tx| {
+                tx.execute(
+                    "DELETE FROM sliding_sync_positions
+                     WHERE user_id = $1 AND device_id = $2 AND conn_id = $3 AND pos <> $4",
+                    params![user_id, device_id, conn_id, kept.unwrap_or(-1)],
+                )
+                .await?;
+                tx.execute(
+                    "INSERT INTO sliding_sync_positions (user_id, device_id, conn_id, pos, created_ts, state)
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                    params![user_id, device_id, conn_id, pos, now_ms, state],
+                )
+                .await?;
+                let rows = tx
+                    .query(
+                        "SELECT conn_id FROM sliding_sync_positions WHERE user_id = $1 AND device_id = $2
+                         GROUP BY conn_id ORDER BY MAX(created_ts) DESC, conn_id",
+                        params![user_id, device_id],
+                    )
+                    .await?;
+                for row in rows.iter().skip(max_connections) {
+                    let stale = row.string(0)?;
+                    tx.execute(
+                        "DELETE FROM sliding_sync_positions WHERE user_id = $1 AND device_id = $2 AND conn_id = $3",
+                        params![user_id, device_id, stale.as_str()],
+                    )
+                    .await?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    /// The stream position of the newest visible event of one of `types` in a room, at or
+    /// before `upto` (positive positions only: backfilled events cannot be compared).
+    pub async fn latest_event_of_types(
+        &self,
+        room_id: &str,
+        types: &[&str],
+        upto: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        let list: Vec<String> = types.iter().map(|t| format!("'{}'", t.replace('\'', "''"))).collect();
+        let sql = format!(
+            "SELECT stream_ordering FROM events WHERE room_id = $1 AND stream_ordering <= $2 AND stream_ordering > 0
+             AND type IN ({}) AND {} ORDER BY stream_ordering DESC LIMIT 1",
+            list.join(", "),
+            crate::events::VISIBLE
+        );
+        let row = self.db.query_opt(&sql, params![room_id, upto]).await?;
+        row.map(|r| r.i64(0)).transpose()
+    }
+}
