@@ -56,9 +56,12 @@ impl Requester {
     }
 
     /// Synapse's `check_auth_blocking` for an event this requester makes: the server's own
-    /// actions are never blocked.
+    /// actions are never blocked, nor an appservice's unless `track_appservice_user_ips` counts
+    /// its users as monthly active users.
     pub(crate) async fn check_auth_blocking_for(&self, services: &crate::Services) -> crate::Result<()> {
-        if self.is_server_initiated() {
+        if self.is_server_initiated()
+            || (self.appservice_id.is_some() && !services.config.appservice.track_appservice_user_ips)
+        {
             return Ok(());
         }
         services.check_auth_blocking(Some(&self.user_id)).await

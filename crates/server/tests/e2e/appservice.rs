@@ -802,3 +802,21 @@ async fn appservice_queries_thirdparty_and_ping() {
     ping(server.client().with_token("as_gone"), "gone").await.expect_error(502, "M_CONNECTION_FAILED");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn appservice_requests_are_not_blocked_by_monthly_active_user_limits() {
+    let Setup { server, .. } = setup(json!({"limit_usage_by_mau": true, "max_mau_value": 0}), "").await;
+    register_ghost(&server, "slack_gina").await;
+    let as_gina = "/_matrix/client/v3/createRoom?user_id=%40slack_gina%3Atest.local";
+    bridge(&server).post(as_gina, &json!({})).await.expect(200);
+    let synced =
+        bridge(&server).get("/_matrix/client/v3/sync?timeout=0&user_id=%40slack_gina%3Atest.local").await;
+    synced.expect(200);
+    // The same user logging in for a token of their own is counted, and blocked.
+    let login = json!({"type": "m.login.application_service", "identifier": {"type": "m.id.user", "user": "slack_gina"}});
+    bridge(&server)
+        .post("/_matrix/client/v3/login", &login)
+        .await
+        .expect_error(403, "M_RESOURCE_LIMIT_EXCEEDED");
+    server.stop().await;
+}
