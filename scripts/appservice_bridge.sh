@@ -13,12 +13,9 @@
 #
 # MYELIN_AS_BRIDGE_REQUIRE lists the stages whose failure fails this script (default: all).
 #
-# Status: all stages pass against Synapse 1.163.2 (the pytools venv). Against Myelin they are
-# expected to fail until the application-service work (issue 17) lands on main. Measured on main
-# at f79f57b (1 Dec 2026), which warns that `app_service_config_files` is not supported and
-# ignores it: a fails (the ping is 404 M_UNRECOGNIZED), b and c fail (registration by
-# m.login.application_service is 400 M_UNKNOWN "not supported yet"), d e f g i are skipped as
-# they build on c, h fails (the alias is never queried).
+# Status: all stages pass against Synapse 1.163.2 (the pytools venv) and, since the
+# application-service work (issue 17, branch h-as), against Myelin too: stages a..i all PASS
+# (1 Dec 2026), the restart stage included.
 #
 # MYELIN_BIN=path runs that Myelin binary instead of building target/debug/myelin;
 # MYELIN_KEEP_WORK=1 keeps the work directory (configs, logs, databases).

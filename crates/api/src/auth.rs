@@ -5,6 +5,7 @@
 use axum::extract::FromRequestParts;
 use http::request::Parts;
 use myelin_core::{ErrCode, MatrixError};
+use myelin_service::appservice::Masquerade;
 use myelin_service::auth::{ClientInfo, Requester};
 
 use crate::AppState;
@@ -44,9 +45,20 @@ pub fn client_info(parts: &Parts) -> ClientInfo {
     }
 }
 
+/// The `user_id` and `device_id` (or MSC3202's `org.matrix.msc3202.device_id`) query
+/// parameters an appservice masquerades with (ignored for other tokens).
+fn masquerade(parts: &Parts) -> Masquerade {
+    let query = parts.uri.query().unwrap_or_default();
+    Masquerade {
+        user_id: url_query_value(query, "user_id"),
+        device_id: url_query_value(query, "device_id")
+            .or_else(|| url_query_value(query, "org.matrix.msc3202.device_id")),
+    }
+}
+
 async fn authenticate(parts: &Parts, state: &AppState) -> Result<Requester, ApiError> {
     let token = access_token(parts).ok_or_else(MatrixError::missing_token)?;
-    Ok(state.authenticate(&token, &client_info(parts)).await?)
+    Ok(state.authenticate_masquerading(&token, &client_info(parts), &masquerade(parts)).await?)
 }
 
 /// An authenticated user who is not a guest.

@@ -76,6 +76,7 @@ pub fn status_of_error(error: &MatrixError) -> StatusCode {
         Some(ErrorKind::Timeout) => StatusCode::REQUEST_TIMEOUT,
         Some(ErrorKind::Internal) => StatusCode::INTERNAL_SERVER_ERROR,
         Some(ErrorKind::BadGateway) => StatusCode::BAD_GATEWAY,
+        Some(ErrorKind::GatewayTimeout) => StatusCode::GATEWAY_TIMEOUT,
         Some(ErrorKind::Refused) => StatusCode::FORBIDDEN,
         Some(ErrorKind::BadRequest) => StatusCode::BAD_REQUEST,
         None => status_of(error.code),

@@ -135,6 +135,9 @@ pub enum ErrorKind {
     /// A server this one fetched from on the client's behalf failed or refused (e.g. the page of
     /// a URL preview).
     BadGateway,
+    /// A server this one called on the client's behalf did not answer in time (an
+    /// appservice ping).
+    GatewayTimeout,
     /// Refused by the server's policy under a code other than `M_FORBIDDEN` (Synapse's
     /// `403 M_UNKNOWN` for a URL preview of a blocked address).
     Refused,

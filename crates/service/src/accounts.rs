@@ -110,6 +110,7 @@ impl Services {
         if localpart.bytes().all(|b| b.is_ascii_digit()) {
             return Err(invalid_username("Numeric user IDs are reserved for guest users."));
         }
+        self.check_user_not_appservice_exclusive(&user_id, None)?;
         Ok(user_id)
     }
 
@@ -406,6 +407,10 @@ impl Services {
         operation: &'static str,
         auth: Option<&Value>,
     ) -> Result<()> {
+        // MSC4190: appservices manage their users' devices without user-interactive auth.
+        if operation == "delete_devices" && requester.appservice_id.is_some() {
+            return Ok(());
+        }
         self.check_uia(UiaRequest {
             operation,
             flows: self.reauth_flows(),

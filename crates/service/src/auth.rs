@@ -13,6 +13,7 @@ use myelin_core::{ErrCode, MatrixError};
 use ruma::{OwnedUserId, UserId};
 use sha2::{Digest, Sha256};
 
+use crate::appservice::Masquerade;
 use crate::util::{now_ms, random_string};
 use crate::{Error, Result, Services};
 
@@ -29,6 +30,8 @@ pub struct Requester {
     pub suspended: bool,
     /// SHA-256 of the presented access token.
     pub token_hash: String,
+    /// The appservice whose `as_token` this request presented.
+    pub appservice_id: Option<String>,
 }
 
 impl Requester {
@@ -43,6 +46,7 @@ impl Requester {
             shadow_banned: false,
             suspended: false,
             token_hash: String::new(),
+            appservice_id: None,
         }
     }
 
@@ -52,9 +56,12 @@ impl Requester {
     }
 
     /// Synapse's `check_auth_blocking` for an event this requester makes: the server's own
-    /// actions are never blocked.
+    /// actions are never blocked, nor an appservice's unless `track_appservice_user_ips` counts
+    /// its users as monthly active users.
     pub(crate) async fn check_auth_blocking_for(&self, services: &crate::Services) -> crate::Result<()> {
-        if self.is_server_initiated() {
+        if self.is_server_initiated()
+            || (self.appservice_id.is_some() && !services.config.appservice.track_appservice_user_ips)
+        {
             return Ok(());
         }
         services.check_auth_blocking(Some(&self.user_id)).await
@@ -171,6 +178,21 @@ fn unknown_token(soft_logout: bool) -> Error {
 impl Services {
     /// Establishes who presented `token`.
     pub async fn authenticate(&self, token: &str, client: &ClientInfo) -> Result<Requester> {
+        self.authenticate_masquerading(token, client, &Masquerade::default()).await
+    }
+
+    /// Establishes who presented `token`: an appservice's `as_token` acts for its sender or,
+    /// with `masquerade`, for a user (and device) of its namespace; any other token for its
+    /// own user and device (`masquerade` ignored).
+    pub async fn authenticate_masquerading(
+        &self,
+        token: &str,
+        client: &ClientInfo,
+        masquerade: &Masquerade,
+    ) -> Result<Requester> {
+        if let Some(requester) = self.appservice_requester(token, masquerade).await? {
+            return Ok(requester);
+        }
         let hash = hash_token(token);
         let now = now_ms();
         let cached = match self.auth_cache.get(&hash) {
@@ -191,6 +213,7 @@ impl Services {
                         shadow_banned: user.shadow_banned,
                         suspended: user.suspended,
                         token_hash: hash.clone(),
+                        appservice_id: None,
                     },
                     valid_until_ms: record.valid_until_ms,
                     unused_refresh: if record.used { None } else { record.refresh_token_hash.clone() },

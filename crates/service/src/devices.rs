@@ -4,6 +4,7 @@ use myelin_core::MatrixError;
 use myelin_store::DeviceRecord;
 use ruma::UserId;
 
+use crate::auth::Requester;
 use crate::{Result, Services};
 
 /// Longest device display name accepted (Synapse's limit).
@@ -43,6 +44,25 @@ impl Services {
             return Err(MatrixError::not_found("Device not found").into());
         }
         Ok(())
+    }
+
+    /// `PUT /devices/{deviceId}`: renames the device; an appservice (MSC4190) creates it for
+    /// the user it acts for when it does not exist. Returns whether it was created.
+    pub async fn put_device(
+        &self,
+        requester: &Requester,
+        device_id: &str,
+        display_name: Option<&str>,
+    ) -> Result<bool> {
+        let user_id = &requester.user_id;
+        let created = requester.appservice_id.is_some()
+            && !device_id.is_empty()
+            && device_id.len() <= crate::sessions::MAX_DEVICE_ID_LEN
+            && display_name.is_none_or(|name| name.chars().count() <= MAX_DEVICE_DISPLAY_NAME_LEN)
+            && self.store.upsert_device(user_id.as_str(), device_id, display_name).await?;
+        // The rename is the device-list change of a new device too.
+        self.rename_device(user_id, device_id, display_name).await?;
+        Ok(created)
     }
 
     /// Deletes devices with every token they hold and their to-device inboxes (a device-list

@@ -5,6 +5,8 @@
 //! - [`Services`]: every service, built once at start-up from the configuration and the store
 //!   and passed down explicitly (no globals).
 //! - [`auth`]: access tokens (minted from a CSPRNG, stored hashed) and the [`auth::Requester`].
+//! - [`appservice`]: application services: `as_token` requesters, namespaces, the durable
+//!   transaction queue, queries, ping.
 //! - [`accounts`]: registration (open, token, guest, shared secret), password changes,
 //!   deactivation. [`sessions`]: login, refresh, logout, login tokens. [`devices`], [`profile`].
 //! - [`e2e_keys`], [`to_device`], [`device_lists`]: end-to-end encryption keys, to-device
@@ -32,6 +34,7 @@ pub mod accounts;
 pub mod admin_media;
 pub mod admin_rooms;
 pub mod admin_users;
+pub mod appservice;
 pub mod auth;
 pub mod consent;
 pub mod cross_signing;
@@ -130,6 +133,8 @@ pub struct Services {
     pub server_notices: Arc<server_notices::ServerNotices>,
     /// The consent templates and the consent notices being sent.
     pub consent: Arc<consent::Consent>,
+    /// The appservices' HTTP client, transaction sender wake-up and pending ephemeral events.
+    pub appservices: Arc<appservice::Appservices>,
 }
 
 impl Services {
@@ -148,7 +153,9 @@ impl Services {
         // Past the high-water mark by a margin: see `device_lists`' design notes.
         let device_lists =
             store.max_device_list_position().await?.saturating_add(device_lists::RESTART_MARGIN);
-        Ok(Services {
+        let appservices = appservice::Appservices::new(config.appservice.http_timeout)?;
+        let services = Services {
+            appservices: Arc::new(appservices),
             rooms: Arc::new(rooms),
             notifier: Arc::default(),
             streams: Arc::new(streams::UserStreams::new(
@@ -178,7 +185,9 @@ impl Services {
             storage_providers: Arc::new(storage_providers),
             openid: Arc::default(),
             server_notices: Arc::default(),
-        })
+        };
+        services.ensure_appservice_senders().await?;
+        Ok(services)
     }
 
     pub fn server_name(&self) -> &str {

@@ -152,6 +152,9 @@ impl Services {
         n: f64,
         update: bool,
     ) -> Result<()> {
+        if self.exempt_from_ratelimits(user_id.as_str()) {
+            return Ok(());
+        }
         let cached = self.ratelimiter.overrides.lock().get(user_id.as_str()).copied();
         let user_override = match cached {
             Some(value) => value,

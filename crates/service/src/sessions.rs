@@ -59,8 +59,18 @@ impl MintedSession {
 /// How a client proves who it is at `/login`.
 #[derive(Clone, Debug)]
 pub enum LoginCredentials {
-    Password { user: String, password: String },
-    Token { token: String },
+    Password {
+        user: String,
+        password: String,
+    },
+    Token {
+        token: String,
+    },
+    /// `m.login.application_service`: the appservice's `as_token` and the user to log in.
+    Appservice {
+        token: Option<String>,
+        user: String,
+    },
 }
 
 /// A `/login` request.
@@ -244,6 +254,9 @@ impl Services {
                     .into());
                 }
                 account.user_id
+            }
+            LoginCredentials::Appservice { token, user } => {
+                self.appservice_login_user(token.as_deref(), user).await?
             }
             LoginCredentials::Token { token } => {
                 let user_id = self

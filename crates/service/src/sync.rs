@@ -295,7 +295,7 @@ impl Services {
 
     /// `GET /sync`.
     pub async fn sync(&self, requester: &Requester, request: SyncRequest) -> Result<SyncResponse> {
-        self.check_auth_blocking(Some(&requester.user_id)).await?;
+        requester.check_auth_blocking_for(self).await?;
         let _active = self.active_syncs.start(&requester.user_id);
         self.maybe_send_consent_notice(&requester.user_id).await;
         self.sync_inner(requester, request).await

@@ -103,6 +103,11 @@ impl Services {
         if changed {
             self.notify_room(room_id).await;
             self.typing_expiry_wakeup.notify_one();
+            if !self.config.appservice.appservices.is_empty() {
+                let (user_ids, _) = self.typing.typing_in(room_id);
+                let event = serde_json::json!({"type": "m.typing", "room_id": room_id, "content": {"user_ids": user_ids}});
+                self.appservice_ephemeral(room_id, event).await;
+            }
         }
     }
 

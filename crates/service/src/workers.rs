@@ -21,6 +21,7 @@ impl Services {
             self.clone().run_push_delivery(),
             self.clone().run_media_worker(),
             self.clone().run_federation_sender(),
+            self.clone().run_appservice_senders(),
             self.clone().run_released_positions()
         );
     }

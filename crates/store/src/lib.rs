@@ -13,6 +13,7 @@
 pub mod admin_media;
 pub mod admin_rooms;
 pub mod admin_users;
+pub mod appservice;
 pub mod cross_signing;
 pub mod dehydrated;
 pub mod device_lists;

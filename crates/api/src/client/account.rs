@@ -42,6 +42,7 @@ async fn register(
     State(services): State<AppState>,
     QueryParams(query): QueryParams<RegisterQuery>,
     ClientIp(ip): ClientIp,
+    parts: http::request::Parts,
     JsonBody(body): JsonBody<RegisterBody>,
 ) -> ApiResult<Json<Value>> {
     let guest = match query.kind.as_deref() {
@@ -51,11 +52,39 @@ async fn register(
             return Err(MatrixError::invalid_param(format!("Unknown registration kind {other:?}")).into());
         }
     };
-    if body.kind.as_deref() == Some("m.login.application_service") {
-        return Err(MatrixError::unknown("Application service registration is not supported yet").into());
-    }
     if body.username.as_ref().is_some_and(|u| u.len() > 512) {
         return Err(MatrixError::invalid_param("Invalid username").into());
+    }
+    let token = crate::auth::access_token(&parts);
+    if body.kind.as_deref() == Some("m.login.application_service") {
+        let token = token.ok_or_else(|| {
+            MatrixError::unknown(
+                "Appservice token must be provided when using a type of m.login.application_service",
+            )
+        })?;
+        let username = body
+            .username
+            .ok_or_else(|| MatrixError::unknown("Desired Username is missing or not a string"))?;
+        let (user_id, session) = services
+            .register_appservice_user(
+                &token,
+                &username,
+                body.device_id,
+                body.initial_device_display_name.as_deref(),
+                body.inhibit_login,
+                body.refresh_token,
+            )
+            .await?;
+        return Ok(Json(match &session {
+            Some(session) => session_json(&services, session, false),
+            None => json!({ "user_id": user_id, "home_server": services.server_name() }),
+        }));
+    }
+    if token.is_some() {
+        return Err(MatrixError::unknown(
+            "An access token should not be provided on requests to /register (except if type is m.login.application_service)",
+        )
+        .into());
     }
     let registered = services
         .register(RegistrationRequest {

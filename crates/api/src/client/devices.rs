@@ -3,6 +3,7 @@
 use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use http::StatusCode;
 use myelin_service::records::DeviceRecord;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -53,9 +54,9 @@ async fn update(
     Auth(requester): Auth,
     PathParams(device_id): PathParams<String>,
     JsonBody(body): JsonBody<UpdateBody>,
-) -> ApiResult<Json<Value>> {
-    services.rename_device(&requester.user_id, &device_id, body.display_name.as_deref()).await?;
-    Ok(Json(json!({})))
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let created = services.put_device(&requester, &device_id, body.display_name.as_deref()).await?;
+    Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(json!({}))))
 }
 
 #[derive(Deserialize)]

@@ -1,6 +1,7 @@
 //! The client-server API (`/_matrix/client`), one module per spec area.
 
 mod account;
+mod appservice;
 mod capabilities;
 mod dehydrated;
 mod devices;
@@ -54,6 +55,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .merge(versions::routes())
         .merge(account::routes())
+        .merge(appservice::routes())
         .merge(session::routes())
         .merge(devices::routes())
         .merge(keys::routes())

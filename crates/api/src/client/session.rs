@@ -47,6 +47,7 @@ async fn login_flows(State(services): State<AppState>) -> Json<Value> {
         "type": "m.login.token",
         "get_login_token": services.config.registration.login_via_existing_session_enabled,
     }));
+    flows.push(json!({ "type": "m.login.application_service" }));
     Json(json!({ "flows": flows }))
 }
 
@@ -75,9 +76,20 @@ struct LoginBody {
 async fn login(
     State(services): State<AppState>,
     ClientIp(ip): ClientIp,
+    parts: http::request::Parts,
     JsonBody(body): JsonBody<LoginBody>,
 ) -> ApiResult<Json<Value>> {
     let credentials = match body.kind.as_str() {
+        "m.login.application_service" => {
+            let user = match &body.identifier {
+                Some(Identifier { kind, user: Some(user) }) if kind == "m.id.user" => user.clone(),
+                Some(Identifier { kind, .. }) if kind != "m.id.user" => {
+                    return Err(MatrixError::invalid_param("Unknown login identifier type").into());
+                }
+                _ => return Err(MatrixError::invalid_param("Invalid identifier in login submission").into()),
+            };
+            LoginCredentials::Appservice { token: crate::auth::access_token(&parts), user }
+        }
         "m.login.password" => {
             let user = match (&body.identifier, &body.user) {
                 (Some(identifier), _) if identifier.kind == "m.id.user" => identifier

@@ -1,5 +1,6 @@
 //! One typed struct per configuration section, reading Synapse's flat top-level keys.
 
+mod appservice;
 mod consent;
 mod database;
 mod federation;
@@ -19,6 +20,7 @@ mod user_directory;
 
 use std::path::{Path, PathBuf};
 
+pub use appservice::{Appservice, AppserviceConfig, Namespace};
 pub use consent::ConsentConfig;
 pub use database::{DatabaseConfig, PostgresConfig};
 pub use federation::{CustomCa, FederationConfig, MAIN_INSTANCE, RetryConfig};
@@ -72,6 +74,8 @@ pub struct Config {
     pub server_notices: Option<ServerNoticesConfig>,
     /// `user_consent`, when configured.
     pub consent: Option<ConsentConfig>,
+    /// `app_service_config_files` and the appservice keys.
+    pub appservice: AppserviceConfig,
     /// `hs_disabled`, `limit_usage_by_mau` and their companions.
     pub limits: ResourceLimitsConfig,
     /// `modules`: the built-in policy modules configured.
@@ -107,6 +111,7 @@ impl Config {
         let caches: CacheConfig = reader.section()?;
         let server_notices: misc::RawServerNotices = reader.section()?;
         let consent: consent::RawConsent = reader.section()?;
+        let appservice: appservice::RawAppservice = reader.section()?;
         let modules: modules::RawModules = reader.section()?;
         let limits: ResourceLimitsConfig = reader.section()?;
         let origins = reader.origins;
@@ -123,6 +128,7 @@ impl Config {
         let federation = federation.into_config(origins)?;
         let media_storage = media_storage.into_config(origins, &mut reader.warnings)?;
         let consent = consent.into_config(origins)?;
+        let appservice = appservice.into_config(origins, &server.server_name)?;
         let modules = modules.into_config(origins, &mut reader.warnings)?;
         if consent.is_some() && keys.form_secret.is_none() {
             return Err(invalid(
@@ -161,6 +167,7 @@ impl Config {
             caches,
             server_notices: server_notices.server_notices,
             consent,
+            appservice,
             modules,
             limits,
             config_dir,

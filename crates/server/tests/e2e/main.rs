@@ -10,6 +10,7 @@ mod admin_purge;
 mod admin_rooms;
 mod admin_ui;
 mod admin_users;
+mod appservice;
 mod bad_input;
 mod cancellation;
 mod compat;

@@ -190,6 +190,7 @@ impl Services {
         room_id: &RoomId,
     ) -> Result<()> {
         let alias = self.local_alias(alias)?;
+        self.check_alias_for_requester(requester, alias.as_str())?;
         if self.store.get_room(room_id.as_str()).await?.is_none() {
             return Err(MatrixError::not_found(format!("Unknown room {room_id}")).into());
         }
@@ -227,9 +228,8 @@ impl Services {
             let (room_id, servers) = self.remote_room_alias(&alias).await?;
             return Ok((room_id, servers.iter().map(|s| s.to_string()).collect()));
         }
-        let (room_id, _) = self
-            .store
-            .get_alias(alias.as_str())
+        let room_id = self
+            .local_alias_room(&alias)
             .await?
             .ok_or_else(|| MatrixError::not_found(format!("Room alias {alias} not found")))?;
         let room_id = RoomId::parse(&room_id).map_err(Error::internal)?;

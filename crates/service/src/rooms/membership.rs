@@ -124,9 +124,8 @@ impl Services {
             if alias.server_name().as_str() != self.server_name() {
                 return Err(not_found_room());
             }
-            let (room_id, _) = self
-                .store
-                .get_alias(alias.as_str())
+            let room_id = self
+                .local_alias_room(&alias)
                 .await?
                 .ok_or_else(|| MatrixError::not_found(format!("Room alias {alias} not found")))?;
             return RoomId::parse(&room_id).map_err(Error::internal);
@@ -344,11 +343,13 @@ impl Services {
             MembershipAction::Invite => self.check_may_invite(requester)?,
             _ => {}
         }
-        // Invitees of this server must exist. Bans need not (a ban may come before the user,
-        // as Synapse allows); a kick needs the target in the room, checked below.
+        // Invitees of this server must exist, or be vouched for by the appservice whose
+        // namespace holds them (asked as Synapse asks before handing over the invite). Bans
+        // need not (a ban may come before the user, as Synapse allows); a kick needs the
+        // target in the room, checked below.
         if action == MembershipAction::Invite
             && is_local
-            && self.store.get_user(target.as_str()).await?.is_none()
+            && !self.query_appservice_user(target.as_str()).await?
         {
             return Err(MatrixError::not_found(format!("User {target} not found")).into());
         }

@@ -552,6 +552,7 @@ impl Services {
             }
             let _ = self.rooms.new_events.send(notice);
         }
+        self.appservices.wakeup.notify_waiters();
     }
 
     /// A redaction is allowed for one's own events, or with the `redact` power level; returns

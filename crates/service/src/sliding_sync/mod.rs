@@ -55,7 +55,7 @@ impl Services {
         requester: &Requester,
         request: SlidingSyncRequest,
     ) -> Result<SlidingSyncResponse> {
-        self.check_auth_blocking(Some(&requester.user_id)).await?;
+        requester.check_auth_blocking_for(self).await?;
         let _active = self.active_syncs.start(&requester.user_id);
         let previous = match request.pos {
             Some(pos) => Some(self.sliding_sync_connection(requester, &request.conn_id, pos).await?),

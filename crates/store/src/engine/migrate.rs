@@ -51,6 +51,7 @@ pub(crate) const MIGRATION_FILES: &[(&str, &str)] = &[
     ("0026_admin_room_task_params.sql", include_str!("../../migrations/0026_admin_room_task_params.sql")),
     ("0027_sliding_sync.sql", include_str!("../../migrations/0027_sliding_sync.sql")),
     ("0028_remote_media.sql", include_str!("../../migrations/0028_remote_media.sql")),
+    ("0029_appservices.sql", include_str!("../../migrations/0029_appservices.sql")),
 ];
 
 /// Arbitrary constant identifying Myelin's migration lock.
