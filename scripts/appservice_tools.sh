@@ -3,7 +3,7 @@
 # (mautrix pins its own aiohttp range, and a bridge's dependencies must not move Synapse's):
 #   bridge    target/appservice-venv: mautrix-python, pinned, for clients/appservice-bridge
 #   telegram  target/mautrix-telegram-venv: the mautrix-telegram bridge, pinned, for
-#             scripts/appservice_thirdparty.sh
+#             scripts/appservice_telegram.sh
 # Prints the venv's bin directory. Both come from PyPI as prebuilt wheels (measured on the 2-core
 # machine: about 8 s and 12 s).
 #

@@ -12,8 +12,12 @@
 #           per operation instead of 10 (every file and operation still runs on both engines;
 #           the engines differ in storage, which the end-to-end tests of pass 2 cover in depth).
 #   Pass 4: end-to-end encryption with a real client library (matrix-sdk, scripts/sdk_e2ee.sh)
-#           against a Myelin on SQLite, then across servers (scripts/sdk_federation.sh: Myelin
-#           with Synapse, Myelin with Myelin, on SQLite).
+#           against a Myelin on SQLite (with matrix-sdk-ui's room list over sliding sync), then
+#           across servers (scripts/sdk_federation.sh: Myelin with Synapse, Myelin with Myelin,
+#           on SQLite).
+#   Pass 5: application services with real bridges against a Myelin on SQLite: a mautrix-python
+#           bridge (scripts/appservice_bridge.sh) and mautrix-telegram's start-up
+#           (scripts/appservice_telegram.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Each pass prints how long it took.
@@ -49,6 +53,8 @@ mkdir -p target
 nice -n 10 cargo build --quiet --locked --manifest-path clients/sdk-e2ee/Cargo.toml \
     --target-dir clients/sdk-e2ee/target >target/sdk-e2ee-build.log 2>&1 &
 sdk_build=$!
+# The application-service proofs' venvs (pass 5) install meanwhile too (flock'd: pass 5 waits).
+(scripts/appservice_tools.sh bridge && scripts/appservice_tools.sh telegram) >target/appservice-tools.log 2>&1 &
 
 echo "== pass 3: spec conformance (schemathesis against a running Myelin), SQLite then PostgreSQL"
 status=0
@@ -65,4 +71,10 @@ pass_done "pass 4, one server (sdk_e2ee.sh)"
 echo "== pass 4: encrypted messages across servers with matrix-sdk clients (scripts/sdk_federation.sh)"
 scripts/sdk_federation.sh || status=1
 pass_done "pass 4, across servers (sdk_federation.sh)"
+
+echo "== pass 5: application services with real bridges (mautrix-python, mautrix-telegram)"
+scripts/appservice_bridge.sh myelin || status=1
+pass_done "pass 5, mautrix-python bridge (appservice_bridge.sh)"
+scripts/appservice_telegram.sh myelin || status=1
+pass_done "pass 5, mautrix-telegram start-up (appservice_telegram.sh)"
 exit $status
