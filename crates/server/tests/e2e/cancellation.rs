@@ -46,7 +46,8 @@ async fn assert_delivery_works(server: &TestServer, sender: &TestUser, name: &st
         tokio::spawn(async move { sync(&reader, Some(&since), 20_000).await })
     };
     send_text(sender, &room_id, &format!("{name}-t"), "after the hang-ups").await;
-    let mut woken = tokio::time::timeout(Duration::from_secs(30), waiting).await.expect("sync returned").unwrap();
+    let mut woken =
+        tokio::time::timeout(Duration::from_secs(30), waiting).await.expect("sync returned").unwrap();
     // The sync may have been woken by something else first (the sender's presence): then the
     // message comes in the next one, from its `next_batch` (nothing skipped).
     if timeline_bodies(&woken, &room_id).is_empty() {
