@@ -7,43 +7,15 @@
 
 use std::io::Cursor;
 
+use crate::media::Reply;
 use image::{ImageFormat, RgbImage};
 use myelin_service::media::{MediaId, RemoteOrigin, remote_content_path};
 use myelin_test_support::federation::{federating_server, signed_header, write_certificates};
 use myelin_test_support::{TestServer, TestUser, http_client};
 use serde_json::{Value, json};
 
-/// A response as the tests read it.
-struct Reply {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
-    }
-
-    #[track_caller]
-    fn expect_error(&self, status: u16, errcode: &str) {
-        let json = self.json();
-        assert_eq!(self.status, status, "{json}");
-        assert_eq!(json["errcode"], errcode, "{json}");
-        assert!(json["error"].is_string(), "{json}");
-    }
-
-    fn header(&self, name: &str) -> &str {
-        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
-    }
-}
-
 async fn send(request: reqwest::RequestBuilder) -> Reply {
-    let response = request.send().await.expect("request reaches the server");
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = response.bytes().await.expect("body").to_vec();
-    Reply { status, headers, body }
+    Reply::of(request).await
 }
 
 async fn get(server: &TestServer, path: &str, token: Option<&str>) -> Reply {

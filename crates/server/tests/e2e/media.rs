@@ -17,27 +17,36 @@ const CREATE: &str = "/_matrix/media/v1/create";
 const DOWNLOAD: &str = "/_matrix/client/v1/media/download";
 const LEGACY_DOWNLOAD: &str = "/_matrix/media/v3/download";
 
-/// A response as the tests read it.
-struct Reply {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: Vec<u8>,
+/// A response as the media tests read it (also used by `media_thumbnails` and `federation_media`).
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) headers: reqwest::header::HeaderMap,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Reply {
-    fn json(&self) -> Value {
+    /// Sends `request` and keeps its status, headers and body.
+    pub(crate) async fn of(request: reqwest::RequestBuilder) -> Reply {
+        let response = request.send().await.expect("request reaches the server");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.bytes().await.expect("body").to_vec();
+        Reply { status, headers, body }
+    }
+
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or(Value::Null)
     }
 
     #[track_caller]
-    fn expect_error(&self, status: u16, errcode: &str) {
+    pub(crate) fn expect_error(&self, status: u16, errcode: &str) {
         let json = self.json();
         assert_eq!(self.status, status, "{json}");
         assert_eq!(json["errcode"], errcode, "{json}");
         assert!(json["error"].is_string(), "{json}");
     }
 
-    fn header(&self, name: &str) -> &str {
+    pub(crate) fn header(&self, name: &str) -> &str {
         self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
     }
 }
@@ -60,11 +69,7 @@ async fn send(
     if let Some(body) = body {
         request = request.body(body);
     }
-    let response = request.send().await.expect("request reaches the server");
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = response.bytes().await.expect("body").to_vec();
-    Reply { status, headers, body }
+    Reply::of(request).await
 }
 
 async fn upload(

@@ -16,34 +16,13 @@ use myelin_test_support::{TestServer, TestUser, http_client};
 use ruma::UserId;
 use serde_json::{Value, json};
 
+use crate::media::Reply;
+
 const UPLOAD: &str = "/_matrix/media/v3/upload";
 const THUMBNAIL: &str = "/_matrix/client/v1/media/thumbnail";
 const LEGACY_THUMBNAIL: &str = "/_matrix/media/v3/thumbnail";
 
-/// A response as the tests read it.
-struct Reply {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: Vec<u8>,
-}
-
 impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
-    }
-
-    #[track_caller]
-    fn expect_error(&self, status: u16, errcode: &str) {
-        let json = self.json();
-        assert_eq!(self.status, status, "{json}");
-        assert_eq!(json["errcode"], errcode, "{json}");
-        assert!(json["error"].is_string(), "{json}");
-    }
-
-    fn header(&self, name: &str) -> &str {
-        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
-    }
-
     /// A thumbnail answer: 200, the safe-serving headers, a body of the announced type.
     #[track_caller]
     fn expect_image(&self, content_type: &str) -> DynamicImage {
@@ -65,11 +44,7 @@ async fn get(server: &TestServer, path: &str, token: Option<&str>) -> Reply {
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
-    let response = request.send().await.expect("request reaches the server");
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = response.bytes().await.expect("body").to_vec();
-    Reply { status, headers, body }
+    Reply::of(request).await
 }
 
 /// Uploads and returns the media ID.
