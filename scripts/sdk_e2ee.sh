@@ -31,6 +31,7 @@ enable_registration: true
 enable_registration_without_verification: true
 rc_message: {per_second: 100000, burst_count: 100000}
 rc_registration: {per_second: 100000, burst_count: 100000}
+rc_room_creation: {per_second: 100000, burst_count: 100000}
 rc_login:
   address: {per_second: 100000, burst_count: 100000}
   account: {per_second: 100000, burst_count: 100000}

@@ -2,11 +2,13 @@
 
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, anyhow, ensure};
+use anyhow::{Context as _, Result, anyhow, bail, ensure};
 use matrix_sdk::Client;
 use matrix_sdk::config::RequestConfig;
+use matrix_sdk::deserialized_responses::TimelineEvent;
 use matrix_sdk::ruma::api::client::account::register;
 use matrix_sdk::ruma::api::client::uiaa;
+use matrix_sdk::ruma::events::{AnySyncMessageLikeEvent, AnySyncTimelineEvent, SyncMessageLikeEvent};
 
 /// A client with its own in-memory state and crypto stores (the default without a store
 /// feature), talking to `url`.
@@ -54,4 +56,25 @@ pub async fn register_client(
     }
     ensure!(client.user_id().is_some(), "registering {localpart} did not log the client in");
     Ok(client)
+}
+
+/// The plaintext body of a decrypted m.room.message, or why there is none.
+pub fn decrypted_body(event: &TimelineEvent) -> Result<(String, String)> {
+    ensure!(event.encryption_info().is_some(), "the event is not decrypted (kind: {:?})", kind_name(event));
+    let parsed = event.raw().deserialize().context("parsing the decrypted event")?;
+    match parsed {
+        AnySyncTimelineEvent::MessageLike(AnySyncMessageLikeEvent::RoomMessage(
+            SyncMessageLikeEvent::Original(message),
+        )) => Ok((message.sender.to_string(), message.content.body().to_owned())),
+        other => bail!("the decrypted event is a {}, not a text message", other.event_type()),
+    }
+}
+
+pub fn kind_name(event: &TimelineEvent) -> &'static str {
+    use matrix_sdk::deserialized_responses::TimelineEventKind;
+    match &event.kind {
+        TimelineEventKind::Decrypted(_) => "decrypted",
+        TimelineEventKind::UnableToDecrypt { .. } => "unable to decrypt",
+        TimelineEventKind::PlainText { .. } => "plain text (was not encrypted)",
+    }
 }

@@ -27,15 +27,12 @@ mod federation;
 
 use anyhow::{Context as _, Result, anyhow, bail, ensure};
 use matrix_sdk::config::SyncSettings;
-use matrix_sdk::deserialized_responses::TimelineEvent;
 use matrix_sdk::ruma::api::client::room::create_room;
 use matrix_sdk::ruma::api::client::uiaa;
+use matrix_sdk::ruma::events::InitialStateEvent;
 use matrix_sdk::ruma::events::room::encryption::RoomEncryptionEventContent;
 use matrix_sdk::ruma::events::room::member::MembershipState;
 use matrix_sdk::ruma::events::room::message::RoomMessageEventContent;
-use matrix_sdk::ruma::events::{
-    AnySyncMessageLikeEvent, AnySyncTimelineEvent, InitialStateEvent, SyncMessageLikeEvent,
-};
 use matrix_sdk::ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, UserId};
 use matrix_sdk::{Client, Room, RoomState};
 
@@ -253,27 +250,6 @@ async fn sync(client: &Client) -> Result<()> {
     Ok(())
 }
 
-/// The plaintext body of a decrypted m.room.message, or why there is none.
-fn decrypted_body(event: &TimelineEvent) -> Result<(String, String)> {
-    ensure!(event.encryption_info().is_some(), "the event is not decrypted (kind: {:?})", kind_name(event));
-    let parsed = event.raw().deserialize().context("parsing the decrypted event")?;
-    match parsed {
-        AnySyncTimelineEvent::MessageLike(AnySyncMessageLikeEvent::RoomMessage(
-            SyncMessageLikeEvent::Original(message),
-        )) => Ok((message.sender.to_string(), message.content.body().to_owned())),
-        other => bail!("the decrypted event is a {}, not a text message", other.event_type()),
-    }
-}
-
-fn kind_name(event: &TimelineEvent) -> &'static str {
-    use matrix_sdk::deserialized_responses::TimelineEventKind;
-    match &event.kind {
-        TimelineEventKind::Decrypted(_) => "decrypted",
-        TimelineEventKind::UnableToDecrypt { .. } => "unable to decrypt",
-        TimelineEventKind::PlainText { .. } => "plain text (was not encrypted)",
-    }
-}
-
 /// Syncs `user` until it can decrypt `event_id` in `room_id` (its room key arrives by
 /// to-device message, or from the backup), then checks sender and plaintext.
 async fn expect_decrypts(
@@ -289,7 +265,7 @@ async fn expect_decrypts(
         sync(&user.client).await?;
         let room = known_room(&user.client, room_id)?;
         match room.event(event_id, None).await {
-            Ok(event) => match decrypted_body(&event) {
+            Ok(event) => match common::decrypted_body(&event) {
                 Ok((event_sender, body)) => {
                     ensure!(
                         event_sender == sender.as_str(),
@@ -526,7 +502,7 @@ async fn stage_c(url: &str, alice: &User, exchange: &Exchange) -> Result<()> {
         .await
         .context("downloading the room's keys from the backup")?;
     let event = room.event(&exchange.bob_event, None).await.context("fetching bob's message")?;
-    let (sender, body) = decrypted_body(&event).context("after restoring the backup")?;
+    let (sender, body) = common::decrypted_body(&event).context("after restoring the backup")?;
     ensure!(sender == exchange.bob_id.as_str(), "the message's sender is {sender}, not {}", exchange.bob_id);
     ensure!(body == exchange.bob_text, "decrypted {body:?}, expected {:?}", exchange.bob_text);
     Ok(())

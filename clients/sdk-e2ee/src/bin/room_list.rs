@@ -1,10 +1,14 @@
 //! The room list of a real client library over simplified sliding sync (MSC4186): matrix-sdk-ui's
-//! `SyncService` and `RoomListService` against a running homeserver.
+//! `SyncService` and `RoomListService` against a running homeserver, as Element X runs them.
 //!
-//! Alice owns three named rooms and is invited to a fourth by bob. Her client discovers native
-//! sliding sync from `/versions`, starts the sync service and waits for the room list to load
-//! all four rooms with their names and her invite; then bob posts in one of her rooms and the
-//! room's recency stamp moves on in her list (an incremental answer to a long poll).
+//! Alice owns 50 named rooms and is invited to one more by bob. Her client discovers native
+//! sliding sync from `/versions`, starts the sync service and waits for the room list to load all
+//! of them with their names and her invite, ordered by recency (each room's recency stamp above
+//! the one created before it). Then, live: bob posts in her oldest room, which moves to the top
+//! (its stamp passes every other); bob invites her to a second room and the invite arrives; bob
+//! invites her to an encrypted room, she joins, and she decrypts bob's message with the room key
+//! that came through the sync's `to_device` extension (her device keys and one-time keys counted
+//! through the `e2ee` extension).
 //!
 //! Usage: room_list HOMESERVER_URL. Prints `PASS` or `FAIL: reason`; the exit status says
 //! which.
@@ -14,8 +18,12 @@ mod common;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result, bail, ensure};
+use matrix_sdk::config::SyncSettings;
 use matrix_sdk::ruma::api::client::room::create_room;
+use matrix_sdk::ruma::events::InitialStateEvent;
+use matrix_sdk::ruma::events::room::encryption::RoomEncryptionEventContent;
+use matrix_sdk::ruma::events::room::member::MembershipState;
 use matrix_sdk::ruma::events::room::message::RoomMessageEventContent;
 use matrix_sdk::ruma::{OwnedRoomId, RoomId};
 use matrix_sdk::sliding_sync::VersionBuilder;
@@ -26,6 +34,8 @@ use matrix_sdk_ui::sync_service::{State, SyncService};
 const PASSWORD: &str = "room-list correct horse";
 /// How long the client may take to see what it waits for.
 const ARRIVAL_TIMEOUT: Duration = Duration::from_secs(60);
+/// How many rooms alice owns.
+const ROOMS: usize = 50;
 
 #[tokio::main]
 async fn main() {
@@ -85,8 +95,9 @@ async fn run(url: &str) -> Result<()> {
     let alice_id = alice.user_id().context("alice is logged in")?.to_owned();
 
     let mut rooms = Vec::new();
-    for (name, public) in [("one", true), ("two", false), ("three", false)] {
-        rooms.push((create_named(&alice, name, public).await?, name));
+    for i in 0..ROOMS {
+        let name = format!("room {i:02}");
+        rooms.push((create_named(&alice, &name, i == 0).await?, name));
     }
     let mut invite = create_room::v3::Request::new();
     invite.name = Some("bob's".to_owned());
@@ -98,31 +109,117 @@ async fn run(url: &str) -> Result<()> {
     let room_list = sync.room_list_service();
     let all_rooms = room_list.all_rooms().await.context("the all-rooms list")?;
     let loading = all_rooms.loading_state();
-    wait_for("the room list to load 4 rooms", || {
+    wait_for(&format!("the room list to load {} rooms", ROOMS + 1), || {
         if let State::Error(e) = sync.state().get() {
             bail!("the sync service failed: {e}");
         }
-        Ok(matches!(loading.get(), RoomListLoadingState::Loaded { maximum_number_of_rooms: Some(4) }))
+        Ok(matches!(loading.get(), RoomListLoadingState::Loaded { maximum_number_of_rooms: Some(n) } if n as usize == ROOMS + 1))
     })
     .await?;
     let room = |id: &RoomId| alice.get_room(id);
     wait_for("every room with its name, and the invite", || {
         let named = rooms.iter().all(|(id, name)| {
-            room(id).is_some_and(|r| r.state() == RoomState::Joined && r.name().as_deref() == Some(name))
+            room(id)
+                .is_some_and(|r| r.state() == RoomState::Joined && r.name().as_deref() == Some(name.as_str()))
         });
         Ok(named && room(&invited).is_some_and(|r| r.state() == RoomState::Invited))
     })
     .await?;
 
-    // Bob joins room one and posts: the room's recency stamp moves on in alice's list.
-    let (one, _) = &rooms[0];
+    // Ordered by recency: the list sorts by the recency stamp (`bump_stamp`), which follows the
+    // order in which the rooms were created.
     let stamp = |id: &RoomId| room(id).and_then(|r| r.recency_stamp()).map(u64::from);
-    let before = stamp(one).context("room one has no recency stamp (bump_stamp)")?;
-    bob.join_room_by_id(one).await.context("bob joins room one")?;
-    let bob_room = bob.get_room(one).context("bob knows room one")?;
+    let mut stamps = Vec::new();
+    for (id, name) in &rooms {
+        stamps.push(stamp(id).with_context(|| format!("{name} has no recency stamp (bump_stamp)"))?);
+    }
+    ensure!(
+        stamps.windows(2).all(|w| w[0] < w[1]),
+        "recency stamps do not follow creation order: {stamps:?}"
+    );
+
+    // Bob joins the oldest room and posts: it moves to the top of alice's list.
+    let (oldest, _) = &rooms[0];
+    let newest = *stamps.iter().max().unwrap_or(&0);
+    bob.join_room_by_id(oldest).await.context("bob joins the oldest room")?;
+    let bob_room = bob.get_room(oldest).context("bob knows the oldest room")?;
     bob_room.send(RoomMessageEventContent::text_plain("hello from bob")).await.context("bob posts")?;
-    wait_for("room one's recency stamp to move on", || Ok(stamp(one).is_some_and(|now| now > before)))
+    wait_for("the oldest room to move to the top (its stamp above every other)", || {
+        Ok(stamp(oldest).is_some_and(|now| now > newest))
+    })
+    .await?;
+
+    // An invite arriving while the list is live.
+    let mut second = create_room::v3::Request::new();
+    second.name = Some("bob's second".to_owned());
+    second.invite = vec![alice_id.clone()];
+    let second = bob.create_room(second).await.context("bob invites alice again")?.room_id().to_owned();
+    wait_for("the live invite", || Ok(room(&second).is_some_and(|r| r.state() == RoomState::Invited)))
         .await?;
+
+    // An encrypted room: alice joins, bob's message is decrypted with the key that reached her
+    // through the to_device extension.
+    let mut secret = create_room::v3::Request::new();
+    secret.name = Some("secret".to_owned());
+    secret.invite = vec![alice_id.clone()];
+    secret.initial_state = vec![
+        InitialStateEvent::with_empty_state_key(RoomEncryptionEventContent::with_recommended_defaults())
+            .to_raw_any(),
+    ];
+    let secret =
+        bob.create_room(secret).await.context("bob creates the encrypted room")?.room_id().to_owned();
+    wait_for("the encrypted room's invite", || {
+        Ok(room(&secret).is_some_and(|r| r.state() == RoomState::Invited))
+    })
+    .await?;
+    alice.join_room_by_id(&secret).await.context("alice joins the encrypted room")?;
+    // Bob's client (sync v2) must see her join and her device before it encrypts for her.
+    let deadline = tokio::time::Instant::now() + ARRIVAL_TIMEOUT;
+    loop {
+        bob.sync_once(SyncSettings::default().timeout(Duration::from_secs(1)))
+            .await
+            .context("bob's /sync")?;
+        let joined = match bob.get_room(&secret) {
+            Some(r) => {
+                matches!(r.get_member_no_sync(&alice_id).await, Ok(Some(m)) if *m.membership() == MembershipState::Join)
+            }
+            None => false,
+        };
+        if joined {
+            break;
+        }
+        ensure!(tokio::time::Instant::now() < deadline, "bob never saw alice join the encrypted room");
+    }
+    let text = "a secret for alice, over sliding sync";
+    let bob_secret = bob.get_room(&secret).context("bob knows the encrypted room")?;
+    let sent =
+        bob_secret.send(RoomMessageEventContent::text_plain(text)).await.context("bob sends encrypted")?;
+    ensure!(sent.encryption_info.is_some(), "the sdk sent bob's message unencrypted");
+    let event_id = sent.response.event_id;
+    let deadline = tokio::time::Instant::now() + ARRIVAL_TIMEOUT;
+    loop {
+        let attempt = match room(&secret) {
+            Some(r) => match r.event(&event_id, None).await {
+                Ok(event) => common::decrypted_body(&event),
+                Err(e) => Err(anyhow::anyhow!(e).context("fetching the event")),
+            },
+            None => Err(anyhow::anyhow!("alice's client does not know the encrypted room")),
+        };
+        match attempt {
+            Ok((sender, body)) => {
+                ensure!(
+                    sender == bob.user_id().map(|u| u.to_string()).unwrap_or_default(),
+                    "sender {sender}"
+                );
+                ensure!(body == text, "decrypted {body:?}, expected {text:?}");
+                break;
+            }
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                return Err(e.context("alice could not decrypt bob's message over sliding sync"));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
     sync.stop().await;
     Ok(())
 }
