@@ -635,11 +635,14 @@ impl Services {
     }
 
     /// Whether the appservice wants a room event (Synapse's `is_interested_in_event`).
+    /// `rooms` remembers, for one batch of events, the answer for each room (its aliases and
+    /// members are read once per batch, not once per event).
     async fn appservice_interested_in_event(
         &self,
         service: &Appservice,
         event: &Value,
         room_id: &str,
+        rooms: &mut HashMap<String, bool>,
     ) -> Result<bool> {
         let server = self.server_name();
         if event
@@ -657,7 +660,12 @@ impl Services {
         {
             return Ok(true);
         }
-        self.appservice_interested_in_room(service, room_id).await
+        if let Some(known) = rooms.get(room_id) {
+            return Ok(*known);
+        }
+        let interested = self.appservice_interested_in_room(service, room_id).await?;
+        rooms.insert(room_id.to_owned(), interested);
+        Ok(interested)
     }
 
     /// Starts one transaction sender per appservice with a URL, in the process that sends them.
@@ -728,9 +736,10 @@ impl Services {
         };
         let new_position = events.last().map_or(position, |e| e.stream_ordering);
         let mut event_ids = Vec::new();
+        let mut rooms = HashMap::new();
         for stored in &events {
             let Ok(json) = serde_json::from_str::<Value>(&stored.json) else { continue };
-            if !self.appservice_interested_in_event(service, &json, &stored.room_id).await? {
+            if !self.appservice_interested_in_event(service, &json, &stored.room_id, &mut rooms).await? {
                 continue;
             }
             // Unknown users the event names are asked of their appservices first.

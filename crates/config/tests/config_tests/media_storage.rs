@@ -6,14 +6,16 @@ use myelin_config::{ChecksumWhen, ConfigError, StorageBackend, load_from_str};
 
 const ORIGIN: &str = "/etc/myelin/homeserver.yaml";
 
-fn load(yaml: &str) -> Result<myelin_config::LoadedConfig, ConfigError> {
+/// Loads `yaml` after a minimal server section (shared with `modules`).
+pub(crate) fn load(yaml: &str) -> Result<myelin_config::LoadedConfig, ConfigError> {
     load_from_str(
         &format!("server_name: example.org\nlisteners: [{{port: 8008, type: http}}]\n{yaml}"),
         Path::new(ORIGIN),
     )
 }
 
-fn invalid_key(yaml: &str) -> (String, String) {
+/// The key and message of the error `yaml` must give.
+pub(crate) fn invalid_key(yaml: &str) -> (String, String) {
     match load(yaml) {
         Err(ConfigError::Invalid { key, message, .. }) => (key, message),
         other => panic!("expected a config error, got {other:?}"),

@@ -1,24 +1,8 @@
 //! `modules`: the built-in policy modules read in their Synapse module shape.
 
-use std::path::Path;
+use myelin_config::UserPermission;
 
-use myelin_config::{ConfigError, UserPermission, load_from_str};
-
-const ORIGIN: &str = "/etc/myelin/homeserver.yaml";
-
-fn load(yaml: &str) -> Result<myelin_config::LoadedConfig, ConfigError> {
-    load_from_str(
-        &format!("server_name: example.org\nlisteners: [{{port: 8008, type: http}}]\n{yaml}"),
-        Path::new(ORIGIN),
-    )
-}
-
-fn invalid_key(yaml: &str) -> (String, String) {
-    match load(yaml) {
-        Err(ConfigError::Invalid { key, message, .. }) => (key, message),
-        other => panic!("expected a config error, got {other:?}"),
-    }
-}
+use crate::media_storage::{invalid_key, load};
 
 const RESTRICTIONS: &str = r#"
 modules:
