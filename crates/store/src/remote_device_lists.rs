@@ -142,7 +142,8 @@ impl Store {
     }
 
     /// A remote user's new cross-signing keys (`None`: unchanged); stored when the user is
-    /// tracked, and recorded at `change_stream_id` either way.
+    /// tracked, and recorded at `change_stream_id` either way. Returns whether the user is
+    /// tracked (an untracked user's keys are not kept: the caller fetches the whole list).
     pub async fn set_remote_signing_keys(
         &self,
         user_id: &str,
@@ -150,16 +151,18 @@ impl Store {
         master_key: Option<&str>,
         self_signing_key: Option<&str>,
         change_stream_id: i64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         self.db
             .transaction(async |tx| {
-                tx.execute(
-                    "UPDATE remote_device_list_users SET master_key = COALESCE($2, master_key),
-                         self_signing_key = COALESCE($3, self_signing_key) WHERE user_id = $1",
-                    params![user_id, master_key, self_signing_key],
-                )
-                .await?;
-                record_remote_change(tx, change_stream_id, user_id, "", origin).await
+                let updated = tx
+                    .execute(
+                        "UPDATE remote_device_list_users SET master_key = COALESCE($2, master_key),
+                             self_signing_key = COALESCE($3, self_signing_key) WHERE user_id = $1",
+                        params![user_id, master_key, self_signing_key],
+                    )
+                    .await?;
+                record_remote_change(tx, change_stream_id, user_id, "", origin).await?;
+                Ok(updated > 0)
             })
             .await
     }

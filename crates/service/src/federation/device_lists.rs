@@ -238,7 +238,8 @@ impl Services {
         };
         let (master, self_signing) = (key_of("master_key"), key_of("self_signing_key"));
         let position = self.streams.device_lists.allocate();
-        self.store
+        let tracked = self
+            .store
             .set_remote_signing_keys(
                 user_id.as_str(),
                 origin.as_str(),
@@ -248,6 +249,11 @@ impl Services {
             )
             .await?;
         self.publish_device_list_change(position, &user_id).await;
+        if !tracked {
+            // Not tracked yet (the update came before any device-list update was applied): the
+            // keys would be lost, so the whole list is fetched and tracked from now on.
+            self.resync_remote_device_list(&user_id).await?;
+        }
         Ok(())
     }
 
