@@ -818,6 +818,8 @@ impl Services {
         let events = self.store.purge_room(room_id.as_str()).await?;
         // No head: the room is gone for the senders waiting on its lock and for readers.
         *guard = None;
+        self.rooms.forget_room_facts(room_id);
+        self.rooms.user_rooms.clear();
         drop(guard);
         tracing::info!(%room_id, events, "purged a room");
         Ok(())
@@ -896,6 +898,7 @@ impl Services {
         let outcome = self.store.purge_history(room_id.as_str(), depth, keep_local_of).await;
         // Reloaded whatever happened: a failed transaction changed nothing, but a reload is cheap.
         *guard = self.load_head(room_id).await?;
+        self.rooms.forget_room_facts(room_id);
         drop(guard);
         match outcome? {
             PurgeHistoryOutcome::Purged { deleted, kept } => {

@@ -72,7 +72,7 @@ pub use remote_device_lists::RemoteDeviceList;
 pub use remote_media::{DeletedRemoteMedia, RemoteMediaRecord};
 pub use rooms::{MembershipChange, NewReport, RoomRecord};
 pub use server_keys::{ServerKeyDocument, ServerVerifyKeyRecord};
-pub use sliding_sync::SlidingSyncConnection;
+pub use sliding_sync::{PositionedMembership, SlidingSyncConnection};
 pub use state::StateDelta;
 pub use sync::{AccountDataRecord, PresenceRecord, ReceiptRecord};
 pub use to_device::{NewToDeviceMessages, ToDeviceRecord};

@@ -95,4 +95,43 @@ impl Store {
         let row = self.db.query_opt(&sql, params![room_id, upto]).await?;
         row.map(|r| r.i64(0)).transpose()
     }
+
+    /// The user's memberships in the current state of each room, with their event's stream
+    /// position and sender, in one read.
+    pub async fn user_memberships_positioned(
+        &self,
+        user_id: &str,
+    ) -> Result<Vec<PositionedMembership>, StoreError> {
+        let rows = self
+            .db
+            .query(
+                "SELECT c.room_id, c.membership, c.event_id, e.stream_ordering, e.sender
+                 FROM current_state c JOIN events e ON e.event_id = c.event_id
+                 WHERE c.state_key = $1 AND c.type = 'm.room.member' AND c.membership IS NOT NULL
+                 ORDER BY c.room_id",
+                params![user_id],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PositionedMembership {
+                    room_id: r.string(0)?,
+                    membership: r.string(1)?,
+                    event_id: r.string(2)?,
+                    stream_ordering: r.i64(3)?,
+                    sender: r.string(4)?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// A user's membership in a room's current state, with where its event sits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PositionedMembership {
+    pub room_id: String,
+    pub membership: String,
+    pub event_id: String,
+    pub stream_ordering: i64,
+    pub sender: String,
 }

@@ -638,3 +638,33 @@ async fn limit_remote_rooms_refuses_rooms_too_complex_and_the_complexity_is_serv
     let joined = admin.client.post(&join, &json!({})).await;
     assert_eq!(joined.expect(200)["room_id"], room_id.as_str());
 }
+
+/// The rooms of `user`'s sliding sync list (a fresh connection), with their membership as
+/// sent (`invite` when the room comes with `invite_state`).
+async fn sliding_rooms(user: &TestUser) -> Vec<(String, &'static str)> {
+    let body = json!({"lists": {"all": {"ranges": [[0, 20]], "timeline_limit": 1, "required_state": []}}});
+    let response = user
+        .client
+        .post("/_matrix/client/unstable/org.matrix.simplified_msc3575/sync?timeout=0", &body)
+        .await
+        .expect(200)
+        .clone();
+    let rooms = response["rooms"].as_object().cloned().unwrap_or_default();
+    rooms
+        .into_iter()
+        .map(|(id, room)| (id, if room.get("invite_state").is_some() { "invite" } else { "join" }))
+        .collect()
+}
+
+#[tokio::test]
+async fn sliding_sync_lists_a_remote_invite_then_the_remote_join() {
+    let (_certs, servers) = servers(&["a.test", "b.test"]).await;
+    let alice = servers[0].register("alice").await;
+    let bob = servers[1].register("bob").await;
+    // Bob's rooms are read (and cached by his server) before the invite arrives.
+    assert_eq!(sliding_rooms(&bob).await, vec![]);
+    let room_id = invite_across(&alice, &bob).await;
+    assert_eq!(sliding_rooms(&bob).await, vec![(room_id.clone(), "invite")]);
+    accept_and_talk(&alice, &bob, &room_id).await;
+    assert_eq!(sliding_rooms(&bob).await, vec![(room_id.clone(), "join")]);
+}

@@ -142,6 +142,59 @@ async fn a_list_counts_sorts_by_bump_stamp_and_sends_rooms_in_range() {
     server.stop().await;
 }
 
+/// Each room's `bump_stamp` from a fresh connection's list of every room.
+async fn bump_stamps(client: &TestClient) -> std::collections::BTreeMap<String, i64> {
+    let body = json!({"lists": {"all": list(json!([[0, 99]]), 0, json!([]))}});
+    let response = ss(client, None, &body).await;
+    let rooms = response["rooms"].as_object().expect("rooms");
+    rooms.iter().map(|(id, room)| (id.clone(), room["bump_stamp"].as_i64().expect("bump_stamp"))).collect()
+}
+
+#[tokio::test]
+async fn only_bump_event_types_move_a_room_up() {
+    let mut server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let older = create_room(&alice, json!({"name": "older"})).await;
+    let newer = create_room(&alice, json!({"name": "newer"})).await;
+    let start = bump_stamps(&alice.client).await;
+    assert!(start[&newer] > start[&older], "created later, sorts first: {start:?}");
+    send_text(&alice, &older, "m1", "hello").await;
+    let after_message = bump_stamps(&alice.client).await;
+    assert!(after_message[&older] > after_message[&newer], "{after_message:?}");
+    assert_eq!(after_message[&newer], start[&newer]);
+    // A state event and a reaction are not bump types: the room stays where it was.
+    alice
+        .client
+        .put(&format!("/_matrix/client/v3/rooms/{newer}/state/m.room.topic/"), &json!({"topic": "t"}))
+        .await
+        .expect(200);
+    alice
+        .client
+        .put(
+            &format!("/_matrix/client/v3/rooms/{newer}/send/m.reaction/r1"),
+            &json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": "$x", "key": "+1"}}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(bump_stamps(&alice.client).await, after_message);
+    // A sticker is one: the room moves to the top.
+    alice
+        .client
+        .put(
+            &format!("/_matrix/client/v3/rooms/{newer}/send/m.sticker/s1"),
+            &json!({"body": "s", "url": "mxc://localhost/s", "info": {}}),
+        )
+        .await
+        .expect(200);
+    let after_sticker = bump_stamps(&alice.client).await;
+    assert!(after_sticker[&newer] > after_sticker[&older], "{after_sticker:?}");
+    // A restarted server (nothing noted in memory) finds the same stamps in the store.
+    server.restart().await;
+    let alice_client = server.client().with_token(&alice.access_token);
+    assert_eq!(bump_stamps(&alice_client).await, after_sticker);
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn incremental_answers_carry_only_what_changed_and_long_polls_wake() {
     let server = TestServer::start().await;

@@ -32,6 +32,21 @@ pub struct Rooms {
     /// by `(group, type, state_key, content field)`, and whole small groups.
     state_fields: Mutex<lru::LruCache<StateFieldKey, Option<String>>>,
     state_groups: Mutex<lru::LruCache<i64, Arc<GroupState>>>,
+    /// Per room, what sliding sync sorts and filters every room of a user by, kept so that a
+    /// request reads no row per room: see [`RoomFacts`].
+    facts: Mutex<HashMap<OwnedRoomId, RoomFacts>>,
+    /// Each local user's memberships (see [`super::user_rooms`]).
+    pub(crate) user_rooms: super::user_rooms::UserRooms,
+}
+
+/// Facts about a room that only its write path changes. `bump_stamp`: the stream position of
+/// its newest event of a type that moves it up the room list (noted by the write path once
+/// the event is committed, before its position is published; loaded from the store on a
+/// miss). `room_type`: its create event's `type`, which never changes.
+#[derive(Clone, Debug, Default)]
+struct RoomFacts {
+    bump_stamp: Option<i64>,
+    room_type: Option<Option<String>>,
 }
 
 /// `(state group, event type, state key, content field)`.
@@ -143,6 +158,8 @@ impl Rooms {
                 NonZeroUsize::new(20_000).unwrap_or(NonZeroUsize::MIN),
             )),
             state_groups: Mutex::new(lru::LruCache::new(NonZeroUsize::new(128).unwrap_or(NonZeroUsize::MIN))),
+            facts: Mutex::default(),
+            user_rooms: Default::default(),
         }
     }
 
@@ -192,6 +209,33 @@ impl Rooms {
             let Some((_, out)) = cache.events.pop_lru() else { break };
             cache.bytes -= EventCache::entry_size(&out);
         }
+    }
+
+    /// Notes a committed event of a bump type (see [`RoomFacts`]): the room's bump stamp becomes
+    /// `position` unless it is already later.
+    pub(crate) fn note_bump(&self, room_id: &RoomId, position: i64) {
+        let mut facts = self.facts.lock();
+        let bump = &mut facts.entry(room_id.to_owned()).or_default().bump_stamp;
+        *bump = Some(bump.map_or(position, |b| b.max(position)));
+    }
+
+    /// The room's noted bump stamp, if known.
+    pub(crate) fn bump_stamp(&self, room_id: &RoomId) -> Option<i64> {
+        self.facts.lock().get(room_id).and_then(|f| f.bump_stamp)
+    }
+
+    /// The room's create event `type`, if known (`Some(None)`: an ordinary room).
+    pub(crate) fn room_type(&self, room_id: &RoomId) -> Option<Option<String>> {
+        self.facts.lock().get(room_id).and_then(|f| f.room_type.clone())
+    }
+
+    pub(crate) fn note_room_type(&self, room_id: &RoomId, room_type: Option<String>) {
+        self.facts.lock().entry(room_id.to_owned()).or_default().room_type = Some(room_type);
+    }
+
+    /// Forgets what is known of a room whose events were purged.
+    pub(crate) fn forget_room_facts(&self, room_id: &RoomId) {
+        self.facts.lock().remove(room_id);
     }
 
     pub(super) fn forget_event(&self, event_id: &EventId) {

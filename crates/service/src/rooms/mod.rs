@@ -4,7 +4,8 @@
 //!
 //! - [`cache`]: [`Rooms`], the in-memory parts: per-room write locks and the published room
 //!   heads, the parsed-event cache, cached state-group reads, stream positions, the new-event
-//!   notices and the cached local member lists.
+//!   notices and the cached local member lists. [`user_rooms`]: each local user's cached
+//!   memberships (what sliding sync lists on every request).
 //! - [`head`]: [`RoomHead`] (what the next local event builds on), loading it from the store,
 //!   and parsing stored events. Readers take [`Services::room_head_snapshot`], which never
 //!   waits for a send; only the write path takes the room's send lock.
@@ -48,6 +49,7 @@ pub mod reports;
 pub mod send;
 pub mod spaces;
 pub mod upgrade;
+pub mod user_rooms;
 pub mod visibility;
 pub mod write;
 

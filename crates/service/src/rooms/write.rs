@@ -36,6 +36,8 @@ pub(crate) struct StagedEvents {
     durability: myelin_store::Durability,
     queued: u64,
     with_state: bool,
+    /// Whether the room's whole current state was replaced (a remote join).
+    replaces_state: bool,
 }
 
 /// What a local event is made from.
@@ -438,6 +440,7 @@ impl Services {
             durability,
             queued,
             with_state,
+            replaces_state: false,
         })
     }
 
@@ -469,7 +472,8 @@ impl Services {
     }
 
     async fn publish_staged(&self, staged: StagedEvents, caller_holds_room: bool) -> Result<Vec<Arc<Pdu>>> {
-        let StagedEvents { room_id, prepared, positions, durability, queued, with_state } = staged;
+        let StagedEvents { room_id, prepared, positions, durability, queued, with_state, replaces_state } =
+            staged;
         if let Err(error) = durability.wait().await {
             self.abandon_positions(positions).await;
             for prepared in &prepared {
@@ -480,9 +484,22 @@ impl Services {
             }
             return Err(error.into());
         }
+        // Committed: cached memberships it may change go, before its position is published.
+        if replaces_state {
+            self.rooms.user_rooms.clear();
+        }
+        for prepared in &prepared {
+            self.forget_memberships_changed_by(&prepared.event);
+        }
         {
             let mut pending = self.rooms.pending.lock();
             for prepared in prepared.iter().filter(|p| p.applies()) {
+                // Before the position is published, so that no reader at it misses the bump.
+                if crate::sliding_sync::lists::BUMP_EVENT_TYPES.contains(&prepared.event.kind.as_str())
+                    && prepared.event.stream_ordering > 0
+                {
+                    self.rooms.note_bump(&prepared.pdu.room_id, prepared.event.stream_ordering);
+                }
                 pending.insert(
                     prepared.event.stream_ordering,
                     NewEventNotice {
@@ -512,6 +529,27 @@ impl Services {
             self.record_push_actions(&applied).await;
         }
         Ok(prepared.into_iter().map(|p| p.pdu).collect())
+    }
+
+    /// Forgets the cached memberships (`rooms::user_rooms`) of the local users whose
+    /// current-state membership a committed event may have changed: its own target, and the
+    /// member rows the state resolution of a remote event changed.
+    fn forget_memberships_changed_by(&self, event: &NewEvent) {
+        let local =
+            |key: &str| UserId::parse(key).ok().filter(|u| u.server_name().as_str() == self.server_name());
+        if event.kind == "m.room.member"
+            && let Some(user) = event.state_key.as_deref().and_then(local)
+        {
+            self.rooms.user_rooms.invalidate(&user);
+        }
+        let rows = event.remote.as_ref().and_then(|r| r.current.as_ref()).map(|c| &c.rows);
+        for ((kind, key), _) in rows.into_iter().flatten() {
+            if kind == "m.room.member"
+                && let Some(user) = local(key)
+            {
+                self.rooms.user_rooms.invalidate(&user);
+            }
+        }
     }
 
     /// Releases stream positions whose events were not persisted.
@@ -723,6 +761,7 @@ impl Services {
             durability,
             queued: 0,
             with_state: true,
+            replaces_state: remote.state_before.is_some(),
         })
     }
 }

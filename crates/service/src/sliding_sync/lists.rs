@@ -2,8 +2,11 @@
 //! kicked; left ones only when newly left), their facts for the filters, their `bump_stamp`,
 //! and each list's filtered, sorted window.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
+use std::sync::Arc;
+
+use myelin_store::PositionedMembership;
 use ruma::{OwnedRoomId, RoomId, UserId};
 use serde_json::Value;
 
@@ -85,37 +88,33 @@ impl Services {
                 }
             }
         }
-        let memberships = self.store.user_memberships(user_id.as_str()).await?;
-        let ids: Vec<String> = memberships.iter().map(|(_, _, event_id)| event_id.clone()).collect();
-        let stored: HashMap<String, myelin_store::StoredEvent> =
-            self.store.get_events(&ids).await?.into_iter().map(|e| (e.event_id.clone(), e)).collect();
+        let memberships = self.user_memberships_cached(user_id).await?;
         let mut entries = Vec::new();
-        for (room, membership, event_id) in memberships {
-            let Ok(room_id) = RoomId::parse(&room) else { continue };
-            let Some(member_event) = stored.get(&event_id) else { continue };
-            if member_event.stream_ordering > now {
+        for member in memberships.iter() {
+            let Ok(room_id) = RoomId::parse(&member.room_id) else { continue };
+            if member.stream_ordering > now {
                 continue;
             }
             let Some(head) = self.room_head_snapshot(&room_id).await? else { continue };
             let mut listed = true;
+            let membership = member.membership.clone();
             match membership.as_str() {
                 "join" | "invite" | "knock" => {}
                 "leave" | "ban" => {
-                    if self.store.is_forgotten(user_id.as_str(), &room).await? {
+                    if self.store.is_forgotten(user_id.as_str(), room_id.as_str()).await? {
                         continue;
                     }
                     // Rooms the user left themselves only while newly left; kicks and bans
                     // stay listed.
-                    let parsed = self.parse_stored(member_event, &head.rules)?;
                     listed = !(membership == "leave"
-                        && parsed.pdu.sender == user_id
-                        && !newly_left.contains(&room));
+                        && member.sender == user_id.as_str()
+                        && !newly_left.contains(room_id.as_str()));
                 }
                 _ => continue,
             }
-            let membership_position = member_event.stream_ordering;
+            let membership_position = member.stream_ordering;
             let mut entry = RoomEntry {
-                is_dm: dms.contains(&room),
+                is_dm: dms.contains(room_id.as_str()),
                 room_id,
                 membership,
                 membership_position,
@@ -141,17 +140,9 @@ impl Services {
                 entry.stripped = Some(stripped);
             } else {
                 entry.encrypted = entry.head.state_event_id("m.room.encryption", "").is_some();
-                if let Some(create) = entry.head.state_event_id("m.room.create", "").cloned()
-                    && let Some(create) = self.get_room_event(&create).await?
-                {
-                    entry.room_type =
-                        create.pdu.content_value().get("type").and_then(Value::as_str).map(str::to_owned);
-                }
+                entry.room_type = self.sliding_room_type(&entry.head).await?;
                 if entry.membership == "join"
-                    && let Some(bump) = self
-                        .store
-                        .latest_event_of_types(entry.room_id.as_str(), BUMP_EVENT_TYPES, now)
-                        .await?
+                    && let Some(bump) = self.sliding_bump_stamp(&entry.room_id, now).await?
                 {
                     entry.bump_stamp = bump;
                 }
@@ -160,6 +151,49 @@ impl Services {
         }
         entries.sort_by(|a, b| b.bump_stamp.cmp(&a.bump_stamp).then_with(|| a.room_id.cmp(&b.room_id)));
         Ok(entries)
+    }
+
+    /// The user's current-state memberships with their positions (cached: `rooms::user_rooms`).
+    async fn user_memberships_cached(&self, user_id: &UserId) -> Result<Arc<Vec<PositionedMembership>>> {
+        match self.rooms.user_rooms.get(user_id) {
+            Ok(rooms) => Ok(rooms),
+            Err(ticket) => {
+                let rooms = Arc::new(self.store.user_memberships_positioned(user_id.as_str()).await?);
+                self.rooms.user_rooms.fill(user_id, ticket, rooms.clone());
+                Ok(rooms)
+            }
+        }
+    }
+
+    /// A room's create event `type` (cached: it never changes).
+    async fn sliding_room_type(&self, head: &RoomHead) -> Result<Option<String>> {
+        if let Some(room_type) = self.rooms.room_type(&head.room_id) {
+            return Ok(room_type);
+        }
+        let Some(create) = head.state_event_id("m.room.create", "") else { return Ok(None) };
+        let Some(create) = self.get_room_event(create).await? else { return Ok(None) };
+        let room_type = create.pdu.content_value().get("type").and_then(Value::as_str).map(str::to_owned);
+        self.rooms.note_room_type(&head.room_id, room_type.clone());
+        Ok(room_type)
+    }
+
+    /// The stream position of the room's newest visible event of a [`BUMP_EVENT_TYPES`] type at
+    /// or before `now`: the one the write path noted (see `rooms::cache`), read from the store
+    /// on a miss (then noted; 0 for none) or when the noted one is not published at `now` yet.
+    async fn sliding_bump_stamp(&self, room_id: &RoomId, now: i64) -> Result<Option<i64>> {
+        let noted = match self.rooms.bump_stamp(room_id) {
+            Some(noted) => noted,
+            None => {
+                let stored =
+                    self.store.latest_event_of_types(room_id.as_str(), BUMP_EVENT_TYPES, i64::MAX).await?;
+                self.rooms.note_bump(room_id, stored.unwrap_or(0));
+                self.rooms.bump_stamp(room_id).unwrap_or(0)
+            }
+        };
+        if noted <= now {
+            return Ok((noted > 0).then_some(noted));
+        }
+        Ok(self.store.latest_event_of_types(room_id.as_str(), BUMP_EVENT_TYPES, now).await?)
     }
 
     /// The linked children (`rooms::spaces`) of the given spaces the user is joined to.
