@@ -217,14 +217,6 @@ impl Services {
         Ok(())
     }
 
-    /// Whether the user's actions skip rate limits: the sender or a namespace user of an
-    /// appservice registered with `rate_limited: false`.
-    pub(crate) fn exempt_from_ratelimits(&self, user_id: &str) -> bool {
-        self.appservice_list()
-            .iter()
-            .any(|s| !s.rate_limited && s.is_interested_in_user(user_id, self.server_name()))
-    }
-
     /// Refuses a user ID that an appservice other than `allowed` claims exclusively, and the
     /// server notices user.
     pub(crate) fn check_user_not_appservice_exclusive(

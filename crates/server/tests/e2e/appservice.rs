@@ -497,7 +497,8 @@ async fn appservice_masquerades_only_as_its_registered_users() {
         .put(&alias_path("#slack_general:test.local"), &json!({"room_id": bot_room}))
         .await
         .expect(200);
-    // Rate limits: the appservice (rate_limited: false) sends freely, alice does not.
+    // Rate limits: requests with the token of the appservice (rate_limited: false) are not
+    // limited, alice's are.
     let carol_client = |path: &str| format!("{path}?user_id=%40slack_carol%3Atest.local");
     bridge(&server)
         .post(&carol_client(&format!("/_matrix/client/v3/join/{room}")), &json!({}))
@@ -531,6 +532,17 @@ async fn appservice_masquerades_only_as_its_registered_users() {
         statuses.push(alice.client.put(&path, &json!({"msgtype": "m.text", "body": "x"})).await.status);
     }
     assert!(statuses.contains(&429), "alice is rate limited: {statuses:?}");
+    // The exemption goes with the appservice's token, not the user ID (as Synapse): carol
+    // with her own access token is limited like anyone.
+    let carol = server.client().with_token(ghost["access_token"].as_str().unwrap());
+    let own = |i: usize| format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/own{i}");
+    carol.put(&own(0), &json!({"msgtype": "m.text", "body": "mine"})).await.expect(200);
+    let limited = carol.put(&own(1), &json!({"msgtype": "m.text", "body": "mine"})).await;
+    limited.expect_error(429, "M_LIMIT_EXCEEDED");
+    assert!(limited.json["retry_after_ms"].is_u64(), "{}", limited.json);
+    // The appservice's token still is not.
+    let path = carol_client(&format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/c9"));
+    bridge(&server).put(&path, &json!({"msgtype": "m.text", "body": "hi"})).await.expect(200);
     server.stop().await;
 }
 
