@@ -16,12 +16,27 @@
 //!   transaction and moves the cursor; then it sends the oldest stored transaction until the
 //!   appservice answers 200, backing off from 2 s doubling to 512 s (Synapse's recoverer), and
 //!   deletes it. A retry, in this process or after a restart, sends the same ID and events.
-//!   Ephemeral events (typing and public receipts of rooms it is interested in, presence of
-//!   users it is interested in) are gathered in memory and ride on the next transaction made
-//!   (lost with the process). With `org.matrix.msc3202`, each transaction carries the one-time
-//!   key counts and unused fallback key types of the devices of its sender and of its users
-//!   joined to the transaction's rooms (device-list changes are not sent yet). Rate limits skip the users of an appservice registered with
-//!   `rate_limited: false`, by user ID (Synapse decides by the token presented).
+//! - **Ephemeral data** follows the streams as events do (Synapse's
+//!   `application_services_state`, migration 0030): per appservice a position in the receipt,
+//!   presence, to-device and device-list streams, stored with the event position; each round
+//!   reads what is new since them and, in the same database transaction that stores the
+//!   transaction, moves them, so nothing is lost or sent twice across failures and restarts.
+//!   With `receive_ephemeral` (or MSC2409's `de.sorunome.msc2409.push_ephemeral`): read
+//!   receipts of rooms it is interested in (private ones only of its own users), presence of
+//!   users it is interested in, and the typing state of those rooms, read from the in-memory
+//!   typing service (not persisted, as Synapse does not: a restart forgets it); and the
+//!   to-device messages of its users' devices under `de.sorunome.msc2409.to_device` (left in
+//!   the devices' inboxes). Synapse gates the to-device messages and MSC3202's device lists
+//!   behind `experimental_features`; Myelin reads no `experimental_features` and, as for the
+//!   MSC3202 key counts, the registration's flags alone decide. With `org.matrix.msc3202`,
+//!   each transaction carries the one-time key counts and unused fallback key types of the
+//!   devices of its sender and of its users joined to the transaction's rooms (read per
+//!   transaction, not per device), and `org.matrix.msc3202.device_lists` `{changed, left}`:
+//!   users whose devices changed who are its users or share a room it is interested in
+//!   (`left` stays empty, as in Synapse).
+//! - **Rate limits** skip requests made with the `as_token` of an appservice registered with
+//!   `rate_limited: false` (Synapse's `requester.app_service`), not its users logged in with
+//!   their own tokens.
 //! - **Queries**: an unknown local user an event names is asked of the appservices whose
 //!   namespace holds it (`/users/{userId}`) before the event is handed over; an unknown local
 //!   alias of an alias namespace is asked (`/rooms/{alias}`) before `resolve_room_alias`
@@ -35,9 +50,10 @@ use std::time::{Duration, Instant};
 
 use myelin_config::Appservice;
 use myelin_core::{ErrCode, ErrorKind, MatrixError};
+use myelin_store::appservice::{AppserviceStreams, AppserviceTxn, NewAppserviceTxn};
 use myelin_store::{NewUser, PresenceRecord};
 use parking_lot::Mutex;
-use ruma::{RoomId, UserId};
+use ruma::UserId;
 use serde_json::{Value, json};
 
 use crate::auth::{Requester, hash_token};
@@ -46,8 +62,8 @@ use crate::{Error, Result, Services};
 
 /// How many events one transaction holds at most (Synapse's `MAX_PERSISTENT_EVENTS_PER_TRANSACTION`).
 const MAX_EVENTS_PER_TXN: i64 = 100;
-/// How many ephemeral events one transaction holds at most.
-const MAX_EPHEMERAL_PER_TXN: usize = 100;
+/// How many receipts, and how many to-device positions, one transaction reads at most.
+const MAX_EPHEMERAL_PER_TXN: i64 = 100;
 /// Retries after a failed transaction: 2 s doubling up to 512 s.
 const FIRST_BACKOFF: Duration = Duration::from_secs(2);
 const MAX_BACKOFF: Duration = Duration::from_secs(512);
@@ -55,14 +71,14 @@ const MAX_BACKOFF: Duration = Duration::from_secs(512);
 const IDLE_POLL: Duration = Duration::from_secs(5);
 const PREFIX: &str = "/_matrix/app/v1";
 
-/// The appservices' in-memory parts: the HTTP client, the sender's wake-up and the ephemeral
-/// events waiting for a transaction.
+/// The appservices' in-memory parts: the HTTP client, the senders' wake-up and, per
+/// appservice, the typing position handed over (typing is not persisted).
 pub struct Appservices {
     client: reqwest::Client,
     pub wakeup: tokio::sync::Notify,
     /// A successful ping: senders backing off try again at once (as Synapse's `force_retry`).
     ping_ok: tokio::sync::Notify,
-    ephemeral: Mutex<HashMap<String, Vec<Value>>>,
+    typing_seen: Mutex<HashMap<String, i64>>,
 }
 
 impl Appservices {
@@ -80,7 +96,7 @@ impl Appservices {
             client,
             wakeup: tokio::sync::Notify::new(),
             ping_ok: tokio::sync::Notify::new(),
-            ephemeral: Mutex::default(),
+            typing_seen: Mutex::default(),
         })
     }
 }
@@ -199,14 +215,6 @@ impl Services {
             }
         }
         Ok(())
-    }
-
-    /// Whether the user's actions skip rate limits: the sender or a namespace user of an
-    /// appservice registered with `rate_limited: false`.
-    pub(crate) fn exempt_from_ratelimits(&self, user_id: &str) -> bool {
-        self.appservice_list()
-            .iter()
-            .any(|s| !s.rate_limited && s.is_interested_in_user(user_id, self.server_name()))
     }
 
     /// Refuses a user ID that an appservice other than `allowed` claims exclusively, and the
@@ -573,65 +581,184 @@ impl Services {
             .any(|u| u.ends_with(&local) && service.is_interested_in_user(u, self.server_name())))
     }
 
-    /// Hands an ephemeral event of a room to the appservices that receive ephemeral events
-    /// and are interested in the room. Called by typing and receipts, local or remote.
-    pub(crate) async fn appservice_ephemeral(&self, room_id: &RoomId, event: Value) {
-        self.queue_appservice_ephemeral(&event, &[room_id.as_str()], None).await;
-    }
-
-    /// Hands a presence change to the appservices that receive ephemeral events and are
-    /// interested in the user (in their namespace, or in a room of theirs the appservice is
-    /// interested in: Synapse's `is_interested_in_presence`).
-    pub(crate) async fn appservice_presence(&self, record: &PresenceRecord) {
-        let mut content = json!({
-            "presence": record.state,
-            "last_active_ago": (crate::util::now_ms() as i64 - record.last_active_ts).max(0),
-            "currently_active": record.currently_active,
-        });
-        if let Some(status_msg) = &record.status_msg {
-            content["status_msg"] = json!(status_msg);
-        }
-        let event = json!({"type": "m.presence", "sender": record.user_id, "content": content});
-        let rooms = match self.store.rooms_for_user(&record.user_id, "join").await {
-            Ok(rooms) => rooms,
-            Err(error) => {
-                tracing::warn!(%error, "could not read a user's rooms for the appservices");
-                return;
-            }
-        };
-        let rooms: Vec<&str> = rooms.iter().map(String::as_str).collect();
-        self.queue_appservice_ephemeral(&event, &rooms, Some(&record.user_id)).await;
-    }
-
-    /// Queues `event` for each appservice receiving ephemeral events that is interested in
-    /// `user` or in one of `rooms`.
-    async fn queue_appservice_ephemeral(&self, event: &Value, rooms: &[&str], user: Option<&str>) {
-        let mut any = false;
-        for service in self.appservice_list().iter().filter(|s| s.url.is_some() && s.wants_ephemeral()) {
-            let mut interested = user.is_some_and(|u| service.is_interested_in_user(u, self.server_name()));
-            for room_id in rooms {
-                if interested {
-                    break;
-                }
-                match self.appservice_interested_in_room(service, room_id).await {
-                    Ok(yes) => interested = yes,
-                    Err(error) => {
-                        tracing::warn!(%error, appservice = %service.id, "could not check an appservice's interest")
-                    }
-                }
-            }
-            if interested {
-                let mut pending = self.appservices.ephemeral.lock();
-                let queue = pending.entry(service.id.clone()).or_default();
-                if queue.len() < 10 * MAX_EPHEMERAL_PER_TXN {
-                    queue.push(event.clone());
-                }
-                any = true;
-            }
-        }
-        if any {
+    /// Wakes the appservice senders: a stream they follow (receipts, presence, typing,
+    /// to-device, device lists) moved. What is new is read from the streams by each sender.
+    pub(crate) fn wake_appservices(&self) {
+        if !self.config.appservice.appservices.is_empty() {
             self.appservices.wakeup.notify_waiters();
         }
+    }
+
+    /// [`Self::appservice_interested_in_room`], remembered for one round in `rooms`.
+    async fn appservice_interested_in_room_cached(
+        &self,
+        service: &Appservice,
+        room_id: &str,
+        rooms: &mut HashMap<String, bool>,
+    ) -> Result<bool> {
+        if let Some(known) = rooms.get(room_id) {
+            return Ok(*known);
+        }
+        let interested = self.appservice_interested_in_room(service, room_id).await?;
+        rooms.insert(room_id.to_owned(), interested);
+        Ok(interested)
+    }
+
+    /// Whether the appservice wants to hear about a user's presence or device list: the user
+    /// is its own, or is joined to a room it is interested in (Synapse's
+    /// `is_interested_in_presence` and `_is_appservice_interested_in_device_lists_of_user`).
+    async fn appservice_interested_in_user_rooms(
+        &self,
+        service: &Appservice,
+        user_id: &str,
+        rooms: &mut HashMap<String, bool>,
+    ) -> Result<bool> {
+        if service.is_interested_in_user(user_id, self.server_name()) {
+            return Ok(true);
+        }
+        for room_id in self.store.rooms_for_user(user_id, "join").await? {
+            if self.appservice_interested_in_room_cached(service, &room_id, rooms).await? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The read receipts after `from` (up to `upto`, at most [`MAX_EPHEMERAL_PER_TXN`]) of
+    /// rooms the appservice is interested in, as one `m.receipt` per room (private receipts
+    /// only of its users); and the position read up to.
+    async fn appservice_receipts(
+        &self,
+        service: &Appservice,
+        from: i64,
+        upto: i64,
+        rooms: &mut HashMap<String, bool>,
+        out: &mut Vec<Value>,
+    ) -> Result<i64> {
+        if upto <= from {
+            return Ok(from);
+        }
+        let receipts = self.store.read_receipts_in_range(from, upto, MAX_EPHEMERAL_PER_TXN).await?;
+        let reached = match receipts.last() {
+            Some(last) if receipts.len() as i64 == MAX_EPHEMERAL_PER_TXN => last.stream_id,
+            _ => upto,
+        };
+        let mut by_room: BTreeMap<String, serde_json::Map<String, Value>> = BTreeMap::new();
+        for receipt in receipts {
+            if receipt.receipt_type == "m.read.private"
+                && !service.is_interested_in_user(&receipt.user_id, self.server_name())
+            {
+                continue;
+            }
+            if !self.appservice_interested_in_room_cached(service, &receipt.room_id, rooms).await? {
+                continue;
+            }
+            let mut data = json!({"ts": receipt.ts});
+            if !receipt.thread_id.is_empty() {
+                data["thread_id"] = json!(receipt.thread_id);
+            }
+            let content = by_room.entry(receipt.room_id).or_default();
+            let by_type = content.entry(receipt.event_id).or_insert_with(|| json!({}));
+            by_type[&receipt.receipt_type][&receipt.user_id] = data;
+        }
+        out.extend(
+            by_room.into_iter().map(
+                |(room_id, content)| json!({"type": "m.receipt", "room_id": room_id, "content": content}),
+            ),
+        );
+        Ok(reached)
+    }
+
+    /// The presence changes after `from` up to `upto` of users the appservice is interested
+    /// in, as `m.presence` events.
+    async fn appservice_presence(
+        &self,
+        service: &Appservice,
+        from: i64,
+        upto: i64,
+        rooms: &mut HashMap<String, bool>,
+        out: &mut Vec<Value>,
+    ) -> Result<()> {
+        if upto <= from {
+            return Ok(());
+        }
+        let now = crate::util::now_ms() as i64;
+        for record in self.store.presence_since(from, upto).await? {
+            if !self.appservice_interested_in_user_rooms(service, &record.user_id, rooms).await? {
+                continue;
+            }
+            out.push(presence_event(&record, now));
+        }
+        Ok(())
+    }
+
+    /// The current typing state of the rooms the appservice is interested in whose typing
+    /// changed after `from`, as `m.typing` events.
+    async fn appservice_typing(
+        &self,
+        service: &Appservice,
+        from: i64,
+        rooms: &mut HashMap<String, bool>,
+        out: &mut Vec<Value>,
+    ) -> Result<()> {
+        for (room_id, user_ids) in self.typing.changed_since(from) {
+            if self.appservice_interested_in_room_cached(service, room_id.as_str(), rooms).await? {
+                out.push(json!({"type": "m.typing", "room_id": room_id, "content": {"user_ids": user_ids}}));
+            }
+        }
+        Ok(())
+    }
+
+    /// MSC2409: the to-device messages after `from` for the devices of the appservice's users
+    /// (they stay in the devices' inboxes); and the position read up to.
+    async fn appservice_to_device(
+        &self,
+        service: &Appservice,
+        from: i64,
+        upto: i64,
+        out: &mut Vec<Value>,
+    ) -> Result<i64> {
+        if upto <= from {
+            return Ok(from);
+        }
+        let (messages, reached) =
+            self.store.to_device_messages_in_range(from, upto, MAX_EPHEMERAL_PER_TXN).await?;
+        for (user_id, device_id, message) in messages {
+            if !service.is_interested_in_user(&user_id, self.server_name()) {
+                continue;
+            }
+            let content: Value = serde_json::from_str(&message.content).unwrap_or_else(|_| json!({}));
+            out.push(json!({
+                "to_user_id": user_id,
+                "to_device_id": device_id,
+                "type": message.kind,
+                "sender": message.sender,
+                "content": content,
+            }));
+        }
+        Ok(reached)
+    }
+
+    /// MSC3202: the users whose devices changed after `from` up to `upto` that the appservice
+    /// is interested in, as `{changed, left}` (`None` when there are none; `left` is never
+    /// computed, as in Synapse).
+    async fn appservice_device_lists(
+        &self,
+        service: &Appservice,
+        from: i64,
+        upto: i64,
+        rooms: &mut HashMap<String, bool>,
+    ) -> Result<Option<Value>> {
+        if upto <= from {
+            return Ok(None);
+        }
+        let mut changed = Vec::new();
+        for user_id in self.store.device_list_changes_in_range(from, upto).await? {
+            if self.appservice_interested_in_user_rooms(service, &user_id, rooms).await? {
+                changed.push(user_id);
+            }
+        }
+        Ok((!changed.is_empty()).then(|| json!({"changed": changed, "left": []})))
     }
 
     /// Whether the appservice wants a room event (Synapse's `is_interested_in_event`).
@@ -660,12 +787,7 @@ impl Services {
         {
             return Ok(true);
         }
-        if let Some(known) = rooms.get(room_id) {
-            return Ok(*known);
-        }
-        let interested = self.appservice_interested_in_room(service, room_id).await?;
-        rooms.insert(room_id.to_owned(), interested);
-        Ok(interested)
+        self.appservice_interested_in_room_cached(service, room_id, rooms).await
     }
 
     /// Starts one transaction sender per appservice with a URL, in the process that sends them.
@@ -723,18 +845,24 @@ impl Services {
     /// whether there may be more to do at once.
     async fn appservice_round(&self, service: &Appservice) -> Result<bool> {
         if let Some(txn) = self.store.oldest_appservice_txn(&service.id).await? {
-            self.send_appservice_txn(service, txn.txn_id, &txn.event_ids, &txn.ephemeral).await?;
+            self.send_appservice_txn(service, &txn).await?;
             self.store.delete_appservice_txn(&service.id, txn.txn_id).await?;
             return Ok(true);
         }
-        let current = self.rooms.stream.current();
-        let position = self.store.appservice_position(&service.id, current).await?;
-        let events = if position < current {
-            self.store.events_in_stream_range(position, current, MAX_EVENTS_PER_TXN).await?
+        let current = AppserviceStreams {
+            events: self.rooms.stream.current(),
+            receipts: self.streams.receipts.current(),
+            presence: self.streams.presence.current(),
+            to_device: self.streams.to_device.current(),
+            device_lists: self.streams.device_lists.current(),
+        };
+        let from = self.store.appservice_positions(&service.id, current).await?;
+        let events = if from.events < current.events {
+            self.store.events_in_stream_range(from.events, current.events, MAX_EVENTS_PER_TXN).await?
         } else {
             Vec::new()
         };
-        let new_position = events.last().map_or(position, |e| e.stream_ordering);
+        let new_position = events.last().map_or(from.events.max(current.events), |e| e.stream_ordering);
         let mut event_ids = Vec::new();
         let mut rooms = HashMap::new();
         for stored in &events {
@@ -753,69 +881,84 @@ impl Services {
             }
             event_ids.push(stored.event_id.clone());
         }
-        let ephemeral: Vec<Value> = {
-            let mut pending = self.appservices.ephemeral.lock();
-            let queue = pending.entry(service.id.clone()).or_default();
-            let n = queue.len().min(MAX_EPHEMERAL_PER_TXN);
-            queue.drain(..n).collect()
-        };
-        if event_ids.is_empty() && ephemeral.is_empty() {
-            if new_position > position {
-                self.store.create_appservice_txn(&service.id, new_position, None, "[]").await?;
+        let mut reached = AppserviceStreams { events: new_position, ..current };
+        let mut more = events.len() as i64 == MAX_EVENTS_PER_TXN;
+        let (mut ephemeral, mut to_device, mut device_lists) = (Vec::new(), Vec::new(), None);
+        let typing_position = self.streams.typing.current();
+        if service.wants_ephemeral() {
+            reached.receipts = self
+                .appservice_receipts(service, from.receipts, current.receipts, &mut rooms, &mut ephemeral)
+                .await?;
+            self.appservice_presence(service, from.presence, current.presence, &mut rooms, &mut ephemeral)
+                .await?;
+            let typing_seen = self.appservices.typing_seen.lock().get(&service.id).copied().unwrap_or(0);
+            self.appservice_typing(service, typing_seen, &mut rooms, &mut ephemeral).await?;
+            reached.to_device =
+                self.appservice_to_device(service, from.to_device, current.to_device, &mut to_device).await?;
+            more |= reached.receipts < current.receipts || reached.to_device < current.to_device;
+        }
+        if service.msc3202 {
+            device_lists = self
+                .appservice_device_lists(service, from.device_lists, current.device_lists, &mut rooms)
+                .await?;
+        }
+        if event_ids.is_empty() && ephemeral.is_empty() && to_device.is_empty() && device_lists.is_none() {
+            if reached != from {
+                self.store.create_appservice_txn(&service.id, reached, None).await?;
             }
-            return Ok(events.len() as i64 == MAX_EVENTS_PER_TXN);
+            self.appservices.typing_seen.lock().insert(service.id.clone(), typing_position);
+            return Ok(more);
         }
         let ids = serde_json::to_string(&event_ids).map_err(Error::internal)?;
-        let ephemeral = serde_json::to_string(&ephemeral).map_err(Error::internal)?;
-        self.store.create_appservice_txn(&service.id, new_position, Some(&ids), &ephemeral).await?;
+        let ephemeral = Value::Array(ephemeral).to_string();
+        let to_device = Value::Array(to_device).to_string();
+        let device_lists = device_lists.map(|d| d.to_string());
+        let txn = NewAppserviceTxn {
+            event_ids: &ids,
+            ephemeral: &ephemeral,
+            to_device: &to_device,
+            device_lists: device_lists.as_deref(),
+        };
+        self.store.create_appservice_txn(&service.id, reached, Some(txn)).await?;
+        self.appservices.typing_seen.lock().insert(service.id.clone(), typing_position);
         Ok(true)
     }
 
     /// MSC3202: the one-time key counts and unused fallback key types of every device of the
     /// appservice's sender and of its users joined to `rooms` (the rooms of a transaction),
-    /// by user and device.
+    /// by user and device, read for all of them at once.
     async fn appservice_key_counts(
         &self,
         service: &Appservice,
         rooms: &BTreeSet<String>,
     ) -> Result<(KeyCounts<BTreeMap<String, i64>>, KeyCounts<Vec<String>>)> {
         let server = self.server_name();
+        let local = format!(":{server}");
         let mut users = BTreeSet::from([service.sender(server)]);
         for room_id in rooms {
             let members = self.store.room_members(room_id, "join").await?;
             users.extend(
-                members.into_iter().filter(|u| {
-                    u.ends_with(&format!(":{server}")) && service.is_interested_in_user(u, server)
-                }),
+                members
+                    .into_iter()
+                    .filter(|u| u.ends_with(&local) && service.is_interested_in_user(u, server)),
             );
         }
+        let users: Vec<&str> = users.iter().map(String::as_str).collect();
         let (mut counts, mut fallback) = (KeyCounts::new(), KeyCounts::new());
-        for user in users {
-            for device in self.store.list_devices(&user).await? {
-                let id = device.device_id;
-                counts
-                    .entry(user.clone())
-                    .or_default()
-                    .insert(id.clone(), self.one_time_key_counts(&user, &id).await?);
-                fallback
-                    .entry(user.clone())
-                    .or_default()
-                    .insert(id.clone(), self.unused_fallback_key_types(&user, &id).await?);
-            }
+        for device in self.store.key_counts_of_users(&users).await? {
+            let mut one_time = device.one_time_keys;
+            one_time.entry("signed_curve25519".to_owned()).or_insert(0);
+            counts.entry(device.user_id.clone()).or_default().insert(device.device_id.clone(), one_time);
+            fallback.entry(device.user_id).or_default().insert(device.device_id, device.unused_fallback_keys);
         }
         Ok((counts, fallback))
     }
 
     /// `PUT {url}/_matrix/app/v1/transactions/{txnId}`.
-    async fn send_appservice_txn(
-        &self,
-        service: &Appservice,
-        txn_id: i64,
-        event_ids: &str,
-        ephemeral: &str,
-    ) -> Result<()> {
-        let ids: Vec<String> = serde_json::from_str(event_ids).map_err(Error::internal)?;
-        let ephemeral: Value = serde_json::from_str(ephemeral).map_err(Error::internal)?;
+    async fn send_appservice_txn(&self, service: &Appservice, txn: &AppserviceTxn) -> Result<()> {
+        let txn_id = txn.txn_id;
+        let ids: Vec<String> = serde_json::from_str(&txn.event_ids).map_err(Error::internal)?;
+        let ephemeral: Value = serde_json::from_str(&txn.ephemeral).map_err(Error::internal)?;
         let mut events = Vec::with_capacity(ids.len());
         for id in &ids {
             let Ok(event_id) = ruma::EventId::parse(id) else { continue };
@@ -826,6 +969,10 @@ impl Services {
         let mut body = json!({ "events": events });
         if service.receive_ephemeral {
             body["ephemeral"] = ephemeral.clone();
+        }
+        if service.wants_ephemeral() {
+            body["de.sorunome.msc2409.to_device"] =
+                serde_json::from_str(&txn.to_device).map_err(Error::internal)?;
         }
         if service.msc3202 {
             let rooms = events
@@ -841,6 +988,10 @@ impl Services {
             if !fallback.is_empty() {
                 body["org.matrix.msc3202.device_unused_fallback_key_types"] = json!(fallback);
             }
+            if let Some(device_lists) = &txn.device_lists {
+                body["org.matrix.msc3202.device_lists"] =
+                    serde_json::from_str(device_lists).map_err(Error::internal)?;
+            }
         }
         if service.unstable_ephemeral {
             body["de.sorunome.msc2409.ephemeral"] = ephemeral;
@@ -851,4 +1002,18 @@ impl Services {
             .map(|_| ())
             .map_err(|e| Error::internal_with("appservice transaction", std::io::Error::other(e.to_string())))
     }
+}
+
+/// An appservice's `m.presence` event of a presence record (Synapse's
+/// `format_user_presence_state` without the user ID, the sender naming the user).
+fn presence_event(record: &PresenceRecord, now: i64) -> Value {
+    let mut content = json!({
+        "presence": record.state,
+        "last_active_ago": (now - record.last_active_ts).max(0),
+        "currently_active": record.currently_active,
+    });
+    if let Some(status_msg) = &record.status_msg {
+        content["status_msg"] = json!(status_msg);
+    }
+    json!({"type": "m.presence", "sender": record.user_id, "content": content})
 }

@@ -91,6 +91,7 @@ impl Services {
     pub(crate) async fn publish_device_list_change(&self, position: Position, user_id: &UserId) {
         let stream_id = position.finish();
         self.notify_device_list_change(user_id).await;
+        self.wake_appservices();
         self.queue_device_list_edus(user_id, stream_id).await;
     }
 

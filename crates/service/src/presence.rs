@@ -84,9 +84,7 @@ impl Services {
             watchers.push(user);
         }
         self.notifier.notify_users(watchers.iter().map(|u| u.as_ref()));
-        if !self.config.appservice.appservices.is_empty() {
-            self.appservice_presence(&record).await;
-        }
+        self.wake_appservices();
         Ok(())
     }
 

@@ -6,10 +6,10 @@ use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::time::Instant;
 
+use crate::auth::Requester;
 use myelin_config::RateLimit;
 use myelin_core::MatrixError;
 use myelin_store::RateLimitOverride;
-use ruma::UserId;
 
 use crate::{Result, Services};
 
@@ -139,22 +139,26 @@ impl Services {
         self.ratelimiter.check(limiter, key, self.limit_of(limiter), n, update).map_err(limit_exceeded)
     }
 
-    /// A limit on what a user does, honouring their override.
-    pub async fn ratelimit_user(&self, limiter: Limiter, user_id: &UserId) -> Result<()> {
-        self.ratelimit_user_actions(limiter, user_id, 1.0, true).await
+    /// A limit on what a requester does, keyed by their user ID, honouring the user's
+    /// override. Requests made with the `as_token` of an appservice registered with
+    /// `rate_limited: false` are not limited (Synapse's `requester.app_service`); its users
+    /// logged in with their own tokens are.
+    pub async fn ratelimit_user(&self, limiter: Limiter, requester: &Requester) -> Result<()> {
+        self.ratelimit_user_actions(limiter, requester, 1.0, true).await
     }
 
     /// [`Self::ratelimit_user`] for `n` actions at once; without `update`, only checks.
     pub async fn ratelimit_user_actions(
         &self,
         limiter: Limiter,
-        user_id: &UserId,
+        requester: &Requester,
         n: f64,
         update: bool,
     ) -> Result<()> {
-        if self.exempt_from_ratelimits(user_id.as_str()) {
+        if self.appservice_of(requester).is_some_and(|service| !service.rate_limited) {
             return Ok(());
         }
+        let user_id = &requester.user_id;
         let cached = self.ratelimiter.overrides.lock().get(user_id.as_str()).copied();
         let user_override = match cached {
             Some(value) => value,

@@ -95,21 +95,10 @@ impl Services {
         position.finish();
         if receipt_type == "m.read" {
             self.notify_room(room_id).await;
-            if !self.config.appservice.appservices.is_empty() {
-                let mut data = json!({"ts": ts});
-                if let Some(thread_id) = thread_id {
-                    data["thread_id"] = json!(thread_id);
-                }
-                let event = json!({
-                    "type": "m.receipt",
-                    "room_id": room_id,
-                    "content": {event_id.as_str(): {"m.read": {user_id.as_str(): data}}},
-                });
-                self.appservice_ephemeral(room_id, event).await;
-            }
         } else {
             self.notifier.notify_user(user_id);
         }
+        self.wake_appservices();
         Ok(true)
     }
 

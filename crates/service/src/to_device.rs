@@ -139,6 +139,9 @@ impl Services {
         let reached: Vec<_> =
             reached.unwrap_or_default().iter().filter_map(|user_id| UserId::parse(user_id).ok()).collect();
         self.notifier.notify_users(reached.iter().map(|user_id| &**user_id));
+        if !reached.is_empty() {
+            self.wake_appservices();
+        }
         Ok(new)
     }
 

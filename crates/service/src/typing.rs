@@ -43,6 +43,20 @@ impl Typing {
         }
     }
 
+    /// Each room whose typing changed after position `since`, with the users typing there now.
+    pub fn changed_since(&self, since: i64) -> Vec<(OwnedRoomId, Vec<OwnedUserId>)> {
+        let rooms = self.rooms.lock();
+        let now = Instant::now();
+        rooms
+            .iter()
+            .filter(|(_, room)| room.changed_at > since)
+            .map(|(room_id, room)| {
+                let users = room.users.iter().filter(|(_, until)| **until > now).map(|(u, _)| u.clone());
+                (room_id.clone(), users.collect())
+            })
+            .collect()
+    }
+
     /// The earliest expiry of any typing notification.
     fn next_expiry(&self) -> Option<Instant> {
         let rooms = self.rooms.lock();
@@ -103,11 +117,7 @@ impl Services {
         if changed {
             self.notify_room(room_id).await;
             self.typing_expiry_wakeup.notify_one();
-            if !self.config.appservice.appservices.is_empty() {
-                let (user_ids, _) = self.typing.typing_in(room_id);
-                let event = serde_json::json!({"type": "m.typing", "room_id": room_id, "content": {"user_ids": user_ids}});
-                self.appservice_ephemeral(room_id, event).await;
-            }
+            self.wake_appservices();
         }
     }
 
@@ -201,6 +211,9 @@ impl Services {
                 rooms.retain(|_, room| !room.users.is_empty() || room.changed_at > 0);
                 (expired, stopped)
             };
+            if !expired.is_empty() {
+                self.wake_appservices();
+            }
             for room_id in expired {
                 self.notify_room(&room_id).await;
             }

@@ -127,7 +127,7 @@ impl Services {
         if !config.enabled {
             return Ok((Vec::new(), false));
         }
-        self.ratelimit_user(Limiter::UserDirectory, &requester.user_id).await?;
+        self.ratelimit_user(Limiter::UserDirectory, requester).await?;
         let limit = limit.min(MAX_LIMIT) as usize;
         let words = query_words(search_term);
         if words.is_empty() {

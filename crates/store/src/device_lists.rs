@@ -75,6 +75,24 @@ impl Store {
             .await
     }
 
+    /// Every user whose devices or keys changed after position `since` up to `upto` (the
+    /// appservices' device-list stream, MSC3202).
+    pub async fn device_list_changes_in_range(
+        &self,
+        since: i64,
+        upto: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let rows = self
+            .db
+            .query(
+                "SELECT DISTINCT user_id FROM device_lists_changes WHERE stream_id > $1 AND stream_id <= $2
+                 ORDER BY user_id",
+                params![since, upto],
+            )
+            .await?;
+        rows.iter().map(|r| r.string(0)).collect()
+    }
+
     /// Users whose devices changed after position `since` up to `upto`, among `user_id` and
     /// the users sharing a joined room with them now.
     pub async fn device_list_changes_for(

@@ -6,6 +6,15 @@ use std::collections::BTreeMap;
 use crate::device_lists::record_device_list_change;
 use crate::{Dialect, Row, Store, StoreError, Value, now_ms, params};
 
+/// A device's one-time key counts by algorithm and unused fallback key algorithms.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeviceKeyCounts {
+    pub user_id: String,
+    pub device_id: String,
+    pub one_time_keys: BTreeMap<String, i64>,
+    pub unused_fallback_keys: Vec<String>,
+}
+
 /// A device's uploaded identity keys, with the device's display name.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DeviceKeysRecord {
@@ -185,6 +194,45 @@ impl Store {
             .iter()
             .map(|row| Ok((row.string(0)?, row.i64(1)?)))
             .collect()
+    }
+
+    /// The one-time key counts (by algorithm) and unused fallback key algorithms of every
+    /// visible device of each of `user_ids`, by user and device: three queries per chunk of
+    /// [`IN_LIST_CHUNK`] users, whatever their number of devices.
+    pub async fn key_counts_of_users(&self, user_ids: &[&str]) -> Result<Vec<DeviceKeyCounts>, StoreError> {
+        let mut found: BTreeMap<(String, String), DeviceKeyCounts> = BTreeMap::new();
+        for chunk in user_ids.chunks(IN_LIST_CHUNK) {
+            let list = placeholders_from(1, chunk.len());
+            let params: Vec<Value> = chunk.iter().map(|id| Value::from(*id)).collect();
+            let sql =
+                format!("SELECT user_id, device_id FROM devices WHERE user_id IN ({list}) AND NOT hidden");
+            for row in self.db.query(&sql, params.clone()).await?.iter() {
+                let (user_id, device_id) = (row.string(0)?, row.string(1)?);
+                found.insert(
+                    (user_id.clone(), device_id.clone()),
+                    DeviceKeyCounts { user_id, device_id, ..DeviceKeyCounts::default() },
+                );
+            }
+            let sql = format!(
+                "SELECT user_id, device_id, algorithm, COUNT(*) FROM e2e_one_time_keys WHERE user_id IN ({list})
+                 GROUP BY user_id, device_id, algorithm"
+            );
+            for row in self.db.query(&sql, params.clone()).await?.iter() {
+                if let Some(device) = found.get_mut(&(row.string(0)?, row.string(1)?)) {
+                    device.one_time_keys.insert(row.string(2)?, row.i64(3)?);
+                }
+            }
+            let sql = format!(
+                "SELECT user_id, device_id, algorithm FROM e2e_fallback_keys WHERE user_id IN ({list}) AND NOT used
+                 ORDER BY algorithm"
+            );
+            for row in self.db.query(&sql, params).await?.iter() {
+                if let Some(device) = found.get_mut(&(row.string(0)?, row.string(1)?)) {
+                    device.unused_fallback_keys.push(row.string(2)?);
+                }
+            }
+        }
+        Ok(found.into_values().collect())
     }
 
     /// Takes the device's oldest one-time key of `algorithm`: deleted and returned in one

@@ -55,7 +55,7 @@ pub use cross_signing::{CrossSigningKeyRecord, CrossSigningSignatureRecord};
 pub use dehydrated::DehydratedDeviceRecord;
 pub use device_lists::MembershipTransition;
 pub use devices::DeviceRecord;
-pub use e2e_keys::{DeviceKeysRecord, KeysUploadRecord, OneTimeKeyRecord};
+pub use e2e_keys::{DeviceKeyCounts, DeviceKeysRecord, KeysUploadRecord, OneTimeKeyRecord};
 pub use engine::{Db, Dialect, Durability, Row, Tx, Value};
 pub use events::{
     CurrentStateChange, EventFilterSql, NewEvent, NewOutlier, NewRelation, PersistedEvent, RemoteBuilt,

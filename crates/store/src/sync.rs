@@ -165,6 +165,26 @@ impl Store {
         rows.iter().map(Self::receipt_from_row).collect()
     }
 
+    /// Read receipts (`m.read` and `m.read.private`) of every room changed after `since` up to
+    /// `upto`, in stream order, at most `limit` (the appservices' receipt stream).
+    pub async fn read_receipts_in_range(
+        &self,
+        since: i64,
+        upto: i64,
+        limit: i64,
+    ) -> Result<Vec<ReceiptRecord>, StoreError> {
+        let rows = self
+            .db
+            .query(
+                "SELECT room_id, receipt_type, user_id, thread_id, event_id, event_stream, ts, stream_id FROM receipts
+                 WHERE stream_id > $1 AND stream_id <= $2 AND receipt_type IN ('m.read', 'm.read.private')
+                 ORDER BY stream_id LIMIT $3",
+                params![since, upto, limit],
+            )
+            .await?;
+        rows.iter().map(Self::receipt_from_row).collect()
+    }
+
     /// A user's own receipt of a type in a room (unthreaded or a thread's).
     pub async fn user_receipt(
         &self,

@@ -153,6 +153,54 @@ impl Store {
             .collect()
     }
 
+    /// Every device's messages after position `since` up to the `limit`-th position with
+    /// messages (never past `upto`), oldest first, each with its recipient user and device;
+    /// and the position read up to (the appservices' to-device stream, MSC2409). Reading
+    /// does not remove them from the inboxes.
+    pub async fn to_device_messages_in_range(
+        &self,
+        since: i64,
+        upto: i64,
+        limit: i64,
+    ) -> Result<(Vec<(String, String, ToDeviceRecord)>, i64), StoreError> {
+        let positions = self
+            .db
+            .query(
+                "SELECT DISTINCT stream_id FROM to_device_inbox WHERE stream_id > $1 AND stream_id <= $2
+                 ORDER BY stream_id LIMIT $3",
+                params![since, upto, limit],
+            )
+            .await?;
+        let reached = match positions.last() {
+            Some(row) if positions.len() as i64 == limit => row.i64(0)?,
+            _ => upto,
+        };
+        let rows = self
+            .db
+            .query(
+                "SELECT user_id, device_id, sender, type, content, stream_id FROM to_device_inbox
+                 WHERE stream_id > $1 AND stream_id <= $2 ORDER BY stream_id, user_id, device_id",
+                params![since, reached],
+            )
+            .await?;
+        let messages = rows
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.string(0)?,
+                    r.string(1)?,
+                    ToDeviceRecord {
+                        sender: r.string(2)?,
+                        kind: r.string(3)?,
+                        content: r.string(4)?,
+                        stream_id: r.i64(5)?,
+                    },
+                ))
+            })
+            .collect::<Result<_, StoreError>>()?;
+        Ok((messages, reached))
+    }
+
     /// Deletes a device's messages up to position `upto` (the device acknowledged them by
     /// syncing from there). Returns how many were deleted.
     pub async fn ack_to_device_messages(

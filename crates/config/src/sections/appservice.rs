@@ -76,9 +76,13 @@ pub struct Appservice {
     /// `receive_ephemeral`: ephemeral events under `ephemeral`.
     pub receive_ephemeral: bool,
     /// `de.sorunome.msc2409.push_ephemeral` (or the older `push_ephemeral`): ephemeral
-    /// events under `de.sorunome.msc2409.ephemeral`.
+    /// events under `de.sorunome.msc2409.ephemeral`. Either flag also brings its users'
+    /// to-device messages under `de.sorunome.msc2409.to_device` (Synapse wants
+    /// `experimental_features.msc2409_to_device_messages_enabled` too; Myelin reads no
+    /// `experimental_features`).
     pub unstable_ephemeral: bool,
-    /// `org.matrix.msc3202`: device list and key-count extensions in transactions.
+    /// `org.matrix.msc3202`: device list and key-count extensions in transactions (Synapse
+    /// wants `experimental_features.msc3202_transaction_extensions` too).
     pub msc3202: bool,
     /// `io.element.msc4190`: the appservice manages its users' devices.
     pub msc4190: bool,

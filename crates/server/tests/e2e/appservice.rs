@@ -18,36 +18,36 @@ use serde_json::{Value, json};
 
 use crate::rooms::{create_room, send_text, urlencode};
 
-const AS_TOKEN: &str = "as_token_bridge";
+pub(crate) const AS_TOKEN: &str = "as_token_bridge";
 const HS_TOKEN: &str = "hs_token_bridge";
 
 /// How the test appservice answers.
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum Mode {
+pub(crate) enum Mode {
     Ok,
     Fail,
     Hang,
 }
 
 #[derive(Default)]
-struct Recorded {
+pub(crate) struct Recorded {
     /// Every transaction attempt: (txn ID, body, accepted).
-    attempts: Vec<(String, Value, bool)>,
+    pub(crate) attempts: Vec<(String, Value, bool)>,
     pings: Vec<Value>,
     queries: Vec<String>,
     bad_auth: usize,
 }
 
-struct AppState {
+pub(crate) struct AppState {
     mode: Mutex<Mode>,
     /// Fail this many transaction attempts first.
-    fail_next: Mutex<usize>,
-    recorded: Mutex<Recorded>,
+    pub(crate) fail_next: Mutex<usize>,
+    pub(crate) recorded: Mutex<Recorded>,
     /// The homeserver's address, for the alias query to create its alias.
     homeserver: Mutex<Option<String>>,
 }
 
-type Shared = Arc<AppState>;
+pub(crate) type Shared = Arc<AppState>;
 
 fn authorized(headers: &axum::http::HeaderMap, state: &Shared) -> bool {
     let ok =
@@ -180,9 +180,9 @@ async fn location(Path(protocol): Path<String>) -> Json<Value> {
     )
 }
 
-struct TestAppservice {
+pub(crate) struct TestAppservice {
     addr: SocketAddr,
-    state: Shared,
+    pub(crate) state: Shared,
 }
 
 impl TestAppservice {
@@ -207,12 +207,12 @@ impl TestAppservice {
         TestAppservice { addr, state }
     }
 
-    fn set_mode(&self, mode: Mode) {
+    pub(crate) fn set_mode(&self, mode: Mode) {
         *self.state.mode.lock().unwrap() = mode;
     }
 
     /// Events of accepted transactions, each transaction counted once.
-    fn delivered_events(&self) -> Vec<Value> {
+    pub(crate) fn delivered_events(&self) -> Vec<Value> {
         let recorded = self.state.recorded.lock().unwrap();
         let mut seen = HashSet::new();
         let mut events = Vec::new();
@@ -224,7 +224,7 @@ impl TestAppservice {
         events
     }
 
-    fn attempts(&self) -> Vec<(String, Value, bool)> {
+    pub(crate) fn attempts(&self) -> Vec<(String, Value, bool)> {
         self.state.recorded.lock().unwrap().attempts.clone()
     }
 }
@@ -249,13 +249,13 @@ fn registration(
     path
 }
 
-struct Setup {
-    server: TestServer,
-    appservice: TestAppservice,
-    _dir: tempfile::TempDir,
+pub(crate) struct Setup {
+    pub(crate) server: TestServer,
+    pub(crate) appservice: TestAppservice,
+    pub(crate) _dir: tempfile::TempDir,
 }
 
-async fn setup(extra_config: Value, extra_registration: &str) -> Setup {
+pub(crate) async fn setup(extra_config: Value, extra_registration: &str) -> Setup {
     let appservice = TestAppservice::start().await;
     let dir = tempfile::tempdir().unwrap();
     let bridge = registration(
@@ -278,11 +278,11 @@ async fn setup(extra_config: Value, extra_registration: &str) -> Setup {
     Setup { server, appservice, _dir: dir }
 }
 
-fn bridge(server: &TestServer) -> TestClient {
+pub(crate) fn bridge(server: &TestServer) -> TestClient {
     server.client().with_token(AS_TOKEN)
 }
 
-async fn register_ghost(server: &TestServer, localpart: &str) -> Value {
+pub(crate) async fn register_ghost(server: &TestServer, localpart: &str) -> Value {
     bridge(server)
         .post(
             "/_matrix/client/v3/register",
@@ -294,7 +294,7 @@ async fn register_ghost(server: &TestServer, localpart: &str) -> Value {
 }
 
 /// Waits (up to `secs`) until `check` holds.
-async fn wait_until(secs: u64, what: &str, mut check: impl FnMut() -> bool) {
+pub(crate) async fn wait_until(secs: u64, what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while !check() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -497,7 +497,8 @@ async fn appservice_masquerades_only_as_its_registered_users() {
         .put(&alias_path("#slack_general:test.local"), &json!({"room_id": bot_room}))
         .await
         .expect(200);
-    // Rate limits: the appservice (rate_limited: false) sends freely, alice does not.
+    // Rate limits: requests with the token of the appservice (rate_limited: false) are not
+    // limited, alice's are.
     let carol_client = |path: &str| format!("{path}?user_id=%40slack_carol%3Atest.local");
     bridge(&server)
         .post(&carol_client(&format!("/_matrix/client/v3/join/{room}")), &json!({}))
@@ -531,6 +532,17 @@ async fn appservice_masquerades_only_as_its_registered_users() {
         statuses.push(alice.client.put(&path, &json!({"msgtype": "m.text", "body": "x"})).await.status);
     }
     assert!(statuses.contains(&429), "alice is rate limited: {statuses:?}");
+    // The exemption goes with the appservice's token, not the user ID (as Synapse): carol
+    // with her own access token is limited like anyone.
+    let carol = server.client().with_token(ghost["access_token"].as_str().unwrap());
+    let own = |i: usize| format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/own{i}");
+    carol.put(&own(0), &json!({"msgtype": "m.text", "body": "mine"})).await.expect(200);
+    let limited = carol.put(&own(1), &json!({"msgtype": "m.text", "body": "mine"})).await;
+    limited.expect_error(429, "M_LIMIT_EXCEEDED");
+    assert!(limited.json["retry_after_ms"].is_u64(), "{}", limited.json);
+    // The appservice's token still is not.
+    let path = carol_client(&format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/c9"));
+    bridge(&server).put(&path, &json!({"msgtype": "m.text", "body": "hi"})).await.expect(200);
     server.stop().await;
 }
 

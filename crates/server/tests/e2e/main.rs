@@ -11,6 +11,7 @@ mod admin_rooms;
 mod admin_ui;
 mod admin_users;
 mod appservice;
+mod appservice_streams;
 mod bad_input;
 mod cancellation;
 mod compat;

@@ -282,7 +282,7 @@ impl Services {
         if servers.is_empty() {
             return Err(MatrixError::not_found("No known servers").into());
         }
-        self.ratelimit_user(Limiter::JoinsRemote, &requester.user_id).await?;
+        self.ratelimit_user(Limiter::JoinsRemote, requester).await?;
         let complexity = self.check_remote_room_complexity(requester, room_id, &servers).await?;
         let mut content = Map::new();
         let profile = self.store.get_profile(requester.user_id.as_str()).await?;

@@ -118,7 +118,7 @@ impl Services {
         }
         let (media_id, reserved) = match target {
             UploadTarget::New => {
-                self.ratelimit_user(Limiter::MediaCreate, &requester.user_id).await?;
+                self.ratelimit_user(Limiter::MediaCreate, requester).await?;
                 (MediaId::generate(), false)
             }
             UploadTarget::Reserved(media_id) => {
@@ -251,7 +251,7 @@ impl Services {
     /// against `rc_media_create`; `M_LIMIT_EXCEEDED` when the requester already has
     /// `max_pending_media_uploads` IDs waiting. Returns the ID and when it expires (ms).
     pub async fn create_media_id(&self, requester: &Requester) -> Result<(MediaId, u64)> {
-        self.ratelimit_user(Limiter::MediaCreate, &requester.user_id).await?;
+        self.ratelimit_user(Limiter::MediaCreate, requester).await?;
         let media_id = MediaId::generate();
         let now = now_ms();
         let expires_at = now.saturating_add(self.config.media.unused_expiration_time.0);

@@ -95,7 +95,7 @@ impl Services {
         let creator = &requester.user_id;
         requester.check_auth_blocking_for(self).await?;
         self.assert_accepted_privacy_policy(requester).await?;
-        self.ratelimit_user(Limiter::RoomCreation, creator).await?;
+        self.ratelimit_user(Limiter::RoomCreation, requester).await?;
         let version_name =
             request.room_version.clone().unwrap_or_else(|| self.config.server.default_room_version.clone());
         let (version, rules) = check_room_version(&version_name)?;

@@ -446,10 +446,10 @@ impl Services {
         if change.ratelimit {
             match action {
                 MembershipAction::Join if newly_joined => {
-                    self.ratelimit_user(Limiter::JoinsLocal, sender).await?;
+                    self.ratelimit_user(Limiter::JoinsLocal, requester).await?;
                     self.ratelimit_key(Limiter::JoinsPerRoom, head.room_id.as_str(), true)?;
                 }
-                MembershipAction::Knock => self.ratelimit_user(Limiter::JoinsLocal, sender).await?,
+                MembershipAction::Knock => self.ratelimit_user(Limiter::JoinsLocal, requester).await?,
                 MembershipAction::Invite => {
                     self.ratelimit_invites(requester, &head.room_id, std::slice::from_ref(target)).await?;
                 }
@@ -457,7 +457,7 @@ impl Services {
             }
             // Like every client event, a membership change also counts against `rc_message`
             // (Synapse applies its request limiter to each client event it persists).
-            self.ratelimit_user(Limiter::Message, sender).await?;
+            self.ratelimit_user(Limiter::Message, requester).await?;
         }
         Ok(MemberEvent::New(EventDraft::state("m.room.member", target.as_str(), Value::Object(content))))
     }
@@ -477,8 +477,7 @@ impl Services {
             for target in targets {
                 self.ratelimit_key_actions(Limiter::InvitesPerUser, target.as_str(), 1.0, update)?;
             }
-            self.ratelimit_user_actions(Limiter::InvitesPerIssuer, &requester.user_id, n_invites, update)
-                .await?;
+            self.ratelimit_user_actions(Limiter::InvitesPerIssuer, requester, n_invites, update).await?;
         }
         Ok(())
     }

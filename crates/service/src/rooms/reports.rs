@@ -50,7 +50,7 @@ impl Services {
         {
             return Err(MatrixError::invalid_param("score must be an integer between -100 and 0").into());
         }
-        self.ratelimit_user(Limiter::Reports, &requester.user_id).await?;
+        self.ratelimit_user(Limiter::Reports, requester).await?;
         let not_found = || {
             Error::from(MatrixError::not_found(
                 "Unable to report event: it does not exist or you aren't able to see it.",
@@ -82,7 +82,7 @@ impl Services {
 
     /// `POST /rooms/{roomId}/report`: any room this server knows, joined or not.
     pub async fn report_room(&self, requester: &Requester, room_id: &RoomId, reason: String) -> Result<()> {
-        self.ratelimit_user(Limiter::Reports, &requester.user_id).await?;
+        self.ratelimit_user(Limiter::Reports, requester).await?;
         if self.store.get_room(room_id.as_str()).await?.is_none() {
             return Err(MatrixError::not_found("Room does not exist").into());
         }
@@ -100,7 +100,7 @@ impl Services {
     /// `POST /users/{userId}/report`: `M_NOT_FOUND` for a local user who does not exist; users
     /// of other servers cannot be checked and are taken as they are.
     pub async fn report_user(&self, requester: &Requester, target: &UserId, reason: String) -> Result<()> {
-        self.ratelimit_user(Limiter::Reports, &requester.user_id).await?;
+        self.ratelimit_user(Limiter::Reports, requester).await?;
         if reason.chars().count() > MAX_USER_REPORT_REASON {
             return Err(MatrixError::bad_json("Reason must be less than 1000 characters").into());
         }

@@ -66,7 +66,7 @@ impl Services {
         refuse_suspended_send(requester)?;
         requester.check_auth_blocking_for(self).await?;
         self.assert_accepted_privacy_policy(requester).await?;
-        self.ratelimit_user(crate::ratelimit::Limiter::Message, &requester.user_id).await?;
+        self.ratelimit_user(crate::ratelimit::Limiter::Message, requester).await?;
         let txn = Self::txn_key(requester, format!("{room_id}/send/{kind}"), txn_id);
         let pdu = self
             .send_event(room_id, &requester.user_id, EventDraft::message(kind, content), Some(txn))
@@ -94,7 +94,7 @@ impl Services {
         self.check_event_allowed_by_modules(kind, &requester.user_id, room_id)?;
         requester.check_auth_blocking_for(self).await?;
         self.assert_accepted_privacy_policy(requester).await?;
-        self.ratelimit_user(crate::ratelimit::Limiter::Message, &requester.user_id).await?;
+        self.ratelimit_user(crate::ratelimit::Limiter::Message, requester).await?;
         let pdu = self
             .send_event(room_id, &requester.user_id, EventDraft::state(kind, state_key, content), None)
             .await?;
@@ -129,7 +129,7 @@ impl Services {
         } else {
             crate::ratelimit::Limiter::Message
         };
-        self.ratelimit_user(limiter, &requester.user_id).await?;
+        self.ratelimit_user(limiter, requester).await?;
         let mut content = serde_json::json!({});
         if let Some(reason) = reason {
             content["reason"] = Value::from(reason);

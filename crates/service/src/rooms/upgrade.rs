@@ -212,7 +212,7 @@ impl Services {
             // Ignored by room versions without additional creators.
             _ => Vec::new(),
         };
-        self.ratelimit_user(Limiter::RoomCreation, sender).await?;
+        self.ratelimit_user(Limiter::RoomCreation, requester).await?;
         // Synapse asks `user_may_create_room` at upgrades without exempting admins.
         self.check_may_create_room(requester, false)?;
         let unknown_room = || Error::from(MatrixError::not_found(format!("Unknown room {old_room_id}")));

@@ -2,6 +2,7 @@
 //! per file). Each body runs on SQLite and on PostgreSQL through `store_test!`.
 
 mod admin_rooms;
+mod appservice;
 mod cross_signing;
 mod data;
 mod dehydrated;
