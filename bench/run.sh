@@ -59,7 +59,8 @@ done
 [ "$dbs" = both ] && dbs="sqlite postgres"
 out="${out:-$root/bench/out/$(date +%Y%m%d-%H%M%S)}"
 mkdir -p "$out"
-git rev-parse --short HEAD >"$out/commit"
+# MYELIN_COMMIT=sha names the commit a MYELIN_BIN was built from (the report shows it).
+echo "${MYELIN_COMMIT:-$(git rev-parse --short HEAD)}" >"$out/commit"
 bin=$(scripts/pytools.sh)
 case " $dbs " in
     *" postgres "*)  # Synapse's PostgreSQL driver is an optional extra.
