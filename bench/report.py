@@ -8,6 +8,8 @@ Usage: python report.py OUT_DIR
        python report.py --splice-federation FEDERATION_MD BENCHMARKS_MD  (replaces it)
        python report.py --sliding-sync-only OUT_DIR  (the sliding sync section alone)
        python report.py --splice-sliding-sync SLIDING_SYNC_MD BENCHMARKS_MD  (replaces it)
+       python report.py --appservice-only OUT_DIR  (the appservices section alone)
+       python report.py --splice-appservice APPSERVICE_MD BENCHMARKS_MD  (replaces it)
 """
 import glob
 import json
@@ -365,6 +367,101 @@ def sliding_sync_section(out, dbs):
     print(SLIDING_SYNC_END)
 
 
+APPSERVICE_BEGIN = "<!-- appservice:begin -->"
+APPSERVICE_END = "<!-- appservice:end -->"
+
+# (label, row key in bench/appservice.py's report, path in the row, better, target ratio or None)
+APPSERVICE_ROWS = [
+    ("events delivered to the appservice while the ghosts send (events/s)", "throughput", ("events_per_s",),
+     "higher", 20),
+    ("  the ghosts' sends answered (sends/s)", "throughput", ("sends_per_s",), "higher", None),
+    ("  last send answered -> last event received (ms)", "throughput", ("last_send_to_last_receipt_ms",),
+     "lower", None),
+    ("  send latency under that load, p50 (ms)", "throughput", ("send_latency_ms", "p50"), "lower", None),
+    ("lag, a client's send -> the appservice's receipt, idle, p50 (ms)", "lag", ("p50_ms",), "lower", None),
+    ("lag, a client's send -> the appservice's receipt, idle, p99 (ms)", "lag", ("p99_ms",), "lower", 10),
+    ("  lag from the send's answer, p50 (ms)", "lag", ("from_send_answer_ms", "p50"), "lower", None),
+    ("  lag from the send's answer, p99 (ms)", "lag", ("from_send_answer_ms", "p99"), "lower", None),
+]
+
+
+def appservice_section(out, dbs):
+    """The appservice rows (bench/appservice.py against both servers), between markers so that
+    an `--appservice-only` run can replace them in BENCHMARKS.md."""
+    print(APPSERVICE_BEGIN)
+    for db in dbs:
+        syn = load(os.path.join(out, f"appservice-synapse-{db}.json"))
+        my = load(os.path.join(out, f"appservice-myelin-{db}.json"))
+        if not syn and not my:
+            continue
+        syn, my = syn or {}, my or {}
+        setup = my.get("setup") if isinstance(my.get("setup"), dict) and "rooms" in my["setup"] else syn.get("setup") or {}
+        quick = " (quick smoke run: not a figure)" if my.get("quick") or syn.get("quick") else ""
+        commit = ""
+        if os.path.exists(os.path.join(out, "commit")):
+            commit = f", Myelin at {open(os.path.join(out, 'commit')).read().strip()}"
+        print(f"## Appservices, {db}{quick} (bench/appservice.py against both: {fmt(setup.get('rooms'))} rooms of "
+              f"{fmt(setup.get('ghosts_per_room'))} ghosts, an appservice that answers at once, run on "
+              f"{time.strftime('%Y-%m-%d')}{commit})\n")
+        print("| measure | Synapse | Myelin | ratio | target | met |")
+        print("|---|---|---|---|---|---|")
+        errors = []
+
+        def cell(name, d, key, path):
+            row = d.get(key)
+            if not isinstance(row, dict):
+                return None, "-"
+            if "error" in row:
+                text = f"{name}, {key}: {row['error']}"
+                if text not in errors:
+                    errors.append(text)
+                return None, "error"
+            v = dig(row, path)
+            return v, fmt(v)
+
+        for label, key, path, better, target in [("setup: ghosts registered and joined per second", "setup",
+                                                  ("ghosts_per_s",), "higher", None)] + APPSERVICE_ROWS:
+            s, stxt = cell("Synapse", syn, key, path)
+            m, mtxt = cell("Myelin", my, key, path)
+            ratio = None
+            if isinstance(s, (int, float)) and isinstance(m, (int, float)) and s > 0 and m > 0:
+                ratio = m / s if better == "higher" else s / m
+            rtxt = f"{ratio:.1f}x" if ratio is not None else "-"
+            if target is None:
+                met, ttxt = "-", "-"
+            else:
+                met = "yes" if ratio is not None and ratio >= target else ("no" if ratio is not None else "?")
+                ttxt = f">= {target}x" if better == "higher" else f"<= 1/{target}"
+            print(f"| {label} | {stxt} | {mtxt} | {rtxt} | {ttxt} | {met} |")
+        s, m = syn.get("server_rss_mib_after"), my.get("server_rss_mib_after")
+        print(f"| server RSS after the run (MiB) | {fmt(s)} | {fmt(m)} | - | - | - |")
+        print()
+        if errors:
+            print("Wrong answers (the row reports them instead of a figure): " + "; ".join(errors) + ".\n")
+        st, mt = syn.get("throughput") or {}, my.get("throughput") or {}
+        sl, ml = syn.get("lag") or {}, my.get("lag") or {}
+        print("The appservice's registration: users `@bench_.*` (exclusive), `rate_limited: false`, its URL a "
+              "receiver in the bench process on loopback that answers each `PUT /_matrix/app/v1/transactions/{txnId}` "
+              "with 200 {} at once and timestamps each event on arrival. Setup: a user creates the rooms (public); "
+              "the ghosts register with `m.login.application_service` and join, masquerading with the as_token and "
+              f"`?user_id=`. Throughput: the ghosts send {fmt(mt.get('messages') or st.get('messages'))} messages, "
+              f"{fmt(mt.get('workers') or st.get('workers'))} requests in flight, spread over the rooms, each "
+              "ghost's own messages one after another; the figure is the events the appservice received over the "
+              "time from the first send to the last receipt, so the send rate bounds it. Checked: every event id "
+              "a send answered arrives exactly once, with its room and sender, nothing else arrives, and each "
+              "ghost's messages arrive in their send order; each room's arrivals are also compared with its "
+              "`/messages` order (rooms differing: Synapse "
+              f"{fmt(st.get('rooms_out_of_messages_order'))}, Myelin {fmt(mt.get('rooms_out_of_messages_order'))}; "
+              f"transactions during the row: Synapse {fmt(st.get('transactions'))}, Myelin {fmt(mt.get('transactions'))}, "
+              f"events per transaction: Synapse {fmt(st.get('events_per_transaction'))}, Myelin "
+              f"{fmt(mt.get('events_per_transaction'))}). "
+              f"Lag: {fmt(ml.get('reps') or sl.get('reps'))} rounds, the room's creator (not an appservice user) "
+              "sends one message, then waits for the appservice to receive it before the next (20 ms apart); "
+              "the time from the send's request to the event's arrival, checked for its content and a single "
+              "arrival.\n")
+    print(APPSERVICE_END)
+
+
 SCALE_BEGIN = "<!-- scale:begin -->"
 SCALE_END = "<!-- scale:end -->"
 
@@ -400,6 +497,15 @@ def main():
         return
     if sys.argv[1] == "--splice-sliding-sync":
         splice(sys.argv[2], sys.argv[3], SLIDING_SYNC_BEGIN, SLIDING_SYNC_END)
+        return
+    if sys.argv[1] == "--appservice-only":
+        out = sys.argv[2]
+        dbs = sorted({os.path.basename(p)[:-5].split("-", 2)[2]
+                      for p in glob.glob(os.path.join(out, "appservice-*-*.json"))})
+        appservice_section(out, dbs)
+        return
+    if sys.argv[1] == "--splice-appservice":
+        splice(sys.argv[2], sys.argv[3], APPSERVICE_BEGIN, APPSERVICE_END)
         return
     out = sys.argv[1]
     commit_file = os.path.join(out, "commit")
@@ -494,13 +600,14 @@ def main():
     if os.path.exists(notes):
         print(open(notes).read())
     # The federation section (bench/run.sh --federation-only), the sliding sync section
-    # (--sliding-sync-only) and the scale section (bench/scale.sh) are kept from the previous
+    # (--sliding-sync-only), the appservices section (--appservice-only) and the scale section (bench/scale.sh) are kept from the previous
     # BENCHMARKS.md.
     previous = os.path.join(HERE, "..", "BENCHMARKS.md")
     if os.path.exists(previous):
         text = open(previous).read()
         for begin_marker, end_marker in ((FEDERATION_BEGIN, FEDERATION_END),
-                                         (SLIDING_SYNC_BEGIN, SLIDING_SYNC_END), (SCALE_BEGIN, SCALE_END)):
+                                         (SLIDING_SYNC_BEGIN, SLIDING_SYNC_END),
+                                         (APPSERVICE_BEGIN, APPSERVICE_END), (SCALE_BEGIN, SCALE_END)):
             begin, end = text.find(begin_marker), text.find(end_marker)
             if begin >= 0 and end > begin:
                 print(text[begin:end + len(end_marker)])

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark of Myelin and Synapse with ../shared/bench/mxbench.py.
 #
-#   bench/run.sh [--db sqlite|postgres|both] [--quick] [--e2ee-only] [--media-only] [--federation-only] [--sliding-sync-only] [--out DIR]
+#   bench/run.sh [--db sqlite|postgres|both] [--quick] [--e2ee-only] [--media-only] [--federation-only] [--sliding-sync-only]
+#                [--appservice-only] [--out DIR]
 #
 # Builds Myelin in release mode, installs Synapse from PyPI into the tools venv
 # (scripts/pytools.sh), starts each server in turn on loopback with equivalent settings
@@ -23,6 +24,12 @@
 # above (rate limits off): a user in 1,000 rooms, MSC4186 sliding sync's first response, incremental
 # response and wake-up latency of a waiting request, beside /sync v2 for the same user; its section
 # replaces the sliding sync section of BENCHMARKS.md (with --quick: 100 rooms, the table only printed).
+# --appservice-only runs bench/appservice.py alone against Synapse, then Myelin, each started as above
+# (rate limits off) with the same appservice registration (users `@bench_.*`, rate_limited false, its
+# URL a receiver in the bench that answers each transaction at once): 10 rooms of 100 ghosts, the
+# events per second the appservice receives while the ghosts send, and the lag from a client's send to
+# the appservice's receipt (p50/p99); its section replaces the appservices section of BENCHMARKS.md
+# (with --quick: 20 ghosts a room, 1,000 messages, the table only printed).
 # MYELIN_BIN=path uses that Myelin binary instead of building one in release mode.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +41,7 @@ e2ee_only=0
 media_only=0
 federation_only=0
 sliding_sync_only=0
+appservice_only=0
 out=""
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -43,6 +51,7 @@ while [ $# -gt 0 ]; do
         --media-only) media_only=1; shift ;;
         --federation-only) federation_only=1; shift ;;
         --sliding-sync-only) sliding_sync_only=1; shift ;;
+        --appservice-only) appservice_only=1; shift ;;
         --out) out="$2"; shift 2 ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
@@ -50,7 +59,8 @@ done
 [ "$dbs" = both ] && dbs="sqlite postgres"
 out="${out:-$root/bench/out/$(date +%Y%m%d-%H%M%S)}"
 mkdir -p "$out"
-git rev-parse --short HEAD >"$out/commit"
+# MYELIN_COMMIT=sha names the commit a MYELIN_BIN was built from (the report shows it).
+echo "${MYELIN_COMMIT:-$(git rev-parse --short HEAD)}" >"$out/commit"
 bin=$(scripts/pytools.sh)
 case " $dbs " in
     *" postgres "*)  # Synapse's PostgreSQL driver is an optional extra.
@@ -78,15 +88,16 @@ if [ "$federation_only" = 1 ]; then
     fi
     exit 0
 fi
-if [ "$media_only" = 0 ] && [ "$sliding_sync_only" = 0 ]; then
+if [ "$media_only" = 0 ] && [ "$sliding_sync_only" = 0 ] && [ "$appservice_only" = 0 ]; then
     echo "== building the load generator (release)"
     cargo build --release --quiet --manifest-path bench/loadgen/Cargo.toml --target-dir target/loadgen
 fi
 # The phases this run measures.
-run_mx=1; run_e2ee=1; run_media=1; run_ss=0
+run_mx=1; run_e2ee=1; run_media=1; run_ss=0; run_as=0
 [ "$e2ee_only" = 1 ] && { run_mx=0; run_media=0; }
 [ "$media_only" = 1 ] && { run_mx=0; run_e2ee=0; }
 [ "$sliding_sync_only" = 1 ] && { run_mx=0; run_e2ee=0; run_media=0; run_ss=1; }
+[ "$appservice_only" = 1 ] && { run_mx=0; run_e2ee=0; run_media=0; run_as=1; }
 media_args=()
 [ "$quick" = 1 ] && media_args=(--quick)
 
@@ -141,6 +152,8 @@ for db in $dbs; do
     fi
     "$bin/python" "$shared/bench/mkconfig.py" "${mk_args[@]}" >/dev/null
     [ "$run_media" = 1 ] && "$bin/python" bench/media.py configure "$sdir/homeserver.yaml"
+    [ "$run_as" = 1 ] && "$bin/python" bench/appservice.py configure "$sdir/homeserver.yaml" \
+        --registration "$sdir/appservice.yaml" --as-port "$(free_port)"
     (cd "$sdir" && exec "$bin/python" -m synapse.app.homeserver -c homeserver.yaml >synapse.out 2>&1) &
     spid=$!
     wait_up "$port"
@@ -157,6 +170,10 @@ for db in $dbs; do
     [ "$run_ss" = 1 ] && echo "== sliding sync rows against Synapse ($db)"
     [ "$run_ss" = 1 ] && { "$bin/python" bench/sliding_sync.py run --url "http://127.0.0.1:$port" --pid "$spid" \
         --label "synapse-$db" --out "$out/sliding-sync-synapse-$db.json" "${media_args[@]}" 2>"$out/sliding-sync-synapse-$db.log" || true; }
+    [ "$run_as" = 1 ] && echo "== appservice rows against Synapse ($db)"
+    [ "$run_as" = 1 ] && { "$bin/python" bench/appservice.py run --url "http://127.0.0.1:$port" --pid "$spid" \
+        --label "synapse-$db" --registration "$sdir/appservice.yaml" --out "$out/appservice-synapse-$db.json" \
+        "${media_args[@]}" 2>"$out/appservice-synapse-$db.log" || true; }
     kill -TERM "$spid"; wait "$spid" 2>/dev/null || true
 
     # --- Myelin --------------------------------------------------------------
@@ -169,6 +186,8 @@ for db in $dbs; do
     fi
     "$bin/python" bench/myelin_config.py "${conf_args[@]}"
     [ "$run_media" = 1 ] && "$bin/python" bench/media.py configure "$mdir/homeserver.yaml"
+    [ "$run_as" = 1 ] && "$bin/python" bench/appservice.py configure "$mdir/homeserver.yaml" \
+        --registration "$mdir/appservice.yaml" --as-port "$(free_port)"
     RUST_LOG=warn "$myelin_bin" -c "$mdir/homeserver.yaml" >"$mdir/myelin.out" 2>&1 &
     mpid=$!
     wait_up "$port"
@@ -187,6 +206,10 @@ for db in $dbs; do
     [ "$run_ss" = 1 ] && echo "== sliding sync rows against Myelin ($db)"
     [ "$run_ss" = 1 ] && { "$bin/python" bench/sliding_sync.py run --url "http://127.0.0.1:$port" --pid "$mpid" \
         --label "myelin-$db" --out "$out/sliding-sync-myelin-$db.json" "${media_args[@]}" 2>"$out/sliding-sync-myelin-$db.log" || true; }
+    [ "$run_as" = 1 ] && echo "== appservice rows against Myelin ($db)"
+    [ "$run_as" = 1 ] && { "$bin/python" bench/appservice.py run --url "http://127.0.0.1:$port" --pid "$mpid" \
+        --label "myelin-$db" --registration "$mdir/appservice.yaml" --out "$out/appservice-myelin-$db.json" \
+        "${media_args[@]}" 2>"$out/appservice-myelin-$db.log" || true; }
     kill -TERM "$mpid"; wait "$mpid" 2>/dev/null || true
 done
 
@@ -199,6 +222,14 @@ if [ "$media_only" = 1 ]; then
     if [ "$quick" = 0 ]; then
         "$bin/python" bench/report.py --splice-media "$out/MEDIA.md" BENCHMARKS.md
         echo "== replaced the media section of BENCHMARKS.md (raw results in $out)"
+    fi
+    exit 0
+fi
+if [ "$appservice_only" = 1 ]; then
+    "$bin/python" bench/report.py --appservice-only "$out" | tee "$out/APPSERVICE.md"
+    if [ "$quick" = 0 ]; then
+        "$bin/python" bench/report.py --splice-appservice "$out/APPSERVICE.md" BENCHMARKS.md
+        echo "== replaced the appservices section of BENCHMARKS.md (raw results in $out)"
     fi
     exit 0
 fi

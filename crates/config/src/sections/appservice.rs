@@ -146,6 +146,12 @@ impl AppserviceConfig {
     pub fn by_id(&self, id: &str) -> Option<&Appservice> {
         self.appservices.iter().find(|a| a.id == id)
     }
+
+    /// Whether an appservice's exclusive user namespace holds the user (Synapse's
+    /// `get_if_app_services_interested_in_user`: the senders are not counted).
+    pub fn in_exclusive_user_namespace(&self, user_id: &str) -> bool {
+        self.appservices.iter().any(|a| find_namespace(&a.users, user_id).is_some_and(|ns| ns.exclusive))
+    }
 }
 
 #[derive(Default, Deserialize)]

@@ -832,3 +832,54 @@ async fn appservice_requests_are_not_blocked_by_monthly_active_user_limits() {
         .expect_error(403, "M_RESOURCE_LIMIT_EXCEEDED");
     server.stop().await;
 }
+
+/// Users of an appservice's exclusive namespace get no push actions for the room's events
+/// (Synapse filters them out of push evaluation), but for their own invites; other members
+/// still get theirs.
+#[tokio::test]
+async fn appservice_exclusive_users_get_no_push_actions_but_invites() {
+    let Setup { server, appservice: _appservice, _dir } = setup(json!({}), "").await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    register_ghost(&server, "slack_dave").await;
+    let room =
+        create_room(&alice, json!({"preset": "public_chat", "invite": ["@slack_dave:test.local"]})).await;
+    let dave = |path: &str| {
+        format!("{path}{}user_id=%40slack_dave%3Atest.local", if path.contains('?') { '&' } else { '?' })
+    };
+    bridge(&server).post(&dave(&format!("/_matrix/client/v3/join/{room}")), &json!({})).await.expect(200);
+    bob.client.post(&format!("/_matrix/client/v3/join/{room}"), &json!({})).await.expect(200);
+    let message = send_text(&alice, &room, "t1", "hello @slack_dave and bob").await;
+
+    let notified = |page: &Value| -> Vec<(String, String)> {
+        page["notifications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| {
+                (
+                    n["event"]["type"].as_str().unwrap().to_owned(),
+                    n["event"]["event_id"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let page = bob.client.get("/_matrix/client/v3/notifications").await.expect(200).clone();
+        if notified(&page).iter().any(|(_, id)| *id == message) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "bob was never notified of the message: {page}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let page = bridge(&server).get(&dave("/_matrix/client/v3/notifications")).await.expect(200).clone();
+    let dave_notified = notified(&page);
+    assert!(!dave_notified.iter().any(|(_, id)| *id == message), "the ghost got a push action: {page}");
+    assert_eq!(
+        dave_notified.iter().map(|(kind, _)| kind.as_str()).collect::<Vec<_>>(),
+        ["m.room.member"],
+        "the ghost's only notification is its invite: {page}"
+    );
+    server.stop().await;
+}

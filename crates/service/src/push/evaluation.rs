@@ -18,7 +18,8 @@ use crate::{Error, Result, Services};
 /// What push evaluation reads from a room's current state.
 pub(super) struct RoomPushContext {
     member_count: u64,
-    /// Local joined members and their display names in the room.
+    /// Local joined members and their display names in the room, but for the users of an
+    /// appservice's exclusive namespace (they get no push actions, as in Synapse).
     local_members: Vec<(OwnedUserId, String)>,
     power_levels: PowerLevels,
     /// No creator is listed: the sender's level from `power_levels` already counts creators.
@@ -120,6 +121,9 @@ impl Services {
         for (user_id, json) in
             self.store.joined_local_members_with_events(room_id.as_str(), self.server_name()).await?
         {
+            if self.config.appservice.in_exclusive_user_namespace(&user_id) {
+                continue;
+            }
             let Ok(user_id) = UserId::parse(&user_id) else { continue };
             let event: Value = serde_json::from_str(&json).unwrap_or(Value::Null);
             let name = event["content"]["displayname"].as_str().unwrap_or_default().to_owned();
@@ -166,6 +170,12 @@ impl Services {
                 return Ok(());
             };
             if target == pdu.sender || target.server_name().as_str() != self.server_name() {
+                return Ok(());
+            }
+            // Users of an appservice's exclusive namespace are only told of their invites.
+            if content.get("membership").and_then(Value::as_str) != Some("invite")
+                && self.config.appservice.in_exclusive_user_namespace(target.as_str())
+            {
                 return Ok(());
             }
             let name = content.get("displayname").and_then(Value::as_str).unwrap_or_default().to_owned();
