@@ -398,6 +398,7 @@ impl Services {
                     self.notify_device_list_change(&target).await;
                 }
             }
+            self.wake_appservices();
             self.queue_device_list_edus(user_id, stream_id).await;
         }
         Ok(failures)

@@ -11,6 +11,7 @@ use myelin_service::filter::FilterDefinition;
 use myelin_service::sliding_sync::SlidingSyncResponse;
 use myelin_service::sliding_sync::extensions::Extensions;
 use myelin_service::sliding_sync::request::SlidingSyncRequest;
+use myelin_service::rooms::RoomEvent;
 use myelin_service::sliding_sync::room::SlidingRoom;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -29,12 +30,9 @@ struct SlidingSyncQuery {
     timeout: Option<u64>,
 }
 
-async fn room_json(
-    services: &Services,
-    requester: &Requester,
-    room: &SlidingRoom,
-) -> Result<Value, ApiError> {
-    let filter = FilterDefinition::default();
+/// One room's JSON; `formatted` yields its `required_state` events, then its `timeline` events,
+/// in client format (see [`response_json`]).
+fn room_json(room: &SlidingRoom, formatted: &mut impl Iterator<Item = Value>) -> Value {
     let mut body = Map::new();
     body.insert("notification_count".into(), json!(room.notification_count));
     body.insert("highlight_count".into(), json!(room.highlight_count));
@@ -75,16 +73,12 @@ async fn room_json(
         body.insert("unstable_expanded_timeline".into(), json!(true));
     }
     if !room.required_state.is_empty() {
-        body.insert(
-            "required_state".into(),
-            json!(sync_events(services, &room.required_state, requester, &filter).await?),
-        );
+        let events: Vec<Value> = formatted.by_ref().take(room.required_state.len()).collect();
+        body.insert("required_state".into(), json!(events));
     }
     if !room.timeline.is_empty() {
-        body.insert(
-            "timeline".into(),
-            json!(sync_events(services, &room.timeline, requester, &filter).await?),
-        );
+        let events: Vec<Value> = formatted.by_ref().take(room.timeline.len()).collect();
+        body.insert("timeline".into(), json!(events));
     }
     if let Some(limited) = room.limited {
         body.insert("limited".into(), json!(limited));
@@ -101,7 +95,7 @@ async fn room_json(
     if let Some(state) = room.invite_state.as_ref().filter(|s| !s.is_empty()) {
         body.insert("invite_state".into(), stripped_json(state)["events"].clone());
     }
-    Ok(Value::Object(body))
+    Value::Object(body)
 }
 
 fn extensions_json(extensions: &Extensions) -> Value {
@@ -161,9 +155,19 @@ async fn response_json(
 ) -> Result<Value, ApiError> {
     let lists: Map<String, Value> =
         response.lists.iter().map(|(name, count)| (name.clone(), json!({"count": count}))).collect();
+    // Every room's events formatted together: what they need from the store (transaction
+    // IDs, previous contents, relation counts) is read once for all of them.
+    let events: Vec<RoomEvent> = response
+        .rooms
+        .values()
+        .flat_map(|room| room.required_state.iter().chain(&room.timeline))
+        .cloned()
+        .collect();
+    let formatted = sync_events(services, &events, requester, &FilterDefinition::default()).await?;
+    let mut formatted = formatted.into_iter();
     let mut rooms = Map::new();
     for (room_id, room) in &response.rooms {
-        rooms.insert(room_id.to_string(), room_json(services, requester, room).await?);
+        rooms.insert(room_id.to_string(), room_json(room, &mut formatted));
     }
     Ok(json!({
         "pos": response.pos,
