@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark of Myelin and Synapse with ../shared/bench/mxbench.py.
 #
-#   bench/run.sh [--db sqlite|postgres|both] [--quick] [--e2ee-only] [--media-only] [--federation-only] [--sliding-sync-only] [--out DIR]
+#   bench/run.sh [--db sqlite|postgres|both] [--quick] [--e2ee-only] [--media-only] [--federation-only] [--sliding-sync-only] [--admin-only] [--out DIR]
 #
 # Builds Myelin in release mode, installs Synapse from PyPI into the tools venv
 # (scripts/pytools.sh), starts each server in turn on loopback with equivalent settings
@@ -23,6 +23,12 @@
 # above (rate limits off): a user in 1,000 rooms, MSC4186 sliding sync's first response, incremental
 # response and wake-up latency of a waiting request, beside /sync v2 for the same user; its section
 # replaces the sliding sync section of BENCHMARKS.md (with --quick: 100 rooms, the table only printed).
+# --admin-only runs bench/admin.py alone against Synapse, then Myelin (SQLite), each started as above:
+# the admin API's user list (100,000 users) and room list (10,000 rooms) pages with search and
+# ordering, and DELETE /_synapse/admin/v2/rooms of a room of 100,000 messages with purge; Synapse's
+# bulk of users and rooms is inserted into its SQLite tables (its HTTP rate is measured on a sample),
+# Myelin's goes through the API. Its section replaces the admin API section of BENCHMARKS.md (with
+# --quick: 2,000 users / 200 rooms / 2,000 messages, the table only printed).
 # MYELIN_BIN=path uses that Myelin binary instead of building one in release mode.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +40,7 @@ e2ee_only=0
 media_only=0
 federation_only=0
 sliding_sync_only=0
+admin_only=0
 out=""
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -43,6 +50,7 @@ while [ $# -gt 0 ]; do
         --media-only) media_only=1; shift ;;
         --federation-only) federation_only=1; shift ;;
         --sliding-sync-only) sliding_sync_only=1; shift ;;
+        --admin-only) admin_only=1; shift ;;
         --out) out="$2"; shift 2 ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
@@ -78,15 +86,19 @@ if [ "$federation_only" = 1 ]; then
     fi
     exit 0
 fi
-if [ "$media_only" = 0 ] && [ "$sliding_sync_only" = 0 ]; then
+if [ "$admin_only" = 1 ] && [ "$dbs" != sqlite ]; then
+    echo "--admin-only runs on SQLite only (Synapse's bulk seeding writes its SQLite file)" >&2; exit 2
+fi
+if [ "$media_only" = 0 ] && [ "$sliding_sync_only" = 0 ] && [ "$admin_only" = 0 ]; then
     echo "== building the load generator (release)"
     cargo build --release --quiet --manifest-path bench/loadgen/Cargo.toml --target-dir target/loadgen
 fi
 # The phases this run measures.
-run_mx=1; run_e2ee=1; run_media=1; run_ss=0
+run_mx=1; run_e2ee=1; run_media=1; run_ss=0; run_admin=0
 [ "$e2ee_only" = 1 ] && { run_mx=0; run_media=0; }
 [ "$media_only" = 1 ] && { run_mx=0; run_e2ee=0; }
 [ "$sliding_sync_only" = 1 ] && { run_mx=0; run_e2ee=0; run_media=0; run_ss=1; }
+[ "$admin_only" = 1 ] && { run_mx=0; run_e2ee=0; run_media=0; run_admin=1; }
 media_args=()
 [ "$quick" = 1 ] && media_args=(--quick)
 
@@ -157,6 +169,10 @@ for db in $dbs; do
     [ "$run_ss" = 1 ] && echo "== sliding sync rows against Synapse ($db)"
     [ "$run_ss" = 1 ] && { "$bin/python" bench/sliding_sync.py run --url "http://127.0.0.1:$port" --pid "$spid" \
         --label "synapse-$db" --out "$out/sliding-sync-synapse-$db.json" "${media_args[@]}" 2>"$out/sliding-sync-synapse-$db.log" || true; }
+    [ "$run_admin" = 1 ] && echo "== admin API rows against Synapse ($db)"
+    [ "$run_admin" = 1 ] && { "$bin/python" bench/admin.py run --url "http://127.0.0.1:$port" --pid "$spid" --kind synapse \
+        --config "$sdir/homeserver.yaml" --label "synapse-$db" --out "$out/admin-synapse-$db.json" "${media_args[@]}" \
+        2>"$out/admin-synapse-$db.log" || true; }
     kill -TERM "$spid"; wait "$spid" 2>/dev/null || true
 
     # --- Myelin --------------------------------------------------------------
@@ -187,6 +203,11 @@ for db in $dbs; do
     [ "$run_ss" = 1 ] && echo "== sliding sync rows against Myelin ($db)"
     [ "$run_ss" = 1 ] && { "$bin/python" bench/sliding_sync.py run --url "http://127.0.0.1:$port" --pid "$mpid" \
         --label "myelin-$db" --out "$out/sliding-sync-myelin-$db.json" "${media_args[@]}" 2>"$out/sliding-sync-myelin-$db.log" || true; }
+    [ "$run_admin" = 1 ] && echo "== admin API rows against Myelin ($db)"
+    # Myelin's message room gets no more messages than Synapse reached within the time limit.
+    [ "$run_admin" = 1 ] && { "$bin/python" bench/admin.py run --url "http://127.0.0.1:$port" --pid "$mpid" --kind myelin \
+        --config "$mdir/homeserver.yaml" --label "myelin-$db" --out "$out/admin-myelin-$db.json" "${media_args[@]}" \
+        --match "$out/admin-synapse-$db.json" 2>"$out/admin-myelin-$db.log" || true; }
     kill -TERM "$mpid"; wait "$mpid" 2>/dev/null || true
 done
 
@@ -199,6 +220,14 @@ if [ "$media_only" = 1 ]; then
     if [ "$quick" = 0 ]; then
         "$bin/python" bench/report.py --splice-media "$out/MEDIA.md" BENCHMARKS.md
         echo "== replaced the media section of BENCHMARKS.md (raw results in $out)"
+    fi
+    exit 0
+fi
+if [ "$admin_only" = 1 ]; then
+    "$bin/python" bench/report.py --admin-only "$out" | tee "$out/ADMIN.md"
+    if [ "$quick" = 0 ]; then
+        "$bin/python" bench/report.py --splice-admin "$out/ADMIN.md" BENCHMARKS.md
+        echo "== replaced the admin API section of BENCHMARKS.md (raw results in $out)"
     fi
     exit 0
 fi
