@@ -134,7 +134,9 @@ impl Store {
             let localpart = param(&mut params, format!("@{}:%", crate::like_contains(&lower)).into());
             let display = param(&mut params, crate::like_contains(&lower).into());
             conditions.push(format!(
-                "(LOWER(u.user_id) LIKE {localpart} ESCAPE '\\' OR LOWER(dn.value) LIKE {display} ESCAPE '\\')"
+                // The display names matched by one pass over them, not a lookup per user.
+                "(LOWER(u.user_id) LIKE {localpart} ESCAPE '\\' OR u.user_id IN (SELECT p.user_id FROM profile_fields p
+                    WHERE p.field = 'displayname' AND LOWER(p.value) LIKE {display} ESCAPE '\\'))"
             ));
         } else if let Some(user_id) = query.user_id.as_deref().filter(|u| !u.is_empty()) {
             let pattern = param(&mut params, crate::like_contains(user_id).into());
@@ -165,27 +167,17 @@ impl Store {
             }
         }
         let conditions = conditions.join(" AND ");
-        // The count and the page's user IDs join only what the filters and the order read
+        // The count reads `users` alone and the page's user IDs join only what the order reads
         // (with 100,000 users, every join costs a lookup per user passed over); the page's
         // fields are read for its users alone.
-        let needs_displayname = query.name.as_deref().is_some_and(|n| !n.is_empty());
-        let joins = |order: bool| {
-            let mut joins = String::new();
-            if needs_displayname || (order && query.order == UserOrder::DisplayName) {
-                joins.push_str(DISPLAYNAME_JOIN);
-            }
-            if order && query.order == UserOrder::AvatarUrl {
-                joins.push(' ');
-                joins.push_str(AVATAR_JOIN);
-            }
-            joins
+        let order_join = match query.order {
+            UserOrder::DisplayName => DISPLAYNAME_JOIN,
+            UserOrder::AvatarUrl => AVATAR_JOIN,
+            _ => "",
         };
         let total = self
             .db
-            .query_opt(
-                &format!("SELECT COUNT(*) FROM users u {} WHERE {conditions}", joins(false)),
-                params.clone(),
-            )
+            .query_opt(&format!("SELECT COUNT(*) FROM users u WHERE {conditions}"), params.clone())
             .await?
             .map(|row| row.i64(0))
             .transpose()?
@@ -203,9 +195,8 @@ impl Store {
             .db
             .query(
                 &format!(
-                    "SELECT u.user_id FROM users u {} WHERE {conditions}
+                    "SELECT u.user_id FROM users u {order_join} WHERE {conditions}
                      ORDER BY {} {direction} {nulls}, u.user_id ASC LIMIT {limit} OFFSET {offset}",
-                    joins(true),
                     query.order.column()
                 ),
                 params,
