@@ -387,6 +387,10 @@ def admin_section(out, dbs):
     """The admin API rows (bench/admin.py against both servers), between markers so that an
     `--admin-only` run can replace them in BENCHMARKS.md."""
     print(ADMIN_BEGIN)
+
+    def count(n):
+        return f"{n:,}" if isinstance(n, int) else fmt(n)
+
     for db in dbs:
         syn = load(os.path.join(out, f"admin-synapse-{db}.json"))
         my = load(os.path.join(out, f"admin-myelin-{db}.json"))
@@ -401,7 +405,7 @@ def admin_section(out, dbs):
         commit = ""
         if os.path.exists(os.path.join(out, "commit")):
             commit = f", Myelin at {open(os.path.join(out, 'commit')).read().strip()}"
-        print(f"## Admin API, {db}{quick} (bench/admin.py against both: {fmt(users)} users, {fmt(rooms)} rooms, "
+        print(f"## Admin API, {db}{quick} (bench/admin.py against both: {count(users)} users, {count(rooms)} rooms, "
               f"run on {time.strftime('%Y-%m-%d')}{commit})\n")
         print("| measure | Synapse | Myelin | ratio | target | met |")
         print("|---|---|---|---|---|---|")
@@ -422,6 +426,9 @@ def admin_section(out, dbs):
             v = row.get(figure)
             return v, fmt(v)
 
+        def rtext(r):
+            return "-" if r is None else (f"{r:.1f}x" if r >= 1 else f"{r:.2f}x")
+
         def ratio_of(s, m):
             if isinstance(s, (int, float)) and isinstance(m, (int, float)) and s > 0 and m > 0:
                 return s / m
@@ -432,17 +439,17 @@ def admin_section(out, dbs):
             s, stxt = cell("Synapse", syn, key, figure)
             m, mtxt = cell("Myelin", my, key, figure)
             r = ratio_of(m, s)
-            print(f"| {label} | {stxt} | {mtxt} | {f'{r:.1f}x' if r else '-'} | - | - |")
+            print(f"| {label} | {stxt} | {mtxt} | {rtext(r)} | - | - |")
         s, m = ev_s.get("events_per_s"), ev_m.get("events_per_s")
         r = ratio_of(m, s)
         print(f"| seeding: messages into one room, {fmt(ev_s.get('senders') or ev_m.get('senders'))} senders "
-              f"(events/s) | {fmt(s)} | {fmt(m)} | {f'{r:.1f}x' if r else '-'} | - | - |")
+              f"(events/s) | {fmt(s)} | {fmt(m)} | {rtext(r)} | - | - |")
         for label, key in ADMIN_LIST_ROWS:
             for figure, target in (("p50_ms", True), ("p99_ms", False)):
                 s, stxt = cell("Synapse", syn, key, figure)
                 m, mtxt = cell("Myelin", my, key, figure)
                 r = ratio_of(s, m)
-                rtxt = f"{r:.1f}x" if r is not None else "-"
+                rtxt = rtext(r)
                 if target:
                     # Issue 16: list pages under 50 ms, and at least 10x faster than Synapse.
                     ttxt = "< 50 ms, >= 10x"
@@ -455,8 +462,8 @@ def admin_section(out, dbs):
         m, mtxt = cell("Myelin", my, "delete", "seconds")
         r = ratio_of(s, m)
         met = "?" if r is None or quick else ("yes" if r >= 10 else "no")
-        print(f"| `DELETE /v2/rooms` with purge of a room of {fmt(n_events)} messages, request to status "
-              f"`complete` (s) | {stxt} | {mtxt} | {f'{r:.1f}x' if r is not None else '-'} | >= 10x | {met} |")
+        print(f"| `DELETE /v2/rooms` with purge of a room of {count(n_events)} messages, request to status "
+              f"`complete` (s) | {stxt} | {mtxt} | {rtext(r)} | >= 10x | {met} |")
         s, m = syn.get("server_rss_mib_after"), my.get("server_rss_mib_after")
         print(f"| server RSS after the run (MiB) | {fmt(s)} | {fmt(m)} | - | - | - |")
         print()

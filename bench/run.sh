@@ -59,6 +59,8 @@ done
 out="${out:-$root/bench/out/$(date +%Y%m%d-%H%M%S)}"
 mkdir -p "$out"
 git rev-parse --short HEAD >"$out/commit"
+# A given binary may be of another commit than this tree: the report names the binary instead.
+[ -n "${MYELIN_BIN:-}" ] && echo "the binary $MYELIN_BIN of $(date -u -r "$MYELIN_BIN" '+%Y-%m-%d %H:%M UTC') (this tree at $(git rev-parse --short HEAD))" >"$out/commit"
 bin=$(scripts/pytools.sh)
 case " $dbs " in
     *" postgres "*)  # Synapse's PostgreSQL driver is an optional extra.
