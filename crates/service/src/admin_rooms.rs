@@ -11,7 +11,7 @@ use std::cmp::Ordering;
 use std::collections::HashMap;
 
 use myelin_core::{ErrCode, MatrixError};
-use myelin_store::{AdminRoomTask, PurgeHistoryOutcome, ROOM_LIST_STATE_TYPES, RoomStatsRecord};
+use myelin_store::{AdminRoomTask, PurgeHistoryOutcome, ROOM_LIST_STATE_TYPES, RoomCounts, RoomStatsRecord};
 use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde_json::{Map, Value, json};
 
@@ -247,9 +247,17 @@ const DEFAULT_NEW_ROOM_NAME: &str = "Content Violation Notification";
 const DEFAULT_MESSAGE: &str =
     "Sharing illegal content on this server is not permitted and rooms in violation will be blocked.";
 
+/// An event's content alone (the rest of the event is skipped, not built: the room list
+/// reads one state event of every room).
+#[derive(serde::Deserialize)]
+struct EventContent {
+    #[serde(default)]
+    content: Value,
+}
+
 fn text_field(json: Option<&String>, field: &str) -> Option<String> {
-    let event: Value = serde_json::from_str(json?).ok()?;
-    event.get("content")?.get(field)?.as_str().map(str::to_owned)
+    let event: EventContent = serde_json::from_str(json?).ok()?;
+    event.content.get(field)?.as_str().map(str::to_owned)
 }
 
 fn summary_of(room: RoomStatsRecord) -> AdminRoomSummary {
@@ -311,13 +319,15 @@ fn compare(order: RoomOrder, a: &AdminRoomSummary, b: &AdminRoomSummary) -> Orde
     }
 }
 
-/// What the room list reads of every room for `query`: the member and state counts or not,
+/// What the room list reads of every room for `query`: which counts
 /// and which summary state events (the rest is read for the page only).
-fn list_needs(query: &RoomListQuery) -> (bool, Vec<&'static str>) {
-    let counts = matches!(
-        query.order,
-        RoomOrder::JoinedMembers | RoomOrder::JoinedLocalMembers | RoomOrder::StateEvents
-    ) || query.empty_rooms.is_some();
+fn list_needs(query: &RoomListQuery) -> (RoomCounts, Vec<&'static str>) {
+    let counts = match query.order {
+        RoomOrder::JoinedLocalMembers | RoomOrder::StateEvents => RoomCounts::All,
+        RoomOrder::JoinedMembers => RoomCounts::Joined,
+        _ if query.empty_rooms.is_some() => RoomCounts::Joined,
+        _ => RoomCounts::None,
+    };
     let mut types = match query.order {
         RoomOrder::Name => vec!["m.room.name"],
         RoomOrder::CanonicalAlias => vec!["m.room.canonical_alias"],
@@ -398,7 +408,7 @@ impl Services {
             .collect();
         let mut full: HashMap<String, AdminRoomSummary> = self
             .store
-            .room_stats_parts(self.server_name(), Some(&page), true, ROOM_LIST_STATE_TYPES)
+            .room_stats_parts(self.server_name(), Some(&page), RoomCounts::All, ROOM_LIST_STATE_TYPES)
             .await?
             .into_iter()
             .map(|record| (record.room_id.clone(), summary_of(record)))

@@ -21,6 +21,16 @@ pub const ROOM_LIST_STATE_TYPES: &[&str] = &[
     "m.room.tombstone",
 ];
 
+/// Which counts [`Store::room_stats_parts`] reads (those not read stay 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RoomCounts {
+    None,
+    /// The joined members alone.
+    Joined,
+    /// Joined members, joined local members and state events.
+    All,
+}
+
 /// One room's numbers and summary state events, as stored.
 #[derive(Clone, Debug, Default)]
 pub struct RoomStatsRecord {
@@ -106,35 +116,40 @@ impl Store {
         self.room_stats_parts(
             server_name,
             one.as_ref().map(|one| one.as_slice()),
-            true,
+            RoomCounts::All,
             ROOM_LIST_STATE_TYPES,
         )
         .await
     }
 
     /// Parts of the statistics of every room (`rooms: None`) or of the rooms listed: the
-    /// `rooms` row always, the member and state counts if `counts` (else they stay 0), and the
+    /// `rooms` row always, the member and state counts of `counts` (the others stay 0), and the
     /// summary state events of `state_types` only (of [`ROOM_LIST_STATE_TYPES`]). The room list
     /// reads of every room only what its filters and order need, then the whole of one page.
     pub async fn room_stats_parts(
         &self,
         server_name: &str,
         rooms: Option<&[String]>,
-        counts: bool,
+        counts: RoomCounts,
         state_types: &[&str],
     ) -> Result<Vec<RoomStatsRecord>, StoreError> {
+        const JOINED: &str = ",
+            (SELECT COUNT(*) FROM current_state c WHERE c.room_id = r.room_id
+                AND c.type = 'm.room.member' AND c.membership = 'join')";
         let mut params: Vec<crate::Value> = Vec::new();
-        let count_columns = if counts {
-            params.push(crate::like_users_of(server_name).into());
-            ",
-                (SELECT COUNT(*) FROM current_state c WHERE c.room_id = r.room_id
-                    AND c.type = 'm.room.member' AND c.membership = 'join'),
-                (SELECT COUNT(*) FROM current_state c WHERE c.room_id = r.room_id
-                    AND c.type = 'm.room.member' AND c.membership = 'join'
-                    AND c.state_key LIKE $1 ESCAPE '\\'),
-                (SELECT COUNT(*) FROM current_state c WHERE c.room_id = r.room_id)"
-        } else {
-            ""
+        let count_columns = match counts {
+            RoomCounts::None => String::new(),
+            RoomCounts::Joined => JOINED.to_owned(),
+            RoomCounts::All => {
+                params.push(crate::like_users_of(server_name).into());
+                format!(
+                    "{JOINED},
+                    (SELECT COUNT(*) FROM current_state c WHERE c.room_id = r.room_id
+                        AND c.type = 'm.room.member' AND c.membership = 'join'
+                        AND c.state_key LIKE $1 ESCAPE '\\'),
+                    (SELECT COUNT(*) FROM current_state c WHERE c.room_id = r.room_id)"
+                )
+            }
         };
         // `IN ($n, ...)` over the rooms listed, numbered after the parameters before it.
         let room_list = |params: &mut Vec<crate::Value>, rooms: &[String]| {
@@ -165,9 +180,9 @@ impl Store {
                     room_version: row.string(1)?,
                     creator: row.opt_string(2)?,
                     is_public: row.bool(3)?,
-                    joined_members: if counts { row.i64(4)? } else { 0 },
-                    joined_local_members: if counts { row.i64(5)? } else { 0 },
-                    state_events: if counts { row.i64(6)? } else { 0 },
+                    joined_members: if counts == RoomCounts::None { 0 } else { row.i64(4)? },
+                    joined_local_members: if counts == RoomCounts::All { row.i64(5)? } else { 0 },
+                    state_events: if counts == RoomCounts::All { row.i64(6)? } else { 0 },
                     state: HashMap::new(),
                 })
             })

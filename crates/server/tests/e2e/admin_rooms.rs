@@ -164,6 +164,16 @@ async fn admins_list_rooms_with_orders_search_and_pages() {
     assert_eq!(last["prev_batch"], 1);
     assert!(last.get("next_batch").is_none());
 
+    // Empty rooms: once its only member left, the nameless room is empty.
+    assert_eq!(list("?empty_rooms=true").await.expect(200)["total_rooms"], 0);
+    bob.client.post(&format!("/_matrix/client/v3/rooms/{nameless}/leave"), &json!({})).await.expect(200);
+    let empty = list("?empty_rooms=true").await;
+    let empty = empty.expect(200);
+    assert_eq!(room_ids(empty), vec![nameless.as_str()]);
+    assert_eq!(empty["rooms"][0]["joined_members"], 0);
+    let non_empty = list("?empty_rooms=false&order_by=joined_members").await;
+    assert_eq!(room_ids(non_empty.expect(200)), vec![bananas.as_str(), &apples]);
+
     // Bad parameters.
     for query in [
         "?from=-1",
