@@ -10,6 +10,8 @@ Usage: python report.py OUT_DIR
        python report.py --splice-sliding-sync SLIDING_SYNC_MD BENCHMARKS_MD  (replaces it)
        python report.py --appservice-only OUT_DIR  (the appservices section alone)
        python report.py --splice-appservice APPSERVICE_MD BENCHMARKS_MD  (replaces it)
+       python report.py --admin-only OUT_DIR  (the admin API section alone)
+       python report.py --splice-admin ADMIN_MD BENCHMARKS_MD  (replaces it)
 """
 import glob
 import json
@@ -466,6 +468,148 @@ SCALE_BEGIN = "<!-- scale:begin -->"
 SCALE_END = "<!-- scale:end -->"
 
 
+ADMIN_BEGIN = "<!-- admin:begin -->"
+ADMIN_END = "<!-- admin:end -->"
+
+# (label, row key in bench/admin.py's report) of the list pages: p50 and p99 of each.
+ADMIN_LIST_ROWS = [
+    ("`GET /v2/users` from=0 limit=100", "users_first"),
+    ("`GET /v2/users` deep page (from=users/2)", "users_deep"),
+    ("`GET /v2/users` name=<substring> search", "users_search"),
+    ("`GET /v2/users` order_by=name", "users_by_name"),
+    ("`GET /v2/users` order_by=creation_ts dir=b", "users_by_creation"),
+    ("`GET /v1/rooms` order_by=joined_members", "rooms_by_members"),
+    ("`GET /v1/rooms` order_by=name", "rooms_by_name"),
+    ("`GET /v1/rooms` search_term=<a room's name>", "rooms_search"),
+]
+
+
+def admin_section(out, dbs):
+    """The admin API rows (bench/admin.py against both servers), between markers so that an
+    `--admin-only` run can replace them in BENCHMARKS.md."""
+    print(ADMIN_BEGIN)
+
+    def count(n):
+        return f"{n:,}" if isinstance(n, int) else fmt(n)
+
+    for db in dbs:
+        syn = load(os.path.join(out, f"admin-synapse-{db}.json"))
+        my = load(os.path.join(out, f"admin-myelin-{db}.json"))
+        if not syn and not my:
+            continue
+        syn, my = syn or {}, my or {}
+        seed_s, seed_m = syn.get("seed") or {}, my.get("seed") or {}
+        users = seed_m.get("users") or seed_s.get("users")
+        rooms = seed_m.get("rooms") or seed_s.get("rooms")
+        ev_s, ev_m = syn.get("events") or {}, my.get("events") or {}
+        quick = " (quick smoke run: not a figure)" if my.get("quick") or syn.get("quick") else ""
+        commit = ""
+        if os.path.exists(os.path.join(out, "commit")):
+            commit = f", Myelin at {open(os.path.join(out, 'commit')).read().strip()}"
+        print(f"## Admin API, {db}{quick} (bench/admin.py against both: {count(users)} users, {count(rooms)} rooms, "
+              f"run on {time.strftime('%Y-%m-%d')}{commit})\n")
+        print("| measure | Synapse | Myelin | ratio | target | met |")
+        print("|---|---|---|---|---|---|")
+        errors = []
+        for name, d in (("Synapse", syn), ("Myelin", my)):
+            if d.get("setup_error"):
+                errors.append(f"{name}, setup: {d['setup_error']}")
+
+        def cell(name, d, key, figure):
+            row = d.get(key)
+            if not isinstance(row, dict):
+                return None, "-"
+            if "error" in row:
+                text = f"{name}, {key}: {row['error']}"
+                if text not in errors:
+                    errors.append(text)
+                return None, "error"
+            v = row.get(figure)
+            return v, fmt(v)
+
+        def rtext(r):
+            return "-" if r is None else (f"{r:.1f}x" if r >= 1 else f"{r:.2f}x")
+
+        def ratio_of(s, m):
+            if isinstance(s, (int, float)) and isinstance(m, (int, float)) and s > 0 and m > 0:
+                return s / m
+            return None
+
+        for label, key, figure in (("seeding: users through the admin API (users/s)", "seed", "http_users_per_s"),
+                                   ("seeding: rooms through createRoom (rooms/s)", "seed", "http_rooms_per_s")):
+            s, stxt = cell("Synapse", syn, key, figure)
+            m, mtxt = cell("Myelin", my, key, figure)
+            r = ratio_of(m, s)
+            print(f"| {label} | {stxt} | {mtxt} | {rtext(r)} | - | - |")
+        s, m = ev_s.get("events_per_s"), ev_m.get("events_per_s")
+        r = ratio_of(m, s)
+        print(f"| seeding: messages into one room, {fmt(ev_s.get('senders') or ev_m.get('senders'))} senders "
+              f"(events/s) | {fmt(s)} | {fmt(m)} | {rtext(r)} | - | - |")
+        for label, key in ADMIN_LIST_ROWS:
+            for figure, target in (("p50_ms", True), ("p99_ms", False)):
+                s, stxt = cell("Synapse", syn, key, figure)
+                m, mtxt = cell("Myelin", my, key, figure)
+                r = ratio_of(s, m)
+                rtxt = rtext(r)
+                if target:
+                    # Issue 16: list pages under 50 ms, and at least 10x faster than Synapse.
+                    ttxt = "< 50 ms, >= 10x"
+                    met = "?" if r is None or quick else ("yes" if r >= 10 and m < 50 else "no")
+                else:
+                    ttxt, met = "< 50 ms", ("?" if m is None or quick else ("yes" if m < 50 else "no"))
+                print(f"| {label}, {figure[:3]} (ms) | {stxt} | {mtxt} | {rtxt} | {ttxt} | {met} |")
+        n_events = ev_m.get("sent") or ev_s.get("sent")
+        s, stxt = cell("Synapse", syn, "delete", "seconds")
+        m, mtxt = cell("Myelin", my, "delete", "seconds")
+        r = ratio_of(s, m)
+        met = "?" if r is None or quick else ("yes" if r >= 10 else "no")
+        print(f"| `DELETE /v2/rooms` with purge of a room of {count(n_events)} messages, request to status "
+              f"`complete` (s) | {stxt} | {mtxt} | {rtext(r)} | >= 10x | {met} |")
+        s, m = syn.get("server_rss_mib_after"), my.get("server_rss_mib_after")
+        print(f"| server RSS after the run (MiB) | {fmt(s)} | {fmt(m)} | - | - | - |")
+        print()
+        if errors:
+            print("Wrong answers (the row reports them instead of a figure): " + "; ".join(errors) + ".\n")
+        reps = my.get("reps") or syn.get("reps")
+        print(f"Seeding. Users: the first {fmt(seed_m.get('http_users') or seed_s.get('http_users'))} through "
+              "`PUT /_synapse/admin/v2/users/{id}` (a display name, no password), "
+              f"{fmt(seed_m.get('workers') or seed_s.get('workers'))} requests in flight; the rest "
+              f"on Synapse by {seed_s.get('bulk_users_method') or '-'} into `users` and `profiles` "
+              f"({fmt(seed_s.get('bulk_users_s'))} s), on Myelin by {seed_m.get('bulk_users_method') or '-'} "
+              f"({fmt(seed_m.get('bulk_users_s'))} s, {fmt(seed_m.get('bulk_users_per_s'))} users/s). "
+              f"Rooms: the first {fmt(seed_m.get('http_rooms') or seed_s.get('http_rooms'))} through `createRoom` "
+              "(private, named, by the admin); the rest on Synapse by "
+              f"{seed_s.get('bulk_rooms_method') or '-'} into `rooms`, `room_stats_state` and "
+              f"`room_stats_current` ({fmt(seed_s.get('bulk_rooms_s'))} s), on Myelin by "
+              f"{seed_m.get('bulk_rooms_method') or '-'} ({fmt(seed_m.get('bulk_rooms_s'))} s, "
+              f"{fmt(seed_m.get('bulk_rooms_per_s'))} rooms/s). At Synapse's HTTP rates above, seeding it all "
+              "through the API would have taken "
+              + (f"{(users or 0) / seed_s['http_users_per_s'] / 60:.0f} min for the users and "
+                 f"{(rooms or 0) / seed_s['http_rooms_per_s'] / 60:.0f} min for the rooms."
+                 if seed_s.get("http_users_per_s") and seed_s.get("http_rooms_per_s") else "(not measured).")
+              + f" Message room: {fmt(ev_s.get('sent'))} (Synapse, {fmt(ev_s.get('seconds'))} s"
+              + (", cut by the time limit" if ev_s.get("time_limited") else "")
+              + f") and {fmt(ev_m.get('sent'))} (Myelin, {fmt(ev_m.get('seconds'))} s"
+              + (", cut by the time limit" if ev_m.get("time_limited") else "")
+              + ") messages sent by the admin through `PUT /rooms/{id}/send`; Myelin is given no more than "
+              "Synapse reached.\n")
+        ds, dm = syn.get("delete") or {}, my.get("delete") or {}
+        print(f"Each list row is {fmt(reps)} sequential requests of 100 entries (p50 / p99), each answer checked: "
+              "the total is every user seeded plus the admin (every room made plus the message room), a page "
+              "holds 100 entries, the name search finds exactly the user whose localpart holds the number "
+              "searched, the room search exactly the room of that name, and each ordering is checked on "
+              "the page. The delete row runs from the `DELETE` request to the first "
+              "`GET /_synapse/admin/v2/rooms/delete_status/{delete_id}` (polled every 50 ms) answering "
+              f"`complete` (the `DELETE` itself answered in {fmt(ds.get('accepted_ms'))} ms on Synapse and "
+              f"{fmt(dm.get('accepted_ms'))} ms on Myelin; the room's details then answered "
+              f"{fmt(ds.get('room_details_after'))} and {fmt(dm.get('room_details_after'))}).\n")
+    print(ADMIN_END)
+
+
+SCALE_BEGIN = "<!-- scale:begin -->"
+SCALE_END = "<!-- scale:end -->"
+
+
 def main():
     if sys.argv[1] == "--e2ee-only":
         out = sys.argv[2]
@@ -506,6 +650,15 @@ def main():
         return
     if sys.argv[1] == "--splice-appservice":
         splice(sys.argv[2], sys.argv[3], APPSERVICE_BEGIN, APPSERVICE_END)
+        return
+    if sys.argv[1] == "--admin-only":
+        out = sys.argv[2]
+        dbs = sorted({os.path.basename(p)[:-5].split("-", 2)[2]
+                      for p in glob.glob(os.path.join(out, "admin-*-*.json"))})
+        admin_section(out, dbs)
+        return
+    if sys.argv[1] == "--splice-admin":
+        splice(sys.argv[2], sys.argv[3], ADMIN_BEGIN, ADMIN_END)
         return
     out = sys.argv[1]
     commit_file = os.path.join(out, "commit")
@@ -600,14 +753,15 @@ def main():
     if os.path.exists(notes):
         print(open(notes).read())
     # The federation section (bench/run.sh --federation-only), the sliding sync section
-    # (--sliding-sync-only), the appservices section (--appservice-only) and the scale section (bench/scale.sh) are kept from the previous
-    # BENCHMARKS.md.
+    # (--sliding-sync-only), the appservices section (--appservice-only), the admin API section
+    # (--admin-only) and the scale section (bench/scale.sh) are kept from the previous BENCHMARKS.md.
     previous = os.path.join(HERE, "..", "BENCHMARKS.md")
     if os.path.exists(previous):
         text = open(previous).read()
         for begin_marker, end_marker in ((FEDERATION_BEGIN, FEDERATION_END),
                                          (SLIDING_SYNC_BEGIN, SLIDING_SYNC_END),
-                                         (APPSERVICE_BEGIN, APPSERVICE_END), (SCALE_BEGIN, SCALE_END)):
+                                         (APPSERVICE_BEGIN, APPSERVICE_END), (ADMIN_BEGIN, ADMIN_END),
+                                         (SCALE_BEGIN, SCALE_END)):
             begin, end = text.find(begin_marker), text.find(end_marker)
             if begin >= 0 and end > begin:
                 print(text[begin:end + len(end_marker)])

@@ -2,7 +2,7 @@
 # Side-by-side benchmark of Myelin and Synapse with ../shared/bench/mxbench.py.
 #
 #   bench/run.sh [--db sqlite|postgres|both] [--quick] [--e2ee-only] [--media-only] [--federation-only] [--sliding-sync-only]
-#                [--appservice-only] [--out DIR]
+#                [--appservice-only] [--admin-only] [--out DIR]
 #
 # Builds Myelin in release mode, installs Synapse from PyPI into the tools venv
 # (scripts/pytools.sh), starts each server in turn on loopback with equivalent settings
@@ -30,6 +30,12 @@
 # events per second the appservice receives while the ghosts send, and the lag from a client's send to
 # the appservice's receipt (p50/p99); its section replaces the appservices section of BENCHMARKS.md
 # (with --quick: 20 ghosts a room, 1,000 messages, the table only printed).
+# --admin-only runs bench/admin.py alone against Synapse, then Myelin (SQLite), each started as above:
+# the admin API's user list (100,000 users) and room list (10,000 rooms) pages with search and
+# ordering, and DELETE /_synapse/admin/v2/rooms of a room of 100,000 messages with purge; Synapse's
+# bulk of users and rooms is inserted into its SQLite tables (its HTTP rate is measured on a sample),
+# Myelin's goes through the API. Its section replaces the admin API section of BENCHMARKS.md (with
+# --quick: 2,000 users / 200 rooms / 2,000 messages, the table only printed).
 # MYELIN_BIN=path uses that Myelin binary instead of building one in release mode.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,6 +48,7 @@ media_only=0
 federation_only=0
 sliding_sync_only=0
 appservice_only=0
+admin_only=0
 out=""
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -52,6 +59,7 @@ while [ $# -gt 0 ]; do
         --federation-only) federation_only=1; shift ;;
         --sliding-sync-only) sliding_sync_only=1; shift ;;
         --appservice-only) appservice_only=1; shift ;;
+        --admin-only) admin_only=1; shift ;;
         --out) out="$2"; shift 2 ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
@@ -61,6 +69,9 @@ out="${out:-$root/bench/out/$(date +%Y%m%d-%H%M%S)}"
 mkdir -p "$out"
 # MYELIN_COMMIT=sha names the commit a MYELIN_BIN was built from (the report shows it).
 echo "${MYELIN_COMMIT:-$(git rev-parse --short HEAD)}" >"$out/commit"
+# A given binary may be of another commit than this tree: without MYELIN_COMMIT the report names
+# the binary instead.
+[ -n "${MYELIN_BIN:-}" ] && [ -z "${MYELIN_COMMIT:-}" ] && echo "the binary $MYELIN_BIN of $(date -u -r "$MYELIN_BIN" '+%Y-%m-%d %H:%M UTC') (this tree at $(git rev-parse --short HEAD))" >"$out/commit"
 bin=$(scripts/pytools.sh)
 case " $dbs " in
     *" postgres "*)  # Synapse's PostgreSQL driver is an optional extra.
@@ -88,16 +99,20 @@ if [ "$federation_only" = 1 ]; then
     fi
     exit 0
 fi
-if [ "$media_only" = 0 ] && [ "$sliding_sync_only" = 0 ] && [ "$appservice_only" = 0 ]; then
+if [ "$admin_only" = 1 ] && [ "$dbs" != sqlite ]; then
+    echo "--admin-only runs on SQLite only (Synapse's bulk seeding writes its SQLite file)" >&2; exit 2
+fi
+if [ "$media_only" = 0 ] && [ "$sliding_sync_only" = 0 ] && [ "$appservice_only" = 0 ] && [ "$admin_only" = 0 ]; then
     echo "== building the load generator (release)"
     cargo build --release --quiet --manifest-path bench/loadgen/Cargo.toml --target-dir target/loadgen
 fi
 # The phases this run measures.
-run_mx=1; run_e2ee=1; run_media=1; run_ss=0; run_as=0
+run_mx=1; run_e2ee=1; run_media=1; run_ss=0; run_as=0; run_admin=0
 [ "$e2ee_only" = 1 ] && { run_mx=0; run_media=0; }
 [ "$media_only" = 1 ] && { run_mx=0; run_e2ee=0; }
 [ "$sliding_sync_only" = 1 ] && { run_mx=0; run_e2ee=0; run_media=0; run_ss=1; }
 [ "$appservice_only" = 1 ] && { run_mx=0; run_e2ee=0; run_media=0; run_as=1; }
+[ "$admin_only" = 1 ] && { run_mx=0; run_e2ee=0; run_media=0; run_admin=1; }
 media_args=()
 [ "$quick" = 1 ] && media_args=(--quick)
 
@@ -174,6 +189,10 @@ for db in $dbs; do
     [ "$run_as" = 1 ] && { "$bin/python" bench/appservice.py run --url "http://127.0.0.1:$port" --pid "$spid" \
         --label "synapse-$db" --registration "$sdir/appservice.yaml" --out "$out/appservice-synapse-$db.json" \
         "${media_args[@]}" 2>"$out/appservice-synapse-$db.log" || true; }
+    [ "$run_admin" = 1 ] && echo "== admin API rows against Synapse ($db)"
+    [ "$run_admin" = 1 ] && { "$bin/python" bench/admin.py run --url "http://127.0.0.1:$port" --pid "$spid" --kind synapse \
+        --config "$sdir/homeserver.yaml" --label "synapse-$db" --out "$out/admin-synapse-$db.json" "${media_args[@]}" \
+        2>"$out/admin-synapse-$db.log" || true; }
     kill -TERM "$spid"; wait "$spid" 2>/dev/null || true
 
     # --- Myelin --------------------------------------------------------------
@@ -210,6 +229,11 @@ for db in $dbs; do
     [ "$run_as" = 1 ] && { "$bin/python" bench/appservice.py run --url "http://127.0.0.1:$port" --pid "$mpid" \
         --label "myelin-$db" --registration "$mdir/appservice.yaml" --out "$out/appservice-myelin-$db.json" \
         "${media_args[@]}" 2>"$out/appservice-myelin-$db.log" || true; }
+    [ "$run_admin" = 1 ] && echo "== admin API rows against Myelin ($db)"
+    # Myelin's message room gets no more messages than Synapse reached within the time limit.
+    [ "$run_admin" = 1 ] && { "$bin/python" bench/admin.py run --url "http://127.0.0.1:$port" --pid "$mpid" --kind myelin \
+        --config "$mdir/homeserver.yaml" --label "myelin-$db" --out "$out/admin-myelin-$db.json" "${media_args[@]}" \
+        --match "$out/admin-synapse-$db.json" 2>"$out/admin-myelin-$db.log" || true; }
     kill -TERM "$mpid"; wait "$mpid" 2>/dev/null || true
 done
 
@@ -230,6 +254,14 @@ if [ "$appservice_only" = 1 ]; then
     if [ "$quick" = 0 ]; then
         "$bin/python" bench/report.py --splice-appservice "$out/APPSERVICE.md" BENCHMARKS.md
         echo "== replaced the appservices section of BENCHMARKS.md (raw results in $out)"
+    fi
+    exit 0
+fi
+if [ "$admin_only" = 1 ]; then
+    "$bin/python" bench/report.py --admin-only "$out" | tee "$out/ADMIN.md"
+    if [ "$quick" = 0 ]; then
+        "$bin/python" bench/report.py --splice-admin "$out/ADMIN.md" BENCHMARKS.md
+        echo "== replaced the admin API section of BENCHMARKS.md (raw results in $out)"
     fi
     exit 0
 fi

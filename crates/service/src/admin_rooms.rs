@@ -8,9 +8,10 @@
 //! transaction (`Store::purge_history`) on a task recorded like deletions.
 
 use std::cmp::Ordering;
+use std::collections::HashMap;
 
 use myelin_core::{ErrCode, MatrixError};
-use myelin_store::{AdminRoomTask, PurgeHistoryOutcome, RoomStatsRecord};
+use myelin_store::{AdminRoomTask, PurgeHistoryOutcome, ROOM_LIST_STATE_TYPES, RoomCounts, RoomStatsRecord};
 use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde_json::{Map, Value, json};
 
@@ -246,9 +247,17 @@ const DEFAULT_NEW_ROOM_NAME: &str = "Content Violation Notification";
 const DEFAULT_MESSAGE: &str =
     "Sharing illegal content on this server is not permitted and rooms in violation will be blocked.";
 
+/// An event's content alone (the rest of the event is skipped, not built: the room list
+/// reads one state event of every room).
+#[derive(serde::Deserialize)]
+struct EventContent {
+    #[serde(default)]
+    content: Value,
+}
+
 fn text_field(json: Option<&String>, field: &str) -> Option<String> {
-    let event: Value = serde_json::from_str(json?).ok()?;
-    event.get("content")?.get(field)?.as_str().map(str::to_owned)
+    let event: EventContent = serde_json::from_str(json?).ok()?;
+    event.content.get(field)?.as_str().map(str::to_owned)
 }
 
 fn summary_of(room: RoomStatsRecord) -> AdminRoomSummary {
@@ -310,6 +319,36 @@ fn compare(order: RoomOrder, a: &AdminRoomSummary, b: &AdminRoomSummary) -> Orde
     }
 }
 
+/// What the room list reads of every room for `query`: which counts
+/// and which summary state events (the rest is read for the page only).
+fn list_needs(query: &RoomListQuery) -> (RoomCounts, Vec<&'static str>) {
+    let counts = match query.order {
+        RoomOrder::JoinedLocalMembers | RoomOrder::StateEvents => RoomCounts::All,
+        RoomOrder::JoinedMembers => RoomCounts::Joined,
+        _ if query.empty_rooms.is_some() => RoomCounts::Joined,
+        _ => RoomCounts::None,
+    };
+    let mut types = match query.order {
+        RoomOrder::Name => vec!["m.room.name"],
+        RoomOrder::CanonicalAlias => vec!["m.room.canonical_alias"],
+        RoomOrder::Encryption => vec!["m.room.encryption"],
+        RoomOrder::Federatable => vec!["m.room.create"],
+        RoomOrder::JoinRules => vec!["m.room.join_rules"],
+        RoomOrder::GuestAccess => vec!["m.room.guest_access"],
+        RoomOrder::HistoryVisibility => vec!["m.room.history_visibility"],
+        RoomOrder::JoinedMembers
+        | RoomOrder::JoinedLocalMembers
+        | RoomOrder::Version
+        | RoomOrder::Creator
+        | RoomOrder::Public
+        | RoomOrder::StateEvents => Vec::new(),
+    };
+    if query.search_term.is_some() {
+        types.extend(["m.room.name", "m.room.canonical_alias"]);
+    }
+    (counts, types)
+}
+
 /// Synapse's search: part of the name or of the canonical alias's localpart
 /// (case-insensitive), or the exact room ID.
 fn matches_search(room: &AdminRoomSummary, term: &str) -> bool {
@@ -339,8 +378,15 @@ fn unknown_room() -> crate::Error {
 impl Services {
     /// `GET /_synapse/admin/v1/rooms`: one page of rooms and how many match in all.
     pub async fn admin_list_rooms(&self, query: &RoomListQuery) -> Result<(Vec<AdminRoomSummary>, u64)> {
-        let mut rooms: Vec<AdminRoomSummary> =
-            self.store.room_stats(self.server_name(), None).await?.into_iter().map(summary_of).collect();
+        // Of every room, only what the filters and the order need; then the whole of the page.
+        let (counts, state_types) = list_needs(query);
+        let mut rooms: Vec<AdminRoomSummary> = self
+            .store
+            .room_stats_parts(self.server_name(), None, counts, &state_types)
+            .await?
+            .into_iter()
+            .map(summary_of)
+            .collect();
         rooms.retain(|room| {
             query.search_term.as_deref().is_none_or(|term| matches_search(room, term))
                 && query.public_rooms.is_none_or(|public| room.public == public)
@@ -354,12 +400,21 @@ impl Services {
             if ascending { ordering } else { ordering.reverse() }
         });
         let total = rooms.len() as u64;
-        let page = rooms
+        let page: Vec<String> = rooms
             .into_iter()
             .skip(usize::try_from(query.from).unwrap_or(usize::MAX))
             .take(usize::try_from(query.limit).unwrap_or(usize::MAX))
+            .map(|room| room.room_id)
             .collect();
-        Ok((page, total))
+        let mut full: HashMap<String, AdminRoomSummary> = self
+            .store
+            .room_stats_parts(self.server_name(), Some(&page), RoomCounts::All, ROOM_LIST_STATE_TYPES)
+            .await?
+            .into_iter()
+            .map(|record| (record.room_id.clone(), summary_of(record)))
+            .collect();
+        // A room deleted between the two reads drops out of the page.
+        Ok((page.iter().filter_map(|room_id| full.remove(room_id)).collect(), total))
     }
 
     /// A room ID this server has a `rooms` row for, `404 M_NOT_FOUND` otherwise.

@@ -21,6 +21,16 @@ pub const ROOM_LIST_STATE_TYPES: &[&str] = &[
     "m.room.tombstone",
 ];
 
+/// Which counts [`Store::room_stats_parts`] reads (those not read stay 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RoomCounts {
+    None,
+    /// The joined members alone.
+    Joined,
+    /// Joined members, joined local members and state events.
+    All,
+}
+
 /// One room's numbers and summary state events, as stored.
 #[derive(Clone, Debug, Default)]
 pub struct RoomStatsRecord {
@@ -102,28 +112,67 @@ impl Store {
         server_name: &str,
         room_id: Option<&str>,
     ) -> Result<Vec<RoomStatsRecord>, StoreError> {
-        let local = crate::like_users_of(server_name);
-        let (filter, mut params) = match room_id {
-            Some(room_id) => ("WHERE r.room_id = $2", params![local.as_str(), room_id]),
-            None => ("", params![local.as_str()]),
+        let one = room_id.map(|room_id| [room_id.to_owned()]);
+        self.room_stats_parts(
+            server_name,
+            one.as_ref().map(|one| one.as_slice()),
+            RoomCounts::All,
+            ROOM_LIST_STATE_TYPES,
+        )
+        .await
+    }
+
+    /// Parts of the statistics of every room (`rooms: None`) or of the rooms listed: the
+    /// `rooms` row always, the member and state counts of `counts` (the others stay 0), and the
+    /// summary state events of `state_types` only (of [`ROOM_LIST_STATE_TYPES`]). The room list
+    /// reads of every room only what its filters and order need, then the whole of one page.
+    pub async fn room_stats_parts(
+        &self,
+        server_name: &str,
+        rooms: Option<&[String]>,
+        counts: RoomCounts,
+        state_types: &[&str],
+    ) -> Result<Vec<RoomStatsRecord>, StoreError> {
+        const JOINED: &str = ",
+            (SELECT COUNT(*) FROM current_state c WHERE c.room_id = r.room_id
+                AND c.type = 'm.room.member' AND c.membership = 'join')";
+        let mut params: Vec<crate::Value> = Vec::new();
+        let count_columns = match counts {
+            RoomCounts::None => String::new(),
+            RoomCounts::Joined => JOINED.to_owned(),
+            RoomCounts::All => {
+                params.push(crate::like_users_of(server_name).into());
+                format!(
+                    "{JOINED},
+                    (SELECT COUNT(*) FROM current_state c WHERE c.room_id = r.room_id
+                        AND c.type = 'm.room.member' AND c.membership = 'join'
+                        AND c.state_key LIKE $1 ESCAPE '\\'),
+                    (SELECT COUNT(*) FROM current_state c WHERE c.room_id = r.room_id)"
+                )
+            }
+        };
+        // `IN ($n, ...)` over the rooms listed, numbered after the parameters before it.
+        let room_list = |params: &mut Vec<crate::Value>, rooms: &[String]| {
+            let first = params.len() + 1;
+            params.extend(rooms.iter().map(|room| crate::Value::from(room.as_str())));
+            (first..first + rooms.len()).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
+        };
+        let filter = match rooms {
+            Some([]) => return Ok(Vec::new()),
+            Some(rooms) => format!("WHERE r.room_id IN ({})", room_list(&mut params, rooms)),
+            None => String::new(),
         };
         let rows = self
             .db
             .query(
                 &format!(
-                    "SELECT r.room_id, r.room_version, r.creator, r.is_public,
-                        (SELECT COUNT(*) FROM current_state c WHERE c.room_id = r.room_id
-                            AND c.type = 'm.room.member' AND c.membership = 'join'),
-                        (SELECT COUNT(*) FROM current_state c WHERE c.room_id = r.room_id
-                            AND c.type = 'm.room.member' AND c.membership = 'join'
-                            AND c.state_key LIKE $1 ESCAPE '\\'),
-                        (SELECT COUNT(*) FROM current_state c WHERE c.room_id = r.room_id)
+                    "SELECT r.room_id, r.room_version, r.creator, r.is_public{count_columns}
                      FROM rooms r {filter}"
                 ),
-                params.clone(),
+                params,
             )
             .await?;
-        let mut rooms: Vec<RoomStatsRecord> = rows
+        let mut records: Vec<RoomStatsRecord> = rows
             .iter()
             .map(|row| {
                 Ok(RoomStatsRecord {
@@ -131,18 +180,26 @@ impl Store {
                     room_version: row.string(1)?,
                     creator: row.opt_string(2)?,
                     is_public: row.bool(3)?,
-                    joined_members: row.i64(4)?,
-                    joined_local_members: row.i64(5)?,
-                    state_events: row.i64(6)?,
+                    joined_members: if counts == RoomCounts::None { 0 } else { row.i64(4)? },
+                    joined_local_members: if counts == RoomCounts::All { row.i64(5)? } else { 0 },
+                    state_events: if counts == RoomCounts::All { row.i64(6)? } else { 0 },
                     state: HashMap::new(),
                 })
             })
             .collect::<Result<_, StoreError>>()?;
+        let types: Vec<&str> =
+            ROOM_LIST_STATE_TYPES.iter().copied().filter(|kind| state_types.contains(kind)).collect();
+        if types.is_empty() {
+            return Ok(records);
+        }
         let index: HashMap<String, usize> =
-            rooms.iter().enumerate().map(|(i, room)| (room.room_id.clone(), i)).collect();
-        params.remove(0);
-        let types = ROOM_LIST_STATE_TYPES.iter().map(|t| format!("'{t}'")).collect::<Vec<_>>().join(", ");
-        let filter = if room_id.is_some() { "AND c.room_id = $1" } else { "" };
+            records.iter().enumerate().map(|(i, room)| (room.room_id.clone(), i)).collect();
+        let mut params = Vec::new();
+        let filter = match rooms {
+            Some(rooms) => format!("AND c.room_id IN ({})", room_list(&mut params, rooms)),
+            None => String::new(),
+        };
+        let types = types.iter().map(|t| format!("'{t}'")).collect::<Vec<_>>().join(", ");
         let rows = self
             .db
             .query(
@@ -157,10 +214,10 @@ impl Store {
         for row in rows {
             let room = row.string(0)?;
             if let Some(&i) = index.get(&room) {
-                rooms[i].state.insert(row.string(1)?, row.string(2)?);
+                records[i].state.insert(row.string(1)?, row.string(2)?);
             }
         }
-        Ok(rooms)
+        Ok(records)
     }
 
     /// Whether a room is blocked, and by whom.

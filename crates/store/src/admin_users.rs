@@ -1,5 +1,5 @@
 //! The admin API's user list (`/_synapse/admin/v2/users`): filters, ordering and pagination as
-//! Synapse's `get_users_paginate`, in one count and one page query.
+//! Synapse's `get_users_paginate`: a count, the page's user IDs, then the page's fields.
 
 use crate::{Store, StoreError, Value, params};
 
@@ -38,6 +38,15 @@ impl UserOrder {
         })
     }
 
+    /// Whether the column is never NULL (no NULLS clause then, so that SQLite can order by
+    /// an index).
+    fn not_null(self) -> bool {
+        !matches!(
+            self,
+            UserOrder::DisplayName | UserOrder::UserType | UserOrder::AvatarUrl | UserOrder::LastSeenTs
+        )
+    }
+
     fn column(self) -> &'static str {
         match self {
             UserOrder::Name => "u.user_id",
@@ -49,7 +58,7 @@ impl UserOrder {
             UserOrder::AvatarUrl => "av.value",
             UserOrder::ShadowBanned => "u.shadow_banned",
             UserOrder::CreationTs => "u.created_ts",
-            UserOrder::LastSeenTs => "ls.last_seen_ts",
+            UserOrder::LastSeenTs => LAST_SEEN,
             UserOrder::Locked => "u.locked",
         }
     }
@@ -96,11 +105,12 @@ pub struct UserListEntry {
     pub locked: bool,
 }
 
-const FROM: &str = "FROM users u
-    LEFT JOIN profile_fields dn ON dn.user_id = u.user_id AND dn.field = 'displayname'
-    LEFT JOIN profile_fields av ON av.user_id = u.user_id AND av.field = 'avatar_url'
-    LEFT JOIN (SELECT user_id, MAX(last_seen_ts) AS last_seen_ts FROM devices GROUP BY user_id) ls
-        ON ls.user_id = u.user_id";
+/// The user's latest use of any of its devices (by the `devices` key, for one user at a time).
+const LAST_SEEN: &str = "(SELECT MAX(d.last_seen_ts) FROM devices d WHERE d.user_id = u.user_id)";
+
+const DISPLAYNAME_JOIN: &str =
+    "LEFT JOIN profile_fields dn ON dn.user_id = u.user_id AND dn.field = 'displayname'";
+const AVATAR_JOIN: &str = "LEFT JOIN profile_fields av ON av.user_id = u.user_id AND av.field = 'avatar_url'";
 
 /// A profile field as stored (a JSON value) read as a string, if it is one.
 fn json_string(text: Option<String>) -> Option<String> {
@@ -124,7 +134,9 @@ impl Store {
             let localpart = param(&mut params, format!("@{}:%", crate::like_contains(&lower)).into());
             let display = param(&mut params, crate::like_contains(&lower).into());
             conditions.push(format!(
-                "(LOWER(u.user_id) LIKE {localpart} ESCAPE '\\' OR LOWER(dn.value) LIKE {display} ESCAPE '\\')"
+                // The display names matched by one pass over them, not a lookup per user.
+                "(LOWER(u.user_id) LIKE {localpart} ESCAPE '\\' OR u.user_id IN (SELECT p.user_id FROM profile_fields p
+                    WHERE p.field = 'displayname' AND LOWER(p.value) LIKE {display} ESCAPE '\\'))"
             ));
         } else if let Some(user_id) = query.user_id.as_deref().filter(|u| !u.is_empty()) {
             let pattern = param(&mut params, crate::like_contains(user_id).into());
@@ -155,28 +167,59 @@ impl Store {
             }
         }
         let conditions = conditions.join(" AND ");
+        // The count reads `users` alone and the page's user IDs join only what the order reads
+        // (with 100,000 users, every join costs a lookup per user passed over); the page's
+        // fields are read for its users alone.
+        let order_join = match query.order {
+            UserOrder::DisplayName => DISPLAYNAME_JOIN,
+            UserOrder::AvatarUrl => AVATAR_JOIN,
+            _ => "",
+        };
         let total = self
             .db
-            .query_opt(&format!("SELECT COUNT(*) {FROM} WHERE {conditions}"), params.clone())
+            .query_opt(&format!("SELECT COUNT(*) FROM users u WHERE {conditions}"), params.clone())
             .await?
             .map(|row| row.i64(0))
             .transpose()?
             .unwrap_or(0);
         let direction = if query.forwards { "ASC" } else { "DESC" };
         // NULLs sort as the engines' defaults differ: first when descending, as in PostgreSQL.
-        let nulls = if query.forwards { "NULLS LAST" } else { "NULLS FIRST" };
+        let nulls = match (query.order.not_null(), query.forwards) {
+            (true, _) => "",
+            (false, true) => "NULLS LAST",
+            (false, false) => "NULLS FIRST",
+        };
         let limit = param(&mut params, query.limit.into());
         let offset = param(&mut params, query.from.into());
-        let sql = format!(
-            "SELECT u.user_id, u.user_type, u.is_guest, u.admin, u.deactivated, u.shadow_banned, dn.value,
-                    av.value, u.created_ts, u.approved, u.erased, ls.last_seen_ts, u.locked
-             {FROM} WHERE {conditions}
-             ORDER BY {} {direction} {nulls}, u.user_id ASC LIMIT {limit} OFFSET {offset}",
-            query.order.column()
-        );
-        let users = self
+        let page: Vec<String> = self
             .db
-            .query(&sql, params)
+            .query(
+                &format!(
+                    "SELECT u.user_id FROM users u {order_join} WHERE {conditions}
+                     ORDER BY {} {direction} {nulls}, u.user_id ASC LIMIT {limit} OFFSET {offset}",
+                    query.order.column()
+                ),
+                params,
+            )
+            .await?
+            .iter()
+            .map(|row| row.string(0))
+            .collect::<Result<_, StoreError>>()?;
+        if page.is_empty() {
+            return Ok((Vec::new(), total));
+        }
+        let ids: Vec<Value> = page.iter().map(|user| Value::from(user.as_str())).collect();
+        let placeholders = (1..=ids.len()).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ");
+        let mut found: std::collections::HashMap<String, UserListEntry> = self
+            .db
+            .query(
+                &format!(
+                    "SELECT u.user_id, u.user_type, u.is_guest, u.admin, u.deactivated, u.shadow_banned, dn.value,
+                            av.value, u.created_ts, u.approved, u.erased, {LAST_SEEN}, u.locked
+                     FROM users u {DISPLAYNAME_JOIN} {AVATAR_JOIN} WHERE u.user_id IN ({placeholders})"
+                ),
+                ids,
+            )
             .await?
             .iter()
             .map(|row| {
@@ -196,7 +239,10 @@ impl Store {
                     locked: row.bool(12)?,
                 })
             })
+            .map(|entry: Result<UserListEntry, StoreError>| entry.map(|entry| (entry.user_id.clone(), entry)))
             .collect::<Result<_, StoreError>>()?;
+        // In the page's order (a user deleted between the two reads drops out).
+        let users = page.iter().filter_map(|user| found.remove(user)).collect();
         Ok((users, total))
     }
 }

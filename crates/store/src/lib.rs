@@ -46,7 +46,10 @@ pub mod uia;
 pub mod users;
 
 pub use admin_media::{MediaStatsOrder, MediaStatsQuery, UserMediaStats};
-pub use admin_rooms::{AdminRoomTask, PurgeHistoryOutcome, RoomStatsRecord, ScheduledTaskRecord};
+pub use admin_rooms::{
+    AdminRoomTask, PurgeHistoryOutcome, ROOM_LIST_STATE_TYPES, RoomCounts, RoomStatsRecord,
+    ScheduledTaskRecord,
+};
 pub use admin_users::{
     AdminUserChanges, SentEvent, UserListEntry, UserListQuery, UserOrder, UserRedactionRecord,
     UserReportRecord, UserReportsQuery,

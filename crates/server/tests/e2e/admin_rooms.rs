@@ -104,7 +104,21 @@ async fn admins_list_rooms_with_orders_search_and_pages() {
     assert_eq!(body["rooms"][1]["joined_members"], 2);
 
     // Orders and directions.
-    assert_eq!(room_ids(list("?order_by=joined_members").await.expect(200))[0], bananas);
+    // An order read from the counts alone still returns every field of the page's rooms.
+    let by_members = list("?order_by=joined_members").await;
+    let by_members = by_members.expect(200);
+    assert_eq!(room_ids(by_members)[0], bananas);
+    assert_eq!(by_members["rooms"][0]["name"], "Bananas", "{by_members}");
+    assert_eq!(by_members["rooms"][0]["joined_members"], 2);
+    assert_eq!(by_members["rooms"][0]["creator"], alice.user_id.as_str());
+    let second = list("?from=1&limit=1").await;
+    let second = second.expect(200);
+    assert_eq!(room_ids(second), vec![bananas.as_str()]);
+    assert_eq!(second["total_rooms"], 3);
+    assert_eq!(second["rooms"][0]["name"], "Bananas");
+    assert!(second["rooms"][0]["canonical_alias"].is_null(), "{second}");
+    let found = list("?search_term=FRUI").await;
+    assert_eq!(found.expect(200)["rooms"][0]["joined_members"], 1, "the counts of a searched page are read");
     assert_eq!(room_ids(list("?dir=b").await.expect(200)), vec![nameless.as_str(), &bananas, &apples]);
     let public_first = list("?order_by=public&dir=b").await;
     assert_eq!(room_ids(public_first.expect(200))[0], bananas);
@@ -149,6 +163,16 @@ async fn admins_list_rooms_with_orders_search_and_pages() {
     assert_eq!(room_ids(last), vec![nameless.as_str()]);
     assert_eq!(last["prev_batch"], 1);
     assert!(last.get("next_batch").is_none());
+
+    // Empty rooms: once its only member left, the nameless room is empty.
+    assert_eq!(list("?empty_rooms=true").await.expect(200)["total_rooms"], 0);
+    bob.client.post(&format!("/_matrix/client/v3/rooms/{nameless}/leave"), &json!({})).await.expect(200);
+    let empty = list("?empty_rooms=true").await;
+    let empty = empty.expect(200);
+    assert_eq!(room_ids(empty), vec![nameless.as_str()]);
+    assert_eq!(empty["rooms"][0]["joined_members"], 0);
+    let non_empty = list("?empty_rooms=false&order_by=joined_members").await;
+    assert_eq!(room_ids(non_empty.expect(200)), vec![bananas.as_str(), &apples]);
 
     // Bad parameters.
     for query in [

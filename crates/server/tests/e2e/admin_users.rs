@@ -69,6 +69,13 @@ async fn admins_list_users_with_filters_order_and_pages() {
     let rest = list("?from=2&limit=2").await;
     assert_eq!(names(rest.expect(200)), vec![bob.user_id.as_str(), &carol.user_id]);
     assert!(rest.expect(200).get("next_token").is_none());
+    // A page in the middle carries each user's own fields (read for the page's users alone).
+    let middle = list("?order_by=name&from=1&limit=2").await;
+    let middle = middle.expect(200);
+    assert_eq!(names(middle), vec![alice.user_id.as_str(), &bob.user_id]);
+    assert_eq!(middle["users"][0]["displayname"], "Zed Alice", "{middle}");
+    assert_eq!(middle["users"][1]["name"], bob.user_id.as_str());
+    assert_eq!(middle["total"], 4);
 
     // Filters: name matches the localpart or the display name; admins; order and direction.
     assert_eq!(names(list("?name=zed").await.expect(200)), vec![alice.user_id.as_str()]);
