@@ -745,8 +745,7 @@ impl Services {
         user_id: &UserId,
         alias_names_room: bool,
     ) -> Result<MemberSummary> {
-        let joined = self.store.room_members(head.room_id.as_str(), "join").await?;
-        let invited = self.store.room_members(head.room_id.as_str(), "invite").await?;
+        let (joined, invited) = self.store.joined_and_invited_members(head.room_id.as_str()).await?;
         let has_name = head.state_event_id("m.room.name", "").is_some()
             || (alias_names_room && head.state_event_id("m.room.canonical_alias", "").is_some());
         let heroes = if has_name {

@@ -133,6 +133,30 @@ impl Store {
         rows.iter().map(|r| r.string(0)).collect()
     }
 
+    /// A room's joined and invited members (each list in user ID order), in one read.
+    pub async fn joined_and_invited_members(
+        &self,
+        room_id: &str,
+    ) -> Result<(Vec<String>, Vec<String>), StoreError> {
+        let rows = self
+            .db
+            .query(
+                "SELECT state_key, membership FROM current_state
+                 WHERE room_id = $1 AND type = 'm.room.member' AND membership IN ('join', 'invite')
+                 ORDER BY state_key",
+                params![room_id],
+            )
+            .await?;
+        let (mut joined, mut invited) = (Vec::new(), Vec::new());
+        for row in &rows {
+            match row.string(1)?.as_str() {
+                "join" => joined.push(row.string(0)?),
+                _ => invited.push(row.string(0)?),
+            }
+        }
+        Ok((joined, invited))
+    }
+
     /// How many members a room has with a given membership.
     pub async fn count_members(&self, room_id: &str, membership: &str) -> Result<i64, StoreError> {
         let row = self

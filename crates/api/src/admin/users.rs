@@ -195,7 +195,8 @@ fn details_json(details: &AdminUserDetails) -> Value {
         "shadow_banned": user.shadow_banned,
         "locked": user.locked,
         "suspended": user.suspended,
-        "creation_ts": user.created_ts,
+        // In seconds here, as Synapse answers it (its user list answers milliseconds).
+        "creation_ts": user.created_ts / 1000,
         "appservice_id": user.appservice_id,
         "consent_server_notice_sent": user.consent_server_notice_sent,
         "consent_version": user.consent_version,

@@ -129,7 +129,16 @@ async fn admins_read_one_user_and_change_the_admin_flag() {
     assert_eq!(body["admin"], false);
     assert_eq!(body["deactivated"], false);
     assert!(body["threepids"].is_array() && body["external_ids"].is_array(), "{body}");
-    assert!(body["creation_ts"].is_i64(), "{body}");
+    // Seconds in the details (as Synapse answers), milliseconds in the list.
+    let now_s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let created = body["creation_ts"].as_i64().expect("creation_ts");
+    assert!((now_s - 60..=now_s + 60).contains(&created), "seconds: {body}");
+    let list =
+        admin.client.get(&format!("/_synapse/admin/v2/users?name={}", "alice")).await.expect(200).clone();
+    let listed =
+        list["users"].as_array().unwrap().iter().find(|u| u["name"] == alice.user_id.as_str()).cloned();
+    let listed_ms = listed.expect("alice listed")["creation_ts"].as_i64().expect("creation_ts");
+    assert_eq!(listed_ms / 1000, created, "milliseconds in the list: {list}");
 
     let unknown = format!("@nobody:{}", server.server_name);
     admin.client.get(&format!("/_synapse/admin/v2/users/{unknown}")).await.expect_error(404, "M_NOT_FOUND");

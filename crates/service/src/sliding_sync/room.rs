@@ -3,7 +3,7 @@
 //! was last sent on the connection (new events, state changes matching `required_state`,
 //! state newly asked for), or nothing.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use ruma::UserId;
@@ -244,12 +244,30 @@ impl Services {
             }
         }
         let described = |kind: &str| initial || changed_types.contains(kind);
-        let by_key = |kind: &str| state.get(kind, "");
-        let mut wanted_meta: Vec<String> = Vec::new();
-        wanted_meta.extend(by_key("m.room.name"));
-        wanted_meta.extend(by_key("m.room.avatar"));
-        let meta = self.events_by_ids(&entry.head, wanted_meta).await?;
-        let of_kind = |kind: &str| meta.iter().find(|e| e.pdu.kind.to_string() == kind);
+        // Every event the answer needs (name, avatar, heroes' member events, required state)
+        // read in one pass.
+        let summary = match described("m.room.member") {
+            true => Some(self.member_summary(&entry.head, user_id, false).await?),
+            false => None,
+        };
+        let hero_ids: Vec<String> = summary
+            .iter()
+            .flat_map(|summary| &summary.heroes)
+            .filter_map(|hero| state.get("m.room.member", hero))
+            .collect();
+        let meta_ids: Vec<String> =
+            ["m.room.name", "m.room.avatar"].iter().filter_map(|k| state.get(k, "")).collect();
+        let mut ids: Vec<String> = meta_ids.iter().chain(&hero_ids).chain(&state_ids).cloned().collect();
+        ids.sort();
+        ids.dedup();
+        let fetched = self.events_by_ids(&entry.head, ids).await?;
+        let by_id: HashMap<&str, &RoomEvent> = fetched.iter().map(|e| (e.pdu.event_id.as_str(), e)).collect();
+        let of_kind = |kind: &str| {
+            meta_ids
+                .iter()
+                .filter_map(|id| by_id.get(id.as_str()).copied())
+                .find(|e| e.pdu.kind.to_string() == kind)
+        };
         let name = content_string(of_kind("m.room.name"), "name");
         let named = name.is_some();
         if described("m.room.name") {
@@ -258,21 +276,20 @@ impl Services {
         if described("m.room.avatar") {
             room.avatar = content_string(of_kind("m.room.avatar"), "url");
         }
-        if described("m.room.member") {
+        if let Some(summary) = summary {
             // Heroes whenever the room has no name (an alias does not stand in, as in Synapse).
-            let summary = self.member_summary(&entry.head, user_id, false).await?;
             room.joined_count = Some(summary.joined_member_count);
             room.invited_count = Some(summary.invited_member_count);
             if !named && !summary.heroes.is_empty() {
-                let ids: Vec<String> =
-                    summary.heroes.iter().filter_map(|hero| state.get("m.room.member", hero)).collect();
-                let members = self.events_by_ids(&entry.head, ids).await?;
+                let members: Vec<&RoomEvent> =
+                    hero_ids.iter().filter_map(|id| by_id.get(id.as_str()).copied()).collect();
                 room.heroes = Some(
                     summary
                         .heroes
                         .iter()
                         .map(|hero| {
-                            let member = members.iter().find(|m| m.pdu.state_key.as_deref() == Some(hero));
+                            let member =
+                                members.iter().copied().find(|m| m.pdu.state_key.as_deref() == Some(hero));
                             Hero {
                                 user_id: hero.clone(),
                                 displayname: content_string(member, "displayname"),
@@ -288,7 +305,8 @@ impl Services {
             room.notification_count = unread.notifications;
             room.highlight_count = unread.highlights;
         }
-        let mut required_state = self.events_by_ids(&entry.head, state_ids).await?;
+        let mut required_state: Vec<RoomEvent> =
+            state_ids.iter().filter_map(|id| by_id.get(id.as_str()).map(|e| (*e).clone())).collect();
         required_state.sort_by_key(|e| e.stream_ordering);
         room.required_state = required_state;
         room.num_live = Some(match since {
