@@ -69,7 +69,7 @@ const CACHED_GROUP_MAX_ENTRIES: usize = 500;
 struct RoomSlot {
     /// `None` until loaded (or after a failed commit, until reloaded).
     head: Arc<tokio::sync::Mutex<Option<RoomHead>>>,
-    published: parking_lot::RwLock<Option<RoomHead>>,
+    published: parking_lot::RwLock<Option<Arc<RoomHead>>>,
 }
 
 /// The send lock of one room, with its head (`None` when not loaded, or for a room that does
@@ -100,7 +100,7 @@ impl std::ops::DerefMut for RoomWriteGuard<'_> {
 impl Drop for RoomWriteGuard<'_> {
     fn drop(&mut self) {
         // Published while the lock is still held: the next writer publishes after this one.
-        *self.slot.published.write() = self.head.clone();
+        *self.slot.published.write() = self.head.clone().map(Arc::new);
         if self.head.is_none() {
             let mut slots = self.rooms.slots.lock();
             // The map's reference and this guard's: nobody else holds or awaits the lock, and
@@ -190,7 +190,7 @@ impl Rooms {
     }
 
     /// The head of a room as of the last release of its send lock, if loaded. Never waits.
-    pub(crate) fn published_head(&self, room_id: &RoomId) -> Option<RoomHead> {
+    pub(crate) fn published_head(&self, room_id: &RoomId) -> Option<Arc<RoomHead>> {
         let slot = self.slots.lock().get(room_id).cloned()?;
         slot.published.read().clone()
     }

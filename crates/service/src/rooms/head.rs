@@ -182,7 +182,7 @@ impl Services {
     /// kept), else read from the store (the send publishes the head when it is done).
     pub async fn room_head_snapshot(&self, room_id: &RoomId) -> Result<Option<RoomHead>> {
         if let Some(head) = self.rooms.published_head(room_id) {
-            return Ok(Some(head));
+            return Ok(Some(RoomHead::clone(&head)));
         }
         let Some(mut guard) = self.rooms.try_lock_for_write(room_id) else {
             return self.load_head(room_id).await;
@@ -191,6 +191,15 @@ impl Services {
             *guard = self.load_head(room_id).await?;
         }
         Ok(guard.clone())
+    }
+
+    /// [`Self::room_head_snapshot`], shared: the published head itself when there is one (no
+    /// copy), for readers that look at many rooms at once.
+    pub(crate) async fn room_head_shared(&self, room_id: &RoomId) -> Result<Option<Arc<RoomHead>>> {
+        if let Some(head) = self.rooms.published_head(room_id) {
+            return Ok(Some(head));
+        }
+        Ok(self.room_head_snapshot(room_id).await?.map(Arc::new))
     }
 
     /// Takes a room's send lock, waiting for every send in progress, with its head loaded

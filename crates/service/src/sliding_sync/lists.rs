@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use myelin_store::PositionedMembership;
 use ruma::{OwnedRoomId, RoomId, UserId};
@@ -27,6 +27,10 @@ pub const BUMP_EVENT_TYPES: &[&str] = &[
     "m.beacon_info",
 ];
 
+/// The state key of `m.room.encryption`, made once (every room of every request looks it up).
+static ENCRYPTION_KEY: LazyLock<(String, String)> =
+    LazyLock::new(|| ("m.room.encryption".into(), String::new()));
+
 /// One of the user's rooms, with what the filters and the sort look at.
 #[derive(Clone, Debug)]
 pub struct RoomEntry {
@@ -34,7 +38,7 @@ pub struct RoomEntry {
     pub membership: String,
     /// The stream position of the user's membership event.
     pub membership_position: i64,
-    pub head: RoomHead,
+    pub head: Arc<RoomHead>,
     pub bump_stamp: i64,
     /// The `type` of the create event (`None`: an ordinary room).
     pub room_type: Option<String>,
@@ -95,7 +99,7 @@ impl Services {
             if member.stream_ordering > now {
                 continue;
             }
-            let Some(head) = self.room_head_snapshot(&room_id).await? else { continue };
+            let Some(head) = self.room_head_shared(&room_id).await? else { continue };
             let mut listed = true;
             let membership = member.membership.clone();
             match membership.as_str() {
@@ -139,7 +143,7 @@ impl Services {
                 }
                 entry.stripped = Some(stripped);
             } else {
-                entry.encrypted = entry.head.state_event_id("m.room.encryption", "").is_some();
+                entry.encrypted = entry.head.state.contains_key(&*ENCRYPTION_KEY);
                 entry.room_type = self.sliding_room_type(&entry.head).await?;
                 if entry.membership == "join"
                     && let Some(bump) = self.sliding_bump_stamp(&entry.room_id, now).await?

@@ -18,13 +18,14 @@ pub mod lists;
 pub mod request;
 pub mod room;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
-use ruma::OwnedRoomId;
+use ruma::{OwnedRoomId, RoomId};
 
 use self::connection::ConnectionState;
 use self::extensions::{ExtensionContext, Extensions, advance_extensions};
+use self::lists::RoomEntry;
 use self::request::{RoomParams, SlidingSyncRequest};
 use self::room::SlidingRoom;
 use crate::auth::Requester;
@@ -96,6 +97,7 @@ impl Services {
         let now = self.current_sync_token();
         let since: Option<SyncToken> = previous.map(ConnectionState::token).transpose()?;
         let entries = self.sliding_sync_rooms(user_id, since.map(|s| s.events), now.events).await?;
+        let by_room: HashMap<&RoomId, &RoomEntry> = entries.iter().map(|e| (&*e.room_id, e)).collect();
         let windows = self.sliding_sync_lists(&request.lists, &entries).await?;
 
         // Every room to consider, with the union of what its lists and subscriptions ask.
@@ -109,7 +111,7 @@ impl Services {
         let mut subscribed = BTreeSet::new();
         for (room, params) in &request.room_subscriptions {
             // Subscriptions to rooms the user has no part in are left out, as if unknown.
-            if entries.iter().any(|e| &e.room_id == room) {
+            if by_room.contains_key(&**room) {
                 subscribed.insert(room.clone());
                 wanted.entry(room.clone()).or_insert_with(|| params.clone()).merge(params);
             }
@@ -125,7 +127,7 @@ impl Services {
         let mut rooms = BTreeMap::new();
         let mut initial_rooms = BTreeSet::new();
         for (room_id, params) in &wanted {
-            let Some(entry) = entries.iter().find(|e| &e.room_id == room_id) else { continue };
+            let Some(entry) = by_room.get(&**room_id) else { continue };
             let prev = previous_state.rooms.get(room_id.as_str());
             let (room, sent) = self.sliding_sync_room(user_id, entry, params, prev, since, now).await?;
             state.rooms.insert(room_id.to_string(), sent);
@@ -137,7 +139,7 @@ impl Services {
             }
         }
         // Rooms the user no longer has any part in are forgotten by the connection.
-        state.rooms.retain(|room, _| entries.iter().any(|e| e.room_id.as_str() == room));
+        state.rooms.retain(|room, _| RoomId::parse(room).is_ok_and(|room| by_room.contains_key(&*room)));
 
         let extensions = self
             .sliding_sync_extensions(&ExtensionContext {
