@@ -746,24 +746,7 @@ impl Services {
         alias_names_room: bool,
     ) -> Result<MemberSummary> {
         let (joined, invited) = self.store.joined_and_invited_members(head.room_id.as_str()).await?;
-        let has_name = head.state_event_id("m.room.name", "").is_some()
-            || (alias_names_room && head.state_event_id("m.room.canonical_alias", "").is_some());
-        let heroes = if has_name {
-            Vec::new()
-        } else {
-            joined
-                .iter()
-                .chain(invited.iter())
-                .filter(|u| u.as_str() != user_id.as_str())
-                .take(5)
-                .cloned()
-                .collect()
-        };
-        Ok(MemberSummary {
-            heroes,
-            joined_member_count: joined.len() as u64,
-            invited_member_count: invited.len() as u64,
-        })
+        Ok(member_summary_of(head, user_id, alias_names_room, &joined, &invited))
     }
 
     /// The state an invitee or knocker sees (stripped): the room's description, their own
@@ -861,6 +844,35 @@ impl LazyMembers {
             Some(wanted) if kind == "m.room.member" => wanted.contains(state_key),
             _ => true,
         }
+    }
+}
+
+/// Heroes and member counts from a room's joined and invited members (see
+/// [`Services::member_summary`]).
+pub(crate) fn member_summary_of(
+    head: &RoomHead,
+    user_id: &UserId,
+    alias_names_room: bool,
+    joined: &[String],
+    invited: &[String],
+) -> MemberSummary {
+    let has_name = head.state_event_id("m.room.name", "").is_some()
+        || (alias_names_room && head.state_event_id("m.room.canonical_alias", "").is_some());
+    let heroes = if has_name {
+        Vec::new()
+    } else {
+        joined
+            .iter()
+            .chain(invited.iter())
+            .filter(|u| u.as_str() != user_id.as_str())
+            .take(5)
+            .cloned()
+            .collect()
+    };
+    MemberSummary {
+        heroes,
+        joined_member_count: joined.len() as u64,
+        invited_member_count: invited.len() as u64,
     }
 }
 

@@ -773,3 +773,36 @@ async fn unnamed_rooms_get_heroes_and_member_changes_resend_counts() {
     assert!(named["rooms"][&room].get("heroes").is_none(), "{named}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn unread_notification_and_highlight_counts_follow_receipts() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let quiet = create_room(&alice, json!({"preset": "public_chat", "name": "quiet"})).await;
+    let busy = create_room(&alice, json!({"preset": "public_chat", "name": "busy"})).await;
+    join(&bob, &quiet).await;
+    join(&bob, &busy).await;
+    send_text(&bob, &busy, "b1", "hello there").await;
+    let mention =
+        json!({"msgtype": "m.text", "body": "alice: around?", "m.mentions": {"user_ids": [alice.user_id]}});
+    let sent =
+        bob.client.put(&format!("/_matrix/client/v3/rooms/{busy}/send/m.room.message/b2"), &mention).await;
+    let last = sent.expect(200)["event_id"].as_str().unwrap().to_owned();
+    let body = json!({"lists": {"all": list(json!([[0, 10]]), 1, json!([]))}});
+    let response = ss(&alice.client, None, &body).await;
+    let counts = |response: &Value, room: &str| {
+        let room = &response["rooms"][room];
+        (room["notification_count"].as_u64().unwrap(), room["highlight_count"].as_u64().unwrap())
+    };
+    assert_eq!(counts(&response, &busy), (2, 1), "two messages, one mentioning alice: {response}");
+    assert_eq!(counts(&response, &quiet), (0, 0), "{response}");
+    alice
+        .client
+        .post(&format!("/_matrix/client/v3/rooms/{busy}/receipt/m.read/{last}"), &json!({}))
+        .await
+        .expect(200);
+    let response = ss(&alice.client, None, &body).await;
+    assert_eq!(counts(&response, &busy), (0, 0), "read up to the last message: {response}");
+    server.stop().await;
+}

@@ -27,7 +27,7 @@ use self::connection::ConnectionState;
 use self::extensions::{ExtensionContext, Extensions, advance_extensions};
 use self::lists::RoomEntry;
 use self::request::{RoomParams, SlidingSyncRequest};
-use self::room::SlidingRoom;
+use self::room::{Answer, SlidingRoom};
 use crate::auth::Requester;
 use crate::sync::{MAX_TIMEOUT_MS, SyncToken};
 use crate::{Result, Services};
@@ -124,12 +124,27 @@ impl Services {
             rooms: previous_state.rooms.clone(),
             extensions: previous_state.extensions.clone(),
         };
+        let to_read: Vec<&RoomEntry> = wanted
+            .keys()
+            .filter_map(|room| by_room.get(&**room).copied())
+            .filter(|e| e.stripped.is_none())
+            .collect();
+        let ids: Vec<&str> = to_read.iter().map(|e| e.room_id.as_str()).collect();
+        let joined: Vec<&str> =
+            to_read.iter().filter(|e| e.membership == "join").map(|e| e.room_id.as_str()).collect();
+        let answer = Answer {
+            user_id,
+            since,
+            now,
+            members: self.store.joined_and_invited_members_of(&ids).await?,
+            unread: self.store.unread_counts_in_rooms(user_id.as_str(), &joined).await?,
+        };
         let mut rooms = BTreeMap::new();
         let mut initial_rooms = BTreeSet::new();
         for (room_id, params) in &wanted {
             let Some(entry) = by_room.get(&**room_id) else { continue };
             let prev = previous_state.rooms.get(room_id.as_str());
-            let (room, sent) = self.sliding_sync_room(user_id, entry, params, prev, since, now).await?;
+            let (room, sent) = self.sliding_sync_room(&answer, entry, params, prev).await?;
             state.rooms.insert(room_id.to_string(), sent);
             if let Some(room) = room {
                 if room.initial {

@@ -12,9 +12,8 @@ use serde_json::Value;
 use super::connection::SentRoom;
 use super::lists::RoomEntry;
 use super::request::{RequiredState, RoomParams};
-use crate::filter::FilterDefinition;
 use crate::rooms::{GroupState, HeadState, RoomEvent};
-use crate::sync::{StrippedStateEvent, SyncToken};
+use crate::sync::{StrippedStateEvent, SyncToken, member_summary_of};
 use crate::{Result, Services};
 
 /// A member shown in place of a room name.
@@ -134,6 +133,19 @@ fn timeline_members(timeline: &[RoomEvent]) -> HashSet<String> {
     users
 }
 
+/// What every room of an answer is computed against: whose, since when (the token of the
+/// request's `pos`), up to when, and what the rooms need from the store, read for all of them
+/// at once: joined and invited members, and the user's unread counts (of joined rooms), by
+/// room ID.
+#[derive(Debug)]
+pub(crate) struct Answer<'a> {
+    pub user_id: &'a UserId,
+    pub since: Option<SyncToken>,
+    pub now: SyncToken,
+    pub members: HashMap<String, (Vec<String>, Vec<String>)>,
+    pub unread: HashMap<String, (u64, u64)>,
+}
+
 fn content_string(event: Option<&RoomEvent>, field: &str) -> Option<String> {
     let content = event?.pdu.content_value();
     content.get(field).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned)
@@ -157,16 +169,15 @@ impl Services {
     }
 
     /// One room's data and what it is now sent with; `None` when nothing changed since it
-    /// was last sent (`prev`). `since`: the token of the request's `pos`.
+    /// was last sent (`prev`).
     pub(crate) async fn sliding_sync_room(
         &self,
-        user_id: &UserId,
+        answer: &Answer<'_>,
         entry: &RoomEntry,
         params: &RoomParams,
         prev: Option<&SentRoom>,
-        since: Option<SyncToken>,
-        now: SyncToken,
     ) -> Result<(Option<SlidingRoom>, SentRoom)> {
+        let (user_id, since, now, prefetched) = (answer.user_id, answer.since, answer.now, answer);
         let upto = entry.upto(now.events);
         let sent = SentRoom {
             upto,
@@ -246,10 +257,14 @@ impl Services {
         let described = |kind: &str| initial || changed_types.contains(kind);
         // Every event the answer needs (name, avatar, heroes' member events, required state)
         // read in one pass.
-        let summary = match described("m.room.member") {
-            true => Some(self.member_summary(&entry.head, user_id, false).await?),
-            false => None,
-        };
+        let summary = described("m.room.member").then(|| {
+            let (joined, invited) = prefetched
+                .members
+                .get(entry.room_id.as_str())
+                .map(|(j, i)| (&j[..], &i[..]))
+                .unwrap_or_default();
+            member_summary_of(&entry.head, user_id, false, joined, invited)
+        });
         let hero_ids: Vec<String> = summary
             .iter()
             .flat_map(|summary| &summary.heroes)
@@ -301,9 +316,10 @@ impl Services {
             }
         }
         if entry.membership == "join" {
-            let unread = self.unread_counts(user_id, &entry.room_id, &FilterDefinition::default()).await?;
-            room.notification_count = unread.notifications;
-            room.highlight_count = unread.highlights;
+            let (notifications, highlights) =
+                prefetched.unread.get(entry.room_id.as_str()).copied().unwrap_or_default();
+            room.notification_count = notifications;
+            room.highlight_count = highlights;
         }
         let mut required_state: Vec<RoomEvent> =
             state_ids.iter().filter_map(|id| by_id.get(id.as_str()).map(|e| (*e).clone())).collect();
