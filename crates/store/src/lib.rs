@@ -32,6 +32,7 @@ pub mod registration;
 pub mod relations;
 pub mod remote_device_lists;
 pub mod remote_media;
+pub mod room_stats;
 pub mod rooms;
 pub mod search;
 mod secrets;
@@ -46,10 +47,7 @@ pub mod uia;
 pub mod users;
 
 pub use admin_media::{MediaStatsOrder, MediaStatsQuery, UserMediaStats};
-pub use admin_rooms::{
-    AdminRoomTask, PurgeHistoryOutcome, ROOM_LIST_STATE_TYPES, RoomCounts, RoomStatsRecord,
-    ScheduledTaskRecord,
-};
+pub use admin_rooms::{AdminRoomTask, PurgeHistoryOutcome, ScheduledTaskRecord};
 pub use admin_users::{
     AdminUserChanges, SentEvent, UserListEntry, UserListQuery, UserOrder, UserRedactionRecord,
     UserReportRecord, UserReportsQuery,
@@ -73,6 +71,7 @@ pub use media::{
 pub use registration::RegistrationTokenRecord;
 pub use remote_device_lists::RemoteDeviceList;
 pub use remote_media::{DeletedRemoteMedia, RemoteMediaRecord};
+pub use room_stats::{RoomListOrder, RoomListQuery, RoomStatsRecord};
 pub use rooms::{MembershipChange, NewReport, RoomRecord};
 pub use server_keys::{ServerKeyDocument, ServerVerifyKeyRecord};
 pub use sliding_sync::{PositionedMembership, SlidingSyncConnection};
@@ -133,7 +132,9 @@ pub struct Store {
 impl Store {
     /// Opens the configured database and brings its schema up to date.
     pub async fn open(config: &DatabaseConfig) -> Result<Store, StoreError> {
-        Ok(Store { db: Db::open(config).await? })
+        let store = Store { db: Db::open(config).await? };
+        store.backfill_room_stats().await?;
+        Ok(store)
     }
 
     /// The engine underneath, for tests only (the `test-hooks` feature, which

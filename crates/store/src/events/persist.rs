@@ -85,6 +85,23 @@ impl Store {
             previous = Some((event.room_id.as_str(), persisted.state_after));
             out.push(persisted);
         }
+        // The summary rows of the rooms whose current state changed (a redaction may change a
+        // state event's content), once per room of the batch.
+        let mut changed: Vec<&str> = events
+            .iter()
+            .filter(|e| applies(e) && e.remote.as_ref().is_none_or(|r| !r.historical))
+            .filter(|e| {
+                e.state_key.is_some()
+                    || e.redaction.is_some()
+                    || e.remote.as_ref().is_some_and(|r| r.current.is_some())
+            })
+            .map(|e| e.room_id.as_str())
+            .collect();
+        changed.sort_unstable();
+        changed.dedup();
+        for room_id in changed {
+            crate::room_stats::recompute_room_stats(tx, room_id).await?;
+        }
         let queued = crate::push::insert_push_actions_tx(tx, push_actions).await?;
         let outbound: Vec<crate::federation_queue::QueuedPdu> = events
             .iter()
