@@ -42,3 +42,6 @@ CREATE INDEX room_stats_creator ON room_stats ((creator IS NULL), creator, room_
 
 -- The admin user list's `order_by=creation_ts` (Synapse's `users_creation_ts`).
 CREATE INDEX users_creation_ts ON users (created_ts);
+-- The admin user list's pages by name and its count, read from the index alone (the filters
+-- it applies by default: guests, locked and deactivated users, admins).
+CREATE INDEX users_listing ON users (user_id, is_guest, locked, deactivated, admin);

@@ -342,8 +342,14 @@ impl Store {
             let name = param(&mut params, crate::like_contains(&lower).into());
             let alias = param(&mut params, format!("#{}:%", crate::like_contains(&lower)).into());
             let room_id = param(&mut params, term.into());
+            // SQLite's `LIKE` ignores ASCII case already (and its `LOWER` only folds ASCII);
+            // PostgreSQL's needs the lowered column.
+            let (lower_name, lower_alias) = match self.db.dialect() {
+                crate::Dialect::Sqlite => ("s.name", "s.canonical_alias"),
+                crate::Dialect::Postgres => ("LOWER(s.name)", "LOWER(s.canonical_alias)"),
+            };
             conditions.push(format!(
-                "(LOWER(s.name) LIKE {name} ESCAPE '\\' OR LOWER(s.canonical_alias) LIKE {alias} ESCAPE '\\'
+                "({lower_name} LIKE {name} ESCAPE '\\' OR {lower_alias} LIKE {alias} ESCAPE '\\'
                   OR s.room_id = {room_id})"
             ));
         }
@@ -357,13 +363,6 @@ impl Store {
         }
         let conditions = conditions.join(" AND ");
         let from = "room_stats s JOIN rooms r ON r.room_id = s.room_id";
-        let total = self
-            .db
-            .query_opt(&format!("SELECT COUNT(*) FROM {from} WHERE {conditions}"), params.clone())
-            .await?
-            .map(|row| row.i64(0))
-            .transpose()?
-            .unwrap_or(0);
         let direction = if query.order.ascending() == query.forwards { "ASC" } else { "DESC" };
         let (column, nullable) = query.order.column();
         let order = if nullable {
@@ -371,9 +370,10 @@ impl Store {
         } else {
             format!("{column} {direction}, s.room_id {direction}")
         };
+        let count_params = params.clone();
         let limit = param(&mut params, query.limit.into());
         let offset = param(&mut params, query.from.into());
-        let rooms = self
+        let rooms: Vec<RoomStatsRecord> = self
             .db
             .query(
                 &format!(
@@ -386,6 +386,21 @@ impl Store {
             .iter()
             .map(record_from_row)
             .collect::<Result<_, StoreError>>()?;
+        let page = rooms.len() as u64;
+        // A short page that starts inside the matches ends them: the total is known without
+        // counting (a search's second pass over every room spared).
+        if page < query.limit && (page > 0 || query.from == 0) {
+            return Ok((rooms, query.from + page));
+        }
+        // The `rooms` row is only read for the `public_rooms` filter.
+        let count_from = if query.public_rooms.is_some() { from } else { "room_stats s" };
+        let total = self
+            .db
+            .query_opt(&format!("SELECT COUNT(*) FROM {count_from} WHERE {conditions}"), count_params)
+            .await?
+            .map(|row| row.i64(0))
+            .transpose()?
+            .unwrap_or(0);
         Ok((rooms, u64::try_from(total).unwrap_or(0)))
     }
 }

@@ -174,6 +174,14 @@ store_test!(room_stats_rows_follow_the_current_state_and_are_refilled_at_open, |
     };
     let (found, total) = store.list_rooms(&query(Some("OBB"), RoomListOrder::Name)).await.unwrap();
     assert_eq!((found.len(), total), (1, 1));
+    // The total of a page past the matches is counted, not taken from the empty page.
+    let mut past = query(None, RoomListOrder::JoinedMembers);
+    past.from = 10;
+    let (none, total) = store.list_rooms(&past).await.unwrap();
+    assert_eq!((none.len(), total), (0, 1));
+    let mut full = query(None, RoomListOrder::Name);
+    full.limit = 1;
+    assert_eq!(store.list_rooms(&full).await.unwrap().1, 1);
     // `%` and `_` in a search are literal.
     assert_eq!(store.list_rooms(&query(Some("L%y"), RoomListOrder::Name)).await.unwrap().1, 0);
     assert_eq!(store.list_rooms(&query(Some("_"), RoomListOrder::Name)).await.unwrap().1, 0);
