@@ -155,6 +155,23 @@ pub(crate) fn like_contains(text: &str) -> String {
     format!("%{escaped}%")
 }
 
+/// `column` lowered for a `LIKE` against a lowered pattern: as it is on SQLite, whose `LIKE`
+/// ignores ASCII case already (and whose `LOWER` folds ASCII alone), so that a scan does not
+/// lower every row; `LOWER(column)` on PostgreSQL.
+pub(crate) fn like_lowered(dialect: Dialect, column: &str) -> String {
+    match dialect {
+        Dialect::Sqlite => column.to_owned(),
+        Dialect::Postgres => format!("LOWER({column})"),
+    }
+}
+
+/// The total of a paged list read from its page, when the page says it: a page shorter than
+/// `limit` that starts inside the matches (or at 0) ends them. `None`: count them.
+pub(crate) fn total_from_page(from: u64, limit: u64, page_len: usize) -> Option<u64> {
+    let page_len = page_len as u64;
+    (page_len < limit && (page_len > 0 || from == 0)).then_some(from + page_len)
+}
+
 /// A `LIKE` pattern (with `ESCAPE '\\'`) matching the user IDs of a server (`%:server`).
 pub(crate) fn like_users_of(server_name: &str) -> String {
     let escaped = server_name.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");

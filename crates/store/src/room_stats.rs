@@ -342,12 +342,8 @@ impl Store {
             let name = param(&mut params, crate::like_contains(&lower).into());
             let alias = param(&mut params, format!("#{}:%", crate::like_contains(&lower)).into());
             let room_id = param(&mut params, term.into());
-            // SQLite's `LIKE` ignores ASCII case already (and its `LOWER` only folds ASCII);
-            // PostgreSQL's needs the lowered column.
-            let (lower_name, lower_alias) = match self.db.dialect() {
-                crate::Dialect::Sqlite => ("s.name", "s.canonical_alias"),
-                crate::Dialect::Postgres => ("LOWER(s.name)", "LOWER(s.canonical_alias)"),
-            };
+            let lower_name = crate::like_lowered(self.db.dialect(), "s.name");
+            let lower_alias = crate::like_lowered(self.db.dialect(), "s.canonical_alias");
             conditions.push(format!(
                 "({lower_name} LIKE {name} ESCAPE '\\' OR {lower_alias} LIKE {alias} ESCAPE '\\'
                   OR s.room_id = {room_id})"
@@ -386,11 +382,9 @@ impl Store {
             .iter()
             .map(record_from_row)
             .collect::<Result<_, StoreError>>()?;
-        let page = rooms.len() as u64;
-        // A short page that starts inside the matches ends them: the total is known without
-        // counting (a search's second pass over every room spared).
-        if page < query.limit && (page > 0 || query.from == 0) {
-            return Ok((rooms, query.from + page));
+        // A search's second pass over every room spared when the page gives the total.
+        if let Some(total) = crate::total_from_page(query.from, query.limit, rooms.len()) {
+            return Ok((rooms, total));
         }
         // The `rooms` row is only read for the `public_rooms` filter.
         let count_from = if query.public_rooms.is_some() { from } else { "room_stats s" };
