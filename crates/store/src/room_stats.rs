@@ -358,7 +358,13 @@ impl Store {
             None => {}
         }
         let conditions = conditions.join(" AND ");
-        let from = "room_stats s JOIN rooms r ON r.room_id = s.room_id";
+        // A search matches few rooms: on SQLite the table is scanned and the matches sorted,
+        // rather than the order's index walked through every room (3.1 -> 1.4 ms at 10,000).
+        let stats = match (query.search_term.is_some(), self.db.dialect()) {
+            (true, crate::Dialect::Sqlite) => "room_stats s NOT INDEXED",
+            _ => "room_stats s",
+        };
+        let from = format!("{stats} JOIN rooms r ON r.room_id = s.room_id");
         let direction = if query.order.ascending() == query.forwards { "ASC" } else { "DESC" };
         let (column, nullable) = query.order.column();
         let order = if nullable {
@@ -387,7 +393,7 @@ impl Store {
             return Ok((rooms, total));
         }
         // The `rooms` row is only read for the `public_rooms` filter.
-        let count_from = if query.public_rooms.is_some() { from } else { "room_stats s" };
+        let count_from = if query.public_rooms.is_some() { from.as_str() } else { stats };
         let total = self
             .db
             .query_opt(&format!("SELECT COUNT(*) FROM {count_from} WHERE {conditions}"), count_params)
