@@ -1,17 +1,14 @@
 //! The per-room summary row (`room_stats`, migration 0031): the fields of a room's summary
 //! state events and the counts of its current state, kept up to date in the transaction of
-//! every change of `current_state` by [`recompute_room_stats`] (the one writer), and read by
+//! every change of `current_state`: [`StatsChanges`] gathers a batch's changes as its rows are
+//! written and applies them (count deltas for members and other keys, else
+//! [`recompute_room_stats`], also run for a remote join's whole new state), and read by
 //! the admin room list and room details ([`Store::list_rooms`], [`Store::room_stats`]), so a
 //! page is one indexed query instead of a read of every room's state.
 
 use serde_json::Value as Json;
 
 use crate::{Store, StoreError, Tx, Value, params};
-
-/// The summary state events a row is made of (their `state_key` is empty).
-const SUMMARY_TYPES: &str = "'m.room.create', 'm.room.name', 'm.room.canonical_alias', 'm.room.encryption',
-    'm.room.join_rules', 'm.room.guest_access', 'm.room.history_visibility', 'm.room.avatar', 'm.room.topic',
-    'm.room.tombstone'";
 
 /// Rooms recomputed per transaction when rows are filled at start-up.
 const BACKFILL_BATCH: i64 = 500;
@@ -186,11 +183,12 @@ fn text(content: &Json, field: &str) -> Option<String> {
 /// Recomputes a room's `room_stats` row from its current state, in the transaction that
 /// changed it: the one writer of the table (new events, a remote join's state, redactions).
 pub(crate) async fn recompute_room_stats(tx: &mut Tx<'_>, room_id: &str) -> Result<(), StoreError> {
+    let types = SUMMARY_TYPE_NAMES.iter().map(|t| format!("'{t}'")).collect::<Vec<_>>().join(", ");
     let events = tx
         .query(
             &format!(
                 "SELECT c.type, e.json FROM current_state c JOIN events e ON e.event_id = c.event_id
-                 WHERE c.room_id = $1 AND c.state_key = '' AND c.type IN ({SUMMARY_TYPES})"
+                 WHERE c.room_id = $1 AND c.state_key = '' AND c.type IN ({types})"
             ),
             params![room_id],
         )
@@ -277,6 +275,146 @@ pub(crate) async fn recompute_room_stats(tx: &mut Tx<'_>, room_id: &str) -> Resu
     )
     .await?;
     Ok(())
+}
+
+/// The summary state event types a row is made of (their `state_key` is empty; a change of
+/// one recomputes the row).
+const SUMMARY_TYPE_NAMES: &[&str] = &[
+    "m.room.create",
+    "m.room.name",
+    "m.room.canonical_alias",
+    "m.room.encryption",
+    "m.room.join_rules",
+    "m.room.guest_access",
+    "m.room.history_visibility",
+    "m.room.avatar",
+    "m.room.topic",
+    "m.room.tombstone",
+];
+
+/// How one room's row follows a batch of events.
+enum RoomChange {
+    /// Recomputed from the current state (a summary event changed, a new room, a redaction).
+    Full,
+    /// Only members and other state keys changed: the counts move by these deltas (a room of
+    /// 10,000 members is not counted again on every join).
+    Counts(Counts),
+}
+
+#[derive(Default)]
+struct Counts {
+    state_events: i64,
+    joined: i64,
+    invited: i64,
+    banned: i64,
+    knocked: i64,
+    joined_local: i64,
+}
+
+/// The changes of a batch of events to their rooms' `room_stats` rows, gathered as the
+/// current state rows are written ([`StatsChanges::before_write`] reads a key's previous
+/// membership) and applied once per room at the end of the transaction.
+#[derive(Default)]
+pub(crate) struct StatsChanges {
+    rooms: std::collections::BTreeMap<String, RoomChange>,
+}
+
+impl StatsChanges {
+    /// The room's row is recomputed whole.
+    pub(crate) fn full(&mut self, room_id: &str) {
+        self.rooms.insert(room_id.to_owned(), RoomChange::Full);
+    }
+
+    /// Before an event of the room is redacted: a summary state event's fields change.
+    pub(crate) async fn before_redaction(
+        &mut self,
+        tx: &mut Tx<'_>,
+        room_id: &str,
+        target: &str,
+    ) -> Result<(), StoreError> {
+        let target =
+            tx.query_opt("SELECT type, state_key FROM events WHERE event_id = $1", params![target]).await?;
+        if let Some(row) = target
+            && row.opt_string(1)?.as_deref() == Some("")
+            && SUMMARY_TYPE_NAMES.contains(&row.string(0)?.as_str())
+        {
+            self.full(room_id);
+        }
+        Ok(())
+    }
+
+    /// Before `(kind, state_key)` of the room's current state is written (`new`: its new
+    /// membership column, `None` when the key leaves the state): the change it makes.
+    pub(crate) async fn before_write(
+        &mut self,
+        tx: &mut Tx<'_>,
+        room_id: &str,
+        kind: &str,
+        state_key: &str,
+        new: Option<Option<&str>>,
+    ) -> Result<(), StoreError> {
+        if matches!(self.rooms.get(room_id), Some(RoomChange::Full)) {
+            return Ok(());
+        }
+        if SUMMARY_TYPE_NAMES.contains(&kind) && state_key.is_empty() {
+            self.full(room_id);
+            return Ok(());
+        }
+        let old: Option<Option<String>> = tx
+            .query_opt(
+                "SELECT membership FROM current_state WHERE room_id = $1 AND type = $2 AND state_key = $3",
+                params![room_id, kind, state_key],
+            )
+            .await?
+            .map(|row| row.opt_string(0))
+            .transpose()?;
+        let change =
+            self.rooms.entry(room_id.to_owned()).or_insert_with(|| RoomChange::Counts(Counts::default()));
+        let RoomChange::Counts(counts) = change else { return Ok(()) };
+        counts.state_events += i64::from(new.is_some()) - i64::from(old.is_some());
+        if kind != "m.room.member" {
+            return Ok(());
+        }
+        let was = |membership: &str| i64::from(old.as_ref().and_then(Option::as_deref) == Some(membership));
+        let is = |membership: &str| i64::from(new.flatten() == Some(membership));
+        counts.invited += is("invite") - was("invite");
+        counts.banned += is("ban") - was("ban");
+        counts.knocked += is("knock") - was("knock");
+        let joined = is("join") - was("join");
+        counts.joined += joined;
+        if joined != 0 {
+            let local =
+                tx.query_opt("SELECT 1 FROM users WHERE user_id = $1", params![state_key]).await?.is_some();
+            if local {
+                counts.joined_local += joined;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the rows: deltas where the row exists, a recomputation otherwise.
+    pub(crate) async fn apply(self, tx: &mut Tx<'_>) -> Result<(), StoreError> {
+        for (room_id, change) in self.rooms {
+            let updated = match change {
+                RoomChange::Full => 0,
+                RoomChange::Counts(c) => {
+                    tx.execute(
+                        "UPDATE room_stats SET state_events = state_events + $2, joined_members = joined_members + $3,
+                            invited_members = invited_members + $4, banned_members = banned_members + $5,
+                            knocked_members = knocked_members + $6,
+                            joined_local_members = joined_local_members + $7
+                         WHERE room_id = $1",
+                        params![room_id.as_str(), c.state_events, c.joined, c.invited, c.banned, c.knocked, c.joined_local],
+                    )
+                    .await?
+                }
+            };
+            if updated == 0 {
+                recompute_room_stats(tx, &room_id).await?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Store {

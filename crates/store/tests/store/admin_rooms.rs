@@ -149,7 +149,7 @@ store_test!(room_stats_rows_follow_the_current_state_and_are_refilled_at_open, |
     next(5, "m.room.name", "", json!({"name": "Lob\u{0}by"}), &mut events);
     next(6, "m.room.topic", "", json!({"topic": 7}), &mut events);
     next(7, "m.room.tombstone", "", json!({"replacement_room": "!next:test.local"}), &mut events);
-    store.persist_events(&events).await.unwrap();
+    let groups = store.persist_events(&events).await.unwrap();
 
     let stats = store.room_stats(room).await.unwrap().unwrap();
     assert_eq!(stats.name.as_deref(), Some("Lobby"));
@@ -185,6 +185,54 @@ store_test!(room_stats_rows_follow_the_current_state_and_are_refilled_at_open, |
     // `%` and `_` in a search are literal.
     assert_eq!(store.list_rooms(&query(Some("L%y"), RoomListOrder::Name)).await.unwrap().1, 0);
     assert_eq!(store.list_rooms(&query(Some("_"), RoomListOrder::Name)).await.unwrap().1, 0);
+
+    // Member and other state changes move the counts by deltas: a leave, an invite turned
+    // ban, a knock, a new local join, a power levels event; a topic (a summary event)
+    // recomputes the row.
+    let mut more = Vec::new();
+    let mut prev = events.last().unwrap().event_id.clone();
+    for (position, kind, key, content) in [
+        (8, "m.room.member", REMOTE, json!({"membership": "leave"})),
+        (9, "m.room.member", "@inv:remote.test", json!({"membership": "ban"})),
+        (10, "m.room.member", "@knock:remote.test", json!({"membership": "knock"})),
+        (11, "m.room.member", "@bob:test.local", json!({"membership": "join"})),
+        (12, "m.room.power_levels", "", json!({"users": {}})),
+    ] {
+        let mut next = event(room, position, LOCAL, kind, Some(key), content, Some(&prev));
+        next.state_before = groups.last().copied().flatten();
+        prev = next.event_id.clone();
+        more.push(next);
+    }
+    store
+        .create_user(&NewUser {
+            user_id: "@bob:test.local".to_owned(),
+            password_hash: None,
+            is_guest: false,
+            admin: false,
+            user_type: None,
+            appservice_id: None,
+            displayname: None,
+        })
+        .await
+        .unwrap();
+    let groups = store.persist_events(&more).await.unwrap();
+    let stats = store.room_stats(room).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            stats.joined_members,
+            stats.joined_local_members,
+            stats.invited_members,
+            stats.banned_members,
+            stats.knocked_members,
+            stats.state_events
+        ),
+        (2, 2, 0, 1, 1, 10)
+    );
+    let mut topic = event(room, 13, LOCAL, "m.room.topic", Some(""), json!({"topic": "now"}), Some(&prev));
+    topic.state_before = groups.last().copied().flatten();
+    store.persist_events(&[topic]).await.unwrap();
+    let stats = store.room_stats(room).await.unwrap().unwrap();
+    assert_eq!(stats.topic.as_deref(), Some("now"));
 
     // A database from before the table: its rows are filled again, the same.
     store.db().execute("DELETE FROM room_stats", vec![]).await.unwrap();
