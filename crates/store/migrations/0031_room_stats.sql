@@ -1,10 +1,10 @@
 -- One summary row per room for the admin room list and room details (Synapse's
 -- `room_stats_state` and `room_stats_current` in one table): the summary state events' fields
--- and the member and state counts of the room's current state. Written by
--- `room_stats::recompute_room_stats` in the transaction of every change of `current_state`
--- (new events, a remote join's state, a redaction of a state event) and deleted with the
--- room. Rows of rooms that predate this migration are filled when the store opens
--- (`Store::backfill_room_stats`), through that same function.
+-- and the member and state counts of the room's current state. Written by the store's
+-- `room_stats` module alone, in the transaction of every change of `current_state` (count
+-- deltas for member and other keys; a recomputation for summary events, new rooms, redacted
+-- summary events and a remote join's state) and deleted with the room. Rows of rooms that
+-- predate this migration are filled when the store opens (`Store::backfill_room_stats`).
 CREATE TABLE room_stats (
     room_id TEXT PRIMARY KEY,
     name TEXT,
