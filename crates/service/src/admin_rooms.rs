@@ -8,10 +8,9 @@
 //! transaction (`Store::purge_history`) on a task recorded like deletions.
 
 use std::cmp::Ordering;
-use std::collections::HashMap;
 
 use myelin_core::{ErrCode, MatrixError};
-use myelin_store::{AdminRoomTask, PurgeHistoryOutcome, ROOM_LIST_STATE_TYPES, RoomCounts, RoomStatsRecord};
+use myelin_store::{AdminRoomTask, PurgeHistoryOutcome, RoomStatsRecord};
 use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde_json::{Map, Value, json};
 
@@ -24,68 +23,8 @@ use crate::rooms::power_levels::room_creators;
 use crate::rooms::write::EventDraft;
 use crate::{Result, Services};
 
-/// What the room list can be ordered by (Synapse's `RoomSortOrder`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RoomOrder {
-    Name,
-    CanonicalAlias,
-    JoinedMembers,
-    JoinedLocalMembers,
-    Version,
-    Creator,
-    Encryption,
-    Federatable,
-    Public,
-    JoinRules,
-    GuestAccess,
-    HistoryVisibility,
-    StateEvents,
-}
-
-impl RoomOrder {
-    /// Synapse's name of an order (with its deprecated `size` and `alphabetical`).
-    pub fn parse(name: &str) -> Option<RoomOrder> {
-        Some(match name {
-            "name" | "alphabetical" => RoomOrder::Name,
-            "canonical_alias" => RoomOrder::CanonicalAlias,
-            "joined_members" | "size" => RoomOrder::JoinedMembers,
-            "joined_local_members" => RoomOrder::JoinedLocalMembers,
-            "version" => RoomOrder::Version,
-            "creator" => RoomOrder::Creator,
-            "encryption" => RoomOrder::Encryption,
-            "federatable" => RoomOrder::Federatable,
-            "public" => RoomOrder::Public,
-            "join_rules" => RoomOrder::JoinRules,
-            "guest_access" => RoomOrder::GuestAccess,
-            "history_visibility" => RoomOrder::HistoryVisibility,
-            "state_events" => RoomOrder::StateEvents,
-            _ => return None,
-        })
-    }
-
-    /// Whether the order is ascending when `dir=f` (counts and versions go largest first).
-    fn ascending(self) -> bool {
-        !matches!(
-            self,
-            RoomOrder::JoinedMembers
-                | RoomOrder::JoinedLocalMembers
-                | RoomOrder::Version
-                | RoomOrder::StateEvents
-        )
-    }
-}
-
-/// A room list request.
-#[derive(Clone, Debug)]
-pub struct RoomListQuery {
-    pub from: u64,
-    pub limit: u64,
-    pub order: RoomOrder,
-    pub forwards: bool,
-    pub search_term: Option<String>,
-    pub public_rooms: Option<bool>,
-    pub empty_rooms: Option<bool>,
-}
+/// The room list's orders and request, defined with the query that runs them.
+pub use myelin_store::{RoomListOrder as RoomOrder, RoomListQuery};
 
 /// One room as the room list and the room details show it.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -247,47 +186,26 @@ const DEFAULT_NEW_ROOM_NAME: &str = "Content Violation Notification";
 const DEFAULT_MESSAGE: &str =
     "Sharing illegal content on this server is not permitted and rooms in violation will be blocked.";
 
-/// An event's content alone (the rest of the event is skipped, not built: the room list
-/// reads one state event of every room).
-#[derive(serde::Deserialize)]
-struct EventContent {
-    #[serde(default)]
-    content: Value,
-}
-
-fn text_field(json: Option<&String>, field: &str) -> Option<String> {
-    let event: EventContent = serde_json::from_str(json?).ok()?;
-    event.content.get(field)?.as_str().map(str::to_owned)
-}
-
 fn summary_of(room: RoomStatsRecord) -> AdminRoomSummary {
-    let state = |kind: &str, field: &str| text_field(room.state.get(kind), field);
-    let create: Option<Value> =
-        room.state.get("m.room.create").and_then(|json| serde_json::from_str(json).ok());
-    let create_content = create.as_ref().and_then(|event| event.get("content"));
-    let federatable =
-        create_content.and_then(|content| content.get("m.federate")).and_then(Value::as_bool).unwrap_or(true);
-    let room_type = create_content.and_then(|content| content.get("type")).and_then(Value::as_str);
-    let tombstone = room.state.get("m.room.tombstone").map(|_| state("m.room.tombstone", "replacement_room"));
     AdminRoomSummary {
-        name: state("m.room.name", "name"),
-        canonical_alias: state("m.room.canonical_alias", "alias"),
-        encryption: state("m.room.encryption", "algorithm"),
-        join_rules: state("m.room.join_rules", "join_rule"),
-        guest_access: state("m.room.guest_access", "guest_access"),
-        history_visibility: state("m.room.history_visibility", "history_visibility"),
-        avatar: state("m.room.avatar", "url"),
-        topic: state("m.room.topic", "topic"),
-        room_type: room_type.map(str::to_owned),
-        federatable,
-        tombstone,
         room_id: room.room_id,
+        name: room.name,
+        canonical_alias: room.canonical_alias,
         joined_members: room.joined_members,
         joined_local_members: room.joined_local_members,
         version: room.room_version,
         creator: room.creator,
+        encryption: room.encryption,
+        federatable: room.federatable,
         public: room.is_public,
+        join_rules: room.join_rules,
+        guest_access: room.guest_access,
+        history_visibility: room.history_visibility,
         state_events: room.state_events,
+        avatar: room.avatar,
+        topic: room.topic,
+        room_type: room.room_type,
+        tombstone: room.tombstone,
     }
 }
 
@@ -299,67 +217,6 @@ fn by_option<T: Ord>(a: &Option<T>, b: &Option<T>) -> Ordering {
         (None, Some(_)) => Ordering::Greater,
         (None, None) => Ordering::Equal,
     }
-}
-
-fn compare(order: RoomOrder, a: &AdminRoomSummary, b: &AdminRoomSummary) -> Ordering {
-    match order {
-        RoomOrder::Name => by_option(&a.name, &b.name),
-        RoomOrder::CanonicalAlias => by_option(&a.canonical_alias, &b.canonical_alias),
-        RoomOrder::JoinedMembers => a.joined_members.cmp(&b.joined_members),
-        RoomOrder::JoinedLocalMembers => a.joined_local_members.cmp(&b.joined_local_members),
-        RoomOrder::Version => a.version.cmp(&b.version),
-        RoomOrder::Creator => by_option(&a.creator, &b.creator),
-        RoomOrder::Encryption => by_option(&a.encryption, &b.encryption),
-        RoomOrder::Federatable => a.federatable.cmp(&b.federatable),
-        RoomOrder::Public => a.public.cmp(&b.public),
-        RoomOrder::JoinRules => by_option(&a.join_rules, &b.join_rules),
-        RoomOrder::GuestAccess => by_option(&a.guest_access, &b.guest_access),
-        RoomOrder::HistoryVisibility => by_option(&a.history_visibility, &b.history_visibility),
-        RoomOrder::StateEvents => a.state_events.cmp(&b.state_events),
-    }
-}
-
-/// What the room list reads of every room for `query`: which counts
-/// and which summary state events (the rest is read for the page only).
-fn list_needs(query: &RoomListQuery) -> (RoomCounts, Vec<&'static str>) {
-    let counts = match query.order {
-        RoomOrder::JoinedLocalMembers | RoomOrder::StateEvents => RoomCounts::All,
-        RoomOrder::JoinedMembers => RoomCounts::Joined,
-        _ if query.empty_rooms.is_some() => RoomCounts::Joined,
-        _ => RoomCounts::None,
-    };
-    let mut types = match query.order {
-        RoomOrder::Name => vec!["m.room.name"],
-        RoomOrder::CanonicalAlias => vec!["m.room.canonical_alias"],
-        RoomOrder::Encryption => vec!["m.room.encryption"],
-        RoomOrder::Federatable => vec!["m.room.create"],
-        RoomOrder::JoinRules => vec!["m.room.join_rules"],
-        RoomOrder::GuestAccess => vec!["m.room.guest_access"],
-        RoomOrder::HistoryVisibility => vec!["m.room.history_visibility"],
-        RoomOrder::JoinedMembers
-        | RoomOrder::JoinedLocalMembers
-        | RoomOrder::Version
-        | RoomOrder::Creator
-        | RoomOrder::Public
-        | RoomOrder::StateEvents => Vec::new(),
-    };
-    if query.search_term.is_some() {
-        types.extend(["m.room.name", "m.room.canonical_alias"]);
-    }
-    (counts, types)
-}
-
-/// Synapse's search: part of the name or of the canonical alias's localpart
-/// (case-insensitive), or the exact room ID.
-fn matches_search(room: &AdminRoomSummary, term: &str) -> bool {
-    let lower = term.to_lowercase();
-    room.room_id == term
-        || room.name.as_ref().is_some_and(|name| name.to_lowercase().contains(&lower))
-        || room.canonical_alias.as_ref().is_some_and(|alias| {
-            let alias = alias.to_lowercase();
-            let localpart = alias.strip_prefix('#').and_then(|rest| rest.rsplit_once(':')).map(|(l, _)| l);
-            localpart.is_some_and(|localpart| localpart.contains(&lower))
-        })
 }
 
 /// A power level as old rooms may hold it: an integer, or a string of one.
@@ -376,54 +233,16 @@ fn unknown_room() -> crate::Error {
 }
 
 impl Services {
-    /// `GET /_synapse/admin/v1/rooms`: one page of rooms and how many match in all.
+    /// `GET /_synapse/admin/v1/rooms`: one page of rooms and how many match in all (one
+    /// indexed query over the rooms' summary rows).
     pub async fn admin_list_rooms(&self, query: &RoomListQuery) -> Result<(Vec<AdminRoomSummary>, u64)> {
-        // Of every room, only what the filters and the order need; then the whole of the page.
-        let (counts, state_types) = list_needs(query);
-        let mut rooms: Vec<AdminRoomSummary> = self
-            .store
-            .room_stats_parts(self.server_name(), None, counts, &state_types)
-            .await?
-            .into_iter()
-            .map(summary_of)
-            .collect();
-        rooms.retain(|room| {
-            query.search_term.as_deref().is_none_or(|term| matches_search(room, term))
-                && query.public_rooms.is_none_or(|public| room.public == public)
-                && query.empty_rooms.is_none_or(|empty| (room.joined_members == 0) == empty)
-        });
-        let ascending = query.order.ascending() == query.forwards;
-        rooms.sort_by(|a, b| {
-            let by_order = compare(query.order, a, b);
-            // `None` stays last ascending and comes first descending, as in PostgreSQL.
-            let ordering = by_order.then_with(|| a.room_id.cmp(&b.room_id));
-            if ascending { ordering } else { ordering.reverse() }
-        });
-        let total = rooms.len() as u64;
-        let page: Vec<String> = rooms
-            .into_iter()
-            .skip(usize::try_from(query.from).unwrap_or(usize::MAX))
-            .take(usize::try_from(query.limit).unwrap_or(usize::MAX))
-            .map(|room| room.room_id)
-            .collect();
-        let mut full: HashMap<String, AdminRoomSummary> = self
-            .store
-            .room_stats_parts(self.server_name(), Some(&page), RoomCounts::All, ROOM_LIST_STATE_TYPES)
-            .await?
-            .into_iter()
-            .map(|record| (record.room_id.clone(), summary_of(record)))
-            .collect();
-        // A room deleted between the two reads drops out of the page.
-        Ok((page.iter().filter_map(|room_id| full.remove(room_id)).collect(), total))
+        let (rooms, total) = self.store.list_rooms(query).await?;
+        Ok((rooms.into_iter().map(summary_of).collect(), total))
     }
 
     /// A room ID this server has a `rooms` row for, `404 M_NOT_FOUND` otherwise.
     async fn admin_known_room(&self, room_id: &RoomId) -> Result<RoomStatsRecord> {
-        self.store
-            .room_stats(self.server_name(), Some(room_id.as_str()))
-            .await?
-            .pop()
-            .ok_or_else(unknown_room)
+        self.store.room_stats(room_id.as_str()).await?.ok_or_else(unknown_room)
     }
 
     /// `GET /_synapse/admin/v1/rooms/{roomId}`.
@@ -1141,41 +960,6 @@ impl Services {
         self.wake_federation_sender();
         tracing::info!(admin_user = %requester.user_id, destination, "admin reset a federation destination");
         Ok(())
-    }
-}
-
-/// Compares summaries for tests of the order.
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn room(id: &str, name: Option<&str>, members: i64) -> AdminRoomSummary {
-        AdminRoomSummary {
-            room_id: id.to_owned(),
-            name: name.map(str::to_owned),
-            joined_members: members,
-            ..AdminRoomSummary::default()
-        }
-    }
-
-    #[test]
-    fn search_matches_name_alias_localpart_and_exact_id() {
-        let mut r = room("!abc:hs", Some("Kitchen Sink"), 1);
-        r.canonical_alias = Some("#Cooking:hs".to_owned());
-        assert!(matches_search(&r, "sink"));
-        assert!(matches_search(&r, "cook"));
-        assert!(!matches_search(&r, "hs"), "the alias's server is not searched");
-        assert!(matches_search(&r, "!abc:hs"));
-        assert!(!matches_search(&r, "!abc"));
-    }
-
-    #[test]
-    fn names_order_with_none_last() {
-        let a = room("!a:hs", None, 0);
-        let b = room("!b:hs", Some("b"), 0);
-        assert_eq!(compare(RoomOrder::Name, &b, &a), Ordering::Less);
-        assert!(RoomOrder::parse("bogus").is_none());
-        assert!(!RoomOrder::JoinedMembers.ascending());
     }
 }
 

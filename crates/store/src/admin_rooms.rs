@@ -1,49 +1,8 @@
-//! The admin API's rooms (`/_synapse/admin/v1/rooms...`): each room's statistics (member
-//! counts, state size and the state events the room list shows), blocked rooms, deletion and
-//! history-purge tasks, purging a room (or its history before a point) from the database, and
+//! The admin API's rooms (`/_synapse/admin/v1/rooms...`) beside the room list and each room's
+//! summary (`room_stats`): blocked rooms, deletion and history-purge tasks, purging a room (or its history before a point) from the database, and
 //! the database statistics.
 
-use std::collections::HashMap;
-
 use crate::{Store, StoreError, params};
-
-/// The state events the room list reads (their `state_key` is empty).
-pub const ROOM_LIST_STATE_TYPES: &[&str] = &[
-    "m.room.create",
-    "m.room.name",
-    "m.room.canonical_alias",
-    "m.room.encryption",
-    "m.room.join_rules",
-    "m.room.guest_access",
-    "m.room.history_visibility",
-    "m.room.avatar",
-    "m.room.topic",
-    "m.room.tombstone",
-];
-
-/// Which counts [`Store::room_stats_parts`] reads (those not read stay 0).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RoomCounts {
-    None,
-    /// The joined members alone.
-    Joined,
-    /// Joined members, joined local members and state events.
-    All,
-}
-
-/// One room's numbers and summary state events, as stored.
-#[derive(Clone, Debug, Default)]
-pub struct RoomStatsRecord {
-    pub room_id: String,
-    pub room_version: String,
-    pub creator: Option<String>,
-    pub is_public: bool,
-    pub joined_members: i64,
-    pub joined_local_members: i64,
-    pub state_events: i64,
-    /// Event type (of [`ROOM_LIST_STATE_TYPES`]) to the event's JSON.
-    pub state: HashMap<String, String>,
-}
 
 /// A room deletion or history purge the admin API started.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,6 +37,7 @@ const PURGE_STEPS: &[&str] = &[
     "DELETE FROM room_aliases WHERE room_id = $1",
     "DELETE FROM user_directory_rooms WHERE room_id = $1",
     "DELETE FROM event_reports WHERE room_id = $1",
+    "DELETE FROM room_stats WHERE room_id = $1",
     "DELETE FROM events WHERE room_id = $1",
     "DELETE FROM rooms WHERE room_id = $1",
 ];
@@ -105,121 +65,6 @@ const PURGE_HISTORY_TABLES: &[&str] = &[
 ];
 
 impl Store {
-    /// Statistics of every room (`room_id: None`) or of one room, with the summary state
-    /// events. `server_name` decides which members are local.
-    pub async fn room_stats(
-        &self,
-        server_name: &str,
-        room_id: Option<&str>,
-    ) -> Result<Vec<RoomStatsRecord>, StoreError> {
-        let one = room_id.map(|room_id| [room_id.to_owned()]);
-        self.room_stats_parts(
-            server_name,
-            one.as_ref().map(|one| one.as_slice()),
-            RoomCounts::All,
-            ROOM_LIST_STATE_TYPES,
-        )
-        .await
-    }
-
-    /// Parts of the statistics of every room (`rooms: None`) or of the rooms listed: the
-    /// `rooms` row always, the member and state counts of `counts` (the others stay 0), and the
-    /// summary state events of `state_types` only (of [`ROOM_LIST_STATE_TYPES`]). The room list
-    /// reads of every room only what its filters and order need, then the whole of one page.
-    pub async fn room_stats_parts(
-        &self,
-        server_name: &str,
-        rooms: Option<&[String]>,
-        counts: RoomCounts,
-        state_types: &[&str],
-    ) -> Result<Vec<RoomStatsRecord>, StoreError> {
-        const JOINED: &str = ",
-            (SELECT COUNT(*) FROM current_state c WHERE c.room_id = r.room_id
-                AND c.type = 'm.room.member' AND c.membership = 'join')";
-        let mut params: Vec<crate::Value> = Vec::new();
-        let count_columns = match counts {
-            RoomCounts::None => String::new(),
-            RoomCounts::Joined => JOINED.to_owned(),
-            RoomCounts::All => {
-                params.push(crate::like_users_of(server_name).into());
-                format!(
-                    "{JOINED},
-                    (SELECT COUNT(*) FROM current_state c WHERE c.room_id = r.room_id
-                        AND c.type = 'm.room.member' AND c.membership = 'join'
-                        AND c.state_key LIKE $1 ESCAPE '\\'),
-                    (SELECT COUNT(*) FROM current_state c WHERE c.room_id = r.room_id)"
-                )
-            }
-        };
-        // `IN ($n, ...)` over the rooms listed, numbered after the parameters before it.
-        let room_list = |params: &mut Vec<crate::Value>, rooms: &[String]| {
-            let first = params.len() + 1;
-            params.extend(rooms.iter().map(|room| crate::Value::from(room.as_str())));
-            (first..first + rooms.len()).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
-        };
-        let filter = match rooms {
-            Some([]) => return Ok(Vec::new()),
-            Some(rooms) => format!("WHERE r.room_id IN ({})", room_list(&mut params, rooms)),
-            None => String::new(),
-        };
-        let rows = self
-            .db
-            .query(
-                &format!(
-                    "SELECT r.room_id, r.room_version, r.creator, r.is_public{count_columns}
-                     FROM rooms r {filter}"
-                ),
-                params,
-            )
-            .await?;
-        let mut records: Vec<RoomStatsRecord> = rows
-            .iter()
-            .map(|row| {
-                Ok(RoomStatsRecord {
-                    room_id: row.string(0)?,
-                    room_version: row.string(1)?,
-                    creator: row.opt_string(2)?,
-                    is_public: row.bool(3)?,
-                    joined_members: if counts == RoomCounts::None { 0 } else { row.i64(4)? },
-                    joined_local_members: if counts == RoomCounts::All { row.i64(5)? } else { 0 },
-                    state_events: if counts == RoomCounts::All { row.i64(6)? } else { 0 },
-                    state: HashMap::new(),
-                })
-            })
-            .collect::<Result<_, StoreError>>()?;
-        let types: Vec<&str> =
-            ROOM_LIST_STATE_TYPES.iter().copied().filter(|kind| state_types.contains(kind)).collect();
-        if types.is_empty() {
-            return Ok(records);
-        }
-        let index: HashMap<String, usize> =
-            records.iter().enumerate().map(|(i, room)| (room.room_id.clone(), i)).collect();
-        let mut params = Vec::new();
-        let filter = match rooms {
-            Some(rooms) => format!("AND c.room_id IN ({})", room_list(&mut params, rooms)),
-            None => String::new(),
-        };
-        let types = types.iter().map(|t| format!("'{t}'")).collect::<Vec<_>>().join(", ");
-        let rows = self
-            .db
-            .query(
-                &format!(
-                    "SELECT c.room_id, c.type, e.json FROM current_state c
-                     JOIN events e ON e.event_id = c.event_id
-                     WHERE c.state_key = '' AND c.type IN ({types}) {filter}"
-                ),
-                params,
-            )
-            .await?;
-        for row in rows {
-            let room = row.string(0)?;
-            if let Some(&i) = index.get(&room) {
-                records[i].state.insert(row.string(1)?, row.string(2)?);
-            }
-        }
-        Ok(records)
-    }
-
     /// Whether a room is blocked, and by whom.
     pub async fn room_blocked_by(&self, room_id: &str) -> Result<Option<String>, StoreError> {
         self.db

@@ -133,10 +133,12 @@ impl Store {
             let lower = name.to_lowercase();
             let localpart = param(&mut params, format!("@{}:%", crate::like_contains(&lower)).into());
             let display = param(&mut params, crate::like_contains(&lower).into());
+            let user_id = crate::like_lowered(self.db.dialect(), "u.user_id");
+            let value = crate::like_lowered(self.db.dialect(), "p.value");
             conditions.push(format!(
                 // The display names matched by one pass over them, not a lookup per user.
-                "(LOWER(u.user_id) LIKE {localpart} ESCAPE '\\' OR u.user_id IN (SELECT p.user_id FROM profile_fields p
-                    WHERE p.field = 'displayname' AND LOWER(p.value) LIKE {display} ESCAPE '\\'))"
+                "({user_id} LIKE {localpart} ESCAPE '\\' OR u.user_id IN (SELECT p.user_id FROM profile_fields p
+                    WHERE p.field = 'displayname' AND {value} LIKE {display} ESCAPE '\\'))"
             ));
         } else if let Some(user_id) = query.user_id.as_deref().filter(|u| !u.is_empty()) {
             let pattern = param(&mut params, crate::like_contains(user_id).into());
@@ -175,13 +177,7 @@ impl Store {
             UserOrder::AvatarUrl => AVATAR_JOIN,
             _ => "",
         };
-        let total = self
-            .db
-            .query_opt(&format!("SELECT COUNT(*) FROM users u WHERE {conditions}"), params.clone())
-            .await?
-            .map(|row| row.i64(0))
-            .transpose()?
-            .unwrap_or(0);
+        let count_params = params.clone();
         let direction = if query.forwards { "ASC" } else { "DESC" };
         // NULLs sort as the engines' defaults differ: first when descending, as in PostgreSQL.
         let nulls = match (query.order.not_null(), query.forwards) {
@@ -205,6 +201,20 @@ impl Store {
             .iter()
             .map(|row| row.string(0))
             .collect::<Result<_, StoreError>>()?;
+        // The count (a second pass over every user for a search) only when the page does not
+        // give the total.
+        let from = u64::try_from(query.from).unwrap_or(0);
+        let limit = u64::try_from(query.limit).unwrap_or(0);
+        let total = match crate::total_from_page(from, limit, page.len()) {
+            Some(total) => i64::try_from(total).unwrap_or(i64::MAX),
+            None => self
+                .db
+                .query_opt(&format!("SELECT COUNT(*) FROM users u WHERE {conditions}"), count_params)
+                .await?
+                .map(|row| row.i64(0))
+                .transpose()?
+                .unwrap_or(0),
+        };
         if page.is_empty() {
             return Ok((Vec::new(), total));
         }

@@ -32,6 +32,7 @@ pub mod registration;
 pub mod relations;
 pub mod remote_device_lists;
 pub mod remote_media;
+pub mod room_stats;
 pub mod rooms;
 pub mod search;
 mod secrets;
@@ -46,10 +47,7 @@ pub mod uia;
 pub mod users;
 
 pub use admin_media::{MediaStatsOrder, MediaStatsQuery, UserMediaStats};
-pub use admin_rooms::{
-    AdminRoomTask, PurgeHistoryOutcome, ROOM_LIST_STATE_TYPES, RoomCounts, RoomStatsRecord,
-    ScheduledTaskRecord,
-};
+pub use admin_rooms::{AdminRoomTask, PurgeHistoryOutcome, ScheduledTaskRecord};
 pub use admin_users::{
     AdminUserChanges, SentEvent, UserListEntry, UserListQuery, UserOrder, UserRedactionRecord,
     UserReportRecord, UserReportsQuery,
@@ -73,6 +71,7 @@ pub use media::{
 pub use registration::RegistrationTokenRecord;
 pub use remote_device_lists::RemoteDeviceList;
 pub use remote_media::{DeletedRemoteMedia, RemoteMediaRecord};
+pub use room_stats::{RoomListOrder, RoomListQuery, RoomStatsRecord};
 pub use rooms::{MembershipChange, NewReport, RoomRecord};
 pub use server_keys::{ServerKeyDocument, ServerVerifyKeyRecord};
 pub use sliding_sync::{PositionedMembership, SlidingSyncConnection};
@@ -133,7 +132,9 @@ pub struct Store {
 impl Store {
     /// Opens the configured database and brings its schema up to date.
     pub async fn open(config: &DatabaseConfig) -> Result<Store, StoreError> {
-        Ok(Store { db: Db::open(config).await? })
+        let store = Store { db: Db::open(config).await? };
+        store.backfill_room_stats().await?;
+        Ok(store)
     }
 
     /// The engine underneath, for tests only (the `test-hooks` feature, which
@@ -152,6 +153,23 @@ impl Store {
 pub(crate) fn like_contains(text: &str) -> String {
     let escaped = text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
     format!("%{escaped}%")
+}
+
+/// `column` lowered for a `LIKE` against a lowered pattern: as it is on SQLite, whose `LIKE`
+/// ignores ASCII case already (and whose `LOWER` folds ASCII alone), so that a scan does not
+/// lower every row; `LOWER(column)` on PostgreSQL.
+pub(crate) fn like_lowered(dialect: Dialect, column: &str) -> String {
+    match dialect {
+        Dialect::Sqlite => column.to_owned(),
+        Dialect::Postgres => format!("LOWER({column})"),
+    }
+}
+
+/// The total of a paged list read from its page, when the page says it: a page shorter than
+/// `limit` that starts inside the matches (or at 0) ends them. `None`: count them.
+pub(crate) fn total_from_page(from: u64, limit: u64, page_len: usize) -> Option<u64> {
+    let page_len = page_len as u64;
+    (page_len < limit && (page_len > 0 || from == 0)).then_some(from + page_len)
 }
 
 /// A `LIKE` pattern (with `ESCAPE '\\'`) matching the user IDs of a server (`%:server`).

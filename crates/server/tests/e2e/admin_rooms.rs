@@ -754,3 +754,124 @@ async fn make_room_admin_grants_the_highest_local_power_and_invites_into_private
     server.client().post(&make(&public), &json!({})).await.expect_error(401, "M_MISSING_TOKEN");
     server.stop().await;
 }
+
+/// One room's details as the admin API answers them.
+async fn details(admin: &TestUser, room: &str) -> Value {
+    admin.client.get(&format!("/_synapse/admin/v1/rooms/{room}")).await.expect(200).clone()
+}
+
+#[tokio::test]
+async fn the_room_list_follows_renames_aliases_memberships_and_redactions() {
+    let server = TestServer::start().await;
+    let admin = server.register_admin("admin").await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let carol = server.register("carol").await;
+    let first = create_room(&alice, json!({"name": "Alpha", "preset": "public_chat"})).await;
+    let second = create_room(&alice, json!({"name": "Beta", "preset": "public_chat"})).await;
+    let list = |query: &str| {
+        let client = admin.client.clone();
+        let path = format!("/_synapse/admin/v1/rooms{query}");
+        async move { client.get(&path).await.expect(200).clone() }
+    };
+    assert_eq!(room_ids(&list("?order_by=name").await), vec![first.as_str(), &second]);
+
+    // A rename moves the room in the name order and in the search.
+    let renamed = alice
+        .client
+        .put(&format!("/_matrix/client/v3/rooms/{first}/state/m.room.name/"), &json!({"name": "Zulu"}))
+        .await;
+    let name_event = renamed.expect(200)["event_id"].as_str().unwrap().to_owned();
+    assert_eq!(room_ids(&list("?order_by=name").await), vec![second.as_str(), &first]);
+    assert_eq!(room_ids(&list("?order_by=name&dir=b").await), vec![first.as_str(), &second]);
+    assert_eq!(room_ids(&list("?search_term=zul").await), vec![first.as_str()]);
+    assert_eq!(list("?search_term=alpha").await["total_rooms"], 0);
+    assert_eq!(details(&admin, &first).await["name"], "Zulu");
+
+    // A new canonical alias is searched by its localpart (not its server) and shown.
+    let alias = format!("#kitchen:{}", server.server_name);
+    alice
+        .client
+        .put(
+            &format!("/_matrix/client/v3/directory/room/{}", alias.replace('#', "%23")),
+            &json!({"room_id": second}),
+        )
+        .await
+        .expect(200);
+    alice
+        .client
+        .put(
+            &format!("/_matrix/client/v3/rooms/{second}/state/m.room.canonical_alias/"),
+            &json!({"alias": alias}),
+        )
+        .await
+        .expect(200);
+    let found = list("?search_term=KITCH").await;
+    assert_eq!(room_ids(&found), vec![second.as_str()]);
+    assert_eq!(found["rooms"][0]["canonical_alias"], alias.as_str());
+    assert_eq!(list(&format!("?search_term={}", server.server_name)).await["total_rooms"], 0);
+    assert_eq!(room_ids(&list("?order_by=canonical_alias").await), vec![second.as_str(), &first]);
+
+    // A topic and a join rule change reach the details.
+    alice
+        .client
+        .put(&format!("/_matrix/client/v3/rooms/{first}/state/m.room.topic/"), &json!({"topic": "greens"}))
+        .await
+        .expect(200);
+    alice
+        .client
+        .put(
+            &format!("/_matrix/client/v3/rooms/{first}/state/m.room.join_rules/"),
+            &json!({"join_rule": "invite"}),
+        )
+        .await
+        .expect(200);
+    let first_details = details(&admin, &first).await;
+    assert_eq!(first_details["topic"], "greens");
+    assert_eq!(first_details["join_rules"], "invite");
+
+    // Joins and leaves change the counts and the member order.
+    join(&bob, &second).await;
+    join(&carol, &second).await;
+    let by_members = list("?order_by=joined_members").await;
+    assert_eq!(room_ids(&by_members), vec![second.as_str(), &first]);
+    assert_eq!(by_members["rooms"][0]["joined_members"], 3);
+    assert_eq!(by_members["rooms"][0]["joined_local_members"], 3);
+    assert_eq!(by_members["rooms"][1]["joined_members"], 1);
+    let state_before = by_members["rooms"][0]["state_events"].as_i64().unwrap();
+    bob.client.post(&format!("/_matrix/client/v3/rooms/{second}/leave"), &json!({})).await.expect(200);
+    carol.client.post(&format!("/_matrix/client/v3/rooms/{second}/leave"), &json!({})).await.expect(200);
+    alice.client.post(&format!("/_matrix/client/v3/rooms/{second}/leave"), &json!({})).await.expect(200);
+    let after = details(&admin, &second).await;
+    assert_eq!(after["joined_members"], 0, "{after}");
+    assert_eq!(after["joined_local_members"], 0);
+    assert_eq!(after["state_events"].as_i64().unwrap(), state_before, "leaves replace member state");
+    assert_eq!(room_ids(&list("?order_by=joined_members").await), vec![first.as_str(), &second]);
+    assert_eq!(room_ids(&list("?empty_rooms=true").await), vec![second.as_str()]);
+
+    // A redacted name is no name: the room goes last by name.
+    alice
+        .client
+        .put(&format!("/_matrix/client/v3/rooms/{first}/redact/{name_event}/r1"), &json!({}))
+        .await
+        .expect(200);
+    assert!(details(&admin, &first).await["name"].is_null());
+    assert_eq!(room_ids(&list("?order_by=name").await), vec![second.as_str(), &first]);
+    assert_eq!(list("?search_term=zul").await["total_rooms"], 0);
+
+    // A deleted room leaves the list and its details.
+    admin
+        .client
+        .request(
+            reqwest::Method::DELETE,
+            &format!("/_synapse/admin/v1/rooms/{second}"),
+            Some(&json!({"purge": true})),
+        )
+        .await
+        .expect(200);
+    let rest = list("").await;
+    assert_eq!(rest["total_rooms"], 1);
+    assert_eq!(room_ids(&rest), vec![first.as_str()]);
+    admin.client.get(&format!("/_synapse/admin/v1/rooms/{second}")).await.expect_error(404, "M_NOT_FOUND");
+    server.stop().await;
+}

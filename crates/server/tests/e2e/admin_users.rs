@@ -80,6 +80,15 @@ async fn admins_list_users_with_filters_order_and_pages() {
     // Filters: name matches the localpart or the display name; admins; order and direction.
     assert_eq!(names(list("?name=zed").await.expect(200)), vec![alice.user_id.as_str()]);
     assert_eq!(names(list("?name=bo").await.expect(200)), vec![bob.user_id.as_str()]);
+    // Case-insensitive on both, and the total of a short page is its length (a page past the
+    // matches still counts them).
+    let upper = list("?name=ZED%20A").await;
+    assert_eq!(names(upper.expect(200)), vec![alice.user_id.as_str()]);
+    assert_eq!(upper.expect(200)["total"], 1);
+    assert_eq!(names(list("?name=BO").await.expect(200)), vec![bob.user_id.as_str()]);
+    let past = list("?name=o&from=5").await;
+    assert!(names(past.expect(200)).is_empty());
+    assert_eq!(past.expect(200)["total"], 2, "bob and carol: {}", past.json);
     assert_eq!(names(list("?user_id=car").await.expect(200)), vec![carol.user_id.as_str()]);
     assert_eq!(names(list("?admins=true").await.expect(200)), vec![admin.user_id.as_str()]);
     assert_eq!(list("?admins=false").await.expect(200)["total"], 3);

@@ -269,3 +269,82 @@ async fn messages_flow_both_ways_after_a_remote_join() {
         assert!(seen, "{} never saw {wanted}", user.user_id);
     }
 }
+
+/// B's admin room list entry of a room, once `done` holds of it (events from A arrive in the
+/// background), or the last entry seen.
+async fn b_list_entry(
+    admin: &myelin_test_support::TestUser,
+    room_id: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let mut entry = Value::Null;
+    for _ in 0..100 {
+        let list = admin.client.get("/_synapse/admin/v1/rooms?order_by=name").await;
+        let body = list.expect(200);
+        entry = body["rooms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|room| room["room_id"] == room_id)
+            .cloned()
+            .unwrap_or(Value::Null);
+        if done(&entry) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    entry
+}
+
+#[tokio::test]
+async fn a_remote_joined_room_is_in_the_admin_room_list_with_its_name_and_counts() {
+    let (_certs, a, b) = two_servers().await;
+    let alice = a.register("alice").await;
+    let bob = b.register("bob").await;
+    let b_admin = b.register_admin("admin").await;
+    let created = alice
+        .client
+        .post(
+            "/_matrix/client/v3/createRoom",
+            &json!({"preset": "public_chat", "name": "Lobby", "topic": "hi"}),
+        )
+        .await;
+    let room_id = created.expect(200)["room_id"].as_str().unwrap().to_owned();
+    bob.client
+        .post(&format!("/_matrix/client/v3/join/{}?via={}", enc(&room_id), enc(&a.server_name)), &json!({}))
+        .await
+        .expect(200);
+
+    // The state B received with the join makes the row.
+    let entry = b_list_entry(&b_admin, &room_id, |entry| !entry.is_null()).await;
+    assert_eq!(entry["name"], "Lobby", "{entry}");
+    assert_eq!(entry["joined_members"], 2, "{entry}");
+    assert_eq!(entry["joined_local_members"], 1, "{entry}");
+    assert_eq!(entry["join_rules"], "public", "{entry}");
+    assert_eq!(entry["creator"], alice.user_id.as_str(), "{entry}");
+    let search = b_admin.client.get("/_synapse/admin/v1/rooms?search_term=lobb").await;
+    assert_eq!(search.expect(200)["rooms"][0]["room_id"], room_id.as_str());
+    let details = b_admin.client.get(&format!("/_synapse/admin/v1/rooms/{}", enc(&room_id))).await;
+    assert_eq!(details.expect(200)["topic"], "hi");
+
+    // A rename on A reaches B's list through federation.
+    alice
+        .client
+        .put(
+            &format!("/_matrix/client/v3/rooms/{}/state/m.room.name/", enc(&room_id)),
+            &json!({"name": "Hall"}),
+        )
+        .await
+        .expect(200);
+    let entry = b_list_entry(&b_admin, &room_id, |entry| entry["name"] == "Hall").await;
+    assert_eq!(entry["name"], "Hall", "{entry}");
+
+    // B's user leaves: no local member is left.
+    bob.client
+        .post(&format!("/_matrix/client/v3/rooms/{}/leave", enc(&room_id)), &json!({}))
+        .await
+        .expect(200);
+    let entry = b_list_entry(&b_admin, &room_id, |entry| entry["joined_local_members"] == 0).await;
+    assert_eq!(entry["joined_local_members"], 0, "{entry}");
+    assert_eq!(entry["joined_members"], 1, "{entry}");
+}

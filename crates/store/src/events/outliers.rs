@@ -168,5 +168,6 @@ async fn replace_current_state(
         .await?;
         delta.insert((entry.kind.clone(), entry.state_key.clone()), Some(entry.event_id.clone()));
     }
+    crate::room_stats::recompute_room_stats(tx, room_id).await?;
     create_state_group(tx, room_id, None, &delta).await
 }

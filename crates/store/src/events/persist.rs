@@ -75,16 +75,19 @@ impl Store {
     ) -> Result<(Vec<PersistedEvent>, u64), StoreError> {
         let mut out = Vec::with_capacity(events.len());
         let mut previous: Option<(&str, Option<i64>)> = None;
+        // The rooms' `room_stats` rows follow their current state in this transaction.
+        let mut stats = crate::room_stats::StatsChanges::default();
         for event in events {
             // Local events of one room chain; a remote event names its own state before.
             let state_before = match previous {
                 Some((room, after)) if room == event.room_id && event.remote.is_none() => after,
                 _ => event.state_before,
             };
-            let persisted = persist_one(tx, event, state_before).await?;
+            let persisted = persist_one(tx, event, state_before, &mut stats).await?;
             previous = Some((event.room_id.as_str(), persisted.state_after));
             out.push(persisted);
         }
+        stats.apply(tx).await?;
         let queued = crate::push::insert_push_actions_tx(tx, push_actions).await?;
         let outbound: Vec<crate::federation_queue::QueuedPdu> = events
             .iter()
@@ -132,8 +135,10 @@ async fn persist_one(
     tx: &mut Tx<'_>,
     event: &NewEvent,
     state_before: Option<i64>,
+    stats: &mut crate::room_stats::StatsChanges,
 ) -> Result<PersistedEvent, StoreError> {
     if let Some((version, creator)) = &event.new_room {
+        stats.full(&event.room_id);
         tx.execute(
             "INSERT INTO rooms (room_id, room_version, creator, created_ts) VALUES ($1, $2, $3, $4)",
             params![event.room_id.as_str(), version.as_str(), creator.as_str(), crate::now_ms()],
@@ -220,6 +225,8 @@ async fn persist_one(
     }
     if let Some(current) = current {
         for ((kind, state_key), row) in &current.rows {
+            let new = row.as_ref().map(|(_, membership)| membership.as_deref());
+            stats.before_write(tx, &event.room_id, kind, state_key, new).await?;
             match row {
                 Some((event_id, membership)) => {
                     tx.execute(
@@ -247,6 +254,8 @@ async fn persist_one(
     }
     if let Some(state_key) = &event.state_key {
         if current.is_none() {
+            let new = Some(event.membership.as_deref());
+            stats.before_write(tx, &event.room_id, &event.kind, state_key, new).await?;
             tx.execute(
             "INSERT INTO current_state (room_id, type, state_key, event_id, membership) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = $4, membership = $5",
@@ -315,6 +324,7 @@ async fn persist_one(
         .await?;
     }
     if let Some((target, pruned)) = &event.redaction {
+        stats.before_redaction(tx, &event.room_id, target).await?;
         tx.execute(
             "UPDATE events SET json = $2, redacted_by = $3 WHERE event_id = $1 AND redacted_by IS NULL",
             params![target.as_str(), pruned.as_str(), event.event_id.as_str()],

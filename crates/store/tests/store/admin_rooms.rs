@@ -56,7 +56,7 @@ store_test!(resetting_a_destination_forgets_its_backoff, |store| async move {
 store_test!(purging_an_unknown_room_twice_does_nothing, |store| async move {
     assert_eq!(store.purge_room(ROOM).await.unwrap(), 0);
     assert_eq!(store.purge_room(ROOM).await.unwrap(), 0);
-    assert!(store.room_stats("test.local", Some(ROOM)).await.unwrap().is_empty());
+    assert!(store.room_stats(ROOM).await.unwrap().is_none());
 });
 
 store_test!(purging_history_deletes_remote_messages_and_keeps_state_and_local_ones, |store| async move {
@@ -104,4 +104,139 @@ store_test!(purging_history_deletes_remote_messages_and_keeps_state_and_local_on
     let outcome = store.purge_history(room, 8, None).await.unwrap();
     assert_eq!(outcome, PurgeHistoryOutcome::BeyondExtremities);
     assert!(stored(7).await.unwrap().visible());
+});
+
+store_test!(room_stats_rows_follow_the_current_state_and_are_refilled_at_open, |store| async move {
+    use myelin_store::users::NewUser;
+    use myelin_store::{RoomListOrder, RoomListQuery};
+    use serde_json::json;
+
+    use crate::data::event;
+
+    const LOCAL: &str = "@alice:test.local";
+    const REMOTE: &str = "@rem:remote.test";
+    store
+        .create_user(&NewUser {
+            user_id: LOCAL.to_owned(),
+            password_hash: None,
+            is_guest: false,
+            admin: false,
+            user_type: None,
+            appservice_id: None,
+            displayname: None,
+        })
+        .await
+        .unwrap();
+    let room = "!stats:test.local";
+    let mut events = vec![event(
+        room,
+        1,
+        LOCAL,
+        "m.room.create",
+        Some(""),
+        json!({"m.federate": false, "type": "m.space"}),
+        None,
+    )];
+    let next = |position: i64, kind: &str, key: &str, content: serde_json::Value, events: &mut Vec<_>| {
+        let prev = events.last().map(|e: &myelin_store::NewEvent| e.event_id.clone());
+        events.push(event(room, position, LOCAL, kind, Some(key), content, prev.as_deref()));
+    };
+    next(2, "m.room.member", LOCAL, json!({"membership": "join"}), &mut events);
+    next(3, "m.room.member", REMOTE, json!({"membership": "join"}), &mut events);
+    next(4, "m.room.member", "@inv:remote.test", json!({"membership": "invite"}), &mut events);
+    // A NUL in a remote name is dropped (PostgreSQL's text refuses it); a topic that is not a
+    // string is no topic.
+    next(5, "m.room.name", "", json!({"name": "Lob\u{0}by"}), &mut events);
+    next(6, "m.room.topic", "", json!({"topic": 7}), &mut events);
+    next(7, "m.room.tombstone", "", json!({"replacement_room": "!next:test.local"}), &mut events);
+    let groups = store.persist_events(&events).await.unwrap();
+
+    let stats = store.room_stats(room).await.unwrap().unwrap();
+    assert_eq!(stats.name.as_deref(), Some("Lobby"));
+    assert_eq!(stats.topic, None);
+    assert_eq!(stats.room_type.as_deref(), Some("m.space"));
+    assert!(!stats.federatable);
+    assert_eq!(stats.tombstone, Some(Some("!next:test.local".to_owned())));
+    assert_eq!(stats.creator.as_deref(), Some(LOCAL));
+    assert_eq!(
+        (stats.joined_members, stats.joined_local_members, stats.invited_members, stats.state_events),
+        (2, 1, 1, 7)
+    );
+
+    let query = |search: Option<&str>, order: RoomListOrder| RoomListQuery {
+        from: 0,
+        limit: 10,
+        order,
+        forwards: true,
+        search_term: search.map(str::to_owned),
+        public_rooms: None,
+        empty_rooms: None,
+    };
+    let (found, total) = store.list_rooms(&query(Some("OBB"), RoomListOrder::Name)).await.unwrap();
+    assert_eq!((found.len(), total), (1, 1));
+    // The total of a page past the matches is counted, not taken from the empty page.
+    let mut past = query(None, RoomListOrder::JoinedMembers);
+    past.from = 10;
+    let (none, total) = store.list_rooms(&past).await.unwrap();
+    assert_eq!((none.len(), total), (0, 1));
+    let mut full = query(None, RoomListOrder::Name);
+    full.limit = 1;
+    assert_eq!(store.list_rooms(&full).await.unwrap().1, 1);
+    // `%` and `_` in a search are literal.
+    assert_eq!(store.list_rooms(&query(Some("L%y"), RoomListOrder::Name)).await.unwrap().1, 0);
+    assert_eq!(store.list_rooms(&query(Some("_"), RoomListOrder::Name)).await.unwrap().1, 0);
+
+    // Member and other state changes move the counts by deltas: a leave, an invite turned
+    // ban, a knock, a new local join, a power levels event; a topic (a summary event)
+    // recomputes the row.
+    let mut more = Vec::new();
+    let mut prev = events.last().unwrap().event_id.clone();
+    for (position, kind, key, content) in [
+        (8, "m.room.member", REMOTE, json!({"membership": "leave"})),
+        (9, "m.room.member", "@inv:remote.test", json!({"membership": "ban"})),
+        (10, "m.room.member", "@knock:remote.test", json!({"membership": "knock"})),
+        (11, "m.room.member", "@bob:test.local", json!({"membership": "join"})),
+        (12, "m.room.power_levels", "", json!({"users": {}})),
+    ] {
+        let mut next = event(room, position, LOCAL, kind, Some(key), content, Some(&prev));
+        next.state_before = groups.last().copied().flatten();
+        prev = next.event_id.clone();
+        more.push(next);
+    }
+    store
+        .create_user(&NewUser {
+            user_id: "@bob:test.local".to_owned(),
+            password_hash: None,
+            is_guest: false,
+            admin: false,
+            user_type: None,
+            appservice_id: None,
+            displayname: None,
+        })
+        .await
+        .unwrap();
+    let groups = store.persist_events(&more).await.unwrap();
+    let stats = store.room_stats(room).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            stats.joined_members,
+            stats.joined_local_members,
+            stats.invited_members,
+            stats.banned_members,
+            stats.knocked_members,
+            stats.state_events
+        ),
+        (2, 2, 0, 1, 1, 10)
+    );
+    let mut topic = event(room, 13, LOCAL, "m.room.topic", Some(""), json!({"topic": "now"}), Some(&prev));
+    topic.state_before = groups.last().copied().flatten();
+    store.persist_events(&[topic]).await.unwrap();
+    let stats = store.room_stats(room).await.unwrap().unwrap();
+    assert_eq!(stats.topic.as_deref(), Some("now"));
+
+    // A database from before the table: its rows are filled again, the same.
+    store.db().execute("DELETE FROM room_stats", vec![]).await.unwrap();
+    assert!(store.room_stats(room).await.unwrap().is_none());
+    store.backfill_room_stats().await.unwrap();
+    assert_eq!(store.room_stats(room).await.unwrap().unwrap(), stats);
 });
