@@ -57,36 +57,16 @@ import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from media import status_kib  # noqa: E402
-from sliding_sync import Error, summary  # noqa: E402
+from sliding_sync import Client, Error, summary  # noqa: E402
 
 SERVER = "bench.local"
 PAGE = 100
 
 
-class Admin:
-    """The admin's keep-alive sessions, one per thread (requests' Session is not thread-safe)."""
+class Admin(Client):
+    """The admin's keep-alive sessions, one per thread."""
 
-    def __init__(self, url, token, user_id):
-        self.url, self.token, self.user_id = url, token, user_id
-        self.local = threading.local()
-
-    @property
-    def session(self):
-        s = getattr(self.local, "session", None)
-        if s is None:
-            s = self.local.session = requests.Session()
-            s.headers["Authorization"] = f"Bearer {self.token}"
-        return s
-
-    def call(self, method, path, body=None, params=None, timeout=600):
-        r = self.session.request(method, self.url + path, json=body, params=params, timeout=timeout)
-        try:
-            data = r.json()
-        except ValueError:
-            data = r.text[:200]
-        if r.status_code not in (200, 201):  # 201: PUT /_synapse/admin/v2/users made the user
-            raise Error(f"{method} {path.split('?')[0]}: {r.status_code} {str(data)[:200]}")
-        return data
+    OK = (200, 201)  # 201: PUT /_synapse/admin/v2/users made the user
 
     def timed(self, method, path, params=None, body=None):
         start = time.perf_counter()

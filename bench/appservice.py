@@ -45,6 +45,7 @@ from aiohttp import web
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from media import status_kib  # noqa: E402
+from sliding_sync import percentile, summary  # noqa: E402
 
 PREFIX = "bench_"
 MSG = "m.room.message"
@@ -208,16 +209,6 @@ async def bounded(items, workers, fn):
             await fn(queue.popleft())
 
     await asyncio.gather(*(worker() for _ in range(workers)))
-
-
-def percentile(values, q):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
-
-
-def summary(ms):
-    return {"reps": len(ms), "p50_ms": round(percentile(ms, 50), 1), "p99_ms": round(percentile(ms, 99), 1),
-            "min_ms": round(min(ms), 1), "max_ms": round(max(ms), 1)}
 
 
 async def wait_for(receiver, event_id, waiter, timeout):

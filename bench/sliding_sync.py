@@ -57,6 +57,9 @@ class Error(Exception):
 
 
 class Client:
+    # The statuses of a good answer.
+    OK = (200,)
+
     def __init__(self, url, token, user_id):
         self.url, self.token, self.user_id = url, token, user_id
         self.local = threading.local()
@@ -76,8 +79,8 @@ class Client:
             data = r.json()
         except ValueError:
             data = r.text[:200]
-        if r.status_code != 200:
-            raise Error(f"{method} {path.split('?')[0]}: {r.status_code} {data}")
+        if r.status_code not in self.OK:
+            raise Error(f"{method} {path.split('?')[0]}: {r.status_code} {str(data)[:200]}")
         return data
 
     def send(self, room_id, body):
