@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 use myelin_store::PositionedMembership;
 use ruma::{OwnedRoomId, RoomId, UserId};
@@ -26,10 +26,6 @@ pub const BUMP_EVENT_TYPES: &[&str] = &[
     "m.poll.start",
     "m.beacon_info",
 ];
-
-/// The state key of `m.room.encryption`, made once (every room of every request looks it up).
-static ENCRYPTION_KEY: LazyLock<(String, String)> =
-    LazyLock::new(|| ("m.room.encryption".into(), String::new()));
 
 /// One of the user's rooms, with what the filters and the sort look at.
 #[derive(Clone, Debug)]
@@ -93,6 +89,8 @@ impl Services {
             }
         }
         let memberships = self.user_memberships_cached(user_id).await?;
+        // Made once: every room looks it up.
+        let encryption_key = ("m.room.encryption".to_owned(), String::new());
         let mut entries = Vec::new();
         for member in memberships.iter() {
             let Ok(room_id) = RoomId::parse(&member.room_id) else { continue };
@@ -143,7 +141,7 @@ impl Services {
                 }
                 entry.stripped = Some(stripped);
             } else {
-                entry.encrypted = entry.head.state.contains_key(&*ENCRYPTION_KEY);
+                entry.encrypted = entry.head.state.contains_key(&encryption_key);
                 entry.room_type = self.sliding_room_type(&entry.head).await?;
                 if entry.membership == "join"
                     && let Some(bump) = self.sliding_bump_stamp(&entry.room_id, now).await?
