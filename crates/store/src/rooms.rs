@@ -138,23 +138,7 @@ impl Store {
         &self,
         room_id: &str,
     ) -> Result<(Vec<String>, Vec<String>), StoreError> {
-        let rows = self
-            .db
-            .query(
-                "SELECT state_key, membership FROM current_state
-                 WHERE room_id = $1 AND type = 'm.room.member' AND membership IN ('join', 'invite')
-                 ORDER BY state_key",
-                params![room_id],
-            )
-            .await?;
-        let (mut joined, mut invited) = (Vec::new(), Vec::new());
-        for row in &rows {
-            match row.string(1)?.as_str() {
-                "join" => joined.push(row.string(0)?),
-                _ => invited.push(row.string(0)?),
-            }
-        }
-        Ok((joined, invited))
+        Ok(self.joined_and_invited_members_of(&[room_id]).await?.remove(room_id).unwrap_or_default())
     }
 
     /// [`Self::joined_and_invited_members`] of many rooms (those with neither are left out),

@@ -177,7 +177,7 @@ impl Services {
         params: &RoomParams,
         prev: Option<&SentRoom>,
     ) -> Result<(Option<SlidingRoom>, SentRoom)> {
-        let (user_id, since, now, prefetched) = (answer.user_id, answer.since, answer.now, answer);
+        let (user_id, since, now) = (answer.user_id, answer.since, answer.now);
         let upto = entry.upto(now.events);
         let sent = SentRoom {
             upto,
@@ -258,11 +258,8 @@ impl Services {
         // Every event the answer needs (name, avatar, heroes' member events, required state)
         // read in one pass.
         let summary = described("m.room.member").then(|| {
-            let (joined, invited) = prefetched
-                .members
-                .get(entry.room_id.as_str())
-                .map(|(j, i)| (&j[..], &i[..]))
-                .unwrap_or_default();
+            let (joined, invited) =
+                answer.members.get(entry.room_id.as_str()).map(|(j, i)| (&j[..], &i[..])).unwrap_or_default();
             member_summary_of(&entry.head, user_id, false, joined, invited)
         });
         let hero_ids: Vec<String> = summary
@@ -317,7 +314,7 @@ impl Services {
         }
         if entry.membership == "join" {
             let (notifications, highlights) =
-                prefetched.unread.get(entry.room_id.as_str()).copied().unwrap_or_default();
+                answer.unread.get(entry.room_id.as_str()).copied().unwrap_or_default();
             room.notification_count = notifications;
             room.highlight_count = highlights;
         }
