@@ -233,6 +233,11 @@ impl Rooms {
         self.facts.lock().entry(room_id.to_owned()).or_default().room_type = Some(room_type);
     }
 
+    /// Forgets what is known of every room (a write may have committed unannounced).
+    pub(crate) fn forget_all_room_facts(&self) {
+        self.facts.lock().clear();
+    }
+
     /// Forgets what is known of a room whose events were purged.
     pub(crate) fn forget_room_facts(&self, room_id: &RoomId) {
         self.facts.lock().remove(room_id);
