@@ -388,7 +388,9 @@ impl Services {
             let changes: Vec<(&str, &str)> = changes.into_iter().collect();
             let position = self.streams.device_lists.allocate();
             self.store.add_cross_signing_signatures(&to_store, &changes, position.value()).await?;
-            let stream_id = position.finish();
+            // This change's own position (see `publish_device_list_change`).
+            let stream_id = position.value();
+            position.finish();
             // The signed users' devices are fetched again by everyone sharing a room with them,
             // the signer included (Synapse tells only the signer about signatures of other
             // users' keys; here the others re-fetch and see no signature that is not theirs).

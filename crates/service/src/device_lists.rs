@@ -89,7 +89,10 @@ impl Services {
     /// concerns.
     /// A local user's change is queued for the other servers sharing a room with them.
     pub(crate) async fn publish_device_list_change(&self, position: Position, user_id: &UserId) {
-        let stream_id = position.finish();
+        // The change's own position: `finish` answers the stream's current one, which is
+        // behind it while an earlier change is unfinished, or past it once a later one is done.
+        let stream_id = position.value();
+        position.finish();
         self.notify_device_list_change(user_id).await;
         self.wake_appservices();
         self.queue_device_list_edus(user_id, stream_id).await;

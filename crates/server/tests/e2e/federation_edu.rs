@@ -456,6 +456,47 @@ async fn device_list_updates_reach_the_other_server_and_gaps_resync() {
     panic!("bob never saw the keys of alice's phone");
 }
 
+/// Polls until server `a` tracks `target`'s device list with `device_id`'s keys in it (so that
+/// `/keys/query` answers from what the other server sent, not by asking it).
+async fn tracked_with_keys(a: &TestServer, target: &str, device_id: &str) {
+    for _ in 0..SETTLE_POLLS {
+        let list = a.services().store().remote_device_list(target).await.unwrap();
+        if list.is_some_and(|list| list.devices.iter().any(|(id, keys)| id == device_id && keys.is_some())) {
+            return;
+        }
+        tokio::time::sleep(SETTLE_INTERVAL).await;
+    }
+    panic!("{target}'s device list with {device_id} was never tracked");
+}
+
+#[tokio::test]
+async fn a_device_list_change_reaches_other_servers_while_an_earlier_one_is_unfinished() {
+    use crate::cross_signing::{CrossSigning, DEVICE_SIGNING, SIGNATURES, upload_device_keys};
+    let Pair { a, b, alice, bob, .. } = joined_pair(json!({})).await;
+    let (_, bob_device_keys) = upload_device_keys(&bob).await;
+    tracked_with_keys(&a, &bob.user_id, &bob.device_id).await;
+
+    // Another write on B's device-list stream, still in progress: the stream's published
+    // position stays behind it while bob's changes are made after it. Each change still sends
+    // its own updates (an update sent for the stream's position instead finds no change of
+    // bob's there and sends nothing).
+    let unfinished = b.services().streams.device_lists.allocate();
+    let bob_keys = CrossSigning::new(&bob.user_id);
+    bob.client.post(DEVICE_SIGNING, &bob_keys.upload_body()).await.expect(200);
+    query_until(&alice, &bob.user_id, "bob's master key", |answer| {
+        answer["master_keys"][&bob.user_id] == bob_keys.master_json()
+    })
+    .await;
+    let signed_device = bob_keys.self_signing.sign(bob_device_keys);
+    let body = json!({&bob.user_id: {&bob.device_id: signed_device}});
+    assert_eq!(bob.client.post(SIGNATURES, &body).await.expect(200).clone(), json!({"failures": {}}));
+    query_until(&alice, &bob.user_id, "bob's signed device", |answer| {
+        answer["device_keys"][&bob.user_id][&bob.device_id]["signatures"] == signed_device["signatures"]
+    })
+    .await;
+    drop(unfinished);
+}
+
 /// What `user` sees of `target`'s keys through `/keys/query`.
 async fn queried_keys(user: &TestUser, target: &str) -> Value {
     let body = json!({"device_keys": {target: []}, "timeout": 5000});
