@@ -96,6 +96,19 @@ impl Store {
         row.map(|r| r.i64(0)).transpose()
     }
 
+    /// The stream position of the room's newest event of any kind (0 for none).
+    pub async fn latest_event_position(&self, room_id: &str) -> Result<i64, StoreError> {
+        let row = self
+            .db
+            .query_opt(
+                "SELECT stream_ordering FROM events WHERE room_id = $1 AND stream_ordering > 0
+                 ORDER BY stream_ordering DESC LIMIT 1",
+                params![room_id],
+            )
+            .await?;
+        Ok(row.map(|r| r.i64(0)).transpose()?.unwrap_or(0))
+    }
+
     /// The user's memberships in the current state of each room, with their event's stream
     /// position and sender, in one read.
     pub async fn user_memberships_positioned(

@@ -264,6 +264,57 @@ async fn incremental_answers_carry_only_what_changed_and_long_polls_wake() {
 }
 
 #[tokio::test]
+async fn rooms_without_news_are_left_out_and_news_is_found_after_a_restart() {
+    let mut server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let mut rooms = Vec::new();
+    for name in ["one", "two", "three"] {
+        let room = create_room(&alice, json!({"preset": "public_chat", "name": name})).await;
+        join(&bob, &room).await;
+        rooms.push(room);
+    }
+    let body = json!({"lists": {"all": list(json!([[0, 10]]), 3, json!([["m.room.topic", ""]]))}});
+    let first = ss(&bob.client, None, &body).await;
+    assert_eq!(room_ids(&first).len(), 3);
+    let one = pos(&first);
+
+    // Restarted: nothing is known in memory of the rooms' newest events. A topic (state, not
+    // a bump type) in one room and a message in another are found; the third room is quiet.
+    server.restart().await;
+    let alice = TestUser { client: server.client().with_token(&alice.access_token), ..alice.clone() };
+    let bob = TestUser { client: server.client().with_token(&bob.access_token), ..bob.clone() };
+    alice
+        .client
+        .put(&format!("/_matrix/client/v3/rooms/{}/state/m.room.topic/", rooms[0]), &json!({"topic": "new"}))
+        .await
+        .expect(200);
+    send_text(&alice, &rooms[1], "1", "news").await;
+    let second = ss(&bob.client, Some(&one), &body).await;
+    let mut expected = vec![rooms[0].clone(), rooms[1].clone()];
+    expected.sort();
+    assert_eq!(room_ids(&second), expected, "{second}");
+    assert_eq!(state_pairs(&second["rooms"][&rooms[0]]), vec![pair("m.room.topic", "")]);
+    assert_eq!(timeline_bodies(&second["rooms"][&rooms[1]]), vec!["news"]);
+
+    // Nothing new anywhere: nothing sent. Then asking for more state of every room sends each
+    // room again with it, and a longer timeline sends each room's older events too.
+    let third = ss(&bob.client, Some(&pos(&second)), &body).await;
+    assert_eq!(room_ids(&third), Vec::<String>::new(), "{third}");
+    let grown = json!({"lists": {"all": list(json!([[0, 10]]), 3, json!([["m.room.topic", ""], ["m.room.name", ""]]))}});
+    let fourth = ss(&bob.client, Some(&pos(&third)), &grown).await;
+    assert_eq!(room_ids(&fourth).len(), 3, "{fourth}");
+    assert!(state_pairs(&fourth["rooms"][&rooms[2]]).contains(&pair("m.room.name", "")), "{fourth}");
+    let longer = json!({"lists": {"all": list(json!([[0, 10]]), 5, json!([["m.room.topic", ""], ["m.room.name", ""]]))}});
+    let fifth = ss(&bob.client, Some(&pos(&fourth)), &longer).await;
+    assert_eq!(room_ids(&fifth).len(), 3, "{fifth}");
+    assert_eq!(fifth["rooms"][&rooms[2]]["expanded_timeline"], true, "{fifth}");
+    let sixth = ss(&bob.client, Some(&pos(&fifth)), &longer).await;
+    assert_eq!(room_ids(&sixth), Vec::<String>::new(), "{sixth}");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn required_state_wildcards_lazy_members_me_and_growth() {
     let server = TestServer::start().await;
     let alice = server.register("alice").await;

@@ -40,12 +40,14 @@ pub struct Rooms {
 }
 
 /// Facts about a room that only its write path changes. `bump_stamp`: the stream position of
-/// its newest event of a type that moves it up the room list (noted by the write path once
-/// the event is committed, before its position is published; loaded from the store on a
-/// miss). `room_type`: its create event's `type`, which never changes.
+/// its newest event of a type that moves it up the room list; `last_event`: that of its
+/// newest event of any kind (both noted by the write path once the event is committed, before
+/// its position is published; loaded from the store on a miss). `room_type`: its create
+/// event's `type`, which never changes.
 #[derive(Clone, Debug, Default)]
 struct RoomFacts {
     bump_stamp: Option<i64>,
+    last_event: Option<i64>,
     room_type: Option<Option<String>>,
 }
 
@@ -219,6 +221,19 @@ impl Rooms {
         *bump = Some(bump.map_or(position, |b| b.max(position)));
     }
 
+    /// Notes a committed event (see [`RoomFacts`]): the room's last event becomes `position`
+    /// unless it is already later.
+    pub(crate) fn note_last_event(&self, room_id: &RoomId, position: i64) {
+        let mut facts = self.facts.lock();
+        let last = &mut facts.entry(room_id.to_owned()).or_default().last_event;
+        *last = Some(last.map_or(position, |l| l.max(position)));
+    }
+
+    /// The position of the room's newest event, if noted.
+    pub(crate) fn last_event(&self, room_id: &RoomId) -> Option<i64> {
+        self.facts.lock().get(room_id).and_then(|f| f.last_event)
+    }
+
     /// The room's noted bump stamp, if known.
     pub(crate) fn bump_stamp(&self, room_id: &RoomId) -> Option<i64> {
         self.facts.lock().get(room_id).and_then(|f| f.bump_stamp)
@@ -227,6 +242,15 @@ impl Rooms {
     /// The room's create event `type`, if known (`Some(None)`: an ordinary room).
     pub(crate) fn room_type(&self, room_id: &RoomId) -> Option<Option<String>> {
         self.facts.lock().get(room_id).and_then(|f| f.room_type.clone())
+    }
+
+    /// [`Self::room_type`] and [`Self::bump_stamp`] in one look-up (every room of a sliding
+    /// sync request needs both).
+    pub(crate) fn type_and_bump(&self, room_id: &RoomId) -> (Option<Option<String>>, Option<i64>) {
+        match self.facts.lock().get(room_id) {
+            Some(facts) => (facts.room_type.clone(), facts.bump_stamp),
+            None => (None, None),
+        }
     }
 
     pub(crate) fn note_room_type(&self, room_id: &RoomId, room_type: Option<String>) {

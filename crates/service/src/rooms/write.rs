@@ -493,6 +493,11 @@ impl Services {
         }
         {
             let mut pending = self.rooms.pending.lock();
+            for prepared in prepared.iter().filter(|p| p.event.stream_ordering > 0) {
+                // Before the position is published, so that no reader at it misses the event
+                // (every event counts as the room's last, even one that does not apply).
+                self.rooms.note_last_event(&prepared.pdu.room_id, prepared.event.stream_ordering);
+            }
             for prepared in prepared.iter().filter(|p| p.applies()) {
                 // Before the position is published, so that no reader at it misses the bump.
                 if crate::sliding_sync::lists::BUMP_EVENT_TYPES.contains(&prepared.event.kind.as_str())

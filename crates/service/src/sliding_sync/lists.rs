@@ -142,9 +142,13 @@ impl Services {
                 entry.stripped = Some(stripped);
             } else {
                 entry.encrypted = entry.head.state.contains_key(&encryption_key);
-                entry.room_type = self.sliding_room_type(&entry.head).await?;
+                let (room_type, noted_bump) = self.rooms.type_and_bump(&entry.room_id);
+                entry.room_type = match room_type {
+                    Some(room_type) => room_type,
+                    None => self.sliding_room_type(&entry.head).await?,
+                };
                 if entry.membership == "join"
-                    && let Some(bump) = self.sliding_bump_stamp(&entry.room_id, now).await?
+                    && let Some(bump) = self.sliding_bump_stamp(&entry.room_id, noted_bump, now).await?
                 {
                     entry.bump_stamp = bump;
                 }
@@ -180,10 +184,16 @@ impl Services {
     }
 
     /// The stream position of the room's newest visible event of a [`BUMP_EVENT_TYPES`] type at
-    /// or before `now`: the one the write path noted (see `rooms::cache`), read from the store
-    /// on a miss (then noted; 0 for none) or when the noted one is not published at `now` yet.
-    async fn sliding_bump_stamp(&self, room_id: &RoomId, now: i64) -> Result<Option<i64>> {
-        let noted = match self.rooms.bump_stamp(room_id) {
+    /// or before `now`: the one the write path noted (see `rooms::cache`; `noted`, looked up by
+    /// the caller), read from the store on a miss (then noted; 0 for none) or when the noted
+    /// one is not published at `now` yet.
+    async fn sliding_bump_stamp(
+        &self,
+        room_id: &RoomId,
+        noted: Option<i64>,
+        now: i64,
+    ) -> Result<Option<i64>> {
+        let noted = match noted {
             Some(noted) => noted,
             None => {
                 let stored =

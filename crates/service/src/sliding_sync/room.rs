@@ -152,6 +152,17 @@ fn content_string(event: Option<&RoomEvent>, field: &str) -> Option<String> {
 }
 
 impl Services {
+    /// The stream position of a room's newest event (any kind, published or not): the one
+    /// the write path noted (see `rooms::cache`), read from the store on a miss (then noted).
+    async fn room_last_event(&self, room_id: &ruma::RoomId) -> Result<i64> {
+        if let Some(last) = self.rooms.last_event(room_id) {
+            return Ok(last);
+        }
+        let stored = self.store.latest_event_position(room_id.as_str()).await?;
+        self.rooms.note_last_event(room_id, stored);
+        Ok(self.rooms.last_event(room_id).unwrap_or(stored))
+    }
+
     /// The state the user sees in a room: current while joined, the state after their
     /// membership event otherwise (as `/messages` shows a former member).
     async fn state_seen_by(&self, user_id: &UserId, entry: &RoomEntry) -> Result<StateView> {
@@ -198,6 +209,15 @@ impl Services {
         }
         let initial = prev.is_none();
         let expanded = prev.is_some_and(|p| params.timeline_limit > p.timeline_limit);
+        // A room sent before, with no event since and nothing more asked of it, has nothing to
+        // send: known without reading its timeline and state changes.
+        if let Some(prev) = prev
+            && !expanded
+            && params.required_state.is_subset(&prev.required_state)
+            && self.room_last_event(&entry.room_id).await? <= prev.upto
+        {
+            return Ok((None, sent));
+        }
         let after = if initial || expanded { None } else { prev.map(|p| p.upto) };
         let slice = self
             .timeline_slice(user_id, &entry.head, after, upto, params.timeline_limit, &Default::default())
