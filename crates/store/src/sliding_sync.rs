@@ -43,8 +43,10 @@ impl Store {
         max_connections: usize,
     ) -> Result<(), StoreError> {
         let SlidingSyncConnection { user_id, device_id, conn_id } = connection;
+        // Not waited onto the disk: a position lost with the machine's power is answered with
+        // M_UNKNOWN_POS, and the client starts the connection over.
         self.db
-            .transaction(async |tx| {
+            .transaction_unsynced(async |tx| {
                 tx.execute(
                     "DELETE FROM sliding_sync_positions
                      WHERE user_id = $1 AND device_id = $2 AND conn_id = $3 AND pos <> $4",

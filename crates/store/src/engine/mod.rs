@@ -147,6 +147,27 @@ impl Db {
         Ok(value)
     }
 
+    /// Runs `body` inside one transaction, committed if it returns `Ok`: returns once the
+    /// transaction is committed (visible to every reader, kept if the process dies), without
+    /// waiting for its commit to reach the disk. Only for what a power failure may lose at no
+    /// cost but a client's restart (sliding sync connection positions): SQLite skips the WAL
+    /// fsync, PostgreSQL commits with `synchronous_commit` off.
+    pub async fn transaction_unsynced<T, F>(&self, body: F) -> Result<T, StoreError>
+    where
+        F: AsyncFnOnce(&mut Tx<'_>) -> Result<T, StoreError>,
+    {
+        let (value, durability) = self
+            .transaction_batched(false, async |tx| {
+                if let TxInner::Postgres(transaction) = &tx.inner {
+                    transaction.batch_execute("SET LOCAL synchronous_commit TO OFF").await?;
+                }
+                body(tx).await
+            })
+            .await?;
+        durability.committed().await?;
+        Ok(value)
+    }
+
     /// Runs `body` inside one transaction and returns as soon as its writes are in place, with
     /// a [`Durability`] to wait on before acknowledging them. On SQLite the transaction may
     /// share one commit with others (group commit): it is kept open for later transactions
@@ -226,6 +247,18 @@ impl Durability {
             None => Ok(()),
             Some((engine, pending)) => pending.wait(&engine).await,
         }
+    }
+}
+
+impl Durability {
+    /// Waits until the transaction is committed, not for the commit to reach the disk (see
+    /// [`Db::transaction_unsynced`]). Cancelled, it leaves the commit to [`Drop`].
+    async fn committed(mut self) -> Result<(), StoreError> {
+        if let Some((engine, pending)) = &self.pending {
+            pending.committed(engine).await?;
+        }
+        self.pending = None;
+        Ok(())
     }
 }
 

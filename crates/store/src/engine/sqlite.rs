@@ -146,6 +146,13 @@ impl PendingCommit {
     /// Waits until the batch is committed (committing it if nobody else does) and its commit
     /// is on disk.
     pub(crate) async fn wait(self, engine: &SqliteEngine) -> Result<(), StoreError> {
+        let sequence = self.committed(engine).await?;
+        engine.sync_to(sequence).await
+    }
+
+    /// Waits until the batch is committed (committing it if nobody else does), not for its
+    /// commit to reach the disk; returns the commit's sequence number.
+    pub(crate) async fn committed(&self, engine: &SqliteEngine) -> Result<u64, StoreError> {
         let mut receiver = self.outcome.subscribe();
         let sequence = loop {
             if let Some(outcome) = receiver.borrow_and_update().clone() {
@@ -160,7 +167,7 @@ impl PendingCommit {
                 writer.finish_batch()?;
             }
         };
-        engine.sync_to(sequence).await
+        Ok(sequence)
     }
 }
 

@@ -303,3 +303,33 @@ store_test!(an_abandoned_batched_transaction_is_still_committed, |store| async m
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 });
+
+store_test!(unsynced_transactions_are_committed_at_once_or_rolled_back, |store| async move {
+    let db = store.db();
+    db.execute("CREATE TABLE gcu (k BIGINT PRIMARY KEY)", params![]).await.unwrap();
+    // A batch kept open for a follower: the unsynced transaction joins it and returns only
+    // once it is committed, so that readers see both rows at once.
+    let (_, open) = db
+        .transaction_batched(true, async |tx| tx.execute("INSERT INTO gcu (k) VALUES (1)", params![]).await)
+        .await
+        .unwrap();
+    db.transaction_unsynced(async |tx| tx.execute("INSERT INTO gcu (k) VALUES (2)", params![]).await)
+        .await
+        .unwrap();
+    let keys = db.query("SELECT k FROM gcu ORDER BY k", params![]).await.unwrap();
+    assert_eq!(keys.iter().map(|r| r.i64(0).unwrap()).collect::<Vec<_>>(), vec![1, 2]);
+    open.wait().await.unwrap();
+    // A body that fails leaves nothing behind, and the writer usable.
+    let failed = db
+        .transaction_unsynced(async |tx| {
+            tx.execute("INSERT INTO gcu (k) VALUES (3)", params![]).await?;
+            Err::<(), _>(StoreError::Commit("refused".to_owned()))
+        })
+        .await;
+    assert!(failed.is_err());
+    db.transaction_unsynced(async |tx| tx.execute("INSERT INTO gcu (k) VALUES (4)", params![]).await)
+        .await
+        .unwrap();
+    let keys = db.query("SELECT k FROM gcu ORDER BY k", params![]).await.unwrap();
+    assert_eq!(keys.iter().map(|r| r.i64(0).unwrap()).collect::<Vec<_>>(), vec![1, 2, 4]);
+});
