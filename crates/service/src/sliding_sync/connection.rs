@@ -8,13 +8,15 @@
 //! connections go with it (`store::devices::DEVICE_TABLES`).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use myelin_core::{ErrCode, MatrixError};
 use myelin_store::SlidingSyncConnection;
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
 
-use super::request::RequiredState;
+use super::lists::RoomEntry;
+use super::request::{RequiredState, RoomParams};
 use crate::auth::Requester;
 use crate::sync::SyncToken;
 use crate::util::now_ms;
@@ -24,24 +26,67 @@ use crate::{Error, Result, Services};
 pub const MAX_CONNECTIONS_PER_DEVICE: usize = 10;
 
 /// What a room was last sent with on this connection.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct SentRoom {
     /// The event stream position the room was sent up to.
     pub upto: i64,
     /// The membership it was sent as.
     pub membership: String,
-    pub required_state: RequiredState,
+    /// Shared between the rooms sent with the same (a connection's rooms mostly are).
+    pub required_state: Arc<RequiredState>,
     pub timeline_limit: i64,
 }
 
+impl SentRoom {
+    /// What a room is sent with now: up to what the user may see of it at `now`. `prev`: what
+    /// it was sent with before, whose `required_state` is shared when it is the same.
+    pub(crate) fn new(entry: &RoomEntry, params: &RoomParams, now: i64, prev: Option<&SentRoom>) -> SentRoom {
+        let required_state = match prev {
+            Some(prev) if *prev.required_state == params.required_state => prev.required_state.clone(),
+            _ => Arc::new(params.required_state.clone()),
+        };
+        SentRoom {
+            upto: entry.upto(now),
+            membership: entry.membership.clone(),
+            required_state,
+            timeline_limit: params.timeline_limit,
+        }
+    }
+}
+
 /// The state of a connection as of one position.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default)]
 pub struct ConnectionState {
     /// Where every stream stood when the position was handed out (its `to_string`).
     pub token: String,
     pub rooms: BTreeMap<String, SentRoom>,
     /// Where each extension stood when it was last sent (tokens, by extension name).
     pub extensions: BTreeMap<String, String>,
+}
+
+/// How a connection's state is stored: each distinct `required_state` once, and each room as
+/// `[upto, membership, index of its required_state, timeline_limit]` (a connection can have
+/// sent thousands of rooms, read and written on every request).
+#[derive(Serialize, Deserialize)]
+struct StoredState {
+    token: String,
+    #[serde(default)]
+    required_states: Vec<RequiredState>,
+    #[serde(default)]
+    sent: BTreeMap<String, (i64, String, usize, i64)>,
+    /// The form before `sent`: each room with its own `required_state`.
+    #[serde(default, skip_serializing)]
+    rooms: BTreeMap<String, StoredRoomV1>,
+    #[serde(default)]
+    extensions: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+struct StoredRoomV1 {
+    upto: i64,
+    membership: String,
+    required_state: RequiredState,
+    timeline_limit: i64,
 }
 
 impl ConnectionState {
@@ -54,6 +99,50 @@ impl ConnectionState {
         let mut token = self.extensions.get(name).and_then(|token| SyncToken::parse(token).ok())?;
         token.forget_restarted(current);
         Some(token)
+    }
+
+    /// The stored form (see [`StoredState`]).
+    fn to_text(&self) -> Result<String> {
+        let mut distinct: Vec<&Arc<RequiredState>> = Vec::new();
+        let mut sent = BTreeMap::new();
+        for (room_id, room) in &self.rooms {
+            let index = match distinct
+                .iter()
+                .position(|known| Arc::ptr_eq(known, &room.required_state) || **known == room.required_state)
+            {
+                Some(index) => index,
+                None => {
+                    distinct.push(&room.required_state);
+                    distinct.len() - 1
+                }
+            };
+            sent.insert(room_id.clone(), (room.upto, room.membership.clone(), index, room.timeline_limit));
+        }
+        let stored = StoredState {
+            token: self.token.clone(),
+            required_states: distinct.into_iter().map(|state| (**state).clone()).collect(),
+            sent,
+            rooms: BTreeMap::new(),
+            extensions: self.extensions.clone(),
+        };
+        serde_json::to_string(&stored).map_err(Error::internal)
+    }
+
+    /// Reads the stored form; `None` when it does not parse (the position is then unknown).
+    fn from_text(text: &str) -> Option<ConnectionState> {
+        let stored: StoredState = serde_json::from_str(text).ok()?;
+        let shared: Vec<Arc<RequiredState>> = stored.required_states.into_iter().map(Arc::new).collect();
+        let mut rooms = BTreeMap::new();
+        for (room_id, (upto, membership, index, timeline_limit)) in stored.sent {
+            let required_state = shared.get(index)?.clone();
+            rooms.insert(room_id, SentRoom { upto, membership, required_state, timeline_limit });
+        }
+        for (room_id, room) in stored.rooms {
+            let StoredRoomV1 { upto, membership, required_state, timeline_limit } = room;
+            let required_state = Arc::new(required_state);
+            rooms.insert(room_id, SentRoom { upto, membership, required_state, timeline_limit });
+        }
+        Some(ConnectionState { token: stored.token, rooms, extensions: stored.extensions })
     }
 }
 
@@ -80,7 +169,13 @@ impl Services {
     ) -> Result<ConnectionState> {
         let text = self.store.sliding_sync_position(connection(requester, conn_id), pos).await?;
         let text = text.ok_or_else(unknown_pos)?;
-        serde_json::from_str(&text).map_err(|e| Error::internal_with("reading a sliding sync connection", e))
+        ConnectionState::from_text(&text).ok_or_else(|| {
+            tracing::warn!(
+                conn_id,
+                "a stored sliding sync connection does not parse; its position is unknown"
+            );
+            unknown_pos()
+        })
     }
 
     /// Stores a new position of a connection with its state; returns the position.
@@ -94,7 +189,7 @@ impl Services {
         // Random, so that a position of a connection lost (or started afresh) is never
         // mistaken for one of its successor.
         let pos: i64 = rand::rng().random_range(1..i64::MAX >> 11);
-        let text = serde_json::to_string(state).map_err(Error::internal)?;
+        let text = state.to_text()?;
         self.store
             .save_sliding_sync_position(
                 connection(requester, conn_id),
@@ -106,5 +201,52 @@ impl Services {
             )
             .await?;
         Ok(pos)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(pairs: &[(&str, &str)]) -> RequiredState {
+        pairs.iter().map(|(t, k)| (t.to_string(), k.to_string())).collect()
+    }
+
+    #[test]
+    fn the_stored_form_keeps_each_required_state_once_and_reads_back() {
+        let list = Arc::new(pairs(&[("m.room.name", ""), ("m.room.member", "$LAZY")]));
+        let other = Arc::new(pairs(&[("*", "*")]));
+        let room = |upto, required_state: &Arc<RequiredState>| SentRoom {
+            upto,
+            membership: "join".to_owned(),
+            required_state: required_state.clone(),
+            timeline_limit: 1,
+        };
+        let mut state = ConnectionState { token: "s1_2".to_owned(), ..Default::default() };
+        state.rooms.insert("!a:x".to_owned(), room(5, &list));
+        state.rooms.insert("!b:x".to_owned(), room(6, &other));
+        // Equal but not shared: still stored once.
+        state.rooms.insert("!c:x".to_owned(), room(7, &Arc::new((*list).clone())));
+        state.extensions.insert("to_device".to_owned(), "3".to_owned());
+        let text = state.to_text().unwrap();
+        let stored: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(stored["required_states"].as_array().unwrap().len(), 2, "{text}");
+        assert_eq!(stored["sent"]["!c:x"], serde_json::json!([7, "join", 0, 1]), "{text}");
+        let read = ConnectionState::from_text(&text).unwrap();
+        assert_eq!(read.rooms, state.rooms);
+        assert_eq!((read.token, read.extensions), (state.token, state.extensions));
+        assert!(Arc::ptr_eq(&read.rooms["!a:x"].required_state, &read.rooms["!c:x"].required_state));
+    }
+
+    #[test]
+    fn the_earlier_stored_form_still_reads_and_garbage_does_not() {
+        let earlier = r#"{"token":"s1","rooms":{"!a:x":{"upto":4,"membership":"invite",
+            "required_state":[["m.room.name",""]],"timeline_limit":2}},"extensions":{}}"#;
+        let read = ConnectionState::from_text(earlier).unwrap();
+        assert_eq!(read.rooms["!a:x"].upto, 4);
+        assert_eq!(*read.rooms["!a:x"].required_state, pairs(&[("m.room.name", "")]));
+        assert!(ConnectionState::from_text("{").is_none());
+        let bad_index = r#"{"token":"s1","required_states":[],"sent":{"!a:x":[1,"join",3,1]}}"#;
+        assert!(ConnectionState::from_text(bad_index).is_none());
     }
 }

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use ruma::{OwnedRoomId, RoomId};
 
-use self::connection::ConnectionState;
+use self::connection::{ConnectionState, SentRoom};
 use self::extensions::{ExtensionContext, Extensions, advance_extensions};
 use self::lists::RoomEntry;
 use self::request::{RoomParams, SlidingSyncRequest};
@@ -124,11 +124,19 @@ impl Services {
             rooms: previous_state.rooms.clone(),
             extensions: previous_state.extensions.clone(),
         };
-        let to_read: Vec<&RoomEntry> = wanted
-            .keys()
-            .filter_map(|room| by_room.get(&**room).copied())
-            .filter(|e| e.stripped.is_none())
-            .collect();
+        // Rooms sent before with nothing new are recorded as sent now and read no further.
+        let mut to_compute: Vec<(&RoomEntry, &RoomParams)> = Vec::new();
+        for (room_id, params) in &wanted {
+            let Some(entry) = by_room.get(&**room_id).copied() else { continue };
+            let prev = previous_state.rooms.get(room_id.as_str());
+            if self.sliding_room_unchanged(entry, params, prev).await? {
+                state.rooms.insert(room_id.to_string(), SentRoom::new(entry, params, now.events, prev));
+            } else {
+                to_compute.push((entry, params));
+            }
+        }
+        let to_read: Vec<&RoomEntry> =
+            to_compute.iter().map(|(entry, _)| *entry).filter(|e| e.stripped.is_none()).collect();
         let ids: Vec<&str> = to_read.iter().map(|e| e.room_id.as_str()).collect();
         let joined: Vec<&str> =
             to_read.iter().filter(|e| e.membership == "join").map(|e| e.room_id.as_str()).collect();
@@ -141,8 +149,8 @@ impl Services {
         };
         let mut rooms = BTreeMap::new();
         let mut initial_rooms = BTreeSet::new();
-        for (room_id, params) in &wanted {
-            let Some(entry) = by_room.get(&**room_id) else { continue };
+        for (entry, params) in to_compute {
+            let room_id = &entry.room_id;
             let prev = previous_state.rooms.get(room_id.as_str());
             let (room, sent) = self.sliding_sync_room(&answer, entry, params, prev).await?;
             state.rooms.insert(room_id.to_string(), sent);

@@ -152,6 +152,24 @@ fn content_string(event: Option<&RoomEvent>, field: &str) -> Option<String> {
 }
 
 impl Services {
+    /// Whether a room sent before has nothing to send: the same membership, no event since,
+    /// nothing more asked of it (known without reading its timeline and state changes).
+    pub(crate) async fn sliding_room_unchanged(
+        &self,
+        entry: &RoomEntry,
+        params: &RoomParams,
+        prev: Option<&SentRoom>,
+    ) -> Result<bool> {
+        let Some(prev) = prev.filter(|p| p.membership == entry.membership) else { return Ok(false) };
+        if entry.stripped.is_some() {
+            // An invite or knock sent before is not sent again (see `sliding_sync_room`).
+            return Ok(true);
+        }
+        Ok(params.timeline_limit <= prev.timeline_limit
+            && params.required_state.is_subset(&prev.required_state)
+            && self.room_last_event(&entry.room_id).await? <= prev.upto)
+    }
+
     /// The stream position of a room's newest event (any kind, published or not): the one
     /// the write path noted (see `rooms::cache`), read from the store on a miss (then noted).
     async fn room_last_event(&self, room_id: &ruma::RoomId) -> Result<i64> {
@@ -190,12 +208,7 @@ impl Services {
     ) -> Result<(Option<SlidingRoom>, SentRoom)> {
         let (user_id, since, now) = (answer.user_id, answer.since, answer.now);
         let upto = entry.upto(now.events);
-        let sent = SentRoom {
-            upto,
-            membership: entry.membership.clone(),
-            required_state: params.required_state.clone(),
-            timeline_limit: params.timeline_limit,
-        };
+        let sent = SentRoom::new(entry, params, now.events, prev);
         let prev = prev.filter(|p| p.membership == entry.membership);
         let mut room =
             SlidingRoom { bump_stamp: entry.bump_stamp, is_dm: entry.is_dm, ..SlidingRoom::default() };
@@ -209,15 +222,6 @@ impl Services {
         }
         let initial = prev.is_none();
         let expanded = prev.is_some_and(|p| params.timeline_limit > p.timeline_limit);
-        // A room sent before, with no event since and nothing more asked of it, has nothing to
-        // send: known without reading its timeline and state changes.
-        if let Some(prev) = prev
-            && !expanded
-            && params.required_state.is_subset(&prev.required_state)
-            && self.room_last_event(&entry.room_id).await? <= prev.upto
-        {
-            return Ok((None, sent));
-        }
         let after = if initial || expanded { None } else { prev.map(|p| p.upto) };
         let slice = self
             .timeline_slice(user_id, &entry.head, after, upto, params.timeline_limit, &Default::default())
