@@ -71,7 +71,33 @@ const CACHED_GROUP_MAX_ENTRIES: usize = 500;
 struct RoomSlot {
     /// `None` until loaded (or after a failed commit, until reloaded).
     head: Arc<tokio::sync::Mutex<Option<RoomHead>>>,
-    published: parking_lot::RwLock<Option<Arc<RoomHead>>>,
+    published: parking_lot::RwLock<Option<Published>>,
+}
+
+/// A published head, with what room lists read of every room worked out once per publication
+/// rather than once per room per request.
+struct Published {
+    head: Arc<RoomHead>,
+    /// Whether the current state holds `m.room.encryption`.
+    encrypted: bool,
+}
+
+impl Published {
+    fn new(head: RoomHead) -> Published {
+        let encrypted = head.state.contains_key(&("m.room.encryption".to_owned(), String::new()));
+        Published { head: Arc::new(head), encrypted }
+    }
+}
+
+/// What a room list reads of one room (see [`Rooms::listing_facts`]).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ListingFacts {
+    /// The published head and whether the room is encrypted, if loaded.
+    pub head: Option<(Arc<RoomHead>, bool)>,
+    /// The create event's `type`, if known (`Some(None)`: an ordinary room).
+    pub room_type: Option<Option<String>>,
+    /// The noted bump stamp, if known.
+    pub bump_stamp: Option<i64>,
 }
 
 /// The send lock of one room, with its head (`None` when not loaded, or for a room that does
@@ -102,7 +128,7 @@ impl std::ops::DerefMut for RoomWriteGuard<'_> {
 impl Drop for RoomWriteGuard<'_> {
     fn drop(&mut self) {
         // Published while the lock is still held: the next writer publishes after this one.
-        *self.slot.published.write() = self.head.clone().map(Arc::new);
+        *self.slot.published.write() = self.head.clone().map(Published::new);
         if self.head.is_none() {
             let mut slots = self.rooms.slots.lock();
             // The map's reference and this guard's: nobody else holds or awaits the lock, and
@@ -194,7 +220,33 @@ impl Rooms {
     /// The head of a room as of the last release of its send lock, if loaded. Never waits.
     pub(crate) fn published_head(&self, room_id: &RoomId) -> Option<Arc<RoomHead>> {
         let slot = self.slots.lock().get(room_id).cloned()?;
-        slot.published.read().clone()
+        slot.published.read().as_ref().map(|p| p.head.clone())
+    }
+
+    /// [`Self::published_head`] (with whether the room is encrypted), [`Self::room_type`] and
+    /// [`Self::bump_stamp`] of many rooms, each lock taken once (a room list reads them of
+    /// every room of a user).
+    pub(crate) fn listing_facts(&self, rooms: &[&RoomId]) -> Vec<ListingFacts> {
+        let slots: Vec<Option<Arc<RoomSlot>>> = {
+            let map = self.slots.lock();
+            rooms.iter().map(|room| map.get(*room).cloned()).collect()
+        };
+        let mut out: Vec<ListingFacts> = slots
+            .into_iter()
+            .map(|slot| ListingFacts {
+                head: slot
+                    .and_then(|slot| slot.published.read().as_ref().map(|p| (p.head.clone(), p.encrypted))),
+                ..ListingFacts::default()
+            })
+            .collect();
+        let facts = self.facts.lock();
+        for (room, listing) in rooms.iter().zip(&mut out) {
+            if let Some(facts) = facts.get(*room) {
+                listing.room_type = facts.room_type.clone();
+                listing.bump_stamp = facts.bump_stamp;
+            }
+        }
+        out
     }
 
     pub(super) fn cached_event(&self, event_id: &EventId) -> Option<Arc<Pdu>> {
@@ -242,15 +294,6 @@ impl Rooms {
     /// The room's create event `type`, if known (`Some(None)`: an ordinary room).
     pub(crate) fn room_type(&self, room_id: &RoomId) -> Option<Option<String>> {
         self.facts.lock().get(room_id).and_then(|f| f.room_type.clone())
-    }
-
-    /// [`Self::room_type`] and [`Self::bump_stamp`] in one look-up (every room of a sliding
-    /// sync request needs both).
-    pub(crate) fn type_and_bump(&self, room_id: &RoomId) -> (Option<Option<String>>, Option<i64>) {
-        match self.facts.lock().get(room_id) {
-            Some(facts) => (facts.room_type.clone(), facts.bump_stamp),
-            None => (None, None),
-        }
     }
 
     pub(crate) fn note_room_type(&self, room_id: &RoomId, room_type: Option<String>) {

@@ -47,7 +47,7 @@ impl SentRoom {
         };
         SentRoom {
             upto: entry.upto(now),
-            membership: entry.membership.clone(),
+            membership: entry.membership.to_owned(),
             required_state,
             timeline_limit: params.timeline_limit,
         }

@@ -31,7 +31,8 @@ pub const BUMP_EVENT_TYPES: &[&str] = &[
 #[derive(Clone, Debug)]
 pub struct RoomEntry {
     pub room_id: OwnedRoomId,
-    pub membership: String,
+    /// `join`, `invite`, `knock`, `leave` or `ban`.
+    pub membership: &'static str,
     /// The stream position of the user's membership event.
     pub membership_position: i64,
     pub head: Arc<RoomHead>,
@@ -89,35 +90,47 @@ impl Services {
             }
         }
         let memberships = self.user_memberships_cached(user_id).await?;
-        // Made once: every room looks it up.
+        let candidates: Vec<(&PositionedMembership, &RoomId)> = memberships
+            .iter()
+            .filter(|member| member.stream_ordering <= now)
+            .filter_map(|member| Some((member, <&RoomId>::try_from(member.room_id.as_str()).ok()?)))
+            .collect();
+        let ids: Vec<&RoomId> = candidates.iter().map(|(_, room_id)| *room_id).collect();
+        let facts = self.rooms.listing_facts(&ids);
+        // Made once: every room not loaded yet looks it up.
         let encryption_key = ("m.room.encryption".to_owned(), String::new());
-        let mut entries = Vec::new();
-        for member in memberships.iter() {
-            let Ok(room_id) = RoomId::parse(&member.room_id) else { continue };
-            if member.stream_ordering > now {
-                continue;
-            }
-            let Some(head) = self.room_head_shared(&room_id).await? else { continue };
-            let mut listed = true;
-            let membership = member.membership.clone();
-            match membership.as_str() {
-                "join" | "invite" | "knock" => {}
-                "leave" | "ban" => {
-                    if self.store.is_forgotten(user_id.as_str(), room_id.as_str()).await? {
-                        continue;
-                    }
-                    // Rooms the user left themselves only while newly left; kicks and bans
-                    // stay listed.
-                    listed = !(membership == "leave"
-                        && member.sender == user_id.as_str()
-                        && !newly_left.contains(room_id.as_str()));
-                }
+        let mut entries = Vec::with_capacity(candidates.len());
+        for ((member, room_id), facts) in candidates.into_iter().zip(facts) {
+            let membership = match member.membership.as_str() {
+                "join" => "join",
+                "invite" => "invite",
+                "knock" => "knock",
+                "leave" => "leave",
+                "ban" => "ban",
                 _ => continue,
+            };
+            let (head, encrypted) = match facts.head {
+                Some((head, encrypted)) => (head, Some(encrypted)),
+                None => match self.room_head_shared(room_id).await? {
+                    Some(head) => (head, None),
+                    None => continue,
+                },
+            };
+            let mut listed = true;
+            if matches!(membership, "leave" | "ban") {
+                if self.store.is_forgotten(user_id.as_str(), room_id.as_str()).await? {
+                    continue;
+                }
+                // Rooms the user left themselves only while newly left; kicks and bans stay
+                // listed.
+                listed = !(membership == "leave"
+                    && member.sender == user_id.as_str()
+                    && !newly_left.contains(room_id.as_str()));
             }
             let membership_position = member.stream_ordering;
             let mut entry = RoomEntry {
                 is_dm: dms.contains(room_id.as_str()),
-                room_id,
+                room_id: room_id.to_owned(),
                 membership,
                 membership_position,
                 head,
@@ -127,7 +140,7 @@ impl Services {
                 listed,
                 stripped: None,
             };
-            if matches!(entry.membership.as_str(), "invite" | "knock") {
+            if matches!(membership, "invite" | "knock") {
                 let stripped = self.stripped_state(&entry.head, user_id).await?;
                 for event in &stripped {
                     match (event.kind.as_str(), event.state_key.as_str()) {
@@ -141,14 +154,13 @@ impl Services {
                 }
                 entry.stripped = Some(stripped);
             } else {
-                entry.encrypted = entry.head.state.contains_key(&encryption_key);
-                let (room_type, noted_bump) = self.rooms.type_and_bump(&entry.room_id);
-                entry.room_type = match room_type {
+                entry.encrypted = encrypted.unwrap_or_else(|| entry.head.state.contains_key(&encryption_key));
+                entry.room_type = match facts.room_type {
                     Some(room_type) => room_type,
                     None => self.sliding_room_type(&entry.head).await?,
                 };
                 if entry.membership == "join"
-                    && let Some(bump) = self.sliding_bump_stamp(&entry.room_id, noted_bump, now).await?
+                    && let Some(bump) = self.sliding_bump_stamp(&entry.room_id, facts.bump_stamp, now).await?
                 {
                     entry.bump_stamp = bump;
                 }
