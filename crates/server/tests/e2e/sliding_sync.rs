@@ -449,6 +449,17 @@ async fn filters_select_rooms() {
         stripped.iter().any(|e| e["type"] == "m.room.member" && e["state_key"] == alice.user_id.as_str())
     );
     assert!(invite.get("timeline").is_none());
+    // A room encrypted after it was listed is listed as encrypted from then on.
+    alice
+        .client
+        .put(
+            &format!("/_matrix/client/v3/rooms/{plain}/state/m.room.encryption/"),
+            &json!({"algorithm": "m.megolm.v1.aes-sha2"}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(rooms_for(json!({"is_encrypted": true})).await, sorted(vec![plain.clone(), encrypted.clone()]));
+    assert_eq!(rooms_for(json!({"is_encrypted": false})).await, sorted(vec![space.clone(), dm.clone()]));
     server.stop().await;
 }
 
