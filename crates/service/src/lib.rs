@@ -128,7 +128,6 @@ pub struct Services {
     /// `media_storage_providers`: where media is mirrored besides the local store.
     pub storage_providers: Arc<s3_provider::MediaStorageProviders>,
     /// OpenID tokens handed out and not expired yet.
-    pub openid: Arc<openid::OpenIdTokens>,
     /// Serialises finding and making server notices rooms.
     pub server_notices: Arc<server_notices::ServerNotices>,
     /// The consent templates and the consent notices being sent.
@@ -183,7 +182,6 @@ impl Services {
             url_previews: Arc::new(url_previews),
             media: Arc::default(),
             storage_providers: Arc::new(storage_providers),
-            openid: Arc::default(),
             server_notices: Arc::default(),
         };
         services.ensure_appservice_senders().await?;

@@ -56,7 +56,8 @@ impl Services {
         }
     }
 
-    /// Deletes stale devices (`delete_stale_devices_after`) and expired UIA sessions.
+    /// Deletes stale devices (`delete_stale_devices_after`), expired UIA sessions and expired
+    /// OpenID tokens.
     async fn housekeeping(self) {
         loop {
             match self.delete_stale_devices().await {
@@ -67,6 +68,9 @@ impl Services {
             let expired_before = crate::util::now_ms().saturating_sub(crate::uia::SESSION_LIFETIME_MS) as i64;
             if let Err(error) = self.store.delete_expired_uia_sessions(expired_before).await {
                 tracing::warn!(%error, "could not delete expired UIA sessions");
+            }
+            if let Err(error) = self.delete_expired_openid_tokens().await {
+                tracing::warn!(%error, "could not delete expired OpenID tokens");
             }
             // Answers to inbound federation transactions are kept a day, as Synapse keeps them.
             let day_ago = crate::util::now_ms().saturating_sub(INBOUND_TRANSACTION_LIFETIME_MS) as i64;

@@ -26,6 +26,7 @@ pub mod federation_transactions;
 pub mod key_backup;
 pub mod media;
 pub mod monthly_active;
+pub mod open_id_tokens;
 pub mod profiles;
 pub mod push;
 pub mod registration;

@@ -19,7 +19,7 @@ async fn request_token(
     JsonBodyOrEmpty(_body): JsonBodyOrEmpty<Value>,
 ) -> ApiResult<Json<Value>> {
     let user_id = parse_user_id(&user_id)?;
-    let token = services.request_openid_token(&requester.user_id, &user_id)?;
+    let token = services.request_openid_token(&requester.user_id, &user_id).await?;
     Ok(Json(json!({
         "access_token": token.access_token,
         "token_type": "Bearer",

@@ -357,7 +357,7 @@ async fn openid_userinfo(
     QueryParams(query): QueryParams<UserinfoQuery>,
 ) -> ApiResult<Json<Value>> {
     let token = query.access_token.ok_or_else(MatrixError::missing_token)?;
-    let user_id = services.openid_userinfo(&token)?;
+    let user_id = services.openid_userinfo(&token).await?;
     Ok(Json(json!({ "sub": user_id })))
 }
 

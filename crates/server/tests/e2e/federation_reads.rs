@@ -452,4 +452,11 @@ async fn openid_tokens_identify_their_user_to_third_parties() {
 
     // Only for oneself.
     bob.client.post(&path, &json!({})).await.expect_error(403, "M_FORBIDDEN");
+
+    // A token outlives a restart (it is stored, by its hash, not kept in memory).
+    let mut server = server;
+    server.restart().await;
+    let body = server.client().get(&userinfo(access_token)).await.expect(200).clone();
+    assert_eq!(body, json!({"sub": alice.user_id}));
+    server.client().get(&userinfo("not-a-token")).await.expect_error(401, "M_UNKNOWN_TOKEN");
 }

@@ -458,7 +458,10 @@ async fn filters_select_rooms() {
         )
         .await
         .expect(200);
-    assert_eq!(rooms_for(json!({"is_encrypted": true})).await, sorted(vec![plain.clone(), encrypted.clone()]));
+    assert_eq!(
+        rooms_for(json!({"is_encrypted": true})).await,
+        sorted(vec![plain.clone(), encrypted.clone()])
+    );
     assert_eq!(rooms_for(json!({"is_encrypted": false})).await, sorted(vec![space.clone(), dm.clone()]));
     server.stop().await;
 }

@@ -54,6 +54,7 @@ pub(crate) const MIGRATION_FILES: &[(&str, &str)] = &[
     ("0029_appservices.sql", include_str!("../../migrations/0029_appservices.sql")),
     ("0030_appservice_streams.sql", include_str!("../../migrations/0030_appservice_streams.sql")),
     ("0031_room_stats.sql", include_str!("../../migrations/0031_room_stats.sql")),
+    ("0032_open_id_tokens.sql", include_str!("../../migrations/0032_open_id_tokens.sql")),
 ];
 
 /// Arbitrary constant identifying Myelin's migration lock.

@@ -12,6 +12,7 @@ mod engine;
 mod federation_queue;
 mod key_backup;
 mod media;
+mod open_id_tokens;
 mod remote_device_lists;
 mod search;
 mod server_keys;
