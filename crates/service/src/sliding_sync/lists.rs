@@ -27,6 +27,9 @@ pub const BUMP_EVENT_TYPES: &[&str] = &[
     "m.beacon_info",
 ];
 
+/// How many rooms [`Services::sliding_sync_rooms`] lists between two yields to the runtime.
+const YIELD_EVERY: usize = 128;
+
 /// One of the user's rooms, with what the filters and the sort look at.
 #[derive(Clone, Debug)]
 pub struct RoomEntry {
@@ -100,7 +103,13 @@ impl Services {
         // Made once: every room not loaded yet looks it up.
         let encryption_key = ("m.room.encryption".to_owned(), String::new());
         let mut entries = Vec::with_capacity(candidates.len());
-        for ((member, room_id), facts) in candidates.into_iter().zip(facts) {
+        for (index, ((member, room_id), facts)) in candidates.into_iter().zip(facts).enumerate() {
+            if index % YIELD_EVERY == YIELD_EVERY - 1 {
+                // Thousands of rooms are read from memory without a pause: other tasks queued
+                // on this worker (the send that woke this request, answering its client) run
+                // in between instead of after.
+                tokio::task::yield_now().await;
+            }
             let membership = match member.membership.as_str() {
                 "join" => "join",
                 "invite" => "invite",
