@@ -377,6 +377,62 @@ async fn required_state_wildcards_lazy_members_me_and_growth() {
 }
 
 #[tokio::test]
+async fn lazy_members_are_sent_once_per_connection_and_again_when_they_change() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let carol = server.register("carol").await;
+    let room = create_room(&alice, json!({"preset": "public_chat", "name": "lazy"})).await;
+    join(&bob, &room).await;
+    join(&carol, &room).await;
+    send_text(&bob, &room, "1", "bob one").await;
+    let body = json!({"room_subscriptions": {&room: {"timeline_limit": 1, "required_state": [["m.room.member", "$LAZY"]]}}});
+    let state_of = |response: &Value| state_pairs(&response["rooms"][&room]);
+    let bob_member = vec![pair("m.room.member", &bob.user_id)];
+
+    let first = ss(&alice.client, None, &body).await;
+    assert_eq!(state_of(&first), bob_member, "{first}");
+    // Bob's next message: the client holds his member event already.
+    send_text(&bob, &room, "2", "bob two").await;
+    let second = ss(&alice.client, Some(&pos(&first)), &body).await;
+    assert_eq!(timeline_bodies(&second["rooms"][&room]), vec!["bob two"]);
+    assert_eq!(state_of(&second), Vec::<(String, String)>::new(), "{second}");
+    // Carol's first message brings hers.
+    send_text(&carol, &room, "3", "carol one").await;
+    let third = ss(&alice.client, Some(&pos(&second)), &body).await;
+    assert_eq!(state_of(&third), vec![pair("m.room.member", &carol.user_id)], "{third}");
+    // Bob changes his name and the timeline (limit 1) shows only carol's later message: the
+    // change of a member sent before is sent all the same.
+    bob.client
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.member/{}", bob.user_id),
+            &json!({"membership": "join", "displayname": "Robert"}),
+        )
+        .await
+        .expect(200);
+    send_text(&carol, &room, "4", "carol two").await;
+    let fourth = ss(&alice.client, Some(&pos(&third)), &body).await;
+    assert_eq!(timeline_bodies(&fourth["rooms"][&room]), vec!["carol two"]);
+    let events = fourth["rooms"][&room]["required_state"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{fourth}");
+    assert_eq!(events[0]["state_key"], bob.user_id.as_str());
+    assert_eq!(events[0]["content"]["displayname"], "Robert");
+    // A fresh connection starts again: its first answer carries the members of its timeline.
+    let fresh = ss(&alice.client, None, &body).await;
+    assert_eq!(state_of(&fresh), vec![pair("m.room.member", &carol.user_id)], "{fresh}");
+    // The state survives a restart with the connection.
+    let mut server = server;
+    server.restart().await;
+    let alice = TestUser { client: server.client().with_token(&alice.access_token), ..alice.clone() };
+    let carol = TestUser { client: server.client().with_token(&carol.access_token), ..carol.clone() };
+    send_text(&carol, &room, "5", "carol three").await;
+    let after = ss(&alice.client, Some(&pos(&fresh)), &body).await;
+    assert_eq!(timeline_bodies(&after["rooms"][&room]), vec!["carol three"]);
+    assert_eq!(state_of(&after), Vec::<(String, String)>::new(), "{after}");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn filters_select_rooms() {
     let server = TestServer::start().await;
     let alice = server.register("alice").await;

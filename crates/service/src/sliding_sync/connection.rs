@@ -7,7 +7,7 @@
 //! afresh. A device keeps at most [`MAX_CONNECTIONS_PER_DEVICE`] connections; its
 //! connections go with it (`store::devices::DEVICE_TABLES`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use myelin_core::{ErrCode, MatrixError};
@@ -35,7 +35,14 @@ pub struct SentRoom {
     /// Shared between the rooms sent with the same (a connection's rooms mostly are).
     pub required_state: Arc<RequiredState>,
     pub timeline_limit: i64,
+    /// The users whose member events `$LAZY` has sent since the room was last sent in full
+    /// (they are not sent again for their timeline events, only when they change).
+    pub lazy_members: Arc<BTreeSet<String>>,
 }
+
+/// The most `$LAZY` members remembered per room; past it the set starts again (members
+/// forgotten are sent again when they next appear, which clients take as they are).
+pub const MAX_LAZY_MEMBERS_REMEMBERED: usize = 256;
 
 impl SentRoom {
     /// What a room is sent with now: up to what the user may see of it at `now`. `prev`: what
@@ -45,11 +52,16 @@ impl SentRoom {
             Some(prev) if *prev.required_state == params.required_state => prev.required_state.clone(),
             _ => Arc::new(params.required_state.clone()),
         };
+        let lazy_members = prev
+            .filter(|prev| prev.membership == entry.membership)
+            .map(|prev| prev.lazy_members.clone())
+            .unwrap_or_default();
         SentRoom {
             upto: entry.upto(now),
             membership: entry.membership.to_owned(),
             required_state,
             timeline_limit: params.timeline_limit,
+            lazy_members,
         }
     }
 }
@@ -79,6 +91,9 @@ struct StoredState {
     rooms: BTreeMap<String, StoredRoomV1>,
     #[serde(default)]
     extensions: BTreeMap<String, String>,
+    /// Each room's `$LAZY` members sent (rooms with none left out).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    lazy: BTreeMap<String, Arc<BTreeSet<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -118,29 +133,40 @@ impl ConnectionState {
             };
             sent.insert(room_id.clone(), (room.upto, room.membership.clone(), index, room.timeline_limit));
         }
+        let lazy = self
+            .rooms
+            .iter()
+            .filter(|(_, room)| !room.lazy_members.is_empty())
+            .map(|(room_id, room)| (room_id.clone(), room.lazy_members.clone()))
+            .collect();
         let stored = StoredState {
             token: self.token.clone(),
             required_states: distinct.into_iter().map(|state| (**state).clone()).collect(),
             sent,
             rooms: BTreeMap::new(),
             extensions: self.extensions.clone(),
+            lazy,
         };
         serde_json::to_string(&stored).map_err(Error::internal)
     }
 
     /// Reads the stored form; `None` when it does not parse (the position is then unknown).
     fn from_text(text: &str) -> Option<ConnectionState> {
-        let stored: StoredState = serde_json::from_str(text).ok()?;
+        let mut stored: StoredState = serde_json::from_str(text).ok()?;
         let shared: Vec<Arc<RequiredState>> = stored.required_states.into_iter().map(Arc::new).collect();
         let mut rooms = BTreeMap::new();
         for (room_id, (upto, membership, index, timeline_limit)) in stored.sent {
             let required_state = shared.get(index)?.clone();
-            rooms.insert(room_id, SentRoom { upto, membership, required_state, timeline_limit });
+            let lazy_members = stored.lazy.remove(&room_id).unwrap_or_default();
+            rooms
+                .insert(room_id, SentRoom { upto, membership, required_state, timeline_limit, lazy_members });
         }
         for (room_id, room) in stored.rooms {
             let StoredRoomV1 { upto, membership, required_state, timeline_limit } = room;
             let required_state = Arc::new(required_state);
-            rooms.insert(room_id, SentRoom { upto, membership, required_state, timeline_limit });
+            let lazy_members = Arc::default();
+            rooms
+                .insert(room_id, SentRoom { upto, membership, required_state, timeline_limit, lazy_members });
         }
         Some(ConnectionState { token: stored.token, rooms, extensions: stored.extensions })
     }
@@ -221,6 +247,7 @@ mod tests {
             membership: "join".to_owned(),
             required_state: required_state.clone(),
             timeline_limit: 1,
+            lazy_members: Arc::default(),
         };
         let mut state = ConnectionState { token: "s1_2".to_owned(), ..Default::default() };
         state.rooms.insert("!a:x".to_owned(), room(5, &list));
@@ -228,10 +255,14 @@ mod tests {
         // Equal but not shared: still stored once.
         state.rooms.insert("!c:x".to_owned(), room(7, &Arc::new((*list).clone())));
         state.extensions.insert("to_device".to_owned(), "3".to_owned());
+        // `$LAZY` members sent: kept for the rooms that have some.
+        let lazy: BTreeSet<String> = ["@b:x".to_owned(), "@c:x".to_owned()].into();
+        state.rooms.get_mut("!a:x").unwrap().lazy_members = Arc::new(lazy);
         let text = state.to_text().unwrap();
         let stored: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(stored["required_states"].as_array().unwrap().len(), 2, "{text}");
         assert_eq!(stored["sent"]["!c:x"], serde_json::json!([7, "join", 0, 1]), "{text}");
+        assert_eq!(stored["lazy"], serde_json::json!({"!a:x": ["@b:x", "@c:x"]}), "{text}");
         let read = ConnectionState::from_text(&text).unwrap();
         assert_eq!(read.rooms, state.rooms);
         assert_eq!((read.token, read.extensions), (state.token, state.extensions));

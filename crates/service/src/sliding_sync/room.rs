@@ -3,13 +3,13 @@
 //! was last sent on the connection (new events, state changes matching `required_state`,
 //! state newly asked for), or nothing.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use ruma::UserId;
 use serde_json::Value;
 
-use super::connection::SentRoom;
+use super::connection::{MAX_LAZY_MEMBERS_REMEMBERED, SentRoom};
 use super::lists::RoomEntry;
 use super::request::{RequiredState, RoomParams};
 use crate::rooms::{GroupState, HeadState, RoomEvent};
@@ -208,7 +208,7 @@ impl Services {
     ) -> Result<(Option<SlidingRoom>, SentRoom)> {
         let (user_id, since, now) = (answer.user_id, answer.since, answer.now);
         let upto = entry.upto(now.events);
-        let sent = SentRoom::new(entry, params, now.events, prev);
+        let mut sent = SentRoom::new(entry, params, now.events, prev);
         let prev = prev.filter(|p| p.membership == entry.membership);
         let mut room =
             SlidingRoom { bump_stamp: entry.bump_stamp, is_dm: entry.is_dm, ..SlidingRoom::default() };
@@ -229,30 +229,39 @@ impl Services {
         let state = self.state_seen_by(user_id, entry).await?;
         let lazy = timeline_members(&slice.timeline.events);
         let selector = Selector { pairs: &params.required_state, user_id, lazy };
+        let wants_lazy = params.required_state.iter().any(|(t, k)| t == "m.room.member" && k == "$LAZY");
         let mut state_ids: Vec<String>;
         let mut changed_types: HashSet<String> = HashSet::new();
         match prev.filter(|_| !initial) {
             None => state_ids = selector.select(&state),
             Some(prev) => {
-                // State that changed since it was last sent, as it is now ...
+                // State that changed since it was last sent, as it is now (with the members
+                // `$LAZY` sent before: the client holds them, so it is told of their changes) ...
                 let changed =
                     self.store.state_changes_between(entry.room_id.as_str(), prev.upto, upto + 1).await?;
+                let known = Selector {
+                    pairs: &params.required_state,
+                    user_id,
+                    lazy: selector.lazy.iter().chain(prev.lazy_members.iter()).cloned().collect(),
+                };
                 state_ids = Vec::new();
                 for event in self.events_by_ids(&entry.head, changed).await? {
                     let (kind, key) =
                         (event.pdu.kind.to_string(), event.pdu.state_key.clone().unwrap_or_default());
                     let id = event.pdu.event_id.to_string();
                     if state.get(&kind, &key).as_ref() == Some(&id) {
-                        if selector.wants(&kind, &key) {
+                        if known.wants(&kind, &key) {
                             state_ids.push(id);
                         }
                         changed_types.insert(kind);
                     }
                 }
-                // ... the members of the timeline (lazily loaded) ...
-                if params.required_state.iter().any(|(t, k)| t == "m.room.member" && k == "$LAZY") {
+                // ... the members of the timeline (lazily loaded) not sent before ...
+                if wants_lazy {
                     let lazy_only = RequiredState::from([("m.room.member".to_owned(), "$LAZY".to_owned())]);
-                    let lazy = Selector { pairs: &lazy_only, user_id, lazy: selector.lazy.clone() };
+                    let unsent =
+                        selector.lazy.iter().filter(|u| !prev.lazy_members.contains(*u)).cloned().collect();
+                    let lazy = Selector { pairs: &lazy_only, user_id, lazy: unsent };
                     state_ids.extend(lazy.select(&state));
                 }
                 // ... and what `required_state` asks for now that it did not before.
@@ -269,6 +278,22 @@ impl Services {
         if initial {
             room.initial = true;
         }
+        // The `$LAZY` members the client now holds: those sent before (while the room stays
+        // sent) and those of this timeline.
+        sent.lazy_members = if !wants_lazy {
+            Arc::default()
+        } else if selector.lazy.iter().all(|u| sent.lazy_members.contains(u)) && prev.is_some() {
+            sent.lazy_members.clone()
+        } else {
+            let mut members: BTreeSet<String> = match prev {
+                Some(prev) if prev.lazy_members.len() < MAX_LAZY_MEMBERS_REMEMBERED => {
+                    (*prev.lazy_members).clone()
+                }
+                _ => BTreeSet::new(),
+            };
+            members.extend(selector.lazy.iter().cloned());
+            Arc::new(members)
+        };
         let has_events = !slice.timeline.events.is_empty() || slice.first_position.is_some();
         if !initial && !expanded && !has_events && state_ids.is_empty() && changed_types.is_empty() {
             return Ok((None, sent));
