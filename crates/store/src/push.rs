@@ -216,7 +216,7 @@ impl Store {
                  WHERE a.user_id = $1 AND a.room_id IN ({}) AND a.stream_ordering > m.stream_ordering
                  AND a.stream_ordering > {COVERING_RECEIPT}
                  GROUP BY a.room_id",
-                (2..chunk.len() + 2).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+                crate::e2e_keys::placeholders_from(2, chunk.len())
             );
             let mut params = vec![Value::from(user_id)];
             params.extend(chunk.iter().map(|room| Value::from(*room)));

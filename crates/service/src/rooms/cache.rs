@@ -84,7 +84,7 @@ struct Published {
 
 impl Published {
     fn new(head: RoomHead) -> Published {
-        let encrypted = head.state.contains_key(&("m.room.encryption".to_owned(), String::new()));
+        let encrypted = head.is_encrypted();
         Published { head: Arc::new(head), encrypted }
     }
 }

@@ -34,6 +34,11 @@ impl RoomHead {
     pub fn state_event_id(&self, kind: &str, state_key: &str) -> Option<&OwnedEventId> {
         self.state.get(&(kind.to_owned(), state_key.to_owned()))
     }
+
+    /// Whether the current state holds `m.room.encryption`.
+    pub fn is_encrypted(&self) -> bool {
+        self.state_event_id("m.room.encryption", "").is_some()
+    }
 }
 
 /// A parsed, stored event with its stream position.

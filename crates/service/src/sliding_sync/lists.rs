@@ -100,8 +100,6 @@ impl Services {
             .collect();
         let ids: Vec<&RoomId> = candidates.iter().map(|(_, room_id)| *room_id).collect();
         let facts = self.rooms.listing_facts(&ids);
-        // Made once: every room not loaded yet looks it up.
-        let encryption_key = ("m.room.encryption".to_owned(), String::new());
         let mut entries = Vec::with_capacity(candidates.len());
         for (index, ((member, room_id), facts)) in candidates.into_iter().zip(facts).enumerate() {
             if index % YIELD_EVERY == YIELD_EVERY - 1 {
@@ -163,7 +161,7 @@ impl Services {
                 }
                 entry.stripped = Some(stripped);
             } else {
-                entry.encrypted = encrypted.unwrap_or_else(|| entry.head.state.contains_key(&encryption_key));
+                entry.encrypted = encrypted.unwrap_or_else(|| entry.head.is_encrypted());
                 entry.room_type = match facts.room_type {
                     Some(room_type) => room_type,
                     None => self.sliding_room_type(&entry.head).await?,

@@ -162,7 +162,9 @@ impl Services {
             }
         }
         // Rooms the user no longer has any part in are forgotten by the connection.
-        state.rooms.retain(|room, _| RoomId::parse(room).is_ok_and(|room| by_room.contains_key(&*room)));
+        state.rooms.retain(|room, _| {
+            <&RoomId>::try_from(room.as_str()).is_ok_and(|room| by_room.contains_key(room))
+        });
 
         let extensions = self
             .sliding_sync_extensions(&ExtensionContext {

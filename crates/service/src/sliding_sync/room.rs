@@ -280,20 +280,18 @@ impl Services {
         }
         // The `$LAZY` members the client now holds: those sent before (while the room stays
         // sent) and those of this timeline.
-        sent.lazy_members = if !wants_lazy {
-            Arc::default()
-        } else if selector.lazy.iter().all(|u| sent.lazy_members.contains(u)) && prev.is_some() {
-            sent.lazy_members.clone()
-        } else {
-            let mut members: BTreeSet<String> = match prev {
-                Some(prev) if prev.lazy_members.len() < MAX_LAZY_MEMBERS_REMEMBERED => {
-                    (*prev.lazy_members).clone()
-                }
-                _ => BTreeSet::new(),
+        // (`sent` starts with those of `prev`.)
+        if !wants_lazy {
+            sent.lazy_members = Arc::default();
+        } else if !selector.lazy.iter().all(|u| sent.lazy_members.contains(u)) {
+            let mut members = if sent.lazy_members.len() < MAX_LAZY_MEMBERS_REMEMBERED {
+                BTreeSet::clone(&sent.lazy_members)
+            } else {
+                BTreeSet::new()
             };
             members.extend(selector.lazy.iter().cloned());
-            Arc::new(members)
-        };
+            sent.lazy_members = Arc::new(members);
+        }
         let has_events = !slice.timeline.events.is_empty() || slice.first_position.is_some();
         if !initial && !expanded && !has_events && state_ids.is_empty() && changed_types.is_empty() {
             return Ok((None, sent));
