@@ -615,7 +615,7 @@ impl Services {
                 outcome.failed_to_kick_users.push(user.to_string());
                 continue;
             }
-            self.store.forget_room(user.as_str(), room_id.as_str()).await?;
+            self.forget_room_for(&user, room_id).await?;
             if membership == "join"
                 && let Some(new_room) = &new_room
             {

@@ -116,6 +116,8 @@ pub struct Services {
     pub typing: Arc<typing::Typing>,
     pub typing_expiry_wakeup: Arc<tokio::sync::Notify>,
     pub active_syncs: Arc<presence::ActiveSyncs>,
+    /// Each user's room list as sliding sync sorts it, kept between requests.
+    pub(crate) room_listings: Arc<sliding_sync::listing::Listings>,
     /// Cancelled when the process begins to shut down; background work watches it.
     pub shutdown: CancellationToken,
     /// Push rule and room context caches, and the push delivery worker's wake-up.
@@ -127,7 +129,6 @@ pub struct Services {
     pub media: Arc<media::Media>,
     /// `media_storage_providers`: where media is mirrored besides the local store.
     pub storage_providers: Arc<s3_provider::MediaStorageProviders>,
-    /// OpenID tokens handed out and not expired yet.
     /// Serialises finding and making server notices rooms.
     pub server_notices: Arc<server_notices::ServerNotices>,
     /// The consent templates and the consent notices being sent.
@@ -167,6 +168,7 @@ impl Services {
             typing: Arc::default(),
             typing_expiry_wakeup: Arc::default(),
             active_syncs: Arc::default(),
+            room_listings: Arc::default(),
             passwords,
             auth_cache: Arc::default(),
             ratelimiter: Arc::default(),

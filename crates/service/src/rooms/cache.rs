@@ -1,7 +1,7 @@
 //! The in-memory parts of the rooms service: per-room send locks and published heads, the
 //! parsed-event cache, cached state-group reads, and the cached local member lists.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
@@ -35,6 +35,8 @@ pub struct Rooms {
     /// Per room, what sliding sync sorts and filters every room of a user by, kept so that a
     /// request reads no row per room: see [`RoomFacts`].
     facts: Mutex<HashMap<OwnedRoomId, RoomFacts>>,
+    /// The rooms of the latest new events: see [`ChangeLog`].
+    changes: Mutex<ChangeLog>,
     /// Each local user's memberships (see [`super::user_rooms`]).
     pub(crate) user_rooms: super::user_rooms::UserRooms,
 }
@@ -49,6 +51,24 @@ struct RoomFacts {
     bump_stamp: Option<i64>,
     last_event: Option<i64>,
     room_type: Option<Option<String>>,
+}
+
+/// How many new events [`ChangeLog`] holds.
+const CHANGE_LOG_MAX: usize = 16_384;
+
+/// The rooms of the latest new events, in the order the write path noted them (once
+/// committed, before their positions are published), so that what was worked out of a user's
+/// rooms at one position can learn which of them changed since without looking at each (see
+/// `sliding_sync::listing`).
+#[derive(Default)]
+struct ChangeLog {
+    /// `(position, the greatest position noted up to and with this one, room)`.
+    entries: VecDeque<(i64, i64, OwnedRoomId)>,
+    /// The greatest position dropped from the front: every change after it is held.
+    floor: i64,
+    /// Counts resets: a room may have changed unnoted before one (a commit that failed after
+    /// its room's head was published, facts forgotten).
+    generation: u64,
 }
 
 /// `(state group, event type, state key, content field)`.
@@ -187,6 +207,7 @@ impl Rooms {
             )),
             state_groups: Mutex::new(lru::LruCache::new(NonZeroUsize::new(128).unwrap_or(NonZeroUsize::MIN))),
             facts: Mutex::default(),
+            changes: Mutex::default(),
             user_rooms: Default::default(),
         }
     }
@@ -281,6 +302,53 @@ impl Rooms {
         *last = Some(last.map_or(position, |l| l.max(position)));
     }
 
+    /// Notes a committed event whose position is about to be published: the room's last event
+    /// ([`Self::note_last_event`]) and the change log's newest entry.
+    pub(crate) fn note_new_event(&self, room_id: &RoomId, position: i64) {
+        self.note_last_event(room_id, position);
+        let mut log = self.changes.lock();
+        let greatest = log.entries.back().map_or(position, |&(_, greatest, _)| greatest.max(position));
+        log.entries.push_back((position, greatest, room_id.to_owned()));
+        while log.entries.len() > CHANGE_LOG_MAX {
+            let Some((dropped, _, _)) = log.entries.pop_front() else { break };
+            log.floor = log.floor.max(dropped);
+        }
+    }
+
+    /// The change log's generation, to read before working anything out of the rooms that
+    /// [`Self::rooms_changed_since`] is later asked about.
+    pub(crate) fn change_generation(&self) -> u64 {
+        self.changes.lock().generation
+    }
+
+    /// The rooms with a new event after `position` (noted, published or not), or `None` when
+    /// that cannot be told: the log was reset since `generation`, or no longer reaches back to
+    /// `position`.
+    pub(crate) fn rooms_changed_since(&self, generation: u64, position: i64) -> Option<HashSet<OwnedRoomId>> {
+        let log = self.changes.lock();
+        if log.generation != generation || position < log.floor {
+            return None;
+        }
+        let mut rooms = HashSet::new();
+        for (noted, _, room_id) in
+            log.entries.iter().rev().take_while(|&&(_, greatest, _)| greatest > position)
+        {
+            if *noted > position && !rooms.contains(room_id) {
+                rooms.insert(room_id.clone());
+            }
+        }
+        Some(rooms)
+    }
+
+    /// Starts the change log afresh: rooms may have changed without a note.
+    pub(crate) fn reset_changes(&self) {
+        let mut log = self.changes.lock();
+        log.generation += 1;
+        let greatest = log.entries.back().map(|&(_, greatest, _)| greatest);
+        log.floor = log.floor.max(greatest.unwrap_or(0));
+        log.entries.clear();
+    }
+
     /// The position of the room's newest event, if noted.
     pub(crate) fn last_event(&self, room_id: &RoomId) -> Option<i64> {
         self.facts.lock().get(room_id).and_then(|f| f.last_event)
@@ -303,11 +371,13 @@ impl Rooms {
     /// Forgets what is known of every room (a write may have committed unannounced).
     pub(crate) fn forget_all_room_facts(&self) {
         self.facts.lock().clear();
+        self.reset_changes();
     }
 
     /// Forgets what is known of a room whose events were purged.
     pub(crate) fn forget_room_facts(&self, room_id: &RoomId) {
         self.facts.lock().remove(room_id);
+        self.reset_changes();
     }
 
     pub(super) fn forget_event(&self, event_id: &EventId) {
@@ -371,5 +441,57 @@ impl Services {
             }
         }
         Ok(self.notifier.cache_members(room_id, members, changes_before))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn room(n: u32) -> OwnedRoomId {
+        OwnedRoomId::try_from(format!("!r{n}:example.org")).expect("a room ID")
+    }
+
+    fn changed(rooms: &Rooms, generation: u64, position: i64) -> Option<Vec<OwnedRoomId>> {
+        rooms.rooms_changed_since(generation, position).map(|set| {
+            let mut rooms: Vec<OwnedRoomId> = set.into_iter().collect();
+            rooms.sort();
+            rooms
+        })
+    }
+
+    #[test]
+    fn the_change_log_finds_rooms_noted_out_of_order() {
+        let rooms = Rooms::new(0, (16, 1 << 20));
+        let generation = rooms.change_generation();
+        // Position 11 is noted before 10 (two publishers), 12 after both.
+        rooms.note_new_event(&room(1), 11);
+        rooms.note_new_event(&room(2), 10);
+        rooms.note_new_event(&room(3), 12);
+        assert_eq!(changed(&rooms, generation, 10), Some(vec![room(1), room(3)]));
+        assert_eq!(changed(&rooms, generation, 9), Some(vec![room(1), room(2), room(3)]));
+        assert_eq!(changed(&rooms, generation, 12), Some(vec![]));
+        assert_eq!(rooms.last_event(&room(1)), Some(11));
+    }
+
+    #[test]
+    fn the_change_log_cannot_tell_past_what_it_dropped_or_across_a_reset() {
+        let rooms = Rooms::new(0, (16, 1 << 20));
+        let generation = rooms.change_generation();
+        for position in 1..=(CHANGE_LOG_MAX as i64 + 10) {
+            rooms.note_new_event(&room((position % 7) as u32), position);
+        }
+        // Positions 1 to 10 were dropped: changes after 9 may be missing.
+        assert_eq!(changed(&rooms, generation, 9), None);
+        assert!(changed(&rooms, generation, 10).is_some());
+        let last = CHANGE_LOG_MAX as i64 + 10;
+        assert_eq!(changed(&rooms, generation, last - 1), Some(vec![room((last % 7) as u32)]));
+        rooms.reset_changes();
+        assert_eq!(changed(&rooms, generation, last), None, "the old generation is stale");
+        let generation = rooms.change_generation();
+        assert_eq!(changed(&rooms, generation, last - 1), None, "what was noted before the reset is gone");
+        assert_eq!(changed(&rooms, generation, last), Some(vec![]));
+        rooms.note_new_event(&room(1), last + 1);
+        assert_eq!(changed(&rooms, generation, last), Some(vec![room(1)]));
     }
 }

@@ -247,7 +247,7 @@ impl Services {
             && change.target == requester.user_id
             && self.config.room.forget_rooms_on_leave
         {
-            self.store.forget_room(requester.user_id.as_str(), room_id.as_str()).await?;
+            self.forget_room_for(&requester.user_id, room_id).await?;
         }
         Ok(event_id)
     }
@@ -655,8 +655,16 @@ impl Services {
                 Err(MatrixError::unknown("You are still in the room; leave it first").into())
             }
             None => Err(MatrixError::not_found("You were never in this room").into()),
-            _ => Ok(self.store.forget_room(requester.user_id.as_str(), room_id.as_str()).await?),
+            _ => self.forget_room_for(&requester.user_id, room_id).await,
         }
+    }
+
+    /// Forgets a room for a user: room lists no longer show it. Their cached memberships are
+    /// dropped, so that what was worked out of them (a sliding sync room list) is too.
+    pub(crate) async fn forget_room_for(&self, user_id: &UserId, room_id: &RoomId) -> Result<()> {
+        self.store.forget_room(user_id.as_str(), room_id.as_str()).await?;
+        self.rooms.user_rooms.invalidate(user_id);
+        Ok(())
     }
 
     /// Re-sends the user's member events in every joined room after a profile change.

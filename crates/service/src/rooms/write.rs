@@ -481,6 +481,9 @@ impl Services {
             }
             if !caller_holds_room {
                 *self.rooms.lock_for_write(&room_id).await = None;
+                // The room's head was published with these events: what was worked out of it
+                // meanwhile may hold them.
+                self.rooms.reset_changes();
             }
             return Err(error.into());
         }
@@ -496,7 +499,7 @@ impl Services {
             for prepared in prepared.iter().filter(|p| p.event.stream_ordering > 0) {
                 // Before the position is published, so that no reader at it misses the event
                 // (every event counts as the room's last, even one that does not apply).
-                self.rooms.note_last_event(&prepared.pdu.room_id, prepared.event.stream_ordering);
+                self.rooms.note_new_event(&prepared.pdu.room_id, prepared.event.stream_ordering);
             }
             for prepared in prepared.iter().filter(|p| p.applies()) {
                 // Before the position is published, so that no reader at it misses the bump.

@@ -5,13 +5,16 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
 
 use myelin_store::PositionedMembership;
 use ruma::{OwnedRoomId, RoomId, UserId};
 use serde_json::Value;
 
+use super::listing::{RoomList, RoomsView};
 use super::request::{ListConfig, ListFilters};
 use crate::rooms::RoomHead;
+use crate::rooms::cache::ListingFacts;
 use crate::sync::StrippedStateEvent;
 use crate::{Result, Services};
 
@@ -44,9 +47,9 @@ pub struct RoomEntry {
     pub room_type: Option<String>,
     pub encrypted: bool,
     pub is_dm: bool,
-    /// Whether lists show it (a room the user left themselves is only listed while newly left,
-    /// but can still be subscribed to).
-    pub listed: bool,
+    /// Whether the user left it themselves: lists show it only while newly left (see
+    /// [`RoomsView::listed`]); it can still be subscribed to.
+    pub left_by_self: bool,
     /// For invites and knocks: the stripped state the user sees.
     pub stripped: Option<Vec<StrippedStateEvent>>,
 }
@@ -74,16 +77,16 @@ fn dm_rooms(content: Option<&Value>) -> HashSet<String> {
 impl Services {
     /// The user's rooms sliding sync may send (every room they have a membership in and did not
     /// forget), newest `bump_stamp` first. `newly_left_since`: the event position of the
-    /// request's `pos` (rooms the user left themselves after it are listed once more).
+    /// request's `pos` (rooms the user left themselves after it are listed once more). The list
+    /// worked out for an earlier request is used again where it still holds (see
+    /// [`super::listing`]).
     pub(crate) async fn sliding_sync_rooms(
         &self,
         user_id: &UserId,
         newly_left_since: Option<i64>,
         now: i64,
-    ) -> Result<Vec<RoomEntry>> {
+    ) -> Result<RoomsView> {
         let direct = self.store.get_account_data(user_id.as_str(), "", "m.direct").await?;
-        let direct: Option<Value> = direct.and_then(|text| serde_json::from_str(&text).ok());
-        let dms = dm_rooms(direct.as_ref());
         let mut newly_left = HashSet::new();
         if let Some(since) = newly_left_since {
             for change in self.store.membership_changes_since(user_id.as_str(), since).await? {
@@ -93,14 +96,98 @@ impl Services {
             }
         }
         let memberships = self.user_memberships_cached(user_id).await?;
-        let candidates: Vec<(&PositionedMembership, &RoomId)> = memberships
-            .iter()
-            .filter(|member| member.stream_ordering <= now)
-            .filter_map(|member| Some((member, <&RoomId>::try_from(member.room_id.as_str()).ok()?)))
-            .collect();
+        let kept = self.room_listings.get(user_id).filter(|list| list.holds_for(&memberships, &direct, now));
+        let list = match kept {
+            Some(kept) => self.update_room_list(user_id, kept, now).await?,
+            None => None,
+        };
+        let list = match list {
+            Some(list) => list,
+            None => {
+                let list = Arc::new(self.work_out_room_list(user_id, memberships, direct, now).await?);
+                self.room_listings.keep(user_id, list.clone());
+                list
+            }
+        };
+        Ok(RoomsView { list, newly_left })
+    }
+
+    /// Brings a kept list from its position to `now`: the rooms with a new event since are
+    /// worked out again. `None` when it cannot be (the change log does not tell, or a room it
+    /// could not find changed).
+    async fn update_room_list(
+        &self,
+        user_id: &UserId,
+        kept: Arc<RoomList>,
+        now: i64,
+    ) -> Result<Option<Arc<RoomList>>> {
+        let Some(changed) = self.rooms.rooms_changed_since(kept.generation, kept.built_at()) else {
+            return Ok(None);
+        };
+        if changed.iter().any(|room| kept.missing.contains(room)) {
+            return Ok(None);
+        }
+        let changed: Vec<(&RoomId, usize)> =
+            changed.iter().filter_map(|room| Some((&**room, *kept.index.get(room)?))).collect();
+        if changed.is_empty() {
+            kept.advance(now);
+            return Ok(Some(kept));
+        }
+        let facts = self.rooms.listing_facts(&changed.iter().map(|(room, _)| *room).collect::<Vec<_>>());
+        let mut rooms = kept.rooms.clone();
+        for ((room_id, index), facts) in changed.into_iter().zip(facts) {
+            let old = &kept.rooms[index];
+            let fresh = self
+                .room_entry(user_id, room_id, old.membership, old.membership_position, old.is_dm, facts, now)
+                .await?;
+            let Some(mut fresh) = fresh else { return Ok(None) };
+            fresh.left_by_self = old.left_by_self;
+            rooms[index] = Arc::new(fresh);
+        }
+        let mut list = RoomList {
+            built_at: AtomicI64::new(now),
+            generation: kept.generation,
+            memberships: kept.memberships.clone(),
+            direct: kept.direct.clone(),
+            unpublished_membership: kept.unpublished_membership,
+            missing: kept.missing.clone(),
+            rooms,
+            index: kept.index.clone(),
+            order: Vec::new(),
+        };
+        list.sort();
+        let list = Arc::new(list);
+        self.room_listings.keep(user_id, list.clone());
+        Ok(Some(list))
+    }
+
+    /// Works out the user's rooms at `now` from their memberships.
+    async fn work_out_room_list(
+        &self,
+        user_id: &UserId,
+        memberships: Arc<Vec<PositionedMembership>>,
+        direct: Option<String>,
+        now: i64,
+    ) -> Result<RoomList> {
+        // Taken before anything is read of the rooms: a reset after it makes the list stale.
+        let generation = self.rooms.change_generation();
+        let dms = dm_rooms(direct.as_deref().and_then(|text| serde_json::from_str(text).ok()).as_ref());
+        let mut unpublished_membership: Option<i64> = None;
+        let mut candidates: Vec<(&PositionedMembership, &RoomId)> = Vec::with_capacity(memberships.len());
+        for member in memberships.iter() {
+            if member.stream_ordering > now {
+                let earliest = unpublished_membership.get_or_insert(member.stream_ordering);
+                *earliest = (*earliest).min(member.stream_ordering);
+                continue;
+            }
+            if let Ok(room_id) = <&RoomId>::try_from(member.room_id.as_str()) {
+                candidates.push((member, room_id));
+            }
+        }
         let ids: Vec<&RoomId> = candidates.iter().map(|(_, room_id)| *room_id).collect();
         let facts = self.rooms.listing_facts(&ids);
-        let mut entries = Vec::with_capacity(candidates.len());
+        let mut rooms = Vec::with_capacity(candidates.len());
+        let mut missing = HashSet::new();
         for (index, ((member, room_id), facts)) in candidates.into_iter().zip(facts).enumerate() {
             if index % YIELD_EVERY == YIELD_EVERY - 1 {
                 // Thousands of rooms are read from memory without a pause: other tasks queued
@@ -116,66 +203,99 @@ impl Services {
                 "ban" => "ban",
                 _ => continue,
             };
-            let (head, encrypted) = match facts.head {
-                Some((head, encrypted)) => (head, Some(encrypted)),
-                None => match self.room_head_shared(room_id).await? {
-                    Some(head) => (head, None),
-                    None => continue,
-                },
-            };
-            let mut listed = true;
-            if matches!(membership, "leave" | "ban") {
-                if self.store.is_forgotten(user_id.as_str(), room_id.as_str()).await? {
-                    continue;
-                }
-                // Rooms the user left themselves only while newly left; kicks and bans stay
-                // listed.
-                listed = !(membership == "leave"
-                    && member.sender == user_id.as_str()
-                    && !newly_left.contains(room_id.as_str()));
+            if matches!(membership, "leave" | "ban")
+                && self.store.is_forgotten(user_id.as_str(), room_id.as_str()).await?
+            {
+                continue;
             }
-            let membership_position = member.stream_ordering;
-            let mut entry = RoomEntry {
-                is_dm: dms.contains(room_id.as_str()),
-                room_id: room_id.to_owned(),
-                membership,
-                membership_position,
-                head,
-                bump_stamp: membership_position,
-                room_type: None,
-                encrypted: false,
-                listed,
-                stripped: None,
-            };
-            if matches!(membership, "invite" | "knock") {
-                let stripped = self.stripped_state(&entry.head, user_id).await?;
-                for event in &stripped {
-                    match (event.kind.as_str(), event.state_key.as_str()) {
-                        ("m.room.create", "") => {
-                            entry.room_type =
-                                event.content.get("type").and_then(Value::as_str).map(str::to_owned)
-                        }
-                        ("m.room.encryption", "") => entry.encrypted = true,
-                        _ => {}
-                    }
+            let is_dm = dms.contains(room_id.as_str());
+            match self
+                .room_entry(user_id, room_id, membership, member.stream_ordering, is_dm, facts, now)
+                .await?
+            {
+                Some(mut entry) => {
+                    // Kicks and bans stay listed.
+                    entry.left_by_self = membership == "leave" && member.sender == user_id.as_str();
+                    rooms.push(Arc::new(entry));
                 }
-                entry.stripped = Some(stripped);
-            } else {
-                entry.encrypted = encrypted.unwrap_or_else(|| entry.head.is_encrypted());
-                entry.room_type = match facts.room_type {
-                    Some(room_type) => room_type,
-                    None => self.sliding_room_type(&entry.head).await?,
-                };
-                if entry.membership == "join"
-                    && let Some(bump) = self.sliding_bump_stamp(&entry.room_id, facts.bump_stamp, now).await?
-                {
-                    entry.bump_stamp = bump;
+                None => {
+                    missing.insert(room_id.to_owned());
                 }
             }
-            entries.push(entry);
         }
-        entries.sort_by(|a, b| b.bump_stamp.cmp(&a.bump_stamp).then_with(|| a.room_id.cmp(&b.room_id)));
-        Ok(entries)
+        let index = rooms.iter().enumerate().map(|(i, room)| (room.room_id.clone(), i)).collect();
+        let mut list = RoomList {
+            built_at: AtomicI64::new(now),
+            generation,
+            memberships,
+            direct,
+            unpublished_membership,
+            missing,
+            rooms,
+            index: Arc::new(index),
+            order: Vec::new(),
+        };
+        list.sort();
+        Ok(list)
+    }
+
+    /// One room of the user's list at `now`, from their membership in it and what the room
+    /// cache knows of it (`facts`). `None` when the room's head cannot be found.
+    #[allow(clippy::too_many_arguments)]
+    async fn room_entry(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        membership: &'static str,
+        membership_position: i64,
+        is_dm: bool,
+        facts: ListingFacts,
+        now: i64,
+    ) -> Result<Option<RoomEntry>> {
+        let (head, encrypted) = match facts.head {
+            Some((head, encrypted)) => (head, Some(encrypted)),
+            None => match self.room_head_shared(room_id).await? {
+                Some(head) => (head, None),
+                None => return Ok(None),
+            },
+        };
+        let mut entry = RoomEntry {
+            is_dm,
+            room_id: room_id.to_owned(),
+            membership,
+            membership_position,
+            head,
+            bump_stamp: membership_position,
+            room_type: None,
+            encrypted: false,
+            left_by_self: false,
+            stripped: None,
+        };
+        if matches!(membership, "invite" | "knock") {
+            let stripped = self.stripped_state(&entry.head, user_id).await?;
+            for event in &stripped {
+                match (event.kind.as_str(), event.state_key.as_str()) {
+                    ("m.room.create", "") => {
+                        entry.room_type = event.content.get("type").and_then(Value::as_str).map(str::to_owned)
+                    }
+                    ("m.room.encryption", "") => entry.encrypted = true,
+                    _ => {}
+                }
+            }
+            entry.stripped = Some(stripped);
+        } else {
+            entry.encrypted = encrypted.unwrap_or_else(|| entry.head.is_encrypted());
+            entry.room_type = match facts.room_type {
+                Some(room_type) => room_type,
+                None => self.sliding_room_type(&entry.head).await?,
+            };
+            if entry.membership == "join"
+                && let Some(bump) = self.sliding_bump_stamp(&entry.room_id, facts.bump_stamp, now).await?
+            {
+                entry.bump_stamp = bump;
+            }
+        }
+        Ok(Some(entry))
     }
 
     /// The user's current-state memberships with their positions (cached: `rooms::user_rooms`).
@@ -228,11 +348,11 @@ impl Services {
     }
 
     /// The linked children (`rooms::spaces`) of the given spaces the user is joined to.
-    async fn children_of_spaces(&self, spaces: &[String], rooms: &[RoomEntry]) -> Result<HashSet<String>> {
+    async fn children_of_spaces(&self, spaces: &[String], rooms: &RoomsView) -> Result<HashSet<String>> {
         let mut children = HashSet::new();
         for space in spaces {
-            let Some(entry) = rooms.iter().find(|r| r.room_id.as_str() == space && r.membership == "join")
-            else {
+            let entry = <&RoomId>::try_from(space.as_str()).ok().and_then(|space| rooms.get(space));
+            let Some(entry) = entry.filter(|entry| entry.membership == "join") else {
                 continue;
             };
             children.extend(self.space_children(&entry.head, false).await?.into_iter().map(|c| c.state_key));
@@ -245,7 +365,7 @@ impl Services {
     pub(crate) async fn sliding_sync_lists(
         &self,
         lists: &BTreeMap<String, ListConfig>,
-        rooms: &[RoomEntry],
+        rooms: &RoomsView,
     ) -> Result<BTreeMap<String, ListWindow>> {
         let mut out = BTreeMap::new();
         for (name, list) in lists {
@@ -254,8 +374,8 @@ impl Services {
                 None => None,
             };
             let matching: Vec<&RoomEntry> = rooms
-                .iter()
-                .filter(|room| room.listed && passes(&list.filters, room, children.as_ref()))
+                .sorted()
+                .filter(|room| rooms.listed(room) && passes(&list.filters, room, children.as_ref()))
                 .collect();
             let count = matching.len() as u64;
             let mut in_range = BTreeSet::new();

@@ -14,11 +14,12 @@
 
 pub mod connection;
 pub mod extensions;
+pub mod listing;
 pub mod lists;
 pub mod request;
 pub mod room;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use ruma::{OwnedRoomId, RoomId};
@@ -96,9 +97,8 @@ impl Services {
         let user_id = &requester.user_id;
         let now = self.current_sync_token();
         let since: Option<SyncToken> = previous.map(ConnectionState::token).transpose()?;
-        let entries = self.sliding_sync_rooms(user_id, since.map(|s| s.events), now.events).await?;
-        let by_room: HashMap<&RoomId, &RoomEntry> = entries.iter().map(|e| (&*e.room_id, e)).collect();
-        let windows = self.sliding_sync_lists(&request.lists, &entries).await?;
+        let rooms_view = self.sliding_sync_rooms(user_id, since.map(|s| s.events), now.events).await?;
+        let windows = self.sliding_sync_lists(&request.lists, &rooms_view).await?;
 
         // Every room to consider, with the union of what its lists and subscriptions ask.
         let mut wanted: BTreeMap<OwnedRoomId, RoomParams> = BTreeMap::new();
@@ -111,7 +111,7 @@ impl Services {
         let mut subscribed = BTreeSet::new();
         for (room, params) in &request.room_subscriptions {
             // Subscriptions to rooms the user has no part in are left out, as if unknown.
-            if by_room.contains_key(&**room) {
+            if rooms_view.get(room).is_some() {
                 subscribed.insert(room.clone());
                 wanted.entry(room.clone()).or_insert_with(|| params.clone()).merge(params);
             }
@@ -127,7 +127,7 @@ impl Services {
         // Rooms sent before with nothing new are recorded as sent now and read no further.
         let mut to_compute: Vec<(&RoomEntry, &RoomParams)> = Vec::new();
         for (room_id, params) in &wanted {
-            let Some(entry) = by_room.get(&**room_id).copied() else { continue };
+            let Some(entry) = rooms_view.get(room_id) else { continue };
             let prev = previous_state.rooms.get(room_id.as_str());
             if self.sliding_room_unchanged(entry, params, prev).await? {
                 state.rooms.insert(room_id.to_string(), SentRoom::new(entry, params, now.events, prev));
@@ -163,7 +163,7 @@ impl Services {
         }
         // Rooms the user no longer has any part in are forgotten by the connection.
         state.rooms.retain(|room, _| {
-            <&RoomId>::try_from(room.as_str()).is_ok_and(|room| by_room.contains_key(room))
+            <&RoomId>::try_from(room.as_str()).is_ok_and(|room| rooms_view.get(room).is_some())
         });
 
         let extensions = self

@@ -1,0 +1,151 @@
+//! Each user's rooms as sliding sync lists them, kept from one request to the next.
+//!
+//! Working out a user's room list reads something of every room they are in (its head, its
+//! bump stamp, whether it is encrypted) and sorts them: for a user in thousands of rooms that
+//! is most of an answer with nothing new. A [`RoomList`] worked out at one position is kept and
+//! used again at a later one when it still holds:
+//!
+//! - the user's memberships are the same cached list (`rooms::user_rooms`: any change to them,
+//!   and forgetting a room, replaces it) and none was left out for being unpublished;
+//! - `m.direct` reads the same;
+//! - the rooms with a new event since are known (`Rooms::rooms_changed_since`, noted by the
+//!   write path before the event's position is published, so a reader at a position never
+//!   misses one at or before it): those rooms alone are worked out again, and the list sorted.
+//!
+//! Otherwise it is worked out afresh. Whether a room the user left themselves is listed depends
+//! on the request (newly left since its `pos`): that is decided per request ([`RoomsView`]).
+//!
+//! Bounded: the lists of the most recently served users, at most [`MAX_ENTRIES`] rooms over
+//! all of them.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use myelin_store::PositionedMembership;
+use parking_lot::Mutex;
+use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
+
+use super::lists::RoomEntry;
+
+/// The most rooms held over all users' lists (a few hundred bytes each).
+const MAX_ENTRIES: usize = 200_000;
+
+/// One user's rooms, worked out at one position.
+pub(crate) struct RoomList {
+    /// The event position it holds at (moved on when nothing in it changed since).
+    pub built_at: AtomicI64,
+    /// The change log's generation when it was begun.
+    pub generation: u64,
+    /// The memberships it was worked out of.
+    pub memberships: Arc<Vec<PositionedMembership>>,
+    /// The `m.direct` account data it was worked out with.
+    pub direct: Option<String>,
+    /// The earliest position of a membership left out for being after `built_at`.
+    pub unpublished_membership: Option<i64>,
+    /// Rooms left out because their head could not be found.
+    pub missing: HashSet<OwnedRoomId>,
+    /// The rooms, in no order; `index` finds one, `order` sorts them.
+    pub rooms: Vec<Arc<RoomEntry>>,
+    pub index: Arc<HashMap<OwnedRoomId, usize>>,
+    /// Indices into `rooms`, newest bump stamp first (then by room ID).
+    pub order: Vec<usize>,
+}
+
+impl RoomList {
+    pub fn built_at(&self) -> i64 {
+        self.built_at.load(Ordering::Acquire)
+    }
+
+    /// Moves the list on to `now`: nothing in it changed since its position.
+    pub fn advance(&self, now: i64) {
+        self.built_at.fetch_max(now, Ordering::AcqRel);
+    }
+
+    /// Sorts `rooms` into `order`.
+    pub fn sort(&mut self) {
+        let rooms = &self.rooms;
+        let mut order: Vec<usize> = (0..rooms.len()).collect();
+        order.sort_by(|&a, &b| {
+            let (a, b) = (&rooms[a], &rooms[b]);
+            b.bump_stamp.cmp(&a.bump_stamp).then_with(|| a.room_id.cmp(&b.room_id))
+        });
+        self.order = order;
+    }
+
+    /// Whether the list may serve a request at `now`, as far as can be told without the change
+    /// log.
+    pub fn holds_for(
+        &self,
+        memberships: &Arc<Vec<PositionedMembership>>,
+        direct: &Option<String>,
+        now: i64,
+    ) -> bool {
+        self.built_at() <= now
+            && Arc::ptr_eq(&self.memberships, memberships)
+            && self.unpublished_membership.is_none_or(|position| now < position)
+            && self.direct == *direct
+    }
+}
+
+/// One request's view of a user's rooms: the kept list, and the rooms the user left since the
+/// request's `pos` (listed once more).
+pub(crate) struct RoomsView {
+    pub list: Arc<RoomList>,
+    pub newly_left: HashSet<String>,
+}
+
+impl RoomsView {
+    pub fn get(&self, room_id: &RoomId) -> Option<&RoomEntry> {
+        self.list.index.get(room_id).map(|&i| &*self.list.rooms[i])
+    }
+
+    /// Every room, newest bump stamp first.
+    pub fn sorted(&self) -> impl Iterator<Item = &RoomEntry> {
+        self.list.order.iter().map(|&i| &*self.list.rooms[i])
+    }
+
+    /// Whether lists show the room: a room the user left themselves only while newly left.
+    pub fn listed(&self, room: &RoomEntry) -> bool {
+        !room.left_by_self || self.newly_left.contains(room.room_id.as_str())
+    }
+}
+
+/// The kept lists, by user.
+pub(crate) struct Listings {
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    lists: lru::LruCache<OwnedUserId, Arc<RoomList>>,
+    /// Rooms held over all lists.
+    held: usize,
+}
+
+impl Default for Listings {
+    fn default() -> Self {
+        Listings { inner: Mutex::new(Inner { lists: lru::LruCache::unbounded(), held: 0 }) }
+    }
+}
+
+impl Listings {
+    pub fn get(&self, user_id: &UserId) -> Option<Arc<RoomList>> {
+        self.inner.lock().lists.get(user_id).cloned()
+    }
+
+    /// Keeps `list` for the user, unless one kept meanwhile holds at a later position.
+    pub fn keep(&self, user_id: &UserId, list: Arc<RoomList>) {
+        let mut inner = self.inner.lock();
+        if inner.lists.peek(user_id).is_some_and(|kept| kept.built_at() > list.built_at()) {
+            return;
+        }
+        inner.held += list.rooms.len();
+        if let Some(old) = inner.lists.put(user_id.to_owned(), list) {
+            inner.held -= old.rooms.len();
+        }
+        while inner.held > MAX_ENTRIES {
+            let Some((_, out)) = inner.lists.pop_lru() else { break };
+            inner.held -= out.rooms.len();
+        }
+    }
+}
