@@ -149,6 +149,7 @@ impl Store {
         device_ids: &[String],
         device_list_stream_id: i64,
     ) -> Result<(), StoreError> {
+        self.delete_sliding_sync_positions_apart(user_id, Some(device_ids)).await?;
         self.db
             .transaction(async |tx| {
                 let mut changed = false;

@@ -128,12 +128,20 @@ impl StoreError {
 #[derive(Clone)]
 pub struct Store {
     db: Db,
+    /// Where sliding sync connection positions are kept: on SQLite a database file of their
+    /// own beside the main one (see [`sliding_sync`]), on PostgreSQL the same database.
+    sliding: Db,
 }
 
 impl Store {
     /// Opens the configured database and brings its schema up to date.
     pub async fn open(config: &DatabaseConfig) -> Result<Store, StoreError> {
-        let store = Store { db: Db::open(config).await? };
+        let db = Db::open(config).await?;
+        let sliding = match config {
+            DatabaseConfig::Sqlite { path } => sliding_sync::open_sqlite_file(path).await?,
+            DatabaseConfig::Postgres(_) => db.clone(),
+        };
+        let store = Store { db, sliding };
         store.backfill_room_stats().await?;
         Ok(store)
     }

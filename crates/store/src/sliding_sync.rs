@@ -1,7 +1,45 @@
-//! Sliding sync (MSC4186) connection positions (migration 0025): per (user, device, conn_id),
-//! the positions handed out, each with the connection state as of it (opaque JSON text here).
+//! Sliding sync (MSC4186) connection positions: per (user, device, conn_id), the positions
+//! handed out, each with the connection state as of it (opaque JSON text here).
+//!
+//! On PostgreSQL they live in the main database (migration 0027). On SQLite they live in a
+//! database file of their own beside the main one (`<database>-sliding-sync`): every request
+//! writes a position, and a write to the main file would make every reader connection drop
+//! its page cache (WAL mode), so that a client's polling alone would keep the server's reads
+//! cold. The file holds nothing that cannot be lost: a position it no longer has is answered
+//! `M_UNKNOWN_POS` and the client starts its connection over. The main file's table of
+//! migration 0027 stays empty there.
 
+use std::path::{Path, PathBuf};
+
+use crate::engine::{Db, Dialect};
 use crate::{Store, StoreError, params};
+
+/// The schema of the SQLite file of its own (migration 0027's table).
+const SQLITE_FILE_SCHEMA: [&str; 2] = [
+    "CREATE TABLE IF NOT EXISTS sliding_sync_positions (
+        user_id TEXT NOT NULL,
+        device_id TEXT NOT NULL,
+        conn_id TEXT NOT NULL,
+        pos BIGINT NOT NULL,
+        created_ts BIGINT NOT NULL,
+        state TEXT NOT NULL,
+        PRIMARY KEY (user_id, device_id, conn_id, pos)
+    )",
+    "CREATE INDEX IF NOT EXISTS sliding_sync_positions_device
+        ON sliding_sync_positions (user_id, device_id, created_ts)",
+];
+
+/// The SQLite file of sliding sync positions beside the main database at `main`.
+pub(crate) fn sqlite_file_path(main: &Path) -> PathBuf {
+    let mut name = main.as_os_str().to_owned();
+    name.push("-sliding-sync");
+    PathBuf::from(name)
+}
+
+/// Opens (creating if needed) the SQLite file of sliding sync positions.
+pub(crate) async fn open_sqlite_file(main: &Path) -> Result<Db, StoreError> {
+    Db::open_sqlite_with_schema(&sqlite_file_path(main), &SQLITE_FILE_SCHEMA).await
+}
 
 /// Where one connection is.
 #[derive(Clone, Copy, Debug)]
@@ -20,7 +58,7 @@ impl Store {
         pos: i64,
     ) -> Result<Option<String>, StoreError> {
         let row = self
-            .db
+            .sliding
             .query_opt(
                 "SELECT state FROM sliding_sync_positions
                  WHERE user_id = $1 AND device_id = $2 AND conn_id = $3 AND pos = $4",
@@ -45,7 +83,7 @@ impl Store {
         let SlidingSyncConnection { user_id, device_id, conn_id } = connection;
         // Not waited onto the disk: a position lost with the machine's power is answered with
         // M_UNKNOWN_POS, and the client starts the connection over.
-        self.db
+        self.sliding
             .transaction_unsynced(async |tx| {
                 tx.execute(
                     "DELETE FROM sliding_sync_positions
@@ -77,6 +115,38 @@ impl Store {
                 Ok(())
             })
             .await
+    }
+
+    /// Deletes the positions of some of a user's devices (`None`: of all of them) from the
+    /// SQLite file of their own, before the devices themselves go (on PostgreSQL the deleting
+    /// transaction takes them with the rest, see `devices::DEVICE_TABLES`): a failure between
+    /// the two leaves a device without positions, which its client starts over from.
+    pub(crate) async fn delete_sliding_sync_positions_apart(
+        &self,
+        user_id: &str,
+        device_ids: Option<&[String]>,
+    ) -> Result<(), StoreError> {
+        if self.db.dialect() != Dialect::Sqlite {
+            return Ok(());
+        }
+        match device_ids {
+            None => {
+                self.sliding
+                    .execute("DELETE FROM sliding_sync_positions WHERE user_id = $1", params![user_id])
+                    .await?;
+            }
+            Some(device_ids) => {
+                for device_id in device_ids {
+                    self.sliding
+                        .execute(
+                            "DELETE FROM sliding_sync_positions WHERE user_id = $1 AND device_id = $2",
+                            params![user_id, device_id.as_str()],
+                        )
+                        .await?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The stream position of the newest visible event of one of `types` in a room, at or

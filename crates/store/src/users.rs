@@ -210,6 +210,7 @@ impl Store {
     /// to-device inboxes and dehydrated device, as deleting a device removes them), its
     /// profile, and its key backups, as Synapse does.
     pub async fn deactivate_user(&self, user_id: &str, erase: bool) -> Result<(), StoreError> {
+        self.delete_sliding_sync_positions_apart(user_id, None).await?;
         self.db
             .transaction(async |tx| {
                 tx.execute(

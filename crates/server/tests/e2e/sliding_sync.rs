@@ -680,6 +680,39 @@ async fn a_lost_connection_state_is_an_unknown_position() {
 }
 
 #[tokio::test]
+async fn on_sqlite_positions_live_in_a_file_of_their_own_that_may_be_lost() {
+    let mut server = TestServer::start().await;
+    let myelin_config::DatabaseConfig::Sqlite { path } = server.services().config.database.clone() else {
+        // PostgreSQL keeps them in the main database (the other tests).
+        server.stop().await;
+        return;
+    };
+    let alice = server.register("alice").await;
+    let room = create_room(&alice, json!({"name": "kept"})).await;
+    let body = json!({"conn_id": "main", "lists": {"l": list(json!([[0, 9]]), 1, json!([]))}});
+    let first = ss(&alice.client, None, &body).await;
+    let mut file = path.clone().into_os_string();
+    file.push("-sliding-sync");
+    assert!(std::path::Path::new(&file).exists(), "the positions' file {file:?} is made beside the database");
+
+    // Lost while the server is down: the position is unknown, the rest of the account is not.
+    server.halt().await;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = file.clone();
+        name.push(suffix);
+        let _ = std::fs::remove_file(&name);
+    }
+    server.resume().await;
+    let alice = TestUser { client: server.client().with_token(&alice.access_token), ..alice.clone() };
+    alice.client.post(&url(Some(&pos(&first)), 0), &body).await.expect_error(400, "M_UNKNOWN_POS");
+    let again = ss(&alice.client, None, &body).await;
+    assert_eq!(room_ids(&again), vec![room.clone()], "{again}");
+    let next = ss(&alice.client, Some(&pos(&again)), &body).await;
+    assert!(room_ids(&next).is_empty(), "nothing new since: {next}");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn bad_input_is_refused() {
     let server = TestServer::start().await;
     let alice = server.register("alice").await;

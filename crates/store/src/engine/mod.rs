@@ -60,6 +60,17 @@ impl Db {
         Ok(db)
     }
 
+    /// Opens (creating if needed) a SQLite database of its own that holds only what `schema`
+    /// makes (statements run at every opening, so each must be idempotent), beside the
+    /// migrated main database.
+    pub(crate) async fn open_sqlite_with_schema(path: &Path, schema: &[&str]) -> Result<Db, StoreError> {
+        let db = Db::open_sqlite(path)?;
+        for statement in schema {
+            db.execute(statement, Vec::new()).await?;
+        }
+        Ok(db)
+    }
+
     fn open_sqlite(path: &Path) -> Result<Db, StoreError> {
         Ok(Db { engine: Engine::Sqlite(Arc::new(sqlite::SqliteEngine::open(path)?)) })
     }
