@@ -14,21 +14,6 @@ use std::path::{Path, PathBuf};
 use crate::engine::{Db, Dialect};
 use crate::{Store, StoreError, params};
 
-/// The schema of the SQLite file of its own (migration 0027's table).
-const SQLITE_FILE_SCHEMA: [&str; 2] = [
-    "CREATE TABLE IF NOT EXISTS sliding_sync_positions (
-        user_id TEXT NOT NULL,
-        device_id TEXT NOT NULL,
-        conn_id TEXT NOT NULL,
-        pos BIGINT NOT NULL,
-        created_ts BIGINT NOT NULL,
-        state TEXT NOT NULL,
-        PRIMARY KEY (user_id, device_id, conn_id, pos)
-    )",
-    "CREATE INDEX IF NOT EXISTS sliding_sync_positions_device
-        ON sliding_sync_positions (user_id, device_id, created_ts)",
-];
-
 /// The SQLite file of sliding sync positions beside the main database at `main`.
 pub(crate) fn sqlite_file_path(main: &Path) -> PathBuf {
     let mut name = main.as_os_str().to_owned();
@@ -38,7 +23,8 @@ pub(crate) fn sqlite_file_path(main: &Path) -> PathBuf {
 
 /// Opens (creating if needed) the SQLite file of sliding sync positions.
 pub(crate) async fn open_sqlite_file(main: &Path) -> Result<Db, StoreError> {
-    Db::open_sqlite_with_schema(&sqlite_file_path(main), &SQLITE_FILE_SCHEMA).await
+    let schema = include_str!("../migrations/0027_sliding_sync.sql");
+    Db::open_sqlite_with_schema(&sqlite_file_path(main), "sliding_sync_positions", schema).await
 }
 
 /// Where one connection is.

@@ -60,14 +60,29 @@ impl Db {
         Ok(db)
     }
 
-    /// Opens (creating if needed) a SQLite database of its own that holds only what `schema`
-    /// makes (statements run at every opening, so each must be idempotent), beside the
-    /// migrated main database.
-    pub(crate) async fn open_sqlite_with_schema(path: &Path, schema: &[&str]) -> Result<Db, StoreError> {
+    /// Opens (creating if needed) a SQLite database of its own beside the migrated main one,
+    /// holding what `schema` (a migration's statements) makes, run when the file does not hold
+    /// `table` yet.
+    pub(crate) async fn open_sqlite_with_schema(
+        path: &Path,
+        table: &str,
+        schema: &str,
+    ) -> Result<Db, StoreError> {
         let db = Db::open_sqlite(path)?;
-        for statement in schema {
-            db.execute(statement, Vec::new()).await?;
-        }
+        db.transaction(async |tx| {
+            let made = tx
+                .query_opt(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = $1",
+                    vec![table.into()],
+                )
+                .await?
+                .is_some();
+            if !made {
+                db.batch(tx, schema).await?;
+            }
+            Ok(())
+        })
+        .await?;
         Ok(db)
     }
 
