@@ -8,20 +8,22 @@ name, an avatar, every other room encrypted: about nine state events), two other
 it and one of them sends a message, so every room holds three members and a dozen events;
 the rooms are made by a thread pool of --workers (rate limits are off in both
 configurations). The other member, S, sends every measured message below. One last message goes into a known room (the
-"marker"), which then leads U's list.
+"marker"), which then leads U's list. Then --settle seconds (5; none with --quick) pass before
+anything is measured, for both servers alike: what the setup's writes leave a server to do in
+the background (checkpoints, caches, queues) is not counted against the rows.
 
 Every sliding sync request asks for one list, range 0-19, timeline_limit 1, required_state
 name / avatar / encryption / members lazy-loaded. Rows, each checked while measured (a
 server answering wrongly gets an error row, not a number):
 
-1. first response: a fresh conn_id each time, no pos (p50/p99 over --first reps); the list's
+1. first response: a fresh conn_id each time, no pos (p50/p99 over --first reps, 100); the list's
    count must be N, 20 rooms must come back, the marker room first; the user's very first
    request (the server's caches cold for it) is timed apart (`cold_ms`);
 2. incremental: on one connection, another user sends one message into a room outside the
    window, then U asks with the last pos and timeout 0 (p50/p99); that room must be in the
    response with the message and lead the list;
 3. wake-up: U waits with pos and timeout 30 s, then another user sends a message; the time
-   from the send's answer to the waiting request's answer (p50/p99 over --wakeups rounds);
+   from the send's answer to the waiting request's answer (p50/p99 over --wakeups rounds, 200);
    the response must hold the message;
 4. /sync v2 for reference, the same user with a filter of timeline limit 1 and lazy-loaded
    members: initial (every joined room must come back; each rep's inline filter differs by
@@ -332,9 +334,9 @@ def v2_incremental(user, other, rooms, reps):
 
 def run(a):
     n = a.rooms or (100 if a.quick else 1000)
-    first_reps = a.first or (5 if a.quick else 20)
+    first_reps = a.first or (5 if a.quick else 100)
     incr_reps = 10 if a.quick else 30
-    wake_rounds = a.wakeups or (10 if a.quick else 50)
+    wake_rounds = a.wakeups or (10 if a.quick else 200)
     v2_reps = 2 if a.quick else 3
     result = {"label": a.label, "quick": a.quick, "rooms": n}
 
@@ -354,6 +356,9 @@ def run(a):
         raise
     print(f"  {a.label}: {result['setup']}", file=sys.stderr)
     save()
+    settle = a.settle if a.settle is not None else (0 if a.quick else 5)
+    result["settle_s"] = settle
+    time.sleep(settle)
     # A server without the endpoint (404) gets "unsupported" rows; any other wrong answer is an
     # error in the first-response row. This first request of the user
     # (the server's caches cold for it) is timed on its own.
@@ -398,8 +403,10 @@ def main():
     r.add_argument("--out", required=True)
     r.add_argument("--quick", action="store_true")
     r.add_argument("--rooms", type=int, help="rooms the user is in (1,000; 100 with --quick)")
-    r.add_argument("--first", type=int, help="first-response reps (20; 5 with --quick)")
-    r.add_argument("--wakeups", type=int, help="wake-up rounds (50; 10 with --quick)")
+    r.add_argument("--first", type=int, help="first-response reps (100; 5 with --quick)")
+    r.add_argument("--wakeups", type=int, help="wake-up rounds (200; 10 with --quick)")
+    r.add_argument("--settle", type=float,
+                   help="seconds between the setup and the first measure (5; 0 with --quick)")
     r.add_argument("--workers", type=int, default=8, help="concurrent room makers in the setup")
     r.add_argument("--park", type=float, default=0.3,
                    help="seconds the waiting request is given to park before the send")
