@@ -695,13 +695,17 @@ async fn on_sqlite_positions_live_in_a_file_of_their_own_that_may_be_lost() {
     file.push("-sliding-sync");
     assert!(std::path::Path::new(&file).exists(), "the positions' file {file:?} is made beside the database");
 
-    // Lost while the server is down: the position is unknown, the rest of the account is not.
+    // Lost while the server is down (emptied here: removing the file under the halted server,
+    // whose SQLite connections may still be closing in this process, would race with them):
+    // the position is unknown, the rest of the account is not.
     server.halt().await;
-    for suffix in ["", "-wal", "-shm"] {
-        let mut name = file.clone();
-        name.push(suffix);
-        let _ = std::fs::remove_file(&name);
-    }
+    let positions = rusqlite::Connection::open(&file).expect("the positions' file opens");
+    let held: i64 = positions
+        .query_row("SELECT COUNT(*) FROM sliding_sync_positions", [], |row| row.get(0))
+        .expect("the file holds the positions' table");
+    assert!(held >= 1, "the position handed out is in the file");
+    positions.execute("DELETE FROM sliding_sync_positions", []).expect("the positions go");
+    drop(positions);
     server.resume().await;
     let alice = TestUser { client: server.client().with_token(&alice.access_token), ..alice.clone() };
     alice.client.post(&url(Some(&pos(&first)), 0), &body).await.expect_error(400, "M_UNKNOWN_POS");
