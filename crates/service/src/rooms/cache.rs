@@ -33,8 +33,9 @@ pub struct Rooms {
     state_fields: Mutex<lru::LruCache<StateFieldKey, Option<String>>>,
     state_groups: Mutex<lru::LruCache<i64, Arc<GroupState>>>,
     /// Per room, what sliding sync sorts and filters every room of a user by, kept so that a
-    /// request reads no row per room: see [`RoomFacts`].
-    facts: Mutex<HashMap<OwnedRoomId, RoomFacts>>,
+    /// request reads no row per room: see [`RoomFacts`]. At most [`MAX_ROOM_FACTS`] rooms, the
+    /// least recently used go (a room without facts has them read from the store again).
+    facts: Mutex<lru::LruCache<OwnedRoomId, RoomFacts>>,
     /// The rooms of the latest new events: see [`ChangeLog`].
     changes: Mutex<ChangeLog>,
     /// Each local user's memberships (see [`super::user_rooms`]).
@@ -52,6 +53,9 @@ struct RoomFacts {
     last_event: Option<i64>,
     room_type: Option<Option<String>>,
 }
+
+/// How many rooms' [`RoomFacts`] are held (about 150 bytes each).
+const MAX_ROOM_FACTS: usize = 500_000;
 
 /// How many new events [`ChangeLog`] holds.
 const CHANGE_LOG_MAX: usize = 16_384;
@@ -206,7 +210,9 @@ impl Rooms {
                 NonZeroUsize::new(20_000).unwrap_or(NonZeroUsize::MIN),
             )),
             state_groups: Mutex::new(lru::LruCache::new(NonZeroUsize::new(128).unwrap_or(NonZeroUsize::MIN))),
-            facts: Mutex::default(),
+            facts: Mutex::new(lru::LruCache::new(
+                NonZeroUsize::new(MAX_ROOM_FACTS).unwrap_or(NonZeroUsize::MIN),
+            )),
             changes: Mutex::default(),
             user_rooms: Default::default(),
         }
@@ -260,7 +266,7 @@ impl Rooms {
                 ..ListingFacts::default()
             })
             .collect();
-        let facts = self.facts.lock();
+        let mut facts = self.facts.lock();
         for (room, listing) in rooms.iter().zip(&mut out) {
             if let Some(facts) = facts.get(*room) {
                 listing.room_type = facts.room_type.clone();
@@ -290,7 +296,7 @@ impl Rooms {
     /// `position` unless it is already later.
     pub(crate) fn note_bump(&self, room_id: &RoomId, position: i64) {
         let mut facts = self.facts.lock();
-        let bump = &mut facts.entry(room_id.to_owned()).or_default().bump_stamp;
+        let bump = &mut facts.get_or_insert_mut_ref(room_id, RoomFacts::default).bump_stamp;
         *bump = Some(bump.map_or(position, |b| b.max(position)));
     }
 
@@ -298,7 +304,7 @@ impl Rooms {
     /// unless it is already later.
     pub(crate) fn note_last_event(&self, room_id: &RoomId, position: i64) {
         let mut facts = self.facts.lock();
-        let last = &mut facts.entry(room_id.to_owned()).or_default().last_event;
+        let last = &mut facts.get_or_insert_mut_ref(room_id, RoomFacts::default).last_event;
         *last = Some(last.map_or(position, |l| l.max(position)));
     }
 
@@ -365,7 +371,7 @@ impl Rooms {
     }
 
     pub(crate) fn note_room_type(&self, room_id: &RoomId, room_type: Option<String>) {
-        self.facts.lock().entry(room_id.to_owned()).or_default().room_type = Some(room_type);
+        self.facts.lock().get_or_insert_mut_ref(room_id, RoomFacts::default).room_type = Some(room_type);
     }
 
     /// Forgets what is known of every room (a write may have committed unannounced).
@@ -376,7 +382,7 @@ impl Rooms {
 
     /// Forgets what is known of a room whose events were purged.
     pub(crate) fn forget_room_facts(&self, room_id: &RoomId) {
-        self.facts.lock().remove(room_id);
+        self.facts.lock().pop(room_id);
         self.reset_changes();
     }
 
@@ -458,6 +464,21 @@ mod tests {
             rooms.sort();
             rooms
         })
+    }
+
+    #[test]
+    fn room_facts_are_bounded_and_the_least_recently_used_go() {
+        let rooms = Rooms::new(0, (16, 1 << 20));
+        *rooms.facts.lock() = lru::LruCache::new(NonZeroUsize::new(2).expect("2 is not zero"));
+        rooms.note_new_event(&room(1), 1);
+        rooms.note_bump(&room(2), 2);
+        assert_eq!(rooms.last_event(&room(1)), Some(1), "room 1 is now the most recently used");
+        rooms.note_room_type(&room(3), Some("m.space".to_owned()));
+        assert_eq!(rooms.bump_stamp(&room(2)), None, "room 2 went: its facts are read again");
+        assert_eq!(rooms.last_event(&room(1)), Some(1));
+        assert_eq!(rooms.room_type(&room(3)), Some(Some("m.space".to_owned())));
+        // The change log is not the facts: it still tells of room 1.
+        assert_eq!(changed(&rooms, rooms.change_generation(), 0), Some(vec![room(1)]));
     }
 
     #[test]
