@@ -660,11 +660,19 @@ impl Services {
     }
 
     /// Forgets a room for a user: room lists no longer show it. Their cached memberships are
-    /// dropped, so that what was worked out of them (a sliding sync room list) is too.
+    /// dropped, so that what was worked out of them (a sliding sync room list) is too. Runs on a
+    /// task of its own: a caller dropped while the write waits for its commit must not leave
+    /// the forget committed and the cache holding the room.
     pub(crate) async fn forget_room_for(&self, user_id: &UserId, room_id: &RoomId) -> Result<()> {
-        self.store.forget_room(user_id.as_str(), room_id.as_str()).await?;
-        self.rooms.user_rooms.invalidate(user_id);
-        Ok(())
+        let services = self.clone();
+        let (user_id, room_id) = (user_id.to_owned(), room_id.to_owned());
+        tokio::spawn(async move {
+            services.store.forget_room(user_id.as_str(), room_id.as_str()).await?;
+            services.rooms.user_rooms.invalidate(&user_id);
+            Ok::<(), Error>(())
+        })
+        .await
+        .map_err(Error::internal)?
     }
 
     /// Re-sends the user's member events in every joined room after a profile change.
