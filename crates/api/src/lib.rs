@@ -27,6 +27,7 @@ pub mod federation;
 pub mod media;
 pub mod middleware;
 pub mod misc;
+mod object;
 mod url_preview;
 pub mod wellknown;
 

@@ -21,6 +21,7 @@ use crate::auth::AdminAuth;
 use crate::client::rooms::{events_json, parse_event_id, parse_filter};
 use crate::error::ApiResult;
 use crate::extract::{JsonBody, JsonBodyOrEmpty, PathParams, QueryParams};
+use crate::object::object;
 
 /// A room ID from a path, `400 M_INVALID_PARAM` when it is not one.
 pub(super) fn parse_room(room_id: &str) -> Result<ruma::OwnedRoomId, MatrixError> {
@@ -84,11 +85,11 @@ async fn list_rooms(
 ) -> ApiResult<Json<Value>> {
     let query = room_list_query(&pairs)?;
     let (rooms, total) = services.admin_list_rooms(&query).await?;
-    let mut body = json!({
-        "offset": query.from,
-        "rooms": rooms.iter().map(summary_json).collect::<Vec<_>>(),
-        "total_rooms": total,
-    });
+    let mut body = object([
+        ("offset", json!(query.from)),
+        ("rooms", Value::Array(rooms.iter().map(summary_json).collect())),
+        ("total_rooms", json!(total)),
+    ]);
     if query.from.saturating_add(query.limit) < total {
         body["next_batch"] = json!(query.from + query.limit);
     }
@@ -415,13 +416,15 @@ async fn messages(
     };
     let request = MessagesRequest { from: param("from"), to: param("to"), backward, limit, filter };
     let page = services.room_messages_as(&admin, &room_id, &request, true).await?;
-    let mut body =
-        json!({ "chunk": events_json(&services, &page.events, &admin).await?, "start": page.start });
+    let mut body = object([
+        ("chunk", Value::Array(events_json(&services, &page.events, &admin).await?)),
+        ("start", json!(page.start)),
+    ]);
     if let Some(end) = page.end {
         body["end"] = json!(end);
     }
     if !page.state.is_empty() {
-        body["state"] = json!(events_json(&services, &page.state, &admin).await?);
+        body["state"] = Value::Array(events_json(&services, &page.state, &admin).await?);
     }
     Ok(Json(body))
 }
@@ -442,14 +445,14 @@ async fn context(
         None => filter.limit.unwrap_or(10),
     };
     let context = services.event_context_as(&admin, &room_id, &event_id, limit, &filter, true).await?;
-    Ok(Json(json!({
-        "event": services.client_event(&context.event, Some(&admin)).await?,
-        "events_before": events_json(&services, &context.before, &admin).await?,
-        "events_after": events_json(&services, &context.after, &admin).await?,
-        "start": context.start,
-        "end": context.end,
-        "state": events_json(&services, &context.state, &admin).await?,
-    })))
+    Ok(Json(object([
+        ("event", services.client_event(&context.event, Some(&admin)).await?),
+        ("events_before", Value::Array(events_json(&services, &context.before, &admin).await?)),
+        ("events_after", Value::Array(events_json(&services, &context.after, &admin).await?)),
+        ("start", json!(context.start)),
+        ("end", json!(context.end)),
+        ("state", Value::Array(events_json(&services, &context.state, &admin).await?)),
+    ])))
 }
 
 /// `GET /_synapse/admin/v1/rooms/{roomId}/timestamp_to_event?ts&dir`

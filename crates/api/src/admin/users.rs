@@ -20,6 +20,7 @@ use crate::AppState;
 use crate::auth::{AdminAuth, Auth};
 use crate::error::ApiResult;
 use crate::extract::{JsonBody, JsonBodyOrEmpty, PathParams, QueryParams};
+use crate::object::object;
 
 fn parse_local_user(services: &AppState, user_id: &str) -> Result<ruma::OwnedUserId, MatrixError> {
     let user_id = ruma::UserId::parse(user_id)
@@ -144,10 +145,10 @@ fn list_entry_json(user: &UserListEntry) -> Value {
 async fn list_users(services: &AppState, pairs: &[(String, String)], v3: bool) -> ApiResult<Json<Value>> {
     let query = user_list_query(pairs, v3)?;
     let (users, total) = services.admin_list_users(&query).await?;
-    let mut body = json!({
-        "users": users.iter().map(list_entry_json).collect::<Vec<_>>(),
-        "total": total,
-    });
+    let mut body = object([
+        ("users", Value::Array(users.iter().map(list_entry_json).collect())),
+        ("total", json!(total)),
+    ]);
     if query.from + query.limit < total {
         body["next_token"] = json!((query.from + users.len() as i64).to_string());
     }

@@ -18,6 +18,7 @@ use crate::AppState;
 use crate::auth::{Auth, GuestAuth};
 use crate::error::ApiResult;
 use crate::extract::{PathParams, QueryParams};
+use crate::object::object;
 
 /// Synapse's default page size for both endpoints.
 const DEFAULT_LIMIT: u64 = 5;
@@ -56,7 +57,7 @@ async fn relations_inner(
         recurse: query.recurse.unwrap_or(false),
     };
     let page = services.relations(requester, &room_id, &event_id, &request).await?;
-    let mut body = json!({ "chunk": events_json(services, &page.events, requester).await? });
+    let mut body = object([("chunk", Value::Array(events_json(services, &page.events, requester).await?))]);
     if let Some(next_batch) = page.next_batch {
         body["next_batch"] = json!(next_batch);
     }
@@ -126,7 +127,7 @@ async fn threads(
         return Err(MatrixError::invalid_param("limit must be greater than zero").into());
     }
     let page = services.threads(&requester, &room_id, include, query.from.as_deref(), limit).await?;
-    let mut body = json!({ "chunk": events_json(&services, &page.roots, &requester).await? });
+    let mut body = object([("chunk", Value::Array(events_json(&services, &page.roots, &requester).await?))]);
     if let Some(next_batch) = page.next_batch {
         body["next_batch"] = json!(next_batch);
     }

@@ -19,6 +19,7 @@ use crate::AppState;
 use crate::auth::{Auth, GuestAuth};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, PathParams, QueryParams};
+use crate::object::object;
 
 pub(crate) use crate::extract::{parse_event_id, parse_room_id};
 
@@ -249,14 +250,14 @@ async fn context(
     let filter = parse_filter(query.filter.as_deref())?;
     let limit = filter.limit.or(query.limit).unwrap_or(10);
     let context = services.event_context(&requester, &room_id, &event_id, limit, &filter).await?;
-    Ok(Json(json!({
-        "event": services.client_event(&context.event, Some(&requester)).await?,
-        "events_before": events_json(&services, &context.before, &requester).await?,
-        "events_after": events_json(&services, &context.after, &requester).await?,
-        "start": context.start,
-        "end": context.end,
-        "state": events_json(&services, &context.state, &requester).await?,
-    })))
+    Ok(Json(object([
+        ("event", services.client_event(&context.event, Some(&requester)).await?),
+        ("events_before", Value::Array(events_json(&services, &context.before, &requester).await?)),
+        ("events_after", Value::Array(events_json(&services, &context.after, &requester).await?)),
+        ("start", json!(context.start)),
+        ("end", json!(context.end)),
+        ("state", Value::Array(events_json(&services, &context.state, &requester).await?)),
+    ])))
 }
 
 #[derive(Deserialize)]
@@ -286,15 +287,15 @@ async fn messages(
     let limit = query.limit.or(filter.limit).unwrap_or(10);
     let request = MessagesRequest { from: query.from, to: query.to, backward, limit, filter };
     let page = services.room_messages(&requester, &room_id, &request).await?;
-    let mut body = json!({
-        "chunk": events_json(&services, &page.events, &requester).await?,
-        "start": page.start,
-    });
+    let mut body = object([
+        ("chunk", Value::Array(events_json(&services, &page.events, &requester).await?)),
+        ("start", json!(page.start)),
+    ]);
     if let Some(end) = page.end {
         body["end"] = json!(end);
     }
     if !page.state.is_empty() {
-        body["state"] = json!(events_json(&services, &page.state, &requester).await?);
+        body["state"] = Value::Array(events_json(&services, &page.state, &requester).await?);
     }
     Ok(Json(body))
 }
@@ -328,7 +329,7 @@ async fn members(
             query.not_membership.as_deref(),
         )
         .await?;
-    Ok(Json(json!({ "chunk": events_json(&services, &events, &requester).await? })))
+    Ok(Json(object([("chunk", Value::Array(events_json(&services, &events, &requester).await?))])))
 }
 
 /// `GET /_matrix/client/v3/rooms/{roomId}/joined_members`
@@ -352,7 +353,7 @@ async fn joined_members(
             (user, member)
         })
         .collect();
-    Ok(Json(json!({ "joined": joined })))
+    Ok(Json(object([("joined", Value::Object(joined))])))
 }
 
 /// `GET /_matrix/client/v3/joined_rooms`

@@ -19,6 +19,7 @@ use crate::AppState;
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, QueryParams};
+use crate::object::object;
 
 #[derive(Deserialize)]
 struct SearchBody {
@@ -118,12 +119,12 @@ async fn context_json(
     context: &SearchContext,
     requester: &Requester,
 ) -> Result<Value, ApiError> {
-    let mut out = json!({
-        "events_before": events_json(services, &context.before, requester).await?,
-        "events_after": events_json(services, &context.after, requester).await?,
-        "start": context.start,
-        "end": context.end,
-    });
+    let mut out = object([
+        ("events_before", Value::Array(events_json(services, &context.before, requester).await?)),
+        ("events_after", Value::Array(events_json(services, &context.after, requester).await?)),
+        ("start", json!(context.start)),
+        ("end", json!(context.end)),
+    ]);
     if let Some(profiles) = &context.profile_info {
         let profiles: Map<String, Value> = profiles
             .iter()
@@ -154,13 +155,17 @@ async fn room_events_json(
             Some(context) => context_json(services, context, requester).await?,
             None => json!({}),
         };
-        results.push(json!({
-            "rank": result.rank,
-            "result": services.client_event(&result.event, Some(requester)).await?,
-            "context": context,
-        }));
+        results.push(object([
+            ("rank", json!(result.rank)),
+            ("result", services.client_event(&result.event, Some(requester)).await?),
+            ("context", context),
+        ]));
     }
-    let mut out = json!({ "results": results, "count": found.count, "highlights": found.highlights });
+    let mut out = object([
+        ("results", Value::Array(results)),
+        ("count", json!(found.count)),
+        ("highlights", json!(found.highlights)),
+    ]);
     if !found.state.is_empty() {
         let mut state = Map::new();
         for (room_id, events) in &found.state {
@@ -204,7 +209,7 @@ async fn search(
     let request = search_request(criteria, query.next_batch)?;
     let found = services.search_room_events(&requester, request).await?;
     let room_events = room_events_json(&services, found, &requester).await?;
-    Ok(Json(json!({ "search_categories": { "room_events": room_events } })))
+    Ok(Json(object([("search_categories", object([("room_events", room_events)]))])))
 }
 
 #[derive(Deserialize)]
@@ -235,7 +240,7 @@ async fn user_directory_search(
             entry
         })
         .collect();
-    Ok(Json(json!({ "results": results, "limited": limited })))
+    Ok(Json(object([("results", Value::Array(results)), ("limited", json!(limited))])))
 }
 
 pub fn routes() -> Router<AppState> {

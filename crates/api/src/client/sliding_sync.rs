@@ -21,6 +21,7 @@ use crate::AppState;
 use crate::auth::GuestAuth;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, QueryParams};
+use crate::object::object;
 
 pub(crate) const PATH: &str = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync";
 
@@ -63,7 +64,7 @@ fn room_json(room: &SlidingRoom, formatted: &mut impl Iterator<Item = Value>) ->
                 out
             })
             .collect();
-        body.insert("heroes".into(), json!(heroes));
+        body.insert("heroes".into(), Value::Array(heroes));
     }
     if room.initial {
         body.insert("initial".into(), json!(true));
@@ -74,11 +75,11 @@ fn room_json(room: &SlidingRoom, formatted: &mut impl Iterator<Item = Value>) ->
     }
     if !room.required_state.is_empty() {
         let events: Vec<Value> = formatted.by_ref().take(room.required_state.len()).collect();
-        body.insert("required_state".into(), json!(events));
+        body.insert("required_state".into(), Value::Array(events));
     }
     if !room.timeline.is_empty() {
         let events: Vec<Value> = formatted.by_ref().take(room.timeline.len()).collect();
-        body.insert("timeline".into(), json!(events));
+        body.insert("timeline".into(), Value::Array(events));
     }
     if let Some(limited) = room.limited {
         body.insert("limited".into(), json!(limited));
@@ -93,7 +94,7 @@ fn room_json(room: &SlidingRoom, formatted: &mut impl Iterator<Item = Value>) ->
         body.insert("is_dm".into(), json!(true));
     }
     if let Some(state) = room.invite_state.as_ref().filter(|s| !s.is_empty()) {
-        body.insert("invite_state".into(), stripped_json(state)["events"].clone());
+        body.insert("invite_state".into(), stripped_json(state)["events"].take());
     }
     Value::Object(body)
 }
@@ -106,7 +107,10 @@ fn extensions_json(extensions: &Extensions) -> Value {
             .iter()
             .map(|event| json!({"sender": event.sender, "type": event.kind, "content": event.content}))
             .collect();
-        out.insert("to_device".into(), json!({"next_batch": to_device.next_batch, "events": events}));
+        out.insert(
+            "to_device".into(),
+            object([("next_batch", json!(to_device.next_batch)), ("events", Value::Array(events))]),
+        );
     }
     if let Some(e2ee) = &extensions.e2ee {
         let mut body = json!({
@@ -122,11 +126,14 @@ fn extensions_json(extensions: &Extensions) -> Value {
         let rooms: Map<String, Value> = account_data
             .rooms
             .iter()
-            .map(|(room, events)| (room.clone(), account_data_json(events)["events"].clone()))
+            .map(|(room, events)| (room.clone(), account_data_json(events)["events"].take()))
             .collect();
         out.insert(
             "account_data".into(),
-            json!({"global": account_data_json(&account_data.global)["events"], "rooms": rooms}),
+            object([
+                ("global", account_data_json(&account_data.global)["events"].take()),
+                ("rooms", Value::Object(rooms)),
+            ]),
         );
     }
     if let Some(receipts) = &extensions.receipts {
@@ -134,7 +141,7 @@ fn extensions_json(extensions: &Extensions) -> Value {
             .iter()
             .filter_map(|(room, receipts)| Some((room.to_string(), receipt_event(receipts)?)))
             .collect();
-        out.insert("receipts".into(), json!({"rooms": rooms}));
+        out.insert("receipts".into(), object([("rooms", Value::Object(rooms))]));
     }
     if let Some(typing) = &extensions.typing {
         let rooms: Map<String, Value> = typing
@@ -143,7 +150,7 @@ fn extensions_json(extensions: &Extensions) -> Value {
                 (room.to_string(), json!({"type": "m.typing", "content": {"user_ids": users}}))
             })
             .collect();
-        out.insert("typing".into(), json!({"rooms": rooms}));
+        out.insert("typing".into(), object([("rooms", Value::Object(rooms))]));
     }
     Value::Object(out)
 }
@@ -169,12 +176,12 @@ async fn response_json(
     for (room_id, room) in &response.rooms {
         rooms.insert(room_id.to_string(), room_json(room, &mut formatted));
     }
-    Ok(json!({
-        "pos": response.pos,
-        "lists": lists,
-        "rooms": rooms,
-        "extensions": extensions_json(&response.extensions),
-    }))
+    Ok(object([
+        ("pos", json!(response.pos)),
+        ("lists", Value::Object(lists)),
+        ("rooms", Value::Object(rooms)),
+        ("extensions", extensions_json(&response.extensions)),
+    ]))
 }
 
 /// `POST /_matrix/client/unstable/org.matrix.simplified_msc3575/sync`

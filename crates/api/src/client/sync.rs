@@ -21,6 +21,7 @@ use crate::AppState;
 use crate::auth::GuestAuth;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, PathParams, QueryParams, parse_user_id as parse_user};
+use crate::object::object;
 
 #[derive(Deserialize)]
 struct SyncQuery {
@@ -103,7 +104,7 @@ pub(super) async fn sync_events(
 /// Account data events: `{"type", "content"}`.
 pub(super) fn account_data_json(events: &[AccountDataEvent]) -> Value {
     let events: Vec<Value> = events.iter().map(|e| json!({"type": e.kind, "content": e.content})).collect();
-    json!({ "events": events })
+    object([("events", Value::Array(events))])
 }
 
 /// A joined room's `m.typing` and `m.receipt` events (receipts grouped by event, type and
@@ -116,7 +117,7 @@ fn ephemeral_json(ephemeral: &Ephemeral) -> Value {
     if let Some(receipt) = receipt_event(&ephemeral.receipts) {
         events.push(receipt);
     }
-    json!({ "events": events })
+    object([("events", Value::Array(events))])
 }
 
 /// One `m.receipt` event of receipts (grouped by event, type and user), `None` for none.
@@ -153,7 +154,7 @@ fn presence_json(record: &PresenceRecord, now: i64) -> Value {
 /// Stripped state (for invitees and knockers): type, state key, content and sender only.
 pub(super) fn stripped_json(events: &[StrippedStateEvent]) -> Value {
     let events: Vec<Value> = events.iter().map(StrippedStateEvent::to_json).collect();
-    json!({ "events": events })
+    object([("events", Value::Array(events))])
 }
 
 async fn room_json(
@@ -163,15 +164,20 @@ async fn room_json(
     filter: &FilterDefinition,
     joined: bool,
 ) -> Result<Value, ApiError> {
-    let mut body = json!({
-        "timeline": {
-            "events": sync_events(services, &room.timeline.events, requester, filter).await?,
-            "limited": room.timeline.limited,
-            "prev_batch": room.timeline.prev_batch,
-        },
-        "state": { "events": sync_events(services, &room.state, requester, filter).await? },
-        "account_data": account_data_json(&room.account_data),
-    });
+    let timeline = sync_events(services, &room.timeline.events, requester, filter).await?;
+    let state = sync_events(services, &room.state, requester, filter).await?;
+    let mut body = object([
+        (
+            "timeline",
+            object([
+                ("events", Value::Array(timeline)),
+                ("limited", json!(room.timeline.limited)),
+                ("prev_batch", json!(room.timeline.prev_batch)),
+            ]),
+        ),
+        ("state", object([("events", Value::Array(state))])),
+        ("account_data", account_data_json(&room.account_data)),
+    ]);
     if joined {
         body["ephemeral"] = ephemeral_json(&room.ephemeral);
         body["unread_notifications"] = json!({
@@ -217,28 +223,37 @@ async fn response_json(
     let invite: Map<String, Value> = response
         .invite
         .iter()
-        .map(|(room, state)| (room.to_string(), json!({"invite_state": stripped_json(state)})))
+        .map(|(room, state)| (room.to_string(), object([("invite_state", stripped_json(state))])))
         .collect();
     let knock: Map<String, Value> = response
         .knock
         .iter()
-        .map(|(room, state)| (room.to_string(), json!({"knock_state": stripped_json(state)})))
+        .map(|(room, state)| (room.to_string(), object([("knock_state", stripped_json(state))])))
         .collect();
     let to_device: Vec<Value> = response
         .to_device
         .iter()
         .map(|event| json!({"sender": event.sender, "type": event.kind, "content": event.content}))
         .collect();
-    Ok(json!({
-        "next_batch": response.next_batch.to_string(),
-        "rooms": { "join": join, "invite": invite, "knock": knock, "leave": leave },
-        "account_data": account_data_json(&response.account_data),
-        "presence": { "events": presence },
-        "to_device": { "events": to_device },
-        "device_lists": { "changed": response.device_lists.changed, "left": response.device_lists.left },
-        "device_one_time_keys_count": response.device_one_time_keys_count,
-        "device_unused_fallback_key_types": response.device_unused_fallback_key_types,
-    }))
+    let rooms = object([
+        ("join", Value::Object(join)),
+        ("invite", Value::Object(invite)),
+        ("knock", Value::Object(knock)),
+        ("leave", Value::Object(leave)),
+    ]);
+    Ok(object([
+        ("next_batch", Value::String(response.next_batch.to_string())),
+        ("rooms", rooms),
+        ("account_data", account_data_json(&response.account_data)),
+        ("presence", object([("events", Value::Array(presence))])),
+        ("to_device", object([("events", Value::Array(to_device))])),
+        (
+            "device_lists",
+            json!({ "changed": response.device_lists.changed, "left": response.device_lists.left }),
+        ),
+        ("device_one_time_keys_count", json!(response.device_one_time_keys_count)),
+        ("device_unused_fallback_key_types", json!(response.device_unused_fallback_key_types)),
+    ]))
 }
 
 /// `GET /_matrix/client/v3/sync`

@@ -11,6 +11,7 @@ use super::ServerAuth;
 use crate::AppState;
 use crate::error::ApiResult;
 use crate::extract::{PathParams, parse_event_id, parse_json, parse_room_id, parse_user_id};
+use crate::object::object;
 
 fn template_json(template: MembershipTemplate) -> Value {
     json!({ "event": template.event, "room_version": template.room_version.as_str() })
@@ -104,14 +105,14 @@ async fn send_join(
     let event: Value = parse_json(&auth.body)?;
     let SendJoinAnswer { state, auth_chain, event, servers_in_room } =
         services.send_join(&auth.origin, &room_id, &event_id, &event).await?;
-    Ok(json!({
-        "origin": services.server_name(),
-        "state": state,
-        "auth_chain": auth_chain,
-        "event": event,
-        "members_omitted": false,
-        "servers_in_room": servers_in_room,
-    }))
+    Ok(object([
+        ("origin", json!(services.server_name())),
+        ("state", Value::Array(state)),
+        ("auth_chain", Value::Array(auth_chain)),
+        ("event", event),
+        ("members_omitted", Value::Bool(false)),
+        ("servers_in_room", json!(servers_in_room)),
+    ]))
 }
 
 /// `PUT /_matrix/federation/v2/send_join/{roomId}/{eventId}`

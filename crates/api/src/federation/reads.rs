@@ -22,6 +22,7 @@ use crate::AppState;
 use crate::client::directory::{PublicRoomsBody, page_json, parse_limit};
 use crate::error::ApiResult;
 use crate::extract::{PathParams, QueryParams, parse_event_id, parse_json, parse_room_id, parse_user_id};
+use crate::object::object;
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -30,7 +31,7 @@ fn now_ms() -> i64 {
         .unwrap_or_default()
 }
 
-fn pdus_json(pdus: &[Arc<Pdu>]) -> Vec<Value> {
+fn pdus_json(pdus: &[Arc<Pdu>]) -> Value {
     pdus.iter()
         .map(|pdu| Value::Object(pdu.json().into_iter().map(|(k, v)| (k, v.into())).collect()))
         .collect()
@@ -38,11 +39,11 @@ fn pdus_json(pdus: &[Arc<Pdu>]) -> Vec<Value> {
 
 /// A transaction-shaped answer (`/event`, `/backfill`).
 fn transaction_json(services: &AppState, pdus: &[Arc<Pdu>]) -> Value {
-    json!({
-        "origin": services.server_name(),
-        "origin_server_ts": now_ms(),
-        "pdus": pdus_json(pdus),
-    })
+    object([
+        ("origin", json!(services.server_name())),
+        ("origin_server_ts", json!(now_ms())),
+        ("pdus", pdus_json(pdus)),
+    ])
 }
 
 /// The query parameters in order, NUL characters refused.
@@ -100,7 +101,7 @@ async fn get_state(
     let room_id = parse_room_id(&room_id)?;
     let event_id = state_event_id(query)?;
     let state = services.federation_state(&auth.origin, &room_id, &event_id).await?;
-    Ok(Json(json!({ "pdus": pdus_json(&state.pdus), "auth_chain": pdus_json(&state.auth_chain) })))
+    Ok(Json(object([("pdus", pdus_json(&state.pdus)), ("auth_chain", pdus_json(&state.auth_chain))])))
 }
 
 /// `GET /_matrix/federation/v1/state_ids/{roomId}?event_id=`
@@ -125,7 +126,7 @@ async fn get_event_auth(
     let room_id = parse_room_id(&room_id)?;
     let event_id = parse_event_id(&event_id)?;
     let chain = services.federation_event_auth(&auth.origin, &room_id, &event_id).await?;
-    Ok(Json(json!({ "auth_chain": pdus_json(&chain) })))
+    Ok(Json(object([("auth_chain", pdus_json(&chain))])))
 }
 
 /// `GET /_matrix/federation/v1/backfill/{roomId}?v=&limit=` (`v` repeated for each event).
@@ -183,7 +184,7 @@ async fn get_missing_events(
             body.min_depth,
         )
         .await?;
-    Ok(Json(json!({ "events": pdus_json(&events) })))
+    Ok(Json(object([("events", pdus_json(&events))])))
 }
 
 #[derive(Deserialize)]
