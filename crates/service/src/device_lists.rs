@@ -132,8 +132,12 @@ impl Services {
         if upto.events <= since.events {
             return Ok(updates);
         }
+        let joined_rooms =
+            self.user_memberships_cached(user_id).await?.iter().filter(|m| m.membership == "join").count();
         let mut left_candidates = BTreeSet::new();
-        for transition in self.store.membership_transitions(user, since.events, upto.events).await? {
+        for transition in
+            self.store.membership_transitions(user, since.events, upto.events, joined_rooms).await?
+        {
             let (before, after) = (transition.before.as_deref(), transition.after.as_deref());
             if transition.user_id == user {
                 if !joined(before) && joined(after) {

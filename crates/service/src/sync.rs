@@ -248,8 +248,19 @@ pub(crate) const STRIPPED_STATE_TYPES: &[&str] = &[
     "m.room.topic",
 ];
 
+/// Up to how many users with new presence a sync asks one by one whether they share a room
+/// with the syncing user (past it, every user sharing a room is read at once).
+const PRESENCE_USERS_ASKED_ONE_BY_ONE: usize = 16;
+
 /// The longest a sync may long-poll.
 pub(crate) const MAX_TIMEOUT_MS: u64 = 5 * 60 * 1000;
+
+/// What is new in a joined room since the token, as read for all rooms at once.
+#[derive(Clone, Copy)]
+struct RoomNews {
+    events: bool,
+    receipts: bool,
+}
 
 /// What every section of one sync computation shares.
 #[derive(Clone, Copy)]
@@ -356,29 +367,42 @@ impl Services {
                 }
             }
         }
+        let memberships = self.user_memberships_cached(user_id).await?;
         let mut rooms_with_events: HashSet<String> = HashSet::new();
         if !pass.initial {
+            let joined = memberships.iter().filter(|m| m.membership == "join").count();
             rooms_with_events.extend(
                 self.store
-                    .rooms_with_events_since(user_id.as_str(), pass.since_token.events, now.events)
+                    .rooms_with_events_since(user_id.as_str(), pass.since_token.events, now.events, joined)
                     .await?,
             );
         }
+        // Rooms with receipts since the token: read once for all rooms, not once per room.
+        let rooms_with_receipts: HashSet<String> = match pass.since() {
+            Some(since) if pass.now.receipts > since.receipts => {
+                self.store.rooms_with_receipts_between(since.receipts, pass.now.receipts).await?
+            }
+            _ => HashSet::new(),
+        };
         let mut room_account_data;
         (response.account_data, room_account_data) = self.sync_account_data(pass).await?;
 
-        for (room, membership, _) in self.store.user_memberships(user_id.as_str()).await? {
-            if !pass.filter().room.allows_room(&room) {
+        for membership in memberships.iter() {
+            let room = &membership.room_id;
+            if !pass.filter().room.allows_room(room) {
                 continue;
             }
-            let Ok(room_id) = RoomId::parse(&room) else { continue };
-            let changed_here = changed.contains(&room);
-            let account_data = room_account_data.remove(&room).unwrap_or_default();
-            match MembershipState::from(membership.as_str()) {
+            let Ok(room_id) = RoomId::parse(room) else { continue };
+            let changed_here = changed.contains(room);
+            let account_data = room_account_data.remove(room).unwrap_or_default();
+            match MembershipState::from(membership.membership.as_str()) {
                 MembershipState::Join => {
-                    let has_events = rooms_with_events.contains(&room);
+                    let news = RoomNews {
+                        events: rooms_with_events.contains(room),
+                        receipts: rooms_with_receipts.contains(room),
+                    };
                     if let Some(synced) =
-                        self.sync_joined(pass, &room_id, changed_here, has_events, account_data).await?
+                        self.sync_joined(pass, &room_id, changed_here, news, account_data).await?
                     {
                         response.join.insert(room_id, synced);
                     }
@@ -489,17 +513,16 @@ impl Services {
         pass: Pass<'_>,
         room_id: &RoomId,
         changed_here: bool,
-        has_events: bool,
+        news: RoomNews,
         account_data: Vec<AccountDataEvent>,
     ) -> Result<Option<SyncedRoom>> {
         let user_id = pass.user_id();
         let initial = pass.initial;
         let newly_joined = changed_here && !initial;
-        let interesting = initial
-            || newly_joined
-            || has_events
-            || !account_data.is_empty()
-            || self.receipts_or_typing_changed(room_id, pass.since_token, pass.now).await?;
+        let typing = pass.now.typing > pass.since_token.typing
+            && self.typing.typing_in(room_id).1 > pass.since_token.typing;
+        let interesting =
+            initial || newly_joined || news.events || news.receipts || typing || !account_data.is_empty();
         if !interesting {
             return Ok(None);
         }
@@ -550,11 +573,8 @@ impl Services {
         account_data: Vec<AccountDataEvent>,
     ) -> Result<Option<SyncedRoom>> {
         let user_id = pass.user_id();
-        if self.store.is_forgotten(user_id.as_str(), room_id.as_str()).await? {
-            return Ok(None);
-        }
         let include = if pass.initial { pass.filter().room.include_leave } else { changed_here };
-        if !include {
+        if !include || self.store.is_forgotten(user_id.as_str(), room_id.as_str()).await? {
             return Ok(None);
         }
         let Some(head) = self.room_head_snapshot(room_id).await? else { return Ok(None) };
@@ -570,25 +590,6 @@ impl Services {
             self.sync_room(pass.requester, &head, from, now, pass.request, Some(left_at)).await?;
         synced.account_data = account_data;
         Ok(Some(synced))
-    }
-
-    async fn receipts_or_typing_changed(
-        &self,
-        room_id: &RoomId,
-        since: SyncToken,
-        now: SyncToken,
-    ) -> Result<bool> {
-        if now.typing > since.typing && self.typing.typing_in(room_id).1 > since.typing {
-            return Ok(true);
-        }
-        if now.receipts > since.receipts {
-            return Ok(!self
-                .store
-                .receipts_since(room_id.as_str(), since.receipts, now.receipts)
-                .await?
-                .is_empty());
-        }
-        Ok(false)
     }
 
     /// The newest `limit` events of a room after `after` (exclusive; `None`: from the start) up
@@ -799,15 +800,35 @@ impl Services {
     async fn sync_presence(&self, pass: Pass<'_>) -> Result<(Vec<PresenceRecord>, i64)> {
         let user_id = pass.user_id();
         let since = pass.since().map(|s| s.presence);
-        let visible: HashSet<String> =
-            self.store.users_sharing_rooms(user_id.as_str()).await?.into_iter().collect();
-        let records = self.store.presence_since(since.unwrap_or(0), pass.now.presence).await?;
         let include_offline = since.is_some() || self.config.presence.include_offline_users_on_sync;
+        let records: Vec<PresenceRecord> = if since.is_some_and(|since| since >= pass.now.presence) {
+            Vec::new()
+        } else {
+            self.store.presence_since(since.unwrap_or(0), pass.now.presence).await?
+        };
+        let records: Vec<PresenceRecord> = records
+            .into_iter()
+            .filter(|r| include_offline || r.state != "offline")
+            .filter(|r| pass.filter().presence.allows("m.presence", Some(&r.user_id)))
+            .collect();
+        // Whom the user shares a room with is asked only of the users with news: one by one
+        // when they are few (an incremental sync), all at once otherwise.
+        let others: HashSet<&str> =
+            records.iter().map(|r| r.user_id.as_str()).filter(|u| *u != user_id.as_str()).collect();
+        let visible: HashSet<String> = if others.len() <= PRESENCE_USERS_ASKED_ONE_BY_ONE {
+            let mut visible = HashSet::new();
+            for other in others {
+                if self.store.share_a_room(user_id.as_str(), other).await? {
+                    visible.insert(other.to_owned());
+                }
+            }
+            visible
+        } else {
+            self.store.users_sharing_rooms(user_id.as_str()).await?.into_iter().collect()
+        };
         let records = records
             .into_iter()
             .filter(|r| r.user_id == user_id.as_str() || visible.contains(&r.user_id))
-            .filter(|r| include_offline || r.state != "offline")
-            .filter(|r| pass.filter().presence.allows("m.presence", Some(&r.user_id)))
             .collect();
         Ok((records, now_ms() as i64))
     }

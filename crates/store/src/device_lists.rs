@@ -119,16 +119,33 @@ impl Store {
     /// Membership transitions after event position `since` up to `upto` of the user in every
     /// room, and of every user in the rooms the user is joined to now: for each (room, user)
     /// whose membership changed in the range, the membership at `since` and at `upto`.
+    ///
+    /// `joined_rooms` (how many rooms the user is joined to) picks how the other members'
+    /// changes are found: from the changes in the range when it is shorter than that, room by
+    /// room otherwise.
     pub async fn membership_transitions(
         &self,
         user_id: &str,
         since: i64,
         upto: i64,
+        joined_rooms: usize,
     ) -> Result<Vec<MembershipTransition>, StoreError> {
+        let in_joined_rooms = if crate::sync::range_is_shorter(since, upto, joined_rooms) {
+            "SELECT m.room_id, m.user_id FROM membership_history m
+             WHERE m.stream_ordering > $2 AND m.stream_ordering <= $3 AND EXISTS (
+                 SELECT 1 FROM current_state s WHERE s.room_id = m.room_id
+                 AND s.type = 'm.room.member' AND s.state_key = $1 AND s.membership = 'join')"
+        } else {
+            "SELECT m.room_id, m.user_id FROM membership_history m
+             JOIN current_state s ON s.room_id = m.room_id
+             WHERE s.type = 'm.room.member' AND s.state_key = $1 AND s.membership = 'join'
+             AND m.stream_ordering > $2 AND m.stream_ordering <= $3"
+        };
         let rows = self
             .db
             .query(
-                "SELECT h.room_id, h.user_id,
+                &format!(
+                    "SELECT h.room_id, h.user_id,
                      (SELECT b.membership FROM membership_history b
                       WHERE b.room_id = h.room_id AND b.user_id = h.user_id AND b.stream_ordering <= $2
                       ORDER BY b.stream_ordering DESC LIMIT 1),
@@ -139,12 +156,10 @@ impl Store {
                      SELECT room_id, user_id FROM membership_history
                      WHERE user_id = $1 AND stream_ordering > $2 AND stream_ordering <= $3
                      UNION
-                     SELECT m.room_id, m.user_id FROM membership_history m
-                     JOIN current_state s ON s.room_id = m.room_id
-                     WHERE s.type = 'm.room.member' AND s.state_key = $1 AND s.membership = 'join'
-                     AND m.stream_ordering > $2 AND m.stream_ordering <= $3
+                     {in_joined_rooms}
                  ) h
-                 ORDER BY h.room_id, h.user_id",
+                 ORDER BY h.room_id, h.user_id"
+                ),
                 params![user_id, since, upto],
             )
             .await?;

@@ -165,6 +165,23 @@ impl Store {
         rows.iter().map(Self::receipt_from_row).collect()
     }
 
+    /// The rooms with a receipt changed after `since` up to `upto` (what an incremental
+    /// `/sync` reads once for all the user's rooms).
+    pub async fn rooms_with_receipts_between(
+        &self,
+        since: i64,
+        upto: i64,
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        let rows = self
+            .db
+            .query(
+                "SELECT DISTINCT room_id FROM receipts WHERE stream_id > $1 AND stream_id <= $2",
+                params![since, upto],
+            )
+            .await?;
+        rows.iter().map(|r| r.string(0)).collect()
+    }
+
     /// Read receipts (`m.read` and `m.read.private`) of every room changed after `since` up to
     /// `upto`, in stream order, at most `limit` (the appservices' receipt stream).
     pub async fn read_receipts_in_range(
@@ -388,22 +405,35 @@ impl Store {
     }
 
     /// Rooms with events after a position, among a user's rooms (one query for all of them).
+    /// `joined_rooms` (how many rooms the user is joined to) picks how: through the events of
+    /// the range when it is shorter than that, room by room otherwise.
     pub async fn rooms_with_events_since(
         &self,
         user_id: &str,
         after: i64,
         upto: i64,
+        joined_rooms: usize,
     ) -> Result<Vec<String>, StoreError> {
-        let rows = self
-            .db
-            .query(
-                "SELECT DISTINCT e.room_id FROM events e JOIN current_state c ON c.room_id = e.room_id
-                 WHERE c.type = 'm.room.member' AND c.state_key = $1 AND c.membership = 'join'
-                 AND e.stream_ordering > $2 AND e.stream_ordering <= $3
-                 AND NOT e.outlier AND e.rejected_reason IS NULL AND NOT e.soft_failed",
-                params![user_id, after, upto],
-            )
-            .await?;
+        let sql = if range_is_shorter(after, upto, joined_rooms) {
+            "SELECT DISTINCT e.room_id FROM events e
+             WHERE e.stream_ordering > $2 AND e.stream_ordering <= $3
+             AND NOT e.outlier AND e.rejected_reason IS NULL AND NOT e.soft_failed AND EXISTS (
+                 SELECT 1 FROM current_state c WHERE c.room_id = e.room_id
+                 AND c.type = 'm.room.member' AND c.state_key = $1 AND c.membership = 'join')"
+        } else {
+            "SELECT DISTINCT e.room_id FROM events e JOIN current_state c ON c.room_id = e.room_id
+             WHERE c.type = 'm.room.member' AND c.state_key = $1 AND c.membership = 'join'
+             AND e.stream_ordering > $2 AND e.stream_ordering <= $3
+             AND NOT e.outlier AND e.rejected_reason IS NULL AND NOT e.soft_failed"
+        };
+        let rows = self.db.query(sql, params![user_id, after, upto]).await?;
         rows.iter().map(|r| r.string(0)).collect()
     }
+}
+
+/// Whether a stretch of a stream (`after`, `upto`] holds fewer positions than the user has
+/// joined rooms: then what changed in it is read along the stream, and otherwise room by room
+/// (each way is one index walk per position, or per room).
+pub(crate) fn range_is_shorter(after: i64, upto: i64, joined_rooms: usize) -> bool {
+    upto.saturating_sub(after) <= i64::try_from(joined_rooms).unwrap_or(i64::MAX)
 }

@@ -451,6 +451,7 @@ async fn presence_is_shared_with_room_members() {
     let room = create_room(&alice, json!({"preset": "public_chat"})).await;
     bob.client.post(&format!("/_matrix/client/v3/join/{room}"), &json!({})).await.expect(200);
     let token = sync(&bob, None, "").await["next_batch"].as_str().unwrap().to_owned();
+    let stranger_token = sync(&stranger, None, "").await["next_batch"].as_str().unwrap().to_owned();
     alice
         .client
         .put(
@@ -464,6 +465,13 @@ async fn presence_is_shared_with_room_members() {
     let alices = presence.iter().find(|e| e["sender"] == alice.user_id.as_str()).expect("alice's presence");
     assert_eq!(alices["content"]["presence"], "unavailable");
     assert_eq!(alices["content"]["status_msg"], "lunch");
+    // Someone sharing no room with Alice is not told.
+    let response = sync(&stranger, Some(&stranger_token), "&set_presence=offline").await;
+    let presence = response["presence"]["events"].as_array().unwrap();
+    assert!(
+        presence.iter().all(|e| e["sender"] != alice.user_id.as_str()),
+        "a stranger got alice's presence: {presence:?}"
+    );
     let status = bob
         .client
         .get(&format!("/_matrix/client/v3/presence/{}/status", alice.user_id))

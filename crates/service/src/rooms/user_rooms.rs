@@ -1,6 +1,6 @@
 //! Each local user's memberships, cached: the current-state membership of every room the
-//! user has one in, with its event's stream position and sender (what sliding sync lists on
-//! every request, read once instead of once per request).
+//! user has one in, with its event's stream position and sender (what sliding sync lists and
+//! `/sync` walks on every request, read once instead of once per request).
 //!
 //! The write path invalidates a user's entry when a committed event may change one of their
 //! current-state memberships, after the commit and before the event's position is published
@@ -122,6 +122,24 @@ impl UserRooms {
         inner.entries.clear();
         inner.held = 0;
         inner.generation += 1;
+    }
+}
+
+impl crate::Services {
+    /// The user's current-state memberships with their positions, from the cache (read from
+    /// the store on a miss); what `/sync` and sliding sync go through.
+    pub(crate) async fn user_memberships_cached(
+        &self,
+        user_id: &UserId,
+    ) -> crate::Result<Arc<Vec<PositionedMembership>>> {
+        match self.rooms.user_rooms.get(user_id) {
+            Ok(rooms) => Ok(rooms),
+            Err(ticket) => {
+                let rooms = Arc::new(self.store.user_memberships_positioned(user_id.as_str()).await?);
+                self.rooms.user_rooms.fill(user_id, ticket, rooms.clone());
+                Ok(rooms)
+            }
+        }
     }
 }
 

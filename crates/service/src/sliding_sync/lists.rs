@@ -298,18 +298,6 @@ impl Services {
         Ok(Some(entry))
     }
 
-    /// The user's current-state memberships with their positions (cached: `rooms::user_rooms`).
-    async fn user_memberships_cached(&self, user_id: &UserId) -> Result<Arc<Vec<PositionedMembership>>> {
-        match self.rooms.user_rooms.get(user_id) {
-            Ok(rooms) => Ok(rooms),
-            Err(ticket) => {
-                let rooms = Arc::new(self.store.user_memberships_positioned(user_id.as_str()).await?);
-                self.rooms.user_rooms.fill(user_id, ticket, rooms.clone());
-                Ok(rooms)
-            }
-        }
-    }
-
     /// A room's create event `type` (cached: it never changes).
     async fn sliding_room_type(&self, head: &RoomHead) -> Result<Option<String>> {
         if let Some(room_type) = self.rooms.room_type(&head.room_id) {

@@ -55,6 +55,7 @@ pub(crate) const MIGRATION_FILES: &[(&str, &str)] = &[
     ("0030_appservice_streams.sql", include_str!("../../migrations/0030_appservice_streams.sql")),
     ("0031_room_stats.sql", include_str!("../../migrations/0031_room_stats.sql")),
     ("0032_open_id_tokens.sql", include_str!("../../migrations/0032_open_id_tokens.sql")),
+    ("0033_membership_stream.sql", include_str!("../../migrations/0033_membership_stream.sql")),
 ];
 
 /// Arbitrary constant identifying Myelin's migration lock.

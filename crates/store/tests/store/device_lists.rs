@@ -55,6 +55,14 @@ fn member(position: i64, user: &str, membership: &str) -> NewEvent {
     state_event(position, user, "m.room.member", user, json!({"membership": membership}), Some(&prev))
 }
 
+/// The transitions, read both ways (along the range and room by room), which must agree.
+async fn transitions(store: &Store, user: &str, since: i64, upto: i64) -> Vec<MembershipTransition> {
+    let along = store.membership_transitions(user, since, upto, usize::MAX).await.unwrap();
+    let by_room = store.membership_transitions(user, since, upto, 0).await.unwrap();
+    assert_eq!(along, by_room, "read along the range and room by room");
+    along
+}
+
 async fn changed(store: &Store, user: &str, since: i64, upto: i64) -> Vec<String> {
     store.device_list_changes_for(user, since, upto).await.unwrap()
 }
@@ -114,30 +122,34 @@ store_test!(changes_are_read_among_users_sharing_a_joined_room, |store| async mo
         after: after.map(str::to_owned),
     };
     assert_eq!(
-        store.membership_transitions(ALICE, 0, 3).await.unwrap(),
+        transitions(&store, ALICE, 0, 3).await,
         [transition(ALICE, None, Some("join")), transition(BOB, None, Some("join"))]
     );
-    assert_eq!(
-        store.membership_transitions(ALICE, 2, 3).await.unwrap(),
-        [transition(BOB, None, Some("join"))]
-    );
-    assert_eq!(store.membership_transitions(ALICE, 3, 3).await.unwrap(), []);
+    assert_eq!(transitions(&store, ALICE, 2, 3).await, [transition(BOB, None, Some("join"))]);
+    assert_eq!(transitions(&store, ALICE, 3, 3).await, []);
 
     // Carol is invited and Bob leaves: Bob's changes are no longer Alice's business.
     store.persist_events(&[member(4, CAROL, "invite"), member(5, BOB, "leave")]).await.unwrap();
     assert_eq!(
-        store.membership_transitions(ALICE, 3, 5).await.unwrap(),
+        transitions(&store, ALICE, 3, 5).await,
         [transition(BOB, Some("join"), Some("leave")), transition(CAROL, None, Some("invite"))]
     );
     assert_eq!(
-        store.membership_transitions(ALICE, 3, 4).await.unwrap(),
+        transitions(&store, ALICE, 3, 4).await,
         [transition(CAROL, None, Some("invite"))],
         "the range ends at its upper position"
     );
     assert_eq!(changed(&store, ALICE, 0, 10).await, [ALICE]);
     // Bob's own transitions are his, in any room; the rooms he is not in are not his.
-    assert_eq!(
-        store.membership_transitions(BOB, 3, 5).await.unwrap(),
-        [transition(BOB, Some("join"), Some("leave"))]
-    );
+    assert_eq!(transitions(&store, BOB, 3, 5).await, [transition(BOB, Some("join"), Some("leave"))]);
+
+    // The rooms with events in a range, among those the user is joined to now, read both ways.
+    for joined_rooms in [0, usize::MAX] {
+        let rooms = |user, after, upto| store.rooms_with_events_since(user, after, upto, joined_rooms);
+        assert_eq!(rooms(ALICE, 0, 5).await.unwrap(), [ROOM]);
+        assert_eq!(rooms(ALICE, 3, 5).await.unwrap(), [ROOM]);
+        assert_eq!(rooms(ALICE, 5, 5).await.unwrap(), Vec::<String>::new(), "nothing after the last");
+        assert_eq!(rooms(BOB, 0, 5).await.unwrap(), Vec::<String>::new(), "Bob has left");
+        assert_eq!(rooms(CAROL, 0, 5).await.unwrap(), Vec::<String>::new(), "Carol is only invited");
+    }
 });
