@@ -57,7 +57,7 @@ import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from media import status_kib  # noqa: E402
-from sliding_sync import Client, Error, summary  # noqa: E402
+from sliding_sync import TRANSPORT_ERRORS, Client, Error, summary  # noqa: E402
 
 SERVER = "bench.local"
 PAGE = 100
@@ -414,7 +414,7 @@ def run(a):
         big_room, result["events"] = fill_room(admin, n_events, a.senders, a.event_seconds)
         print(f"  {a.label}: {result['events']}", file=sys.stderr)
         save()
-    except (Error, requests.RequestException, sqlite3.Error, ValueError, KeyError) as e:
+    except (Error, requests.RequestException, *TRANSPORT_ERRORS, sqlite3.Error, ValueError, KeyError) as e:
         result["setup_error"] = str(e)[:300]
         save()
         raise
@@ -426,7 +426,7 @@ def run(a):
         print(f"  {a.label}: {key}", file=sys.stderr)
         try:
             result[key] = fn()
-        except (Error, requests.RequestException, ValueError) as e:
+        except (Error, requests.RequestException, *TRANSPORT_ERRORS, ValueError) as e:
             result[key] = {"error": str(e)[:300]}
         shown = {k: v for k, v in result[key].items() if k != "samples_ms"}
         print(f"  {a.label}: {key} {shown}", file=sys.stderr)

@@ -368,7 +368,9 @@ def sliding_sync_section(out, dbs):
               f"{fmt(dig(mw, ('from_send_request_ms', 'p99')))} ms), checked for the message; "
               f"{fmt(mw.get('reps') or sw.get('reps'))} rounds. `/sync` v2 is the same user with a filter of "
               "timeline limit 1 and lazy-loaded members (initial: every joined room, each rep a distinct inline "
-              "filter so no cached response is served; incremental: after one new message, checked for it).\n")
+              "filter so no cached response is served; incremental: after one new message, checked for it). "
+              "The timed requests go through Python's http.client over one keep-alive connection per thread "
+              "(the same client for both servers).\n")
     print(SLIDING_SYNC_END)
 
 
@@ -605,7 +607,9 @@ def admin_section(out, dbs):
               "`GET /_synapse/admin/v2/rooms/delete_status/{delete_id}` (polled every 50 ms) answering "
               f"`complete` (the `DELETE` itself answered in {fmt(ds.get('accepted_ms'))} ms on Synapse and "
               f"{fmt(dm.get('accepted_ms'))} ms on Myelin; the room's details then answered "
-              f"{fmt(ds.get('room_details_after'))} and {fmt(dm.get('room_details_after'))}).\n")
+              f"{fmt(ds.get('room_details_after'))} and {fmt(dm.get('room_details_after'))}). "
+              "The timed requests go through Python's http.client over one keep-alive connection "
+              "(the same client for both servers).\n")
     print(ADMIN_END)
 
 
