@@ -116,8 +116,9 @@ pub struct Services {
     pub typing: Arc<typing::Typing>,
     pub typing_expiry_wakeup: Arc<tokio::sync::Notify>,
     pub active_syncs: Arc<presence::ActiveSyncs>,
-    /// Each user's room list as sliding sync sorts it, kept between requests.
-    pub(crate) room_listings: Arc<sliding_sync::listing::Listings>,
+    /// What sliding sync keeps between requests: each user's sorted room list and each
+    /// connection's newest state.
+    pub(crate) sliding: Arc<sliding_sync::SlidingSyncMemory>,
     /// Cancelled when the process begins to shut down; background work watches it.
     pub shutdown: CancellationToken,
     /// Push rule and room context caches, and the push delivery worker's wake-up.
@@ -168,7 +169,7 @@ impl Services {
             typing: Arc::default(),
             typing_expiry_wakeup: Arc::default(),
             active_syncs: Arc::default(),
-            room_listings: Arc::default(),
+            sliding: Arc::default(),
             passwords,
             auth_cache: Arc::default(),
             ratelimiter: Arc::default(),

@@ -54,6 +54,23 @@ impl Store {
         row.map(|r| r.string(0)).transpose()
     }
 
+    /// Whether a connection still keeps a position (its state is not read).
+    pub async fn sliding_sync_position_kept(
+        &self,
+        connection: SlidingSyncConnection<'_>,
+        pos: i64,
+    ) -> Result<bool, StoreError> {
+        let row = self
+            .sliding
+            .query_opt(
+                "SELECT 1 FROM sliding_sync_positions
+                 WHERE user_id = $1 AND device_id = $2 AND conn_id = $3 AND pos = $4",
+                params![connection.user_id, connection.device_id, connection.conn_id, pos],
+            )
+            .await?;
+        Ok(row.is_some())
+    }
+
     /// Records a new position of a connection in one transaction: every other position of the
     /// connection but `kept` (the one the request came with; `None`: a fresh start) is deleted,
     /// and beyond `max_connections` connections of the device the least recently used go.

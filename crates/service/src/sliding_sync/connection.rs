@@ -5,13 +5,15 @@
 //! `400 M_UNKNOWN_POS`. Answering keeps the request's position and the new one (as Synapse
 //! does, so a retried request still works); a request without `pos` starts the connection
 //! afresh. A device keeps at most [`MAX_CONNECTIONS_PER_DEVICE`] connections; its
-//! connections go with it (`store::devices::DEVICE_TABLES`).
+//! connections go with it (`store::devices::DEVICE_TABLES`). The state of each connection's
+//! newest position is also kept in memory ([`ConnectionCache`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use myelin_core::{ErrCode, MatrixError};
 use myelin_store::SlidingSyncConnection;
+use parking_lot::Mutex;
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +26,60 @@ use crate::{Error, Result, Services};
 
 /// The most connections (`conn_id`s) one device keeps; the least recently used go first.
 pub const MAX_CONNECTIONS_PER_DEVICE: usize = 10;
+
+/// The most sent rooms held over all cached connection states (about 150 bytes each).
+const MAX_CACHED_ROOMS: usize = 200_000;
+
+/// (user, device, `conn_id`).
+type ConnectionKey = (String, String, String);
+
+/// Each connection's newest state as this process saved it, so that the connection's next
+/// request, which names that position, is not read back from the store and parsed (a
+/// connection that sent thousands of rooms is tens of kilobytes of JSON): the store is only
+/// asked whether it still keeps the position, so what is known and unknown stays as stored.
+/// A position's state never changes once saved. Least recently used connections go first past
+/// [`MAX_CACHED_ROOMS`].
+pub struct ConnectionCache {
+    inner: Mutex<CacheInner>,
+}
+
+struct CacheInner {
+    entries: lru::LruCache<ConnectionKey, (i64, Arc<ConnectionState>)>,
+    /// Rooms held over all entries.
+    held: usize,
+}
+
+impl Default for ConnectionCache {
+    fn default() -> Self {
+        ConnectionCache { inner: Mutex::new(CacheInner { entries: lru::LruCache::unbounded(), held: 0 }) }
+    }
+}
+
+impl ConnectionCache {
+    /// The connection's state at `pos`, when `pos` is the newest this process saved for it.
+    fn get(&self, key: &ConnectionKey, pos: i64) -> Option<Arc<ConnectionState>> {
+        let mut inner = self.inner.lock();
+        inner.entries.get(key).filter(|(saved, _)| *saved == pos).map(|(_, state)| state.clone())
+    }
+
+    /// Records the connection's newest position and its state (replacing the one before).
+    fn put(&self, key: ConnectionKey, pos: i64, state: Arc<ConnectionState>) {
+        let mut inner = self.inner.lock();
+        let rooms = state.rooms.len();
+        if let Some((_, old)) = inner.entries.pop(&key) {
+            inner.held -= old.rooms.len();
+        }
+        if rooms > MAX_CACHED_ROOMS {
+            return;
+        }
+        inner.held += rooms;
+        inner.entries.push(key, (pos, state));
+        while inner.held > MAX_CACHED_ROOMS {
+            let Some((_, (_, out))) = inner.entries.pop_lru() else { break };
+            inner.held -= out.rooms.len();
+        }
+    }
+}
 
 /// What a room was last sent with on this connection.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -176,6 +232,11 @@ fn unknown_pos() -> Error {
     MatrixError::new(ErrCode::UnknownPos, "Unknown position").into()
 }
 
+fn cache_key(requester: &Requester, conn_id: &str) -> ConnectionKey {
+    let connection = connection(requester, conn_id);
+    (connection.user_id.to_owned(), connection.device_id.to_owned(), conn_id.to_owned())
+}
+
 fn connection<'a>(requester: &'a Requester, conn_id: &'a str) -> SlidingSyncConnection<'a> {
     SlidingSyncConnection {
         user_id: requester.user_id.as_str(),
@@ -192,10 +253,16 @@ impl Services {
         requester: &Requester,
         conn_id: &str,
         pos: i64,
-    ) -> Result<ConnectionState> {
+    ) -> Result<Arc<ConnectionState>> {
+        if let Some(state) = self.sliding.connections.get(&cache_key(requester, conn_id), pos) {
+            return match self.store.sliding_sync_position_kept(connection(requester, conn_id), pos).await? {
+                true => Ok(state),
+                false => Err(unknown_pos()),
+            };
+        }
         let text = self.store.sliding_sync_position(connection(requester, conn_id), pos).await?;
         let text = text.ok_or_else(unknown_pos)?;
-        ConnectionState::from_text(&text).ok_or_else(|| {
+        ConnectionState::from_text(&text).map(Arc::new).ok_or_else(|| {
             tracing::warn!(
                 conn_id,
                 "a stored sliding sync connection does not parse; its position is unknown"
@@ -210,7 +277,7 @@ impl Services {
         requester: &Requester,
         conn_id: &str,
         kept: Option<i64>,
-        state: &ConnectionState,
+        state: ConnectionState,
     ) -> Result<i64> {
         // Random, so that a position of a connection lost (or started afresh) is never
         // mistaken for one of its successor.
@@ -226,6 +293,7 @@ impl Services {
                 MAX_CONNECTIONS_PER_DEVICE,
             )
             .await?;
+        self.sliding.connections.put(cache_key(requester, conn_id), pos, Arc::new(state));
         Ok(pos)
     }
 }
@@ -233,6 +301,40 @@ impl Services {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cache_holds_each_connections_newest_state_within_its_bound() {
+        let cache = ConnectionCache::default();
+        let key = |conn: &str| ("@u:x".to_owned(), "DEVICE".to_owned(), conn.to_owned());
+        let state = |rooms: usize| {
+            let mut state = ConnectionState::default();
+            for i in 0..rooms {
+                state.rooms.insert(format!("!{i}:x"), SentRoom::default());
+            }
+            Arc::new(state)
+        };
+        let held = |cache: &ConnectionCache| cache.inner.lock().held;
+        cache.put(key("a"), 1, state(2));
+        assert!(cache.get(&key("a"), 1).is_some());
+        assert!(cache.get(&key("a"), 2).is_none(), "only the position saved");
+        assert!(cache.get(&key("b"), 1).is_none(), "only the connection saved");
+        cache.put(key("a"), 2, state(3));
+        assert!(cache.get(&key("a"), 1).is_none(), "the newest position replaces the one before");
+        assert_eq!(cache.get(&key("a"), 2).map(|s| s.rooms.len()), Some(3));
+        assert_eq!(held(&cache), 3);
+        // Past the bound, the least recently used connections go.
+        cache.put(key("b"), 1, state(MAX_CACHED_ROOMS - 3));
+        assert_eq!(held(&cache), MAX_CACHED_ROOMS);
+        assert!(cache.get(&key("a"), 2).is_some());
+        cache.put(key("c"), 1, state(1));
+        assert!(cache.get(&key("b"), 1).is_none(), "b was the least recently used");
+        assert!(cache.get(&key("a"), 2).is_some() && cache.get(&key("c"), 1).is_some());
+        assert_eq!(held(&cache), 4);
+        // A state bigger than the bound is not held (nor is the one it replaces).
+        cache.put(key("a"), 3, state(MAX_CACHED_ROOMS + 1));
+        assert!(cache.get(&key("a"), 3).is_none() && cache.get(&key("a"), 2).is_none());
+        assert_eq!(held(&cache), 1);
+    }
 
     fn pairs(pairs: &[(&str, &str)]) -> RequiredState {
         pairs.iter().map(|(t, k)| (t.to_string(), k.to_string())).collect()

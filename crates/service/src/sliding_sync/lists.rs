@@ -96,7 +96,8 @@ impl Services {
             }
         }
         let memberships = self.user_memberships_cached(user_id).await?;
-        let kept = self.room_listings.get(user_id).filter(|list| list.holds_for(&memberships, &direct, now));
+        let kept =
+            self.sliding.listings.get(user_id).filter(|list| list.holds_for(&memberships, &direct, now));
         let list = match kept {
             Some(kept) => self.update_room_list(user_id, kept, now).await?,
             None => None,
@@ -105,7 +106,7 @@ impl Services {
             Some(list) => list,
             None => {
                 let list = Arc::new(self.work_out_room_list(user_id, memberships, direct, now).await?);
-                self.room_listings.keep(user_id, list.clone());
+                self.sliding.listings.keep(user_id, list.clone());
                 list
             }
         };
@@ -157,7 +158,7 @@ impl Services {
         };
         list.sort();
         let list = Arc::new(list);
-        self.room_listings.keep(user_id, list.clone());
+        self.sliding.listings.keep(user_id, list.clone());
         Ok(Some(list))
     }
 

@@ -49,6 +49,15 @@ struct Computed {
     state: ConnectionState,
 }
 
+/// What sliding sync keeps in memory between requests.
+#[derive(Default)]
+pub struct SlidingSyncMemory {
+    /// Each user's room list as sliding sync sorts it.
+    pub(crate) listings: listing::Listings,
+    /// Each connection's newest state, kept after it is saved.
+    pub(crate) connections: connection::ConnectionCache,
+}
+
 impl Services {
     /// Sliding sync: answers at once when there is news (or on a fresh connection, or with no
     /// `timeout`), otherwise waits for news up to `timeout`.
@@ -71,7 +80,7 @@ impl Services {
             let notified = listener.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let computed = self.compute_sliding_sync(requester, &request, previous.as_ref()).await?;
+            let computed = self.compute_sliding_sync(requester, &request, previous.as_deref()).await?;
             let news = !computed.response.rooms.is_empty() || computed.response.extensions.has_news();
             if previous.is_none() || news || tokio::time::Instant::now() >= deadline {
                 break computed;
@@ -83,7 +92,7 @@ impl Services {
             }
         };
         let Computed { mut response, state } = computed;
-        let pos = self.save_sliding_sync_connection(requester, &request.conn_id, request.pos, &state).await?;
+        let pos = self.save_sliding_sync_connection(requester, &request.conn_id, request.pos, state).await?;
         response.pos = pos.to_string();
         Ok(response)
     }
