@@ -18,7 +18,7 @@ use myelin_service::rooms::read::MessagesRequest;
 use super::params::{parse_bool, parse_count, parse_forwards, parse_order};
 use crate::AppState;
 use crate::auth::AdminAuth;
-use crate::client::rooms::{events_json, parse_event_id, parse_filter};
+use crate::client::rooms::{context_json, messages_json, parse_event_id, parse_filter};
 use crate::error::ApiResult;
 use crate::extract::{JsonBody, JsonBodyOrEmpty, PathParams, QueryParams};
 use crate::object::object;
@@ -416,17 +416,7 @@ async fn messages(
     };
     let request = MessagesRequest { from: param("from"), to: param("to"), backward, limit, filter };
     let page = services.room_messages_as(&admin, &room_id, &request, true).await?;
-    let mut body = object([
-        ("chunk", Value::Array(events_json(&services, &page.events, &admin).await?)),
-        ("start", json!(page.start)),
-    ]);
-    if let Some(end) = page.end {
-        body["end"] = json!(end);
-    }
-    if !page.state.is_empty() {
-        body["state"] = Value::Array(events_json(&services, &page.state, &admin).await?);
-    }
-    Ok(Json(body))
+    Ok(Json(messages_json(&services, &page, &admin).await?))
 }
 
 /// `GET /_synapse/admin/v1/rooms/{roomId}/context/{eventId}`
@@ -445,14 +435,7 @@ async fn context(
         None => filter.limit.unwrap_or(10),
     };
     let context = services.event_context_as(&admin, &room_id, &event_id, limit, &filter, true).await?;
-    Ok(Json(object([
-        ("event", services.client_event(&context.event, Some(&admin)).await?),
-        ("events_before", Value::Array(events_json(&services, &context.before, &admin).await?)),
-        ("events_after", Value::Array(events_json(&services, &context.after, &admin).await?)),
-        ("start", json!(context.start)),
-        ("end", json!(context.end)),
-        ("state", Value::Array(events_json(&services, &context.state, &admin).await?)),
-    ])))
+    Ok(Json(context_json(&services, &context, &admin).await?))
 }
 
 /// `GET /_synapse/admin/v1/rooms/{roomId}/timestamp_to_event?ts&dir`

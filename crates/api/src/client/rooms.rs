@@ -10,7 +10,7 @@ use myelin_service::auth::Requester;
 use myelin_service::filter::RoomEventFilter;
 use myelin_service::rooms::RoomEvent;
 use myelin_service::rooms::create::CreateRoomRequest;
-use myelin_service::rooms::read::MessagesRequest;
+use myelin_service::rooms::read::{EventContext, EventPage, MessagesRequest};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -250,14 +250,23 @@ async fn context(
     let filter = parse_filter(query.filter.as_deref())?;
     let limit = filter.limit.or(query.limit).unwrap_or(10);
     let context = services.event_context(&requester, &room_id, &event_id, limit, &filter).await?;
-    Ok(Json(object([
-        ("event", services.client_event(&context.event, Some(&requester)).await?),
-        ("events_before", Value::Array(events_json(&services, &context.before, &requester).await?)),
-        ("events_after", Value::Array(events_json(&services, &context.after, &requester).await?)),
+    Ok(Json(context_json(&services, &context, &requester).await?))
+}
+
+/// A `/context` answer's body (the client API's and the admin API's).
+pub(crate) async fn context_json(
+    services: &Services,
+    context: &EventContext,
+    requester: &Requester,
+) -> Result<Value, ApiError> {
+    Ok(object([
+        ("event", services.client_event(&context.event, Some(requester)).await?),
+        ("events_before", Value::Array(events_json(services, &context.before, requester).await?)),
+        ("events_after", Value::Array(events_json(services, &context.after, requester).await?)),
         ("start", json!(context.start)),
         ("end", json!(context.end)),
-        ("state", Value::Array(events_json(&services, &context.state, &requester).await?)),
-    ])))
+        ("state", Value::Array(events_json(services, &context.state, requester).await?)),
+    ]))
 }
 
 #[derive(Deserialize)]
@@ -287,17 +296,26 @@ async fn messages(
     let limit = query.limit.or(filter.limit).unwrap_or(10);
     let request = MessagesRequest { from: query.from, to: query.to, backward, limit, filter };
     let page = services.room_messages(&requester, &room_id, &request).await?;
+    Ok(Json(messages_json(&services, &page, &requester).await?))
+}
+
+/// A `/messages` answer's body (the client API's and the admin API's).
+pub(crate) async fn messages_json(
+    services: &Services,
+    page: &EventPage,
+    requester: &Requester,
+) -> Result<Value, ApiError> {
     let mut body = object([
-        ("chunk", Value::Array(events_json(&services, &page.events, &requester).await?)),
+        ("chunk", Value::Array(events_json(services, &page.events, requester).await?)),
         ("start", json!(page.start)),
     ]);
-    if let Some(end) = page.end {
+    if let Some(end) = &page.end {
         body["end"] = json!(end);
     }
     if !page.state.is_empty() {
-        body["state"] = Value::Array(events_json(&services, &page.state, &requester).await?);
+        body["state"] = Value::Array(events_json(services, &page.state, requester).await?);
     }
-    Ok(Json(body))
+    Ok(body)
 }
 
 #[derive(Deserialize)]
