@@ -16,7 +16,7 @@ use myelin_service::sliding_sync::room::SlidingRoom;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::sync::{account_data_json, receipt_event, stripped_json, sync_events};
+use super::sync::{account_data_events, receipt_event, stripped_events, sync_events};
 use crate::AppState;
 use crate::auth::GuestAuth;
 use crate::error::{ApiError, ApiResult};
@@ -94,7 +94,7 @@ fn room_json(room: &SlidingRoom, formatted: &mut impl Iterator<Item = Value>) ->
         body.insert("is_dm".into(), json!(true));
     }
     if let Some(state) = room.invite_state.as_ref().filter(|s| !s.is_empty()) {
-        body.insert("invite_state".into(), stripped_json(state)["events"].take());
+        body.insert("invite_state".into(), stripped_events(state));
     }
     Value::Object(body)
 }
@@ -126,14 +126,11 @@ fn extensions_json(extensions: &Extensions) -> Value {
         let rooms: Map<String, Value> = account_data
             .rooms
             .iter()
-            .map(|(room, events)| (room.clone(), account_data_json(events)["events"].take()))
+            .map(|(room, events)| (room.clone(), account_data_events(events)))
             .collect();
         out.insert(
             "account_data".into(),
-            object([
-                ("global", account_data_json(&account_data.global)["events"].take()),
-                ("rooms", Value::Object(rooms)),
-            ]),
+            object([("global", account_data_events(&account_data.global)), ("rooms", Value::Object(rooms))]),
         );
     }
     if let Some(receipts) = &extensions.receipts {

@@ -101,10 +101,14 @@ pub(super) async fn sync_events(
     Ok(out)
 }
 
-/// Account data events: `{"type", "content"}`.
-pub(super) fn account_data_json(events: &[AccountDataEvent]) -> Value {
-    let events: Vec<Value> = events.iter().map(|e| json!({"type": e.kind, "content": e.content})).collect();
-    object([("events", Value::Array(events))])
+/// Account data events as a list: `[{"type", "content"}]`.
+pub(super) fn account_data_events(events: &[AccountDataEvent]) -> Value {
+    events.iter().map(|e| json!({"type": e.kind, "content": e.content})).collect()
+}
+
+/// Account data events: `{"events": [{"type", "content"}]}`.
+fn account_data_json(events: &[AccountDataEvent]) -> Value {
+    object([("events", account_data_events(events))])
 }
 
 /// A joined room's `m.typing` and `m.receipt` events (receipts grouped by event, type and
@@ -151,10 +155,15 @@ fn presence_json(record: &PresenceRecord, now: i64) -> Value {
     json!({"type": "m.presence", "sender": record.user_id, "content": content})
 }
 
-/// Stripped state (for invitees and knockers): type, state key, content and sender only.
-pub(super) fn stripped_json(events: &[StrippedStateEvent]) -> Value {
-    let events: Vec<Value> = events.iter().map(StrippedStateEvent::to_json).collect();
-    object([("events", Value::Array(events))])
+/// Stripped state (for invitees and knockers) as a list: type, state key, content and sender
+/// only.
+pub(super) fn stripped_events(events: &[StrippedStateEvent]) -> Value {
+    events.iter().map(StrippedStateEvent::to_json).collect()
+}
+
+/// Stripped state: `{"events": [...]}`.
+fn stripped_json(events: &[StrippedStateEvent]) -> Value {
+    object([("events", stripped_events(events))])
 }
 
 async fn room_json(
