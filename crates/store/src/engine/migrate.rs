@@ -56,6 +56,7 @@ pub(crate) const MIGRATION_FILES: &[(&str, &str)] = &[
     ("0031_room_stats.sql", include_str!("../../migrations/0031_room_stats.sql")),
     ("0032_open_id_tokens.sql", include_str!("../../migrations/0032_open_id_tokens.sql")),
     ("0033_membership_stream.sql", include_str!("../../migrations/0033_membership_stream.sql")),
+    ("0034_room_search.sqlite.sql", include_str!("../../migrations/0034_room_search.sqlite.sql")),
 ];
 
 /// Arbitrary constant identifying Myelin's migration lock.

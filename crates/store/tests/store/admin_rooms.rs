@@ -240,3 +240,135 @@ store_test!(room_stats_rows_follow_the_current_state_and_are_refilled_at_open, |
     store.backfill_room_stats().await.unwrap();
     assert_eq!(store.room_stats(room).await.unwrap().unwrap(), stats);
 });
+
+/// Rooms written straight into `rooms` and `room_stats` (the list reads nothing else).
+async fn summary_rows(store: &myelin_store::Store, rows: &[(String, Option<String>, Option<String>)]) {
+    use myelin_store::Value;
+    for chunk in rows.chunks(200) {
+        let mut rooms = Vec::new();
+        let mut stats = Vec::new();
+        let mut room_params = Vec::new();
+        let mut stats_params = Vec::new();
+        for (room_id, name, alias) in chunk {
+            let n = room_params.len();
+            rooms.push(format!("(${}, '10', 0)", n + 1));
+            room_params.push(Value::from(room_id.as_str()));
+            let n = stats_params.len();
+            stats.push(format!("(${}, ${}, ${})", n + 1, n + 2, n + 3));
+            stats_params.push(Value::from(room_id.as_str()));
+            stats_params.push(name.as_deref().map_or(Value::Null, Value::from));
+            stats_params.push(alias.as_deref().map_or(Value::Null, Value::from));
+        }
+        let db = store.db();
+        db.execute(
+            &format!("INSERT INTO rooms (room_id, room_version, created_ts) VALUES {}", rooms.join(", ")),
+            room_params,
+        )
+        .await
+        .unwrap();
+        db.execute(
+            &format!("INSERT INTO room_stats (room_id, name, canonical_alias) VALUES {}", stats.join(", ")),
+            stats_params,
+        )
+        .await
+        .unwrap();
+    }
+}
+
+/// The room IDs and total of an admin room search, ordered by name.
+async fn search(store: &myelin_store::Store, term: &str, limit: u64) -> (Vec<String>, u64) {
+    use myelin_store::{RoomListOrder, RoomListQuery};
+    let query = RoomListQuery {
+        from: 0,
+        limit,
+        order: RoomListOrder::Name,
+        forwards: true,
+        search_term: Some(term.to_owned()),
+        public_rooms: None,
+        empty_rooms: None,
+    };
+    let (rooms, total) = store.list_rooms(&query).await.unwrap();
+    (rooms.into_iter().map(|room| room.room_id).collect(), total)
+}
+
+// The admin room search finds a name or an alias's local part containing the term, whatever
+// its case, or the room's exact ID; the same on both engines, whether few rooms match (SQLite
+// narrows them by its trigram index first) or most do (a scan), and after names and aliases
+// change or a row is written again.
+store_test!(admin_room_search_follows_names_and_aliases, |store| async move {
+    let mut rows: Vec<(String, Option<String>, Option<String>)> =
+        (0..1200).map(|i| (format!("!t{i:04}:test.local"), Some(format!("Team {i:04}")), None)).collect();
+    rows.push(("!cafe:test.local".to_owned(), Some("Marketing Café".to_owned()), None));
+    rows.push(("!design:test.local".to_owned(), None, Some("#design-review:test.local".to_owned())));
+    rows.push(("!quote:test.local".to_owned(), Some("say \"hi\" NOW".to_owned()), None));
+    rows.push(("!none:test.local".to_owned(), None, None));
+    summary_rows(&store, &rows).await;
+
+    let one = |id: &str| (vec![id.to_owned()], 1);
+    assert_eq!(search(&store, "TEAM 0042", 10).await, one("!t0042:test.local"));
+    assert_eq!(search(&store, "team 004", 10).await.1, 10);
+    let (page, total) = search(&store, "team 01", 10).await;
+    assert_eq!((page.len(), total, page[0].as_str()), (10, 100, "!t0100:test.local"));
+    // Most rooms match: a page and the total.
+    let (page, total) = search(&store, "team", 100).await;
+    assert_eq!((page.len(), total), (100, 1200));
+    assert_eq!(page[0], "!t0000:test.local");
+    assert_eq!(search(&store, "eting caf", 10).await, one("!cafe:test.local"));
+    assert_eq!(search(&store, "\"hi\" now", 10).await, one("!quote:test.local"));
+    // An alias matches by its local part only.
+    assert_eq!(search(&store, "ign-rev", 10).await, one("!design:test.local"));
+    assert_eq!(search(&store, "test.local", 10).await.1, 0);
+    assert_eq!(search(&store, "!none:test.local", 10).await, one("!none:test.local"));
+    assert_eq!(search(&store, "!none:test.loca", 10).await.1, 0, "an ID matches whole");
+    assert_eq!(search(&store, "zzz", 10).await.1, 0);
+
+    // A new name, a new alias, a row written again: the old ones are gone.
+    let db = store.db();
+    db.execute("UPDATE room_stats SET name = 'Renamed' WHERE room_id = '!t0042:test.local'", vec![])
+        .await
+        .unwrap();
+    db.execute(
+        "UPDATE room_stats SET canonical_alias = '#ops:test.local' WHERE room_id = '!design:test.local'",
+        vec![],
+    )
+    .await
+    .unwrap();
+    assert_eq!(search(&store, "team 0042", 10).await.1, 0);
+    assert_eq!(search(&store, "renamed", 10).await, one("!t0042:test.local"));
+    assert_eq!(search(&store, "design", 10).await.1, 0);
+    assert_eq!(search(&store, "ops", 10).await, one("!design:test.local"));
+    db.execute("DELETE FROM room_stats WHERE room_id = '!cafe:test.local'", vec![]).await.unwrap();
+    assert_eq!(search(&store, "café", 10).await.1, 0);
+    db.execute("INSERT INTO room_stats (room_id, name) VALUES ('!cafe:test.local', 'Sales')", vec![])
+        .await
+        .unwrap();
+    assert_eq!(search(&store, "café", 10).await.1, 0);
+    assert_eq!(search(&store, "sales", 10).await, one("!cafe:test.local"));
+});
+
+// A SQLite database from before the trigram index (migration 0034) gets it filled from its
+// rooms when it is opened.
+#[tokio::test]
+async fn the_room_search_index_is_filled_from_existing_rooms() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = myelin_config::DatabaseConfig::Sqlite { path: dir.path().join("db.sqlite") };
+    let store = myelin_store::Store::open(&config).await.unwrap();
+    summary_rows(&store, &[("!old:test.local".to_owned(), Some("Old Lobby".to_owned()), None)]).await;
+    for statement in [
+        "DROP TRIGGER room_stats_search_insert",
+        "DROP TRIGGER room_stats_search_update",
+        "DROP TRIGGER room_stats_search_delete",
+        "DROP TABLE room_stats_search",
+        "DROP TABLE room_stats_search_ids",
+        "DELETE FROM schema_migrations WHERE version = 34",
+    ] {
+        store.db().execute(statement, vec![]).await.unwrap();
+    }
+    drop(store);
+    let store = myelin_store::Store::open(&config).await.unwrap();
+    assert_eq!(search(&store, "old lob", 10).await, (vec!["!old:test.local".to_owned()], 1));
+    // Written again afterwards: found under its new name only.
+    store.db().execute("UPDATE room_stats SET name = 'New Lobby'", vec![]).await.unwrap();
+    assert_eq!(search(&store, "old lob", 10).await.1, 0);
+    assert_eq!(search(&store, "new lob", 10).await.1, 1);
+}
