@@ -562,14 +562,13 @@ impl Store {
     /// characters) by the SQLite trigram index (migration 0034), `None` when more than
     /// [`SEARCH_CANDIDATES`] do: a scan is then cheaper than looking each up.
     async fn room_search_candidates(&self, term: &str) -> Result<Option<Vec<String>>, StoreError> {
-        let phrase = format!("\"{}\"", term.replace('"', "\"\""));
         let limit = i64::try_from(SEARCH_CANDIDATES + 1).unwrap_or(i64::MAX);
         let rows = self
             .db
             .query(
                 "SELECT i.room_id FROM room_stats_search JOIN room_stats_search_ids i ON i.id = room_stats_search.rowid
                  WHERE room_stats_search MATCH $1 LIMIT $2",
-                params![phrase, limit],
+                params![trigram_query(term), limit],
             )
             .await?;
         if rows.len() > SEARCH_CANDIDATES {
@@ -579,7 +578,37 @@ impl Store {
     }
 }
 
+/// An FTS5 query for text that may contain `term` (at least three characters): every third
+/// of its trigrams and its last, each quoted, all required. Text containing the term holds
+/// them all; asking for a third of them reads a third of the index that a phrase of every
+/// trigram would (0.08 against 0.18 ms for a 21-character name among 10,000 alike), and the
+/// search's own conditions then drop what only holds the pieces.
+fn trigram_query(term: &str) -> String {
+    let chars: Vec<char> = term.chars().collect();
+    let quoted = |start: usize| {
+        format!("\"{}\"", chars[start..start + 3].iter().collect::<String>().replace('"', "\"\""))
+    };
+    let last = chars.len().saturating_sub(3);
+    let mut pieces: Vec<String> = (0..last).step_by(3).map(quoted).collect();
+    pieces.push(quoted(last));
+    pieces.join(" ")
+}
+
 /// The most rooms the SQLite trigram index may name for an admin room search before the
 /// search scans instead. Measured on 10,000 rooms: finding and looking up 100 candidates took
 /// 0.2 ms, 500 took about what the scan takes (1 ms).
 const SEARCH_CANDIDATES: usize = 250;
+
+#[cfg(test)]
+mod tests {
+    use super::trigram_query;
+
+    #[test]
+    fn trigram_queries_ask_for_every_third_trigram_and_the_last() {
+        assert_eq!(trigram_query("abc"), r#""abc""#);
+        assert_eq!(trigram_query("abcd"), r#""abc" "bcd""#);
+        assert_eq!(trigram_query("abcdef"), r#""abc" "def""#);
+        assert_eq!(trigram_query("abcdefg"), r#""abc" "def" "efg""#);
+        assert_eq!(trigram_query("a\"b c\"é"), r#""a""b" " c""" "c""é""#);
+    }
+}
