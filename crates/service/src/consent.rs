@@ -206,9 +206,14 @@ impl Services {
         self.render_consent_template("success.html".to_owned(), json!({})).await
     }
 
+    /// Whether sending events waits for consent (`user_consent.block_events_error`).
+    pub(crate) fn consent_blocks_events(&self) -> bool {
+        self.config.consent.as_ref().is_some_and(|config| config.block_events_error.is_some())
+    }
+
     /// Synapse's `assert_accepted_privacy_policy`: `403 M_CONSENT_NOT_GIVEN` when sending
     /// events is blocked until consent and the requester has not consented to the current
-    /// version. Callers decide which events are exempt (joining a notices room, leaving).
+    /// version. Which writes are exempt is decided by `rooms::admission`, its one caller.
     pub(crate) async fn assert_accepted_privacy_policy(&self, requester: &Requester) -> Result<()> {
         let Some(config) = &self.config.consent else { return Ok(()) };
         let Some(error_text) = &config.block_events_error else { return Ok(()) };

@@ -133,6 +133,11 @@ impl Services {
         if !valid_profile_key(key) {
             return Err(MatrixError::invalid_param(format!("Invalid profile key {key:?}")).into());
         }
+        if requester.suspended {
+            return Err(crate::rooms::admission::suspended(
+                "Updating profile while account is suspended is not allowed.",
+            ));
+        }
         let registration = &self.config.registration;
         if !requester.is_admin {
             if key == "displayname" && !registration.enable_set_displayname {

@@ -808,10 +808,19 @@ async fn a_suspended_user_cannot_send_join_or_invite_until_unsuspended() {
         .put(&format!("/_matrix/client/v3/rooms/{room_id}/redact/{own}/r2"), &json!({}))
         .await
         .expect(200);
+    // Nor change her profile (any field); she may leave.
+    let displayname = format!("/_matrix/client/v3/profile/{}/displayname", alice.user_id);
+    alice.client.put(&displayname, &json!({"displayname": "A"})).await.expect_error(403, "M_USER_SUSPENDED");
+    let tz = format!("/_matrix/client/v3/profile/{}/m.tz", alice.user_id);
+    alice.client.put(&tz, &json!({"m.tz": "Europe/Paris"})).await.expect_error(403, "M_USER_SUSPENDED");
+    alice.client.delete(&displayname).await.expect_error(403, "M_USER_SUSPENDED");
+    alice.client.post(&format!("/_matrix/client/v3/rooms/{room_id}/leave"), &json!({})).await.expect(200);
 
     admin.client.put(&path, &json!({"suspend": "yes"})).await.expect_error(400, "M_BAD_JSON");
     admin.client.put(&path, &json!({})).await.expect_error(400, "M_BAD_JSON");
     admin.client.put(&path, &json!({"suspend": false})).await.expect(200);
+    alice.client.put(&displayname, &json!({"displayname": "A"})).await.expect(200);
+    join(&alice, &room_id).await;
     send_text(&alice, &room_id, "after", "after").await;
     join(&alice, &other_room).await;
     server.stop().await;

@@ -14,6 +14,7 @@ use crate::relations::join;
 /// HMAC-SHA256 of the localpart keyed with the test servers' `form_secret`
 /// (`test-form-secret`), computed with Python's `hmac` as Synapse does.
 const ALICE_MAC: &str = "0303de33d106a542c33d36fee745c863cd6088fc8cd4515fec03d3f6437a1188";
+pub(crate) const BOB_MAC: &str = "a63f28f81426fd819cc203645ebf8e47c54607a4fecc84c64e8b9e7973f2f62b";
 const NOBODY_MAC: &str = "4d5a1bc32a608c745f6966b86f254964075ce8b343577574ad5d437c91f41114";
 /// The MAC of the full user ID, which Synapse also accepts as `u`.
 const ALICE_FULL_ID_MAC: &str = "eb4bb9879ed45a73aea4c196355a56dac7f6813e058d15cfebb02869ba567917";
@@ -21,7 +22,7 @@ const ALICE_FULL_ID_MAC: &str = "eb4bb9879ed45a73aea4c196355a56dac7f6813e058d15c
 const BLOCK_ERROR: &str = "To continue, review and agree to our policy at %(consent_uri)s (100%% required)";
 
 /// A template directory with `en/1.0.html` and `en/success.html`.
-fn templates() -> tempfile::TempDir {
+pub(crate) fn templates() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("en")).unwrap();
     std::fs::write(
@@ -35,7 +36,7 @@ fn templates() -> tempfile::TempDir {
     dir
 }
 
-fn consent_config(dir: &tempfile::TempDir, extra: Value) -> Value {
+pub(crate) fn consent_config(dir: &tempfile::TempDir, extra: Value) -> Value {
     let mut consent = json!({
         "template_dir": dir.path(),
         "version": "1.0",
@@ -60,7 +61,11 @@ async fn create_room(user: &TestUser) -> reqwest::StatusCode {
     reqwest::StatusCode::from_u16(answer.status).unwrap()
 }
 
-async fn post_form(server: &TestServer, path: &str, form: &str) -> myelin_test_support::TestResponse {
+pub(crate) async fn post_form(
+    server: &TestServer,
+    path: &str,
+    form: &str,
+) -> myelin_test_support::TestResponse {
     // `request_raw` labels bodies as JSON; the form is sent with its own content type.
     let http = myelin_test_support::http_client();
     let response = http
@@ -155,8 +160,7 @@ async fn a_user_is_blocked_until_they_consent_on_the_policy_page() {
     bob.client.post(&format!("/_matrix/client/v3/rooms/{room_id}/leave"), &json!({})).await.expect(200);
 
     // A consent to another version does not count.
-    let bob_mac = "a63f28f81426fd819cc203645ebf8e47c54607a4fecc84c64e8b9e7973f2f62b";
-    let old = post_form(&server, "/_matrix/consent", &format!("u=bob&h={bob_mac}&v=0.9")).await;
+    let old = post_form(&server, "/_matrix/consent", &format!("u=bob&h={BOB_MAC}&v=0.9")).await;
     assert_eq!(old.status, 200);
     assert_eq!(create_room(&bob).await, reqwest::StatusCode::FORBIDDEN);
     // The full user ID works as `u` too, and the query string may carry the fields.

@@ -348,3 +348,58 @@ async fn a_remote_joined_room_is_in_the_admin_room_list_with_its_name_and_counts
     assert_eq!(entry["joined_local_members"], 0, "{entry}");
     assert_eq!(entry["joined_members"], 1, "{entry}");
 }
+
+// A join or a knock through another server is the user's write as any other: refused to a
+// user who has not consented to the privacy policy, or is suspended, before any server is
+// asked.
+#[tokio::test]
+async fn remote_joins_and_knocks_need_consent_and_an_unsuspended_account() {
+    let certs = tempfile::tempdir().unwrap();
+    write_certificates(certs.path());
+    let templates = crate::consent::templates();
+    let a = federating_server("a.test", certs.path(), json!({})).await;
+    let b = federating_server("b.test", certs.path(), crate::consent::consent_config(&templates, json!({})))
+        .await;
+    let alice = a.register("alice").await;
+    let bob = b.register("bob").await;
+    let admin = b.register_admin("admin").await;
+    let public = alice.client.post("/_matrix/client/v3/createRoom", &json!({"preset": "public_chat"})).await;
+    let public = public.expect(200)["room_id"].as_str().unwrap().to_owned();
+    let knockable = alice
+        .client
+        .post(
+            "/_matrix/client/v3/createRoom",
+            &json!({"initial_state": [{"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "knock"}}]}),
+        )
+        .await;
+    let knockable = knockable.expect(200)["room_id"].as_str().unwrap().to_owned();
+    let via = enc(&a.server_name);
+    let join_path = format!("/_matrix/client/v3/join/{}?via={via}", enc(&public));
+    let knock_path = format!("/_matrix/client/v3/knock/{}?via={via}", enc(&knockable));
+    let only_alice = vec![(alice.user_id.clone(), "join".to_owned())];
+
+    bob.client.post(&join_path, &json!({})).await.expect_error(403, "M_CONSENT_NOT_GIVEN");
+    bob.client.post(&knock_path, &json!({})).await.expect_error(403, "M_CONSENT_NOT_GIVEN");
+    assert_eq!(members(&alice, &public).await, only_alice);
+    assert_eq!(members(&alice, &knockable).await, only_alice);
+    let consented = crate::consent::post_form(
+        &b,
+        "/_matrix/consent",
+        &format!("u=bob&h={}&v=1.0", crate::consent::BOB_MAC),
+    )
+    .await;
+    assert_eq!(consented.status, 200);
+
+    let suspend = format!("/_synapse/admin/v1/suspend/{}", bob.user_id);
+    admin.client.put(&suspend, &json!({"suspend": true})).await.expect(200);
+    bob.client.post(&join_path, &json!({})).await.expect_error(403, "M_USER_SUSPENDED");
+    bob.client.post(&knock_path, &json!({})).await.expect_error(403, "M_USER_SUSPENDED");
+    assert_eq!(members(&alice, &public).await, only_alice);
+
+    admin.client.put(&suspend, &json!({"suspend": false})).await.expect(200);
+    bob.client.post(&join_path, &json!({})).await.expect(200);
+    bob.client.post(&knock_path, &json!({})).await.expect(200);
+    assert!(members(&alice, &public).await.contains(&(bob.user_id.clone(), "join".to_owned())));
+    a.stop().await;
+    b.stop().await;
+}

@@ -56,6 +56,8 @@ use serde_json::{Map, Value};
 
 use crate::auth::Requester;
 use crate::ratelimit::Limiter;
+use crate::rooms::admission::ClientWrite;
+use crate::rooms::membership::MembershipAction;
 use crate::rooms::{HeadState, PreparedEvent, RoomHead, check_room_version};
 use crate::util::{now_ms, random_string};
 use crate::{Error, Result, Services};
@@ -279,6 +281,8 @@ impl Services {
         servers: Vec<OwnedServerName>,
         reason: Option<&str>,
     ) -> Result<bool> {
+        let write = ClientWrite::Membership { action: MembershipAction::Join, room_id };
+        self.admit_client_write(requester, write).await?;
         if servers.is_empty() {
             return Err(MatrixError::not_found("No known servers").into());
         }

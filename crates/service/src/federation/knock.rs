@@ -39,7 +39,9 @@ use super::membership::MembershipTemplate;
 use super::pdu::{CheckedPdu, PduOutcome};
 use crate::auth::Requester;
 use crate::ratelimit::Limiter;
+use crate::rooms::admission::ClientWrite;
 use crate::rooms::check_room_version;
+use crate::rooms::membership::MembershipAction;
 use crate::sync::StrippedStateEvent;
 use crate::{Error, Result, Services};
 
@@ -116,6 +118,8 @@ impl Services {
         servers: Vec<OwnedServerName>,
         reason: Option<&str>,
     ) -> Result<()> {
+        let write = ClientWrite::Membership { action: MembershipAction::Knock, room_id };
+        self.admit_client_write(requester, write).await?;
         if servers.is_empty() {
             return Err(MatrixError::not_found("No known servers").into());
         }

@@ -93,8 +93,7 @@ impl Services {
         mut request: CreateRoomRequest,
     ) -> Result<OwnedRoomId> {
         let creator = &requester.user_id;
-        requester.check_auth_blocking_for(self).await?;
-        self.assert_accepted_privacy_policy(requester).await?;
+        self.admit_client_write(requester, super::admission::ClientWrite::Event).await?;
         self.ratelimit_user(Limiter::RoomCreation, requester).await?;
         let version_name =
             request.room_version.clone().unwrap_or_else(|| self.config.server.default_room_version.clone());

@@ -11,6 +11,7 @@ use myelin_core::{ErrCode, MatrixError};
 use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomAliasId, RoomId, UserId};
 use serde_json::{Map, Value, json};
 
+use super::admission::ClientWrite;
 use super::{EventDraft, RoomHead};
 use crate::auth::Requester;
 use crate::profile::{MAX_AVATAR_URL_LEN, MAX_DISPLAYNAME_LEN};
@@ -305,37 +306,8 @@ impl Services {
         if matches!(action, MembershipAction::Join | MembershipAction::Invite | MembershipAction::Knock) {
             self.check_room_not_blocked(&head.room_id).await?;
         }
-        // A suspended user may leave (or kick) but not join, knock, invite or ban (MSC3823,
-        // Synapse's messages).
-        if requester.suspended {
-            let refused = match action {
-                MembershipAction::Invite => {
-                    Some("Sending invites while account is suspended is not allowed.")
-                }
-                MembershipAction::Join => Some("Joining rooms while account is suspended is not allowed."),
-                MembershipAction::Knock => {
-                    Some("Knocking on rooms while account is suspended is not allowed.")
-                }
-                MembershipAction::Ban => {
-                    Some("Changing membership while account is suspended is not allowed.")
-                }
-                MembershipAction::Leave | MembershipAction::Kick | MembershipAction::Unban => None,
-            };
-            if let Some(message) = refused {
-                return Err(super::send::suspended(message));
-            }
-        }
-        // Consent to the privacy policy (Synapse's `_is_exempt_from_privacy_policy`): joining
-        // a server notices room and leaving need none.
-        let consent_exempt = match action {
-            MembershipAction::Join => self.is_server_notices_room(&head.room_id).await?,
-            MembershipAction::Leave => true,
-            _ => false,
-        };
-        requester.check_auth_blocking_for(self).await?;
-        if !consent_exempt {
-            self.assert_accepted_privacy_policy(requester).await?;
-        }
+        self.admit_client_write(requester, ClientWrite::Membership { action, room_id: &head.room_id })
+            .await?;
         match action {
             MembershipAction::Join | MembershipAction::Knock if target != sender => {
                 return Err(MatrixError::forbidden("Users can only join or knock for themselves").into());
@@ -502,9 +474,6 @@ impl Services {
         reason: Option<&str>,
         via: &[ruma::OwnedServerName],
     ) -> Result<OwnedRoomId> {
-        if requester.suspended {
-            return Err(super::send::suspended("Joining rooms while account is suspended is not allowed."));
-        }
         let (room_id, alias_servers) = self.resolve_join_target(id_or_alias).await?;
         self.check_room_not_blocked(&room_id).await?;
         if let Some(servers) =

@@ -15,9 +15,12 @@
 //!   alias targets, relations), persist it once with everything that follows from it
 //!   ([`Services::commit_events`], or stage and finish for group commit), then publish it.
 //! - [`power_levels`]: [`PowerLevels`], the room's power levels as the rules read them.
-//! - [`send`]: client sends (`send`, `state`, `redact`): rate limits, transaction IDs, shadow
-//!   bans (a random event ID, nothing sent) and suspensions (`M_USER_SUSPENDED`) in front of
-//!   the write path; membership applies the same two in `membership_event`.
+//! - [`admission`]: whether a user may write into rooms at all (suspension, server-wide
+//!   blocking, consent), asked by every client write: sends, membership (local or through
+//!   another server), createRoom, upgrades.
+//! - [`send`]: client sends (`send`, `state`, `redact`): rate limits, transaction IDs and
+//!   shadow bans (a random event ID, nothing sent) in front of the write path; membership
+//!   applies the same in `membership_event`.
 //! - [`create`]: `createRoom`. [`membership`]: join, leave, invite, kick, ban, knock, forget.
 //! - [`read`]: events, context, messages, state, members, with history visibility
 //!   ([`visibility`]) applied.
@@ -37,6 +40,7 @@
 //!   sends to different rooms run in parallel. Whoever holds the lock owns the head; the head
 //!   readers see is published when the lock is released, so reads never wait for a send.
 
+pub(crate) mod admission;
 pub mod cache;
 pub mod create;
 pub mod directory;

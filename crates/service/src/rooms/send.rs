@@ -1,11 +1,12 @@
-//! Client sends (`send`, `state`, `redact`): rate limits, transaction IDs, shadow bans,
-//! suspensions and privacy-policy consent in front of the one write path.
+//! Client sends (`send`, `state`, `redact`): rate limits, transaction IDs and shadow bans,
+//! after `admission`'s checks, in front of the one write path.
 
-use myelin_core::{ErrCode, MatrixError};
+use myelin_core::MatrixError;
 use ruma::{EventId, OwnedEventId, RoomId};
 use serde_json::Value;
 
 use super::EventDraft;
+use super::admission::ClientWrite;
 use crate::auth::Requester;
 use crate::{Error, Result, Services};
 
@@ -13,19 +14,6 @@ use crate::{Error, Result, Services};
 /// user in place of an event that is never sent (Synapse's `ShadowBanError`).
 pub(crate) fn shadow_ban_event_id() -> Result<OwnedEventId> {
     EventId::parse(format!("${}", crate::util::random_string(43))).map_err(Error::internal)
-}
-
-/// `403 M_USER_SUSPENDED` (MSC3823) with Synapse's message.
-pub(crate) fn suspended(message: &str) -> Error {
-    MatrixError::new(ErrCode::UserSuspended, message).into()
-}
-
-/// Refuses a suspended requester's non-member event (Synapse's message).
-fn refuse_suspended_send(requester: &Requester) -> Result<()> {
-    if requester.suspended {
-        return Err(suspended("Sending messages while account is suspended is not allowed."));
-    }
-    Ok(())
 }
 
 /// Identifies a client transaction for idempotent sends: the device, the endpoint (scope)
@@ -63,9 +51,7 @@ impl Services {
         if requester.shadow_banned {
             return shadow_ban_event_id();
         }
-        refuse_suspended_send(requester)?;
-        requester.check_auth_blocking_for(self).await?;
-        self.assert_accepted_privacy_policy(requester).await?;
+        self.admit_client_write(requester, ClientWrite::Event).await?;
         self.ratelimit_user(crate::ratelimit::Limiter::Message, requester).await?;
         let txn = Self::txn_key(requester, format!("{room_id}/send/{kind}"), txn_id);
         let pdu = self
@@ -90,10 +76,8 @@ impl Services {
         if requester.shadow_banned {
             return shadow_ban_event_id();
         }
-        refuse_suspended_send(requester)?;
+        self.admit_client_write(requester, ClientWrite::Event).await?;
         self.check_event_allowed_by_modules(kind, &requester.user_id, room_id)?;
-        requester.check_auth_blocking_for(self).await?;
-        self.assert_accepted_privacy_policy(requester).await?;
         self.ratelimit_user(crate::ratelimit::Limiter::Message, requester).await?;
         let pdu = self
             .send_event(room_id, &requester.user_id, EventDraft::state(kind, state_key, content), None)
@@ -113,17 +97,7 @@ impl Services {
         if requester.shadow_banned {
             return shadow_ban_event_id();
         }
-        // A suspended user may still redact their own events (Synapse).
-        if requester.suspended
-            && let Some(event) = self.store.get_event(event_id.as_str()).await?
-        {
-            let json: Value = serde_json::from_str(&event.json).map_err(Error::internal)?;
-            if json.get("sender").and_then(Value::as_str) != Some(requester.user_id.as_str()) {
-                return Err(suspended("You can only redact your own events while account is suspended."));
-            }
-        }
-        requester.check_auth_blocking_for(self).await?;
-        self.assert_accepted_privacy_policy(requester).await?;
+        self.admit_client_write(requester, ClientWrite::Redaction { target: event_id }).await?;
         let limiter = if requester.is_admin && self.config.ratelimit.admin_redaction.is_some() {
             crate::ratelimit::Limiter::AdminRedaction
         } else {

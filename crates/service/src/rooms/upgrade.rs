@@ -194,9 +194,8 @@ impl Services {
     ) -> Result<OwnedRoomId> {
         let sender = &requester.user_id;
         let (version, rules) = check_room_version(new_version)?;
-        // The tombstone and the new room's events need consent, as every event the user sends.
-        requester.check_auth_blocking_for(self).await?;
-        self.assert_accepted_privacy_policy(requester).await?;
+        // The tombstone and the new room's events are the user's writes, as any other.
+        self.admit_client_write(requester, super::admission::ClientWrite::Event).await?;
         let additional_creators: Vec<String> = match additional_creators {
             Some(list) if rules.authorization.additional_room_creators => {
                 for user in &list {
