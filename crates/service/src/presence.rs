@@ -1,7 +1,7 @@
 //! Presence: set explicitly or by syncing, idling to `unavailable` and going `offline` on
 //! their own, visible to users who share a room.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -22,6 +22,10 @@ pub const IDLE_AFTER_MS: i64 = 5 * 60 * 1000;
 pub const OFFLINE_AFTER_MS: i64 = 30 * 1000;
 /// Without an update from its server for this long, a remote user goes offline.
 pub const REMOTE_OFFLINE_AFTER_MS: i64 = 30 * 60 * 1000;
+
+/// Up to how many users [`Services::presence_visible_to`] asks one by one whether they share
+/// a room with the viewer (past it, every user sharing a room is read at once).
+const USERS_ASKED_ONE_BY_ONE: usize = 16;
 
 /// Syncs in progress per user (a long-polling sync counts as being online).
 #[derive(Default)]
@@ -195,11 +199,34 @@ impl Services {
         self.store_presence(record).await
     }
 
+    /// Which of `users` `viewer` may see the presence of, the one rule for every way presence
+    /// is read (`/sync`, the status endpoint): themselves and the users they share a room with.
+    /// Users are asked one by one when they are few (an incremental sync's news), else every
+    /// user sharing a room with the viewer is read at once.
+    pub(crate) async fn presence_visible_to<'a>(
+        &self,
+        viewer: &UserId,
+        users: impl Iterator<Item = &'a str>,
+    ) -> Result<HashSet<&'a str>> {
+        let (mine, others): (HashSet<&str>, HashSet<&str>) = users.partition(|u| *u == viewer.as_str());
+        let mut visible = mine;
+        if others.len() <= USERS_ASKED_ONE_BY_ONE {
+            for other in others {
+                if self.store.share_a_room(viewer.as_str(), other).await? {
+                    visible.insert(other);
+                }
+            }
+        } else {
+            let sharing: HashSet<String> =
+                self.store.users_sharing_rooms(viewer.as_str()).await?.into_iter().collect();
+            visible.extend(others.into_iter().filter(|u| sharing.contains(*u)));
+        }
+        Ok(visible)
+    }
+
     /// `GET /presence/{userId}/status`.
     pub async fn get_presence(&self, requester: &Requester, user_id: &UserId) -> Result<PresenceRecord> {
-        if requester.user_id != user_id
-            && !self.store.share_a_room(requester.user_id.as_str(), user_id.as_str()).await?
-        {
+        if self.presence_visible_to(&requester.user_id, std::iter::once(user_id.as_str())).await?.is_empty() {
             return Err(MatrixError::forbidden("You are not allowed to see their presence").into());
         }
         if self.store.get_user(user_id.as_str()).await?.is_none()

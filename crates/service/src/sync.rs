@@ -248,10 +248,6 @@ pub(crate) const STRIPPED_STATE_TYPES: &[&str] = &[
     "m.room.topic",
 ];
 
-/// Up to how many users with new presence a sync asks one by one whether they share a room
-/// with the syncing user (past it, every user sharing a room is read at once).
-const PRESENCE_USERS_ASKED_ONE_BY_ONE: usize = 16;
-
 /// The longest a sync may long-poll.
 pub(crate) const MAX_TIMEOUT_MS: u64 = 5 * 60 * 1000;
 
@@ -811,25 +807,14 @@ impl Services {
             .filter(|r| include_offline || r.state != "offline")
             .filter(|r| pass.filter().presence.allows("m.presence", Some(&r.user_id)))
             .collect();
-        // Whom the user shares a room with is asked only of the users with news: one by one
-        // when they are few (an incremental sync), all at once otherwise.
-        let others: HashSet<&str> =
-            records.iter().map(|r| r.user_id.as_str()).filter(|u| *u != user_id.as_str()).collect();
-        let visible: HashSet<String> = if others.len() <= PRESENCE_USERS_ASKED_ONE_BY_ONE {
-            let mut visible = HashSet::new();
-            for other in others {
-                if self.store.share_a_room(user_id.as_str(), other).await? {
-                    visible.insert(other.to_owned());
-                }
-            }
-            visible
-        } else {
-            self.store.users_sharing_rooms(user_id.as_str()).await?.into_iter().collect()
-        };
-        let records = records
+        // Whose presence the user may see is asked only of the users with news.
+        let visible: HashSet<String> = self
+            .presence_visible_to(user_id, records.iter().map(|r| r.user_id.as_str()))
+            .await?
             .into_iter()
-            .filter(|r| r.user_id == user_id.as_str() || visible.contains(&r.user_id))
+            .map(str::to_owned)
             .collect();
+        let records = records.into_iter().filter(|r| visible.contains(&r.user_id)).collect();
         Ok((records, now_ms() as i64))
     }
 }

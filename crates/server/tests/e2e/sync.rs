@@ -496,6 +496,37 @@ async fn presence_is_shared_with_room_members() {
         )
         .await
         .expect_error(400, "M_INVALID_PARAM");
+
+    // Many users with news at once (read all together rather than one by one): still only
+    // those sharing a room.
+    let token =
+        sync(&bob, Some(&token), "&set_presence=offline").await["next_batch"].as_str().unwrap().to_owned();
+    let mut members = Vec::new();
+    for i in 0..20 {
+        let user = server.register(&format!("many{i}")).await;
+        if i % 2 == 0 {
+            user.client.post(&format!("/_matrix/client/v3/join/{room}"), &json!({})).await.expect(200);
+            members.push(user.user_id.clone());
+        }
+        user.client
+            .put(
+                &format!("/_matrix/client/v3/presence/{}/status", user.user_id),
+                &json!({"presence": "online"}),
+            )
+            .await
+            .expect(200);
+    }
+    let response = sync(&bob, Some(&token), "&set_presence=offline").await;
+    let mut senders: Vec<String> = response["presence"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["sender"].as_str().unwrap().to_owned())
+        .filter(|sender| sender.starts_with("@many"))
+        .collect();
+    senders.sort();
+    members.sort();
+    assert_eq!(senders, members);
     server.stop().await;
 }
 
