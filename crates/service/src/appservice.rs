@@ -79,6 +79,10 @@ pub struct Appservices {
     /// A successful ping: senders backing off try again at once (as Synapse's `force_retry`).
     ping_ok: tokio::sync::Notify,
     typing_seen: Mutex<HashMap<String, i64>>,
+    /// Whether one of an appservice's users is joined to a room, by (appservice, room), with
+    /// the count of membership changes it was read at (`Notifier::member_changes`): valid
+    /// while no local membership changed since.
+    joined_interest: Mutex<HashMap<(String, String), (u64, bool)>>,
 }
 
 impl Appservices {
@@ -97,6 +101,7 @@ impl Appservices {
             wakeup: tokio::sync::Notify::new(),
             ping_ok: tokio::sync::Notify::new(),
             typing_seen: Mutex::default(),
+            joined_interest: Mutex::default(),
         })
     }
 }
@@ -566,19 +571,36 @@ impl Services {
     /// Whether the appservice wants what happens in a room: the room or one of its aliases in
     /// its namespaces, or one of its users joined.
     async fn appservice_interested_in_room(&self, service: &Appservice, room_id: &str) -> Result<bool> {
-        if service.is_room_in_namespace(room_id) {
+        if service.is_room_in_namespace(room_id) || self.appservice_user_joined(service, room_id).await? {
             return Ok(true);
         }
-        if self.store.aliases_of_room(room_id).await?.iter().any(|a| service.is_alias_in_namespace(a)) {
-            return Ok(true);
+        Ok(self.store.aliases_of_room(room_id).await?.iter().any(|a| service.is_alias_in_namespace(a)))
+    }
+
+    /// Whether one of the appservice's users is joined to the room: read from the store once,
+    /// then kept until a local membership changes anywhere (a room the appservice is in is
+    /// asked again with every event sent to it).
+    async fn appservice_user_joined(&self, service: &Appservice, room_id: &str) -> Result<bool> {
+        let key = (service.id.clone(), room_id.to_owned());
+        let changes_before = self.notifier.member_changes();
+        if let Some(&(changes, joined)) = self.appservices.joined_interest.lock().get(&key)
+            && changes == changes_before
+        {
+            return Ok(joined);
         }
         let local = format!(":{}", self.server_name());
-        Ok(self
+        let joined = self
             .store
             .room_members(room_id, "join")
             .await?
             .iter()
-            .any(|u| u.ends_with(&local) && service.is_interested_in_user(u, self.server_name())))
+            .any(|u| u.ends_with(&local) && service.is_interested_in_user(u, self.server_name()));
+        let mut cache = self.appservices.joined_interest.lock();
+        if cache.len() > 100_000 {
+            cache.clear();
+        }
+        cache.insert(key, (changes_before, joined));
+        Ok(joined)
     }
 
     /// Wakes the appservice senders: a stream they follow (receipts, presence, typing,
@@ -870,12 +892,15 @@ impl Services {
             if !self.appservice_interested_in_event(service, &json, &stored.room_id, &mut rooms).await? {
                 continue;
             }
-            // Unknown users the event names are asked of their appservices first.
+            // Unknown users the event names are asked of their appservices first (only users
+            // of some appservice's namespace can be unknown and made on request).
             for key in ["sender", "state_key"] {
                 if key == "state_key" && json.get("type").and_then(Value::as_str) != Some("m.room.member") {
                     continue;
                 }
-                if let Some(user) = json.get(key).and_then(Value::as_str) {
+                if let Some(user) = json.get(key).and_then(Value::as_str)
+                    && self.appservice_list().iter().any(|s| s.url.is_some() && s.is_user_in_namespace(user))
+                {
                     self.query_appservice_user(user).await?;
                 }
             }
@@ -919,8 +944,15 @@ impl Services {
             to_device: &to_device,
             device_lists: device_lists.as_deref(),
         };
-        self.store.create_appservice_txn(&service.id, reached, Some(txn)).await?;
+        let txn_id = self.store.create_appservice_txn(&service.id, reached, Some(txn)).await?;
         self.appservices.typing_seen.lock().insert(service.id.clone(), typing_position);
+        // The new transaction, now stored, goes out at once rather than being read back by the
+        // next round; failing, it is sent again from the store.
+        if let Some(txn_id) = txn_id {
+            let txn = AppserviceTxn { txn_id, event_ids: ids, ephemeral, to_device, device_lists };
+            self.send_appservice_txn(service, &txn).await?;
+            self.store.delete_appservice_txn(&service.id, txn_id).await?;
+        }
         Ok(true)
     }
 

@@ -622,6 +622,49 @@ async fn appservice_transactions_arrive_in_order_through_failures_and_restarts()
     server.stop().await;
 }
 
+// A room interests the appservice while one of its users is joined: not before the join,
+// not after the leave, again after a new join (the answer is kept between rounds until a
+// membership changes).
+#[tokio::test]
+async fn appservice_room_interest_follows_its_users_joins_and_leaves() {
+    let Setup { server, appservice, _dir } = setup(json!({}), "").await;
+    let alice = server.register("alice").await;
+    register_ghost(&server, "slack_erin").await;
+    register_ghost(&server, "slack_marker").await;
+    let room = create_room(&alice, json!({"preset": "public_chat"})).await;
+    let marker_room = create_room(&alice, json!({"preset": "public_chat"})).await;
+    let ghost = |localpart: &str| format!("%40{localpart}%3Atest.local");
+    let as_ghost = |action: &str, room: &str, localpart: &str| {
+        format!("/_matrix/client/v3/rooms/{room}/{action}?user_id={}", ghost(localpart))
+    };
+    bridge(&server).post(&as_ghost("join", &marker_room, "slack_marker"), &json!({})).await.expect(200);
+    // Everything sent before a marker in the marker room has been handed over once the
+    // marker arrives (transactions go in stream order).
+    let mut markers = 0;
+    let mut sync_up = async || {
+        markers += 1;
+        let body = format!("marker {markers}");
+        send_text(&alice, &marker_room, &format!("k{markers}"), &body).await;
+        wait_until(20, "the marker", || bodies(&appservice.delivered_events()).contains(&body)).await;
+    };
+
+    send_text(&alice, &room, "t0", "before the join").await;
+    sync_up().await;
+    bridge(&server).post(&as_ghost("join", &room, "slack_erin"), &json!({})).await.expect(200);
+    send_text(&alice, &room, "t1", "while joined").await;
+    sync_up().await;
+    bridge(&server).post(&as_ghost("leave", &room, "slack_erin"), &json!({})).await.expect(200);
+    send_text(&alice, &room, "t2", "after the leave").await;
+    sync_up().await;
+    bridge(&server).post(&as_ghost("join", &room, "slack_erin"), &json!({})).await.expect(200);
+    send_text(&alice, &room, "t3", "joined again").await;
+    sync_up().await;
+    let delivered: Vec<String> =
+        bodies(&appservice.delivered_events()).into_iter().filter(|b| !b.starts_with("marker")).collect();
+    assert_eq!(delivered, ["while joined", "joined again"]);
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn appservice_ephemeral_events_reach_appservices_that_ask() {
     let Setup { server, appservice, _dir } = setup(
