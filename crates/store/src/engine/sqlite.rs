@@ -249,6 +249,11 @@ pub(crate) fn execute(connection: &Connection, sql: &str, params: &[Value]) -> R
 /// WAL length (in pages) beyond which the checkpoint thread forces the WAL to start over.
 const RESTART_FRAMES: i64 = 4096;
 
+/// How long a RESTART checkpoint waits for readers of older snapshots to finish. Writers wait
+/// while it does, so it gives up soon (and tries again at the next tick) rather than hold
+/// every write back behind a long read for the connections' 30 s busy timeout.
+const RESTART_WAIT: Duration = Duration::from_millis(20);
+
 /// Copies the WAL back into the database file from a thread of its own, so that requests never
 /// pay for it. PASSIVE checkpoints never block the writer or readers; the writer restarts the
 /// WAL from its beginning once a checkpoint has caught up (and `journal_size_limit` trims it).
@@ -256,6 +261,7 @@ const RESTART_FRAMES: i64 = 4096;
 fn spawn_checkpointer(path: &Path, stop: Arc<AtomicBool>) -> Result<(), StoreError> {
     let connection = Connection::open(path)?;
     configure(&connection)?;
+    connection.busy_timeout(RESTART_WAIT)?;
     std::thread::Builder::new()
         .name("sqlite-checkpoint".to_owned())
         .spawn(move || {

@@ -333,3 +333,37 @@ store_test!(unsynced_transactions_are_committed_at_once_or_rolled_back, |store| 
     let keys = db.query("SELECT k FROM gcu ORDER BY k", params![]).await.unwrap();
     assert_eq!(keys.iter().map(|r| r.i64(0).unwrap()).collect::<Vec<_>>(), vec![1, 2, 4]);
 });
+
+// A long read does not hold writes back: once the WAL is long, the checkpoint thread's RESTART
+// waits for readers of older snapshots and blocks writers meanwhile; it gives up soon instead
+// of waiting out the connections' 30 s busy timeout. (Liveness, not speed: the bound is far
+// above the 20 ms the checkpoint waits and far below 30 s.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_go_on_while_a_reader_holds_an_old_snapshot_of_a_long_wal() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.sqlite");
+    let config = myelin_config::DatabaseConfig::Sqlite { path: path.clone() };
+    let store = myelin_store::Store::open(&config).await.unwrap();
+    let db = store.db();
+    db.execute("CREATE TABLE filler (x BLOB)", vec![]).await.unwrap();
+    let write = async |n: usize| {
+        for _ in 0..n {
+            db.execute("INSERT INTO filler (x) VALUES (zeroblob(4000))", vec![]).await.unwrap();
+        }
+    };
+    write(10).await;
+    // A reader on its own connection keeps its snapshot while the WAL grows past the length
+    // that makes the checkpoint thread restart it.
+    let reader = rusqlite::Connection::open(&path).unwrap();
+    reader.execute_batch("BEGIN").unwrap();
+    let _: i64 = reader.query_row("SELECT COUNT(*) FROM filler", [], |row| row.get(0)).unwrap();
+    write(4500).await;
+    // The checkpoint thread runs every 100 ms: writes go on through several of its tries.
+    for _ in 0..5 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        tokio::time::timeout(std::time::Duration::from_secs(10), write(1))
+            .await
+            .expect("a write waited behind the checkpoint");
+    }
+    reader.execute_batch("COMMIT").unwrap();
+}
