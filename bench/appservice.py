@@ -416,7 +416,8 @@ class Bench:
             gc.enable()
         out = summary(from_request)
         out["from_send_answer_ms"] = {"p50": round(percentile(from_answer, 50), 1),
-                                      "p99": round(percentile(from_answer, 99), 1)}
+                                      "p99": round(percentile(from_answer, 99), 1),
+                                      "samples_ms": [round(v, 1) for v in from_answer]}
         return out
 
 

@@ -465,7 +465,10 @@ def appservice_section(out, dbs):
               f"Lag: {fmt(ml.get('reps') or sl.get('reps'))} rounds, the room's creator (not an appservice user) "
               "sends one message, then waits for the appservice to receive it before the next (20 ms apart); "
               "the time from the send's request to the event's arrival, checked for its content and a single "
-              "arrival.\n")
+              "arrival. The timed sends go through Python's http.client over one keep-alive connection, with the "
+              "bench process's garbage collector off during the rounds (the same client for both servers); the "
+              "p99 of 200 rounds is their second slowest, and moves a lot between runs on a shared machine (each "
+              "round's figure is in the raw results).\n")
     print(APPSERVICE_END)
 
 
