@@ -441,6 +441,11 @@ impl Services {
         }
     }
 
+    /// The appservices asked about an unknown user: those with a URL whose namespace holds it.
+    fn appservices_queried_for<'a>(&'a self, user_id: &'a str) -> impl Iterator<Item = &'a Appservice> {
+        self.appservice_list().iter().filter(move |s| s.url.is_some() && s.is_user_in_namespace(user_id))
+    }
+
     /// Whether a local user exists, asking the appservices whose namespace holds an unknown
     /// one (they register it before answering 200; Synapse's `query_user_exists`).
     pub(crate) async fn query_appservice_user(&self, user_id: &str) -> Result<bool> {
@@ -450,9 +455,7 @@ impl Services {
         if self.store.get_user(user_id).await?.is_some() {
             return Ok(true);
         }
-        for service in
-            self.appservice_list().iter().filter(|s| s.url.is_some() && s.is_user_in_namespace(user_id))
-        {
+        for service in self.appservices_queried_for(user_id) {
             let path = format!("{PREFIX}/users/{}", encode(user_id));
             match self.call_appservice(service, reqwest::Method::GET, &path, &[], None).await {
                 Ok(_) => return Ok(true),
@@ -899,7 +902,7 @@ impl Services {
                     continue;
                 }
                 if let Some(user) = json.get(key).and_then(Value::as_str)
-                    && self.appservice_list().iter().any(|s| s.url.is_some() && s.is_user_in_namespace(user))
+                    && self.appservices_queried_for(user).next().is_some()
                 {
                     self.query_appservice_user(user).await?;
                 }

@@ -487,11 +487,10 @@ impl Store {
         if let Some(term) = query.search_term.as_deref() {
             let lower = term.to_lowercase();
             if let Some(candidates) = &candidates {
-                let start = params.len();
-                params.extend(candidates.iter().map(|room_id| Value::from(room_id.as_str())));
-                params.push(term.into());
-                let list = (start + 1..=params.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
-                conditions.push(format!("s.room_id IN ({list})"));
+                let mut list: Vec<String> =
+                    candidates.iter().map(|room_id| param(&mut params, room_id.as_str().into())).collect();
+                list.push(param(&mut params, term.into()));
+                conditions.push(format!("s.room_id IN ({})", list.join(", ")));
             }
             let name = param(&mut params, crate::like_contains(&lower).into());
             let alias = param(&mut params, format!("#{}:%", crate::like_contains(&lower)).into());
