@@ -54,6 +54,7 @@ impl RunningServer {
             tracing::warn!("some connections did not finish in time; closing them");
             self.tasks.abort_all();
         }
+        self.services.finish_sliding_sync_saves(grace).await;
     }
 }
 

@@ -70,6 +70,7 @@ impl Services {
     /// spec allows.
     pub async fn delete_devices(&self, user_id: &UserId, device_ids: &[String]) -> Result<()> {
         let hashes = self.store.access_tokens_of_devices(user_id.as_str(), device_ids).await?;
+        self.forget_sliding_sync_connections(user_id.as_str(), device_ids).await;
         let position = self.streams.device_lists.allocate();
         self.store.delete_devices(user_id.as_str(), device_ids, position.value()).await?;
         self.publish_device_list_change(position, user_id).await;

@@ -7,6 +7,13 @@
 //! afresh. A device keeps at most [`MAX_CONNECTIONS_PER_DEVICE`] connections; its
 //! connections go with it (`store::devices::DEVICE_TABLES`). The state of each connection's
 //! newest position is also kept in memory ([`ConnectionCache`]).
+//!
+//! A new position is stored after the answer that hands it out, by a task of its own (a
+//! connection's state is tens of kilobytes; writing it took as long as computing the answer).
+//! The connection's next request waits for that save before it reads anything stored, so it
+//! sees the connection as if the save had been made before answering; a save that fails leaves
+//! the position unknown (the client starts the connection over, as after a lost position).
+//! Saves still running at shutdown are waited for ([`Services::finish_sliding_sync_saves`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -16,6 +23,7 @@ use myelin_store::SlidingSyncConnection;
 use parking_lot::Mutex;
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
 use super::lists::RoomEntry;
 use super::request::{RequiredState, RoomParams};
@@ -33,18 +41,42 @@ const MAX_CACHED_ROOMS: usize = 200_000;
 /// (user, device, `conn_id`).
 type ConnectionKey = (String, String, String);
 
-/// Each connection's newest state as this process saved it, so that the connection's next
-/// request, which names that position, is not read back from the store and parsed (a
-/// connection that sent thousands of rooms is tens of kilobytes of JSON): the store is only
-/// asked whether it still keeps the position, so what is known and unknown stays as stored.
-/// A position's state never changes once saved. Least recently used connections go first past
-/// [`MAX_CACHED_ROOMS`].
+/// Where the save of a position stands: `None` while it runs, then whether it was stored.
+#[derive(Clone)]
+struct Saved(watch::Receiver<Option<bool>>);
+
+impl Saved {
+    fn pending() -> (watch::Sender<Option<bool>>, Saved) {
+        let (sender, receiver) = watch::channel(None);
+        (sender, Saved(receiver))
+    }
+
+    /// Waits for the save to end: whether the position was stored (a save whose task ended
+    /// without saying did not store it).
+    async fn outcome(mut self) -> bool {
+        self.0.wait_for(Option::is_some).await.is_ok_and(|outcome| *outcome == Some(true))
+    }
+}
+
+/// Each connection's newest position as this process handed it out, with its state, so that
+/// the connection's next request, which names that position, is not read back from the store
+/// and parsed (a connection that sent thousands of rooms is tens of kilobytes of JSON): the
+/// store is only asked whether it still keeps the position, so what is known and unknown stays
+/// as stored. A position's state never changes once handed out. Least recently used
+/// connections go first past [`MAX_CACHED_ROOMS`] (a connection whose save is still running
+/// then reads the store without waiting for it: at worst its position is unknown).
 pub struct ConnectionCache {
     inner: Mutex<CacheInner>,
 }
 
+struct Cached {
+    pos: i64,
+    state: Arc<ConnectionState>,
+    saved: Saved,
+}
+
 struct CacheInner {
-    entries: lru::LruCache<ConnectionKey, (i64, Arc<ConnectionState>)>,
+    entries: lru::LruCache<ConnectionKey, Cached>,
     /// Rooms held over all entries.
     held: usize,
 }
@@ -56,28 +88,56 @@ impl Default for ConnectionCache {
 }
 
 impl ConnectionCache {
-    /// The connection's state at `pos`, when `pos` is the newest this process saved for it.
-    fn get(&self, key: &ConnectionKey, pos: i64) -> Option<Arc<ConnectionState>> {
+    /// The connection's newest position, its state and its save.
+    fn get(&self, key: &ConnectionKey) -> Option<(i64, Arc<ConnectionState>, Saved)> {
         let mut inner = self.inner.lock();
-        inner.entries.get(key).filter(|(saved, _)| *saved == pos).map(|(_, state)| state.clone())
+        inner.entries.get(key).map(|cached| (cached.pos, cached.state.clone(), cached.saved.clone()))
     }
 
-    /// Records the connection's newest position and its state (replacing the one before).
-    fn put(&self, key: ConnectionKey, pos: i64, state: Arc<ConnectionState>) {
+    /// Records the connection's newest position, its state and its save (replacing the one
+    /// before, whose save is returned). `false` (nothing recorded) for a state over the bound.
+    fn put(
+        &self,
+        key: ConnectionKey,
+        pos: i64,
+        state: Arc<ConnectionState>,
+        saved: Saved,
+    ) -> (bool, Option<Saved>) {
         let mut inner = self.inner.lock();
         let rooms = state.rooms.len();
-        if let Some((_, old)) = inner.entries.pop(&key) {
-            inner.held -= old.rooms.len();
-        }
+        let before = inner.entries.pop(&key).map(|old| {
+            inner.held -= old.state.rooms.len();
+            old.saved
+        });
         if rooms > MAX_CACHED_ROOMS {
-            return;
+            return (false, before);
         }
         inner.held += rooms;
-        inner.entries.push(key, (pos, state));
+        inner.entries.push(key, Cached { pos, state, saved });
         while inner.held > MAX_CACHED_ROOMS {
-            let Some((_, (_, out))) = inner.entries.pop_lru() else { break };
-            inner.held -= out.rooms.len();
+            let Some((_, out)) = inner.entries.pop_lru() else { break };
+            inner.held -= out.state.rooms.len();
         }
+        (true, before)
+    }
+
+    /// Forgets the connections of some devices of a user, handing back their saves.
+    fn forget_devices(&self, user_id: &str, device_ids: &[String]) -> Vec<Saved> {
+        let mut inner = self.inner.lock();
+        let keys: Vec<ConnectionKey> = inner
+            .entries
+            .iter()
+            .filter(|((user, device, _), _)| user == user_id && device_ids.contains(device))
+            .map(|(key, _)| key.clone())
+            .collect();
+        let mut saves = Vec::new();
+        for key in keys {
+            if let Some(out) = inner.entries.pop(&key) {
+                inner.held -= out.state.rooms.len();
+                saves.push(out.saved);
+            }
+        }
+        saves
     }
 }
 
@@ -254,11 +314,14 @@ impl Services {
         conn_id: &str,
         pos: i64,
     ) -> Result<Arc<ConnectionState>> {
-        if let Some(state) = self.sliding.connections.get(&cache_key(requester, conn_id), pos) {
-            return match self.store.sliding_sync_position_kept(connection(requester, conn_id), pos).await? {
-                true => Ok(state),
-                false => Err(unknown_pos()),
-            };
+        if let Some((newest, state, saved)) = self.sliding.connections.get(&cache_key(requester, conn_id)) {
+            // The connection's last save first: it may store `pos` or forget it.
+            let stored = saved.outcome().await;
+            if newest == pos {
+                let kept = stored
+                    && self.store.sliding_sync_position_kept(connection(requester, conn_id), pos).await?;
+                return if kept { Ok(state) } else { Err(unknown_pos()) };
+            }
         }
         let text = self.store.sliding_sync_position(connection(requester, conn_id), pos).await?;
         let text = text.ok_or_else(unknown_pos)?;
@@ -271,7 +334,8 @@ impl Services {
         })
     }
 
-    /// Stores a new position of a connection with its state; returns the position.
+    /// Hands out a new position of a connection with its state, stored by a task of its own
+    /// after the previous save of the connection (see the module documentation).
     pub(crate) async fn save_sliding_sync_connection(
         &self,
         requester: &Requester,
@@ -282,19 +346,63 @@ impl Services {
         // Random, so that a position of a connection lost (or started afresh) is never
         // mistaken for one of its successor.
         let pos: i64 = rand::rng().random_range(1..i64::MAX >> 11);
-        let text = state.to_text()?;
-        self.store
-            .save_sliding_sync_position(
-                connection(requester, conn_id),
-                kept,
-                pos,
-                &text,
-                now_ms() as i64,
-                MAX_CONNECTIONS_PER_DEVICE,
-            )
-            .await?;
-        self.sliding.connections.put(cache_key(requester, conn_id), pos, Arc::new(state));
+        let state = Arc::new(state);
+        let key = cache_key(requester, conn_id);
+        let (done, saved) = Saved::pending();
+        let (held, before) = self.sliding.connections.put(key.clone(), pos, state.clone(), saved);
+        let (user_id, device_id, conn_id) = key;
+        let services = self.clone();
+        let save = async move {
+            if let Some(before) = before {
+                before.outcome().await;
+            }
+            let connection =
+                SlidingSyncConnection { user_id: &user_id, device_id: &device_id, conn_id: &conn_id };
+            let outcome = match state.to_text() {
+                Ok(text) => services
+                    .store
+                    .save_sliding_sync_position(
+                        connection,
+                        kept,
+                        pos,
+                        &text,
+                        now_ms() as i64,
+                        MAX_CONNECTIONS_PER_DEVICE,
+                    )
+                    .await
+                    .map_err(Error::from),
+                Err(error) => Err(error),
+            };
+            if let Err(error) = &outcome {
+                tracing::warn!(%error, "a sliding sync position was not stored; the client starts over");
+            }
+            done.send_replace(Some(outcome.is_ok()));
+            outcome
+        };
+        if !held {
+            // Too big to hold in memory: stored before it is handed out.
+            save.await?;
+            return Ok(pos);
+        }
+        self.sliding.saves.spawn(save);
         Ok(pos)
+    }
+
+    /// Forgets the connections of devices about to be deleted, once their positions handed out
+    /// are stored (so that none is stored after the device's positions are deleted).
+    pub(crate) async fn forget_sliding_sync_connections(&self, user_id: &str, device_ids: &[String]) {
+        for saved in self.sliding.connections.forget_devices(user_id, device_ids) {
+            saved.outcome().await;
+        }
+    }
+
+    /// Waits (up to `limit`) for the positions handed out to be stored. For shutdown, once no
+    /// request is being answered.
+    pub async fn finish_sliding_sync_saves(&self, limit: std::time::Duration) {
+        self.sliding.saves.close();
+        if tokio::time::timeout(limit, self.sliding.saves.wait()).await.is_err() {
+            tracing::warn!("some sliding sync positions were not stored before shutdown");
+        }
     }
 }
 
@@ -313,27 +421,53 @@ mod tests {
             }
             Arc::new(state)
         };
+        let saved = || Saved::pending().1;
+        let pos = |cache: &ConnectionCache, conn: &str| cache.get(&key(conn)).map(|(pos, _, _)| pos);
         let held = |cache: &ConnectionCache| cache.inner.lock().held;
-        cache.put(key("a"), 1, state(2));
-        assert!(cache.get(&key("a"), 1).is_some());
-        assert!(cache.get(&key("a"), 2).is_none(), "only the position saved");
-        assert!(cache.get(&key("b"), 1).is_none(), "only the connection saved");
-        cache.put(key("a"), 2, state(3));
-        assert!(cache.get(&key("a"), 1).is_none(), "the newest position replaces the one before");
-        assert_eq!(cache.get(&key("a"), 2).map(|s| s.rooms.len()), Some(3));
+        assert!(cache.put(key("a"), 1, state(2), saved()).0);
+        assert_eq!(pos(&cache, "a"), Some(1));
+        assert_eq!(pos(&cache, "b"), None, "only the connection saved");
+        let (_, before) = cache.put(key("a"), 2, state(3), saved());
+        assert!(before.is_some(), "the save before is handed back, to follow");
+        assert_eq!(cache.get(&key("a")).map(|(pos, s, _)| (pos, s.rooms.len())), Some((2, 3)));
         assert_eq!(held(&cache), 3);
         // Past the bound, the least recently used connections go.
-        cache.put(key("b"), 1, state(MAX_CACHED_ROOMS - 3));
+        cache.put(key("b"), 1, state(MAX_CACHED_ROOMS - 3), saved());
         assert_eq!(held(&cache), MAX_CACHED_ROOMS);
-        assert!(cache.get(&key("a"), 2).is_some());
-        cache.put(key("c"), 1, state(1));
-        assert!(cache.get(&key("b"), 1).is_none(), "b was the least recently used");
-        assert!(cache.get(&key("a"), 2).is_some() && cache.get(&key("c"), 1).is_some());
+        assert_eq!(pos(&cache, "a"), Some(2));
+        cache.put(key("c"), 1, state(1), saved());
+        assert_eq!(pos(&cache, "b"), None, "b was the least recently used");
+        assert_eq!((pos(&cache, "a"), pos(&cache, "c")), (Some(2), Some(1)));
         assert_eq!(held(&cache), 4);
         // A state bigger than the bound is not held (nor is the one it replaces).
-        cache.put(key("a"), 3, state(MAX_CACHED_ROOMS + 1));
-        assert!(cache.get(&key("a"), 3).is_none() && cache.get(&key("a"), 2).is_none());
+        let (taken, before) = cache.put(key("a"), 3, state(MAX_CACHED_ROOMS + 1), saved());
+        assert!(!taken && before.is_some());
+        assert_eq!(pos(&cache, "a"), None);
         assert_eq!(held(&cache), 1);
+        // A deleted device's connections go, handing back their saves.
+        let other_device = ("@u:x".to_owned(), "OTHER".to_owned(), "a".to_owned());
+        cache.put(other_device.clone(), 1, state(2), saved());
+        let saves = cache.forget_devices("@u:x", &["DEVICE".to_owned()]);
+        assert_eq!(saves.len(), 1, "c of DEVICE");
+        assert_eq!(pos(&cache, "c"), None);
+        assert_eq!(cache.get(&other_device).map(|(pos, _, _)| pos), Some(1), "another device's stays");
+        assert_eq!(held(&cache), 2);
+    }
+
+    #[tokio::test]
+    async fn a_save_outcome_is_waited_for_and_a_vanished_save_stored_nothing() {
+        let (done, saved) = Saved::pending();
+        let waiting = tokio::spawn(saved.clone().outcome());
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "the outcome waits for the save");
+        done.send_replace(Some(true));
+        assert!(waiting.await.unwrap());
+        let (done, saved) = Saved::pending();
+        done.send_replace(Some(false));
+        assert!(!saved.outcome().await, "a failed save");
+        let (done, saved) = Saved::pending();
+        drop(done);
+        assert!(!saved.outcome().await, "a save whose task ended without saying");
     }
 
     fn pairs(pairs: &[(&str, &str)]) -> RequiredState {

@@ -54,8 +54,10 @@ struct Computed {
 pub struct SlidingSyncMemory {
     /// Each user's room list as sliding sync sorts it.
     pub(crate) listings: listing::Listings,
-    /// Each connection's newest state, kept after it is saved.
+    /// Each connection's newest state, kept when it is handed out.
     pub(crate) connections: connection::ConnectionCache,
+    /// The tasks storing the positions handed out.
+    pub(crate) saves: tokio_util::task::TaskTracker,
 }
 
 impl Services {
