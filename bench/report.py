@@ -369,8 +369,9 @@ def sliding_sync_section(out, dbs):
               f"{fmt(mw.get('reps') or sw.get('reps'))} rounds. `/sync` v2 is the same user with a filter of "
               "timeline limit 1 and lazy-loaded members (initial: every joined room, each rep a distinct inline "
               "filter so no cached response is served; incremental: after one new message, checked for it). "
-              "The timed requests go through Python's http.client over one keep-alive connection per thread "
-              "(the same client for both servers).\n")
+              "The timed requests go through Python's http.client over one keep-alive connection per thread, "
+              "with the bench process's garbage collector off during each row (the same client for both "
+              "servers).\n")
     print(SLIDING_SYNC_END)
 
 

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags, ToSql};
@@ -254,34 +254,69 @@ const RESTART_FRAMES: i64 = 4096;
 /// every write back behind a long read for the connections' 30 s busy timeout.
 const RESTART_WAIT: Duration = Duration::from_millis(20);
 
+/// How often the checkpoint thread looks at the WAL.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+
+/// How long commits must have paused before a checkpoint starts. A commit is followed by the
+/// work it wakes (long-polling syncs answered, transactions sent to appservices, pushes), and
+/// a checkpoint's writes and fsync slow everything on this machine down while they run (on a
+/// small virtual machine, requests taking 3x their usual CPU time): so it waits for that work
+/// to be done rather than start in the middle of it.
+const CHECKPOINT_QUIET: Duration = Duration::from_millis(10);
+
+/// The longest a checkpoint waits for commits to pause, under a steady stream of them.
+const CHECKPOINT_LONGEST_WAIT: Duration = Duration::from_millis(500);
+
 /// Copies the WAL back into the database file from a thread of its own, so that requests never
-/// pay for it. PASSIVE checkpoints never block the writer or readers; the writer restarts the
-/// WAL from its beginning once a checkpoint has caught up (and `journal_size_limit` trims it).
-/// The thread stops when the engine is dropped.
-fn spawn_checkpointer(path: &Path, stop: Arc<AtomicBool>) -> Result<(), StoreError> {
+/// pay for it, in a pause between commits (see [`CHECKPOINT_QUIET`]). PASSIVE checkpoints never
+/// block the writer or readers; the writer restarts the WAL from its beginning once a checkpoint
+/// has caught up (and `journal_size_limit` trims it). The thread stops when the engine is
+/// dropped.
+fn spawn_checkpointer(path: &Path, stop: Arc<AtomicBool>, commits: Arc<AtomicU64>) -> Result<(), StoreError> {
     let connection = Connection::open(path)?;
     configure(&connection)?;
     connection.busy_timeout(RESTART_WAIT)?;
     std::thread::Builder::new()
         .name("sqlite-checkpoint".to_owned())
         .spawn(move || {
+            // The WAL's length and how much of it is copied back, in frames.
             let checkpoint = |mode: &str| {
-                connection
-                    .query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| row.get::<_, i64>(1))
+                connection.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| {
+                    Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+                })
             };
+            // Commits made when the WAL was last copied back whole.
+            let mut caught_up = None;
             while !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(100));
+                std::thread::sleep(CHECKPOINT_EVERY);
+                if caught_up == Some(commits.load(Ordering::SeqCst)) {
+                    continue;
+                }
+                let waiting_since = Instant::now();
+                loop {
+                    let seen = commits.load(Ordering::SeqCst);
+                    std::thread::sleep(CHECKPOINT_QUIET);
+                    let paused = commits.load(Ordering::SeqCst) == seen;
+                    if paused
+                        || waiting_since.elapsed() >= CHECKPOINT_LONGEST_WAIT
+                        || stop.load(Ordering::Relaxed)
+                    {
+                        break;
+                    }
+                }
+                let before = commits.load(Ordering::SeqCst);
                 match checkpoint("PASSIVE") {
                     // Under steady load some reader always holds an older snapshot and the WAL
                     // is never restarted; a long WAL slows every read. RESTART waits for the
                     // readers to move on (holding new writes back meanwhile) so that the next
                     // write starts the WAL over.
-                    Ok(frames) if frames > RESTART_FRAMES => {
+                    Ok((frames, _)) if frames > RESTART_FRAMES => {
+                        caught_up = None;
                         if let Err(error) = checkpoint("RESTART") {
                             tracing::debug!(%error, "WAL restart failed");
                         }
                     }
-                    Ok(_) => {}
+                    Ok((frames, copied)) => caught_up = (copied >= frames).then_some(before),
                     Err(error) => tracing::debug!(%error, "WAL checkpoint failed"),
                 }
             }
@@ -315,8 +350,8 @@ impl SqliteEngine {
         writer.pragma_update(None, "wal_autocheckpoint", "0")?;
         writer.pragma_update(None, "journal_size_limit", 32 * 1024 * 1024)?;
         let stop = Arc::new(AtomicBool::new(false));
-        spawn_checkpointer(path, stop.clone())?;
         let commits = Arc::new(AtomicU64::new(0));
+        spawn_checkpointer(path, stop.clone(), commits.clone())?;
         Ok(SqliteEngine {
             stop,
             path: path.to_owned(),

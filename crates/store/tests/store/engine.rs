@@ -367,3 +367,27 @@ async fn writes_go_on_while_a_reader_holds_an_old_snapshot_of_a_long_wal() {
     }
     reader.execute_batch("COMMIT").unwrap();
 }
+
+// The checkpoint thread waits for a pause in commits before it copies the WAL back, but a
+// steady stream of commits (never 10 ms apart) does not put it off for good: the database file
+// itself, which only a checkpoint writes in WAL mode, grows while the writes go on. (Liveness:
+// it waits at most half a second for a pause; the bound here is six times that.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_steady_stream_of_commits_does_not_put_checkpoints_off_for_good() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.sqlite");
+    let config = myelin_config::DatabaseConfig::Sqlite { path: path.clone() };
+    let store = myelin_store::Store::open(&config).await.unwrap();
+    let db = store.db();
+    db.execute("CREATE TABLE filler (x BLOB)", vec![]).await.unwrap();
+    // Settled: the table is in the database file.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let size = || std::fs::metadata(&path).unwrap().len();
+    let start = size();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+    while size() == start {
+        assert!(tokio::time::Instant::now() < deadline, "no checkpoint in 3 s of steady commits");
+        db.execute("INSERT INTO filler (x) VALUES (zeroblob(4000))", vec![]).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+}
