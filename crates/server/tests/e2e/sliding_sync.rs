@@ -519,6 +519,22 @@ async fn filters_select_rooms() {
         sorted(vec![plain.clone(), encrypted.clone()])
     );
     assert_eq!(rooms_for(json!({"is_encrypted": false})).await, sorted(vec![space.clone(), dm.clone()]));
+    // `m.direct` changed after the list was worked out (and kept): the DM filter follows it.
+    alice
+        .client
+        .put(&format!("/_matrix/client/v3/user/{}/account_data/m.direct", alice.user_id), &json!({}))
+        .await
+        .expect(200);
+    assert_eq!(rooms_for(json!({"is_dm": true})).await, Vec::<String>::new());
+    alice
+        .client
+        .put(
+            &format!("/_matrix/client/v3/user/{}/account_data/m.direct", alice.user_id),
+            &json!({&bob.user_id: [&plain]}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(rooms_for(json!({"is_dm": true})).await, vec![plain.clone()]);
     server.stop().await;
 }
 

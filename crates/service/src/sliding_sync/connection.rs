@@ -187,7 +187,9 @@ impl SentRoom {
 pub struct ConnectionState {
     /// Where every stream stood when the position was handed out (its `to_string`).
     pub token: String,
-    pub rooms: BTreeMap<String, SentRoom>,
+    /// Shared with the states before (a request copies the map of the one it follows, for
+    /// thousands of rooms: reference counts, not room IDs and memberships).
+    pub rooms: BTreeMap<Arc<str>, Arc<SentRoom>>,
     /// Where each extension stood when it was last sent (tokens, by extension name).
     pub extensions: BTreeMap<String, String>,
 }
@@ -247,13 +249,16 @@ impl ConnectionState {
                     distinct.len() - 1
                 }
             };
-            sent.insert(room_id.clone(), (room.upto, room.membership.clone(), index, room.timeline_limit));
+            sent.insert(
+                room_id.to_string(),
+                (room.upto, room.membership.clone(), index, room.timeline_limit),
+            );
         }
         let lazy = self
             .rooms
             .iter()
             .filter(|(_, room)| !room.lazy_members.is_empty())
-            .map(|(room_id, room)| (room_id.clone(), room.lazy_members.clone()))
+            .map(|(room_id, room)| (room_id.to_string(), room.lazy_members.clone()))
             .collect();
         let stored = StoredState {
             token: self.token.clone(),
@@ -274,15 +279,15 @@ impl ConnectionState {
         for (room_id, (upto, membership, index, timeline_limit)) in stored.sent {
             let required_state = shared.get(index)?.clone();
             let lazy_members = stored.lazy.remove(&room_id).unwrap_or_default();
-            rooms
-                .insert(room_id, SentRoom { upto, membership, required_state, timeline_limit, lazy_members });
+            let room = SentRoom { upto, membership, required_state, timeline_limit, lazy_members };
+            rooms.insert(Arc::from(room_id), Arc::new(room));
         }
         for (room_id, room) in stored.rooms {
             let StoredRoomV1 { upto, membership, required_state, timeline_limit } = room;
             let required_state = Arc::new(required_state);
             let lazy_members = Arc::default();
-            rooms
-                .insert(room_id, SentRoom { upto, membership, required_state, timeline_limit, lazy_members });
+            let room = SentRoom { upto, membership, required_state, timeline_limit, lazy_members };
+            rooms.insert(Arc::from(room_id), Arc::new(room));
         }
         Some(ConnectionState { token: stored.token, rooms, extensions: stored.extensions })
     }
@@ -417,7 +422,7 @@ mod tests {
         let state = |rooms: usize| {
             let mut state = ConnectionState::default();
             for i in 0..rooms {
-                state.rooms.insert(format!("!{i}:x"), SentRoom::default());
+                state.rooms.insert(Arc::from(format!("!{i}:x")), Arc::default());
             }
             Arc::new(state)
         };
@@ -478,22 +483,24 @@ mod tests {
     fn the_stored_form_keeps_each_required_state_once_and_reads_back() {
         let list = Arc::new(pairs(&[("m.room.name", ""), ("m.room.member", "$LAZY")]));
         let other = Arc::new(pairs(&[("*", "*")]));
-        let room = |upto, required_state: &Arc<RequiredState>| SentRoom {
-            upto,
-            membership: "join".to_owned(),
-            required_state: required_state.clone(),
-            timeline_limit: 1,
-            lazy_members: Arc::default(),
+        let room = |upto, required_state: &Arc<RequiredState>| {
+            Arc::new(SentRoom {
+                upto,
+                membership: "join".to_owned(),
+                required_state: required_state.clone(),
+                timeline_limit: 1,
+                lazy_members: Arc::default(),
+            })
         };
         let mut state = ConnectionState { token: "s1_2".to_owned(), ..Default::default() };
-        state.rooms.insert("!a:x".to_owned(), room(5, &list));
-        state.rooms.insert("!b:x".to_owned(), room(6, &other));
+        state.rooms.insert(Arc::from("!a:x"), room(5, &list));
+        state.rooms.insert(Arc::from("!b:x"), room(6, &other));
         // Equal but not shared: still stored once.
-        state.rooms.insert("!c:x".to_owned(), room(7, &Arc::new((*list).clone())));
+        state.rooms.insert(Arc::from("!c:x"), room(7, &Arc::new((*list).clone())));
         state.extensions.insert("to_device".to_owned(), "3".to_owned());
         // `$LAZY` members sent: kept for the rooms that have some.
         let lazy: BTreeSet<String> = ["@b:x".to_owned(), "@c:x".to_owned()].into();
-        state.rooms.get_mut("!a:x").unwrap().lazy_members = Arc::new(lazy);
+        Arc::make_mut(state.rooms.get_mut("!a:x").unwrap()).lazy_members = Arc::new(lazy);
         let text = state.to_text().unwrap();
         let stored: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(stored["required_states"].as_array().unwrap().len(), 2, "{text}");

@@ -7,7 +7,7 @@
 //!
 //! - the user's memberships are the same cached list (`rooms::user_rooms`: any change to them,
 //!   and forgetting a room, replaces it) and none was left out for being unpublished;
-//! - `m.direct` reads the same;
+//! - `m.direct` reads the same (not read again while no account data was written since);
 //! - the rooms with a new event since are known (`Rooms::rooms_changed_since`, noted by the
 //!   write path before the event's position is published, so a reader at a position never
 //!   misses one at or before it): those rooms alone are worked out again, and the list sorted.
@@ -41,6 +41,9 @@ pub(crate) struct RoomList {
     pub memberships: Arc<Vec<PositionedMembership>>,
     /// The `m.direct` account data it was worked out with.
     pub direct: Option<String>,
+    /// The account data stream position `direct` was read at (or after): while it is still
+    /// the current one, `m.direct` is not read again.
+    pub direct_at: i64,
     /// The earliest position of a membership left out for being after `built_at`.
     pub unpublished_membership: Option<i64>,
     /// Rooms left out because their head could not be found.
@@ -62,15 +65,18 @@ impl RoomList {
         self.built_at.fetch_max(now, Ordering::AcqRel);
     }
 
-    /// Sorts `rooms` into `order`.
+    /// Sorts `rooms` into `order`, starting from the order it holds when that is of the same
+    /// rooms (a list brought forward, a few of its rooms moved: sorting it again costs about
+    /// one pass over it).
     pub fn sort(&mut self) {
         let rooms = &self.rooms;
-        let mut order: Vec<usize> = (0..rooms.len()).collect();
-        order.sort_by(|&a, &b| {
+        if self.order.len() != rooms.len() {
+            self.order = (0..rooms.len()).collect();
+        }
+        self.order.sort_by(|&a, &b| {
             let (a, b) = (&rooms[a], &rooms[b]);
             b.bump_stamp.cmp(&a.bump_stamp).then_with(|| a.room_id.cmp(&b.room_id))
         });
-        self.order = order;
     }
 
     /// Whether the list may serve a request at `now`, as far as can be told without the change

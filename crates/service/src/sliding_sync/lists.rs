@@ -15,7 +15,7 @@ use super::listing::{RoomList, RoomsView};
 use super::request::{ListConfig, ListFilters};
 use crate::rooms::RoomHead;
 use crate::rooms::cache::ListingFacts;
-use crate::sync::StrippedStateEvent;
+use crate::sync::{StrippedStateEvent, SyncToken};
 use crate::{Result, Services};
 
 /// The event types whose newest event gives a room's `bump_stamp` (Synapse's
@@ -84,9 +84,14 @@ impl Services {
         &self,
         user_id: &UserId,
         newly_left_since: Option<i64>,
-        now: i64,
+        now: SyncToken,
     ) -> Result<RoomsView> {
-        let direct = self.store.get_account_data(user_id.as_str(), "", "m.direct").await?;
+        let (now, account_data_now) = (now.events, now.account_data);
+        // `m.direct` as the kept list read it, when no account data was written since.
+        let direct = match self.sliding.listings.get(user_id) {
+            Some(list) if list.direct_at == account_data_now => list.direct.clone(),
+            _ => self.store.get_account_data(user_id.as_str(), "", "m.direct").await?,
+        };
         let mut newly_left = HashSet::new();
         if let Some(since) = newly_left_since {
             for change in self.store.membership_changes_since(user_id.as_str(), since).await? {
@@ -105,7 +110,9 @@ impl Services {
         let list = match list {
             Some(list) => list,
             None => {
-                let list = Arc::new(self.work_out_room_list(user_id, memberships, direct, now).await?);
+                let list =
+                    self.work_out_room_list(user_id, memberships, (direct, account_data_now), now).await?;
+                let list = Arc::new(list);
                 self.sliding.listings.keep(user_id, list.clone());
                 list
             }
@@ -150,11 +157,12 @@ impl Services {
             generation: kept.generation,
             memberships: kept.memberships.clone(),
             direct: kept.direct.clone(),
+            direct_at: kept.direct_at,
             unpublished_membership: kept.unpublished_membership,
             missing: kept.missing.clone(),
             rooms,
             index: kept.index.clone(),
-            order: Vec::new(),
+            order: kept.order.clone(),
         };
         list.sort();
         let list = Arc::new(list);
@@ -167,7 +175,7 @@ impl Services {
         &self,
         user_id: &UserId,
         memberships: Arc<Vec<PositionedMembership>>,
-        direct: Option<String>,
+        (direct, direct_at): (Option<String>, i64),
         now: i64,
     ) -> Result<RoomList> {
         // Taken before anything is read of the rooms: a reset after it makes the list stale.
@@ -230,6 +238,7 @@ impl Services {
             generation,
             memberships,
             direct,
+            direct_at,
             unpublished_membership,
             missing,
             rooms,

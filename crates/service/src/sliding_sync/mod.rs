@@ -20,6 +20,7 @@ pub mod request;
 pub mod room;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ruma::{OwnedRoomId, RoomId};
@@ -108,7 +109,7 @@ impl Services {
         let user_id = &requester.user_id;
         let now = self.current_sync_token();
         let since: Option<SyncToken> = previous.map(ConnectionState::token).transpose()?;
-        let rooms_view = self.sliding_sync_rooms(user_id, since.map(|s| s.events), now.events).await?;
+        let rooms_view = self.sliding_sync_rooms(user_id, since.map(|s| s.events), now).await?;
         let windows = self.sliding_sync_lists(&request.lists, &rooms_view).await?;
 
         // Every room to consider, with the union of what its lists and subscriptions ask.
@@ -139,9 +140,10 @@ impl Services {
         let mut to_compute: Vec<(&RoomEntry, &RoomParams)> = Vec::new();
         for (room_id, params) in &wanted {
             let Some(entry) = rooms_view.get(room_id) else { continue };
-            let prev = previous_state.rooms.get(room_id.as_str());
+            let prev = previous_state.rooms.get(room_id.as_str()).map(|room| &**room);
             if self.sliding_room_unchanged(entry, params, prev).await? {
-                state.rooms.insert(room_id.to_string(), SentRoom::new(entry, params, now.events, prev));
+                let sent = SentRoom::new(entry, params, now.events, prev);
+                state.rooms.insert(Arc::from(room_id.as_str()), Arc::new(sent));
             } else {
                 to_compute.push((entry, params));
             }
@@ -162,9 +164,9 @@ impl Services {
         let mut initial_rooms = BTreeSet::new();
         for (entry, params) in to_compute {
             let room_id = &entry.room_id;
-            let prev = previous_state.rooms.get(room_id.as_str());
+            let prev = previous_state.rooms.get(room_id.as_str()).map(|room| &**room);
             let (room, sent) = self.sliding_sync_room(&answer, entry, params, prev).await?;
-            state.rooms.insert(room_id.to_string(), sent);
+            state.rooms.insert(Arc::from(room_id.as_str()), Arc::new(sent));
             if let Some(room) = room {
                 if room.initial {
                     initial_rooms.insert(room_id.clone());
@@ -173,9 +175,9 @@ impl Services {
             }
         }
         // Rooms the user no longer has any part in are forgotten by the connection.
-        state.rooms.retain(|room, _| {
-            <&RoomId>::try_from(room.as_str()).is_ok_and(|room| rooms_view.get(room).is_some())
-        });
+        state
+            .rooms
+            .retain(|room, _| <&RoomId>::try_from(&**room).is_ok_and(|room| rooms_view.get(room).is_some()));
 
         let extensions = self
             .sliding_sync_extensions(&ExtensionContext {
