@@ -468,7 +468,7 @@ def appservice_section(out, dbs):
               "the time from the send's request to the event's arrival, checked for its content and a single "
               "arrival. The timed sends go through Python's http.client over one keep-alive connection, with the "
               "bench process's garbage collector off during the rounds (the same client for both servers); the "
-              "p99 of 200 rounds is their second slowest, and moves a lot between runs on a shared machine (each "
+              "p99 of 200 rounds is their third slowest, and moves a lot between runs on a shared machine (each "
               "round's figure is in the raw results).\n")
     print(APPSERVICE_END)
 
