@@ -334,18 +334,25 @@ store_test!(unsynced_transactions_are_committed_at_once_or_rolled_back, |store| 
     assert_eq!(keys.iter().map(|r| r.i64(0).unwrap()).collect::<Vec<_>>(), vec![1, 2, 4]);
 });
 
+/// A store on a SQLite file of its own, with a table `filler` of blobs: the file's directory
+/// (removed when dropped), the file, the store.
+async fn sqlite_store_with_filler() -> (tempfile::TempDir, std::path::PathBuf, myelin_store::Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.sqlite");
+    let config = myelin_config::DatabaseConfig::Sqlite { path: path.clone() };
+    let store = myelin_store::Store::open(&config).await.unwrap();
+    store.db().execute("CREATE TABLE filler (x BLOB)", vec![]).await.unwrap();
+    (dir, path, store)
+}
+
 // A long read does not hold writes back: once the WAL is long, the checkpoint thread's RESTART
 // waits for readers of older snapshots and blocks writers meanwhile; it gives up soon instead
 // of waiting out the connections' 30 s busy timeout. (Liveness, not speed: the bound is far
 // above the 20 ms the checkpoint waits and far below 30 s.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_go_on_while_a_reader_holds_an_old_snapshot_of_a_long_wal() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("db.sqlite");
-    let config = myelin_config::DatabaseConfig::Sqlite { path: path.clone() };
-    let store = myelin_store::Store::open(&config).await.unwrap();
+    let (_dir, path, store) = sqlite_store_with_filler().await;
     let db = store.db();
-    db.execute("CREATE TABLE filler (x BLOB)", vec![]).await.unwrap();
     let write = async |n: usize| {
         for _ in 0..n {
             db.execute("INSERT INTO filler (x) VALUES (zeroblob(4000))", vec![]).await.unwrap();
@@ -374,12 +381,8 @@ async fn writes_go_on_while_a_reader_holds_an_old_snapshot_of_a_long_wal() {
 // it waits at most half a second for a pause; the bound here is six times that.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_steady_stream_of_commits_does_not_put_checkpoints_off_for_good() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("db.sqlite");
-    let config = myelin_config::DatabaseConfig::Sqlite { path: path.clone() };
-    let store = myelin_store::Store::open(&config).await.unwrap();
+    let (_dir, path, store) = sqlite_store_with_filler().await;
     let db = store.db();
-    db.execute("CREATE TABLE filler (x BLOB)", vec![]).await.unwrap();
     // Settled: the table is in the database file.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let size = || std::fs::metadata(&path).unwrap().len();
