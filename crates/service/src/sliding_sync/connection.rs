@@ -69,6 +69,7 @@ pub struct ConnectionCache {
     inner: Mutex<CacheInner>,
 }
 
+/// One connection's newest position handed out, its state, and where the position's save is.
 struct Cached {
     pos: i64,
     state: Arc<ConnectionState>,
