@@ -50,8 +50,8 @@ use std::time::{Duration, Instant};
 
 use myelin_config::Appservice;
 use myelin_core::{ErrCode, ErrorKind, MatrixError};
+use myelin_store::NewUser;
 use myelin_store::appservice::{AppserviceStreams, AppserviceTxn, NewAppserviceTxn};
-use myelin_store::{NewUser, PresenceRecord};
 use parking_lot::Mutex;
 use ruma::UserId;
 use serde_json::{Value, json};
@@ -712,7 +712,7 @@ impl Services {
             if !self.appservice_interested_in_user_rooms(service, &record.user_id, rooms).await? {
                 continue;
             }
-            out.push(presence_event(&record, now));
+            out.push(crate::presence::presence_event(&record, now));
         }
         Ok(())
     }
@@ -1037,18 +1037,4 @@ impl Services {
             .map(|_| ())
             .map_err(|e| Error::internal_with("appservice transaction", std::io::Error::other(e.to_string())))
     }
-}
-
-/// An appservice's `m.presence` event of a presence record (Synapse's
-/// `format_user_presence_state` without the user ID, the sender naming the user).
-fn presence_event(record: &PresenceRecord, now: i64) -> Value {
-    let mut content = json!({
-        "presence": record.state,
-        "last_active_ago": (now - record.last_active_ts).max(0),
-        "currently_active": record.currently_active,
-    });
-    if let Some(status_msg) = &record.status_msg {
-        content["status_msg"] = json!(status_msg);
-    }
-    json!({"type": "m.presence", "sender": record.user_id, "content": content})
 }

@@ -16,6 +16,25 @@ use crate::auth::Requester;
 use crate::util::now_ms;
 use crate::{Result, Services};
 
+/// The content of a user's `m.presence` as of `now` (ms), as `/sync`, appservice transactions
+/// and `m.presence` EDUs carry it (Synapse's `format_user_presence_state`): only an `online`
+/// user is `currently_active`.
+pub fn presence_content(record: &PresenceRecord, now: i64) -> serde_json::Map<String, Value> {
+    let mut content = serde_json::Map::new();
+    content.insert("presence".to_owned(), json!(record.state));
+    content.insert("last_active_ago".to_owned(), json!((now - record.last_active_ts).max(0)));
+    content.insert("currently_active".to_owned(), json!(record.currently_active && record.state == "online"));
+    if let Some(status_msg) = &record.status_msg {
+        content.insert("status_msg".to_owned(), json!(status_msg));
+    }
+    content
+}
+
+/// A user's `m.presence` event as of `now` (ms), the sender naming the user.
+pub fn presence_event(record: &PresenceRecord, now: i64) -> Value {
+    json!({"type": "m.presence", "sender": record.user_id, "content": presence_content(record, now)})
+}
+
 /// Without activity for this long, an online user becomes unavailable.
 pub const IDLE_AFTER_MS: i64 = 5 * 60 * 1000;
 /// Without syncing for this long, a user goes offline.
@@ -98,15 +117,8 @@ impl Services {
         let mut servers: Vec<&str> = watchers.iter().map(|user| user.server_name().as_str()).collect();
         servers.sort_unstable();
         servers.dedup();
-        let mut update = json!({
-            "user_id": record.user_id,
-            "presence": record.state,
-            "last_active_ago": (now_ms() as i64 - record.last_active_ts).max(0),
-            "currently_active": record.currently_active,
-        });
-        if let Some(status_msg) = &record.status_msg {
-            update["status_msg"] = json!(status_msg);
-        }
+        let mut update = presence_content(record, now_ms() as i64);
+        update.insert("user_id".to_owned(), json!(record.user_id));
         let content = json!({"push": [update]});
         for server in servers {
             if let Err(error) = self.queue_edu(server, "m.presence", &content, Some(&record.user_id)).await {

@@ -7,7 +7,7 @@ use myelin_core::MatrixError;
 use myelin_service::Services;
 use myelin_service::auth::Requester;
 use myelin_service::filter::FilterDefinition;
-use myelin_service::records::{PresenceRecord, ReceiptRecord};
+use myelin_service::records::ReceiptRecord;
 use myelin_service::rooms::RoomEvent;
 use myelin_service::sync::{
     AccountDataEvent, Ephemeral, StrippedStateEvent, SyncRequest, SyncResponse, SyncToken, SyncedRoom,
@@ -142,19 +142,6 @@ pub(super) fn receipt_event(receipts: &[ReceiptRecord]) -> Option<Value> {
     (!content.is_empty()).then(|| json!({"type": "m.receipt", "content": content}))
 }
 
-/// An `m.presence` event as of `now` (ms).
-fn presence_json(record: &PresenceRecord, now: i64) -> Value {
-    let mut content = json!({
-        "presence": record.state,
-        "last_active_ago": (now - record.last_active_ts).max(0),
-        "currently_active": record.currently_active && record.state == "online",
-    });
-    if let Some(status) = &record.status_msg {
-        content["status_msg"] = json!(status);
-    }
-    json!({"type": "m.presence", "sender": record.user_id, "content": content})
-}
-
 /// Stripped state (for invitees and knockers) as a list: type, state key, content and sender
 /// only.
 pub(super) fn stripped_events(events: &[StrippedStateEvent]) -> Value {
@@ -227,8 +214,11 @@ async fn response_json(
     for (room_id, room) in &response.leave {
         leave.insert(room_id.to_string(), room_json(services, room, requester, filter, false).await?);
     }
-    let presence: Vec<Value> =
-        response.presence.iter().map(|r| presence_json(r, response.presence_at)).collect();
+    let presence: Vec<Value> = response
+        .presence
+        .iter()
+        .map(|r| myelin_service::presence::presence_event(r, response.presence_at))
+        .collect();
     let invite: Map<String, Value> = response
         .invite
         .iter()
