@@ -41,9 +41,9 @@ pub(crate) struct RoomList {
     pub memberships: Arc<Vec<PositionedMembership>>,
     /// The `m.direct` account data it was worked out with.
     pub direct: Option<String>,
-    /// The account data stream position `direct` was read at (or after): while it is still
-    /// the current one, `m.direct` is not read again.
-    pub direct_at: i64,
+    /// The newest account data stream position `direct` is known to hold at (read there, or
+    /// read the same there): while it is still the current one, `m.direct` is not read again.
+    pub direct_at: AtomicI64,
     /// The earliest position of a membership left out for being after `built_at`.
     pub unpublished_membership: Option<i64>,
     /// Rooms left out because their head could not be found.
@@ -58,6 +58,15 @@ pub(crate) struct RoomList {
 impl RoomList {
     pub fn built_at(&self) -> i64 {
         self.built_at.load(Ordering::Acquire)
+    }
+
+    pub fn direct_at(&self) -> i64 {
+        self.direct_at.load(Ordering::Acquire)
+    }
+
+    /// Notes that `direct` is what `m.direct` read at account data position `position`.
+    pub fn direct_holds_at(&self, position: i64) {
+        self.direct_at.fetch_max(position, Ordering::AcqRel);
     }
 
     /// Moves the list on to `now`: nothing in it changed since its position.

@@ -89,7 +89,7 @@ impl Services {
         let (now, account_data_now) = (now.events, now.account_data);
         // `m.direct` as the kept list read it, when no account data was written since.
         let direct = match self.sliding.listings.get(user_id) {
-            Some(list) if list.direct_at == account_data_now => list.direct.clone(),
+            Some(list) if list.direct_at() == account_data_now => list.direct.clone(),
             _ => self.store.get_account_data(user_id.as_str(), "", "m.direct").await?,
         };
         let mut newly_left = HashSet::new();
@@ -117,6 +117,9 @@ impl Services {
                 list
             }
         };
+        // Whichever way the list came, its `m.direct` is the one read (or reused) at
+        // `account_data_now`.
+        list.direct_holds_at(account_data_now);
         Ok(RoomsView { list, newly_left })
     }
 
@@ -157,7 +160,7 @@ impl Services {
             generation: kept.generation,
             memberships: kept.memberships.clone(),
             direct: kept.direct.clone(),
-            direct_at: kept.direct_at,
+            direct_at: AtomicI64::new(kept.direct_at()),
             unpublished_membership: kept.unpublished_membership,
             missing: kept.missing.clone(),
             rooms,
@@ -238,7 +241,7 @@ impl Services {
             generation,
             memberships,
             direct,
-            direct_at,
+            direct_at: AtomicI64::new(direct_at),
             unpublished_membership,
             missing,
             rooms,
