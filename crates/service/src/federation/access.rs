@@ -100,12 +100,18 @@ impl Services {
         if group.is_none() {
             return Ok("shared".to_owned());
         }
-        Ok(match self.state_field_at(group, "m.room.history_visibility", "", "history_visibility").await? {
-            StateField::Set(value) => value,
-            StateField::Unset => "shared".to_owned(),
-            // Unreadable: the most restrictive visibility.
-            StateField::Unreadable => "joined".to_owned(),
-        })
+        let room_id = Some(&*event.pdu.room_id);
+        Ok(
+            match self
+                .state_field_at(room_id, group, "m.room.history_visibility", "", "history_visibility")
+                .await?
+            {
+                StateField::Set(value) => value,
+                StateField::Unset => "shared".to_owned(),
+                // Unreadable: the most restrictive visibility.
+                StateField::Unreadable => "joined".to_owned(),
+            },
+        )
     }
 
     /// Whether `origin` may see `event` (see the module doc).

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use ruma::{OwnedUserId, UserId};
+use ruma::{EventId, OwnedUserId, RoomId, UserId};
 use serde_json::Value;
 
 use super::RoomEvent;
@@ -39,8 +39,11 @@ impl StateField {
 
 impl Services {
     /// The `content` field of a state key in a state group (cached per call by the caller).
+    /// `room_id`: the group's room, when the caller knows it: a group that is the room's
+    /// current state is read from its head rather than worked out from the stored groups.
     pub(crate) async fn state_field_at(
         &self,
+        room_id: Option<&RoomId>,
         group: Option<i64>,
         kind: &str,
         state_key: &str,
@@ -51,24 +54,32 @@ impl Services {
         if let Some(value) = self.cached_state_field(&key) {
             return Ok(StateField::from_cached(value));
         }
-        let found = self.store.state_of_group_for_type(group, kind, Some(state_key)).await?;
-        let value = match found.get(state_key) {
+        let head = room_id.and_then(|room_id| self.rooms.published_head(room_id));
+        let event_id = match head.filter(|head| head.state_group == Some(group)) {
+            Some(head) => head.state_event_id(kind, state_key).map(|id| id.to_string()),
+            None => self.store.state_of_group_for_type(group, kind, Some(state_key)).await?.remove(state_key),
+        };
+        let value = match event_id {
             None => None,
-            Some(event_id) => match self.store.get_event(event_id).await? {
-                // Not stored (yet): don't remember the answer.
-                None => return Ok(StateField::Unset),
-                Some(stored) => match serde_json::from_str::<Value>(&stored.json) {
-                    Ok(json) => json
-                        .get("content")
-                        .and_then(|c| c.get(field))
-                        .and_then(Value::as_str)
-                        .map(str::to_owned),
+            Some(event_id) => {
+                let content = match EventId::parse(&event_id).ok().and_then(|id| self.rooms.cached_event(&id))
+                {
+                    Some(pdu) => Ok(pdu.content_value()),
+                    None => match self.store.get_event(&event_id).await? {
+                        // Not stored (yet): don't remember the answer.
+                        None => return Ok(StateField::Unset),
+                        Some(stored) => serde_json::from_str::<Value>(&stored.json)
+                            .map(|mut json| json.get_mut("content").map(Value::take).unwrap_or_default()),
+                    },
+                };
+                match content {
+                    Ok(content) => content.get(field).and_then(Value::as_str).map(str::to_owned),
                     Err(error) => {
                         tracing::error!(%event_id, %error, "stored event JSON does not parse");
                         return Ok(StateField::Unreadable);
                     }
-                },
-            },
+                }
+            }
         };
         self.cache_state_field(key, value.clone());
         Ok(StateField::from_cached(value))
@@ -86,11 +97,51 @@ impl Services {
         let mut out = Vec::with_capacity(events.len());
         for event in events {
             let group = event.state_before;
+            let own_member_event = event.pdu.kind.to_string() == "m.room.member"
+                && event.pdu.state_key.as_deref() == Some(user_id.as_str());
+            let membership = if own_member_event {
+                event.pdu.content_value().get("membership").and_then(Value::as_str).map(str::to_owned)
+            } else {
+                match membership_at.get(&group) {
+                    Some(value) => value.clone(),
+                    None => {
+                        let value = match self
+                            .state_field_at(
+                                Some(&event.pdu.room_id),
+                                group,
+                                "m.room.member",
+                                user_id.as_str(),
+                                "membership",
+                            )
+                            .await?
+                        {
+                            StateField::Set(value) => Some(value),
+                            // Unreadable: no membership, which shows the least.
+                            StateField::Unset | StateField::Unreadable => None,
+                        };
+                        membership_at.insert(group, value.clone());
+                        value
+                    }
+                }
+            };
+            // A member sees what is sent while they are joined, whatever the history visibility
+            // (which is only read for the others), and users always see their own membership
+            // changes (or a kicked user would never see the room go).
+            if own_member_event || membership.as_deref() == Some("join") {
+                out.push(event);
+                continue;
+            }
             let mut visibility = match visibility_at.get(&group) {
                 Some(value) => value.clone(),
                 None => {
                     let value = match self
-                        .state_field_at(group, "m.room.history_visibility", "", "history_visibility")
+                        .state_field_at(
+                            Some(&event.pdu.room_id),
+                            group,
+                            "m.room.history_visibility",
+                            "",
+                            "history_visibility",
+                        )
                         .await?
                     {
                         StateField::Set(value) => value,
@@ -112,58 +163,30 @@ impl Services {
                     visibility = after.to_owned();
                 }
             }
-            let own_member_event = event.pdu.kind.to_string() == "m.room.member"
-                && event.pdu.state_key.as_deref() == Some(user_id.as_str());
-            let membership = if own_member_event {
-                event.pdu.content_value().get("membership").and_then(Value::as_str).map(str::to_owned)
-            } else {
-                match membership_at.get(&group) {
-                    Some(value) => value.clone(),
+            let visible = match (visibility.as_str(), membership.as_deref()) {
+                ("world_readable", _) => true,
+                ("invited", Some("invite")) => true,
+                ("shared", _) => match joined_now.get(&event.pdu.room_id) {
+                    Some(joined) => *joined,
                     None => {
-                        let value = match self
-                            .state_field_at(group, "m.room.member", user_id.as_str(), "membership")
+                        let joined = self
+                            .store
+                            .membership(event.pdu.room_id.as_str(), user_id.as_str())
                             .await?
-                        {
-                            StateField::Set(value) => Some(value),
-                            // Unreadable: no membership, which shows the least.
-                            StateField::Unset | StateField::Unreadable => None,
-                        };
-                        membership_at.insert(group, value.clone());
-                        value
+                            .as_deref()
+                            == Some("join");
+                        joined_now.insert(event.pdu.room_id.clone(), joined);
+                        joined
                     }
-                }
+                },
+                _ => false,
             };
-            // Users always see their own membership changes (or a kicked user would never
-            // see the room go).
-            let visible = own_member_event
-                || match (visibility.as_str(), membership.as_deref()) {
-                    ("world_readable", _) => true,
-                    (_, Some("join")) => true,
-                    ("invited", Some("invite")) => true,
-                    ("shared", _) => match joined_now.get(&event.pdu.room_id) {
-                        Some(joined) => *joined,
-                        None => {
-                            let joined = self
-                                .store
-                                .membership(event.pdu.room_id.as_str(), user_id.as_str())
-                                .await?
-                                .as_deref()
-                                == Some("join");
-                            joined_now.insert(event.pdu.room_id.clone(), joined);
-                            joined
-                        }
-                    },
-                    _ => false,
-                };
             if !visible {
                 continue;
             }
             // As Synapse: an erased user's events reach those who were not joined when they
             // were sent only with their content pruned.
-            if !own_member_event
-                && membership.as_deref() != Some("join")
-                && self.sender_erased(&event.pdu.sender, &mut erased).await?
-            {
+            if self.sender_erased(&event.pdu.sender, &mut erased).await? {
                 let rules = match rules_of.get(&event.pdu.room_id) {
                     Some(rules) => rules.clone(),
                     None => {
