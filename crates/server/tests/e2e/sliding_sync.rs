@@ -613,6 +613,35 @@ async fn subscriptions_left_rooms_and_forgotten_ones() {
 }
 
 #[tokio::test]
+async fn a_room_forgotten_and_joined_again_is_sent_afresh_on_the_same_connection() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let room = create_room(&bob, json!({"preset": "public_chat", "name": "again"})).await;
+    join(&alice, &room).await;
+    let body = json!({"lists": {"l": list(json!([[0, 10]]), 1, json!([["m.room.name", ""]]))}});
+    let first = ss(&alice.client, None, &body).await;
+    assert_eq!(first["rooms"][&room]["name"], "again", "{first}");
+    // Nothing new: the room is not sent again.
+    let quiet = ss(&alice.client, Some(&pos(&first)), &body).await;
+    assert!(quiet["rooms"].get(&room).is_none(), "{quiet}");
+
+    alice.client.post(&format!("/_matrix/client/v3/rooms/{room}/leave"), &json!({})).await.expect(200);
+    alice.client.post(&format!("/_matrix/client/v3/rooms/{room}/forget"), &json!({})).await.expect(200);
+    let gone = ss(&alice.client, Some(&pos(&quiet)), &body).await;
+    assert_eq!(gone["lists"]["l"]["count"], 0, "{gone}");
+    // The connection forgot the room with it: joined again, it is sent whole (with the state
+    // asked for), not as a change to what was sent before.
+    join(&alice, &room).await;
+    let back = ss(&alice.client, Some(&pos(&gone)), &body).await;
+    assert_eq!(back["lists"]["l"]["count"], 1, "{back}");
+    assert_eq!(back["rooms"][&room]["initial"], true, "{back}");
+    assert_eq!(back["rooms"][&room]["name"], "again", "{back}");
+    assert_eq!(state_pairs(&back["rooms"][&room]), vec![pair("m.room.name", "")], "{back}");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn unknown_positions_are_refused() {
     let mut server = TestServer::start().await;
     let alice = server.register("alice").await;

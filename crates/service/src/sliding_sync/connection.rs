@@ -193,6 +193,9 @@ pub struct ConnectionState {
     pub rooms: BTreeMap<Arc<str>, Arc<SentRoom>>,
     /// Where each extension stood when it was last sent (tokens, by extension name).
     pub extensions: BTreeMap<String, String>,
+    /// The user's room set ([`super::listing::RoomList::rooms_id`]) every room of `rooms` is
+    /// known to be in (0: none); not stored.
+    pub rooms_checked_in: u64,
 }
 
 /// How a connection's state is stored: each distinct `required_state` once, and each room as
@@ -290,7 +293,12 @@ impl ConnectionState {
             let room = SentRoom { upto, membership, required_state, timeline_limit, lazy_members };
             rooms.insert(Arc::from(room_id), Arc::new(room));
         }
-        Some(ConnectionState { token: stored.token, rooms, extensions: stored.extensions })
+        Some(ConnectionState {
+            token: stored.token,
+            rooms,
+            extensions: stored.extensions,
+            rooms_checked_in: 0,
+        })
     }
 }
 

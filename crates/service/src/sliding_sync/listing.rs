@@ -20,7 +20,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use myelin_store::PositionedMembership;
 use parking_lot::Mutex;
@@ -48,11 +48,18 @@ pub(crate) struct RoomList {
     pub unpublished_membership: Option<i64>,
     /// Rooms left out because their head could not be found.
     pub missing: HashSet<OwnedRoomId>,
-    /// The rooms, in no order; `index` finds one, `order` sorts them.
-    pub rooms: Vec<Arc<RoomEntry>>,
+    /// Names the set of rooms (`index`'s keys): a list worked out afresh gets a new one
+    /// ([`Listings::new_rooms_id`]), a list brought forward keeps it. Never 0.
+    pub rooms_id: u64,
+    /// How many of the rooms the user left themselves (listed only while newly left).
+    pub left_by_self: usize,
+    /// The rooms, in no order; `index` finds one, `order` sorts them. A persistent vector: a
+    /// list brought forward shares it with the one before but for the rooms that changed.
+    pub rooms: imbl::Vector<Arc<RoomEntry>>,
     pub index: Arc<HashMap<OwnedRoomId, usize>>,
-    /// Indices into `rooms`, newest bump stamp first (then by room ID).
-    pub order: Vec<usize>,
+    /// Indices into `rooms`, newest bump stamp first (then by room ID), each with its room's
+    /// bump stamp (sorting reads no room but those of equal bump stamps).
+    pub order: Vec<(i64, usize)>,
 }
 
 impl RoomList {
@@ -74,17 +81,23 @@ impl RoomList {
         self.built_at.fetch_max(now, Ordering::AcqRel);
     }
 
-    /// Sorts `rooms` into `order`, starting from the order it holds when that is of the same
-    /// rooms (a list brought forward, a few of its rooms moved: sorting it again costs about
-    /// one pass over it).
-    pub fn sort(&mut self) {
+    /// Sorts `rooms` into `order`. `changed`: the rooms replaced since `order` was last sorted
+    /// (`None`: it was not). A list brought forward with a few of its rooms moved sorts again
+    /// from the order it holds, which costs about one pass over it.
+    pub fn sort(&mut self, changed: Option<&[usize]>) {
         let rooms = &self.rooms;
-        if self.order.len() != rooms.len() {
-            self.order = (0..rooms.len()).collect();
+        match changed {
+            Some(changed) if self.order.len() == rooms.len() && changed.len() <= 16 => {
+                for (bump, index) in &mut self.order {
+                    if changed.contains(index) {
+                        *bump = rooms[*index].bump_stamp;
+                    }
+                }
+            }
+            _ => self.order = rooms.iter().enumerate().map(|(i, room)| (room.bump_stamp, i)).collect(),
         }
-        self.order.sort_by(|&a, &b| {
-            let (a, b) = (&rooms[a], &rooms[b]);
-            b.bump_stamp.cmp(&a.bump_stamp).then_with(|| a.room_id.cmp(&b.room_id))
+        self.order.sort_by(|(bump_a, a), (bump_b, b)| {
+            bump_b.cmp(bump_a).then_with(|| rooms[*a].room_id.cmp(&rooms[*b].room_id))
         });
     }
 
@@ -117,7 +130,17 @@ impl RoomsView {
 
     /// Every room, newest bump stamp first.
     pub fn sorted(&self) -> impl Iterator<Item = &RoomEntry> {
-        self.list.order.iter().map(|&i| &*self.list.rooms[i])
+        self.list.order.iter().map(|&(_, i)| &*self.list.rooms[i])
+    }
+
+    /// The `n`th room, newest bump stamp first.
+    pub fn nth(&self, n: usize) -> Option<&RoomEntry> {
+        self.list.order.get(n).map(|&(_, i)| &*self.list.rooms[i])
+    }
+
+    /// Whether lists show every room (none was left by the user themselves).
+    pub fn all_listed(&self) -> bool {
+        self.list.left_by_self == 0
     }
 
     /// Whether lists show the room: a room the user left themselves only while newly left.
@@ -129,6 +152,8 @@ impl RoomsView {
 /// The kept lists, by user.
 pub(crate) struct Listings {
     inner: Mutex<Inner>,
+    /// The last [`RoomList::rooms_id`] given.
+    rooms_ids: AtomicU64,
 }
 
 struct Inner {
@@ -139,11 +164,19 @@ struct Inner {
 
 impl Default for Listings {
     fn default() -> Self {
-        Listings { inner: Mutex::new(Inner { lists: lru::LruCache::unbounded(), held: 0 }) }
+        Listings {
+            inner: Mutex::new(Inner { lists: lru::LruCache::unbounded(), held: 0 }),
+            rooms_ids: AtomicU64::new(0),
+        }
     }
 }
 
 impl Listings {
+    /// A [`RoomList::rooms_id`] not given before.
+    pub fn new_rooms_id(&self) -> u64 {
+        self.rooms_ids.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
     pub fn get(&self, user_id: &UserId) -> Option<Arc<RoomList>> {
         self.inner.lock().lists.get(user_id).cloned()
     }

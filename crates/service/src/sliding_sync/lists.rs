@@ -92,14 +92,6 @@ impl Services {
             Some(list) if list.direct_at() == account_data_now => list.direct.clone(),
             _ => self.store.get_account_data(user_id.as_str(), "", "m.direct").await?,
         };
-        let mut newly_left = HashSet::new();
-        if let Some(since) = newly_left_since {
-            for change in self.store.membership_changes_since(user_id.as_str(), since).await? {
-                if change.stream_ordering <= now {
-                    newly_left.insert(change.room_id);
-                }
-            }
-        }
         let memberships = self.user_memberships_cached(user_id).await?;
         let kept =
             self.sliding.listings.get(user_id).filter(|list| list.holds_for(&memberships, &direct, now));
@@ -120,6 +112,15 @@ impl Services {
         // Whichever way the list came, its `m.direct` is the one read (or reused) at
         // `account_data_now`.
         list.direct_holds_at(account_data_now);
+        // Only rooms the user left themselves are listed depending on when they left.
+        let mut newly_left = HashSet::new();
+        if let Some(since) = newly_left_since.filter(|_| list.left_by_self > 0) {
+            for change in self.store.membership_changes_since(user_id.as_str(), since).await? {
+                if change.stream_ordering <= now {
+                    newly_left.insert(change.room_id);
+                }
+            }
+        }
         Ok(RoomsView { list, newly_left })
     }
 
@@ -146,6 +147,7 @@ impl Services {
         }
         let facts = self.rooms.listing_facts(&changed.iter().map(|(room, _)| *room).collect::<Vec<_>>());
         let mut rooms = kept.rooms.clone();
+        let mut replaced = Vec::with_capacity(changed.len());
         for ((room_id, index), facts) in changed.into_iter().zip(facts) {
             let old = &kept.rooms[index];
             let fresh = self
@@ -153,7 +155,8 @@ impl Services {
                 .await?;
             let Some(mut fresh) = fresh else { return Ok(None) };
             fresh.left_by_self = old.left_by_self;
-            rooms[index] = Arc::new(fresh);
+            rooms.set(index, Arc::new(fresh));
+            replaced.push(index);
         }
         let mut list = RoomList {
             built_at: AtomicI64::new(now),
@@ -163,11 +166,13 @@ impl Services {
             direct_at: AtomicI64::new(kept.direct_at()),
             unpublished_membership: kept.unpublished_membership,
             missing: kept.missing.clone(),
+            rooms_id: kept.rooms_id,
+            left_by_self: kept.left_by_self,
             rooms,
             index: kept.index.clone(),
             order: kept.order.clone(),
         };
-        list.sort();
+        list.sort(Some(&replaced));
         let list = Arc::new(list);
         self.sliding.listings.keep(user_id, list.clone());
         Ok(Some(list))
@@ -236,7 +241,10 @@ impl Services {
             }
         }
         let index = rooms.iter().enumerate().map(|(i, room)| (room.room_id.clone(), i)).collect();
+        let left_by_self = rooms.iter().filter(|room| room.left_by_self).count();
         let mut list = RoomList {
+            rooms_id: self.sliding.listings.new_rooms_id(),
+            left_by_self,
             built_at: AtomicI64::new(now),
             generation,
             memberships,
@@ -244,11 +252,11 @@ impl Services {
             direct_at: AtomicI64::new(direct_at),
             unpublished_membership,
             missing,
-            rooms,
+            rooms: rooms.into_iter().collect(),
             index: Arc::new(index),
             order: Vec::new(),
         };
-        list.sort();
+        list.sort(None);
         Ok(list)
     }
 
@@ -374,28 +382,18 @@ impl Services {
                 Some(spaces) => Some(self.children_of_spaces(spaces, rooms).await?),
                 None => None,
             };
-            let matching: Vec<&RoomEntry> = rooms
-                .sorted()
-                .filter(|room| rooms.listed(room) && passes(&list.filters, room, children.as_ref()))
-                .collect();
-            let count = matching.len() as u64;
-            let mut in_range = BTreeSet::new();
-            match &list.ranges {
-                None => in_range.extend(matching.iter().map(|r| r.room_id.clone())),
-                Some(ranges) => {
-                    for &(start, end) in ranges {
-                        if start >= count {
-                            continue;
-                        }
-                        let end = end.min(count - 1);
-                        // Both bounds are below `count`, a `usize` length.
-                        in_range.extend(
-                            matching[start as usize..=end as usize].iter().map(|r| r.room_id.clone()),
-                        );
-                    }
-                }
-            }
-            out.insert(name.clone(), ListWindow { count, rooms: in_range });
+            let ranges = list.ranges.as_deref();
+            let window = if list.filters == ListFilters::default() && rooms.all_listed() && ranges.is_some() {
+                // Every room matches: only those in the ranges are looked at.
+                window_of(rooms.list.order.len(), ranges, |n| rooms.nth(n).map(|r| r.room_id.clone()))
+            } else {
+                let matching: Vec<&RoomEntry> = rooms
+                    .sorted()
+                    .filter(|room| rooms.listed(room) && passes(&list.filters, room, children.as_ref()))
+                    .collect();
+                window_of(matching.len(), ranges, |n| matching.get(n).map(|r| r.room_id.clone()))
+            };
+            out.insert(name.clone(), window);
         }
         Ok(out)
     }
@@ -406,6 +404,33 @@ impl Services {
 pub struct ListWindow {
     pub count: u64,
     pub rooms: BTreeSet<OwnedRoomId>,
+}
+
+/// A list's window over its `count` matching rooms (`nth`: the matching room at an index,
+/// newest first): the rooms in its ranges, clamped to the count (`None`: every room).
+fn window_of(
+    count: usize,
+    ranges: Option<&[(u64, u64)]>,
+    nth: impl Fn(usize) -> Option<OwnedRoomId>,
+) -> ListWindow {
+    let mut rooms = BTreeSet::new();
+    match ranges {
+        None => rooms.extend((0..count).filter_map(&nth)),
+        Some(ranges) => {
+            for &(start, end) in ranges {
+                // Both bounds end up below `count`, a `usize` length.
+                let (Ok(start), end) = (usize::try_from(start), usize::try_from(end).unwrap_or(usize::MAX))
+                else {
+                    continue;
+                };
+                if start >= count {
+                    continue;
+                }
+                rooms.extend((start..=end.min(count - 1)).filter_map(&nth));
+            }
+        }
+    }
+    ListWindow { count: count as u64, rooms }
 }
 
 fn passes(filters: &ListFilters, room: &RoomEntry, children: Option<&HashSet<String>>) -> bool {
@@ -438,8 +463,31 @@ fn passes(filters: &ListFilters, room: &RoomEntry, children: Option<&HashSet<Str
 
 #[cfg(test)]
 mod tests {
-    use super::dm_rooms;
+    use super::{dm_rooms, window_of};
+    use ruma::OwnedRoomId;
     use serde_json::json;
+
+    #[test]
+    fn a_window_takes_its_ranges_clamped_to_the_count() {
+        let ids: Vec<OwnedRoomId> = (0..5).map(|i| format!("!{i}:x").try_into().unwrap()).collect();
+        let window = |ranges: Option<&[(u64, u64)]>| {
+            let window = window_of(ids.len(), ranges, |n| ids.get(n).cloned());
+            let mut rooms: Vec<String> = window.rooms.iter().map(|r| r.to_string()).collect();
+            rooms.sort();
+            (window.count, rooms)
+        };
+        let names = |range: std::ops::RangeInclusive<usize>| -> Vec<String> {
+            range.map(|i| format!("!{i}:x")).collect()
+        };
+        assert_eq!(window(Some(&[(0, 1)])), (5, names(0..=1)));
+        // Overlapping ranges, one past the count, one starting after it.
+        assert_eq!(window(Some(&[(0, 2), (1, 3), (9, 20)])), (5, names(0..=3)));
+        assert_eq!(window(Some(&[(3, u64::MAX)])), (5, names(3..=4)));
+        assert_eq!(window(Some(&[(5, 5)])), (5, vec![]));
+        assert_eq!(window(None), (5, names(0..=4)));
+        let none = window_of(0, Some(&[(0, 10)]), |_| None);
+        assert_eq!((none.count, none.rooms.len()), (0, 0));
+    }
 
     #[test]
     fn direct_rooms_are_read_leniently() {

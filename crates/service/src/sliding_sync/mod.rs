@@ -19,6 +19,8 @@ pub mod lists;
 pub mod request;
 pub mod room;
 
+use std::borrow::Cow;
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,6 +61,24 @@ pub struct SlidingSyncMemory {
     pub(crate) connections: connection::ConnectionCache,
     /// The tasks storing the positions handed out.
     pub(crate) saves: tokio_util::task::TaskTracker,
+}
+
+/// Adds a room to those to consider with what a list or subscription asks of it.
+fn want<'a>(
+    wanted: &mut BTreeMap<&'a RoomId, Cow<'a, RoomParams>>,
+    room: &'a RoomId,
+    params: &'a RoomParams,
+) {
+    match wanted.entry(room) {
+        Entry::Vacant(entry) => {
+            entry.insert(Cow::Borrowed(params));
+        }
+        Entry::Occupied(mut entry) => {
+            if !std::ptr::eq(&**entry.get(), params) {
+                entry.get_mut().to_mut().merge(params);
+            }
+        }
+    }
 }
 
 impl Services {
@@ -113,11 +133,12 @@ impl Services {
         let windows = self.sliding_sync_lists(&request.lists, &rooms_view).await?;
 
         // Every room to consider, with the union of what its lists and subscriptions ask.
-        let mut wanted: BTreeMap<OwnedRoomId, RoomParams> = BTreeMap::new();
+        // (Borrowed from the request while a room is in one list or subscription only.)
+        let mut wanted: BTreeMap<&RoomId, Cow<'_, RoomParams>> = BTreeMap::new();
         for (name, window) in &windows {
             let params = &request.lists[name].params;
             for room in &window.rooms {
-                wanted.entry(room.clone()).or_insert_with(|| params.clone()).merge(params);
+                want(&mut wanted, room, params);
             }
         }
         let mut subscribed = BTreeSet::new();
@@ -125,7 +146,7 @@ impl Services {
             // Subscriptions to rooms the user has no part in are left out, as if unknown.
             if rooms_view.get(room).is_some() {
                 subscribed.insert(room.clone());
-                wanted.entry(room.clone()).or_insert_with(|| params.clone()).merge(params);
+                want(&mut wanted, room, params);
             }
         }
 
@@ -135,6 +156,7 @@ impl Services {
             token: now.to_string(),
             rooms: previous_state.rooms.clone(),
             extensions: previous_state.extensions.clone(),
+            rooms_checked_in: rooms_view.list.rooms_id,
         };
         // Rooms sent before with nothing new are recorded as sent now and read no further.
         let mut to_compute: Vec<(&RoomEntry, &RoomParams)> = Vec::new();
@@ -151,8 +173,11 @@ impl Services {
         let to_read: Vec<&RoomEntry> =
             to_compute.iter().map(|(entry, _)| *entry).filter(|e| e.stripped.is_none()).collect();
         let ids: Vec<&str> = to_read.iter().map(|e| e.room_id.as_str()).collect();
-        let joined: Vec<&str> =
-            to_read.iter().filter(|e| e.membership == "join").map(|e| e.room_id.as_str()).collect();
+        let joined: Vec<(&str, i64)> = to_read
+            .iter()
+            .filter(|e| e.membership == "join")
+            .map(|e| (e.room_id.as_str(), e.membership_position))
+            .collect();
         let answer = Answer {
             user_id,
             since,
@@ -174,10 +199,14 @@ impl Services {
                 rooms.insert(room_id.clone(), room);
             }
         }
-        // Rooms the user no longer has any part in are forgotten by the connection.
-        state
-            .rooms
-            .retain(|room, _| <&RoomId>::try_from(&**room).is_ok_and(|room| rooms_view.get(room).is_some()));
+        // Rooms the user no longer has any part in are forgotten by the connection (the rooms
+        // added above are in the set; those before it were checked against the same set, or
+        // are checked now).
+        if previous_state.rooms_checked_in != rooms_view.list.rooms_id {
+            state.rooms.retain(|room, _| {
+                <&RoomId>::try_from(&**room).is_ok_and(|room| rooms_view.get(room).is_some())
+            });
+        }
 
         let extensions = self
             .sliding_sync_extensions(&ExtensionContext {

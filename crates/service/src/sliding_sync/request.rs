@@ -53,7 +53,7 @@ impl RoomParams {
 }
 
 /// A list's filters, all ANDed; an absent one does not filter.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(default)]
 pub struct ListFilters {
     pub is_dm: Option<bool>,
