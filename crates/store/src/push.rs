@@ -197,34 +197,29 @@ impl Store {
         Ok(row.map(|r| r.opt_i64(0)).transpose()?.flatten().unwrap_or(0))
     }
 
-    /// Per room of `rooms` that has any, the user's unread notifications and highlights (all
+    /// Per room of `room_ids` that has any, the user's unread notifications and highlights (all
     /// threads together): what [`Self::unread_floor`] and [`Self::unread_push_actions`] count, for
-    /// many rooms in one read per 200. Each room comes with the stream position of the user's
-    /// membership event in it: nothing before it is unread.
+    /// many rooms in one read per 200.
     pub async fn unread_counts_in_rooms(
         &self,
         user_id: &str,
-        rooms: &[(&str, i64)],
+        room_ids: &[&str],
     ) -> Result<std::collections::HashMap<String, (u64, u64)>, StoreError> {
         let mut out = std::collections::HashMap::new();
-        for chunk in rooms.chunks(200) {
-            // A read receipt covering the thread (or unthreaded) is read too.
-            let values: Vec<String> = (0..chunk.len())
-                .map(|i| format!("(CAST(${} AS TEXT), CAST(${} AS BIGINT))", 2 + 2 * i, 3 + 2 * i))
-                .collect();
+        for chunk in room_ids.chunks(200) {
+            // Nothing before the user's membership event is unread; a read receipt covering
+            // the thread (or unthreaded) is.
             let sql = format!(
-                "WITH m(room_id, since) AS (VALUES {})
-                 SELECT a.room_id, COUNT(*), COUNT(CASE WHEN a.highlight THEN 1 END) FROM m
-                 JOIN push_actions a ON a.user_id = $1 AND a.room_id = m.room_id AND a.stream_ordering > m.since
-                 WHERE a.stream_ordering > {COVERING_RECEIPT}
+                "SELECT a.room_id, COUNT(*), COUNT(CASE WHEN a.highlight THEN 1 END) FROM push_actions a
+                 JOIN current_state c ON c.room_id = a.room_id AND c.type = 'm.room.member' AND c.state_key = a.user_id
+                 JOIN events m ON m.event_id = c.event_id
+                 WHERE a.user_id = $1 AND a.room_id IN ({}) AND a.stream_ordering > m.stream_ordering
+                 AND a.stream_ordering > {COVERING_RECEIPT}
                  GROUP BY a.room_id",
-                values.join(", ")
+                crate::e2e_keys::placeholders_from(2, chunk.len())
             );
             let mut params = vec![Value::from(user_id)];
-            for (room, since) in chunk {
-                params.push(Value::from(*room));
-                params.push(Value::from(*since));
-            }
+            params.extend(chunk.iter().map(|room| Value::from(*room)));
             for row in self.db.query(&sql, params).await? {
                 out.insert(row.string(0)?, (row.i64(1)?.max(0) as u64, row.i64(2)?.max(0) as u64));
             }
