@@ -22,6 +22,7 @@ fn rank(visibility: &str) -> u8 {
 }
 
 /// A content field of a state event, read from a state group.
+#[derive(Clone)]
 pub(crate) enum StateField {
     /// The group has no such event, or its content has no such string field.
     Unset,
@@ -89,39 +90,25 @@ impl Services {
     pub async fn filter_visible(&self, user_id: &UserId, events: Vec<RoomEvent>) -> Result<Vec<RoomEvent>> {
         // Events may come from several rooms (search, notifications): membership is per room.
         let mut joined_now: HashMap<ruma::OwnedRoomId, bool> = HashMap::new();
-        let mut visibility_at: HashMap<Option<i64>, String> = HashMap::new();
-        let mut membership_at: HashMap<Option<i64>, Option<String>> = HashMap::new();
+        let mut visibility_at: HashMap<Option<i64>, StateField> = HashMap::new();
+        let mut membership_at: HashMap<Option<i64>, StateField> = HashMap::new();
         let mut erased: HashMap<OwnedUserId, bool> = HashMap::new();
         let mut rules_of: HashMap<ruma::OwnedRoomId, ruma::room_version_rules::RoomVersionRules> =
             HashMap::new();
         let mut out = Vec::with_capacity(events.len());
         for event in events {
-            let group = event.state_before;
             let own_member_event = event.pdu.kind.to_string() == "m.room.member"
                 && event.pdu.state_key.as_deref() == Some(user_id.as_str());
             let membership = if own_member_event {
                 event.pdu.content_value().get("membership").and_then(Value::as_str).map(str::to_owned)
             } else {
-                match membership_at.get(&group) {
-                    Some(value) => value.clone(),
-                    None => {
-                        let value = match self
-                            .state_field_at(
-                                Some(&event.pdu.room_id),
-                                group,
-                                "m.room.member",
-                                user_id.as_str(),
-                                "membership",
-                            )
-                            .await?
-                        {
-                            StateField::Set(value) => Some(value),
-                            // Unreadable: no membership, which shows the least.
-                            StateField::Unset | StateField::Unreadable => None,
-                        };
-                        membership_at.insert(group, value.clone());
-                        value
-                    }
+                let field = self
+                    .field_before(&mut membership_at, &event, "m.room.member", user_id.as_str(), "membership")
+                    .await?;
+                match field {
+                    StateField::Set(value) => Some(value),
+                    // Unreadable: no membership, which shows the least.
+                    StateField::Unset | StateField::Unreadable => None,
                 }
             };
             // A member sees what is sent while they are joined, whatever the history visibility
@@ -131,28 +118,21 @@ impl Services {
                 out.push(event);
                 continue;
             }
-            let mut visibility = match visibility_at.get(&group) {
-                Some(value) => value.clone(),
-                None => {
-                    let value = match self
-                        .state_field_at(
-                            Some(&event.pdu.room_id),
-                            group,
-                            "m.room.history_visibility",
-                            "",
-                            "history_visibility",
-                        )
-                        .await?
-                    {
-                        StateField::Set(value) => value,
-                        // The spec's default.
-                        StateField::Unset => "shared".to_owned(),
-                        // Unreadable: the most restrictive visibility (members only).
-                        StateField::Unreadable => "joined".to_owned(),
-                    };
-                    visibility_at.insert(group, value.clone());
-                    value
-                }
+            let field = self
+                .field_before(
+                    &mut visibility_at,
+                    &event,
+                    "m.room.history_visibility",
+                    "",
+                    "history_visibility",
+                )
+                .await?;
+            let mut visibility = match field {
+                StateField::Set(value) => value,
+                // The spec's default.
+                StateField::Unset => "shared".to_owned(),
+                // Unreadable: the most restrictive visibility (members only).
+                StateField::Unreadable => "joined".to_owned(),
             };
             if event.pdu.kind.to_string() == "m.room.history_visibility" {
                 // A change of visibility is seen by whoever could see either side of it.
@@ -202,6 +182,24 @@ impl Services {
             out.push(event);
         }
         Ok(out)
+    }
+
+    /// A state field in the state before an event, remembered per state group in `memo`.
+    async fn field_before(
+        &self,
+        memo: &mut HashMap<Option<i64>, StateField>,
+        event: &RoomEvent,
+        kind: &str,
+        state_key: &str,
+        field: &str,
+    ) -> Result<StateField> {
+        if let Some(known) = memo.get(&event.state_before) {
+            return Ok(known.clone());
+        }
+        let value =
+            self.state_field_at(Some(&event.pdu.room_id), event.state_before, kind, state_key, field).await?;
+        memo.insert(event.state_before, value.clone());
+        Ok(value)
     }
 
     /// Whether a local sender's account was deactivated with `erase` (remembered per call).
