@@ -693,7 +693,7 @@ impl Services {
         // No head: the room is gone for the senders waiting on its lock and for readers.
         *guard = None;
         self.rooms.forget_room_facts(room_id);
-        self.rooms.user_rooms.clear();
+        self.rooms.forget_all_memberships();
         drop(guard);
         tracing::info!(%room_id, events, "purged a room");
         Ok(())

@@ -742,8 +742,10 @@ impl Services {
         user_id: &UserId,
         alias_names_room: bool,
     ) -> Result<MemberSummary> {
-        let (joined, invited) = self.store.joined_and_invited_members(head.room_id.as_str()).await?;
-        Ok(member_summary_of(head, user_id, alias_names_room, &joined, &invited))
+        let members = self.joined_and_invited_members_cached(&[&*head.room_id]).await?;
+        let (joined, invited) =
+            members.get(&head.room_id).map(|m| (&m.joined[..], &m.invited[..])).unwrap_or_default();
+        Ok(member_summary_of(head, user_id, alias_names_room, joined, invited))
     }
 
     /// The state an invitee or knocker sees (stripped): the room's description, their own

@@ -47,7 +47,7 @@ impl Services {
                 // A write released unfinished may have committed without the invalidations
                 // its publication makes: cached member lists, memberships and room facts go.
                 self.notifier.forget_members();
-                self.rooms.user_rooms.clear();
+                self.rooms.forget_all_memberships();
                 self.rooms.forget_all_room_facts();
                 self.publish_events_up_to(self.rooms.stream.current()).await;
                 self.push.wakeup.notify_one();

@@ -278,18 +278,6 @@ impl Store {
         self.db.execute("DELETE FROM push_actions WHERE ts < $1", params![before_ts]).await
     }
 
-    /// The number of users joined to a room.
-    pub async fn joined_member_count(&self, room_id: &str) -> Result<u64, StoreError> {
-        let row = self
-            .db
-            .query_opt(
-                "SELECT COUNT(*) FROM current_state WHERE room_id = $1 AND type = 'm.room.member' AND membership = 'join'",
-                params![room_id],
-            )
-            .await?;
-        Ok(row.map(|r| r.i64(0)).transpose()?.unwrap_or(0).max(0) as u64)
-    }
-
     /// The joined members of a room whose user ID ends in `:{server_name}`, with their member
     /// event's JSON.
     pub async fn joined_local_members_with_events(

@@ -133,16 +133,8 @@ impl Store {
         rows.iter().map(|r| r.string(0)).collect()
     }
 
-    /// A room's joined and invited members (each list in user ID order), in one read.
-    pub async fn joined_and_invited_members(
-        &self,
-        room_id: &str,
-    ) -> Result<(Vec<String>, Vec<String>), StoreError> {
-        Ok(self.joined_and_invited_members_of(&[room_id]).await?.remove(room_id).unwrap_or_default())
-    }
-
-    /// [`Self::joined_and_invited_members`] of many rooms (those with neither are left out),
-    /// in one read per 200.
+    /// The joined and invited members of each room (each list in user ID order; rooms with
+    /// neither are left out), in one read per 200 rooms.
     pub async fn joined_and_invited_members_of(
         &self,
         room_ids: &[&str],

@@ -64,6 +64,41 @@ async fn initial_sync_covers_every_joined_room() {
     server.stop().await;
 }
 
+/// The room summary is worked out of the room's cached members: an invite, a join and a
+/// leave each show in the next incremental sync.
+#[tokio::test]
+async fn the_room_summary_follows_invites_joins_and_leaves() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let room = create_room(&alice, json!({})).await;
+    let summary = |sync: &Value| sync["rooms"]["join"][&room]["summary"].clone();
+    let first = sync(&alice, None, "").await;
+    assert_eq!(summary(&first)["m.joined_member_count"], 1, "{first}");
+    assert_eq!(summary(&first)["m.invited_member_count"], 0, "{first}");
+    let mut token = first["next_batch"].as_str().unwrap().to_owned();
+    alice.client.post(&path(&room, "invite"), &json!({"user_id": &bob.user_id})).await.expect(200);
+    let invited = sync(&alice, Some(&token), "").await;
+    assert_eq!(summary(&invited)["m.invited_member_count"], 1, "{invited}");
+    assert_eq!(summary(&invited)["m.joined_member_count"], 1, "{invited}");
+    assert_eq!(summary(&invited)["m.heroes"], json!([&bob.user_id]), "{invited}");
+    token = invited["next_batch"].as_str().unwrap().to_owned();
+    bob.client.post(&format!("/_matrix/client/v3/join/{room}"), &json!({})).await.expect(200);
+    let joined = sync(&alice, Some(&token), "").await;
+    assert_eq!(summary(&joined)["m.joined_member_count"], 2, "{joined}");
+    assert_eq!(summary(&joined)["m.invited_member_count"], 0, "{joined}");
+    token = joined["next_batch"].as_str().unwrap().to_owned();
+    // A message alone leaves the summary out.
+    send_text(&alice, &room, "1", "hi").await;
+    let message = sync(&alice, Some(&token), "").await;
+    assert!(message["rooms"]["join"][&room].get("summary").is_none(), "{message}");
+    token = message["next_batch"].as_str().unwrap().to_owned();
+    bob.client.post(&path(&room, "leave"), &json!({})).await.expect(200);
+    let left = sync(&alice, Some(&token), "").await;
+    assert_eq!(summary(&left)["m.joined_member_count"], 1, "{left}");
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn incremental_sync_returns_new_events_exactly_once() {
     let server = TestServer::start().await;

@@ -116,7 +116,10 @@ impl Services {
             return Ok(Some(context));
         }
         let Some((_, rules)) = self.room_rules(room_id).await? else { return Ok(None) };
-        let member_count = self.store.joined_member_count(room_id.as_str()).await?;
+        // Through the room's cached members, which a new event's room then holds for the
+        // syncs it wakes (sliding sync describes a room with them).
+        let members = self.joined_and_invited_members_cached(&[room_id]).await?;
+        let member_count = members.get(room_id).map_or(0, |m| m.joined.len() as u64);
         let mut local_members = Vec::new();
         for (user_id, json) in
             self.store.joined_local_members_with_events(room_id.as_str(), self.server_name()).await?

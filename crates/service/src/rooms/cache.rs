@@ -40,6 +40,8 @@ pub struct Rooms {
     changes: Mutex<ChangeLog>,
     /// Each local user's memberships (see [`super::user_rooms`]).
     pub(crate) user_rooms: super::user_rooms::UserRooms,
+    /// Each room's joined and invited members (see [`super::room_members`]).
+    pub(crate) room_members: super::room_members::RoomMembers,
 }
 
 /// Facts about a room that only its write path changes. `bump_stamp`: the stream position of
@@ -215,6 +217,7 @@ impl Rooms {
             )),
             changes: Mutex::default(),
             user_rooms: Default::default(),
+            room_members: Default::default(),
         }
     }
 
@@ -372,6 +375,14 @@ impl Rooms {
 
     pub(crate) fn note_room_type(&self, room_id: &RoomId, room_type: Option<String>) {
         self.facts.lock().get_or_insert_mut_ref(room_id, RoomFacts::default).room_type = Some(room_type);
+    }
+
+    /// Forgets every cached membership, by user and by room: a write changed them in ways
+    /// not told one by one (a room's whole state replaced or purged, a write released
+    /// unfinished).
+    pub(crate) fn forget_all_memberships(&self) {
+        self.user_rooms.clear();
+        self.room_members.clear();
     }
 
     /// Forgets what is known of every room (a write may have committed unannounced).

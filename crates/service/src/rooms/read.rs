@@ -25,6 +25,12 @@ pub fn parse_token(token: &str) -> Result<i64> {
         .ok_or_else(|| MatrixError::invalid_param(format!("Invalid pagination token {token:?}")).into())
 }
 
+/// What `unsigned` tells of the state event an event replaces.
+struct Replaced {
+    content: Option<Value>,
+    sender: Option<Value>,
+}
+
 pub fn make_token(position: i64) -> String {
     format!("s{position}")
 }
@@ -146,14 +152,15 @@ impl Services {
             None => Vec::new(),
         };
         let txns = if own.is_empty() { HashMap::new() } else { self.store.txns_for_events(&own).await? };
-        let replaced: Vec<String> = events.iter().filter_map(|e| e.replaces_state.clone()).collect();
-        let previous: HashMap<String, String> = if replaced.is_empty() {
-            HashMap::new()
-        } else {
-            self.store.get_events(&replaced).await?.into_iter().map(|e| (e.event_id, e.json)).collect()
-        };
-        let targets: Vec<&str> =
-            events.iter().filter(|e| e.pdu.state_key.is_none()).map(|e| e.pdu.event_id.as_str()).collect();
+        let previous = self.replaced_events_of(events).await?;
+        // An event can only be related to by a later event of its room: none has been noted
+        // after the room's newest one, so its relations are not looked for.
+        let targets: Vec<&str> = events
+            .iter()
+            .filter(|e| e.pdu.state_key.is_none())
+            .filter(|e| self.rooms.last_event(&e.pdu.room_id).is_none_or(|last| last > e.stream_ordering))
+            .map(|e| e.pdu.event_id.as_str())
+            .collect();
         let mut counts = if targets.is_empty() {
             HashMap::new()
         } else {
@@ -169,12 +176,49 @@ impl Services {
         Ok(out)
     }
 
+    /// The state events that `events` replace (for `prev_content`), from the event cache or
+    /// else the store, by event ID. A stored event whose JSON does not parse (its row is
+    /// corrupt) is logged and gives neither content nor sender: `prev_content` is then left
+    /// out, which shows less rather than something made up; failing instead would fail every
+    /// /sync and /messages that includes the event, for everyone in the room.
+    async fn replaced_events_of(&self, events: &[RoomEvent]) -> Result<HashMap<String, Replaced>> {
+        let mut found = HashMap::new();
+        let mut missing = Vec::new();
+        for replaced in events.iter().filter_map(|e| e.replaces_state.as_ref()) {
+            match EventId::parse(replaced).ok().and_then(|id| self.rooms.cached_event(&id)) {
+                Some(pdu) => {
+                    let replaced_event =
+                        Replaced { content: Some(pdu.content_value()), sender: Some(json!(pdu.sender)) };
+                    found.insert(replaced.clone(), replaced_event);
+                }
+                None => missing.push(replaced.clone()),
+            }
+        }
+        if missing.is_empty() {
+            return Ok(found);
+        }
+        for stored in self.store.get_events(&missing).await? {
+            match serde_json::from_str::<Value>(&stored.json) {
+                Ok(mut json) => {
+                    let content = json.get_mut("content").map(Value::take);
+                    let sender = json.get_mut("sender").map(Value::take);
+                    found.insert(stored.event_id, Replaced { content, sender });
+                }
+                Err(error) => {
+                    tracing::error!(replaced = %stored.event_id, %error, "stored event JSON does not parse; prev_content left out");
+                    found.insert(stored.event_id, Replaced { content: None, sender: None });
+                }
+            }
+        }
+        Ok(found)
+    }
+
     async fn client_event_given(
         &self,
         event: &RoomEvent,
         requester: Option<&Requester>,
         txn: Option<&myelin_store::TxnRecord>,
-        previous: Option<&String>,
+        previous: Option<&Replaced>,
         relation_counts: Vec<(String, i64)>,
     ) -> Result<Value> {
         let mut json = event.pdu.to_client_json();
@@ -192,22 +236,11 @@ impl Services {
             && let Some(previous) = previous
         {
             unsigned.insert("replaces_state".to_owned(), json!(replaced));
-            // The replaced event's stored JSON does not parse only if its row is corrupt. Its
-            // content is then left out (logged), which shows less rather than something made
-            // up; failing instead would fail every /sync and /messages that includes this
-            // event, for everyone in the room.
-            match serde_json::from_str::<Value>(previous) {
-                Ok(previous) => {
-                    if let Some(content) = previous.get("content") {
-                        unsigned.insert("prev_content".to_owned(), content.clone());
-                    }
-                    if let Some(sender) = previous.get("sender") {
-                        unsigned.insert("prev_sender".to_owned(), sender.clone());
-                    }
-                }
-                Err(error) => {
-                    tracing::error!(%replaced, %error, "stored event JSON does not parse; prev_content left out");
-                }
+            if let Some(content) = &previous.content {
+                unsigned.insert("prev_content".to_owned(), content.clone());
+            }
+            if let Some(sender) = &previous.sender {
+                unsigned.insert("prev_sender".to_owned(), sender.clone());
             }
         }
         if let Some(redacted_by) = &event.redacted_by

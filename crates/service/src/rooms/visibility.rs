@@ -57,7 +57,19 @@ impl Services {
         }
         let head = room_id.and_then(|room_id| self.rooms.published_head(room_id));
         let event_id = match head.filter(|head| head.state_group == Some(group)) {
-            Some(head) => head.state_event_id(kind, state_key).map(|id| id.to_string()),
+            Some(head) => {
+                let event_id = head.state_event_id(kind, state_key);
+                // A local user's membership event in the current state is the one their cached
+                // memberships hold, with its membership.
+                if let Some(event_id) = event_id
+                    && (kind, field) == ("m.room.member", "membership")
+                    && let Some(membership) = self.cached_membership_event(state_key, &head.room_id, event_id)
+                {
+                    self.cache_state_field(key, Some(membership.clone()));
+                    return Ok(StateField::Set(membership));
+                }
+                event_id.map(|id| id.to_string())
+            }
             None => self.store.state_of_group_for_type(group, kind, Some(state_key)).await?.remove(state_key),
         };
         let value = match event_id {
@@ -84,6 +96,17 @@ impl Services {
         };
         self.cache_state_field(key, value.clone());
         Ok(StateField::from_cached(value))
+    }
+
+    /// The membership of `event_id`, when it is the membership event of `user` in `room_id`
+    /// that the user's cached memberships (`rooms::user_rooms`) hold; nothing is read.
+    fn cached_membership_event(&self, user: &str, room_id: &RoomId, event_id: &EventId) -> Option<String> {
+        let user = UserId::parse(user).ok()?;
+        let memberships = self.rooms.user_rooms.get(&user).ok()?;
+        memberships
+            .iter()
+            .find(|m| m.room_id == room_id.as_str() && m.event_id == event_id.as_str())
+            .map(|m| m.membership.clone())
     }
 
     /// The events `user_id` may see, in the given order.

@@ -489,7 +489,7 @@ impl Services {
         }
         // Committed: cached memberships it may change go, before its position is published.
         if replaces_state {
-            self.rooms.user_rooms.clear();
+            self.rooms.forget_all_memberships();
         }
         for prepared in &prepared {
             self.forget_memberships_changed_by(&prepared.event);
@@ -539,24 +539,33 @@ impl Services {
         Ok(prepared.into_iter().map(|p| p.pdu).collect())
     }
 
-    /// Forgets the cached memberships (`rooms::user_rooms`) of the local users whose
-    /// current-state membership a committed event may have changed: its own target, and the
-    /// member rows the state resolution of a remote event changed.
+    /// Forgets the cached memberships a committed event may have changed: those
+    /// (`rooms::user_rooms`) of the local users whose current-state membership it may have
+    /// changed (its own target, and the member rows the state resolution of a remote event
+    /// changed), and the members of its room (`rooms::room_members`) if so.
     fn forget_memberships_changed_by(&self, event: &NewEvent) {
         let local =
             |key: &str| UserId::parse(key).ok().filter(|u| u.server_name().as_str() == self.server_name());
+        let mut room_changed = false;
         if event.kind == "m.room.member"
-            && let Some(user) = event.state_key.as_deref().and_then(local)
+            && let Some(key) = event.state_key.as_deref()
         {
-            self.rooms.user_rooms.invalidate(&user);
+            room_changed = true;
+            if let Some(user) = local(key) {
+                self.rooms.user_rooms.invalidate(&user);
+            }
         }
         let rows = event.remote.as_ref().and_then(|r| r.current.as_ref()).map(|c| &c.rows);
         for ((kind, key), _) in rows.into_iter().flatten() {
-            if kind == "m.room.member"
-                && let Some(user) = local(key)
-            {
-                self.rooms.user_rooms.invalidate(&user);
+            if kind == "m.room.member" {
+                room_changed = true;
+                if let Some(user) = local(key) {
+                    self.rooms.user_rooms.invalidate(&user);
+                }
             }
+        }
+        if room_changed && let Ok(room_id) = RoomId::parse(&event.room_id) {
+            self.rooms.room_members.invalidate(&room_id);
         }
     }
 

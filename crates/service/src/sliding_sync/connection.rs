@@ -166,8 +166,8 @@ impl SentRoom {
     /// it was sent with before, whose `required_state` is shared when it is the same.
     pub(crate) fn new(entry: &RoomEntry, params: &RoomParams, now: i64, prev: Option<&SentRoom>) -> SentRoom {
         let required_state = match prev {
-            Some(prev) if *prev.required_state == params.required_state => prev.required_state.clone(),
-            _ => Arc::new(params.required_state.clone()),
+            Some(prev) if prev.required_state == params.required_state => prev.required_state.clone(),
+            _ => params.required_state.clone(),
         };
         let lazy_members = prev
             .filter(|prev| prev.membership == entry.membership)
@@ -188,9 +188,9 @@ impl SentRoom {
 pub struct ConnectionState {
     /// Where every stream stood when the position was handed out (its `to_string`).
     pub token: String,
-    /// Shared with the states before (a request copies the map of the one it follows, for
-    /// thousands of rooms: reference counts, not room IDs and memberships).
-    pub rooms: BTreeMap<Arc<str>, Arc<SentRoom>>,
+    /// Shared with the states before (a persistent map: a request starts from the map of the
+    /// one it follows without copying it, however many rooms were sent).
+    pub rooms: imbl::HashMap<Arc<str>, Arc<SentRoom>>,
     /// Where each extension stood when it was last sent (tokens, by extension name).
     pub extensions: BTreeMap<String, String>,
     /// The user's room set ([`super::listing::RoomList::rooms_id`]) every room of `rooms` is
@@ -279,7 +279,7 @@ impl ConnectionState {
     fn from_text(text: &str) -> Option<ConnectionState> {
         let mut stored: StoredState = serde_json::from_str(text).ok()?;
         let shared: Vec<Arc<RequiredState>> = stored.required_states.into_iter().map(Arc::new).collect();
-        let mut rooms = BTreeMap::new();
+        let mut rooms = imbl::HashMap::new();
         for (room_id, (upto, membership, index, timeline_limit)) in stored.sent {
             let required_state = shared.get(index)?.clone();
             let lazy_members = stored.lazy.remove(&room_id).unwrap_or_default();

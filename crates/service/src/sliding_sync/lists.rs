@@ -325,8 +325,9 @@ impl Services {
             return Ok(room_type);
         }
         let Some(create) = head.state_event_id("m.room.create", "") else { return Ok(None) };
-        let Some(create) = self.get_room_event(create).await? else { return Ok(None) };
-        let room_type = create.pdu.content_value().get("type").and_then(Value::as_str).map(str::to_owned);
+        let pdus = self.get_pdus(std::slice::from_ref(create), &head.rules).await?;
+        let Some(create) = pdus.get(create) else { return Ok(None) };
+        let room_type = create.content_value().get("type").and_then(Value::as_str).map(str::to_owned);
         self.rooms.note_room_type(&head.room_id, room_type.clone());
         Ok(room_type)
     }

@@ -30,7 +30,7 @@ use ruma::{OwnedRoomId, RoomId};
 use self::connection::{ConnectionState, SentRoom};
 use self::extensions::{ExtensionContext, Extensions, advance_extensions};
 use self::lists::RoomEntry;
-use self::request::{RoomParams, SlidingSyncRequest};
+use self::request::{RequiredState, RoomParams, SlidingSyncRequest};
 use self::room::{Answer, SlidingRoom};
 use crate::auth::Requester;
 use crate::sync::{MAX_TIMEOUT_MS, SyncToken};
@@ -91,10 +91,14 @@ impl Services {
     ) -> Result<SlidingSyncResponse> {
         requester.check_auth_blocking_for(self).await?;
         let _active = self.active_syncs.start(&requester.user_id);
+        let mut request = request;
         let previous = match request.pos {
             Some(pos) => Some(self.sliding_sync_connection(requester, &request.conn_id, pos).await?),
             None => None,
         };
+        if let Some(previous) = previous.as_deref() {
+            share_required_states(&mut request, previous);
+        }
         self.ack_sliding_to_device(requester, &request.extensions).await?;
         let listener = self.notifier.listener(&requester.user_id);
         let deadline =
@@ -158,28 +162,35 @@ impl Services {
             extensions: previous_state.extensions.clone(),
             rooms_checked_in: rooms_view.list.rooms_id,
         };
-        // Rooms sent before with nothing new are recorded as sent now and read no further.
+        // Rooms sent before with nothing new are read no further: recorded as sent now, or
+        // kept as they were when asked the same as then (they hold no event since).
         let mut to_compute: Vec<(&RoomEntry, &RoomParams)> = Vec::new();
+        let mut compared = RequiredStateComparisons::default();
         for (room_id, params) in &wanted {
             let Some(entry) = rooms_view.get(room_id) else { continue };
             let prev = previous_state.rooms.get(room_id.as_str()).map(|room| &**room);
-            if self.sliding_room_unchanged(entry, params, prev).await? {
-                let sent = SentRoom::new(entry, params, now.events, prev);
-                state.rooms.insert(Arc::from(room_id.as_str()), Arc::new(sent));
+            let asked = prev.map(|prev| compared.compare(&params.required_state, &prev.required_state));
+            if self.sliding_room_unchanged(entry, params, prev, asked.is_some_and(|a| a.covered)).await? {
+                let same_ask = asked.is_some_and(|a| a.equal)
+                    && prev.is_some_and(|prev| prev.timeline_limit == params.timeline_limit);
+                if !same_ask {
+                    let sent = SentRoom::new(entry, params, now.events, prev);
+                    state.rooms.insert(Arc::from(room_id.as_str()), Arc::new(sent));
+                }
             } else {
                 to_compute.push((entry, params));
             }
         }
         let to_read: Vec<&RoomEntry> =
             to_compute.iter().map(|(entry, _)| *entry).filter(|e| e.stripped.is_none()).collect();
-        let ids: Vec<&str> = to_read.iter().map(|e| e.room_id.as_str()).collect();
+        let ids: Vec<&RoomId> = to_read.iter().map(|e| &*e.room_id).collect();
         let joined: Vec<&str> =
             to_read.iter().filter(|e| e.membership == "join").map(|e| e.room_id.as_str()).collect();
         let answer = Answer {
             user_id,
             since,
             now,
-            members: self.store.joined_and_invited_members_of(&ids).await?,
+            members: self.joined_and_invited_members_cached(&ids).await?,
             unread: self.store.unread_counts_in_rooms(user_id.as_str(), &joined).await?,
         };
         let mut rooms = BTreeMap::new();
@@ -219,5 +230,93 @@ impl Services {
         advance_extensions(&mut state, &request.extensions, now);
         let lists = windows.iter().map(|(name, window)| (name.clone(), window.count)).collect();
         Ok(Computed { response: SlidingSyncResponse { pos: String::new(), lists, rooms, extensions }, state })
+    }
+}
+
+/// Makes the request's `required_state` sets the very ones (`Arc`s) the connection's rooms
+/// were sent with where they are equal (looked for among a few of its rooms), so that rooms
+/// sent by one request after another share one set, and comparing sets is comparing
+/// addresses.
+fn share_required_states(request: &mut SlidingSyncRequest, previous: &ConnectionState) {
+    let mut sent: Vec<&Arc<RequiredState>> = Vec::new();
+    for room in previous.rooms.values().take(16) {
+        if !sent.iter().any(|known| Arc::ptr_eq(known, &room.required_state)) {
+            sent.push(&room.required_state);
+        }
+    }
+    let asked = request
+        .lists
+        .values_mut()
+        .map(|list| &mut list.params)
+        .chain(request.room_subscriptions.values_mut());
+    for params in asked {
+        if let Some(same) = sent.iter().find(|known| ***known == params.required_state) {
+            params.required_state = Arc::clone(same);
+        }
+    }
+}
+
+/// How a request's `required_state` compares with what a room was sent with.
+#[derive(Clone, Copy)]
+struct Asked {
+    /// It asks for nothing more.
+    covered: bool,
+    equal: bool,
+}
+
+/// [`Asked`] worked out once per pair of sets compared (a connection's rooms mostly share the
+/// set they were sent with, and a request's lists theirs), by address.
+#[derive(Default)]
+struct RequiredStateComparisons {
+    known: Vec<((usize, usize), Asked)>,
+}
+
+impl RequiredStateComparisons {
+    fn compare(&mut self, asked: &Arc<RequiredState>, sent: &Arc<RequiredState>) -> Asked {
+        if Arc::ptr_eq(asked, sent) {
+            return Asked { covered: true, equal: true };
+        }
+        let key = (Arc::as_ptr(asked) as usize, Arc::as_ptr(sent) as usize);
+        if let Some((_, known)) = self.known.iter().find(|(k, _)| *k == key) {
+            return *known;
+        }
+        let equal = asked == sent;
+        let result = Asked { covered: equal || asked.is_subset(sent), equal };
+        self.known.push((key, result));
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_request_takes_the_required_state_its_rooms_were_sent_with() {
+        let body = json!({
+            "lists": {"a": {"ranges": [[0, 1]], "timeline_limit": 1, "required_state": [["m.room.name", ""]]}},
+            "room_subscriptions": {"!s:x": {"timeline_limit": 1, "required_state": [["m.room.topic", ""]]}},
+        });
+        let mut request = SlidingSyncRequest::parse(body, None, None).unwrap();
+        let sent: Arc<RequiredState> = Arc::new([("m.room.name".to_owned(), String::new())].into());
+        let mut previous = ConnectionState::default();
+        for room in ["!a:x", "!b:x"] {
+            let room_sent = SentRoom { required_state: sent.clone(), ..SentRoom::default() };
+            previous.rooms.insert(Arc::from(room), Arc::new(room_sent));
+        }
+        let asked = request.lists["a"].params.required_state.clone();
+        assert!(!Arc::ptr_eq(&asked, &sent));
+        share_required_states(&mut request, &previous);
+        assert!(Arc::ptr_eq(&request.lists["a"].params.required_state, &sent));
+        // A set no room was sent with stays the request's own.
+        let topic = &request.room_subscriptions[ruma::room_id!("!s:x")].required_state;
+        assert_eq!(**topic, RequiredState::from([("m.room.topic".to_owned(), String::new())]));
+        // Compared once, by address.
+        let mut compared = RequiredStateComparisons::default();
+        let same = compared.compare(&request.lists["a"].params.required_state, &sent);
+        assert!(same.equal && same.covered && compared.known.is_empty());
+        let wider = compared.compare(&asked, &Arc::new(RequiredState::new()));
+        assert!(!wider.equal && !wider.covered && compared.known.len() == 1);
     }
 }

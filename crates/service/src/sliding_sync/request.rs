@@ -2,6 +2,7 @@
 //! (as Synapse's validation), a value out of bounds `M_INVALID_PARAM`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use myelin_core::MatrixError;
 use ruma::{OwnedRoomId, RoomId};
@@ -39,7 +40,8 @@ pub type RequiredState = BTreeSet<(String, String)>;
 /// What a list or a subscription asks of each of its rooms.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RoomParams {
-    pub required_state: RequiredState,
+    /// Shared by the rooms sent with it (see `connection::SentRoom`).
+    pub required_state: Arc<RequiredState>,
     /// Already clamped to [`TIMELINE_LIMIT_CAP`].
     pub timeline_limit: i64,
 }
@@ -47,7 +49,9 @@ pub struct RoomParams {
 impl RoomParams {
     /// The union of two rooms' parameters (a room in several lists or subscriptions).
     pub fn merge(&mut self, other: &RoomParams) {
-        self.required_state.extend(other.required_state.iter().cloned());
+        if !Arc::ptr_eq(&self.required_state, &other.required_state) {
+            Arc::make_mut(&mut self.required_state).extend(other.required_state.iter().cloned());
+        }
         self.timeline_limit = self.timeline_limit.max(other.timeline_limit);
     }
 }
@@ -180,7 +184,7 @@ fn room_params(raw_state: Vec<(String, String)>, timeline_limit: i64, what: &str
         )));
     }
     Ok(RoomParams {
-        required_state: raw_state.into_iter().collect(),
+        required_state: Arc::new(raw_state.into_iter().collect()),
         timeline_limit: timeline_limit.min(TIMELINE_LIMIT_CAP),
     })
 }

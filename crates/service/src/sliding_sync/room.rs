@@ -12,6 +12,7 @@ use serde_json::Value;
 use super::connection::{MAX_LAZY_MEMBERS_REMEMBERED, SentRoom};
 use super::lists::RoomEntry;
 use super::request::{RequiredState, RoomParams};
+use crate::rooms::room_members::JoinedAndInvited;
 use crate::rooms::{GroupState, HeadState, RoomEvent};
 use crate::sync::{StrippedStateEvent, SyncToken, member_summary_of};
 use crate::{Result, Services};
@@ -142,7 +143,7 @@ pub(crate) struct Answer<'a> {
     pub user_id: &'a UserId,
     pub since: Option<SyncToken>,
     pub now: SyncToken,
-    pub members: HashMap<String, (Vec<String>, Vec<String>)>,
+    pub members: HashMap<ruma::OwnedRoomId, Arc<JoinedAndInvited>>,
     pub unread: HashMap<String, (u64, u64)>,
 }
 
@@ -153,12 +154,15 @@ fn content_string(event: Option<&RoomEvent>, field: &str) -> Option<String> {
 
 impl Services {
     /// Whether a room sent before has nothing to send: the same membership, no event since,
-    /// nothing more asked of it (known without reading its timeline and state changes).
+    /// nothing more asked of it (`required_state_covered`: its `required_state` asks for
+    /// nothing the room was not sent with), known without reading its timeline and state
+    /// changes.
     pub(crate) async fn sliding_room_unchanged(
         &self,
         entry: &RoomEntry,
         params: &RoomParams,
         prev: Option<&SentRoom>,
+        required_state_covered: bool,
     ) -> Result<bool> {
         let Some(prev) = prev.filter(|p| p.membership == entry.membership) else { return Ok(false) };
         if entry.stripped.is_some() {
@@ -166,7 +170,7 @@ impl Services {
             return Ok(true);
         }
         Ok(params.timeline_limit <= prev.timeline_limit
-            && params.required_state.is_subset(&prev.required_state)
+            && required_state_covered
             && self.room_last_event(&entry.room_id).await? <= prev.upto)
     }
 
@@ -305,8 +309,11 @@ impl Services {
         // Every event the answer needs (name, avatar, heroes' member events, required state)
         // read in one pass.
         let summary = described("m.room.member").then(|| {
-            let (joined, invited) =
-                answer.members.get(entry.room_id.as_str()).map(|(j, i)| (&j[..], &i[..])).unwrap_or_default();
+            let (joined, invited) = answer
+                .members
+                .get(&entry.room_id)
+                .map(|m| (&m.joined[..], &m.invited[..]))
+                .unwrap_or_default();
             member_summary_of(&entry.head, user_id, false, joined, invited)
         });
         let hero_ids: Vec<String> = summary
@@ -314,8 +321,14 @@ impl Services {
             .flat_map(|summary| &summary.heroes)
             .filter_map(|hero| state.get("m.room.member", hero))
             .collect();
+        // The name and avatar, when either is described or heroes may be (a room with a name
+        // has none).
         let meta_ids: Vec<String> =
-            ["m.room.name", "m.room.avatar"].iter().filter_map(|k| state.get(k, "")).collect();
+            if summary.is_some() || described("m.room.name") || described("m.room.avatar") {
+                ["m.room.name", "m.room.avatar"].iter().filter_map(|k| state.get(k, "")).collect()
+            } else {
+                Vec::new()
+            };
         let mut ids: Vec<String> = meta_ids.iter().chain(&hero_ids).chain(&state_ids).cloned().collect();
         ids.sort();
         ids.dedup();
