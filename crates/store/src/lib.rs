@@ -75,7 +75,7 @@ pub use remote_media::{DeletedRemoteMedia, RemoteMediaRecord};
 pub use room_stats::{RoomListOrder, RoomListQuery, RoomStatsRecord};
 pub use rooms::{MembershipChange, NewReport, RoomRecord};
 pub use server_keys::{ServerKeyDocument, ServerVerifyKeyRecord};
-pub use sliding_sync::{PositionedMembership, SlidingSyncConnection};
+pub use sliding_sync::{NewSlidingSyncPosition, PositionedMembership, SlidingSyncConnection};
 pub use state::StateDelta;
 pub use sync::{AccountDataRecord, PresenceRecord, ReceiptRecord};
 pub use to_device::{NewToDeviceMessages, ToDeviceRecord};

@@ -1,5 +1,8 @@
 //! Sliding sync (MSC4186) connection positions: per (user, device, conn_id), the positions
-//! handed out, each with the connection state as of it (opaque JSON text here).
+//! handed out, each with the connection state as of it (opaque text here). A position's
+//! stored form may be the changes from an earlier position's ("builds on" it): such earlier
+//! positions are held, no longer kept (`created_ts` negated: a request naming one is refused),
+//! as long as a kept position builds on them.
 //!
 //! On PostgreSQL they live in the main database (migration 0027). On SQLite they live in a
 //! database file of their own beside the main one (`<database>-sliding-sync`): every request
@@ -11,7 +14,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::engine::{Db, Dialect};
+use crate::engine::{Db, Dialect, Value};
 use crate::{Store, StoreError, params};
 
 /// The SQLite file of sliding sync positions beside the main database at `main`.
@@ -35,19 +38,53 @@ pub struct SlidingSyncConnection<'a> {
     pub conn_id: &'a str,
 }
 
+/// A position to record (see [`Store::save_sliding_sync_position`]).
+#[derive(Clone, Copy, Debug)]
+pub struct NewSlidingSyncPosition<'a> {
+    /// The position the request came with (`None`: a fresh start).
+    pub kept: Option<i64>,
+    /// The positions `kept`'s stored form builds on.
+    pub kept_builds_on: &'a [i64],
+    pub pos: i64,
+    /// The positions `state` builds on (none when it is whole).
+    pub builds_on: &'a [i64],
+    pub state: &'a str,
+}
+
 impl Store {
     /// The state stored with a position of a connection, `None` when this connection never
-    /// handed it out or has pruned it.
+    /// handed it out or no longer keeps it.
     pub async fn sliding_sync_position(
         &self,
         connection: SlidingSyncConnection<'_>,
         pos: i64,
     ) -> Result<Option<String>, StoreError> {
+        self.sliding_sync_stored_form(connection, pos, true).await
+    }
+
+    /// The stored form of a position a kept one builds on (held, kept or not).
+    pub async fn sliding_sync_position_built_on(
+        &self,
+        connection: SlidingSyncConnection<'_>,
+        pos: i64,
+    ) -> Result<Option<String>, StoreError> {
+        self.sliding_sync_stored_form(connection, pos, false).await
+    }
+
+    async fn sliding_sync_stored_form(
+        &self,
+        connection: SlidingSyncConnection<'_>,
+        pos: i64,
+        kept_only: bool,
+    ) -> Result<Option<String>, StoreError> {
+        let kept = if kept_only { " AND created_ts > 0" } else { "" };
         let row = self
             .sliding
             .query_opt(
-                "SELECT state FROM sliding_sync_positions
-                 WHERE user_id = $1 AND device_id = $2 AND conn_id = $3 AND pos = $4",
+                &format!(
+                    "SELECT state FROM sliding_sync_positions
+                     WHERE user_id = $1 AND device_id = $2 AND conn_id = $3 AND pos = $4{kept}"
+                ),
                 params![connection.user_id, connection.device_id, connection.conn_id, pos],
             )
             .await?;
@@ -64,40 +101,76 @@ impl Store {
             .sliding
             .query_opt(
                 "SELECT 1 FROM sliding_sync_positions
-                 WHERE user_id = $1 AND device_id = $2 AND conn_id = $3 AND pos = $4",
+                 WHERE user_id = $1 AND device_id = $2 AND conn_id = $3 AND pos = $4 AND created_ts > 0",
                 params![connection.user_id, connection.device_id, connection.conn_id, pos],
             )
             .await?;
         Ok(row.is_some())
     }
 
-    /// Records a new position of a connection in one transaction: every other position of the
-    /// connection but `kept` (the one the request came with; `None`: a fresh start) is deleted,
-    /// and beyond `max_connections` connections of the device the least recently used go.
+    /// Records a new position of a connection in one transaction. The connection keeps `kept`
+    /// (the one the request came with; `None`: a fresh start) and the new one; it holds, no
+    /// longer keeping them, the positions they build on (`new.kept_builds_on`,
+    /// `new.builds_on`); every other position of it is deleted. Beyond `max_connections`
+    /// connections of the device the least recently used go. `Ok(false)`, and nothing written,
+    /// when a position the new one builds on is no longer stored (the caller stores it whole).
     pub async fn save_sliding_sync_position(
         &self,
         connection: SlidingSyncConnection<'_>,
-        kept: Option<i64>,
-        pos: i64,
-        state: &str,
+        new: NewSlidingSyncPosition<'_>,
         now_ms: i64,
         max_connections: usize,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let SlidingSyncConnection { user_id, device_id, conn_id } = connection;
+        let NewSlidingSyncPosition { kept, kept_builds_on, pos, builds_on, state } = new;
+        let mut held: Vec<i64> = kept_builds_on.iter().chain(builds_on).copied().collect();
+        held.sort_unstable();
+        held.dedup();
+        let kept = kept.unwrap_or(-1);
         // Not waited onto the disk: a position lost with the machine's power is answered with
         // M_UNKNOWN_POS, and the client starts the connection over.
         self.sliding
             .transaction_unsynced(async |tx| {
+                if !builds_on.is_empty() {
+                    let sql = format!(
+                        "SELECT COUNT(*) FROM sliding_sync_positions
+                         WHERE user_id = $1 AND device_id = $2 AND conn_id = $3 AND pos IN ({})",
+                        crate::e2e_keys::placeholders_from(4, builds_on.len())
+                    );
+                    let mut params = params![user_id, device_id, conn_id];
+                    params.extend(builds_on.iter().map(|pos| Value::from(*pos)));
+                    let found = tx.query(&sql, params).await?.first().map(|r| r.i64(0)).transpose()?;
+                    if found != Some(builds_on.len() as i64) {
+                        return Ok(false);
+                    }
+                }
+                let mut params = params![user_id, device_id, conn_id, kept];
+                params.extend(held.iter().map(|pos| Value::from(*pos)));
                 tx.execute(
-                    "DELETE FROM sliding_sync_positions
-                     WHERE user_id = $1 AND device_id = $2 AND conn_id = $3 AND pos <> $4",
-                    params![user_id, device_id, conn_id, kept.unwrap_or(-1)],
+                    &format!(
+                        "DELETE FROM sliding_sync_positions
+                         WHERE user_id = $1 AND device_id = $2 AND conn_id = $3 AND pos NOT IN ({})",
+                        crate::e2e_keys::placeholders_from(4, held.len() + 1)
+                    ),
+                    params.clone(),
                 )
                 .await?;
+                if !held.is_empty() {
+                    tx.execute(
+                        &format!(
+                            "UPDATE sliding_sync_positions SET created_ts = -created_ts
+                             WHERE user_id = $1 AND device_id = $2 AND conn_id = $3 AND pos <> $4
+                             AND created_ts > 0 AND pos IN ({})",
+                            crate::e2e_keys::placeholders_from(5, held.len())
+                        ),
+                        params,
+                    )
+                    .await?;
+                }
                 tx.execute(
                     "INSERT INTO sliding_sync_positions (user_id, device_id, conn_id, pos, created_ts, state)
                      VALUES ($1, $2, $3, $4, $5, $6)",
-                    params![user_id, device_id, conn_id, pos, now_ms, state],
+                    params![user_id, device_id, conn_id, pos, now_ms.max(1), state],
                 )
                 .await?;
                 let rows = tx
@@ -115,7 +188,7 @@ impl Store {
                     )
                     .await?;
                 }
-                Ok(())
+                Ok(true)
             })
             .await
     }

@@ -642,6 +642,72 @@ async fn a_room_forgotten_and_joined_again_is_sent_afresh_on_the_same_connection
 }
 
 #[tokio::test]
+async fn a_connection_stored_as_changes_reads_back_after_restarts() {
+    use myelin_service::sliding_sync::connection::MAX_BUILT_ON;
+    let mut server = TestServer::start().await;
+    let mut alice = server.register("alice").await;
+    let mut bob = server.register("bob").await;
+    let mut rooms = Vec::new();
+    for name in ["a", "b", "c"] {
+        let room = create_room(&alice, json!({"preset": "public_chat", "name": name})).await;
+        join(&bob, &room).await;
+        rooms.push(room);
+    }
+    let body =
+        json!({"conn_id": "phone", "lists": {"l": list(json!([[0, 10]]), 1, json!([["m.room.name", ""]]))}});
+    let first = ss(&bob.client, None, &body).await;
+    assert_eq!(room_ids(&first).len(), 3, "{first}");
+    // The third room is forgotten by the connection (what its next position stores), then,
+    // read back after a restart, joined again: it is sent afresh.
+    bob.client.post(&format!("/_matrix/client/v3/rooms/{}/leave", rooms[2]), &json!({})).await.expect(200);
+    bob.client.post(&format!("/_matrix/client/v3/rooms/{}/forget", rooms[2]), &json!({})).await.expect(200);
+    let gone = ss(&bob.client, Some(&pos(&first)), &body).await;
+    assert_eq!(gone["lists"]["l"]["count"], 2, "{gone}");
+    server.restart().await;
+    alice = TestUser { client: server.client().with_token(&alice.access_token), ..alice.clone() };
+    bob = TestUser { client: server.client().with_token(&bob.access_token), ..bob.clone() };
+    join(&bob, &rooms[2]).await;
+    let back = ss(&bob.client, Some(&pos(&gone)), &body).await;
+    assert_eq!(room_ids(&back), vec![rooms[2].clone()], "{back}");
+    assert_eq!(back["rooms"][&rooms[2]]["initial"], true, "{back}");
+    let mut at = pos(&back);
+
+    // More answers than positions stored as changes in a row, with restarts among them (the
+    // connection then read back from the store): each carries only the room with news.
+    let rounds = 2 * MAX_BUILT_ON + 3;
+    for i in 0..rounds {
+        if i == 5 || i == MAX_BUILT_ON + 4 {
+            server.restart().await;
+            alice = TestUser { client: server.client().with_token(&alice.access_token), ..alice.clone() };
+            bob = TestUser { client: server.client().with_token(&bob.access_token), ..bob.clone() };
+        }
+        let room = &rooms[i % 2];
+        send_text(&alice, room, &format!("t{i}"), &format!("news {i}")).await;
+        let answer = ss(&bob.client, Some(&at), &body).await;
+        assert_eq!(room_ids(&answer), vec![room.clone()], "answer {i}: {answer}");
+        assert_ne!(answer["rooms"][room]["initial"], true, "answer {i}: {answer}");
+        assert_eq!(timeline_bodies(&answer["rooms"][room]), vec![format!("news {i}")], "answer {i}");
+        at = pos(&answer);
+    }
+    if let myelin_config::DatabaseConfig::Sqlite { path } = server.services().config.database.clone() {
+        let mut file = path.into_os_string();
+        file.push("-sliding-sync");
+        let positions = rusqlite::Connection::open(&file).expect("the positions' file opens");
+        let held: i64 = positions
+            .query_row("SELECT COUNT(*) FROM sliding_sync_positions", [], |row| row.get(0))
+            .expect("the positions are counted");
+        assert!(held <= MAX_BUILT_ON as i64 + 2, "{held} positions held for one connection");
+    }
+
+    // Read back once more: nothing new.
+    server.restart().await;
+    let bob = TestUser { client: server.client().with_token(&bob.access_token), ..bob.clone() };
+    let quiet = ss(&bob.client, Some(&at), &body).await;
+    assert_eq!(room_ids(&quiet), Vec::<String>::new(), "{quiet}");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn unknown_positions_are_refused() {
     let mut server = TestServer::start().await;
     let alice = server.register("alice").await;

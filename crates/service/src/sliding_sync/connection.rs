@@ -8,8 +8,12 @@
 //! connections go with it (`store::devices::DEVICE_TABLES`). The state of each connection's
 //! newest position is also kept in memory ([`ConnectionCache`]).
 //!
-//! A new position is stored after the answer that hands it out, by a task of its own (a
-//! connection's state is tens of kilobytes; writing it took as long as computing the answer).
+//! A new position is stored after the answer that hands it out, by a task of its own. What is
+//! stored is the changes from the position the request came with (the rooms sent again or
+//! forgotten; a connection's whole state is tens of kilobytes for a user in thousands of
+//! rooms, and writing it on every request took as long as computing the answer), up to
+//! [`MAX_BUILT_ON`] positions in a row, then the whole state again. The positions a kept one
+//! builds on are held by the store, no longer kept, while it does.
 //! The connection's next request waits for that save before it reads anything stored, so it
 //! sees the connection as if the save had been made before answering; a save that fails leaves
 //! the position unknown (the client starts the connection over, as after a lost position).
@@ -19,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use myelin_core::{ErrCode, MatrixError};
-use myelin_store::SlidingSyncConnection;
+use myelin_store::{NewSlidingSyncPosition, SlidingSyncConnection};
 use parking_lot::Mutex;
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
@@ -34,6 +38,10 @@ use crate::{Error, Result, Services};
 
 /// The most connections (`conn_id`s) one device keeps; the least recently used go first.
 pub const MAX_CONNECTIONS_PER_DEVICE: usize = 10;
+
+/// The most positions in a row whose stored form builds on the one before (see the module
+/// documentation): reading a position back reads at most this many more.
+pub const MAX_BUILT_ON: usize = 16;
 
 /// The most sent rooms held over all cached connection states (about 150 bytes each).
 const MAX_CACHED_ROOMS: usize = 200_000;
@@ -196,14 +204,27 @@ pub struct ConnectionState {
     /// The user's room set ([`super::listing::RoomList::rooms_id`]) every room of `rooms` is
     /// known to be in (0: none); not stored.
     pub rooms_checked_in: u64,
+    /// The positions whose stored forms its stored form builds on, oldest first (none: it is
+    /// stored whole); not stored.
+    pub builds_on: Vec<i64>,
+    /// The rooms recorded as sent, and those forgotten, since the state it was worked out
+    /// from (what it is stored as when it builds on that state's position); not stored.
+    /// Rooms are never changed in place: a room sent again is a new record.
+    pub changed: Vec<Arc<str>>,
+    pub forgotten: Vec<Arc<str>>,
 }
 
 /// How a connection's state is stored: each distinct `required_state` once, and each room as
 /// `[upto, membership, index of its required_state, timeline_limit]` (a connection can have
-/// sent thousands of rooms, read and written on every request).
+/// sent thousands of rooms). Whole, or (`base`) the changes from the state of an earlier
+/// position: the rooms sent since (`sent`, `lazy`) and those forgotten (`forgotten`).
 #[derive(Serialize, Deserialize)]
 struct StoredState {
     token: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    base: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    forgotten: Vec<String>,
     #[serde(default)]
     required_states: Vec<RequiredState>,
     #[serde(default)]
@@ -238,11 +259,65 @@ impl ConnectionState {
         Some(token)
     }
 
-    /// The stored form (see [`StoredState`]).
+    /// A state worked out from `previous`: its rooms and extensions to start from.
+    pub fn following(previous: &ConnectionState, token: String, rooms_checked_in: u64) -> ConnectionState {
+        ConnectionState {
+            token,
+            rooms: previous.rooms.clone(),
+            extensions: previous.extensions.clone(),
+            rooms_checked_in,
+            ..ConnectionState::default()
+        }
+    }
+
+    /// Records a room as sent now.
+    pub fn record_room(&mut self, room_id: &str, sent: SentRoom) {
+        let room_id: Arc<str> = Arc::from(room_id);
+        self.changed.push(room_id.clone());
+        self.rooms.insert(room_id, Arc::new(sent));
+    }
+
+    /// Forgets the rooms `keep` refuses.
+    pub fn retain_rooms(&mut self, keep: impl Fn(&str) -> bool) {
+        let mut forgotten = Vec::new();
+        self.rooms.retain(|room, _| {
+            let kept = keep(room);
+            if !kept {
+                forgotten.push(room.clone());
+            }
+            kept
+        });
+        self.forgotten.extend(forgotten);
+    }
+
+    /// The whole stored form (see [`StoredState`]).
     fn to_text(&self) -> Result<String> {
+        self.stored_form(self.rooms.iter(), None, Vec::new())
+    }
+
+    /// The stored form as the changes from the state it was worked out from, stored at `base`.
+    fn to_text_from(&self, base: i64) -> Result<String> {
+        let changed: BTreeSet<&Arc<str>> = self.changed.iter().collect();
+        let rooms = changed.into_iter().filter_map(|room| Some((room, self.rooms.get(room)?)));
+        let forgotten: BTreeSet<String> = self
+            .forgotten
+            .iter()
+            .filter(|room| !self.rooms.contains_key(*room))
+            .map(|room| room.to_string())
+            .collect();
+        self.stored_form(rooms, Some(base), forgotten.into_iter().collect())
+    }
+
+    fn stored_form<'a>(
+        &self,
+        rooms: impl Iterator<Item = (&'a Arc<str>, &'a Arc<SentRoom>)>,
+        base: Option<i64>,
+        forgotten: Vec<String>,
+    ) -> Result<String> {
         let mut distinct: Vec<&Arc<RequiredState>> = Vec::new();
         let mut sent = BTreeMap::new();
-        for (room_id, room) in &self.rooms {
+        let mut lazy = BTreeMap::new();
+        for (room_id, room) in rooms {
             let index = match distinct
                 .iter()
                 .position(|known| Arc::ptr_eq(known, &room.required_state) || **known == room.required_state)
@@ -257,15 +332,14 @@ impl ConnectionState {
                 room_id.to_string(),
                 (room.upto, room.membership.clone(), index, room.timeline_limit),
             );
+            if !room.lazy_members.is_empty() {
+                lazy.insert(room_id.to_string(), room.lazy_members.clone());
+            }
         }
-        let lazy = self
-            .rooms
-            .iter()
-            .filter(|(_, room)| !room.lazy_members.is_empty())
-            .map(|(room_id, room)| (room_id.to_string(), room.lazy_members.clone()))
-            .collect();
         let stored = StoredState {
             token: self.token.clone(),
+            base,
+            forgotten,
             required_states: distinct.into_iter().map(|state| (**state).clone()).collect(),
             sent,
             rooms: BTreeMap::new(),
@@ -275,18 +349,53 @@ impl ConnectionState {
         serde_json::to_string(&stored).map_err(Error::internal)
     }
 
-    /// Reads the stored form; `None` when it does not parse (the position is then unknown).
+    /// Reads a whole stored form; `None` when it does not parse or is not whole.
+    #[cfg(test)]
     fn from_text(text: &str) -> Option<ConnectionState> {
-        let mut stored: StoredState = serde_json::from_str(text).ok()?;
-        let shared: Vec<Arc<RequiredState>> = stored.required_states.into_iter().map(Arc::new).collect();
-        let mut rooms = imbl::HashMap::new();
-        for (room_id, (upto, membership, index, timeline_limit)) in stored.sent {
+        Self::assemble(vec![(0, read_stored(text)?)])
+    }
+
+    /// The state at a position from its stored form and those it builds on, newest first
+    /// (each built on the next, the last whole); `None` when they do not fit together.
+    fn assemble(forms: Vec<(i64, StoredState)>) -> Option<ConnectionState> {
+        let mut state: Option<ConnectionState> = None;
+        let mut builds_on = Vec::new();
+        let mut below: Option<i64> = None;
+        for (pos, form) in forms.into_iter().rev() {
+            if form.base != below {
+                return None;
+            }
+            state = Some(form.into_state(state)?);
+            builds_on.extend(below);
+            below = Some(pos);
+        }
+        let mut state = state?;
+        state.builds_on = builds_on;
+        Some(state)
+    }
+}
+
+/// A stored form as written; `None` when it does not parse.
+fn read_stored(text: &str) -> Option<StoredState> {
+    serde_json::from_str(text).ok()
+}
+
+impl StoredState {
+    /// The state it stands for, given the state of the position it builds on (`None` for a
+    /// whole one).
+    fn into_state(mut self, base: Option<ConnectionState>) -> Option<ConnectionState> {
+        let mut rooms = base.map(|base| base.rooms).unwrap_or_default();
+        for room in &self.forgotten {
+            rooms.remove(room.as_str());
+        }
+        let shared: Vec<Arc<RequiredState>> = self.required_states.into_iter().map(Arc::new).collect();
+        for (room_id, (upto, membership, index, timeline_limit)) in self.sent {
             let required_state = shared.get(index)?.clone();
-            let lazy_members = stored.lazy.remove(&room_id).unwrap_or_default();
+            let lazy_members = self.lazy.remove(&room_id).unwrap_or_default();
             let room = SentRoom { upto, membership, required_state, timeline_limit, lazy_members };
             rooms.insert(Arc::from(room_id), Arc::new(room));
         }
-        for (room_id, room) in stored.rooms {
+        for (room_id, room) in self.rooms {
             let StoredRoomV1 { upto, membership, required_state, timeline_limit } = room;
             let required_state = Arc::new(required_state);
             let lazy_members = Arc::default();
@@ -294,10 +403,10 @@ impl ConnectionState {
             rooms.insert(Arc::from(room_id), Arc::new(room));
         }
         Some(ConnectionState {
-            token: stored.token,
+            token: self.token,
             rooms,
-            extensions: stored.extensions,
-            rooms_checked_in: 0,
+            extensions: self.extensions,
+            ..ConnectionState::default()
         })
     }
 }
@@ -337,29 +446,48 @@ impl Services {
                 return if kept { Ok(state) } else { Err(unknown_pos()) };
             }
         }
-        let text = self.store.sliding_sync_position(connection(requester, conn_id), pos).await?;
-        let text = text.ok_or_else(unknown_pos)?;
-        ConnectionState::from_text(&text).map(Arc::new).ok_or_else(|| {
+        let corrupt = || {
             tracing::warn!(
                 conn_id,
-                "a stored sliding sync connection does not parse; its position is unknown"
+                "a stored sliding sync connection does not read; its position is unknown"
             );
             unknown_pos()
-        })
+        };
+        let stored = connection(requester, conn_id);
+        let text = self.store.sliding_sync_position(stored, pos).await?.ok_or_else(unknown_pos)?;
+        let mut forms = vec![(pos, read_stored(&text).ok_or_else(corrupt)?)];
+        while let Some(base) = forms.last().and_then(|(_, form)| form.base) {
+            if forms.len() > MAX_BUILT_ON {
+                return Err(corrupt());
+            }
+            let text =
+                self.store.sliding_sync_position_built_on(stored, base).await?.ok_or_else(unknown_pos)?;
+            forms.push((base, read_stored(&text).ok_or_else(corrupt)?));
+        }
+        ConnectionState::assemble(forms).map(Arc::new).ok_or_else(corrupt)
     }
 
-    /// Hands out a new position of a connection with its state, stored by a task of its own
-    /// after the previous save of the connection (see the module documentation).
+    /// Hands out a new position of a connection with its state (worked out from `previous`,
+    /// the position the request came with and its state), stored by a task of its own after
+    /// the previous save of the connection (see the module documentation).
     pub(crate) async fn save_sliding_sync_connection(
         &self,
         requester: &Requester,
         conn_id: &str,
-        kept: Option<i64>,
-        state: ConnectionState,
+        previous: Option<(i64, &ConnectionState)>,
+        mut state: ConnectionState,
     ) -> Result<i64> {
         // Random, so that a position of a connection lost (or started afresh) is never
         // mistaken for one of its successor.
         let pos: i64 = rand::rng().random_range(1..i64::MAX >> 11);
+        let kept = previous.map(|(pos, _)| pos);
+        let kept_builds_on = previous.map(|(_, state)| state.builds_on.clone()).unwrap_or_default();
+        state.builds_on = match previous {
+            Some((base, previous)) if previous.builds_on.len() < MAX_BUILT_ON => {
+                previous.builds_on.iter().copied().chain([base]).collect()
+            }
+            _ => Vec::new(),
+        };
         let state = Arc::new(state);
         let key = cache_key(requester, conn_id);
         let (done, saved) = Saved::pending();
@@ -372,21 +500,8 @@ impl Services {
             }
             let connection =
                 SlidingSyncConnection { user_id: &user_id, device_id: &device_id, conn_id: &conn_id };
-            let outcome = match state.to_text() {
-                Ok(text) => services
-                    .store
-                    .save_sliding_sync_position(
-                        connection,
-                        kept,
-                        pos,
-                        &text,
-                        now_ms() as i64,
-                        MAX_CONNECTIONS_PER_DEVICE,
-                    )
-                    .await
-                    .map_err(Error::from),
-                Err(error) => Err(error),
-            };
+            let outcome =
+                services.store_connection_state(connection, kept, &kept_builds_on, pos, &state).await;
             if let Err(error) = &outcome {
                 tracing::warn!(%error, "a sliding sync position was not stored; the client starts over");
             }
@@ -400,6 +515,37 @@ impl Services {
         }
         self.sliding.saves.spawn(save);
         Ok(pos)
+    }
+
+    /// Stores a position: as the changes from the one it builds on, or whole when it builds on
+    /// none or one of those it builds on is no longer stored.
+    async fn store_connection_state(
+        &self,
+        connection: SlidingSyncConnection<'_>,
+        kept: Option<i64>,
+        kept_builds_on: &[i64],
+        pos: i64,
+        state: &ConnectionState,
+    ) -> Result<()> {
+        let now = now_ms() as i64;
+        if let Some(&base) = state.builds_on.last() {
+            let text = state.to_text_from(base)?;
+            let new = NewSlidingSyncPosition {
+                kept,
+                kept_builds_on,
+                pos,
+                builds_on: &state.builds_on,
+                state: &text,
+            };
+            if self.store.save_sliding_sync_position(connection, new, now, MAX_CONNECTIONS_PER_DEVICE).await?
+            {
+                return Ok(());
+            }
+        }
+        let text = state.to_text()?;
+        let new = NewSlidingSyncPosition { kept, kept_builds_on, pos, builds_on: &[], state: &text };
+        self.store.save_sliding_sync_position(connection, new, now, MAX_CONNECTIONS_PER_DEVICE).await?;
+        Ok(())
     }
 
     /// Forgets the connections of devices about to be deleted, once their positions handed out
@@ -519,6 +665,63 @@ mod tests {
         assert_eq!(read.rooms, state.rooms);
         assert_eq!((read.token, read.extensions), (state.token, state.extensions));
         assert!(Arc::ptr_eq(&read.rooms["!a:x"].required_state, &read.rooms["!c:x"].required_state));
+    }
+
+    #[test]
+    fn a_state_stored_as_changes_reads_back_from_those_it_builds_on() {
+        let list = Arc::new(pairs(&[("m.room.name", "")]));
+        let room = |upto| SentRoom {
+            upto,
+            membership: "join".to_owned(),
+            required_state: list.clone(),
+            timeline_limit: 1,
+            lazy_members: Arc::default(),
+        };
+        let mut first = ConnectionState { token: "s1".to_owned(), ..Default::default() };
+        for id in ["!a:x", "!b:x", "!c:x"] {
+            first.record_room(id, room(1));
+        }
+        first.extensions.insert("typing".to_owned(), "1".to_owned());
+        let whole = first.to_text().unwrap();
+        // The next: one room sent again (with a lazy member), one sent first, one forgotten,
+        // one sent and forgotten.
+        let mut second = ConnectionState::following(&first, "s2".to_owned(), 0);
+        second
+            .record_room("!a:x", SentRoom { lazy_members: Arc::new(["@m:x".to_owned()].into()), ..room(2) });
+        second.record_room("!d:x", room(2));
+        second.record_room("!e:x", room(2));
+        second.retain_rooms(|room| room != "!b:x" && room != "!e:x");
+        second.extensions.insert("typing".to_owned(), "2".to_owned());
+        let changes = second.to_text_from(7).unwrap();
+        let stored: serde_json::Value = serde_json::from_str(&changes).unwrap();
+        assert_eq!(stored["base"], 7, "{changes}");
+        assert_eq!(stored["forgotten"], serde_json::json!(["!b:x", "!e:x"]), "{changes}");
+        let sent: Vec<&String> = stored["sent"].as_object().unwrap().keys().collect();
+        assert_eq!(sent, ["!a:x", "!d:x"], "only the rooms sent: {changes}");
+        // Then one with nothing sent.
+        let third = ConnectionState::following(&second, "s3".to_owned(), 0);
+        let nothing = third.to_text_from(8).unwrap();
+        assert!(!nothing.contains("!a:x"), "{nothing}");
+
+        let read = |forms: &[(i64, &str)]| {
+            ConnectionState::assemble(
+                forms.iter().map(|(pos, text)| (*pos, read_stored(text).unwrap())).collect(),
+            )
+        };
+        let back = read(&[(9, &nothing), (8, &changes), (7, &whole)]).unwrap();
+        assert_eq!(back.rooms, third.rooms);
+        assert_eq!((back.token.as_str(), &back.extensions), ("s3", &third.extensions));
+        assert_eq!(back.builds_on, [7, 8]);
+        let back = read(&[(8, &changes), (7, &whole)]).unwrap();
+        assert_eq!((back.rooms, back.builds_on), (second.rooms.clone(), vec![7]));
+        assert_eq!(read(&[(7, &whole)]).unwrap().builds_on, Vec::<i64>::new());
+        // Forms that do not fit together: changes without what they build on, or on another
+        // position than the one below them.
+        assert!(read(&[(8, &changes)]).is_none());
+        assert!(read(&[(8, &changes), (6, &whole)]).is_none());
+        assert!(read(&[(9, &nothing), (7, &whole)]).is_none());
+        assert!(read(&[(7, &whole), (8, &changes)]).is_none());
+        assert!(ConnectionState::from_text(&changes).is_none());
     }
 
     #[test]

@@ -119,7 +119,8 @@ impl Services {
             }
         };
         let Computed { mut response, state } = computed;
-        let pos = self.save_sliding_sync_connection(requester, &request.conn_id, request.pos, state).await?;
+        let worked_from = request.pos.zip(previous.as_deref());
+        let pos = self.save_sliding_sync_connection(requester, &request.conn_id, worked_from, state).await?;
         response.pos = pos.to_string();
         Ok(response)
     }
@@ -156,12 +157,7 @@ impl Services {
 
         let empty = ConnectionState::default();
         let previous_state = previous.unwrap_or(&empty);
-        let mut state = ConnectionState {
-            token: now.to_string(),
-            rooms: previous_state.rooms.clone(),
-            extensions: previous_state.extensions.clone(),
-            rooms_checked_in: rooms_view.list.rooms_id,
-        };
+        let mut state = ConnectionState::following(previous_state, now.to_string(), rooms_view.list.rooms_id);
         // Rooms sent before with nothing new are read no further: recorded as sent now, or
         // kept as they were when asked the same as then (they hold no event since).
         let mut to_compute: Vec<(&RoomEntry, &RoomParams)> = Vec::new();
@@ -174,8 +170,7 @@ impl Services {
                 let same_ask = asked.is_some_and(|a| a.equal)
                     && prev.is_some_and(|prev| prev.timeline_limit == params.timeline_limit);
                 if !same_ask {
-                    let sent = SentRoom::new(entry, params, now.events, prev);
-                    state.rooms.insert(Arc::from(room_id.as_str()), Arc::new(sent));
+                    state.record_room(room_id.as_str(), SentRoom::new(entry, params, now.events, prev));
                 }
             } else {
                 to_compute.push((entry, params));
@@ -199,7 +194,7 @@ impl Services {
             let room_id = &entry.room_id;
             let prev = previous_state.rooms.get(room_id.as_str()).map(|room| &**room);
             let (room, sent) = self.sliding_sync_room(&answer, entry, params, prev).await?;
-            state.rooms.insert(Arc::from(room_id.as_str()), Arc::new(sent));
+            state.record_room(room_id.as_str(), sent);
             if let Some(room) = room {
                 if room.initial {
                     initial_rooms.insert(room_id.clone());
@@ -211,8 +206,8 @@ impl Services {
         // added above are in the set; those before it were checked against the same set, or
         // are checked now).
         if previous_state.rooms_checked_in != rooms_view.list.rooms_id {
-            state.rooms.retain(|room, _| {
-                <&RoomId>::try_from(&**room).is_ok_and(|room| rooms_view.get(room).is_some())
+            state.retain_rooms(|room| {
+                <&RoomId>::try_from(room).is_ok_and(|room| rooms_view.get(room).is_some())
             });
         }
 

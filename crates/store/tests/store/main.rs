@@ -16,6 +16,7 @@ mod open_id_tokens;
 mod remote_device_lists;
 mod search;
 mod server_keys;
+mod sliding_sync;
 mod to_device;
 
 use myelin_store::{NewUser, Store};
