@@ -111,8 +111,9 @@ impl Store {
     /// Records a new position of a connection in one transaction. The connection keeps `kept`
     /// (the one the request came with; `None`: a fresh start) and the new one; it holds, no
     /// longer keeping them, the positions they build on (`new.kept_builds_on`,
-    /// `new.builds_on`); every other position of it is deleted. Beyond `max_connections`
-    /// connections of the device the least recently used go. `Ok(false)`, and nothing written,
+    /// `new.builds_on`); every other position of it is deleted. On a fresh start (only then can
+    /// the device have one more connection), beyond `max_connections` connections of the
+    /// device the least recently used go. `Ok(false)`, and nothing written,
     /// when a position the new one builds on is no longer stored (the caller stores it whole).
     pub async fn save_sliding_sync_position(
         &self,
@@ -126,6 +127,7 @@ impl Store {
         let mut held: Vec<i64> = kept_builds_on.iter().chain(builds_on).copied().collect();
         held.sort_unstable();
         held.dedup();
+        let fresh = kept.is_none();
         let kept = kept.unwrap_or(-1);
         // Not waited onto the disk: a position lost with the machine's power is answered with
         // M_UNKNOWN_POS, and the client starts the connection over.
@@ -173,6 +175,9 @@ impl Store {
                     params![user_id, device_id, conn_id, pos, now_ms.max(1), state],
                 )
                 .await?;
+                if !fresh {
+                    return Ok(true);
+                }
                 let rows = tx
                     .query(
                         "SELECT conn_id FROM sliding_sync_positions WHERE user_id = $1 AND device_id = $2

@@ -358,9 +358,10 @@ impl Rooms {
         log.entries.clear();
     }
 
-    /// The position of the room's newest event, if noted.
+    /// The position of the room's newest event, if noted (looked at without making the room
+    /// the most recently used: it is read for every room of a list's window).
     pub(crate) fn last_event(&self, room_id: &RoomId) -> Option<i64> {
-        self.facts.lock().get(room_id).and_then(|f| f.last_event)
+        self.facts.lock().peek(room_id).and_then(|f| f.last_event)
     }
 
     /// The room's noted bump stamp, if known.

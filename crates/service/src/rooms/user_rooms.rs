@@ -35,8 +35,8 @@ impl Default for UserRooms {
 }
 
 impl crate::Services {
-    /// The user's current-state memberships with their positions, from the cache (read from
-    /// the store on a miss); what `/sync` and sliding sync go through.
+    /// The user's current-state memberships with their positions, by room ID, from the cache
+    /// (read from the store on a miss); what `/sync` and sliding sync go through.
     pub(crate) async fn user_memberships_cached(
         &self,
         user_id: &UserId,
@@ -44,7 +44,10 @@ impl crate::Services {
         match self.rooms.user_rooms.get(user_id) {
             Ok(rooms) => Ok(rooms),
             Err(ticket) => {
-                let rooms = Arc::new(self.store.user_memberships_positioned(user_id.as_str()).await?);
+                let mut rooms = self.store.user_memberships_positioned(user_id.as_str()).await?;
+                // By room ID as Rust orders strings (the database's collation may differ).
+                rooms.sort_unstable_by(|a, b| a.room_id.cmp(&b.room_id));
+                let rooms = Arc::new(rooms);
                 self.rooms.user_rooms.fill(user_id, ticket, rooms.clone());
                 Ok(rooms)
             }

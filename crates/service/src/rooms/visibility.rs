@@ -99,14 +99,14 @@ impl Services {
     }
 
     /// The membership of `event_id`, when it is the membership event of `user` in `room_id`
-    /// that the user's cached memberships (`rooms::user_rooms`) hold; nothing is read.
+    /// that the user's cached memberships (`rooms::user_rooms`, by room ID) hold; nothing is
+    /// read.
     fn cached_membership_event(&self, user: &str, room_id: &RoomId, event_id: &EventId) -> Option<String> {
         let user = UserId::parse(user).ok()?;
         let memberships = self.rooms.user_rooms.get(&user).ok()?;
-        memberships
-            .iter()
-            .find(|m| m.room_id == room_id.as_str() && m.event_id == event_id.as_str())
-            .map(|m| m.membership.clone())
+        let at = memberships.binary_search_by(|m| m.room_id.as_str().cmp(room_id.as_str())).ok()?;
+        let membership = &memberships[at];
+        (membership.event_id == event_id.as_str()).then(|| membership.membership.clone())
     }
 
     /// The events `user_id` may see, in the given order.

@@ -314,6 +314,8 @@ impl ConnectionState {
         base: Option<i64>,
         forgotten: Vec<String>,
     ) -> Result<String> {
+        // By room ID, so that the same state is always stored the same.
+        let rooms: BTreeMap<&Arc<str>, &Arc<SentRoom>> = rooms.collect();
         let mut distinct: Vec<&Arc<RequiredState>> = Vec::new();
         let mut sent = BTreeMap::new();
         let mut lazy = BTreeMap::new();

@@ -55,3 +55,21 @@ store_test!(positions_built_on_are_held_but_not_kept_until_nothing_builds_on_the
     assert!(save(&store, None, &[], 8, &[]).await);
     assert_eq!(standing(&store, &[4, 6, 8]).await, [gone, gone, kept]);
 });
+
+store_test!(a_device_keeps_its_most_recently_used_connections, |store| async move {
+    let on = |conn_id| SlidingSyncConnection { conn_id, ..MAIN };
+    let save = async |conn_id, kept: Option<i64>, pos: i64| {
+        let new = NewSlidingSyncPosition { kept, kept_builds_on: &[], pos, builds_on: &[], state: "s" };
+        assert!(store.save_sliding_sync_position(on(conn_id), new, pos, 2).await.unwrap());
+    };
+    let kept = async |conn_id, pos| store.sliding_sync_position_kept(on(conn_id), pos).await.unwrap();
+    save("a", None, 10).await;
+    save("b", None, 20).await;
+    // A third connection: the least recently used one goes.
+    save("c", None, 30).await;
+    assert!(!kept("a", 10).await && kept("b", 20).await && kept("c", 30).await);
+    // Used again, `b` is no longer the least recently used when a fourth starts.
+    save("b", Some(20), 40).await;
+    save("d", None, 50).await;
+    assert!(kept("b", 40).await && !kept("c", 30).await && kept("d", 50).await);
+});
