@@ -197,15 +197,39 @@ impl Store {
         Ok(row.map(|r| r.opt_i64(0)).transpose()?.flatten().unwrap_or(0))
     }
 
-    /// Per room of `room_ids` that has any, the user's unread notifications and highlights (all
+    /// Per room of `rooms` that has any, the user's unread notifications and highlights (all
     /// threads together): what [`Self::unread_floor`] and [`Self::unread_push_actions`] count, for
-    /// many rooms in one read per 200.
+    /// many rooms in one read per 200. Each room comes with the stream position of the user's
+    /// membership event in it, as the user's memberships tell: nothing before it is unread.
+    /// For one or two rooms (a long-poll woken by news) each is read by itself on the push
+    /// actions alone, with that position; more are read together, the membership event's
+    /// position read with them (a read per room costs more than the join then, and on
+    /// PostgreSQL a round trip each).
     pub async fn unread_counts_in_rooms(
         &self,
         user_id: &str,
-        room_ids: &[&str],
+        rooms: &[(&str, i64)],
     ) -> Result<std::collections::HashMap<String, (u64, u64)>, StoreError> {
         let mut out = std::collections::HashMap::new();
+        if rooms.len() <= 2 {
+            let sql = format!(
+                "SELECT COUNT(*), COUNT(CASE WHEN a.highlight THEN 1 END) FROM push_actions a
+                 WHERE a.user_id = $1 AND a.room_id = $2 AND a.stream_ordering > $3
+                 AND a.stream_ordering > {COVERING_RECEIPT}"
+            );
+            for (room_id, membership) in rooms {
+                let row = self.db.query_opt(&sql, params![user_id, *room_id, *membership]).await?;
+                let (notifications, highlights) = match row {
+                    Some(row) => (row.i64(0)?.max(0) as u64, row.i64(1)?.max(0) as u64),
+                    None => (0, 0),
+                };
+                if notifications > 0 {
+                    out.insert(room_id.to_string(), (notifications, highlights));
+                }
+            }
+            return Ok(out);
+        }
+        let room_ids: Vec<&str> = rooms.iter().map(|(room_id, _)| *room_id).collect();
         for chunk in room_ids.chunks(200) {
             // Nothing before the user's membership event is unread; a read receipt covering
             // the thread (or unthreaded) is.

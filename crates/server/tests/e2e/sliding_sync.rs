@@ -1050,22 +1050,37 @@ async fn unread_notification_and_highlight_counts_follow_receipts() {
     let bob = server.register("bob").await;
     let quiet = create_room(&alice, json!({"preset": "public_chat", "name": "quiet"})).await;
     let busy = create_room(&alice, json!({"preset": "public_chat", "name": "busy"})).await;
-    join(&bob, &quiet).await;
-    join(&bob, &busy).await;
+    let third = create_room(&alice, json!({"preset": "public_chat", "name": "third"})).await;
+    for room in [&quiet, &busy, &third] {
+        join(&bob, room).await;
+    }
     send_text(&bob, &busy, "b1", "hello there").await;
     let mention =
         json!({"msgtype": "m.text", "body": "alice: around?", "m.mentions": {"user_ids": [alice.user_id]}});
     let sent =
         bob.client.put(&format!("/_matrix/client/v3/rooms/{busy}/send/m.room.message/b2"), &mention).await;
     let last = sent.expect(200)["event_id"].as_str().unwrap().to_owned();
+    send_text(&bob, &third, "t1", "before alice leaves").await;
     let body = json!({"lists": {"all": list(json!([[0, 10]]), 1, json!([]))}});
-    let response = ss(&alice.client, None, &body).await;
     let counts = |response: &Value, room: &str| {
         let room = &response["rooms"][room];
         (room["notification_count"].as_u64().unwrap(), room["highlight_count"].as_u64().unwrap())
     };
+    // Several rooms at once (read together) ...
+    let response = ss(&alice.client, None, &body).await;
     assert_eq!(counts(&response, &busy), (2, 1), "two messages, one mentioning alice: {response}");
     assert_eq!(counts(&response, &quiet), (0, 0), "{response}");
+    assert_eq!(counts(&response, &third), (1, 0), "{response}");
+    // ... where nothing before the user's latest join is unread ...
+    alice.client.post(&format!("/_matrix/client/v3/rooms/{third}/leave"), &json!({})).await.expect(200);
+    join(&alice, &third).await;
+    let response = ss(&alice.client, None, &body).await;
+    assert_eq!(counts(&response, &third), (0, 0), "joined again: {response}");
+    // ... nor in a room read by itself, news woken for.
+    send_text(&bob, &third, "t2", "after alice is back").await;
+    let news = ss(&alice.client, Some(&pos(&response)), &body).await;
+    assert_eq!(room_ids(&news), vec![third.clone()], "{news}");
+    assert_eq!(counts(&news, &third), (1, 0), "only the message since the join: {news}");
     alice
         .client
         .post(&format!("/_matrix/client/v3/rooms/{busy}/receipt/m.read/{last}"), &json!({}))
@@ -1073,5 +1088,8 @@ async fn unread_notification_and_highlight_counts_follow_receipts() {
         .expect(200);
     let response = ss(&alice.client, None, &body).await;
     assert_eq!(counts(&response, &busy), (0, 0), "read up to the last message: {response}");
+    send_text(&bob, &busy, "b3", "one more").await;
+    let news = ss(&alice.client, Some(&pos(&response)), &body).await;
+    assert_eq!(counts(&news, &busy), (1, 0), "one since the receipt: {news}");
     server.stop().await;
 }

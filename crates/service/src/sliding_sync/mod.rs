@@ -179,8 +179,11 @@ impl Services {
         let to_read: Vec<&RoomEntry> =
             to_compute.iter().map(|(entry, _)| *entry).filter(|e| e.stripped.is_none()).collect();
         let ids: Vec<&RoomId> = to_read.iter().map(|e| &*e.room_id).collect();
-        let joined: Vec<&str> =
-            to_read.iter().filter(|e| e.membership == "join").map(|e| e.room_id.as_str()).collect();
+        let joined: Vec<(&str, i64)> = to_read
+            .iter()
+            .filter(|e| e.membership == "join")
+            .map(|e| (e.room_id.as_str(), e.membership_position))
+            .collect();
         let answer = Answer {
             user_id,
             since,
