@@ -484,10 +484,15 @@ mod tests {
         *rooms.facts.lock() = lru::LruCache::new(NonZeroUsize::new(2).expect("2 is not zero"));
         rooms.note_new_event(&room(1), 1);
         rooms.note_bump(&room(2), 2);
-        assert_eq!(rooms.last_event(&room(1)), Some(1), "room 1 is now the most recently used");
+        assert_eq!(rooms.bump_stamp(&room(1)), None, "read: room 1 is now the most recently used");
         rooms.note_room_type(&room(3), Some("m.space".to_owned()));
         assert_eq!(rooms.bump_stamp(&room(2)), None, "room 2 went: its facts are read again");
+        assert_eq!(rooms.room_type(&room(3)), Some(Some("m.space".to_owned())));
+        // Looked at for its newest event (as for every room of a list's window), room 1 is not
+        // made the most recently used: it goes next.
         assert_eq!(rooms.last_event(&room(1)), Some(1));
+        rooms.note_bump(&room(4), 4);
+        assert_eq!(rooms.last_event(&room(1)), None, "room 1 went");
         assert_eq!(rooms.room_type(&room(3)), Some(Some("m.space".to_owned())));
         // The change log is not the facts: it still tells of room 1.
         assert_eq!(changed(&rooms, rooms.change_generation(), 0), Some(vec![room(1)]));
